@@ -1,0 +1,66 @@
+//! One function per subcommand; each returns the process exit code.
+
+pub mod explain;
+pub mod run;
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clefd::mqtt::{BrokerUrl, WatchOptions};
+use clefd::synth::{ClipSpec, Sprite, make_clip as render};
+
+/// `clefd check-config`.
+pub fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
+    match clefd::config::load(path) {
+        Ok(loaded) => {
+            let cams = loaded.config.cameras.iter().filter(|(_, c)| c.enabled).count();
+            println!("{}: ok ({} camera(s) enabled, device id '{}')", path.display(), cams, loaded.device_id);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(errors) => {
+            for p in &errors.0 {
+                println!("{p}");
+            }
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+/// `clefd watch`.
+pub fn watch(url: &str, prefix: &str, until_offline: Option<String>, count: Option<u64>, timeout: Option<f64>) -> anyhow::Result<ExitCode> {
+    let url = BrokerUrl::parse(url).map_err(anyhow::Error::msg)?;
+    let opts = WatchOptions { url, prefix: prefix.into(), until_offline, count, timeout: timeout.map(Duration::from_secs_f64) };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut out = std::io::stdout();
+    rt.block_on(clefd::mqtt::watch(opts, &mut out))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `clefd make-clip`.
+pub fn make_clip(image: &Path, out: &Path, seconds: f64, fps: u32, size: &str, scale: f64) -> anyhow::Result<ExitCode> {
+    let (w, h) = size
+        .split_once('x')
+        .and_then(|(w, h)| Some((w.parse::<usize>().ok()?, h.parse::<usize>().ok()?)))
+        .filter(|&(w, h)| (32..=4096).contains(&w) && (32..=4096).contains(&h))
+        .with_context(|| format!("--size '{size}' must be WIDTHxHEIGHT, each 32..4096"))?;
+    if !(0.05..=1.0).contains(&scale) || !(1..=120).contains(&fps) || !(0.1..=600.0).contains(&seconds) {
+        bail!("--scale must be 0.05..1, --fps 1..120 and --seconds 0.1..600");
+    }
+    let picture = clefd::source::decode_image(image)?;
+    let ph = (h as f64 * scale) as usize;
+    let pw = (ph as f64 * picture.width as f64 / picture.height as f64) as usize;
+    let travel = (w.saturating_sub(pw)) as f32;
+    let top = (h - ph) as f32 / 2.0;
+    let spec = ClipSpec {
+        width: w,
+        height: h,
+        fps,
+        frames: (seconds * f64::from(fps)).round() as u32,
+        sprites: vec![Sprite { image: picture, size: (pw, ph), from: (0.1 * travel, top), to: (0.9 * travel, top), round_trips: 1.0 }],
+    };
+    render(&spec, out)?;
+    println!("wrote {} ({}x{}, {} frames at {} fps)", out.display(), w, h, spec.frames, fps);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,93 @@
+//! `clefd run`: the daemon.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clefd::config;
+use clefd::events::seq::SeqCounter;
+use clefd::mqtt::{BrokerUrl, Publisher, PublisherConfig};
+use clefd::pipeline::{Outcome, Pipeline};
+
+/// Loads the config, starts the pipeline and the publisher, and runs until the streams
+/// end or a signal arrives.
+pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
+    let loaded = match config::load(path) {
+        Ok(l) => l,
+        Err(errors) => {
+            clefd::service::init_logging("info");
+            for p in &errors.0 {
+                tracing::error!("{p}");
+            }
+            anyhow::bail!("invalid configuration ({} problem(s)); run `clefd check-config --config {}`", errors.0.len(), path.display());
+        }
+    };
+    let cfg = &loaded.config;
+    clefd::service::init_logging(&cfg.log_level);
+    tracing::info!(config = %path.display(), device = %loaded.device_id, cameras = cfg.cameras.len(), "clefd {} starting", env!("CARGO_PKG_VERSION"));
+    let url = BrokerUrl::parse(&cfg.mqtt.url).map_err(anyhow::Error::msg)?;
+    let credentials = match (&cfg.mqtt.username, &cfg.mqtt.password_file) {
+        (Some(u), Some(f)) => {
+            let pw = std::fs::read_to_string(f).with_context(|| format!("reading mqtt.password_file {}", f.display()))?;
+            Some((u.clone(), pw.trim_end_matches(['\r', '\n']).to_string()))
+        }
+        (Some(u), None) => Some((u.clone(), String::new())),
+        _ => None,
+    };
+    let seq_path = cfg.state_dir.join("seq");
+    let seq = SeqCounter::open(&seq_path).with_context(|| format!("opening the event sequence file {} (is state_dir writable?)", seq_path.display()))?;
+    let publisher_cfg = PublisherConfig {
+        url,
+        client_id: cfg.mqtt.client_id.clone().unwrap_or_else(|| format!("clefd-{}", loaded.device_id)),
+        prefix: cfg.mqtt.prefix.clone(),
+        device: loaded.device_id.clone(),
+        keep_alive: Duration::from_secs(cfg.mqtt.keep_alive_s),
+        credentials,
+        flush_timeout: Duration::from_secs_f64(cfg.mqtt.flush_timeout_s),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().thread_name("clefd-rt").build()?;
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    let pipeline = Pipeline::start(&loaded, tx)?;
+    let stopper = pipeline.stopper();
+    let outcome: Outcome = rt.block_on(async move {
+        let mut publisher = Publisher::start(publisher_cfg, seq);
+        let publishing = tokio::spawn(async move {
+            if let Err(e) = publisher.drain(rx).await {
+                tracing::error!(error = %e, "publishing failed");
+            }
+            publisher.shutdown().await;
+        });
+        let mut waiting = tokio::task::spawn_blocking(move || pipeline.wait());
+        let outcome = tokio::select! {
+            done = &mut waiting => done,
+            _ = clefd::service::shutdown_signal() => {
+                let s = stopper.clone();
+                let _ = tokio::task::spawn_blocking(move || s.stop()).await;
+                waiting.await
+            }
+        };
+        let _ = publishing.await;
+        outcome.unwrap_or_default()
+    });
+    for s in &outcome.summaries {
+        let secs = s.elapsed.as_secs_f64().max(1e-9);
+        let per = |d: Duration| d.as_secs_f64() * 1000.0 / s.frames.max(1) as f64;
+        tracing::info!(
+            bundle = %s.bundle,
+            frames = s.frames,
+            dropped = s.dropped,
+            faces = s.faces,
+            events = s.events,
+            fps = format!("{:.1}", s.frames as f64 / secs),
+            detect_ms = format!("{:.2}", per(s.stages.detect)),
+            classify_ms = format!("{:.2}", per(s.stages.classify)),
+            publish_ms = format!("{:.3}", per(s.stages.publish)),
+            "run summary"
+        );
+    }
+    for (camera, reason) in &outcome.failures {
+        tracing::error!(camera = %camera, "camera failed: {reason}");
+    }
+    Ok(if outcome.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}

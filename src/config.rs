@@ -1,0 +1,441 @@
+//! The daemon's configuration: what a user writes, how it is layered, and how it is
+//! checked before anything starts.
+//!
+//! Layers, later ones winning: the main TOML file (`/etc/clefd/clefd.toml`), one file per
+//! camera in `cameras.d/*.toml` beside it, then environment variables
+//! `CLEFD__SECTION__KEY` (e.g. `CLEFD__MQTT__URL`). Loading never stops at the first
+//! mistake: every problem is collected as a [`Problem`] naming the file, the key and the
+//! reason, so `clefd check-config` can list them all at once.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::engine::manifest::Manifest;
+use crate::source::SourceSpec;
+
+/// Environment variables with this prefix (then `__`) override config keys.
+pub const ENV_PREFIX: &str = "CLEFD";
+
+/// The whole configuration, after layering and validation.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Config {
+    /// Identifies this device in MQTT topics and events; defaults to the hostname.
+    pub device_id: Option<String>,
+    /// Where state that must survive restarts lives (the event sequence number).
+    pub state_dir: PathBuf,
+    /// Log filter (`info`, `debug`, `clefd=debug,warn`); `RUST_LOG` wins when set.
+    pub log_level: String,
+    /// ONNX Runtime and the default engine bundle.
+    pub engine: EngineConfig,
+    /// Broker connection and topics.
+    pub mqtt: MqttConfig,
+    /// When tracked subjects produce events.
+    pub events: EventsConfig,
+    /// How faces are followed from frame to frame.
+    pub tracker: TrackerConfig,
+    /// Cameras by name (the name appears in topics).
+    pub cameras: BTreeMap<String, CameraConfig>,
+}
+
+/// Where the models come from and how they run.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct EngineConfig {
+    /// Path of `libonnxruntime.so`; then `ORT_DYLIB_PATH`, then the set-up's location.
+    pub onnxruntime: Option<PathBuf>,
+    /// The bundle cameras use unless they name their own (relative to the config file).
+    pub bundle: PathBuf,
+    /// Intra-op threads per model; 0 lets clefd pick (the number of cores).
+    pub threads: usize,
+    /// Execution providers to try, in order: `tensorrt`, `cuda`, `cpu`.
+    pub providers: Vec<String>,
+    /// Where TensorRT engines are cached (default: `<state_dir>/engine-cache`).
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// MQTT broker and topic settings.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct MqttConfig {
+    /// `mqtt://host:port` (or `mqtts://`).
+    pub url: String,
+    /// First topic level.
+    pub prefix: String,
+    /// MQTT client id; defaults to `clefd-<device_id>`.
+    pub client_id: Option<String>,
+    /// Keep-alive interval in seconds.
+    pub keep_alive_s: u64,
+    /// Username for the broker, if it wants one.
+    pub username: Option<String>,
+    /// File holding the password (never put passwords in the config itself).
+    pub password_file: Option<PathBuf>,
+    /// How long shutdown waits for the broker to acknowledge outstanding events.
+    pub flush_timeout_s: f64,
+}
+
+/// Event lifecycle tuning.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct EventsConfig {
+    /// Frames a track must be seen before its `new` event.
+    pub min_track_age: u32,
+    /// An `update` is sent at least this often while a track lives.
+    pub heartbeat_s: f64,
+    /// Weight of the newest frame in the exponential moving average of scores (0..1].
+    pub smoothing: f32,
+    /// A new label must beat the current one by this margin to change the emotion.
+    pub hysteresis: f32,
+}
+
+/// Tracker tuning.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct TrackerConfig {
+    /// Minimum box overlap (IoU) to continue a track.
+    pub iou_threshold: f32,
+    /// Frames a track may go unseen before it ends.
+    pub max_missed: u32,
+}
+
+/// One camera.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct CameraConfig {
+    /// `rtsp://`, `file://`, `test://`, `v4l2:///dev/videoN`, `csi://N`, `http(s)://`.
+    pub uri: String,
+    /// A disabled camera is validated but not started.
+    pub enabled: bool,
+    /// `file://` only: start again at the end.
+    #[serde(rename = "loop")]
+    pub looping: bool,
+    /// `file://` only: pace frames at the stream's rate like a live camera (default) or
+    /// decode as fast as possible.
+    pub realtime: bool,
+    /// Working width of decoded frames (height follows the aspect ratio).
+    pub width: u32,
+    /// This camera's bundle, if not the engine default (relative to the config file).
+    pub bundle: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            device_id: None,
+            state_dir: PathBuf::from("/var/lib/clefd"),
+            log_level: "info".into(),
+            engine: EngineConfig::default(),
+            mqtt: MqttConfig::default(),
+            events: EventsConfig::default(),
+            tracker: TrackerConfig::default(),
+            cameras: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            onnxruntime: None,
+            bundle: PathBuf::from("/usr/share/clefd/engines/face-fer2013"),
+            threads: 0,
+            providers: vec!["tensorrt".into(), "cuda".into(), "cpu".into()],
+            cache_dir: None,
+        }
+    }
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            url: "mqtt://127.0.0.1:1883".into(),
+            prefix: "clefd".into(),
+            client_id: None,
+            keep_alive_s: 30,
+            username: None,
+            password_file: None,
+            flush_timeout_s: 5.0,
+        }
+    }
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig { min_track_age: 3, heartbeat_s: 10.0, smoothing: 0.5, hysteresis: 0.1 }
+    }
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        TrackerConfig { iou_threshold: 0.3, max_missed: 10 }
+    }
+}
+
+impl Default for CameraConfig {
+    fn default() -> Self {
+        CameraConfig { uri: String::new(), enabled: true, looping: false, realtime: true, width: 640, bundle: None }
+    }
+}
+
+/// One thing wrong with the configuration, precise enough to fix without guessing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The file (or `environment`) the offending value came from.
+    pub file: String,
+    /// The dotted key, or `-` when the whole file is at fault.
+    pub key: String,
+    /// What is wrong and, where possible, what to do.
+    pub reason: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}: {}", self.file, self.key, self.reason)
+    }
+}
+
+/// All problems found while loading; never empty.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{} configuration problem(s):\n{}", .0.len(), .0.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigErrors(pub Vec<Problem>);
+
+/// A validated configuration, with where it came from.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The merged, checked values; relative paths already resolved.
+    pub config: Config,
+    /// The device id actually in use (config or hostname).
+    pub device_id: String,
+    /// Which file each camera came from, for error messages at run time.
+    pub camera_files: BTreeMap<String, PathBuf>,
+}
+
+/// One camera per file in `cameras.d`; the name defaults to the file's stem.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default)]
+struct CameraFile {
+    name: Option<String>,
+    #[serde(flatten)]
+    camera: CameraConfig,
+}
+
+struct Collector {
+    problems: Vec<Problem>,
+}
+
+impl Collector {
+    fn push(&mut self, file: impl fmt::Display, key: impl Into<String>, reason: impl Into<String>) {
+        self.problems.push(Problem { file: file.to_string(), key: key.into(), reason: reason.into() });
+    }
+}
+
+/// Loads, layers and validates the configuration rooted at `path`.
+pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
+    let mut c = Collector { problems: Vec::new() };
+    let main_file = path.display().to_string();
+    if !path.is_file() {
+        c.push(&main_file, "-", "cannot read the config file: it does not exist (pass --config PATH)");
+        return Err(ConfigErrors(c.problems));
+    }
+    let env = config::Environment::with_prefix(ENV_PREFIX).prefix_separator("__").separator("__").try_parsing(true);
+    let layered = config::Config::builder().add_source(config::File::from(path).format(config::FileFormat::Toml)).add_source(env).build();
+    let mut config: Config = match layered {
+        Ok(layered) => deserialize(&layered, &main_file, &mut c).unwrap_or_default(),
+        Err(e) => {
+            c.push(&main_file, "-", format!("not valid TOML: {e}"));
+            return Err(ConfigErrors(c.problems));
+        }
+    };
+    let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let mut camera_files: BTreeMap<String, PathBuf> = config.cameras.keys().map(|k| (k.clone(), path.to_path_buf())).collect();
+    load_drop_ins(&base.join("cameras.d"), &mut config, &mut camera_files, &mut c);
+    resolve_paths(&mut config, &base);
+    validate(&config, &camera_files, path, &mut c);
+    let device_id = config.device_id.clone().unwrap_or_else(default_device_id);
+    if c.problems.is_empty() { Ok(Loaded { config, device_id, camera_files }) } else { Err(ConfigErrors(c.problems)) }
+}
+
+/// The hostname, or `clefd` if it cannot be read.
+fn default_device_id() -> String {
+    hostname::get().ok().and_then(|h| h.into_string().ok()).filter(|h| !h.is_empty()).unwrap_or_else(|| "clefd".into())
+}
+
+/// Deserializes one layered source, reporting unknown keys and type errors by origin.
+fn deserialize<T: for<'de> Deserialize<'de>>(layered: &config::Config, file: &str, c: &mut Collector) -> Option<T> {
+    let mut unknown = Vec::new();
+    let result: Result<T, _> = serde_ignored::deserialize(layered.clone(), |p| unknown.push(p.to_string()));
+    for key in unknown {
+        let origin = origin_of(layered, &key).unwrap_or_else(|| file.to_string());
+        c.push(origin, key, "unknown key (misspelt? see config/clefd.toml for every key)");
+    }
+    match result {
+        Ok(v) => Some(v),
+        Err(config::ConfigError::Type { origin, unexpected, expected, key }) => {
+            let key = key.unwrap_or_else(|| "-".into());
+            c.push(origin.unwrap_or_else(|| file.to_string()), key, format!("expected {expected}, found {unexpected}"));
+            None
+        }
+        Err(e) => {
+            c.push(file, "-", e.to_string());
+            None
+        }
+    }
+}
+
+/// Which layer a key's value came from: a file path or `environment`.
+fn origin_of(layered: &config::Config, key: &str) -> Option<String> {
+    let value = layered.get::<config::Value>(key).ok()?;
+    match value.origin() {
+        Some(o) => Some(o.to_string()),
+        None => Some("environment".into()),
+    }
+}
+
+fn load_drop_ins(dir: &Path, config: &mut Config, files: &mut BTreeMap<String, PathBuf>, c: &mut Collector) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "toml")).collect();
+    paths.sort();
+    for p in paths {
+        let file = p.display().to_string();
+        let layered = match config::Config::builder().add_source(config::File::from(p.as_path()).format(config::FileFormat::Toml)).build() {
+            Ok(l) => l,
+            Err(e) => {
+                c.push(&file, "-", format!("not valid TOML: {e}"));
+                continue;
+            }
+        };
+        let Some(drop_in) = deserialize::<CameraFile>(&layered, &file, c) else { continue };
+        let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = drop_in.name.unwrap_or(stem);
+        if let Some(previous) = files.get(&name) {
+            c.push(&file, "name", format!("camera '{name}' is already defined in {}; camera names must be unique", previous.display()));
+            continue;
+        }
+        files.insert(name.clone(), p.clone());
+        config.cameras.insert(name, drop_in.camera);
+    }
+}
+
+fn resolve_paths(config: &mut Config, base: &Path) {
+    let resolve = |p: &mut PathBuf| {
+        if p.is_relative() {
+            *p = base.join(&*p);
+        }
+    };
+    resolve(&mut config.engine.bundle);
+    resolve(&mut config.state_dir);
+    if let Some(p) = config.engine.onnxruntime.as_mut() {
+        resolve(p);
+    }
+    if let Some(p) = config.engine.cache_dir.as_mut() {
+        resolve(p);
+    }
+    if let Some(p) = config.mqtt.password_file.as_mut() {
+        resolve(p);
+    }
+    for cam in config.cameras.values_mut() {
+        if let Some(p) = cam.bundle.as_mut() {
+            resolve(p);
+        }
+    }
+}
+
+fn in_range<T: PartialOrd + fmt::Display + Copy>(c: &mut Collector, file: &str, key: &str, v: T, lo: T, hi: T) {
+    if !(v >= lo && v <= hi) {
+        c.push(file, key, format!("{v} is out of range: must be between {lo} and {hi}"));
+    }
+}
+
+/// A name that is safe as one MQTT topic level.
+fn topic_safe(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
+}
+
+fn validate(config: &Config, camera_files: &BTreeMap<String, PathBuf>, main: &Path, c: &mut Collector) {
+    let m = main.display().to_string();
+    if let Some(id) = &config.device_id {
+        if !topic_safe(id) {
+            c.push(&m, "device_id", format!("'{id}' cannot be an MQTT topic level: use letters, digits, '-', '_' or '.'"));
+        }
+    }
+    if let Err(reason) = crate::mqtt::BrokerUrl::parse(&config.mqtt.url) {
+        c.push(&m, "mqtt.url", reason);
+    }
+    if !topic_safe(&config.mqtt.prefix) {
+        c.push(&m, "mqtt.prefix", format!("'{}' cannot be an MQTT topic level: use letters, digits, '-', '_' or '.'", config.mqtt.prefix));
+    }
+    in_range(c, &m, "mqtt.keep_alive_s", config.mqtt.keep_alive_s, 5, 3600);
+    in_range(c, &m, "mqtt.flush_timeout_s", config.mqtt.flush_timeout_s, 0.0, 600.0);
+    if let Some(p) = &config.mqtt.password_file {
+        if !p.is_file() {
+            c.push(&m, "mqtt.password_file", format!("{} does not exist", p.display()));
+        }
+    }
+    in_range(c, &m, "events.min_track_age", config.events.min_track_age, 1, 1000);
+    in_range(c, &m, "events.heartbeat_s", config.events.heartbeat_s, 0.1, 86400.0);
+    in_range(c, &m, "events.smoothing", config.events.smoothing, 0.01, 1.0);
+    in_range(c, &m, "events.hysteresis", config.events.hysteresis, 0.0, 0.99);
+    in_range(c, &m, "tracker.iou_threshold", config.tracker.iou_threshold, 0.01, 0.99);
+    in_range(c, &m, "tracker.max_missed", config.tracker.max_missed, 0, 1000);
+    in_range(c, &m, "engine.threads", config.engine.threads, 0, 256);
+    for (i, p) in config.engine.providers.iter().enumerate() {
+        if !matches!(p.as_str(), "tensorrt" | "cuda" | "cpu") {
+            c.push(&m, format!("engine.providers[{i}]"), format!("unknown execution provider '{p}': use tensorrt, cuda or cpu"));
+        }
+    }
+    if let Some(p) = &config.engine.onnxruntime {
+        if !p.is_file() {
+            c.push(&m, "engine.onnxruntime", format!("{} does not exist (run `make setup` or point it at libonnxruntime.so)", p.display()));
+        }
+    }
+    let mut bundles_checked = Vec::new();
+    let mut check_bundle = |c: &mut Collector, file: &str, key: &str, dir: &Path| {
+        if bundles_checked.iter().any(|b: &PathBuf| b == dir) {
+            return;
+        }
+        bundles_checked.push(dir.to_path_buf());
+        if let Err(e) = Manifest::load(dir) {
+            c.push(file, key, e.to_string());
+        }
+    };
+    let default_used = config.cameras.values().any(|cam| cam.bundle.is_none());
+    if default_used || config.cameras.is_empty() {
+        check_bundle(c, &m, "engine.bundle", &config.engine.bundle);
+    }
+    if config.cameras.is_empty() {
+        c.push(&m, "cameras", "no camera configured: add a [cameras.NAME] table or a file in cameras.d/");
+    }
+    for (name, cam) in &config.cameras {
+        let from_main = camera_files.get(name).is_none_or(|f| f == main);
+        let file = camera_files.get(name).map(|p| p.display().to_string()).unwrap_or_else(|| m.clone());
+        let key = |k: &str| if from_main { format!("cameras.{name}.{k}") } else { k.to_string() };
+        if !topic_safe(name) {
+            c.push(&file, key("name"), format!("camera name '{name}' cannot be an MQTT topic level: use letters, digits, '-', '_' or '.'"));
+        }
+        if cam.uri.is_empty() {
+            c.push(&file, key("uri"), format!("camera '{name}' has no uri"));
+        } else if let Err(reason) = SourceSpec::parse(&cam.uri) {
+            c.push(&file, key("uri"), format!("camera '{name}': {reason}"));
+        }
+        in_range(c, &file, &key("width"), cam.width, 32, 4096);
+        if let Some(b) = &cam.bundle {
+            check_bundle(c, &file, &key("bundle"), b);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_levels_reject_wildcards() {
+        assert!(topic_safe("front-door_1"));
+        assert!(!topic_safe("a/b"));
+        assert!(!topic_safe("#"));
+        assert!(!topic_safe(""));
+    }
+}

@@ -1,0 +1,268 @@
+//! ONNX Runtime, loaded at run time (`load-dynamic`), and the models that run on it.
+//!
+//! The library is found in this order: `engine.onnxruntime` from the config, then
+//! `ORT_DYLIB_PATH`, then the places the set-up and the packages install it. Loading
+//! never panics: a missing or too-old library is an [`EngineError`] that says where we
+//! looked and what to do.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use ort::ep::{self, ExecutionProvider};
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::TensorRef;
+
+/// Errors from loading ONNX Runtime or a model, or from running one.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// No candidate path held a library.
+    #[error(
+        "ONNX Runtime library not found (looked in: {tried}); run `make setup`, or set engine.onnxruntime or ORT_DYLIB_PATH to libonnxruntime.so"
+    )]
+    LibraryNotFound {
+        /// Paths tried, comma-separated.
+        tried: String,
+    },
+    /// The library exists but could not be used (not ONNX Runtime, or too old).
+    #[error("cannot use ONNX Runtime at {path}: {reason} (clefd needs ONNX Runtime 1.20 or newer)")]
+    Library {
+        /// The library path.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A model file could not be loaded.
+    #[error("model {model} ({path}): {reason}")]
+    Model {
+        /// Which model of the bundle (detector, vanilla, context_branch).
+        model: String,
+        /// The ONNX file.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A model's tensor does not match what its manifest declares.
+    #[error("model {model}: tensor '{tensor}' has shape {actual:?}, but the manifest expects {expected:?} (-1 = any)")]
+    Shape {
+        /// Which model.
+        model: String,
+        /// Tensor name.
+        tensor: String,
+        /// Shape from the manifest.
+        expected: Vec<i64>,
+        /// Shape in the ONNX graph (-1 = dynamic).
+        actual: Vec<i64>,
+    },
+    /// A tensor the manifest names is not in the graph.
+    #[error("model {model}: the manifest names {direction} '{tensor}', but the graph has {available:?}")]
+    MissingTensor {
+        /// Which model.
+        model: String,
+        /// `input` or `output`.
+        direction: &'static str,
+        /// The missing name.
+        tensor: String,
+        /// Names the graph does have.
+        available: Vec<String>,
+    },
+    /// Inference failed.
+    #[error("model {model}: inference failed: {reason}")]
+    Run {
+        /// Which model.
+        model: String,
+        /// ONNX Runtime's message.
+        reason: String,
+    },
+}
+
+static ENVIRONMENT: OnceLock<(PathBuf, ort::environment::Environment)> = OnceLock::new();
+
+/// Where the set-up and packages put the library, relative to the executable and the
+/// working directory.
+fn default_candidates() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent() {
+            // target/{debug,release}/clefd (and target/*/deps/ for tests) → repo/.local/
+            for up in [dir.join("../../.local/onnxruntime"), dir.join("../../../.local/onnxruntime"), dir.join("../lib/clefd")] {
+                out.push(up.join("libonnxruntime.so"));
+            }
+        }
+    }
+    out.push(PathBuf::from(".local/onnxruntime/libonnxruntime.so"));
+    out.push(PathBuf::from("/usr/lib/clefd/libonnxruntime.so"));
+    out.push(PathBuf::from("/usr/local/lib/libonnxruntime.so"));
+    out.push(PathBuf::from("/usr/lib/libonnxruntime.so"));
+    out
+}
+
+/// Loads ONNX Runtime once per process and returns the path it came from.
+///
+/// `configured` (from `engine.onnxruntime`) wins, then `ORT_DYLIB_PATH`; when either is
+/// set, only that path is tried, so a typo is reported rather than silently ignored.
+pub fn init(configured: Option<&Path>) -> Result<&'static Path, EngineError> {
+    if let Some((path, _)) = ENVIRONMENT.get() {
+        return Ok(path);
+    }
+    let explicit = configured.map(Path::to_path_buf).or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from));
+    let candidates = match explicit {
+        Some(p) => vec![p],
+        None => default_candidates(),
+    };
+    let Some(path) = candidates.iter().find(|p| p.is_file()) else {
+        let tried = candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+        return Err(EngineError::LibraryNotFound { tried });
+    };
+    let path = path.canonicalize().unwrap_or_else(|_| path.clone());
+    let lib_err = |reason: String| EngineError::Library { path: path.display().to_string(), reason };
+    let builder = ort::init_from(&path).map_err(|e| lib_err(e.to_string()))?;
+    let env = builder.with_name("clefd").build().map_err(|e| lib_err(e.to_string()))?;
+    let _ = ENVIRONMENT.set((path.clone(), env));
+    tracing::info!(path = %path.display(), "loaded ONNX Runtime");
+    Ok(ENVIRONMENT.get().map(|(p, _)| p.as_path()).unwrap_or(Path::new("")))
+}
+
+/// How sessions are built: threads and execution providers.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    /// Intra-op threads; 0 picks the number of cores.
+    pub threads: usize,
+    /// Providers in order of preference: `tensorrt`, `cuda`, `cpu`.
+    pub providers: Vec<String>,
+    /// TensorRT engine cache folder.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions { threads: 0, providers: vec!["cpu".into()], cache_dir: None }
+    }
+}
+
+impl SessionOptions {
+    /// The providers to register, logging once for each that this build of ONNX
+    /// Runtime lacks (the CPU always remains as the fallback).
+    fn execution_providers(&self) -> Vec<ep::ExecutionProviderDispatch> {
+        static LOGGED: OnceLock<()> = OnceLock::new();
+        let log = LOGGED.set(()).is_ok();
+        let mut out = Vec::new();
+        for name in &self.providers {
+            match name.as_str() {
+                "tensorrt" => {
+                    if ep::TensorRT::is_available().unwrap_or(false) {
+                        let mut trt = ep::TensorRT::default().with_engine_cache(true).with_timing_cache(true);
+                        if let Some(dir) = &self.cache_dir {
+                            let dir = dir.display().to_string();
+                            trt = trt.with_engine_cache_path(&dir).with_timing_cache_path(&dir);
+                        }
+                        out.push(trt.build());
+                    } else if log {
+                        tracing::info!("TensorRT execution provider not in this ONNX Runtime build; falling back");
+                    }
+                }
+                "cuda" => {
+                    if ep::CUDA::is_available().unwrap_or(false) {
+                        out.push(ep::CUDA::default().build());
+                    } else if log {
+                        tracing::info!("CUDA execution provider not in this ONNX Runtime build; falling back");
+                    }
+                }
+                _ => {}
+            }
+        }
+        if log && out.is_empty() {
+            tracing::info!("running models on the CPU execution provider");
+        }
+        out
+    }
+}
+
+/// Whether a model takes any batch size or a fixed one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchDim {
+    /// The graph's batch dimension is symbolic.
+    Dynamic,
+    /// The graph only takes this many samples per run.
+    Fixed(usize),
+}
+
+/// One loaded ONNX model, with the name it goes by in errors.
+pub struct Model {
+    name: String,
+    session: Session,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl Model {
+    /// Loads `path`; ONNX Runtime must have been [`init`]ialised.
+    pub fn load(name: &str, path: &Path, opts: &SessionOptions) -> Result<Model, EngineError> {
+        let err = |reason: String| EngineError::Model { model: name.into(), path: path.display().to_string(), reason };
+        let threads = if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };
+        let (_, env) = ENVIRONMENT.get().ok_or_else(|| err("ONNX Runtime is not loaded yet".into()))?;
+        let session = Session::builder(env)
+            .and_then(|b| b.with_optimization_level(GraphOptimizationLevel::All).map_err(Into::into))
+            .and_then(|b| b.with_intra_threads(threads).map_err(Into::into))
+            .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
+            .and_then(|b| b.with_intra_op_spinning(false).map_err(Into::into))
+            .and_then(|b| b.with_execution_providers(opts.execution_providers()).map_err(Into::into))
+            .and_then(|mut b| b.commit_from_file(path))
+            .map_err(|e| err(e.to_string()))?;
+        Ok(Model { name: name.into(), session })
+    }
+
+    /// The model's name in error messages.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn dims(&self, direction: &'static str, tensor: &str) -> Result<Vec<i64>, EngineError> {
+        let outlets = if direction == "input" { self.session.inputs() } else { self.session.outputs() };
+        let outlet = outlets.iter().find(|o| o.name() == tensor).ok_or_else(|| EngineError::MissingTensor {
+            model: self.name.clone(),
+            direction,
+            tensor: tensor.into(),
+            available: outlets.iter().map(|o| o.name().to_string()).collect(),
+        })?;
+        Ok(outlet.dtype().tensor_shape().map(|s| s.iter().copied().collect()).unwrap_or_default())
+    }
+
+    /// Checks a tensor against the manifest's shape. `-1` in `expected` means any size;
+    /// `-1` in the graph (a dynamic dimension) matches anything. Returns the graph's
+    /// batch dimension.
+    pub fn check(&self, direction: &'static str, tensor: &str, expected: &[i64]) -> Result<BatchDim, EngineError> {
+        let actual = self.dims(direction, tensor)?;
+        let fits = actual.len() == expected.len() && actual.iter().zip(expected).all(|(&a, &e)| a < 0 || e < 0 || a == e);
+        if !fits {
+            return Err(EngineError::Shape { model: self.name.clone(), tensor: tensor.into(), expected: expected.to_vec(), actual });
+        }
+        Ok(match actual.first() {
+            Some(&n) if n > 0 => BatchDim::Fixed(n as usize),
+            _ => BatchDim::Dynamic,
+        })
+    }
+
+    /// Runs the model on `inputs` (name, shape, data) and copies out the named outputs.
+    pub fn run(&mut self, inputs: &[(&str, &[i64], &[f32])], outputs: &[&str]) -> Result<Vec<Vec<f32>>, EngineError> {
+        let run_err = |reason: String| EngineError::Run { model: self.name.clone(), reason };
+        let mut values = Vec::with_capacity(inputs.len());
+        for (name, shape, data) in inputs {
+            let tensor = TensorRef::from_array_view((shape.to_vec(), *data)).map_err(|e| run_err(e.to_string()))?;
+            values.push((std::borrow::Cow::Borrowed(*name), ort::session::SessionInputValue::from(tensor)));
+        }
+        let name = self.name.clone();
+        let results = self.session.run(values).map_err(|e| EngineError::Run { model: name.clone(), reason: e.to_string() })?;
+        let mut out = Vec::with_capacity(outputs.len());
+        for o in outputs {
+            let value = results.get(*o).ok_or_else(|| EngineError::Run { model: name.clone(), reason: format!("no output '{o}'") })?;
+            let (_, data) = value.try_extract_tensor::<f32>().map_err(|e| EngineError::Run { model: name.clone(), reason: e.to_string() })?;
+            out.push(data.to_vec());
+        }
+        Ok(out)
+    }
+}

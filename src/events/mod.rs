@@ -1,0 +1,138 @@
+//! Emotion events as consumers see them (`shared/schema/emotion-event.schema.json`,
+//! `clefd.emotion/1`), the per-track lifecycle that decides when to emit one, and the
+//! persisted per-device sequence number.
+
+pub mod lifecycle;
+pub mod seq;
+
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
+
+/// The schema identifier every event carries.
+pub const SCHEMA: &str = "clefd.emotion/1";
+
+/// Lifecycle step of a track.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventType {
+    /// First confident estimate for a track.
+    New,
+    /// The debiased emotion changed (after hysteresis) or the heartbeat elapsed.
+    Update,
+    /// The track was lost; repeats the last estimate.
+    End,
+}
+
+/// Label → value, serialised as a JSON object in label order.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LabelValues(pub Vec<(String, f32)>);
+
+impl LabelValues {
+    /// Pairs `labels` with `values` (same order).
+    pub fn new(labels: &[String], values: &[f32]) -> LabelValues {
+        LabelValues(labels.iter().cloned().zip(values.iter().copied()).collect())
+    }
+
+    /// The value of `label`, if present.
+    pub fn get(&self, label: &str) -> Option<f32> {
+        self.0.iter().find(|(l, _)| l == label).map(|(_, v)| *v)
+    }
+}
+
+impl Serialize for LabelValues {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+/// Face box normalised to the frame (0..1, origin top-left).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct NormBox {
+    /// Left.
+    pub x: f32,
+    /// Top.
+    pub y: f32,
+    /// Width.
+    pub w: f32,
+    /// Height.
+    pub h: f32,
+}
+
+/// Which bundle made the estimate.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BundleRef {
+    /// Bundle name.
+    pub name: String,
+    /// sha256 of its manifest.
+    pub sha256: String,
+}
+
+/// Whether the decision was made on the TIE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Debias {
+    /// The bundle has a context branch; decisions use the TIE.
+    On,
+    /// No context branch; decisions use the factual scores.
+    Off,
+}
+
+/// One `clefd.emotion/1` event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EmotionEvent {
+    /// Always [`SCHEMA`].
+    pub schema: &'static str,
+    /// Lifecycle step.
+    #[serde(rename = "type")]
+    pub kind: EventType,
+    /// Device id.
+    pub device: String,
+    /// Camera name.
+    pub camera: String,
+    /// Track id, stable per camera within a run.
+    pub track_id: u64,
+    /// Per-device sequence number, stamped by the publisher.
+    pub seq: u64,
+    /// RFC 3339 UTC capture time.
+    pub ts: String,
+    /// Frame index within the stream.
+    pub frame: u64,
+    /// Face box.
+    #[serde(rename = "box")]
+    pub bbox: NormBox,
+    /// Detector score.
+    pub detector_score: f32,
+    /// Decided label.
+    pub emotion: String,
+    /// Smoothed score of `emotion`.
+    pub confidence: f32,
+    /// Multi-label bundles only: labels above threshold.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub active: Option<Vec<String>>,
+    /// Smoothed scores the decision was made on.
+    pub scores: LabelValues,
+    /// Vanilla model alone, unsmoothed.
+    pub factual: LabelValues,
+    /// Whether the TIE was used.
+    pub debias: Debias,
+    /// Raw TIE per label, or null when debias is off.
+    pub debiased: Option<LabelValues>,
+    /// φ(Y_c, Y_e*) per label, or null when debias is off.
+    pub context_bias: Option<LabelValues>,
+    /// Bundle identity.
+    pub bundle: BundleRef,
+    /// Capture to publish hand-off, in milliseconds.
+    pub latency_ms: f64,
+}
+
+/// RFC 3339 UTC (`2026-11-25T19:12:50.123Z`): the `ts` of an event.
+pub fn rfc3339(t: std::time::SystemTime) -> String {
+    let dt = time::OffsetDateTime::from(t);
+    let ms = dt.millisecond();
+    let dt = dt.replace_nanosecond(u32::from(ms) * 1_000_000).unwrap_or(dt);
+    dt.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+}

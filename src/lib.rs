@@ -1,0 +1,22 @@
+//! clefd: camera streams in, debiased emotion events out.
+//!
+//! The crate is laid out one responsibility per module, leaves first:
+//! [`clef`] (pure math), [`image`], [`config`], [`source`] (GStreamer), [`engine`]
+//! (bundles, ONNX Runtime), [`detect`], [`track`], [`events`], [`pipeline`] (wires the
+//! core, knows nothing of MQTT or systemd), [`mqtt`] and [`service`] (the edges), and
+//! [`synth`] (synthetic clips for demos and tests).
+
+#![warn(missing_docs)]
+
+pub mod clef;
+pub mod config;
+pub mod detect;
+pub mod engine;
+pub mod events;
+pub mod image;
+pub mod mqtt;
+pub mod pipeline;
+pub mod service;
+pub mod source;
+pub mod synth;
+pub mod track;

@@ -1,0 +1,111 @@
+//! The `clefd` command line: the daemon and the tools around it.
+
+mod cmd;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// clefd turns camera streams into debiased emotion events.
+///
+/// Each camera is decoded by GStreamer; faces are found and classified by the ONNX
+/// models of an engine bundle; CLEF's counterfactual inference removes the bias the
+/// scene puts on the estimate; events go to an MQTT broker.
+#[derive(Parser, Debug)]
+#[command(name = "clefd", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the daemon: stream every enabled camera and publish events until stopped
+    /// (SIGTERM/SIGINT) or, for files without `loop`, until every stream has ended.
+    Run {
+        /// Main config file; `cameras.d/*.toml` beside it are read too, and
+        /// CLEFD__SECTION__KEY environment variables override keys.
+        #[arg(long, short, default_value = "/etc/clefd/clefd.toml")]
+        config: PathBuf,
+    },
+    /// Check the configuration (files, keys, URIs, bundles) without starting anything.
+    /// Exits 0 when valid; otherwise prints one line per problem (file: key: reason)
+    /// and exits 2.
+    CheckConfig {
+        /// Main config file.
+        #[arg(long, short, default_value = "/etc/clefd/clefd.toml")]
+        config: PathBuf,
+    },
+    /// Run a bundle on one still image and print what every model and CLEF say about
+    /// each face, as JSON: for checking a bundle by hand.
+    Explain {
+        /// Engine bundle folder (holds manifest.toml).
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Image file (PNG, JPEG, ...).
+        #[arg(long)]
+        image: PathBuf,
+        /// libonnxruntime.so to use (default: ORT_DYLIB_PATH, then the set-up's copy).
+        #[arg(long)]
+        onnxruntime: Option<PathBuf>,
+    },
+    /// Subscribe to a broker and print each emotion event as one readable line.
+    Watch {
+        /// Broker URL.
+        #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+        mqtt: String,
+        /// Topic prefix.
+        #[arg(long, default_value = "clefd")]
+        prefix: String,
+        /// Exit when this device goes offline (clean shutdown).
+        #[arg(long)]
+        until_offline: Option<String>,
+        /// Exit after this many events.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Exit after this many seconds.
+        #[arg(long)]
+        timeout: Option<f64>,
+    },
+    /// Render a synthetic H.264 clip of a picture moving over a plain background
+    /// (the demo video and test clips are made this way).
+    MakeClip {
+        /// The picture (e.g. a face).
+        #[arg(long)]
+        image: PathBuf,
+        /// Output .mp4 file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Length in seconds.
+        #[arg(long, default_value_t = 6.0)]
+        seconds: f64,
+        /// Frames per second.
+        #[arg(long, default_value_t = 15)]
+        fps: u32,
+        /// Frame size, WIDTHxHEIGHT.
+        #[arg(long, default_value = "640x480")]
+        size: String,
+        /// Drawn picture height as a share of the frame height.
+        #[arg(long, default_value_t = 0.75)]
+        scale: f64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run { config } => cmd::run::run(&config),
+        Command::CheckConfig { config } => cmd::check_config(&config),
+        Command::Explain { bundle, image, onnxruntime } => cmd::explain::explain(&bundle, &image, onnxruntime.as_deref()),
+        Command::Watch { mqtt, prefix, until_offline, count, timeout } => cmd::watch(&mqtt, &prefix, until_offline, count, timeout),
+        Command::MakeClip { image, out, seconds, fps, size, scale } => cmd::make_clip(&image, &out, seconds, fps, &size, scale),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("clefd: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

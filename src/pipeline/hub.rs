@@ -1,0 +1,186 @@
+//! The hand-off between cameras and an inference worker: one slot per camera holding
+//! only the latest frame. A camera that outruns inference overwrites its slot (the
+//! overwritten frame is counted as dropped), so memory on the frame path is bounded by
+//! construction: at most one waiting frame per camera.
+
+use std::sync::{Condvar, Mutex, MutexGuard};
+
+/// What the worker gets next.
+#[derive(Debug)]
+pub enum Next<T> {
+    /// A frame from camera `slot`.
+    Frame(usize, T),
+    /// Camera `slot` has ended (EOS, error or stop); it will send nothing more.
+    Closed(usize),
+    /// Every camera has ended, or the hub was shut down.
+    Done,
+}
+
+#[derive(Debug)]
+struct Slot<T> {
+    frame: Option<T>,
+    open: bool,
+    closed_reported: bool,
+    received: u64,
+    dropped: u64,
+}
+
+#[derive(Debug)]
+struct State<T> {
+    slots: Vec<Slot<T>>,
+    cursor: usize,
+    shutdown: bool,
+}
+
+/// Latest-frame-wins mailboxes for a fixed set of cameras.
+#[derive(Debug)]
+pub struct FrameHub<T> {
+    state: Mutex<State<T>>,
+    ready: Condvar,
+}
+
+/// Per-camera counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SlotStats {
+    /// Frames handed in.
+    pub received: u64,
+    /// Frames overwritten before the worker took them.
+    pub dropped: u64,
+}
+
+impl<T> FrameHub<T> {
+    /// A hub with `cameras` open slots.
+    pub fn new(cameras: usize) -> FrameHub<T> {
+        let slots = (0..cameras).map(|_| Slot { frame: None, open: true, closed_reported: false, received: 0, dropped: 0 }).collect();
+        FrameHub { state: Mutex::new(State { slots, cursor: 0, shutdown: false }), ready: Condvar::new() }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State<T>> {
+        // A panic while holding the lock leaves plain data behind; keep going.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Hands in a frame, replacing (and counting) any frame still waiting.
+    pub fn put(&self, slot: usize, frame: T) {
+        let mut s = self.lock();
+        let Some(sl) = s.slots.get_mut(slot) else { return };
+        if !sl.open {
+            return;
+        }
+        sl.received += 1;
+        if sl.frame.replace(frame).is_some() {
+            sl.dropped += 1;
+        }
+        drop(s);
+        self.ready.notify_one();
+    }
+
+    /// Marks a camera as ended.
+    pub fn close(&self, slot: usize) {
+        let mut s = self.lock();
+        if let Some(sl) = s.slots.get_mut(slot) {
+            sl.open = false;
+        }
+        drop(s);
+        self.ready.notify_one();
+    }
+
+    /// Stops the worker after the frame it is working on.
+    pub fn shutdown(&self) {
+        let mut s = self.lock();
+        s.shutdown = true;
+        drop(s);
+        self.ready.notify_all();
+    }
+
+    /// Counters of one camera.
+    pub fn stats(&self, slot: usize) -> SlotStats {
+        let s = self.lock();
+        s.slots.get(slot).map(|sl| SlotStats { received: sl.received, dropped: sl.dropped }).unwrap_or_default()
+    }
+
+    /// Frames waiting right now (never more than the number of cameras).
+    pub fn waiting(&self) -> usize {
+        self.lock().slots.iter().filter(|s| s.frame.is_some()).count()
+    }
+
+    /// Blocks until a frame or a close is available, taking cameras in turn.
+    pub fn next(&self) -> Next<T> {
+        let mut s = self.lock();
+        loop {
+            if s.shutdown {
+                return Next::Done;
+            }
+            let n = s.slots.len();
+            for k in 0..n {
+                let i = (s.cursor + k) % n;
+                if let Some(f) = s.slots[i].frame.take() {
+                    s.cursor = (i + 1) % n;
+                    return Next::Frame(i, f);
+                }
+            }
+            if let Some(i) = s.slots.iter().position(|sl| !sl.open && !sl.closed_reported) {
+                s.slots[i].closed_reported = true;
+                return Next::Closed(i);
+            }
+            if s.slots.iter().all(|sl| !sl.open) {
+                return Next::Done;
+            }
+            s = self.ready.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latest_frame_wins_and_drops_are_counted() {
+        let hub = FrameHub::new(2);
+        for i in 0..100 {
+            hub.put(0, i);
+            assert!(hub.waiting() <= 2);
+        }
+        hub.put(1, 1000);
+        assert!(matches!(hub.next(), Next::Frame(0, 99)));
+        assert!(matches!(hub.next(), Next::Frame(1, 1000)));
+        assert_eq!(hub.stats(0), SlotStats { received: 100, dropped: 99 });
+        hub.close(0);
+        assert!(matches!(hub.next(), Next::Closed(0)));
+        hub.close(1);
+        assert!(matches!(hub.next(), Next::Closed(1)));
+        assert!(matches!(hub.next(), Next::Done));
+    }
+
+    #[test]
+    fn a_slow_worker_sees_bounded_backlog() {
+        let hub = std::sync::Arc::new(FrameHub::new(1));
+        let producer = {
+            let hub = hub.clone();
+            std::thread::spawn(move || {
+                for i in 0..10_000u32 {
+                    hub.put(0, vec![i; 64]);
+                }
+                hub.close(0);
+            })
+        };
+        let mut taken = 0;
+        loop {
+            assert!(hub.waiting() <= 1);
+            match hub.next() {
+                Next::Frame(..) => {
+                    taken += 1;
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                }
+                Next::Closed(_) => {}
+                Next::Done => break,
+            }
+        }
+        producer.join().unwrap();
+        let st = hub.stats(0);
+        assert_eq!(st.received, 10_000);
+        assert_eq!(st.received - st.dropped, taken);
+        assert!(st.dropped > 0);
+    }
+}

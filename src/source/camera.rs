@@ -1,0 +1,307 @@
+//! One camera's GStreamer pipeline and the thread that watches its bus.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Instant, SystemTime};
+
+use gstreamer as gst;
+use gstreamer::prelude::*;
+use gstreamer_app as gst_app;
+use gstreamer_video as gst_video;
+
+use super::{Frame, SourceSpec};
+use crate::image::RgbImage;
+
+/// Why a camera could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// GStreamer itself failed to initialise.
+    #[error("GStreamer failed to initialise: {0}")]
+    Init(String),
+    /// A GStreamer element this source needs is not installed.
+    #[error("camera '{camera}': GStreamer element '{element}' is not installed ({hint})")]
+    MissingElement {
+        /// Camera name.
+        camera: String,
+        /// Element factory name.
+        element: String,
+        /// What to install.
+        hint: String,
+    },
+    /// The pipeline could not be built or started.
+    #[error("camera '{camera}': {reason}")]
+    Pipeline {
+        /// Camera name.
+        camera: String,
+        /// GStreamer's message.
+        reason: String,
+    },
+}
+
+/// How one camera should run.
+#[derive(Debug, Clone)]
+pub struct CameraOptions {
+    /// Camera name, for logs and errors.
+    pub name: String,
+    /// What to open.
+    pub spec: SourceSpec,
+    /// Working width (height follows the aspect ratio).
+    pub width: u32,
+    /// `file://`: start over at the end.
+    pub looping: bool,
+    /// `file://`: pace at the stream's rate.
+    pub realtime: bool,
+}
+
+/// How a camera's stream ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ended {
+    /// End of stream (a file without `loop`).
+    Eos,
+    /// A GStreamer error (corrupt file, unreachable server, ...).
+    Error(String),
+    /// Stopped on request.
+    Stopped,
+}
+
+/// A running camera. Dropping it stops the pipeline.
+pub struct Camera {
+    name: String,
+    pipeline: gst::Pipeline,
+    stop: Arc<AtomicBool>,
+    bus_thread: Option<std::thread::JoinHandle<()>>,
+    frames: Arc<AtomicU64>,
+}
+
+fn init() -> Result<(), SourceError> {
+    gst::init().map_err(|e| SourceError::Init(e.to_string()))
+}
+
+fn require(camera: &str, element: &str, hint: &str) -> Result<(), SourceError> {
+    if gst::ElementFactory::find(element).is_none() {
+        return Err(SourceError::MissingElement { camera: camera.into(), element: element.into(), hint: hint.into() });
+    }
+    Ok(())
+}
+
+/// The GStreamer description up to (not including) scaling, with the source named `src`.
+fn source_description(opts: &CameraOptions) -> Result<String, SourceError> {
+    let name = opts.name.as_str();
+    Ok(match &opts.spec {
+        SourceSpec::File { .. } => {
+            require(name, "decodebin", "install gstreamer1.0-plugins-base")?;
+            "filesrc name=src ! decodebin".into()
+        }
+        SourceSpec::Test { .. } => {
+            require(name, "videotestsrc", "install gstreamer1.0-plugins-base")?;
+            "videotestsrc name=src is-live=true ! video/x-raw,width=640,height=480,framerate=30/1".into()
+        }
+        SourceSpec::Rtsp { .. } => {
+            require(name, "rtspsrc", "install gstreamer1.0-plugins-good")?;
+            "rtspsrc name=src protocols=tcp latency=200 ! decodebin".into()
+        }
+        SourceSpec::V4l2 { .. } => {
+            require(name, "v4l2src", "install gstreamer1.0-plugins-good")?;
+            "v4l2src name=src ! decodebin".into()
+        }
+        SourceSpec::Csi { sensor } => {
+            require(name, "nvarguscamerasrc", "CSI cameras need NVIDIA's Jetson GStreamer plugins")?;
+            format!("nvarguscamerasrc name=src sensor-id={sensor} ! nvvidconv ! video/x-raw,format=BGRx")
+        }
+        SourceSpec::HttpMjpeg { .. } => {
+            require(name, "souphttpsrc", "install gstreamer1.0-plugins-good")?;
+            "souphttpsrc name=src is-live=true ! multipartdemux ! jpegdec".into()
+        }
+    })
+}
+
+fn configure_source(src: &gst::Element, spec: &SourceSpec) {
+    match spec {
+        SourceSpec::File { path } => src.set_property("location", path.display().to_string()),
+        SourceSpec::Test { pattern } => src.set_property_from_str("pattern", pattern),
+        SourceSpec::Rtsp { location } | SourceSpec::HttpMjpeg { location } => src.set_property("location", location),
+        SourceSpec::V4l2 { device } => src.set_property("device", device.display().to_string()),
+        SourceSpec::Csi { .. } => {}
+    }
+}
+
+impl Camera {
+    /// Builds and starts the pipeline. Every frame goes to `on_frame`; `on_end` is called
+    /// once, from the bus thread, when the stream ends for good.
+    pub fn start(
+        opts: CameraOptions,
+        on_frame: impl Fn(Frame) + Send + Sync + 'static,
+        on_end: impl FnOnce(Ended) + Send + 'static,
+    ) -> Result<Camera, SourceError> {
+        init()?;
+        let perr = |reason: String| SourceError::Pipeline { camera: opts.name.clone(), reason };
+        let live = !matches!(opts.spec, SourceSpec::File { .. });
+        let sync = !live && opts.realtime;
+        let desc = format!(
+            "{} ! queue max-size-buffers=2 leaky=downstream ! videoscale ! videoconvert ! video/x-raw,format=RGB,width={},pixel-aspect-ratio=1/1 ! appsink name=sink max-buffers=1 drop=true sync={}",
+            source_description(&opts)?,
+            opts.width,
+            sync
+        );
+        let pipeline = gst::parse::launch(&desc)
+            .map_err(|e| perr(format!("cannot build pipeline: {e}")))?
+            .downcast::<gst::Pipeline>()
+            .map_err(|_| perr("not a pipeline".into()))?;
+        let src = pipeline.by_name("src").ok_or_else(|| perr("no source element".into()))?;
+        configure_source(&src, &opts.spec);
+        let sink = pipeline
+            .by_name("sink")
+            .and_then(|s| s.downcast::<gst_app::AppSink>().ok())
+            .ok_or_else(|| perr("no appsink".into()))?;
+        let frames = Arc::new(AtomicU64::new(0));
+        let counter = frames.clone();
+        let cam_name = opts.name.clone();
+        sink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |sink| {
+                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    match frame_from_sample(&sample, counter.fetch_add(1, Ordering::Relaxed)) {
+                        Some(frame) => on_frame(frame),
+                        None => tracing::warn!(camera = %cam_name, "dropped a frame without RGB caps"),
+                    }
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+        pipeline.set_state(gst::State::Playing).map_err(|_| perr(format!("cannot start {}", describe(&opts.spec))))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let bus = pipeline.bus().ok_or_else(|| perr("pipeline has no bus".into()))?;
+        let bus_thread = {
+            let (stop, pipeline, name, looping) = (stop.clone(), pipeline.clone(), opts.name.clone(), opts.looping && !live);
+            std::thread::Builder::new()
+                .name(format!("cam-{name}"))
+                .spawn(move || {
+                    let ended = watch_bus(&bus, &pipeline, &name, looping, &stop);
+                    let _ = pipeline.set_state(gst::State::Null);
+                    on_end(ended);
+                })
+                .map_err(|e| perr(format!("cannot spawn the bus thread: {e}")))?
+        };
+        tracing::info!(camera = %opts.name, source = %describe(&opts.spec), width = opts.width, "camera started");
+        Ok(Camera { name: opts.name, pipeline, stop, bus_thread: Some(bus_thread), frames })
+    }
+
+    /// Frames delivered so far.
+    pub fn frames(&self) -> u64 {
+        self.frames.load(Ordering::Relaxed)
+    }
+
+    /// Stops the pipeline and waits for its bus thread.
+    pub fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.bus_thread.take() {
+            let _ = t.join();
+        }
+        let _ = self.pipeline.set_state(gst::State::Null);
+        tracing::debug!(camera = %self.name, "camera stopped");
+    }
+}
+
+impl Drop for Camera {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+/// Where a source reads from, without credentials.
+fn describe(spec: &SourceSpec) -> String {
+    match spec {
+        SourceSpec::Rtsp { location } | SourceSpec::HttpMjpeg { location } => match url::Url::parse(location) {
+            Ok(mut u) => {
+                let _ = u.set_password(None);
+                let _ = u.set_username("");
+                u.to_string()
+            }
+            Err(_) => "(unparsable uri)".into(),
+        },
+        SourceSpec::File { path } => path.display().to_string(),
+        SourceSpec::Test { pattern } => format!("test pattern {pattern}"),
+        SourceSpec::V4l2 { device } => device.display().to_string(),
+        SourceSpec::Csi { sensor } => format!("CSI sensor {sensor}"),
+    }
+}
+
+fn watch_bus(bus: &gst::Bus, pipeline: &gst::Pipeline, name: &str, looping: bool, stop: &AtomicBool) -> Ended {
+    use gst::MessageView;
+    while !stop.load(Ordering::SeqCst) {
+        let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) else { continue };
+        match msg.view() {
+            MessageView::Eos(_) if looping => {
+                tracing::debug!(camera = %name, "end of file; looping");
+                if pipeline.seek_simple(gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT, gst::ClockTime::ZERO).is_err() {
+                    return Ended::Error("cannot seek back to the start to loop".into());
+                }
+            }
+            MessageView::Eos(_) => {
+                tracing::info!(camera = %name, "end of stream");
+                return Ended::Eos;
+            }
+            MessageView::Error(e) => {
+                let src = e.src().map(|s| s.path_string().to_string()).unwrap_or_default();
+                let reason = format!("{} (from {src})", e.error());
+                tracing::error!(camera = %name, error = %reason, debug = ?e.debug(), "camera failed");
+                return Ended::Error(reason);
+            }
+            MessageView::Warning(w) => tracing::warn!(camera = %name, warning = %w.error(), "GStreamer warning"),
+            _ => {}
+        }
+    }
+    Ended::Stopped
+}
+
+fn frame_from_sample(sample: &gst::Sample, index: u64) -> Option<Frame> {
+    let info = gst_video::VideoInfo::from_caps(sample.caps()?).ok()?;
+    if info.format() != gst_video::VideoFormat::Rgb {
+        return None;
+    }
+    let buffer = sample.buffer_owned()?.into_mapped_buffer_readable().ok()?;
+    Some(Frame {
+        index,
+        wall: SystemTime::now(),
+        captured: Instant::now(),
+        width: info.width() as usize,
+        height: info.height() as usize,
+        stride: usize::try_from(info.stride()[0]).ok()?,
+        buffer,
+    })
+}
+
+/// Decodes a still image (PNG, JPEG, ...) to RGB with GStreamer, for `clefd explain`.
+pub fn decode_image(path: &std::path::Path) -> Result<RgbImage, SourceError> {
+    init()?;
+    let perr = |reason: String| SourceError::Pipeline { camera: path.display().to_string(), reason };
+    if !path.is_file() {
+        return Err(perr("image file does not exist".into()));
+    }
+    let pipeline = gst::parse::launch("filesrc name=src ! decodebin ! videoconvert ! video/x-raw,format=RGB ! appsink name=sink sync=false")
+        .map_err(|e| perr(e.to_string()))?
+        .downcast::<gst::Pipeline>()
+        .map_err(|_| perr("not a pipeline".into()))?;
+    let src = pipeline.by_name("src").ok_or_else(|| perr("no source".into()))?;
+    src.set_property("location", path.display().to_string());
+    let sink = pipeline.by_name("sink").and_then(|s| s.downcast::<gst_app::AppSink>().ok()).ok_or_else(|| perr("no appsink".into()))?;
+    pipeline.set_state(gst::State::Playing).map_err(|_| perr("cannot start decoding".into()))?;
+    let sample = sink.try_pull_sample(gst::ClockTime::from_seconds(10));
+    let bus_error = pipeline.bus().and_then(|b| b.pop_filtered(&[gst::MessageType::Error])).map(|m| match m.view() {
+        gst::MessageView::Error(e) => e.error().to_string(),
+        _ => String::new(),
+    });
+    let _ = pipeline.set_state(gst::State::Null);
+    let sample = sample.ok_or_else(|| perr(format!("cannot decode: {}", bus_error.unwrap_or_else(|| "no picture".into()))))?;
+    let frame = frame_from_sample(&sample, 0).ok_or_else(|| perr("decoded image is not RGB".into()))?;
+    let view = frame.view().ok_or_else(|| perr("decoded buffer is too small".into()))?;
+    let mut data = Vec::with_capacity(frame.width * frame.height * 3);
+    for y in 0..frame.height {
+        data.extend_from_slice(view.row(y));
+    }
+    Ok(RgbImage { data, width: frame.width, height: frame.height })
+}
