@@ -105,7 +105,8 @@ pub struct TrackerConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct CameraConfig {
-    /// `rtsp://`, `file://`, `test://`, `v4l2:///dev/videoN`, `csi://N`, `http(s)://`.
+    /// `rtsp://`, `file:///abs/path` (or `file:rel/path`, relative to the config file),
+    /// `test://`, `v4l2:///dev/videoN`, `csi://N`, `http(s)://`.
     pub uri: String,
     /// A disabled camera is validated but not started.
     pub enabled: bool,
@@ -340,6 +341,12 @@ fn resolve_paths(config: &mut Config, base: &Path) {
         if let Some(p) = cam.bundle.as_mut() {
             resolve(p);
         }
+        // `file:relative/clip.mp4` is relative to the config file's folder.
+        if let Some(rest) = cam.uri.strip_prefix("file:").filter(|r| !r.starts_with('/')) {
+            let abs = base.join(rest);
+            let abs = abs.canonicalize().unwrap_or(abs);
+            cam.uri = format!("file://{}", abs.display());
+        }
     }
 }
 
@@ -397,8 +404,10 @@ fn validate(config: &Config, camera_files: &BTreeMap<String, PathBuf>, main: &Pa
             return;
         }
         bundles_checked.push(dir.to_path_buf());
-        if let Err(e) = Manifest::load(dir) {
-            c.push(file, key, e.to_string());
+        if !dir.is_dir() {
+            c.push(file, key, format!("engine bundle folder {} does not exist", dir.display()));
+        } else if let Err(e) = Manifest::load(dir) {
+            c.push(e.path, e.key, format!("{} (bundle named by {key} in {file})", e.reason));
         }
     };
     let default_used = config.cameras.values().any(|cam| cam.bundle.is_none());

@@ -107,7 +107,7 @@ impl Publisher {
     }
 
     /// Clean shutdown: `offline` (retained), wait for acknowledgements (bounded), disconnect.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         self.stats.sent_qos1.fetch_add(1, Ordering::Relaxed);
         let _ = self.client.publish(self.topics.availability(), QoS::AtLeastOnce, true, "offline").await;
         let deadline = tokio::time::Instant::now() + self.flush_timeout;
@@ -118,15 +118,11 @@ impl Publisher {
         if unacked > 0 {
             tracing::warn!(unacked, "shutting down with messages the broker has not acknowledged");
         }
-        let _ = self.client.disconnect().await;
-        let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            while !self.poller.is_finished() {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-        .await;
         self.stop_polling.store(true, Ordering::SeqCst);
-        self.poller.abort();
+        let _ = self.client.disconnect().await;
+        if tokio::time::timeout(Duration::from_secs(1), &mut self.poller).await.is_err() {
+            self.poller.abort();
+        }
         tracing::info!(published = self.stats.published.load(Ordering::Relaxed), "MQTT publisher stopped");
     }
 }
@@ -151,9 +147,11 @@ async fn poll(mut eventloop: EventLoop, client: AsyncClient, topics: Topics, url
             }
             Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
                 stats.connected.store(false, Ordering::SeqCst);
+                break;
             }
             Ok(_) => {}
             Err(rumqttc::ConnectionError::RequestsDone) => break,
+            Err(_) if stop.load(Ordering::SeqCst) => break,
             Err(e) => {
                 stats.connected.store(false, Ordering::SeqCst);
                 failures += 1;

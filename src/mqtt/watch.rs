@@ -45,7 +45,7 @@ pub async fn watch(opts: WatchOptions, out: &mut (impl Write + Send)) -> anyhow:
         };
         let publish = match polled {
             Ok(Event::Incoming(Packet::Publish(p))) => p,
-            Ok(Event::Incoming(Packet::SubAck(_))) => {
+            Ok(Event::Incoming(Packet::SubAck(ack))) if ack.pkid == 1 => {
                 eprintln!("clefd watch: subscribed to {}/+/+/emotion on {}", opts.prefix, opts.url);
                 continue;
             }

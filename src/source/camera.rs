@@ -138,8 +138,11 @@ impl Camera {
         let live = !matches!(opts.spec, SourceSpec::File { .. });
         let sync = !live && opts.realtime;
         let desc = format!(
-            "{} ! queue max-size-buffers=2 leaky=downstream ! videoscale ! videoconvert ! video/x-raw,format=RGB,width={},pixel-aspect-ratio=1/1 ! appsink name=sink max-buffers=1 drop=true sync={}",
+            "{} ! queue max-size-buffers=2 leaky={} ! videoscale ! videoconvert ! video/x-raw,format=RGB,width={},pixel-aspect-ratio=1/1 ! appsink name=sink max-buffers=1 drop=true sync={}",
             source_description(&opts)?,
+            // A paced file must not leak: the decoder runs ahead and the sink's clock
+            // would see only the last frames. Live sources drop the oldest frame.
+            if sync { "no" } else { "downstream" },
             opts.width,
             sync
         );
