@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Installs what clefd needs on a fresh Debian/Ubuntu machine, and nothing twice:
+#   - apt packages: GStreamer (+ plugins, RTSP server), mosquitto, build tools, python3
+#   - a Rust toolchain (rustup) when cargo is missing or too old for edition 2024
+#   - ONNX Runtime's shared library, from the PyPI `onnxruntime` wheel, into .local/onnxruntime/
+# Safe to run again: each step checks first. Run from anywhere; paths are repo-relative.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ORT_VERSION="${ORT_VERSION:-1.31.1}"
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+
+APT_PACKAGES=(
+  build-essential pkg-config ca-certificates curl python3 python3-venv python3-pip
+  libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev
+  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+  gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
+  libgstrtspserver-1.0-dev gstreamer1.0-rtsp
+  mosquitto mosquitto-clients
+)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing apt packages: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The distribution's mosquitto service is not needed (tests and the demo start their own).
+
+need_rust=0
+if ! command -v cargo >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/cargo" ]; then
+  need_rust=1
+else
+  PATH="$HOME/.cargo/bin:$PATH"
+  ver=$(rustc --version | awk '{print $2}')
+  if [ "$(printf '%s\n1.85.0\n' "$ver" | sort -V | head -n1)" != "1.85.0" ]; then need_rust=1; fi
+fi
+if [ "$need_rust" = 1 ]; then
+  echo "setup: installing a Rust toolchain with rustup (clefd needs Rust 1.85+)"
+  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+fi
+
+ORT_DIR=.local/onnxruntime
+if [ ! -f "$ORT_DIR/libonnxruntime.so" ] || [ "$(cat "$ORT_DIR/VERSION" 2>/dev/null)" != "$ORT_VERSION" ]; then
+  echo "setup: fetching ONNX Runtime $ORT_VERSION (PyPI wheel) into $ORT_DIR"
+  rm -rf .local/wheels && mkdir -p .local/wheels "$ORT_DIR"
+  python3 -m pip download -q --no-deps --only-binary=:all: -d .local/wheels "onnxruntime==$ORT_VERSION"
+  python3 - "$ORT_DIR" <<'PY'
+import glob, shutil, sys, zipfile
+dest = sys.argv[1]
+wheel = glob.glob(".local/wheels/onnxruntime-*.whl")[0]
+with zipfile.ZipFile(wheel) as z:
+    lib = [n for n in z.namelist() if "/capi/libonnxruntime.so" in n][0]
+    with z.open(lib) as src, open(f"{dest}/libonnxruntime.so", "wb") as out:
+        shutil.copyfileobj(src, out)
+PY
+  echo "$ORT_VERSION" > "$ORT_DIR/VERSION"
+  rm -rf .local/wheels
+fi
+echo "setup: ok (ONNX Runtime $(cat "$ORT_DIR/VERSION") at $ORT_DIR/libonnxruntime.so)"
