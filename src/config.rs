@@ -120,6 +120,8 @@ pub struct CameraConfig {
     pub width: u32,
     /// This camera's bundle, if not the engine default (relative to the config file).
     pub bundle: Option<PathBuf>,
+    /// `cameras.d` files only: the camera's name (default: the file name without `.toml`).
+    pub name: Option<String>,
 }
 
 impl Default for Config {
@@ -177,7 +179,7 @@ impl Default for TrackerConfig {
 
 impl Default for CameraConfig {
     fn default() -> Self {
-        CameraConfig { uri: String::new(), enabled: true, looping: false, realtime: true, width: 640, bundle: None }
+        CameraConfig { uri: String::new(), enabled: true, looping: false, realtime: true, width: 640, bundle: None, name: None }
     }
 }
 
@@ -214,15 +216,6 @@ pub struct Loaded {
     pub camera_files: BTreeMap<String, PathBuf>,
 }
 
-/// One camera per file in `cameras.d`; the name defaults to the file's stem.
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(default)]
-struct CameraFile {
-    name: Option<String>,
-    #[serde(flatten)]
-    camera: CameraConfig,
-}
-
 struct Collector {
     problems: Vec<Problem>,
 }
@@ -246,7 +239,7 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
     let mut config: Config = match layered {
         Ok(layered) => deserialize(&layered, &main_file, &mut c).unwrap_or_default(),
         Err(e) => {
-            c.push(&main_file, "-", format!("not valid TOML: {e}"));
+            c.push(&main_file, "-", format!("not valid TOML: {}", one_line(&e.to_string())));
             return Err(ConfigErrors(c.problems));
         }
     };
@@ -259,6 +252,11 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
     if c.problems.is_empty() { Ok(Loaded { config, device_id, camera_files }) } else { Err(ConfigErrors(c.problems)) }
 }
 
+/// Parser messages span several lines (with a source snippet); problems are one line each.
+fn one_line(msg: &str) -> String {
+    msg.lines().map(str::trim).filter(|l| !l.is_empty() && *l != "|").collect::<Vec<_>>().join(" ")
+}
+
 /// The hostname, or `clefd` if it cannot be read.
 fn default_device_id() -> String {
     hostname::get().ok().and_then(|h| h.into_string().ok()).filter(|h| !h.is_empty()).unwrap_or_else(|| "clefd".into())
@@ -269,14 +267,13 @@ fn deserialize<T: for<'de> Deserialize<'de>>(layered: &config::Config, file: &st
     let mut unknown = Vec::new();
     let result: Result<T, _> = serde_ignored::deserialize(layered.clone(), |p| unknown.push(p.to_string()));
     for key in unknown {
-        let origin = origin_of(layered, &key).unwrap_or_else(|| file.to_string());
-        c.push(origin, key, "unknown key (misspelt? see config/clefd.toml for every key)");
+        c.push(origin_of(&key, file), key, "unknown key (misspelt? see config/clefd.toml for every key)");
     }
     match result {
         Ok(v) => Some(v),
-        Err(config::ConfigError::Type { origin, unexpected, expected, key }) => {
+        Err(config::ConfigError::Type { unexpected, expected, key, .. }) => {
             let key = key.unwrap_or_else(|| "-".into());
-            c.push(origin.unwrap_or_else(|| file.to_string()), key, format!("expected {expected}, found {unexpected}"));
+            c.push(origin_of(&key, file), key, format!("expected {expected}, found {unexpected}"));
             None
         }
         Err(e) => {
@@ -286,13 +283,11 @@ fn deserialize<T: for<'de> Deserialize<'de>>(layered: &config::Config, file: &st
     }
 }
 
-/// Which layer a key's value came from: a file path or `environment`.
-fn origin_of(layered: &config::Config, key: &str) -> Option<String> {
-    let value = layered.get::<config::Value>(key).ok()?;
-    match value.origin() {
-        Some(o) => Some(o.to_string()),
-        None => Some("environment".into()),
-    }
+/// Which layer a key's value came from: the environment when a `CLEFD__…` variable
+/// names it, else the file.
+fn origin_of(key: &str, file: &str) -> String {
+    let var = format!("{ENV_PREFIX}__{}", key.replace('.', "__").to_uppercase());
+    if std::env::vars_os().any(|(k, _)| k.to_string_lossy().to_uppercase() == var) { "environment".into() } else { file.to_string() }
 }
 
 fn load_drop_ins(dir: &Path, config: &mut Config, files: &mut BTreeMap<String, PathBuf>, c: &mut Collector) {
@@ -304,19 +299,19 @@ fn load_drop_ins(dir: &Path, config: &mut Config, files: &mut BTreeMap<String, P
         let layered = match config::Config::builder().add_source(config::File::from(p.as_path()).format(config::FileFormat::Toml)).build() {
             Ok(l) => l,
             Err(e) => {
-                c.push(&file, "-", format!("not valid TOML: {e}"));
+                c.push(&file, "-", format!("not valid TOML: {}", one_line(&e.to_string())));
                 continue;
             }
         };
-        let Some(drop_in) = deserialize::<CameraFile>(&layered, &file, c) else { continue };
+        let Some(camera) = deserialize::<CameraConfig>(&layered, &file, c) else { continue };
         let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        let name = drop_in.name.unwrap_or(stem);
+        let name = camera.name.clone().unwrap_or(stem);
         if let Some(previous) = files.get(&name) {
             c.push(&file, "name", format!("camera '{name}' is already defined in {}; camera names must be unique", previous.display()));
             continue;
         }
         files.insert(name.clone(), p.clone());
-        config.cameras.insert(name, drop_in.camera);
+        config.cameras.insert(name, camera);
     }
 }
 
@@ -421,6 +416,9 @@ fn validate(config: &Config, camera_files: &BTreeMap<String, PathBuf>, main: &Pa
         let from_main = camera_files.get(name).is_none_or(|f| f == main);
         let file = camera_files.get(name).map(|p| p.display().to_string()).unwrap_or_else(|| m.clone());
         let key = |k: &str| if from_main { format!("cameras.{name}.{k}") } else { k.to_string() };
+        if from_main && cam.name.as_ref().is_some_and(|n| n != name) {
+            c.push(&file, key("name"), format!("a camera table's name is its key ('{name}'); remove `name` or rename the table"));
+        }
         if !topic_safe(name) {
             c.push(&file, key("name"), format!("camera name '{name}' cannot be an MQTT topic level: use letters, digits, '-', '_' or '.'"));
         }
