@@ -167,19 +167,35 @@ impl Default for MqttConfig {
 
 impl Default for EventsConfig {
     fn default() -> Self {
-        EventsConfig { min_track_age: 3, heartbeat_s: 10.0, smoothing: 0.5, hysteresis: 0.1 }
+        EventsConfig {
+            min_track_age: 3,
+            heartbeat_s: 10.0,
+            smoothing: 0.5,
+            hysteresis: 0.1,
+        }
     }
 }
 
 impl Default for TrackerConfig {
     fn default() -> Self {
-        TrackerConfig { iou_threshold: 0.3, max_missed: 10 }
+        TrackerConfig {
+            iou_threshold: 0.3,
+            max_missed: 10,
+        }
     }
 }
 
 impl Default for CameraConfig {
     fn default() -> Self {
-        CameraConfig { uri: String::new(), enabled: true, looping: false, realtime: true, width: 640, bundle: None, name: None }
+        CameraConfig {
+            uri: String::new(),
+            enabled: true,
+            looping: false,
+            realtime: true,
+            width: 640,
+            bundle: None,
+            name: None,
+        }
     }
 }
 
@@ -222,58 +238,121 @@ struct Collector {
 
 impl Collector {
     fn push(&mut self, file: impl fmt::Display, key: impl Into<String>, reason: impl Into<String>) {
-        self.problems.push(Problem { file: file.to_string(), key: key.into(), reason: reason.into() });
+        self.problems.push(Problem {
+            file: file.to_string(),
+            key: key.into(),
+            reason: reason.into(),
+        });
     }
 }
 
 /// Loads, layers and validates the configuration rooted at `path`.
 pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
-    let mut c = Collector { problems: Vec::new() };
+    let mut c = Collector {
+        problems: Vec::new(),
+    };
     let main_file = path.display().to_string();
     if !path.is_file() {
-        c.push(&main_file, "-", "cannot read the config file: it does not exist (pass --config PATH)");
+        c.push(
+            &main_file,
+            "-",
+            "cannot read the config file: it does not exist (pass --config PATH)",
+        );
         return Err(ConfigErrors(c.problems));
     }
-    let env = config::Environment::with_prefix(ENV_PREFIX).prefix_separator("__").separator("__").try_parsing(true);
-    let layered = config::Config::builder().add_source(config::File::from(path).format(config::FileFormat::Toml)).add_source(env).build();
+    let env = config::Environment::with_prefix(ENV_PREFIX)
+        .prefix_separator("__")
+        .separator("__")
+        .try_parsing(true);
+    let layered = config::Config::builder()
+        .add_source(config::File::from(path).format(config::FileFormat::Toml))
+        .add_source(env)
+        .build();
     let mut config: Config = match layered {
         Ok(layered) => deserialize(&layered, &main_file, &mut c).unwrap_or_default(),
         Err(e) => {
-            c.push(&main_file, "-", format!("not valid TOML: {}", one_line(&e.to_string())));
+            c.push(
+                &main_file,
+                "-",
+                format!("not valid TOML: {}", one_line(&e.to_string())),
+            );
             return Err(ConfigErrors(c.problems));
         }
     };
     let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let mut camera_files: BTreeMap<String, PathBuf> = config.cameras.keys().map(|k| (k.clone(), path.to_path_buf())).collect();
-    load_drop_ins(&base.join("cameras.d"), &mut config, &mut camera_files, &mut c);
+    let mut camera_files: BTreeMap<String, PathBuf> = config
+        .cameras
+        .keys()
+        .map(|k| (k.clone(), path.to_path_buf()))
+        .collect();
+    load_drop_ins(
+        &base.join("cameras.d"),
+        &mut config,
+        &mut camera_files,
+        &mut c,
+    );
     resolve_paths(&mut config, &base);
     validate(&config, &camera_files, path, &mut c);
     let device_id = config.device_id.clone().unwrap_or_else(default_device_id);
-    if c.problems.is_empty() { Ok(Loaded { config, device_id, camera_files }) } else { Err(ConfigErrors(c.problems)) }
+    if c.problems.is_empty() {
+        Ok(Loaded {
+            config,
+            device_id,
+            camera_files,
+        })
+    } else {
+        Err(ConfigErrors(c.problems))
+    }
 }
 
 /// Parser messages span several lines (with a source snippet); problems are one line each.
 fn one_line(msg: &str) -> String {
-    msg.lines().map(str::trim).filter(|l| !l.is_empty() && *l != "|").collect::<Vec<_>>().join(" ")
+    msg.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && *l != "|")
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The hostname, or `clefd` if it cannot be read.
 fn default_device_id() -> String {
-    hostname::get().ok().and_then(|h| h.into_string().ok()).filter(|h| !h.is_empty()).unwrap_or_else(|| "clefd".into())
+    hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "clefd".into())
 }
 
 /// Deserializes one layered source, reporting unknown keys and type errors by origin.
-fn deserialize<T: for<'de> Deserialize<'de>>(layered: &config::Config, file: &str, c: &mut Collector) -> Option<T> {
+fn deserialize<T: for<'de> Deserialize<'de>>(
+    layered: &config::Config,
+    file: &str,
+    c: &mut Collector,
+) -> Option<T> {
     let mut unknown = Vec::new();
-    let result: Result<T, _> = serde_ignored::deserialize(layered.clone(), |p| unknown.push(p.to_string()));
+    let result: Result<T, _> =
+        serde_ignored::deserialize(layered.clone(), |p| unknown.push(p.to_string()));
     for key in unknown {
-        c.push(origin_of(&key, file), key, "unknown key (misspelt? see config/clefd.toml for every key)");
+        c.push(
+            origin_of(&key, file),
+            key,
+            "unknown key (misspelt? see config/clefd.toml for every key)",
+        );
     }
     match result {
         Ok(v) => Some(v),
-        Err(config::ConfigError::Type { unexpected, expected, key, .. }) => {
+        Err(config::ConfigError::Type {
+            unexpected,
+            expected,
+            key,
+            ..
+        }) => {
             let key = key.unwrap_or_else(|| "-".into());
-            c.push(origin_of(&key, file), key, format!("expected {expected}, found {unexpected}"));
+            c.push(
+                origin_of(&key, file),
+                key,
+                format!("expected {expected}, found {unexpected}"),
+            );
             None
         }
         Err(e) => {
@@ -287,27 +366,60 @@ fn deserialize<T: for<'de> Deserialize<'de>>(layered: &config::Config, file: &st
 /// names it, else the file.
 fn origin_of(key: &str, file: &str) -> String {
     let var = format!("{ENV_PREFIX}__{}", key.replace('.', "__").to_uppercase());
-    if std::env::vars_os().any(|(k, _)| k.to_string_lossy().to_uppercase() == var) { "environment".into() } else { file.to_string() }
+    if std::env::vars_os().any(|(k, _)| k.to_string_lossy().to_uppercase() == var) {
+        "environment".into()
+    } else {
+        file.to_string()
+    }
 }
 
-fn load_drop_ins(dir: &Path, config: &mut Config, files: &mut BTreeMap<String, PathBuf>, c: &mut Collector) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "toml")).collect();
+fn load_drop_ins(
+    dir: &Path,
+    config: &mut Config,
+    files: &mut BTreeMap<String, PathBuf>,
+    c: &mut Collector,
+) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
     paths.sort();
     for p in paths {
         let file = p.display().to_string();
-        let layered = match config::Config::builder().add_source(config::File::from(p.as_path()).format(config::FileFormat::Toml)).build() {
+        let layered = match config::Config::builder()
+            .add_source(config::File::from(p.as_path()).format(config::FileFormat::Toml))
+            .build()
+        {
             Ok(l) => l,
             Err(e) => {
-                c.push(&file, "-", format!("not valid TOML: {}", one_line(&e.to_string())));
+                c.push(
+                    &file,
+                    "-",
+                    format!("not valid TOML: {}", one_line(&e.to_string())),
+                );
                 continue;
             }
         };
-        let Some(camera) = deserialize::<CameraConfig>(&layered, &file, c) else { continue };
-        let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let Some(camera) = deserialize::<CameraConfig>(&layered, &file, c) else {
+            continue;
+        };
+        let stem = p
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let name = camera.name.clone().unwrap_or(stem);
         if let Some(previous) = files.get(&name) {
-            c.push(&file, "name", format!("camera '{name}' is already defined in {}; camera names must be unique", previous.display()));
+            c.push(
+                &file,
+                "name",
+                format!(
+                    "camera '{name}' is already defined in {}; camera names must be unique",
+                    previous.display()
+                ),
+            );
             continue;
         }
         files.insert(name.clone(), p.clone());
@@ -337,7 +449,11 @@ fn resolve_paths(config: &mut Config, base: &Path) {
             resolve(p);
         }
         // `file:relative/clip.mp4` is relative to the config file's folder.
-        if let Some(rest) = cam.uri.strip_prefix("file:").filter(|r| !r.starts_with('/')) {
+        if let Some(rest) = cam
+            .uri
+            .strip_prefix("file:")
+            .filter(|r| !r.starts_with('/'))
+        {
             let abs = base.join(rest);
             let abs = abs.canonicalize().unwrap_or(abs);
             cam.uri = format!("file://{}", abs.display());
@@ -345,52 +461,154 @@ fn resolve_paths(config: &mut Config, base: &Path) {
     }
 }
 
-fn in_range<T: PartialOrd + fmt::Display + Copy>(c: &mut Collector, file: &str, key: &str, v: T, lo: T, hi: T) {
+fn in_range<T: PartialOrd + fmt::Display + Copy>(
+    c: &mut Collector,
+    file: &str,
+    key: &str,
+    v: T,
+    lo: T,
+    hi: T,
+) {
     if !(v >= lo && v <= hi) {
-        c.push(file, key, format!("{v} is out of range: must be between {lo} and {hi}"));
+        c.push(
+            file,
+            key,
+            format!("{v} is out of range: must be between {lo} and {hi}"),
+        );
     }
 }
 
 /// A name that is safe as one MQTT topic level.
 fn topic_safe(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
+    !s.is_empty()
+        && s.chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
 }
 
-fn validate(config: &Config, camera_files: &BTreeMap<String, PathBuf>, main: &Path, c: &mut Collector) {
+fn validate(
+    config: &Config,
+    camera_files: &BTreeMap<String, PathBuf>,
+    main: &Path,
+    c: &mut Collector,
+) {
     let m = main.display().to_string();
     if let Some(id) = &config.device_id {
         if !topic_safe(id) {
-            c.push(&m, "device_id", format!("'{id}' cannot be an MQTT topic level: use letters, digits, '-', '_' or '.'"));
+            c.push(
+                &m,
+                "device_id",
+                format!(
+                    "'{id}' cannot be an MQTT topic level: use letters, digits, '-', '_' or '.'"
+                ),
+            );
         }
     }
     if let Err(reason) = crate::mqtt::BrokerUrl::parse(&config.mqtt.url) {
         c.push(&m, "mqtt.url", reason);
     }
     if !topic_safe(&config.mqtt.prefix) {
-        c.push(&m, "mqtt.prefix", format!("'{}' cannot be an MQTT topic level: use letters, digits, '-', '_' or '.'", config.mqtt.prefix));
+        c.push(
+            &m,
+            "mqtt.prefix",
+            format!(
+                "'{}' cannot be an MQTT topic level: use letters, digits, '-', '_' or '.'",
+                config.mqtt.prefix
+            ),
+        );
     }
-    in_range(c, &m, "mqtt.keep_alive_s", config.mqtt.keep_alive_s, 5, 3600);
-    in_range(c, &m, "mqtt.flush_timeout_s", config.mqtt.flush_timeout_s, 0.0, 600.0);
+    in_range(
+        c,
+        &m,
+        "mqtt.keep_alive_s",
+        config.mqtt.keep_alive_s,
+        5,
+        3600,
+    );
+    in_range(
+        c,
+        &m,
+        "mqtt.flush_timeout_s",
+        config.mqtt.flush_timeout_s,
+        0.0,
+        600.0,
+    );
     if let Some(p) = &config.mqtt.password_file {
         if !p.is_file() {
-            c.push(&m, "mqtt.password_file", format!("{} does not exist", p.display()));
+            c.push(
+                &m,
+                "mqtt.password_file",
+                format!("{} does not exist", p.display()),
+            );
         }
     }
-    in_range(c, &m, "events.min_track_age", config.events.min_track_age, 1, 1000);
-    in_range(c, &m, "events.heartbeat_s", config.events.heartbeat_s, 0.1, 86400.0);
-    in_range(c, &m, "events.smoothing", config.events.smoothing, 0.01, 1.0);
-    in_range(c, &m, "events.hysteresis", config.events.hysteresis, 0.0, 0.99);
-    in_range(c, &m, "tracker.iou_threshold", config.tracker.iou_threshold, 0.01, 0.99);
-    in_range(c, &m, "tracker.max_missed", config.tracker.max_missed, 0, 1000);
+    in_range(
+        c,
+        &m,
+        "events.min_track_age",
+        config.events.min_track_age,
+        1,
+        1000,
+    );
+    in_range(
+        c,
+        &m,
+        "events.heartbeat_s",
+        config.events.heartbeat_s,
+        0.1,
+        86400.0,
+    );
+    in_range(
+        c,
+        &m,
+        "events.smoothing",
+        config.events.smoothing,
+        0.01,
+        1.0,
+    );
+    in_range(
+        c,
+        &m,
+        "events.hysteresis",
+        config.events.hysteresis,
+        0.0,
+        0.99,
+    );
+    in_range(
+        c,
+        &m,
+        "tracker.iou_threshold",
+        config.tracker.iou_threshold,
+        0.01,
+        0.99,
+    );
+    in_range(
+        c,
+        &m,
+        "tracker.max_missed",
+        config.tracker.max_missed,
+        0,
+        1000,
+    );
     in_range(c, &m, "engine.threads", config.engine.threads, 0, 256);
     for (i, p) in config.engine.providers.iter().enumerate() {
         if !matches!(p.as_str(), "tensorrt" | "cuda" | "cpu") {
-            c.push(&m, format!("engine.providers[{i}]"), format!("unknown execution provider '{p}': use tensorrt, cuda or cpu"));
+            c.push(
+                &m,
+                format!("engine.providers[{i}]"),
+                format!("unknown execution provider '{p}': use tensorrt, cuda or cpu"),
+            );
         }
     }
     if let Some(p) = &config.engine.onnxruntime {
         if !p.is_file() {
-            c.push(&m, "engine.onnxruntime", format!("{} does not exist (run `make setup` or point it at libonnxruntime.so)", p.display()));
+            c.push(
+                &m,
+                "engine.onnxruntime",
+                format!(
+                    "{} does not exist (run `make setup` or point it at libonnxruntime.so)",
+                    p.display()
+                ),
+            );
         }
     }
     let mut bundles_checked = Vec::new();
@@ -400,9 +618,17 @@ fn validate(config: &Config, camera_files: &BTreeMap<String, PathBuf>, main: &Pa
         }
         bundles_checked.push(dir.to_path_buf());
         if !dir.is_dir() {
-            c.push(file, key, format!("engine bundle folder {} does not exist", dir.display()));
+            c.push(
+                file,
+                key,
+                format!("engine bundle folder {} does not exist", dir.display()),
+            );
         } else if let Err(e) = Manifest::load(dir) {
-            c.push(e.path, e.key, format!("{} (bundle named by {key} in {file})", e.reason));
+            c.push(
+                e.path,
+                e.key,
+                format!("{} (bundle named by {key} in {file})", e.reason),
+            );
         }
     };
     let default_used = config.cameras.values().any(|cam| cam.bundle.is_none());
@@ -410,14 +636,33 @@ fn validate(config: &Config, camera_files: &BTreeMap<String, PathBuf>, main: &Pa
         check_bundle(c, &m, "engine.bundle", &config.engine.bundle);
     }
     if config.cameras.is_empty() {
-        c.push(&m, "cameras", "no camera configured: add a [cameras.NAME] table or a file in cameras.d/");
+        c.push(
+            &m,
+            "cameras",
+            "no camera configured: add a [cameras.NAME] table or a file in cameras.d/",
+        );
     }
     for (name, cam) in &config.cameras {
         let from_main = camera_files.get(name).is_none_or(|f| f == main);
-        let file = camera_files.get(name).map(|p| p.display().to_string()).unwrap_or_else(|| m.clone());
-        let key = |k: &str| if from_main { format!("cameras.{name}.{k}") } else { k.to_string() };
+        let file = camera_files
+            .get(name)
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| m.clone());
+        let key = |k: &str| {
+            if from_main {
+                format!("cameras.{name}.{k}")
+            } else {
+                k.to_string()
+            }
+        };
         if from_main && cam.name.as_ref().is_some_and(|n| n != name) {
-            c.push(&file, key("name"), format!("a camera table's name is its key ('{name}'); remove `name` or rename the table"));
+            c.push(
+                &file,
+                key("name"),
+                format!(
+                    "a camera table's name is its key ('{name}'); remove `name` or rename the table"
+                ),
+            );
         }
         if !topic_safe(name) {
             c.push(&file, key("name"), format!("camera name '{name}' cannot be an MQTT topic level: use letters, digits, '-', '_' or '.'"));

@@ -97,9 +97,26 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config } => cmd::run::run(&config),
         Command::CheckConfig { config } => cmd::check_config(&config),
-        Command::Explain { bundle, image, onnxruntime } => cmd::explain::explain(&bundle, &image, onnxruntime.as_deref()),
-        Command::Watch { mqtt, prefix, until_offline, count, timeout } => cmd::watch(&mqtt, &prefix, until_offline, count, timeout),
-        Command::MakeClip { image, out, seconds, fps, size, scale } => cmd::make_clip(&image, &out, seconds, fps, &size, scale),
+        Command::Explain {
+            bundle,
+            image,
+            onnxruntime,
+        } => cmd::explain::explain(&bundle, &image, onnxruntime.as_deref()),
+        Command::Watch {
+            mqtt,
+            prefix,
+            until_offline,
+            count,
+            timeout,
+        } => cmd::watch(&mqtt, &prefix, until_offline, count, timeout),
+        Command::MakeClip {
+            image,
+            out,
+            seconds,
+            fps,
+            size,
+            scale,
+        } => cmd::make_clip(&image, &out, seconds, fps, &size, scale),
     };
     match result {
         Ok(code) => code,

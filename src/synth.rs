@@ -52,7 +52,10 @@ pub struct SynthError {
 
 /// Renders `spec` to an MP4 file at `out`.
 pub fn make_clip(spec: &ClipSpec, out: &Path) -> Result<(), SynthError> {
-    let err = |reason: String| SynthError { path: out.display().to_string(), reason };
+    let err = |reason: String| SynthError {
+        path: out.display().to_string(),
+        reason,
+    };
     gst::init().map_err(|e| err(e.to_string()))?;
     let pipeline = gst::parse::launch(
         "appsrc name=src format=time ! videoconvert ! x264enc speed-preset=ultrafast key-int-max=30 ! video/x-h264,profile=baseline ! mp4mux ! filesink name=sink",
@@ -60,9 +63,14 @@ pub fn make_clip(spec: &ClipSpec, out: &Path) -> Result<(), SynthError> {
     .map_err(|e| err(format!("{e} (x264enc needs gstreamer1.0-plugins-ugly)")))?
     .downcast::<gst::Pipeline>()
     .map_err(|_| err("not a pipeline".into()))?;
-    let sink = pipeline.by_name("sink").ok_or_else(|| err("no sink".into()))?;
+    let sink = pipeline
+        .by_name("sink")
+        .ok_or_else(|| err("no sink".into()))?;
     sink.set_property("location", out.display().to_string());
-    let src = pipeline.by_name("src").and_then(|s| s.downcast::<gst_app::AppSrc>().ok()).ok_or_else(|| err("no appsrc".into()))?;
+    let src = pipeline
+        .by_name("src")
+        .and_then(|s| s.downcast::<gst_app::AppSrc>().ok())
+        .ok_or_else(|| err("no appsrc".into()))?;
     let caps = gst::Caps::builder("video/x-raw")
         .field("format", "RGB")
         .field("width", spec.width as i32)
@@ -70,8 +78,14 @@ pub fn make_clip(spec: &ClipSpec, out: &Path) -> Result<(), SynthError> {
         .field("framerate", gst::Fraction::new(spec.fps as i32, 1))
         .build();
     src.set_caps(Some(&caps));
-    pipeline.set_state(gst::State::Playing).map_err(|_| err("cannot start the encoder".into()))?;
-    let scaled: Vec<RgbImage> = spec.sprites.iter().map(|s| resize(&s.image, s.size.0, s.size.1)).collect();
+    pipeline
+        .set_state(gst::State::Playing)
+        .map_err(|_| err("cannot start the encoder".into()))?;
+    let scaled: Vec<RgbImage> = spec
+        .sprites
+        .iter()
+        .map(|s| resize(&s.image, s.size.0, s.size.1))
+        .collect();
     let stride = spec.width * 3;
     for i in 0..spec.frames {
         let mut data = background(spec.width, spec.height);
@@ -81,7 +95,15 @@ pub fn make_clip(spec: &ClipSpec, out: &Path) -> Result<(), SynthError> {
             let k = if phase <= 1.0 { phase } else { 2.0 - phase };
             let x = sprite.from.0 + (sprite.to.0 - sprite.from.0) * k;
             let y = sprite.from.1 + (sprite.to.1 - sprite.from.1) * k;
-            blit(&mut data, stride, spec.width, spec.height, img, x.round() as i64, y.round() as i64);
+            blit(
+                &mut data,
+                stride,
+                spec.width,
+                spec.height,
+                img,
+                x.round() as i64,
+                y.round() as i64,
+            );
         }
         let mut buffer = gst::Buffer::from_mut_slice(data);
         if let Some(b) = buffer.get_mut() {
@@ -89,11 +111,15 @@ pub fn make_clip(spec: &ClipSpec, out: &Path) -> Result<(), SynthError> {
             b.set_pts(dur * u64::from(i));
             b.set_duration(dur);
         }
-        src.push_buffer(buffer).map_err(|e| err(format!("encoder refused a frame: {e:?}")))?;
+        src.push_buffer(buffer)
+            .map_err(|e| err(format!("encoder refused a frame: {e:?}")))?;
     }
     src.end_of_stream().map_err(|e| err(format!("{e:?}")))?;
     let bus = pipeline.bus().ok_or_else(|| err("no bus".into()))?;
-    let result = match bus.timed_pop_filtered(gst::ClockTime::from_seconds(120), &[gst::MessageType::Eos, gst::MessageType::Error]) {
+    let result = match bus.timed_pop_filtered(
+        gst::ClockTime::from_seconds(120),
+        &[gst::MessageType::Eos, gst::MessageType::Error],
+    ) {
         Some(msg) => match msg.view() {
             gst::MessageView::Error(e) => Err(err(e.error().to_string())),
             _ => Ok(()),
@@ -117,11 +143,29 @@ fn background(w: usize, h: usize) -> Vec<u8> {
 }
 
 fn resize(img: &RgbImage, w: usize, h: usize) -> RgbImage {
-    let s = Sampling { width: w, height: h, layout: Layout::Nhwc, colour: Colour::Rgb, affine: [(1.0, 0.0); 3] };
+    let s = Sampling {
+        width: w,
+        height: h,
+        layout: Layout::Nhwc,
+        colour: Colour::Rgb,
+        affine: [(1.0, 0.0); 3],
+    };
     let mut out = vec![0.0; s.len()];
-    let region = Rect { x: 0.0, y: 0.0, w: img.width as f32, h: img.height as f32 };
+    let region = Rect {
+        x: 0.0,
+        y: 0.0,
+        w: img.width as f32,
+        h: img.height as f32,
+    };
     sample(&img.view(), region, None, &s, &mut out);
-    RgbImage { data: out.iter().map(|v| v.round().clamp(0.0, 255.0) as u8).collect(), width: w, height: h }
+    RgbImage {
+        data: out
+            .iter()
+            .map(|v| v.round().clamp(0.0, 255.0) as u8)
+            .collect(),
+        width: w,
+        height: h,
+    }
 }
 
 fn blit(dst: &mut [u8], stride: usize, w: usize, h: usize, img: &RgbImage, x: i64, y: i64) {

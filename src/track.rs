@@ -48,7 +48,12 @@ pub struct Tracker {
 impl Tracker {
     /// A tracker drawing ids from `ids`.
     pub fn new(iou_threshold: f32, max_missed: u32, ids: Arc<AtomicU64>) -> Tracker {
-        Tracker { iou_threshold, max_missed, ids, tracks: Vec::new() }
+        Tracker {
+            iou_threshold,
+            max_missed,
+            ids,
+            tracks: Vec::new(),
+        }
     }
 
     /// Associates this frame's detections with tracks.
@@ -82,7 +87,12 @@ impl Tracker {
                 Some(t) => t,
                 None => {
                     let id = self.ids.fetch_add(1, Ordering::Relaxed);
-                    self.tracks.push(Track { id, rect: *det, hits: 0, missed: 0 });
+                    self.tracks.push(Track {
+                        id,
+                        rect: *det,
+                        hits: 0,
+                        missed: 0,
+                    });
                     self.tracks.len() - 1
                 }
             };
@@ -90,10 +100,18 @@ impl Tracker {
             track.rect = *det;
             track.hits += 1;
             track.missed = 0;
-            assigned.push(TrackState { id: track.id, hits: track.hits });
+            assigned.push(TrackState {
+                id: track.id,
+                hits: track.hits,
+            });
         }
         let max_missed = self.max_missed;
-        let ended = self.tracks.iter().filter(|t| t.missed > max_missed).map(|t| t.id).collect();
+        let ended = self
+            .tracks
+            .iter()
+            .filter(|t| t.missed > max_missed)
+            .map(|t| t.id)
+            .collect();
         self.tracks.retain(|t| t.missed <= max_missed);
         Update { assigned, ended }
     }
@@ -109,18 +127,32 @@ mod tests {
     use super::*;
 
     fn r(x: f32) -> Rect {
-        Rect { x, y: 0.0, w: 10.0, h: 10.0 }
+        Rect {
+            x,
+            y: 0.0,
+            w: 10.0,
+            h: 10.0,
+        }
     }
 
     #[test]
     fn keeps_ids_for_moving_boxes_and_ends_lost_ones() {
         let mut t = Tracker::new(0.3, 1, Arc::default());
         let a = t.update(&[r(0.0), r(100.0)]);
-        assert_eq!(a.assigned.iter().map(|s| s.id).collect::<Vec<_>>(), vec![0, 1]);
+        assert_eq!(
+            a.assigned.iter().map(|s| s.id).collect::<Vec<_>>(),
+            vec![0, 1]
+        );
         let b = t.update(&[r(102.0), r(2.0)]);
-        assert_eq!(b.assigned.iter().map(|s| s.id).collect::<Vec<_>>(), vec![1, 0]);
+        assert_eq!(
+            b.assigned.iter().map(|s| s.id).collect::<Vec<_>>(),
+            vec![1, 0]
+        );
         assert_eq!(b.assigned[0].hits, 2);
-        assert!(t.update(&[r(4.0)]).ended.is_empty(), "one miss is tolerated");
+        assert!(
+            t.update(&[r(4.0)]).ended.is_empty(),
+            "one miss is tolerated"
+        );
         assert_eq!(t.update(&[r(6.0)]).ended, vec![1]);
         let c = t.update(&[r(300.0)]);
         assert_eq!(c.assigned[0].id, 2, "ids are never reused");

@@ -15,8 +15,18 @@ use clefd::synth::{ClipSpec, Sprite, make_clip as render};
 pub fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
     match clefd::config::load(path) {
         Ok(loaded) => {
-            let cams = loaded.config.cameras.iter().filter(|(_, c)| c.enabled).count();
-            println!("{}: ok ({} camera(s) enabled, device id '{}')", path.display(), cams, loaded.device_id);
+            let cams = loaded
+                .config
+                .cameras
+                .iter()
+                .filter(|(_, c)| c.enabled)
+                .count();
+            println!(
+                "{}: ok ({} camera(s) enabled, device id '{}')",
+                path.display(),
+                cams,
+                loaded.device_id
+            );
             Ok(ExitCode::SUCCESS)
         }
         Err(errors) => {
@@ -29,23 +39,47 @@ pub fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
 }
 
 /// `clefd watch`.
-pub fn watch(url: &str, prefix: &str, until_offline: Option<String>, count: Option<u64>, timeout: Option<f64>) -> anyhow::Result<ExitCode> {
+pub fn watch(
+    url: &str,
+    prefix: &str,
+    until_offline: Option<String>,
+    count: Option<u64>,
+    timeout: Option<f64>,
+) -> anyhow::Result<ExitCode> {
     let url = BrokerUrl::parse(url).map_err(anyhow::Error::msg)?;
-    let opts = WatchOptions { url, prefix: prefix.into(), until_offline, count, timeout: timeout.map(Duration::from_secs_f64) };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let opts = WatchOptions {
+        url,
+        prefix: prefix.into(),
+        until_offline,
+        count,
+        timeout: timeout.map(Duration::from_secs_f64),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let mut out = std::io::stdout();
     rt.block_on(clefd::mqtt::watch(opts, &mut out))?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// `clefd make-clip`.
-pub fn make_clip(image: &Path, out: &Path, seconds: f64, fps: u32, size: &str, scale: f64) -> anyhow::Result<ExitCode> {
+pub fn make_clip(
+    image: &Path,
+    out: &Path,
+    seconds: f64,
+    fps: u32,
+    size: &str,
+    scale: f64,
+) -> anyhow::Result<ExitCode> {
     let (w, h) = size
         .split_once('x')
         .and_then(|(w, h)| Some((w.parse::<usize>().ok()?, h.parse::<usize>().ok()?)))
         .filter(|&(w, h)| (32..=4096).contains(&w) && (32..=4096).contains(&h))
         .with_context(|| format!("--size '{size}' must be WIDTHxHEIGHT, each 32..4096"))?;
-    if !(0.05..=1.0).contains(&scale) || !(1..=120).contains(&fps) || !(0.1..=600.0).contains(&seconds) {
+    if !(0.05..=1.0).contains(&scale)
+        || !(1..=120).contains(&fps)
+        || !(0.1..=600.0).contains(&seconds)
+    {
         bail!("--scale must be 0.05..1, --fps 1..120 and --seconds 0.1..600");
     }
     let picture = clefd::source::decode_image(image)?;
@@ -58,9 +92,22 @@ pub fn make_clip(image: &Path, out: &Path, seconds: f64, fps: u32, size: &str, s
         height: h,
         fps,
         frames: (seconds * f64::from(fps)).round() as u32,
-        sprites: vec![Sprite { image: picture, size: (pw, ph), from: (0.1 * travel, top), to: (0.9 * travel, top), round_trips: 1.0 }],
+        sprites: vec![Sprite {
+            image: picture,
+            size: (pw, ph),
+            from: (0.1 * travel, top),
+            to: (0.9 * travel, top),
+            round_trips: 1.0,
+        }],
     };
     render(&spec, out)?;
-    println!("wrote {} ({}x{}, {} frames at {} fps)", out.display(), w, h, spec.frames, fps);
+    println!(
+        "wrote {} ({}x{}, {} frames at {} fps)",
+        out.display(),
+        w,
+        h,
+        spec.frames,
+        fps
+    );
     Ok(ExitCode::SUCCESS)
 }

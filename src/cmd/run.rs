@@ -20,7 +20,11 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
             for p in &errors.0 {
                 tracing::error!("{p}");
             }
-            anyhow::bail!("invalid configuration ({} problem(s)); run `clefd check-config --config {}`", errors.0.len(), path.display());
+            anyhow::bail!(
+                "invalid configuration ({} problem(s)); run `clefd check-config --config {}`",
+                errors.0.len(),
+                path.display()
+            );
         }
     };
     let cfg = &loaded.config;
@@ -29,24 +33,38 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let url = BrokerUrl::parse(&cfg.mqtt.url).map_err(anyhow::Error::msg)?;
     let credentials = match (&cfg.mqtt.username, &cfg.mqtt.password_file) {
         (Some(u), Some(f)) => {
-            let pw = std::fs::read_to_string(f).with_context(|| format!("reading mqtt.password_file {}", f.display()))?;
+            let pw = std::fs::read_to_string(f)
+                .with_context(|| format!("reading mqtt.password_file {}", f.display()))?;
             Some((u.clone(), pw.trim_end_matches(['\r', '\n']).to_string()))
         }
         (Some(u), None) => Some((u.clone(), String::new())),
         _ => None,
     };
     let seq_path = cfg.state_dir.join("seq");
-    let seq = SeqCounter::open(&seq_path).with_context(|| format!("opening the event sequence file {} (is state_dir writable?)", seq_path.display()))?;
+    let seq = SeqCounter::open(&seq_path).with_context(|| {
+        format!(
+            "opening the event sequence file {} (is state_dir writable?)",
+            seq_path.display()
+        )
+    })?;
     let publisher_cfg = PublisherConfig {
         url,
-        client_id: cfg.mqtt.client_id.clone().unwrap_or_else(|| format!("clefd-{}", loaded.device_id)),
+        client_id: cfg
+            .mqtt
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("clefd-{}", loaded.device_id)),
         prefix: cfg.mqtt.prefix.clone(),
         device: loaded.device_id.clone(),
         keep_alive: Duration::from_secs(cfg.mqtt.keep_alive_s),
         credentials,
         flush_timeout: Duration::from_secs_f64(cfg.mqtt.flush_timeout_s),
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().thread_name("clefd-rt").build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("clefd-rt")
+        .build()?;
     let (tx, rx) = tokio::sync::mpsc::channel(256);
     let pipeline = Pipeline::start(&loaded, tx)?;
     let stopper = pipeline.stopper();
@@ -89,5 +107,9 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     for (camera, reason) in &outcome.failures {
         tracing::error!(camera = %camera, "camera failed: {reason}");
     }
-    Ok(if outcome.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if outcome.failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

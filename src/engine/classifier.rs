@@ -2,7 +2,7 @@
 //! builds every input of every subject into one batch, runs it, and returns K logits
 //! per subject.
 
-use crate::engine::manifest::{ModelSpec, Role, SubjectSpec, MaskBox};
+use crate::engine::manifest::{MaskBox, ModelSpec, Role, SubjectSpec};
 use crate::engine::preprocess::{Sampling, sample};
 use crate::engine::runtime::{BatchDim, EngineError, Model};
 use crate::image::{Rect, RgbView};
@@ -23,12 +23,21 @@ impl SubjectBoxes {
     pub fn from_face(face: Rect, spec: &SubjectSpec) -> SubjectBoxes {
         let crop = face.scaled(spec.face_scale, spec.face_scale);
         let body_w = face.w * spec.body_width;
-        let body = Rect { x: face.x + face.w / 2.0 - body_w / 2.0, y: face.y - face.h / 2.0, w: body_w, h: face.h * spec.body_height };
+        let body = Rect {
+            x: face.x + face.w / 2.0 - body_w / 2.0,
+            y: face.y - face.h / 2.0,
+            w: body_w,
+            h: face.h * spec.body_height,
+        };
         let mask = match spec.mask {
             MaskBox::Face => face,
             MaskBox::Body => body,
         };
-        SubjectBoxes { face: crop, body, mask }
+        SubjectBoxes {
+            face: crop,
+            body,
+            mask,
+        }
     }
 }
 
@@ -50,7 +59,10 @@ pub struct Classifier {
 
 impl std::fmt::Debug for Classifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Classifier").field("model", &self.model).field("batch", &self.batch).finish_non_exhaustive()
+        f.debug_struct("Classifier")
+            .field("model", &self.model)
+            .field("batch", &self.batch)
+            .finish_non_exhaustive()
     }
 }
 
@@ -63,10 +75,21 @@ impl Classifier {
             if let BatchDim::Fixed(n) = model.check("input", &input.name, &input.shape(-1))? {
                 batch = BatchDim::Fixed(n);
             }
-            inputs.push(BoundInput { name: input.name.clone(), role: input.role, sampling: Sampling::for_input(input), buffer: Vec::new() });
+            inputs.push(BoundInput {
+                name: input.name.clone(),
+                role: input.role,
+                sampling: Sampling::for_input(input),
+                buffer: Vec::new(),
+            });
         }
         model.check("output", &spec.output, &[-1, labels as i64])?;
-        Ok(Classifier { model, inputs, output: spec.output.clone(), labels, batch })
+        Ok(Classifier {
+            model,
+            inputs,
+            output: spec.output.clone(),
+            labels,
+            batch,
+        })
     }
 
     /// Whether the graph takes any batch size.
@@ -75,7 +98,11 @@ impl Classifier {
     }
 
     /// Logits (K per subject) for every subject of one frame, in order.
-    pub fn classify(&mut self, frame: &RgbView<'_>, subjects: &[SubjectBoxes]) -> Result<Vec<Vec<f32>>, EngineError> {
+    pub fn classify(
+        &mut self,
+        frame: &RgbView<'_>,
+        subjects: &[SubjectBoxes],
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
         let chunk = match self.batch {
             BatchDim::Dynamic => subjects.len().max(1),
             BatchDim::Fixed(n) => n,
@@ -87,12 +114,22 @@ impl Classifier {
         Ok(out)
     }
 
-    fn run_batch(&mut self, frame: &RgbView<'_>, group: &[SubjectBoxes], batch: usize) -> Result<Vec<Vec<f32>>, EngineError> {
+    fn run_batch(
+        &mut self,
+        frame: &RgbView<'_>,
+        group: &[SubjectBoxes],
+        batch: usize,
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
         let n = match self.batch {
             BatchDim::Dynamic => group.len(),
             BatchDim::Fixed(_) => batch,
         };
-        let whole = Rect { x: 0.0, y: 0.0, w: frame.width() as f32, h: frame.height() as f32 };
+        let whole = Rect {
+            x: 0.0,
+            y: 0.0,
+            w: frame.width() as f32,
+            h: frame.height() as f32,
+        };
         for input in &mut self.inputs {
             let per = input.sampling.len();
             input.buffer.clear();
@@ -104,15 +141,46 @@ impl Classifier {
                     Role::Scene => (whole, None),
                     Role::ContextMasked => (whole, Some(s.mask)),
                 };
-                sample(frame, region, mask, &input.sampling, &mut input.buffer[i * per..(i + 1) * per]);
+                sample(
+                    frame,
+                    region,
+                    mask,
+                    &input.sampling,
+                    &mut input.buffer[i * per..(i + 1) * per],
+                );
             }
         }
-        let shapes: Vec<[i64; 4]> = self.inputs.iter().map(|i| { let mut d = i.sampling.layout_dims(); d[0] = n as i64; d }).collect();
-        let feeds: Vec<(&str, &[i64], &[f32])> = self.inputs.iter().zip(&shapes).map(|(i, s)| (i.name.as_str(), &s[..], &i.buffer[..])).collect();
+        let shapes: Vec<[i64; 4]> = self
+            .inputs
+            .iter()
+            .map(|i| {
+                let mut d = i.sampling.layout_dims();
+                d[0] = n as i64;
+                d
+            })
+            .collect();
+        let feeds: Vec<(&str, &[i64], &[f32])> = self
+            .inputs
+            .iter()
+            .zip(&shapes)
+            .map(|(i, s)| (i.name.as_str(), &s[..], &i.buffer[..]))
+            .collect();
         let logits = self.model.run(&feeds, &[&self.output])?.swap_remove(0);
         if logits.len() < group.len() * self.labels {
-            return Err(EngineError::Run { model: self.model.name().into(), reason: format!("output '{}' has {} values, expected {}", self.output, logits.len(), n * self.labels) });
+            return Err(EngineError::Run {
+                model: self.model.name().into(),
+                reason: format!(
+                    "output '{}' has {} values, expected {}",
+                    self.output,
+                    logits.len(),
+                    n * self.labels
+                ),
+            });
         }
-        Ok(logits.chunks(self.labels).take(group.len()).map(<[f32]>::to_vec).collect())
+        Ok(logits
+            .chunks(self.labels)
+            .take(group.len())
+            .map(<[f32]>::to_vec)
+            .collect())
     }
 }

@@ -22,7 +22,13 @@ pub struct Sampling {
 impl Sampling {
     /// The sampling a manifest input asks for.
     pub fn for_input(spec: &InputSpec) -> Sampling {
-        Sampling { width: spec.width, height: spec.height, layout: spec.layout, colour: spec.colour, affine: spec.affine() }
+        Sampling {
+            width: spec.width,
+            height: spec.height,
+            layout: spec.layout,
+            colour: spec.colour,
+            affine: spec.affine(),
+        }
     }
 
     /// Floats per sample.
@@ -32,7 +38,11 @@ impl Sampling {
 
     /// `[1, c, h, w]` or `[1, h, w, c]`: the shape of one sample.
     pub fn layout_dims(&self) -> [i64; 4] {
-        let (c, h, w) = (self.colour.channels() as i64, self.height as i64, self.width as i64);
+        let (c, h, w) = (
+            self.colour.channels() as i64,
+            self.height as i64,
+            self.width as i64,
+        );
         match self.layout {
             Layout::Nchw => [1, c, h, w],
             Layout::Nhwc => [1, h, w, c],
@@ -71,7 +81,13 @@ pub fn sample(view: &RgbView<'_>, region: Rect, mask: Option<Rect>, s: &Sampling
             let fx = (centre - 0.5).clamp(0.0, iw - 1.0);
             let x0 = fx.floor() as usize;
             let x1 = (x0 + 1).min(view.width() - 1);
-            Tap { x0, x1, w1: fx - x0 as f32, centre, inside: centre >= 0.0 && centre < iw }
+            Tap {
+                x0,
+                x1,
+                w1: fx - x0 as f32,
+                centre,
+                inside: centre >= 0.0 && centre < iw,
+            }
         })
         .collect();
     let channels = s.colour.channels();
@@ -90,8 +106,10 @@ pub fn sample(view: &RgbView<'_>, region: Rect, mask: Option<Rect>, s: &Sampling
             let mut px = [0f32; 3];
             if visible {
                 for (c, v) in px.iter_mut().enumerate() {
-                    let a = f32::from(r0[t.x0 * 3 + c]) * (1.0 - t.w1) + f32::from(r0[t.x1 * 3 + c]) * t.w1;
-                    let b = f32::from(r1[t.x0 * 3 + c]) * (1.0 - t.w1) + f32::from(r1[t.x1 * 3 + c]) * t.w1;
+                    let a = f32::from(r0[t.x0 * 3 + c]) * (1.0 - t.w1)
+                        + f32::from(r0[t.x1 * 3 + c]) * t.w1;
+                    let b = f32::from(r1[t.x0 * 3 + c]) * (1.0 - t.w1)
+                        + f32::from(r1[t.x1 * 3 + c]) * t.w1;
                     *v = a * (1.0 - wy) + b * wy;
                 }
             }
@@ -101,7 +119,11 @@ pub fn sample(view: &RgbView<'_>, region: Rect, mask: Option<Rect>, s: &Sampling
                 Colour::Gray => [0.299 * px[0] + 0.587 * px[1] + 0.114 * px[2], 0.0, 0.0],
             };
             for c in 0..channels {
-                let v = if visible { values[c] * s.affine[c].0 + s.affine[c].1 } else { black[c] };
+                let v = if visible {
+                    values[c] * s.affine[c].0 + s.affine[c].1
+                } else {
+                    black[c]
+                };
                 let idx = match s.layout {
                     Layout::Nchw => c * plane + dy * w + dx,
                     Layout::Nhwc => (dy * w + dx) * channels + c,
@@ -124,11 +146,21 @@ mod tests {
                 data.extend_from_slice(&[(x * 10) as u8, (y * 10) as u8, 200]);
             }
         }
-        RgbImage { data, width: w, height: h }
+        RgbImage {
+            data,
+            width: w,
+            height: h,
+        }
     }
 
     fn plain(w: usize, h: usize, colour: Colour, layout: Layout) -> Sampling {
-        Sampling { width: w, height: h, layout, colour, affine: [(1.0, 0.0); 3] }
+        Sampling {
+            width: w,
+            height: h,
+            layout,
+            colour,
+            affine: [(1.0, 0.0); 3],
+        }
     }
 
     #[test]
@@ -136,7 +168,18 @@ mod tests {
         let img = gradient(4, 3);
         let s = plain(4, 3, Colour::Rgb, Layout::Nhwc);
         let mut out = vec![0.0; s.len()];
-        sample(&img.view(), Rect { x: 0.0, y: 0.0, w: 4.0, h: 3.0 }, None, &s, &mut out);
+        sample(
+            &img.view(),
+            Rect {
+                x: 0.0,
+                y: 0.0,
+                w: 4.0,
+                h: 3.0,
+            },
+            None,
+            &s,
+            &mut out,
+        );
         let want: Vec<f32> = img.data.iter().map(|&b| f32::from(b)).collect();
         assert_eq!(out, want);
     }
@@ -148,7 +191,23 @@ mod tests {
         s.affine = [(1.0 / 127.5, -1.0); 3];
         let mut out = vec![0.0; s.len()];
         // Region twice as wide as the image: the right half is outside.
-        sample(&img.view(), Rect { x: 0.0, y: 0.0, w: 8.0, h: 4.0 }, Some(Rect { x: 0.0, y: 0.0, w: 1.0, h: 1.0 }), &s, &mut out);
+        sample(
+            &img.view(),
+            Rect {
+                x: 0.0,
+                y: 0.0,
+                w: 8.0,
+                h: 4.0,
+            },
+            Some(Rect {
+                x: 0.0,
+                y: 0.0,
+                w: 1.0,
+                h: 1.0,
+            }),
+            &s,
+            &mut out,
+        );
         assert_eq!(out[0], -1.0, "masked pixel");
         assert_eq!(out[7], -1.0, "outside the image");
         assert!(out[1] > -1.0, "visible pixel keeps its value");
@@ -156,10 +215,25 @@ mod tests {
 
     #[test]
     fn bgr_swaps_channels_in_nchw() {
-        let img = RgbImage { data: vec![10, 20, 30], width: 1, height: 1 };
+        let img = RgbImage {
+            data: vec![10, 20, 30],
+            width: 1,
+            height: 1,
+        };
         let s = plain(1, 1, Colour::Bgr, Layout::Nchw);
         let mut out = vec![0.0; 3];
-        sample(&img.view(), Rect { x: 0.0, y: 0.0, w: 1.0, h: 1.0 }, None, &s, &mut out);
+        sample(
+            &img.view(),
+            Rect {
+                x: 0.0,
+                y: 0.0,
+                w: 1.0,
+                h: 1.0,
+            },
+            None,
+            &s,
+            &mut out,
+        );
         assert_eq!(out, vec![30.0, 20.0, 10.0]);
     }
 }

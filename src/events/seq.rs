@@ -16,7 +16,13 @@ impl SeqCounter {
     pub fn open(path: &Path) -> std::io::Result<SeqCounter> {
         let next = match std::fs::read_to_string(path) {
             Ok(s) => s.trim().parse().map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{} does not hold a number; delete it to restart the sequence at 0", path.display()))
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "{} does not hold a number; delete it to restart the sequence at 0",
+                        path.display()
+                    ),
+                )
             })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
             Err(e) => return Err(e),
@@ -24,7 +30,10 @@ impl SeqCounter {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        Ok(SeqCounter { path: path.to_path_buf(), next })
+        Ok(SeqCounter {
+            path: path.to_path_buf(),
+            next,
+        })
     }
 
     /// The next number, persisted before it is handed out.
@@ -54,6 +63,11 @@ mod tests {
         let mut c = SeqCounter::open(&p).unwrap();
         assert_eq!(c.allocate().unwrap(), 2);
         std::fs::write(&p, "garbage").unwrap();
-        assert!(SeqCounter::open(&p).unwrap_err().to_string().contains("delete it"));
+        assert!(
+            SeqCounter::open(&p)
+                .unwrap_err()
+                .to_string()
+                .contains("delete it")
+        );
     }
 }

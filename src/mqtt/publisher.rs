@@ -66,15 +66,35 @@ impl Publisher {
         opts.set_keep_alive(cfg.keep_alive);
         opts.set_clean_session(false);
         opts.set_max_packet_size(256 * 1024, 256 * 1024);
-        opts.set_last_will(LastWill::new(topics.availability(), "offline", QoS::AtLeastOnce, true));
+        opts.set_last_will(LastWill::new(
+            topics.availability(),
+            "offline",
+            QoS::AtLeastOnce,
+            true,
+        ));
         if let Some((user, pass)) = &cfg.credentials {
             opts.set_credentials(user, pass);
         }
         let (client, eventloop) = AsyncClient::new(opts, 256);
         let stats = Arc::new(PublishStats::default());
         let stop_polling = Arc::new(AtomicBool::new(false));
-        let poller = tokio::spawn(poll(eventloop, client.clone(), topics.clone(), cfg.url.clone(), stats.clone(), stop_polling.clone()));
-        Publisher { client, topics, stats, seq, flush_timeout: cfg.flush_timeout, poller, stop_polling }
+        let poller = tokio::spawn(poll(
+            eventloop,
+            client.clone(),
+            topics.clone(),
+            cfg.url.clone(),
+            stats.clone(),
+            stop_polling.clone(),
+        ));
+        Publisher {
+            client,
+            topics,
+            stats,
+            seq,
+            flush_timeout: cfg.flush_timeout,
+            poller,
+            stop_polling,
+        }
     }
 
     /// Counters.
@@ -84,7 +104,10 @@ impl Publisher {
 
     /// Stamps `seq` and publishes one event (waits only when the client queue is full).
     pub async fn publish(&mut self, mut event: EmotionEvent) -> anyhow::Result<()> {
-        event.seq = self.seq.allocate().map_err(|e| anyhow::anyhow!("cannot persist the event sequence number: {e}"))?;
+        event.seq = self
+            .seq
+            .allocate()
+            .map_err(|e| anyhow::anyhow!("cannot persist the event sequence number: {e}"))?;
         let payload = serde_json::to_vec(&event)?;
         tracing::info!(
             camera = %event.camera, track = event.track_id, seq = event.seq,
@@ -93,7 +116,14 @@ impl Publisher {
             if event.debiased.is_some() { "on" } else { "off" }
         );
         self.stats.sent_qos1.fetch_add(1, Ordering::Relaxed);
-        self.client.publish(self.topics.emotion(&event.camera), QoS::AtLeastOnce, false, payload).await?;
+        self.client
+            .publish(
+                self.topics.emotion(&event.camera),
+                QoS::AtLeastOnce,
+                false,
+                payload,
+            )
+            .await?;
         self.stats.published.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -109,25 +139,56 @@ impl Publisher {
     /// Clean shutdown: `offline` (retained), wait for acknowledgements (bounded), disconnect.
     pub async fn shutdown(mut self) {
         self.stats.sent_qos1.fetch_add(1, Ordering::Relaxed);
-        let _ = self.client.publish(self.topics.availability(), QoS::AtLeastOnce, true, "offline").await;
+        let _ = self
+            .client
+            .publish(
+                self.topics.availability(),
+                QoS::AtLeastOnce,
+                true,
+                "offline",
+            )
+            .await;
         let deadline = tokio::time::Instant::now() + self.flush_timeout;
-        while self.stats.acked.load(Ordering::Relaxed) < self.stats.sent_qos1.load(Ordering::Relaxed) && tokio::time::Instant::now() < deadline {
+        while self.stats.acked.load(Ordering::Relaxed)
+            < self.stats.sent_qos1.load(Ordering::Relaxed)
+            && tokio::time::Instant::now() < deadline
+        {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let unacked = self.stats.sent_qos1.load(Ordering::Relaxed).saturating_sub(self.stats.acked.load(Ordering::Relaxed));
+        let unacked = self
+            .stats
+            .sent_qos1
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.stats.acked.load(Ordering::Relaxed));
         if unacked > 0 {
-            tracing::warn!(unacked, "shutting down with messages the broker has not acknowledged");
+            tracing::warn!(
+                unacked,
+                "shutting down with messages the broker has not acknowledged"
+            );
         }
         self.stop_polling.store(true, Ordering::SeqCst);
         let _ = self.client.disconnect().await;
-        if tokio::time::timeout(Duration::from_secs(1), &mut self.poller).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(1), &mut self.poller)
+            .await
+            .is_err()
+        {
             self.poller.abort();
         }
-        tracing::info!(published = self.stats.published.load(Ordering::Relaxed), "MQTT publisher stopped");
+        tracing::info!(
+            published = self.stats.published.load(Ordering::Relaxed),
+            "MQTT publisher stopped"
+        );
     }
 }
 
-async fn poll(mut eventloop: EventLoop, client: AsyncClient, topics: Topics, url: BrokerUrl, stats: Arc<PublishStats>, stop: Arc<AtomicBool>) {
+async fn poll(
+    mut eventloop: EventLoop,
+    client: AsyncClient,
+    topics: Topics,
+    url: BrokerUrl,
+    stats: Arc<PublishStats>,
+    stop: Arc<AtomicBool>,
+) {
     let mut backoff = BACKOFF_START;
     let mut failures = 0u32;
     while !stop.load(Ordering::SeqCst) {
@@ -138,7 +199,10 @@ async fn poll(mut eventloop: EventLoop, client: AsyncClient, topics: Topics, url
                 backoff = BACKOFF_START;
                 failures = 0;
                 stats.sent_qos1.fetch_add(1, Ordering::Relaxed);
-                if client.try_publish(topics.availability(), QoS::AtLeastOnce, true, "online").is_err() {
+                if client
+                    .try_publish(topics.availability(), QoS::AtLeastOnce, true, "online")
+                    .is_err()
+                {
                     stats.sent_qos1.fetch_sub(1, Ordering::Relaxed);
                 }
             }
@@ -167,7 +231,9 @@ async fn poll(mut eventloop: EventLoop, client: AsyncClient, topics: Topics, url
 
 /// Up to ±20 % jitter, so a fleet does not reconnect in lock-step.
 fn jitter(d: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |t| t.subsec_nanos());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.subsec_nanos());
     let factor = 0.8 + 0.4 * (f64::from(nanos % 1000) / 1000.0);
     d.mul_f64(factor)
 }

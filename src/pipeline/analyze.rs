@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use crate::clef::{self, Effects, Task};
 use crate::detect::Detection;
+use crate::engine::Bundle;
 use crate::engine::classifier::SubjectBoxes;
 use crate::engine::runtime::EngineError;
-use crate::engine::Bundle;
 use crate::image::RgbView;
 
 /// Everything the models and CLEF say about one face.
@@ -67,15 +67,27 @@ impl Analyzer {
     }
 
     /// Analyses one frame.
-    pub fn analyze(&mut self, frame: &RgbView<'_>) -> Result<(Vec<FaceAnalysis>, StageTimes), EngineError> {
+    pub fn analyze(
+        &mut self,
+        frame: &RgbView<'_>,
+    ) -> Result<(Vec<FaceAnalysis>, StageTimes), EngineError> {
         let t0 = Instant::now();
         let detections = self.bundle.detector.detect(frame)?;
         let t1 = Instant::now();
         if detections.is_empty() {
-            return Ok((Vec::new(), StageTimes { detect: t1 - t0, classify: Duration::ZERO }));
+            return Ok((
+                Vec::new(),
+                StageTimes {
+                    detect: t1 - t0,
+                    classify: Duration::ZERO,
+                },
+            ));
         }
         let m = &self.bundle.manifest;
-        let subjects: Vec<SubjectBoxes> = detections.iter().map(|d| SubjectBoxes::from_face(d.rect, &m.subject)).collect();
+        let subjects: Vec<SubjectBoxes> = detections
+            .iter()
+            .map(|d| SubjectBoxes::from_face(d.rect, &m.subject))
+            .collect();
         let y_e = self.bundle.vanilla.classify(frame, &subjects)?;
         let y_c = match self.bundle.context_branch.as_mut() {
             Some(branch) => Some(branch.classify(frame, &subjects)?),
@@ -85,17 +97,36 @@ impl Analyzer {
         let mut faces = Vec::with_capacity(detections.len());
         for (i, (detection, y_e)) in detections.into_iter().zip(y_e).enumerate() {
             let y_c = y_c.as_ref().map(|all| all[i].clone());
-            let effects = match &y_c {
-                Some(c) => Some(clef::effects(m.fusion, c, &y_e, star).map_err(|e| EngineError::Run { model: "clef".into(), reason: e.to_string() })?),
-                None => None,
-            };
+            let effects =
+                match &y_c {
+                    Some(c) => Some(clef::effects(m.fusion, c, &y_e, star).map_err(|e| {
+                        EngineError::Run {
+                            model: "clef".into(),
+                            reason: e.to_string(),
+                        }
+                    })?),
+                    None => None,
+                };
             let factual_scores = self.task.scores(&y_e);
             let scores = match &effects {
                 Some(e) => self.task.scores(&e.tie),
                 None => factual_scores.clone(),
             };
-            faces.push(FaceAnalysis { detection, y_e, y_c, effects, factual_scores, scores });
+            faces.push(FaceAnalysis {
+                detection,
+                y_e,
+                y_c,
+                effects,
+                factual_scores,
+                scores,
+            });
         }
-        Ok((faces, StageTimes { detect: t1 - t0, classify: t1.elapsed() }))
+        Ok((
+            faces,
+            StageTimes {
+                detect: t1 - t0,
+                classify: t1.elapsed(),
+            },
+        ))
     }
 }

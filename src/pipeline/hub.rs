@@ -51,8 +51,23 @@ pub struct SlotStats {
 impl<T> FrameHub<T> {
     /// A hub with `cameras` open slots.
     pub fn new(cameras: usize) -> FrameHub<T> {
-        let slots = (0..cameras).map(|_| Slot { frame: None, open: true, closed_reported: false, received: 0, dropped: 0 }).collect();
-        FrameHub { state: Mutex::new(State { slots, cursor: 0, shutdown: false }), ready: Condvar::new() }
+        let slots = (0..cameras)
+            .map(|_| Slot {
+                frame: None,
+                open: true,
+                closed_reported: false,
+                received: 0,
+                dropped: 0,
+            })
+            .collect();
+        FrameHub {
+            state: Mutex::new(State {
+                slots,
+                cursor: 0,
+                shutdown: false,
+            }),
+            ready: Condvar::new(),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State<T>> {
@@ -63,7 +78,9 @@ impl<T> FrameHub<T> {
     /// Hands in a frame, replacing (and counting) any frame still waiting.
     pub fn put(&self, slot: usize, frame: T) {
         let mut s = self.lock();
-        let Some(sl) = s.slots.get_mut(slot) else { return };
+        let Some(sl) = s.slots.get_mut(slot) else {
+            return;
+        };
         if !sl.open {
             return;
         }
@@ -96,12 +113,22 @@ impl<T> FrameHub<T> {
     /// Counters of one camera.
     pub fn stats(&self, slot: usize) -> SlotStats {
         let s = self.lock();
-        s.slots.get(slot).map(|sl| SlotStats { received: sl.received, dropped: sl.dropped }).unwrap_or_default()
+        s.slots
+            .get(slot)
+            .map(|sl| SlotStats {
+                received: sl.received,
+                dropped: sl.dropped,
+            })
+            .unwrap_or_default()
     }
 
     /// Frames waiting right now (never more than the number of cameras).
     pub fn waiting(&self) -> usize {
-        self.lock().slots.iter().filter(|s| s.frame.is_some()).count()
+        self.lock()
+            .slots
+            .iter()
+            .filter(|s| s.frame.is_some())
+            .count()
     }
 
     /// Blocks until a frame or a close is available, taking cameras in turn.
@@ -119,7 +146,11 @@ impl<T> FrameHub<T> {
                     return Next::Frame(i, f);
                 }
             }
-            if let Some(i) = s.slots.iter().position(|sl| !sl.open && !sl.closed_reported) {
+            if let Some(i) = s
+                .slots
+                .iter()
+                .position(|sl| !sl.open && !sl.closed_reported)
+            {
                 s.slots[i].closed_reported = true;
                 return Next::Closed(i);
             }
@@ -145,7 +176,13 @@ mod tests {
         hub.put(1, 1000);
         assert!(matches!(hub.next(), Next::Frame(0, 99)));
         assert!(matches!(hub.next(), Next::Frame(1, 1000)));
-        assert_eq!(hub.stats(0), SlotStats { received: 100, dropped: 99 });
+        assert_eq!(
+            hub.stats(0),
+            SlotStats {
+                received: 100,
+                dropped: 99
+            }
+        );
         hub.close(0);
         assert!(matches!(hub.next(), Next::Closed(0)));
         hub.close(1);

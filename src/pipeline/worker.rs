@@ -60,11 +60,18 @@ pub(super) fn spawn<S: EventSink>(
     mut sink: S,
 ) -> std::thread::JoinHandle<RunSummary> {
     let m = analyzer.manifest();
-    let bundle = BundleRef { name: m.name.clone(), sha256: m.sha256.clone() };
+    let bundle = BundleRef {
+        name: m.name.clone(),
+        sha256: m.sha256.clone(),
+    };
     let mut states: Vec<CameraState> = cameras
         .iter()
         .map(|camera| CameraState {
-            tracker: Tracker::new(loaded.config.tracker.iou_threshold, loaded.config.tracker.max_missed, track_ids.clone()),
+            tracker: Tracker::new(
+                loaded.config.tracker.iou_threshold,
+                loaded.config.tracker.max_missed,
+                track_ids.clone(),
+            ),
             lifecycle: Lifecycle::new(
                 lifecycle.clone(),
                 Source {

@@ -36,7 +36,10 @@ pub fn run_clefd(args: &[&str], env: &[(&str, &str)]) -> Output {
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 /// A mosquitto broker for one test; killed on drop.
@@ -53,7 +56,11 @@ impl Broker {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")).expect("write conf");
+        std::fs::write(
+            &conf,
+            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+        )
+        .expect("write conf");
         let child = Command::new("mosquitto")
             .arg("-c")
             .arg(&conf)
@@ -63,10 +70,17 @@ impl Broker {
             .expect("mosquitto is installed (scripts/setup.sh installs it)");
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "mosquitto did not start on port {port}");
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto did not start on port {port}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Broker { port, child, _dir: dir }
+        Broker {
+            port,
+            child,
+            _dir: dir,
+        }
     }
 
     /// `mqtt://127.0.0.1:PORT`.
@@ -84,7 +98,8 @@ impl Drop for Broker {
 
 /// The astronaut picture, decoded.
 pub fn astronaut() -> clefd::image::RgbImage {
-    clefd::source::decode_image(&repo().join("assets/astronaut.png")).expect("astronaut.png decodes")
+    clefd::source::decode_image(&repo().join("assets/astronaut.png"))
+        .expect("astronaut.png decodes")
 }
 
 /// Renders a clip of the astronaut sliding left and right.
@@ -95,7 +110,13 @@ pub fn astronaut_clip(path: &Path, seconds: f32, fps: u32) {
         height: 480,
         fps,
         frames: (seconds * fps as f32) as u32,
-        sprites: vec![Sprite { image, size: (360, 360), from: (40.0, 60.0), to: (240.0, 60.0), round_trips: 1.0 }],
+        sprites: vec![Sprite {
+            image,
+            size: (360, 360),
+            from: (40.0, 60.0),
+            to: (240.0, 60.0),
+            round_trips: 1.0,
+        }],
     };
     clefd::synth::make_clip(&spec, path).expect("clip renders");
 }
@@ -116,9 +137,15 @@ pub fn write_config(dir: &Path, broker: &str, clip: &Path, extra: &str) -> PathB
 /// The event schema: the project's shared contract (`../shared/schema`) when it is beside
 /// the checkout, else the committed copy, which must not drift from it.
 pub fn event_schema() -> String {
-    let copy = std::fs::read_to_string(repo().join("tests/schema/emotion-event.schema.json")).expect("schema copy is committed");
-    if let Ok(shared) = std::fs::read_to_string(repo().join("../shared/schema/emotion-event.schema.json")) {
-        assert_eq!(shared, copy, "tests/schema/ is out of date with shared/schema/: copy it again");
+    let copy = std::fs::read_to_string(repo().join("tests/schema/emotion-event.schema.json"))
+        .expect("schema copy is committed");
+    if let Ok(shared) =
+        std::fs::read_to_string(repo().join("../shared/schema/emotion-event.schema.json"))
+    {
+        assert_eq!(
+            shared, copy,
+            "tests/schema/ is out of date with shared/schema/: copy it again"
+        );
         return shared;
     }
     copy
