@@ -37,6 +37,8 @@ pub struct Config {
     pub events: EventsConfig,
     /// How faces are followed from frame to frame.
     pub tracker: TrackerConfig,
+    /// How failed or silent cameras are restarted.
+    pub supervisor: SupervisorConfig,
     /// Cameras by name (the name appears in topics).
     pub cameras: BTreeMap<String, CameraConfig>,
 }
@@ -101,6 +103,28 @@ pub struct TrackerConfig {
     pub max_missed: u32,
 }
 
+/// Camera restart policy.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct SupervisorConfig {
+    /// First delay before restarting a failed camera.
+    pub backoff_initial_s: f64,
+    /// Longest delay between restarts (the backoff doubles up to this).
+    pub backoff_max_s: f64,
+    /// A connected camera that delivers no frame for this long is restarted.
+    pub stall_timeout_s: f64,
+}
+
+impl Default for SupervisorConfig {
+    fn default() -> Self {
+        SupervisorConfig {
+            backoff_initial_s: 1.0,
+            backoff_max_s: 30.0,
+            stall_timeout_s: 10.0,
+        }
+    }
+}
+
 /// One camera.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default)]
@@ -120,6 +144,12 @@ pub struct CameraConfig {
     pub width: u32,
     /// This camera's bundle, if not the engine default (relative to the config file).
     pub bundle: Option<PathBuf>,
+    /// Analyse at most this many frames per second (extra frames are dropped early).
+    pub fps: Option<f64>,
+    /// `rtsp://` only: `tcp` (default) or `udp`.
+    pub transport: String,
+    /// `rtsp://` only: jitter-buffer latency in milliseconds.
+    pub latency_ms: u32,
     /// `cameras.d` files only: the camera's name (default: the file name without `.toml`).
     pub name: Option<String>,
 }
@@ -134,6 +164,7 @@ impl Default for Config {
             mqtt: MqttConfig::default(),
             events: EventsConfig::default(),
             tracker: TrackerConfig::default(),
+            supervisor: SupervisorConfig::default(),
             cameras: BTreeMap::new(),
         }
     }
@@ -194,6 +225,9 @@ impl Default for CameraConfig {
             realtime: true,
             width: 640,
             bundle: None,
+            fps: None,
+            transport: "tcp".into(),
+            latency_ms: 200,
             name: None,
         }
     }
@@ -589,6 +623,30 @@ fn validate(
         0,
         1000,
     );
+    in_range(
+        c,
+        &m,
+        "supervisor.backoff_initial_s",
+        config.supervisor.backoff_initial_s,
+        0.01,
+        3600.0,
+    );
+    in_range(
+        c,
+        &m,
+        "supervisor.backoff_max_s",
+        config.supervisor.backoff_max_s,
+        config.supervisor.backoff_initial_s,
+        86400.0,
+    );
+    in_range(
+        c,
+        &m,
+        "supervisor.stall_timeout_s",
+        config.supervisor.stall_timeout_s,
+        0.5,
+        3600.0,
+    );
     in_range(c, &m, "engine.threads", config.engine.threads, 0, 256);
     for (i, p) in config.engine.providers.iter().enumerate() {
         if !matches!(p.as_str(), "tensorrt" | "cuda" | "cpu") {
@@ -673,6 +731,17 @@ fn validate(
             c.push(&file, key("uri"), format!("camera '{name}': {reason}"));
         }
         in_range(c, &file, &key("width"), cam.width, 32, 4096);
+        in_range(c, &file, &key("latency_ms"), cam.latency_ms, 0, 60_000);
+        if let Some(fps) = cam.fps {
+            in_range(c, &file, &key("fps"), fps, 0.1, 240.0);
+        }
+        if !matches!(cam.transport.as_str(), "tcp" | "udp") {
+            c.push(
+                &file,
+                key("transport"),
+                format!("'{}' is not a transport: use tcp or udp", cam.transport),
+            );
+        }
         if let Some(b) = &cam.bundle {
             check_bundle(c, &file, &key("bundle"), b);
         }

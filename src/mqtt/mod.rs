@@ -81,6 +81,11 @@ impl Topics {
         format!("{}/{}/availability", self.prefix, self.device)
     }
 
+    /// Retained JSON state of one camera.
+    pub fn state(&self, camera: &str) -> String {
+        format!("{}/{}/{camera}/state", self.prefix, self.device)
+    }
+
     /// QoS 1 emotion events of one camera.
     pub fn emotion(&self, camera: &str) -> String {
         format!("{}/{}/{camera}/emotion", self.prefix, self.device)

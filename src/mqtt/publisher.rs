@@ -11,6 +11,8 @@ use tokio::sync::mpsc;
 use super::{BrokerUrl, Topics};
 use crate::events::EmotionEvent;
 use crate::events::seq::SeqCounter;
+use crate::pipeline::Output;
+use crate::source::CameraStatus;
 
 /// What the publisher needs to know.
 #[derive(Debug, Clone)]
@@ -128,10 +130,28 @@ impl Publisher {
         Ok(())
     }
 
-    /// Publishes every event from `events` until the channel closes.
-    pub async fn drain(&mut self, mut events: mpsc::Receiver<EmotionEvent>) -> anyhow::Result<()> {
-        while let Some(ev) = events.recv().await {
-            self.publish(ev).await?;
+    /// Publishes a camera's state, retained, so a new subscriber sees it at once.
+    pub async fn publish_state(&mut self, status: &CameraStatus) -> anyhow::Result<()> {
+        let payload = serde_json::to_vec(status)?;
+        self.stats.sent_qos1.fetch_add(1, Ordering::Relaxed);
+        self.client
+            .publish(
+                self.topics.state(&status.camera),
+                QoS::AtLeastOnce,
+                true,
+                payload,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Publishes everything from `outputs` until the channel closes.
+    pub async fn drain(&mut self, mut outputs: mpsc::Receiver<Output>) -> anyhow::Result<()> {
+        while let Some(out) = outputs.recv().await {
+            match out {
+                Output::Event(ev) => self.publish(ev).await?,
+                Output::CameraState(st) => self.publish_state(&st).await?,
+            }
         }
         Ok(())
     }

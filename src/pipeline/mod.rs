@@ -10,32 +10,44 @@ mod worker;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::config::Loaded;
 use crate::engine::Bundle;
 use crate::engine::runtime::{self, SessionOptions};
 use crate::events::EmotionEvent;
 use crate::events::lifecycle::LifecycleConfig;
-use crate::source::{Camera, CameraOptions, Ended, Frame, SourceSpec};
+use crate::source::{
+    CameraOptions, CameraStatus, Frame, SourceSpec, Supervisor, SupervisorOptions,
+};
 use analyze::Analyzer;
 use hub::FrameHub;
 pub use worker::{RunSummary, StageTotals};
 
-/// Where events go. Returning `false` asks the pipeline to stop.
-pub trait EventSink: Send + 'static {
-    /// Takes one event; may block (that is the back-pressure on inference).
-    fn emit(&mut self, event: EmotionEvent) -> bool;
+/// What the pipeline produces.
+#[derive(Debug, Clone)]
+pub enum Output {
+    /// An emotion event (its `seq` is stamped by whoever publishes it).
+    Event(EmotionEvent),
+    /// A camera changed state (or reports its fps while streaming).
+    CameraState(CameraStatus),
 }
 
-impl EventSink for tokio::sync::mpsc::Sender<EmotionEvent> {
-    fn emit(&mut self, event: EmotionEvent) -> bool {
-        self.blocking_send(event).is_ok()
+/// Where the pipeline's output goes. Returning `false` asks the pipeline to stop.
+pub trait EventSink: Send + 'static {
+    /// Takes one output; may block (that is the back-pressure on inference).
+    fn emit(&mut self, output: Output) -> bool;
+}
+
+impl EventSink for tokio::sync::mpsc::Sender<Output> {
+    fn emit(&mut self, output: Output) -> bool {
+        self.blocking_send(output).is_ok()
     }
 }
 
-impl EventSink for Arc<Mutex<Vec<EmotionEvent>>> {
-    fn emit(&mut self, event: EmotionEvent) -> bool {
-        self.lock().map(|mut v| v.push(event)).is_ok()
+impl EventSink for Arc<Mutex<Vec<Output>>> {
+    fn emit(&mut self, output: Output) -> bool {
+        self.lock().map(|mut v| v.push(output)).is_ok()
     }
 }
 
@@ -60,7 +72,7 @@ pub enum PipelineError {
 
 /// The running pipeline.
 pub struct Pipeline {
-    cameras: Arc<Mutex<Vec<Camera>>>,
+    cameras: Arc<Mutex<Vec<Supervisor>>>,
     workers: Vec<std::thread::JoinHandle<RunSummary>>,
     failures: Arc<Mutex<BTreeMap<String, String>>>,
 }
@@ -68,13 +80,13 @@ pub struct Pipeline {
 /// Stops a pipeline from another thread (signal handling).
 #[derive(Clone)]
 pub struct Stopper {
-    cameras: Arc<Mutex<Vec<Camera>>>,
+    cameras: Arc<Mutex<Vec<Supervisor>>>,
 }
 
 impl Stopper {
     /// Stops every camera; workers then finish their frame, end tracks and return.
     pub fn stop(&self) {
-        let cams: Vec<Camera> = self
+        let cams: Vec<Supervisor> = self
             .cameras
             .lock()
             .map(|mut c| c.drain(..).collect())
@@ -95,8 +107,9 @@ pub struct Outcome {
 }
 
 impl Pipeline {
-    /// Loads ONNX Runtime and the bundles, starts every enabled camera, and starts one
-    /// worker per bundle. A camera that fails to start is logged and skipped.
+    /// Loads ONNX Runtime and the bundles, starts every enabled camera under its own
+    /// supervisor, and starts one worker per bundle. A camera that fails is retried or
+    /// reported without affecting the others.
     pub fn start<S: EventSink + Clone>(
         loaded: &Loaded,
         sink: S,
@@ -145,45 +158,62 @@ impl Pipeline {
             let mut slots = Vec::new();
             for (slot, name) in names.iter().enumerate() {
                 let cam = &cfg.cameras[name];
-                // Validated by config::load; a parse failure here would be a bug, so report it like any start failure.
-                let started = SourceSpec::parse(&cam.uri)
-                    .map_err(|r| format!("camera '{name}': {r}"))
-                    .and_then(|spec| {
-                        let opts = CameraOptions {
-                            name: name.clone(),
-                            spec,
-                            width: cam.width,
-                            looping: cam.looping,
-                            realtime: cam.realtime,
-                        };
-                        let (h1, h2, f, n) =
-                            (hub.clone(), hub.clone(), failures.clone(), name.clone());
-                        Camera::start(
-                            opts,
-                            move |frame| h1.put(slot, frame),
-                            move |ended| {
-                                if let Ended::Error(reason) = ended {
-                                    if let Ok(mut f) = f.lock() {
-                                        f.insert(n, reason);
-                                    }
-                                }
-                                h2.close(slot);
-                            },
-                        )
-                        .map_err(|e| e.to_string())
-                    });
-                match started {
-                    Ok(camera) => cameras.lock().map(|mut c| c.push(camera)).unwrap_or(()),
+                let spec = match SourceSpec::parse(&cam.uri) {
+                    Ok(spec) => spec,
                     Err(reason) => {
-                        tracing::error!(camera = %name, error = %reason, "camera failed to start");
+                        // check-config rejects these; a file deleted since then lands here.
+                        tracing::error!(camera = %name, error = %reason, "camera cannot start");
                         failures
                             .lock()
                             .map(|mut f| f.insert(name.clone(), reason.clone()))
                             .ok();
                         start_errors.push(reason);
                         hub.close(slot);
+                        slots.push(name.clone());
+                        continue;
                     }
-                }
+                };
+                let opts = SupervisorOptions {
+                    camera: CameraOptions {
+                        name: name.clone(),
+                        spec,
+                        width: cam.width,
+                        looping: cam.looping,
+                        realtime: cam.realtime,
+                        fps_cap: cam.fps,
+                        rtsp_udp: cam.transport == "udp",
+                        rtsp_latency_ms: cam.latency_ms,
+                    },
+                    backoff_initial: Duration::from_secs_f64(cfg.supervisor.backoff_initial_s),
+                    backoff_max: Duration::from_secs_f64(cfg.supervisor.backoff_max_s),
+                    stall_timeout: Duration::from_secs_f64(cfg.supervisor.stall_timeout_s),
+                };
+                let frames = hub.clone();
+                let done = hub.clone();
+                let status_sink = Mutex::new(sink.clone());
+                let fails = failures.clone();
+                let supervisor = Supervisor::spawn(
+                    opts,
+                    Arc::new(move |frame| frames.put(slot, frame)),
+                    Arc::new(move |status: &CameraStatus| {
+                        if status.status == crate::source::CameraState::Failed {
+                            fails
+                                .lock()
+                                .map(|mut f| {
+                                    f.insert(
+                                        status.camera.clone(),
+                                        status.last_error.clone().unwrap_or_default(),
+                                    )
+                                })
+                                .ok();
+                        }
+                        if let Ok(mut s) = status_sink.lock() {
+                            s.emit(Output::CameraState(status.clone()));
+                        }
+                    }),
+                    Box::new(move || done.close(slot)),
+                );
+                cameras.lock().map(|mut c| c.push(supervisor)).ok();
                 slots.push(name.clone());
             }
             workers.push(worker::spawn(

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
-use super::EventSink;
 use super::analyze::Analyzer;
 use super::hub::{FrameHub, Next};
+use super::{EventSink, Output};
 use crate::config::Loaded;
 use crate::events::lifecycle::{FrameInfo, Lifecycle, LifecycleConfig, Observation, Source};
 use crate::events::{BundleRef, EmotionEvent};
@@ -47,6 +47,7 @@ pub struct RunSummary {
 struct CameraState {
     tracker: Tracker,
     lifecycle: Lifecycle,
+    stream: u32,
 }
 
 /// Starts the worker thread.
@@ -83,6 +84,7 @@ pub(super) fn spawn<S: EventSink>(
                     debias: analyzer.debias(),
                 },
             ),
+            stream: 0,
         })
         .collect();
     let name = m.name.clone();
@@ -93,13 +95,21 @@ pub(super) fn spawn<S: EventSink>(
             let mut first: Option<Instant> = None;
             let mut emit = |events: Vec<EmotionEvent>, summary: &mut RunSummary| {
                 summary.events += events.len() as u64;
-                events.into_iter().all(|e| sink.emit(e))
+                events.into_iter().all(|e| sink.emit(Output::Event(e)))
             };
             loop {
                 match hub.next() {
                     Next::Frame(slot, frame) => {
                         first.get_or_insert_with(Instant::now);
                         let Some(view) = frame.view() else { continue };
+                        if states[slot].stream != frame.stream {
+                            // The camera restarted: tracks from the old stream are over.
+                            let st = &mut states[slot];
+                            st.stream = frame.stream;
+                            let ended = st.tracker.finish();
+                            let events = st.lifecycle.end(&ended);
+                            emit(events, &mut summary);
+                        }
                         let (faces, times) = match analyzer.analyze(&view) {
                             Ok(r) => r,
                             Err(e) => {

@@ -51,6 +51,12 @@ pub struct CameraOptions {
     pub looping: bool,
     /// `file://`: pace at the stream's rate.
     pub realtime: bool,
+    /// Frames per second to keep at most (the rest are dropped before conversion).
+    pub fps_cap: Option<f64>,
+    /// `rtsp://`: use UDP instead of TCP.
+    pub rtsp_udp: bool,
+    /// `rtsp://`: jitter-buffer latency in milliseconds.
+    pub rtsp_latency_ms: u32,
 }
 
 /// How a camera's stream ended.
@@ -67,6 +73,7 @@ pub enum Ended {
 /// A running camera. Dropping it stops the pipeline.
 pub struct Camera {
     name: String,
+    spec: SourceSpec,
     pipeline: gst::Pipeline,
     stop: Arc<AtomicBool>,
     bus_thread: Option<std::thread::JoinHandle<()>>,
@@ -103,7 +110,11 @@ fn source_description(opts: &CameraOptions) -> Result<String, SourceError> {
         }
         SourceSpec::Rtsp { .. } => {
             require(name, "rtspsrc", "install gstreamer1.0-plugins-good")?;
-            "rtspsrc name=src protocols=tcp latency=200 ! decodebin".into()
+            format!(
+                "rtspsrc name=src protocols={} latency={} ! decodebin",
+                if opts.rtsp_udp { "udp" } else { "tcp" },
+                opts.rtsp_latency_ms
+            )
         }
         SourceSpec::V4l2 { .. } => {
             require(name, "v4l2src", "install gstreamer1.0-plugins-good")?;
@@ -153,8 +164,15 @@ impl Camera {
         };
         let live = !matches!(opts.spec, SourceSpec::File { .. });
         let sync = !live && opts.realtime;
+        let rate = match opts.fps_cap {
+            Some(fps) => format!(
+                " ! videorate drop-only=true max-rate={}",
+                fps.ceil().max(1.0) as u32
+            ),
+            None => String::new(),
+        };
         let desc = format!(
-            "{} ! queue max-size-buffers=2 leaky={} ! videoscale ! videoconvert ! video/x-raw,format=RGB,width={},pixel-aspect-ratio=1/1 ! appsink name=sink max-buffers=1 drop=true sync={}",
+            "{}{rate} ! queue max-size-buffers=2 leaky={} ! videoscale ! videoconvert ! video/x-raw,format=RGB,width={},pixel-aspect-ratio=1/1 ! appsink name=sink max-buffers=1 drop=true sync={}",
             source_description(&opts)?,
             // A paced file must not leak: the decoder runs ahead and the sink's clock
             // would see only the last frames. Live sources drop the oldest frame.
@@ -217,11 +235,17 @@ impl Camera {
         tracing::info!(camera = %opts.name, source = %describe(&opts.spec), width = opts.width, "camera started");
         Ok(Camera {
             name: opts.name,
+            spec: opts.spec,
             pipeline,
             stop,
             bus_thread: Some(bus_thread),
             frames,
         })
+    }
+
+    /// What this camera reads.
+    pub fn spec(&self) -> &SourceSpec {
+        &self.spec
     }
 
     /// Frames delivered so far.
@@ -325,6 +349,7 @@ fn frame_from_sample(sample: &gst::Sample, index: u64) -> Option<Frame> {
     let buffer = sample.buffer_owned()?.into_mapped_buffer_readable().ok()?;
     Some(Frame {
         index,
+        stream: 0,
         wall: SystemTime::now(),
         captured: Instant::now(),
         width: info.width() as usize,

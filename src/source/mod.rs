@@ -2,9 +2,11 @@
 //! and hand each frame over, zero-copy, through an appsink that keeps only the newest.
 
 mod camera;
+mod supervisor;
 mod uri;
 
 pub use camera::{Camera, CameraOptions, Ended, SourceError, decode_image};
+pub use supervisor::{CameraState, CameraStatus, Supervisor, SupervisorOptions};
 pub use uri::SourceSpec;
 
 use std::time::{Instant, SystemTime};
@@ -16,6 +18,8 @@ use crate::image::RgbView;
 pub struct Frame {
     /// Index within the camera's current stream.
     pub index: u64,
+    /// Which start of the camera this frame belongs to (changes on every restart).
+    pub stream: u32,
     /// Wall-clock capture (arrival) time.
     pub wall: SystemTime,
     /// Monotonic capture time, for latency.
