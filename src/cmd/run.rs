@@ -68,7 +68,7 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let (tx, rx) = tokio::sync::mpsc::channel(256);
     let pipeline = Pipeline::start(&loaded, tx)?;
     let stopper = pipeline.stopper();
-    let outcome: Outcome = rt.block_on(async move {
+    let (outcome, signalled): (Outcome, bool) = rt.block_on(async move {
         let mut publisher = Publisher::start(publisher_cfg, seq);
         let publishing = tokio::spawn(async move {
             if let Err(e) = publisher.drain(rx).await {
@@ -77,16 +77,16 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
             publisher.shutdown().await;
         });
         let mut waiting = tokio::task::spawn_blocking(move || pipeline.wait());
-        let outcome = tokio::select! {
-            done = &mut waiting => done,
+        let (outcome, signalled) = tokio::select! {
+            done = &mut waiting => (done, false),
             _ = clefd::service::shutdown_signal() => {
                 let s = stopper.clone();
                 let _ = tokio::task::spawn_blocking(move || s.stop()).await;
-                waiting.await
+                (waiting.await, true)
             }
         };
         let _ = publishing.await;
-        outcome.unwrap_or_default()
+        (outcome.unwrap_or_default(), signalled)
     });
     for s in &outcome.summaries {
         let secs = s.elapsed.as_secs_f64().max(1e-9);
@@ -107,7 +107,8 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     for (camera, reason) in &outcome.failures {
         tracing::error!(camera = %camera, "camera failed: {reason}");
     }
-    Ok(if outcome.failures.is_empty() {
+    // Stopped on request: success. Ended on its own (files): failure if a camera failed.
+    Ok(if signalled || outcome.failures.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

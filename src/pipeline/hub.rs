@@ -10,6 +10,8 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 pub enum Next<T> {
     /// A frame from camera `slot`.
     Frame(usize, T),
+    /// Camera `slot` lost its stream and will restart: its tracks are over.
+    Reset(usize),
     /// Camera `slot` has ended (EOS, error or stop); it will send nothing more.
     Closed(usize),
     /// Every camera has ended, or the hub was shut down.
@@ -20,6 +22,7 @@ pub enum Next<T> {
 struct Slot<T> {
     frame: Option<T>,
     open: bool,
+    reset: bool,
     closed_reported: bool,
     received: u64,
     dropped: u64,
@@ -55,6 +58,7 @@ impl<T> FrameHub<T> {
             .map(|_| Slot {
                 frame: None,
                 open: true,
+                reset: false,
                 closed_reported: false,
                 received: 0,
                 dropped: 0,
@@ -87,6 +91,18 @@ impl<T> FrameHub<T> {
         sl.received += 1;
         if sl.frame.replace(frame).is_some() {
             sl.dropped += 1;
+        }
+        drop(s);
+        self.ready.notify_one();
+    }
+
+    /// Marks a camera's stream as broken: a waiting frame is discarded and the worker
+    /// is told to end the camera's tracks.
+    pub fn reset(&self, slot: usize) {
+        let mut s = self.lock();
+        if let Some(sl) = s.slots.get_mut(slot) {
+            sl.reset = true;
+            sl.frame = None;
         }
         drop(s);
         self.ready.notify_one();
@@ -137,6 +153,10 @@ impl<T> FrameHub<T> {
         loop {
             if s.shutdown {
                 return Next::Done;
+            }
+            if let Some(i) = s.slots.iter().position(|sl| sl.reset) {
+                s.slots[i].reset = false;
+                return Next::Reset(i);
             }
             let n = s.slots.len();
             for k in 0..n {

@@ -192,11 +192,16 @@ impl Pipeline {
                 let done = hub.clone();
                 let status_sink = Mutex::new(sink.clone());
                 let fails = failures.clone();
+                let resets = hub.clone();
                 let supervisor = Supervisor::spawn(
                     opts,
                     Arc::new(move |frame| frames.put(slot, frame)),
                     Arc::new(move |status: &CameraStatus| {
-                        if status.status == crate::source::CameraState::Failed {
+                        use crate::source::CameraState::{Failed, Reconnecting, Stalled};
+                        if matches!(status.status, Reconnecting | Stalled | Failed) {
+                            resets.reset(slot);
+                        }
+                        if status.status == Failed {
                             fails
                                 .lock()
                                 .map(|mut f| {

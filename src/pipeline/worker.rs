@@ -154,6 +154,11 @@ pub(super) fn spawn<S: EventSink>(
                             break;
                         }
                     }
+                    Next::Reset(slot) => {
+                        let st = &mut states[slot];
+                        let ended = st.tracker.finish();
+                        emit(st.lifecycle.end(&ended), &mut summary);
+                    }
                     Next::Closed(slot) => {
                         let st = &mut states[slot];
                         let ended = st.tracker.finish();

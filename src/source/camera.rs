@@ -329,7 +329,7 @@ fn watch_bus(
                     .map(|s| s.path_string().to_string())
                     .unwrap_or_default();
                 let reason = format!("{} (from {src})", e.error());
-                tracing::error!(camera = %name, error = %reason, debug = ?e.debug(), "camera failed");
+                tracing::debug!(camera = %name, error = %reason, debug = ?e.debug(), "camera pipeline error");
                 return Ended::Error(reason);
             }
             MessageView::Warning(w) => {

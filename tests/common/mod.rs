@@ -150,3 +150,174 @@ pub fn event_schema() -> String {
     }
     copy
 }
+
+/// One message a consumer received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// When it arrived.
+    pub at: Instant,
+    /// Topic.
+    pub topic: String,
+    /// Payload as JSON (or a JSON string for plain text).
+    pub body: serde_json::Value,
+    /// Whether the broker delivered it as a retained message.
+    pub retained: bool,
+}
+
+/// A subscriber to `clefd/#` that records everything in the background.
+pub struct Consumer {
+    log: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Consumer {
+    /// Subscribes and returns once the broker has acknowledged the subscription.
+    pub fn start(port: u16) -> Consumer {
+        use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (l, s) = (log.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let mut opts =
+                    MqttOptions::new(format!("consumer-{}", free_port()), "127.0.0.1", port);
+                opts.set_max_packet_size(1 << 20, 1 << 20);
+                let (client, mut lp) = AsyncClient::new(opts, 64);
+                client.subscribe("clefd/#", QoS::AtLeastOnce).await.unwrap();
+                while !s.load(std::sync::atomic::Ordering::SeqCst) {
+                    match tokio::time::timeout(Duration::from_millis(100), lp.poll()).await {
+                        Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => {
+                            let _ = ready_tx.send(());
+                        }
+                        Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                            let text = String::from_utf8_lossy(&p.payload).to_string();
+                            let body = serde_json::from_str(&text)
+                                .unwrap_or(serde_json::Value::String(text));
+                            l.lock().unwrap().push(Received {
+                                at: Instant::now(),
+                                topic: p.topic.clone(),
+                                body,
+                                retained: p.retain,
+                            });
+                        }
+                        Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
+                        _ => {}
+                    }
+                }
+            });
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("subscribed");
+        Consumer {
+            log,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Everything so far.
+    pub fn messages(&self) -> Vec<Received> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Messages on topics ending with `suffix`.
+    pub fn on(&self, suffix: &str) -> Vec<Received> {
+        self.messages()
+            .into_iter()
+            .filter(|m| m.topic.ends_with(suffix))
+            .collect()
+    }
+
+    /// Waits until `pred` holds on the messages, or panics after `timeout`.
+    pub fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&[Received]) -> bool) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if pred(&self.messages()) {
+                return;
+            }
+            if Instant::now() > deadline {
+                let seen: Vec<String> = self
+                    .messages()
+                    .iter()
+                    .map(|m| format!("{} {}", m.topic, m.body))
+                    .collect();
+                panic!("timed out waiting for {what}; saw:\n{}", seen.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A running `clefd run`, stopped with SIGTERM on drop.
+pub struct Daemon {
+    child: Option<Child>,
+}
+
+impl Daemon {
+    /// Starts `clefd run --config PATH` with its log in `log`.
+    pub fn start(config: &Path, log: &Path) -> Daemon {
+        let child = clefd()
+            .args(["run", "--config", config.to_str().unwrap()])
+            .env_remove("RUST_LOG")
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        Daemon { child: Some(child) }
+    }
+
+    /// SIGTERM, then waits; returns whether it exited 0.
+    pub fn stop(mut self) -> bool {
+        self.terminate()
+    }
+
+    fn terminate(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                return st.success();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+/// Base config text for a device with the demo bundle, fast backoff and stall detection.
+pub fn base_config(dir: &Path, broker: &str, device: &str) -> String {
+    format!(
+        "device_id = \"{device}\"\nstate_dir = \"{state}\"\n[engine]\nbundle = \"{bundle}\"\nthreads = 1\n[mqtt]\nurl = \"{broker}\"\n[events]\nmin_track_age = 2\nheartbeat_s = 1.0\n[supervisor]\nbackoff_initial_s = 0.2\nbackoff_max_s = 1.0\nstall_timeout_s = 2.0\n",
+        state = dir.join("state").display(),
+        bundle = demo_bundle().display(),
+    )
+}

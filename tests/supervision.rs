@@ -1,0 +1,270 @@
+//! Cameras that never stay down: an RTSP server that goes away and comes back, a server
+//! that accepts the connection but sends nothing, and bad cameras beside good ones.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Consumer, Daemon, Received};
+use gstreamer_rtsp_server as rtsp;
+use gstreamer_rtsp_server::prelude::*;
+
+fn states(msgs: &[Received], camera: &str) -> Vec<String> {
+    msgs.iter()
+        .filter(|m| m.topic.ends_with(&format!("/{camera}/state")))
+        .filter_map(|m| m.body["status"].as_str().map(String::from))
+        .collect()
+}
+
+fn events(msgs: &[Received], camera: &str) -> Vec<Received> {
+    msgs.iter()
+        .filter(|m| m.topic.ends_with(&format!("/{camera}/emotion")))
+        .cloned()
+        .collect()
+}
+
+/// An RTSP server (gst-rtsp-server) on 127.0.0.1 streaming an H.264 clip at its own pace.
+struct RtspServer {
+    port: u16,
+    main_loop: glib::MainLoop,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RtspServer {
+    fn start(port: u16, clip: &Path) -> RtspServer {
+        gstreamer::init().unwrap();
+        let launch = format!(
+            "( filesrc location={} ! qtdemux ! h264parse ! rtph264pay name=pay0 pt=96 config-interval=1 )",
+            clip.display()
+        );
+        let (tx, rx) = std::sync::mpsc::channel();
+        let ctx = glib::MainContext::new();
+        let main_loop = glib::MainLoop::new(Some(&ctx), false);
+        let ml = main_loop.clone();
+        let thread = std::thread::spawn(move || {
+            ctx.with_thread_default(|| {
+                let server = rtsp::RTSPServer::new();
+                server.set_address("127.0.0.1");
+                server.set_service(&port.to_string());
+                let factory = rtsp::RTSPMediaFactory::new();
+                factory.set_launch(&launch);
+                server.mount_points().unwrap().add_factory("/cam", factory);
+                let source = server.attach(Some(&ctx)).expect("RTSP server binds");
+                tx.send(server.bound_port() as u16).unwrap();
+                ml.run();
+                server.client_filter(Some(&mut |_, _| rtsp::RTSPFilterResult::Remove));
+                if let Some(src) = ctx.find_source_by_id(&source) {
+                    src.destroy();
+                }
+                // Let the removals reach the sockets.
+                while ctx.iteration(false) {}
+            })
+            .unwrap();
+        });
+        let port = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("RTSP server started");
+        RtspServer {
+            port,
+            main_loop,
+            thread: Some(thread),
+        }
+    }
+
+    fn stop(mut self) {
+        self.main_loop.quit();
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+#[test]
+fn rtsp_camera_reconnects_after_the_server_restarts_and_events_resume() {
+    let broker = common::Broker::start();
+    let consumer = Consumer::start(broker.port);
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("clip.mp4");
+    common::astronaut_clip(&clip, 40.0, 15);
+    let server = RtspServer::start(0, &clip);
+    let port = server.port;
+    let cfg = dir.path().join("clefd.toml");
+    std::fs::write(
+        &cfg,
+        common::base_config(dir.path(), &broker.url(), "rtspdev")
+            + &format!("[cameras.door]\nuri = \"rtsp://127.0.0.1:{port}/cam\"\n"),
+    )
+    .unwrap();
+    let daemon = Daemon::start(&cfg, &dir.path().join("clefd.log"));
+    let log = || std::fs::read_to_string(dir.path().join("clefd.log")).unwrap_or_default();
+
+    consumer.wait_for(
+        "the camera streaming and an event",
+        Duration::from_secs(30),
+        |m| states(m, "door").contains(&"streaming".to_string()) && !events(m, "door").is_empty(),
+    );
+    server.stop();
+    let outage = Instant::now();
+    consumer.wait_for("reconnecting", Duration::from_secs(20), |m| {
+        states(m, "door")
+            .iter()
+            .any(|s| s == "reconnecting" || s == "stalled")
+    });
+    std::thread::sleep(Duration::from_secs(3).saturating_sub(outage.elapsed()));
+    let server = RtspServer::start(port, &clip);
+    let back = Instant::now();
+    consumer.wait_for(
+        "streaming again and new events",
+        Duration::from_secs(30),
+        |m| {
+            let s = states(m, "door");
+            let last_down = s
+                .iter()
+                .rposition(|x| x == "reconnecting" || x == "stalled")
+                .unwrap_or(0);
+            s[last_down..].contains(&"streaming".to_string())
+                && events(m, "door")
+                    .iter()
+                    .any(|e| e.at > back && e.body["type"] == "new")
+        },
+    );
+    assert!(daemon.stop(), "{}", log());
+    server.stop();
+    let evs = events(&consumer.messages(), "door");
+    assert!(evs.iter().all(|e| e.body["emotion"] == "happy"), "{evs:?}");
+    // The track of the first stream ended when the stream broke.
+    assert!(
+        evs.iter().any(|e| e.body["type"] == "end" && e.at < back),
+        "an end event for the broken stream"
+    );
+}
+
+#[test]
+fn a_silent_server_stalls_the_camera_and_it_is_restarted() {
+    let broker = common::Broker::start();
+    let consumer = Consumer::start(broker.port);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let a = accepted.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            a.fetch_add(1, Ordering::SeqCst);
+            held.push(conn); // accept, say nothing, keep it open
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("clefd.toml");
+    std::fs::write(
+        &cfg,
+        common::base_config(dir.path(), &broker.url(), "stalldev")
+            + &format!("[cameras.mute]\nuri = \"rtsp://127.0.0.1:{port}/x\"\n"),
+    )
+    .unwrap();
+    let daemon = Daemon::start(&cfg, &dir.path().join("clefd.log"));
+    consumer.wait_for(
+        "stalled, then started again",
+        Duration::from_secs(30),
+        |m| {
+            let s = states(m, "mute");
+            s.iter().any(|x| x == "stalled") && accepted.load(Ordering::SeqCst) >= 2
+        },
+    );
+    let st: Vec<_> = consumer.on("/mute/state");
+    let stalled = st.iter().find(|m| m.body["status"] == "stalled").unwrap();
+    assert!(
+        stalled.body["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("no frame for 2.0 s"),
+        "{}",
+        stalled.body
+    );
+    assert!(daemon.stop());
+}
+
+#[test]
+fn bad_cameras_do_not_disturb_good_ones() {
+    let broker = common::Broker::start();
+    let consumer = Consumer::start(broker.port);
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("clip.mp4");
+    common::astronaut_clip(&clip, 4.0, 15);
+    let corrupt = dir.path().join("corrupt.mp4");
+    std::fs::write(
+        &corrupt,
+        b"\x00\x00\x00\x18ftypmp42 this is not a video at all, just bytes",
+    )
+    .unwrap();
+    let closed_port = common::free_port();
+    let mut text = common::base_config(dir.path(), &broker.url(), "multi");
+    for good in ["good1", "good2"] {
+        text += &format!(
+            "[cameras.{good}]\nuri = \"file://{}\"\nloop = true\n",
+            clip.display()
+        );
+    }
+    text += &format!("[cameras.unreachable]\nuri = \"rtsp://127.0.0.1:{closed_port}/nothing\"\n");
+    text += &format!(
+        "[cameras.corrupt]\nuri = \"file://{}\"\n",
+        corrupt.display()
+    );
+    let cfg = dir.path().join("clefd.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let start = Instant::now();
+    let daemon = Daemon::start(&cfg, &dir.path().join("clefd.log"));
+    std::thread::sleep(Duration::from_secs(10));
+    let log = std::fs::read_to_string(dir.path().join("clefd.log")).unwrap_or_default();
+    assert!(daemon.stop(), "{log}");
+    let msgs = consumer.messages();
+    assert!(
+        states(&msgs, "corrupt").contains(&"failed".to_string()),
+        "{:?}",
+        states(&msgs, "corrupt")
+    );
+    let unreachable: Vec<_> = consumer.on("/unreachable/state");
+    assert!(
+        unreachable
+            .iter()
+            .filter(|m| m.body["status"] == "reconnecting")
+            .count()
+            >= 2,
+        "retried with backoff"
+    );
+    assert!(
+        unreachable.last().unwrap().body["restarts"]
+            .as_u64()
+            .unwrap()
+            >= 2
+    );
+    for good in ["good1", "good2"] {
+        let evs = events(&msgs, good);
+        // Heartbeat is 1 s: every 2-second window after start-up has events.
+        for w in 1..4 {
+            let (a, b) = (
+                start + Duration::from_secs(2 * w),
+                start + Duration::from_secs(2 * w + 2),
+            );
+            assert!(
+                evs.iter().any(|e| e.at >= a && e.at < b),
+                "{good}: no event between {}s and {}s\n{log}",
+                2 * w,
+                2 * w + 2
+            );
+        }
+        let fps: Vec<f64> = consumer
+            .on(&format!("/{good}/state"))
+            .iter()
+            .filter_map(|m| m.body["fps"].as_f64())
+            .collect();
+        assert!(
+            fps.iter().any(|&f| f >= 12.0),
+            "{good} streams at its rate (15 fps): {fps:?}"
+        );
+    }
+}
