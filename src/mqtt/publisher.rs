@@ -149,7 +149,7 @@ impl Publisher {
     pub async fn drain(&mut self, mut outputs: mpsc::Receiver<Output>) -> anyhow::Result<()> {
         while let Some(out) = outputs.recv().await {
             match out {
-                Output::Event(ev) => self.publish(ev).await?,
+                Output::Event(ev) => self.publish(*ev).await?,
                 Output::CameraState(st) => self.publish_state(&st).await?,
             }
         }

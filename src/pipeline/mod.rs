@@ -28,7 +28,7 @@ pub use worker::{RunSummary, StageTotals};
 #[derive(Debug, Clone)]
 pub enum Output {
     /// An emotion event (its `seq` is stamped by whoever publishes it).
-    Event(EmotionEvent),
+    Event(Box<EmotionEvent>),
     /// A camera changed state (or reports its fps while streaming).
     CameraState(CameraStatus),
 }

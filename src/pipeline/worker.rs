@@ -95,7 +95,7 @@ pub(super) fn spawn<S: EventSink>(
             let mut first: Option<Instant> = None;
             let mut emit = |events: Vec<EmotionEvent>, summary: &mut RunSummary| {
                 summary.events += events.len() as u64;
-                events.into_iter().all(|e| sink.emit(Output::Event(e)))
+                events.into_iter().all(|e| sink.emit(Output::Event(Box::new(e))))
             };
             loop {
                 match hub.next() {
