@@ -230,7 +230,7 @@ mod tests {
                     taken += 1;
                     std::thread::sleep(std::time::Duration::from_micros(200));
                 }
-                Next::Closed(_) => {}
+                Next::Closed(_) | Next::Reset(_) => {}
                 Next::Done => break,
             }
         }
