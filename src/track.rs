@@ -1,12 +1,17 @@
 //! Follows faces from frame to frame so each subject keeps one `track_id`.
 //!
-//! A greedy IoU tracker: each frame, the best-overlapping (track, detection) pairs above
-//! the threshold are matched first; unmatched detections start tracks; tracks unseen for
-//! more than `max_missed` frames end. Ids come from a counter that may be shared by all
-//! cameras of a run, so an id is never reused within the process.
+//! ByteTrack (the `trackforge` crate): a Kalman filter predicts where each face moves,
+//! confident detections are matched first and weak ones are used to keep tracks alive
+//! through short occlusions, so two faces crossing keep their ids. This module maps
+//! ByteTrack's per-tracker ids to ids from a counter shared by all cameras of a run (never
+//! reused), remembers how often each track was seen, and reports tracks that ended.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use trackforge::trackers::byte_track::{ByteTrack, ByteTrackParams};
+use trackforge::trackers::common::CommonParams;
 
 use crate::image::Rect;
 
@@ -22,103 +27,116 @@ pub struct TrackState {
 /// What one update did.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Update {
-    /// For each detection (same order as given), its track.
-    pub assigned: Vec<TrackState>,
+    /// For each detection (same order as given), its track, if it has a confirmed one.
+    pub assigned: Vec<Option<TrackState>>,
     /// Tracks that ended on this frame.
     pub ended: Vec<u64>,
 }
 
-#[derive(Debug, Clone)]
-struct Track {
+#[derive(Debug, Clone, Copy)]
+struct Known {
     id: u64,
-    rect: Rect,
     hits: u32,
-    missed: u32,
+    last_frame: u64,
 }
 
-/// Per-camera IoU tracker.
-#[derive(Debug, Clone)]
+/// Per-camera tracker.
 pub struct Tracker {
-    iou_threshold: f32,
-    max_missed: u32,
+    inner: ByteTrack,
     ids: Arc<AtomicU64>,
-    tracks: Vec<Track>,
+    known: HashMap<u64, Known>,
+    frame: u64,
+    max_missed: u64,
+}
+
+impl std::fmt::Debug for Tracker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tracker")
+            .field("tracks", &self.known.len())
+            .field("frame", &self.frame)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Tracker {
-    /// A tracker drawing ids from `ids`.
+    /// A tracker matching at `iou_threshold`, keeping unseen tracks for `max_missed`
+    /// frames, and drawing ids from `ids`.
     pub fn new(iou_threshold: f32, max_missed: u32, ids: Arc<AtomicU64>) -> Tracker {
+        let params = ByteTrackParams {
+            common: CommonParams {
+                max_age: max_missed as usize,
+                min_hits: 1,
+            },
+            track_thresh: 0.6,
+            match_thresh: 1.0 - iou_threshold,
+            det_thresh: 0.6,
+            second_match_thresh: 0.5,
+        };
         Tracker {
-            iou_threshold,
-            max_missed,
+            inner: ByteTrack::from_params(params),
             ids,
-            tracks: Vec::new(),
+            known: HashMap::new(),
+            frame: 0,
+            max_missed: u64::from(max_missed),
         }
     }
 
-    /// Associates this frame's detections with tracks.
-    pub fn update(&mut self, detections: &[Rect]) -> Update {
-        let mut pairs: Vec<(f32, usize, usize)> = Vec::new();
-        for (t, track) in self.tracks.iter().enumerate() {
-            for (d, det) in detections.iter().enumerate() {
-                let iou = track.rect.iou(det);
-                if iou >= self.iou_threshold {
-                    pairs.push((iou, t, d));
-                }
-            }
-        }
-        pairs.sort_by(|a, b| b.0.total_cmp(&a.0));
-        let mut track_used = vec![false; self.tracks.len()];
-        let mut det_track: Vec<Option<usize>> = vec![None; detections.len()];
-        for (_, t, d) in pairs {
-            if !track_used[t] && det_track[d].is_none() {
-                track_used[t] = true;
-                det_track[d] = Some(t);
-            }
-        }
-        for (t, used) in track_used.iter().enumerate() {
-            if !used {
-                self.tracks[t].missed += 1;
-            }
-        }
-        let mut assigned = Vec::with_capacity(detections.len());
-        for (d, det) in detections.iter().enumerate() {
-            let t = match det_track[d] {
-                Some(t) => t,
-                None => {
-                    let id = self.ids.fetch_add(1, Ordering::Relaxed);
-                    self.tracks.push(Track {
-                        id,
-                        rect: *det,
-                        hits: 0,
-                        missed: 0,
-                    });
-                    self.tracks.len() - 1
-                }
+    /// Associates this frame's detections (boxes and detector scores) with tracks.
+    pub fn update(&mut self, detections: &[(Rect, f32)]) -> Update {
+        self.frame += 1;
+        let input = detections
+            .iter()
+            .map(|(r, s)| ([r.x, r.y, r.w, r.h], *s, 0))
+            .collect();
+        let tracks = self.inner.update(input);
+        let mut assigned = vec![None; detections.len()];
+        for t in tracks {
+            let Some(i) = t
+                .det_ind
+                .filter(|&i| i < detections.len() && t.frame_id as u64 == self.frame)
+            else {
+                continue;
             };
-            let track = &mut self.tracks[t];
-            track.rect = *det;
-            track.hits += 1;
-            track.missed = 0;
-            assigned.push(TrackState {
-                id: track.id,
-                hits: track.hits,
+            let ids = &self.ids;
+            let k = self.known.entry(t.track_id).or_insert_with(|| Known {
+                id: ids.fetch_add(1, Ordering::Relaxed),
+                hits: 0,
+                last_frame: 0,
+            });
+            k.hits += 1;
+            k.last_frame = self.frame;
+            assigned[i] = Some(TrackState {
+                id: k.id,
+                hits: k.hits,
             });
         }
-        let max_missed = self.max_missed;
-        let ended = self
-            .tracks
-            .iter()
-            .filter(|t| t.missed > max_missed)
-            .map(|t| t.id)
-            .collect();
-        self.tracks.retain(|t| t.missed <= max_missed);
+        // ByteTrack drops a lost track after `max_age` frames; so do we.
+        let (frame, max) = (self.frame, self.max_missed);
+        let mut ended = Vec::new();
+        self.known.retain(|_, k| {
+            let alive = frame - k.last_frame <= max;
+            if !alive {
+                ended.push(k.id);
+            }
+            alive
+        });
+        ended.sort_unstable();
         Update { assigned, ended }
     }
 
     /// Ends every track (the stream is over); returns their ids.
     pub fn finish(&mut self) -> Vec<u64> {
-        self.tracks.drain(..).map(|t| t.id).collect()
+        let mut ids: Vec<u64> = self.known.drain().map(|(_, k)| k.id).collect();
+        ids.sort_unstable();
+        self.inner = ByteTrack::from_params(ByteTrackParams {
+            common: CommonParams {
+                max_age: self.max_missed as usize,
+                min_hits: 1,
+            },
+            ..ByteTrackParams::default()
+        });
+        self.frame = 0;
+        ids
     }
 }
 
@@ -126,36 +144,61 @@ impl Tracker {
 mod tests {
     use super::*;
 
-    fn r(x: f32) -> Rect {
-        Rect {
-            x,
-            y: 0.0,
-            w: 10.0,
-            h: 10.0,
-        }
+    fn r(x: f32, y: f32) -> (Rect, f32) {
+        (
+            Rect {
+                x,
+                y,
+                w: 40.0,
+                h: 40.0,
+            },
+            0.9,
+        )
     }
 
     #[test]
-    fn keeps_ids_for_moving_boxes_and_ends_lost_ones() {
-        let mut t = Tracker::new(0.3, 1, Arc::default());
-        let a = t.update(&[r(0.0), r(100.0)]);
-        assert_eq!(
-            a.assigned.iter().map(|s| s.id).collect::<Vec<_>>(),
-            vec![0, 1]
-        );
-        let b = t.update(&[r(102.0), r(2.0)]);
-        assert_eq!(
-            b.assigned.iter().map(|s| s.id).collect::<Vec<_>>(),
-            vec![1, 0]
-        );
-        assert_eq!(b.assigned[0].hits, 2);
-        assert!(
-            t.update(&[r(4.0)]).ended.is_empty(),
-            "one miss is tolerated"
-        );
-        assert_eq!(t.update(&[r(6.0)]).ended, vec![1]);
-        let c = t.update(&[r(300.0)]);
-        assert_eq!(c.assigned[0].id, 2, "ids are never reused");
-        assert_eq!(t.finish(), vec![0, 2]);
+    fn two_faces_crossing_keep_their_ids() {
+        let mut t = Tracker::new(0.3, 5, Arc::default());
+        let mut seen: HashMap<usize, Vec<u64>> = HashMap::new();
+        for step in 0..40 {
+            let a = 10.0 + step as f32 * 8.0;
+            let b = 330.0 - step as f32 * 8.0;
+            let u = t.update(&[r(a, 100.0), r(b, 110.0)]);
+            for (face, s) in u.assigned.iter().enumerate() {
+                if let Some(s) = s {
+                    seen.entry(face).or_default().push(s.id);
+                }
+            }
+        }
+        for (face, ids) in &seen {
+            let mut distinct = ids.clone();
+            distinct.dedup();
+            assert!(
+                distinct.len() <= 2,
+                "face {face} changed id more than once: {distinct:?}"
+            );
+        }
+        assert_ne!(seen[&0].first(), seen[&1].first());
+    }
+
+    #[test]
+    fn lost_tracks_end_and_ids_are_never_reused() {
+        let ids = Arc::new(AtomicU64::new(0));
+        let mut t = Tracker::new(0.3, 2, ids.clone());
+        let first = (0..3)
+            .filter_map(|_| t.update(&[r(10.0, 10.0)]).assigned[0])
+            .last()
+            .unwrap();
+        let mut ended = Vec::new();
+        for _ in 0..4 {
+            ended.extend(t.update(&[]).ended);
+        }
+        assert_eq!(ended, vec![first.id]);
+        let again = (0..3)
+            .filter_map(|_| t.update(&[r(300.0, 300.0)]).assigned[0])
+            .last()
+            .unwrap();
+        assert!(again.id > first.id);
+        assert_eq!(t.finish(), vec![again.id]);
     }
 }

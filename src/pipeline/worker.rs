@@ -118,14 +118,15 @@ pub(super) fn spawn<S: EventSink>(
                             }
                         };
                         let t = Instant::now();
-                        let rects: Vec<_> = faces.iter().map(|f| f.detection.rect).collect();
+                        let dets: Vec<_> = faces.iter().map(|f| (f.detection.rect, f.detection.score)).collect();
                         let st = &mut states[slot];
-                        let update = st.tracker.update(&rects);
+                        let update = st.tracker.update(&dets);
                         let observations: Vec<Observation<'_>> = faces
                             .iter()
                             .zip(&update.assigned)
+                            .filter_map(|(f, track)| track.map(|t| (f, t)))
                             .map(|(f, track)| Observation {
-                                track: *track,
+                                track,
                                 rect: f.detection.rect,
                                 detector_score: f.detection.score,
                                 factual: &f.factual_scores,
