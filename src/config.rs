@@ -57,6 +57,12 @@ pub struct EngineConfig {
     pub providers: Vec<String>,
     /// Where TensorRT engines are cached (default: `<state_dir>/engine-cache`).
     pub cache_dir: Option<PathBuf>,
+    /// Gather frames of several cameras into one inference batch.
+    pub batching: bool,
+    /// Most frames, and most faces, per batch.
+    pub batch_max: usize,
+    /// How long a ready frame waits for other cameras' frames to share its batch.
+    pub batch_timeout_ms: f64,
 }
 
 /// MQTT broker and topic settings.
@@ -178,6 +184,9 @@ impl Default for EngineConfig {
             threads: 0,
             providers: vec!["tensorrt".into(), "cuda".into(), "cpu".into()],
             cache_dir: None,
+            batching: true,
+            batch_max: 16,
+            batch_timeout_ms: 5.0,
         }
     }
 }
@@ -646,6 +655,15 @@ fn validate(
         config.supervisor.stall_timeout_s,
         0.5,
         3600.0,
+    );
+    in_range(c, &m, "engine.batch_max", config.engine.batch_max, 1, 256);
+    in_range(
+        c,
+        &m,
+        "engine.batch_timeout_ms",
+        config.engine.batch_timeout_ms,
+        0.0,
+        1000.0,
     );
     in_range(c, &m, "engine.threads", config.engine.threads, 0, 256);
     for (i, p) in config.engine.providers.iter().enumerate() {

@@ -68,6 +68,37 @@ enum Command {
         #[arg(long)]
         timeout: Option<f64>,
     },
+    /// Measure throughput on this machine: N cameras playing a synthetic clip of a face
+    /// for S seconds, events counted instead of published. Prints per-camera fps, faces/s,
+    /// capture-to-decision latency (p50/p99), drops, per-stage time and peak memory.
+    Bench {
+        /// Number of cameras.
+        #[arg(long, default_value_t = 1)]
+        cameras: usize,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Run only the models on prepared frames in a tight loop: the ceiling the
+        /// pipeline's throughput is measured against.
+        #[arg(long)]
+        model_only: bool,
+        /// One frame per inference run instead of one batch across cameras.
+        #[arg(long)]
+        no_batching: bool,
+        /// Decode as fast as possible (latest frame wins) instead of pacing each camera
+        /// at the clip's 30 fps like a live camera.
+        #[arg(long)]
+        unpaced: bool,
+        /// Engine bundle.
+        #[arg(long, default_value = "engines/face-fer2013")]
+        bundle: PathBuf,
+        /// Picture drawn into the synthetic clip.
+        #[arg(long, default_value = "assets/astronaut.png")]
+        image: PathBuf,
+        /// libonnxruntime.so to use.
+        #[arg(long)]
+        onnxruntime: Option<PathBuf>,
+    },
     /// Render a synthetic H.264 clip of a picture moving over a plain background
     /// (the demo video and test clips are made this way).
     MakeClip {
@@ -109,6 +140,25 @@ fn main() -> ExitCode {
             count,
             timeout,
         } => cmd::watch(&mqtt, &prefix, until_offline, count, timeout),
+        Command::Bench {
+            cameras,
+            seconds,
+            model_only,
+            no_batching,
+            unpaced,
+            bundle,
+            image,
+            onnxruntime,
+        } => cmd::bench::bench(&cmd::bench::BenchOptions {
+            cameras,
+            seconds,
+            model_only,
+            no_batching,
+            bundle,
+            image,
+            unpaced,
+            onnxruntime,
+        }),
         Command::MakeClip {
             image,
             out,

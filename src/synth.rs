@@ -81,30 +81,9 @@ pub fn make_clip(spec: &ClipSpec, out: &Path) -> Result<(), SynthError> {
     pipeline
         .set_state(gst::State::Playing)
         .map_err(|_| err("cannot start the encoder".into()))?;
-    let scaled: Vec<RgbImage> = spec
-        .sprites
-        .iter()
-        .map(|s| resize(&s.image, s.size.0, s.size.1))
-        .collect();
-    let stride = spec.width * 3;
+    let scaled = scale_sprites(spec);
     for i in 0..spec.frames {
-        let mut data = background(spec.width, spec.height);
-        let t = i as f32 / spec.frames.max(1) as f32;
-        for (sprite, img) in spec.sprites.iter().zip(&scaled) {
-            let phase = (t * sprite.round_trips).fract() * 2.0;
-            let k = if phase <= 1.0 { phase } else { 2.0 - phase };
-            let x = sprite.from.0 + (sprite.to.0 - sprite.from.0) * k;
-            let y = sprite.from.1 + (sprite.to.1 - sprite.from.1) * k;
-            blit(
-                &mut data,
-                stride,
-                spec.width,
-                spec.height,
-                img,
-                x.round() as i64,
-                y.round() as i64,
-            );
-        }
+        let data = render(spec, &scaled, i);
         let mut buffer = gst::Buffer::from_mut_slice(data);
         if let Some(b) = buffer.get_mut() {
             let dur = gst::ClockTime::SECOND / u64::from(spec.fps);
@@ -128,6 +107,44 @@ pub fn make_clip(spec: &ClipSpec, out: &Path) -> Result<(), SynthError> {
     };
     let _ = pipeline.set_state(gst::State::Null);
     result
+}
+
+fn scale_sprites(spec: &ClipSpec) -> Vec<RgbImage> {
+    spec.sprites
+        .iter()
+        .map(|s| resize(&s.image, s.size.0, s.size.1))
+        .collect()
+}
+
+/// Frame `i` of the clip, packed RGB.
+fn render(spec: &ClipSpec, scaled: &[RgbImage], i: u32) -> Vec<u8> {
+    let mut data = background(spec.width, spec.height);
+    let t = i as f32 / spec.frames.max(1) as f32;
+    for (sprite, img) in spec.sprites.iter().zip(scaled) {
+        let phase = (t * sprite.round_trips).fract() * 2.0;
+        let k = if phase <= 1.0 { phase } else { 2.0 - phase };
+        let x = sprite.from.0 + (sprite.to.0 - sprite.from.0) * k;
+        let y = sprite.from.1 + (sprite.to.1 - sprite.from.1) * k;
+        blit(
+            &mut data,
+            spec.width * 3,
+            spec.width,
+            spec.height,
+            img,
+            x.round() as i64,
+            y.round() as i64,
+        );
+    }
+    data
+}
+
+/// One frame of the clip as an image (for benchmarks that need the clip's pixels).
+pub fn frame(spec: &ClipSpec, i: u32) -> RgbImage {
+    RgbImage {
+        data: render(spec, &scale_sprites(spec), i),
+        width: spec.width,
+        height: spec.height,
+    }
 }
 
 /// A soft vertical gradient, so the encoder has something to do besides the sprites.

@@ -15,7 +15,7 @@ pub fn explain(dir: &Path, image: &Path, onnxruntime: Option<&Path>) -> anyhow::
     runtime::init(onnxruntime)?;
     let bundle = Bundle::load(dir, &SessionOptions::default())
         .with_context(|| format!("loading bundle {}", dir.display()))?;
-    let mut analyzer = Analyzer::new(bundle);
+    let mut analyzer = Analyzer::new(bundle, 16);
     let picture = clefd::source::decode_image(image)?;
     let (faces, _) = analyzer.analyze(&picture.view())?;
     let m = analyzer.manifest();

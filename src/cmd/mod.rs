@@ -1,5 +1,6 @@
 //! One function per subcommand; each returns the process exit code.
 
+pub mod bench;
 pub mod explain;
 pub mod run;
 

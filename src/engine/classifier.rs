@@ -41,6 +41,15 @@ impl SubjectBoxes {
     }
 }
 
+/// One subject to classify: the frame it is in and its boxes.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    /// The frame.
+    pub frame: &'a RgbView<'a>,
+    /// The subject's boxes in that frame.
+    pub boxes: SubjectBoxes,
+}
+
 struct BoundInput {
     name: String,
     role: Role,
@@ -97,52 +106,53 @@ impl Classifier {
         self.batch
     }
 
-    /// Logits (K per subject) for every subject of one frame, in order.
+    /// Logits (K per subject) for every subject, in order. Subjects may come from
+    /// different frames (cameras): they are run as one batch, split only where the
+    /// graph has a fixed batch size or the batch would exceed `max_batch`.
     pub fn classify(
         &mut self,
-        frame: &RgbView<'_>,
-        subjects: &[SubjectBoxes],
+        subjects: &[Subject<'_>],
+        max_batch: usize,
     ) -> Result<Vec<Vec<f32>>, EngineError> {
         let chunk = match self.batch {
-            BatchDim::Dynamic => subjects.len().max(1),
+            BatchDim::Dynamic => max_batch.max(1),
             BatchDim::Fixed(n) => n,
         };
         let mut out = Vec::with_capacity(subjects.len());
         for group in subjects.chunks(chunk) {
-            out.extend(self.run_batch(frame, group, chunk)?);
+            out.extend(self.run_batch(group, chunk)?);
         }
         Ok(out)
     }
 
     fn run_batch(
         &mut self,
-        frame: &RgbView<'_>,
-        group: &[SubjectBoxes],
+        group: &[Subject<'_>],
         batch: usize,
     ) -> Result<Vec<Vec<f32>>, EngineError> {
         let n = match self.batch {
             BatchDim::Dynamic => group.len(),
             BatchDim::Fixed(_) => batch,
         };
-        let whole = Rect {
-            x: 0.0,
-            y: 0.0,
-            w: frame.width() as f32,
-            h: frame.height() as f32,
-        };
         for input in &mut self.inputs {
             let per = input.sampling.len();
             input.buffer.clear();
             input.buffer.resize(per * n, 0.0);
             for (i, s) in group.iter().enumerate() {
+                let whole = Rect {
+                    x: 0.0,
+                    y: 0.0,
+                    w: s.frame.width() as f32,
+                    h: s.frame.height() as f32,
+                };
                 let (region, mask) = match input.role {
-                    Role::Face => (s.face, None),
-                    Role::Body => (s.body, None),
+                    Role::Face => (s.boxes.face, None),
+                    Role::Body => (s.boxes.body, None),
                     Role::Scene => (whole, None),
-                    Role::ContextMasked => (whole, Some(s.mask)),
+                    Role::ContextMasked => (whole, Some(s.boxes.mask)),
                 };
                 sample(
-                    frame,
+                    s.frame,
                     region,
                     mask,
                     &input.sampling,

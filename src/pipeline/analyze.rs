@@ -1,13 +1,13 @@
-//! One frame through a bundle: detect faces, classify each subject with the vanilla
-//! model and the context branch (batched), and apply CLEF. Shared by `run`, `explain`
-//! and the benchmarks, so every path makes the same decision on the same pixels.
+//! Frames through a bundle: detect faces, classify every subject with the vanilla model
+//! and the context branch (batched across all given frames), and apply CLEF. Shared by
+//! `run`, `explain` and `bench`, so every path makes the same decision on the same pixels.
 
 use std::time::{Duration, Instant};
 
 use crate::clef::{self, Effects, Task};
 use crate::detect::Detection;
 use crate::engine::Bundle;
-use crate::engine::classifier::SubjectBoxes;
+use crate::engine::classifier::{Subject, SubjectBoxes};
 use crate::engine::runtime::EngineError;
 use crate::image::RgbView;
 
@@ -28,7 +28,7 @@ pub struct FaceAnalysis {
     pub scores: Vec<f32>,
 }
 
-/// Time spent per stage on one frame.
+/// Time spent per stage on one call.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StageTimes {
     /// Letterbox + detector + decode.
@@ -42,13 +42,18 @@ pub struct StageTimes {
 pub struct Analyzer {
     bundle: Bundle,
     task: Task,
+    max_batch: usize,
 }
 
 impl Analyzer {
-    /// Wraps a loaded bundle.
-    pub fn new(bundle: Bundle) -> Analyzer {
+    /// Wraps a loaded bundle; classifier batches hold at most `max_batch` faces.
+    pub fn new(bundle: Bundle, max_batch: usize) -> Analyzer {
         let task = bundle.manifest.clef_task();
-        Analyzer { bundle, task }
+        Analyzer {
+            bundle,
+            task,
+            max_batch: max_batch.max(1),
+        }
     }
 
     /// The bundle's manifest (labels, name, digest).
@@ -71,34 +76,57 @@ impl Analyzer {
         &mut self,
         frame: &RgbView<'_>,
     ) -> Result<(Vec<FaceAnalysis>, StageTimes), EngineError> {
+        let (mut all, times) = self.analyze_batch(std::slice::from_ref(frame))?;
+        Ok((all.pop().unwrap_or_default(), times))
+    }
+
+    /// Analyses several frames (e.g. one per camera): detection per frame, then one
+    /// classifier batch for all their faces. Returns the faces of each frame, in order.
+    pub fn analyze_batch(
+        &mut self,
+        frames: &[RgbView<'_>],
+    ) -> Result<(Vec<Vec<FaceAnalysis>>, StageTimes), EngineError> {
         let t0 = Instant::now();
-        let detections = self.bundle.detector.detect(frame)?;
+        let mut detections = Vec::with_capacity(frames.len());
+        for f in frames {
+            detections.push(self.bundle.detector.detect(f)?);
+        }
         let t1 = Instant::now();
-        if detections.is_empty() {
+        let m = &self.bundle.manifest;
+        let subjects: Vec<Subject<'_>> = frames
+            .iter()
+            .zip(&detections)
+            .flat_map(|(frame, dets)| dets.iter().map(move |d| (frame, d)))
+            .map(|(frame, d)| Subject {
+                frame,
+                boxes: SubjectBoxes::from_face(d.rect, &m.subject),
+            })
+            .collect();
+        if subjects.is_empty() {
             return Ok((
-                Vec::new(),
+                frames.iter().map(|_| Vec::new()).collect(),
                 StageTimes {
                     detect: t1 - t0,
                     classify: Duration::ZERO,
                 },
             ));
         }
-        let m = &self.bundle.manifest;
-        let subjects: Vec<SubjectBoxes> = detections
-            .iter()
-            .map(|d| SubjectBoxes::from_face(d.rect, &m.subject))
-            .collect();
-        let y_e = self.bundle.vanilla.classify(frame, &subjects)?;
+        let y_e = self.bundle.vanilla.classify(&subjects, self.max_batch)?;
         let y_c = match self.bundle.context_branch.as_mut() {
-            Some(branch) => Some(branch.classify(frame, &subjects)?),
+            Some(branch) => Some(branch.classify(&subjects, self.max_batch)?),
             None => None,
         };
         let star = m.counterfactual_e.as_slice();
-        let mut faces = Vec::with_capacity(detections.len());
-        for (i, (detection, y_e)) in detections.into_iter().zip(y_e).enumerate() {
-            let y_c = y_c.as_ref().map(|all| all[i].clone());
-            let effects =
-                match &y_c {
+        let mut y_e = y_e.into_iter();
+        let mut y_c = y_c.map(Vec::into_iter);
+        let mut out = Vec::with_capacity(frames.len());
+        for dets in detections {
+            let mut faces = Vec::with_capacity(dets.len());
+            for detection in dets {
+                let (Some(y_e), y_c) = (y_e.next(), y_c.as_mut().and_then(Iterator::next)) else {
+                    break;
+                };
+                let effects = match &y_c {
                     Some(c) => Some(clef::effects(m.fusion, c, &y_e, star).map_err(|e| {
                         EngineError::Run {
                             model: "clef".into(),
@@ -107,22 +135,24 @@ impl Analyzer {
                     })?),
                     None => None,
                 };
-            let factual_scores = self.task.scores(&y_e);
-            let scores = match &effects {
-                Some(e) => self.task.scores(&e.tie),
-                None => factual_scores.clone(),
-            };
-            faces.push(FaceAnalysis {
-                detection,
-                y_e,
-                y_c,
-                effects,
-                factual_scores,
-                scores,
-            });
+                let factual_scores = self.task.scores(&y_e);
+                let scores = match &effects {
+                    Some(e) => self.task.scores(&e.tie),
+                    None => factual_scores.clone(),
+                };
+                faces.push(FaceAnalysis {
+                    detection,
+                    y_e,
+                    y_c,
+                    effects,
+                    factual_scores,
+                    scores,
+                });
+            }
+            out.push(faces);
         }
         Ok((
-            faces,
+            out,
             StageTimes {
                 detect: t1 - t0,
                 classify: t1.elapsed(),

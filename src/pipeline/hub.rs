@@ -8,8 +8,8 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 /// What the worker gets next.
 #[derive(Debug)]
 pub enum Next<T> {
-    /// A frame from camera `slot`.
-    Frame(usize, T),
+    /// Frames from one or more cameras, at most one per camera: `(slot, frame)`.
+    Frames(Vec<(usize, T)>),
     /// Camera `slot` lost its stream and will restart: its tracks are over.
     Reset(usize),
     /// Camera `slot` has ended (EOS, error or stop); it will send nothing more.
@@ -147,8 +147,10 @@ impl<T> FrameHub<T> {
             .count()
     }
 
-    /// Blocks until a frame or a close is available, taking cameras in turn.
-    pub fn next(&self) -> Next<T> {
+    /// Blocks until frames, a reset or a close are available. Once a frame is waiting,
+    /// lingers up to `linger` for other cameras' frames (so they can share one batch),
+    /// then takes up to `max_frames` of them, cameras in turn.
+    pub fn next(&self, max_frames: usize, linger: std::time::Duration) -> Next<T> {
         let mut s = self.lock();
         loop {
             if s.shutdown {
@@ -158,13 +160,36 @@ impl<T> FrameHub<T> {
                 s.slots[i].reset = false;
                 return Next::Reset(i);
             }
-            let n = s.slots.len();
-            for k in 0..n {
-                let i = (s.cursor + k) % n;
-                if let Some(f) = s.slots[i].frame.take() {
-                    s.cursor = (i + 1) % n;
-                    return Next::Frame(i, f);
+            let waiting = |s: &State<T>| s.slots.iter().filter(|sl| sl.frame.is_some()).count();
+            if waiting(&s) > 0 {
+                let open = s.slots.iter().filter(|sl| sl.open).count();
+                let deadline = std::time::Instant::now() + linger;
+                while waiting(&s) < max_frames.min(open) && !s.shutdown {
+                    let now = std::time::Instant::now();
+                    if now >= deadline {
+                        break;
+                    }
+                    s = self
+                        .ready
+                        .wait_timeout(s, deadline - now)
+                        .map(|(g, _)| g)
+                        .unwrap_or_else(|p| p.into_inner().0);
                 }
+                let n = s.slots.len();
+                let mut frames = Vec::new();
+                for k in 0..n {
+                    let i = (s.cursor + k) % n;
+                    if frames.len() >= max_frames.max(1) {
+                        break;
+                    }
+                    if let Some(f) = s.slots[i].frame.take() {
+                        frames.push((i, f));
+                    }
+                }
+                if let Some(&(last, _)) = frames.last() {
+                    s.cursor = (last + 1) % n;
+                }
+                return Next::Frames(frames);
             }
             if let Some(i) = s
                 .slots
@@ -185,6 +210,7 @@ impl<T> FrameHub<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn latest_frame_wins_and_drops_are_counted() {
@@ -194,8 +220,14 @@ mod tests {
             assert!(hub.waiting() <= 2);
         }
         hub.put(1, 1000);
-        assert!(matches!(hub.next(), Next::Frame(0, 99)));
-        assert!(matches!(hub.next(), Next::Frame(1, 1000)));
+        match hub.next(4, Duration::ZERO) {
+            Next::Frames(f) => assert_eq!(
+                f,
+                vec![(0, 99), (1, 1000)],
+                "one batch, the latest frame of each camera"
+            ),
+            other => panic!("{other:?}"),
+        }
         assert_eq!(
             hub.stats(0),
             SlotStats {
@@ -204,10 +236,10 @@ mod tests {
             }
         );
         hub.close(0);
-        assert!(matches!(hub.next(), Next::Closed(0)));
+        assert!(matches!(hub.next(1, Duration::ZERO), Next::Closed(0)));
         hub.close(1);
-        assert!(matches!(hub.next(), Next::Closed(1)));
-        assert!(matches!(hub.next(), Next::Done));
+        assert!(matches!(hub.next(1, Duration::ZERO), Next::Closed(1)));
+        assert!(matches!(hub.next(1, Duration::ZERO), Next::Done));
     }
 
     #[test]
@@ -225,9 +257,9 @@ mod tests {
         let mut taken = 0;
         loop {
             assert!(hub.waiting() <= 1);
-            match hub.next() {
-                Next::Frame(..) => {
-                    taken += 1;
+            match hub.next(1, Duration::ZERO) {
+                Next::Frames(f) => {
+                    taken += f.len() as u64;
                     std::thread::sleep(std::time::Duration::from_micros(200));
                 }
                 Next::Closed(_) | Next::Reset(_) => {}

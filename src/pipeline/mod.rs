@@ -22,7 +22,7 @@ use crate::source::{
 };
 use analyze::Analyzer;
 use hub::FrameHub;
-pub use worker::{RunSummary, StageTotals};
+pub use worker::{Batching, CameraSummary, LatencyHistogram, RunSummary, StageTotals};
 
 /// What the pipeline produces.
 #[derive(Debug, Clone)]
@@ -153,7 +153,7 @@ impl Pipeline {
                 path: dir.display().to_string(),
                 source,
             })?;
-            let analyzer = Analyzer::new(bundle);
+            let analyzer = Analyzer::new(bundle, cfg.engine.batch_max);
             let hub: Arc<FrameHub<Frame>> = Arc::new(FrameHub::new(names.len()));
             let mut slots = Vec::new();
             for (slot, name) in names.iter().enumerate() {
@@ -221,15 +221,25 @@ impl Pipeline {
                 cameras.lock().map(|mut c| c.push(supervisor)).ok();
                 slots.push(name.clone());
             }
-            workers.push(worker::spawn(
-                analyzer,
+            let setup = worker::WorkerSetup {
                 hub,
-                slots,
-                loaded,
-                lifecycle.clone(),
-                track_ids.clone(),
-                sink.clone(),
-            ));
+                cameras: slots,
+                lifecycle: lifecycle.clone(),
+                track_ids: track_ids.clone(),
+                batching: Batching {
+                    max_frames: if cfg.engine.batching {
+                        cfg.engine.batch_max
+                    } else {
+                        1
+                    },
+                    linger: Duration::from_secs_f64(cfg.engine.batch_timeout_ms / 1000.0),
+                },
+                sink: sink.clone(),
+            };
+            let handle = worker::spawn(analyzer, loaded, setup).map_err(|e| {
+                PipelineError::NoCamera(format!("cannot start the inference thread: {e}"))
+            })?;
+            workers.push(handle);
         }
         if cameras.lock().map(|c| c.is_empty()).unwrap_or(true) {
             return Err(PipelineError::NoCamera(start_errors.join("; ")));

@@ -1,5 +1,5 @@
 //! The inference worker: a dedicated thread per bundle that takes the newest frame of
-//! each camera in turn and turns it into events.
+//! each camera (several cameras at once, batched) and turns them into events.
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -11,8 +11,18 @@ use super::{EventSink, Output};
 use crate::config::Loaded;
 use crate::events::lifecycle::{FrameInfo, Lifecycle, LifecycleConfig, Observation, Source};
 use crate::events::{BundleRef, EmotionEvent};
+use crate::image::RgbView;
 use crate::source::Frame;
 use crate::track::Tracker;
+
+/// How the worker batches.
+#[derive(Debug, Clone, Copy)]
+pub struct Batching {
+    /// Most frames (cameras) per batch; 1 turns batching off.
+    pub max_frames: usize,
+    /// How long to wait for other cameras once one frame is ready.
+    pub linger: Duration,
+}
 
 /// Time spent per stage, summed over a run.
 #[derive(Debug, Clone, Copy, Default)]
@@ -23,6 +33,60 @@ pub struct StageTotals {
     pub classify: Duration,
     /// Tracking, lifecycle and hand-off to the sink (includes waiting on it).
     pub publish: Duration,
+}
+
+/// Capture-to-decision latencies in 0.1 ms buckets up to 2 s: fixed memory however long
+/// the run.
+#[derive(Debug, Clone)]
+pub struct LatencyHistogram {
+    buckets: Vec<u32>,
+    count: u64,
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        LatencyHistogram {
+            buckets: vec![0; 20_001],
+            count: 0,
+        }
+    }
+}
+
+impl LatencyHistogram {
+    /// Records one latency.
+    pub fn record(&mut self, d: Duration) {
+        let i = ((d.as_secs_f64() * 10_000.0) as usize).min(self.buckets.len() - 1);
+        self.buckets[i] += 1;
+        self.count += 1;
+    }
+
+    /// The `q` quantile (0..1) in milliseconds, 0 when empty.
+    pub fn quantile_ms(&self, q: f64) -> f64 {
+        let target = (q * self.count as f64).ceil().max(1.0) as u64;
+        let mut seen = 0u64;
+        for (i, &n) in self.buckets.iter().enumerate() {
+            seen += u64::from(n);
+            if seen >= target {
+                return i as f64 / 10.0;
+            }
+        }
+        0.0
+    }
+}
+
+/// One camera's share of a run.
+#[derive(Debug, Clone, Default)]
+pub struct CameraSummary {
+    /// Camera name.
+    pub name: String,
+    /// Frames analysed.
+    pub frames: u64,
+    /// Frames skipped because a newer one arrived first (latest frame wins).
+    pub dropped: u64,
+    /// Faces analysed.
+    pub faces: u64,
+    /// Capture to decision.
+    pub latency: LatencyHistogram,
 }
 
 /// What one worker did.
@@ -38,10 +102,14 @@ pub struct RunSummary {
     pub faces: u64,
     /// Events emitted.
     pub events: u64,
+    /// Batches run (one per detector-and-classifier pass over one or more frames).
+    pub batches: u64,
     /// From the first to the last frame.
     pub elapsed: Duration,
     /// Per-stage totals.
     pub stages: StageTotals,
+    /// Per camera.
+    pub cameras: Vec<CameraSummary>,
 }
 
 struct CameraState {
@@ -50,27 +118,42 @@ struct CameraState {
     stream: u32,
 }
 
+/// Everything a worker needs besides its analyzer.
+pub(super) struct WorkerSetup<S> {
+    pub hub: Arc<FrameHub<Frame>>,
+    pub cameras: Vec<String>,
+    pub lifecycle: LifecycleConfig,
+    pub track_ids: Arc<AtomicU64>,
+    pub batching: Batching,
+    pub sink: S,
+}
+
 /// Starts the worker thread.
 pub(super) fn spawn<S: EventSink>(
     mut analyzer: Analyzer,
-    hub: Arc<FrameHub<Frame>>,
-    cameras: Vec<String>,
     loaded: &Loaded,
-    lifecycle: LifecycleConfig,
-    track_ids: Arc<AtomicU64>,
-    mut sink: S,
-) -> std::thread::JoinHandle<RunSummary> {
+    setup: WorkerSetup<S>,
+) -> std::io::Result<std::thread::JoinHandle<RunSummary>> {
+    let WorkerSetup {
+        hub,
+        cameras,
+        lifecycle,
+        track_ids,
+        batching,
+        mut sink,
+    } = setup;
     let m = analyzer.manifest();
     let bundle = BundleRef {
         name: m.name.clone(),
         sha256: m.sha256.clone(),
     };
+    let tracker_cfg = loaded.config.tracker.clone();
     let mut states: Vec<CameraState> = cameras
         .iter()
         .map(|camera| CameraState {
             tracker: Tracker::new(
-                loaded.config.tracker.iou_threshold,
-                loaded.config.tracker.max_missed,
+                tracker_cfg.iou_threshold,
+                tracker_cfg.max_missed,
                 track_ids.clone(),
             ),
             lifecycle: Lifecycle::new(
@@ -88,38 +171,47 @@ pub(super) fn spawn<S: EventSink>(
         })
         .collect();
     let name = m.name.clone();
-    std::thread::Builder::new()
-        .name(format!("infer-{name}"))
-        .spawn(move || {
-            let mut summary = RunSummary { bundle: name, ..RunSummary::default() };
-            let mut first: Option<Instant> = None;
-            let mut emit = |events: Vec<EmotionEvent>, summary: &mut RunSummary| {
-                summary.events += events.len() as u64;
-                events.into_iter().all(|e| sink.emit(Output::Event(Box::new(e))))
-            };
-            loop {
-                match hub.next() {
-                    Next::Frame(slot, frame) => {
-                        first.get_or_insert_with(Instant::now);
-                        let Some(view) = frame.view() else { continue };
-                        if states[slot].stream != frame.stream {
+    std::thread::Builder::new().name(format!("infer-{name}")).spawn(move || {
+        let mut summary = RunSummary {
+            bundle: name,
+            cameras: cameras.iter().map(|c| CameraSummary { name: c.clone(), ..CameraSummary::default() }).collect(),
+            ..RunSummary::default()
+        };
+        let mut first: Option<Instant> = None;
+        let mut emit = |events: Vec<EmotionEvent>, summary: &mut RunSummary| {
+            summary.events += events.len() as u64;
+            events.into_iter().all(|e| sink.emit(Output::Event(Box::new(e))))
+        };
+        loop {
+            match hub.next(batching.max_frames, batching.linger) {
+                Next::Frames(frames) => {
+                    first.get_or_insert_with(Instant::now);
+                    let frames: Vec<(usize, Frame)> = frames.into_iter().filter(|(_, f)| f.view().is_some()).collect();
+                    let mut ended_streams = Vec::new();
+                    for (slot, frame) in &frames {
+                        let st = &mut states[*slot];
+                        if st.stream != frame.stream {
                             // The camera restarted: tracks from the old stream are over.
-                            let st = &mut states[slot];
                             st.stream = frame.stream;
                             let ended = st.tracker.finish();
-                            let events = st.lifecycle.end(&ended);
-                            emit(events, &mut summary);
+                            ended_streams.extend(st.lifecycle.end(&ended));
                         }
-                        let (faces, times) = match analyzer.analyze(&view) {
-                            Ok(r) => r,
-                            Err(e) => {
-                                tracing::error!(camera = %cameras[slot], error = %e, "inference failed on a frame");
-                                continue;
-                            }
-                        };
-                        let t = Instant::now();
+                    }
+                    emit(ended_streams, &mut summary);
+                    let views: Vec<RgbView<'_>> = frames.iter().filter_map(|(_, f)| f.view()).collect();
+                    let (analyses, times) = match analyzer.analyze_batch(&views) {
+                        Ok(r) => r,
+                        Err(e) => {
+                            let names: Vec<&str> = frames.iter().map(|(s, _)| cameras[*s].as_str()).collect();
+                            tracing::error!(cameras = ?names, error = %e, "inference failed on a batch");
+                            continue;
+                        }
+                    };
+                    let t = Instant::now();
+                    let mut keep_going = true;
+                    for ((slot, frame), faces) in frames.iter().zip(&analyses) {
                         let dets: Vec<_> = faces.iter().map(|f| (f.detection.rect, f.detection.score)).collect();
-                        let st = &mut states[slot];
+                        let st = &mut states[*slot];
                         let update = st.tracker.update(&dets);
                         let observations: Vec<Observation<'_>> = faces
                             .iter()
@@ -135,44 +227,65 @@ pub(super) fn spawn<S: EventSink>(
                                 context_bias: f.effects.as_ref().map(|e| e.counterfactual.as_slice()),
                             })
                             .collect();
-                        let info = FrameInfo {
-                            index: frame.index,
-                            wall: frame.wall,
-                            captured: frame.captured,
-                            width: frame.width as f32,
-                            height: frame.height as f32,
-                        };
+                        let info = FrameInfo { index: frame.index, wall: frame.wall, captured: frame.captured, width: frame.width as f32, height: frame.height as f32 };
                         let events = st.lifecycle.on_frame(&info, &observations, &update.ended);
-                        drop(frame);
+                        let cam = &mut summary.cameras[*slot];
+                        cam.frames += 1;
+                        cam.faces += faces.len() as u64;
+                        cam.latency.record(frame.captured.elapsed());
                         summary.frames += 1;
                         summary.faces += faces.len() as u64;
-                        let keep_going = emit(events, &mut summary);
-                        summary.stages.detect += times.detect;
-                        summary.stages.classify += times.classify;
-                        summary.stages.publish += t.elapsed();
-                        if !keep_going {
-                            tracing::warn!("event sink closed; stopping inference");
-                            break;
-                        }
+                        keep_going &= emit(events, &mut summary);
                     }
-                    Next::Reset(slot) => {
-                        let st = &mut states[slot];
-                        let ended = st.tracker.finish();
-                        emit(st.lifecycle.end(&ended), &mut summary);
+                    summary.batches += 1;
+                    summary.stages.detect += times.detect;
+                    summary.stages.classify += times.classify;
+                    summary.stages.publish += t.elapsed();
+                    if !keep_going {
+                        tracing::warn!("event sink closed; stopping inference");
+                        break;
                     }
-                    Next::Closed(slot) => {
-                        let st = &mut states[slot];
-                        let ended = st.tracker.finish();
-                        let events = st.lifecycle.end(&ended);
-                        emit(events, &mut summary);
-                        tracing::info!(camera = %cameras[slot], "camera ended; its tracks are closed");
-                    }
-                    Next::Done => break,
                 }
+                Next::Reset(slot) => {
+                    let st = &mut states[slot];
+                    let ended = st.tracker.finish();
+                    emit(st.lifecycle.end(&ended), &mut summary);
+                }
+                Next::Closed(slot) => {
+                    let st = &mut states[slot];
+                    let ended = st.tracker.finish();
+                    emit(st.lifecycle.end(&ended), &mut summary);
+                    tracing::info!(camera = %cameras[slot], "camera ended; its tracks are closed");
+                }
+                Next::Done => break,
             }
-            summary.elapsed = first.map(|f| f.elapsed()).unwrap_or_default();
-            summary.dropped = (0..cameras.len()).map(|i| hub.stats(i).dropped).sum();
-            summary
-        })
-        .expect("spawning the inference thread")
+        }
+        summary.elapsed = first.map(|f| f.elapsed()).unwrap_or_default();
+        for (i, cam) in summary.cameras.iter_mut().enumerate() {
+            cam.dropped = hub.stats(i).dropped;
+        }
+        summary.dropped = summary.cameras.iter().map(|c| c.dropped).sum();
+        summary
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_quantiles() {
+        let mut h = LatencyHistogram::default();
+        for ms in 1..=100 {
+            h.record(Duration::from_millis(ms));
+        }
+        assert_eq!(h.quantile_ms(0.5), 50.0);
+        assert_eq!(h.quantile_ms(0.99), 99.0);
+        h.record(Duration::from_secs(10));
+        assert_eq!(
+            h.quantile_ms(1.0),
+            2000.0,
+            "overflow lands in the last bucket"
+        );
+    }
 }

@@ -1,0 +1,236 @@
+//! `clefd bench`: how fast the whole pipeline runs on this machine, and how close it
+//! comes to the models' own limit.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clefd::config::{CameraConfig, Config, Loaded};
+use clefd::engine::Bundle;
+use clefd::engine::runtime::{self, SessionOptions};
+use clefd::pipeline::analyze::Analyzer;
+use clefd::pipeline::{EventSink, Output, Pipeline};
+use clefd::synth::{ClipSpec, Sprite};
+
+/// Options of `clefd bench`.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Number of cameras.
+    pub cameras: usize,
+    /// Seconds to run.
+    pub seconds: f64,
+    /// Models only, on one prepared frame per camera.
+    pub model_only: bool,
+    /// One frame per inference run.
+    pub no_batching: bool,
+    /// Engine bundle.
+    pub bundle: PathBuf,
+    /// Picture drawn into the synthetic clip.
+    pub image: PathBuf,
+    /// Decode as fast as possible instead of pacing cameras at the clip's 30 fps.
+    pub unpaced: bool,
+    /// libonnxruntime.so.
+    pub onnxruntime: Option<PathBuf>,
+}
+
+/// Counts what the pipeline emits instead of publishing it.
+#[derive(Clone, Default)]
+struct Counter(Arc<AtomicU64>);
+
+impl EventSink for Counter {
+    fn emit(&mut self, output: Output) -> bool {
+        if let Output::Event(_) = output {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+        true
+    }
+}
+
+fn clip_spec(image: &Path) -> anyhow::Result<ClipSpec> {
+    let picture = clefd::source::decode_image(image)?;
+    Ok(ClipSpec {
+        width: 640,
+        height: 480,
+        fps: 30,
+        frames: 300,
+        sprites: vec![Sprite {
+            image: picture,
+            size: (360, 360),
+            from: (40.0, 60.0),
+            to: (240.0, 60.0),
+            round_trips: 1.0,
+        }],
+    })
+}
+
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Runs the benchmark and prints its report.
+pub fn bench(o: &BenchOptions) -> anyhow::Result<ExitCode> {
+    clefd::service::init_logging("warn");
+    anyhow::ensure!(
+        (1..=64).contains(&o.cameras) && (0.5..=3600.0).contains(&o.seconds),
+        "--cameras must be 1..64 and --seconds 0.5..3600"
+    );
+    runtime::init(o.onnxruntime.as_deref())?;
+    if o.model_only {
+        model_only(o, &clip_spec(&o.image)?)
+    } else {
+        pipeline(o)
+    }
+}
+
+fn model_only(o: &BenchOptions, spec: &ClipSpec) -> anyhow::Result<ExitCode> {
+    let bundle = Bundle::load(&o.bundle, &SessionOptions::default())
+        .with_context(|| format!("loading {}", o.bundle.display()))?;
+    let mut analyzer = Analyzer::new(bundle, 16);
+    let images: Vec<_> = (0..o.cameras as u32)
+        .map(|i| clefd::synth::frame(spec, i * 7))
+        .collect();
+    let views: Vec<_> = images.iter().map(|i| i.view()).collect();
+    let (mut frames, mut faces, mut detect, mut classify) =
+        (0u64, 0u64, Duration::ZERO, Duration::ZERO);
+    let start = Instant::now();
+    while start.elapsed().as_secs_f64() < o.seconds {
+        let groups: Vec<&[_]> = if o.no_batching {
+            views.chunks(1).collect()
+        } else {
+            vec![&views[..]]
+        };
+        for g in groups {
+            let (out, t) = analyzer.analyze_batch(g)?;
+            frames += g.len() as u64;
+            faces += out.iter().map(|f| f.len() as u64).sum::<u64>();
+            detect += t.detect;
+            classify += t.classify;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "model-only: {} camera frame(s) per round, batching {}",
+        o.cameras,
+        if o.no_batching { "off" } else { "on" }
+    );
+    println!(
+        "  frames/s {:.1}   faces/s {:.1}",
+        frames as f64 / secs,
+        faces as f64 / secs
+    );
+    println!(
+        "  per frame: detect {:.2} ms, classify {:.2} ms",
+        ms(detect, frames),
+        ms(classify, frames)
+    );
+    println!("  peak RSS {:.1} MB", peak_rss_mb());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ms(d: Duration, n: u64) -> f64 {
+    d.as_secs_f64() * 1000.0 / n.max(1) as f64
+}
+
+fn pipeline(o: &BenchOptions) -> anyhow::Result<ExitCode> {
+    let dir = std::env::temp_dir().join(format!("clefd-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let clip = dir.join("clip.mp4");
+    // Encoded by a child process, so the encoder's memory does not count as ours.
+    let status = std::process::Command::new(std::env::current_exe()?)
+        .args([
+            "make-clip",
+            "--seconds",
+            "10",
+            "--fps",
+            "30",
+            "--scale",
+            "0.75",
+            "--image",
+        ])
+        .arg(&o.image)
+        .arg("--out")
+        .arg(&clip)
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    anyhow::ensure!(status.success(), "could not render the benchmark clip");
+    let mut config = Config {
+        device_id: Some("bench".into()),
+        state_dir: dir.join("state"),
+        ..Config::default()
+    };
+    config.engine.bundle = o.bundle.clone();
+    config.engine.onnxruntime = o.onnxruntime.clone();
+    config.engine.batching = !o.no_batching;
+    for i in 0..o.cameras {
+        let cam = CameraConfig {
+            uri: format!("file://{}", clip.display()),
+            looping: true,
+            realtime: !o.unpaced,
+            ..CameraConfig::default()
+        };
+        config.cameras.insert(format!("cam{i}"), cam);
+    }
+    let loaded = Loaded {
+        config,
+        device_id: "bench".into(),
+        camera_files: Default::default(),
+    };
+    let counter = Counter::default();
+    let pipeline = Pipeline::start(&loaded, counter.clone())?;
+    let stopper = pipeline.stopper();
+    std::thread::sleep(Duration::from_secs_f64(o.seconds));
+    stopper.stop();
+    let outcome = pipeline.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    let secs = o.seconds;
+    println!(
+        "pipeline: {} camera(s), 640x480 H.264 clip at 30 fps ({}), batching {}, {:.0} s",
+        o.cameras,
+        if o.unpaced {
+            "decoded as fast as possible"
+        } else {
+            "paced like a live camera"
+        },
+        if o.no_batching { "off" } else { "on" },
+        secs
+    );
+    for s in &outcome.summaries {
+        for c in &s.cameras {
+            println!(
+                "  {:<6} fps {:>6.1}  faces/s {:>6.1}  latency p50 {:>6.1} ms  p99 {:>6.1} ms  dropped {}",
+                c.name,
+                c.frames as f64 / secs,
+                c.faces as f64 / secs,
+                c.latency.quantile_ms(0.5),
+                c.latency.quantile_ms(0.99),
+                c.dropped
+            );
+        }
+        println!(
+            "  total  fps {:>6.1}  faces/s {:>6.1}  events {}",
+            s.frames as f64 / secs,
+            s.faces as f64 / secs,
+            counter.0.load(Ordering::Relaxed)
+        );
+        println!(
+            "  per frame: detect {:.2} ms, classify {:.2} ms, track+events {:.3} ms; {:.2} frames per batch",
+            ms(s.stages.detect, s.frames),
+            ms(s.stages.classify, s.frames),
+            ms(s.stages.publish, s.frames),
+            s.frames as f64 / s.batches.max(1) as f64
+        );
+    }
+    println!("  peak RSS {:.1} MB", peak_rss_mb());
+    Ok(ExitCode::SUCCESS)
+}
