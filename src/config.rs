@@ -83,6 +83,10 @@ pub struct MqttConfig {
     pub password_file: Option<PathBuf>,
     /// How long shutdown waits for the broker to acknowledge outstanding events.
     pub flush_timeout_s: f64,
+    /// Where unacknowledged events wait (default: `<state_dir>/spool`).
+    pub spool_dir: Option<PathBuf>,
+    /// Most disk the spool may use; beyond it the oldest events are dropped (counted).
+    pub spool_max_mb: f64,
 }
 
 /// Event lifecycle tuning.
@@ -201,6 +205,8 @@ impl Default for MqttConfig {
             username: None,
             password_file: None,
             flush_timeout_s: 5.0,
+            spool_dir: None,
+            spool_max_mb: 64.0,
         }
     }
 }
@@ -485,6 +491,9 @@ fn resolve_paths(config: &mut Config, base: &Path) {
         resolve(p);
     }
     if let Some(p) = config.mqtt.password_file.as_mut() {
+        resolve(p);
+    }
+    if let Some(p) = config.mqtt.spool_dir.as_mut() {
         resolve(p);
     }
     for cam in config.cameras.values_mut() {

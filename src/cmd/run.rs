@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clefd::config;
 use clefd::events::seq::SeqCounter;
+use clefd::mqtt::spool::Spool;
 use clefd::mqtt::{BrokerUrl, Publisher, PublisherConfig};
 use clefd::pipeline::{Outcome, Pipeline};
 
@@ -47,6 +48,18 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
             seq_path.display()
         )
     })?;
+    let spool_dir = cfg
+        .mqtt
+        .spool_dir
+        .clone()
+        .unwrap_or_else(|| cfg.state_dir.join("spool"));
+    let spool = Spool::open(&spool_dir, (cfg.mqtt.spool_max_mb * 1024.0 * 1024.0) as u64)
+        .with_context(|| {
+            format!(
+                "opening the event spool {} (is it writable?)",
+                spool_dir.display()
+            )
+        })?;
     let publisher_cfg = PublisherConfig {
         url,
         client_id: cfg
@@ -69,12 +82,11 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let pipeline = Pipeline::start(&loaded, tx)?;
     let stopper = pipeline.stopper();
     let (outcome, signalled): (Outcome, bool) = rt.block_on(async move {
-        let mut publisher = Publisher::start(publisher_cfg, seq);
+        let publisher = Publisher::new(publisher_cfg, seq, spool);
         let publishing = tokio::spawn(async move {
-            if let Err(e) = publisher.drain(rx).await {
+            if let Err(e) = publisher.run(rx).await {
                 tracing::error!(error = %e, "publishing failed");
             }
-            publisher.shutdown().await;
         });
         let mut waiting = tokio::task::spawn_blocking(move || pipeline.wait());
         let (outcome, signalled) = tokio::select! {

@@ -2,9 +2,10 @@
 //! sends events, and a small subscriber for `clefd watch`.
 
 mod publisher;
+pub mod spool;
 mod watch;
 
-pub use publisher::{PublishStats, Publisher, PublisherConfig};
+pub use publisher::{PublishStats, Publisher, PublisherConfig, WINDOW};
 pub use watch::{WatchOptions, watch};
 
 /// A broker address from `mqtt.url`.

@@ -1,18 +1,35 @@
-//! Publishes events QoS 1, keeps `availability` truthful (retained `online`, last will
-//! and clean-shutdown `offline`), and reconnects with capped exponential backoff.
+//! Delivers events so that none is lost silently.
+//!
+//! Every event gets the next per-device `seq`, is appended to the on-disk [`Spool`] and
+//! fsync'd (one fsync per group of events that arrive together), and only then is sent,
+//! QoS 1. It leaves the spool when the broker's PUBACK for it arrives. While the broker
+//! is away events keep going to the spool (inference never waits on the network); on
+//! every (re)connection everything unacknowledged is sent again in `seq` order, at most
+//! [`WINDOW`] at a time. A consumer may therefore see an event twice after a reconnect or
+//! a crash, and de-duplicates by `seq`; it never sees a gap the spool could have held.
+//!
+//! Each connection uses a fresh MQTT client state, so the spool is the only source of
+//! retransmissions and PUBACKs map exactly to sequence numbers. The session itself is
+//! persistent (`clean_session = false`). Reconnects back off exponentially (with jitter,
+//! capped); `availability` is `online` (retained) on every connect, and `offline` is both
+//! the last will and the last message of a clean shutdown.
 
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
+use super::spool::{Record, Spool};
 use super::{BrokerUrl, Topics};
-use crate::events::EmotionEvent;
 use crate::events::seq::SeqCounter;
 use crate::pipeline::Output;
-use crate::source::CameraStatus;
+
+/// Most events sent but not yet acknowledged.
+pub const WINDOW: usize = 64;
 
 /// What the publisher needs to know.
 #[derive(Debug, Clone)]
@@ -29,45 +46,69 @@ pub struct PublisherConfig {
     pub keep_alive: Duration,
     /// Username and password, if the broker wants them.
     pub credentials: Option<(String, String)>,
-    /// How long shutdown waits for acknowledgements.
+    /// How long shutdown waits for the spool to drain.
     pub flush_timeout: Duration,
 }
 
 /// Counters, readable while the publisher runs.
 #[derive(Debug, Default)]
 pub struct PublishStats {
-    /// Events handed to the MQTT client.
-    pub published: AtomicU64,
-    /// PUBACKs received (events and availability messages).
+    /// Events acknowledged by the broker.
     pub acked: AtomicU64,
-    /// QoS 1 messages sent (events and availability messages).
-    pub sent_qos1: AtomicU64,
+    /// Events sent (including re-sends).
+    pub sent: AtomicU64,
+    /// Events dropped because the spool was full.
+    pub dropped: AtomicU64,
+    /// Events waiting in the spool.
+    pub spooled: AtomicU64,
+    /// Successful connections.
+    pub connects: AtomicU64,
     /// Whether a connection is up.
     pub connected: AtomicBool,
-}
-
-/// The running publisher.
-pub struct Publisher {
-    client: AsyncClient,
-    topics: Topics,
-    stats: Arc<PublishStats>,
-    seq: SeqCounter,
-    flush_timeout: Duration,
-    poller: tokio::task::JoinHandle<()>,
-    stop_polling: Arc<AtomicBool>,
 }
 
 const BACKOFF_START: Duration = Duration::from_millis(250);
 const BACKOFF_CAP: Duration = Duration::from_secs(30);
 
+/// A message we asked the client to send, in order, until its packet id is known.
+#[derive(Debug, Clone, Copy)]
+enum Sent {
+    Event(u64),
+    Other,
+}
+
+/// The publisher: owns the spool, the sequence counter and the MQTT connection.
+pub struct Publisher {
+    cfg: PublisherConfig,
+    topics: Topics,
+    opts: MqttOptions,
+    seq: SeqCounter,
+    spool: Spool,
+    stats: Arc<PublishStats>,
+}
+
+/// One connection attempt: a fresh client whose event loop runs in its own task (a
+/// `poll` future must not be cancelled mid-handshake), reporting through a channel.
+struct Connection {
+    client: AsyncClient,
+    events: mpsc::Receiver<Result<Event, rumqttc::ConnectionError>>,
+    poller: tokio::task::JoinHandle<()>,
+    up: bool,
+    requested: VecDeque<Sent>,
+    inflight: HashMap<u16, Sent>,
+    window: usize,
+    next_send: u64,
+}
+
 impl Publisher {
-    /// Connects in the background; events can be queued at once.
-    pub fn start(cfg: PublisherConfig, seq: SeqCounter) -> Publisher {
+    /// Prepares the publisher; nothing connects until [`Publisher::run`].
+    pub fn new(cfg: PublisherConfig, seq: SeqCounter, spool: Spool) -> Publisher {
         let topics = Topics::new(&cfg.prefix, &cfg.device);
         let mut opts = MqttOptions::new(&cfg.client_id, &cfg.url.host, cfg.url.port);
         opts.set_keep_alive(cfg.keep_alive);
         opts.set_clean_session(false);
         opts.set_max_packet_size(256 * 1024, 256 * 1024);
+        opts.set_inflight(WINDOW as u16 + 8);
         opts.set_last_will(LastWill::new(
             topics.availability(),
             "offline",
@@ -77,25 +118,21 @@ impl Publisher {
         if let Some((user, pass)) = &cfg.credentials {
             opts.set_credentials(user, pass);
         }
-        let (client, eventloop) = AsyncClient::new(opts, 256);
         let stats = Arc::new(PublishStats::default());
-        let stop_polling = Arc::new(AtomicBool::new(false));
-        let poller = tokio::spawn(poll(
-            eventloop,
-            client.clone(),
-            topics.clone(),
-            cfg.url.clone(),
-            stats.clone(),
-            stop_polling.clone(),
-        ));
+        stats.spooled.store(spool.pending(), Ordering::Relaxed);
+        if spool.pending() > 0 {
+            tracing::info!(
+                events = spool.pending(),
+                "events from an earlier run are waiting in the spool"
+            );
+        }
         Publisher {
-            client,
+            cfg,
             topics,
-            stats,
+            opts,
             seq,
-            flush_timeout: cfg.flush_timeout,
-            poller,
-            stop_polling,
+            spool,
+            stats,
         }
     }
 
@@ -104,148 +141,235 @@ impl Publisher {
         self.stats.clone()
     }
 
-    /// Stamps `seq` and publishes one event (waits only when the client queue is full).
-    pub async fn publish(&mut self, mut event: EmotionEvent) -> anyhow::Result<()> {
+    fn connect(&self) -> Connection {
+        let (client, eventloop) = AsyncClient::new(self.opts.clone(), WINDOW * 2 + 64);
+        let (tx, events) = mpsc::channel(WINDOW * 2 + 64);
+        let poller = tokio::spawn(poll(eventloop, tx));
+        Connection {
+            client,
+            events,
+            poller,
+            up: false,
+            requested: VecDeque::new(),
+            inflight: HashMap::new(),
+            window: 0,
+            next_send: 0,
+        }
+    }
+
+    fn spool_event(&mut self, mut event: crate::events::EmotionEvent) -> anyhow::Result<()> {
         event.seq = self
             .seq
             .allocate()
             .map_err(|e| anyhow::anyhow!("cannot persist the event sequence number: {e}"))?;
-        let payload = serde_json::to_vec(&event)?;
         tracing::info!(
             camera = %event.camera, track = event.track_id, seq = event.seq,
             "{:<6} {:<10} {:.2} (debias {})",
             format!("{:?}", event.kind).to_lowercase(), event.emotion, event.confidence,
             if event.debiased.is_some() { "on" } else { "off" }
         );
-        self.stats.sent_qos1.fetch_add(1, Ordering::Relaxed);
-        self.client
-            .publish(
-                self.topics.emotion(&event.camera),
-                QoS::AtLeastOnce,
-                false,
-                payload,
-            )
-            .await?;
-        self.stats.published.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Publishes a camera's state, retained, so a new subscriber sees it at once.
-    pub async fn publish_state(&mut self, status: &CameraStatus) -> anyhow::Result<()> {
-        let payload = serde_json::to_vec(status)?;
-        self.stats.sent_qos1.fetch_add(1, Ordering::Relaxed);
-        self.client
-            .publish(
-                self.topics.state(&status.camera),
-                QoS::AtLeastOnce,
-                true,
-                payload,
-            )
-            .await?;
-        Ok(())
-    }
-
-    /// Publishes everything from `outputs` until the channel closes.
-    pub async fn drain(&mut self, mut outputs: mpsc::Receiver<Output>) -> anyhow::Result<()> {
-        while let Some(out) = outputs.recv().await {
-            match out {
-                Output::Event(ev) => self.publish(*ev).await?,
-                Output::CameraState(st) => self.publish_state(&st).await?,
-            }
-        }
-        Ok(())
-    }
-
-    /// Clean shutdown: `offline` (retained), wait for acknowledgements (bounded), disconnect.
-    pub async fn shutdown(mut self) {
-        self.stats.sent_qos1.fetch_add(1, Ordering::Relaxed);
-        let _ = self
-            .client
-            .publish(
-                self.topics.availability(),
-                QoS::AtLeastOnce,
-                true,
-                "offline",
-            )
-            .await;
-        let deadline = tokio::time::Instant::now() + self.flush_timeout;
-        while self.stats.acked.load(Ordering::Relaxed)
-            < self.stats.sent_qos1.load(Ordering::Relaxed)
-            && tokio::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let unacked = self
-            .stats
-            .sent_qos1
-            .load(Ordering::Relaxed)
-            .saturating_sub(self.stats.acked.load(Ordering::Relaxed));
-        if unacked > 0 {
+        let rec = Record {
+            seq: event.seq,
+            topic: self.topics.emotion(&event.camera),
+            payload: serde_json::to_vec(&event)?,
+        };
+        let dropped = self.spool.append(&rec)?;
+        if dropped > 0 {
+            self.stats.dropped.fetch_add(dropped, Ordering::Relaxed);
             tracing::warn!(
-                unacked,
-                "shutting down with messages the broker has not acknowledged"
+                dropped,
+                total_dropped = self.spool.dropped(),
+                "spool full: dropped the oldest events"
             );
         }
-        self.stop_polling.store(true, Ordering::SeqCst);
-        let _ = self.client.disconnect().await;
-        if tokio::time::timeout(Duration::from_secs(1), &mut self.poller)
-            .await
-            .is_err()
-        {
-            self.poller.abort();
+        Ok(())
+    }
+
+    /// Sends unacknowledged events from the spool while the window has room.
+    fn pump(&mut self, conn: &mut Connection) -> anyhow::Result<()> {
+        if !conn.up || conn.window >= WINDOW {
+            return Ok(());
         }
+        for rec in self
+            .spool
+            .read_pending(conn.next_send, WINDOW - conn.window)?
+        {
+            if conn
+                .client
+                .try_publish(&rec.topic, QoS::AtLeastOnce, false, rec.payload)
+                .is_err()
+            {
+                break;
+            }
+            conn.requested.push_back(Sent::Event(rec.seq));
+            conn.window += 1;
+            conn.next_send = rec.seq + 1;
+            self.stats.sent.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn send_other(conn: &mut Connection, topic: String, payload: Vec<u8>) {
+        if conn.up
+            && conn
+                .client
+                .try_publish(topic, QoS::AtLeastOnce, true, payload)
+                .is_ok()
+        {
+            conn.requested.push_back(Sent::Other);
+        }
+    }
+
+    /// Publishes everything from `outputs` until the channel closes, then drains the
+    /// spool for at most `flush_timeout`, publishes `offline` and disconnects.
+    pub async fn run(mut self, mut outputs: mpsc::Receiver<Output>) -> anyhow::Result<()> {
+        let mut conn = self.connect();
+        let mut states: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        let mut backoff = BACKOFF_START;
+        let mut failures = 0u32;
+        let mut retry_at: Option<Instant> = None;
+        let mut closing_at: Option<Instant> = None;
+        loop {
+            self.pump(&mut conn)?;
+            self.stats
+                .spooled
+                .store(self.spool.pending(), Ordering::Relaxed);
+            if let Some(deadline) = closing_at {
+                if self.spool.pending() == 0 || Instant::now() >= deadline {
+                    break;
+                }
+            }
+            let wake = retry_at.or(closing_at);
+            tokio::select! {
+                out = outputs.recv(), if closing_at.is_none() => match out {
+                    Some(first) => {
+                        let mut next = Some(first);
+                        // Group commit: spool everything that is already waiting, one fsync.
+                        while let Some(out) = next {
+                            match out {
+                                Output::Event(ev) => self.spool_event(*ev)?,
+                                Output::CameraState(st) => {
+                                    let payload = serde_json::to_vec(&st)?;
+                                    Self::send_other(&mut conn, self.topics.state(&st.camera), payload.clone());
+                                    states.insert(st.camera.clone(), payload);
+                                }
+                            }
+                            next = outputs.try_recv().ok();
+                        }
+                        self.spool.sync()?;
+                    }
+                    None => closing_at = Some(Instant::now() + self.cfg.flush_timeout),
+                },
+                polled = conn.events.recv(), if retry_at.is_none() => match polled.unwrap_or(Err(rumqttc::ConnectionError::RequestsDone)) {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        tracing::info!(broker = %self.cfg.url, spooled = self.spool.pending(), "connected to MQTT broker");
+                        conn.up = true;
+                        conn.next_send = 0;
+                        backoff = BACKOFF_START;
+                        failures = 0;
+                        self.stats.connected.store(true, Ordering::SeqCst);
+                        self.stats.connects.fetch_add(1, Ordering::Relaxed);
+                        Self::send_other(&mut conn, self.topics.availability(), b"online".to_vec());
+                        for (camera, payload) in &states {
+                            Self::send_other(&mut conn, self.topics.state(camera), payload.clone());
+                        }
+                    }
+                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                        if let Some(sent) = conn.requested.pop_front() {
+                            conn.inflight.insert(pkid, sent);
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                        if let Some(Sent::Event(seq)) = conn.inflight.remove(&ack.pkid) {
+                            self.spool.ack(seq)?;
+                            conn.window = conn.window.saturating_sub(1);
+                            self.stats.acked.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        failures += 1;
+                        let was_up = conn.up;
+                        self.stats.connected.store(false, Ordering::SeqCst);
+                        if was_up || failures == 1 || failures.is_power_of_two() {
+                            tracing::warn!(broker = %self.cfg.url, error = %describe(&e), retry_in_ms = backoff.as_millis() as u64, attempts = failures, spooled = self.spool.pending(), "MQTT broker unreachable; events go to the spool");
+                        }
+                        conn.poller.abort();
+                        conn.up = false;
+                        retry_at = Some(Instant::now() + jitter(backoff));
+                        backoff = (backoff * 2).min(BACKOFF_CAP);
+                    }
+                },
+                _ = sleep_until(wake), if wake.is_some() => {
+                    if retry_at.is_some_and(|t| Instant::now() >= t) {
+                        retry_at = None;
+                        conn = self.connect();
+                    }
+                }
+            }
+        }
+        self.close(conn).await;
+        Ok(())
+    }
+
+    async fn close(&mut self, mut conn: Connection) {
+        let pending = self.spool.pending();
+        if pending > 0 {
+            tracing::warn!(
+                pending,
+                "shutting down with events the broker has not acknowledged; they stay in the spool for the next start"
+            );
+        }
+        if conn.up {
+            Self::send_other(&mut conn, self.topics.availability(), b"offline".to_vec());
+            let _ = conn.client.disconnect().await;
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while let Ok(Some(Ok(ev))) = tokio::time::timeout_at(deadline, conn.events.recv()).await
+            {
+                if let Event::Outgoing(Outgoing::Disconnect) = ev {
+                    break;
+                }
+            }
+        }
+        conn.poller.abort();
+        let _ = self.spool.sync();
         tracing::info!(
-            published = self.stats.published.load(Ordering::Relaxed),
+            acked = self.stats.acked.load(Ordering::Relaxed),
+            dropped = self.spool.dropped(),
             "MQTT publisher stopped"
         );
     }
 }
 
-async fn poll(
-    mut eventloop: EventLoop,
-    client: AsyncClient,
-    topics: Topics,
-    url: BrokerUrl,
-    stats: Arc<PublishStats>,
-    stop: Arc<AtomicBool>,
-) {
-    let mut backoff = BACKOFF_START;
-    let mut failures = 0u32;
-    while !stop.load(Ordering::SeqCst) {
-        match eventloop.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                tracing::info!(broker = %url, "connected to MQTT broker");
-                stats.connected.store(true, Ordering::SeqCst);
-                backoff = BACKOFF_START;
-                failures = 0;
-                stats.sent_qos1.fetch_add(1, Ordering::Relaxed);
-                if client
-                    .try_publish(topics.availability(), QoS::AtLeastOnce, true, "online")
-                    .is_err()
-                {
-                    stats.sent_qos1.fetch_sub(1, Ordering::Relaxed);
-                }
-            }
-            Ok(Event::Incoming(Packet::PubAck(_))) => {
-                stats.acked.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
-                stats.connected.store(false, Ordering::SeqCst);
-                break;
-            }
-            Ok(_) => {}
-            Err(rumqttc::ConnectionError::RequestsDone) => break,
-            Err(_) if stop.load(Ordering::SeqCst) => break,
-            Err(e) => {
-                stats.connected.store(false, Ordering::SeqCst);
-                failures += 1;
-                if failures == 1 || failures.is_power_of_two() {
-                    tracing::warn!(broker = %url, error = %e, retry_in_ms = backoff.as_millis() as u64, attempts = failures, "MQTT broker unreachable; retrying");
-                }
-                tokio::time::sleep(jitter(backoff)).await;
-                backoff = (backoff * 2).min(BACKOFF_CAP);
-            }
+/// Drives one connection's event loop until its first error.
+async fn poll(mut eventloop: EventLoop, tx: mpsc::Sender<Result<Event, rumqttc::ConnectionError>>) {
+    loop {
+        let polled = eventloop.poll().await;
+        let failed = polled.is_err();
+        if tx.send(polled).await.is_err() || failed {
+            return;
         }
+    }
+}
+
+async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Connection errors in words a user can act on.
+fn describe(e: &rumqttc::ConnectionError) -> String {
+    use rumqttc::ConnectReturnCode as C;
+    match e {
+        rumqttc::ConnectionError::ConnectionRefused(C::BadUserNamePassword | C::NotAuthorized) => {
+            "the broker refused our credentials (check mqtt.username and mqtt.password_file)".into()
+        }
+        rumqttc::ConnectionError::ConnectionRefused(code) => {
+            format!("the broker refused the connection ({code:?})")
+        }
+        other => other.to_string(),
     }
 }
 

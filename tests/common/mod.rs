@@ -42,25 +42,52 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// A mosquitto broker for one test; killed on drop.
+/// A mosquitto broker for one test; stopped on drop.
 pub struct Broker {
     /// Its port on 127.0.0.1.
     pub port: u16,
-    child: Child,
-    _dir: tempfile::TempDir,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
 }
 
 impl Broker {
     /// Starts mosquitto on a free loopback port and waits until it accepts connections.
     pub fn start() -> Broker {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
+        Broker::launch(free_port(), tempfile::tempdir().expect("tempdir"), false)
+    }
+
+    /// Like [`Broker::start`], but sessions and queued QoS 1 messages survive
+    /// [`Broker::stop`] / [`Broker::restart`] (mosquitto persistence).
+    pub fn start_persistent() -> Broker {
+        Broker::launch(free_port(), tempfile::tempdir().expect("tempdir"), true)
+    }
+
+    fn launch(port: u16, dir: tempfile::TempDir, persistent: bool) -> Broker {
         let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
-        )
-        .expect("write conf");
+        let mut text = format!("listener {port} 127.0.0.1\nallow_anonymous true\n");
+        if persistent {
+            // mosquitto drops root privileges: let it write its database here.
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777));
+            text += &format!(
+                "persistence true\npersistence_location {}/\nautosave_interval 1\n",
+                dir.path().display()
+            );
+        } else {
+            text += "persistence false\n";
+        }
+        std::fs::write(&conf, text).expect("write conf");
+        let mut b = Broker {
+            port,
+            child: None,
+            dir,
+        };
+        b.spawn();
+        b
+    }
+
+    fn spawn(&mut self) {
+        let conf = self.dir.path().join("mosquitto.conf");
         let child = Command::new("mosquitto")
             .arg("-c")
             .arg(&conf)
@@ -69,18 +96,30 @@ impl Broker {
             .spawn()
             .expect("mosquitto is installed (scripts/setup.sh installs it)");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             assert!(
                 Instant::now() < deadline,
-                "mosquitto did not start on port {port}"
+                "mosquitto did not start on port {}",
+                self.port
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Broker {
-            port,
-            child,
-            _dir: dir,
+        self.child = Some(child);
+    }
+
+    /// Stops the broker cleanly (SIGTERM: a persistent broker saves its state).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
         }
+    }
+
+    /// Starts it again after [`Broker::stop`].
+    pub fn start_again(&mut self) {
+        self.spawn();
     }
 
     /// `mqtt://127.0.0.1:PORT`.
@@ -91,8 +130,10 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 
@@ -174,6 +215,16 @@ pub struct Consumer {
 impl Consumer {
     /// Subscribes and returns once the broker has acknowledged the subscription.
     pub fn start(port: u16) -> Consumer {
+        Consumer::launch(port, None)
+    }
+
+    /// A consumer with a persistent session under `client_id`: with a persistent broker,
+    /// QoS 1 messages published while it was away are delivered when it comes back.
+    pub fn start_persistent(port: u16, client_id: &str) -> Consumer {
+        Consumer::launch(port, Some(client_id.to_string()))
+    }
+
+    fn launch(port: u16, persistent_id: Option<String>) -> Consumer {
         use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -185,8 +236,11 @@ impl Consumer {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let mut opts =
-                    MqttOptions::new(format!("consumer-{}", free_port()), "127.0.0.1", port);
+                let id = persistent_id
+                    .clone()
+                    .unwrap_or_else(|| format!("consumer-{}", free_port()));
+                let mut opts = MqttOptions::new(id, "127.0.0.1", port);
+                opts.set_clean_session(persistent_id.is_none());
                 opts.set_max_packet_size(1 << 20, 1 << 20);
                 let (client, mut lp) = AsyncClient::new(opts, 64);
                 client.subscribe("clefd/#", QoS::AtLeastOnce).await.unwrap();
@@ -194,6 +248,10 @@ impl Consumer {
                     match tokio::time::timeout(Duration::from_millis(100), lp.poll()).await {
                         Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => {
                             let _ = ready_tx.send(());
+                        }
+                        Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) if !ack.session_present => {
+                            // A broker that lost our session: subscribe again.
+                            let _ = client.try_subscribe("clefd/#", QoS::AtLeastOnce);
                         }
                         Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
                             let text = String::from_utf8_lossy(&p.payload).to_string();
@@ -279,6 +337,14 @@ impl Daemon {
             .spawn()
             .unwrap();
         Daemon { child: Some(child) }
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// SIGTERM, then waits; returns whether it exited 0.
