@@ -48,9 +48,7 @@ pub enum Task {
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ClefError {
     /// `Y_c`, `Y_e` and `Y_e*` must all have K entries (`Y_e*` may also be one scalar).
-    #[error(
-        "length mismatch: Y_c has {y_c}, Y_e has {y_e}, Y_e* has {y_e_star} (expected K, K and K or 1)"
-    )]
+    #[error("length mismatch: Y_c has {y_c}, Y_e has {y_e}, Y_e* has {y_e_star} (expected K, K and K or 1)")]
     LengthMismatch {
         /// Entries in `Y_c`.
         y_c: usize,
@@ -121,32 +119,14 @@ impl Fusion {
 /// Computes factual, counterfactual and TIE for one subject.
 ///
 /// `y_e_star` is either K values or one value broadcast to all labels.
-pub fn effects(
-    fusion: Fusion,
-    y_c: &[f32],
-    y_e: &[f32],
-    y_e_star: &[f32],
-) -> Result<Effects, ClefError> {
+pub fn effects(fusion: Fusion, y_c: &[f32], y_e: &[f32], y_e_star: &[f32]) -> Result<Effects, ClefError> {
     let k = y_e.len();
     if y_c.len() != k || !(y_e_star.len() == k || y_e_star.len() == 1) {
-        return Err(ClefError::LengthMismatch {
-            y_c: y_c.len(),
-            y_e: k,
-            y_e_star: y_e_star.len(),
-        });
+        return Err(ClefError::LengthMismatch { y_c: y_c.len(), y_e: k, y_e_star: y_e_star.len() });
     }
-    let star = |i: usize| {
-        f64::from(if y_e_star.len() == 1 {
-            y_e_star[0]
-        } else {
-            y_e_star[i]
-        })
-    };
-    let mut out = Effects {
-        factual: Vec::with_capacity(k),
-        counterfactual: Vec::with_capacity(k),
-        tie: Vec::with_capacity(k),
-    };
+    let star = |i: usize| f64::from(if y_e_star.len() == 1 { y_e_star[0] } else { y_e_star[i] });
+    let mut out =
+        Effects { factual: Vec::with_capacity(k), counterfactual: Vec::with_capacity(k), tie: Vec::with_capacity(k) };
     for i in 0..k {
         let a = f64::from(y_c[i]);
         let f = fusion.fuse(a, f64::from(y_e[i]));
@@ -160,9 +140,7 @@ pub fn effects(
 
 /// Softmax, stable for any finite logits.
 pub fn softmax(logits: &[f32]) -> Vec<f32> {
-    let max = logits
-        .iter()
-        .fold(f64::NEG_INFINITY, |m, &x| m.max(f64::from(x)));
+    let max = logits.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(f64::from(x)));
     let exps: Vec<f64> = logits.iter().map(|&x| (f64::from(x) - max).exp()).collect();
     let sum: f64 = exps.iter().sum();
     exps.iter().map(|e| (e / sum) as f32).collect()
@@ -170,10 +148,7 @@ pub fn softmax(logits: &[f32]) -> Vec<f32> {
 
 /// Elementwise sigmoid, stable for any finite logits.
 pub fn sigmoids(logits: &[f32]) -> Vec<f32> {
-    logits
-        .iter()
-        .map(|&x| sigmoid(f64::from(x)) as f32)
-        .collect()
+    logits.iter().map(|&x| sigmoid(f64::from(x)) as f32).collect()
 }
 
 impl Task {
@@ -196,21 +171,14 @@ impl Task {
         let (top, active) = match self {
             Task::SingleLabel => (argmax(&mut (0..scores.len())).unwrap_or(0), Vec::new()),
             Task::MultiLabel { thresholds } => {
-                let active: Vec<usize> = (0..scores.len())
-                    .filter(|&i| scores[i] >= thresholds.get(i).copied().unwrap_or(0.5))
-                    .collect();
-                let top =
-                    argmax(&mut active.iter().copied()).or_else(|| argmax(&mut (0..scores.len())));
+                let active: Vec<usize> =
+                    (0..scores.len()).filter(|&i| scores[i] >= thresholds.get(i).copied().unwrap_or(0.5)).collect();
+                let top = argmax(&mut active.iter().copied()).or_else(|| argmax(&mut (0..scores.len())));
                 (top.unwrap_or(0), active)
             }
         };
         let confidence = scores.get(top).copied().unwrap_or(0.0);
-        Decision {
-            top,
-            confidence,
-            scores,
-            active,
-        }
+        Decision { top, confidence, scores, active }
     }
 
     /// Scores and decides in one step.
@@ -236,21 +204,12 @@ mod tests {
     #[test]
     fn mismatched_lengths_are_an_error() {
         let e = effects(Fusion::Sum, &[0.0; 3], &[0.0; 4], &[0.0]).unwrap_err();
-        assert_eq!(
-            e,
-            ClefError::LengthMismatch {
-                y_c: 3,
-                y_e: 4,
-                y_e_star: 1
-            }
-        );
+        assert_eq!(e, ClefError::LengthMismatch { y_c: 3, y_e: 4, y_e_star: 1 });
     }
 
     #[test]
     fn multi_label_marks_labels_above_threshold() {
-        let task = Task::MultiLabel {
-            thresholds: vec![0.5, 0.9, 0.5],
-        };
+        let task = Task::MultiLabel { thresholds: vec![0.5, 0.9, 0.5] };
         let d = task.decide(&[2.0, 1.0, -3.0]);
         assert_eq!(d.active, vec![0]);
         assert_eq!(d.top, 0);

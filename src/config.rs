@@ -83,6 +83,12 @@ pub struct MqttConfig {
     pub password_file: Option<PathBuf>,
     /// How long shutdown waits for the broker to acknowledge outstanding events.
     pub flush_timeout_s: f64,
+    /// `mqtts://`: CA certificate (PEM) that signed the broker's certificate.
+    pub ca_file: Option<PathBuf>,
+    /// `mqtts://`: client certificate (PEM), for brokers that require one.
+    pub client_cert: Option<PathBuf>,
+    /// `mqtts://`: the client certificate's private key (PEM).
+    pub client_key: Option<PathBuf>,
     /// Where unacknowledged events wait (default: `<state_dir>/spool`).
     pub spool_dir: Option<PathBuf>,
     /// Most disk the spool may use; beyond it the oldest events are dropped (counted).
@@ -127,11 +133,7 @@ pub struct SupervisorConfig {
 
 impl Default for SupervisorConfig {
     fn default() -> Self {
-        SupervisorConfig {
-            backoff_initial_s: 1.0,
-            backoff_max_s: 30.0,
-            stall_timeout_s: 10.0,
-        }
+        SupervisorConfig { backoff_initial_s: 1.0, backoff_max_s: 30.0, stall_timeout_s: 10.0 }
     }
 }
 
@@ -205,6 +207,9 @@ impl Default for MqttConfig {
             username: None,
             password_file: None,
             flush_timeout_s: 5.0,
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
             spool_dir: None,
             spool_max_mb: 64.0,
         }
@@ -213,21 +218,13 @@ impl Default for MqttConfig {
 
 impl Default for EventsConfig {
     fn default() -> Self {
-        EventsConfig {
-            min_track_age: 3,
-            heartbeat_s: 10.0,
-            smoothing: 0.5,
-            hysteresis: 0.1,
-        }
+        EventsConfig { min_track_age: 3, heartbeat_s: 10.0, smoothing: 0.5, hysteresis: 0.1 }
     }
 }
 
 impl Default for TrackerConfig {
     fn default() -> Self {
-        TrackerConfig {
-            iou_threshold: 0.3,
-            max_missed: 10,
-        }
+        TrackerConfig { iou_threshold: 0.3, max_missed: 10 }
     }
 }
 
@@ -287,32 +284,19 @@ struct Collector {
 
 impl Collector {
     fn push(&mut self, file: impl fmt::Display, key: impl Into<String>, reason: impl Into<String>) {
-        self.problems.push(Problem {
-            file: file.to_string(),
-            key: key.into(),
-            reason: reason.into(),
-        });
+        self.problems.push(Problem { file: file.to_string(), key: key.into(), reason: reason.into() });
     }
 }
 
 /// Loads, layers and validates the configuration rooted at `path`.
 pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
-    let mut c = Collector {
-        problems: Vec::new(),
-    };
+    let mut c = Collector { problems: Vec::new() };
     let main_file = path.display().to_string();
     if !path.is_file() {
-        c.push(
-            &main_file,
-            "-",
-            "cannot read the config file: it does not exist (pass --config PATH)",
-        );
+        c.push(&main_file, "-", "cannot read the config file: it does not exist (pass --config PATH)");
         return Err(ConfigErrors(c.problems));
     }
-    let env = config::Environment::with_prefix(ENV_PREFIX)
-        .prefix_separator("__")
-        .separator("__")
-        .try_parsing(true);
+    let env = config::Environment::with_prefix(ENV_PREFIX).prefix_separator("__").separator("__").try_parsing(true);
     let layered = config::Config::builder()
         .add_source(config::File::from(path).format(config::FileFormat::Toml))
         .add_source(env)
@@ -320,88 +304,42 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
     let mut config: Config = match layered {
         Ok(layered) => deserialize(&layered, &main_file, &mut c).unwrap_or_default(),
         Err(e) => {
-            c.push(
-                &main_file,
-                "-",
-                format!("not valid TOML: {}", one_line(&e.to_string())),
-            );
+            c.push(&main_file, "-", format!("not valid TOML: {}", one_line(&e.to_string())));
             return Err(ConfigErrors(c.problems));
         }
     };
     let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-    let mut camera_files: BTreeMap<String, PathBuf> = config
-        .cameras
-        .keys()
-        .map(|k| (k.clone(), path.to_path_buf()))
-        .collect();
-    load_drop_ins(
-        &base.join("cameras.d"),
-        &mut config,
-        &mut camera_files,
-        &mut c,
-    );
+    let mut camera_files: BTreeMap<String, PathBuf> =
+        config.cameras.keys().map(|k| (k.clone(), path.to_path_buf())).collect();
+    load_drop_ins(&base.join("cameras.d"), &mut config, &mut camera_files, &mut c);
     resolve_paths(&mut config, &base);
     validate(&config, &camera_files, path, &mut c);
     let device_id = config.device_id.clone().unwrap_or_else(default_device_id);
-    if c.problems.is_empty() {
-        Ok(Loaded {
-            config,
-            device_id,
-            camera_files,
-        })
-    } else {
-        Err(ConfigErrors(c.problems))
-    }
+    if c.problems.is_empty() { Ok(Loaded { config, device_id, camera_files }) } else { Err(ConfigErrors(c.problems)) }
 }
 
 /// Parser messages span several lines (with a source snippet); problems are one line each.
 fn one_line(msg: &str) -> String {
-    msg.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && *l != "|")
-        .collect::<Vec<_>>()
-        .join(" ")
+    msg.lines().map(str::trim).filter(|l| !l.is_empty() && *l != "|").collect::<Vec<_>>().join(" ")
 }
 
 /// The hostname, or `clefd` if it cannot be read.
 fn default_device_id() -> String {
-    hostname::get()
-        .ok()
-        .and_then(|h| h.into_string().ok())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "clefd".into())
+    hostname::get().ok().and_then(|h| h.into_string().ok()).filter(|h| !h.is_empty()).unwrap_or_else(|| "clefd".into())
 }
 
 /// Deserializes one layered source, reporting unknown keys and type errors by origin.
-fn deserialize<T: for<'de> Deserialize<'de>>(
-    layered: &config::Config,
-    file: &str,
-    c: &mut Collector,
-) -> Option<T> {
+fn deserialize<T: for<'de> Deserialize<'de>>(layered: &config::Config, file: &str, c: &mut Collector) -> Option<T> {
     let mut unknown = Vec::new();
-    let result: Result<T, _> =
-        serde_ignored::deserialize(layered.clone(), |p| unknown.push(p.to_string()));
+    let result: Result<T, _> = serde_ignored::deserialize(layered.clone(), |p| unknown.push(p.to_string()));
     for key in unknown {
-        c.push(
-            origin_of(&key, file),
-            key,
-            "unknown key (misspelt? see config/clefd.toml for every key)",
-        );
+        c.push(origin_of(&key, file), key, "unknown key (misspelt? see config/clefd.toml for every key)");
     }
     match result {
         Ok(v) => Some(v),
-        Err(config::ConfigError::Type {
-            unexpected,
-            expected,
-            key,
-            ..
-        }) => {
+        Err(config::ConfigError::Type { unexpected, expected, key, .. }) => {
             let key = key.unwrap_or_else(|| "-".into());
-            c.push(
-                origin_of(&key, file),
-                key,
-                format!("expected {expected}, found {unexpected}"),
-            );
+            c.push(origin_of(&key, file), key, format!("expected {expected}, found {unexpected}"));
             None
         }
         Err(e) => {
@@ -422,12 +360,7 @@ fn origin_of(key: &str, file: &str) -> String {
     }
 }
 
-fn load_drop_ins(
-    dir: &Path,
-    config: &mut Config,
-    files: &mut BTreeMap<String, PathBuf>,
-    c: &mut Collector,
-) {
+fn load_drop_ins(dir: &Path, config: &mut Config, files: &mut BTreeMap<String, PathBuf>, c: &mut Collector) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -444,30 +377,20 @@ fn load_drop_ins(
         {
             Ok(l) => l,
             Err(e) => {
-                c.push(
-                    &file,
-                    "-",
-                    format!("not valid TOML: {}", one_line(&e.to_string())),
-                );
+                c.push(&file, "-", format!("not valid TOML: {}", one_line(&e.to_string())));
                 continue;
             }
         };
         let Some(camera) = deserialize::<CameraConfig>(&layered, &file, c) else {
             continue;
         };
-        let stem = p
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         let name = camera.name.clone().unwrap_or(stem);
         if let Some(previous) = files.get(&name) {
             c.push(
                 &file,
                 "name",
-                format!(
-                    "camera '{name}' is already defined in {}; camera names must be unique",
-                    previous.display()
-                ),
+                format!("camera '{name}' is already defined in {}; camera names must be unique", previous.display()),
             );
             continue;
         }
@@ -493,7 +416,15 @@ fn resolve_paths(config: &mut Config, base: &Path) {
     if let Some(p) = config.mqtt.password_file.as_mut() {
         resolve(p);
     }
-    if let Some(p) = config.mqtt.spool_dir.as_mut() {
+    for p in [
+        &mut config.mqtt.spool_dir,
+        &mut config.mqtt.ca_file,
+        &mut config.mqtt.client_cert,
+        &mut config.mqtt.client_key,
+    ]
+    .into_iter()
+    .flatten()
+    {
         resolve(p);
     }
     for cam in config.cameras.values_mut() {
@@ -501,11 +432,7 @@ fn resolve_paths(config: &mut Config, base: &Path) {
             resolve(p);
         }
         // `file:relative/clip.mp4` is relative to the config file's folder.
-        if let Some(rest) = cam
-            .uri
-            .strip_prefix("file:")
-            .filter(|r| !r.starts_with('/'))
-        {
+        if let Some(rest) = cam.uri.strip_prefix("file:").filter(|r| !r.starts_with('/')) {
             let abs = base.join(rest);
             let abs = abs.canonicalize().unwrap_or(abs);
             cam.uri = format!("file://{}", abs.display());
@@ -513,45 +440,25 @@ fn resolve_paths(config: &mut Config, base: &Path) {
     }
 }
 
-fn in_range<T: PartialOrd + fmt::Display + Copy>(
-    c: &mut Collector,
-    file: &str,
-    key: &str,
-    v: T,
-    lo: T,
-    hi: T,
-) {
+fn in_range<T: PartialOrd + fmt::Display + Copy>(c: &mut Collector, file: &str, key: &str, v: T, lo: T, hi: T) {
     if !(v >= lo && v <= hi) {
-        c.push(
-            file,
-            key,
-            format!("{v} is out of range: must be between {lo} and {hi}"),
-        );
+        c.push(file, key, format!("{v} is out of range: must be between {lo} and {hi}"));
     }
 }
 
 /// A name that is safe as one MQTT topic level.
 fn topic_safe(s: &str) -> bool {
-    !s.is_empty()
-        && s.chars()
-            .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
+    !s.is_empty() && s.chars().all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
 }
 
-fn validate(
-    config: &Config,
-    camera_files: &BTreeMap<String, PathBuf>,
-    main: &Path,
-    c: &mut Collector,
-) {
+fn validate(config: &Config, camera_files: &BTreeMap<String, PathBuf>, main: &Path, c: &mut Collector) {
     let m = main.display().to_string();
     if let Some(id) = &config.device_id {
         if !topic_safe(id) {
             c.push(
                 &m,
                 "device_id",
-                format!(
-                    "'{id}' cannot be an MQTT topic level: use letters, digits, '-', '_' or '.'"
-                ),
+                format!("'{id}' cannot be an MQTT topic level: use letters, digits, '-', '_' or '.'"),
             );
         }
     }
@@ -562,93 +469,39 @@ fn validate(
         c.push(
             &m,
             "mqtt.prefix",
-            format!(
-                "'{}' cannot be an MQTT topic level: use letters, digits, '-', '_' or '.'",
-                config.mqtt.prefix
-            ),
+            format!("'{}' cannot be an MQTT topic level: use letters, digits, '-', '_' or '.'", config.mqtt.prefix),
         );
     }
-    in_range(
-        c,
-        &m,
-        "mqtt.keep_alive_s",
-        config.mqtt.keep_alive_s,
-        5,
-        3600,
-    );
-    in_range(
-        c,
-        &m,
-        "mqtt.flush_timeout_s",
-        config.mqtt.flush_timeout_s,
-        0.0,
-        600.0,
-    );
-    if let Some(p) = &config.mqtt.password_file {
-        if !p.is_file() {
-            c.push(
-                &m,
-                "mqtt.password_file",
-                format!("{} does not exist", p.display()),
-            );
+    in_range(c, &m, "mqtt.keep_alive_s", config.mqtt.keep_alive_s, 5, 3600);
+    in_range(c, &m, "mqtt.flush_timeout_s", config.mqtt.flush_timeout_s, 0.0, 600.0);
+    in_range(c, &m, "mqtt.spool_max_mb", config.mqtt.spool_max_mb, 0.1, 1_000_000.0);
+    for (key, file) in [
+        ("mqtt.password_file", &config.mqtt.password_file),
+        ("mqtt.ca_file", &config.mqtt.ca_file),
+        ("mqtt.client_cert", &config.mqtt.client_cert),
+        ("mqtt.client_key", &config.mqtt.client_key),
+    ] {
+        if let Some(p) = file.as_ref().filter(|p| !p.is_file()) {
+            c.push(&m, key, format!("{} does not exist", p.display()));
         }
     }
-    in_range(
-        c,
-        &m,
-        "events.min_track_age",
-        config.events.min_track_age,
-        1,
-        1000,
-    );
-    in_range(
-        c,
-        &m,
-        "events.heartbeat_s",
-        config.events.heartbeat_s,
-        0.1,
-        86400.0,
-    );
-    in_range(
-        c,
-        &m,
-        "events.smoothing",
-        config.events.smoothing,
-        0.01,
-        1.0,
-    );
-    in_range(
-        c,
-        &m,
-        "events.hysteresis",
-        config.events.hysteresis,
-        0.0,
-        0.99,
-    );
-    in_range(
-        c,
-        &m,
-        "tracker.iou_threshold",
-        config.tracker.iou_threshold,
-        0.01,
-        0.99,
-    );
-    in_range(
-        c,
-        &m,
-        "tracker.max_missed",
-        config.tracker.max_missed,
-        0,
-        1000,
-    );
-    in_range(
-        c,
-        &m,
-        "supervisor.backoff_initial_s",
-        config.supervisor.backoff_initial_s,
-        0.01,
-        3600.0,
-    );
+    if config.mqtt.client_cert.is_some() != config.mqtt.client_key.is_some() {
+        c.push(&m, "mqtt.client_cert", "client_cert and client_key go together: set both or neither");
+    }
+    let tls = config.mqtt.url.starts_with("mqtts://") || config.mqtt.url.starts_with("ssl://");
+    if tls && config.mqtt.ca_file.is_none() {
+        c.push(&m, "mqtt.ca_file", "mqtt.url is mqtts://: set ca_file to the CA that signed the broker's certificate");
+    }
+    if !tls && (config.mqtt.ca_file.is_some() || config.mqtt.client_cert.is_some()) {
+        c.push(&m, "mqtt.ca_file", "TLS files are set but mqtt.url is not mqtts://");
+    }
+    in_range(c, &m, "events.min_track_age", config.events.min_track_age, 1, 1000);
+    in_range(c, &m, "events.heartbeat_s", config.events.heartbeat_s, 0.1, 86400.0);
+    in_range(c, &m, "events.smoothing", config.events.smoothing, 0.01, 1.0);
+    in_range(c, &m, "events.hysteresis", config.events.hysteresis, 0.0, 0.99);
+    in_range(c, &m, "tracker.iou_threshold", config.tracker.iou_threshold, 0.01, 0.99);
+    in_range(c, &m, "tracker.max_missed", config.tracker.max_missed, 0, 1000);
+    in_range(c, &m, "supervisor.backoff_initial_s", config.supervisor.backoff_initial_s, 0.01, 3600.0);
     in_range(
         c,
         &m,
@@ -657,23 +510,9 @@ fn validate(
         config.supervisor.backoff_initial_s,
         86400.0,
     );
-    in_range(
-        c,
-        &m,
-        "supervisor.stall_timeout_s",
-        config.supervisor.stall_timeout_s,
-        0.5,
-        3600.0,
-    );
+    in_range(c, &m, "supervisor.stall_timeout_s", config.supervisor.stall_timeout_s, 0.5, 3600.0);
     in_range(c, &m, "engine.batch_max", config.engine.batch_max, 1, 256);
-    in_range(
-        c,
-        &m,
-        "engine.batch_timeout_ms",
-        config.engine.batch_timeout_ms,
-        0.0,
-        1000.0,
-    );
+    in_range(c, &m, "engine.batch_timeout_ms", config.engine.batch_timeout_ms, 0.0, 1000.0);
     in_range(c, &m, "engine.threads", config.engine.threads, 0, 256);
     for (i, p) in config.engine.providers.iter().enumerate() {
         if !matches!(p.as_str(), "tensorrt" | "cuda" | "cpu") {
@@ -689,10 +528,7 @@ fn validate(
             c.push(
                 &m,
                 "engine.onnxruntime",
-                format!(
-                    "{} does not exist (run `make setup` or point it at libonnxruntime.so)",
-                    p.display()
-                ),
+                format!("{} does not exist (run `make setup` or point it at libonnxruntime.so)", p.display()),
             );
         }
     }
@@ -703,17 +539,9 @@ fn validate(
         }
         bundles_checked.push(dir.to_path_buf());
         if !dir.is_dir() {
-            c.push(
-                file,
-                key,
-                format!("engine bundle folder {} does not exist", dir.display()),
-            );
+            c.push(file, key, format!("engine bundle folder {} does not exist", dir.display()));
         } else if let Err(e) = Manifest::load(dir) {
-            c.push(
-                e.path,
-                e.key,
-                format!("{} (bundle named by {key} in {file})", e.reason),
-            );
+            c.push(e.path, e.key, format!("{} (bundle named by {key} in {file})", e.reason));
         }
     };
     let default_used = config.cameras.values().any(|cam| cam.bundle.is_none());
@@ -721,36 +549,27 @@ fn validate(
         check_bundle(c, &m, "engine.bundle", &config.engine.bundle);
     }
     if config.cameras.is_empty() {
-        c.push(
-            &m,
-            "cameras",
-            "no camera configured: add a [cameras.NAME] table or a file in cameras.d/",
-        );
+        c.push(&m, "cameras", "no camera configured: add a [cameras.NAME] table or a file in cameras.d/");
     }
     for (name, cam) in &config.cameras {
         let from_main = camera_files.get(name).is_none_or(|f| f == main);
-        let file = camera_files
-            .get(name)
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| m.clone());
+        let file = camera_files.get(name).map(|p| p.display().to_string()).unwrap_or_else(|| m.clone());
         let key = |k: &str| {
-            if from_main {
-                format!("cameras.{name}.{k}")
-            } else {
-                k.to_string()
-            }
+            if from_main { format!("cameras.{name}.{k}") } else { k.to_string() }
         };
         if from_main && cam.name.as_ref().is_some_and(|n| n != name) {
             c.push(
                 &file,
                 key("name"),
-                format!(
-                    "a camera table's name is its key ('{name}'); remove `name` or rename the table"
-                ),
+                format!("a camera table's name is its key ('{name}'); remove `name` or rename the table"),
             );
         }
         if !topic_safe(name) {
-            c.push(&file, key("name"), format!("camera name '{name}' cannot be an MQTT topic level: use letters, digits, '-', '_' or '.'"));
+            c.push(
+                &file,
+                key("name"),
+                format!("camera name '{name}' cannot be an MQTT topic level: use letters, digits, '-', '_' or '.'"),
+            );
         }
         if cam.uri.is_empty() {
             c.push(&file, key("uri"), format!("camera '{name}' has no uri"));
@@ -763,11 +582,7 @@ fn validate(
             in_range(c, &file, &key("fps"), fps, 0.1, 240.0);
         }
         if !matches!(cam.transport.as_str(), "tcp" | "udp") {
-            c.push(
-                &file,
-                key("transport"),
-                format!("'{}' is not a transport: use tcp or udp", cam.transport),
-            );
+            c.push(&file, key("transport"), format!("'{}' is not a transport: use tcp or udp", cam.transport));
         }
         if let Some(b) = &cam.bundle {
             check_bundle(c, &file, &key("bundle"), b);

@@ -13,19 +13,13 @@ pub struct RgbView<'a> {
 impl<'a> RgbView<'a> {
     /// Wraps `data`; `None` when the buffer is too small for the stated geometry.
     pub fn new(data: &'a [u8], width: usize, height: usize, stride: usize) -> Option<Self> {
-        let needed = if height == 0 {
-            0
-        } else {
-            stride * (height - 1) + width * 3
-        };
-        (stride >= width * 3 && data.len() >= needed && width > 0 && height > 0).then_some(
-            RgbView {
-                data,
-                width,
-                height,
-                stride,
-            },
-        )
+        let needed = if height == 0 { 0 } else { stride * (height - 1) + width * 3 };
+        (stride >= width * 3 && data.len() >= needed && width > 0 && height > 0).then_some(RgbView {
+            data,
+            width,
+            height,
+            stride,
+        })
     }
 
     /// Width in pixels.
@@ -60,12 +54,7 @@ pub struct RgbImage {
 impl RgbImage {
     /// Borrows the image.
     pub fn view(&self) -> RgbView<'_> {
-        RgbView {
-            data: &self.data,
-            width: self.width,
-            height: self.height,
-            stride: self.width * 3,
-        }
+        RgbView { data: &self.data, width: self.width, height: self.height, stride: self.width * 3 }
     }
 }
 
@@ -85,12 +74,7 @@ pub struct Rect {
 impl Rect {
     /// Builds a box from its centre and size.
     pub fn from_center(cx: f32, cy: f32, w: f32, h: f32) -> Rect {
-        Rect {
-            x: cx - w / 2.0,
-            y: cy - h / 2.0,
-            w,
-            h,
-        }
+        Rect { x: cx - w / 2.0, y: cy - h / 2.0, w, h }
     }
 
     /// Area (zero for degenerate boxes).
@@ -111,12 +95,7 @@ impl Rect {
 
     /// Scales width and height about the centre (e.g. 1.2 for a margin).
     pub fn scaled(&self, sx: f32, sy: f32) -> Rect {
-        Rect::from_center(
-            self.x + self.w / 2.0,
-            self.y + self.h / 2.0,
-            self.w * sx,
-            self.h * sy,
-        )
+        Rect::from_center(self.x + self.w / 2.0, self.y + self.h / 2.0, self.w * sx, self.h * sy)
     }
 
     /// The part of the box inside `0..width × 0..height`.
@@ -125,12 +104,7 @@ impl Rect {
         let y0 = self.y.clamp(0.0, height);
         let x1 = (self.x + self.w).clamp(0.0, width);
         let y1 = (self.y + self.h).clamp(0.0, height);
-        Rect {
-            x: x0,
-            y: y0,
-            w: x1 - x0,
-            h: y1 - y0,
-        }
+        Rect { x: x0, y: y0, w: x1 - x0, h: y1 - y0 }
     }
 
     /// Whether the point lies inside the box.
@@ -146,28 +120,10 @@ mod tests {
 
     #[test]
     fn iou_of_identical_and_disjoint_boxes() {
-        let a = Rect {
-            x: 0.0,
-            y: 0.0,
-            w: 10.0,
-            h: 10.0,
-        };
+        let a = Rect { x: 0.0, y: 0.0, w: 10.0, h: 10.0 };
         assert_eq!(a.iou(&a), 1.0);
-        assert_eq!(
-            a.iou(&Rect {
-                x: 20.0,
-                y: 0.0,
-                w: 5.0,
-                h: 5.0
-            }),
-            0.0
-        );
-        let half = Rect {
-            x: 5.0,
-            y: 0.0,
-            w: 10.0,
-            h: 10.0,
-        };
+        assert_eq!(a.iou(&Rect { x: 20.0, y: 0.0, w: 5.0, h: 5.0 }), 0.0);
+        let half = Rect { x: 5.0, y: 0.0, w: 10.0, h: 10.0 };
         assert!((a.iou(&half) - 50.0 / 150.0).abs() < 1e-6);
     }
 

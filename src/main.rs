@@ -128,45 +128,27 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config } => cmd::run::run(&config),
         Command::CheckConfig { config } => cmd::check_config(&config),
-        Command::Explain {
-            bundle,
-            image,
-            onnxruntime,
-        } => cmd::explain::explain(&bundle, &image, onnxruntime.as_deref()),
-        Command::Watch {
-            mqtt,
-            prefix,
-            until_offline,
-            count,
-            timeout,
-        } => cmd::watch(&mqtt, &prefix, until_offline, count, timeout),
-        Command::Bench {
-            cameras,
-            seconds,
-            model_only,
-            no_batching,
-            unpaced,
-            bundle,
-            image,
-            onnxruntime,
-        } => cmd::bench::bench(&cmd::bench::BenchOptions {
-            cameras,
-            seconds,
-            model_only,
-            no_batching,
-            bundle,
-            image,
-            unpaced,
-            onnxruntime,
-        }),
-        Command::MakeClip {
-            image,
-            out,
-            seconds,
-            fps,
-            size,
-            scale,
-        } => cmd::make_clip(&image, &out, seconds, fps, &size, scale),
+        Command::Explain { bundle, image, onnxruntime } => {
+            cmd::explain::explain(&bundle, &image, onnxruntime.as_deref())
+        }
+        Command::Watch { mqtt, prefix, until_offline, count, timeout } => {
+            cmd::watch(&mqtt, &prefix, until_offline, count, timeout)
+        }
+        Command::Bench { cameras, seconds, model_only, no_batching, unpaced, bundle, image, onnxruntime } => {
+            cmd::bench::bench(&cmd::bench::BenchOptions {
+                cameras,
+                seconds,
+                model_only,
+                no_batching,
+                bundle,
+                image,
+                unpaced,
+                onnxruntime,
+            })
+        }
+        Command::MakeClip { image, out, seconds, fps, size, scale } => {
+            cmd::make_clip(&image, &out, seconds, fps, &size, scale)
+        }
     };
     match result {
         Ok(code) => code,

@@ -52,10 +52,7 @@ pub struct SynthError {
 
 /// Renders `spec` to an MP4 file at `out`.
 pub fn make_clip(spec: &ClipSpec, out: &Path) -> Result<(), SynthError> {
-    let err = |reason: String| SynthError {
-        path: out.display().to_string(),
-        reason,
-    };
+    let err = |reason: String| SynthError { path: out.display().to_string(), reason };
     gst::init().map_err(|e| err(e.to_string()))?;
     let pipeline = gst::parse::launch(
         "appsrc name=src format=time ! videoconvert ! x264enc speed-preset=ultrafast key-int-max=30 ! video/x-h264,profile=baseline ! mp4mux ! filesink name=sink",
@@ -63,9 +60,7 @@ pub fn make_clip(spec: &ClipSpec, out: &Path) -> Result<(), SynthError> {
     .map_err(|e| err(format!("{e} (x264enc needs gstreamer1.0-plugins-ugly)")))?
     .downcast::<gst::Pipeline>()
     .map_err(|_| err("not a pipeline".into()))?;
-    let sink = pipeline
-        .by_name("sink")
-        .ok_or_else(|| err("no sink".into()))?;
+    let sink = pipeline.by_name("sink").ok_or_else(|| err("no sink".into()))?;
     sink.set_property("location", out.display().to_string());
     let src = pipeline
         .by_name("src")
@@ -78,9 +73,7 @@ pub fn make_clip(spec: &ClipSpec, out: &Path) -> Result<(), SynthError> {
         .field("framerate", gst::Fraction::new(spec.fps as i32, 1))
         .build();
     src.set_caps(Some(&caps));
-    pipeline
-        .set_state(gst::State::Playing)
-        .map_err(|_| err("cannot start the encoder".into()))?;
+    pipeline.set_state(gst::State::Playing).map_err(|_| err("cannot start the encoder".into()))?;
     let scaled = scale_sprites(spec);
     for i in 0..spec.frames {
         let data = render(spec, &scaled, i);
@@ -90,15 +83,13 @@ pub fn make_clip(spec: &ClipSpec, out: &Path) -> Result<(), SynthError> {
             b.set_pts(dur * u64::from(i));
             b.set_duration(dur);
         }
-        src.push_buffer(buffer)
-            .map_err(|e| err(format!("encoder refused a frame: {e:?}")))?;
+        src.push_buffer(buffer).map_err(|e| err(format!("encoder refused a frame: {e:?}")))?;
     }
     src.end_of_stream().map_err(|e| err(format!("{e:?}")))?;
     let bus = pipeline.bus().ok_or_else(|| err("no bus".into()))?;
-    let result = match bus.timed_pop_filtered(
-        gst::ClockTime::from_seconds(120),
-        &[gst::MessageType::Eos, gst::MessageType::Error],
-    ) {
+    let result = match bus
+        .timed_pop_filtered(gst::ClockTime::from_seconds(120), &[gst::MessageType::Eos, gst::MessageType::Error])
+    {
         Some(msg) => match msg.view() {
             gst::MessageView::Error(e) => Err(err(e.error().to_string())),
             _ => Ok(()),
@@ -110,10 +101,7 @@ pub fn make_clip(spec: &ClipSpec, out: &Path) -> Result<(), SynthError> {
 }
 
 fn scale_sprites(spec: &ClipSpec) -> Vec<RgbImage> {
-    spec.sprites
-        .iter()
-        .map(|s| resize(&s.image, s.size.0, s.size.1))
-        .collect()
+    spec.sprites.iter().map(|s| resize(&s.image, s.size.0, s.size.1)).collect()
 }
 
 /// Frame `i` of the clip, packed RGB.
@@ -125,26 +113,14 @@ fn render(spec: &ClipSpec, scaled: &[RgbImage], i: u32) -> Vec<u8> {
         let k = if phase <= 1.0 { phase } else { 2.0 - phase };
         let x = sprite.from.0 + (sprite.to.0 - sprite.from.0) * k;
         let y = sprite.from.1 + (sprite.to.1 - sprite.from.1) * k;
-        blit(
-            &mut data,
-            spec.width * 3,
-            spec.width,
-            spec.height,
-            img,
-            x.round() as i64,
-            y.round() as i64,
-        );
+        blit(&mut data, spec.width * 3, spec.width, spec.height, img, x.round() as i64, y.round() as i64);
     }
     data
 }
 
 /// One frame of the clip as an image (for benchmarks that need the clip's pixels).
 pub fn frame(spec: &ClipSpec, i: u32) -> RgbImage {
-    RgbImage {
-        data: render(spec, &scale_sprites(spec), i),
-        width: spec.width,
-        height: spec.height,
-    }
+    RgbImage { data: render(spec, &scale_sprites(spec), i), width: spec.width, height: spec.height }
 }
 
 /// A soft vertical gradient, so the encoder has something to do besides the sprites.
@@ -160,29 +136,11 @@ fn background(w: usize, h: usize) -> Vec<u8> {
 }
 
 fn resize(img: &RgbImage, w: usize, h: usize) -> RgbImage {
-    let s = Sampling {
-        width: w,
-        height: h,
-        layout: Layout::Nhwc,
-        colour: Colour::Rgb,
-        affine: [(1.0, 0.0); 3],
-    };
+    let s = Sampling { width: w, height: h, layout: Layout::Nhwc, colour: Colour::Rgb, affine: [(1.0, 0.0); 3] };
     let mut out = vec![0.0; s.len()];
-    let region = Rect {
-        x: 0.0,
-        y: 0.0,
-        w: img.width as f32,
-        h: img.height as f32,
-    };
+    let region = Rect { x: 0.0, y: 0.0, w: img.width as f32, h: img.height as f32 };
     sample(&img.view(), region, None, &s, &mut out);
-    RgbImage {
-        data: out
-            .iter()
-            .map(|v| v.round().clamp(0.0, 255.0) as u8)
-            .collect(),
-        width: w,
-        height: h,
-    }
+    RgbImage { data: out.iter().map(|v| v.round().clamp(0.0, 255.0) as u8).collect(), width: w, height: h }
 }
 
 fn blit(dst: &mut [u8], stride: usize, w: usize, h: usize, img: &RgbImage, x: i64, y: i64) {

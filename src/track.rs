@@ -51,10 +51,7 @@ pub struct Tracker {
 
 impl std::fmt::Debug for Tracker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tracker")
-            .field("tracks", &self.known.len())
-            .field("frame", &self.frame)
-            .finish_non_exhaustive()
+        f.debug_struct("Tracker").field("tracks", &self.known.len()).field("frame", &self.frame).finish_non_exhaustive()
     }
 }
 
@@ -63,10 +60,7 @@ impl Tracker {
     /// frames, and drawing ids from `ids`.
     pub fn new(iou_threshold: f32, max_missed: u32, ids: Arc<AtomicU64>) -> Tracker {
         let params = ByteTrackParams {
-            common: CommonParams {
-                max_age: max_missed as usize,
-                min_hits: 1,
-            },
+            common: CommonParams { max_age: max_missed as usize, min_hits: 1 },
             track_thresh: 0.6,
             match_thresh: 1.0 - iou_threshold,
             det_thresh: 0.6,
@@ -84,17 +78,11 @@ impl Tracker {
     /// Associates this frame's detections (boxes and detector scores) with tracks.
     pub fn update(&mut self, detections: &[(Rect, f32)]) -> Update {
         self.frame += 1;
-        let input = detections
-            .iter()
-            .map(|(r, s)| ([r.x, r.y, r.w, r.h], *s, 0))
-            .collect();
+        let input = detections.iter().map(|(r, s)| ([r.x, r.y, r.w, r.h], *s, 0)).collect();
         let tracks = self.inner.update(input);
         let mut assigned = vec![None; detections.len()];
         for t in tracks {
-            let Some(i) = t
-                .det_ind
-                .filter(|&i| i < detections.len() && t.frame_id as u64 == self.frame)
-            else {
+            let Some(i) = t.det_ind.filter(|&i| i < detections.len() && t.frame_id as u64 == self.frame) else {
                 continue;
             };
             let ids = &self.ids;
@@ -105,10 +93,7 @@ impl Tracker {
             });
             k.hits += 1;
             k.last_frame = self.frame;
-            assigned[i] = Some(TrackState {
-                id: k.id,
-                hits: k.hits,
-            });
+            assigned[i] = Some(TrackState { id: k.id, hits: k.hits });
         }
         // ByteTrack drops a lost track after `max_age` frames; so do we.
         let (frame, max) = (self.frame, self.max_missed);
@@ -129,10 +114,7 @@ impl Tracker {
         let mut ids: Vec<u64> = self.known.drain().map(|(_, k)| k.id).collect();
         ids.sort_unstable();
         self.inner = ByteTrack::from_params(ByteTrackParams {
-            common: CommonParams {
-                max_age: self.max_missed as usize,
-                min_hits: 1,
-            },
+            common: CommonParams { max_age: self.max_missed as usize, min_hits: 1 },
             ..ByteTrackParams::default()
         });
         self.frame = 0;
@@ -145,15 +127,7 @@ mod tests {
     use super::*;
 
     fn r(x: f32, y: f32) -> (Rect, f32) {
-        (
-            Rect {
-                x,
-                y,
-                w: 40.0,
-                h: 40.0,
-            },
-            0.9,
-        )
+        (Rect { x, y, w: 40.0, h: 40.0 }, 0.9)
     }
 
     #[test]
@@ -173,10 +147,7 @@ mod tests {
         for (face, ids) in &seen {
             let mut distinct = ids.clone();
             distinct.dedup();
-            assert!(
-                distinct.len() <= 2,
-                "face {face} changed id more than once: {distinct:?}"
-            );
+            assert!(distinct.len() <= 2, "face {face} changed id more than once: {distinct:?}");
         }
         assert_ne!(seen[&0].first(), seen[&1].first());
     }
@@ -185,19 +156,13 @@ mod tests {
     fn lost_tracks_end_and_ids_are_never_reused() {
         let ids = Arc::new(AtomicU64::new(0));
         let mut t = Tracker::new(0.3, 2, ids.clone());
-        let first = (0..3)
-            .filter_map(|_| t.update(&[r(10.0, 10.0)]).assigned[0])
-            .last()
-            .unwrap();
+        let first = (0..3).filter_map(|_| t.update(&[r(10.0, 10.0)]).assigned[0]).last().unwrap();
         let mut ended = Vec::new();
         for _ in 0..4 {
             ended.extend(t.update(&[]).ended);
         }
         assert_eq!(ended, vec![first.id]);
-        let again = (0..3)
-            .filter_map(|_| t.update(&[r(300.0, 300.0)]).assigned[0])
-            .last()
-            .unwrap();
+        let again = (0..3).filter_map(|_| t.update(&[r(300.0, 300.0)]).assigned[0]).last().unwrap();
         assert!(again.id > first.id);
         assert_eq!(t.finish(), vec![again.id]);
     }

@@ -7,29 +7,19 @@ use std::path::Path;
 
 fn check(config: &Path, env: &[(&str, &str)]) -> (i32, String) {
     let out = common::run_clefd(&["check-config", "--config", config.to_str().unwrap()], env);
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn setup() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let clip = dir.path().join("clip.mp4");
-    std::fs::write(
-        &clip,
-        b"not really a video; check-config only needs the file",
-    )
-    .unwrap();
+    std::fs::write(&clip, b"not really a video; check-config only needs the file").unwrap();
     (dir, clip)
 }
 
 fn main_config(dir: &Path, body: &str) -> std::path::PathBuf {
     let p = dir.join("clefd.toml");
-    let text = format!(
-        "[engine]\nbundle = \"{}\"\n{body}",
-        common::demo_bundle().display()
-    );
+    let text = format!("[engine]\nbundle = \"{}\"\n{body}", common::demo_bundle().display());
     std::fs::write(&p, text).unwrap();
     p
 }
@@ -37,10 +27,7 @@ fn main_config(dir: &Path, body: &str) -> std::path::PathBuf {
 #[test]
 fn a_valid_config_passes() {
     let (dir, clip) = setup();
-    let p = main_config(
-        dir.path(),
-        &format!("[cameras.door]\nuri = \"file://{}\"\n", clip.display()),
-    );
+    let p = main_config(dir.path(), &format!("[cameras.door]\nuri = \"file://{}\"\n", clip.display()));
     let (code, out) = check(&p, &[]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("ok (1 camera(s) enabled"));
@@ -51,10 +38,7 @@ fn each_broken_config_gets_its_own_message() {
     let (dir, clip) = setup();
     let cases: Vec<(String, &str, Vec<&str>)> = vec![
         (
-            format!(
-                "[mqtt]\nurll = \"x\"\n[cameras.a]\nuri = \"file://{}\"\n",
-                clip.display()
-            ),
+            format!("[mqtt]\nurll = \"x\"\n[cameras.a]\nuri = \"file://{}\"\n", clip.display()),
             "unknown key",
             vec!["mqtt.urll: unknown key"],
         ),
@@ -69,10 +53,7 @@ fn each_broken_config_gets_its_own_message() {
             vec!["cameras.a.uri: camera 'a': file /no/such/clip.mp4 does not exist"],
         ),
         (
-            format!(
-                "[cameras.a]\nuri = \"file://{}\"\nbundle = \"/no/such/bundle\"\n",
-                clip.display()
-            ),
+            format!("[cameras.a]\nuri = \"file://{}\"\nbundle = \"/no/such/bundle\"\n", clip.display()),
             "missing bundle",
             vec!["cameras.a.bundle: engine bundle folder /no/such/bundle does not exist"],
         ),
@@ -89,31 +70,17 @@ fn each_broken_config_gets_its_own_message() {
             ],
         ),
         (
-            format!(
-                "[mqtt]\nurl = \"http://broker\"\n[cameras.a]\nuri = \"file://{}\"\n",
-                clip.display()
-            ),
+            format!("[mqtt]\nurl = \"http://broker\"\n[cameras.a]\nuri = \"file://{}\"\n", clip.display()),
             "bad broker url",
             vec!["mqtt.url: unsupported scheme 'http'"],
         ),
         (
-            format!(
-                "[events]\nmin_track_age = \"three\"\n[cameras.a]\nuri = \"file://{}\"\n",
-                clip.display()
-            ),
+            format!("[events]\nmin_track_age = \"three\"\n[cameras.a]\nuri = \"file://{}\"\n", clip.display()),
             "wrong type",
             vec!["events.min_track_age: expected"],
         ),
-        (
-            "".into(),
-            "no cameras",
-            vec!["cameras: no camera configured"],
-        ),
-        (
-            "[cameras.a\nuri=".into(),
-            "invalid toml",
-            vec![": -: not valid TOML"],
-        ),
+        ("".into(), "no cameras", vec!["cameras: no camera configured"]),
+        ("[cameras.a\nuri=".into(), "invalid toml", vec![": -: not valid TOML"]),
     ];
     for (body, what, expected) in cases {
         let p = main_config(dir.path(), &body);
@@ -134,46 +101,26 @@ fn each_broken_config_gets_its_own_message() {
 #[test]
 fn duplicate_camera_names_across_files_are_rejected() {
     let (dir, clip) = setup();
-    let p = main_config(
-        dir.path(),
-        &format!("[cameras.door]\nuri = \"file://{}\"\n", clip.display()),
-    );
+    let p = main_config(dir.path(), &format!("[cameras.door]\nuri = \"file://{}\"\n", clip.display()));
     let drop_ins = dir.path().join("cameras.d");
     std::fs::create_dir_all(&drop_ins).unwrap();
-    std::fs::write(
-        drop_ins.join("door.toml"),
-        format!("uri = \"file://{}\"\n", clip.display()),
-    )
-    .unwrap();
-    std::fs::write(
-        drop_ins.join("yard.toml"),
-        format!("uri = \"file://{}\"\nbogus = 1\n", clip.display()),
-    )
-    .unwrap();
+    std::fs::write(drop_ins.join("door.toml"), format!("uri = \"file://{}\"\n", clip.display())).unwrap();
+    std::fs::write(drop_ins.join("yard.toml"), format!("uri = \"file://{}\"\nbogus = 1\n", clip.display())).unwrap();
     let (code, out) = check(&p, &[]);
     assert_eq!(code, 2, "{out}");
-    assert!(
-        out.contains("door.toml: name: camera 'door' is already defined in"),
-        "{out}"
-    );
+    assert!(out.contains("door.toml: name: camera 'door' is already defined in"), "{out}");
     assert!(out.contains("yard.toml: bogus: unknown key"), "{out}");
 }
 
 #[test]
 fn environment_overrides_apply_and_are_named() {
     let (dir, clip) = setup();
-    let p = main_config(
-        dir.path(),
-        &format!("[cameras.door]\nuri = \"file://{}\"\n", clip.display()),
-    );
+    let p = main_config(dir.path(), &format!("[cameras.door]\nuri = \"file://{}\"\n", clip.display()));
     let (code, out) = check(&p, &[("CLEFD__MQTT__URL", "mqtt://127.0.0.1:18830")]);
     assert_eq!(code, 0, "{out}");
     let (code, out) = check(&p, &[("CLEFD__MQTT__URL", "gopher://x")]);
     assert_eq!(code, 2);
-    assert!(
-        out.contains("mqtt.url: unsupported scheme 'gopher'"),
-        "{out}"
-    );
+    assert!(out.contains("mqtt.url: unsupported scheme 'gopher'"), "{out}");
     let (code, out) = check(&p, &[("CLEFD__MQTT__NOPE", "1")]);
     assert_eq!(code, 2);
     assert!(out.contains("environment: mqtt.nope: unknown key"), "{out}");
@@ -183,8 +130,5 @@ fn environment_overrides_apply_and_are_named() {
 fn a_missing_config_file_is_named() {
     let (code, out) = check(Path::new("/no/such/clefd.toml"), &[]);
     assert_eq!(code, 2);
-    assert!(
-        out.contains("/no/such/clefd.toml: -: cannot read the config file"),
-        "{out}"
-    );
+    assert!(out.contains("/no/such/clefd.toml: -: cannot read the config file"), "{out}");
 }

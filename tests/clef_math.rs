@@ -27,20 +27,14 @@ fn assert_close(what: &str, i: usize, got: &[f32], want: &[f64]) {
     assert_eq!(got.len(), want.len(), "{what} case {i}: length");
     for (j, (&g, &w)) in got.iter().zip(want).enumerate() {
         let tol = 1e-5 * w.abs().max(1.0);
-        assert!(
-            (f64::from(g) - w).abs() <= tol,
-            "{what} case {i} label {j}: got {g}, want {w}"
-        );
+        assert!((f64::from(g) - w).abs() <= tol, "{what} case {i} label {j}: got {g}, want {w}");
     }
 }
 
 #[test]
 fn matches_numpy_reference_vectors() {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/clef_reference/vectors.json"
-    ))
-    .expect("reference vectors are committed");
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clef_reference/vectors.json"))
+        .expect("reference vectors are committed");
     let vectors: Vectors = serde_json::from_str(&text).expect("vectors.json parses");
     assert!(vectors.cases.len() >= 45);
     for (i, c) in vectors.cases.iter().enumerate() {

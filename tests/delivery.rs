@@ -11,9 +11,7 @@ use common::{Broker, Consumer, Daemon, Received};
 
 fn seqs(msgs: &[Received], device: &str) -> Vec<u64> {
     msgs.iter()
-        .filter(|m| {
-            m.topic.starts_with(&format!("clefd/{device}/")) && m.topic.ends_with("/emotion")
-        })
+        .filter(|m| m.topic.starts_with(&format!("clefd/{device}/")) && m.topic.ends_with("/emotion"))
         .filter_map(|m| m.body["seq"].as_u64())
         .collect()
 }
@@ -24,25 +22,15 @@ fn first_seen(seqs: &[u64]) -> Vec<u64> {
     seqs.iter().copied().filter(|s| seen.insert(*s)).collect()
 }
 
-fn config(
-    dir: &std::path::Path,
-    broker: &Broker,
-    device: &str,
-    cameras: usize,
-    extra: &str,
-) -> std::path::PathBuf {
+fn config(dir: &std::path::Path, broker: &Broker, device: &str, cameras: usize, extra: &str) -> std::path::PathBuf {
     let clip = dir.join("clip.mp4");
     if !clip.exists() {
         common::astronaut_clip(&clip, 4.0, 15);
     }
-    let mut text = common::base_config(dir, &broker.url(), device)
-        .replace("heartbeat_s = 1.0", "heartbeat_s = 0.2");
+    let mut text = common::base_config(dir, &broker.url(), device).replace("heartbeat_s = 1.0", "heartbeat_s = 0.2");
     text = text.replace("[mqtt]\n", &format!("[mqtt]\n{extra}"));
     for i in 0..cameras {
-        text += &format!(
-            "[cameras.cam{i}]\nuri = \"file://{}\"\nloop = true\n",
-            clip.display()
-        );
+        text += &format!("[cameras.cam{i}]\nuri = \"file://{}\"\nloop = true\n", clip.display());
     }
     let p = dir.join("clefd.toml");
     std::fs::write(&p, text).unwrap();
@@ -60,41 +48,27 @@ fn a_broker_outage_loses_nothing_and_keeps_order() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), &broker, "outage", 1, "");
     let daemon = Daemon::start(&cfg, &dir.path().join("clefd.log"));
-    consumer.wait_for("a few events", Duration::from_secs(30), |m| {
-        seqs(m, "outage").len() >= 5
-    });
+    consumer.wait_for("a few events", Duration::from_secs(30), |m| seqs(m, "outage").len() >= 5);
     broker.stop();
     std::thread::sleep(Duration::from_secs(4));
     broker.start_again();
     let before = count_events(&consumer, "outage");
-    consumer.wait_for("events after the outage", Duration::from_secs(30), |m| {
-        seqs(m, "outage").len() >= before + 10
-    });
+    consumer.wait_for("events after the outage", Duration::from_secs(30), |m| seqs(m, "outage").len() >= before + 10);
     let log = || std::fs::read_to_string(dir.path().join("clefd.log")).unwrap_or_default();
     assert!(daemon.stop(), "{}", log());
     consumer.wait_for("offline", Duration::from_secs(10), |m| {
-        m.iter()
-            .any(|x| x.topic == "clefd/outage/availability" && x.body == "offline" && !x.retained)
+        m.iter().any(|x| x.topic == "clefd/outage/availability" && x.body == "offline" && !x.retained)
     });
     let all = seqs(&consumer.messages(), "outage");
     let first = first_seen(&all);
-    let last: u64 = std::fs::read_to_string(dir.path().join("state/seq"))
-        .unwrap()
-        .trim()
-        .parse::<u64>()
-        .unwrap()
-        - 1;
+    let last: u64 = std::fs::read_to_string(dir.path().join("state/seq")).unwrap().trim().parse::<u64>().unwrap() - 1;
     assert_eq!(
         first,
         (0..=last).collect::<Vec<_>>(),
         "every seq from 0 to {last}, in order (duplicates allowed)\n{}",
         log()
     );
-    assert!(
-        log().contains("MQTT broker unreachable; events go to the spool"),
-        "{}",
-        log()
-    );
+    assert!(log().contains("MQTT broker unreachable; events go to the spool"), "{}", log());
 }
 
 #[test]
@@ -104,26 +78,14 @@ fn spooled_events_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), &broker, "killed", 1, "");
     let mut daemon = Daemon::start(&cfg, &dir.path().join("clefd1.log"));
-    consumer.wait_for("a few events", Duration::from_secs(30), |m| {
-        seqs(m, "killed").len() >= 3
-    });
+    consumer.wait_for("a few events", Duration::from_secs(30), |m| seqs(m, "killed").len() >= 3);
     broker.stop();
     std::thread::sleep(Duration::from_secs(3));
     daemon.kill();
-    let spooled_up_to: u64 = std::fs::read_to_string(dir.path().join("state/seq"))
-        .unwrap()
-        .trim()
-        .parse::<u64>()
-        .unwrap()
-        - 1;
-    let received_before = seqs(&consumer.messages(), "killed")
-        .into_iter()
-        .max()
-        .unwrap();
-    assert!(
-        spooled_up_to > received_before + 3,
-        "events were spooled while the broker was down"
-    );
+    let spooled_up_to: u64 =
+        std::fs::read_to_string(dir.path().join("state/seq")).unwrap().trim().parse::<u64>().unwrap() - 1;
+    let received_before = seqs(&consumer.messages(), "killed").into_iter().max().unwrap();
+    assert!(spooled_up_to > received_before + 3, "events were spooled while the broker was down");
     broker.start_again();
     let daemon = Daemon::start(&cfg, &dir.path().join("clefd2.log"));
     consumer.wait_for("the spooled events", Duration::from_secs(30), |m| {
@@ -145,32 +107,23 @@ fn a_full_spool_drops_the_oldest_and_counts_exactly_what_is_missing() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), &broker, "bounded", 4, "spool_max_mb = 0.1\n");
     let daemon = Daemon::start(&cfg, &dir.path().join("clefd.log"));
-    consumer.wait_for("events", Duration::from_secs(30), |m| {
-        seqs(m, "bounded").len() >= 5
-    });
+    consumer.wait_for("events", Duration::from_secs(30), |m| seqs(m, "bounded").len() >= 5);
     broker.stop();
     let spool = dir.path().join("state/spool");
     let mut max_bytes = 0;
     for _ in 0..40 {
         std::thread::sleep(Duration::from_millis(200));
-        let bytes: u64 = std::fs::read_dir(&spool)
-            .unwrap()
-            .filter_map(|e| e.ok()?.metadata().ok())
-            .map(|m| m.len())
-            .sum();
+        let bytes: u64 =
+            std::fs::read_dir(&spool).unwrap().filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum();
         max_bytes = max_bytes.max(bytes);
     }
-    assert!(
-        max_bytes <= 110 * 1024,
-        "the spool stays within its bound: {max_bytes} bytes"
-    );
+    assert!(max_bytes <= 110 * 1024, "the spool stays within its bound: {max_bytes} bytes");
     broker.start_again();
     std::thread::sleep(Duration::from_secs(3));
     let log_path = dir.path().join("clefd.log");
     assert!(daemon.stop());
     consumer.wait_for("offline", Duration::from_secs(10), |m| {
-        m.iter()
-            .any(|x| x.topic == "clefd/bounded/availability" && x.body == "offline" && !x.retained)
+        m.iter().any(|x| x.topic == "clefd/bounded/availability" && x.body == "offline" && !x.retained)
     });
     let log = std::fs::read_to_string(&log_path).unwrap();
     let dropped: u64 = log
@@ -181,18 +134,10 @@ fn a_full_spool_drops_the_oldest_and_counts_exactly_what_is_missing() {
         .and_then(|s| s.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .expect("the publisher reports its drop count");
-    let last: u64 = std::fs::read_to_string(dir.path().join("state/seq"))
-        .unwrap()
-        .trim()
-        .parse::<u64>()
-        .unwrap()
-        - 1;
+    let last: u64 = std::fs::read_to_string(dir.path().join("state/seq")).unwrap().trim().parse::<u64>().unwrap() - 1;
     let received: BTreeSet<u64> = seqs(&consumer.messages(), "bounded").into_iter().collect();
     let missing = (0..=last).filter(|s| !received.contains(s)).count() as u64;
     assert!(dropped > 0, "the outage overflowed the spool\n{log}");
-    assert_eq!(
-        dropped, missing,
-        "drop counter equals the events missing at the consumer\n{log}"
-    );
+    assert_eq!(dropped, missing, "drop counter equals the events missing at the consumer\n{log}");
     assert!(log.contains("spool full: dropped the oldest events"));
 }

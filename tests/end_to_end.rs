@@ -12,10 +12,7 @@ use serde_json::Value;
 /// Subscribes to everything under `clefd/`, then runs `f`, collecting messages until the
 /// device publishes `offline` or the timeout passes.
 fn collect_while(port: u16, f: impl FnOnce() + Send + 'static) -> Vec<(String, Value, bool)> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async move {
         let mut opts = MqttOptions::new("e2e-consumer", "127.0.0.1", port);
         opts.set_max_packet_size(1 << 20, 1 << 20);
@@ -66,68 +63,32 @@ fn astronaut_clip_produces_schema_valid_happy_events() {
     let schema: Value = serde_json::from_str(&common::event_schema()).unwrap();
     let validator = jsonschema::validator_for(&schema).expect("schema compiles");
 
-    let availability: Vec<&Value> = messages
-        .iter()
-        .filter(|(t, _, _)| t == "clefd/testdev/availability")
-        .map(|(_, v, _)| v)
-        .collect();
-    assert_eq!(
-        availability.first().and_then(|v| v.as_str()),
-        Some("online"),
-        "online first: {availability:?}"
-    );
-    assert_eq!(
-        availability.last().and_then(|v| v.as_str()),
-        Some("offline"),
-        "offline last"
-    );
+    let availability: Vec<&Value> =
+        messages.iter().filter(|(t, _, _)| t == "clefd/testdev/availability").map(|(_, v, _)| v).collect();
+    assert_eq!(availability.first().and_then(|v| v.as_str()), Some("online"), "online first: {availability:?}");
+    assert_eq!(availability.last().and_then(|v| v.as_str()), Some("offline"), "offline last");
 
-    let events: Vec<&Value> = messages
-        .iter()
-        .filter(|(t, _, _)| t == "clefd/testdev/cam1/emotion")
-        .map(|(_, v, _)| v)
-        .collect();
-    assert!(
-        events.len() >= 2,
-        "expected new and end events, got {events:?}\n{stderr}"
-    );
+    let events: Vec<&Value> =
+        messages.iter().filter(|(t, _, _)| t == "clefd/testdev/cam1/emotion").map(|(_, v, _)| v).collect();
+    assert!(events.len() >= 2, "expected new and end events, got {events:?}\n{stderr}");
     for ev in &events {
-        let errors: Vec<String> = validator
-            .iter_errors(ev)
-            .map(|e| format!("{} at {}", e, e.instance_path))
-            .collect();
-        assert!(
-            errors.is_empty(),
-            "event violates the schema: {errors:?}\n{ev}"
-        );
+        let errors: Vec<String> = validator.iter_errors(ev).map(|e| format!("{} at {}", e, e.instance_path)).collect();
+        assert!(errors.is_empty(), "event violates the schema: {errors:?}\n{ev}");
         assert_eq!(ev["emotion"], "happy", "{ev}");
         assert_eq!(ev["debias"], "off");
         assert!(ev["debiased"].is_null() && ev["context_bias"].is_null());
         assert!(ev["confidence"].as_f64().unwrap() > 0.9);
         assert_eq!(ev["bundle"]["name"], "face-fer2013");
         // The astronaut's face is in the upper middle of the sprite.
-        let (y, h) = (
-            ev["box"]["y"].as_f64().unwrap(),
-            ev["box"]["h"].as_f64().unwrap(),
-        );
-        assert!(
-            (0.1..0.45).contains(&y) && (0.08..0.35).contains(&h),
-            "face box {}",
-            ev["box"]
-        );
+        let (y, h) = (ev["box"]["y"].as_f64().unwrap(), ev["box"]["h"].as_f64().unwrap());
+        assert!((0.1..0.45).contains(&y) && (0.08..0.35).contains(&h), "face box {}", ev["box"]);
     }
     assert_eq!(events.first().unwrap()["type"], "new");
     assert_eq!(events.last().unwrap()["type"], "end");
     let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
-    assert!(
-        seqs.windows(2).all(|w| w[1] == w[0] + 1),
-        "seq increases by one: {seqs:?}"
-    );
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "seq increases by one: {seqs:?}");
     let track = &events[0]["track_id"];
-    assert!(
-        events.iter().all(|e| &e["track_id"] == track),
-        "one face, one track"
-    );
+    assert!(events.iter().all(|e| &e["track_id"] == track), "one face, one track");
 
     // A second run continues the sequence (persisted in state_dir).
     let cfg = config.clone();
@@ -135,15 +96,9 @@ fn astronaut_clip_produces_schema_valid_happy_events() {
         let o = common::run_clefd(&["run", "--config", cfg.to_str().unwrap()], &[]);
         assert!(o.status.success());
     });
-    let first_again = again
-        .iter()
-        .find(|(t, _, _)| t.ends_with("/emotion"))
-        .map(|(_, v, _)| v["seq"].as_u64().unwrap());
-    assert_eq!(
-        first_again,
-        Some(seqs.last().unwrap() + 1),
-        "seq continues across restarts"
-    );
+    let first_again =
+        again.iter().find(|(t, _, _)| t.ends_with("/emotion")).map(|(_, v, _)| v["seq"].as_u64().unwrap());
+    assert_eq!(first_again, Some(seqs.last().unwrap() + 1), "seq continues across restarts");
 }
 
 #[test]
@@ -169,14 +124,8 @@ fn a_live_test_source_runs_until_sigterm_then_goes_offline_cleanly() {
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_secs(3));
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "a live source keeps the daemon running"
-        );
-        std::process::Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
+        assert!(child.try_wait().unwrap().is_none(), "a live source keeps the daemon running");
+        std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
         let out = child.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "SIGTERM exits 0: {stderr}");
@@ -187,10 +136,7 @@ fn a_live_test_source_runs_until_sigterm_then_goes_offline_cleanly() {
             .and_then(|s| s.split_whitespace().next())
             .and_then(|n| n.parse().ok())
             .expect("run summary with frames");
-        assert!(
-            frames > 20,
-            "the test pattern was analysed ({frames} frames): {stderr}"
-        );
+        assert!(frames > 20, "the test pattern was analysed ({frames} frames): {stderr}");
     });
     assert!(started.elapsed() < Duration::from_secs(30));
     let avail: Vec<String> = messages
@@ -199,8 +145,5 @@ fn a_live_test_source_runs_until_sigterm_then_goes_offline_cleanly() {
         .map(|(_, v, _)| v.as_str().unwrap_or("").to_string())
         .collect();
     assert_eq!(avail, vec!["online".to_string(), "offline".to_string()]);
-    assert!(
-        !messages.iter().any(|(t, _, _)| t.ends_with("/emotion")),
-        "no face in a test pattern"
-    );
+    assert!(!messages.iter().any(|(t, _, _)| t.ends_with("/emotion")), "no face in a test pattern");
 }

@@ -18,16 +18,8 @@ fn copy_bundle(to: &Path) {
 
 fn explain(bundle: &Path, env: &[(&str, &str)]) -> (i32, String, String) {
     let image = common::repo().join("assets/astronaut.png");
-    let out = common::run_clefd(
-        &[
-            "explain",
-            "--bundle",
-            bundle.to_str().unwrap(),
-            "--image",
-            image.to_str().unwrap(),
-        ],
-        env,
-    );
+    let out =
+        common::run_clefd(&["explain", "--bundle", bundle.to_str().unwrap(), "--image", image.to_str().unwrap()], env);
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -47,23 +39,12 @@ fn explain_reports_every_stage_for_the_astronaut() {
     assert_eq!(f["emotion"], "happy");
     assert!(f["factual"]["happy"].as_f64().unwrap() > 0.95);
     assert_eq!(f["y_e"].as_array().unwrap().len(), 7);
-    assert!(
-        f["y_c"].is_null() && f["tie"].is_null() && f["counterfactual"].is_null(),
-        "no context branch"
-    );
+    assert!(f["y_c"].is_null() && f["tie"].is_null() && f["counterfactual"].is_null(), "no context branch");
     assert!(f["detector_score"].as_f64().unwrap() > 0.8);
     // BlazeFace full-range puts the face at x≈174, y≈70, 105 px wide (checked against
     // MediaPipe's TFLite model by engines/tools/convert_models.py).
-    let b: Vec<f64> = f["box_px"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect();
-    assert!(
-        (b[0] - 174.0).abs() < 8.0 && (b[1] - 70.0).abs() < 8.0 && (b[2] - 105.0).abs() < 10.0,
-        "box {b:?}"
-    );
+    let b: Vec<f64> = f["box_px"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    assert!((b[0] - 174.0).abs() < 8.0 && (b[1] - 70.0).abs() < 8.0 && (b[2] - 105.0).abs() < 10.0, "box {b:?}");
     assert!((f["box"]["x"].as_f64().unwrap() - b[0] / 512.0).abs() < 1e-4);
 }
 
@@ -80,33 +61,29 @@ fn a_model_that_does_not_fit_its_manifest_is_named() {
     .unwrap();
     let (code, _, stderr) = explain(&bundle, &[]);
     assert_eq!(code, 1);
-    assert!(stderr.contains("model vanilla: tensor 'face' has shape [-1, 1, 64, 64], but the manifest expects [-1, 1, 48, 48]"), "{stderr}");
-
-    let manifest = std::fs::read_to_string(bundle.join("manifest.toml"))
-        .unwrap()
-        .replace("width = 48\nheight = 48", "width = 64\nheight = 64");
-    std::fs::write(
-        bundle.join("manifest.toml"),
-        manifest.replace("output = \"logits\"", "output = \"probs\""),
-    )
-    .unwrap();
-    let (code, _, stderr) = explain(&bundle, &[]);
-    assert_eq!(code, 1);
     assert!(
         stderr.contains(
-            "model vanilla: the manifest names output 'probs', but the graph has [\"logits\"]"
+            "model vanilla: tensor 'face' has shape [-1, 1, 64, 64], but the manifest expects [-1, 1, 48, 48]"
         ),
         "{stderr}"
     );
 
     let manifest = std::fs::read_to_string(bundle.join("manifest.toml"))
         .unwrap()
+        .replace("width = 48\nheight = 48", "width = 64\nheight = 64");
+    std::fs::write(bundle.join("manifest.toml"), manifest.replace("output = \"logits\"", "output = \"probs\""))
+        .unwrap();
+    let (code, _, stderr) = explain(&bundle, &[]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("model vanilla: the manifest names output 'probs', but the graph has [\"logits\"]"),
+        "{stderr}"
+    );
+
+    let manifest = std::fs::read_to_string(bundle.join("manifest.toml"))
+        .unwrap()
         .replace("output = \"probs\"", "output = \"logits\"");
-    std::fs::write(
-        bundle.join("manifest.toml"),
-        manifest.replace("strides = [4]", "strides = [8]"),
-    )
-    .unwrap();
+    std::fs::write(bundle.join("manifest.toml"), manifest.replace("strides = [4]", "strides = [8]")).unwrap();
     let (code, _, stderr) = explain(&bundle, &[]);
     assert_eq!(code, 1);
     assert!(stderr.contains("model detector: tensor 'reshaped_regressor_face_4' has shape [1, 2304, 16], but the manifest expects [1, 576, 16]"), "{stderr}");
@@ -114,15 +91,9 @@ fn a_model_that_does_not_fit_its_manifest_is_named() {
 
 #[test]
 fn a_missing_onnx_runtime_library_is_a_clear_error() {
-    let (code, _, stderr) = explain(
-        &common::demo_bundle(),
-        &[("ORT_DYLIB_PATH", "/no/such/libonnxruntime.so")],
-    );
+    let (code, _, stderr) = explain(&common::demo_bundle(), &[("ORT_DYLIB_PATH", "/no/such/libonnxruntime.so")]);
     assert_eq!(code, 1, "{stderr}");
-    assert!(
-        stderr.contains("ONNX Runtime library not found (looked in: /no/such/libonnxruntime.so)"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("ONNX Runtime library not found (looked in: /no/such/libonnxruntime.so)"), "{stderr}");
     assert!(stderr.contains("make setup"), "says what to do: {stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
@@ -132,15 +103,9 @@ fn a_library_that_is_not_onnx_runtime_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let fake = dir.path().join("libonnxruntime.so");
     std::fs::write(&fake, b"\x7fELF but not really").unwrap();
-    let (code, _, stderr) = explain(
-        &common::demo_bundle(),
-        &[("ORT_DYLIB_PATH", fake.to_str().unwrap())],
-    );
+    let (code, _, stderr) = explain(&common::demo_bundle(), &[("ORT_DYLIB_PATH", fake.to_str().unwrap())]);
     assert_eq!(code, 1, "{stderr}");
-    assert!(
-        stderr.contains(&format!("cannot use ONNX Runtime at {}", fake.display())),
-        "{stderr}"
-    );
+    assert!(stderr.contains(&format!("cannot use ONNX Runtime at {}", fake.display())), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
@@ -156,9 +121,6 @@ fn a_corrupt_video_fails_its_camera_with_a_clear_error() {
     let out = common::run_clefd(&["run", "--config", config.to_str().unwrap()], &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("camera failed") && stderr.contains("camera=cam1"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("camera failed") && stderr.contains("camera=cam1"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }

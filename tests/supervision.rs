@@ -21,10 +21,7 @@ fn states(msgs: &[Received], camera: &str) -> Vec<String> {
 }
 
 fn events(msgs: &[Received], camera: &str) -> Vec<Received> {
-    msgs.iter()
-        .filter(|m| m.topic.ends_with(&format!("/{camera}/emotion")))
-        .cloned()
-        .collect()
+    msgs.iter().filter(|m| m.topic.ends_with(&format!("/{camera}/emotion"))).cloned().collect()
 }
 
 /// An RTSP server (gst-rtsp-server) on 127.0.0.1 streaming an H.264 clip at its own pace.
@@ -65,14 +62,8 @@ impl RtspServer {
             })
             .unwrap();
         });
-        let port = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("RTSP server started");
-        RtspServer {
-            port,
-            main_loop,
-            thread: Some(thread),
-        }
+        let port = rx.recv_timeout(Duration::from_secs(10)).expect("RTSP server started");
+        RtspServer { port, main_loop, thread: Some(thread) }
     }
 
     fn stop(mut self) {
@@ -102,45 +93,29 @@ fn rtsp_camera_reconnects_after_the_server_restarts_and_events_resume() {
     let daemon = Daemon::start(&cfg, &dir.path().join("clefd.log"));
     let log = || std::fs::read_to_string(dir.path().join("clefd.log")).unwrap_or_default();
 
-    consumer.wait_for(
-        "the camera streaming and an event",
-        Duration::from_secs(30),
-        |m| states(m, "door").contains(&"streaming".to_string()) && !events(m, "door").is_empty(),
-    );
+    consumer.wait_for("the camera streaming and an event", Duration::from_secs(30), |m| {
+        states(m, "door").contains(&"streaming".to_string()) && !events(m, "door").is_empty()
+    });
     server.stop();
     let outage = Instant::now();
     consumer.wait_for("reconnecting", Duration::from_secs(20), |m| {
-        states(m, "door")
-            .iter()
-            .any(|s| s == "reconnecting" || s == "stalled")
+        states(m, "door").iter().any(|s| s == "reconnecting" || s == "stalled")
     });
     std::thread::sleep(Duration::from_secs(3).saturating_sub(outage.elapsed()));
     let server = RtspServer::start(port, &clip);
     let back = Instant::now();
-    consumer.wait_for(
-        "streaming again and new events",
-        Duration::from_secs(30),
-        |m| {
-            let s = states(m, "door");
-            let last_down = s
-                .iter()
-                .rposition(|x| x == "reconnecting" || x == "stalled")
-                .unwrap_or(0);
-            s[last_down..].contains(&"streaming".to_string())
-                && events(m, "door")
-                    .iter()
-                    .any(|e| e.at > back && e.body["type"] == "new")
-        },
-    );
+    consumer.wait_for("streaming again and new events", Duration::from_secs(30), |m| {
+        let s = states(m, "door");
+        let last_down = s.iter().rposition(|x| x == "reconnecting" || x == "stalled").unwrap_or(0);
+        s[last_down..].contains(&"streaming".to_string())
+            && events(m, "door").iter().any(|e| e.at > back && e.body["type"] == "new")
+    });
     assert!(daemon.stop(), "{}", log());
     server.stop();
     let evs = events(&consumer.messages(), "door");
     assert!(evs.iter().all(|e| e.body["emotion"] == "happy"), "{evs:?}");
     // The track of the first stream ended when the stream broke.
-    assert!(
-        evs.iter().any(|e| e.body["type"] == "end" && e.at < back),
-        "an end event for the broken stream"
-    );
+    assert!(evs.iter().any(|e| e.body["type"] == "end" && e.at < back), "an end event for the broken stream");
 }
 
 #[test]
@@ -167,24 +142,13 @@ fn a_silent_server_stalls_the_camera_and_it_is_restarted() {
     )
     .unwrap();
     let daemon = Daemon::start(&cfg, &dir.path().join("clefd.log"));
-    consumer.wait_for(
-        "stalled, then started again",
-        Duration::from_secs(30),
-        |m| {
-            let s = states(m, "mute");
-            s.iter().any(|x| x == "stalled") && accepted.load(Ordering::SeqCst) >= 2
-        },
-    );
+    consumer.wait_for("stalled, then started again", Duration::from_secs(30), |m| {
+        let s = states(m, "mute");
+        s.iter().any(|x| x == "stalled") && accepted.load(Ordering::SeqCst) >= 2
+    });
     let st: Vec<_> = consumer.on("/mute/state");
     let stalled = st.iter().find(|m| m.body["status"] == "stalled").unwrap();
-    assert!(
-        stalled.body["last_error"]
-            .as_str()
-            .unwrap()
-            .contains("no frame for 2.0 s"),
-        "{}",
-        stalled.body
-    );
+    assert!(stalled.body["last_error"].as_str().unwrap().contains("no frame for 2.0 s"), "{}", stalled.body);
     assert!(daemon.stop());
 }
 
@@ -196,24 +160,14 @@ fn bad_cameras_do_not_disturb_good_ones() {
     let clip = dir.path().join("clip.mp4");
     common::astronaut_clip(&clip, 4.0, 15);
     let corrupt = dir.path().join("corrupt.mp4");
-    std::fs::write(
-        &corrupt,
-        b"\x00\x00\x00\x18ftypmp42 this is not a video at all, just bytes",
-    )
-    .unwrap();
+    std::fs::write(&corrupt, b"\x00\x00\x00\x18ftypmp42 this is not a video at all, just bytes").unwrap();
     let closed_port = common::free_port();
     let mut text = common::base_config(dir.path(), &broker.url(), "multi");
     for good in ["good1", "good2"] {
-        text += &format!(
-            "[cameras.{good}]\nuri = \"file://{}\"\nloop = true\n",
-            clip.display()
-        );
+        text += &format!("[cameras.{good}]\nuri = \"file://{}\"\nloop = true\n", clip.display());
     }
     text += &format!("[cameras.unreachable]\nuri = \"rtsp://127.0.0.1:{closed_port}/nothing\"\n");
-    text += &format!(
-        "[cameras.corrupt]\nuri = \"file://{}\"\n",
-        corrupt.display()
-    );
+    text += &format!("[cameras.corrupt]\nuri = \"file://{}\"\n", corrupt.display());
     let cfg = dir.path().join("clefd.toml");
     std::fs::write(&cfg, text).unwrap();
     let start = Instant::now();
@@ -222,34 +176,15 @@ fn bad_cameras_do_not_disturb_good_ones() {
     let log = std::fs::read_to_string(dir.path().join("clefd.log")).unwrap_or_default();
     assert!(daemon.stop(), "{log}");
     let msgs = consumer.messages();
-    assert!(
-        states(&msgs, "corrupt").contains(&"failed".to_string()),
-        "{:?}",
-        states(&msgs, "corrupt")
-    );
+    assert!(states(&msgs, "corrupt").contains(&"failed".to_string()), "{:?}", states(&msgs, "corrupt"));
     let unreachable: Vec<_> = consumer.on("/unreachable/state");
-    assert!(
-        unreachable
-            .iter()
-            .filter(|m| m.body["status"] == "reconnecting")
-            .count()
-            >= 2,
-        "retried with backoff"
-    );
-    assert!(
-        unreachable.last().unwrap().body["restarts"]
-            .as_u64()
-            .unwrap()
-            >= 2
-    );
+    assert!(unreachable.iter().filter(|m| m.body["status"] == "reconnecting").count() >= 2, "retried with backoff");
+    assert!(unreachable.last().unwrap().body["restarts"].as_u64().unwrap() >= 2);
     for good in ["good1", "good2"] {
         let evs = events(&msgs, good);
         // Heartbeat is 1 s: every 2-second window after start-up has events.
         for w in 1..4 {
-            let (a, b) = (
-                start + Duration::from_secs(2 * w),
-                start + Duration::from_secs(2 * w + 2),
-            );
+            let (a, b) = (start + Duration::from_secs(2 * w), start + Duration::from_secs(2 * w + 2));
             assert!(
                 evs.iter().any(|e| e.at >= a && e.at < b),
                 "{good}: no event between {}s and {}s\n{log}",
@@ -257,14 +192,8 @@ fn bad_cameras_do_not_disturb_good_ones() {
                 2 * w + 2
             );
         }
-        let fps: Vec<f64> = consumer
-            .on(&format!("/{good}/state"))
-            .iter()
-            .filter_map(|m| m.body["fps"].as_f64())
-            .collect();
-        assert!(
-            fps.iter().any(|&f| f >= 12.0),
-            "{good} streams at its rate (15 fps): {fps:?}"
-        );
+        let fps: Vec<f64> =
+            consumer.on(&format!("/{good}/state")).iter().filter_map(|m| m.body["fps"].as_f64()).collect();
+        assert!(fps.iter().any(|&f| f >= 12.0), "{good} streams at its rate (15 fps): {fps:?}");
     }
 }

@@ -86,30 +86,19 @@ pub fn bench(o: &BenchOptions) -> anyhow::Result<ExitCode> {
         "--cameras must be 1..64 and --seconds 0.5..3600"
     );
     runtime::init(o.onnxruntime.as_deref())?;
-    if o.model_only {
-        model_only(o, &clip_spec(&o.image)?)
-    } else {
-        pipeline(o)
-    }
+    if o.model_only { model_only(o, &clip_spec(&o.image)?) } else { pipeline(o) }
 }
 
 fn model_only(o: &BenchOptions, spec: &ClipSpec) -> anyhow::Result<ExitCode> {
     let bundle = Bundle::load(&o.bundle, &SessionOptions::default())
         .with_context(|| format!("loading {}", o.bundle.display()))?;
     let mut analyzer = Analyzer::new(bundle, 16);
-    let images: Vec<_> = (0..o.cameras as u32)
-        .map(|i| clefd::synth::frame(spec, i * 7))
-        .collect();
+    let images: Vec<_> = (0..o.cameras as u32).map(|i| clefd::synth::frame(spec, i * 7)).collect();
     let views: Vec<_> = images.iter().map(|i| i.view()).collect();
-    let (mut frames, mut faces, mut detect, mut classify) =
-        (0u64, 0u64, Duration::ZERO, Duration::ZERO);
+    let (mut frames, mut faces, mut detect, mut classify) = (0u64, 0u64, Duration::ZERO, Duration::ZERO);
     let start = Instant::now();
     while start.elapsed().as_secs_f64() < o.seconds {
-        let groups: Vec<&[_]> = if o.no_batching {
-            views.chunks(1).collect()
-        } else {
-            vec![&views[..]]
-        };
+        let groups: Vec<&[_]> = if o.no_batching { views.chunks(1).collect() } else { vec![&views[..]] };
         for g in groups {
             let (out, t) = analyzer.analyze_batch(g)?;
             frames += g.len() as u64;
@@ -124,16 +113,8 @@ fn model_only(o: &BenchOptions, spec: &ClipSpec) -> anyhow::Result<ExitCode> {
         o.cameras,
         if o.no_batching { "off" } else { "on" }
     );
-    println!(
-        "  frames/s {:.1}   faces/s {:.1}",
-        frames as f64 / secs,
-        faces as f64 / secs
-    );
-    println!(
-        "  per frame: detect {:.2} ms, classify {:.2} ms",
-        ms(detect, frames),
-        ms(classify, frames)
-    );
+    println!("  frames/s {:.1}   faces/s {:.1}", frames as f64 / secs, faces as f64 / secs);
+    println!("  per frame: detect {:.2} ms, classify {:.2} ms", ms(detect, frames), ms(classify, frames));
     println!("  peak RSS {:.1} MB", peak_rss_mb());
     Ok(ExitCode::SUCCESS)
 }
@@ -148,27 +129,14 @@ fn pipeline(o: &BenchOptions) -> anyhow::Result<ExitCode> {
     let clip = dir.join("clip.mp4");
     // Encoded by a child process, so the encoder's memory does not count as ours.
     let status = std::process::Command::new(std::env::current_exe()?)
-        .args([
-            "make-clip",
-            "--seconds",
-            "10",
-            "--fps",
-            "30",
-            "--scale",
-            "0.75",
-            "--image",
-        ])
+        .args(["make-clip", "--seconds", "10", "--fps", "30", "--scale", "0.75", "--image"])
         .arg(&o.image)
         .arg("--out")
         .arg(&clip)
         .stdout(std::process::Stdio::null())
         .status()?;
     anyhow::ensure!(status.success(), "could not render the benchmark clip");
-    let mut config = Config {
-        device_id: Some("bench".into()),
-        state_dir: dir.join("state"),
-        ..Config::default()
-    };
+    let mut config = Config { device_id: Some("bench".into()), state_dir: dir.join("state"), ..Config::default() };
     config.engine.bundle = o.bundle.clone();
     config.engine.onnxruntime = o.onnxruntime.clone();
     config.engine.batching = !o.no_batching;
@@ -181,11 +149,7 @@ fn pipeline(o: &BenchOptions) -> anyhow::Result<ExitCode> {
         };
         config.cameras.insert(format!("cam{i}"), cam);
     }
-    let loaded = Loaded {
-        config,
-        device_id: "bench".into(),
-        camera_files: Default::default(),
-    };
+    let loaded = Loaded { config, device_id: "bench".into(), camera_files: Default::default() };
     let counter = Counter::default();
     let pipeline = Pipeline::start(&loaded, counter.clone())?;
     let stopper = pipeline.stopper();
@@ -197,11 +161,7 @@ fn pipeline(o: &BenchOptions) -> anyhow::Result<ExitCode> {
     println!(
         "pipeline: {} camera(s), 640x480 H.264 clip at 30 fps ({}), batching {}, {:.0} s",
         o.cameras,
-        if o.unpaced {
-            "decoded as fast as possible"
-        } else {
-            "paced like a live camera"
-        },
+        if o.unpaced { "decoded as fast as possible" } else { "paced like a live camera" },
         if o.no_batching { "off" } else { "on" },
         secs
     );

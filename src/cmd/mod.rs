@@ -16,18 +16,8 @@ use clefd::synth::{ClipSpec, Sprite, make_clip as render};
 pub fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
     match clefd::config::load(path) {
         Ok(loaded) => {
-            let cams = loaded
-                .config
-                .cameras
-                .iter()
-                .filter(|(_, c)| c.enabled)
-                .count();
-            println!(
-                "{}: ok ({} camera(s) enabled, device id '{}')",
-                path.display(),
-                cams,
-                loaded.device_id
-            );
+            let cams = loaded.config.cameras.iter().filter(|(_, c)| c.enabled).count();
+            println!("{}: ok ({} camera(s) enabled, device id '{}')", path.display(), cams, loaded.device_id);
             Ok(ExitCode::SUCCESS)
         }
         Err(errors) => {
@@ -55,32 +45,20 @@ pub fn watch(
         count,
         timeout: timeout.map(Duration::from_secs_f64),
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let mut out = std::io::stdout();
     rt.block_on(clefd::mqtt::watch(opts, &mut out))?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// `clefd make-clip`.
-pub fn make_clip(
-    image: &Path,
-    out: &Path,
-    seconds: f64,
-    fps: u32,
-    size: &str,
-    scale: f64,
-) -> anyhow::Result<ExitCode> {
+pub fn make_clip(image: &Path, out: &Path, seconds: f64, fps: u32, size: &str, scale: f64) -> anyhow::Result<ExitCode> {
     let (w, h) = size
         .split_once('x')
         .and_then(|(w, h)| Some((w.parse::<usize>().ok()?, h.parse::<usize>().ok()?)))
         .filter(|&(w, h)| (32..=4096).contains(&w) && (32..=4096).contains(&h))
         .with_context(|| format!("--size '{size}' must be WIDTHxHEIGHT, each 32..4096"))?;
-    if !(0.05..=1.0).contains(&scale)
-        || !(1..=120).contains(&fps)
-        || !(0.1..=600.0).contains(&seconds)
-    {
+    if !(0.05..=1.0).contains(&scale) || !(1..=120).contains(&fps) || !(0.1..=600.0).contains(&seconds) {
         bail!("--scale must be 0.05..1, --fps 1..120 and --seconds 0.1..600");
     }
     let picture = clefd::source::decode_image(image)?;
@@ -102,13 +80,6 @@ pub fn make_clip(
         }],
     };
     render(&spec, out)?;
-    println!(
-        "wrote {} ({}x{}, {} frames at {} fps)",
-        out.display(),
-        w,
-        h,
-        spec.frames,
-        fps
-    );
+    println!("wrote {} ({}x{}, {} frames at {} fps)", out.display(), w, h, spec.frames, fps);
     Ok(ExitCode::SUCCESS)
 }

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clefd::config;
 use clefd::events::seq::SeqCounter;
 use clefd::mqtt::spool::Spool;
-use clefd::mqtt::{BrokerUrl, Publisher, PublisherConfig};
+use clefd::mqtt::{BrokerUrl, Publisher, PublisherConfig, TlsFiles};
 use clefd::pipeline::{Outcome, Pipeline};
 
 /// Loads the config, starts the pipeline and the publisher, and runs until the streams
@@ -34,50 +34,46 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let url = BrokerUrl::parse(&cfg.mqtt.url).map_err(anyhow::Error::msg)?;
     let credentials = match (&cfg.mqtt.username, &cfg.mqtt.password_file) {
         (Some(u), Some(f)) => {
-            let pw = std::fs::read_to_string(f)
-                .with_context(|| format!("reading mqtt.password_file {}", f.display()))?;
+            let pw =
+                std::fs::read_to_string(f).with_context(|| format!("reading mqtt.password_file {}", f.display()))?;
             Some((u.clone(), pw.trim_end_matches(['\r', '\n']).to_string()))
         }
         (Some(u), None) => Some((u.clone(), String::new())),
         _ => None,
     };
     let seq_path = cfg.state_dir.join("seq");
-    let seq = SeqCounter::open(&seq_path).with_context(|| {
-        format!(
-            "opening the event sequence file {} (is state_dir writable?)",
-            seq_path.display()
-        )
-    })?;
-    let spool_dir = cfg
-        .mqtt
-        .spool_dir
-        .clone()
-        .unwrap_or_else(|| cfg.state_dir.join("spool"));
+    let seq = SeqCounter::open(&seq_path)
+        .with_context(|| format!("opening the event sequence file {} (is state_dir writable?)", seq_path.display()))?;
+    let spool_dir = cfg.mqtt.spool_dir.clone().unwrap_or_else(|| cfg.state_dir.join("spool"));
     let spool = Spool::open(&spool_dir, (cfg.mqtt.spool_max_mb * 1024.0 * 1024.0) as u64)
-        .with_context(|| {
-            format!(
-                "opening the event spool {} (is it writable?)",
-                spool_dir.display()
-            )
-        })?;
+        .with_context(|| format!("opening the event spool {} (is it writable?)", spool_dir.display()))?;
+    let read =
+        |p: &std::path::Path, what: &str| std::fs::read(p).with_context(|| format!("reading {what} {}", p.display()));
+    let tls = if url.tls {
+        let ca = match &cfg.mqtt.ca_file {
+            Some(p) => read(p, "mqtt.ca_file")?,
+            None => anyhow::bail!("mqtt.url is mqtts:// but mqtt.ca_file is not set"),
+        };
+        let client = match (&cfg.mqtt.client_cert, &cfg.mqtt.client_key) {
+            (Some(c), Some(k)) => Some((read(c, "mqtt.client_cert")?, read(k, "mqtt.client_key")?)),
+            _ => None,
+        };
+        Some(TlsFiles { ca, client })
+    } else {
+        None
+    };
     let publisher_cfg = PublisherConfig {
+        tls,
         url,
-        client_id: cfg
-            .mqtt
-            .client_id
-            .clone()
-            .unwrap_or_else(|| format!("clefd-{}", loaded.device_id)),
+        client_id: cfg.mqtt.client_id.clone().unwrap_or_else(|| format!("clefd-{}", loaded.device_id)),
         prefix: cfg.mqtt.prefix.clone(),
         device: loaded.device_id.clone(),
         keep_alive: Duration::from_secs(cfg.mqtt.keep_alive_s),
         credentials,
         flush_timeout: Duration::from_secs_f64(cfg.mqtt.flush_timeout_s),
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .thread_name("clefd-rt")
-        .build()?;
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().thread_name("clefd-rt").build()?;
     let (tx, rx) = tokio::sync::mpsc::channel(256);
     let pipeline = Pipeline::start(&loaded, tx)?;
     let stopper = pipeline.stopper();
@@ -120,9 +116,5 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
         tracing::error!(camera = %camera, "camera failed: {reason}");
     }
     // Stopped on request: success. Ended on its own (files): failure if a camera failed.
-    Ok(if signalled || outcome.failures.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(if signalled || outcome.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

@@ -23,10 +23,7 @@ pub fn generate(spec: &AnchorSpec, input_size: usize) -> Vec<[f32; 2]> {
         let cells = input_size.div_ceil(strides[layer]);
         for y in 0..cells {
             for x in 0..cells {
-                let centre = [
-                    (x as f32 + spec.offset) / cells as f32,
-                    (y as f32 + spec.offset) / cells as f32,
-                ];
+                let centre = [(x as f32 + spec.offset) / cells as f32, (y as f32 + spec.offset) / cells as f32];
                 anchors.extend(std::iter::repeat_n(centre, per_cell));
             }
         }
@@ -51,11 +48,7 @@ mod tests {
         assert_eq!(a.len(), 896);
         assert_eq!(a[0], [0.5 / 16.0, 0.5 / 16.0]);
         assert_eq!(a[1], a[0], "two anchors per cell on the stride-8 layer");
-        assert_eq!(
-            a[512],
-            [0.5 / 8.0, 0.5 / 8.0],
-            "the stride-16 grid starts after 16x16x2"
-        );
+        assert_eq!(a[512], [0.5 / 8.0, 0.5 / 8.0], "the stride-16 grid starts after 16x16x2");
         let full = AnchorSpec {
             strides: vec![4],
             offset: 0.5,

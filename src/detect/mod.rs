@@ -51,31 +51,19 @@ impl Detector {
             affine: [(1.0 / 127.5, -1.0); 3],
         };
         let input = vec![0.0; sampling.len()];
-        Ok(Detector {
-            model,
-            spec,
-            anchors,
-            sampling,
-            input,
-        })
+        Ok(Detector { model, spec, anchors, sampling, input })
     }
 
     /// Finds faces in `frame`, best first.
     pub fn detect(&mut self, frame: &RgbView<'_>) -> Result<Vec<Detection>, EngineError> {
         // Letterbox: the square that holds the whole frame, centred (aspect preserved).
         let side = frame.width().max(frame.height()) as f32;
-        let region = Rect {
-            x: (frame.width() as f32 - side) / 2.0,
-            y: (frame.height() as f32 - side) / 2.0,
-            w: side,
-            h: side,
-        };
+        let region =
+            Rect { x: (frame.width() as f32 - side) / 2.0, y: (frame.height() as f32 - side) / 2.0, w: side, h: side };
         sample(frame, region, None, &self.sampling, &mut self.input);
         let shape = self.sampling.layout_dims();
-        let outputs = self.model.run(
-            &[(&self.spec.input, &shape, &self.input)],
-            &[&self.spec.regressors, &self.spec.scores],
-        )?;
+        let outputs =
+            self.model.run(&[(&self.spec.input, &shape, &self.input)], &[&self.spec.regressors, &self.spec.scores])?;
         let (regs, scores) = (&outputs[0], &outputs[1]);
         let size = self.spec.input_size as f32;
         let to_frame = |nx: f32, ny: f32| [region.x + nx * side, region.y + ny * side];
@@ -88,25 +76,12 @@ impl Detector {
             let r = &regs[i * 16..i * 16 + 16];
             let [cx, cy] = to_frame(r[0] / size + anchor[0], r[1] / size + anchor[1]);
             let (w, h) = (r[2] / size * side, r[3] / size * side);
-            let keypoints = std::array::from_fn(|k| {
-                to_frame(
-                    r[4 + 2 * k] / size + anchor[0],
-                    r[5 + 2 * k] / size + anchor[1],
-                )
-            });
-            dets.push(Detection {
-                rect: Rect::from_center(cx, cy, w, h),
-                score,
-                keypoints,
-            });
+            let keypoints =
+                std::array::from_fn(|k| to_frame(r[4 + 2 * k] / size + anchor[0], r[5 + 2 * k] / size + anchor[1]));
+            dets.push(Detection { rect: Rect::from_center(cx, cy, w, h), score, keypoints });
         }
         let mut faces = nms::weighted_nms(dets, self.spec.nms_iou, self.spec.max_faces);
-        faces.retain(|d| {
-            d.rect
-                .clamped(frame.width() as f32, frame.height() as f32)
-                .area()
-                > 4.0
-        });
+        faces.retain(|d| d.rect.clamped(frame.width() as f32, frame.height() as f32).area() > 4.0);
         Ok(faces)
     }
 }

@@ -34,12 +34,8 @@ pub fn weighted_nms(mut dets: Vec<Detection>, iou: f32, max: usize) -> Vec<Detec
         }
         let mut merged = dets[i];
         if total > 0.0 {
-            merged.rect = crate::image::Rect {
-                x: acc[0] / total,
-                y: acc[1] / total,
-                w: acc[2] / total,
-                h: acc[3] / total,
-            };
+            merged.rect =
+                crate::image::Rect { x: acc[0] / total, y: acc[1] / total, w: acc[2] / total, h: acc[3] / total };
             merged.keypoints = kps.map(|k| [k[0] / total, k[1] / total]);
         }
         out.push(merged);
@@ -53,16 +49,7 @@ mod tests {
     use crate::image::Rect;
 
     fn det(x: f32, score: f32) -> Detection {
-        Detection {
-            rect: Rect {
-                x,
-                y: 0.0,
-                w: 10.0,
-                h: 10.0,
-            },
-            score,
-            keypoints: [[0.0; 2]; 6],
-        }
+        Detection { rect: Rect { x, y: 0.0, w: 10.0, h: 10.0 }, score, keypoints: [[0.0; 2]; 6] }
     }
 
     #[test]
@@ -70,10 +57,7 @@ mod tests {
         let out = weighted_nms(vec![det(0.0, 0.9), det(1.0, 0.6), det(50.0, 0.8)], 0.3, 10);
         assert_eq!(out.len(), 2);
         assert_eq!(out[0].score, 0.9);
-        assert!(
-            (out[0].rect.x - 0.6 / 1.5).abs() < 1e-5,
-            "weighted average of x"
-        );
+        assert!((out[0].rect.x - 0.6 / 1.5).abs() < 1e-5, "weighted average of x");
         assert_eq!(out[1].rect.x, 50.0);
     }
 

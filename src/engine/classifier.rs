@@ -33,11 +33,7 @@ impl SubjectBoxes {
             MaskBox::Face => face,
             MaskBox::Body => body,
         };
-        SubjectBoxes {
-            face: crop,
-            body,
-            mask,
-        }
+        SubjectBoxes { face: crop, body, mask }
     }
 }
 
@@ -68,10 +64,7 @@ pub struct Classifier {
 
 impl std::fmt::Debug for Classifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Classifier")
-            .field("model", &self.model)
-            .field("batch", &self.batch)
-            .finish_non_exhaustive()
+        f.debug_struct("Classifier").field("model", &self.model).field("batch", &self.batch).finish_non_exhaustive()
     }
 }
 
@@ -92,13 +85,7 @@ impl Classifier {
             });
         }
         model.check("output", &spec.output, &[-1, labels as i64])?;
-        Ok(Classifier {
-            model,
-            inputs,
-            output: spec.output.clone(),
-            labels,
-            batch,
-        })
+        Ok(Classifier { model, inputs, output: spec.output.clone(), labels, batch })
     }
 
     /// Whether the graph takes any batch size.
@@ -109,11 +96,7 @@ impl Classifier {
     /// Logits (K per subject) for every subject, in order. Subjects may come from
     /// different frames (cameras): they are run as one batch, split only where the
     /// graph has a fixed batch size or the batch would exceed `max_batch`.
-    pub fn classify(
-        &mut self,
-        subjects: &[Subject<'_>],
-        max_batch: usize,
-    ) -> Result<Vec<Vec<f32>>, EngineError> {
+    pub fn classify(&mut self, subjects: &[Subject<'_>], max_batch: usize) -> Result<Vec<Vec<f32>>, EngineError> {
         let chunk = match self.batch {
             BatchDim::Dynamic => max_batch.max(1),
             BatchDim::Fixed(n) => n,
@@ -125,11 +108,7 @@ impl Classifier {
         Ok(out)
     }
 
-    fn run_batch(
-        &mut self,
-        group: &[Subject<'_>],
-        batch: usize,
-    ) -> Result<Vec<Vec<f32>>, EngineError> {
+    fn run_batch(&mut self, group: &[Subject<'_>], batch: usize) -> Result<Vec<Vec<f32>>, EngineError> {
         let n = match self.batch {
             BatchDim::Dynamic => group.len(),
             BatchDim::Fixed(_) => batch,
@@ -139,25 +118,14 @@ impl Classifier {
             input.buffer.clear();
             input.buffer.resize(per * n, 0.0);
             for (i, s) in group.iter().enumerate() {
-                let whole = Rect {
-                    x: 0.0,
-                    y: 0.0,
-                    w: s.frame.width() as f32,
-                    h: s.frame.height() as f32,
-                };
+                let whole = Rect { x: 0.0, y: 0.0, w: s.frame.width() as f32, h: s.frame.height() as f32 };
                 let (region, mask) = match input.role {
                     Role::Face => (s.boxes.face, None),
                     Role::Body => (s.boxes.body, None),
                     Role::Scene => (whole, None),
                     Role::ContextMasked => (whole, Some(s.boxes.mask)),
                 };
-                sample(
-                    s.frame,
-                    region,
-                    mask,
-                    &input.sampling,
-                    &mut input.buffer[i * per..(i + 1) * per],
-                );
+                sample(s.frame, region, mask, &input.sampling, &mut input.buffer[i * per..(i + 1) * per]);
             }
         }
         let shapes: Vec<[i64; 4]> = self
@@ -169,28 +137,15 @@ impl Classifier {
                 d
             })
             .collect();
-        let feeds: Vec<(&str, &[i64], &[f32])> = self
-            .inputs
-            .iter()
-            .zip(&shapes)
-            .map(|(i, s)| (i.name.as_str(), &s[..], &i.buffer[..]))
-            .collect();
+        let feeds: Vec<(&str, &[i64], &[f32])> =
+            self.inputs.iter().zip(&shapes).map(|(i, s)| (i.name.as_str(), &s[..], &i.buffer[..])).collect();
         let logits = self.model.run(&feeds, &[&self.output])?.swap_remove(0);
         if logits.len() < group.len() * self.labels {
             return Err(EngineError::Run {
                 model: self.model.name().into(),
-                reason: format!(
-                    "output '{}' has {} values, expected {}",
-                    self.output,
-                    logits.len(),
-                    n * self.labels
-                ),
+                reason: format!("output '{}' has {} values, expected {}", self.output, logits.len(), n * self.labels),
             });
         }
-        Ok(logits
-            .chunks(self.labels)
-            .take(group.len())
-            .map(<[f32]>::to_vec)
-            .collect())
+        Ok(logits.chunks(self.labels).take(group.len()).map(<[f32]>::to_vec).collect())
     }
 }

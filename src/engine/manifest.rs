@@ -162,11 +162,7 @@ impl InputSpec {
 
     /// Expected shape with the batch dimension `n`.
     pub fn shape(&self, n: i64) -> [i64; 4] {
-        let (c, h, w) = (
-            self.colour.channels() as i64,
-            self.height as i64,
-            self.width as i64,
-        );
+        let (c, h, w) = (self.colour.channels() as i64, self.height as i64, self.width as i64);
         match self.layout {
             Layout::Nchw => [n, c, h, w],
             Layout::Nhwc => [n, h, w, c],
@@ -278,12 +274,7 @@ pub struct SubjectSpec {
 
 impl Default for SubjectSpec {
     fn default() -> Self {
-        SubjectSpec {
-            face_scale: 1.0,
-            body_width: 3.0,
-            body_height: 7.0,
-            mask: MaskBox::Face,
-        }
+        SubjectSpec { face_scale: 1.0, body_width: 3.0, body_height: 7.0, mask: MaskBox::Face }
     }
 }
 
@@ -336,30 +327,21 @@ impl Manifest {
     /// Reads and checks `dir/manifest.toml`, and that every model file it names exists.
     pub fn load(dir: &Path) -> Result<Manifest, ManifestError> {
         let path = dir.join("manifest.toml");
-        let err = |key: &str, reason: String| ManifestError {
-            path: path.display().to_string(),
-            key: key.into(),
-            reason,
-        };
+        let err =
+            |key: &str, reason: String| ManifestError { path: path.display().to_string(), key: key.into(), reason };
         if !dir.is_dir() {
             return Err(ManifestError {
                 path: dir.display().to_string(),
                 key: "-".into(),
-                reason:
-                    "engine bundle folder does not exist (set engine.bundle or the camera's bundle)"
-                        .into(),
+                reason: "engine bundle folder does not exist (set engine.bundle or the camera's bundle)".into(),
             });
         }
-        let bytes = std::fs::read(&path)
-            .map_err(|e| err("-", format!("cannot read the bundle manifest: {e}")))?;
+        let bytes = std::fs::read(&path).map_err(|e| err("-", format!("cannot read the bundle manifest: {e}")))?;
         let text = std::str::from_utf8(&bytes).map_err(|_| err("-", "not UTF-8".into()))?;
-        let mut m: Manifest = toml::from_str(text)
-            .map_err(|e| err("-", e.message().to_string() + &span_hint(text, e.span())))?;
+        let mut m: Manifest =
+            toml::from_str(text).map_err(|e| err("-", e.message().to_string() + &span_hint(text, e.span())))?;
         m.dir = dir.to_path_buf();
-        m.sha256 = Sha256::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        m.sha256 = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
         m.check().map_err(|(key, reason)| err(&key, reason))?;
         Ok(m)
     }
@@ -371,27 +353,18 @@ impl Manifest {
         }
         let star = self.counterfactual_e.as_slice().len();
         if star != 1 && star != k {
-            return Err((
-                "counterfactual_e".into(),
-                format!("has {star} values; give one or one per label ({k})"),
-            ));
+            return Err(("counterfactual_e".into(), format!("has {star} values; give one or one per label ({k})")));
         }
         if self.task == TaskKind::MultiLabel && self.thresholds.len() != k {
             return Err((
                 "thresholds".into(),
-                format!(
-                    "multi_label bundles need one threshold per label ({k}), found {}",
-                    self.thresholds.len()
-                ),
+                format!("multi_label bundles need one threshold per label ({k}), found {}", self.thresholds.len()),
             ));
         }
         if self.detector.kind != "blazeface" {
             return Err((
                 "detector.kind".into(),
-                format!(
-                    "unknown detector '{}': supported is blazeface",
-                    self.detector.kind
-                ),
+                format!("unknown detector '{}': supported is blazeface", self.detector.kind),
             ));
         }
         if !(16..=2048).contains(&self.detector.input_size) {
@@ -401,15 +374,11 @@ impl Manifest {
             ));
         }
         if self.detector.anchors.strides.is_empty() || self.detector.anchors.strides.contains(&0) {
-            return Err((
-                "detector.anchors.strides".into(),
-                "need at least one non-zero stride".into(),
-            ));
+            return Err(("detector.anchors.strides".into(), "need at least one non-zero stride".into()));
         }
-        for (key, v) in [
-            ("detector.score_threshold", self.detector.score_threshold),
-            ("detector.nms_iou", self.detector.nms_iou),
-        ] {
+        for (key, v) in
+            [("detector.score_threshold", self.detector.score_threshold), ("detector.nms_iou", self.detector.nms_iou)]
+        {
             if !(0.0..=1.0).contains(&v) {
                 return Err((key.into(), format!("{v} is out of range 0..1")));
             }
@@ -423,13 +392,7 @@ impl Manifest {
         }
         for (key, file) in files {
             if !self.dir.join(file).is_file() {
-                return Err((
-                    key.into(),
-                    format!(
-                        "model file {} does not exist",
-                        self.dir.join(file).display()
-                    ),
-                ));
+                return Err((key.into(), format!("model file {} does not exist", self.dir.join(file).display())));
             }
         }
         Ok(())
@@ -439,30 +402,19 @@ impl Manifest {
     pub fn clef_task(&self) -> Task {
         match self.task {
             TaskKind::SingleLabel => Task::SingleLabel,
-            TaskKind::MultiLabel => Task::MultiLabel {
-                thresholds: self.thresholds.clone(),
-            },
+            TaskKind::MultiLabel => Task::MultiLabel { thresholds: self.thresholds.clone() },
         }
     }
 }
 
 fn check_model(section: &str, m: &ModelSpec) -> Result<(), (String, String)> {
     if m.inputs.is_empty() {
-        return Err((
-            format!("{section}.inputs"),
-            "at least one input is needed".into(),
-        ));
+        return Err((format!("{section}.inputs"), "at least one input is needed".into()));
     }
     for (i, input) in m.inputs.iter().enumerate() {
         let key = format!("{section}.inputs[{i}]");
         if !(8..=4096).contains(&input.width) || !(8..=4096).contains(&input.height) {
-            return Err((
-                key,
-                format!(
-                    "size {}x{} is out of range 8..4096",
-                    input.width, input.height
-                ),
-            ));
+            return Err((key, format!("size {}x{} is out of range 8..4096", input.width, input.height)));
         }
         if input.std.contains(&0.0) || input.scale == Some(0.0) {
             return Err((key, "std/scale must not be zero".into()));
@@ -474,10 +426,7 @@ fn check_model(section: &str, m: &ModelSpec) -> Result<(), (String, String)> {
 /// A short pointer to where in the TOML the parser stopped.
 fn span_hint(text: &str, span: Option<std::ops::Range<usize>>) -> String {
     match span {
-        Some(s) => format!(
-            " (line {})",
-            text[..s.start.min(text.len())].lines().count().max(1)
-        ),
+        Some(s) => format!(" (line {})", text[..s.start.min(text.len())].lines().count().max(1)),
         None => String::new(),
     }
 }

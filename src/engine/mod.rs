@@ -44,17 +44,10 @@ impl Bundle {
         let k = manifest.labels.len();
         let det_model = Model::load("detector", &dir.join(&manifest.detector.file), opts)?;
         let detector = Detector::new(det_model, manifest.detector.clone())?;
-        let vanilla = Classifier::new(
-            Model::load("vanilla", &dir.join(&manifest.vanilla.file), opts)?,
-            &manifest.vanilla,
-            k,
-        )?;
+        let vanilla =
+            Classifier::new(Model::load("vanilla", &dir.join(&manifest.vanilla.file), opts)?, &manifest.vanilla, k)?;
         let context_branch = match &manifest.context_branch {
-            Some(spec) => Some(Classifier::new(
-                Model::load("context_branch", &dir.join(&spec.file), opts)?,
-                spec,
-                k,
-            )?),
+            Some(spec) => Some(Classifier::new(Model::load("context_branch", &dir.join(&spec.file), opts)?, spec, k)?),
             None => None,
         };
         tracing::info!(
@@ -64,11 +57,6 @@ impl Bundle {
             debias = if context_branch.is_some() { "on" } else { "off (no context branch: events carry factual scores)" },
             "loaded engine bundle"
         );
-        Ok(Bundle {
-            manifest,
-            detector,
-            vanilla,
-            context_branch,
-        })
+        Ok(Bundle { manifest, detector, vanilla, context_branch })
     }
 }

@@ -38,11 +38,7 @@ impl Sampling {
 
     /// `[1, c, h, w]` or `[1, h, w, c]`: the shape of one sample.
     pub fn layout_dims(&self) -> [i64; 4] {
-        let (c, h, w) = (
-            self.colour.channels() as i64,
-            self.height as i64,
-            self.width as i64,
-        );
+        let (c, h, w) = (self.colour.channels() as i64, self.height as i64, self.width as i64);
         match self.layout {
             Layout::Nchw => [1, c, h, w],
             Layout::Nhwc => [1, h, w, c],
@@ -81,13 +77,7 @@ pub fn sample(view: &RgbView<'_>, region: Rect, mask: Option<Rect>, s: &Sampling
             let fx = (centre - 0.5).clamp(0.0, iw - 1.0);
             let x0 = fx.floor() as usize;
             let x1 = (x0 + 1).min(view.width() - 1);
-            Tap {
-                x0,
-                x1,
-                w1: fx - x0 as f32,
-                centre,
-                inside: centre >= 0.0 && centre < iw,
-            }
+            Tap { x0, x1, w1: fx - x0 as f32, centre, inside: centre >= 0.0 && centre < iw }
         })
         .collect();
     let channels = s.colour.channels();
@@ -106,10 +96,8 @@ pub fn sample(view: &RgbView<'_>, region: Rect, mask: Option<Rect>, s: &Sampling
             let mut px = [0f32; 3];
             if visible {
                 for (c, v) in px.iter_mut().enumerate() {
-                    let a = f32::from(r0[t.x0 * 3 + c]) * (1.0 - t.w1)
-                        + f32::from(r0[t.x1 * 3 + c]) * t.w1;
-                    let b = f32::from(r1[t.x0 * 3 + c]) * (1.0 - t.w1)
-                        + f32::from(r1[t.x1 * 3 + c]) * t.w1;
+                    let a = f32::from(r0[t.x0 * 3 + c]) * (1.0 - t.w1) + f32::from(r0[t.x1 * 3 + c]) * t.w1;
+                    let b = f32::from(r1[t.x0 * 3 + c]) * (1.0 - t.w1) + f32::from(r1[t.x1 * 3 + c]) * t.w1;
                     *v = a * (1.0 - wy) + b * wy;
                 }
             }
@@ -119,11 +107,7 @@ pub fn sample(view: &RgbView<'_>, region: Rect, mask: Option<Rect>, s: &Sampling
                 Colour::Gray => [0.299 * px[0] + 0.587 * px[1] + 0.114 * px[2], 0.0, 0.0],
             };
             for c in 0..channels {
-                let v = if visible {
-                    values[c] * s.affine[c].0 + s.affine[c].1
-                } else {
-                    black[c]
-                };
+                let v = if visible { values[c] * s.affine[c].0 + s.affine[c].1 } else { black[c] };
                 let idx = match s.layout {
                     Layout::Nchw => c * plane + dy * w + dx,
                     Layout::Nhwc => (dy * w + dx) * channels + c,
@@ -146,21 +130,11 @@ mod tests {
                 data.extend_from_slice(&[(x * 10) as u8, (y * 10) as u8, 200]);
             }
         }
-        RgbImage {
-            data,
-            width: w,
-            height: h,
-        }
+        RgbImage { data, width: w, height: h }
     }
 
     fn plain(w: usize, h: usize, colour: Colour, layout: Layout) -> Sampling {
-        Sampling {
-            width: w,
-            height: h,
-            layout,
-            colour,
-            affine: [(1.0, 0.0); 3],
-        }
+        Sampling { width: w, height: h, layout, colour, affine: [(1.0, 0.0); 3] }
     }
 
     #[test]
@@ -168,18 +142,7 @@ mod tests {
         let img = gradient(4, 3);
         let s = plain(4, 3, Colour::Rgb, Layout::Nhwc);
         let mut out = vec![0.0; s.len()];
-        sample(
-            &img.view(),
-            Rect {
-                x: 0.0,
-                y: 0.0,
-                w: 4.0,
-                h: 3.0,
-            },
-            None,
-            &s,
-            &mut out,
-        );
+        sample(&img.view(), Rect { x: 0.0, y: 0.0, w: 4.0, h: 3.0 }, None, &s, &mut out);
         let want: Vec<f32> = img.data.iter().map(|&b| f32::from(b)).collect();
         assert_eq!(out, want);
     }
@@ -193,18 +156,8 @@ mod tests {
         // Region twice as wide as the image: the right half is outside.
         sample(
             &img.view(),
-            Rect {
-                x: 0.0,
-                y: 0.0,
-                w: 8.0,
-                h: 4.0,
-            },
-            Some(Rect {
-                x: 0.0,
-                y: 0.0,
-                w: 1.0,
-                h: 1.0,
-            }),
+            Rect { x: 0.0, y: 0.0, w: 8.0, h: 4.0 },
+            Some(Rect { x: 0.0, y: 0.0, w: 1.0, h: 1.0 }),
             &s,
             &mut out,
         );
@@ -215,25 +168,10 @@ mod tests {
 
     #[test]
     fn bgr_swaps_channels_in_nchw() {
-        let img = RgbImage {
-            data: vec![10, 20, 30],
-            width: 1,
-            height: 1,
-        };
+        let img = RgbImage { data: vec![10, 20, 30], width: 1, height: 1 };
         let s = plain(1, 1, Colour::Bgr, Layout::Nchw);
         let mut out = vec![0.0; 3];
-        sample(
-            &img.view(),
-            Rect {
-                x: 0.0,
-                y: 0.0,
-                w: 1.0,
-                h: 1.0,
-            },
-            None,
-            &s,
-            &mut out,
-        );
+        sample(&img.view(), Rect { x: 0.0, y: 0.0, w: 1.0, h: 1.0 }, None, &s, &mut out);
         assert_eq!(out, vec![30.0, 20.0, 10.0]);
     }
 }

@@ -43,9 +43,7 @@ pub enum EngineError {
         reason: String,
     },
     /// A model's tensor does not match what its manifest declares.
-    #[error(
-        "model {model}: tensor '{tensor}' has shape {actual:?}, but the manifest expects {expected:?} (-1 = any)"
-    )]
+    #[error("model {model}: tensor '{tensor}' has shape {actual:?}, but the manifest expects {expected:?} (-1 = any)")]
     Shape {
         /// Which model.
         model: String,
@@ -57,9 +55,7 @@ pub enum EngineError {
         actual: Vec<i64>,
     },
     /// A tensor the manifest names is not in the graph.
-    #[error(
-        "model {model}: the manifest names {direction} '{tensor}', but the graph has {available:?}"
-    )]
+    #[error("model {model}: the manifest names {direction} '{tensor}', but the graph has {available:?}")]
     MissingTensor {
         /// Which model.
         model: String,
@@ -113,37 +109,22 @@ pub fn init(configured: Option<&Path>) -> Result<&'static Path, EngineError> {
     if let Some((path, _)) = ENVIRONMENT.get() {
         return Ok(path);
     }
-    let explicit = configured
-        .map(Path::to_path_buf)
-        .or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from));
+    let explicit = configured.map(Path::to_path_buf).or_else(|| std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from));
     let candidates = match explicit {
         Some(p) => vec![p],
         None => default_candidates(),
     };
     let Some(path) = candidates.iter().find(|p| p.is_file()) else {
-        let tried = candidates
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ");
+        let tried = candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
         return Err(EngineError::LibraryNotFound { tried });
     };
     let path = path.canonicalize().unwrap_or_else(|_| path.clone());
-    let lib_err = |reason: String| EngineError::Library {
-        path: path.display().to_string(),
-        reason,
-    };
+    let lib_err = |reason: String| EngineError::Library { path: path.display().to_string(), reason };
     let builder = ort::init_from(&path).map_err(|e| lib_err(e.to_string()))?;
-    let env = builder
-        .with_name("clefd")
-        .build()
-        .map_err(|e| lib_err(e.to_string()))?;
+    let env = builder.with_name("clefd").build().map_err(|e| lib_err(e.to_string()))?;
     let _ = ENVIRONMENT.set((path.clone(), env));
     tracing::info!(path = %path.display(), "loaded ONNX Runtime");
-    Ok(ENVIRONMENT
-        .get()
-        .map(|(p, _)| p.as_path())
-        .unwrap_or(Path::new("")))
+    Ok(ENVIRONMENT.get().map(|(p, _)| p.as_path()).unwrap_or(Path::new("")))
 }
 
 /// How sessions are built: threads and execution providers.
@@ -159,11 +140,7 @@ pub struct SessionOptions {
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        SessionOptions {
-            threads: 0,
-            providers: vec!["cpu".into()],
-            cache_dir: None,
-        }
+        SessionOptions { threads: 0, providers: vec!["cpu".into()], cache_dir: None }
     }
 }
 
@@ -178,29 +155,21 @@ impl SessionOptions {
             match name.as_str() {
                 "tensorrt" => {
                     if ep::TensorRT::is_available().unwrap_or(false) {
-                        let mut trt = ep::TensorRT::default()
-                            .with_engine_cache(true)
-                            .with_timing_cache(true);
+                        let mut trt = ep::TensorRT::default().with_engine_cache(true).with_timing_cache(true);
                         if let Some(dir) = &self.cache_dir {
                             let dir = dir.display().to_string();
-                            trt = trt
-                                .with_engine_cache_path(&dir)
-                                .with_timing_cache_path(&dir);
+                            trt = trt.with_engine_cache_path(&dir).with_timing_cache_path(&dir);
                         }
                         out.push(trt.build());
                     } else if log {
-                        tracing::info!(
-                            "TensorRT execution provider not in this ONNX Runtime build; falling back"
-                        );
+                        tracing::info!("TensorRT execution provider not in this ONNX Runtime build; falling back");
                     }
                 }
                 "cuda" => {
                     if ep::CUDA::is_available().unwrap_or(false) {
                         out.push(ep::CUDA::default().build());
                     } else if log {
-                        tracing::info!(
-                            "CUDA execution provider not in this ONNX Runtime build; falling back"
-                        );
+                        tracing::info!("CUDA execution provider not in this ONNX Runtime build; falling back");
                     }
                 }
                 _ => {}
@@ -230,46 +199,26 @@ pub struct Model {
 
 impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Model")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
+        f.debug_struct("Model").field("name", &self.name).finish_non_exhaustive()
     }
 }
 
 impl Model {
     /// Loads `path`; ONNX Runtime must have been [`init`]ialised.
     pub fn load(name: &str, path: &Path, opts: &SessionOptions) -> Result<Model, EngineError> {
-        let err = |reason: String| EngineError::Model {
-            model: name.into(),
-            path: path.display().to_string(),
-            reason,
-        };
-        let threads = if opts.threads == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            opts.threads
-        };
-        let (_, env) = ENVIRONMENT
-            .get()
-            .ok_or_else(|| err("ONNX Runtime is not loaded yet".into()))?;
+        let err = |reason: String| EngineError::Model { model: name.into(), path: path.display().to_string(), reason };
+        let threads =
+            if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };
+        let (_, env) = ENVIRONMENT.get().ok_or_else(|| err("ONNX Runtime is not loaded yet".into()))?;
         let session = Session::builder(env)
-            .and_then(|b| {
-                b.with_optimization_level(GraphOptimizationLevel::All)
-                    .map_err(Into::into)
-            })
+            .and_then(|b| b.with_optimization_level(GraphOptimizationLevel::All).map_err(Into::into))
             .and_then(|b| b.with_intra_threads(threads).map_err(Into::into))
             .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
             .and_then(|b| b.with_intra_op_spinning(false).map_err(Into::into))
-            .and_then(|b| {
-                b.with_execution_providers(opts.execution_providers())
-                    .map_err(Into::into)
-            })
+            .and_then(|b| b.with_execution_providers(opts.execution_providers()).map_err(Into::into))
             .and_then(|mut b| b.commit_from_file(path))
             .map_err(|e| err(e.to_string()))?;
-        Ok(Model {
-            name: name.into(),
-            session,
-        })
+        Ok(Model { name: name.into(), session })
     }
 
     /// The model's name in error messages.
@@ -278,41 +227,23 @@ impl Model {
     }
 
     fn dims(&self, direction: &'static str, tensor: &str) -> Result<Vec<i64>, EngineError> {
-        let outlets = if direction == "input" {
-            self.session.inputs()
-        } else {
-            self.session.outputs()
-        };
-        let outlet = outlets.iter().find(|o| o.name() == tensor).ok_or_else(|| {
-            EngineError::MissingTensor {
-                model: self.name.clone(),
-                direction,
-                tensor: tensor.into(),
-                available: outlets.iter().map(|o| o.name().to_string()).collect(),
-            }
+        let outlets = if direction == "input" { self.session.inputs() } else { self.session.outputs() };
+        let outlet = outlets.iter().find(|o| o.name() == tensor).ok_or_else(|| EngineError::MissingTensor {
+            model: self.name.clone(),
+            direction,
+            tensor: tensor.into(),
+            available: outlets.iter().map(|o| o.name().to_string()).collect(),
         })?;
-        Ok(outlet
-            .dtype()
-            .tensor_shape()
-            .map(|s| s.iter().copied().collect())
-            .unwrap_or_default())
+        Ok(outlet.dtype().tensor_shape().map(|s| s.iter().copied().collect()).unwrap_or_default())
     }
 
     /// Checks a tensor against the manifest's shape. `-1` in `expected` means any size;
     /// `-1` in the graph (a dynamic dimension) matches anything. Returns the graph's
     /// batch dimension.
-    pub fn check(
-        &self,
-        direction: &'static str,
-        tensor: &str,
-        expected: &[i64],
-    ) -> Result<BatchDim, EngineError> {
+    pub fn check(&self, direction: &'static str, tensor: &str, expected: &[i64]) -> Result<BatchDim, EngineError> {
         let actual = self.dims(direction, tensor)?;
-        let fits = actual.len() == expected.len()
-            && actual
-                .iter()
-                .zip(expected)
-                .all(|(&a, &e)| a < 0 || e < 0 || a == e);
+        let fits =
+            actual.len() == expected.len() && actual.iter().zip(expected).all(|(&a, &e)| a < 0 || e < 0 || a == e);
         if !fits {
             return Err(EngineError::Shape {
                 model: self.name.clone(),
@@ -328,41 +259,24 @@ impl Model {
     }
 
     /// Runs the model on `inputs` (name, shape, data) and copies out the named outputs.
-    pub fn run(
-        &mut self,
-        inputs: &[(&str, &[i64], &[f32])],
-        outputs: &[&str],
-    ) -> Result<Vec<Vec<f32>>, EngineError> {
-        let run_err = |reason: String| EngineError::Run {
-            model: self.name.clone(),
-            reason,
-        };
+    pub fn run(&mut self, inputs: &[(&str, &[i64], &[f32])], outputs: &[&str]) -> Result<Vec<Vec<f32>>, EngineError> {
+        let run_err = |reason: String| EngineError::Run { model: self.name.clone(), reason };
         let mut values = Vec::with_capacity(inputs.len());
         for (name, shape, data) in inputs {
-            let tensor = TensorRef::from_array_view((shape.to_vec(), *data))
-                .map_err(|e| run_err(e.to_string()))?;
-            values.push((
-                std::borrow::Cow::Borrowed(*name),
-                ort::session::SessionInputValue::from(tensor),
-            ));
+            let tensor = TensorRef::from_array_view((shape.to_vec(), *data)).map_err(|e| run_err(e.to_string()))?;
+            values.push((std::borrow::Cow::Borrowed(*name), ort::session::SessionInputValue::from(tensor)));
         }
         let name = self.name.clone();
-        let results = self.session.run(values).map_err(|e| EngineError::Run {
-            model: name.clone(),
-            reason: e.to_string(),
-        })?;
+        let results =
+            self.session.run(values).map_err(|e| EngineError::Run { model: name.clone(), reason: e.to_string() })?;
         let mut out = Vec::with_capacity(outputs.len());
         for o in outputs {
-            let value = results.get(*o).ok_or_else(|| EngineError::Run {
-                model: name.clone(),
-                reason: format!("no output '{o}'"),
-            })?;
+            let value = results
+                .get(*o)
+                .ok_or_else(|| EngineError::Run { model: name.clone(), reason: format!("no output '{o}'") })?;
             let (_, data) = value
                 .try_extract_tensor::<f32>()
-                .map_err(|e| EngineError::Run {
-                    model: name.clone(),
-                    reason: e.to_string(),
-                })?;
+                .map_err(|e| EngineError::Run { model: name.clone(), reason: e.to_string() })?;
             out.push(data.to_vec());
         }
         Ok(out)

@@ -97,11 +97,7 @@ pub struct Lifecycle {
 impl Lifecycle {
     /// Starts with no tracks.
     pub fn new(cfg: LifecycleConfig, source: Source) -> Lifecycle {
-        Lifecycle {
-            cfg,
-            source,
-            tracks: HashMap::new(),
-        }
+        Lifecycle { cfg, source, tracks: HashMap::new() }
     }
 
     /// Feeds one frame's observations and the tracks that ended on it; returns the
@@ -116,16 +112,13 @@ impl Lifecycle {
         let now = Instant::now();
         for obs in observations {
             let alpha = self.cfg.smoothing;
-            let life = self
-                .tracks
-                .entry(obs.track.id)
-                .or_insert_with(|| TrackLife {
-                    smoothed: obs.scores.to_vec(),
-                    current: None,
-                    announced: false,
-                    last_emit: now,
-                    last_event: None,
-                });
+            let life = self.tracks.entry(obs.track.id).or_insert_with(|| TrackLife {
+                smoothed: obs.scores.to_vec(),
+                current: None,
+                announced: false,
+                last_emit: now,
+                last_event: None,
+            });
             if life.smoothed.len() == obs.scores.len() {
                 for (s, &x) in life.smoothed.iter_mut().zip(obs.scores) {
                     *s = (1.0 - alpha) * *s + alpha * x;
@@ -135,9 +128,7 @@ impl Lifecycle {
             let changed = match life.current {
                 None => true,
                 Some(cur) => {
-                    decision.top != cur
-                        && decision.scores[decision.top]
-                            >= decision.scores[cur] + self.cfg.hysteresis
+                    decision.top != cur && decision.scores[decision.top] >= decision.scores[cur] + self.cfg.hysteresis
                 }
             };
             if changed {
@@ -163,10 +154,7 @@ impl Lifecycle {
             if let Some(kind) = kind {
                 life.announced = true;
                 life.last_emit = now;
-                out.push(EmotionEvent {
-                    kind,
-                    ..event.clone()
-                });
+                out.push(EmotionEvent { kind, ..event.clone() });
             }
             life.last_event = Some(event);
         }
@@ -180,10 +168,7 @@ impl Lifecycle {
         for id in ids {
             if let Some(life) = self.tracks.remove(id) {
                 if let (true, Some(last)) = (life.announced, life.last_event) {
-                    out.push(EmotionEvent {
-                        kind: EventType::End,
-                        ..last
-                    });
+                    out.push(EmotionEvent { kind: EventType::End, ..last });
                 }
             }
         }
@@ -211,21 +196,12 @@ fn build(
         seq: 0,
         ts: rfc3339(frame.wall),
         frame: frame.index,
-        bbox: NormBox {
-            x: r.x / frame.width,
-            y: r.y / frame.height,
-            w: r.w / frame.width,
-            h: r.h / frame.height,
-        },
+        bbox: NormBox { x: r.x / frame.width, y: r.y / frame.height, w: r.w / frame.width, h: r.h / frame.height },
         detector_score: obs.detector_score.clamp(0.0, 1.0),
         emotion: labels.get(current).cloned().unwrap_or_default(),
         confidence: scores.get(current).copied().unwrap_or(0.0).clamp(0.0, 1.0),
-        active: matches!(src.task, Task::MultiLabel { .. }).then(|| {
-            active
-                .iter()
-                .filter_map(|&i| labels.get(i).cloned())
-                .collect()
-        }),
+        active: matches!(src.task, Task::MultiLabel { .. })
+            .then(|| active.iter().filter_map(|&i| labels.get(i).cloned()).collect()),
         scores: LabelValues::new(labels, scores),
         factual: LabelValues::new(labels, obs.factual),
         debias: if src.debias { Debias::On } else { Debias::Off },
@@ -252,10 +228,7 @@ mod tests {
             device: "d".into(),
             camera: "c".into(),
             labels: vec!["a".into(), "b".into()],
-            bundle: BundleRef {
-                name: "t".into(),
-                sha256: "0".repeat(64),
-            },
+            bundle: BundleRef { name: "t".into(), sha256: "0".repeat(64) },
             task: Task::SingleLabel,
             debias: false,
         };
@@ -263,24 +236,13 @@ mod tests {
     }
 
     fn frame() -> FrameInfo {
-        FrameInfo {
-            index: 0,
-            wall: SystemTime::now(),
-            captured: Instant::now(),
-            width: 100.0,
-            height: 100.0,
-        }
+        FrameInfo { index: 0, wall: SystemTime::now(), captured: Instant::now(), width: 100.0, height: 100.0 }
     }
 
     fn obs<'a>(hits: u32, scores: &'a [f32]) -> Observation<'a> {
         Observation {
             track: TrackState { id: 7, hits },
-            rect: Rect {
-                x: 10.0,
-                y: 10.0,
-                w: 20.0,
-                h: 20.0,
-            },
+            rect: Rect { x: 10.0, y: 10.0, w: 20.0, h: 20.0 },
             detector_score: 0.9,
             factual: scores,
             scores,
@@ -296,29 +258,13 @@ mod tests {
         let e = l.on_frame(&frame(), &[obs(2, &[0.9, 0.1])], &[]);
         assert_eq!(e.len(), 1);
         assert_eq!((e[0].kind, e[0].emotion.as_str()), (EventType::New, "a"));
-        assert!(
-            l.on_frame(&frame(), &[obs(3, &[0.52, 0.48])], &[])
-                .is_empty(),
-            "no change"
-        );
-        assert!(
-            l.on_frame(&frame(), &[obs(4, &[0.48, 0.52])], &[])
-                .is_empty(),
-            "within hysteresis"
-        );
+        assert!(l.on_frame(&frame(), &[obs(3, &[0.52, 0.48])], &[]).is_empty(), "no change");
+        assert!(l.on_frame(&frame(), &[obs(4, &[0.48, 0.52])], &[]).is_empty(), "within hysteresis");
         let e = l.on_frame(&frame(), &[obs(5, &[0.2, 0.8])], &[]);
         assert_eq!((e[0].kind, e[0].emotion.as_str()), (EventType::Update, "b"));
         let e = l.on_frame(&frame(), &[], &[7]);
         assert_eq!((e[0].kind, e[0].emotion.as_str()), (EventType::End, "b"));
-        assert_eq!(
-            e[0].bbox,
-            NormBox {
-                x: 0.1,
-                y: 0.1,
-                w: 0.2,
-                h: 0.2
-            }
-        );
+        assert_eq!(e[0].bbox, NormBox { x: 0.1, y: 0.1, w: 0.2, h: 0.2 });
     }
 
     #[test]

@@ -133,9 +133,6 @@ pub struct EmotionEvent {
 pub fn rfc3339(t: std::time::SystemTime) -> String {
     let dt = time::OffsetDateTime::from(t);
     let ms = dt.millisecond();
-    let dt = dt
-        .replace_nanosecond(u32::from(ms) * 1_000_000)
-        .unwrap_or(dt);
-    dt.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+    let dt = dt.replace_nanosecond(u32::from(ms) * 1_000_000).unwrap_or(dt);
+    dt.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
 }

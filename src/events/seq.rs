@@ -18,10 +18,7 @@ impl SeqCounter {
             Ok(s) => s.trim().parse().map_err(|_| {
                 std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
-                    format!(
-                        "{} does not hold a number; delete it to restart the sequence at 0",
-                        path.display()
-                    ),
+                    format!("{} does not hold a number; delete it to restart the sequence at 0", path.display()),
                 )
             })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
@@ -30,10 +27,7 @@ impl SeqCounter {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        Ok(SeqCounter {
-            path: path.to_path_buf(),
-            next,
-        })
+        Ok(SeqCounter { path: path.to_path_buf(), next })
     }
 
     /// The next number, persisted before it is handed out.
@@ -63,11 +57,6 @@ mod tests {
         let mut c = SeqCounter::open(&p).unwrap();
         assert_eq!(c.allocate().unwrap(), 2);
         std::fs::write(&p, "garbage").unwrap();
-        assert!(
-            SeqCounter::open(&p)
-                .unwrap_err()
-                .to_string()
-                .contains("delete it")
-        );
+        assert!(SeqCounter::open(&p).unwrap_err().to_string().contains("delete it"));
     }
 }

@@ -5,7 +5,7 @@ mod publisher;
 pub mod spool;
 mod watch;
 
-pub use publisher::{PublishStats, Publisher, PublisherConfig, WINDOW};
+pub use publisher::{PublishStats, Publisher, PublisherConfig, TlsFiles, WINDOW};
 pub use watch::{WatchOptions, watch};
 
 /// A broker address from `mqtt.url`.
@@ -22,42 +22,23 @@ pub struct BrokerUrl {
 impl BrokerUrl {
     /// Parses `mqtt://host[:port]` or `mqtts://host[:port]`.
     pub fn parse(s: &str) -> Result<BrokerUrl, String> {
-        let u = url::Url::parse(s)
-            .map_err(|e| format!("'{s}' is not a valid URL ({e}); expected mqtt://host:port"))?;
+        let u = url::Url::parse(s).map_err(|e| format!("'{s}' is not a valid URL ({e}); expected mqtt://host:port"))?;
         let tls = match u.scheme() {
             "mqtt" | "tcp" => false,
             "mqtts" | "ssl" => true,
             other => {
-                return Err(format!(
-                    "unsupported scheme '{other}' in '{s}': use mqtt:// or mqtts://"
-                ));
+                return Err(format!("unsupported scheme '{other}' in '{s}': use mqtt:// or mqtts://"));
             }
         };
-        let host = u
-            .host_str()
-            .filter(|h| !h.is_empty())
-            .ok_or_else(|| format!("'{s}' has no host"))?;
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        Ok(BrokerUrl {
-            host,
-            port: u.port().unwrap_or(if tls { 8883 } else { 1883 }),
-            tls,
-        })
+        let host = u.host_str().filter(|h| !h.is_empty()).ok_or_else(|| format!("'{s}' has no host"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        Ok(BrokerUrl { host, port: u.port().unwrap_or(if tls { 8883 } else { 1883 }), tls })
     }
 }
 
 impl std::fmt::Display for BrokerUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}://{}:{}",
-            if self.tls { "mqtts" } else { "mqtt" },
-            self.host,
-            self.port
-        )
+        write!(f, "{}://{}:{}", if self.tls { "mqtts" } else { "mqtt" }, self.host, self.port)
     }
 }
 
@@ -71,10 +52,7 @@ pub struct Topics {
 impl Topics {
     /// Topics under `{prefix}/{device}`.
     pub fn new(prefix: &str, device: &str) -> Topics {
-        Topics {
-            prefix: prefix.into(),
-            device: device.into(),
-        }
+        Topics { prefix: prefix.into(), device: device.into() }
     }
 
     /// Retained `online` / `offline`.
@@ -101,18 +79,10 @@ mod tests {
     fn broker_urls() {
         assert_eq!(
             BrokerUrl::parse("mqtt://127.0.0.1:18830").unwrap(),
-            BrokerUrl {
-                host: "127.0.0.1".into(),
-                port: 18830,
-                tls: false
-            }
+            BrokerUrl { host: "127.0.0.1".into(), port: 18830, tls: false }
         );
         assert_eq!(BrokerUrl::parse("mqtts://broker").unwrap().port, 8883);
-        assert!(
-            BrokerUrl::parse("http://x")
-                .unwrap_err()
-                .contains("unsupported scheme")
-        );
+        assert!(BrokerUrl::parse("http://x").unwrap_err().contains("unsupported scheme"));
         assert!(BrokerUrl::parse("nonsense").is_err());
     }
 }

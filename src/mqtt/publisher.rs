@@ -48,6 +48,17 @@ pub struct PublisherConfig {
     pub credentials: Option<(String, String)>,
     /// How long shutdown waits for the spool to drain.
     pub flush_timeout: Duration,
+    /// `mqtts://`: CA (PEM) and optional client certificate and key (PEM).
+    pub tls: Option<TlsFiles>,
+}
+
+/// TLS material, already read from disk.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// CA certificate(s), PEM.
+    pub ca: Vec<u8>,
+    /// Client certificate and key, PEM.
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 /// Counters, readable while the publisher runs.
@@ -109,31 +120,25 @@ impl Publisher {
         opts.set_clean_session(false);
         opts.set_max_packet_size(256 * 1024, 256 * 1024);
         opts.set_inflight(WINDOW as u16 + 8);
-        opts.set_last_will(LastWill::new(
-            topics.availability(),
-            "offline",
-            QoS::AtLeastOnce,
-            true,
-        ));
+        opts.set_last_will(LastWill::new(topics.availability(), "offline", QoS::AtLeastOnce, true));
         if let Some((user, pass)) = &cfg.credentials {
             opts.set_credentials(user, pass);
+        }
+        if let Some(tls) = &cfg.tls {
+            // rustls needs a process-wide crypto provider; ring is the one we build.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            opts.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Simple {
+                ca: tls.ca.clone(),
+                alpn: None,
+                client_auth: tls.client.clone(),
+            }));
         }
         let stats = Arc::new(PublishStats::default());
         stats.spooled.store(spool.pending(), Ordering::Relaxed);
         if spool.pending() > 0 {
-            tracing::info!(
-                events = spool.pending(),
-                "events from an earlier run are waiting in the spool"
-            );
+            tracing::info!(events = spool.pending(), "events from an earlier run are waiting in the spool");
         }
-        Publisher {
-            cfg,
-            topics,
-            opts,
-            seq,
-            spool,
-            stats,
-        }
+        Publisher { cfg, topics, opts, seq, spool, stats }
     }
 
     /// Counters.
@@ -158,29 +163,20 @@ impl Publisher {
     }
 
     fn spool_event(&mut self, mut event: crate::events::EmotionEvent) -> anyhow::Result<()> {
-        event.seq = self
-            .seq
-            .allocate()
-            .map_err(|e| anyhow::anyhow!("cannot persist the event sequence number: {e}"))?;
+        event.seq =
+            self.seq.allocate().map_err(|e| anyhow::anyhow!("cannot persist the event sequence number: {e}"))?;
         tracing::info!(
             camera = %event.camera, track = event.track_id, seq = event.seq,
             "{:<6} {:<10} {:.2} (debias {})",
             format!("{:?}", event.kind).to_lowercase(), event.emotion, event.confidence,
             if event.debiased.is_some() { "on" } else { "off" }
         );
-        let rec = Record {
-            seq: event.seq,
-            topic: self.topics.emotion(&event.camera),
-            payload: serde_json::to_vec(&event)?,
-        };
+        let rec =
+            Record { seq: event.seq, topic: self.topics.emotion(&event.camera), payload: serde_json::to_vec(&event)? };
         let dropped = self.spool.append(&rec)?;
         if dropped > 0 {
             self.stats.dropped.fetch_add(dropped, Ordering::Relaxed);
-            tracing::warn!(
-                dropped,
-                total_dropped = self.spool.dropped(),
-                "spool full: dropped the oldest events"
-            );
+            tracing::warn!(dropped, total_dropped = self.spool.dropped(), "spool full: dropped the oldest events");
         }
         Ok(())
     }
@@ -190,15 +186,8 @@ impl Publisher {
         if !conn.up || conn.window >= WINDOW {
             return Ok(());
         }
-        for rec in self
-            .spool
-            .read_pending(conn.next_send, WINDOW - conn.window)?
-        {
-            if conn
-                .client
-                .try_publish(&rec.topic, QoS::AtLeastOnce, false, rec.payload)
-                .is_err()
-            {
+        for rec in self.spool.read_pending(conn.next_send, WINDOW - conn.window)? {
+            if conn.client.try_publish(&rec.topic, QoS::AtLeastOnce, false, rec.payload).is_err() {
                 break;
             }
             conn.requested.push_back(Sent::Event(rec.seq));
@@ -210,12 +199,7 @@ impl Publisher {
     }
 
     fn send_other(conn: &mut Connection, topic: String, payload: Vec<u8>) {
-        if conn.up
-            && conn
-                .client
-                .try_publish(topic, QoS::AtLeastOnce, true, payload)
-                .is_ok()
-        {
+        if conn.up && conn.client.try_publish(topic, QoS::AtLeastOnce, true, payload).is_ok() {
             conn.requested.push_back(Sent::Other);
         }
     }
@@ -231,9 +215,7 @@ impl Publisher {
         let mut closing_at: Option<Instant> = None;
         loop {
             self.pump(&mut conn)?;
-            self.stats
-                .spooled
-                .store(self.spool.pending(), Ordering::Relaxed);
+            self.stats.spooled.store(self.spool.pending(), Ordering::Relaxed);
             if let Some(deadline) = closing_at {
                 if self.spool.pending() == 0 || Instant::now() >= deadline {
                     break;
@@ -324,8 +306,7 @@ impl Publisher {
             Self::send_other(&mut conn, self.topics.availability(), b"offline".to_vec());
             let _ = conn.client.disconnect().await;
             let deadline = Instant::now() + Duration::from_secs(2);
-            while let Ok(Some(Ok(ev))) = tokio::time::timeout_at(deadline, conn.events.recv()).await
-            {
+            while let Ok(Some(Ok(ev))) = tokio::time::timeout_at(deadline, conn.events.recv()).await {
                 if let Event::Outgoing(Outgoing::Disconnect) = ev {
                     break;
                 }
@@ -369,15 +350,16 @@ fn describe(e: &rumqttc::ConnectionError) -> String {
         rumqttc::ConnectionError::ConnectionRefused(code) => {
             format!("the broker refused the connection ({code:?})")
         }
+        rumqttc::ConnectionError::Tls(e) => {
+            format!("TLS failed: {e} (check mqtt.ca_file, and that the broker's certificate names this host)")
+        }
         other => other.to_string(),
     }
 }
 
 /// Up to ±20 % jitter, so a fleet does not reconnect in lock-step.
 fn jitter(d: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |t| t.subsec_nanos());
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |t| t.subsec_nanos());
     let factor = 0.8 + 0.4 * (f64::from(nanos % 1000) / 1000.0);
     d.mul_f64(factor)
 }

@@ -58,10 +58,8 @@ impl Spool {
     /// Opens (or creates) the spool, bounded to `max_bytes` on disk.
     pub fn open(dir: &Path, max_bytes: u64) -> std::io::Result<Spool> {
         std::fs::create_dir_all(dir)?;
-        let low_water = std::fs::read_to_string(dir.join("acked"))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0);
+        let low_water =
+            std::fs::read_to_string(dir.join("acked")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
         let mut segments = Vec::new();
         let mut names: Vec<PathBuf> = std::fs::read_dir(dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -77,12 +75,7 @@ impl Spool {
             let bytes = records.iter().map(record_len).sum();
             // Cut a torn tail so appends start on a record boundary.
             OpenOptions::new().write(true).open(&path)?.set_len(bytes)?;
-            segments.push(Segment {
-                first_seq: first.seq,
-                last_seq: last.seq,
-                path,
-                bytes,
-            });
+            segments.push(Segment { first_seq: first.seq, last_seq: last.seq, path, bytes });
         }
         let mut spool = Spool {
             dir: dir.to_path_buf(),
@@ -133,33 +126,17 @@ impl Spool {
         while self.bytes() + len > self.max_bytes && self.segments.len() > 1 {
             dropped += self.drop_oldest()?;
         }
-        let need_new = self
-            .segments
-            .last()
-            .is_none_or(|s| s.bytes + len > self.segment_bytes)
-            || self.writer.is_none();
+        let need_new = self.segments.last().is_none_or(|s| s.bytes + len > self.segment_bytes) || self.writer.is_none();
         if need_new {
             if let Some(w) = self.writer.take() {
                 w.sync_data()?;
             }
-            let reuse = self
-                .segments
-                .last()
-                .is_some_and(|s| s.bytes + len <= self.segment_bytes);
+            let reuse = self.segments.last().is_some_and(|s| s.bytes + len <= self.segment_bytes);
             if !reuse {
                 let path = self.dir.join(seg_name(rec.seq));
-                self.segments.push(Segment {
-                    first_seq: rec.seq,
-                    last_seq: rec.seq,
-                    path,
-                    bytes: 0,
-                });
+                self.segments.push(Segment { first_seq: rec.seq, last_seq: rec.seq, path, bytes: 0 });
             }
-            let path = &self
-                .segments
-                .last()
-                .map(|s| s.path.clone())
-                .unwrap_or_default();
+            let path = &self.segments.last().map(|s| s.path.clone()).unwrap_or_default();
             self.writer = Some(OpenOptions::new().create(true).append(true).open(path)?);
             if !reuse {
                 if let Ok(d) = File::open(&self.dir) {
@@ -241,10 +218,7 @@ impl Spool {
             let seg = self.segments.remove(0);
             std::fs::remove_file(&seg.path)?;
         }
-        if self.segments.len() == 1
-            && self.segments[0].last_seq < self.low_water
-            && self.writer.is_none()
-        {
+        if self.segments.len() == 1 && self.segments[0].last_seq < self.low_water && self.writer.is_none() {
             let seg = self.segments.remove(0);
             std::fs::remove_file(&seg.path)?;
         }
@@ -294,11 +268,7 @@ fn read_segment(path: &Path) -> std::io::Result<Vec<Record>> {
             break;
         }
         let topic = String::from_utf8_lossy(&body[10..10 + tlen]).into_owned();
-        out.push(Record {
-            seq,
-            topic,
-            payload: body[10 + tlen..].to_vec(),
-        });
+        out.push(Record { seq, topic, payload: body[10 + tlen..].to_vec() });
         pos += 4 + len;
     }
     Ok(out)
@@ -309,11 +279,7 @@ mod tests {
     use super::*;
 
     fn rec(seq: u64) -> Record {
-        Record {
-            seq,
-            topic: "t/x".into(),
-            payload: vec![b'x'; 100],
-        }
+        Record { seq, topic: "t/x".into(), payload: vec![b'x'; 100] }
     }
 
     #[test]
@@ -331,12 +297,7 @@ mod tests {
         assert_eq!(s.pending(), 5);
         drop(s);
         let s = Spool::open(dir.path(), 1 << 20).unwrap();
-        let seqs: Vec<u64> = s
-            .read_pending(0, 100)
-            .unwrap()
-            .iter()
-            .map(|r| r.seq)
-            .collect();
+        let seqs: Vec<u64> = s.read_pending(0, 100).unwrap().iter().map(|r| r.seq).collect();
         // 6 was acknowledged above the low-water mark; after a restart it is sent again
         // (a duplicate the consumer drops by seq), never lost.
         assert_eq!(seqs, vec![4, 5, 6, 7, 8, 9]);
@@ -360,12 +321,7 @@ mod tests {
         f.write_all(&[200, 0, 0, 0, 1, 2, 3]).unwrap();
         let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
         s.append(&rec(2)).unwrap();
-        let seqs: Vec<u64> = s
-            .read_pending(0, 100)
-            .unwrap()
-            .iter()
-            .map(|r| r.seq)
-            .collect();
+        let seqs: Vec<u64> = s.read_pending(0, 100).unwrap().iter().map(|r| r.seq).collect();
         assert_eq!(seqs, vec![0, 1, 2]);
     }
 
@@ -381,11 +337,7 @@ mod tests {
         assert!(dropped > 0);
         assert_eq!(dropped, s.dropped());
         let pending = s.read_pending(0, 10_000).unwrap();
-        assert_eq!(
-            pending.len() as u64 + dropped,
-            2000,
-            "every event is either kept or counted"
-        );
+        assert_eq!(pending.len() as u64 + dropped, 2000, "every event is either kept or counted");
         assert_eq!(pending.last().unwrap().seq, 1999, "the newest are kept");
         assert!(pending.windows(2).all(|w| w[1].seq == w[0].seq + 1));
     }

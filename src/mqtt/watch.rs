@@ -31,12 +31,8 @@ pub async fn watch(opts: WatchOptions, out: &mut (impl Write + Send)) -> anyhow:
     mo.set_keep_alive(Duration::from_secs(30));
     mo.set_max_packet_size(256 * 1024, 256 * 1024);
     let (client, mut eventloop) = AsyncClient::new(mo, 16);
-    client
-        .subscribe(format!("{}/+/+/emotion", opts.prefix), QoS::AtLeastOnce)
-        .await?;
-    client
-        .subscribe(format!("{}/+/availability", opts.prefix), QoS::AtLeastOnce)
-        .await?;
+    client.subscribe(format!("{}/+/+/emotion", opts.prefix), QoS::AtLeastOnce).await?;
+    client.subscribe(format!("{}/+/availability", opts.prefix), QoS::AtLeastOnce).await?;
     let deadline = opts.timeout.map(|t| tokio::time::Instant::now() + t);
     let mut printed = 0u64;
     loop {
@@ -50,10 +46,7 @@ pub async fn watch(opts: WatchOptions, out: &mut (impl Write + Send)) -> anyhow:
         let publish = match polled {
             Ok(Event::Incoming(Packet::Publish(p))) => p,
             Ok(Event::Incoming(Packet::SubAck(ack))) if ack.pkid == 1 => {
-                eprintln!(
-                    "clefd watch: subscribed to {}/+/+/emotion on {}",
-                    opts.prefix, opts.url
-                );
+                eprintln!("clefd watch: subscribed to {}/+/+/emotion on {}", opts.prefix, opts.url);
                 continue;
             }
             Ok(_) => continue,
@@ -90,9 +83,7 @@ pub async fn watch(opts: WatchOptions, out: &mut (impl Write + Send)) -> anyhow:
 fn top(map: Option<&Value>) -> (String, f64) {
     map.and_then(Value::as_object)
         .and_then(|m| {
-            m.iter()
-                .filter_map(|(k, v)| v.as_f64().map(|f| (k.clone(), f)))
-                .max_by(|a, b| a.1.total_cmp(&b.1))
+            m.iter().filter_map(|(k, v)| v.as_f64().map(|f| (k.clone(), f))).max_by(|a, b| a.1.total_cmp(&b.1))
         })
         .unwrap_or_default()
 }
@@ -105,11 +96,7 @@ pub fn describe(v: &Value) -> String {
     let ts = s("ts");
     let time = ts.split('T').nth(1).unwrap_or(&ts).trim_end_matches('Z');
     let bx = v.get("box");
-    let coord = |k: &str| {
-        bx.and_then(|b| b.get(k))
-            .and_then(Value::as_f64)
-            .unwrap_or(0.0)
-    };
+    let coord = |k: &str| bx.and_then(|b| b.get(k)).and_then(Value::as_f64).unwrap_or(0.0);
     format!(
         "{time} {}/{} track {:<3} {:<6} {:<9} {:.2}  factual {factual} {fp:.2}  debias {}  box ({:.2},{:.2} {:.2}x{:.2})  seq {}",
         s("device"),

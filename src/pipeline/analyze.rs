@@ -49,11 +49,7 @@ impl Analyzer {
     /// Wraps a loaded bundle; classifier batches hold at most `max_batch` faces.
     pub fn new(bundle: Bundle, max_batch: usize) -> Analyzer {
         let task = bundle.manifest.clef_task();
-        Analyzer {
-            bundle,
-            task,
-            max_batch: max_batch.max(1),
-        }
+        Analyzer { bundle, task, max_batch: max_batch.max(1) }
     }
 
     /// The bundle's manifest (labels, name, digest).
@@ -72,10 +68,7 @@ impl Analyzer {
     }
 
     /// Analyses one frame.
-    pub fn analyze(
-        &mut self,
-        frame: &RgbView<'_>,
-    ) -> Result<(Vec<FaceAnalysis>, StageTimes), EngineError> {
+    pub fn analyze(&mut self, frame: &RgbView<'_>) -> Result<(Vec<FaceAnalysis>, StageTimes), EngineError> {
         let (mut all, times) = self.analyze_batch(std::slice::from_ref(frame))?;
         Ok((all.pop().unwrap_or_default(), times))
     }
@@ -97,18 +90,12 @@ impl Analyzer {
             .iter()
             .zip(&detections)
             .flat_map(|(frame, dets)| dets.iter().map(move |d| (frame, d)))
-            .map(|(frame, d)| Subject {
-                frame,
-                boxes: SubjectBoxes::from_face(d.rect, &m.subject),
-            })
+            .map(|(frame, d)| Subject { frame, boxes: SubjectBoxes::from_face(d.rect, &m.subject) })
             .collect();
         if subjects.is_empty() {
             return Ok((
                 frames.iter().map(|_| Vec::new()).collect(),
-                StageTimes {
-                    detect: t1 - t0,
-                    classify: Duration::ZERO,
-                },
+                StageTimes { detect: t1 - t0, classify: Duration::ZERO },
             ));
         }
         let y_e = self.bundle.vanilla.classify(&subjects, self.max_batch)?;
@@ -127,12 +114,10 @@ impl Analyzer {
                     break;
                 };
                 let effects = match &y_c {
-                    Some(c) => Some(clef::effects(m.fusion, c, &y_e, star).map_err(|e| {
-                        EngineError::Run {
-                            model: "clef".into(),
-                            reason: e.to_string(),
-                        }
-                    })?),
+                    Some(c) => Some(
+                        clef::effects(m.fusion, c, &y_e, star)
+                            .map_err(|e| EngineError::Run { model: "clef".into(), reason: e.to_string() })?,
+                    ),
                     None => None,
                 };
                 let factual_scores = self.task.scores(&y_e);
@@ -140,23 +125,10 @@ impl Analyzer {
                     Some(e) => self.task.scores(&e.tie),
                     None => factual_scores.clone(),
                 };
-                faces.push(FaceAnalysis {
-                    detection,
-                    y_e,
-                    y_c,
-                    effects,
-                    factual_scores,
-                    scores,
-                });
+                faces.push(FaceAnalysis { detection, y_e, y_c, effects, factual_scores, scores });
             }
             out.push(faces);
         }
-        Ok((
-            out,
-            StageTimes {
-                detect: t1 - t0,
-                classify: t1.elapsed(),
-            },
-        ))
+        Ok((out, StageTimes { detect: t1 - t0, classify: t1.elapsed() }))
     }
 }

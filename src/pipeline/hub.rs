@@ -55,23 +55,9 @@ impl<T> FrameHub<T> {
     /// A hub with `cameras` open slots.
     pub fn new(cameras: usize) -> FrameHub<T> {
         let slots = (0..cameras)
-            .map(|_| Slot {
-                frame: None,
-                open: true,
-                reset: false,
-                closed_reported: false,
-                received: 0,
-                dropped: 0,
-            })
+            .map(|_| Slot { frame: None, open: true, reset: false, closed_reported: false, received: 0, dropped: 0 })
             .collect();
-        FrameHub {
-            state: Mutex::new(State {
-                slots,
-                cursor: 0,
-                shutdown: false,
-            }),
-            ready: Condvar::new(),
-        }
+        FrameHub { state: Mutex::new(State { slots, cursor: 0, shutdown: false }), ready: Condvar::new() }
     }
 
     fn lock(&self) -> MutexGuard<'_, State<T>> {
@@ -129,22 +115,12 @@ impl<T> FrameHub<T> {
     /// Counters of one camera.
     pub fn stats(&self, slot: usize) -> SlotStats {
         let s = self.lock();
-        s.slots
-            .get(slot)
-            .map(|sl| SlotStats {
-                received: sl.received,
-                dropped: sl.dropped,
-            })
-            .unwrap_or_default()
+        s.slots.get(slot).map(|sl| SlotStats { received: sl.received, dropped: sl.dropped }).unwrap_or_default()
     }
 
     /// Frames waiting right now (never more than the number of cameras).
     pub fn waiting(&self) -> usize {
-        self.lock()
-            .slots
-            .iter()
-            .filter(|s| s.frame.is_some())
-            .count()
+        self.lock().slots.iter().filter(|s| s.frame.is_some()).count()
     }
 
     /// Blocks until frames, a reset or a close are available. Once a frame is waiting,
@@ -169,11 +145,7 @@ impl<T> FrameHub<T> {
                     if now >= deadline {
                         break;
                     }
-                    s = self
-                        .ready
-                        .wait_timeout(s, deadline - now)
-                        .map(|(g, _)| g)
-                        .unwrap_or_else(|p| p.into_inner().0);
+                    s = self.ready.wait_timeout(s, deadline - now).map(|(g, _)| g).unwrap_or_else(|p| p.into_inner().0);
                 }
                 let n = s.slots.len();
                 let mut frames = Vec::new();
@@ -191,11 +163,7 @@ impl<T> FrameHub<T> {
                 }
                 return Next::Frames(frames);
             }
-            if let Some(i) = s
-                .slots
-                .iter()
-                .position(|sl| !sl.open && !sl.closed_reported)
-            {
+            if let Some(i) = s.slots.iter().position(|sl| !sl.open && !sl.closed_reported) {
                 s.slots[i].closed_reported = true;
                 return Next::Closed(i);
             }
@@ -221,20 +189,10 @@ mod tests {
         }
         hub.put(1, 1000);
         match hub.next(4, Duration::ZERO) {
-            Next::Frames(f) => assert_eq!(
-                f,
-                vec![(0, 99), (1, 1000)],
-                "one batch, the latest frame of each camera"
-            ),
+            Next::Frames(f) => assert_eq!(f, vec![(0, 99), (1, 1000)], "one batch, the latest frame of each camera"),
             other => panic!("{other:?}"),
         }
-        assert_eq!(
-            hub.stats(0),
-            SlotStats {
-                received: 100,
-                dropped: 99
-            }
-        );
+        assert_eq!(hub.stats(0), SlotStats { received: 100, dropped: 99 });
         hub.close(0);
         assert!(matches!(hub.next(1, Duration::ZERO), Next::Closed(0)));
         hub.close(1);

@@ -17,9 +17,7 @@ use crate::engine::Bundle;
 use crate::engine::runtime::{self, SessionOptions};
 use crate::events::EmotionEvent;
 use crate::events::lifecycle::LifecycleConfig;
-use crate::source::{
-    CameraOptions, CameraStatus, Frame, SourceSpec, Supervisor, SupervisorOptions,
-};
+use crate::source::{CameraOptions, CameraStatus, Frame, SourceSpec, Supervisor, SupervisorOptions};
 use analyze::Analyzer;
 use hub::FrameHub;
 pub use worker::{Batching, CameraSummary, LatencyHistogram, RunSummary, StageTotals};
@@ -86,11 +84,7 @@ pub struct Stopper {
 impl Stopper {
     /// Stops every camera; workers then finish their frame, end tracks and return.
     pub fn stop(&self) {
-        let cams: Vec<Supervisor> = self
-            .cameras
-            .lock()
-            .map(|mut c| c.drain(..).collect())
-            .unwrap_or_default();
+        let cams: Vec<Supervisor> = self.cameras.lock().map(|mut c| c.drain(..).collect()).unwrap_or_default();
         for cam in cams {
             cam.stop();
         }
@@ -110,30 +104,18 @@ impl Pipeline {
     /// Loads ONNX Runtime and the bundles, starts every enabled camera under its own
     /// supervisor, and starts one worker per bundle. A camera that fails is retried or
     /// reported without affecting the others.
-    pub fn start<S: EventSink + Clone>(
-        loaded: &Loaded,
-        sink: S,
-    ) -> Result<Pipeline, PipelineError> {
+    pub fn start<S: EventSink + Clone>(loaded: &Loaded, sink: S) -> Result<Pipeline, PipelineError> {
         let cfg = &loaded.config;
         runtime::init(cfg.engine.onnxruntime.as_deref())?;
         let opts = SessionOptions {
             threads: cfg.engine.threads,
             providers: cfg.engine.providers.clone(),
-            cache_dir: Some(
-                cfg.engine
-                    .cache_dir
-                    .clone()
-                    .unwrap_or_else(|| cfg.state_dir.join("engine-cache")),
-            ),
+            cache_dir: Some(cfg.engine.cache_dir.clone().unwrap_or_else(|| cfg.state_dir.join("engine-cache"))),
         };
         let mut by_bundle: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
         for (name, cam) in cfg.cameras.iter().filter(|(_, c)| c.enabled) {
             by_bundle
-                .entry(
-                    cam.bundle
-                        .clone()
-                        .unwrap_or_else(|| cfg.engine.bundle.clone()),
-                )
+                .entry(cam.bundle.clone().unwrap_or_else(|| cfg.engine.bundle.clone()))
                 .or_default()
                 .push(name.clone());
         }
@@ -149,10 +131,8 @@ impl Pipeline {
         let mut start_errors = Vec::new();
         let track_ids = Arc::new(std::sync::atomic::AtomicU64::new(0));
         for (dir, names) in by_bundle {
-            let bundle = Bundle::load(&dir, &opts).map_err(|source| PipelineError::Bundle {
-                path: dir.display().to_string(),
-                source,
-            })?;
+            let bundle = Bundle::load(&dir, &opts)
+                .map_err(|source| PipelineError::Bundle { path: dir.display().to_string(), source })?;
             let analyzer = Analyzer::new(bundle, cfg.engine.batch_max);
             let hub: Arc<FrameHub<Frame>> = Arc::new(FrameHub::new(names.len()));
             let mut slots = Vec::new();
@@ -163,10 +143,7 @@ impl Pipeline {
                     Err(reason) => {
                         // check-config rejects these; a file deleted since then lands here.
                         tracing::error!(camera = %name, error = %reason, "camera cannot start");
-                        failures
-                            .lock()
-                            .map(|mut f| f.insert(name.clone(), reason.clone()))
-                            .ok();
+                        failures.lock().map(|mut f| f.insert(name.clone(), reason.clone())).ok();
                         start_errors.push(reason);
                         hub.close(slot);
                         slots.push(name.clone());
@@ -205,10 +182,7 @@ impl Pipeline {
                             fails
                                 .lock()
                                 .map(|mut f| {
-                                    f.insert(
-                                        status.camera.clone(),
-                                        status.last_error.clone().unwrap_or_default(),
-                                    )
+                                    f.insert(status.camera.clone(), status.last_error.clone().unwrap_or_default())
                                 })
                                 .ok();
                         }
@@ -227,52 +201,31 @@ impl Pipeline {
                 lifecycle: lifecycle.clone(),
                 track_ids: track_ids.clone(),
                 batching: Batching {
-                    max_frames: if cfg.engine.batching {
-                        cfg.engine.batch_max
-                    } else {
-                        1
-                    },
+                    max_frames: if cfg.engine.batching { cfg.engine.batch_max } else { 1 },
                     linger: Duration::from_secs_f64(cfg.engine.batch_timeout_ms / 1000.0),
                 },
                 sink: sink.clone(),
             };
-            let handle = worker::spawn(analyzer, loaded, setup).map_err(|e| {
-                PipelineError::NoCamera(format!("cannot start the inference thread: {e}"))
-            })?;
+            let handle = worker::spawn(analyzer, loaded, setup)
+                .map_err(|e| PipelineError::NoCamera(format!("cannot start the inference thread: {e}")))?;
             workers.push(handle);
         }
         if cameras.lock().map(|c| c.is_empty()).unwrap_or(true) {
             return Err(PipelineError::NoCamera(start_errors.join("; ")));
         }
-        Ok(Pipeline {
-            cameras,
-            workers,
-            failures,
-        })
+        Ok(Pipeline { cameras, workers, failures })
     }
 
     /// A handle that stops the pipeline.
     pub fn stopper(&self) -> Stopper {
-        Stopper {
-            cameras: self.cameras.clone(),
-        }
+        Stopper { cameras: self.cameras.clone() }
     }
 
     /// Waits until every camera has ended and every worker has finished.
     pub fn wait(self) -> Outcome {
-        let summaries = self
-            .workers
-            .into_iter()
-            .filter_map(|w| w.join().ok())
-            .collect();
-        Stopper {
-            cameras: self.cameras,
-        }
-        .stop();
+        let summaries = self.workers.into_iter().filter_map(|w| w.join().ok()).collect();
+        Stopper { cameras: self.cameras }.stop();
         let failures = self.failures.lock().map(|f| f.clone()).unwrap_or_default();
-        Outcome {
-            summaries,
-            failures,
-        }
+        Outcome { summaries, failures }
     }
 }

@@ -45,10 +45,7 @@ pub struct LatencyHistogram {
 
 impl Default for LatencyHistogram {
     fn default() -> Self {
-        LatencyHistogram {
-            buckets: vec![0; 20_001],
-            count: 0,
-        }
+        LatencyHistogram { buckets: vec![0; 20_001], count: 0 }
     }
 }
 
@@ -134,28 +131,14 @@ pub(super) fn spawn<S: EventSink>(
     loaded: &Loaded,
     setup: WorkerSetup<S>,
 ) -> std::io::Result<std::thread::JoinHandle<RunSummary>> {
-    let WorkerSetup {
-        hub,
-        cameras,
-        lifecycle,
-        track_ids,
-        batching,
-        mut sink,
-    } = setup;
+    let WorkerSetup { hub, cameras, lifecycle, track_ids, batching, mut sink } = setup;
     let m = analyzer.manifest();
-    let bundle = BundleRef {
-        name: m.name.clone(),
-        sha256: m.sha256.clone(),
-    };
+    let bundle = BundleRef { name: m.name.clone(), sha256: m.sha256.clone() };
     let tracker_cfg = loaded.config.tracker.clone();
     let mut states: Vec<CameraState> = cameras
         .iter()
         .map(|camera| CameraState {
-            tracker: Tracker::new(
-                tracker_cfg.iou_threshold,
-                tracker_cfg.max_missed,
-                track_ids.clone(),
-            ),
+            tracker: Tracker::new(tracker_cfg.iou_threshold, tracker_cfg.max_missed, track_ids.clone()),
             lifecycle: Lifecycle::new(
                 lifecycle.clone(),
                 Source {
@@ -227,7 +210,13 @@ pub(super) fn spawn<S: EventSink>(
                                 context_bias: f.effects.as_ref().map(|e| e.counterfactual.as_slice()),
                             })
                             .collect();
-                        let info = FrameInfo { index: frame.index, wall: frame.wall, captured: frame.captured, width: frame.width as f32, height: frame.height as f32 };
+                        let info = FrameInfo {
+                            index: frame.index,
+                            wall: frame.wall,
+                            captured: frame.captured,
+                            width: frame.width as f32,
+                            height: frame.height as f32,
+                        };
                         let events = st.lifecycle.on_frame(&info, &observations, &update.ended);
                         let cam = &mut summary.cameras[*slot];
                         cam.frames += 1;
@@ -282,10 +271,6 @@ mod tests {
         assert_eq!(h.quantile_ms(0.5), 50.0);
         assert_eq!(h.quantile_ms(0.99), 99.0);
         h.record(Duration::from_secs(10));
-        assert_eq!(
-            h.quantile_ms(1.0),
-            2000.0,
-            "overflow lands in the last bucket"
-        );
+        assert_eq!(h.quantile_ms(1.0), 2000.0, "overflow lands in the last bucket");
     }
 }

@@ -86,11 +86,7 @@ fn init() -> Result<(), SourceError> {
 
 fn require(camera: &str, element: &str, hint: &str) -> Result<(), SourceError> {
     if gst::ElementFactory::find(element).is_none() {
-        return Err(SourceError::MissingElement {
-            camera: camera.into(),
-            element: element.into(),
-            hint: hint.into(),
-        });
+        return Err(SourceError::MissingElement { camera: camera.into(), element: element.into(), hint: hint.into() });
     }
     Ok(())
 }
@@ -105,8 +101,7 @@ fn source_description(opts: &CameraOptions) -> Result<String, SourceError> {
         }
         SourceSpec::Test { .. } => {
             require(name, "videotestsrc", "install gstreamer1.0-plugins-base")?;
-            "videotestsrc name=src is-live=true ! video/x-raw,width=640,height=480,framerate=30/1"
-                .into()
+            "videotestsrc name=src is-live=true ! video/x-raw,width=640,height=480,framerate=30/1".into()
         }
         SourceSpec::Rtsp { .. } => {
             require(name, "rtspsrc", "install gstreamer1.0-plugins-good")?;
@@ -121,14 +116,8 @@ fn source_description(opts: &CameraOptions) -> Result<String, SourceError> {
             "v4l2src name=src ! decodebin".into()
         }
         SourceSpec::Csi { sensor } => {
-            require(
-                name,
-                "nvarguscamerasrc",
-                "CSI cameras need NVIDIA's Jetson GStreamer plugins",
-            )?;
-            format!(
-                "nvarguscamerasrc name=src sensor-id={sensor} ! nvvidconv ! video/x-raw,format=BGRx"
-            )
+            require(name, "nvarguscamerasrc", "CSI cameras need NVIDIA's Jetson GStreamer plugins")?;
+            format!("nvarguscamerasrc name=src sensor-id={sensor} ! nvvidconv ! video/x-raw,format=BGRx")
         }
         SourceSpec::HttpMjpeg { .. } => {
             require(name, "souphttpsrc", "install gstreamer1.0-plugins-good")?;
@@ -141,9 +130,7 @@ fn configure_source(src: &gst::Element, spec: &SourceSpec) {
     match spec {
         SourceSpec::File { path } => src.set_property("location", path.display().to_string()),
         SourceSpec::Test { pattern } => src.set_property_from_str("pattern", pattern),
-        SourceSpec::Rtsp { location } | SourceSpec::HttpMjpeg { location } => {
-            src.set_property("location", location)
-        }
+        SourceSpec::Rtsp { location } | SourceSpec::HttpMjpeg { location } => src.set_property("location", location),
         SourceSpec::V4l2 { device } => src.set_property("device", device.display().to_string()),
         SourceSpec::Csi { .. } => {}
     }
@@ -158,17 +145,11 @@ impl Camera {
         on_end: impl FnOnce(Ended) + Send + 'static,
     ) -> Result<Camera, SourceError> {
         init()?;
-        let perr = |reason: String| SourceError::Pipeline {
-            camera: opts.name.clone(),
-            reason,
-        };
+        let perr = |reason: String| SourceError::Pipeline { camera: opts.name.clone(), reason };
         let live = !matches!(opts.spec, SourceSpec::File { .. });
         let sync = !live && opts.realtime;
         let rate = match opts.fps_cap {
-            Some(fps) => format!(
-                " ! videorate drop-only=true max-rate={}",
-                fps.ceil().max(1.0) as u32
-            ),
+            Some(fps) => format!(" ! videorate drop-only=true max-rate={}", fps.ceil().max(1.0) as u32),
             None => String::new(),
         };
         let desc = format!(
@@ -184,9 +165,7 @@ impl Camera {
             .map_err(|e| perr(format!("cannot build pipeline: {e}")))?
             .downcast::<gst::Pipeline>()
             .map_err(|_| perr("not a pipeline".into()))?;
-        let src = pipeline
-            .by_name("src")
-            .ok_or_else(|| perr("no source element".into()))?;
+        let src = pipeline.by_name("src").ok_or_else(|| perr("no source element".into()))?;
         configure_source(&src, &opts.spec);
         let sink = pipeline
             .by_name("sink")
@@ -209,20 +188,12 @@ impl Camera {
                 })
                 .build(),
         );
-        pipeline
-            .set_state(gst::State::Playing)
-            .map_err(|_| perr(format!("cannot start {}", describe(&opts.spec))))?;
+        pipeline.set_state(gst::State::Playing).map_err(|_| perr(format!("cannot start {}", describe(&opts.spec))))?;
         let stop = Arc::new(AtomicBool::new(false));
-        let bus = pipeline
-            .bus()
-            .ok_or_else(|| perr("pipeline has no bus".into()))?;
+        let bus = pipeline.bus().ok_or_else(|| perr("pipeline has no bus".into()))?;
         let bus_thread = {
-            let (stop, pipeline, name, looping) = (
-                stop.clone(),
-                pipeline.clone(),
-                opts.name.clone(),
-                opts.looping && !live,
-            );
+            let (stop, pipeline, name, looping) =
+                (stop.clone(), pipeline.clone(), opts.name.clone(), opts.looping && !live);
             std::thread::Builder::new()
                 .name(format!("cam-{name}"))
                 .spawn(move || {
@@ -233,14 +204,7 @@ impl Camera {
                 .map_err(|e| perr(format!("cannot spawn the bus thread: {e}")))?
         };
         tracing::info!(camera = %opts.name, source = %describe(&opts.spec), width = opts.width, "camera started");
-        Ok(Camera {
-            name: opts.name,
-            spec: opts.spec,
-            pipeline,
-            stop,
-            bus_thread: Some(bus_thread),
-            frames,
-        })
+        Ok(Camera { name: opts.name, spec: opts.spec, pipeline, stop, bus_thread: Some(bus_thread), frames })
     }
 
     /// What this camera reads.
@@ -277,16 +241,14 @@ impl Drop for Camera {
 /// Where a source reads from, without credentials.
 fn describe(spec: &SourceSpec) -> String {
     match spec {
-        SourceSpec::Rtsp { location } | SourceSpec::HttpMjpeg { location } => {
-            match url::Url::parse(location) {
-                Ok(mut u) => {
-                    let _ = u.set_password(None);
-                    let _ = u.set_username("");
-                    u.to_string()
-                }
-                Err(_) => "(unparsable uri)".into(),
+        SourceSpec::Rtsp { location } | SourceSpec::HttpMjpeg { location } => match url::Url::parse(location) {
+            Ok(mut u) => {
+                let _ = u.set_password(None);
+                let _ = u.set_username("");
+                u.to_string()
             }
-        }
+            Err(_) => "(unparsable uri)".into(),
+        },
         SourceSpec::File { path } => path.display().to_string(),
         SourceSpec::Test { pattern } => format!("test pattern {pattern}"),
         SourceSpec::V4l2 { device } => device.display().to_string(),
@@ -294,13 +256,7 @@ fn describe(spec: &SourceSpec) -> String {
     }
 }
 
-fn watch_bus(
-    bus: &gst::Bus,
-    pipeline: &gst::Pipeline,
-    name: &str,
-    looping: bool,
-    stop: &AtomicBool,
-) -> Ended {
+fn watch_bus(bus: &gst::Bus, pipeline: &gst::Pipeline, name: &str, looping: bool, stop: &AtomicBool) -> Ended {
     use gst::MessageView;
     while !stop.load(Ordering::SeqCst) {
         let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) else {
@@ -309,12 +265,7 @@ fn watch_bus(
         match msg.view() {
             MessageView::Eos(_) if looping => {
                 tracing::debug!(camera = %name, "end of file; looping");
-                if pipeline
-                    .seek_simple(
-                        gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT,
-                        gst::ClockTime::ZERO,
-                    )
-                    .is_err()
+                if pipeline.seek_simple(gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT, gst::ClockTime::ZERO).is_err()
                 {
                     return Ended::Error("cannot seek back to the start to loop".into());
                 }
@@ -324,10 +275,7 @@ fn watch_bus(
                 return Ended::Eos;
             }
             MessageView::Error(e) => {
-                let src = e
-                    .src()
-                    .map(|s| s.path_string().to_string())
-                    .unwrap_or_default();
+                let src = e.src().map(|s| s.path_string().to_string()).unwrap_or_default();
                 let reason = format!("{} (from {src})", e.error());
                 tracing::debug!(camera = %name, error = %reason, debug = ?e.debug(), "camera pipeline error");
                 return Ended::Error(reason);
@@ -362,55 +310,36 @@ fn frame_from_sample(sample: &gst::Sample, index: u64) -> Option<Frame> {
 /// Decodes a still image (PNG, JPEG, ...) to RGB with GStreamer, for `clefd explain`.
 pub fn decode_image(path: &std::path::Path) -> Result<RgbImage, SourceError> {
     init()?;
-    let perr = |reason: String| SourceError::Pipeline {
-        camera: path.display().to_string(),
-        reason,
-    };
+    let perr = |reason: String| SourceError::Pipeline { camera: path.display().to_string(), reason };
     if !path.is_file() {
         return Err(perr("image file does not exist".into()));
     }
-    let pipeline = gst::parse::launch("filesrc name=src ! decodebin ! videoconvert ! video/x-raw,format=RGB ! appsink name=sink sync=false")
-        .map_err(|e| perr(e.to_string()))?
-        .downcast::<gst::Pipeline>()
-        .map_err(|_| perr("not a pipeline".into()))?;
-    let src = pipeline
-        .by_name("src")
-        .ok_or_else(|| perr("no source".into()))?;
+    let pipeline = gst::parse::launch(
+        "filesrc name=src ! decodebin ! videoconvert ! video/x-raw,format=RGB ! appsink name=sink sync=false",
+    )
+    .map_err(|e| perr(e.to_string()))?
+    .downcast::<gst::Pipeline>()
+    .map_err(|_| perr("not a pipeline".into()))?;
+    let src = pipeline.by_name("src").ok_or_else(|| perr("no source".into()))?;
     src.set_property("location", path.display().to_string());
     let sink = pipeline
         .by_name("sink")
         .and_then(|s| s.downcast::<gst_app::AppSink>().ok())
         .ok_or_else(|| perr("no appsink".into()))?;
-    pipeline
-        .set_state(gst::State::Playing)
-        .map_err(|_| perr("cannot start decoding".into()))?;
+    pipeline.set_state(gst::State::Playing).map_err(|_| perr("cannot start decoding".into()))?;
     let sample = sink.try_pull_sample(gst::ClockTime::from_seconds(10));
-    let bus_error = pipeline
-        .bus()
-        .and_then(|b| b.pop_filtered(&[gst::MessageType::Error]))
-        .map(|m| match m.view() {
-            gst::MessageView::Error(e) => e.error().to_string(),
-            _ => String::new(),
-        });
+    let bus_error = pipeline.bus().and_then(|b| b.pop_filtered(&[gst::MessageType::Error])).map(|m| match m.view() {
+        gst::MessageView::Error(e) => e.error().to_string(),
+        _ => String::new(),
+    });
     let _ = pipeline.set_state(gst::State::Null);
-    let sample = sample.ok_or_else(|| {
-        perr(format!(
-            "cannot decode: {}",
-            bus_error.unwrap_or_else(|| "no picture".into())
-        ))
-    })?;
-    let frame =
-        frame_from_sample(&sample, 0).ok_or_else(|| perr("decoded image is not RGB".into()))?;
-    let view = frame
-        .view()
-        .ok_or_else(|| perr("decoded buffer is too small".into()))?;
+    let sample =
+        sample.ok_or_else(|| perr(format!("cannot decode: {}", bus_error.unwrap_or_else(|| "no picture".into()))))?;
+    let frame = frame_from_sample(&sample, 0).ok_or_else(|| perr("decoded image is not RGB".into()))?;
+    let view = frame.view().ok_or_else(|| perr("decoded buffer is too small".into()))?;
     let mut data = Vec::with_capacity(frame.width * frame.height * 3);
     for y in 0..frame.height {
         data.extend_from_slice(view.row(y));
     }
-    Ok(RgbImage {
-        data,
-        width: frame.width,
-        height: frame.height,
-    })
+    Ok(RgbImage { data, width: frame.width, height: frame.height })
 }

@@ -161,22 +161,15 @@ fn pause(d: Duration, stop: &AtomicBool) -> bool {
 
 /// ±20 % jitter so that many cameras behind one switch do not retry in lock-step.
 fn jitter(d: Duration, salt: u64) -> Duration {
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |t| u64::from(t.subsec_nanos()));
+    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |t| u64::from(t.subsec_nanos()));
     let r = (nanos ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15)) % 1000;
     d.mul_f64(0.8 + 0.4 * r as f64 / 1000.0)
 }
 
 fn supervise(opts: &SupervisorOptions, on_frame: &FrameFn, on_status: StatusFn, stop: &AtomicBool) {
     let is_file = matches!(opts.camera.spec, SourceSpec::File { .. });
-    let mut rep = Reporter {
-        camera: opts.camera.name.clone(),
-        on_status,
-        state: None,
-        since: SystemTime::now(),
-        restarts: 0,
-    };
+    let mut rep =
+        Reporter { camera: opts.camera.name.clone(), on_status, state: None, since: SystemTime::now(), restarts: 0 };
     let mut backoff = opts.backoff_initial;
     let mut generation: u32 = 0;
     rep.report(CameraState::Starting, 0.0, None);
@@ -211,15 +204,7 @@ fn supervise(opts: &SupervisorOptions, on_frame: &FrameFn, on_status: StatusFn, 
                 continue;
             }
         };
-        let outcome = watch(
-            &camera,
-            &end_rx,
-            opts.stall_timeout,
-            &mut rep,
-            stop,
-            &mut backoff,
-            opts.backoff_initial,
-        );
+        let outcome = watch(&camera, &end_rx, opts.stall_timeout, &mut rep, stop, &mut backoff, opts.backoff_initial);
         camera.stop();
         match outcome {
             Watch::Stopped => return,
@@ -292,8 +277,7 @@ fn watch(
             fps = (n - window.1) as f64 / (now - window.0).as_secs_f64();
             window = (now, n);
         }
-        if rep.state == Some(CameraState::Streaming) && now - last_report >= Duration::from_secs(5)
-        {
+        if rep.state == Some(CameraState::Streaming) && now - last_report >= Duration::from_secs(5) {
             last_report = now;
             rep.report(CameraState::Streaming, (fps * 10.0).round() / 10.0, None);
         }

@@ -36,10 +36,7 @@ pub fn run_clefd(args: &[&str], env: &[(&str, &str)]) -> Output {
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
 /// A mosquitto broker for one test; stopped on drop.
@@ -69,19 +66,12 @@ impl Broker {
             // mosquitto drops root privileges: let it write its database here.
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777));
-            text += &format!(
-                "persistence true\npersistence_location {}/\nautosave_interval 1\n",
-                dir.path().display()
-            );
+            text += &format!("persistence true\npersistence_location {}/\nautosave_interval 1\n", dir.path().display());
         } else {
             text += "persistence false\n";
         }
         std::fs::write(&conf, text).expect("write conf");
-        let mut b = Broker {
-            port,
-            child: None,
-            dir,
-        };
+        let mut b = Broker { port, child: None, dir };
         b.spawn();
         b
     }
@@ -97,11 +87,7 @@ impl Broker {
             .expect("mosquitto is installed (scripts/setup.sh installs it)");
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "mosquitto did not start on port {}",
-                self.port
-            );
+            assert!(Instant::now() < deadline, "mosquitto did not start on port {}", self.port);
             std::thread::sleep(Duration::from_millis(50));
         }
         self.child = Some(child);
@@ -110,9 +96,7 @@ impl Broker {
     /// Stops the broker cleanly (SIGTERM: a persistent broker saves its state).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
             let _ = child.wait();
         }
     }
@@ -139,8 +123,7 @@ impl Drop for Broker {
 
 /// The astronaut picture, decoded.
 pub fn astronaut() -> clefd::image::RgbImage {
-    clefd::source::decode_image(&repo().join("assets/astronaut.png"))
-        .expect("astronaut.png decodes")
+    clefd::source::decode_image(&repo().join("assets/astronaut.png")).expect("astronaut.png decodes")
 }
 
 /// Renders a clip of the astronaut sliding left and right.
@@ -151,13 +134,7 @@ pub fn astronaut_clip(path: &Path, seconds: f32, fps: u32) {
         height: 480,
         fps,
         frames: (seconds * fps as f32) as u32,
-        sprites: vec![Sprite {
-            image,
-            size: (360, 360),
-            from: (40.0, 60.0),
-            to: (240.0, 60.0),
-            round_trips: 1.0,
-        }],
+        sprites: vec![Sprite { image, size: (360, 360), from: (40.0, 60.0), to: (240.0, 60.0), round_trips: 1.0 }],
     };
     clefd::synth::make_clip(&spec, path).expect("clip renders");
 }
@@ -180,13 +157,8 @@ pub fn write_config(dir: &Path, broker: &str, clip: &Path, extra: &str) -> PathB
 pub fn event_schema() -> String {
     let copy = std::fs::read_to_string(repo().join("tests/schema/emotion-event.schema.json"))
         .expect("schema copy is committed");
-    if let Ok(shared) =
-        std::fs::read_to_string(repo().join("../shared/schema/emotion-event.schema.json"))
-    {
-        assert_eq!(
-            shared, copy,
-            "tests/schema/ is out of date with shared/schema/: copy it again"
-        );
+    if let Ok(shared) = std::fs::read_to_string(repo().join("../shared/schema/emotion-event.schema.json")) {
+        assert_eq!(shared, copy, "tests/schema/ is out of date with shared/schema/: copy it again");
         return shared;
     }
     copy
@@ -231,14 +203,9 @@ impl Consumer {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (l, s) = (log.clone(), stop.clone());
         let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async move {
-                let id = persistent_id
-                    .clone()
-                    .unwrap_or_else(|| format!("consumer-{}", free_port()));
+                let id = persistent_id.clone().unwrap_or_else(|| format!("consumer-{}", free_port()));
                 let mut opts = MqttOptions::new(id, "127.0.0.1", port);
                 opts.set_clean_session(persistent_id.is_none());
                 opts.set_max_packet_size(1 << 20, 1 << 20);
@@ -255,8 +222,7 @@ impl Consumer {
                         }
                         Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
                             let text = String::from_utf8_lossy(&p.payload).to_string();
-                            let body = serde_json::from_str(&text)
-                                .unwrap_or(serde_json::Value::String(text));
+                            let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
                             l.lock().unwrap().push(Received {
                                 at: Instant::now(),
                                 topic: p.topic.clone(),
@@ -270,14 +236,8 @@ impl Consumer {
                 }
             });
         });
-        ready_rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("subscribed");
-        Consumer {
-            log,
-            stop,
-            thread: Some(thread),
-        }
+        ready_rx.recv_timeout(Duration::from_secs(10)).expect("subscribed");
+        Consumer { log, stop, thread: Some(thread) }
     }
 
     /// Everything so far.
@@ -287,10 +247,7 @@ impl Consumer {
 
     /// Messages on topics ending with `suffix`.
     pub fn on(&self, suffix: &str) -> Vec<Received> {
-        self.messages()
-            .into_iter()
-            .filter(|m| m.topic.ends_with(suffix))
-            .collect()
+        self.messages().into_iter().filter(|m| m.topic.ends_with(suffix)).collect()
     }
 
     /// Waits until `pred` holds on the messages, or panics after `timeout`.
@@ -301,11 +258,7 @@ impl Consumer {
                 return;
             }
             if Instant::now() > deadline {
-                let seen: Vec<String> = self
-                    .messages()
-                    .iter()
-                    .map(|m| format!("{} {}", m.topic, m.body))
-                    .collect();
+                let seen: Vec<String> = self.messages().iter().map(|m| format!("{} {}", m.topic, m.body)).collect();
                 panic!("timed out waiting for {what}; saw:\n{}", seen.join("\n"));
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -356,9 +309,7 @@ impl Daemon {
         let Some(mut child) = self.child.take() else {
             return false;
         };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(st)) = child.try_wait() {

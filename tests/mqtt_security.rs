@@ -1,0 +1,209 @@
+//! TLS with a CA made in the test (openssl), a wrong CA, and a wrong password: events
+//! arrive over TLS; the failures are clear errors, retried with backoff, never a crash.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{Consumer, Daemon};
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let st = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl is installed");
+    assert!(st.success(), "openssl {args:?}");
+}
+
+/// A CA, a server certificate for 127.0.0.1 signed by it, and an unrelated CA.
+fn make_pki(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=clefd test CA",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "other.key",
+            "-out",
+            "other.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=some other CA",
+        ],
+    );
+    use std::os::unix::fs::PermissionsExt;
+    for f in ["server.key", "server.pem", "ca.pem"] {
+        std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// mosquitto with a plain listener (for the test's consumer) and a second one that is
+/// TLS or password-protected.
+struct SecureBroker {
+    plain: u16,
+    secure: u16,
+    child: Child,
+}
+
+impl SecureBroker {
+    fn start(dir: &Path, secure_listener: &str) -> SecureBroker {
+        let (plain, secure) = (common::free_port(), common::free_port());
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(&conf, format!("per_listener_settings true\nlistener {plain} 127.0.0.1\nallow_anonymous true\nlistener {secure} 127.0.0.1\n{secure_listener}\n")).unwrap();
+        let child =
+            Command::new("mosquitto").arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", secure)).is_err()
+            || std::net::TcpStream::connect(("127.0.0.1", plain)).is_err()
+        {
+            assert!(std::time::Instant::now() < deadline, "mosquitto did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        SecureBroker { plain, secure, child }
+    }
+}
+
+impl Drop for SecureBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn config(dir: &Path, url: &str, mqtt_extra: &str) -> std::path::PathBuf {
+    let clip = dir.join("clip.mp4");
+    common::astronaut_clip(&clip, 3.0, 15);
+    let text = common::base_config(dir, url, "secure").replace("[mqtt]\n", &format!("[mqtt]\n{mqtt_extra}"))
+        + &format!("[cameras.cam]\nuri = \"file://{}\"\nloop = true\n", clip.display());
+    let p = dir.join("clefd.toml");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn events_arrive_over_tls_and_a_wrong_ca_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    make_pki(dir.path());
+    let d = dir.path().display();
+    let broker = SecureBroker::start(
+        dir.path(),
+        &format!("allow_anonymous true\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key"),
+    );
+    let consumer = Consumer::start(broker.plain);
+    let url = format!("mqtts://127.0.0.1:{}", broker.secure);
+
+    let cfg = config(dir.path(), &url, &format!("ca_file = \"{d}/ca.pem\"\n"));
+    let daemon = Daemon::start(&cfg, &dir.path().join("good.log"));
+    consumer.wait_for("an event over TLS", Duration::from_secs(30), |m| {
+        m.iter().any(|x| x.topic == "clefd/secure/cam/emotion")
+    });
+    assert!(daemon.stop());
+
+    let cfg = config(dir.path(), &url, &format!("ca_file = \"{d}/other.pem\"\n"));
+    let log = dir.path().join("bad.log");
+    let daemon = Daemon::start(&cfg, &log);
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(daemon.stop(), "a TLS failure is not a crash");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("TLS failed") && text.contains("check mqtt.ca_file"), "{text}");
+    assert!(text.contains(&format!("broker=mqtts://127.0.0.1:{}", broker.secure)), "names the broker: {text}");
+    assert!(text.matches("MQTT broker unreachable").count() >= 2, "retried with backoff: {text}");
+}
+
+#[test]
+fn a_wrong_password_is_reported_and_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("passwd");
+    let st = Command::new("mosquitto_passwd")
+        .args(["-b", "-c"])
+        .arg(&pw)
+        .args(["clefd", "right-password"])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let broker = SecureBroker::start(dir.path(), &format!("allow_anonymous false\npassword_file {}", pw.display()));
+    std::fs::write(dir.path().join("secret"), "wrong-password\n").unwrap();
+    let url = format!("mqtt://127.0.0.1:{}", broker.secure);
+    let cfg = config(
+        dir.path(),
+        &url,
+        &format!("username = \"clefd\"\npassword_file = \"{}/secret\"\n", dir.path().display()),
+    );
+    let log = dir.path().join("pw.log");
+    let daemon = Daemon::start(&cfg, &log);
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(daemon.stop());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("the broker refused our credentials (check mqtt.username and mqtt.password_file)"), "{text}");
+    assert!(text.contains(&format!("broker=mqtt://127.0.0.1:{}", broker.secure)), "{text}");
+    assert!(!text.contains("wrong-password"), "the password never appears in logs");
+    assert!(text.matches("MQTT broker unreachable").count() >= 2, "retried: {text}");
+}
