@@ -17,7 +17,7 @@ APT_PACKAGES=(
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools
   libgstrtspserver-1.0-dev gstreamer1.0-rtsp
-  mosquitto mosquitto-clients
+  mosquitto mosquitto-clients openssl systemd
 )
 
 missing=()

@@ -4,12 +4,16 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use clefd::config;
 use clefd::events::seq::SeqCounter;
 use clefd::mqtt::spool::Spool;
 use clefd::mqtt::{BrokerUrl, Publisher, PublisherConfig, TlsFiles};
 use clefd::pipeline::{Outcome, Pipeline};
+use clefd::service::notify::Notifier;
+use clefd::service::systemd;
 
 /// Loads the config, starts the pipeline and the publisher, and runs until the streams
 /// end or a signal arrives.
@@ -74,8 +78,12 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     };
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().thread_name("clefd-rt").build()?;
-    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    let notifier = Arc::new(Notifier::from_env());
+    let (tx, from_pipeline) = tokio::sync::mpsc::channel(256);
+    let (to_publisher, rx) = tokio::sync::mpsc::channel(256);
     let pipeline = Pipeline::start(&loaded, tx)?;
+    let probe = pipeline.probe();
+    let cameras = cfg.cameras.values().filter(|c| c.enabled).count();
     let stopper = pipeline.stopper();
     let (outcome, signalled): (Outcome, bool) = rt.block_on(async move {
         let publisher = Publisher::new(publisher_cfg, seq, spool);
@@ -84,10 +92,15 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
                 tracing::error!(error = %e, "publishing failed");
             }
         });
+        tokio::spawn(systemd::relay(from_pipeline, to_publisher, notifier.clone(), cameras));
+        if let Some(interval) = Notifier::watchdog_interval() {
+            tokio::spawn(systemd::watchdog(notifier.clone(), probe, interval));
+        }
         let mut waiting = tokio::task::spawn_blocking(move || pipeline.wait());
         let (outcome, signalled) = tokio::select! {
             done = &mut waiting => (done, false),
             _ = clefd::service::shutdown_signal() => {
+                notifier.send("STOPPING=1");
                 let s = stopper.clone();
                 let _ = tokio::task::spawn_blocking(move || s.stop()).await;
                 (waiting.await, true)

@@ -73,6 +73,37 @@ pub struct Pipeline {
     cameras: Arc<Mutex<Vec<Supervisor>>>,
     workers: Vec<std::thread::JoinHandle<RunSummary>>,
     failures: Arc<Mutex<BTreeMap<String, String>>>,
+    probe: Probe,
+}
+
+/// Tells whether the frame path makes progress: every inference worker either analysed
+/// frames since the last look or has nothing waiting. A worker stuck in inference with
+/// frames piling up is not progressing (systemd's watchdog should then fire).
+#[derive(Clone)]
+pub struct Probe {
+    workers: Vec<(Arc<FrameHub<Frame>>, Arc<std::sync::atomic::AtomicU64>)>,
+    last: Vec<u64>,
+}
+
+impl Probe {
+    /// Whether the frame path moved since the previous call.
+    pub fn progressing(&mut self) -> bool {
+        let mut ok = true;
+        for (i, (hub, done)) in self.workers.iter().enumerate() {
+            let now = done.load(std::sync::atomic::Ordering::Relaxed);
+            let moved = self.last.get(i).is_none_or(|&l| now > l);
+            ok &= moved || hub.waiting() == 0;
+            if let Some(l) = self.last.get_mut(i) {
+                *l = now;
+            }
+        }
+        ok
+    }
+
+    /// Frames analysed so far, all workers together.
+    pub fn frames(&self) -> u64 {
+        self.workers.iter().map(|(_, d)| d.load(std::sync::atomic::Ordering::Relaxed)).sum()
+    }
 }
 
 /// Stops a pipeline from another thread (signal handling).
@@ -129,6 +160,7 @@ impl Pipeline {
         let failures = Arc::new(Mutex::new(BTreeMap::new()));
         let mut workers = Vec::new();
         let mut start_errors = Vec::new();
+        let mut probe = Probe { workers: Vec::new(), last: Vec::new() };
         let track_ids = Arc::new(std::sync::atomic::AtomicU64::new(0));
         for (dir, names) in by_bundle {
             let bundle = Bundle::load(&dir, &opts)
@@ -195,7 +227,11 @@ impl Pipeline {
                 cameras.lock().map(|mut c| c.push(supervisor)).ok();
                 slots.push(name.clone());
             }
+            let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            probe.workers.push((hub.clone(), done.clone()));
+            probe.last.push(0);
             let setup = worker::WorkerSetup {
+                done,
                 hub,
                 cameras: slots,
                 lifecycle: lifecycle.clone(),
@@ -213,7 +249,12 @@ impl Pipeline {
         if cameras.lock().map(|c| c.is_empty()).unwrap_or(true) {
             return Err(PipelineError::NoCamera(start_errors.join("; ")));
         }
-        Ok(Pipeline { cameras, workers, failures })
+        Ok(Pipeline { cameras, workers, failures, probe })
+    }
+
+    /// A progress probe for the watchdog.
+    pub fn probe(&self) -> Probe {
+        self.probe.clone()
     }
 
     /// A handle that stops the pipeline.

@@ -117,6 +117,7 @@ struct CameraState {
 
 /// Everything a worker needs besides its analyzer.
 pub(super) struct WorkerSetup<S> {
+    pub done: Arc<AtomicU64>,
     pub hub: Arc<FrameHub<Frame>>,
     pub cameras: Vec<String>,
     pub lifecycle: LifecycleConfig,
@@ -131,7 +132,12 @@ pub(super) fn spawn<S: EventSink>(
     loaded: &Loaded,
     setup: WorkerSetup<S>,
 ) -> std::io::Result<std::thread::JoinHandle<RunSummary>> {
-    let WorkerSetup { hub, cameras, lifecycle, track_ids, batching, mut sink } = setup;
+    let WorkerSetup { done, hub, cameras, lifecycle, track_ids, batching, mut sink } = setup;
+    // Test hook: makes inference artificially slow (watchdog and back-pressure tests).
+    let test_delay = std::env::var("CLEFD_TEST_INFERENCE_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Duration::from_millis);
     let m = analyzer.manifest();
     let bundle = BundleRef { name: m.name.clone(), sha256: m.sha256.clone() };
     let tracker_cfg = loaded.config.tracker.clone();
@@ -168,6 +174,9 @@ pub(super) fn spawn<S: EventSink>(
         loop {
             match hub.next(batching.max_frames, batching.linger) {
                 Next::Frames(frames) => {
+                    if let Some(d) = test_delay {
+                        std::thread::sleep(d);
+                    }
                     first.get_or_insert_with(Instant::now);
                     let frames: Vec<(usize, Frame)> = frames.into_iter().filter(|(_, f)| f.view().is_some()).collect();
                     let mut ended_streams = Vec::new();
@@ -227,6 +236,7 @@ pub(super) fn spawn<S: EventSink>(
                         keep_going &= emit(events, &mut summary);
                     }
                     summary.batches += 1;
+                    done.fetch_add(frames.len() as u64, std::sync::atomic::Ordering::Relaxed);
                     summary.stages.detect += times.detect;
                     summary.stages.classify += times.classify;
                     summary.stages.publish += t.elapsed();

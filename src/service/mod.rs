@@ -1,4 +1,7 @@
-//! The daemon's edges to the operating system: logging set-up and signals.
+//! The daemon's edges to the operating system: logging set-up, signals and systemd.
+
+pub mod notify;
+pub mod systemd;
 
 use tracing_subscriber::EnvFilter;
 
