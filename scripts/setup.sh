@@ -61,4 +61,14 @@ PY
   echo "$ORT_VERSION" > "$ORT_DIR/VERSION"
   rm -rf .local/wheels
 fi
+# promtool (for the tests' check of /metrics), taken out of Debian's prometheus package
+# without installing the package (no service, no dependencies).
+if [ ! -x .local/bin/promtool ] && ! command -v promtool >/dev/null 2>&1; then
+  echo "setup: extracting promtool from Debian's prometheus package into .local/bin"
+  rm -rf .local/promtool && mkdir -p .local/promtool .local/bin
+  (cd .local/promtool && apt-get download prometheus >/dev/null 2>&1 || { $SUDO apt-get update -qq && apt-get download prometheus >/dev/null; })
+  dpkg-deb -x .local/promtool/prometheus_*.deb .local/promtool/root
+  cp .local/promtool/root/usr/bin/promtool .local/bin/promtool
+  rm -rf .local/promtool
+fi
 echo "setup: ok (ONNX Runtime $(cat "$ORT_DIR/VERSION") at $ORT_DIR/libonnxruntime.so)"

@@ -39,6 +39,8 @@ pub struct Config {
     pub tracker: TrackerConfig,
     /// How failed or silent cameras are restarted.
     pub supervisor: SupervisorConfig,
+    /// `/metrics` and `/healthz`.
+    pub http: HttpConfig,
     /// Cameras by name (the name appears in topics).
     pub cameras: BTreeMap<String, CameraConfig>,
 }
@@ -119,6 +121,20 @@ pub struct TrackerConfig {
     pub max_missed: u32,
 }
 
+/// The HTTP endpoints.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct HttpConfig {
+    /// `address:port` to serve `/metrics` and `/healthz` on; empty turns them off.
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { listen: "127.0.0.1:9857".into() }
+    }
+}
+
 /// Camera restart policy.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default)]
@@ -177,6 +193,7 @@ impl Default for Config {
             events: EventsConfig::default(),
             tracker: TrackerConfig::default(),
             supervisor: SupervisorConfig::default(),
+            http: HttpConfig::default(),
             cameras: BTreeMap::new(),
         }
     }
@@ -474,6 +491,13 @@ fn validate(config: &Config, camera_files: &BTreeMap<String, PathBuf>, main: &Pa
     }
     in_range(c, &m, "mqtt.keep_alive_s", config.mqtt.keep_alive_s, 5, 3600);
     in_range(c, &m, "mqtt.flush_timeout_s", config.mqtt.flush_timeout_s, 0.0, 600.0);
+    if !config.http.listen.is_empty() && config.http.listen.parse::<std::net::SocketAddr>().is_err() {
+        c.push(
+            &m,
+            "http.listen",
+            format!("'{}' is not address:port (e.g. 127.0.0.1:9857); use \"\" to turn HTTP off", config.http.listen),
+        );
+    }
     in_range(c, &m, "mqtt.spool_max_mb", config.mqtt.spool_max_mb, 0.1, 1_000_000.0);
     for (key, file) in [
         ("mqtt.password_file", &config.mqtt.password_file),

@@ -130,3 +130,97 @@ fn a_hung_inference_stage_stops_the_watchdog_pings() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let code = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, out.split("\r\n\r\n").nth(1).unwrap_or("").to_string())
+}
+
+fn promtool() -> std::path::PathBuf {
+    let local = common::repo().join(".local/bin/promtool");
+    if local.exists() { local } else { "promtool".into() }
+}
+
+#[test]
+fn metrics_pass_promtool_and_healthz_tells_the_truth() {
+    let broker = common::Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("clip.mp4");
+    common::astronaut_clip(&clip, 3.0, 15);
+    let port = common::free_port();
+    let dead = common::free_port();
+    let cfg = dir.path().join("clefd.toml");
+    let base = common::base_config(dir.path(), &broker.url(), "web");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{base}[http]\nlisten = \"127.0.0.1:{port}\"\n[cameras.cam]\nuri = \"file://{}\"\nloop = true\n",
+            clip.display()
+        ),
+    )
+    .unwrap();
+    let daemon = common::Daemon::start(&cfg, &dir.path().join("a.log"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let metrics = loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ = &mut s;
+            let (code, body) = http_get(port, "/metrics");
+            if code == 200
+                && body.contains("clefd_frames_analysed_total{camera=\"cam\"}")
+                && body.contains("clefd_camera_streaming{camera=\"cam\"} 1")
+            {
+                break body;
+            }
+        }
+        assert!(Instant::now() < deadline, "metrics never showed the camera streaming");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let mut child = Command::new(promtool())
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (make setup extracts it)");
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), metrics.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}\n{metrics}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in [
+        "clefd_capture_to_decision_seconds_bucket",
+        "clefd_inference_seconds_count",
+        "clefd_frames_dropped_total",
+        "clefd_spool_events",
+        "clefd_mqtt_events_acked_total",
+    ] {
+        assert!(metrics.contains(name), "{name} missing:\n{metrics}");
+    }
+    let (code, body) = http_get(port, "/healthz");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"status\":\"ok\"") && body.contains("\"cam\":\"streaming\""), "{body}");
+    assert_eq!(http_get(port, "/nope").0, 404);
+    assert!(daemon.stop());
+
+    // A device whose only camera cannot connect is not healthy, and says why.
+    let port = common::free_port();
+    std::fs::write(
+        &cfg,
+        format!("{base}[http]\nlisten = \"127.0.0.1:{port}\"\n[cameras.cam]\nuri = \"rtsp://127.0.0.1:{dead}/x\"\n"),
+    )
+    .unwrap();
+    let daemon = common::Daemon::start(&cfg, &dir.path().join("b.log"));
+    std::thread::sleep(Duration::from_secs(3));
+    let (code, body) = http_get(port, "/healthz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("no camera is streaming"), "{body}");
+    assert!(daemon.stop());
+}

@@ -12,6 +12,7 @@ use clefd::events::seq::SeqCounter;
 use clefd::mqtt::spool::Spool;
 use clefd::mqtt::{BrokerUrl, Publisher, PublisherConfig, TlsFiles};
 use clefd::pipeline::{Outcome, Pipeline};
+use clefd::service::http::Health;
 use clefd::service::notify::Notifier;
 use clefd::service::systemd;
 
@@ -83,18 +84,34 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let (to_publisher, rx) = tokio::sync::mpsc::channel(256);
     let pipeline = Pipeline::start(&loaded, tx)?;
     let probe = pipeline.probe();
+    let listen: Option<std::net::SocketAddr> = cfg.http.listen.parse().ok();
     let cameras = cfg.cameras.values().filter(|c| c.enabled).count();
     let stopper = pipeline.stopper();
     let (outcome, signalled): (Outcome, bool) = rt.block_on(async move {
         let publisher = Publisher::new(publisher_cfg, seq, spool);
+        let health = Arc::new(Health::new(probe, publisher.stats()));
+        let http = match listen {
+            Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => {
+                    tracing::info!(%addr, "serving /metrics and /healthz");
+                    Some(l)
+                }
+                Err(e) => {
+                    tracing::error!(%addr, error = %e, "cannot serve /metrics and /healthz (is http.listen in use?)");
+                    None
+                }
+            },
+            None => None,
+        };
         let publishing = tokio::spawn(async move {
             if let Err(e) = publisher.run(rx).await {
                 tracing::error!(error = %e, "publishing failed");
             }
         });
-        tokio::spawn(systemd::relay(from_pipeline, to_publisher, notifier.clone(), cameras));
-        if let Some(interval) = Notifier::watchdog_interval() {
-            tokio::spawn(systemd::watchdog(notifier.clone(), probe, interval));
+        tokio::spawn(systemd::relay(from_pipeline, to_publisher, notifier.clone(), health.clone(), cameras));
+        tokio::spawn(systemd::monitor(notifier.clone(), health.clone(), Notifier::watchdog_interval()));
+        if let Some(listener) = http {
+            tokio::spawn(clefd::service::http::serve(listener, health.clone()));
         }
         let mut waiting = tokio::task::spawn_blocking(move || pipeline.wait());
         let (outcome, signalled) = tokio::select! {

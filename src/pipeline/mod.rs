@@ -83,6 +83,7 @@ pub struct Pipeline {
 pub struct Probe {
     workers: Vec<(Arc<FrameHub<Frame>>, Arc<std::sync::atomic::AtomicU64>)>,
     last: Vec<u64>,
+    live: Vec<Arc<Mutex<RunSummary>>>,
 }
 
 impl Probe {
@@ -98,6 +99,22 @@ impl Probe {
             }
         }
         ok
+    }
+
+    /// A snapshot of every worker's statistics so far, with live drop counts.
+    pub fn summaries(&self) -> Vec<RunSummary> {
+        self.live
+            .iter()
+            .zip(&self.workers)
+            .map(|(live, (hub, _))| {
+                let mut s = live.lock().map(|s| s.clone()).unwrap_or_default();
+                for (i, cam) in s.cameras.iter_mut().enumerate() {
+                    cam.dropped = hub.stats(i).dropped;
+                }
+                s.dropped = s.cameras.iter().map(|c| c.dropped).sum();
+                s
+            })
+            .collect()
     }
 
     /// Frames analysed so far, all workers together.
@@ -160,7 +177,7 @@ impl Pipeline {
         let failures = Arc::new(Mutex::new(BTreeMap::new()));
         let mut workers = Vec::new();
         let mut start_errors = Vec::new();
-        let mut probe = Probe { workers: Vec::new(), last: Vec::new() };
+        let mut probe = Probe { workers: Vec::new(), last: Vec::new(), live: Vec::new() };
         let track_ids = Arc::new(std::sync::atomic::AtomicU64::new(0));
         for (dir, names) in by_bundle {
             let bundle = Bundle::load(&dir, &opts)
@@ -244,6 +261,8 @@ impl Pipeline {
             };
             let handle = worker::spawn(analyzer, loaded, setup)
                 .map_err(|e| PipelineError::NoCamera(format!("cannot start the inference thread: {e}")))?;
+            let (handle, live) = handle;
+            probe.live.push(live);
             workers.push(handle);
         }
         if cameras.lock().map(|c| c.is_empty()).unwrap_or(true) {

@@ -1,8 +1,8 @@
 //! The inference worker: a dedicated thread per bundle that takes the newest frame of
 //! each camera (several cameras at once, batched) and turns them into events.
 
-use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::analyze::Analyzer;
@@ -41,11 +41,12 @@ pub struct StageTotals {
 pub struct LatencyHistogram {
     buckets: Vec<u32>,
     count: u64,
+    sum: f64,
 }
 
 impl Default for LatencyHistogram {
     fn default() -> Self {
-        LatencyHistogram { buckets: vec![0; 20_001], count: 0 }
+        LatencyHistogram { buckets: vec![0; 20_001], count: 0, sum: 0.0 }
     }
 }
 
@@ -55,6 +56,23 @@ impl LatencyHistogram {
         let i = ((d.as_secs_f64() * 10_000.0) as usize).min(self.buckets.len() - 1);
         self.buckets[i] += 1;
         self.count += 1;
+        self.sum += d.as_secs_f64();
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Sum of all observations, in seconds.
+    pub fn sum_seconds(&self) -> f64 {
+        self.sum
+    }
+
+    /// Observations at or below `ms` milliseconds (a Prometheus `le` bucket).
+    pub fn count_le(&self, ms: f64) -> u64 {
+        let last = ((ms * 10.0).floor() as usize).min(self.buckets.len() - 1);
+        self.buckets[..=last].iter().map(|&n| u64::from(n)).sum()
     }
 
     /// The `q` quantile (0..1) in milliseconds, 0 when empty.
@@ -105,6 +123,10 @@ pub struct RunSummary {
     pub elapsed: Duration,
     /// Per-stage totals.
     pub stages: StageTotals,
+    /// Detection time per batch.
+    pub detect_batches: LatencyHistogram,
+    /// Classification time per batch.
+    pub classify_batches: LatencyHistogram,
     /// Per camera.
     pub cameras: Vec<CameraSummary>,
 }
@@ -126,12 +148,12 @@ pub(super) struct WorkerSetup<S> {
     pub sink: S,
 }
 
-/// Starts the worker thread.
+/// Starts the worker thread; returns it and its live statistics.
 pub(super) fn spawn<S: EventSink>(
     mut analyzer: Analyzer,
     loaded: &Loaded,
     setup: WorkerSetup<S>,
-) -> std::io::Result<std::thread::JoinHandle<RunSummary>> {
+) -> std::io::Result<(std::thread::JoinHandle<RunSummary>, Arc<Mutex<RunSummary>>)> {
     let WorkerSetup { done, hub, cameras, lifecycle, track_ids, batching, mut sink } = setup;
     // Test hook: makes inference artificially slow (watchdog and back-pressure tests).
     let test_delay = std::env::var("CLEFD_TEST_INFERENCE_DELAY_MS")
@@ -160,112 +182,131 @@ pub(super) fn spawn<S: EventSink>(
         })
         .collect();
     let name = m.name.clone();
-    std::thread::Builder::new().name(format!("infer-{name}")).spawn(move || {
-        let mut summary = RunSummary {
-            bundle: name,
-            cameras: cameras.iter().map(|c| CameraSummary { name: c.clone(), ..CameraSummary::default() }).collect(),
-            ..RunSummary::default()
-        };
-        let mut first: Option<Instant> = None;
-        let mut emit = |events: Vec<EmotionEvent>, summary: &mut RunSummary| {
-            summary.events += events.len() as u64;
-            events.into_iter().all(|e| sink.emit(Output::Event(Box::new(e))))
-        };
-        loop {
-            match hub.next(batching.max_frames, batching.linger) {
-                Next::Frames(frames) => {
-                    if let Some(d) = test_delay {
-                        std::thread::sleep(d);
-                    }
-                    first.get_or_insert_with(Instant::now);
-                    let frames: Vec<(usize, Frame)> = frames.into_iter().filter(|(_, f)| f.view().is_some()).collect();
-                    let mut ended_streams = Vec::new();
-                    for (slot, frame) in &frames {
-                        let st = &mut states[*slot];
-                        if st.stream != frame.stream {
-                            // The camera restarted: tracks from the old stream are over.
-                            st.stream = frame.stream;
-                            let ended = st.tracker.finish();
-                            ended_streams.extend(st.lifecycle.end(&ended));
+    let live = setup_live(&name, &cameras);
+    let shared = live.clone();
+    std::thread::Builder::new()
+        .name(format!("infer-{name}"))
+        .spawn(move || {
+            let lock = || shared.lock().unwrap_or_else(|p| p.into_inner());
+            let mut first: Option<Instant> = None;
+            let mut emit = |events: Vec<EmotionEvent>| {
+                lock().events += events.len() as u64;
+                events.into_iter().all(|e| sink.emit(Output::Event(Box::new(e))))
+            };
+            loop {
+                match hub.next(batching.max_frames, batching.linger) {
+                    Next::Frames(frames) => {
+                        if let Some(d) = test_delay {
+                            std::thread::sleep(d);
                         }
-                    }
-                    emit(ended_streams, &mut summary);
-                    let views: Vec<RgbView<'_>> = frames.iter().filter_map(|(_, f)| f.view()).collect();
-                    let (analyses, times) = match analyzer.analyze_batch(&views) {
-                        Ok(r) => r,
-                        Err(e) => {
-                            let names: Vec<&str> = frames.iter().map(|(s, _)| cameras[*s].as_str()).collect();
-                            tracing::error!(cameras = ?names, error = %e, "inference failed on a batch");
-                            continue;
+                        first.get_or_insert_with(Instant::now);
+                        let frames: Vec<(usize, Frame)> =
+                            frames.into_iter().filter(|(_, f)| f.view().is_some()).collect();
+                        let mut events = Vec::new();
+                        for (slot, frame) in &frames {
+                            let st = &mut states[*slot];
+                            if st.stream != frame.stream {
+                                // The camera restarted: tracks from the old stream are over.
+                                st.stream = frame.stream;
+                                let ended = st.tracker.finish();
+                                events.extend(st.lifecycle.end(&ended));
+                            }
                         }
-                    };
-                    let t = Instant::now();
-                    let mut keep_going = true;
-                    for ((slot, frame), faces) in frames.iter().zip(&analyses) {
-                        let dets: Vec<_> = faces.iter().map(|f| (f.detection.rect, f.detection.score)).collect();
-                        let st = &mut states[*slot];
-                        let update = st.tracker.update(&dets);
-                        let observations: Vec<Observation<'_>> = faces
-                            .iter()
-                            .zip(&update.assigned)
-                            .filter_map(|(f, track)| track.map(|t| (f, t)))
-                            .map(|(f, track)| Observation {
-                                track,
-                                rect: f.detection.rect,
-                                detector_score: f.detection.score,
-                                factual: &f.factual_scores,
-                                scores: &f.scores,
-                                tie: f.effects.as_ref().map(|e| e.tie.as_slice()),
-                                context_bias: f.effects.as_ref().map(|e| e.counterfactual.as_slice()),
-                            })
-                            .collect();
-                        let info = FrameInfo {
-                            index: frame.index,
-                            wall: frame.wall,
-                            captured: frame.captured,
-                            width: frame.width as f32,
-                            height: frame.height as f32,
+                        let views: Vec<RgbView<'_>> = frames.iter().filter_map(|(_, f)| f.view()).collect();
+                        let (analyses, times) = match analyzer.analyze_batch(&views) {
+                            Ok(r) => r,
+                            Err(e) => {
+                                let names: Vec<&str> = frames.iter().map(|(s, _)| cameras[*s].as_str()).collect();
+                                tracing::error!(cameras = ?names, error = %e, "inference failed on a batch");
+                                continue;
+                            }
                         };
-                        let events = st.lifecycle.on_frame(&info, &observations, &update.ended);
-                        let cam = &mut summary.cameras[*slot];
-                        cam.frames += 1;
-                        cam.faces += faces.len() as u64;
-                        cam.latency.record(frame.captured.elapsed());
-                        summary.frames += 1;
-                        summary.faces += faces.len() as u64;
-                        keep_going &= emit(events, &mut summary);
+                        let t = Instant::now();
+                        let mut latencies = Vec::with_capacity(frames.len());
+                        for ((slot, frame), faces) in frames.iter().zip(&analyses) {
+                            let dets: Vec<_> = faces.iter().map(|f| (f.detection.rect, f.detection.score)).collect();
+                            let st = &mut states[*slot];
+                            let update = st.tracker.update(&dets);
+                            let observations: Vec<Observation<'_>> = faces
+                                .iter()
+                                .zip(&update.assigned)
+                                .filter_map(|(f, track)| track.map(|t| (f, t)))
+                                .map(|(f, track)| Observation {
+                                    track,
+                                    rect: f.detection.rect,
+                                    detector_score: f.detection.score,
+                                    factual: &f.factual_scores,
+                                    scores: &f.scores,
+                                    tie: f.effects.as_ref().map(|e| e.tie.as_slice()),
+                                    context_bias: f.effects.as_ref().map(|e| e.counterfactual.as_slice()),
+                                })
+                                .collect();
+                            let info = FrameInfo {
+                                index: frame.index,
+                                wall: frame.wall,
+                                captured: frame.captured,
+                                width: frame.width as f32,
+                                height: frame.height as f32,
+                            };
+                            events.extend(st.lifecycle.on_frame(&info, &observations, &update.ended));
+                            latencies.push((*slot, faces.len() as u64, frame.captured.elapsed()));
+                        }
+                        let track_time = t.elapsed();
+                        {
+                            let mut summary = lock();
+                            for (slot, faces, latency) in latencies {
+                                let cam = &mut summary.cameras[slot];
+                                cam.frames += 1;
+                                cam.faces += faces;
+                                cam.latency.record(latency);
+                                summary.frames += 1;
+                                summary.faces += faces;
+                            }
+                            summary.batches += 1;
+                            summary.stages.detect += times.detect;
+                            summary.stages.classify += times.classify;
+                            summary.stages.publish += track_time;
+                            summary.detect_batches.record(times.detect);
+                            summary.classify_batches.record(times.classify);
+                        }
+                        done.fetch_add(frames.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                        drop(frames);
+                        if !emit(events) {
+                            tracing::warn!("event sink closed; stopping inference");
+                            break;
+                        }
                     }
-                    summary.batches += 1;
-                    done.fetch_add(frames.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                    summary.stages.detect += times.detect;
-                    summary.stages.classify += times.classify;
-                    summary.stages.publish += t.elapsed();
-                    if !keep_going {
-                        tracing::warn!("event sink closed; stopping inference");
-                        break;
+                    Next::Reset(slot) => {
+                        let st = &mut states[slot];
+                        let ended = st.tracker.finish();
+                        emit(st.lifecycle.end(&ended));
                     }
+                    Next::Closed(slot) => {
+                        let st = &mut states[slot];
+                        let ended = st.tracker.finish();
+                        emit(st.lifecycle.end(&ended));
+                        tracing::info!(camera = %cameras[slot], "camera ended; its tracks are closed");
+                    }
+                    Next::Done => break,
                 }
-                Next::Reset(slot) => {
-                    let st = &mut states[slot];
-                    let ended = st.tracker.finish();
-                    emit(st.lifecycle.end(&ended), &mut summary);
-                }
-                Next::Closed(slot) => {
-                    let st = &mut states[slot];
-                    let ended = st.tracker.finish();
-                    emit(st.lifecycle.end(&ended), &mut summary);
-                    tracing::info!(camera = %cameras[slot], "camera ended; its tracks are closed");
-                }
-                Next::Done => break,
             }
-        }
-        summary.elapsed = first.map(|f| f.elapsed()).unwrap_or_default();
-        for (i, cam) in summary.cameras.iter_mut().enumerate() {
-            cam.dropped = hub.stats(i).dropped;
-        }
-        summary.dropped = summary.cameras.iter().map(|c| c.dropped).sum();
-        summary
-    })
+            let mut summary = lock();
+            summary.elapsed = first.map(|f| f.elapsed()).unwrap_or_default();
+            for (i, cam) in summary.cameras.iter_mut().enumerate() {
+                cam.dropped = hub.stats(i).dropped;
+            }
+            summary.dropped = summary.cameras.iter().map(|c| c.dropped).sum();
+            summary.clone()
+        })
+        .map(|handle| (handle, live))
+}
+
+fn setup_live(bundle: &str, cameras: &[String]) -> Arc<Mutex<RunSummary>> {
+    Arc::new(Mutex::new(RunSummary {
+        bundle: bundle.to_string(),
+        cameras: cameras.iter().map(|c| CameraSummary { name: c.clone(), ..CameraSummary::default() }).collect(),
+        ..RunSummary::default()
+    }))
 }
 
 #[cfg(test)]

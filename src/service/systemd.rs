@@ -2,33 +2,39 @@
 //! failed), a one-line `STATUS=`, and `WATCHDOG=1` only while the frame path makes
 //! progress, so a hung inference stage gets the service restarted.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use super::http::Health;
 use super::notify::Notifier;
-use crate::pipeline::{Output, Probe};
+use crate::pipeline::Output;
 use crate::source::CameraState;
 
-/// Forwards everything from the pipeline to the publisher, watching camera states on
-/// the way to send `READY=1` and `STATUS=` lines.
+/// Forwards everything from the pipeline to the publisher, recording camera states for
+/// the health endpoints and sending `READY=1` and `STATUS=` lines on the way.
 pub async fn relay(
     mut from: mpsc::Receiver<Output>,
     to: mpsc::Sender<Output>,
     notifier: Arc<Notifier>,
+    health: Arc<Health>,
     cameras: usize,
 ) {
-    let mut states: BTreeMap<String, CameraState> = BTreeMap::new();
     let mut ready = false;
     let mut events = 0u64;
     while let Some(out) = from.recv().await {
         match &out {
             Output::CameraState(st) => {
-                let changed = states.insert(st.camera.clone(), st.status) != Some(st.status);
-                let streaming = states.values().filter(|s| **s == CameraState::Streaming).count();
-                let failed = states.values().filter(|s| **s == CameraState::Failed).count();
+                let (changed, streaming, failed) = match health.cameras.lock() {
+                    Ok(mut states) => {
+                        let changed =
+                            states.insert(st.camera.clone(), st.clone()).is_none_or(|old| old.status != st.status);
+                        let count = |s: CameraState| states.values().filter(|c| c.status == s).count();
+                        (changed, count(CameraState::Streaming), count(CameraState::Failed))
+                    }
+                    Err(_) => continue,
+                };
                 if !ready && (streaming > 0 || failed == cameras) {
                     ready = true;
                     notifier.send("READY=1");
@@ -48,18 +54,30 @@ pub async fn relay(
     }
 }
 
-/// Pings the watchdog every `interval` while `probe` shows progress.
-pub async fn watchdog(notifier: Arc<Notifier>, mut probe: Probe, interval: Duration) {
-    let mut tick = tokio::time::interval(interval);
+/// Watches the frame path (at least twice a second); pings systemd's watchdog (when it asked for
+/// pings) only while frames keep moving.
+pub async fn monitor(notifier: Arc<Notifier>, health: Arc<Health>, watchdog: Option<Duration>) {
+    let mut probe = health.probe.clone();
+    let period = watchdog.map_or(Duration::from_millis(500), |w| (w / 2).min(Duration::from_millis(500)));
+    let mut tick = tokio::time::interval(period);
+    let mut last_ping = Instant::now();
     let mut stuck_logged = false;
     loop {
         tick.tick().await;
         if probe.progressing() {
-            notifier.send("WATCHDOG=1");
+            if let Ok(mut t) = health.last_progress.lock() {
+                *t = Instant::now();
+            }
             stuck_logged = false;
         } else if !stuck_logged {
             stuck_logged = true;
-            tracing::error!(frames = probe.frames(), "inference is not taking frames: withholding the watchdog ping");
+            tracing::error!(frames = probe.frames(), "inference is not taking frames");
+        }
+        if let Some(interval) = watchdog {
+            if last_ping.elapsed() >= interval && health.since_progress() < interval {
+                notifier.send("WATCHDOG=1");
+                last_ping = Instant::now();
+            }
         }
     }
 }

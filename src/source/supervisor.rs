@@ -30,6 +30,20 @@ pub enum CameraState {
     Disabled,
 }
 
+impl CameraState {
+    /// The name used in topics, metrics and health reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CameraState::Starting => "starting",
+            CameraState::Streaming => "streaming",
+            CameraState::Reconnecting => "reconnecting",
+            CameraState::Stalled => "stalled",
+            CameraState::Failed => "failed",
+            CameraState::Disabled => "disabled",
+        }
+    }
+}
+
 /// One state report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CameraStatus {
