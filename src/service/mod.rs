@@ -6,11 +6,21 @@ pub mod systemd;
 
 use tracing_subscriber::EnvFilter;
 
-/// Logs to stderr (journald captures it under systemd). `RUST_LOG` wins over `level`.
+/// Logs to the journal with structured fields (camera, track, seq, ...) when systemd
+/// connected our stderr to it (`JOURNAL_STREAM`), else human-readable lines to stderr.
+/// `RUST_LOG` wins over `level`.
 pub fn init_logging(level: &str) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(format!("{level},ort=warn")))
         .unwrap_or_else(|_| EnvFilter::new("info,ort=warn"));
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        if let Ok(journald) = tracing_journald::layer() {
+            let _ = tracing_subscriber::registry().with(filter).with(journald.with_syslog_identifier("clefd".into())).try_init();
+            return;
+        }
+    }
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
