@@ -91,6 +91,12 @@ pub struct MqttConfig {
     pub client_cert: Option<PathBuf>,
     /// `mqtts://`: the client certificate's private key (PEM).
     pub client_key: Option<PathBuf>,
+    /// Seconds between `{prefix}/{device}/stats` messages; 0 turns them off.
+    pub stats_interval_s: f64,
+    /// Announce each camera to Home Assistant (MQTT discovery).
+    pub home_assistant: bool,
+    /// Home Assistant's discovery prefix.
+    pub discovery_prefix: String,
     /// Where unacknowledged events wait (default: `<state_dir>/spool`).
     pub spool_dir: Option<PathBuf>,
     /// Most disk the spool may use; beyond it the oldest events are dropped (counted).
@@ -227,6 +233,9 @@ impl Default for MqttConfig {
             ca_file: None,
             client_cert: None,
             client_key: None,
+            stats_interval_s: 60.0,
+            home_assistant: false,
+            discovery_prefix: "homeassistant".into(),
             spool_dir: None,
             spool_max_mb: 64.0,
         }
@@ -497,6 +506,9 @@ fn validate(config: &Config, camera_files: &BTreeMap<String, PathBuf>, main: &Pa
             "http.listen",
             format!("'{}' is not address:port (e.g. 127.0.0.1:9857); use \"\" to turn HTTP off", config.http.listen),
         );
+    }
+    if config.mqtt.stats_interval_s != 0.0 {
+        in_range(c, &m, "mqtt.stats_interval_s", config.mqtt.stats_interval_s, 1.0, 86400.0);
     }
     in_range(c, &m, "mqtt.spool_max_mb", config.mqtt.spool_max_mb, 0.1, 1_000_000.0);
     for (key, file) in [

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clefd::config;
 use clefd::events::seq::SeqCounter;
+use clefd::mqtt::home_assistant::{self, Announced};
 use clefd::mqtt::spool::Spool;
 use clefd::mqtt::{BrokerUrl, Publisher, PublisherConfig, TlsFiles};
 use clefd::pipeline::{Outcome, Pipeline};
@@ -84,6 +85,29 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let (to_publisher, rx) = tokio::sync::mpsc::channel(256);
     let pipeline = Pipeline::start(&loaded, tx)?;
     let probe = pipeline.probe();
+    let stats_every = cfg.mqtt.stats_interval_s;
+    let discovery = if cfg.mqtt.home_assistant {
+        let announced: Vec<Announced> = cfg
+            .cameras
+            .iter()
+            .filter(|(_, c)| c.enabled)
+            .map(|(name, c)| {
+                let dir = c.bundle.clone().unwrap_or_else(|| cfg.engine.bundle.clone());
+                let bundle = clefd::engine::manifest::Manifest::load(&dir).map(|m| m.name).unwrap_or_default();
+                Announced { camera: name.clone(), bundle }
+            })
+            .collect();
+        let topics = clefd::mqtt::Topics::new(&cfg.mqtt.prefix, &loaded.device_id);
+        home_assistant::discovery(
+            &topics,
+            &cfg.mqtt.discovery_prefix,
+            &loaded.device_id,
+            &announced,
+            &cfg.state_dir.join("home-assistant.json"),
+        )
+    } else {
+        Vec::new()
+    };
     let listen: Option<std::net::SocketAddr> = cfg.http.listen.parse().ok();
     let cameras = cfg.cameras.values().filter(|c| c.enabled).count();
     let stopper = pipeline.stopper();
@@ -108,6 +132,13 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
                 tracing::error!(error = %e, "publishing failed");
             }
         });
+        for msg in discovery {
+            let _ = to_publisher.send(msg).await;
+        }
+        let stats = (stats_every > 0.0).then(|| {
+            let every = Duration::from_secs_f64(stats_every);
+            tokio::spawn(clefd::service::stats::publish_stats(to_publisher.clone(), health.clone(), every))
+        });
         tokio::spawn(systemd::relay(from_pipeline, to_publisher, notifier.clone(), health.clone(), cameras));
         tokio::spawn(systemd::monitor(notifier.clone(), health.clone(), Notifier::watchdog_interval()));
         if let Some(listener) = http {
@@ -123,6 +154,10 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
                 (waiting.await, true)
             }
         };
+        // The stats task holds a sender too: stop it so the publisher sees the end.
+        if let Some(s) = stats {
+            s.abort();
+        }
         let _ = publishing.await;
         (outcome.unwrap_or_default(), signalled)
     });

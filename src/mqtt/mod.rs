@@ -1,11 +1,12 @@
 //! Everything MQTT: the broker URL, the topic layout (DESIGN.md §5), the publisher that
 //! sends events, and a small subscriber for `clefd watch`.
 
+pub mod home_assistant;
 mod publisher;
 pub mod spool;
 mod watch;
 
-pub use publisher::{PublishStats, Publisher, PublisherConfig, TlsFiles, WINDOW};
+pub use publisher::{Outgoing, PublishStats, Publisher, PublisherConfig, TlsFiles, WINDOW};
 pub use watch::{WatchOptions, watch};
 
 /// A broker address from `mqtt.url`.
@@ -58,6 +59,11 @@ impl Topics {
     /// Retained `online` / `offline`.
     pub fn availability(&self) -> String {
         format!("{}/{}/availability", self.prefix, self.device)
+    }
+
+    /// Periodic statistics.
+    pub fn stats(&self) -> String {
+        format!("{}/{}/stats", self.prefix, self.device)
     }
 
     /// Retained JSON state of one camera.

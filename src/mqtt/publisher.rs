@@ -19,14 +19,33 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::spool::{Record, Spool};
 use super::{BrokerUrl, Topics};
 use crate::events::seq::SeqCounter;
-use crate::pipeline::Output;
+use crate::source::CameraStatus;
+
+/// What the publisher is asked to send.
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    /// An emotion event: numbered, spooled, QoS 1, never lost silently.
+    Event(Box<crate::events::EmotionEvent>),
+    /// A camera's state: retained, and sent again after every reconnect.
+    CameraState(CameraStatus),
+    /// The periodic statistics: sent while connected, not retained, not spooled.
+    Stats(Vec<u8>),
+    /// Any other retained message (Home Assistant discovery); sent again after every
+    /// reconnect. An empty payload deletes the retained message.
+    Retained {
+        /// Topic.
+        topic: String,
+        /// Payload.
+        payload: Vec<u8>,
+    },
+}
 
 /// Most events sent but not yet acknowledged.
 pub const WINDOW: usize = 64;
@@ -198,17 +217,17 @@ impl Publisher {
         Ok(())
     }
 
-    fn send_other(conn: &mut Connection, topic: String, payload: Vec<u8>) {
-        if conn.up && conn.client.try_publish(topic, QoS::AtLeastOnce, true, payload).is_ok() {
+    fn send_other(conn: &mut Connection, topic: String, payload: Vec<u8>, retain: bool) {
+        if conn.up && conn.client.try_publish(topic, QoS::AtLeastOnce, retain, payload).is_ok() {
             conn.requested.push_back(Sent::Other);
         }
     }
 
     /// Publishes everything from `outputs` until the channel closes, then drains the
     /// spool for at most `flush_timeout`, publishes `offline` and disconnects.
-    pub async fn run(mut self, mut outputs: mpsc::Receiver<Output>) -> anyhow::Result<()> {
+    pub async fn run(mut self, mut outputs: mpsc::Receiver<Outgoing>) -> anyhow::Result<()> {
         let mut conn = self.connect();
-        let mut states: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        let mut retained: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         let mut backoff = BACKOFF_START;
         let mut failures = 0u32;
         let mut retry_at: Option<Instant> = None;
@@ -229,12 +248,18 @@ impl Publisher {
                         // Group commit: spool everything that is already waiting, one fsync.
                         while let Some(out) = next {
                             match out {
-                                Output::Event(ev) => self.spool_event(*ev)?,
-                                Output::CameraState(st) => {
+                                Outgoing::Event(ev) => self.spool_event(*ev)?,
+                                Outgoing::CameraState(st) => {
                                     let payload = serde_json::to_vec(&st)?;
-                                    Self::send_other(&mut conn, self.topics.state(&st.camera), payload.clone());
-                                    states.insert(st.camera.clone(), payload);
+                                    let topic = self.topics.state(&st.camera);
+                                    Self::send_other(&mut conn, topic.clone(), payload.clone(), true);
+                                    retained.insert(topic, payload);
                                 }
+                                Outgoing::Retained { topic, payload } => {
+                                    Self::send_other(&mut conn, topic.clone(), payload.clone(), true);
+                                    retained.insert(topic, payload);
+                                }
+                                Outgoing::Stats(payload) => Self::send_other(&mut conn, self.topics.stats(), payload, false),
                             }
                             next = outputs.try_recv().ok();
                         }
@@ -251,12 +276,12 @@ impl Publisher {
                         failures = 0;
                         self.stats.connected.store(true, Ordering::SeqCst);
                         self.stats.connects.fetch_add(1, Ordering::Relaxed);
-                        Self::send_other(&mut conn, self.topics.availability(), b"online".to_vec());
-                        for (camera, payload) in &states {
-                            Self::send_other(&mut conn, self.topics.state(camera), payload.clone());
+                        Self::send_other(&mut conn, self.topics.availability(), b"online".to_vec(), true);
+                        for (topic, payload) in &retained {
+                            Self::send_other(&mut conn, topic.clone(), payload.clone(), true);
                         }
                     }
-                    Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+                    Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) => {
                         if let Some(sent) = conn.requested.pop_front() {
                             conn.inflight.insert(pkid, sent);
                         }
@@ -303,11 +328,11 @@ impl Publisher {
             );
         }
         if conn.up {
-            Self::send_other(&mut conn, self.topics.availability(), b"offline".to_vec());
+            Self::send_other(&mut conn, self.topics.availability(), b"offline".to_vec(), true);
             let _ = conn.client.disconnect().await;
             let deadline = Instant::now() + Duration::from_secs(2);
             while let Ok(Some(Ok(ev))) = tokio::time::timeout_at(deadline, conn.events.recv()).await {
-                if let Event::Outgoing(Outgoing::Disconnect) = ev {
+                if let Event::Outgoing(rumqttc::Outgoing::Disconnect) = ev {
                     break;
                 }
             }

@@ -2,6 +2,7 @@
 
 pub mod http;
 pub mod notify;
+pub mod stats;
 pub mod systemd;
 
 use tracing_subscriber::EnvFilter;
@@ -17,7 +18,10 @@ pub fn init_logging(level: &str) {
         .unwrap_or_else(|_| EnvFilter::new("info,ort=warn"));
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         if let Ok(journald) = tracing_journald::layer() {
-            let _ = tracing_subscriber::registry().with(filter).with(journald.with_syslog_identifier("clefd".into())).try_init();
+            let _ = tracing_subscriber::registry()
+                .with(filter)
+                .with(journald.with_syslog_identifier("clefd".into()))
+                .try_init();
             return;
         }
     }

@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 
 use super::http::Health;
 use super::notify::Notifier;
+use crate::mqtt::Outgoing;
 use crate::pipeline::Output;
 use crate::source::CameraState;
 
@@ -16,7 +17,7 @@ use crate::source::CameraState;
 /// the health endpoints and sending `READY=1` and `STATUS=` lines on the way.
 pub async fn relay(
     mut from: mpsc::Receiver<Output>,
-    to: mpsc::Sender<Output>,
+    to: mpsc::Sender<Outgoing>,
     notifier: Arc<Notifier>,
     health: Arc<Health>,
     cameras: usize,
@@ -48,6 +49,10 @@ pub async fn relay(
             }
             Output::Event(_) => events += 1,
         }
+        let out = match out {
+            Output::Event(e) => Outgoing::Event(e),
+            Output::CameraState(s) => Outgoing::CameraState(s),
+        };
         if to.send(out).await.is_err() {
             break;
         }

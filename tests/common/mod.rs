@@ -177,7 +177,7 @@ pub struct Received {
     pub retained: bool,
 }
 
-/// A subscriber to `clefd/#` that records everything in the background.
+/// A subscriber to every topic (`#`) that records everything in the background.
 pub struct Consumer {
     log: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
@@ -210,7 +210,7 @@ impl Consumer {
                 opts.set_clean_session(persistent_id.is_none());
                 opts.set_max_packet_size(1 << 20, 1 << 20);
                 let (client, mut lp) = AsyncClient::new(opts, 64);
-                client.subscribe("clefd/#", QoS::AtLeastOnce).await.unwrap();
+                client.subscribe("#", QoS::AtLeastOnce).await.unwrap();
                 while !s.load(std::sync::atomic::Ordering::SeqCst) {
                     match tokio::time::timeout(Duration::from_millis(100), lp.poll()).await {
                         Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => {
@@ -218,7 +218,7 @@ impl Consumer {
                         }
                         Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) if !ack.session_present => {
                             // A broker that lost our session: subscribe again.
-                            let _ = client.try_subscribe("clefd/#", QoS::AtLeastOnce);
+                            let _ = client.try_subscribe("#", QoS::AtLeastOnce);
                         }
                         Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
                             let text = String::from_utf8_lossy(&p.payload).to_string();
