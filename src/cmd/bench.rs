@@ -152,9 +152,9 @@ fn pipeline(o: &BenchOptions) -> anyhow::Result<ExitCode> {
     let loaded = Loaded { config, device_id: "bench".into(), camera_files: Default::default() };
     let counter = Counter::default();
     let pipeline = Pipeline::start(&loaded, counter.clone())?;
-    let stopper = pipeline.stopper();
+    let control = pipeline.control();
     std::thread::sleep(Duration::from_secs_f64(o.seconds));
-    stopper.stop();
+    control.stop();
     let outcome = pipeline.wait();
     let _ = std::fs::remove_dir_all(&dir);
     let secs = o.seconds;

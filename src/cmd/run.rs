@@ -110,7 +110,9 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     };
     let listen: Option<std::net::SocketAddr> = cfg.http.listen.parse().ok();
     let cameras = cfg.cameras.values().filter(|c| c.enabled).count();
-    let stopper = pipeline.stopper();
+    let control = pipeline.control();
+    let config_path = path.to_path_buf();
+    let running_cfg = loaded.config.clone();
     let (outcome, signalled): (Outcome, bool) = rt.block_on(async move {
         let publisher = Publisher::new(publisher_cfg, seq, spool);
         let health = Arc::new(Health::new(probe, publisher.stats()));
@@ -145,13 +147,24 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
             tokio::spawn(clefd::service::http::serve(listener, health.clone()));
         }
         let mut waiting = tokio::task::spawn_blocking(move || pipeline.wait());
-        let (outcome, signalled) = tokio::select! {
-            done = &mut waiting => (done, false),
-            _ = clefd::service::shutdown_signal() => {
-                notifier.send("STOPPING=1");
-                let s = stopper.clone();
-                let _ = tokio::task::spawn_blocking(move || s.stop()).await;
-                (waiting.await, true)
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut running_cfg = running_cfg;
+        let (outcome, signalled) = loop {
+            tokio::select! {
+                done = &mut waiting => break (done, false),
+                _ = clefd::service::shutdown_signal() => {
+                    notifier.send("STOPPING=1");
+                    let c = control.clone();
+                    let _ = tokio::task::spawn_blocking(move || c.stop()).await;
+                    break (waiting.await, true);
+                }
+                Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                    notifier.send("RELOADING=1");
+                    if let Some(applied) = reload(&config_path, &control, &running_cfg).await {
+                        running_cfg = applied;
+                    }
+                    notifier.send("READY=1");
+                }
             }
         };
         // The stats task holds a sender too: stop it so the publisher sees the end.
@@ -182,4 +195,40 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     }
     // Stopped on request: success. Ended on its own (files): failure if a camera failed.
     Ok(if signalled || outcome.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// SIGHUP: validate the new config first; if it is bad, log why and keep running as
+/// before. Otherwise restart only the cameras whose section changed. Returns the config
+/// now in force.
+async fn reload(path: &Path, control: &clefd::pipeline::Control, running: &config::Config) -> Option<config::Config> {
+    tracing::info!(config = %path.display(), "SIGHUP: reloading the configuration");
+    let loaded = match config::load(path) {
+        Ok(l) => l,
+        Err(errors) => {
+            for p in &errors.0 {
+                tracing::error!("reload rejected: {p}");
+            }
+            tracing::error!("the new configuration is invalid; the running one stays");
+            return None;
+        }
+    };
+    if loaded.config.mqtt != running.mqtt
+        || loaded.config.engine != running.engine
+        || loaded.config.device_id != running.device_id
+    {
+        tracing::warn!("changes to [mqtt], [engine] or device_id take effect at the next restart");
+    }
+    let c = control.clone();
+    let new = loaded.clone();
+    match tokio::task::spawn_blocking(move || c.reload(&new)).await {
+        Ok(Ok(r)) => {
+            tracing::info!(added = ?r.added, changed = ?r.changed, removed = ?r.removed, unchanged = r.unchanged.len(), "configuration reloaded");
+            Some(loaded.config)
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "reload failed part-way; cameras already running keep running");
+            None
+        }
+        Err(_) => None,
+    }
 }

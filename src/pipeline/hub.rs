@@ -65,6 +65,13 @@ impl<T> FrameHub<T> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Opens one more slot (a camera added by a reload); returns its index.
+    pub fn add_slot(&self) -> usize {
+        let mut s = self.lock();
+        s.slots.push(Slot { frame: None, open: true, reset: false, closed_reported: false, received: 0, dropped: 0 });
+        s.slots.len() - 1
+    }
+
     /// Hands in a frame, replacing (and counting) any frame still waiting.
     pub fn put(&self, slot: usize, frame: T) {
         let mut s = self.lock();
@@ -167,7 +174,8 @@ impl<T> FrameHub<T> {
                 s.slots[i].closed_reported = true;
                 return Next::Closed(i);
             }
-            if s.slots.iter().all(|sl| !sl.open) {
+            // A hub with no camera yet waits for one (a reload may add it).
+            if !s.slots.is_empty() && s.slots.iter().all(|sl| !sl.open) {
                 return Next::Done;
             }
             s = self.ready.wait(s).unwrap_or_else(|p| p.into_inner());

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::config::Loaded;
+use crate::config::{CameraConfig, Loaded};
 use crate::engine::Bundle;
 use crate::engine::runtime::{self, SessionOptions};
 use crate::events::EmotionEvent;
@@ -43,6 +43,12 @@ impl EventSink for tokio::sync::mpsc::Sender<Output> {
     }
 }
 
+impl EventSink for Box<dyn EventSink> {
+    fn emit(&mut self, output: Output) -> bool {
+        (**self).emit(output)
+    }
+}
+
 impl EventSink for Arc<Mutex<Vec<Output>>> {
     fn emit(&mut self, output: Output) -> bool {
         self.lock().map(|mut v| v.push(output)).is_ok()
@@ -68,12 +74,68 @@ pub enum PipelineError {
     NoCamera(String),
 }
 
-/// The running pipeline.
-pub struct Pipeline {
-    cameras: Arc<Mutex<Vec<Supervisor>>>,
-    workers: Vec<std::thread::JoinHandle<RunSummary>>,
+/// One inference worker: a bundle, its hub and its thread.
+struct Worker {
+    hub: Arc<FrameHub<Frame>>,
+    names: Arc<Mutex<Vec<String>>>,
+    handle: Option<std::thread::JoinHandle<RunSummary>>,
+}
+
+/// One running camera.
+struct Running {
+    name: String,
+    bundle: PathBuf,
+    config: CameraConfig,
+    supervisor: Supervisor,
+}
+
+/// The sink of a finished pipeline.
+struct Discard;
+
+impl EventSink for Discard {
+    fn emit(&mut self, _: Output) -> bool {
+        false
+    }
+}
+
+type SinkFactory = Arc<dyn Fn() -> Box<dyn EventSink> + Send + Sync>;
+
+struct Inner {
+    loaded: Loaded,
+    opts: SessionOptions,
+    lifecycle: LifecycleConfig,
+    track_ids: Arc<std::sync::atomic::AtomicU64>,
+    sink: SinkFactory,
+    workers: BTreeMap<PathBuf, Worker>,
+    cameras: BTreeMap<String, Running>,
     failures: Arc<Mutex<BTreeMap<String, String>>>,
     probe: Probe,
+    stopped: bool,
+}
+
+/// The running pipeline. Cameras can be added, changed and removed while it runs
+/// ([`Control::reload`]); the cameras a reload does not touch keep streaming.
+pub struct Pipeline {
+    inner: Arc<Mutex<Inner>>,
+}
+
+/// Stops or reconfigures a running pipeline from another thread (signal handling).
+#[derive(Clone)]
+pub struct Control {
+    inner: Arc<Mutex<Inner>>,
+}
+
+/// What a reload changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// Cameras started because they are new.
+    pub added: Vec<String>,
+    /// Cameras restarted because their section changed.
+    pub changed: Vec<String>,
+    /// Cameras stopped because they left the config.
+    pub removed: Vec<String>,
+    /// Cameras left running untouched.
+    pub unchanged: Vec<String>,
 }
 
 /// Tells whether the frame path makes progress: every inference worker either analysed
@@ -81,35 +143,43 @@ pub struct Pipeline {
 /// frames piling up is not progressing (systemd's watchdog should then fire).
 #[derive(Clone)]
 pub struct Probe {
-    workers: Vec<(Arc<FrameHub<Frame>>, Arc<std::sync::atomic::AtomicU64>)>,
+    workers: Arc<Mutex<Vec<ProbeEntry>>>,
     last: Vec<u64>,
-    live: Vec<Arc<Mutex<RunSummary>>>,
+}
+
+#[derive(Clone)]
+struct ProbeEntry {
+    hub: Arc<FrameHub<Frame>>,
+    done: Arc<std::sync::atomic::AtomicU64>,
+    live: Arc<Mutex<RunSummary>>,
 }
 
 impl Probe {
+    fn entries(&self) -> Vec<ProbeEntry> {
+        self.workers.lock().map(|w| w.clone()).unwrap_or_default()
+    }
+
     /// Whether the frame path moved since the previous call.
     pub fn progressing(&mut self) -> bool {
+        let entries = self.entries();
+        self.last.resize(entries.len(), 0);
         let mut ok = true;
-        for (i, (hub, done)) in self.workers.iter().enumerate() {
-            let now = done.load(std::sync::atomic::Ordering::Relaxed);
-            let moved = self.last.get(i).is_none_or(|&l| now > l);
-            ok &= moved || hub.waiting() == 0;
-            if let Some(l) = self.last.get_mut(i) {
-                *l = now;
-            }
+        for (e, last) in entries.iter().zip(self.last.iter_mut()) {
+            let now = e.done.load(std::sync::atomic::Ordering::Relaxed);
+            ok &= now > *last || e.hub.waiting() == 0;
+            *last = now;
         }
         ok
     }
 
     /// A snapshot of every worker's statistics so far, with live drop counts.
     pub fn summaries(&self) -> Vec<RunSummary> {
-        self.live
+        self.entries()
             .iter()
-            .zip(&self.workers)
-            .map(|(live, (hub, _))| {
-                let mut s = live.lock().map(|s| s.clone()).unwrap_or_default();
+            .map(|e| {
+                let mut s = e.live.lock().map(|s| s.clone()).unwrap_or_default();
                 for (i, cam) in s.cameras.iter_mut().enumerate() {
-                    cam.dropped = hub.stats(i).dropped;
+                    cam.dropped = e.hub.stats(i).dropped;
                 }
                 s.dropped = s.cameras.iter().map(|c| c.dropped).sum();
                 s
@@ -119,23 +189,7 @@ impl Probe {
 
     /// Frames analysed so far, all workers together.
     pub fn frames(&self) -> u64 {
-        self.workers.iter().map(|(_, d)| d.load(std::sync::atomic::Ordering::Relaxed)).sum()
-    }
-}
-
-/// Stops a pipeline from another thread (signal handling).
-#[derive(Clone)]
-pub struct Stopper {
-    cameras: Arc<Mutex<Vec<Supervisor>>>,
-}
-
-impl Stopper {
-    /// Stops every camera; workers then finish their frame, end tracks and return.
-    pub fn stop(&self) {
-        let cams: Vec<Supervisor> = self.cameras.lock().map(|mut c| c.drain(..).collect()).unwrap_or_default();
-        for cam in cams {
-            cam.stop();
-        }
+        self.entries().iter().map(|e| e.done.load(std::sync::atomic::Ordering::Relaxed)).sum()
     }
 }
 
@@ -148,144 +202,252 @@ pub struct Outcome {
     pub failures: BTreeMap<String, String>,
 }
 
-impl Pipeline {
-    /// Loads ONNX Runtime and the bundles, starts every enabled camera under its own
-    /// supervisor, and starts one worker per bundle. A camera that fails is retried or
-    /// reported without affecting the others.
-    pub fn start<S: EventSink + Clone>(loaded: &Loaded, sink: S) -> Result<Pipeline, PipelineError> {
-        let cfg = &loaded.config;
-        runtime::init(cfg.engine.onnxruntime.as_deref())?;
-        let opts = SessionOptions {
-            threads: cfg.engine.threads,
-            providers: cfg.engine.providers.clone(),
-            cache_dir: Some(cfg.engine.cache_dir.clone().unwrap_or_else(|| cfg.state_dir.join("engine-cache"))),
-        };
-        let mut by_bundle: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
-        for (name, cam) in cfg.cameras.iter().filter(|(_, c)| c.enabled) {
-            by_bundle
-                .entry(cam.bundle.clone().unwrap_or_else(|| cfg.engine.bundle.clone()))
-                .or_default()
-                .push(name.clone());
-        }
-        let lifecycle = LifecycleConfig {
-            min_track_age: cfg.events.min_track_age,
-            heartbeat: std::time::Duration::from_secs_f64(cfg.events.heartbeat_s),
-            smoothing: cfg.events.smoothing,
-            hysteresis: cfg.events.hysteresis,
-        };
-        let cameras = Arc::new(Mutex::new(Vec::new()));
-        let failures = Arc::new(Mutex::new(BTreeMap::new()));
-        let mut workers = Vec::new();
-        let mut start_errors = Vec::new();
-        let mut probe = Probe { workers: Vec::new(), last: Vec::new(), live: Vec::new() };
-        let track_ids = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        for (dir, names) in by_bundle {
-            let bundle = Bundle::load(&dir, &opts)
+fn session_options(loaded: &Loaded) -> SessionOptions {
+    let cfg = &loaded.config;
+    SessionOptions {
+        threads: cfg.engine.threads,
+        providers: cfg.engine.providers.clone(),
+        cache_dir: Some(cfg.engine.cache_dir.clone().unwrap_or_else(|| cfg.state_dir.join("engine-cache"))),
+    }
+}
+
+fn lifecycle_config(loaded: &Loaded) -> LifecycleConfig {
+    let e = &loaded.config.events;
+    LifecycleConfig {
+        min_track_age: e.min_track_age,
+        heartbeat: Duration::from_secs_f64(e.heartbeat_s),
+        smoothing: e.smoothing,
+        hysteresis: e.hysteresis,
+    }
+}
+
+fn bundle_of(loaded: &Loaded, cam: &CameraConfig) -> PathBuf {
+    cam.bundle.clone().unwrap_or_else(|| loaded.config.engine.bundle.clone())
+}
+
+impl Inner {
+    /// The worker for `dir`, started (bundle loaded) if there is none yet.
+    fn worker(&mut self, dir: &PathBuf) -> Result<&Worker, PipelineError> {
+        if !self.workers.contains_key(dir) {
+            let cfg = &self.loaded.config;
+            let bundle = Bundle::load(dir, &self.opts)
                 .map_err(|source| PipelineError::Bundle { path: dir.display().to_string(), source })?;
             let analyzer = Analyzer::new(bundle, cfg.engine.batch_max);
-            let hub: Arc<FrameHub<Frame>> = Arc::new(FrameHub::new(names.len()));
-            let mut slots = Vec::new();
-            for (slot, name) in names.iter().enumerate() {
-                let cam = &cfg.cameras[name];
-                let spec = match SourceSpec::parse(&cam.uri) {
-                    Ok(spec) => spec,
-                    Err(reason) => {
-                        // check-config rejects these; a file deleted since then lands here.
-                        tracing::error!(camera = %name, error = %reason, "camera cannot start");
-                        failures.lock().map(|mut f| f.insert(name.clone(), reason.clone())).ok();
-                        start_errors.push(reason);
-                        hub.close(slot);
-                        slots.push(name.clone());
-                        continue;
-                    }
-                };
-                let opts = SupervisorOptions {
-                    camera: CameraOptions {
-                        name: name.clone(),
-                        spec,
-                        width: cam.width,
-                        looping: cam.looping,
-                        realtime: cam.realtime,
-                        fps_cap: cam.fps,
-                        rtsp_udp: cam.transport == "udp",
-                        rtsp_latency_ms: cam.latency_ms,
-                    },
-                    backoff_initial: Duration::from_secs_f64(cfg.supervisor.backoff_initial_s),
-                    backoff_max: Duration::from_secs_f64(cfg.supervisor.backoff_max_s),
-                    stall_timeout: Duration::from_secs_f64(cfg.supervisor.stall_timeout_s),
-                };
-                let frames = hub.clone();
-                let done = hub.clone();
-                let status_sink = Mutex::new(sink.clone());
-                let fails = failures.clone();
-                let resets = hub.clone();
-                let supervisor = Supervisor::spawn(
-                    opts,
-                    Arc::new(move |frame| frames.put(slot, frame)),
-                    Arc::new(move |status: &CameraStatus| {
-                        use crate::source::CameraState::{Failed, Reconnecting, Stalled};
-                        if matches!(status.status, Reconnecting | Stalled | Failed) {
-                            resets.reset(slot);
-                        }
-                        if status.status == Failed {
-                            fails
-                                .lock()
-                                .map(|mut f| {
-                                    f.insert(status.camera.clone(), status.last_error.clone().unwrap_or_default())
-                                })
-                                .ok();
-                        }
-                        if let Ok(mut s) = status_sink.lock() {
-                            s.emit(Output::CameraState(status.clone()));
-                        }
-                    }),
-                    Box::new(move || done.close(slot)),
-                );
-                cameras.lock().map(|mut c| c.push(supervisor)).ok();
-                slots.push(name.clone());
-            }
+            let hub: Arc<FrameHub<Frame>> = Arc::new(FrameHub::new(0));
+            let names = Arc::new(Mutex::new(Vec::new()));
             let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
-            probe.workers.push((hub.clone(), done.clone()));
-            probe.last.push(0);
             let setup = worker::WorkerSetup {
-                done,
-                hub,
-                cameras: slots,
-                lifecycle: lifecycle.clone(),
-                track_ids: track_ids.clone(),
+                done: done.clone(),
+                hub: hub.clone(),
+                cameras: names.clone(),
+                lifecycle: self.lifecycle.clone(),
+                track_ids: self.track_ids.clone(),
                 batching: Batching {
                     max_frames: if cfg.engine.batching { cfg.engine.batch_max } else { 1 },
                     linger: Duration::from_secs_f64(cfg.engine.batch_timeout_ms / 1000.0),
                 },
-                sink: sink.clone(),
+                sink: (self.sink)(),
             };
-            let handle = worker::spawn(analyzer, loaded, setup)
+            let (handle, live) = worker::spawn(analyzer, &self.loaded, setup)
                 .map_err(|e| PipelineError::NoCamera(format!("cannot start the inference thread: {e}")))?;
-            let (handle, live) = handle;
-            probe.live.push(live);
-            workers.push(handle);
+            if let Ok(mut w) = self.probe.workers.lock() {
+                w.push(ProbeEntry { hub: hub.clone(), done, live });
+            }
+            self.workers.insert(dir.clone(), Worker { hub, names, handle: Some(handle) });
         }
-        if cameras.lock().map(|c| c.is_empty()).unwrap_or(true) {
-            return Err(PipelineError::NoCamera(start_errors.join("; ")));
-        }
-        Ok(Pipeline { cameras, workers, failures, probe })
+        self.workers.get(dir).ok_or_else(|| PipelineError::NoCamera("worker vanished".into()))
     }
 
-    /// A progress probe for the watchdog.
+    /// Starts one camera under a supervisor, in a new slot of its bundle's hub.
+    fn start_camera(&mut self, name: &str, cam: &CameraConfig) -> Result<(), PipelineError> {
+        let dir = bundle_of(&self.loaded, cam);
+        let sup_cfg = self.loaded.config.supervisor.clone();
+        let failures = self.failures.clone();
+        let status_sink = Mutex::new((self.sink)());
+        let worker = self.worker(&dir)?;
+        let hub = worker.hub.clone();
+        let slot = hub.add_slot();
+        if let Ok(mut n) = worker.names.lock() {
+            n.push(name.to_string());
+        }
+        let spec = match SourceSpec::parse(&cam.uri) {
+            Ok(spec) => spec,
+            Err(reason) => {
+                // check-config rejects these; a file deleted since then lands here.
+                tracing::error!(camera = %name, error = %reason, "camera cannot start");
+                failures.lock().map(|mut f| f.insert(name.to_string(), reason)).ok();
+                hub.close(slot);
+                return Ok(());
+            }
+        };
+        let opts = SupervisorOptions {
+            camera: CameraOptions {
+                name: name.to_string(),
+                spec,
+                width: cam.width,
+                looping: cam.looping,
+                realtime: cam.realtime,
+                fps_cap: cam.fps,
+                rtsp_udp: cam.transport == "udp",
+                rtsp_latency_ms: cam.latency_ms,
+            },
+            backoff_initial: Duration::from_secs_f64(sup_cfg.backoff_initial_s),
+            backoff_max: Duration::from_secs_f64(sup_cfg.backoff_max_s),
+            stall_timeout: Duration::from_secs_f64(sup_cfg.stall_timeout_s),
+        };
+        let (frames, resets, done) = (hub.clone(), hub.clone(), hub);
+        let supervisor = Supervisor::spawn(
+            opts,
+            Arc::new(move |frame| frames.put(slot, frame)),
+            Arc::new(move |status: &CameraStatus| {
+                use crate::source::CameraState::{Failed, Reconnecting, Stalled};
+                if matches!(status.status, Reconnecting | Stalled | Failed) {
+                    resets.reset(slot);
+                }
+                if status.status == Failed {
+                    let reason = status.last_error.clone().unwrap_or_default();
+                    failures.lock().map(|mut f| f.insert(status.camera.clone(), reason)).ok();
+                }
+                if let Ok(mut s) = status_sink.lock() {
+                    s.emit(Output::CameraState(status.clone()));
+                }
+            }),
+            Box::new(move || done.close(slot)),
+        );
+        self.cameras
+            .insert(name.to_string(), Running { name: name.to_string(), bundle: dir, config: cam.clone(), supervisor });
+        Ok(())
+    }
+}
+
+impl Pipeline {
+    /// Loads ONNX Runtime and the bundles, starts every enabled camera under its own
+    /// supervisor, and one inference worker per bundle. A camera that fails is retried
+    /// or reported without affecting the others.
+    pub fn start<S: EventSink + Clone + Sync>(loaded: &Loaded, sink: S) -> Result<Pipeline, PipelineError> {
+        runtime::init(loaded.config.engine.onnxruntime.as_deref())?;
+        let factory: SinkFactory = Arc::new(move || Box::new(sink.clone()) as Box<dyn EventSink>);
+        let mut inner = Inner {
+            loaded: loaded.clone(),
+            opts: session_options(loaded),
+            lifecycle: lifecycle_config(loaded),
+            track_ids: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+            sink: factory,
+            workers: BTreeMap::new(),
+            cameras: BTreeMap::new(),
+            failures: Arc::new(Mutex::new(BTreeMap::new())),
+            probe: Probe { workers: Arc::new(Mutex::new(Vec::new())), last: Vec::new() },
+            stopped: false,
+        };
+        for (name, cam) in loaded.config.cameras.iter().filter(|(_, c)| c.enabled) {
+            inner.start_camera(name, cam)?;
+        }
+        if inner.cameras.is_empty() {
+            let reasons =
+                inner.failures.lock().map(|f| f.values().cloned().collect::<Vec<_>>().join("; ")).unwrap_or_default();
+            return Err(PipelineError::NoCamera(reasons));
+        }
+        Ok(Pipeline { inner: Arc::new(Mutex::new(inner)) })
+    }
+
+    /// A progress probe for the watchdog and the metrics.
     pub fn probe(&self) -> Probe {
-        self.probe.clone()
+        self.inner
+            .lock()
+            .map(|i| i.probe.clone())
+            .unwrap_or_else(|_| Probe { workers: Arc::default(), last: Vec::new() })
     }
 
-    /// A handle that stops the pipeline.
-    pub fn stopper(&self) -> Stopper {
-        Stopper { cameras: self.cameras.clone() }
+    /// A handle that stops or reloads the pipeline.
+    pub fn control(&self) -> Control {
+        Control { inner: self.inner.clone() }
     }
 
-    /// Waits until every camera has ended and every worker has finished.
+    /// Waits until every camera has ended and every worker has finished (including
+    /// workers a reload started meanwhile).
     pub fn wait(self) -> Outcome {
-        let summaries = self.workers.into_iter().filter_map(|w| w.join().ok()).collect();
-        Stopper { cameras: self.cameras }.stop();
-        let failures = self.failures.lock().map(|f| f.clone()).unwrap_or_default();
+        let mut summaries = Vec::new();
+        loop {
+            let next = self.inner.lock().ok().and_then(|mut i| i.workers.values_mut().find_map(|w| w.handle.take()));
+            match next {
+                Some(h) => summaries.extend(h.join().ok()),
+                None => break,
+            }
+        }
+        Control { inner: self.inner.clone() }.stop();
+        // Let go of the sink, so whoever reads the other end sees it close.
+        if let Ok(mut i) = self.inner.lock() {
+            i.sink = Arc::new(|| Box::new(Discard) as Box<dyn EventSink>);
+        }
+        let failures =
+            self.inner.lock().ok().and_then(|i| i.failures.lock().ok().map(|f| f.clone())).unwrap_or_default();
         Outcome { summaries, failures }
+    }
+}
+
+impl Control {
+    /// Stops every camera; workers then finish their frame, end tracks and return.
+    pub fn stop(&self) {
+        let cams: Vec<Running> = match self.inner.lock() {
+            Ok(mut i) => {
+                i.stopped = true;
+                std::mem::take(&mut i.cameras).into_values().collect()
+            }
+            Err(_) => return,
+        };
+        for cam in cams {
+            cam.supervisor.stop();
+        }
+    }
+
+    /// Applies a new, already validated configuration: starts new cameras, restarts
+    /// cameras whose section changed, stops removed ones, leaves the rest alone. New
+    /// cameras start before old ones stop, so a worker never sees all its cameras gone.
+    pub fn reload(&self, loaded: &Loaded) -> Result<ReloadReport, PipelineError> {
+        let mut report = ReloadReport::default();
+        let mut to_stop = Vec::new();
+        {
+            let Ok(mut inner) = self.inner.lock() else { return Ok(report) };
+            if inner.stopped {
+                return Ok(report);
+            }
+            let wanted: BTreeMap<&String, &CameraConfig> =
+                loaded.config.cameras.iter().filter(|(_, c)| c.enabled).collect();
+            let old = std::mem::replace(&mut inner.loaded, loaded.clone());
+            for (name, running) in std::mem::take(&mut inner.cameras) {
+                match wanted.get(&name) {
+                    Some(cam) if **cam == running.config && bundle_of(loaded, cam) == running.bundle => {
+                        report.unchanged.push(name.clone());
+                        inner.cameras.insert(name, running);
+                    }
+                    Some(_) => {
+                        report.changed.push(name.clone());
+                        to_stop.push(running);
+                    }
+                    None => {
+                        report.removed.push(name.clone());
+                        to_stop.push(running);
+                    }
+                }
+            }
+            for (name, cam) in &wanted {
+                if inner.cameras.contains_key(*name) {
+                    continue;
+                }
+                if !report.changed.contains(name) {
+                    report.added.push((*name).clone());
+                }
+                if let Err(e) = inner.start_camera(name, cam) {
+                    inner.loaded = old;
+                    tracing::error!(camera = %name, error = %e, "cannot start camera after reload");
+                    return Err(e);
+                }
+            }
+        }
+        for running in to_stop {
+            tracing::info!(camera = %running.name, "stopping camera (reload)");
+            running.supervisor.stop();
+        }
+        Ok(report)
     }
 }

@@ -141,7 +141,8 @@ struct CameraState {
 pub(super) struct WorkerSetup<S> {
     pub done: Arc<AtomicU64>,
     pub hub: Arc<FrameHub<Frame>>,
-    pub cameras: Vec<String>,
+    /// Camera name per hub slot; grows when a reload adds cameras.
+    pub cameras: Arc<Mutex<Vec<String>>>,
     pub lifecycle: LifecycleConfig,
     pub track_ids: Arc<AtomicU64>,
     pub batching: Batching,
@@ -163,26 +164,35 @@ pub(super) fn spawn<S: EventSink>(
     let m = analyzer.manifest();
     let bundle = BundleRef { name: m.name.clone(), sha256: m.sha256.clone() };
     let tracker_cfg = loaded.config.tracker.clone();
-    let mut states: Vec<CameraState> = cameras
-        .iter()
-        .map(|camera| CameraState {
-            tracker: Tracker::new(tracker_cfg.iou_threshold, tracker_cfg.max_missed, track_ids.clone()),
-            lifecycle: Lifecycle::new(
-                lifecycle.clone(),
-                Source {
-                    device: loaded.device_id.clone(),
-                    camera: camera.clone(),
-                    labels: m.labels.clone(),
-                    bundle: bundle.clone(),
-                    task: analyzer.task().clone(),
-                    debias: analyzer.debias(),
-                },
-            ),
-            stream: 0,
-        })
-        .collect();
+    let (device, labels, task, debias) =
+        (loaded.device_id.clone(), m.labels.clone(), analyzer.task().clone(), analyzer.debias());
+    let make_state = move |camera: &str| CameraState {
+        tracker: Tracker::new(tracker_cfg.iou_threshold, tracker_cfg.max_missed, track_ids.clone()),
+        lifecycle: Lifecycle::new(
+            lifecycle.clone(),
+            Source {
+                device: device.clone(),
+                camera: camera.to_string(),
+                labels: labels.clone(),
+                bundle: bundle.clone(),
+                task: task.clone(),
+                debias,
+            },
+        ),
+        stream: 0,
+    };
+    let mut states: Vec<CameraState> = Vec::new();
+    let registry = cameras;
+    // New slots (cameras added by a reload) get their tracker and lifecycle on first use.
+    let ensure = move |states: &mut Vec<CameraState>, upto: usize| -> Vec<String> {
+        let names = registry.lock().map(|r| r.clone()).unwrap_or_default();
+        while states.len() <= upto && states.len() < names.len() {
+            states.push(make_state(&names[states.len()]));
+        }
+        names
+    };
     let name = m.name.clone();
-    let live = setup_live(&name, &cameras);
+    let live = setup_live(&name, &[]);
     let shared = live.clone();
     std::thread::Builder::new()
         .name(format!("infer-{name}"))
@@ -202,6 +212,11 @@ pub(super) fn spawn<S: EventSink>(
                         first.get_or_insert_with(Instant::now);
                         let frames: Vec<(usize, Frame)> =
                             frames.into_iter().filter(|(_, f)| f.view().is_some()).collect();
+                        let max_slot = frames.iter().map(|(s, _)| *s).max().unwrap_or(0);
+                        let cameras = ensure(&mut states, max_slot);
+                        if states.len() <= max_slot {
+                            continue;
+                        }
                         let mut events = Vec::new();
                         for (slot, frame) in &frames {
                             let st = &mut states[*slot];
@@ -254,6 +269,10 @@ pub(super) fn spawn<S: EventSink>(
                         let track_time = t.elapsed();
                         {
                             let mut summary = lock();
+                            while summary.cameras.len() < states.len() {
+                                let name = cameras.get(summary.cameras.len()).cloned().unwrap_or_default();
+                                summary.cameras.push(CameraSummary { name, ..CameraSummary::default() });
+                            }
                             for (slot, faces, latency) in latencies {
                                 let cam = &mut summary.cameras[slot];
                                 cam.frames += 1;
@@ -277,15 +296,18 @@ pub(super) fn spawn<S: EventSink>(
                         }
                     }
                     Next::Reset(slot) => {
-                        let st = &mut states[slot];
+                        ensure(&mut states, slot);
+                        let Some(st) = states.get_mut(slot) else { continue };
                         let ended = st.tracker.finish();
                         emit(st.lifecycle.end(&ended));
                     }
                     Next::Closed(slot) => {
-                        let st = &mut states[slot];
+                        let names = ensure(&mut states, slot);
+                        let Some(st) = states.get_mut(slot) else { continue };
                         let ended = st.tracker.finish();
                         emit(st.lifecycle.end(&ended));
-                        tracing::info!(camera = %cameras[slot], "camera ended; its tracks are closed");
+                        let name = names.get(slot).map_or("?", String::as_str);
+                        tracing::info!(camera = %name, "camera ended; its tracks are closed");
                     }
                     Next::Done => break,
                 }

@@ -1,0 +1,90 @@
+//! SIGHUP reload: one camera changed, one added, one untouched; the untouched camera
+//! never pauses, and a broken config is rejected while everything keeps running.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+fn frames(port: u16, camera: &str) -> Option<u64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(s, "GET /metrics HTTP/1.1\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    let key = format!("clefd_frames_analysed_total{{camera=\"{camera}\"}} ");
+    body.lines().find_map(|l| l.strip_prefix(&key)).and_then(|v| v.trim().parse().ok())
+}
+
+fn write(dir: &std::path::Path, base: &str, port: u16, cameras: &str) -> std::path::PathBuf {
+    let p = dir.join("clefd.toml");
+    std::fs::write(&p, format!("{base}[http]\nlisten = \"127.0.0.1:{port}\"\n{cameras}")).unwrap();
+    p
+}
+
+fn hup(d: &common::Daemon) {
+    std::process::Command::new("kill").args(["-HUP", &d.pid().to_string()]).status().unwrap();
+}
+
+/// Samples camera `a`'s frame counter for `dur`; returns the longest time it stood still.
+fn longest_pause(port: u16, dur: Duration) -> Duration {
+    let end = Instant::now() + dur;
+    let (mut last, mut since, mut worst) = (frames(port, "a"), Instant::now(), Duration::ZERO);
+    while Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = frames(port, "a");
+        if now > last {
+            last = now;
+            since = Instant::now();
+        }
+        worst = worst.max(since.elapsed());
+    }
+    worst
+}
+
+#[test]
+fn reload_restarts_only_what_changed_and_rejects_a_broken_config() {
+    let broker = common::Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let base = common::base_config(dir.path(), &broker.url(), "reload");
+    let cfg =
+        write(dir.path(), &base, port, "[cameras.a]\nuri = \"test://ball\"\n[cameras.b]\nuri = \"test://smpte\"\n");
+    let log = dir.path().join("clefd.log");
+    let daemon = common::Daemon::start(&cfg, &log);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while frames(port, "a").unwrap_or(0) < 10 || frames(port, "b").unwrap_or(0) < 10 {
+        assert!(Instant::now() < deadline, "cameras did not start");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    write(
+        dir.path(),
+        &base,
+        port,
+        "[cameras.a]\nuri = \"test://ball\"\n[cameras.b]\nuri = \"test://snow\"\n[cameras.c]\nuri = \"test://ball\"\n",
+    );
+    hup(&daemon);
+    let pause = longest_pause(port, Duration::from_secs(4));
+    assert!(pause < Duration::from_millis(600), "the unchanged camera paused for {pause:?}");
+    assert!(frames(port, "c").unwrap_or(0) > 10, "the added camera streams");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("configuration reloaded") && text.contains("added=[\"c\"]") && text.contains("changed=[\"b\"]"),
+        "{text}"
+    );
+    assert!(
+        text.contains("stopping camera (reload) camera=b") && !text.contains("stopping camera (reload) camera=a"),
+        "{text}"
+    );
+
+    std::fs::write(&cfg, "[cameras.a\nthis is not toml").unwrap();
+    hup(&daemon);
+    let pause = longest_pause(port, Duration::from_secs(2));
+    assert!(pause < Duration::from_millis(600), "a broken config must not disturb anything ({pause:?})");
+    let before_c = frames(port, "c").unwrap_or(0);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(frames(port, "c").unwrap_or(0) > before_c, "all cameras keep running");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("reload rejected") && text.contains("the running one stays"), "{text}");
+    assert!(daemon.stop(), "{text}");
+}
