@@ -2,7 +2,7 @@
 # missing first (scripts/setup.sh) and are safe to run again.
 CARGO ?= $(shell command -v cargo 2>/dev/null || echo $(HOME)/.cargo/bin/cargo)
 
-.PHONY: demo test setup build lint clean
+.PHONY: demo test setup build lint clean deb
 
 setup:
 	@bash scripts/setup.sh
@@ -17,6 +17,9 @@ test: build
 	$(CARGO) test --release --locked
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --locked --all-targets -- -D warnings
+
+deb: build
+	@bash scripts/build-deb.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

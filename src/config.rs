@@ -584,9 +584,6 @@ fn validate(config: &Config, camera_files: &BTreeMap<String, PathBuf>, main: &Pa
     if default_used || config.cameras.is_empty() {
         check_bundle(c, &m, "engine.bundle", &config.engine.bundle);
     }
-    if config.cameras.is_empty() {
-        c.push(&m, "cameras", "no camera configured: add a [cameras.NAME] table or a file in cameras.d/");
-    }
     for (name, cam) in &config.cameras {
         let from_main = camera_files.get(name).is_none_or(|f| f == main);
         let file = camera_files.get(name).map(|p| p.display().to_string()).unwrap_or_else(|| m.clone());

@@ -18,6 +18,12 @@ pub fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
         Ok(loaded) => {
             let cams = loaded.config.cameras.iter().filter(|(_, c)| c.enabled).count();
             println!("{}: ok ({} camera(s) enabled, device id '{}')", path.display(), cams, loaded.device_id);
+            if cams == 0 {
+                println!(
+                    "note: no camera configured yet: add one in {}/cameras.d/NAME.toml",
+                    path.parent().unwrap_or(path).display()
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(errors) => {

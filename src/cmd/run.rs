@@ -83,6 +83,11 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let notifier = Arc::new(Notifier::from_env());
     let (tx, from_pipeline) = tokio::sync::mpsc::channel(256);
     let (to_publisher, rx) = tokio::sync::mpsc::channel(256);
+    anyhow::ensure!(
+        cfg.cameras.values().any(|c| c.enabled),
+        "no camera configured in {}: add one (a [cameras.NAME] table, or a file in cameras.d/) and start again",
+        path.display()
+    );
     let pipeline = Pipeline::start(&loaded, tx)?;
     let probe = pipeline.probe();
     let stats_every = cfg.mqtt.stats_interval_s;

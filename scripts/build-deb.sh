@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Builds the clefd .deb for this machine's architecture (amd64 here; run it on a Jetson
+# for arm64) from the release binary, the ONNX Runtime library the set-up fetched, the
+# systemd unit, the default config and the demo bundle. Output: target/deb/*.deb
+set -euo pipefail
+cd "$(dirname "$0")/.."
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+arch=$(dpkg --print-architecture)
+root=target/deb/clefd_${version}_${arch}
+rm -rf "$root" && mkdir -p "$root/DEBIAN"
+[ -x target/release/clefd ] || { echo "build-deb: run 'cargo build --release' first" >&2; exit 1; }
+[ -f .local/onnxruntime/libonnxruntime.so ] || { echo "build-deb: run 'make setup' first (ONNX Runtime)" >&2; exit 1; }
+
+install -D -m 0755 target/release/clefd "$root/usr/bin/clefd"
+strip --strip-debug "$root/usr/bin/clefd"
+install -D -m 0644 .local/onnxruntime/libonnxruntime.so "$root/usr/lib/clefd/libonnxruntime.so"
+install -D -m 0644 systemd/clefd.service "$root/lib/systemd/system/clefd.service"
+install -D -m 0644 systemd/clefd.sysusers "$root/usr/lib/sysusers.d/clefd.conf"
+install -D -m 0644 config/clefd.toml "$root/etc/clefd/clefd.toml"
+install -D -m 0644 config/cameras.d/example.toml.disabled "$root/etc/clefd/cameras.d/example.toml.disabled"
+mkdir -p "$root/usr/share/clefd/engines"
+cp -r engines/face-fer2013 "$root/usr/share/clefd/engines/"
+install -D -m 0644 engines/NOTICE "$root/usr/share/doc/clefd/NOTICE"
+install -D -m 0644 README.md "$root/usr/share/doc/clefd/README.md"
+mkdir -p "$root/var/lib/clefd"
+
+cat > "$root/DEBIAN/control" <<CONTROL
+Package: clefd
+Version: ${version}
+Architecture: ${arch}
+Maintainer: clefd developers <clefd@localhost>
+Depends: libc6, libgstreamer1.0-0, gstreamer1.0-plugins-base, gstreamer1.0-plugins-good, gstreamer1.0-libav
+Recommends: gstreamer1.0-plugins-bad, gstreamer1.0-plugins-ugly, mosquitto
+Section: video
+Priority: optional
+Description: debiased emotion events from camera streams (CLEF) over MQTT
+ clefd decodes cameras with GStreamer, finds and classifies faces with ONNX
+ Runtime (TensorRT/CUDA on Jetson), removes context bias with CLEF's
+ counterfactual inference and publishes events over MQTT.
+CONTROL
+printf '/etc/clefd/clefd.toml\n' > "$root/DEBIAN/conffiles"
+cat > "$root/DEBIAN/postinst" <<'POSTINST'
+#!/bin/sh
+set -e
+if command -v systemd-sysusers >/dev/null 2>&1; then
+  systemd-sysusers clefd.conf || true
+fi
+if ! getent passwd clefd >/dev/null; then
+  adduser --system --group --home /var/lib/clefd --no-create-home clefd >/dev/null 2>&1 || true
+  adduser clefd video >/dev/null 2>&1 || true
+fi
+chown clefd:clefd /var/lib/clefd 2>/dev/null || true
+if [ -d /run/systemd/system ]; then
+  systemctl daemon-reload || true
+fi
+exit 0
+POSTINST
+cat > "$root/DEBIAN/postrm" <<'POSTRM'
+#!/bin/sh
+set -e
+if [ -d /run/systemd/system ]; then
+  systemctl daemon-reload || true
+fi
+exit 0
+POSTRM
+chmod 0755 "$root/DEBIAN/postinst" "$root/DEBIAN/postrm"
+dpkg-deb --root-owner-group -Zgzip --build "$root" "target/deb/clefd_${version}_${arch}.deb" >/dev/null
+echo "target/deb/clefd_${version}_${arch}.deb"

@@ -1,0 +1,62 @@
+//! The amd64 package: it builds, holds what it should where it should, and once
+//! installed `clefd check-config` accepts the shipped configuration.
+
+mod common;
+
+use std::process::Command;
+
+#[test]
+fn the_deb_builds_installs_and_checks_its_own_config() {
+    let out = Command::new("bash").arg(common::repo().join("scripts/build-deb.sh")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let deb = common::repo().join(String::from_utf8_lossy(&out.stdout).trim());
+    let listing = Command::new("dpkg-deb").arg("-c").arg(&deb).output().unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    for path in [
+        "./usr/bin/clefd",
+        "./usr/lib/clefd/libonnxruntime.so",
+        "./lib/systemd/system/clefd.service",
+        "./usr/lib/sysusers.d/clefd.conf",
+        "./etc/clefd/clefd.toml",
+        "./etc/clefd/cameras.d/",
+        "./usr/share/clefd/engines/face-fer2013/manifest.toml",
+        "./usr/share/clefd/engines/face-fer2013/blazeface_full.onnx",
+        "./usr/share/doc/clefd/NOTICE",
+        "./var/lib/clefd/",
+    ] {
+        assert!(listing.lines().any(|l| l.ends_with(path)), "{path} missing from the package:\n{listing}");
+    }
+    let conffiles = Command::new("dpkg-deb").args(["-I"]).arg(&deb).arg("conffiles").output().unwrap();
+    assert!(String::from_utf8_lossy(&conffiles.stdout).contains("/etc/clefd/clefd.toml"), "the config is a conffile");
+
+    // Install it for real (CI runs as root on a throwaway machine), check, remove.
+    if Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+    {
+        let st = Command::new("dpkg").args(["-i"]).arg(&deb).output().unwrap();
+        assert!(st.status.success(), "dpkg -i: {}", String::from_utf8_lossy(&st.stderr));
+        let check = Command::new("/usr/bin/clefd")
+            .args(["check-config", "--config", "/etc/clefd/clefd.toml"])
+            .env_remove("ORT_DYLIB_PATH")
+            .output()
+            .unwrap();
+        let explain = Command::new("/usr/bin/clefd")
+            .args(["explain", "--bundle", "/usr/share/clefd/engines/face-fer2013", "--image"])
+            .arg(common::repo().join("assets/astronaut.png"))
+            .env_remove("ORT_DYLIB_PATH")
+            .output()
+            .unwrap();
+        let user = Command::new("getent").args(["passwd", "clefd"]).output().unwrap();
+        let _ = Command::new("dpkg").args(["--purge", "clefd"]).output();
+        let text = String::from_utf8_lossy(&check.stdout);
+        assert!(check.status.success(), "check-config on the shipped config: {text}");
+        assert!(
+            explain.status.success(),
+            "the installed binary finds its ONNX Runtime: {}",
+            String::from_utf8_lossy(&explain.stderr)
+        );
+        assert!(String::from_utf8_lossy(&explain.stdout).contains("\"happy\""));
+        assert!(user.status.success(), "the package creates the clefd user");
+    } else {
+        eprintln!("not root: package built and inspected, install step left to CI");
+    }
+}
