@@ -98,6 +98,12 @@ enum Command {
         /// libonnxruntime.so to use.
         #[arg(long)]
         onnxruntime: Option<PathBuf>,
+        /// Measure MQTT delivery instead: events through the spool to this broker.
+        #[arg(long, value_name = "URL")]
+        mqtt: Option<String>,
+        /// With --mqtt: how many events.
+        #[arg(long, default_value_t = 10_000)]
+        events: u64,
     },
     /// Render a synthetic H.264 clip of a picture moving over a plain background
     /// (the demo video and test clips are made this way).
@@ -134,18 +140,28 @@ fn main() -> ExitCode {
         Command::Watch { mqtt, prefix, until_offline, count, timeout } => {
             cmd::watch(&mqtt, &prefix, until_offline, count, timeout)
         }
-        Command::Bench { cameras, seconds, model_only, no_batching, unpaced, bundle, image, onnxruntime } => {
-            cmd::bench::bench(&cmd::bench::BenchOptions {
-                cameras,
-                seconds,
-                model_only,
-                no_batching,
-                bundle,
-                image,
-                unpaced,
-                onnxruntime,
-            })
-        }
+        Command::Bench {
+            cameras,
+            seconds,
+            model_only,
+            no_batching,
+            unpaced,
+            bundle,
+            image,
+            onnxruntime,
+            mqtt,
+            events,
+        } => cmd::bench::bench(&cmd::bench::BenchOptions {
+            cameras,
+            seconds,
+            model_only,
+            no_batching,
+            bundle,
+            image,
+            unpaced,
+            onnxruntime,
+            mqtt: mqtt.map(|u| (u, events)),
+        }),
         Command::MakeClip { image, out, seconds, fps, size, scale } => {
             cmd::make_clip(&image, &out, seconds, fps, &size, scale)
         }

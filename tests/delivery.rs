@@ -138,6 +138,13 @@ fn a_full_spool_drops_the_oldest_and_counts_exactly_what_is_missing() {
     let received: BTreeSet<u64> = seqs(&consumer.messages(), "bounded").into_iter().collect();
     let missing = (0..=last).filter(|s| !received.contains(s)).count() as u64;
     assert!(dropped > 0, "the outage overflowed the spool\n{log}");
-    assert_eq!(dropped, missing, "drop counter equals the events missing at the consumer\n{log}");
+    // Exact, except for events that were in flight when the broker went away: the broker
+    // may have kept them although their PUBACK never came back, and the spool counts them
+    // as dropped when their segment goes. So: never fewer (that would be a silent loss),
+    // and at most one send window more.
+    assert!(
+        missing <= dropped && dropped - missing <= clefd::mqtt::WINDOW as u64,
+        "drop counter ({dropped}) must account for every event missing at the consumer ({missing})\n{log}"
+    );
     assert!(log.contains("spool full: dropped the oldest events"));
 }

@@ -48,6 +48,10 @@ pub struct Spool {
     /// Events dropped because the spool was full.
     dropped: u64,
     dirty: bool,
+    acked_dirty: bool,
+    /// Where the last read stopped: (segment's first seq, byte offset, next seq), so
+    /// sending the live tail or a long backlog never re-reads a segment.
+    cursor: Option<(u64, u64, u64)>,
 }
 
 fn seg_name(first: u64) -> String {
@@ -87,6 +91,8 @@ impl Spool {
             acked_above: BTreeSet::new(),
             dropped: 0,
             dirty: false,
+            acked_dirty: false,
+            cursor: None,
         };
         spool.compact()?;
         Ok(spool)
@@ -161,8 +167,15 @@ impl Spool {
         Ok(dropped)
     }
 
-    /// Makes appended records durable (one fsync for a group of appends).
+    /// Makes appended records durable (one fsync for a group of appends) and records
+    /// how far acknowledgements have come (losing that only causes re-sends).
     pub fn sync(&mut self) -> std::io::Result<()> {
+        if self.acked_dirty {
+            let tmp = self.dir.join("acked.tmp");
+            std::fs::write(&tmp, format!("{}\n", self.low_water))?;
+            std::fs::rename(tmp, self.dir.join("acked"))?;
+            self.acked_dirty = false;
+        }
         if self.dirty {
             if let Some(w) = self.writer.as_ref() {
                 w.sync_data()?;
@@ -195,9 +208,8 @@ impl Spool {
             self.acked_above.pop_first();
             self.low_water += 1;
         }
-        let tmp = self.dir.join("acked.tmp");
-        std::fs::write(&tmp, format!("{}\n", self.low_water))?;
-        std::fs::rename(tmp, self.dir.join("acked"))
+        self.acked_dirty = true;
+        Ok(())
     }
 
     /// Marks `seq` acknowledged; whole segments that are done are deleted.
@@ -226,20 +238,38 @@ impl Spool {
     }
 
     /// Unacknowledged records with `seq >= from`, in order, at most `limit`.
-    pub fn read_pending(&self, from: u64, limit: usize) -> std::io::Result<Vec<Record>> {
+    pub fn read_pending(&mut self, from: u64, limit: usize) -> std::io::Result<Vec<Record>> {
         let from = from.max(self.low_water);
         let mut out = Vec::new();
-        for seg in self.segments.iter().filter(|s| s.last_seq >= from) {
-            for rec in read_segment(&seg.path)? {
-                if rec.seq >= from && !self.acked_above.contains(&rec.seq) {
-                    out.push(rec);
-                    if out.len() >= limit {
-                        return Ok(out);
-                    }
-                }
+        let resume = self
+            .cursor
+            .filter(|c| c.2 == from)
+            .and_then(|(first, off, _)| self.segments.iter().position(|s| s.first_seq == first).map(|i| (i, off)));
+        let (mut idx, mut offset) = match resume {
+            Some(r) => r,
+            None => (self.segments.iter().position(|s| s.last_seq >= from).unwrap_or(self.segments.len()), 0),
+        };
+        let mut next = from;
+        while idx < self.segments.len() && out.len() < limit {
+            let seg = &self.segments[idx];
+            let (recs, end) = read_records(&seg.path, offset, limit - out.len(), from)?;
+            self.cursor = Some((seg.first_seq, end, recs.last().map_or(next, |r| r.seq + 1)));
+            next = self.cursor.map_or(next, |c| c.2);
+            let full = recs.len() >= limit - out.len();
+            out.extend(recs.into_iter().filter(|r| !self.acked_above.contains(&r.seq)));
+            if full || idx + 1 == self.segments.len() {
+                break;
             }
+            idx += 1;
+            offset = 0;
         }
         Ok(out)
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        let _ = self.sync();
     }
 }
 
@@ -248,11 +278,17 @@ fn record_len(r: &Record) -> u64 {
 }
 
 fn read_segment(path: &Path) -> std::io::Result<Vec<Record>> {
+    read_records(path, 0, usize::MAX, 0).map(|(r, _)| r)
+}
+
+/// Reads records starting at byte `offset`, keeping those with `seq >= from`, until
+/// `limit` are kept or the file ends; returns them and the offset after the last one read.
+fn read_records(path: &Path, offset: u64, limit: usize, from: u64) -> std::io::Result<(Vec<Record>, u64)> {
     let mut f = BufReader::new(File::open(path)?);
     let size = f.seek(SeekFrom::End(0))?;
-    f.seek(SeekFrom::Start(0))?;
+    f.seek(SeekFrom::Start(offset))?;
     let mut out = Vec::new();
-    let mut pos = 0u64;
+    let mut pos = offset;
     let mut head = [0u8; 4];
     while pos + 4 <= size {
         f.read_exact(&mut head)?;
@@ -267,11 +303,16 @@ fn read_segment(path: &Path) -> std::io::Result<Vec<Record>> {
         if 10 + tlen > body.len() {
             break;
         }
-        let topic = String::from_utf8_lossy(&body[10..10 + tlen]).into_owned();
-        out.push(Record { seq, topic, payload: body[10 + tlen..].to_vec() });
         pos += 4 + len;
+        if seq >= from {
+            let topic = String::from_utf8_lossy(&body[10..10 + tlen]).into_owned();
+            out.push(Record { seq, topic, payload: body[10 + tlen..].to_vec() });
+            if out.len() >= limit {
+                break;
+            }
+        }
     }
-    Ok(out)
+    Ok((out, pos))
 }
 
 #[cfg(test)]
@@ -296,7 +337,7 @@ mod tests {
         s.ack(6).unwrap();
         assert_eq!(s.pending(), 5);
         drop(s);
-        let s = Spool::open(dir.path(), 1 << 20).unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
         let seqs: Vec<u64> = s.read_pending(0, 100).unwrap().iter().map(|r| r.seq).collect();
         // 6 was acknowledged above the low-water mark; after a restart it is sent again
         // (a duplicate the consumer drops by seq), never lost.
