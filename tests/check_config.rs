@@ -140,3 +140,12 @@ fn a_missing_config_file_is_named() {
     assert_eq!(code, 2);
     assert!(out.contains("/no/such/clefd.toml: -: cannot read the config file"), "{out}");
 }
+
+#[test]
+fn the_documented_default_config_is_valid() {
+    // config/clefd.toml lists every key with its default; it must stay loadable.
+    let bundle = common::demo_bundle();
+    let (code, out) =
+        check(&common::repo().join("config/clefd.toml"), &[("CLEFD__ENGINE__BUNDLE", bundle.to_str().unwrap())]);
+    assert_eq!(code, 0, "{out}");
+}
