@@ -85,6 +85,8 @@ pub struct MqttConfig {
     pub password_file: Option<PathBuf>,
     /// How long shutdown waits for the broker to acknowledge outstanding events.
     pub flush_timeout_s: f64,
+    /// Longest wait between reconnection attempts.
+    pub reconnect_max_s: f64,
     /// `mqtts://`: CA certificate (PEM) that signed the broker's certificate.
     pub ca_file: Option<PathBuf>,
     /// `mqtts://`: client certificate (PEM), for brokers that require one.
@@ -184,6 +186,8 @@ pub struct CameraConfig {
     pub transport: String,
     /// `rtsp://` only: jitter-buffer latency in milliseconds.
     pub latency_ms: u32,
+    /// `rtsp://` only: file holding the password for the user named in the URI.
+    pub password_file: Option<PathBuf>,
     /// `cameras.d` files only: the camera's name (default: the file name without `.toml`).
     pub name: Option<String>,
 }
@@ -230,6 +234,7 @@ impl Default for MqttConfig {
             username: None,
             password_file: None,
             flush_timeout_s: 5.0,
+            reconnect_max_s: 30.0,
             ca_file: None,
             client_cert: None,
             client_key: None,
@@ -266,6 +271,7 @@ impl Default for CameraConfig {
             fps: None,
             transport: "tcp".into(),
             latency_ms: 200,
+            password_file: None,
             name: None,
         }
     }
@@ -457,6 +463,9 @@ fn resolve_paths(config: &mut Config, base: &Path) {
         if let Some(p) = cam.bundle.as_mut() {
             resolve(p);
         }
+        if let Some(p) = cam.password_file.as_mut() {
+            resolve(p);
+        }
         // `file:relative/clip.mp4` is relative to the config file's folder.
         if let Some(rest) = cam.uri.strip_prefix("file:").filter(|r| !r.starts_with('/')) {
             let abs = base.join(rest);
@@ -510,6 +519,7 @@ fn validate(config: &Config, camera_files: &BTreeMap<String, PathBuf>, main: &Pa
     if config.mqtt.stats_interval_s != 0.0 {
         in_range(c, &m, "mqtt.stats_interval_s", config.mqtt.stats_interval_s, 1.0, 86400.0);
     }
+    in_range(c, &m, "mqtt.reconnect_max_s", config.mqtt.reconnect_max_s, 0.5, 3600.0);
     in_range(c, &m, "mqtt.spool_max_mb", config.mqtt.spool_max_mb, 0.1, 1_000_000.0);
     for (key, file) in [
         ("mqtt.password_file", &config.mqtt.password_file),
@@ -611,6 +621,13 @@ fn validate(config: &Config, camera_files: &BTreeMap<String, PathBuf>, main: &Pa
         }
         in_range(c, &file, &key("width"), cam.width, 32, 4096);
         in_range(c, &file, &key("latency_ms"), cam.latency_ms, 0, 60_000);
+        if let Some(p) = &cam.password_file {
+            if !p.is_file() {
+                c.push(&file, key("password_file"), format!("{} does not exist", p.display()));
+            } else if let Err(reason) = crate::source::with_password(&cam.uri, "x") {
+                c.push(&file, key("password_file"), reason);
+            }
+        }
         if let Some(fps) = cam.fps {
             in_range(c, &file, &key("fps"), fps, 0.1, 240.0);
         }

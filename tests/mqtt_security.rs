@@ -137,7 +137,8 @@ impl Drop for SecureBroker {
 fn config(dir: &Path, url: &str, mqtt_extra: &str) -> std::path::PathBuf {
     let clip = dir.join("clip.mp4");
     common::astronaut_clip(&clip, 3.0, 15);
-    let text = common::base_config(dir, url, "secure").replace("[mqtt]\n", &format!("[mqtt]\n{mqtt_extra}"))
+    let text = common::base_config(dir, url, "secure")
+        .replace("[mqtt]\n", &format!("[mqtt]\nreconnect_max_s = 1.0\n{mqtt_extra}"))
         + &format!("[cameras.cam]\nuri = \"file://{}\"\nloop = true\n", clip.display());
     let p = dir.join("clefd.toml");
     std::fs::write(&p, text).unwrap();
@@ -171,7 +172,8 @@ fn events_arrive_over_tls_and_a_wrong_ca_is_a_clear_error() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("TLS failed") && text.contains("check mqtt.ca_file"), "{text}");
     assert!(text.contains(&format!("broker=mqtts://127.0.0.1:{}", broker.secure)), "names the broker: {text}");
-    assert!(text.matches("MQTT broker unreachable").count() >= 2, "retried with backoff: {text}");
+    assert!(text.matches("MQTT broker unreachable").count() >= 2, "retried: {text}");
+    assert!(text.contains("retry_in_ms=1000"), "a TLS failure is retried at the cap: {text}");
 }
 
 #[test]
@@ -206,4 +208,5 @@ fn a_wrong_password_is_reported_and_retried() {
     assert!(text.contains(&format!("broker=mqtt://127.0.0.1:{}", broker.secure)), "{text}");
     assert!(!text.contains("wrong-password"), "the password never appears in logs");
     assert!(text.matches("MQTT broker unreachable").count() >= 2, "retried: {text}");
+    assert!(text.contains("retry_in_ms=1000"), "refused credentials are retried at the cap: {text}");
 }

@@ -176,6 +176,10 @@ fn bad_cameras_do_not_disturb_good_ones() {
     let log = std::fs::read_to_string(dir.path().join("clefd.log")).unwrap_or_default();
     assert!(daemon.stop(), "{log}");
     let msgs = consumer.messages();
+    assert!(
+        log.contains("video decoder chosen camera=good1 decoder=avdec_h264 path=\"software\""),
+        "the decoder choice is logged: {log}"
+    );
     assert!(states(&msgs, "corrupt").contains(&"failed".to_string()), "{:?}", states(&msgs, "corrupt"));
     let unreachable: Vec<_> = consumer.on("/unreachable/state");
     assert!(unreachable.iter().filter(|m| m.body["status"] == "reconnecting").count() >= 2, "retried with backoff");

@@ -69,6 +69,9 @@ pub struct PublisherConfig {
     pub flush_timeout: Duration,
     /// `mqtts://`: CA (PEM) and optional client certificate and key (PEM).
     pub tls: Option<TlsFiles>,
+    /// Longest wait between reconnection attempts (refused credentials and TLS
+    /// failures are retried at this interval straight away).
+    pub reconnect_max: Duration,
 }
 
 /// TLS material, already read from disk.
@@ -98,7 +101,6 @@ pub struct PublishStats {
 }
 
 const BACKOFF_START: Duration = Duration::from_millis(250);
-const BACKOFF_CAP: Duration = Duration::from_secs(30);
 
 /// A message we asked the client to send, in order, until its packet id is known.
 #[derive(Debug, Clone, Copy)]
@@ -298,13 +300,18 @@ impl Publisher {
                         failures += 1;
                         let was_up = conn.up;
                         self.stats.connected.store(false, Ordering::SeqCst);
+                        conn.poller.abort();
+                        conn.up = false;
+                        // Credentials and certificates do not fix themselves: retry those
+                        // at the cap instead of hammering the broker.
+                        if is_permanent(&e) {
+                            backoff = self.cfg.reconnect_max;
+                        }
                         if was_up || failures == 1 || failures.is_power_of_two() {
                             tracing::warn!(broker = %self.cfg.url, error = %describe(&e), retry_in_ms = backoff.as_millis() as u64, attempts = failures, spooled = self.spool.pending(), "MQTT broker unreachable; events go to the spool");
                         }
-                        conn.poller.abort();
-                        conn.up = false;
                         retry_at = Some(Instant::now() + jitter(backoff));
-                        backoff = (backoff * 2).min(BACKOFF_CAP);
+                        backoff = (backoff * 2).min(self.cfg.reconnect_max);
                     }
                 },
                 _ = sleep_until(wake), if wake.is_some() => {
@@ -363,6 +370,11 @@ async fn sleep_until(t: Option<Instant>) {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
     }
+}
+
+/// Errors a retry will not cure until someone changes the config or the broker.
+fn is_permanent(e: &rumqttc::ConnectionError) -> bool {
+    matches!(e, rumqttc::ConnectionError::ConnectionRefused(_) | rumqttc::ConnectionError::Tls(_))
 }
 
 /// Connection errors in words a user can act on.

@@ -270,7 +270,13 @@ impl Inner {
         if let Ok(mut n) = worker.names.lock() {
             n.push(name.to_string());
         }
-        let spec = match SourceSpec::parse(&cam.uri) {
+        let uri = match &cam.password_file {
+            Some(f) => std::fs::read_to_string(f)
+                .map_err(|e| format!("cannot read password_file {}: {e}", f.display()))
+                .and_then(|pw| crate::source::with_password(&cam.uri, pw.trim_end_matches(['\r', '\n']))),
+            None => Ok(cam.uri.clone()),
+        };
+        let spec = match uri.and_then(|u| SourceSpec::parse(&u)) {
             Ok(spec) => spec,
             Err(reason) => {
                 // check-config rejects these; a file deleted since then lands here.

@@ -165,6 +165,7 @@ impl Camera {
             .map_err(|e| perr(format!("cannot build pipeline: {e}")))?
             .downcast::<gst::Pipeline>()
             .map_err(|_| perr("not a pipeline".into()))?;
+        log_decoder_choice(&pipeline, &opts.name);
         let src = pipeline.by_name("src").ok_or_else(|| perr("no source element".into()))?;
         configure_source(&src, &opts.spec);
         let sink = pipeline
@@ -236,6 +237,24 @@ impl Drop for Camera {
     fn drop(&mut self) {
         self.halt();
     }
+}
+
+/// Logs which video decoder `decodebin` picked: NVIDIA's hardware decoders rank above
+/// the software ones when they are installed.
+fn log_decoder_choice(pipeline: &gst::Pipeline, camera: &str) {
+    let camera = camera.to_string();
+    pipeline.connect("deep-element-added", false, move |args| {
+        let element = args.get(2).and_then(|v| v.get::<gst::Element>().ok());
+        if let Some(factory) = element.as_ref().and_then(|e| e.factory()) {
+            let klass = factory.metadata("klass").unwrap_or_default();
+            if klass.contains("Decoder") && klass.contains("Video") {
+                let name = factory.name();
+                let path = if name.starts_with("nv") || name.contains("v4l2") { "hardware" } else { "software" };
+                tracing::info!(camera = %camera, decoder = %name, path, "video decoder chosen");
+            }
+        }
+        None
+    });
 }
 
 /// Where a source reads from, without credentials.

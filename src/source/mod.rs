@@ -7,7 +7,7 @@ mod uri;
 
 pub use camera::{Camera, CameraOptions, Ended, SourceError, decode_image};
 pub use supervisor::{CameraState, CameraStatus, Supervisor, SupervisorOptions};
-pub use uri::SourceSpec;
+pub use uri::{SourceSpec, with_password};
 
 use std::time::{Instant, SystemTime};
 

@@ -84,6 +84,17 @@ impl SourceSpec {
     }
 }
 
+/// Puts a password (read from a file, so it never sits in the config) into an
+/// `rtsp://user@host/...` URI.
+pub fn with_password(uri: &str, password: &str) -> Result<String, String> {
+    let mut u = url::Url::parse(uri).map_err(|e| format!("'{uri}' is not a valid URI ({e})"))?;
+    if u.username().is_empty() {
+        return Err("a password_file needs a user name in the URI (rtsp://user@host/...)".into());
+    }
+    u.set_password(Some(password)).map_err(|_| format!("'{uri}' cannot carry a password"))?;
+    Ok(u.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,6 +106,12 @@ mod tests {
         assert!(matches!(SourceSpec::parse("rtsp://user:pw@10.0.0.2:554/s").unwrap(), SourceSpec::Rtsp { .. }));
         assert_eq!(SourceSpec::parse("csi://1").unwrap(), SourceSpec::Csi { sensor: 1 });
         assert_eq!(SourceSpec::parse("v4l2:///dev/video2").unwrap(), SourceSpec::V4l2 { device: "/dev/video2".into() });
+    }
+
+    #[test]
+    fn passwords_from_files_go_into_the_uri() {
+        assert_eq!(with_password("rtsp://cam@10.0.0.2/s", "p@ss word").unwrap(), "rtsp://cam:p%40ss%20word@10.0.0.2/s");
+        assert!(with_password("rtsp://10.0.0.2/s", "x").unwrap_err().contains("user name"));
     }
 
     #[test]
