@@ -173,8 +173,8 @@ pub struct CameraConfig {
     /// `file://` only: start again at the end.
     #[serde(rename = "loop")]
     pub looping: bool,
-    /// `file://` only: pace frames at the stream's rate like a live camera (default) or
-    /// decode as fast as possible.
+    /// `file://` only: pace frames at the stream's rate like a live camera (default), or
+    /// analyse every frame as fast as inference allows (decoding waits for inference).
     pub realtime: bool,
     /// Working width of decoded frames (height follows the aspect ratio).
     pub width: u32,

@@ -40,6 +40,7 @@ struct State<T> {
 pub struct FrameHub<T> {
     state: Mutex<State<T>>,
     ready: Condvar,
+    taken: Condvar,
 }
 
 /// Per-camera counters.
@@ -57,7 +58,11 @@ impl<T> FrameHub<T> {
         let slots = (0..cameras)
             .map(|_| Slot { frame: None, open: true, reset: false, closed_reported: false, received: 0, dropped: 0 })
             .collect();
-        FrameHub { state: Mutex::new(State { slots, cursor: 0, shutdown: false }), ready: Condvar::new() }
+        FrameHub {
+            state: Mutex::new(State { slots, cursor: 0, shutdown: false }),
+            ready: Condvar::new(),
+            taken: Condvar::new(),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State<T>> {
@@ -89,6 +94,33 @@ impl<T> FrameHub<T> {
         self.ready.notify_one();
     }
 
+    /// Hands in a frame without dropping any: waits while the camera's previous frame is
+    /// still waiting. For files analysed as fast as possible (every frame, decoding paced
+    /// by inference). Gives up when the camera is closed or the hub shut down.
+    pub fn put_waiting(&self, slot: usize, frame: T) {
+        let mut s = self.lock();
+        loop {
+            let Some(sl) = s.slots.get(slot) else { return };
+            if !sl.open || s.shutdown {
+                return;
+            }
+            if sl.frame.is_none() {
+                break;
+            }
+            s = self
+                .taken
+                .wait_timeout(s, std::time::Duration::from_millis(50))
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+        if let Some(sl) = s.slots.get_mut(slot) {
+            sl.received += 1;
+            sl.frame = Some(frame);
+        }
+        drop(s);
+        self.ready.notify_one();
+    }
+
     /// Marks a camera's stream as broken: a waiting frame is discarded and the worker
     /// is told to end the camera's tracks.
     pub fn reset(&self, slot: usize) {
@@ -109,6 +141,7 @@ impl<T> FrameHub<T> {
         }
         drop(s);
         self.ready.notify_one();
+        self.taken.notify_all();
     }
 
     /// Stops the worker after the frame it is working on.
@@ -168,6 +201,7 @@ impl<T> FrameHub<T> {
                 if let Some(&(last, _)) = frames.last() {
                     s.cursor = (last + 1) % n;
                 }
+                self.taken.notify_all();
                 return Next::Frames(frames);
             }
             if let Some(i) = s.slots.iter().position(|sl| !sl.open && !sl.closed_reported) {
@@ -237,5 +271,43 @@ mod tests {
         assert_eq!(st.received, 10_000);
         assert_eq!(st.received - st.dropped, taken);
         assert!(st.dropped > 0);
+    }
+
+    #[test]
+    fn a_waiting_producer_loses_no_frame_and_lets_go_on_close() {
+        let hub = std::sync::Arc::new(FrameHub::new(1));
+        let producer = {
+            let hub = hub.clone();
+            std::thread::spawn(move || {
+                for i in 0..200u32 {
+                    hub.put_waiting(0, i);
+                    assert!(hub.waiting() <= 1);
+                }
+                hub.close(0);
+            })
+        };
+        let mut seen = Vec::new();
+        loop {
+            match hub.next(1, Duration::ZERO) {
+                Next::Frames(f) => {
+                    seen.extend(f.into_iter().map(|(_, v)| v));
+                    std::thread::sleep(Duration::from_micros(300));
+                }
+                Next::Closed(_) | Next::Reset(_) => {}
+                Next::Done => break,
+            }
+        }
+        producer.join().unwrap();
+        assert_eq!(seen, (0..200).collect::<Vec<_>>(), "every frame, in order");
+        assert_eq!(hub.stats(0).dropped, 0);
+
+        // A producer blocked on a full slot returns as soon as the camera is closed.
+        let hub = std::sync::Arc::new(FrameHub::new(1));
+        hub.put_waiting(0, 1);
+        let h = hub.clone();
+        let blocked = std::thread::spawn(move || h.put_waiting(0, 2));
+        std::thread::sleep(Duration::from_millis(100));
+        hub.close(0);
+        blocked.join().unwrap();
     }
 }

@@ -85,6 +85,8 @@ struct Worker {
 struct Running {
     name: String,
     bundle: PathBuf,
+    hub: Arc<FrameHub<Frame>>,
+    slot: usize,
     config: CameraConfig,
     supervisor: Supervisor,
 }
@@ -301,10 +303,12 @@ impl Inner {
             backoff_max: Duration::from_secs_f64(sup_cfg.backoff_max_s),
             stall_timeout: Duration::from_secs_f64(sup_cfg.stall_timeout_s),
         };
-        let (frames, resets, done) = (hub.clone(), hub.clone(), hub);
+        // A file analysed as fast as possible waits for inference instead of dropping.
+        let every_frame = matches!(opts.camera.spec, SourceSpec::File { .. }) && !cam.realtime;
+        let (frames, resets, done, own) = (hub.clone(), hub.clone(), hub.clone(), hub);
         let supervisor = Supervisor::spawn(
             opts,
-            Arc::new(move |frame| frames.put(slot, frame)),
+            Arc::new(move |frame| if every_frame { frames.put_waiting(slot, frame) } else { frames.put(slot, frame) }),
             Arc::new(move |status: &CameraStatus| {
                 use crate::source::CameraState::{Failed, Reconnecting, Stalled};
                 if matches!(status.status, Reconnecting | Stalled | Failed) {
@@ -320,8 +324,10 @@ impl Inner {
             }),
             Box::new(move || done.close(slot)),
         );
-        self.cameras
-            .insert(name.to_string(), Running { name: name.to_string(), bundle: dir, config: cam.clone(), supervisor });
+        self.cameras.insert(
+            name.to_string(),
+            Running { name: name.to_string(), bundle: dir, hub: own, slot, config: cam.clone(), supervisor },
+        );
         Ok(())
     }
 }
@@ -402,6 +408,8 @@ impl Control {
             Err(_) => return,
         };
         for cam in cams {
+            // Close the slot first: a camera waiting to hand in a frame lets go at once.
+            cam.hub.close(cam.slot);
             cam.supervisor.stop();
         }
     }
@@ -452,6 +460,7 @@ impl Control {
         }
         for running in to_stop {
             tracing::info!(camera = %running.name, "stopping camera (reload)");
+            running.hub.close(running.slot);
             running.supervisor.stop();
         }
         Ok(report)
