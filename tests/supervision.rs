@@ -201,3 +201,28 @@ fn bad_cameras_do_not_disturb_good_ones() {
         assert!(fps.iter().any(|&f| f >= 12.0), "{good} streams at its rate (15 fps): {fps:?}");
     }
 }
+
+#[test]
+fn an_fps_cap_limits_the_rate_and_counts_its_drops() {
+    let broker = common::Broker::start();
+    let consumer = Consumer::start(broker.port);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("clefd.toml");
+    std::fs::write(
+        &cfg,
+        common::base_config(dir.path(), &broker.url(), "capped") + "[cameras.cam]\nuri = \"test://ball\"\nfps = 5\n",
+    )
+    .unwrap();
+    let daemon = Daemon::start(&cfg, &dir.path().join("clefd.log"));
+    consumer.wait_for("a state report with fps and fps-cap drops", Duration::from_secs(20), |m| {
+        m.iter().any(|x| {
+            x.topic == "clefd/capped/cam/state"
+                && x.body["dropped_fps_cap"].as_u64().unwrap_or(0) > 20
+                && x.body["fps"].as_f64().unwrap_or(0.0) > 0.0
+        })
+    });
+    assert!(daemon.stop());
+    let last = consumer.on("/cam/state").into_iter().rfind(|m| m.body["fps"].as_f64().unwrap_or(0.0) > 0.0).unwrap();
+    let fps = last.body["fps"].as_f64().unwrap();
+    assert!((3.0..=7.0).contains(&fps), "30 fps source capped at 5: {fps}");
+}

@@ -182,6 +182,10 @@ pub fn render_metrics(h: &Health) -> String {
             );
         }
     }
+    for (name, st) in &cams {
+        let _ =
+            writeln!(o, "clefd_frames_dropped_total{{camera=\"{name}\",reason=\"fps_cap\"}} {}", st.dropped_fps_cap);
+    }
     header(&mut o, "clefd_faces_total", "counter", "Faces analysed.");
     for s in &summaries {
         for c in &s.cameras {

@@ -33,7 +33,7 @@ pub fn stats_json(h: &Health, uptime: Duration) -> Value {
                     "restarts": st.map(|s| s.restarts),
                     "frames": c.frames,
                     "faces": c.faces,
-                    "dropped": {"latest_frame_wins": c.dropped},
+                    "dropped": {"latest_frame_wins": c.dropped, "fps_cap": st.map(|s| s.dropped_fps_cap)},
                     "latency_ms": {"p50": c.latency.quantile_ms(0.5), "p99": c.latency.quantile_ms(0.99)},
                 }),
             );

@@ -78,6 +78,8 @@ pub struct Camera {
     stop: Arc<AtomicBool>,
     bus_thread: Option<std::thread::JoinHandle<()>>,
     frames: Arc<AtomicU64>,
+    /// Buffers into and out of the `fps` cap (videorate), counted by pad probes.
+    rate: Option<(Arc<AtomicU64>, Arc<AtomicU64>)>,
 }
 
 fn init() -> Result<(), SourceError> {
@@ -149,7 +151,7 @@ impl Camera {
         let live = !matches!(opts.spec, SourceSpec::File { .. });
         let sync = !live && opts.realtime;
         let rate = match opts.fps_cap {
-            Some(fps) => format!(" ! videorate drop-only=true max-rate={}", fps.ceil().max(1.0) as u32),
+            Some(fps) => format!(" ! videorate name=rate drop-only=true max-rate={}", fps.ceil().max(1.0) as u32),
             None => String::new(),
         };
         let desc = format!(
@@ -205,12 +207,31 @@ impl Camera {
                 .map_err(|e| perr(format!("cannot spawn the bus thread: {e}")))?
         };
         tracing::info!(camera = %opts.name, source = %describe(&opts.spec), width = opts.width, "camera started");
-        Ok(Camera { name: opts.name, spec: opts.spec, pipeline, stop, bus_thread: Some(bus_thread), frames })
+        let rate = pipeline.by_name("rate").map(|rate| {
+            let counters = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+            for (pad, counter) in [("sink", counters.0.clone()), ("src", counters.1.clone())] {
+                if let Some(pad) = rate.static_pad(pad) {
+                    pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                        counter.fetch_add(1, Ordering::Relaxed);
+                        gst::PadProbeReturn::Ok
+                    });
+                }
+            }
+            counters
+        });
+        Ok(Camera { name: opts.name, spec: opts.spec, pipeline, stop, bus_thread: Some(bus_thread), frames, rate })
     }
 
     /// What this camera reads.
     pub fn spec(&self) -> &SourceSpec {
         &self.spec
+    }
+
+    /// Frames the `fps` cap dropped so far (before conversion, so they cost little).
+    pub fn fps_cap_drops(&self) -> u64 {
+        self.rate
+            .as_ref()
+            .map_or(0, |(into, out)| into.load(Ordering::Relaxed).saturating_sub(out.load(Ordering::Relaxed)))
     }
 
     /// Frames delivered so far.

@@ -60,6 +60,8 @@ pub struct CameraStatus {
     pub since: String,
     /// Restarts so far.
     pub restarts: u64,
+    /// Frames dropped by the camera's `fps` cap so far.
+    pub dropped_fps_cap: u64,
 }
 
 /// Restart policy.
@@ -90,6 +92,8 @@ struct Reporter {
     state: Option<CameraState>,
     since: SystemTime,
     restarts: u64,
+    capped_before: u64,
+    capped_now: u64,
 }
 
 impl Reporter {
@@ -111,6 +115,7 @@ impl Reporter {
             last_error: error,
             since: crate::events::rfc3339(self.since),
             restarts: self.restarts,
+            dropped_fps_cap: self.capped_before + self.capped_now,
         };
         (self.on_status)(&status);
     }
@@ -182,8 +187,15 @@ fn jitter(d: Duration, salt: u64) -> Duration {
 
 fn supervise(opts: &SupervisorOptions, on_frame: &FrameFn, on_status: StatusFn, stop: &AtomicBool) {
     let is_file = matches!(opts.camera.spec, SourceSpec::File { .. });
-    let mut rep =
-        Reporter { camera: opts.camera.name.clone(), on_status, state: None, since: SystemTime::now(), restarts: 0 };
+    let mut rep = Reporter {
+        camera: opts.camera.name.clone(),
+        on_status,
+        state: None,
+        since: SystemTime::now(),
+        restarts: 0,
+        capped_before: 0,
+        capped_now: 0,
+    };
     let mut backoff = opts.backoff_initial;
     let mut generation: u32 = 0;
     rep.report(CameraState::Starting, 0.0, None);
@@ -220,6 +232,7 @@ fn supervise(opts: &SupervisorOptions, on_frame: &FrameFn, on_status: StatusFn, 
         };
         let outcome = watch(&camera, &end_rx, opts.stall_timeout, &mut rep, stop, &mut backoff, opts.backoff_initial);
         camera.stop();
+        rep.capped_before += std::mem::take(&mut rep.capped_now);
         match outcome {
             Watch::Stopped => return,
             Watch::Finished => return,
@@ -277,6 +290,7 @@ fn watch(
         }
         let now = Instant::now();
         let n = camera.frames();
+        rep.capped_now = camera.fps_cap_drops();
         if n > last_count {
             last_count = n;
             last_progress = now;
@@ -291,7 +305,7 @@ fn watch(
             fps = (n - window.1) as f64 / (now - window.0).as_secs_f64();
             window = (now, n);
         }
-        if rep.state == Some(CameraState::Streaming) && now - last_report >= Duration::from_secs(5) {
+        if rep.state == Some(CameraState::Streaming) && now - last_report >= Duration::from_secs(2) {
             last_report = now;
             rep.report(CameraState::Streaming, (fps * 10.0).round() / 10.0, None);
         }
