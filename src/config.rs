@@ -87,6 +87,8 @@ pub struct MqttConfig {
     pub flush_timeout_s: f64,
     /// Longest wait between reconnection attempts.
     pub reconnect_max_s: f64,
+    /// Protocol version: "3.1.1" (default) or "5".
+    pub protocol: String,
     /// `mqtts://`: CA certificate (PEM) that signed the broker's certificate.
     pub ca_file: Option<PathBuf>,
     /// `mqtts://`: client certificate (PEM), for brokers that require one.
@@ -235,6 +237,7 @@ impl Default for MqttConfig {
             password_file: None,
             flush_timeout_s: 5.0,
             reconnect_max_s: 30.0,
+            protocol: "3.1.1".into(),
             ca_file: None,
             client_cert: None,
             client_key: None,
@@ -520,6 +523,9 @@ fn validate(config: &Config, camera_files: &BTreeMap<String, PathBuf>, main: &Pa
         in_range(c, &m, "mqtt.stats_interval_s", config.mqtt.stats_interval_s, 1.0, 86400.0);
     }
     in_range(c, &m, "mqtt.reconnect_max_s", config.mqtt.reconnect_max_s, 0.5, 3600.0);
+    if let Err(reason) = crate::mqtt::Protocol::parse(&config.mqtt.protocol) {
+        c.push(&m, "mqtt.protocol", reason);
+    }
     in_range(c, &m, "mqtt.spool_max_mb", config.mqtt.spool_max_mb, 0.1, 1_000_000.0);
     for (key, file) in [
         ("mqtt.password_file", &config.mqtt.password_file),

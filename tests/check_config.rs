@@ -52,6 +52,11 @@ fn each_broken_config_gets_its_own_message() {
             vec!["mqtt.urll: unknown key"],
         ),
         (
+            format!("[mqtt]\nprotocol = \"4\"\n[cameras.a]\nuri = \"file://{}\"\n", clip.display()),
+            "unknown MQTT version",
+            vec!["mqtt.protocol: '4' is not an MQTT version clefd speaks: use \"3.1.1\" or \"5\""],
+        ),
+        (
             "[cameras.a]\nuri = \"ftp://host/x\"\n".into(),
             "bad uri scheme",
             vec!["cameras.a.uri: camera 'a': unsupported scheme 'ftp'"],

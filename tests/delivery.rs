@@ -43,23 +43,32 @@ fn count_events(c: &Consumer, device: &str) -> usize {
 
 #[test]
 fn a_broker_outage_loses_nothing_and_keeps_order() {
+    outage("outage", "", "MQTT 3.1.1");
+}
+
+#[test]
+fn a_broker_outage_loses_nothing_over_mqtt_5() {
+    outage("outage5", "protocol = \"5\"\n", "MQTT 5");
+}
+
+fn outage(device: &str, extra: &str, protocol: &str) {
     let mut broker = Broker::start_persistent();
     let consumer = Consumer::start_persistent(broker.port, "dashboard");
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), &broker, "outage", 1, "");
+    let cfg = config(dir.path(), &broker, device, 1, extra);
     let daemon = Daemon::start(&cfg, &dir.path().join("clefd.log"));
-    consumer.wait_for("a few events", Duration::from_secs(30), |m| seqs(m, "outage").len() >= 5);
+    consumer.wait_for("a few events", Duration::from_secs(30), |m| seqs(m, device).len() >= 5);
     broker.stop();
     std::thread::sleep(Duration::from_secs(4));
     broker.start_again();
-    let before = count_events(&consumer, "outage");
-    consumer.wait_for("events after the outage", Duration::from_secs(30), |m| seqs(m, "outage").len() >= before + 10);
+    let before = count_events(&consumer, device);
+    consumer.wait_for("events after the outage", Duration::from_secs(30), |m| seqs(m, device).len() >= before + 10);
     let log = || std::fs::read_to_string(dir.path().join("clefd.log")).unwrap_or_default();
     assert!(daemon.stop(), "{}", log());
     consumer.wait_for("offline", Duration::from_secs(10), |m| {
-        m.iter().any(|x| x.topic == "clefd/outage/availability" && x.body == "offline" && !x.retained)
+        m.iter().any(|x| x.topic == format!("clefd/{device}/availability") && x.body == "offline" && !x.retained)
     });
-    let all = seqs(&consumer.messages(), "outage");
+    let all = seqs(&consumer.messages(), device);
     let first = first_seen(&all);
     let last: u64 = std::fs::read_to_string(dir.path().join("state/seq")).unwrap().trim().parse::<u64>().unwrap() - 1;
     assert_eq!(
@@ -69,6 +78,7 @@ fn a_broker_outage_loses_nothing_and_keeps_order() {
         log()
     );
     assert!(log().contains("MQTT broker unreachable; events go to the spool"), "{}", log());
+    assert!(log().contains(protocol), "the log names the protocol ({protocol}):\n{}", log());
 }
 
 #[test]

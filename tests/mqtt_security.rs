@@ -178,6 +178,15 @@ fn events_arrive_over_tls_and_a_wrong_ca_is_a_clear_error() {
 
 #[test]
 fn a_wrong_password_is_reported_and_retried() {
+    wrong_password("");
+}
+
+#[test]
+fn a_wrong_password_is_reported_and_retried_over_mqtt_5() {
+    wrong_password("protocol = \"5\"\n");
+}
+
+fn wrong_password(extra: &str) {
     let dir = tempfile::tempdir().unwrap();
     let pw = dir.path().join("passwd");
     let st = Command::new("mosquitto_passwd")
@@ -197,7 +206,7 @@ fn a_wrong_password_is_reported_and_retried() {
     let cfg = config(
         dir.path(),
         &url,
-        &format!("username = \"clefd\"\npassword_file = \"{}/secret\"\n", dir.path().display()),
+        &format!("{extra}username = \"clefd\"\npassword_file = \"{}/secret\"\n", dir.path().display()),
     );
     let log = dir.path().join("pw.log");
     let daemon = Daemon::start(&cfg, &log);

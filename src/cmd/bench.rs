@@ -245,6 +245,7 @@ fn mqtt(url: &str, n: u64) -> anyhow::Result<ExitCode> {
         flush_timeout: Duration::from_secs(60),
         tls: None,
         reconnect_max: Duration::from_secs(30),
+        protocol: clefd::mqtt::Protocol::V311,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let (acked, secs) = rt.block_on(async move {

@@ -71,6 +71,7 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let publisher_cfg = PublisherConfig {
         tls,
         reconnect_max: Duration::from_secs_f64(cfg.mqtt.reconnect_max_s),
+        protocol: clefd::mqtt::Protocol::parse(&cfg.mqtt.protocol).map_err(anyhow::Error::msg)?,
         url,
         client_id: cfg.mqtt.client_id.clone().unwrap_or_else(|| format!("clefd-{}", loaded.device_id)),
         prefix: cfg.mqtt.prefix.clone(),

@@ -3,10 +3,12 @@
 
 pub mod home_assistant;
 mod publisher;
+pub mod session;
 pub mod spool;
 mod watch;
 
 pub use publisher::{Outgoing, PublishStats, Publisher, PublisherConfig, TlsFiles, WINDOW};
+pub use session::Protocol;
 pub use watch::{WatchOptions, watch};
 
 /// A broker address from `mqtt.url`.

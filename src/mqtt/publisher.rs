@@ -19,10 +19,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::session::{self, Protocol, Session, SessionEvent, SessionOptions};
 use super::spool::{Record, Spool};
 use super::{BrokerUrl, Topics};
 use crate::events::seq::SeqCounter;
@@ -72,6 +72,8 @@ pub struct PublisherConfig {
     /// Longest wait between reconnection attempts (refused credentials and TLS
     /// failures are retried at this interval straight away).
     pub reconnect_max: Duration,
+    /// MQTT 3.1.1 or 5.
+    pub protocol: Protocol,
 }
 
 /// TLS material, already read from disk.
@@ -113,18 +115,15 @@ enum Sent {
 pub struct Publisher {
     cfg: PublisherConfig,
     topics: Topics,
-    opts: MqttOptions,
+    session: SessionOptions,
     seq: SeqCounter,
     spool: Spool,
     stats: Arc<PublishStats>,
 }
 
-/// One connection attempt: a fresh client whose event loop runs in its own task (a
-/// `poll` future must not be cancelled mid-handshake), reporting through a channel.
+/// One connection attempt with fresh client state, and what we sent on it.
 struct Connection {
-    client: AsyncClient,
-    events: mpsc::Receiver<Result<Event, rumqttc::ConnectionError>>,
-    poller: tokio::task::JoinHandle<()>,
+    session: Session,
     up: bool,
     requested: VecDeque<Sent>,
     inflight: HashMap<u16, Sent>,
@@ -136,30 +135,22 @@ impl Publisher {
     /// Prepares the publisher; nothing connects until [`Publisher::run`].
     pub fn new(cfg: PublisherConfig, seq: SeqCounter, spool: Spool) -> Publisher {
         let topics = Topics::new(&cfg.prefix, &cfg.device);
-        let mut opts = MqttOptions::new(&cfg.client_id, &cfg.url.host, cfg.url.port);
-        opts.set_keep_alive(cfg.keep_alive);
-        opts.set_clean_session(false);
-        opts.set_max_packet_size(256 * 1024, 256 * 1024);
-        opts.set_inflight(WINDOW as u16 + 8);
-        opts.set_last_will(LastWill::new(topics.availability(), "offline", QoS::AtLeastOnce, true));
-        if let Some((user, pass)) = &cfg.credentials {
-            opts.set_credentials(user, pass);
-        }
-        if let Some(tls) = &cfg.tls {
-            // rustls needs a process-wide crypto provider; ring is the one we build.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            opts.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Simple {
-                ca: tls.ca.clone(),
-                alpn: None,
-                client_auth: tls.client.clone(),
-            }));
-        }
+        let session = SessionOptions {
+            protocol: cfg.protocol,
+            url: cfg.url.clone(),
+            client_id: cfg.client_id.clone(),
+            keep_alive: cfg.keep_alive,
+            credentials: cfg.credentials.clone(),
+            tls: cfg.tls.as_ref().map(|t| (t.ca.clone(), t.client.clone())),
+            last_will: (topics.availability(), b"offline".to_vec()),
+            inflight: WINDOW as u16 + 8,
+        };
         let stats = Arc::new(PublishStats::default());
         stats.spooled.store(spool.pending(), Ordering::Relaxed);
         if spool.pending() > 0 {
             tracing::info!(events = spool.pending(), "events from an earlier run are waiting in the spool");
         }
-        Publisher { cfg, topics, opts, seq, spool, stats }
+        Publisher { cfg, topics, session, seq, spool, stats }
     }
 
     /// Counters.
@@ -168,13 +159,8 @@ impl Publisher {
     }
 
     fn connect(&self) -> Connection {
-        let (client, eventloop) = AsyncClient::new(self.opts.clone(), WINDOW * 2 + 64);
-        let (tx, events) = mpsc::channel(WINDOW * 2 + 64);
-        let poller = tokio::spawn(poll(eventloop, tx));
         Connection {
-            client,
-            events,
-            poller,
+            session: session::open(&self.session, WINDOW * 2 + 64),
             up: false,
             requested: VecDeque::new(),
             inflight: HashMap::new(),
@@ -208,7 +194,7 @@ impl Publisher {
             return Ok(());
         }
         for rec in self.spool.read_pending(conn.next_send, WINDOW - conn.window)? {
-            if conn.client.try_publish(&rec.topic, QoS::AtLeastOnce, false, rec.payload).is_err() {
+            if !conn.session.client.publish(rec.topic, false, rec.payload) {
                 break;
             }
             conn.requested.push_back(Sent::Event(rec.seq));
@@ -220,7 +206,7 @@ impl Publisher {
     }
 
     fn send_other(conn: &mut Connection, topic: String, payload: Vec<u8>, retain: bool) {
-        if conn.up && conn.client.try_publish(topic, QoS::AtLeastOnce, retain, payload).is_ok() {
+        if conn.up && conn.session.client.publish(topic, retain, payload) {
             conn.requested.push_back(Sent::Other);
         }
     }
@@ -269,9 +255,9 @@ impl Publisher {
                     }
                     None => closing_at = Some(Instant::now() + self.cfg.flush_timeout),
                 },
-                polled = conn.events.recv(), if retry_at.is_none() => match polled.unwrap_or(Err(rumqttc::ConnectionError::RequestsDone)) {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        tracing::info!(broker = %self.cfg.url, spooled = self.spool.pending(), "connected to MQTT broker");
+                polled = conn.session.events.recv(), if retry_at.is_none() => match polled.unwrap_or_else(|| Err(session::SessionError { permanent: false, message: "the connection task ended".into() })) {
+                    Ok(SessionEvent::Connected) => {
+                        tracing::info!(broker = %self.cfg.url, protocol = %self.cfg.protocol, spooled = self.spool.pending(), "connected to MQTT broker");
                         conn.up = true;
                         conn.next_send = 0;
                         backoff = BACKOFF_START;
@@ -283,13 +269,19 @@ impl Publisher {
                             Self::send_other(&mut conn, topic.clone(), payload.clone(), true);
                         }
                     }
-                    Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) => {
+                    Ok(SessionEvent::Sent(pkid)) => {
                         if let Some(sent) = conn.requested.pop_front() {
                             conn.inflight.insert(pkid, sent);
                         }
                     }
-                    Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                        if let Some(Sent::Event(seq)) = conn.inflight.remove(&ack.pkid) {
+                    Ok(SessionEvent::Acked { pkid, refused }) => {
+                        let sent = conn.inflight.remove(&pkid);
+                        if let Some(reason) = refused {
+                            // The broker has the message and says it will not deliver it: a
+                            // re-send would get the same answer. Counted as acknowledged.
+                            tracing::warn!(broker = %self.cfg.url, reason, "the broker acknowledged a message but refused to deliver it (check its ACLs)");
+                        }
+                        if let Some(Sent::Event(seq)) = sent {
                             self.spool.ack(seq)?;
                             conn.window = conn.window.saturating_sub(1);
                             self.stats.acked.fetch_add(1, Ordering::Relaxed);
@@ -300,15 +292,15 @@ impl Publisher {
                         failures += 1;
                         let was_up = conn.up;
                         self.stats.connected.store(false, Ordering::SeqCst);
-                        conn.poller.abort();
+                        conn.session.poller.abort();
                         conn.up = false;
                         // Credentials and certificates do not fix themselves: retry those
                         // at the cap instead of hammering the broker.
-                        if is_permanent(&e) {
+                        if e.permanent {
                             backoff = self.cfg.reconnect_max;
                         }
                         if was_up || failures == 1 || failures.is_power_of_two() {
-                            tracing::warn!(broker = %self.cfg.url, error = %describe(&e), retry_in_ms = backoff.as_millis() as u64, attempts = failures, spooled = self.spool.pending(), "MQTT broker unreachable; events go to the spool");
+                            tracing::warn!(broker = %self.cfg.url, error = %e.message, retry_in_ms = backoff.as_millis() as u64, attempts = failures, spooled = self.spool.pending(), "MQTT broker unreachable; events go to the spool");
                         }
                         retry_at = Some(Instant::now() + jitter(backoff));
                         backoff = (backoff * 2).min(self.cfg.reconnect_max);
@@ -336,15 +328,15 @@ impl Publisher {
         }
         if conn.up {
             Self::send_other(&mut conn, self.topics.availability(), b"offline".to_vec(), true);
-            let _ = conn.client.disconnect().await;
+            conn.session.client.disconnect().await;
             let deadline = Instant::now() + Duration::from_secs(2);
-            while let Ok(Some(Ok(ev))) = tokio::time::timeout_at(deadline, conn.events.recv()).await {
-                if let Event::Outgoing(rumqttc::Outgoing::Disconnect) = ev {
+            while let Ok(Some(Ok(ev))) = tokio::time::timeout_at(deadline, conn.session.events.recv()).await {
+                if ev == SessionEvent::Disconnected {
                     break;
                 }
             }
         }
-        conn.poller.abort();
+        conn.session.poller.abort();
         let _ = self.spool.sync();
         tracing::info!(
             acked = self.stats.acked.load(Ordering::Relaxed),
@@ -354,43 +346,10 @@ impl Publisher {
     }
 }
 
-/// Drives one connection's event loop until its first error.
-async fn poll(mut eventloop: EventLoop, tx: mpsc::Sender<Result<Event, rumqttc::ConnectionError>>) {
-    loop {
-        let polled = eventloop.poll().await;
-        let failed = polled.is_err();
-        if tx.send(polled).await.is_err() || failed {
-            return;
-        }
-    }
-}
-
 async fn sleep_until(t: Option<Instant>) {
     match t {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
-    }
-}
-
-/// Errors a retry will not cure until someone changes the config or the broker.
-fn is_permanent(e: &rumqttc::ConnectionError) -> bool {
-    matches!(e, rumqttc::ConnectionError::ConnectionRefused(_) | rumqttc::ConnectionError::Tls(_))
-}
-
-/// Connection errors in words a user can act on.
-fn describe(e: &rumqttc::ConnectionError) -> String {
-    use rumqttc::ConnectReturnCode as C;
-    match e {
-        rumqttc::ConnectionError::ConnectionRefused(C::BadUserNamePassword | C::NotAuthorized) => {
-            "the broker refused our credentials (check mqtt.username and mqtt.password_file)".into()
-        }
-        rumqttc::ConnectionError::ConnectionRefused(code) => {
-            format!("the broker refused the connection ({code:?})")
-        }
-        rumqttc::ConnectionError::Tls(e) => {
-            format!("TLS failed: {e} (check mqtt.ca_file, and that the broker's certificate names this host)")
-        }
-        other => other.to_string(),
     }
 }
 

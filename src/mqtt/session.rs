@@ -1,0 +1,276 @@
+//! One MQTT connection, MQTT 3.1.1 or 5, behind one small interface.
+//!
+//! rumqttc has a client per protocol version with parallel but distinct types. The
+//! publisher only needs: connect with a persistent session and a last will, publish QoS 1,
+//! learn each publish's packet id and its PUBACK, and hear about errors in words. This
+//! module maps both clients onto that, so the delivery logic exists once.
+
+use std::time::Duration;
+
+use rumqttc::v5 as mq5;
+use tokio::sync::mpsc;
+
+use super::BrokerUrl;
+
+/// Which MQTT protocol version to speak (`mqtt.protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// MQTT 3.1.1: what every broker speaks.
+    #[default]
+    V311,
+    /// MQTT 5: session expiry, reason codes on refusals and acknowledgements.
+    V5,
+}
+
+impl Protocol {
+    /// Reads the config's spelling: "3.1.1" or "5".
+    pub fn parse(s: &str) -> Result<Protocol, String> {
+        match s.trim() {
+            "3.1.1" => Ok(Protocol::V311),
+            "5" | "5.0" => Ok(Protocol::V5),
+            other => Err(format!("'{other}' is not an MQTT version clefd speaks: use \"3.1.1\" or \"5\"")),
+        }
+    }
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Protocol::V311 => "MQTT 3.1.1",
+            Protocol::V5 => "MQTT 5",
+        })
+    }
+}
+
+/// Everything needed to open a connection.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    /// Protocol version.
+    pub protocol: Protocol,
+    /// Broker.
+    pub url: BrokerUrl,
+    /// Client id (the session's name on the broker).
+    pub client_id: String,
+    /// Keep-alive.
+    pub keep_alive: Duration,
+    /// Username and password.
+    pub credentials: Option<(String, String)>,
+    /// CA (PEM) and optional client certificate and key (PEM) for `mqtts://`.
+    pub tls: Option<(Vec<u8>, Option<(Vec<u8>, Vec<u8>)>)>,
+    /// Retained last-will message: topic and payload.
+    pub last_will: (String, Vec<u8>),
+    /// Most QoS 1 messages in flight.
+    pub inflight: u16,
+}
+
+/// What a connection reports, whatever the protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// The broker accepted the connection.
+    Connected,
+    /// A publish left with this packet id (in the order they were requested).
+    Sent(u16),
+    /// The broker acknowledged this packet id; `refused` holds an MQTT 5 reason when
+    /// the broker took the message but will not deliver it.
+    Acked {
+        /// Packet id.
+        pkid: u16,
+        /// Reason for refusal (MQTT 5 only).
+        refused: Option<String>,
+    },
+    /// Our DISCONNECT went out.
+    Disconnected,
+}
+
+/// A connection failure, in words a user can act on.
+#[derive(Debug, Clone)]
+pub struct SessionError {
+    /// A retry will not cure it until someone changes the config or the broker
+    /// (refused credentials, TLS).
+    pub permanent: bool,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// The client half: publish and disconnect.
+pub enum SessionClient {
+    /// MQTT 3.1.1.
+    V311(rumqttc::AsyncClient),
+    /// MQTT 5.
+    V5(mq5::AsyncClient),
+}
+
+impl SessionClient {
+    /// Queues a QoS 1 publish without waiting; false when the request queue is full.
+    pub fn publish(&self, topic: String, retain: bool, payload: Vec<u8>) -> bool {
+        match self {
+            SessionClient::V311(c) => c.try_publish(topic, rumqttc::QoS::AtLeastOnce, retain, payload).is_ok(),
+            SessionClient::V5(c) => c.try_publish(topic, mq5::mqttbytes::QoS::AtLeastOnce, retain, payload).is_ok(),
+        }
+    }
+
+    /// Sends DISCONNECT (a clean goodbye: the broker does not publish the last will).
+    pub async fn disconnect(&self) {
+        let _ = match self {
+            SessionClient::V311(c) => c.disconnect().await.map_err(|_| ()),
+            SessionClient::V5(c) => c.disconnect().await.map_err(|_| ()),
+        };
+    }
+}
+
+/// An open connection attempt: the client, the events of its event loop (driven by its
+/// own task, since a poll must not be cancelled mid-handshake), and that task.
+pub struct Session {
+    /// Publish and disconnect.
+    pub client: SessionClient,
+    /// Events, then at most one error, then nothing.
+    pub events: mpsc::Receiver<Result<SessionEvent, SessionError>>,
+    /// The event-loop task.
+    pub poller: tokio::task::JoinHandle<()>,
+}
+
+/// How long a session outlives its connection on the broker (MQTT 5): a week, so events
+/// queued for a persistent subscriber survive our outages.
+const SESSION_EXPIRY_S: u32 = 7 * 24 * 3600;
+
+/// Starts connecting; progress and failure arrive on [`Session::events`].
+pub fn open(o: &SessionOptions, queue: usize) -> Session {
+    let (tx, events) = mpsc::channel(queue);
+    let transport = o.tls.as_ref().map(|(ca, client)| {
+        // rustls needs a process-wide crypto provider; ring is the one we build.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Simple {
+            ca: ca.clone(),
+            alpn: None,
+            client_auth: client.clone(),
+        })
+    });
+    let (will_topic, will_payload) = o.last_will.clone();
+    match o.protocol {
+        Protocol::V311 => {
+            let mut opts = rumqttc::MqttOptions::new(&o.client_id, &o.url.host, o.url.port);
+            opts.set_keep_alive(o.keep_alive);
+            opts.set_clean_session(false);
+            opts.set_max_packet_size(256 * 1024, 256 * 1024);
+            opts.set_inflight(o.inflight);
+            opts.set_last_will(rumqttc::LastWill::new(will_topic, will_payload, rumqttc::QoS::AtLeastOnce, true));
+            if let Some((user, pass)) = &o.credentials {
+                opts.set_credentials(user, pass);
+            }
+            if let Some(t) = transport {
+                opts.set_transport(t);
+            }
+            let (client, eventloop) = rumqttc::AsyncClient::new(opts, queue);
+            let poller = tokio::spawn(poll_v311(eventloop, tx));
+            Session { client: SessionClient::V311(client), events, poller }
+        }
+        Protocol::V5 => {
+            let mut opts = mq5::MqttOptions::new(&o.client_id, &o.url.host, o.url.port);
+            opts.set_keep_alive(o.keep_alive);
+            opts.set_clean_start(false);
+            opts.set_session_expiry_interval(Some(SESSION_EXPIRY_S));
+            opts.set_max_packet_size(Some(256 * 1024));
+            opts.set_outgoing_inflight_upper_limit(o.inflight);
+            opts.set_last_will(mq5::mqttbytes::v5::LastWill::new(
+                will_topic,
+                will_payload,
+                mq5::mqttbytes::QoS::AtLeastOnce,
+                true,
+                None,
+            ));
+            if let Some((user, pass)) = &o.credentials {
+                opts.set_credentials(user, pass);
+            }
+            if let Some(t) = transport {
+                opts.set_transport(t);
+            }
+            let (client, eventloop) = mq5::AsyncClient::new(opts, queue);
+            let poller = tokio::spawn(poll_v5(eventloop, tx));
+            Session { client: SessionClient::V5(client), events, poller }
+        }
+    }
+}
+
+type Tx = mpsc::Sender<Result<SessionEvent, SessionError>>;
+
+async fn poll_v311(mut eventloop: rumqttc::EventLoop, tx: Tx) {
+    use rumqttc::{Event, Outgoing, Packet};
+    loop {
+        let event = match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => SessionEvent::Connected,
+            Ok(Event::Incoming(Packet::PubAck(ack))) => SessionEvent::Acked { pkid: ack.pkid, refused: None },
+            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => SessionEvent::Sent(pkid),
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => SessionEvent::Disconnected,
+            Ok(_) => continue,
+            Err(e) => {
+                let _ = tx.send(Err(describe_v311(&e))).await;
+                return;
+            }
+        };
+        if tx.send(Ok(event)).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn poll_v5(mut eventloop: mq5::EventLoop, tx: Tx) {
+    use mq5::mqttbytes::v5::{Packet, PubAckReason};
+    use mq5::{Event, Incoming};
+    loop {
+        let event = match eventloop.poll().await {
+            Ok(Event::Incoming(Incoming::ConnAck(_))) => SessionEvent::Connected,
+            Ok(Event::Incoming(Packet::PubAck(ack))) => SessionEvent::Acked {
+                pkid: ack.pkid,
+                refused: match ack.reason {
+                    PubAckReason::Success | PubAckReason::NoMatchingSubscribers => None,
+                    other => Some(format!("{other:?}")),
+                },
+            },
+            Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) => SessionEvent::Sent(pkid),
+            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => SessionEvent::Disconnected,
+            Ok(_) => continue,
+            Err(e) => {
+                let _ = tx.send(Err(describe_v5(&e))).await;
+                return;
+            }
+        };
+        if tx.send(Ok(event)).await.is_err() {
+            return;
+        }
+    }
+}
+
+const CHECK_CREDENTIALS: &str = "the broker refused our credentials (check mqtt.username and mqtt.password_file)";
+
+fn tls_message(e: &dyn std::fmt::Display) -> String {
+    format!("TLS failed: {e} (check mqtt.ca_file, and that the broker's certificate names this host)")
+}
+
+fn describe_v311(e: &rumqttc::ConnectionError) -> SessionError {
+    use rumqttc::ConnectReturnCode as C;
+    use rumqttc::ConnectionError as E;
+    let (permanent, message) = match e {
+        E::ConnectionRefused(C::BadUserNamePassword | C::NotAuthorized) => (true, CHECK_CREDENTIALS.into()),
+        E::ConnectionRefused(code) => (true, format!("the broker refused the connection ({code:?})")),
+        E::Tls(e) => (true, tls_message(e)),
+        other => (false, other.to_string()),
+    };
+    SessionError { permanent, message }
+}
+
+fn describe_v5(e: &mq5::ConnectionError) -> SessionError {
+    use mq5::ConnectionError as E;
+    use mq5::mqttbytes::v5::ConnectReturnCode as C;
+    let (permanent, message) = match e {
+        E::ConnectionRefused(C::BadUserNamePassword | C::NotAuthorized | C::BadAuthenticationMethod) => {
+            (true, CHECK_CREDENTIALS.into())
+        }
+        E::ConnectionRefused(C::UnsupportedProtocolVersion | C::RefusedProtocolVersion) => {
+            (true, "the broker does not speak MQTT 5 (set mqtt.protocol = \"3.1.1\")".into())
+        }
+        E::ConnectionRefused(code) => (true, format!("the broker refused the connection ({code:?})")),
+        E::Tls(e) => (true, tls_message(e)),
+        other => (false, other.to_string()),
+    };
+    SessionError { permanent, message }
+}
