@@ -88,3 +88,51 @@ fn reload_restarts_only_what_changed_and_rejects_a_broken_config() {
     assert!(text.contains("reload rejected") && text.contains("the running one stays"), "{text}");
     assert!(daemon.stop(), "{text}");
 }
+
+fn seqs(c: &common::Consumer, device: &str) -> Vec<u64> {
+    c.messages()
+        .iter()
+        .filter(|m| m.topic.starts_with(&format!("clefd/{device}/")) && m.topic.ends_with("/emotion"))
+        .filter_map(|m| m.body["seq"].as_u64())
+        .collect()
+}
+
+#[test]
+fn reload_moves_to_a_new_broker_and_new_engine_settings_without_losing_an_event() {
+    let (a, b) = (common::Broker::start(), common::Broker::start());
+    let (at_a, at_b) = (common::Consumer::start(a.port), common::Consumer::start(b.port));
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("clip.mp4");
+    common::astronaut_clip(&clip, 4.0, 15);
+    let camera = format!("[cameras.door]\nuri = \"file://{}\"\nloop = true\n", clip.display());
+    let base = |broker: &str, engine: &str| {
+        common::base_config(dir.path(), broker, "moving")
+            .replace("heartbeat_s = 1.0", "heartbeat_s = 0.2")
+            .replace("threads = 1\n", &format!("threads = 1\n{engine}"))
+    };
+    let port = common::free_port();
+    let cfg = write(dir.path(), &base(&a.url(), ""), port, &camera);
+    let log = dir.path().join("clefd.log");
+    let daemon = common::Daemon::start(&cfg, &log);
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    at_a.wait_for("events at the first broker", Duration::from_secs(30), |_| seqs(&at_a, "moving").len() >= 5);
+
+    write(dir.path(), &base(&b.url(), "batch_max = 4\n"), port, &camera);
+    hup(&daemon);
+    at_b.wait_for("events at the new broker", Duration::from_secs(30), |_| seqs(&at_b, "moving").len() >= 5);
+    assert!(daemon.stop(), "{}", text());
+
+    let mut all: Vec<u64> = seqs(&at_a, "moving").into_iter().chain(seqs(&at_b, "moving")).collect();
+    all.sort_unstable();
+    all.dedup();
+    let last = *all.last().unwrap();
+    assert_eq!(all, (0..=last).collect::<Vec<_>>(), "every seq reached one of the brokers\n{}", text());
+    assert!(
+        at_a.messages().iter().any(|m| m.topic == "clefd/moving/availability" && m.body == "offline" && !m.retained),
+        "the old broker hears `offline`"
+    );
+    let t = text();
+    assert!(t.contains("MQTT settings changed: reconnecting with the new ones"), "{t}");
+    assert!(t.contains("workers_restarted=true"), "engine settings applied: {t}");
+    assert!(!t.contains("take effect at the next restart"), "{t}");
+}

@@ -11,7 +11,7 @@ use clefd::config;
 use clefd::events::seq::SeqCounter;
 use clefd::mqtt::home_assistant::{self, Announced};
 use clefd::mqtt::spool::Spool;
-use clefd::mqtt::{BrokerUrl, Publisher, PublisherConfig, TlsFiles};
+use clefd::mqtt::{BrokerUrl, Parked, Publisher, PublisherConfig, TlsFiles};
 use clefd::pipeline::{Outcome, Pipeline};
 use clefd::service::http::Health;
 use clefd::service::notify::Notifier;
@@ -37,49 +37,13 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let cfg = &loaded.config;
     clefd::service::init_logging(&cfg.log_level);
     tracing::info!(config = %path.display(), device = %loaded.device_id, cameras = cfg.cameras.len(), "clefd {} starting", env!("CARGO_PKG_VERSION"));
-    let url = BrokerUrl::parse(&cfg.mqtt.url).map_err(anyhow::Error::msg)?;
-    let credentials = match (&cfg.mqtt.username, &cfg.mqtt.password_file) {
-        (Some(u), Some(f)) => {
-            let pw =
-                std::fs::read_to_string(f).with_context(|| format!("reading mqtt.password_file {}", f.display()))?;
-            Some((u.clone(), pw.trim_end_matches(['\r', '\n']).to_string()))
-        }
-        (Some(u), None) => Some((u.clone(), String::new())),
-        _ => None,
-    };
     let seq_path = cfg.state_dir.join("seq");
     let seq = SeqCounter::open(&seq_path)
         .with_context(|| format!("opening the event sequence file {} (is state_dir writable?)", seq_path.display()))?;
     let spool_dir = cfg.mqtt.spool_dir.clone().unwrap_or_else(|| cfg.state_dir.join("spool"));
     let spool = Spool::open(&spool_dir, (cfg.mqtt.spool_max_mb * 1024.0 * 1024.0) as u64)
         .with_context(|| format!("opening the event spool {} (is it writable?)", spool_dir.display()))?;
-    let read =
-        |p: &std::path::Path, what: &str| std::fs::read(p).with_context(|| format!("reading {what} {}", p.display()));
-    let tls = if url.tls {
-        let ca = match &cfg.mqtt.ca_file {
-            Some(p) => read(p, "mqtt.ca_file")?,
-            None => anyhow::bail!("mqtt.url is mqtts:// but mqtt.ca_file is not set"),
-        };
-        let client = match (&cfg.mqtt.client_cert, &cfg.mqtt.client_key) {
-            (Some(c), Some(k)) => Some((read(c, "mqtt.client_cert")?, read(k, "mqtt.client_key")?)),
-            _ => None,
-        };
-        Some(TlsFiles { ca, client })
-    } else {
-        None
-    };
-    let publisher_cfg = PublisherConfig {
-        tls,
-        reconnect_max: Duration::from_secs_f64(cfg.mqtt.reconnect_max_s),
-        protocol: clefd::mqtt::Protocol::parse(&cfg.mqtt.protocol).map_err(anyhow::Error::msg)?,
-        url,
-        client_id: cfg.mqtt.client_id.clone().unwrap_or_else(|| format!("clefd-{}", loaded.device_id)),
-        prefix: cfg.mqtt.prefix.clone(),
-        device: loaded.device_id.clone(),
-        keep_alive: Duration::from_secs(cfg.mqtt.keep_alive_s),
-        credentials,
-        flush_timeout: Duration::from_secs_f64(cfg.mqtt.flush_timeout_s),
-    };
+    let publisher_cfg = publisher_config(cfg, &loaded.device_id)?;
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().thread_name("clefd-rt").build()?;
     let notifier = Arc::new(Notifier::from_env());
@@ -136,11 +100,7 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
             },
             None => None,
         };
-        let publishing = tokio::spawn(async move {
-            if let Err(e) = publisher.run(rx).await {
-                tracing::error!(error = %e, "publishing failed");
-            }
-        });
+        let mut publishing = Publishing::start(publisher, rx);
         for msg in discovery {
             let _ = to_publisher.send(msg).await;
         }
@@ -167,7 +127,7 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
                 }
                 Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
                     notifier.send("RELOADING=1");
-                    if let Some(applied) = reload(&config_path, &control, &running_cfg).await {
+                    if let Some(applied) = reload(&config_path, &control, &running_cfg, &mut publishing).await {
                         running_cfg = applied;
                     }
                     notifier.send("READY=1");
@@ -178,7 +138,7 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
         if let Some(s) = stats {
             s.abort();
         }
-        let _ = publishing.await;
+        publishing.finish().await;
         (outcome.unwrap_or_default(), signalled)
     });
     for s in &outcome.summaries {
@@ -207,7 +167,12 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
 /// SIGHUP: validate the new config first; if it is bad, log why and keep running as
 /// before. Otherwise restart only the cameras whose section changed. Returns the config
 /// now in force.
-async fn reload(path: &Path, control: &clefd::pipeline::Control, running: &config::Config) -> Option<config::Config> {
+async fn reload(
+    path: &Path,
+    control: &clefd::pipeline::Control,
+    running: &config::Config,
+    publishing: &mut Publishing,
+) -> Option<config::Config> {
     tracing::info!(config = %path.display(), "SIGHUP: reloading the configuration");
     let loaded = match config::load(path) {
         Ok(l) => l,
@@ -219,17 +184,33 @@ async fn reload(path: &Path, control: &clefd::pipeline::Control, running: &confi
             return None;
         }
     };
-    if loaded.config.mqtt != running.mqtt
-        || loaded.config.engine != running.engine
+    let (new, old) = (&loaded.config.mqtt, &running.mqtt);
+    if new.spool_dir != old.spool_dir
+        || new.spool_max_mb != old.spool_max_mb
+        || new.home_assistant != old.home_assistant
+        || new.discovery_prefix != old.discovery_prefix
+        || new.stats_interval_s != old.stats_interval_s
         || loaded.config.device_id != running.device_id
+        || loaded.config.http != running.http
     {
-        tracing::warn!("changes to [mqtt], [engine] or device_id take effect at the next restart");
+        tracing::warn!(
+            "changes to device_id, [http], mqtt.spool_dir, mqtt.spool_max_mb, mqtt.stats_interval_s and Home Assistant discovery take effect at the next restart"
+        );
+    }
+    if mqtt_connection_changed(new, old) {
+        match publisher_config(&loaded.config, &loaded.device_id) {
+            Ok(cfg) => publishing.switch(cfg).await,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "the new MQTT settings cannot be used; the running ones stay");
+                return None;
+            }
+        }
     }
     let c = control.clone();
     let new = loaded.clone();
     match tokio::task::spawn_blocking(move || c.reload(&new)).await {
         Ok(Ok(r)) => {
-            tracing::info!(added = ?r.added, changed = ?r.changed, removed = ?r.removed, unchanged = r.unchanged.len(), "configuration reloaded");
+            tracing::info!(added = ?r.added, changed = ?r.changed, removed = ?r.removed, unchanged = r.unchanged.len(), workers_restarted = r.workers_restarted, "configuration reloaded");
             Some(loaded.config)
         }
         Ok(Err(e)) => {
@@ -237,5 +218,114 @@ async fn reload(path: &Path, control: &clefd::pipeline::Control, running: &confi
             None
         }
         Err(_) => None,
+    }
+}
+
+/// Whether the connection itself must change (broker, identity, credentials, TLS, timing).
+fn mqtt_connection_changed(new: &config::MqttConfig, old: &config::MqttConfig) -> bool {
+    let key = |m: &config::MqttConfig| {
+        (
+            m.url.clone(),
+            m.prefix.clone(),
+            m.client_id.clone(),
+            m.keep_alive_s,
+            m.username.clone(),
+            m.password_file.clone(),
+            m.ca_file.clone(),
+            m.client_cert.clone(),
+            m.client_key.clone(),
+            m.protocol.clone(),
+        )
+    };
+    key(new) != key(old) || new.flush_timeout_s != old.flush_timeout_s || new.reconnect_max_s != old.reconnect_max_s
+}
+
+/// The publisher's settings from the config, reading the password and TLS files.
+fn publisher_config(cfg: &config::Config, device_id: &str) -> anyhow::Result<PublisherConfig> {
+    let url = BrokerUrl::parse(&cfg.mqtt.url).map_err(anyhow::Error::msg)?;
+    let credentials = match (&cfg.mqtt.username, &cfg.mqtt.password_file) {
+        (Some(u), Some(f)) => {
+            let pw =
+                std::fs::read_to_string(f).with_context(|| format!("reading mqtt.password_file {}", f.display()))?;
+            Some((u.clone(), pw.trim_end_matches(['\r', '\n']).to_string()))
+        }
+        (Some(u), None) => Some((u.clone(), String::new())),
+        _ => None,
+    };
+    let read = |p: &Path, what: &str| std::fs::read(p).with_context(|| format!("reading {what} {}", p.display()));
+    let tls = if url.tls {
+        let ca = match &cfg.mqtt.ca_file {
+            Some(p) => read(p, "mqtt.ca_file")?,
+            None => anyhow::bail!("mqtt.url is mqtts:// but mqtt.ca_file is not set"),
+        };
+        let client = match (&cfg.mqtt.client_cert, &cfg.mqtt.client_key) {
+            (Some(c), Some(k)) => Some((read(c, "mqtt.client_cert")?, read(k, "mqtt.client_key")?)),
+            _ => None,
+        };
+        Some(TlsFiles { ca, client })
+    } else {
+        None
+    };
+    Ok(PublisherConfig {
+        tls,
+        reconnect_max: Duration::from_secs_f64(cfg.mqtt.reconnect_max_s),
+        protocol: clefd::mqtt::Protocol::parse(&cfg.mqtt.protocol).map_err(anyhow::Error::msg)?,
+        url,
+        client_id: cfg.mqtt.client_id.clone().unwrap_or_else(|| format!("clefd-{device_id}")),
+        prefix: cfg.mqtt.prefix.clone(),
+        device: device_id.to_string(),
+        keep_alive: Duration::from_secs(cfg.mqtt.keep_alive_s),
+        credentials,
+        flush_timeout: Duration::from_secs_f64(cfg.mqtt.flush_timeout_s),
+    })
+}
+
+type PublisherTask = tokio::task::JoinHandle<anyhow::Result<Option<Parked>>>;
+
+/// The publisher's task, which a reload can move to new MQTT settings without losing an
+/// event: the old connection says `offline` and closes, the spool and sequence carry over.
+struct Publishing {
+    park: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<PublisherTask>,
+}
+
+impl Publishing {
+    fn start(publisher: Publisher, outputs: tokio::sync::mpsc::Receiver<clefd::mqtt::Outgoing>) -> Publishing {
+        let (park, parked) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(publisher.run_until(outputs, async move {
+            // A dropped sender means "never park".
+            if parked.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }));
+        Publishing { park: Some(park), task: Some(task) }
+    }
+
+    /// Parks the running publisher and starts one with `cfg` in its place.
+    async fn switch(&mut self, cfg: PublisherConfig) {
+        let (Some(park), Some(task)) = (self.park.take(), self.task.take()) else { return };
+        let _ = park.send(());
+        match task.await {
+            Ok(Ok(Some(parked))) => {
+                tracing::info!(broker = %cfg.url, protocol = %cfg.protocol, "MQTT settings changed: reconnecting with the new ones");
+                let (publisher, outputs) = Publisher::resume(cfg, parked);
+                *self = Publishing::start(publisher, outputs);
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "publishing failed"),
+            Err(e) => tracing::error!(error = %e, "the publisher task ended abnormally"),
+        }
+    }
+
+    /// Waits for the publisher to drain and stop (the pipeline's senders are gone).
+    async fn finish(mut self) {
+        if let Some(task) = self.task.take() {
+            match task.await {
+                Ok(Err(e)) => tracing::error!(error = %e, "publishing failed"),
+                Err(e) => tracing::error!(error = %e, "the publisher task ended abnormally"),
+                Ok(Ok(_)) => {}
+            }
+        }
+        drop(self.park.take());
     }
 }

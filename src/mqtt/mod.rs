@@ -7,7 +7,7 @@ pub mod session;
 pub mod spool;
 mod watch;
 
-pub use publisher::{Outgoing, PublishStats, Publisher, PublisherConfig, TlsFiles, WINDOW};
+pub use publisher::{Outgoing, Parked, PublishStats, Publisher, PublisherConfig, TlsFiles, WINDOW};
 pub use session::Protocol;
 pub use watch::{WatchOptions, watch};
 

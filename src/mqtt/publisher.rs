@@ -119,6 +119,22 @@ pub struct Publisher {
     seq: SeqCounter,
     spool: Spool,
     stats: Arc<PublishStats>,
+    /// Latest state per camera (its topic follows the current prefix and device).
+    states: BTreeMap<String, Vec<u8>>,
+    /// Other retained messages by topic (Home Assistant discovery).
+    retained: BTreeMap<String, Vec<u8>>,
+}
+
+/// A publisher stopped for a new broker configuration: what the next one carries on with
+/// (unacknowledged events stay in the spool, the sequence continues, counters go on).
+pub struct Parked {
+    /// Where the pipeline's messages keep arriving.
+    pub outputs: mpsc::Receiver<Outgoing>,
+    seq: SeqCounter,
+    spool: Spool,
+    stats: Arc<PublishStats>,
+    states: BTreeMap<String, Vec<u8>>,
+    retained: BTreeMap<String, Vec<u8>>,
 }
 
 /// One connection attempt with fresh client state, and what we sent on it.
@@ -150,7 +166,17 @@ impl Publisher {
         if spool.pending() > 0 {
             tracing::info!(events = spool.pending(), "events from an earlier run are waiting in the spool");
         }
-        Publisher { cfg, topics, session, seq, spool, stats }
+        Publisher { cfg, topics, session, seq, spool, stats, states: BTreeMap::new(), retained: BTreeMap::new() }
+    }
+
+    /// A publisher for a new broker configuration that carries on where `parked` stopped.
+    pub fn resume(cfg: PublisherConfig, parked: Parked) -> (Publisher, mpsc::Receiver<Outgoing>) {
+        let mut p = Publisher::new(cfg, parked.seq, parked.spool);
+        p.stats = parked.stats;
+        p.stats.spooled.store(p.spool.pending(), Ordering::Relaxed);
+        p.states = parked.states;
+        p.retained = parked.retained;
+        (p, parked.outputs)
     }
 
     /// Counters.
@@ -213,9 +239,29 @@ impl Publisher {
 
     /// Publishes everything from `outputs` until the channel closes, then drains the
     /// spool for at most `flush_timeout`, publishes `offline` and disconnects.
-    pub async fn run(mut self, mut outputs: mpsc::Receiver<Outgoing>) -> anyhow::Result<()> {
+    pub async fn run(self, outputs: mpsc::Receiver<Outgoing>) -> anyhow::Result<()> {
+        self.serve(outputs, std::future::pending()).await.map(|_| ())
+    }
+
+    /// Like [`Publisher::run`], but when `park` completes first: publishes `offline`,
+    /// disconnects and returns what a publisher for a new broker configuration needs
+    /// ([`Publisher::resume`]). Nothing unacknowledged is lost: it stays in the spool.
+    pub async fn run_until(
+        self,
+        outputs: mpsc::Receiver<Outgoing>,
+        park: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<Option<Parked>> {
+        self.serve(outputs, park).await
+    }
+
+    async fn serve(
+        mut self,
+        mut outputs: mpsc::Receiver<Outgoing>,
+        park: impl std::future::Future<Output = ()>,
+    ) -> anyhow::Result<Option<Parked>> {
         let mut conn = self.connect();
-        let mut retained: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        tokio::pin!(park);
+        let mut parking = false;
         let mut backoff = BACKOFF_START;
         let mut failures = 0u32;
         let mut retry_at: Option<Instant> = None;
@@ -239,13 +285,12 @@ impl Publisher {
                                 Outgoing::Event(ev) => self.spool_event(*ev)?,
                                 Outgoing::CameraState(st) => {
                                     let payload = serde_json::to_vec(&st)?;
-                                    let topic = self.topics.state(&st.camera);
-                                    Self::send_other(&mut conn, topic.clone(), payload.clone(), true);
-                                    retained.insert(topic, payload);
+                                    Self::send_other(&mut conn, self.topics.state(&st.camera), payload.clone(), true);
+                                    self.states.insert(st.camera, payload);
                                 }
                                 Outgoing::Retained { topic, payload } => {
                                     Self::send_other(&mut conn, topic.clone(), payload.clone(), true);
-                                    retained.insert(topic, payload);
+                                    self.retained.insert(topic, payload);
                                 }
                                 Outgoing::Stats(payload) => Self::send_other(&mut conn, self.topics.stats(), payload, false),
                             }
@@ -265,7 +310,10 @@ impl Publisher {
                         self.stats.connected.store(true, Ordering::SeqCst);
                         self.stats.connects.fetch_add(1, Ordering::Relaxed);
                         Self::send_other(&mut conn, self.topics.availability(), b"online".to_vec(), true);
-                        for (topic, payload) in &retained {
+                        for (camera, payload) in &self.states {
+                            Self::send_other(&mut conn, self.topics.state(camera), payload.clone(), true);
+                        }
+                        for (topic, payload) in &self.retained {
                             Self::send_other(&mut conn, topic.clone(), payload.clone(), true);
                         }
                     }
@@ -306,6 +354,10 @@ impl Publisher {
                         backoff = (backoff * 2).min(self.cfg.reconnect_max);
                     }
                 },
+                () = &mut park, if !parking => {
+                    parking = true;
+                    break;
+                }
                 _ = sleep_until(wake), if wake.is_some() => {
                     if retry_at.is_some_and(|t| Instant::now() >= t) {
                         retry_at = None;
@@ -314,13 +366,19 @@ impl Publisher {
                 }
             }
         }
-        self.close(conn).await;
-        Ok(())
+        self.close(conn, parking).await;
+        if !parking {
+            return Ok(None);
+        }
+        let Publisher { seq, spool, stats, states, retained, .. } = self;
+        Ok(Some(Parked { outputs, seq, spool, stats, states, retained }))
     }
 
-    async fn close(&mut self, mut conn: Connection) {
+    async fn close(&mut self, mut conn: Connection, parking: bool) {
         let pending = self.spool.pending();
-        if pending > 0 {
+        if parking {
+            tracing::info!(broker = %self.cfg.url, pending, "leaving this broker for the new MQTT settings");
+        } else if pending > 0 {
             tracing::warn!(
                 pending,
                 "shutting down with events the broker has not acknowledged; they stay in the spool for the next start"

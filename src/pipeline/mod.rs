@@ -109,6 +109,9 @@ struct Inner {
     track_ids: Arc<std::sync::atomic::AtomicU64>,
     sink: SinkFactory,
     workers: BTreeMap<PathBuf, Worker>,
+    /// Workers replaced by a reload that changed their settings; they finish once their
+    /// cameras are gone and are joined by [`Pipeline::wait`].
+    retired: Vec<Worker>,
     cameras: BTreeMap<String, Running>,
     failures: Arc<Mutex<BTreeMap<String, String>>>,
     probe: Probe,
@@ -138,6 +141,8 @@ pub struct ReloadReport {
     pub removed: Vec<String>,
     /// Cameras left running untouched.
     pub unchanged: Vec<String>,
+    /// Engine, events or tracker settings changed: every camera moved to new workers.
+    pub workers_restarted: bool,
 }
 
 /// Tells whether the frame path makes progress: every inference worker either analysed
@@ -221,6 +226,14 @@ fn lifecycle_config(loaded: &Loaded) -> LifecycleConfig {
         smoothing: e.smoothing,
         hysteresis: e.hysteresis,
     }
+}
+
+/// The settings an inference worker is built with, apart from its bundle.
+fn worker_settings(loaded: &Loaded) -> impl PartialEq {
+    let c = &loaded.config;
+    let mut engine = c.engine.clone();
+    engine.bundle = PathBuf::new();
+    (engine, c.events.clone(), c.tracker.clone(), c.state_dir.clone())
 }
 
 fn bundle_of(loaded: &Loaded, cam: &CameraConfig) -> PathBuf {
@@ -346,6 +359,7 @@ impl Pipeline {
             track_ids: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             sink: factory,
             workers: BTreeMap::new(),
+            retired: Vec::new(),
             cameras: BTreeMap::new(),
             failures: Arc::new(Mutex::new(BTreeMap::new())),
             probe: Probe { workers: Arc::new(Mutex::new(Vec::new())), last: Vec::new() },
@@ -380,7 +394,10 @@ impl Pipeline {
     pub fn wait(self) -> Outcome {
         let mut summaries = Vec::new();
         loop {
-            let next = self.inner.lock().ok().and_then(|mut i| i.workers.values_mut().find_map(|w| w.handle.take()));
+            let next = self.inner.lock().ok().and_then(|mut i| {
+                let i = &mut *i;
+                i.workers.values_mut().chain(i.retired.iter_mut()).find_map(|w| w.handle.take())
+            });
             match next {
                 Some(h) => summaries.extend(h.join().ok()),
                 None => break,
@@ -428,9 +445,24 @@ impl Control {
             let wanted: BTreeMap<&String, &CameraConfig> =
                 loaded.config.cameras.iter().filter(|(_, c)| c.enabled).collect();
             let old = std::mem::replace(&mut inner.loaded, loaded.clone());
+            // Engine, events and tracker settings live in the workers: when they change,
+            // every camera moves to new workers built with the new settings.
+            let workers_changed = worker_settings(&old) != worker_settings(loaded);
+            if workers_changed {
+                inner.opts = session_options(loaded);
+                inner.lifecycle = lifecycle_config(loaded);
+                let retired = std::mem::take(&mut inner.workers);
+                if let Ok(mut probe) = inner.probe.workers.lock() {
+                    probe.retain(|e| !retired.values().any(|r| Arc::ptr_eq(&r.hub, &e.hub)));
+                }
+                inner.retired.extend(retired.into_values());
+                report.workers_restarted = true;
+            }
             for (name, running) in std::mem::take(&mut inner.cameras) {
                 match wanted.get(&name) {
-                    Some(cam) if **cam == running.config && bundle_of(loaded, cam) == running.bundle => {
+                    Some(cam)
+                        if !workers_changed && **cam == running.config && bundle_of(loaded, cam) == running.bundle =>
+                    {
                         report.unchanged.push(name.clone());
                         inner.cameras.insert(name, running);
                     }
