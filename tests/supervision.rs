@@ -226,3 +226,68 @@ fn an_fps_cap_limits_the_rate_and_counts_its_drops() {
     let fps = last.body["fps"].as_f64().unwrap();
     assert!((3.0..=7.0).contains(&fps), "30 fps source capped at 5: {fps}");
 }
+
+/// Serves the astronaut as an MJPEG stream (multipart/x-mixed-replace), as IP cameras do,
+/// at about 10 frames per second to every client.
+fn serve_mjpeg(jpeg: Vec<u8>) -> u16 {
+    use std::io::{Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let jpeg = Arc::new(jpeg);
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            let jpeg = jpeg.clone();
+            std::thread::spawn(move || {
+                let mut request = [0u8; 1024];
+                let _ = conn.read(&mut request);
+                let head = "HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=frame\r\n\r\n";
+                if conn.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+                loop {
+                    let part = format!("--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n", jpeg.len());
+                    let sent = conn
+                        .write_all(part.as_bytes())
+                        .and_then(|_| conn.write_all(&jpeg))
+                        .and_then(|_| conn.write_all(b"\r\n"));
+                    if sent.is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn an_http_mjpeg_camera_streams_and_produces_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let jpeg_path = dir.path().join("astronaut.jpg");
+    let png = common::repo().join("assets/astronaut.png");
+    let made = std::process::Command::new("gst-launch-1.0")
+        .args(["-q", "filesrc", &format!("location={}", png.display()), "!", "pngdec", "!", "videoconvert"])
+        .args(["!", "jpegenc", "!", "filesink", &format!("location={}", jpeg_path.display())])
+        .status()
+        .unwrap();
+    assert!(made.success(), "gst-launch-1.0 encodes the test JPEG");
+    let port = serve_mjpeg(std::fs::read(&jpeg_path).unwrap());
+    let broker = common::Broker::start();
+    let consumer = Consumer::start(broker.port);
+    let cfg = dir.path().join("clefd.toml");
+    std::fs::write(
+        &cfg,
+        common::base_config(dir.path(), &broker.url(), "mjpegdev")
+            + &format!("[cameras.ipcam]\nuri = \"http://127.0.0.1:{port}/video.mjpg\"\n"),
+    )
+    .unwrap();
+    let log = dir.path().join("clefd.log");
+    let daemon = Daemon::start(&cfg, &log);
+    consumer.wait_for("streaming and an event", Duration::from_secs(30), |m| {
+        states(m, "ipcam").iter().any(|s| s == "streaming") && !events(m, "ipcam").is_empty()
+    });
+    let ev = &events(&consumer.messages(), "ipcam")[0];
+    assert_eq!(ev.body["emotion"], "happy", "{}", ev.body);
+    assert!(daemon.stop(), "{}", std::fs::read_to_string(&log).unwrap_or_default());
+}
