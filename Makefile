@@ -2,7 +2,9 @@
 # missing first (scripts/setup.sh) and are safe to run again.
 CARGO ?= $(shell command -v cargo 2>/dev/null || echo $(HOME)/.cargo/bin/cargo)
 
-.PHONY: demo test setup build lint clean deb
+KIT_PY = .local/kit-venv/bin/python
+
+.PHONY: demo test setup build lint clean deb kit-setup kit-test kit-train
 
 setup:
 	@bash scripts/setup.sh
@@ -13,13 +15,25 @@ build: setup
 demo: build
 	@bash scripts/demo.sh
 
-test: build
+test: build kit-setup
 	$(CARGO) test --release --locked
+	cd engines/kit && ../../$(KIT_PY) -m unittest discover -s tests
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --locked --all-targets -- -D warnings
 
 deb: build
 	@bash scripts/build-deb.sh
+
+# The CLEF kit (engines/kit): Debian's CPU PyTorch and ONNX Runtime's Python package.
+kit-setup:
+	@bash scripts/setup-kit.sh
+
+kit-test: kit-setup
+	cd engines/kit && ../../$(KIT_PY) -m unittest discover -s tests
+
+# Retrains engines/context-bias-demo from nothing (fixed seeds, CPU, about 10 minutes on 2 cores).
+kit-train: build kit-setup
+	$(KIT_PY) engines/kit/train_demo.py
 
 lint:
 	$(CARGO) fmt --all -- --check

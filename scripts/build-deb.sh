@@ -20,6 +20,10 @@ install -D -m 0644 config/clefd.toml "$root/etc/clefd/clefd.toml"
 install -D -m 0644 config/cameras.d/example.toml.disabled "$root/etc/clefd/cameras.d/example.toml.disabled"
 mkdir -p "$root/usr/share/clefd/engines"
 cp -r engines/face-fer2013 "$root/usr/share/clefd/engines/"
+# The context-bias bundle without its evaluation slice; its detector is a link to face-fer2013's.
+mkdir -p "$root/usr/share/clefd/engines/context-bias-demo"
+cp -P engines/context-bias-demo/{manifest.toml,vanilla.onnx,context_branch.onnx,blazeface_full.onnx} \
+  "$root/usr/share/clefd/engines/context-bias-demo/"
 install -D -m 0644 engines/NOTICE "$root/usr/share/doc/clefd/NOTICE"
 install -D -m 0644 README.md "$root/usr/share/doc/clefd/README.md"
 mkdir -p "$root/var/lib/clefd"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The demo: renders the astronaut clip (once), makes sure a broker listens on
 # 127.0.0.1:1883 (starting a private mosquitto if none does), prints every event that
-# reaches the broker as one line, and runs the daemon over the clip once.
+# reaches the broker as one line, and runs the daemon over both clips once: the real-face
+# bundle on the astronaut, the context-bias bundle on assets/context-bias-anti.mp4 (its
+# events scored against the clip's ground truth, with a tally at the end).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CLEFD=target/release/clefd
@@ -27,8 +29,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "demo: events as a consumer sees them on mqtt://127.0.0.1:$PORT (clefd/demo/+/emotion):"
-"$CLEFD" watch --mqtt "mqtt://127.0.0.1:$PORT" --until-offline demo --timeout 60 2>/dev/null &
+echo "demo: events as a consumer sees them on mqtt://127.0.0.1:$PORT (clefd/demo/+/emotion)."
+echo "demo: camera context-bias plays a rendered clip whose scenes never go with the expression;"
+echo "      each of its events is scored against the clip's truth: the factual decision"
+echo "      φ(Y_c,Y_e) against the debiased one (TIE), with a tally at the end."
+"$CLEFD" watch --mqtt "mqtt://127.0.0.1:$PORT" --until-offline demo --timeout 90 \
+  --truth assets/context-bias-anti.mp4.truth.csv --truth-camera context-bias 2>/dev/null &
 watch_pid=$!
 sleep 0.5
 RUST_LOG="${RUST_LOG:-warn,clefd=info}" "$CLEFD" run --config config/demo.toml 2> .local/demo/clefd.log

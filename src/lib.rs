@@ -12,6 +12,7 @@ pub mod clef;
 pub mod config;
 pub mod detect;
 pub mod engine;
+pub mod eval;
 pub mod events;
 pub mod image;
 pub mod mqtt;

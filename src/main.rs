@@ -50,6 +50,24 @@ enum Command {
         #[arg(long)]
         onnxruntime: Option<PathBuf>,
     },
+    /// Score a bundle on a labelled dataset (DIR/index.csv: file,label,x,y,w,h and the
+    /// pictures), through the daemon's own preprocessing, models and CLEF. Prints the
+    /// accuracy (mAP for multi-label bundles) of the vanilla model alone, of the factual
+    /// φ(Y_c,Y_e) and of the debiased TIE, and confusion matrices.
+    Eval {
+        /// Engine bundle folder (holds manifest.toml).
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Dataset folder (holds index.csv).
+        #[arg(long)]
+        dataset: PathBuf,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+        /// libonnxruntime.so to use (default: ORT_DYLIB_PATH, then the set-up's copy).
+        #[arg(long)]
+        onnxruntime: Option<PathBuf>,
+    },
     /// Subscribe to a broker and print each emotion event as one readable line.
     Watch {
         /// Broker URL.
@@ -67,6 +85,13 @@ enum Command {
         /// Exit after this many seconds.
         #[arg(long)]
         timeout: Option<f64>,
+        /// Ground truth of a rendered clip (the kit's `.truth.csv`): score each event of
+        /// --truth-camera against it and print a tally at the end.
+        #[arg(long, requires = "truth_camera")]
+        truth: Option<PathBuf>,
+        /// The camera that plays the clip --truth describes.
+        #[arg(long)]
+        truth_camera: Option<String>,
     },
     /// Measure throughput on this machine: N cameras playing a synthetic clip of a face
     /// for S seconds, events counted instead of published. Prints per-camera fps, faces/s,
@@ -137,8 +162,12 @@ fn main() -> ExitCode {
         Command::Explain { bundle, image, onnxruntime } => {
             cmd::explain::explain(&bundle, &image, onnxruntime.as_deref())
         }
-        Command::Watch { mqtt, prefix, until_offline, count, timeout } => {
-            cmd::watch(&mqtt, &prefix, until_offline, count, timeout)
+        Command::Eval { bundle, dataset, json, onnxruntime } => {
+            cmd::eval::eval(&bundle, &dataset, onnxruntime.as_deref(), json)
+        }
+        Command::Watch { mqtt, prefix, until_offline, count, timeout, truth, truth_camera } => {
+            let truth = truth.zip(truth_camera);
+            cmd::watch(&mqtt, &prefix, until_offline, count, timeout, truth)
         }
         Command::Bench {
             cameras,

@@ -21,6 +21,9 @@ fn the_deb_builds_installs_and_checks_its_own_config() {
         "./etc/clefd/cameras.d/",
         "./usr/share/clefd/engines/face-fer2013/manifest.toml",
         "./usr/share/clefd/engines/face-fer2013/blazeface_full.onnx",
+        "./usr/share/clefd/engines/context-bias-demo/manifest.toml",
+        "./usr/share/clefd/engines/context-bias-demo/vanilla.onnx",
+        "./usr/share/clefd/engines/context-bias-demo/context_branch.onnx",
         "./usr/share/doc/clefd/NOTICE",
         "./var/lib/clefd/",
     ] {
@@ -45,6 +48,12 @@ fn the_deb_builds_installs_and_checks_its_own_config() {
             .env_remove("ORT_DYLIB_PATH")
             .output()
             .unwrap();
+        let debiasing = Command::new("/usr/bin/clefd")
+            .args(["explain", "--bundle", "/usr/share/clefd/engines/context-bias-demo", "--image"])
+            .arg(common::repo().join("engines/context-bias-demo/eval/anti/00000.png"))
+            .env_remove("ORT_DYLIB_PATH")
+            .output()
+            .unwrap();
         let user = Command::new("getent").args(["passwd", "clefd"]).output().unwrap();
         let _ = Command::new("dpkg").args(["--purge", "clefd"]).output();
         let text = String::from_utf8_lossy(&check.stdout);
@@ -55,6 +64,11 @@ fn the_deb_builds_installs_and_checks_its_own_config() {
             String::from_utf8_lossy(&explain.stderr)
         );
         assert!(String::from_utf8_lossy(&explain.stdout).contains("\"happy\""));
+        assert!(
+            String::from_utf8_lossy(&debiasing.stdout).contains("\"debias\": \"on\""),
+            "the installed context-bias bundle (detector linked from face-fer2013) loads: {}",
+            String::from_utf8_lossy(&debiasing.stderr)
+        );
         assert!(user.status.success(), "the package creates the clefd user");
     } else {
         eprintln!("not root: package built and inspected, install step left to CI");

@@ -1,6 +1,7 @@
 //! One function per subcommand; each returns the process exit code.
 
 pub mod bench;
+pub mod eval;
 pub mod explain;
 pub mod run;
 
@@ -42,14 +43,20 @@ pub fn watch(
     until_offline: Option<String>,
     count: Option<u64>,
     timeout: Option<f64>,
+    truth: Option<(std::path::PathBuf, String)>,
 ) -> anyhow::Result<ExitCode> {
     let url = BrokerUrl::parse(url).map_err(anyhow::Error::msg)?;
+    let truth = match truth {
+        Some((path, camera)) => Some((camera, clefd::eval::ClipTruth::read(&path)?)),
+        None => None,
+    };
     let opts = WatchOptions {
         url,
         prefix: prefix.into(),
         until_offline,
         count,
         timeout: timeout.map(Duration::from_secs_f64),
+        truth,
     };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let mut out = std::io::stdout();

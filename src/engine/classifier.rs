@@ -30,7 +30,7 @@ impl SubjectBoxes {
             h: face.h * spec.body_height,
         };
         let mask = match spec.mask {
-            MaskBox::Face => face,
+            MaskBox::Face => face.scaled(spec.mask_scale, spec.mask_scale),
             MaskBox::Body => body,
         };
         SubjectBoxes { face: crop, body, mask }

@@ -270,11 +270,14 @@ pub struct SubjectSpec {
     pub body_height: f32,
     /// Which box `context_masked` blanks.
     pub mask: MaskBox,
+    /// With `mask = "face"`: the face box scaled by this before blanking, so hair, ears
+    /// and chin (outside a detector's tight box) do not leak into the context branch.
+    pub mask_scale: f32,
 }
 
 impl Default for SubjectSpec {
     fn default() -> Self {
-        SubjectSpec { face_scale: 1.0, body_width: 3.0, body_height: 7.0, mask: MaskBox::Face }
+        SubjectSpec { face_scale: 1.0, body_width: 3.0, body_height: 7.0, mask: MaskBox::Face, mask_scale: 1.0 }
     }
 }
 
@@ -350,6 +353,16 @@ impl Manifest {
         let k = self.labels.len();
         if k == 0 {
             return Err(("labels".into(), "at least one label is needed".into()));
+        }
+        for (key, v) in [
+            ("subject.face_scale", self.subject.face_scale),
+            ("subject.body_width", self.subject.body_width),
+            ("subject.body_height", self.subject.body_height),
+            ("subject.mask_scale", self.subject.mask_scale),
+        ] {
+            if !(v.is_finite() && v > 0.0 && v <= 20.0) {
+                return Err((key.into(), format!("{v} is out of range (0, 20]")));
+            }
         }
         let star = self.counterfactual_e.as_slice().len();
         if star != 1 && star != k {

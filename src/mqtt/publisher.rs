@@ -157,7 +157,7 @@ impl Publisher {
             client_id: cfg.client_id.clone(),
             keep_alive: cfg.keep_alive,
             credentials: cfg.credentials.clone(),
-            tls: cfg.tls.as_ref().map(|t| (t.ca.clone(), t.client.clone())),
+            tls: cfg.tls.clone(),
             last_will: (topics.availability(), b"offline".to_vec()),
             inflight: WINDOW as u16 + 8,
         };

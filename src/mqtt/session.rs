@@ -56,7 +56,7 @@ pub struct SessionOptions {
     /// Username and password.
     pub credentials: Option<(String, String)>,
     /// CA (PEM) and optional client certificate and key (PEM) for `mqtts://`.
-    pub tls: Option<(Vec<u8>, Option<(Vec<u8>, Vec<u8>)>)>,
+    pub tls: Option<super::TlsFiles>,
     /// Retained last-will message: topic and payload.
     pub last_will: (String, Vec<u8>),
     /// Most QoS 1 messages in flight.
@@ -136,7 +136,7 @@ const SESSION_EXPIRY_S: u32 = 7 * 24 * 3600;
 /// Starts connecting; progress and failure arrive on [`Session::events`].
 pub fn open(o: &SessionOptions, queue: usize) -> Session {
     let (tx, events) = mpsc::channel(queue);
-    let transport = o.tls.as_ref().map(|(ca, client)| {
+    let transport = o.tls.as_ref().map(|super::TlsFiles { ca, client }| {
         // rustls needs a process-wide crypto provider; ring is the one we build.
         let _ = rustls::crypto::ring::default_provider().install_default();
         rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Simple {

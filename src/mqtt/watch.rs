@@ -8,6 +8,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
 
 use super::BrokerUrl;
+use crate::eval::{ClipTruth, EventTally};
 
 /// What to watch and when to stop.
 #[derive(Debug, Clone)]
@@ -22,6 +23,8 @@ pub struct WatchOptions {
     pub count: Option<u64>,
     /// Stop after this long.
     pub timeout: Option<Duration>,
+    /// Score the events of one camera against a rendered clip's ground truth.
+    pub truth: Option<(String, ClipTruth)>,
 }
 
 /// Runs until a stop condition; returns the number of events printed.
@@ -35,6 +38,7 @@ pub async fn watch(opts: WatchOptions, out: &mut (impl Write + Send)) -> anyhow:
     client.subscribe(format!("{}/+/availability", opts.prefix), QoS::AtLeastOnce).await?;
     let deadline = opts.timeout.map(|t| tokio::time::Instant::now() + t);
     let mut printed = 0u64;
+    let mut tally = EventTally::default();
     loop {
         let polled = match deadline {
             Some(d) => match tokio::time::timeout_at(d, eventloop.poll()).await {
@@ -68,7 +72,12 @@ pub async fn watch(opts: WatchOptions, out: &mut (impl Write + Send)) -> anyhow:
             continue;
         }
         match serde_json::from_slice::<Value>(&publish.payload) {
-            Ok(v) => writeln!(out, "{}", describe(&v))?,
+            Ok(v) => match &opts.truth {
+                Some((camera, truth)) if v.get("camera").and_then(Value::as_str) == Some(camera) => {
+                    writeln!(out, "{}", score(&v, truth, &mut tally))?
+                }
+                _ => writeln!(out, "{}", describe(&v))?,
+            },
             Err(e) => writeln!(out, "{}: unreadable event ({e})", publish.topic)?,
         }
         printed += 1;
@@ -77,7 +86,59 @@ pub async fn watch(opts: WatchOptions, out: &mut (impl Write + Send)) -> anyhow:
         }
     }
     let _ = client.disconnect().await;
+    if let Some((camera, _)) = &opts.truth {
+        let pct = |n: u64| 100.0 * n as f64 / tally.events.max(1) as f64;
+        writeln!(out, "tally for camera {camera}: {} events with a known expression", tally.events)?;
+        writeln!(out, "  vanilla model alone  right {:>4} ({:5.1} %)", tally.vanilla, pct(tally.vanilla))?;
+        writeln!(out, "  factual φ(Y_c,Y_e)   right {:>4} ({:5.1} %)", tally.factual, pct(tally.factual))?;
+        writeln!(out, "  debiased (TIE)       right {:>4} ({:5.1} %)", tally.debiased, pct(tally.debiased))?;
+        writeln!(out, "  debiased − factual: {:+.1} points", pct(tally.debiased) - pct(tally.factual))?;
+    }
     Ok(printed)
+}
+
+fn label_values(map: Option<&Value>) -> Vec<(String, f64)> {
+    map.and_then(Value::as_object)
+        .map(|m| m.iter().filter_map(|(k, v)| v.as_f64().map(|f| (k.clone(), f))).collect())
+        .unwrap_or_default()
+}
+
+fn argmax(values: &[(String, f64)]) -> Option<&str> {
+    values.iter().max_by(|a, b| a.1.total_cmp(&b.1)).map(|(k, _)| k.as_str())
+}
+
+/// Scores one event against the clip's truth at its frame: the raw per-frame decisions of
+/// the vanilla model (`factual`), the factual φ(Y_c,Y_e) (`debiased` + `context_bias`,
+/// since TIE = φ(Y_c,Y_e) − φ(Y_c,Y_e*)) and the debiased TIE (`debiased`).
+pub fn score(v: &Value, truth: &ClipTruth, tally: &mut EventTally) -> String {
+    let frame = v.get("frame").and_then(Value::as_u64).unwrap_or(0);
+    let Some(expected) = truth.at(frame) else {
+        return format!("{}  (no truth for frame {frame})", describe(v));
+    };
+    let vanilla = label_values(v.get("factual"));
+    let debiased = label_values(v.get("debiased"));
+    let bias = label_values(v.get("context_bias"));
+    let factual: Vec<(String, f64)> = debiased
+        .iter()
+        .map(|(k, t)| (k.clone(), t + bias.iter().find(|(b, _)| b == k).map_or(0.0, |(_, c)| *c)))
+        .collect();
+    let (dv, df, dd) = (argmax(&vanilla), argmax(&factual), argmax(&debiased));
+    tally.events += 1;
+    tally.vanilla += u64::from(dv == Some(expected));
+    tally.factual += u64::from(df == Some(expected));
+    tally.debiased += u64::from(dd == Some(expected));
+    let mark = |d: Option<&str>| if d == Some(expected) { "right" } else { "wrong" };
+    format!(
+        "{} track {:<3} {:<6} frame {frame:<4} truth {expected:<8} factual {:<8} ({})  debiased {:<8} ({})  vanilla {:<8}",
+        v.get("camera").and_then(Value::as_str).unwrap_or("?"),
+        v.get("track_id").and_then(Value::as_u64).unwrap_or(0),
+        v.get("type").and_then(Value::as_str).unwrap_or("?"),
+        df.unwrap_or("-"),
+        mark(df),
+        dd.unwrap_or("-"),
+        mark(dd),
+        dv.unwrap_or("-"),
+    )
 }
 
 fn top(map: Option<&Value>) -> (String, f64) {
@@ -112,4 +173,31 @@ pub fn describe(v: &Value) -> String {
         coord("h"),
         n("seq"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_is_scored_on_its_frame_with_factual_rebuilt_from_tie_and_context_bias() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("truth.csv");
+        std::fs::write(&path, "frame,label,x\n0,happy,1\n1,sad,1\n").unwrap();
+        let truth = ClipTruth::read(&path).unwrap();
+        // Raw TIE says sad; the scene pushes happy so hard that the factual says happy.
+        let event = serde_json::json!({
+            "camera": "c", "track_id": 3, "type": "new", "frame": 1,
+            "factual": {"happy": 0.7, "sad": 0.3},
+            "debiased": {"happy": 0.1, "sad": 0.9},
+            "context_bias": {"happy": -0.1, "sad": -2.0},
+        });
+        let mut tally = EventTally::default();
+        let line = score(&event, &truth, &mut tally);
+        assert!(line.contains("truth sad") && line.contains("factual happy"), "{line}");
+        assert_eq!(tally, EventTally { events: 1, vanilla: 0, factual: 0, debiased: 1 });
+        let late = serde_json::json!({"camera": "c", "frame": 9, "debiased": {"happy": 1.0}});
+        assert!(score(&late, &truth, &mut tally).contains("no truth for frame 9"));
+        assert_eq!(tally.events, 1);
+    }
 }

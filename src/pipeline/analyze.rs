@@ -9,7 +9,7 @@ use crate::detect::Detection;
 use crate::engine::Bundle;
 use crate::engine::classifier::{Subject, SubjectBoxes};
 use crate::engine::runtime::EngineError;
-use crate::image::RgbView;
+use crate::image::{Rect, RgbView};
 
 /// Everything the models and CLEF say about one face.
 #[derive(Debug, Clone)]
@@ -85,6 +85,23 @@ impl Analyzer {
             detections.push(self.bundle.detector.detect(f)?);
         }
         let t1 = Instant::now();
+        let out = self.classify(frames, detections)?;
+        Ok((out, StageTimes { detect: t1 - t0, classify: t1.elapsed() }))
+    }
+
+    /// Analyses faces whose boxes are already known (a labelled dataset, `clefd eval`):
+    /// the same crops, models and CLEF as for detected faces, without the detector.
+    pub fn analyze_boxes(&mut self, frame: &RgbView<'_>, faces: &[Rect]) -> Result<Vec<FaceAnalysis>, EngineError> {
+        let given = faces.iter().map(|&rect| Detection { rect, score: 1.0, keypoints: [[0.0; 2]; 6] }).collect();
+        Ok(self.classify(std::slice::from_ref(frame), vec![given])?.pop().unwrap_or_default())
+    }
+
+    /// Classifies every face of every frame in one batch per model and applies CLEF.
+    fn classify(
+        &mut self,
+        frames: &[RgbView<'_>],
+        detections: Vec<Vec<Detection>>,
+    ) -> Result<Vec<Vec<FaceAnalysis>>, EngineError> {
         let m = &self.bundle.manifest;
         let subjects: Vec<Subject<'_>> = frames
             .iter()
@@ -93,10 +110,7 @@ impl Analyzer {
             .map(|(frame, d)| Subject { frame, boxes: SubjectBoxes::from_face(d.rect, &m.subject) })
             .collect();
         if subjects.is_empty() {
-            return Ok((
-                frames.iter().map(|_| Vec::new()).collect(),
-                StageTimes { detect: t1 - t0, classify: Duration::ZERO },
-            ));
+            return Ok(frames.iter().map(|_| Vec::new()).collect());
         }
         let y_e = self.bundle.vanilla.classify(&subjects, self.max_batch)?;
         let y_c = match self.bundle.context_branch.as_mut() {
@@ -129,6 +143,6 @@ impl Analyzer {
             }
             out.push(faces);
         }
-        Ok((out, StageTimes { detect: t1 - t0, classify: t1.elapsed() }))
+        Ok(out)
     }
 }

@@ -1,0 +1,132 @@
+//! `clefd eval`: a bundle scored on a labelled dataset through the daemon's own code path
+//! (decode, crops and masking, ONNX Runtime, CLEF), so the numbers say what the daemon
+//! will do, and a change in preprocessing or math shows up as a changed number.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clefd::engine::Bundle;
+use clefd::engine::manifest::TaskKind;
+use clefd::engine::runtime::{self, SessionOptions};
+use clefd::eval::{Accuracy, MeanAp, read_dataset};
+use clefd::pipeline::analyze::Analyzer;
+use serde_json::json;
+
+/// The three decisions the evaluation compares.
+const KINDS: [&str; 3] = ["vanilla", "factual", "tie"];
+
+enum Tally {
+    Single([Accuracy; 3]),
+    Multi([MeanAp; 3]),
+}
+
+/// Scores the bundle in `bundle` on the dataset in `dataset` and prints the result
+/// (a table and confusion matrices, or JSON).
+pub fn eval(bundle: &Path, dataset: &Path, onnxruntime: Option<&Path>, as_json: bool) -> anyhow::Result<ExitCode> {
+    runtime::init(onnxruntime)?;
+    let loaded = Bundle::load(bundle, &SessionOptions::default())
+        .with_context(|| format!("loading bundle {}", bundle.display()))?;
+    let mut analyzer = Analyzer::new(loaded, 16);
+    let m = analyzer.manifest().clone();
+    let k = m.labels.len();
+    let items = read_dataset(dataset, &m.labels)?;
+    let mut tally = match m.task {
+        TaskKind::SingleLabel => Tally::Single(std::array::from_fn(|_| Accuracy::new(k))),
+        TaskKind::MultiLabel => Tally::Multi(Default::default()),
+    };
+    for item in &items {
+        let picture = clefd::source::decode_image(&item.file)?;
+        let faces = analyzer.analyze_boxes(&picture.view(), &[item.face])?;
+        let face = faces.first().context("the analysis returned no face")?;
+        let factual = face.effects.as_ref().map_or(&face.y_e, |e| &e.factual);
+        let tie = face.effects.as_ref().map_or(&face.y_e, |e| &e.tie);
+        match &mut tally {
+            Tally::Single(acc) => {
+                let truth = *item.labels.first().with_context(|| format!("{}: no label", item.file.display()))?;
+                for (a, logits) in acc.iter_mut().zip([&face.y_e, factual, tie]) {
+                    a.add(truth, logits);
+                }
+            }
+            Tally::Multi(maps) => {
+                for (a, logits) in maps.iter_mut().zip([&face.y_e, factual, tie]) {
+                    a.add(&item.labels, &clefd::clef::sigmoids(logits));
+                }
+            }
+        }
+    }
+    let debias = analyzer.debias();
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&as_json_value(&m, dataset, items.len(), &tally, debias))?);
+    } else {
+        print!("{}", as_text(&m, dataset, items.len(), &tally, debias));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn as_json_value(
+    m: &clefd::engine::manifest::Manifest,
+    dataset: &Path,
+    n: usize,
+    tally: &Tally,
+    debias: bool,
+) -> serde_json::Value {
+    let mut out = json!({
+        "bundle": {"name": m.name, "version": m.version, "sha256": m.sha256},
+        "dataset": dataset.display().to_string(),
+        "n": n,
+        "labels": m.labels,
+        "debias": debias,
+    });
+    for (i, kind) in KINDS.iter().enumerate() {
+        out[*kind] = match tally {
+            Tally::Single(acc) => json!({
+                "correct": acc[i].correct,
+                "accuracy": acc[i].percent(),
+                "confusion": acc[i].confusion.chunks(m.labels.len()).collect::<Vec<_>>(),
+            }),
+            Tally::Multi(maps) => json!({"map": maps[i].percent(), "ap": maps[i].per_label()}),
+        };
+    }
+    out
+}
+
+fn as_text(m: &clefd::engine::manifest::Manifest, dataset: &Path, n: usize, tally: &Tally, debias: bool) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "bundle {} {} ({}) on {}: {n} faces", m.name, m.version, &m.sha256[..12], dataset.display());
+    if !debias {
+        let _ = writeln!(s, "note: the bundle has no context branch; factual and TIE are the vanilla model's logits");
+    }
+    let names = ["vanilla (Y_e alone)", "factual φ(Y_c,Y_e)", "TIE (debiased)"];
+    let value = |i: usize| match tally {
+        Tally::Single(acc) => (acc[i].percent(), format!("({}/{})", acc[i].correct, acc[i].n)),
+        Tally::Multi(maps) => (maps[i].percent(), "mAP".to_string()),
+    };
+    let metric = if matches!(tally, Tally::Single(_)) { "accuracy" } else { "mean average precision" };
+    let _ = writeln!(s, "{metric}:");
+    for (i, name) in names.iter().enumerate() {
+        let (pct, detail) = value(i);
+        let _ = writeln!(s, "  {name:22} {pct:6.2} %  {detail}");
+    }
+    let _ = writeln!(s, "  TIE − factual: {:+.2} points", value(2).0 - value(1).0);
+    if let Tally::Single(acc) = tally {
+        for (i, title) in [(1, "factual"), (2, "TIE")] {
+            let _ = writeln!(s, "\nconfusion, {title} (rows: truth, columns: decision)");
+            let width = m.labels.iter().map(String::len).max().unwrap_or(5).max(5);
+            let _ = write!(s, "{:width$}", "");
+            for l in &m.labels {
+                let _ = write!(s, " {l:>width$}");
+            }
+            s.push('\n');
+            for (truth, row) in acc[i].confusion.chunks(m.labels.len()).enumerate() {
+                let _ = write!(s, "{:width$}", m.labels[truth]);
+                for c in row {
+                    let _ = write!(s, " {c:>width$}");
+                }
+                s.push('\n');
+            }
+        }
+    }
+    s
+}

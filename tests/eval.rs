@@ -1,0 +1,77 @@
+//! `clefd eval` on the committed slice of the context-bias world: the daemon's own
+//! preprocessing, ONNX Runtime and CLEF reproduce the stored numbers exactly, and agree
+//! with the CLEF kit's Python evaluation within 0.5 points. A change in crops, masking,
+//! normalisation or the CLEF math shows up here as a changed count.
+
+mod common;
+
+use serde_json::Value;
+
+fn bundle() -> std::path::PathBuf {
+    common::repo().join("engines/context-bias-demo")
+}
+
+fn eval_json(dataset: &std::path::Path) -> Value {
+    let b = bundle();
+    let out = common::run_clefd(
+        &["eval", "--bundle", b.to_str().unwrap(), "--dataset", dataset.to_str().unwrap(), "--json"],
+        &[],
+    );
+    assert!(out.status.success(), "clefd eval failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("clefd eval --json prints JSON")
+}
+
+#[test]
+fn eval_reproduces_the_stored_accuracies_on_the_committed_anti_slice() {
+    let dir = bundle().join("eval");
+    let expected: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).expect("expected.json is committed"))
+            .expect("expected.json parses");
+    let got = eval_json(&dir.join("anti"));
+    assert_eq!(got["n"], expected["n"], "number of faces");
+    assert_eq!(got["debias"], true);
+    for kind in ["vanilla", "factual", "tie"] {
+        assert_eq!(
+            got[kind]["correct"], expected["clefd"][kind]["correct"],
+            "{kind}: clefd eval no longer reproduces the stored count"
+        );
+        let rust = got[kind]["accuracy"].as_f64().unwrap();
+        let kit = expected["kit"][kind]["accuracy"].as_f64().unwrap();
+        assert!((rust - kit).abs() <= 0.5, "{kind}: clefd {rust:.2} % vs kit {kit:.2} %: more than 0.5 points apart");
+        let confusion = got[kind]["confusion"].as_array().unwrap();
+        let total: u64 = confusion.iter().flat_map(|r| r.as_array().unwrap()).map(|c| c.as_u64().unwrap()).sum();
+        assert_eq!(Value::from(total), got["n"], "{kind}: the confusion matrix counts every face once");
+    }
+    // On the anti split the scene always points the wrong way: debiasing must help.
+    let (factual, tie) = (got["factual"]["accuracy"].as_f64().unwrap(), got["tie"]["accuracy"].as_f64().unwrap());
+    assert!(tie > factual, "TIE {tie:.1} % should beat factual {factual:.1} % on anti");
+}
+
+#[test]
+fn eval_prints_a_table_and_confusion_matrices() {
+    let b = bundle();
+    let d = b.join("eval/anti");
+    let out = common::run_clefd(&["eval", "--bundle", b.to_str().unwrap(), "--dataset", d.to_str().unwrap()], &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    for needle in ["factual φ(Y_c,Y_e)", "TIE (debiased)", "TIE − factual", "confusion, TIE", "surprise"] {
+        assert!(text.contains(needle), "missing '{needle}' in:\n{text}");
+    }
+}
+
+#[test]
+fn a_dataset_with_an_unknown_label_is_refused_with_file_and_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = bundle().join("eval/anti");
+    let first = std::fs::read_to_string(src.join("index.csv")).unwrap();
+    let row = first.lines().nth(1).unwrap();
+    let file = row.split(',').next().unwrap();
+    std::fs::copy(src.join(file), dir.path().join(file)).unwrap();
+    std::fs::write(dir.path().join("index.csv"), format!("file,label,x,y,w,h\n{file},bored,10,10,30,30\n")).unwrap();
+    let b = bundle();
+    let out =
+        common::run_clefd(&["eval", "--bundle", b.to_str().unwrap(), "--dataset", dir.path().to_str().unwrap()], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("index.csv") && err.contains("row 2") && err.contains("'bored'"), "{err}");
+}
