@@ -29,6 +29,9 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Log filter (`info`, `debug`, `clefd=debug,warn`); `RUST_LOG` wins when set.
     pub log_level: String,
+    /// Reload by itself when the config file or a file in `cameras.d/` changes (checked
+    /// every 2 s), as if sent SIGHUP: drop a camera file in and it starts.
+    pub watch_config: bool,
     /// ONNX Runtime and the default engine bundle.
     pub engine: EngineConfig,
     /// Broker connection and topics.
@@ -200,6 +203,7 @@ impl Default for Config {
             device_id: None,
             state_dir: PathBuf::from("/var/lib/clefd"),
             log_level: "info".into(),
+            watch_config: false,
             engine: EngineConfig::default(),
             mqtt: MqttConfig::default(),
             events: EventsConfig::default(),
@@ -351,6 +355,27 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
     validate(&config, &camera_files, path, &mut c);
     let device_id = config.device_id.clone().unwrap_or_else(default_device_id);
     if c.problems.is_empty() { Ok(Loaded { config, device_id, camera_files }) } else { Err(ConfigErrors(c.problems)) }
+}
+
+/// What the configuration is read from, as names, sizes and modification times: a change
+/// here means the files changed (for `watch_config`).
+pub fn sources_fingerprint(path: &Path) -> Vec<(PathBuf, u64, Option<std::time::SystemTime>)> {
+    let stat = |p: PathBuf| {
+        let meta = std::fs::metadata(&p).ok();
+        let (len, modified) = meta.map_or((0, None), |m| (m.len(), m.modified().ok()));
+        (p, len, modified)
+    };
+    let mut out = vec![stat(path.to_path_buf())];
+    let drop_ins = path.parent().unwrap_or(Path::new(".")).join("cameras.d");
+    if let Ok(entries) = std::fs::read_dir(&drop_ins) {
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        files.sort();
+        out.extend(files.into_iter().map(stat));
+    }
+    out
 }
 
 /// Parser messages span several lines (with a source snippet); problems are one line each.

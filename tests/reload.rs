@@ -136,3 +136,29 @@ fn reload_moves_to_a_new_broker_and_new_engine_settings_without_losing_an_event(
     assert!(t.contains("workers_restarted=true"), "engine settings applied: {t}");
     assert!(!t.contains("take effect at the next restart"), "{t}");
 }
+
+#[test]
+fn with_watch_config_a_camera_file_dropped_into_cameras_d_starts_without_a_signal() {
+    let broker = common::Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let base = format!("watch_config = true\n{}", common::base_config(dir.path(), &broker.url(), "watching"));
+    let cfg = write(dir.path(), &base, port, "[cameras.a]\nuri = \"test://ball\"\n");
+    let log = dir.path().join("clefd.log");
+    let daemon = common::Daemon::start(&cfg, &log);
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while frames(port, "a").unwrap_or(0) < 10 {
+        assert!(Instant::now() < deadline, "camera a did not start\n{}", text());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::fs::create_dir_all(dir.path().join("cameras.d")).unwrap();
+    std::fs::write(dir.path().join("cameras.d/b.toml"), "uri = \"test://smpte\"\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while frames(port, "b").unwrap_or(0) < 5 {
+        assert!(Instant::now() < deadline, "the dropped-in camera did not start\n{}", text());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(text().contains("configuration files changed: reloading"), "{}", text());
+    assert!(daemon.stop(), "{}", text());
+}

@@ -116,6 +116,8 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
         let mut waiting = tokio::task::spawn_blocking(move || pipeline.wait());
         let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let mut running_cfg = running_cfg;
+        let mut watched = running_cfg.watch_config.then(|| config::sources_fingerprint(&config_path));
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
         let (outcome, signalled) = loop {
             tokio::select! {
                 done = &mut waiting => break (done, false),
@@ -127,10 +129,27 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
                 }
                 Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
                     notifier.send("RELOADING=1");
+                    tracing::info!(config = %config_path.display(), "SIGHUP: reloading the configuration");
                     if let Some(applied) = reload(&config_path, &control, &running_cfg, &mut publishing).await {
                         running_cfg = applied;
                     }
+                    watched = running_cfg.watch_config.then(|| config::sources_fingerprint(&config_path));
                     notifier.send("READY=1");
+                }
+                _ = tick.tick(), if watched.is_some() => {
+                    let now = config::sources_fingerprint(&config_path);
+                    if watched.as_ref() != Some(&now) {
+                        watched = Some(now);
+                        notifier.send("RELOADING=1");
+                        tracing::info!(config = %config_path.display(), "configuration files changed: reloading");
+                        if let Some(applied) = reload(&config_path, &control, &running_cfg, &mut publishing).await {
+                            running_cfg = applied;
+                        }
+                        if !running_cfg.watch_config {
+                            watched = None;
+                        }
+                        notifier.send("READY=1");
+                    }
                 }
             }
         };
@@ -173,7 +192,6 @@ async fn reload(
     running: &config::Config,
     publishing: &mut Publishing,
 ) -> Option<config::Config> {
-    tracing::info!(config = %path.display(), "SIGHUP: reloading the configuration");
     let loaded = match config::load(path) {
         Ok(l) => l,
         Err(errors) => {
