@@ -20,7 +20,8 @@ pub fn init_logging(level: &str) {
         if let Ok(journald) = tracing_journald::layer() {
             let _ = tracing_subscriber::registry()
                 .with(filter)
-                .with(journald.with_syslog_identifier("clefd".into()))
+                // Fields keep their names (CAMERA, TRACK, SEQ, ...): `journalctl CAMERA=door`.
+                .with(journald.with_syslog_identifier("clefd".into()).with_field_prefix(None))
                 .try_init();
             return;
         }
