@@ -223,6 +223,7 @@ impl Publisher {
             if !conn.session.client.publish(rec.topic, false, rec.payload) {
                 break;
             }
+            self.spool.mark_sent(rec.seq);
             conn.requested.push_back(Sent::Event(rec.seq));
             conn.window += 1;
             conn.next_send = rec.seq + 1;

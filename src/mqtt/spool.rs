@@ -1,7 +1,9 @@
 //! The on-disk spool: every event is written here (and fsync'd) before it is sent, and
 //! forgotten only once the broker has acknowledged it. While the broker is away the spool
 //! grows, up to `spool_max_mb`; then whole segments are dropped, oldest first, and every
-//! event lost that way is counted. After a crash or power cut the spool is read back and
+//! event lost that way is counted. Events already sent whose acknowledgement never came
+//! (the broker may have them) are never dropped: they are kept and sent again, so the drop
+//! count is exactly the number of events a consumer will never see. After a crash or power cut the spool is read back and
 //! whatever was not acknowledged is sent again, in `seq` order.
 //!
 //! Layout: `DIR/<first-seq, 20 digits>.seg`, each a run of records
@@ -47,6 +49,8 @@ pub struct Spool {
     acked_above: BTreeSet<u64>,
     /// Events dropped because the spool was full.
     dropped: u64,
+    /// Sent and not acknowledged (at most a send window): kept when their segment goes.
+    in_doubt: BTreeSet<u64>,
     dirty: bool,
     acked_dirty: bool,
     /// Where the last read stopped: (segment's first seq, byte offset, next seq), so
@@ -65,6 +69,8 @@ impl Spool {
         let low_water =
             std::fs::read_to_string(dir.join("acked")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
         let mut segments = Vec::new();
+        // Sequence numbers missing inside a segment (one that kept only in-doubt events).
+        let mut holes = BTreeSet::new();
         let mut names: Vec<PathBuf> = std::fs::read_dir(dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "seg"))
@@ -76,6 +82,9 @@ impl Spool {
                 let _ = std::fs::remove_file(&path);
                 continue;
             };
+            for pair in records.windows(2) {
+                holes.extend((pair[0].seq + 1..pair[1].seq).filter(|s| *s >= low_water));
+            }
             let bytes = records.iter().map(record_len).sum();
             // Cut a torn tail so appends start on a record boundary.
             OpenOptions::new().write(true).open(&path)?.set_len(bytes)?;
@@ -88,25 +97,29 @@ impl Spool {
             segments,
             writer: None,
             low_water,
-            acked_above: BTreeSet::new(),
+            acked_above: holes,
             dropped: 0,
+            in_doubt: BTreeSet::new(),
             dirty: false,
             acked_dirty: false,
             cursor: None,
         };
+        spool.advance_to(low_water)?;
         spool.compact()?;
         Ok(spool)
     }
 
     /// Events not yet acknowledged (or dropped).
     pub fn pending(&self) -> u64 {
-        let total: u64 = self
-            .segments
+        self.segments
             .iter()
             .filter(|s| s.last_seq >= self.low_water)
-            .map(|s| s.last_seq - s.first_seq.max(self.low_water) + 1)
-            .sum();
-        total.saturating_sub(self.acked_above.len() as u64)
+            .map(|s| {
+                let from = s.first_seq.max(self.low_water);
+                let done = self.acked_above.range(from..=s.last_seq).count() as u64;
+                (s.last_seq - from + 1).saturating_sub(done)
+            })
+            .sum()
     }
 
     /// Bytes on disk.
@@ -130,7 +143,10 @@ impl Spool {
         let len = record_len(rec);
         let mut dropped = 0;
         while self.bytes() + len > self.max_bytes && self.segments.len() > 1 {
-            dropped += self.drop_oldest()?;
+            match self.drop_oldest()? {
+                Some(n) => dropped += n,
+                None => break,
+            }
         }
         let need_new = self.segments.last().is_none_or(|s| s.bytes + len > self.segment_bytes) || self.writer.is_none();
         if need_new {
@@ -150,12 +166,7 @@ impl Spool {
                 }
             }
         }
-        let mut buf = Vec::with_capacity(len as usize);
-        buf.extend_from_slice(&((len - 4) as u32).to_le_bytes());
-        buf.extend_from_slice(&rec.seq.to_le_bytes());
-        buf.extend_from_slice(&(rec.topic.len() as u16).to_le_bytes());
-        buf.extend_from_slice(rec.topic.as_bytes());
-        buf.extend_from_slice(&rec.payload);
+        let buf = encode(rec);
         if let Some(w) = self.writer.as_mut() {
             w.write_all(&buf)?;
         }
@@ -185,18 +196,56 @@ impl Spool {
         Ok(())
     }
 
-    fn drop_oldest(&mut self) -> std::io::Result<u64> {
-        if self.segments.is_empty() {
-            return Ok(0);
+    /// Records that `seq` went to the broker: until its acknowledgement it is in doubt.
+    pub fn mark_sent(&mut self, seq: u64) {
+        if seq >= self.low_water && !self.acked_above.contains(&seq) {
+            self.in_doubt.insert(seq);
         }
-        let seg = self.segments.remove(0);
-        let lost = (seg.first_seq.max(self.low_water)..=seg.last_seq)
-            .filter(|s| *s >= self.low_water && !self.acked_above.contains(s))
-            .count() as u64;
+    }
+
+    /// Drops the oldest segment that holds anything but in-doubt events, keeping those in
+    /// a small segment of their own. Returns how many events were lost, or None when only
+    /// in-doubt events are left to drop.
+    fn drop_oldest(&mut self) -> std::io::Result<Option<u64>> {
+        let all_in_doubt = |seg: &Segment, in_doubt: &BTreeSet<u64>, acked: &BTreeSet<u64>, low: u64| {
+            (seg.first_seq.max(low)..=seg.last_seq).all(|s| in_doubt.contains(&s) || acked.contains(&s))
+        };
+        let Some(idx) = self
+            .segments
+            .iter()
+            .take(self.segments.len().saturating_sub(1))
+            .position(|seg| !all_in_doubt(seg, &self.in_doubt, &self.acked_above, self.low_water))
+        else {
+            return Ok(None);
+        };
+        let seg = self.segments.remove(idx);
+        let kept: Vec<Record> = if self.in_doubt.range(seg.first_seq..=seg.last_seq).next().is_some() {
+            read_segment(&seg.path)?.into_iter().filter(|r| self.in_doubt.contains(&r.seq)).collect()
+        } else {
+            Vec::new()
+        };
+        let mut lost = 0;
+        for s in seg.first_seq.max(self.low_water)..=seg.last_seq {
+            if !self.in_doubt.contains(&s) && self.acked_above.insert(s) {
+                lost += 1;
+            }
+        }
         std::fs::remove_file(&seg.path)?;
+        if let (Some(first), Some(last)) = (kept.first(), kept.last()) {
+            let path = self.dir.join(seg_name(first.seq));
+            let mut f = OpenOptions::new().create(true).write(true).truncate(true).open(&path)?;
+            let mut bytes = 0;
+            for r in &kept {
+                f.write_all(&encode(r))?;
+                bytes += record_len(r);
+            }
+            f.sync_data()?;
+            self.segments.insert(idx, Segment { first_seq: first.seq, last_seq: last.seq, path, bytes });
+        }
+        self.cursor = None;
         self.dropped += lost;
-        self.advance_to(seg.last_seq + 1)?;
-        Ok(lost)
+        self.advance_to(self.low_water)?;
+        Ok(Some(lost))
     }
 
     fn advance_to(&mut self, seq: u64) -> std::io::Result<()> {
@@ -204,9 +253,24 @@ impl Spool {
             self.low_water = seq;
             self.acked_above = self.acked_above.split_off(&seq);
         }
-        while self.acked_above.first() == Some(&self.low_water) {
-            self.acked_above.pop_first();
-            self.low_water += 1;
+        loop {
+            while self.acked_above.first() == Some(&self.low_water) {
+                self.acked_above.pop_first();
+                self.low_water += 1;
+            }
+            // A number no segment holds was dropped, acknowledged, or never spooled:
+            // nothing waits for it, so skip to the next segment that holds something.
+            let low = self.low_water;
+            if self.segments.iter().any(|s| s.first_seq <= low && low <= s.last_seq) {
+                break;
+            }
+            match self.segments.iter().map(|s| s.first_seq).filter(|&f| f > low).min() {
+                Some(next) => {
+                    self.low_water = next;
+                    self.acked_above = self.acked_above.split_off(&next);
+                }
+                None => break,
+            }
         }
         self.acked_dirty = true;
         Ok(())
@@ -214,6 +278,7 @@ impl Spool {
 
     /// Marks `seq` acknowledged; whole segments that are done are deleted.
     pub fn ack(&mut self, seq: u64) -> std::io::Result<()> {
+        self.in_doubt.remove(&seq);
         if seq < self.low_water {
             return Ok(());
         }
@@ -275,6 +340,18 @@ impl Drop for Spool {
 
 fn record_len(r: &Record) -> u64 {
     (4 + 8 + 2 + r.topic.len() + r.payload.len()) as u64
+}
+
+/// One record in the segment format.
+fn encode(rec: &Record) -> Vec<u8> {
+    let len = record_len(rec);
+    let mut buf = Vec::with_capacity(len as usize);
+    buf.extend_from_slice(&((len - 4) as u32).to_le_bytes());
+    buf.extend_from_slice(&rec.seq.to_le_bytes());
+    buf.extend_from_slice(&(rec.topic.len() as u16).to_le_bytes());
+    buf.extend_from_slice(rec.topic.as_bytes());
+    buf.extend_from_slice(&rec.payload);
+    buf
 }
 
 fn read_segment(path: &Path) -> std::io::Result<Vec<Record>> {
@@ -364,6 +441,44 @@ mod tests {
         s.append(&rec(2)).unwrap();
         let seqs: Vec<u64> = s.read_pending(0, 100).unwrap().iter().map(|r| r.seq).collect();
         assert_eq!(seqs, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn events_in_doubt_are_kept_when_their_segment_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), 64 * 1024).unwrap();
+        for i in 0..10 {
+            s.append(&rec(i)).unwrap();
+        }
+        // 0..5 went out; 0 and 1 were acknowledged, 2..5 were in flight when the
+        // connection died.
+        for i in 0..5 {
+            s.mark_sent(i);
+        }
+        s.ack(0).unwrap();
+        s.ack(1).unwrap();
+        let mut dropped = 0;
+        for i in 10..2000 {
+            dropped += s.append(&rec(i)).unwrap();
+        }
+        assert!(s.bytes() <= 64 * 1024 + 3 * 200, "bounded: {}", s.bytes());
+        let pending: Vec<u64> = s.read_pending(0, 10_000).unwrap().iter().map(|r| r.seq).collect();
+        assert_eq!(&pending[..3], &[2, 3, 4], "in-doubt events are kept and come first");
+        assert_eq!(pending.len() as u64 + dropped + 2, 2000, "kept, acknowledged or counted: {dropped}");
+        assert_eq!(s.pending(), pending.len() as u64);
+        assert_eq!(pending.last(), Some(&1999));
+        drop(s);
+        let mut s = Spool::open(dir.path(), 64 * 1024).unwrap();
+        let again: Vec<u64> = s.read_pending(0, 10_000).unwrap().iter().map(|r| r.seq).collect();
+        assert_eq!(again, pending, "the kept events survive a restart");
+        for seq in again {
+            s.ack(seq).unwrap();
+        }
+        assert_eq!(s.pending(), 0);
+        let segs = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "seg")));
+        assert!(segs.count() <= 1, "acknowledged segments are deleted after a restart too");
     }
 
     #[test]
