@@ -57,6 +57,11 @@ fn each_broken_config_gets_its_own_message() {
             vec!["mqtt.protocol: '4' is not an MQTT version clefd speaks: use \"3.1.1\" or \"5\""],
         ),
         (
+            "[cameras.a]\nuri = \"test://ball\"\ndecoder_threads = 100\n".into(),
+            "decoder threads out of range",
+            vec!["cameras.a.decoder_threads: 100 is out of range: must be between 0 and 64"],
+        ),
+        (
             "[cameras.a]\nuri = \"ftp://host/x\"\n".into(),
             "bad uri scheme",
             vec!["cameras.a.uri: camera 'a': unsupported scheme 'ftp'"],

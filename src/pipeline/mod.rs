@@ -311,6 +311,7 @@ impl Inner {
                 fps_cap: cam.fps,
                 rtsp_udp: cam.transport == "udp",
                 rtsp_latency_ms: cam.latency_ms,
+                decoder_threads: cam.decoder_threads,
             },
             backoff_initial: Duration::from_secs_f64(sup_cfg.backoff_initial_s),
             backoff_max: Duration::from_secs_f64(sup_cfg.backoff_max_s),

@@ -57,6 +57,8 @@ pub struct CameraOptions {
     pub rtsp_udp: bool,
     /// `rtsp://`: jitter-buffer latency in milliseconds.
     pub rtsp_latency_ms: u32,
+    /// Threads of a software video decoder (0: its default, one per core).
+    pub decoder_threads: u32,
 }
 
 /// How a camera's stream ended.
@@ -167,7 +169,7 @@ impl Camera {
             .map_err(|e| perr(format!("cannot build pipeline: {e}")))?
             .downcast::<gst::Pipeline>()
             .map_err(|_| perr("not a pipeline".into()))?;
-        log_decoder_choice(&pipeline, &opts.name);
+        watch_decoder(&pipeline, &opts.name, opts.decoder_threads);
         let src = pipeline.by_name("src").ok_or_else(|| perr("no source element".into()))?;
         configure_source(&src, &opts.spec);
         let sink = pipeline
@@ -260,14 +262,17 @@ impl Drop for Camera {
     }
 }
 
-/// Logs which video decoder `decodebin` picked: NVIDIA's hardware decoders rank above
-/// the software ones when they are installed.
-fn log_decoder_choice(pipeline: &gst::Pipeline, camera: &str) {
+/// Logs which video decoder `decodebin` picked (NVIDIA's hardware decoders rank above the
+/// software ones when they are installed) and limits a software decoder's threads.
+fn watch_decoder(pipeline: &gst::Pipeline, camera: &str, threads: u32) {
     let camera = camera.to_string();
     pipeline.connect("deep-element-added", false, move |args| {
         let element = args.get(2).and_then(|v| v.get::<gst::Element>().ok());
         if let Some(factory) = element.as_ref().and_then(|e| e.factory()) {
             let klass = factory.metadata("klass").unwrap_or_default();
+            if let Some(e) = element.as_ref().filter(|e| e.find_property("max-threads").is_some()) {
+                e.set_property("max-threads", i32::try_from(threads).unwrap_or(0));
+            }
             if klass.contains("Decoder") && klass.contains("Video") {
                 let name = factory.name();
                 let path = if name.starts_with("nv") || name.contains("v4l2") { "hardware" } else { "software" };
