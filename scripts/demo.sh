@@ -25,7 +25,8 @@ fi
 watch_pid=""
 cleanup() {
   [ -n "$watch_pid" ] && kill "$watch_pid" 2>/dev/null || true
-  [ -n "$broker_pid" ] && kill "$broker_pid" 2>/dev/null || true
+  # Wait for our broker to be gone, so a demo started right after starts its own.
+  if [ -n "$broker_pid" ]; then kill "$broker_pid" 2>/dev/null && wait "$broker_pid" 2>/dev/null; fi || true
 }
 trap cleanup EXIT
 

@@ -283,8 +283,10 @@ impl Spool {
             return Ok(());
         }
         self.acked_above.insert(seq);
-        if self.acked_above.first() == Some(&self.low_water) {
-            self.advance_to(self.low_water)?;
+        let before = self.low_water;
+        // Also skips numbers no segment holds (a fresh spool whose first event is not 0).
+        self.advance_to(before)?;
+        if self.low_water != before {
             self.compact()?;
         }
         Ok(())
@@ -419,6 +421,26 @@ mod tests {
         // 6 was acknowledged above the low-water mark; after a restart it is sent again
         // (a duplicate the consumer drops by seq), never lost.
         assert_eq!(seqs, vec![4, 5, 6, 7, 8, 9]);
+    }
+
+    #[test]
+    fn a_spool_whose_first_event_is_not_zero_forgets_what_was_acknowledged() {
+        // The sequence continues across runs (state_dir/seq), so a fresh spool often
+        // starts at a high number: acknowledging it must still let the events go.
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+        for i in 100..110 {
+            s.append(&rec(i)).unwrap();
+        }
+        for i in 100..110 {
+            s.mark_sent(i);
+            s.ack(i).unwrap();
+        }
+        assert_eq!(s.pending(), 0);
+        drop(s);
+        let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(s.pending(), 0, "nothing acknowledged is sent again after a restart");
+        assert!(s.read_pending(0, 100).unwrap().is_empty());
     }
 
     #[test]
