@@ -27,6 +27,7 @@ class Item:
     box: tuple
     scene: int
     image: np.ndarray
+    labels: tuple = ()  # every label (multi-label datasets: `a;b` in index.csv)
 
 
 def write_split(out_dir: str, split: str, n: int, seed: int, size=(192, 144), difficulty: float = 1.0) -> None:
@@ -47,10 +48,13 @@ def read_split(dir: str, labels=world.LABELS) -> list[Item]:
     items = []
     with open(path, newline="") as f:
         for row_no, row in enumerate(csv.DictReader(f), start=2):
-            if row["label"] not in labels:
-                raise ValueError(f"{path}: row {row_no}: label '{row['label']}' is not one of {labels}")
+            names = [n for n in row["label"].split(";") if n]
+            for name in names:
+                if name not in labels:
+                    raise ValueError(f"{path}: row {row_no}: label '{name}' is not one of {labels}")
             scene = world.SCENES.index(row["scene"]) if row.get("scene") in world.SCENES else -1
             image = np.asarray(Image.open(os.path.join(dir, row["file"])).convert("RGB"))
             box = tuple(float(row[k]) for k in ("x", "y", "w", "h"))
-            items.append(Item(row["file"], labels.index(row["label"]), box, scene, image))
+            indices = tuple(labels.index(n) for n in names)
+            items.append(Item(row["file"], indices[0] if indices else -1, box, scene, image, indices))
     return items

@@ -58,6 +58,20 @@ class SamplingTests(unittest.TestCase):
         self.assertEqual(b["mask"], b["body"])
 
 
+class MeanApTests(unittest.TestCase):
+    # The same ranking as the unit test of src/eval.rs: the two must score alike.
+    def test_average_precision_matches_a_hand_computed_ranking(self):
+        from clef_kit.evaluate import average_precision, summarise_multi
+
+        scores = np.array([0.5, 0.2, 0.9])
+        self.assertAlmostEqual(average_precision(scores, np.array([False, True, True])), (1 + 2 / 3) / 2)
+        self.assertIsNone(average_precision(scores, np.array([False, False, False])))
+        y = np.array([[3.0, -3.0], [-3.0, 3.0]])
+        r = summarise_multi(y, np.zeros_like(y), np.zeros(2), "sum", [(0,), (1,)])
+        self.assertAlmostEqual(r["vanilla"]["map"], 100.0)
+        self.assertAlmostEqual(r["tie"]["map"], 100.0)
+
+
 class WorldTests(unittest.TestCase):
     def scenes(self, split, n=350):
         return [(s.label, s.scene) for s in world.sample_split(split, n, seed=5, size=(96, 72))]
