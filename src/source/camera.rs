@@ -159,9 +159,11 @@ impl Camera {
         let desc = format!(
             "{}{rate} ! queue max-size-buffers=2 leaky={} ! videoscale ! videoconvert ! video/x-raw,format=RGB,width={},pixel-aspect-ratio=1/1 ! appsink name=sink max-buffers=1 drop=true sync={}",
             source_description(&opts)?,
-            // A paced file must not leak: the decoder runs ahead and the sink's clock
-            // would see only the last frames. Live sources drop the oldest frame.
-            if sync { "no" } else { "downstream" },
+            // A file must not leak: paced, the decoder runs ahead and the sink's clock would
+            // see only the last frames; unpaced, the consumer paces the decoder, and a leaky
+            // queue would let it decode frames only to throw them away. Live sources drop
+            // the oldest frame.
+            if live { "downstream" } else { "no" },
             opts.width,
             sync
         );
