@@ -114,6 +114,10 @@ enum Command {
         /// at the clip's 30 fps like a live camera.
         #[arg(long)]
         unpaced: bool,
+        /// Software H.264 decoder: auto (OpenH264, lean) or libav (faster on High profile,
+        /// ~35 MB more memory).
+        #[arg(long, default_value = "auto", value_parser = ["auto", "libav"])]
+        decoder: String,
         /// Engine bundle.
         #[arg(long, default_value = "engines/face-fer2013")]
         bundle: PathBuf,
@@ -175,12 +179,14 @@ fn main() -> ExitCode {
             model_only,
             no_batching,
             unpaced,
+            decoder,
             bundle,
             image,
             onnxruntime,
             mqtt,
             events,
         } => cmd::bench::bench(&cmd::bench::BenchOptions {
+            decoder,
             cameras,
             seconds,
             model_only,

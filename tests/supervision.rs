@@ -177,7 +177,7 @@ fn bad_cameras_do_not_disturb_good_ones() {
     assert!(daemon.stop(), "{log}");
     let msgs = consumer.messages();
     assert!(
-        log.contains("video decoder chosen camera=good1 decoder=avdec_h264 path=\"software\""),
+        log.contains("video decoder chosen camera=good1 decoder=openh264dec path=\"software\""),
         "the decoder choice is logged: {log}"
     );
     assert!(states(&msgs, "corrupt").contains(&"failed".to_string()), "{:?}", states(&msgs, "corrupt"));

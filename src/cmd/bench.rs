@@ -32,6 +32,8 @@ pub struct BenchOptions {
     pub image: PathBuf,
     /// Decode as fast as possible instead of pacing cameras at the clip's 30 fps.
     pub unpaced: bool,
+    /// Cameras' `decoder` setting (`auto` or `libav`).
+    pub decoder: String,
     /// libonnxruntime.so.
     pub onnxruntime: Option<PathBuf>,
     /// Measure MQTT delivery instead: this many events through the spool to this broker.
@@ -150,6 +152,7 @@ fn pipeline(o: &BenchOptions) -> anyhow::Result<ExitCode> {
             uri: format!("file://{}", clip.display()),
             looping: true,
             realtime: !o.unpaced,
+            decoder: o.decoder.clone(),
             ..CameraConfig::default()
         };
         config.cameras.insert(format!("cam{i}"), cam);
@@ -164,9 +167,10 @@ fn pipeline(o: &BenchOptions) -> anyhow::Result<ExitCode> {
     let _ = std::fs::remove_dir_all(&dir);
     let secs = o.seconds;
     println!(
-        "pipeline: {} camera(s), 640x480 H.264 clip at 30 fps ({}), batching {}, {:.0} s",
+        "pipeline: {} camera(s), 640x480 H.264 clip at 30 fps ({}), {} decoder, batching {}, {:.0} s",
         o.cameras,
         if o.unpaced { "decoded as fast as possible" } else { "paced like a live camera" },
+        o.decoder,
         if o.no_batching { "off" } else { "on" },
         secs
     );

@@ -312,6 +312,7 @@ impl Inner {
                 rtsp_udp: cam.transport == "udp",
                 rtsp_latency_ms: cam.latency_ms,
                 decoder_threads: cam.decoder_threads,
+                decoder: crate::source::DecoderChoice::parse(&cam.decoder).unwrap_or_default(),
             },
             backoff_initial: Duration::from_secs_f64(sup_cfg.backoff_initial_s),
             backoff_max: Duration::from_secs_f64(sup_cfg.backoff_max_s),

@@ -1,7 +1,7 @@
 //! One camera's GStreamer pipeline and the thread that watches its bus.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use gstreamer as gst;
@@ -59,6 +59,38 @@ pub struct CameraOptions {
     pub rtsp_latency_ms: u32,
     /// Threads of a software video decoder (0: its default, one per core).
     pub decoder_threads: u32,
+    /// Which software decoder H.264 gets.
+    pub decoder: DecoderChoice,
+}
+
+/// Which software H.264 decoder a camera uses when no hardware decoder is installed.
+///
+/// libav (FFmpeg) is the fastest software decoder, but loading it maps FFmpeg and all it
+/// links (x265, librsvg, flite, Vulkan, ...): about 35 MB of resident memory for one
+/// decoder. OpenH264 decodes the H.264 profiles cameras send (up to High, progressive)
+/// in under 1 MB, at about half libav's speed on High profile — a few percent of a core
+/// for a 640×480 camera.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DecoderChoice {
+    /// NVIDIA's hardware decoder when installed; otherwise OpenH264 for the profiles it
+    /// declares (up to High; `decodebin` checks the stream's caps), libav for the rest
+    /// (High 4:4:4, 10-bit, H.265, ...). On damaged data OpenH264 drops the frames it
+    /// cannot decode where libav conceals the damage: nothing smeared reaches the models.
+    #[default]
+    Auto,
+    /// libav for every stream (hardware decoders still win when installed).
+    Libav,
+}
+
+impl DecoderChoice {
+    /// Parses a config value (`auto` or `libav`).
+    pub fn parse(s: &str) -> Option<DecoderChoice> {
+        match s {
+            "auto" => Some(DecoderChoice::Auto),
+            "libav" => Some(DecoderChoice::Libav),
+            _ => None,
+        }
+    }
 }
 
 /// How a camera's stream ended.
@@ -80,12 +112,16 @@ pub struct Camera {
     stop: Arc<AtomicBool>,
     bus_thread: Option<std::thread::JoinHandle<()>>,
     frames: Arc<AtomicU64>,
+    /// The video decoder `decodebin` picked, once it has.
+    decoder: Arc<Mutex<Option<String>>>,
     /// Buffers into and out of the `fps` cap (videorate), counted by pad probes.
     rate: Option<(Arc<AtomicU64>, Arc<AtomicU64>)>,
 }
 
 fn init() -> Result<(), SourceError> {
-    gst::init().map_err(|e| SourceError::Init(e.to_string()))
+    gst::init().map_err(|e| SourceError::Init(e.to_string()))?;
+    rank_lean_h264_decoder();
+    Ok(())
 }
 
 fn require(camera: &str, element: &str, hint: &str) -> Result<(), SourceError> {
@@ -101,7 +137,7 @@ fn source_description(opts: &CameraOptions) -> Result<String, SourceError> {
     Ok(match &opts.spec {
         SourceSpec::File { .. } => {
             require(name, "decodebin", "install gstreamer1.0-plugins-base")?;
-            "filesrc name=src ! decodebin".into()
+            "filesrc name=src ! decodebin name=dec".into()
         }
         SourceSpec::Test { .. } => {
             require(name, "videotestsrc", "install gstreamer1.0-plugins-base")?;
@@ -110,14 +146,14 @@ fn source_description(opts: &CameraOptions) -> Result<String, SourceError> {
         SourceSpec::Rtsp { .. } => {
             require(name, "rtspsrc", "install gstreamer1.0-plugins-good")?;
             format!(
-                "rtspsrc name=src protocols={} latency={} ! decodebin",
+                "rtspsrc name=src protocols={} latency={} ! decodebin name=dec",
                 if opts.rtsp_udp { "udp" } else { "tcp" },
                 opts.rtsp_latency_ms
             )
         }
         SourceSpec::V4l2 { .. } => {
             require(name, "v4l2src", "install gstreamer1.0-plugins-good")?;
-            "v4l2src name=src ! decodebin".into()
+            "v4l2src name=src ! decodebin name=dec".into()
         }
         SourceSpec::Csi { sensor } => {
             require(name, "nvarguscamerasrc", "CSI cameras need NVIDIA's Jetson GStreamer plugins")?;
@@ -171,7 +207,11 @@ impl Camera {
             .map_err(|e| perr(format!("cannot build pipeline: {e}")))?
             .downcast::<gst::Pipeline>()
             .map_err(|_| perr("not a pipeline".into()))?;
-        watch_decoder(&pipeline, &opts.name, opts.decoder_threads);
+        let decoder = watch_decoder(&pipeline, &opts.name, opts.decoder_threads);
+        if opts.decoder == DecoderChoice::Libav {
+            skip_lean_h264_decoder(&pipeline);
+        }
+
         let src = pipeline.by_name("src").ok_or_else(|| perr("no source element".into()))?;
         configure_source(&src, &opts.spec);
         let sink = pipeline
@@ -223,7 +263,16 @@ impl Camera {
             }
             counters
         });
-        Ok(Camera { name: opts.name, spec: opts.spec, pipeline, stop, bus_thread: Some(bus_thread), frames, rate })
+        Ok(Camera {
+            name: opts.name,
+            spec: opts.spec,
+            pipeline,
+            stop,
+            bus_thread: Some(bus_thread),
+            frames,
+            decoder,
+            rate,
+        })
     }
 
     /// What this camera reads.
@@ -236,6 +285,12 @@ impl Camera {
         self.rate
             .as_ref()
             .map_or(0, |(into, out)| into.load(Ordering::Relaxed).saturating_sub(out.load(Ordering::Relaxed)))
+    }
+
+    /// The video decoder in use (`None` before the stream's caps are known, or for
+    /// sources that need none).
+    pub fn decoder(&self) -> Option<String> {
+        self.decoder.lock().ok().and_then(|d| d.clone())
     }
 
     /// Frames delivered so far.
@@ -265,9 +320,12 @@ impl Drop for Camera {
 }
 
 /// Logs which video decoder `decodebin` picked (NVIDIA's hardware decoders rank above the
-/// software ones when they are installed) and limits a software decoder's threads.
-fn watch_decoder(pipeline: &gst::Pipeline, camera: &str, threads: u32) {
+/// software ones when they are installed), limits a software decoder's threads, and
+/// returns where the decoder's name will be recorded.
+fn watch_decoder(pipeline: &gst::Pipeline, camera: &str, threads: u32) -> Arc<Mutex<Option<String>>> {
     let camera = camera.to_string();
+    let chosen = Arc::new(Mutex::new(None));
+    let record = chosen.clone();
     pipeline.connect("deep-element-added", false, move |args| {
         let element = args.get(2).and_then(|v| v.get::<gst::Element>().ok());
         if let Some(factory) = element.as_ref().and_then(|e| e.factory()) {
@@ -279,9 +337,43 @@ fn watch_decoder(pipeline: &gst::Pipeline, camera: &str, threads: u32) {
                 let name = factory.name();
                 let path = if name.starts_with("nv") || name.contains("v4l2") { "hardware" } else { "software" };
                 tracing::info!(camera = %camera, decoder = %name, path, "video decoder chosen");
+                if let Ok(mut r) = record.lock() {
+                    *r = Some(name.to_string());
+                }
             }
         }
         None
+    });
+    chosen
+}
+
+/// Ranks OpenH264 just above libav's H.264 decoder, once per process, so that `decodebin`
+/// picks it for the streams it accepts (see [`DecoderChoice`]). Hardware decoders rank
+/// higher still (NVIDIA's `nvv4l2decoder` is primary + 11) and keep winning.
+fn rank_lean_h264_decoder() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let (Some(lean), Some(libav)) =
+            (gst::ElementFactory::find("openh264dec"), gst::ElementFactory::find("avdec_h264"))
+        else {
+            return;
+        };
+        let rank = libav.rank();
+        if lean.rank() <= rank {
+            lean.set_rank(gst::Rank::from(i32::from(rank) + 1));
+        }
+    });
+}
+
+/// Has a `libav` camera's `decodebin` pass over OpenH264.
+fn skip_lean_h264_decoder(pipeline: &gst::Pipeline) {
+    let Some(dec) = pipeline.by_name("dec") else { return };
+    // The enum is registered by the playback plugin, loaded by now (decodebin exists).
+    let Some(answers) = gst::glib::Type::from_name("GstAutoplugSelectResult") else { return };
+    dec.connect("autoplug-select", false, move |args| {
+        let factory = args.get(3).and_then(|v| v.get::<gst::ElementFactory>().ok());
+        let skip = factory.is_some_and(|f| f.name() == "openh264dec");
+        gst::glib::EnumClass::with_type(answers).and_then(|a| a.to_value_by_nick(if skip { "skip" } else { "try" }))
     });
 }
 

@@ -5,7 +5,7 @@ mod camera;
 mod supervisor;
 mod uri;
 
-pub use camera::{Camera, CameraOptions, Ended, SourceError, decode_image};
+pub use camera::{Camera, CameraOptions, DecoderChoice, Ended, SourceError, decode_image};
 pub use supervisor::{CameraState, CameraStatus, Supervisor, SupervisorOptions};
 pub use uri::{SourceSpec, with_password};
 
