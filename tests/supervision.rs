@@ -168,6 +168,8 @@ fn bad_cameras_do_not_disturb_good_ones() {
     }
     text += &format!("[cameras.unreachable]\nuri = \"rtsp://127.0.0.1:{closed_port}/nothing\"\n");
     text += &format!("[cameras.corrupt]\nuri = \"file://{}\"\n", corrupt.display());
+    // A USB camera that is unplugged: retried (it may come back), with the reason in words.
+    text += "[cameras.unplugged]\nuri = \"v4l2:///dev/video-clefd-test?format=mjpeg&fps=30\"\n";
     let cfg = dir.path().join("clefd.toml");
     std::fs::write(&cfg, text).unwrap();
     let start = Instant::now();
@@ -184,6 +186,11 @@ fn bad_cameras_do_not_disturb_good_ones() {
     let unreachable: Vec<_> = consumer.on("/unreachable/state");
     assert!(unreachable.iter().filter(|m| m.body["status"] == "reconnecting").count() >= 2, "retried with backoff");
     assert!(unreachable.last().unwrap().body["restarts"].as_u64().unwrap() >= 2);
+    let unplugged = consumer.on("/unplugged/state");
+    let last = unplugged.last().expect("the unplugged camera reports its state");
+    assert_eq!(last.body["status"], "reconnecting");
+    let error = last.body["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("/dev/video-clefd-test does not exist: is the camera plugged in?"), "{error}");
     for good in ["good1", "good2"] {
         let evs = events(&msgs, good);
         // Heartbeat is 1 s: every 2-second window after start-up has events.

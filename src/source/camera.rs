@@ -9,7 +9,7 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 
-use super::{Frame, SourceSpec};
+use super::{Capture, CaptureFormat, Frame, SourceSpec};
 use crate::image::RgbImage;
 
 /// Why a camera could not start or stopped.
@@ -151,13 +151,18 @@ fn source_description(opts: &CameraOptions) -> Result<String, SourceError> {
                 opts.rtsp_latency_ms
             )
         }
-        SourceSpec::V4l2 { .. } => {
+        SourceSpec::V4l2 { capture, .. } => {
             require(name, "v4l2src", "install gstreamer1.0-plugins-good")?;
-            "v4l2src name=src ! decodebin name=dec".into()
+            format!("v4l2src name=src ! {}", capture_chain(capture))
         }
-        SourceSpec::Csi { sensor } => {
+        SourceSpec::Csi { sensor, capture } => {
             require(name, "nvarguscamerasrc", "CSI cameras need NVIDIA's Jetson GStreamer plugins")?;
-            format!("nvarguscamerasrc name=src sensor-id={sensor} ! nvvidconv ! video/x-raw,format=BGRx")
+            let mode = if capture.is_empty() {
+                String::new()
+            } else {
+                format!(" ! video/x-raw(memory:NVMM){}", capture.fields())
+            };
+            format!("nvarguscamerasrc name=src sensor-id={sensor}{mode} ! nvvidconv ! video/x-raw,format=BGRx")
         }
         SourceSpec::HttpMjpeg { .. } => {
             require(name, "souphttpsrc", "install gstreamer1.0-plugins-good")?;
@@ -166,12 +171,51 @@ fn source_description(opts: &CameraOptions) -> Result<String, SourceError> {
     })
 }
 
+/// What follows a capture device: a caps filter asking for the configured mode (both wire
+/// formats when only a size or rate is given), then `decodebin` (`jpegdec` for MJPEG,
+/// nothing for raw frames).
+fn capture_chain(capture: &Capture) -> String {
+    let fields = capture.fields();
+    let caps = match capture.format {
+        Some(CaptureFormat::Mjpeg) => format!("image/jpeg{fields}"),
+        Some(CaptureFormat::Raw) => format!("video/x-raw{fields}"),
+        None if fields.is_empty() => return "decodebin name=dec".into(),
+        None => format!("video/x-raw{fields};image/jpeg{fields}"),
+    };
+    format!("capsfilter caps=\"{caps}\" ! decodebin name=dec")
+}
+
+/// Words that help with a failed start or a failed negotiation, per source kind.
+fn advice(spec: &SourceSpec) -> Option<String> {
+    match spec {
+        SourceSpec::V4l2 { device, .. } if !device.exists() => Some(format!(
+            "{} does not exist: is the camera plugged in? `ls /dev/video*` lists the devices",
+            device.display()
+        )),
+        SourceSpec::V4l2 { device, capture } => Some(format!(
+            "check that the clefd user is in the 'video' group{}",
+            if capture.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " and that the device offers the mode asked for (`v4l2-ctl --list-formats-ext -d {}`)",
+                    device.display()
+                )
+            }
+        )),
+        SourceSpec::Csi { sensor, capture } if !capture.is_empty() => Some(format!(
+            "check that sensor {sensor} has a mode of that size and rate (`nvarguscamerasrc` lists them at start)"
+        )),
+        _ => None,
+    }
+}
+
 fn configure_source(src: &gst::Element, spec: &SourceSpec) {
     match spec {
         SourceSpec::File { path } => src.set_property("location", path.display().to_string()),
         SourceSpec::Test { pattern } => src.set_property_from_str("pattern", pattern),
         SourceSpec::Rtsp { location } | SourceSpec::HttpMjpeg { location } => src.set_property("location", location),
-        SourceSpec::V4l2 { device } => src.set_property("device", device.display().to_string()),
+        SourceSpec::V4l2 { device, .. } => src.set_property("device", device.display().to_string()),
         SourceSpec::Csi { .. } => {}
     }
 }
@@ -235,16 +279,31 @@ impl Camera {
                 })
                 .build(),
         );
-        pipeline.set_state(gst::State::Playing).map_err(|_| perr(format!("cannot start {}", describe(&opts.spec))))?;
+        if pipeline.set_state(gst::State::Playing).is_err() {
+            let said =
+                pipeline.bus().and_then(|b| b.pop_filtered(&[gst::MessageType::Error])).and_then(|m| match m.view() {
+                    gst::MessageView::Error(e) => Some(e.error().to_string()),
+                    _ => None,
+                });
+            let _ = pipeline.set_state(gst::State::Null);
+            let mut reason = format!("cannot start {}", describe(&opts.spec));
+            if let Some(said) = said {
+                reason += &format!(": {said}");
+            }
+            if let Some(advice) = advice(&opts.spec) {
+                reason += &format!(" — {advice}");
+            }
+            return Err(perr(reason));
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let bus = pipeline.bus().ok_or_else(|| perr("pipeline has no bus".into()))?;
         let bus_thread = {
-            let (stop, pipeline, name, looping) =
-                (stop.clone(), pipeline.clone(), opts.name.clone(), opts.looping && !live);
+            let (stop, pipeline, name, looping, spec) =
+                (stop.clone(), pipeline.clone(), opts.name.clone(), opts.looping && !live, opts.spec.clone());
             std::thread::Builder::new()
                 .name(format!("cam-{name}"))
                 .spawn(move || {
-                    let ended = watch_bus(&bus, &pipeline, &name, looping, &stop);
+                    let ended = watch_bus(&bus, &pipeline, &name, &spec, looping, &stop);
                     let _ = pipeline.set_state(gst::State::Null);
                     on_end(ended);
                 })
@@ -390,12 +449,19 @@ fn describe(spec: &SourceSpec) -> String {
         },
         SourceSpec::File { path } => path.display().to_string(),
         SourceSpec::Test { pattern } => format!("test pattern {pattern}"),
-        SourceSpec::V4l2 { device } => device.display().to_string(),
-        SourceSpec::Csi { sensor } => format!("CSI sensor {sensor}"),
+        SourceSpec::V4l2 { device, .. } => device.display().to_string(),
+        SourceSpec::Csi { sensor, .. } => format!("CSI sensor {sensor}"),
     }
 }
 
-fn watch_bus(bus: &gst::Bus, pipeline: &gst::Pipeline, name: &str, looping: bool, stop: &AtomicBool) -> Ended {
+fn watch_bus(
+    bus: &gst::Bus,
+    pipeline: &gst::Pipeline,
+    name: &str,
+    spec: &SourceSpec,
+    looping: bool,
+    stop: &AtomicBool,
+) -> Ended {
     use gst::MessageView;
     while !stop.load(Ordering::SeqCst) {
         let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) else {
@@ -414,8 +480,7 @@ fn watch_bus(bus: &gst::Bus, pipeline: &gst::Pipeline, name: &str, looping: bool
                 return Ended::Eos;
             }
             MessageView::Error(e) => {
-                let src = e.src().map(|s| s.path_string().to_string()).unwrap_or_default();
-                let reason = format!("{} (from {src})", e.error());
+                let reason = error_reason(e, spec);
                 tracing::debug!(camera = %name, error = %reason, debug = ?e.debug(), "camera pipeline error");
                 return Ended::Error(reason);
             }
@@ -426,6 +491,20 @@ fn watch_bus(bus: &gst::Bus, pipeline: &gst::Pipeline, name: &str, looping: bool
         }
     }
     Ended::Stopped
+}
+
+/// A pipeline error in words: GStreamer's message, the element it came from, and advice
+/// for the source kind (a format the device does not offer, a device that went away).
+fn error_reason(e: &gst::message::Error, spec: &SourceSpec) -> String {
+    let src = e.src().map(|s| s.path_string().to_string()).unwrap_or_default();
+    let mut reason = format!("{} (from {src})", e.error());
+    if e.debug().is_some_and(|d| d.contains("not-negotiated")) {
+        reason += ": the source does not offer the format asked for, or none that can be used";
+    }
+    if let Some(advice) = advice(spec) {
+        reason += &format!(" — {advice}");
+    }
+    reason
 }
 
 fn frame_from_sample(sample: &gst::Sample, index: u64) -> Option<Frame> {
@@ -481,4 +560,73 @@ pub fn decode_image(path: &std::path::Path) -> Result<RgbImage, SourceError> {
         data.extend_from_slice(view.row(y));
     }
     Ok(RgbImage { data, width: frame.width, height: frame.height })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::uri::Capture;
+
+    /// Runs `device ! capture_chain(capture) ! RGB appsink`, with `device` standing in for
+    /// a V4L2 camera's output; returns the first frame's size or the error in words.
+    fn through_capture_chain(device: &str, capture: &Capture) -> Result<(usize, usize), String> {
+        gst::init().unwrap();
+        let desc = format!(
+            "{device} ! {} ! videoconvert ! video/x-raw,format=RGB ! appsink name=sink sync=false",
+            capture_chain(capture)
+        );
+        let pipeline = gst::parse::launch(&desc).unwrap().downcast::<gst::Pipeline>().unwrap();
+        let sink = pipeline.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
+        pipeline.set_state(gst::State::Playing).unwrap();
+        let spec = SourceSpec::V4l2 { device: "/dev/null".into(), capture: capture.clone() };
+        let bus = pipeline.bus().unwrap();
+        let (mut sample, mut error) = (None, None);
+        for _ in 0..100 {
+            sample = sink.try_pull_sample(gst::ClockTime::from_mseconds(100));
+            error = bus.pop_filtered(&[gst::MessageType::Error]).map(|m| match m.view() {
+                gst::MessageView::Error(e) => error_reason(e, &spec),
+                _ => unreachable!(),
+            });
+            if sample.is_some() || error.is_some() {
+                break;
+            }
+        }
+        pipeline.set_state(gst::State::Null).unwrap();
+        match (sample, error) {
+            (_, Some(error)) => Err(error),
+            (Some(s), None) => frame_from_sample(&s, 0).map(|f| (f.width, f.height)).ok_or_else(|| "not RGB".into()),
+            (None, None) => Err("no frame and no error".into()),
+        }
+    }
+
+    const MJPEG_720P: &str =
+        "videotestsrc num-buffers=5 ! video/x-raw,format=I420,width=1280,height=720,framerate=30/1 ! jpegenc";
+    const YUYV_VGA: &str = "videotestsrc num-buffers=5 ! video/x-raw,format=YUY2,width=640,height=480,framerate=30/1";
+
+    #[test]
+    fn mjpeg_and_raw_devices_give_rgb_frames() {
+        let mjpeg =
+            Capture { format: Some(CaptureFormat::Mjpeg), width: Some(1280), fps: Some(30), ..Capture::default() };
+        assert_eq!(through_capture_chain(MJPEG_720P, &mjpeg), Ok((1280, 720)));
+        assert_eq!(through_capture_chain(MJPEG_720P, &Capture::default()), Ok((1280, 720)));
+        let sized = Capture { width: Some(640), height: Some(480), ..Capture::default() };
+        assert_eq!(through_capture_chain(YUYV_VGA, &sized), Ok((640, 480)), "size only: raw or MJPEG");
+        let raw = Capture { format: Some(CaptureFormat::Raw), ..Capture::default() };
+        assert_eq!(through_capture_chain(YUYV_VGA, &raw), Ok((640, 480)));
+    }
+
+    #[test]
+    fn a_mode_the_device_lacks_is_explained() {
+        let mjpeg_720 = Capture { format: Some(CaptureFormat::Mjpeg), width: Some(1920), ..Capture::default() };
+        let err = through_capture_chain(MJPEG_720P, &mjpeg_720).unwrap_err();
+        assert!(err.contains("does not offer the format asked for"), "{err}");
+        assert!(err.contains("v4l2-ctl --list-formats-ext -d /dev/null"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_device_is_named() {
+        let spec = SourceSpec::V4l2 { device: "/dev/video-unplugged".into(), capture: Capture::default() };
+        let advice = advice(&spec).unwrap();
+        assert!(advice.contains("/dev/video-unplugged does not exist: is the camera plugged in?"), "{advice}");
+    }
 }

@@ -7,7 +7,7 @@ mod uri;
 
 pub use camera::{Camera, CameraOptions, DecoderChoice, Ended, SourceError, decode_image};
 pub use supervisor::{CameraState, CameraStatus, Supervisor, SupervisorOptions};
-pub use uri::{SourceSpec, with_password};
+pub use uri::{Capture, CaptureFormat, SourceSpec, with_password};
 
 use std::time::{Instant, SystemTime};
 

@@ -21,21 +21,104 @@ pub enum SourceSpec {
         /// videotestsrc pattern nickname.
         pattern: String,
     },
-    /// `v4l2:///dev/videoN`.
+    /// `v4l2:///dev/videoN`, optionally `?format=mjpeg&width=1280&height=720&fps=30`.
     V4l2 {
         /// Device node.
         device: PathBuf,
+        /// What to ask the device for.
+        capture: Capture,
     },
-    /// `csi://N`: a Jetson CSI camera through `nvarguscamerasrc`.
+    /// `csi://N`, optionally `?width=1920&height=1080&fps=30`: a Jetson CSI camera through
+    /// `nvarguscamerasrc`.
     Csi {
         /// Sensor id.
         sensor: u32,
+        /// Which sensor mode to ask for.
+        capture: Capture,
     },
     /// `http(s)://` MJPEG stream.
     HttpMjpeg {
         /// The URL as given.
         location: String,
     },
+}
+
+/// What a capture device is asked for. Unset fields are left to negotiation, in which a
+/// USB webcam usually offers its largest size first — often as raw YUYV at a few frames
+/// per second, where its MJPEG mode gives 30: `format=mjpeg` asks for that.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Capture {
+    /// Pixel format on the wire.
+    pub format: Option<CaptureFormat>,
+    /// Frame width in pixels.
+    pub width: Option<u32>,
+    /// Frame height in pixels.
+    pub height: Option<u32>,
+    /// Frames per second.
+    pub fps: Option<u32>,
+}
+
+/// A capture device's wire format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaptureFormat {
+    /// Uncompressed frames (`video/x-raw`: YUYV, NV12, ...).
+    Raw,
+    /// Motion JPEG (`image/jpeg`), decoded by `jpegdec` (or NVIDIA's decoder on Jetson).
+    Mjpeg,
+}
+
+impl Capture {
+    /// Reads `format`, `width`, `height` and `fps` from a URI's query; `formats` says
+    /// whether `format` is accepted (CSI sensors have one).
+    fn from_query(parsed: &url::Url, uri: &str, formats: bool) -> Result<Capture, String> {
+        let mut c = Capture::default();
+        for (key, value) in parsed.query_pairs() {
+            let number = || -> Result<u32, String> {
+                value
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|v| (1..=16_384).contains(v))
+                    .ok_or_else(|| format!("'{uri}': {key}={value} is not a whole number from 1 to 16384"))
+            };
+            match key.as_ref() {
+                "format" if formats => {
+                    c.format = Some(match value.as_ref() {
+                        "raw" => CaptureFormat::Raw,
+                        "mjpeg" | "jpeg" => CaptureFormat::Mjpeg,
+                        _ => return Err(format!("'{uri}': format={value} is not a capture format: use raw or mjpeg")),
+                    })
+                }
+                "width" => c.width = Some(number()?),
+                "height" => c.height = Some(number()?),
+                "fps" => c.fps = Some(number()?),
+                _ => {
+                    let accepted = if formats { "format, width, height, fps" } else { "width, height, fps" };
+                    return Err(format!("'{uri}': unknown option '{key}' (accepted: {accepted})"));
+                }
+            }
+        }
+        Ok(c)
+    }
+
+    /// The constraints as caps fields (`width=1280,height=720,framerate=30/1`), or "".
+    pub fn fields(&self) -> String {
+        let mut f = String::new();
+        if let Some(w) = self.width {
+            f += &format!(",width={w}");
+        }
+        if let Some(h) = self.height {
+            f += &format!(",height={h}");
+        }
+        if let Some(fps) = self.fps {
+            f += &format!(",framerate={fps}/1");
+        }
+        f
+    }
+
+    /// Whether nothing was asked for.
+    pub fn is_empty(&self) -> bool {
+        *self == Capture::default()
+    }
 }
 
 impl SourceSpec {
@@ -67,14 +150,14 @@ impl SourceSpec {
                 if !parsed.path().starts_with("/dev/") {
                     return Err(format!("'{uri}' must name a device node, like v4l2:///dev/video0"));
                 }
-                Ok(SourceSpec::V4l2 { device })
+                Ok(SourceSpec::V4l2 { device, capture: Capture::from_query(&parsed, uri, true)? })
             }
             "csi" => {
                 let sensor = parsed
                     .host_str()
                     .and_then(|h| h.parse().ok())
                     .ok_or_else(|| format!("'{uri}' must name a sensor id, like csi://0"))?;
-                Ok(SourceSpec::Csi { sensor })
+                Ok(SourceSpec::Csi { sensor, capture: Capture::from_query(&parsed, uri, false)? })
             }
             "http" | "https" => Ok(SourceSpec::HttpMjpeg { location: uri.to_string() }),
             other => Err(format!(
@@ -104,8 +187,30 @@ mod tests {
         assert_eq!(SourceSpec::parse("test://").unwrap(), SourceSpec::Test { pattern: "ball".into() });
         assert_eq!(SourceSpec::parse("test://smpte").unwrap(), SourceSpec::Test { pattern: "smpte".into() });
         assert!(matches!(SourceSpec::parse("rtsp://user:pw@10.0.0.2:554/s").unwrap(), SourceSpec::Rtsp { .. }));
-        assert_eq!(SourceSpec::parse("csi://1").unwrap(), SourceSpec::Csi { sensor: 1 });
-        assert_eq!(SourceSpec::parse("v4l2:///dev/video2").unwrap(), SourceSpec::V4l2 { device: "/dev/video2".into() });
+        assert_eq!(SourceSpec::parse("csi://1").unwrap(), SourceSpec::Csi { sensor: 1, capture: Capture::default() });
+        assert_eq!(
+            SourceSpec::parse("v4l2:///dev/video2").unwrap(),
+            SourceSpec::V4l2 { device: "/dev/video2".into(), capture: Capture::default() }
+        );
+    }
+
+    #[test]
+    fn capture_options_ask_the_device_for_a_mode() {
+        let SourceSpec::V4l2 { capture, .. } =
+            SourceSpec::parse("v4l2:///dev/video0?format=mjpeg&width=1280&height=720&fps=30").unwrap()
+        else {
+            panic!("not v4l2")
+        };
+        assert_eq!(capture.format, Some(CaptureFormat::Mjpeg));
+        assert_eq!(capture.fields(), ",width=1280,height=720,framerate=30/1");
+        let SourceSpec::Csi { capture, .. } = SourceSpec::parse("csi://0?width=1920&height=1080").unwrap() else {
+            panic!("not csi")
+        };
+        assert_eq!(capture.fields(), ",width=1920,height=1080");
+        assert!(SourceSpec::parse("v4l2:///dev/video0?format=h265").unwrap_err().contains("use raw or mjpeg"));
+        assert!(SourceSpec::parse("v4l2:///dev/video0?width=0").unwrap_err().contains("width=0 is not a whole number"));
+        assert!(SourceSpec::parse("v4l2:///dev/video0?size=big").unwrap_err().contains("unknown option 'size'"));
+        assert!(SourceSpec::parse("csi://0?format=raw").unwrap_err().contains("accepted: width, height, fps"));
     }
 
     #[test]
