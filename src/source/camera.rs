@@ -108,6 +108,9 @@ pub enum Ended {
 pub struct Camera {
     name: String,
     spec: SourceSpec,
+    /// The `gst-launch` description the pipeline was built from (no credentials: the
+    /// source's location is set as a property).
+    description: String,
     pipeline: gst::Pipeline,
     stop: Arc<AtomicBool>,
     bus_thread: Option<std::thread::JoinHandle<()>>,
@@ -137,7 +140,7 @@ fn source_description(opts: &CameraOptions) -> Result<String, SourceError> {
     Ok(match &opts.spec {
         SourceSpec::File { .. } => {
             require(name, "decodebin", "install gstreamer1.0-plugins-base")?;
-            "filesrc name=src ! decodebin name=dec".into()
+            format!("filesrc name=src ! decodebin name=dec{}", from_device_memory())
         }
         SourceSpec::Test { .. } => {
             require(name, "videotestsrc", "install gstreamer1.0-plugins-base")?;
@@ -146,14 +149,15 @@ fn source_description(opts: &CameraOptions) -> Result<String, SourceError> {
         SourceSpec::Rtsp { .. } => {
             require(name, "rtspsrc", "install gstreamer1.0-plugins-good")?;
             format!(
-                "rtspsrc name=src protocols={} latency={} ! decodebin name=dec",
+                "rtspsrc name=src protocols={} latency={} ! decodebin name=dec{}",
                 if opts.rtsp_udp { "udp" } else { "tcp" },
-                opts.rtsp_latency_ms
+                opts.rtsp_latency_ms,
+                from_device_memory()
             )
         }
         SourceSpec::V4l2 { capture, .. } => {
             require(name, "v4l2src", "install gstreamer1.0-plugins-good")?;
-            format!("v4l2src name=src ! {}", capture_chain(capture))
+            format!("v4l2src name=src ! {}{}", capture_chain(capture), from_device_memory())
         }
         SourceSpec::Csi { sensor, capture } => {
             require(name, "nvarguscamerasrc", "CSI cameras need NVIDIA's Jetson GStreamer plugins")?;
@@ -169,6 +173,14 @@ fn source_description(opts: &CameraOptions) -> Result<String, SourceError> {
             "souphttpsrc name=src is-live=true ! multipartdemux ! jpegdec".into()
         }
     })
+}
+
+/// What follows `decodebin` on a Jetson: NVIDIA's decoders (`nvv4l2decoder`, and `nvjpegdec`
+/// for MJPEG) put frames in device memory (`memory:NVMM`), which `videoscale` and
+/// `videoconvert` cannot read; `nvvidconv` copies them out with the VIC engine (and passes
+/// frames a software decoder made in system memory through just as well).
+fn from_device_memory() -> &'static str {
+    if gst::ElementFactory::find("nvvidconv").is_some() { " ! nvvidconv ! video/x-raw,format=BGRx" } else { "" }
 }
 
 /// What follows a capture device: a caps filter asking for the configured mode (both wire
@@ -247,6 +259,7 @@ impl Camera {
             opts.width,
             sync
         );
+        tracing::debug!(camera = %opts.name, pipeline = %desc, "building the camera's pipeline");
         let pipeline = gst::parse::launch(&desc)
             .map_err(|e| perr(format!("cannot build pipeline: {e}")))?
             .downcast::<gst::Pipeline>()
@@ -325,6 +338,7 @@ impl Camera {
         Ok(Camera {
             name: opts.name,
             spec: opts.spec,
+            description: desc,
             pipeline,
             stop,
             bus_thread: Some(bus_thread),
@@ -344,6 +358,12 @@ impl Camera {
         self.rate
             .as_ref()
             .map_or(0, |(into, out)| into.load(Ordering::Relaxed).saturating_sub(out.load(Ordering::Relaxed)))
+    }
+
+    /// The pipeline, as a `gst-launch-1.0` description (for logs and for checking which
+    /// elements a platform gets).
+    pub fn description(&self) -> &str {
+        &self.description
     }
 
     /// The video decoder in use (`None` before the stream's caps are known, or for
@@ -406,12 +426,19 @@ fn watch_decoder(pipeline: &gst::Pipeline, camera: &str, threads: u32) -> Arc<Mu
     chosen
 }
 
+/// Hardware H.264 decoders (Jetson, desktop NVIDIA, V4L2 stateless/stateful, VA-API).
+const HARDWARE_H264_DECODERS: [&str; 6] =
+    ["nvv4l2decoder", "nvh264dec", "nvh264sldec", "v4l2h264dec", "vah264dec", "vaapih264dec"];
+
 /// Ranks OpenH264 just above libav's H.264 decoder, once per process, so that `decodebin`
-/// picks it for the streams it accepts (see [`DecoderChoice`]). Hardware decoders rank
-/// higher still (NVIDIA's `nvv4l2decoder` is primary + 11) and keep winning.
+/// picks it for the streams it accepts (see [`DecoderChoice`]). Where a hardware decoder
+/// is installed the ranks are left as the platform ships them: hardware stays first.
 fn rank_lean_h264_decoder() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
+        if HARDWARE_H264_DECODERS.iter().any(|name| gst::ElementFactory::find(name).is_some()) {
+            return;
+        }
         let (Some(lean), Some(libav)) =
             (gst::ElementFactory::find("openh264dec"), gst::ElementFactory::find("avdec_h264"))
         else {
