@@ -56,7 +56,12 @@ pub struct EngineConfig {
     pub onnxruntime: Option<PathBuf>,
     /// The bundle cameras use unless they name their own (relative to the config file).
     pub bundle: PathBuf,
-    /// Intra-op threads per model; 0 lets clefd pick (the number of cores).
+    /// Inference lanes per bundle: copies of its models that analyse frames at the same
+    /// time. 0 lets clefd pick: one per core when the models run on the CPU (small models
+    /// cannot keep several cores busy one frame at a time), one on a GPU.
+    pub lanes: usize,
+    /// Intra-op threads per model; 0 lets clefd pick (1 with several lanes, else the
+    /// number of cores).
     pub threads: usize,
     /// Execution providers to try, in order: `tensorrt`, `cuda`, `cpu`.
     pub providers: Vec<String>,
@@ -229,6 +234,7 @@ impl Default for EngineConfig {
         EngineConfig {
             onnxruntime: None,
             bundle: PathBuf::from("/usr/share/clefd/engines/face-fer2013"),
+            lanes: 0,
             threads: 0,
             providers: vec!["tensorrt".into(), "cuda".into(), "cpu".into()],
             cache_dir: None,
@@ -602,6 +608,7 @@ fn validate(config: &Config, camera_files: &BTreeMap<String, PathBuf>, main: &Pa
     in_range(c, &m, "engine.batch_max", config.engine.batch_max, 1, 256);
     in_range(c, &m, "engine.batch_timeout_ms", config.engine.batch_timeout_ms, 0.0, 1000.0);
     in_range(c, &m, "engine.threads", config.engine.threads, 0, 256);
+    in_range(c, &m, "engine.lanes", config.engine.lanes, 0, 64);
     for (i, p) in config.engine.providers.iter().enumerate() {
         if !matches!(p.as_str(), "tensorrt" | "cuda" | "cpu") {
             c.push(

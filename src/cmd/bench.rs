@@ -12,6 +12,7 @@ use clefd::config::{CameraConfig, Config, Loaded};
 use clefd::engine::Bundle;
 use clefd::engine::runtime::{self, SessionOptions};
 use clefd::pipeline::analyze::Analyzer;
+use clefd::pipeline::lanes::LanePool;
 use clefd::pipeline::{EventSink, Output, Pipeline};
 use clefd::synth::{ClipSpec, Sprite};
 
@@ -96,19 +97,33 @@ pub fn bench(o: &BenchOptions) -> anyhow::Result<ExitCode> {
     if o.model_only { model_only(o, &clip_spec(&o.image)?) } else { pipeline(o) }
 }
 
+/// The models alone, as the pipeline runs them (same lanes, threads and batch size), on
+/// one prepared frame per camera and lane: the ceiling for the pipeline's throughput.
 fn model_only(o: &BenchOptions, spec: &ClipSpec) -> anyhow::Result<ExitCode> {
-    let bundle = Bundle::load(&o.bundle, &SessionOptions::default())
-        .with_context(|| format!("loading {}", o.bundle.display()))?;
-    let mut analyzer = Analyzer::new(bundle, 16);
-    let images: Vec<_> = (0..o.cameras as u32).map(|i| clefd::synth::frame(spec, i * 7)).collect();
-    let views: Vec<_> = images.iter().map(|i| i.view()).collect();
+    let defaults = SessionOptions::default();
+    let (lane_count, threads) = defaults.lanes_and_threads(0, 0);
+    let opts = SessionOptions { threads, ..defaults };
+    let mut analyzers = Vec::new();
+    for _ in 0..lane_count {
+        let bundle = Bundle::load(&o.bundle, &opts).with_context(|| format!("loading {}", o.bundle.display()))?;
+        analyzers.push(Analyzer::new(bundle, 16));
+    }
+    let per_run = if o.no_batching { 1 } else { 16 };
+    let mut lanes: LanePool<Arc<clefd::image::RgbImage>> =
+        LanePool::start("bench", analyzers, per_run, Arc::new(|| {}))?;
+    // One frame per camera per batch, as the pipeline's hub hands them out, with every
+    // lane kept busy.
+    let images: Vec<_> = (0..o.cameras as u32).map(|i| Arc::new(clefd::synth::frame(spec, i * 7))).collect();
+    let batch = || images.iter().cloned().enumerate().collect::<Vec<_>>();
     let (mut frames, mut faces, mut detect, mut classify) = (0u64, 0u64, Duration::ZERO, Duration::ZERO);
     let start = Instant::now();
     while start.elapsed().as_secs_f64() < o.seconds {
-        let groups: Vec<&[_]> = if o.no_batching { views.chunks(1).collect() } else { vec![&views[..]] };
-        for g in groups {
-            let (out, t) = analyzer.analyze_batch(g)?;
-            frames += g.len() as u64;
+        while lanes.has_free_lane() {
+            lanes.submit(batch());
+        }
+        if let Some(done) = lanes.wait_finished() {
+            let (out, t) = done.result?;
+            frames += out.len() as u64;
             faces += out.iter().map(|f| f.len() as u64).sum::<u64>();
             detect += t.detect;
             classify += t.classify;
@@ -116,7 +131,7 @@ fn model_only(o: &BenchOptions, spec: &ClipSpec) -> anyhow::Result<ExitCode> {
     }
     let secs = start.elapsed().as_secs_f64();
     println!(
-        "model-only: {} camera frame(s) per round, batching {}",
+        "model-only: {} camera frame(s) per batch, {lane_count} lane(s) of {threads} thread(s), batching {}",
         o.cameras,
         if o.no_batching { "off" } else { "on" }
     );

@@ -145,6 +145,33 @@ impl Default for SessionOptions {
 }
 
 impl SessionOptions {
+    /// Whether a GPU provider (TensorRT or CUDA) is asked for and present in this build of
+    /// ONNX Runtime; [`init`] must have run.
+    pub fn accelerated(&self) -> bool {
+        self.providers.iter().any(|p| match p.as_str() {
+            "tensorrt" => ep::TensorRT::is_available().unwrap_or(false),
+            "cuda" => ep::CUDA::is_available().unwrap_or(false),
+            _ => false,
+        })
+    }
+
+    /// Lanes and intra-op threads per session for `lanes`/`threads` settings (0 = pick):
+    /// on the CPU one lane per core with one thread each, on a GPU one lane.
+    pub fn lanes_and_threads(&self, lanes: usize, threads: usize) -> (usize, usize) {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let lanes = match lanes {
+            0 if self.accelerated() => 1,
+            0 => cores.min(8),
+            n => n,
+        };
+        let threads = match threads {
+            0 if lanes > 1 => 1,
+            0 => cores,
+            n => n,
+        };
+        (lanes, threads)
+    }
+
     /// The providers to register, logging once for each that this build of ONNX
     /// Runtime lacks (the CPU always remains as the fallback).
     fn execution_providers(&self) -> Vec<ep::ExecutionProviderDispatch> {
@@ -215,6 +242,10 @@ impl Model {
             .and_then(|b| b.with_intra_threads(threads).map_err(Into::into))
             .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
             .and_then(|b| b.with_intra_op_spinning(false).map_err(Into::into))
+            // Memory patterns pre-plan one arena block per input shape seen; batches vary in
+            // size, so they cost memory for nothing (measured: -10 MB with one camera, -13 MB
+            // with four, throughput unchanged).
+            .and_then(|b| b.with_memory_pattern(false).map_err(Into::into))
             .and_then(|b| b.with_execution_providers(opts.execution_providers()).map_err(Into::into))
             .and_then(|mut b| b.commit_from_file(path))
             .map_err(|e| err(e.to_string()))?;

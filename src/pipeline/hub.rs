@@ -1,14 +1,19 @@
 //! The hand-off between cameras and an inference worker: one slot per camera holding
 //! only the latest frame. A camera that outruns inference overwrites its slot (the
 //! overwritten frame is counted as dropped), so memory on the frame path is bounded by
-//! construction: at most one waiting frame per camera.
+//! construction: at most one waiting frame per camera. A file analysed frame by frame
+//! instead waits for room, and may queue as many frames as the worker has lanes (so that
+//! every lane has a frame of it to work on).
 
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 /// What the worker gets next.
 #[derive(Debug)]
 pub enum Next<T> {
-    /// Frames from one or more cameras, at most one per camera: `(slot, frame)`.
+    /// Frames from one or more cameras, at most one per camera: `(slot, frame)`. A camera
+    /// with several frames queued gives the oldest.
     Frames(Vec<(usize, T)>),
     /// Camera `slot` lost its stream and will restart: its tracks are over.
     Reset(usize),
@@ -16,11 +21,13 @@ pub enum Next<T> {
     Closed(usize),
     /// Every camera has ended, or the hub was shut down.
     Done,
+    /// [`FrameHub::ring`] was called (an inference lane finished) and nothing else is due.
+    Rung,
 }
 
 #[derive(Debug)]
 struct Slot<T> {
-    frame: Option<T>,
+    frames: VecDeque<T>,
     open: bool,
     reset: bool,
     closed_reported: bool,
@@ -28,11 +35,18 @@ struct Slot<T> {
     dropped: u64,
 }
 
+impl<T> Slot<T> {
+    fn new() -> Slot<T> {
+        Slot { frames: VecDeque::new(), open: true, reset: false, closed_reported: false, received: 0, dropped: 0 }
+    }
+}
+
 #[derive(Debug)]
 struct State<T> {
     slots: Vec<Slot<T>>,
     cursor: usize,
     shutdown: bool,
+    rung: bool,
 }
 
 /// Latest-frame-wins mailboxes for a fixed set of cameras.
@@ -41,6 +55,8 @@ pub struct FrameHub<T> {
     state: Mutex<State<T>>,
     ready: Condvar,
     taken: Condvar,
+    /// Frames a waiting camera may queue ([`FrameHub::put_waiting`]).
+    waiting_depth: AtomicUsize,
 }
 
 /// Per-camera counters.
@@ -55,14 +71,19 @@ pub struct SlotStats {
 impl<T> FrameHub<T> {
     /// A hub with `cameras` open slots.
     pub fn new(cameras: usize) -> FrameHub<T> {
-        let slots = (0..cameras)
-            .map(|_| Slot { frame: None, open: true, reset: false, closed_reported: false, received: 0, dropped: 0 })
-            .collect();
+        let slots = (0..cameras).map(|_| Slot::new()).collect();
         FrameHub {
-            state: Mutex::new(State { slots, cursor: 0, shutdown: false }),
+            state: Mutex::new(State { slots, cursor: 0, shutdown: false, rung: false }),
             ready: Condvar::new(),
             taken: Condvar::new(),
+            waiting_depth: AtomicUsize::new(1),
         }
+    }
+
+    /// How many frames a camera using [`FrameHub::put_waiting`] may queue (the worker's
+    /// lane count; at least 1).
+    pub fn set_waiting_depth(&self, depth: usize) {
+        self.waiting_depth.store(depth.max(1), Ordering::Relaxed);
     }
 
     fn lock(&self) -> MutexGuard<'_, State<T>> {
@@ -73,7 +94,7 @@ impl<T> FrameHub<T> {
     /// Opens one more slot (a camera added by a reload); returns its index.
     pub fn add_slot(&self) -> usize {
         let mut s = self.lock();
-        s.slots.push(Slot { frame: None, open: true, reset: false, closed_reported: false, received: 0, dropped: 0 });
+        s.slots.push(Slot::new());
         s.slots.len() - 1
     }
 
@@ -87,24 +108,26 @@ impl<T> FrameHub<T> {
             return;
         }
         sl.received += 1;
-        if sl.frame.replace(frame).is_some() {
-            sl.dropped += 1;
-        }
+        sl.dropped += sl.frames.len() as u64;
+        sl.frames.clear();
+        sl.frames.push_back(frame);
         drop(s);
         self.ready.notify_one();
     }
 
-    /// Hands in a frame without dropping any: waits while the camera's previous frame is
-    /// still waiting. For files analysed as fast as possible (every frame, decoding paced
-    /// by inference). Gives up when the camera is closed or the hub shut down.
+    /// Hands in a frame without dropping any: waits while the camera's queue is full
+    /// (see [`FrameHub::set_waiting_depth`]). For files analysed as fast as possible
+    /// (every frame, decoding paced by inference). Gives up when the camera is closed or
+    /// the hub shut down.
     pub fn put_waiting(&self, slot: usize, frame: T) {
+        let depth = self.waiting_depth.load(Ordering::Relaxed);
         let mut s = self.lock();
         loop {
             let Some(sl) = s.slots.get(slot) else { return };
             if !sl.open || s.shutdown {
                 return;
             }
-            if sl.frame.is_none() {
+            if sl.frames.len() < depth {
                 break;
             }
             s = self
@@ -115,7 +138,7 @@ impl<T> FrameHub<T> {
         }
         if let Some(sl) = s.slots.get_mut(slot) {
             sl.received += 1;
-            sl.frame = Some(frame);
+            sl.frames.push_back(frame);
         }
         drop(s);
         self.ready.notify_one();
@@ -127,7 +150,7 @@ impl<T> FrameHub<T> {
         let mut s = self.lock();
         if let Some(sl) = s.slots.get_mut(slot) {
             sl.reset = true;
-            sl.frame = None;
+            sl.frames.clear();
         }
         drop(s);
         self.ready.notify_one();
@@ -144,6 +167,15 @@ impl<T> FrameHub<T> {
         self.taken.notify_all();
     }
 
+    /// Wakes a worker waiting in [`FrameHub::next`] (which returns [`Next::Rung`] when no
+    /// frame, reset or close is due): an inference lane has a result for it.
+    pub fn ring(&self) {
+        let mut s = self.lock();
+        s.rung = true;
+        drop(s);
+        self.ready.notify_all();
+    }
+
     /// Stops the worker after the frame it is working on.
     pub fn shutdown(&self) {
         let mut s = self.lock();
@@ -158,9 +190,10 @@ impl<T> FrameHub<T> {
         s.slots.get(slot).map(|sl| SlotStats { received: sl.received, dropped: sl.dropped }).unwrap_or_default()
     }
 
-    /// Frames waiting right now (never more than the number of cameras).
+    /// Frames waiting right now (at most one per camera, or the waiting depth for
+    /// cameras that wait for room).
     pub fn waiting(&self) -> usize {
-        self.lock().slots.iter().filter(|s| s.frame.is_some()).count()
+        self.lock().slots.iter().map(|s| s.frames.len()).sum()
     }
 
     /// Blocks until frames, a reset or a close are available. Once a frame is waiting,
@@ -176,7 +209,7 @@ impl<T> FrameHub<T> {
                 s.slots[i].reset = false;
                 return Next::Reset(i);
             }
-            let waiting = |s: &State<T>| s.slots.iter().filter(|sl| sl.frame.is_some()).count();
+            let waiting = |s: &State<T>| s.slots.iter().filter(|sl| !sl.frames.is_empty()).count();
             if waiting(&s) > 0 {
                 let open = s.slots.iter().filter(|sl| sl.open).count();
                 let deadline = std::time::Instant::now() + linger;
@@ -194,7 +227,9 @@ impl<T> FrameHub<T> {
                     if frames.len() >= max_frames.max(1) {
                         break;
                     }
-                    if let Some(f) = s.slots[i].frame.take() {
+                    // One frame per camera per batch: a camera's next frame goes to the
+                    // next batch (and so to another lane).
+                    if let Some(f) = s.slots[i].frames.pop_front() {
                         frames.push((i, f));
                     }
                 }
@@ -203,6 +238,9 @@ impl<T> FrameHub<T> {
                 }
                 self.taken.notify_all();
                 return Next::Frames(frames);
+            }
+            if std::mem::take(&mut s.rung) {
+                return Next::Rung;
             }
             if let Some(i) = s.slots.iter().position(|sl| !sl.open && !sl.closed_reported) {
                 s.slots[i].closed_reported = true;
@@ -262,7 +300,7 @@ mod tests {
                     taken += f.len() as u64;
                     std::thread::sleep(std::time::Duration::from_micros(200));
                 }
-                Next::Closed(_) | Next::Reset(_) => {}
+                Next::Closed(_) | Next::Reset(_) | Next::Rung => {}
                 Next::Done => break,
             }
         }
@@ -293,13 +331,28 @@ mod tests {
                     seen.extend(f.into_iter().map(|(_, v)| v));
                     std::thread::sleep(Duration::from_micros(300));
                 }
-                Next::Closed(_) | Next::Reset(_) => {}
+                Next::Closed(_) | Next::Reset(_) | Next::Rung => {}
                 Next::Done => break,
             }
         }
         producer.join().unwrap();
         assert_eq!(seen, (0..200).collect::<Vec<_>>(), "every frame, in order");
         assert_eq!(hub.stats(0).dropped, 0);
+
+        // With two lanes a waiting camera queues two frames, handed out one per batch.
+        let hub = std::sync::Arc::new(FrameHub::new(1));
+        hub.set_waiting_depth(2);
+        hub.put_waiting(0, 1);
+        hub.put_waiting(0, 2);
+        assert_eq!(hub.waiting(), 2);
+        let h = hub.clone();
+        let third = std::thread::spawn(move || h.put_waiting(0, 3));
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(hub.waiting(), 2, "the third frame waits for room");
+        assert!(matches!(hub.next(4, Duration::ZERO), Next::Frames(f) if f == vec![(0, 1)]));
+        third.join().unwrap();
+        assert!(matches!(hub.next(4, Duration::ZERO), Next::Frames(f) if f == vec![(0, 2)]));
+        assert!(matches!(hub.next(4, Duration::ZERO), Next::Frames(f) if f == vec![(0, 3)]));
 
         // A producer blocked on a full slot returns as soon as the camera is closed.
         let hub = std::sync::Arc::new(FrameHub::new(1));
@@ -309,5 +362,21 @@ mod tests {
         std::thread::sleep(Duration::from_millis(100));
         hub.close(0);
         blocked.join().unwrap();
+    }
+
+    #[test]
+    fn a_ring_wakes_a_waiting_worker() {
+        let hub = std::sync::Arc::new(FrameHub::<u32>::new(1));
+        let h = hub.clone();
+        let ringer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            h.ring();
+        });
+        assert!(matches!(hub.next(1, Duration::ZERO), Next::Rung));
+        ringer.join().unwrap();
+        hub.put(0, 7);
+        hub.ring();
+        assert!(matches!(hub.next(1, Duration::ZERO), Next::Frames(_)), "frames come before the ring");
+        assert!(matches!(hub.next(1, Duration::ZERO), Next::Rung));
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod analyze;
 pub mod hub;
+pub mod lanes;
 mod worker;
 
 use std::collections::BTreeMap;
@@ -245,10 +246,17 @@ impl Inner {
     fn worker(&mut self, dir: &PathBuf) -> Result<&Worker, PipelineError> {
         if !self.workers.contains_key(dir) {
             let cfg = &self.loaded.config;
-            let bundle = Bundle::load(dir, &self.opts)
-                .map_err(|source| PipelineError::Bundle { path: dir.display().to_string(), source })?;
-            let analyzer = Analyzer::new(bundle, cfg.engine.batch_max);
+            let (lanes, threads) = self.opts.lanes_and_threads(cfg.engine.lanes, cfg.engine.threads);
+            let opts = SessionOptions { threads, ..self.opts.clone() };
+            let mut analyzers = Vec::with_capacity(lanes);
+            for _ in 0..lanes {
+                let bundle = Bundle::load(dir, &opts)
+                    .map_err(|source| PipelineError::Bundle { path: dir.display().to_string(), source })?;
+                analyzers.push(Analyzer::new(bundle, cfg.engine.batch_max));
+            }
+            tracing::info!(bundle = %dir.display(), lanes, threads, "inference lanes ready");
             let hub: Arc<FrameHub<Frame>> = Arc::new(FrameHub::new(0));
+            hub.set_waiting_depth(lanes);
             let names = Arc::new(Mutex::new(Vec::new()));
             let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
             let setup = worker::WorkerSetup {
@@ -263,7 +271,7 @@ impl Inner {
                 },
                 sink: (self.sink)(),
             };
-            let (handle, live) = worker::spawn(analyzer, &self.loaded, setup)
+            let (handle, live) = worker::spawn(analyzers, &self.loaded, setup)
                 .map_err(|e| PipelineError::NoCamera(format!("cannot start the inference thread: {e}")))?;
             if let Ok(mut w) = self.probe.workers.lock() {
                 w.push(ProbeEntry { hub: hub.clone(), done, live });

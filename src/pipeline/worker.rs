@@ -1,5 +1,6 @@
 //! The inference worker: a dedicated thread per bundle that takes the newest frame of
-//! each camera (several cameras at once, batched) and turns them into events.
+//! each camera (several cameras at once, batched), has its lanes analyse them, and turns
+//! the results into events, each camera's frames in order.
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
@@ -7,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use super::analyze::Analyzer;
 use super::hub::{FrameHub, Next};
+use super::lanes::{Finished, LanePool};
 use super::{EventSink, Output};
 use crate::config::Loaded;
 use crate::events::lifecycle::{FrameInfo, Lifecycle, LifecycleConfig, Observation, Source};
 use crate::events::{BundleRef, EmotionEvent};
-use crate::image::RgbView;
 use crate::source::Frame;
 use crate::track::Tracker;
 
@@ -149,61 +150,64 @@ pub(super) struct WorkerSetup<S> {
     pub sink: S,
 }
 
-/// Starts the worker thread; returns it and its live statistics.
+/// Starts the worker thread (and its lanes); returns it and its live statistics.
 pub(super) fn spawn<S: EventSink>(
-    mut analyzer: Analyzer,
+    analyzers: Vec<Analyzer>,
     loaded: &Loaded,
     setup: WorkerSetup<S>,
 ) -> std::io::Result<(std::thread::JoinHandle<RunSummary>, Arc<Mutex<RunSummary>>)> {
-    let WorkerSetup { done, hub, cameras, lifecycle, track_ids, batching, mut sink } = setup;
+    let WorkerSetup { done, hub, cameras, lifecycle, track_ids, batching, sink } = setup;
     // Test hook: makes inference artificially slow (watchdog and back-pressure tests).
     let test_delay = std::env::var("CLEFD_TEST_INFERENCE_DELAY_MS")
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
         .map(Duration::from_millis);
+    let analyzer = analyzers.first().ok_or_else(|| std::io::Error::other("a worker needs at least one lane"))?;
     let m = analyzer.manifest();
-    let bundle = BundleRef { name: m.name.clone(), sha256: m.sha256.clone() };
-    let tracker_cfg = loaded.config.tracker.clone();
-    let (device, labels, task, debias) =
-        (loaded.device_id.clone(), m.labels.clone(), analyzer.task().clone(), analyzer.debias());
-    let make_state = move |camera: &str| CameraState {
-        tracker: Tracker::new(tracker_cfg.iou_threshold, tracker_cfg.max_missed, track_ids.clone()),
-        lifecycle: Lifecycle::new(
-            lifecycle.clone(),
-            Source {
-                device: device.clone(),
-                camera: camera.to_string(),
-                labels: labels.clone(),
-                bundle: bundle.clone(),
-                task: task.clone(),
-                debias,
-            },
-        ),
-        stream: 0,
-    };
-    let mut states: Vec<CameraState> = Vec::new();
-    let registry = cameras;
-    // New slots (cameras added by a reload) get their tracker and lifecycle on first use.
-    let ensure = move |states: &mut Vec<CameraState>, upto: usize| -> Vec<String> {
-        let names = registry.lock().map(|r| r.clone()).unwrap_or_default();
-        while states.len() <= upto && states.len() < names.len() {
-            states.push(make_state(&names[states.len()]));
-        }
-        names
-    };
     let name = m.name.clone();
+    let tracker_cfg = loaded.config.tracker.clone();
+    let source = Source {
+        device: loaded.device_id.clone(),
+        camera: String::new(),
+        labels: m.labels.clone(),
+        bundle: BundleRef { name: m.name.clone(), sha256: m.sha256.clone() },
+        task: analyzer.task().clone(),
+        debias: analyzer.debias(),
+    };
+    let ring = hub.clone();
+    let mut pool: LanePool<Frame> =
+        LanePool::start(&format!("infer-{name}"), analyzers, batching.max_frames, Arc::new(move || ring.ring()))?;
     let live = setup_live(&name, &[]);
-    let shared = live.clone();
+    let mut tracking = Tracking {
+        states: Vec::new(),
+        registry: cameras,
+        make_state: Box::new(move |camera: &str| CameraState {
+            tracker: Tracker::new(tracker_cfg.iou_threshold, tracker_cfg.max_missed, track_ids.clone()),
+            lifecycle: Lifecycle::new(lifecycle.clone(), Source { camera: camera.to_string(), ..source.clone() }),
+            stream: 0,
+        }),
+        live: live.clone(),
+        done,
+        sink,
+    };
     std::thread::Builder::new()
-        .name(format!("infer-{name}"))
+        .name(format!("worker-{name}"))
         .spawn(move || {
-            let lock = || shared.lock().unwrap_or_else(|p| p.into_inner());
             let mut first: Option<Instant> = None;
-            let mut emit = |events: Vec<EmotionEvent>| {
-                lock().events += events.len() as u64;
-                events.into_iter().all(|e| sink.emit(Output::Event(Box::new(e))))
-            };
-            loop {
+            'run: loop {
+                while let Some(finished) = pool.try_finished() {
+                    if !tracking.finish(finished) {
+                        break 'run;
+                    }
+                }
+                if !pool.has_free_lane() {
+                    if let Some(finished) = pool.wait_finished() {
+                        if !tracking.finish(finished) {
+                            break 'run;
+                        }
+                    }
+                    continue;
+                }
                 match hub.next(batching.max_frames, batching.linger) {
                     Next::Frames(frames) => {
                         if let Some(d) = test_delay {
@@ -212,107 +216,28 @@ pub(super) fn spawn<S: EventSink>(
                         first.get_or_insert_with(Instant::now);
                         let frames: Vec<(usize, Frame)> =
                             frames.into_iter().filter(|(_, f)| f.view().is_some()).collect();
-                        let max_slot = frames.iter().map(|(s, _)| *s).max().unwrap_or(0);
-                        let cameras = ensure(&mut states, max_slot);
-                        if states.len() <= max_slot {
-                            continue;
-                        }
-                        let mut events = Vec::new();
-                        for (slot, frame) in &frames {
-                            let st = &mut states[*slot];
-                            if st.stream != frame.stream {
-                                // The camera restarted: tracks from the old stream are over.
-                                st.stream = frame.stream;
-                                let ended = st.tracker.finish();
-                                events.extend(st.lifecycle.end(&ended));
-                            }
-                        }
-                        let views: Vec<RgbView<'_>> = frames.iter().filter_map(|(_, f)| f.view()).collect();
-                        let (analyses, times) = match analyzer.analyze_batch(&views) {
-                            Ok(r) => r,
-                            Err(e) => {
-                                let names: Vec<&str> = frames.iter().map(|(s, _)| cameras[*s].as_str()).collect();
-                                tracing::error!(cameras = ?names, error = %e, "inference failed on a batch");
-                                continue;
-                            }
-                        };
-                        let t = Instant::now();
-                        let mut latencies = Vec::with_capacity(frames.len());
-                        for ((slot, frame), faces) in frames.iter().zip(&analyses) {
-                            let dets: Vec<_> = faces.iter().map(|f| (f.detection.rect, f.detection.score)).collect();
-                            let st = &mut states[*slot];
-                            let update = st.tracker.update(&dets);
-                            let observations: Vec<Observation<'_>> = faces
-                                .iter()
-                                .zip(&update.assigned)
-                                .filter_map(|(f, track)| track.map(|t| (f, t)))
-                                .map(|(f, track)| Observation {
-                                    track,
-                                    rect: f.detection.rect,
-                                    detector_score: f.detection.score,
-                                    factual: &f.factual_scores,
-                                    scores: &f.scores,
-                                    tie: f.effects.as_ref().map(|e| e.tie.as_slice()),
-                                    context_bias: f.effects.as_ref().map(|e| e.counterfactual.as_slice()),
-                                })
-                                .collect();
-                            let info = FrameInfo {
-                                index: frame.index,
-                                wall: frame.wall,
-                                captured: frame.captured,
-                                width: frame.width as f32,
-                                height: frame.height as f32,
-                            };
-                            events.extend(st.lifecycle.on_frame(&info, &observations, &update.ended));
-                            latencies.push((*slot, faces.len() as u64, frame.captured.elapsed()));
-                        }
-                        let track_time = t.elapsed();
-                        {
-                            let mut summary = lock();
-                            while summary.cameras.len() < states.len() {
-                                let name = cameras.get(summary.cameras.len()).cloned().unwrap_or_default();
-                                summary.cameras.push(CameraSummary { name, ..CameraSummary::default() });
-                            }
-                            for (slot, faces, latency) in latencies {
-                                let cam = &mut summary.cameras[slot];
-                                cam.frames += 1;
-                                cam.faces += faces;
-                                cam.latency.record(latency);
-                                summary.frames += 1;
-                                summary.faces += faces;
-                            }
-                            summary.batches += 1;
-                            summary.stages.detect += times.detect;
-                            summary.stages.classify += times.classify;
-                            summary.stages.publish += track_time;
-                            summary.detect_batches.record(times.detect);
-                            summary.classify_batches.record(times.classify);
-                        }
-                        done.fetch_add(frames.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                        drop(frames);
-                        if !emit(events) {
-                            tracing::warn!("event sink closed; stopping inference");
-                            break;
+                        if !frames.is_empty() {
+                            pool.submit(frames);
                         }
                     }
-                    Next::Reset(slot) => {
-                        ensure(&mut states, slot);
-                        let Some(st) = states.get_mut(slot) else { continue };
-                        let ended = st.tracker.finish();
-                        emit(st.lifecycle.end(&ended));
+                    Next::Rung => {}
+                    next @ (Next::Reset(_) | Next::Closed(_) | Next::Done) => {
+                        // Frames in flight came before this: track them first.
+                        while let Some(finished) = pool.wait_finished() {
+                            if !tracking.finish(finished) {
+                                break 'run;
+                            }
+                        }
+                        match next {
+                            Next::Reset(slot) => tracking.end_tracks(slot, false),
+                            Next::Closed(slot) => tracking.end_tracks(slot, true),
+                            _ => break 'run,
+                        }
                     }
-                    Next::Closed(slot) => {
-                        let names = ensure(&mut states, slot);
-                        let Some(st) = states.get_mut(slot) else { continue };
-                        let ended = st.tracker.finish();
-                        emit(st.lifecycle.end(&ended));
-                        let name = names.get(slot).map_or("?", String::as_str);
-                        tracing::info!(camera = %name, "camera ended; its tracks are closed");
-                    }
-                    Next::Done => break,
                 }
             }
-            let mut summary = lock();
+            drop(pool);
+            let mut summary = tracking.lock();
             summary.elapsed = first.map(|f| f.elapsed()).unwrap_or_default();
             for (i, cam) in summary.cameras.iter_mut().enumerate() {
                 cam.dropped = hub.stats(i).dropped;
@@ -321,6 +246,144 @@ pub(super) fn spawn<S: EventSink>(
             summary.clone()
         })
         .map(|handle| (handle, live))
+}
+
+/// Per-camera trackers and lifecycles, fed finished batches in order.
+struct Tracking<S> {
+    states: Vec<CameraState>,
+    /// Camera name per hub slot; grows when a reload adds cameras.
+    registry: Arc<Mutex<Vec<String>>>,
+    make_state: Box<dyn Fn(&str) -> CameraState + Send>,
+    live: Arc<Mutex<RunSummary>>,
+    done: Arc<AtomicU64>,
+    sink: S,
+}
+
+impl<S: EventSink> Tracking<S> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, RunSummary> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes sure slots up to `upto` have their tracker (cameras added by a reload get
+    /// theirs on first use); returns the camera names.
+    fn ensure(&mut self, upto: usize) -> Vec<String> {
+        let names = self.registry.lock().map(|r| r.clone()).unwrap_or_default();
+        while self.states.len() <= upto && self.states.len() < names.len() {
+            let state = (self.make_state)(&names[self.states.len()]);
+            self.states.push(state);
+        }
+        names
+    }
+
+    /// Sends events on; false once the sink has closed.
+    fn emit(&mut self, events: Vec<EmotionEvent>) -> bool {
+        self.lock().events += events.len() as u64;
+        events.into_iter().all(|e| self.sink.emit(Output::Event(Box::new(e))))
+    }
+
+    /// A camera's stream broke (`closed`: it ended for good): its tracks are over.
+    fn end_tracks(&mut self, slot: usize, closed: bool) {
+        let names = self.ensure(slot);
+        let Some(st) = self.states.get_mut(slot) else { return };
+        let ended = st.tracker.finish();
+        let events = st.lifecycle.end(&ended);
+        self.emit(events);
+        if closed {
+            let name = names.get(slot).map_or("?", String::as_str);
+            tracing::info!(camera = %name, "camera ended; its tracks are closed");
+        }
+    }
+
+    /// Tracks one finished batch and emits its events; false once the sink has closed.
+    fn finish(&mut self, finished: Finished<Frame>) -> bool {
+        let Finished { frames, result } = finished;
+        let max_slot = frames.iter().map(|(s, _)| *s).max().unwrap_or(0);
+        let cameras = self.ensure(max_slot);
+        if frames.is_empty() || self.states.len() <= max_slot {
+            if let Err(e) = result {
+                tracing::error!(error = %e, "inference failed");
+            }
+            return true;
+        }
+        let mut events = Vec::new();
+        for (slot, frame) in &frames {
+            let st = &mut self.states[*slot];
+            if st.stream != frame.stream {
+                // The camera restarted: tracks from the old stream are over.
+                st.stream = frame.stream;
+                let ended = st.tracker.finish();
+                events.extend(st.lifecycle.end(&ended));
+            }
+        }
+        let (analyses, times) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                let names: Vec<&str> = frames.iter().map(|(s, _)| cameras[*s].as_str()).collect();
+                tracing::error!(cameras = ?names, error = %e, "inference failed on a batch");
+                return self.emit(events);
+            }
+        };
+        let t = Instant::now();
+        let mut latencies = Vec::with_capacity(frames.len());
+        for ((slot, frame), faces) in frames.iter().zip(&analyses) {
+            let dets: Vec<_> = faces.iter().map(|f| (f.detection.rect, f.detection.score)).collect();
+            let st = &mut self.states[*slot];
+            let update = st.tracker.update(&dets);
+            let observations: Vec<Observation<'_>> = faces
+                .iter()
+                .zip(&update.assigned)
+                .filter_map(|(f, track)| track.map(|t| (f, t)))
+                .map(|(f, track)| Observation {
+                    track,
+                    rect: f.detection.rect,
+                    detector_score: f.detection.score,
+                    factual: &f.factual_scores,
+                    scores: &f.scores,
+                    tie: f.effects.as_ref().map(|e| e.tie.as_slice()),
+                    context_bias: f.effects.as_ref().map(|e| e.counterfactual.as_slice()),
+                })
+                .collect();
+            let info = FrameInfo {
+                index: frame.index,
+                wall: frame.wall,
+                captured: frame.captured,
+                width: frame.width as f32,
+                height: frame.height as f32,
+            };
+            events.extend(st.lifecycle.on_frame(&info, &observations, &update.ended));
+            latencies.push((*slot, faces.len() as u64, frame.captured.elapsed()));
+        }
+        let track_time = t.elapsed();
+        {
+            let states = self.states.len();
+            let mut summary = self.lock();
+            while summary.cameras.len() < states {
+                let name = cameras.get(summary.cameras.len()).cloned().unwrap_or_default();
+                summary.cameras.push(CameraSummary { name, ..CameraSummary::default() });
+            }
+            for (slot, faces, latency) in latencies {
+                let cam = &mut summary.cameras[slot];
+                cam.frames += 1;
+                cam.faces += faces;
+                cam.latency.record(latency);
+                summary.frames += 1;
+                summary.faces += faces;
+            }
+            summary.batches += 1;
+            summary.stages.detect += times.detect;
+            summary.stages.classify += times.classify;
+            summary.stages.publish += track_time;
+            summary.detect_batches.record(times.detect);
+            summary.classify_batches.record(times.classify);
+        }
+        self.done.fetch_add(frames.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        drop(frames);
+        let open = self.emit(events);
+        if !open {
+            tracing::warn!("event sink closed; stopping inference");
+        }
+        open
+    }
 }
 
 fn setup_live(bundle: &str, cameras: &[String]) -> Arc<Mutex<RunSummary>> {

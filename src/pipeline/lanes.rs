@@ -1,0 +1,185 @@
+//! Inference lanes: threads that each own a copy of a bundle's sessions and analyse one
+//! batch at a time, so that several batches are in flight at once.
+//!
+//! The models clefd runs are small (BlazeFace is 2 MB): ONNX Runtime cannot keep two
+//! cores busy on one of them (measured here: one session with two intra-op threads runs
+//! BlazeFace at 206 frames/s, with one thread at 218), but two sessions of one thread
+//! each, on two frames at once, run 447 frames/s. So on the CPU clefd gives each core a
+//! lane (one intra-op thread per session); on a GPU one lane is enough. A lane that is
+//! done takes the next batch at once (no lane waits for another), and batches come back
+//! in the order they went in, so tracking sees each camera's frames in order.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use super::analyze::{Analyzer, FaceAnalysis, StageTimes};
+use crate::engine::runtime::EngineError;
+use crate::image::RgbView;
+
+/// Something with pixels to analyse: a camera frame, or a prepared picture.
+pub trait Picture: Send + 'static {
+    /// The pixels, if the buffer holds a whole picture.
+    fn picture(&self) -> Option<RgbView<'_>>;
+}
+
+impl Picture for crate::source::Frame {
+    fn picture(&self) -> Option<RgbView<'_>> {
+        self.view()
+    }
+}
+
+impl Picture for Arc<crate::image::RgbImage> {
+    fn picture(&self) -> Option<RgbView<'_>> {
+        Some(self.view())
+    }
+}
+
+/// A finished batch: its frames (tagged with their hub slot), and per frame the faces
+/// found, or the error that stopped the batch.
+pub struct Finished<T> {
+    /// `(slot, frame)` pairs, as submitted.
+    pub frames: Vec<(usize, T)>,
+    /// Faces per frame (in order) and stage times, or why inference failed.
+    pub result: Result<(Vec<Vec<FaceAnalysis>>, StageTimes), EngineError>,
+}
+
+struct Job<T> {
+    id: u64,
+    frames: Vec<(usize, T)>,
+}
+
+/// A fixed set of lanes fed from one queue.
+pub struct LanePool<T> {
+    jobs: Option<mpsc::Sender<Job<T>>>,
+    finished: mpsc::Receiver<(u64, Finished<T>)>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    lanes: usize,
+    next_id: u64,
+    next_out: u64,
+    early: BTreeMap<u64, Finished<T>>,
+}
+
+impl<T: Picture> LanePool<T> {
+    /// Starts one thread per analyzer (`name-N`); each runs batches of at most `per_run`
+    /// frames per model run (1: one frame per run) and calls `on_finished` after each.
+    pub fn start(
+        name: &str,
+        analyzers: Vec<Analyzer>,
+        per_run: usize,
+        on_finished: Arc<dyn Fn() + Send + Sync>,
+    ) -> std::io::Result<LanePool<T>> {
+        let (jobs_tx, jobs_rx) = mpsc::channel::<Job<T>>();
+        let jobs_rx = Arc::new(Mutex::new(jobs_rx));
+        let (done_tx, finished) = mpsc::channel();
+        let lanes = analyzers.len();
+        let mut threads = Vec::with_capacity(lanes);
+        for (i, mut analyzer) in analyzers.into_iter().enumerate() {
+            let (jobs, done, on_finished) = (jobs_rx.clone(), done_tx.clone(), on_finished.clone());
+            threads.push(std::thread::Builder::new().name(format!("{name}-{i}")).spawn(move || {
+                loop {
+                    // Hold the lock only to take a job, never while analysing.
+                    let job = match jobs.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok(Job { id, frames }) = job else { return };
+                    let result = analyze(&mut analyzer, &frames, per_run);
+                    if done.send((id, Finished { frames, result })).is_err() {
+                        return;
+                    }
+                    on_finished();
+                }
+            })?);
+        }
+        Ok(LanePool { jobs: Some(jobs_tx), finished, threads, lanes, next_id: 0, next_out: 0, early: BTreeMap::new() })
+    }
+
+    /// Number of lanes.
+    pub fn lanes(&self) -> usize {
+        self.lanes
+    }
+
+    /// Batches submitted and not yet handed back.
+    pub fn in_flight(&self) -> usize {
+        (self.next_id - self.next_out) as usize
+    }
+
+    /// Whether a lane would start on a batch submitted now.
+    pub fn has_free_lane(&self) -> bool {
+        self.in_flight() < self.lanes
+    }
+
+    /// Queues a batch for the next free lane.
+    pub fn submit(&mut self, frames: Vec<(usize, T)>) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let sent = self.jobs.as_ref().map(|jobs| jobs.send(Job { id, frames }));
+        if !matches!(sent, Some(Ok(()))) {
+            // Every lane has gone (a lane can only go by panicking): report the batch lost.
+            let reason = "the inference lanes have stopped".to_string();
+            let result = Err(EngineError::Run { model: "lanes".into(), reason });
+            self.early.insert(id, Finished { frames: Vec::new(), result });
+        }
+    }
+
+    /// The oldest batch if it is done, without waiting.
+    pub fn try_finished(&mut self) -> Option<Finished<T>> {
+        while let Ok((id, f)) = self.finished.try_recv() {
+            self.early.insert(id, f);
+        }
+        self.take_next()
+    }
+
+    /// The oldest batch, waiting for it; `None` when nothing is in flight.
+    pub fn wait_finished(&mut self) -> Option<Finished<T>> {
+        while self.in_flight() > 0 {
+            if let Some(f) = self.take_next() {
+                return Some(f);
+            }
+            match self.finished.recv() {
+                Ok((id, f)) => {
+                    self.early.insert(id, f);
+                }
+                Err(_) => {
+                    // No lane left to finish the batches in flight: give them up.
+                    self.next_out = self.next_id;
+                    return None;
+                }
+            }
+        }
+        None
+    }
+
+    fn take_next(&mut self) -> Option<Finished<T>> {
+        let f = self.early.remove(&self.next_out)?;
+        self.next_out += 1;
+        Some(f)
+    }
+}
+
+impl<T> Drop for LanePool<T> {
+    fn drop(&mut self) {
+        self.jobs.take();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn analyze<T: Picture>(
+    analyzer: &mut Analyzer,
+    frames: &[(usize, T)],
+    per_run: usize,
+) -> Result<(Vec<Vec<FaceAnalysis>>, StageTimes), EngineError> {
+    let views: Vec<RgbView<'_>> = frames.iter().filter_map(|(_, f)| f.picture()).collect();
+    let mut faces = Vec::with_capacity(views.len());
+    let mut times = StageTimes::default();
+    for run in views.chunks(per_run.max(1)) {
+        let (f, t) = analyzer.analyze_batch(run)?;
+        faces.extend(f);
+        times.detect += t.detect;
+        times.classify += t.classify;
+    }
+    Ok((faces, times))
+}
