@@ -62,11 +62,6 @@ fn each_broken_config_gets_its_own_message() {
             vec!["cameras.a.decoder_threads: 100 is out of range: must be between 0 and 64"],
         ),
         (
-            "[engine]\nlanes = 100\n[cameras.a]\nuri = \"test://ball\"\n".into(),
-            "too many lanes",
-            vec!["engine.lanes: 100 is out of range: must be between 0 and 64"],
-        ),
-        (
             "[cameras.a]\nuri = \"test://ball\"\ndecoder = \"ffmpeg\"\n".into(),
             "unknown decoder choice",
             vec!["cameras.a.decoder: 'ffmpeg' is not a decoder choice: use auto or libav"],
