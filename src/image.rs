@@ -1,25 +1,112 @@
-//! Borrowed RGB images and boxes: the common currency between the frame source, the
+//! Borrowed pictures (RGB or I420) and boxes: the common currency between the frame source, the
 //! detector and the models, with no dependency on GStreamer.
 
-/// A borrowed, packed 8-bit RGB image whose rows may be padded (`stride` ≥ 3·width).
+/// A borrowed 8-bit picture, in one of the two layouts frames arrive in: packed RGB
+/// (stills, and sources that give RGB) or planar I420 (what video decoders give; the
+/// models' inputs are sampled from it directly, so a frame is never converted whole).
 #[derive(Debug, Clone, Copy)]
-pub struct RgbView<'a> {
-    data: &'a [u8],
+pub struct ImageView<'a> {
     width: usize,
     height: usize,
-    stride: usize,
+    pixels: Pixels<'a>,
 }
 
-impl<'a> RgbView<'a> {
-    /// Wraps `data`; `None` when the buffer is too small for the stated geometry.
+/// The bytes behind an [`ImageView`].
+#[derive(Debug, Clone, Copy)]
+pub enum Pixels<'a> {
+    /// Packed RGB rows of `stride` bytes (≥ 3·width).
+    Rgb {
+        /// The rows.
+        data: &'a [u8],
+        /// Bytes per row.
+        stride: usize,
+    },
+    /// Planar 4:2:0 YUV: full-size luma, chroma at half width and height.
+    I420 {
+        /// Luma plane.
+        y: &'a [u8],
+        /// Cb plane.
+        u: &'a [u8],
+        /// Cr plane.
+        v: &'a [u8],
+        /// Bytes per luma row.
+        y_stride: usize,
+        /// Bytes per chroma row.
+        c_stride: usize,
+        /// How to turn the samples into RGB.
+        matrix: YuvMatrix,
+    },
+}
+
+/// A YUV → RGB conversion: the colour matrix (BT.601 for SD, BT.709 for HD, BT.2020) and
+/// whether samples use the full 0–255 range (JPEG) or the limited 16–235 one (video).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct YuvMatrix {
+    /// Luma weight of red.
+    pub kr: f32,
+    /// Luma weight of blue.
+    pub kb: f32,
+    /// Full-range samples.
+    pub full_range: bool,
+}
+
+impl YuvMatrix {
+    /// BT.601, limited range: standard-definition video.
+    pub const BT601: YuvMatrix = YuvMatrix { kr: 0.299, kb: 0.114, full_range: false };
+    /// BT.709, limited range: HD video.
+    pub const BT709: YuvMatrix = YuvMatrix { kr: 0.2126, kb: 0.0722, full_range: false };
+    /// BT.2020, limited range.
+    pub const BT2020: YuvMatrix = YuvMatrix { kr: 0.2627, kb: 0.0593, full_range: false };
+
+    /// RGB (0–255, unclamped) of one YUV sample; interpolating YUV and then converting
+    /// equals converting and then interpolating, since the conversion is affine.
+    #[inline]
+    pub fn rgb(&self, y: f32, u: f32, v: f32) -> [f32; 3] {
+        let (y, cb, cr) = if self.full_range {
+            (y, u - 128.0, v - 128.0)
+        } else {
+            ((y - 16.0) * (255.0 / 219.0), (u - 128.0) * (255.0 / 224.0), (v - 128.0) * (255.0 / 224.0))
+        };
+        let r = y + 2.0 * (1.0 - self.kr) * cr;
+        let b = y + 2.0 * (1.0 - self.kb) * cb;
+        let g = (y - self.kr * r - self.kb * b) / (1.0 - self.kr - self.kb);
+        [r, g, b]
+    }
+}
+
+impl<'a> ImageView<'a> {
+    /// Wraps packed RGB `data`; `None` when the buffer is too small for the geometry.
     pub fn new(data: &'a [u8], width: usize, height: usize, stride: usize) -> Option<Self> {
         let needed = if height == 0 { 0 } else { stride * (height - 1) + width * 3 };
-        (stride >= width * 3 && data.len() >= needed && width > 0 && height > 0).then_some(RgbView {
-            data,
+        (stride >= width * 3 && data.len() >= needed && width > 0 && height > 0).then_some(ImageView {
             width,
             height,
-            stride,
+            pixels: Pixels::Rgb { data, stride },
         })
+    }
+
+    /// Wraps an I420 buffer whose planes start at `offsets` with rows of `strides` bytes;
+    /// `None` when a plane does not fit the buffer.
+    pub fn i420(
+        data: &'a [u8],
+        width: usize,
+        height: usize,
+        offsets: [usize; 3],
+        strides: [usize; 3],
+        matrix: YuvMatrix,
+    ) -> Option<Self> {
+        if width == 0 || height == 0 || strides[1] != strides[2] {
+            return None;
+        }
+        let (cw, ch) = (width.div_ceil(2), height.div_ceil(2));
+        let plane = |i: usize, w: usize, h: usize| -> Option<&'a [u8]> {
+            let len = strides[i].checked_mul(h - 1)?.checked_add(w)?;
+            (strides[i] >= w).then_some(())?;
+            data.get(offsets[i]..offsets[i].checked_add(len)?)
+        };
+        let (y, u, v) = (plane(0, width, height)?, plane(1, cw, ch)?, plane(2, cw, ch)?);
+        let pixels = Pixels::I420 { y, u, v, y_stride: strides[0], c_stride: strides[1], matrix };
+        Some(ImageView { width, height, pixels })
     }
 
     /// Width in pixels.
@@ -32,11 +119,37 @@ impl<'a> RgbView<'a> {
         self.height
     }
 
-    /// One row of `3·width` bytes.
+    /// The bytes, by layout.
+    pub fn pixels(&self) -> &Pixels<'a> {
+        &self.pixels
+    }
+
+    /// One packed RGB row of `3·width` bytes; `None` for planar pictures.
     #[inline]
-    pub fn row(&self, y: usize) -> &'a [u8] {
-        let start = y * self.stride;
-        &self.data[start..start + self.width * 3]
+    pub fn rgb_row(&self, y: usize) -> Option<&'a [u8]> {
+        match self.pixels {
+            Pixels::Rgb { data, stride } => Some(&data[y * stride..y * stride + self.width * 3]),
+            Pixels::I420 { .. } => None,
+        }
+    }
+
+    /// A packed RGB copy (for stills, snapshots and tests; frames are never converted on
+    /// the way to the models).
+    pub fn to_rgb(&self) -> RgbImage {
+        let mut data = Vec::with_capacity(self.width * self.height * 3);
+        for y in 0..self.height {
+            match self.pixels {
+                Pixels::Rgb { .. } => data.extend_from_slice(self.rgb_row(y).unwrap_or_default()),
+                Pixels::I420 { y: luma, u, v, y_stride, c_stride, matrix } => {
+                    for x in 0..self.width {
+                        let c = (y / 2) * c_stride + x / 2;
+                        let rgb = matrix.rgb(f32::from(luma[y * y_stride + x]), f32::from(u[c]), f32::from(v[c]));
+                        data.extend(rgb.map(|k| k.round().clamp(0.0, 255.0) as u8));
+                    }
+                }
+            }
+        }
+        RgbImage { data, width: self.width, height: self.height }
     }
 }
 
@@ -53,8 +166,9 @@ pub struct RgbImage {
 
 impl RgbImage {
     /// Borrows the image.
-    pub fn view(&self) -> RgbView<'_> {
-        RgbView { data: &self.data, width: self.width, height: self.height, stride: self.width * 3 }
+    pub fn view(&self) -> ImageView<'_> {
+        let pixels = Pixels::Rgb { data: &self.data, stride: self.width * 3 };
+        ImageView { width: self.width, height: self.height, pixels }
     }
 }
 
@@ -129,7 +243,37 @@ mod tests {
 
     #[test]
     fn view_rejects_short_buffers() {
-        assert!(RgbView::new(&[0u8; 11], 2, 2, 6).is_none());
-        assert!(RgbView::new(&[0u8; 12], 2, 2, 6).is_some());
+        assert!(ImageView::new(&[0u8; 11], 2, 2, 6).is_none());
+        assert!(ImageView::new(&[0u8; 12], 2, 2, 6).is_some());
+    }
+}
+
+#[cfg(test)]
+mod yuv_tests {
+    use super::*;
+
+    #[test]
+    fn textbook_bt601_and_bt709_values() {
+        // Within one level: the textbook YUV triples are themselves rounded.
+        let near =
+            |got: [f32; 3], want: [f32; 3]| got.iter().zip(want).all(|(g, w)| (g.clamp(0.0, 255.0) - w).abs() <= 1.0);
+        assert!(near(YuvMatrix::BT601.rgb(16.0, 128.0, 128.0), [0.0, 0.0, 0.0]));
+        assert!(near(YuvMatrix::BT601.rgb(235.0, 128.0, 128.0), [255.0, 255.0, 255.0]));
+        assert!(near(YuvMatrix::BT601.rgb(81.0, 90.0, 240.0), [255.0, 0.0, 0.0]), "BT.601 red");
+        assert!(near(YuvMatrix::BT709.rgb(63.0, 102.0, 240.0), [255.0, 0.0, 0.0]), "BT.709 red");
+        assert!(!near(YuvMatrix::BT709.rgb(81.0, 90.0, 240.0), [255.0, 0.0, 0.0]), "the matrices differ");
+        let full = YuvMatrix { full_range: true, ..YuvMatrix::BT601 };
+        assert!(near(full.rgb(0.0, 128.0, 128.0), [0.0, 0.0, 0.0]));
+        assert!(near(full.rgb(255.0, 128.0, 128.0), [255.0, 255.0, 255.0]));
+    }
+
+    #[test]
+    fn an_i420_view_checks_its_planes_and_converts() {
+        // 4x2 picture: Y plane 4x2, U and V 2x1, packed back to back.
+        let mut data = vec![235u8; 8];
+        data.extend([128, 128, 128, 128]);
+        let view = ImageView::i420(&data, 4, 2, [0, 8, 10], [4, 2, 2], YuvMatrix::BT601).unwrap();
+        assert_eq!(view.to_rgb().data, vec![255; 24]);
+        assert!(ImageView::i420(&data, 4, 4, [0, 8, 10], [4, 2, 2], YuvMatrix::BT601).is_none(), "too short");
     }
 }

@@ -9,11 +9,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
+use clefd::engine::manifest::{Colour, Layout};
+use clefd::engine::preprocess::{Sampling, sample};
+use clefd::image::{Rect, RgbImage};
 use clefd::source::{Camera, CameraOptions, DecoderChoice, Ended, SourceSpec};
 use gstreamer::prelude::*;
 
-/// The first frame a file camera delivers (as RGB bytes) and the decoder it used.
-fn first_frame(clip: &Path, decoder: DecoderChoice) -> (Vec<u8>, String) {
+/// The first frame a file camera delivers (converted to RGB) and the decoder it used.
+fn first_frame(clip: &Path, decoder: DecoderChoice) -> (RgbImage, String) {
     let opts = CameraOptions {
         name: format!("{decoder:?}"),
         spec: SourceSpec::File { path: clip.to_path_buf() },
@@ -34,8 +37,7 @@ fn first_frame(clip: &Path, decoder: DecoderChoice) -> (Vec<u8>, String) {
             let mut sent = sent.lock().unwrap();
             if !*sent {
                 let view = frame.view().expect("frame has its pixels");
-                let pixels: Vec<u8> = (0..frame.height).flat_map(|y| view.row(y).to_vec()).collect();
-                *sent = tx.send(pixels).is_ok();
+                *sent = tx.send(view.to_rgb()).is_ok();
             }
         },
         |_: Ended| {},
@@ -77,6 +79,7 @@ fn auto_decodes_h264_with_openh264_and_sees_what_libav_sees() {
     common::astronaut_clip(&clip, 1.0, 10);
     let (lean, lean_decoder) = first_frame(&clip, DecoderChoice::Auto);
     let (libav, libav_decoder) = first_frame(&clip, DecoderChoice::Libav);
+    let (lean, libav) = (lean.data, libav.data);
     assert_eq!(lean_decoder, "openh264dec");
     assert_eq!(libav_decoder, "avdec_h264");
     assert_eq!(lean.len(), libav.len());
@@ -91,5 +94,97 @@ fn auto_leaves_profiles_openh264_lacks_to_libav() {
     let clip = high_444_clip(dir.path());
     let (pixels, decoder) = first_frame(&clip, DecoderChoice::Auto);
     assert_eq!(decoder, "avdec_h264");
-    assert_eq!(pixels.len(), 320 * 240 * 3);
+    assert_eq!(pixels.data.len(), 320 * 240 * 3);
+}
+
+/// The clip's first frame as GStreamer's `videoconvert` turns it into RGB, at 320 wide.
+fn reference_rgb(clip: &Path) -> RgbImage {
+    gstreamer::init().unwrap();
+    let pipeline = gstreamer::parse::launch(&format!(
+        "filesrc location={} ! decodebin ! videoscale ! videoconvert ! video/x-raw,format=RGB,width=320,pixel-aspect-ratio=1/1 ! appsink name=sink sync=false",
+        clip.display()
+    ))
+    .unwrap()
+    .downcast::<gstreamer::Pipeline>()
+    .unwrap();
+    let sink = pipeline.by_name("sink").unwrap().downcast::<gstreamer_app::AppSink>().unwrap();
+    pipeline.set_state(gstreamer::State::Playing).unwrap();
+    let sample = sink.try_pull_sample(gstreamer::ClockTime::from_seconds(10)).expect("a frame");
+    let info = gstreamer_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap();
+    let map = sample.buffer().unwrap().map_readable().unwrap();
+    let stride = info.stride()[0] as usize;
+    let (w, h) = (info.width() as usize, info.height() as usize);
+    let data = (0..h).flat_map(|y| map[y * stride..y * stride + w * 3].to_vec()).collect();
+    pipeline.set_state(gstreamer::State::Null).unwrap();
+    RgbImage { data, width: w, height: h }
+}
+
+#[test]
+fn models_see_the_same_pixels_from_i420_as_from_videoconvert() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("clip.mp4");
+    common::astronaut_clip(&clip, 1.0, 10);
+    let reference = reference_rgb(&clip);
+    let (ours, _) = first_frame(&clip, DecoderChoice::Libav);
+    assert_eq!((ours.width, ours.height), (reference.width, reference.height));
+    // videoconvert's fixed-point matrix sits a few levels below the textbook BT.601
+    // conversion clefd uses (as FFmpeg and OpenCV do), so compare the offset and the
+    // spread separately: a wrong matrix or misplaced chroma shows up in the spread.
+    let (mean, spread) = offset_and_spread(&ours.data, &reference.data);
+    assert!(
+        mean.abs() < 5.0 && spread < 3.0,
+        "I420 via clefd vs videoconvert's RGB: offset {mean:.2}, spread {spread:.2}"
+    );
+
+    // What a model input gets: a 64x64 grey crop around the face, sampled straight from
+    // the I420 planes, against the same crop of videoconvert's RGB.
+    let camera_view = {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let opts = CameraOptions {
+            name: "crop".into(),
+            spec: SourceSpec::File { path: clip.clone() },
+            width: 320,
+            looping: false,
+            realtime: false,
+            fps_cap: None,
+            rtsp_udp: false,
+            rtsp_latency_ms: 0,
+            decoder_threads: 1,
+            decoder: DecoderChoice::Libav,
+        };
+        let s = Sampling { width: 64, height: 64, layout: Layout::Nchw, colour: Colour::Gray, affine: [(1.0, 0.0); 3] };
+        let region = Rect { x: 60.0, y: 30.0, w: 120.0, h: 120.0 };
+        let sent = Arc::new(Mutex::new(false));
+        let camera = Camera::start(
+            opts,
+            move |frame| {
+                let mut sent = sent.lock().unwrap();
+                if !*sent {
+                    let mut out = vec![0f32; s.len()];
+                    sample(&frame.view().unwrap(), region, None, &s, &mut out);
+                    *sent = tx.send((out, s.clone(), region)).is_ok();
+                }
+            },
+            |_: Ended| {},
+        )
+        .unwrap();
+        let got = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+        camera.stop();
+        got
+    };
+    let (from_i420, s, region) = camera_view;
+    let mut from_rgb = vec![0f32; s.len()];
+    sample(&reference.view(), region, None, &s, &mut from_rgb);
+    let as_u8 = |v: &[f32]| v.iter().map(|&x| x.round().clamp(0.0, 255.0) as u8).collect::<Vec<_>>();
+    let (mean, spread) = offset_and_spread(&as_u8(&from_i420), &as_u8(&from_rgb));
+    assert!(mean.abs() < 5.0 && spread < 2.0, "grey crop from I420 vs from RGB: offset {mean:.2}, spread {spread:.2}");
+    assert!(from_i420.iter().any(|&v| v > 100.0), "a real crop, not black");
+}
+
+/// Mean and standard deviation of `a - b`.
+fn offset_and_spread(a: &[u8], b: &[u8]) -> (f64, f64) {
+    let d: Vec<f64> = a.iter().zip(b).map(|(x, y)| f64::from(*x) - f64::from(*y)).collect();
+    let mean = d.iter().sum::<f64>() / d.len() as f64;
+    let var = d.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / d.len() as f64;
+    (mean, var.sqrt())
 }

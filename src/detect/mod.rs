@@ -7,7 +7,7 @@ pub mod nms;
 use crate::engine::manifest::{Colour, DetectorSpec};
 use crate::engine::preprocess::{Sampling, sample};
 use crate::engine::runtime::{EngineError, Model};
-use crate::image::{Rect, RgbView};
+use crate::image::{ImageView, Rect};
 
 /// One face in frame pixel coordinates.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -55,7 +55,7 @@ impl Detector {
     }
 
     /// Finds faces in `frame`, best first.
-    pub fn detect(&mut self, frame: &RgbView<'_>) -> Result<Vec<Detection>, EngineError> {
+    pub fn detect(&mut self, frame: &ImageView<'_>) -> Result<Vec<Detection>, EngineError> {
         // Letterbox: the square that holds the whole frame, centred (aspect preserved).
         let side = frame.width().max(frame.height()) as f32;
         let region =

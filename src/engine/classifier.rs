@@ -5,7 +5,7 @@
 use crate::engine::manifest::{MaskBox, ModelSpec, Role, SubjectSpec};
 use crate::engine::preprocess::{Sampling, sample};
 use crate::engine::runtime::{BatchDim, EngineError, Model};
-use crate::image::{Rect, RgbView};
+use crate::image::{ImageView, Rect};
 
 /// The boxes one subject contributes to the model inputs, in frame pixels.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -41,7 +41,7 @@ impl SubjectBoxes {
 #[derive(Debug, Clone, Copy)]
 pub struct Subject<'a> {
     /// The frame.
-    pub frame: &'a RgbView<'a>,
+    pub frame: &'a ImageView<'a>,
     /// The subject's boxes in that frame.
     pub boxes: SubjectBoxes,
 }

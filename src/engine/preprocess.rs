@@ -2,7 +2,7 @@
 //! and layout in one pass over the output, writing straight into the batch buffer.
 
 use crate::engine::manifest::{Colour, InputSpec, Layout};
-use crate::image::{Rect, RgbView};
+use crate::image::{ImageView, Pixels, Rect, YuvMatrix};
 
 /// Everything needed to turn an image region into one sample of a tensor.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,21 +51,103 @@ impl Sampling {
     }
 }
 
-/// Horizontal taps for one output column: two source columns and the weight of the second.
+/// Horizontal taps for one output column: two source columns and the weight of the
+/// second, in luma and (for I420) in chroma columns.
 #[derive(Clone, Copy)]
 struct Tap {
     x0: usize,
     x1: usize,
     w1: f32,
+    cx0: usize,
+    cx1: usize,
+    cw1: f32,
     centre: f32,
     inside: bool,
+}
+
+/// Bilinear weights along one axis for a source of `n` samples, at continuous position
+/// `centre` (in samples): the two neighbours and the weight of the second.
+#[inline]
+fn axis(centre: f32, n: usize) -> (usize, usize, f32) {
+    let f = (centre - 0.5).clamp(0.0, n as f32 - 1.0);
+    let i0 = f.floor() as usize;
+    (i0, (i0 + 1).min(n - 1), f - i0 as f32)
+}
+
+#[inline]
+fn lerp2(a0: u8, a1: u8, b0: u8, b1: u8, wx: f32, wy: f32) -> f32 {
+    let a = f32::from(a0) * (1.0 - wx) + f32::from(a1) * wx;
+    let b = f32::from(b0) * (1.0 - wx) + f32::from(b1) * wx;
+    a * (1.0 - wy) + b * wy
+}
+
+/// The two source rows an output row reads, per layout.
+enum Rows<'a> {
+    Rgb {
+        r0: &'a [u8],
+        r1: &'a [u8],
+        wy: f32,
+    },
+    I420 {
+        y0: &'a [u8],
+        y1: &'a [u8],
+        wy: f32,
+        u0: &'a [u8],
+        u1: &'a [u8],
+        v0: &'a [u8],
+        v1: &'a [u8],
+        cwy: f32,
+        matrix: YuvMatrix,
+    },
+}
+
+impl<'a> Rows<'a> {
+    fn at(view: &ImageView<'a>, cy: f32) -> Rows<'a> {
+        let (y0, y1, wy) = axis(cy, view.height());
+        match *view.pixels() {
+            Pixels::Rgb { data, stride } => {
+                let row = |y: usize| &data[y * stride..y * stride + view.width() * 3];
+                Rows::Rgb { r0: row(y0), r1: row(y1), wy }
+            }
+            Pixels::I420 { y, u, v, y_stride, c_stride, matrix } => {
+                let (c0, c1, cwy) = axis(cy / 2.0, view.height().div_ceil(2));
+                Rows::I420 {
+                    y0: &y[y0 * y_stride..],
+                    y1: &y[y1 * y_stride..],
+                    wy,
+                    u0: &u[c0 * c_stride..],
+                    u1: &u[c1 * c_stride..],
+                    v0: &v[c0 * c_stride..],
+                    v1: &v[c1 * c_stride..],
+                    cwy,
+                    matrix,
+                }
+            }
+        }
+    }
+
+    /// RGB (0–255) at one output column.
+    #[inline]
+    fn rgb(&self, t: &Tap) -> [f32; 3] {
+        match self {
+            Rows::Rgb { r0, r1, wy } => std::array::from_fn(|c| {
+                lerp2(r0[t.x0 * 3 + c], r0[t.x1 * 3 + c], r1[t.x0 * 3 + c], r1[t.x1 * 3 + c], t.w1, *wy)
+            }),
+            Rows::I420 { y0, y1, wy, u0, u1, v0, v1, cwy, matrix } => {
+                let y = lerp2(y0[t.x0], y0[t.x1], y1[t.x0], y1[t.x1], t.w1, *wy);
+                let u = lerp2(u0[t.cx0], u0[t.cx1], u1[t.cx0], u1[t.cx1], t.cw1, *cwy);
+                let v = lerp2(v0[t.cx0], v0[t.cx1], v1[t.cx0], v1[t.cx1], t.cw1, *cwy);
+                matrix.rgb(y, u, v).map(|k| k.clamp(0.0, 255.0))
+            }
+        }
+    }
 }
 
 /// Samples `region` of `view` (pixel coordinates; parts outside the image are black)
 /// into `out`, blacking out pixels whose centre lies in `mask`.
 ///
 /// `out` must hold exactly [`Sampling::len`] floats.
-pub fn sample(view: &RgbView<'_>, region: Rect, mask: Option<Rect>, s: &Sampling, out: &mut [f32]) {
+pub fn sample(view: &ImageView<'_>, region: Rect, mask: Option<Rect>, s: &Sampling, out: &mut [f32]) {
     debug_assert_eq!(out.len(), s.len());
     let (w, h) = (s.width, s.height);
     let (iw, ih) = (view.width() as f32, view.height() as f32);
@@ -74,10 +156,9 @@ pub fn sample(view: &RgbView<'_>, region: Rect, mask: Option<Rect>, s: &Sampling
     let taps: Vec<Tap> = (0..w)
         .map(|dx| {
             let centre = region.x + (dx as f32 + 0.5) * step_x;
-            let fx = (centre - 0.5).clamp(0.0, iw - 1.0);
-            let x0 = fx.floor() as usize;
-            let x1 = (x0 + 1).min(view.width() - 1);
-            Tap { x0, x1, w1: fx - x0 as f32, centre, inside: centre >= 0.0 && centre < iw }
+            let (x0, x1, w1) = axis(centre, view.width());
+            let (cx0, cx1, cw1) = axis(centre / 2.0, view.width().div_ceil(2));
+            Tap { x0, x1, w1, cx0, cx1, cw1, centre, inside: centre >= 0.0 && centre < iw }
         })
         .collect();
     let channels = s.colour.channels();
@@ -86,21 +167,10 @@ pub fn sample(view: &RgbView<'_>, region: Rect, mask: Option<Rect>, s: &Sampling
     for dy in 0..h {
         let cy = region.y + (dy as f32 + 0.5) * step_y;
         let row_inside = cy >= 0.0 && cy < ih;
-        let fy = (cy - 0.5).clamp(0.0, ih - 1.0);
-        let y0 = fy.floor() as usize;
-        let y1 = (y0 + 1).min(view.height() - 1);
-        let wy = fy - y0 as f32;
-        let (r0, r1) = (view.row(y0), view.row(y1));
+        let rows = Rows::at(view, cy);
         for (dx, t) in taps.iter().enumerate() {
             let visible = row_inside && t.inside && !mask.is_some_and(|m| m.contains(t.centre, cy));
-            let mut px = [0f32; 3];
-            if visible {
-                for (c, v) in px.iter_mut().enumerate() {
-                    let a = f32::from(r0[t.x0 * 3 + c]) * (1.0 - t.w1) + f32::from(r0[t.x1 * 3 + c]) * t.w1;
-                    let b = f32::from(r1[t.x0 * 3 + c]) * (1.0 - t.w1) + f32::from(r1[t.x1 * 3 + c]) * t.w1;
-                    *v = a * (1.0 - wy) + b * wy;
-                }
-            }
+            let px = if visible { rows.rgb(t) } else { [0f32; 3] };
             let values: [f32; 3] = match s.colour {
                 Colour::Rgb => px,
                 Colour::Bgr => [px[2], px[1], px[0]],

@@ -9,7 +9,7 @@ use crate::detect::Detection;
 use crate::engine::Bundle;
 use crate::engine::classifier::{Subject, SubjectBoxes};
 use crate::engine::runtime::EngineError;
-use crate::image::{Rect, RgbView};
+use crate::image::{ImageView, Rect};
 
 /// Everything the models and CLEF say about one face.
 #[derive(Debug, Clone)]
@@ -68,7 +68,7 @@ impl Analyzer {
     }
 
     /// Analyses one frame.
-    pub fn analyze(&mut self, frame: &RgbView<'_>) -> Result<(Vec<FaceAnalysis>, StageTimes), EngineError> {
+    pub fn analyze(&mut self, frame: &ImageView<'_>) -> Result<(Vec<FaceAnalysis>, StageTimes), EngineError> {
         let (mut all, times) = self.analyze_batch(std::slice::from_ref(frame))?;
         Ok((all.pop().unwrap_or_default(), times))
     }
@@ -77,7 +77,7 @@ impl Analyzer {
     /// classifier batch for all their faces. Returns the faces of each frame, in order.
     pub fn analyze_batch(
         &mut self,
-        frames: &[RgbView<'_>],
+        frames: &[ImageView<'_>],
     ) -> Result<(Vec<Vec<FaceAnalysis>>, StageTimes), EngineError> {
         let t0 = Instant::now();
         let mut detections = Vec::with_capacity(frames.len());
@@ -91,7 +91,7 @@ impl Analyzer {
 
     /// Analyses faces whose boxes are already known (a labelled dataset, `clefd eval`):
     /// the same crops, models and CLEF as for detected faces, without the detector.
-    pub fn analyze_boxes(&mut self, frame: &RgbView<'_>, faces: &[Rect]) -> Result<Vec<FaceAnalysis>, EngineError> {
+    pub fn analyze_boxes(&mut self, frame: &ImageView<'_>, faces: &[Rect]) -> Result<Vec<FaceAnalysis>, EngineError> {
         let given = faces.iter().map(|&rect| Detection { rect, score: 1.0, keypoints: [[0.0; 2]; 6] }).collect();
         Ok(self.classify(std::slice::from_ref(frame), vec![given])?.pop().unwrap_or_default())
     }
@@ -99,7 +99,7 @@ impl Analyzer {
     /// Classifies every face of every frame in one batch per model and applies CLEF.
     fn classify(
         &mut self,
-        frames: &[RgbView<'_>],
+        frames: &[ImageView<'_>],
         detections: Vec<Vec<Detection>>,
     ) -> Result<Vec<Vec<FaceAnalysis>>, EngineError> {
         let m = &self.bundle.manifest;

@@ -15,22 +15,22 @@ use std::sync::{Arc, Mutex};
 
 use super::analyze::{Analyzer, FaceAnalysis, StageTimes};
 use crate::engine::runtime::EngineError;
-use crate::image::RgbView;
+use crate::image::ImageView;
 
 /// Something with pixels to analyse: a camera frame, or a prepared picture.
 pub trait Picture: Send + 'static {
     /// The pixels, if the buffer holds a whole picture.
-    fn picture(&self) -> Option<RgbView<'_>>;
+    fn picture(&self) -> Option<ImageView<'_>>;
 }
 
 impl Picture for crate::source::Frame {
-    fn picture(&self) -> Option<RgbView<'_>> {
+    fn picture(&self) -> Option<ImageView<'_>> {
         self.view()
     }
 }
 
 impl Picture for Arc<crate::image::RgbImage> {
-    fn picture(&self) -> Option<RgbView<'_>> {
+    fn picture(&self) -> Option<ImageView<'_>> {
         Some(self.view())
     }
 }
@@ -172,7 +172,7 @@ fn analyze<T: Picture>(
     frames: &[(usize, T)],
     per_run: usize,
 ) -> Result<(Vec<Vec<FaceAnalysis>>, StageTimes), EngineError> {
-    let views: Vec<RgbView<'_>> = frames.iter().filter_map(|(_, f)| f.picture()).collect();
+    let views: Vec<ImageView<'_>> = frames.iter().filter_map(|(_, f)| f.picture()).collect();
     let mut faces = Vec::with_capacity(views.len());
     let mut times = StageTimes::default();
     for run in views.chunks(per_run.max(1)) {

@@ -9,8 +9,9 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 
-use super::{Capture, CaptureFormat, Frame, SourceSpec};
+use super::{Capture, CaptureFormat, Frame, Layout, SourceSpec};
 use crate::image::RgbImage;
+use crate::image::YuvMatrix;
 
 /// Why a camera could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -249,7 +250,7 @@ impl Camera {
             None => String::new(),
         };
         let desc = format!(
-            "{}{rate} ! queue max-size-buffers=2 leaky={} ! videoscale ! videoconvert ! video/x-raw,format=RGB,width={},pixel-aspect-ratio=1/1 ! appsink name=sink max-buffers=1 drop=true sync={}",
+            "{}{rate} ! queue max-size-buffers=2 leaky={} ! videoscale ! videoconvert ! video/x-raw,format=I420,width={},pixel-aspect-ratio=1/1 ! appsink name=sink max-buffers=1 drop=true sync={}",
             source_description(&opts)?,
             // A file must not leak: paced, the decoder runs ahead and the sink's clock would
             // see only the last frames; unpaced, the consumer paces the decoder, and a leaky
@@ -285,7 +286,7 @@ impl Camera {
                     match frame_from_sample(&sample, counter.fetch_add(1, Ordering::Relaxed)) {
                         Some(frame) => on_frame(frame),
                         None => {
-                            tracing::warn!(camera = %cam_name, "dropped a frame without RGB caps")
+                            tracing::warn!(camera = %cam_name, "dropped a frame that is neither I420 nor RGB")
                         }
                     }
                     Ok(gst::FlowSuccess::Ok)
@@ -534,11 +535,30 @@ fn error_reason(e: &gst::message::Error, spec: &SourceSpec) -> String {
     reason
 }
 
+/// The YUV → RGB matrix a stream's colorimetry asks for (BT.601 when it says nothing
+/// clefd knows, as for SD video).
+fn yuv_matrix(info: &gst_video::VideoInfo) -> YuvMatrix {
+    let c = info.colorimetry();
+    let base = match c.matrix() {
+        gst_video::VideoColorMatrix::Bt709 => YuvMatrix::BT709,
+        gst_video::VideoColorMatrix::Bt2020 => YuvMatrix::BT2020,
+        _ => YuvMatrix::BT601,
+    };
+    YuvMatrix { full_range: c.range() == gst_video::VideoColorRange::Range0_255, ..base }
+}
+
 fn frame_from_sample(sample: &gst::Sample, index: u64) -> Option<Frame> {
     let info = gst_video::VideoInfo::from_caps(sample.caps()?).ok()?;
-    if info.format() != gst_video::VideoFormat::Rgb {
-        return None;
-    }
+    let stride = |i: usize| info.stride().get(i).and_then(|&s| usize::try_from(s).ok());
+    let layout = match info.format() {
+        gst_video::VideoFormat::Rgb => Layout::Rgb { stride: stride(0)? },
+        gst_video::VideoFormat::I420 => Layout::I420 {
+            offsets: [info.offset()[0], info.offset()[1], info.offset()[2]],
+            strides: [stride(0)?, stride(1)?, stride(2)?],
+            matrix: yuv_matrix(&info),
+        },
+        _ => return None,
+    };
     let buffer = sample.buffer_owned()?.into_mapped_buffer_readable().ok()?;
     Some(Frame {
         index,
@@ -547,7 +567,7 @@ fn frame_from_sample(sample: &gst::Sample, index: u64) -> Option<Frame> {
         captured: Instant::now(),
         width: info.width() as usize,
         height: info.height() as usize,
-        stride: usize::try_from(info.stride()[0]).ok()?,
+        layout,
         buffer,
     })
 }
@@ -582,11 +602,7 @@ pub fn decode_image(path: &std::path::Path) -> Result<RgbImage, SourceError> {
         sample.ok_or_else(|| perr(format!("cannot decode: {}", bus_error.unwrap_or_else(|| "no picture".into()))))?;
     let frame = frame_from_sample(&sample, 0).ok_or_else(|| perr("decoded image is not RGB".into()))?;
     let view = frame.view().ok_or_else(|| perr("decoded buffer is too small".into()))?;
-    let mut data = Vec::with_capacity(frame.width * frame.height * 3);
-    for y in 0..frame.height {
-        data.extend_from_slice(view.row(y));
-    }
-    Ok(RgbImage { data, width: frame.width, height: frame.height })
+    Ok(view.to_rgb())
 }
 
 #[cfg(test)]

@@ -11,9 +11,29 @@ pub use uri::{Capture, CaptureFormat, SourceSpec, with_password};
 
 use std::time::{Instant, SystemTime};
 
-use crate::image::RgbView;
+use crate::image::{ImageView, YuvMatrix};
 
-/// One decoded RGB frame, still in GStreamer's buffer (no copy).
+/// How a frame's bytes are laid out in its buffer.
+#[derive(Debug, Clone, Copy)]
+pub enum Layout {
+    /// Packed RGB with rows of `stride` bytes.
+    Rgb {
+        /// Bytes per row.
+        stride: usize,
+    },
+    /// Planar I420: where each plane starts and its bytes per row, and the colour matrix.
+    I420 {
+        /// Plane offsets (Y, U, V).
+        offsets: [usize; 3],
+        /// Plane strides (Y, U, V).
+        strides: [usize; 3],
+        /// YUV → RGB conversion from the caps' colorimetry.
+        matrix: YuvMatrix,
+    },
+}
+
+/// One decoded frame, still in GStreamer's buffer (no copy, no colour conversion: the
+/// models' inputs are sampled from the decoder's I420 planes).
 #[derive(Debug)]
 pub struct Frame {
     /// Index within the camera's current stream.
@@ -28,14 +48,20 @@ pub struct Frame {
     pub width: usize,
     /// Height in pixels.
     pub height: usize,
-    /// Bytes per row.
-    pub stride: usize,
+    /// Where the bytes are.
+    pub layout: Layout,
     buffer: gstreamer::MappedBuffer<gstreamer::buffer::Readable>,
 }
 
 impl Frame {
     /// The pixels.
-    pub fn view(&self) -> Option<RgbView<'_>> {
-        RgbView::new(self.buffer.as_slice(), self.width, self.height, self.stride)
+    pub fn view(&self) -> Option<ImageView<'_>> {
+        let data = self.buffer.as_slice();
+        match self.layout {
+            Layout::Rgb { stride } => ImageView::new(data, self.width, self.height, stride),
+            Layout::I420 { offsets, strides, matrix } => {
+                ImageView::i420(data, self.width, self.height, offsets, strides, matrix)
+            }
+        }
     }
 }
