@@ -57,8 +57,8 @@ pub struct EngineConfig {
     /// The bundle cameras use unless they name their own (relative to the config file).
     pub bundle: PathBuf,
     /// Inference lanes per bundle: copies of its models that analyse frames at the same
-    /// time. 0 lets clefd pick: one per core when the models run on the CPU (small models
-    /// cannot keep several cores busy one frame at a time), one on a GPU.
+    /// time. 0 lets clefd pick: one per core (at most four) when the models run on the CPU
+    /// (small models cannot keep several cores busy one frame at a time), one on a GPU.
     pub lanes: usize,
     /// Intra-op threads per model; 0 lets clefd pick (1 with several lanes, else the
     /// number of cores).

@@ -83,6 +83,12 @@ fn peak_rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// Sessions as the daemon builds them by default (so `--model-only` runs on the same
+/// providers, lanes and threads as the pipeline).
+fn engine_options() -> SessionOptions {
+    SessionOptions { providers: clefd::config::EngineConfig::default().providers, ..SessionOptions::default() }
+}
+
 /// Runs the benchmark and prints its report.
 pub fn bench(o: &BenchOptions) -> anyhow::Result<ExitCode> {
     clefd::service::init_logging("warn");
@@ -100,7 +106,7 @@ pub fn bench(o: &BenchOptions) -> anyhow::Result<ExitCode> {
 /// The models alone, as the pipeline runs them (same lanes, threads and batch size), on
 /// one prepared frame per camera and lane: the ceiling for the pipeline's throughput.
 fn model_only(o: &BenchOptions, spec: &ClipSpec) -> anyhow::Result<ExitCode> {
-    let defaults = SessionOptions::default();
+    let defaults = engine_options();
     let (lane_count, threads) = defaults.lanes_and_threads(0, 0);
     let opts = SessionOptions { threads, ..defaults };
     let mut analyzers = Vec::new();
@@ -181,8 +187,9 @@ fn pipeline(o: &BenchOptions) -> anyhow::Result<ExitCode> {
     let outcome = pipeline.wait();
     let _ = std::fs::remove_dir_all(&dir);
     let secs = o.seconds;
+    let (lanes, threads) = engine_options().lanes_and_threads(0, 0);
     println!(
-        "pipeline: {} camera(s), 640x480 H.264 clip at 30 fps ({}), {} decoder, batching {}, {:.0} s",
+        "pipeline: {} camera(s), 640x480 H.264 clip at 30 fps ({}), {} decoder, {lanes} lane(s) of {threads} thread(s), batching {}, {:.0} s",
         o.cameras,
         if o.unpaced { "decoded as fast as possible" } else { "paced like a live camera" },
         o.decoder,

@@ -156,12 +156,13 @@ impl SessionOptions {
     }
 
     /// Lanes and intra-op threads per session for `lanes`/`threads` settings (0 = pick):
-    /// on the CPU one lane per core with one thread each, on a GPU one lane.
+    /// on the CPU one lane per core (at most four: each lane holds its own sessions, about
+    /// 10 MB) with one thread each, on a GPU one lane.
     pub fn lanes_and_threads(&self, lanes: usize, threads: usize) -> (usize, usize) {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let lanes = match lanes {
             0 if self.accelerated() => 1,
-            0 => cores.min(8),
+            0 => cores.min(4),
             n => n,
         };
         let threads = match threads {
