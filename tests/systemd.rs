@@ -201,6 +201,8 @@ fn metrics_pass_promtool_and_healthz_tells_the_truth() {
         "clefd_frames_dropped_total",
         "clefd_spool_events",
         "clefd_mqtt_events_acked_total",
+        "clefd_inference_lanes{bundle=\"face-fer2013\"} ",
+        "clefd_inference_batches_in_flight{bundle=\"face-fer2013\"} ",
     ] {
         assert!(metrics.contains(name), "{name} missing:\n{metrics}");
     }

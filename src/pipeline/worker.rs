@@ -120,6 +120,10 @@ pub struct RunSummary {
     pub events: u64,
     /// Batches run (one per detector-and-classifier pass over one or more frames).
     pub batches: u64,
+    /// Inference lanes (batches that can be in flight at once).
+    pub lanes: usize,
+    /// Batches in flight right now.
+    pub in_flight: usize,
     /// From the first to the last frame.
     pub elapsed: Duration,
     /// Per-stage totals.
@@ -178,6 +182,9 @@ pub(super) fn spawn<S: EventSink>(
     let mut pool: LanePool<Frame> =
         LanePool::start(&format!("infer-{name}"), analyzers, batching.max_frames, Arc::new(move || ring.ring()))?;
     let live = setup_live(&name, &[]);
+    if let Ok(mut l) = live.lock() {
+        l.lanes = pool.lanes();
+    }
     let mut tracking = Tracking {
         states: Vec::new(),
         registry: cameras,
@@ -218,6 +225,7 @@ pub(super) fn spawn<S: EventSink>(
                             frames.into_iter().filter(|(_, f)| f.view().is_some()).collect();
                         if !frames.is_empty() {
                             pool.submit(frames);
+                            tracking.lock().in_flight = pool.in_flight();
                         }
                     }
                     Next::Rung => {}
@@ -297,6 +305,10 @@ impl<S: EventSink> Tracking<S> {
     /// Tracks one finished batch and emits its events; false once the sink has closed.
     fn finish(&mut self, finished: Finished<Frame>) -> bool {
         let Finished { frames, result } = finished;
+        {
+            let mut summary = self.lock();
+            summary.in_flight = summary.in_flight.saturating_sub(1);
+        }
         let max_slot = frames.iter().map(|(s, _)| *s).max().unwrap_or(0);
         let cameras = self.ensure(max_slot);
         if frames.is_empty() || self.states.len() <= max_slot {

@@ -213,6 +213,14 @@ pub fn render_metrics(h: &Health) -> String {
             &s.classify_batches,
         );
     }
+    header(&mut o, "clefd_inference_lanes", "gauge", "Inference lanes: batches a bundle can analyse at once.");
+    for s in &summaries {
+        let _ = writeln!(o, "clefd_inference_lanes{{bundle=\"{}\"}} {}", s.bundle, s.lanes);
+    }
+    header(&mut o, "clefd_inference_batches_in_flight", "gauge", "Batches being analysed right now.");
+    for s in &summaries {
+        let _ = writeln!(o, "clefd_inference_batches_in_flight{{bundle=\"{}\"}} {}", s.bundle, s.in_flight);
+    }
     header(&mut o, "clefd_events_total", "counter", "Emotion events produced.");
     let _ = writeln!(o, "clefd_events_total {}", summaries.iter().map(|s| s.events).sum::<u64>());
     let p = &h.publish;
