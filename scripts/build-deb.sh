@@ -33,8 +33,8 @@ Package: clefd
 Version: ${version}
 Architecture: ${arch}
 Maintainer: clefd developers <clefd@localhost>
-Depends: libc6, libgstreamer1.0-0, gstreamer1.0-plugins-base, gstreamer1.0-plugins-good, gstreamer1.0-libav
-Recommends: gstreamer1.0-plugins-bad, gstreamer1.0-plugins-ugly, mosquitto
+Depends: libc6, libgstreamer1.0-0, gstreamer1.0-plugins-base, gstreamer1.0-plugins-good, gstreamer1.0-plugins-bad, gstreamer1.0-libav
+Recommends: gstreamer1.0-plugins-ugly, mosquitto
 Section: video
 Priority: optional
 Description: debiased emotion events from camera streams (CLEF) over MQTT
