@@ -115,7 +115,10 @@ fn a_full_spool_drops_the_oldest_and_counts_exactly_what_is_missing() {
     let mut broker = Broker::start_persistent();
     let consumer = Consumer::start_persistent(broker.port, "dashboard");
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), &broker, "bounded", 4, "spool_max_mb = 0.1\n");
+    // Retries at most a second apart, so the daemon is back within the 3 s the test allows
+    // after the broker returns (with the default 30 s cap, the backoff after an 8 s outage
+    // could put the next try after the daemon is stopped).
+    let cfg = config(dir.path(), &broker, "bounded", 4, "spool_max_mb = 0.1\nreconnect_max_s = 1.0\n");
     let daemon = Daemon::start(&cfg, &dir.path().join("clefd.log"));
     consumer.wait_for("events", Duration::from_secs(30), |m| seqs(m, "bounded").len() >= 5);
     broker.stop();

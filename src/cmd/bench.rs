@@ -127,12 +127,15 @@ fn model_only(o: &BenchOptions, spec: &ClipSpec) -> anyhow::Result<ExitCode> {
         while lanes.has_free_lane() {
             lanes.submit(batch());
         }
-        if let Some(done) = lanes.wait_finished() {
-            let (out, t) = done.result?;
-            frames += out.len() as u64;
-            faces += out.iter().map(|f| f.len() as u64).sum::<u64>();
-            detect += t.detect;
-            classify += t.classify;
+        match lanes.try_finished() {
+            Some(done) => {
+                let (out, t) = done.result?;
+                frames += out.len() as u64;
+                faces += out.iter().map(|f| f.len() as u64).sum::<u64>();
+                detect += t.detect;
+                classify += t.classify;
+            }
+            None => anyhow::ensure!(lanes.wait_any(), "the inference lanes stopped"),
         }
     }
     let secs = start.elapsed().as_secs_f64();

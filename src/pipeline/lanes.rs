@@ -57,6 +57,8 @@ pub struct LanePool<T> {
     lanes: usize,
     next_id: u64,
     next_out: u64,
+    /// Batches a lane has finished (and sent back) so far.
+    received: u64,
     early: BTreeMap<u64, Finished<T>>,
 }
 
@@ -92,7 +94,16 @@ impl<T: Picture> LanePool<T> {
                 }
             })?);
         }
-        Ok(LanePool { jobs: Some(jobs_tx), finished, threads, lanes, next_id: 0, next_out: 0, early: BTreeMap::new() })
+        Ok(LanePool {
+            jobs: Some(jobs_tx),
+            finished,
+            threads,
+            lanes,
+            next_id: 0,
+            next_out: 0,
+            received: 0,
+            early: BTreeMap::new(),
+        })
     }
 
     /// Number of lanes.
@@ -105,9 +116,27 @@ impl<T: Picture> LanePool<T> {
         (self.next_id - self.next_out) as usize
     }
 
-    /// Whether a lane would start on a batch submitted now.
+    /// Whether a lane would start on a batch submitted now. A lane that finished ahead of
+    /// an older batch is free at once; batches waiting to be handed back in order are
+    /// bounded (twice the lanes), so a stuck lane cannot make them pile up.
     pub fn has_free_lane(&self) -> bool {
-        self.in_flight() < self.lanes
+        let running = (self.next_id - self.received) as usize;
+        running < self.lanes && self.in_flight() < 2 * self.lanes
+    }
+
+    /// Waits until some lane finishes a batch (in any order); false if no lane is left.
+    pub fn wait_any(&mut self) -> bool {
+        if self.next_id == self.received {
+            return true;
+        }
+        match self.finished.recv() {
+            Ok((id, f)) => {
+                self.received += 1;
+                self.early.insert(id, f);
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     /// Queues a batch for the next free lane.
@@ -119,6 +148,7 @@ impl<T: Picture> LanePool<T> {
             // Every lane has gone (a lane can only go by panicking): report the batch lost.
             let reason = "the inference lanes have stopped".to_string();
             let result = Err(EngineError::Run { model: "lanes".into(), reason });
+            self.received += 1;
             self.early.insert(id, Finished { frames: Vec::new(), result });
         }
     }
@@ -126,6 +156,7 @@ impl<T: Picture> LanePool<T> {
     /// The oldest batch if it is done, without waiting.
     pub fn try_finished(&mut self) -> Option<Finished<T>> {
         while let Ok((id, f)) = self.finished.try_recv() {
+            self.received += 1;
             self.early.insert(id, f);
         }
         self.take_next()
@@ -139,11 +170,13 @@ impl<T: Picture> LanePool<T> {
             }
             match self.finished.recv() {
                 Ok((id, f)) => {
+                    self.received += 1;
                     self.early.insert(id, f);
                 }
                 Err(_) => {
                     // No lane left to finish the batches in flight: give them up.
                     self.next_out = self.next_id;
+                    self.received = self.next_id;
                     return None;
                 }
             }

@@ -208,10 +208,9 @@ pub(super) fn spawn<S: EventSink>(
                     }
                 }
                 if !pool.has_free_lane() {
-                    if let Some(finished) = pool.wait_finished() {
-                        if !tracking.finish(finished) {
-                            break 'run;
-                        }
+                    if !pool.wait_any() {
+                        tracing::error!("the inference lanes have stopped");
+                        break 'run;
                     }
                     continue;
                 }
