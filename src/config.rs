@@ -71,7 +71,9 @@ pub struct EngineConfig {
     pub batching: bool,
     /// Most frames, and most faces, per batch.
     pub batch_max: usize,
-    /// How long a ready frame waits for other cameras' frames to share its batch.
+    /// How long a ready frame waits for other cameras' frames to share its batch, with a
+    /// single lane (a GPU). With several lanes a frame starts at once on a free lane; under
+    /// load, frames gather while the lanes are busy and go together anyway.
     pub batch_timeout_ms: f64,
 }
 

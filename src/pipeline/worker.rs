@@ -214,7 +214,11 @@ pub(super) fn spawn<S: EventSink>(
                     }
                     continue;
                 }
-                match hub.next(batching.max_frames, batching.linger) {
+                // With a lane to spare, a frame starts at once: under load frames queue in
+                // the hub while the lanes are busy and the next free lane takes them as one
+                // batch anyway. Only a single lane (a GPU) waits for other cameras.
+                let linger = if pool.lanes() > 1 { Duration::ZERO } else { batching.linger };
+                match hub.next(batching.max_frames, linger) {
                     Next::Frames(frames) => {
                         if let Some(d) = test_delay {
                             std::thread::sleep(d);
