@@ -9,7 +9,11 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 
-use super::{Capture, CaptureFormat, Frame, Layout, SourceSpec};
+use super::capture::{advice, capture_chain};
+use super::decoder::{
+    DecoderChoice, from_device_memory, rank_lean_h264_decoder, skip_lean_h264_decoder, watch_decoder,
+};
+use super::{Frame, Layout, SourceSpec};
 use crate::image::RgbImage;
 use crate::image::YuvMatrix;
 
@@ -62,36 +66,6 @@ pub struct CameraOptions {
     pub decoder_threads: u32,
     /// Which software decoder H.264 gets.
     pub decoder: DecoderChoice,
-}
-
-/// Which software H.264 decoder a camera uses when no hardware decoder is installed.
-///
-/// libav (FFmpeg) is the fastest software decoder, but loading it maps FFmpeg and all it
-/// links (x265, librsvg, flite, Vulkan, ...): about 35 MB of resident memory for one
-/// decoder. OpenH264 decodes the H.264 profiles cameras send (up to High, progressive)
-/// in under 1 MB, at about half libav's speed on High profile — a few percent of a core
-/// for a 640×480 camera.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum DecoderChoice {
-    /// NVIDIA's hardware decoder when installed; otherwise OpenH264 for the profiles it
-    /// declares (up to High; `decodebin` checks the stream's caps), libav for the rest
-    /// (High 4:4:4, 10-bit, H.265, ...). On damaged data OpenH264 drops the frames it
-    /// cannot decode where libav conceals the damage: nothing smeared reaches the models.
-    #[default]
-    Auto,
-    /// libav for every stream (hardware decoders still win when installed).
-    Libav,
-}
-
-impl DecoderChoice {
-    /// Parses a config value (`auto` or `libav`).
-    pub fn parse(s: &str) -> Option<DecoderChoice> {
-        match s {
-            "auto" => Some(DecoderChoice::Auto),
-            "libav" => Some(DecoderChoice::Libav),
-            _ => None,
-        }
-    }
 }
 
 /// How a camera's stream ended.
@@ -174,53 +148,6 @@ fn source_description(opts: &CameraOptions) -> Result<String, SourceError> {
             "souphttpsrc name=src is-live=true ! multipartdemux ! jpegdec".into()
         }
     })
-}
-
-/// What follows `decodebin` on a Jetson: NVIDIA's decoders (`nvv4l2decoder`, and `nvjpegdec`
-/// for MJPEG) put frames in device memory (`memory:NVMM`), which `videoscale` and
-/// `videoconvert` cannot read; `nvvidconv` copies them out with the VIC engine (and passes
-/// frames a software decoder made in system memory through just as well).
-fn from_device_memory() -> &'static str {
-    if gst::ElementFactory::find("nvvidconv").is_some() { " ! nvvidconv ! video/x-raw,format=BGRx" } else { "" }
-}
-
-/// What follows a capture device: a caps filter asking for the configured mode (both wire
-/// formats when only a size or rate is given), then `decodebin` (`jpegdec` for MJPEG,
-/// nothing for raw frames).
-fn capture_chain(capture: &Capture) -> String {
-    let fields = capture.fields();
-    let caps = match capture.format {
-        Some(CaptureFormat::Mjpeg) => format!("image/jpeg{fields}"),
-        Some(CaptureFormat::Raw) => format!("video/x-raw{fields}"),
-        None if fields.is_empty() => return "decodebin name=dec".into(),
-        None => format!("video/x-raw{fields};image/jpeg{fields}"),
-    };
-    format!("capsfilter caps=\"{caps}\" ! decodebin name=dec")
-}
-
-/// Words that help with a failed start or a failed negotiation, per source kind.
-fn advice(spec: &SourceSpec) -> Option<String> {
-    match spec {
-        SourceSpec::V4l2 { device, .. } if !device.exists() => Some(format!(
-            "{} does not exist: is the camera plugged in? `ls /dev/video*` lists the devices",
-            device.display()
-        )),
-        SourceSpec::V4l2 { device, capture } => Some(format!(
-            "check that the clefd user is in the 'video' group{}",
-            if capture.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    " and that the device offers the mode asked for (`v4l2-ctl --list-formats-ext -d {}`)",
-                    device.display()
-                )
-            }
-        )),
-        SourceSpec::Csi { sensor, capture } if !capture.is_empty() => Some(format!(
-            "check that sensor {sensor} has a mode of that size and rate (`nvarguscamerasrc` lists them at start)"
-        )),
-        _ => None,
-    }
 }
 
 fn configure_source(src: &gst::Element, spec: &SourceSpec) {
@@ -399,71 +326,6 @@ impl Drop for Camera {
     }
 }
 
-/// Logs which video decoder `decodebin` picked (NVIDIA's hardware decoders rank above the
-/// software ones when they are installed), limits a software decoder's threads, and
-/// returns where the decoder's name will be recorded.
-fn watch_decoder(pipeline: &gst::Pipeline, camera: &str, threads: u32) -> Arc<Mutex<Option<String>>> {
-    let camera = camera.to_string();
-    let chosen = Arc::new(Mutex::new(None));
-    let record = chosen.clone();
-    pipeline.connect("deep-element-added", false, move |args| {
-        let element = args.get(2).and_then(|v| v.get::<gst::Element>().ok());
-        if let Some(factory) = element.as_ref().and_then(|e| e.factory()) {
-            let klass = factory.metadata("klass").unwrap_or_default();
-            if let Some(e) = element.as_ref().filter(|e| e.find_property("max-threads").is_some()) {
-                e.set_property("max-threads", i32::try_from(threads).unwrap_or(0));
-            }
-            if klass.contains("Decoder") && klass.contains("Video") {
-                let name = factory.name();
-                let path = if name.starts_with("nv") || name.contains("v4l2") { "hardware" } else { "software" };
-                tracing::info!(camera = %camera, decoder = %name, path, "video decoder chosen");
-                if let Ok(mut r) = record.lock() {
-                    *r = Some(name.to_string());
-                }
-            }
-        }
-        None
-    });
-    chosen
-}
-
-/// Hardware H.264 decoders (Jetson, desktop NVIDIA, V4L2 stateless/stateful, VA-API).
-const HARDWARE_H264_DECODERS: [&str; 6] =
-    ["nvv4l2decoder", "nvh264dec", "nvh264sldec", "v4l2h264dec", "vah264dec", "vaapih264dec"];
-
-/// Ranks OpenH264 just above libav's H.264 decoder, once per process, so that `decodebin`
-/// picks it for the streams it accepts (see [`DecoderChoice`]). Where a hardware decoder
-/// is installed the ranks are left as the platform ships them: hardware stays first.
-fn rank_lean_h264_decoder() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        if HARDWARE_H264_DECODERS.iter().any(|name| gst::ElementFactory::find(name).is_some()) {
-            return;
-        }
-        let (Some(lean), Some(libav)) =
-            (gst::ElementFactory::find("openh264dec"), gst::ElementFactory::find("avdec_h264"))
-        else {
-            return;
-        };
-        let rank = libav.rank();
-        if lean.rank() <= rank {
-            lean.set_rank(gst::Rank::from(i32::from(rank) + 1));
-        }
-    });
-}
-
-/// Has a `libav` camera's `decodebin` pass over OpenH264.
-fn skip_lean_h264_decoder(pipeline: &gst::Pipeline) {
-    let Some(dec) = pipeline.by_name("dec") else { return };
-    // The enum is registered by the playback plugin, loaded by now (decodebin exists).
-    let Some(answers) = gst::glib::Type::from_name("GstAutoplugSelectResult") else { return };
-    dec.connect("autoplug-select", false, move |args| {
-        let factory = args.get(3).and_then(|v| v.get::<gst::ElementFactory>().ok());
-        let skip = factory.is_some_and(|f| f.name() == "openh264dec");
-        gst::glib::EnumClass::with_type(answers).and_then(|a| a.to_value_by_nick(if skip { "skip" } else { "try" }))
-    });
-}
-
 /// Where a source reads from, without credentials.
 fn describe(spec: &SourceSpec) -> String {
     match spec {
@@ -523,7 +385,7 @@ fn watch_bus(
 
 /// A pipeline error in words: GStreamer's message, the element it came from, and advice
 /// for the source kind (a format the device does not offer, a device that went away).
-fn error_reason(e: &gst::message::Error, spec: &SourceSpec) -> String {
+pub(super) fn error_reason(e: &gst::message::Error, spec: &SourceSpec) -> String {
     let src = e.src().map(|s| s.path_string().to_string()).unwrap_or_default();
     let mut reason = format!("{} (from {src})", e.error());
     if e.debug().is_some_and(|d| d.contains("not-negotiated")) {
@@ -547,7 +409,7 @@ fn yuv_matrix(info: &gst_video::VideoInfo) -> YuvMatrix {
     YuvMatrix { full_range: c.range() == gst_video::VideoColorRange::Range0_255, ..base }
 }
 
-fn frame_from_sample(sample: &gst::Sample, index: u64) -> Option<Frame> {
+pub(super) fn frame_from_sample(sample: &gst::Sample, index: u64) -> Option<Frame> {
     let info = gst_video::VideoInfo::from_caps(sample.caps()?).ok()?;
     let stride = |i: usize| info.stride().get(i).and_then(|&s| usize::try_from(s).ok());
     let layout = match info.format() {
@@ -603,73 +465,4 @@ pub fn decode_image(path: &std::path::Path) -> Result<RgbImage, SourceError> {
     let frame = frame_from_sample(&sample, 0).ok_or_else(|| perr("decoded image is not RGB".into()))?;
     let view = frame.view().ok_or_else(|| perr("decoded buffer is too small".into()))?;
     Ok(view.to_rgb())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::source::uri::Capture;
-
-    /// Runs `device ! capture_chain(capture) ! RGB appsink`, with `device` standing in for
-    /// a V4L2 camera's output; returns the first frame's size or the error in words.
-    fn through_capture_chain(device: &str, capture: &Capture) -> Result<(usize, usize), String> {
-        gst::init().unwrap();
-        let desc = format!(
-            "{device} ! {} ! videoconvert ! video/x-raw,format=RGB ! appsink name=sink sync=false",
-            capture_chain(capture)
-        );
-        let pipeline = gst::parse::launch(&desc).unwrap().downcast::<gst::Pipeline>().unwrap();
-        let sink = pipeline.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
-        pipeline.set_state(gst::State::Playing).unwrap();
-        let spec = SourceSpec::V4l2 { device: "/dev/null".into(), capture: capture.clone() };
-        let bus = pipeline.bus().unwrap();
-        let (mut sample, mut error) = (None, None);
-        for _ in 0..100 {
-            sample = sink.try_pull_sample(gst::ClockTime::from_mseconds(100));
-            error = bus.pop_filtered(&[gst::MessageType::Error]).map(|m| match m.view() {
-                gst::MessageView::Error(e) => error_reason(e, &spec),
-                _ => unreachable!(),
-            });
-            if sample.is_some() || error.is_some() {
-                break;
-            }
-        }
-        pipeline.set_state(gst::State::Null).unwrap();
-        match (sample, error) {
-            (_, Some(error)) => Err(error),
-            (Some(s), None) => frame_from_sample(&s, 0).map(|f| (f.width, f.height)).ok_or_else(|| "not RGB".into()),
-            (None, None) => Err("no frame and no error".into()),
-        }
-    }
-
-    const MJPEG_720P: &str =
-        "videotestsrc num-buffers=5 ! video/x-raw,format=I420,width=1280,height=720,framerate=30/1 ! jpegenc";
-    const YUYV_VGA: &str = "videotestsrc num-buffers=5 ! video/x-raw,format=YUY2,width=640,height=480,framerate=30/1";
-
-    #[test]
-    fn mjpeg_and_raw_devices_give_rgb_frames() {
-        let mjpeg =
-            Capture { format: Some(CaptureFormat::Mjpeg), width: Some(1280), fps: Some(30), ..Capture::default() };
-        assert_eq!(through_capture_chain(MJPEG_720P, &mjpeg), Ok((1280, 720)));
-        assert_eq!(through_capture_chain(MJPEG_720P, &Capture::default()), Ok((1280, 720)));
-        let sized = Capture { width: Some(640), height: Some(480), ..Capture::default() };
-        assert_eq!(through_capture_chain(YUYV_VGA, &sized), Ok((640, 480)), "size only: raw or MJPEG");
-        let raw = Capture { format: Some(CaptureFormat::Raw), ..Capture::default() };
-        assert_eq!(through_capture_chain(YUYV_VGA, &raw), Ok((640, 480)));
-    }
-
-    #[test]
-    fn a_mode_the_device_lacks_is_explained() {
-        let mjpeg_720 = Capture { format: Some(CaptureFormat::Mjpeg), width: Some(1920), ..Capture::default() };
-        let err = through_capture_chain(MJPEG_720P, &mjpeg_720).unwrap_err();
-        assert!(err.contains("does not offer the format asked for"), "{err}");
-        assert!(err.contains("v4l2-ctl --list-formats-ext -d /dev/null"), "{err}");
-    }
-
-    #[test]
-    fn a_missing_device_is_named() {
-        let spec = SourceSpec::V4l2 { device: "/dev/video-unplugged".into(), capture: Capture::default() };
-        let advice = advice(&spec).unwrap();
-        assert!(advice.contains("/dev/video-unplugged does not exist: is the camera plugged in?"), "{advice}");
-    }
 }

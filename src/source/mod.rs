@@ -2,10 +2,13 @@
 //! and hand each frame over, zero-copy, through an appsink that keeps only the newest.
 
 mod camera;
+mod capture;
+mod decoder;
 mod supervisor;
 mod uri;
 
-pub use camera::{Camera, CameraOptions, DecoderChoice, Ended, SourceError, decode_image};
+pub use camera::{Camera, CameraOptions, Ended, SourceError, decode_image};
+pub use decoder::DecoderChoice;
 pub use supervisor::{CameraState, CameraStatus, Supervisor, SupervisorOptions};
 pub use uri::{Capture, CaptureFormat, SourceSpec, with_password};
 
