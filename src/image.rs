@@ -62,15 +62,44 @@ impl YuvMatrix {
     /// equals converting and then interpolating, since the conversion is affine.
     #[inline]
     pub fn rgb(&self, y: f32, u: f32, v: f32) -> [f32; 3] {
-        let (y, cb, cr) = if self.full_range {
-            (y, u - 128.0, v - 128.0)
-        } else {
-            ((y - 16.0) * (255.0 / 219.0), (u - 128.0) * (255.0 / 224.0), (v - 128.0) * (255.0 / 224.0))
-        };
-        let r = y + 2.0 * (1.0 - self.kr) * cr;
-        let b = y + 2.0 * (1.0 - self.kb) * cb;
-        let g = (y - self.kr * r - self.kb * b) / (1.0 - self.kr - self.kb);
-        [r, g, b]
+        self.linear().rgb(y, u, v)
+    }
+
+    /// The conversion as four products: worked out once per picture, not per pixel.
+    #[inline]
+    pub fn linear(&self) -> YuvLinear {
+        let (y_offset, y_scale, c_scale) =
+            if self.full_range { (0.0, 1.0, 1.0) } else { (16.0, 255.0 / 219.0, 255.0 / 224.0) };
+        let kg = 1.0 - self.kr - self.kb;
+        YuvLinear {
+            y_offset,
+            y_scale,
+            r_from_v: 2.0 * (1.0 - self.kr) * c_scale,
+            b_from_u: 2.0 * (1.0 - self.kb) * c_scale,
+            g_from_u: 2.0 * self.kb * (1.0 - self.kb) / kg * c_scale,
+            g_from_v: 2.0 * self.kr * (1.0 - self.kr) / kg * c_scale,
+        }
+    }
+}
+
+/// A [`YuvMatrix`] reduced to its coefficients: `R = Y' + r·V'`, `G = Y' − g_u·U' − g_v·V'`,
+/// `B = Y' + b·U'` with `Y' = (Y − offset)·scale`, `U' = U − 128`, `V' = V − 128`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct YuvLinear {
+    y_offset: f32,
+    y_scale: f32,
+    r_from_v: f32,
+    b_from_u: f32,
+    g_from_u: f32,
+    g_from_v: f32,
+}
+
+impl YuvLinear {
+    /// RGB (0–255, unclamped) of one YUV sample.
+    #[inline]
+    pub fn rgb(&self, y: f32, u: f32, v: f32) -> [f32; 3] {
+        let (y, u, v) = ((y - self.y_offset) * self.y_scale, u - 128.0, v - 128.0);
+        [y + self.r_from_v * v, y - self.g_from_u * u - self.g_from_v * v, y + self.b_from_u * u]
     }
 }
 

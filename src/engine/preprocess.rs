@@ -3,6 +3,7 @@
 
 use crate::engine::manifest::{Colour, InputSpec, Layout};
 use crate::image::{ImageView, Pixels, Rect, YuvMatrix};
+use std::ops::Range;
 
 /// Everything needed to turn an image region into one sample of a tensor.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,8 +62,6 @@ struct Tap {
     cx0: usize,
     cx1: usize,
     cw1: f32,
-    centre: f32,
-    inside: bool,
 }
 
 /// Bilinear weights along one axis for a source of `n` samples, at continuous position
@@ -79,6 +78,14 @@ fn lerp2(a0: u8, a1: u8, b0: u8, b1: u8, wx: f32, wy: f32) -> f32 {
     let a = f32::from(a0) * (1.0 - wx) + f32::from(a1) * wx;
     let b = f32::from(b0) * (1.0 - wx) + f32::from(b1) * wx;
     a * (1.0 - wy) + b * wy
+}
+
+/// The columns whose centre satisfies `inside`, an interval test: since the centres
+/// only grow, they form one contiguous run.
+fn run_of(centres: &[f32], inside: impl Fn(f32) -> bool) -> Range<usize> {
+    let start = centres.iter().position(|&c| inside(c)).unwrap_or(centres.len());
+    let len = centres[start..].iter().take_while(|&&c| inside(c)).count();
+    start..start + len
 }
 
 /// The two source rows an output row reads, per layout.
@@ -126,18 +133,24 @@ impl<'a> Rows<'a> {
         }
     }
 
-    /// RGB (0–255) at one output column.
-    #[inline]
-    fn rgb(&self, t: &Tap) -> [f32; 3] {
+    /// RGB (0–255) at the columns `taps`, into `out`: one loop per pixel layout, so the
+    /// per-pixel work is only the interpolation.
+    fn fill(&self, taps: &[Tap], out: &mut [[f32; 3]]) {
         match self {
-            Rows::Rgb { r0, r1, wy } => std::array::from_fn(|c| {
-                lerp2(r0[t.x0 * 3 + c], r0[t.x1 * 3 + c], r1[t.x0 * 3 + c], r1[t.x1 * 3 + c], t.w1, *wy)
-            }),
+            Rows::Rgb { r0, r1, wy } => {
+                for (t, o) in taps.iter().zip(out) {
+                    let (a, b) = (t.x0 * 3, t.x1 * 3);
+                    *o = std::array::from_fn(|c| lerp2(r0[a + c], r0[b + c], r1[a + c], r1[b + c], t.w1, *wy));
+                }
+            }
             Rows::I420 { y0, y1, wy, u0, u1, v0, v1, cwy, matrix } => {
-                let y = lerp2(y0[t.x0], y0[t.x1], y1[t.x0], y1[t.x1], t.w1, *wy);
-                let u = lerp2(u0[t.cx0], u0[t.cx1], u1[t.cx0], u1[t.cx1], t.cw1, *cwy);
-                let v = lerp2(v0[t.cx0], v0[t.cx1], v1[t.cx0], v1[t.cx1], t.cw1, *cwy);
-                matrix.rgb(y, u, v).map(|k| k.clamp(0.0, 255.0))
+                let matrix = matrix.linear();
+                for (t, o) in taps.iter().zip(out) {
+                    let y = lerp2(y0[t.x0], y0[t.x1], y1[t.x0], y1[t.x1], t.w1, *wy);
+                    let u = lerp2(u0[t.cx0], u0[t.cx1], u1[t.cx0], u1[t.cx1], t.cw1, *cwy);
+                    let v = lerp2(v0[t.cx0], v0[t.cx1], v1[t.cx0], v1[t.cx1], t.cw1, *cwy);
+                    *o = matrix.rgb(y, u, v).map(|k| k.clamp(0.0, 255.0));
+                }
             }
         }
     }
@@ -146,43 +159,86 @@ impl<'a> Rows<'a> {
 /// Samples `region` of `view` (pixel coordinates; parts outside the image are black)
 /// into `out`, blacking out pixels whose centre lies in `mask`.
 ///
-/// `out` must hold exactly [`Sampling::len`] floats.
+/// `out` must hold exactly [`Sampling::len`] floats. Works a row at a time: the source
+/// taps of every column are computed once, the visible columns of a row (inside the
+/// picture, outside the mask) are one or two runs, and each stage is a loop of its own
+/// (interpolate, colour and normalise, store in the layout).
 pub fn sample(view: &ImageView<'_>, region: Rect, mask: Option<Rect>, s: &Sampling, out: &mut [f32]) {
     debug_assert_eq!(out.len(), s.len());
     let (w, h) = (s.width, s.height);
     let (iw, ih) = (view.width() as f32, view.height() as f32);
     let step_x = region.w / w as f32;
     let step_y = region.h / h as f32;
-    let taps: Vec<Tap> = (0..w)
-        .map(|dx| {
-            let centre = region.x + (dx as f32 + 0.5) * step_x;
+    let centres: Vec<f32> = (0..w).map(|dx| region.x + (dx as f32 + 0.5) * step_x).collect();
+    let taps: Vec<Tap> = centres
+        .iter()
+        .map(|&centre| {
             let (x0, x1, w1) = axis(centre, view.width());
             let (cx0, cx1, cw1) = axis(centre / 2.0, view.width().div_ceil(2));
-            Tap { x0, x1, w1, cx0, cx1, cw1, centre, inside: centre >= 0.0 && centre < iw }
+            Tap { x0, x1, w1, cx0, cx1, cw1 }
         })
         .collect();
+    let in_picture = run_of(&centres, |c| c >= 0.0 && c < iw);
+    let in_mask = mask.map(|m| run_of(&centres, |c| c >= m.x && c < m.x + m.w));
     let channels = s.colour.channels();
     let plane = w * h;
     let black: [f32; 3] = std::array::from_fn(|c| s.affine[c].1);
+    let mut rgb = vec![[0f32; 3]; w];
+    let mut values = vec![black; w];
     for dy in 0..h {
         let cy = region.y + (dy as f32 + 0.5) * step_y;
-        let row_inside = cy >= 0.0 && cy < ih;
-        let rows = Rows::at(view, cy);
-        for (dx, t) in taps.iter().enumerate() {
-            let visible = row_inside && t.inside && !mask.is_some_and(|m| m.contains(t.centre, cy));
-            let px = if visible { rows.rgb(t) } else { [0f32; 3] };
-            let values: [f32; 3] = match s.colour {
-                Colour::Rgb => px,
-                Colour::Bgr => [px[2], px[1], px[0]],
-                Colour::Gray => [0.299 * px[0] + 0.587 * px[1] + 0.114 * px[2], 0.0, 0.0],
+        values.fill(black);
+        if cy >= 0.0 && cy < ih {
+            let rows = Rows::at(view, cy);
+            let masked = match (mask, &in_mask) {
+                (Some(m), Some(cols)) if cy >= m.y && cy < m.y + m.h => cols.clone(),
+                _ => 0..0,
             };
-            for c in 0..channels {
-                let v = if visible { values[c] * s.affine[c].0 + s.affine[c].1 } else { black[c] };
-                let idx = match s.layout {
-                    Layout::Nchw => c * plane + dy * w + dx,
-                    Layout::Nhwc => (dy * w + dx) * channels + c,
-                };
-                out[idx] = v;
+            // The picture's columns less the masked run: up to two runs.
+            let left = in_picture.start..in_picture.end.min(masked.start.max(in_picture.start));
+            let right = masked.end.max(in_picture.start)..in_picture.end;
+            let runs = if masked.is_empty() { [in_picture.clone(), 0..0] } else { [left, right] };
+            for run in runs.into_iter().filter(|r| !r.is_empty()) {
+                rows.fill(&taps[run.clone()], &mut rgb[run.clone()]);
+                normalise(s, &rgb[run.clone()], &mut values[run]);
+            }
+        }
+        match s.layout {
+            Layout::Nchw => {
+                for c in 0..channels {
+                    let dst = &mut out[c * plane + dy * w..][..w];
+                    for (d, v) in dst.iter_mut().zip(&values) {
+                        *d = v[c];
+                    }
+                }
+            }
+            Layout::Nhwc => {
+                let dst = &mut out[dy * w * channels..][..w * channels];
+                for (d, v) in dst.chunks_exact_mut(channels).zip(&values) {
+                    d.copy_from_slice(&v[..channels]);
+                }
+            }
+        }
+    }
+}
+
+/// RGB (0–255) → the input's channels, scaled and offset.
+fn normalise(s: &Sampling, rgb: &[[f32; 3]], out: &mut [[f32; 3]]) {
+    let a = s.affine;
+    match s.colour {
+        Colour::Rgb => {
+            for (o, p) in out.iter_mut().zip(rgb) {
+                *o = std::array::from_fn(|c| p[c] * a[c].0 + a[c].1);
+            }
+        }
+        Colour::Bgr => {
+            for (o, p) in out.iter_mut().zip(rgb) {
+                *o = std::array::from_fn(|c| p[2 - c] * a[c].0 + a[c].1);
+            }
+        }
+        Colour::Gray => {
+            for (o, p) in out.iter_mut().zip(rgb) {
+                o[0] = (0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]) * a[0].0 + a[0].1;
             }
         }
     }
@@ -243,5 +299,84 @@ mod tests {
         let mut out = vec![0.0; 3];
         sample(&img.view(), Rect { x: 0.0, y: 0.0, w: 1.0, h: 1.0 }, None, &s, &mut out);
         assert_eq!(out, vec![30.0, 20.0, 10.0]);
+    }
+
+    /// The definition, one output pixel at a time: what the row-wise sampler must equal.
+    fn per_pixel(view: &ImageView<'_>, region: Rect, mask: Option<Rect>, s: &Sampling) -> Vec<f32> {
+        let (w, h, ch) = (s.width, s.height, s.colour.channels());
+        let mut out = vec![0.0; s.len()];
+        for dy in 0..h {
+            let cy = region.y + (dy as f32 + 0.5) * (region.h / h as f32);
+            for dx in 0..w {
+                let cx = region.x + (dx as f32 + 0.5) * (region.w / w as f32);
+                let inside = cx >= 0.0 && cx < view.width() as f32 && cy >= 0.0 && cy < view.height() as f32;
+                let visible = inside && !mask.is_some_and(|m| m.contains(cx, cy));
+                let tap = |c: f32| {
+                    let (x0, x1, w1) = axis(c, view.width());
+                    let (cx0, cx1, cw1) = axis(c / 2.0, view.width().div_ceil(2));
+                    Tap { x0, x1, w1, cx0, cx1, cw1 }
+                };
+                let mut rgb = [[0f32; 3]];
+                if visible {
+                    Rows::at(view, cy).fill(&[tap(cx)], &mut rgb);
+                }
+                let p = rgb[0];
+                let values = match s.colour {
+                    Colour::Rgb => p,
+                    Colour::Bgr => [p[2], p[1], p[0]],
+                    Colour::Gray => [0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2], 0.0, 0.0],
+                };
+                for (c, (value, (scale, bias))) in values.into_iter().zip(s.affine).take(ch).enumerate() {
+                    let v = if visible { value * scale + bias } else { bias };
+                    let i = match s.layout {
+                        Layout::Nchw => c * w * h + dy * w + dx,
+                        Layout::Nhwc => (dy * w + dx) * ch + c,
+                    };
+                    out[i] = v;
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn row_wise_sampling_equals_the_per_pixel_definition() {
+        let (w, h) = (37, 23);
+        let rgb = RgbImage { data: (0..w * h * 3).map(|i| (i * 13 % 253) as u8).collect(), width: w, height: h };
+        let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+        let yuv: Vec<u8> = (0..w * h + 2 * cw * ch).map(|i| (i * 7 % 251) as u8).collect();
+        let i420 = ImageView::i420(&yuv, w, h, [0, w * h, w * h + cw * ch], [w, cw, cw], YuvMatrix::BT709).unwrap();
+        let regions = [
+            Rect { x: 0.0, y: 0.0, w: w as f32, h: h as f32 },
+            Rect { x: -5.5, y: -9.0, w: 50.0, h: 40.0 },
+            Rect { x: 20.0, y: 10.0, w: 30.0, h: 30.0 },
+            Rect { x: 3.2, y: 4.7, w: 6.0, h: 2.5 },
+        ];
+        let masks =
+            [None, Some(Rect { x: 8.0, y: 5.0, w: 10.0, h: 9.0 }), Some(Rect { x: -4.0, y: 0.0, w: 60.0, h: 3.0 })];
+        for view in [rgb.view(), i420] {
+            for region in regions {
+                for mask in masks {
+                    for colour in [Colour::Rgb, Colour::Bgr, Colour::Gray] {
+                        for layout in [Layout::Nchw, Layout::Nhwc] {
+                            let s = Sampling {
+                                width: 11,
+                                height: 7,
+                                layout,
+                                colour,
+                                affine: [(0.5, -3.0), (0.25, 1.0), (2.0, 0.5)],
+                            };
+                            let mut out = vec![f32::NAN; s.len()];
+                            sample(&view, region, mask, &s, &mut out);
+                            assert_eq!(
+                                out,
+                                per_pixel(&view, region, mask, &s),
+                                "{region:?} {mask:?} {colour:?} {layout:?}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 }
