@@ -14,7 +14,8 @@ use clefd::engine::runtime::{self, SessionOptions};
 use clefd::pipeline::analyze::Analyzer;
 use clefd::pipeline::lanes::LanePool;
 use clefd::pipeline::{EventSink, Output, Pipeline};
-use clefd::synth::{ClipSpec, Sprite};
+
+use super::cpu::{ThreadTimes, per_frame_line};
 
 /// Options of `clefd bench`.
 #[derive(Debug, Clone)]
@@ -54,23 +55,6 @@ impl EventSink for Counter {
     }
 }
 
-fn clip_spec(image: &Path) -> anyhow::Result<ClipSpec> {
-    let picture = clefd::source::decode_image(image)?;
-    Ok(ClipSpec {
-        width: 640,
-        height: 480,
-        fps: 30,
-        frames: 300,
-        sprites: vec![Sprite {
-            image: picture,
-            size: (360, 360),
-            from: (40.0, 60.0),
-            to: (240.0, 60.0),
-            round_trips: 1.0,
-        }],
-    })
-}
-
 fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -100,12 +84,33 @@ pub fn bench(o: &BenchOptions) -> anyhow::Result<ExitCode> {
     if let Some((url, n)) = &o.mqtt {
         return mqtt(url, *n);
     }
-    if o.model_only { model_only(o, &clip_spec(&o.image)?) } else { pipeline(o) }
+    let dir = std::env::temp_dir().join(format!("clefd-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let result = render_clip(o, &dir)
+        .and_then(|clip| if o.model_only { model_only(o, &clip) } else { pipeline(o, &clip, &dir) });
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+/// Renders the benchmark clip (640x480 H.264, 30 fps, 10 s) into `dir`, in a child
+/// process so that the encoder's memory does not count as ours.
+fn render_clip(o: &BenchOptions, dir: &Path) -> anyhow::Result<PathBuf> {
+    let clip = dir.join("clip.mp4");
+    let status = std::process::Command::new(std::env::current_exe()?)
+        .args(["make-clip", "--seconds", "10", "--fps", "30", "--scale", "0.75", "--image"])
+        .arg(&o.image)
+        .arg("--out")
+        .arg(&clip)
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    anyhow::ensure!(status.success(), "could not render the benchmark clip");
+    Ok(clip)
 }
 
 /// The models alone, as the pipeline runs them (same lanes, threads and batch size), on
-/// one prepared frame per camera and lane: the ceiling for the pipeline's throughput.
-fn model_only(o: &BenchOptions, spec: &ClipSpec) -> anyhow::Result<ExitCode> {
+/// the clip's first frames as its decoder gives them (one per camera, decoded once): the
+/// ceiling for the pipeline's throughput.
+fn model_only(o: &BenchOptions, clip: &Path) -> anyhow::Result<ExitCode> {
     let defaults = engine_options();
     let (lane_count, threads) = defaults.lanes_and_threads(0, 0);
     let opts = SessionOptions { threads, ..defaults };
@@ -115,13 +120,15 @@ fn model_only(o: &BenchOptions, spec: &ClipSpec) -> anyhow::Result<ExitCode> {
         analyzers.push(Analyzer::new(bundle, 16));
     }
     let per_run = if o.no_batching { 1 } else { 16 };
-    let mut lanes: LanePool<Arc<clefd::image::RgbImage>> =
-        LanePool::start("bench", analyzers, per_run, Arc::new(|| {}))?;
+    let mut lanes: LanePool<Arc<clefd::source::Frame>> =
+        LanePool::start("infer-bench", analyzers, per_run, Arc::new(|| {}))?;
     // One frame per camera per batch, as the pipeline's hub hands them out, with every
     // lane kept busy.
-    let images: Vec<_> = (0..o.cameras as u32).map(|i| Arc::new(clefd::synth::frame(spec, i * 7))).collect();
+    let images: Vec<_> = clefd::source::decode_video_frames(clip, o.cameras)?.into_iter().map(Arc::new).collect();
+    anyhow::ensure!(images.len() == o.cameras, "the benchmark clip is too short");
     let batch = || images.iter().cloned().enumerate().collect::<Vec<_>>();
     let (mut frames, mut faces, mut detect, mut classify) = (0u64, 0u64, Duration::ZERO, Duration::ZERO);
+    let cpu_before = ThreadTimes::now();
     let start = Instant::now();
     while start.elapsed().as_secs_f64() < o.seconds {
         while lanes.has_free_lane() {
@@ -138,7 +145,9 @@ fn model_only(o: &BenchOptions, spec: &ClipSpec) -> anyhow::Result<ExitCode> {
             None => anyhow::ensure!(lanes.wait_any(), "the inference lanes stopped"),
         }
     }
-    let secs = start.elapsed().as_secs_f64();
+    let cpu = ThreadTimes::now().since(&cpu_before);
+    let wall = start.elapsed();
+    let secs = wall.as_secs_f64();
     println!(
         "model-only: {} camera frame(s) per batch, {lane_count} lane(s) of {threads} thread(s), batching {}",
         o.cameras,
@@ -146,6 +155,7 @@ fn model_only(o: &BenchOptions, spec: &ClipSpec) -> anyhow::Result<ExitCode> {
     );
     println!("  frames/s {:.1}   faces/s {:.1}", frames as f64 / secs, faces as f64 / secs);
     println!("  per frame: detect {:.2} ms, classify {:.2} ms", ms(detect, frames), ms(classify, frames));
+    println!("{}", per_frame_line(&cpu, frames, wall));
     println!("  peak RSS {:.1} MB", peak_rss_mb());
     Ok(ExitCode::SUCCESS)
 }
@@ -154,19 +164,7 @@ fn ms(d: Duration, n: u64) -> f64 {
     d.as_secs_f64() * 1000.0 / n.max(1) as f64
 }
 
-fn pipeline(o: &BenchOptions) -> anyhow::Result<ExitCode> {
-    let dir = std::env::temp_dir().join(format!("clefd-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let clip = dir.join("clip.mp4");
-    // Encoded by a child process, so the encoder's memory does not count as ours.
-    let status = std::process::Command::new(std::env::current_exe()?)
-        .args(["make-clip", "--seconds", "10", "--fps", "30", "--scale", "0.75", "--image"])
-        .arg(&o.image)
-        .arg("--out")
-        .arg(&clip)
-        .stdout(std::process::Stdio::null())
-        .status()?;
-    anyhow::ensure!(status.success(), "could not render the benchmark clip");
+fn pipeline(o: &BenchOptions, clip: &Path, dir: &Path) -> anyhow::Result<ExitCode> {
     let mut config = Config { device_id: Some("bench".into()), state_dir: dir.join("state"), ..Config::default() };
     config.engine.bundle = o.bundle.clone();
     config.engine.onnxruntime = o.onnxruntime.clone();
@@ -183,12 +181,15 @@ fn pipeline(o: &BenchOptions) -> anyhow::Result<ExitCode> {
     }
     let loaded = Loaded { config, device_id: "bench".into(), camera_files: Default::default() };
     let counter = Counter::default();
+    let cpu_before = ThreadTimes::now();
+    let started = Instant::now();
     let pipeline = Pipeline::start(&loaded, counter.clone())?;
     let control = pipeline.control();
     std::thread::sleep(Duration::from_secs_f64(o.seconds));
+    let cpu = ThreadTimes::now().since(&cpu_before);
+    let wall = started.elapsed();
     control.stop();
     let outcome = pipeline.wait();
-    let _ = std::fs::remove_dir_all(&dir);
     let secs = o.seconds;
     let (lanes, threads) = engine_options().lanes_and_threads(0, 0);
     println!(
@@ -224,6 +225,7 @@ fn pipeline(o: &BenchOptions) -> anyhow::Result<ExitCode> {
             ms(s.stages.publish, s.frames),
             s.frames as f64 / s.batches.max(1) as f64
         );
+        println!("{}", per_frame_line(&cpu, s.frames, wall));
     }
     println!("  peak RSS {:.1} MB", peak_rss_mb());
     Ok(ExitCode::SUCCESS)

@@ -1,6 +1,7 @@
 //! One function per subcommand; each returns the process exit code.
 
 pub mod bench;
+mod cpu;
 pub mod eval;
 pub mod explain;
 pub mod run;

@@ -29,9 +29,16 @@ impl Picture for crate::source::Frame {
     }
 }
 
-impl Picture for Arc<crate::image::RgbImage> {
+impl Picture for crate::image::RgbImage {
     fn picture(&self) -> Option<ImageView<'_>> {
         Some(self.view())
+    }
+}
+
+/// Shared pictures, so one picture can sit in many batches (as in `clefd bench`).
+impl<P: Picture + Sync> Picture for Arc<P> {
+    fn picture(&self) -> Option<ImageView<'_>> {
+        P::picture(self)
     }
 }
 

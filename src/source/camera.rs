@@ -14,7 +14,6 @@ use super::decoder::{
     DecoderChoice, from_device_memory, rank_lean_h264_decoder, skip_lean_h264_decoder, watch_decoder,
 };
 use super::{Frame, Layout, SourceSpec};
-use crate::image::RgbImage;
 use crate::image::YuvMatrix;
 
 /// Why a camera could not start or stopped.
@@ -96,7 +95,7 @@ pub struct Camera {
     rate: Option<(Arc<AtomicU64>, Arc<AtomicU64>)>,
 }
 
-fn init() -> Result<(), SourceError> {
+pub(super) fn init() -> Result<(), SourceError> {
     gst::init().map_err(|e| SourceError::Init(e.to_string()))?;
     rank_lean_h264_decoder();
     Ok(())
@@ -432,37 +431,4 @@ pub(super) fn frame_from_sample(sample: &gst::Sample, index: u64) -> Option<Fram
         layout,
         buffer,
     })
-}
-
-/// Decodes a still image (PNG, JPEG, ...) to RGB with GStreamer, for `clefd explain`.
-pub fn decode_image(path: &std::path::Path) -> Result<RgbImage, SourceError> {
-    init()?;
-    let perr = |reason: String| SourceError::Pipeline { camera: path.display().to_string(), reason };
-    if !path.is_file() {
-        return Err(perr("image file does not exist".into()));
-    }
-    let pipeline = gst::parse::launch(
-        "filesrc name=src ! decodebin ! videoconvert ! video/x-raw,format=RGB ! appsink name=sink sync=false",
-    )
-    .map_err(|e| perr(e.to_string()))?
-    .downcast::<gst::Pipeline>()
-    .map_err(|_| perr("not a pipeline".into()))?;
-    let src = pipeline.by_name("src").ok_or_else(|| perr("no source".into()))?;
-    src.set_property("location", path.display().to_string());
-    let sink = pipeline
-        .by_name("sink")
-        .and_then(|s| s.downcast::<gst_app::AppSink>().ok())
-        .ok_or_else(|| perr("no appsink".into()))?;
-    pipeline.set_state(gst::State::Playing).map_err(|_| perr("cannot start decoding".into()))?;
-    let sample = sink.try_pull_sample(gst::ClockTime::from_seconds(10));
-    let bus_error = pipeline.bus().and_then(|b| b.pop_filtered(&[gst::MessageType::Error])).map(|m| match m.view() {
-        gst::MessageView::Error(e) => e.error().to_string(),
-        _ => String::new(),
-    });
-    let _ = pipeline.set_state(gst::State::Null);
-    let sample =
-        sample.ok_or_else(|| perr(format!("cannot decode: {}", bus_error.unwrap_or_else(|| "no picture".into()))))?;
-    let frame = frame_from_sample(&sample, 0).ok_or_else(|| perr("decoded image is not RGB".into()))?;
-    let view = frame.view().ok_or_else(|| perr("decoded buffer is too small".into()))?;
-    Ok(view.to_rgb())
 }

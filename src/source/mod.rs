@@ -4,11 +4,13 @@
 mod camera;
 mod capture;
 mod decoder;
+mod grab;
 mod supervisor;
 mod uri;
 
-pub use camera::{Camera, CameraOptions, Ended, SourceError, decode_image};
+pub use camera::{Camera, CameraOptions, Ended, SourceError};
 pub use decoder::DecoderChoice;
+pub use grab::{decode_image, decode_video_frames};
 pub use supervisor::{CameraState, CameraStatus, Supervisor, SupervisorOptions};
 pub use uri::{Capture, CaptureFormat, SourceSpec, with_password};
 

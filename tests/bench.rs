@@ -1,0 +1,52 @@
+//! `clefd bench` runs the real pipeline and the models alone, and reports what the issue
+//! asks for (per-camera fps, faces/s, latency, drops, per-stage time, peak memory). Only
+//! the report's shape and its plainly-true facts are checked: timing goals live in the
+//! benchmark itself, never in a test.
+
+mod common;
+
+use common::{clefd, repo};
+
+fn bench(args: &[&str]) -> String {
+    let out = clefd().current_dir(repo()).arg("bench").args(args).env_remove("RUST_LOG").output().expect("clefd runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "clefd bench {args:?} failed:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    text
+}
+
+/// The number after `key` on the first line that has it.
+fn figure(text: &str, key: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.split(key).nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.trim_end_matches([',', ';']).parse().ok())
+        .unwrap_or_else(|| panic!("no '{key}' figure in:\n{text}"))
+}
+
+#[test]
+fn the_pipeline_report_covers_every_camera_and_every_stage() {
+    let text = bench(&["--cameras", "2", "--seconds", "3", "--unpaced"]);
+    for cam in ["cam0", "cam1"] {
+        let line = text.lines().find(|l| l.trim_start().starts_with(cam)).unwrap_or_else(|| panic!("{cam}:\n{text}"));
+        assert!(figure(line, "fps") > 1.0, "{line}");
+        assert!(figure(line, "faces/s") > 1.0, "the astronaut's face is found: {line}");
+        assert!(figure(line, "p50") > 0.0 && figure(line, "p99") >= figure(line, "p50"), "{line}");
+        assert!(line.contains("dropped"), "{line}");
+    }
+    assert!(figure(&text, "total  fps") > 2.0, "{text}");
+    assert!(figure(&text, "detect") > 0.0 && figure(&text, "classify") > 0.0, "{text}");
+    // Where the CPU went: inference lanes and GStreamer's decoding threads both worked.
+    assert!(figure(&text, "inference") > 0.0, "{text}");
+    assert!(figure(&text, "decoding (GStreamer threads)") > 0.0, "{text}");
+    let rss = figure(&text, "peak RSS");
+    assert!(rss > 10.0 && rss < 2000.0, "{text}");
+}
+
+#[test]
+fn the_models_alone_run_on_decoded_frames() {
+    let text = bench(&["--model-only", "--cameras", "2", "--seconds", "1"]);
+    assert!(text.contains("model-only: 2 camera frame(s) per batch"), "{text}");
+    assert!(figure(&text, "frames/s") > 1.0, "{text}");
+    assert!(figure(&text, "faces/s") > 1.0, "the face in the decoded frames is found: {text}");
+    assert!(figure(&text, "inference") > 0.0, "{text}");
+}
