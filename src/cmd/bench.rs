@@ -181,10 +181,11 @@ fn pipeline(o: &BenchOptions, clip: &Path, dir: &Path) -> anyhow::Result<ExitCod
     }
     let loaded = Loaded { config, device_id: "bench".into(), camera_files: Default::default() };
     let counter = Counter::default();
-    let cpu_before = ThreadTimes::now();
-    let started = Instant::now();
     let pipeline = Pipeline::start(&loaded, counter.clone())?;
     let control = pipeline.control();
+    // From here on: models are loaded, cameras are starting.
+    let cpu_before = ThreadTimes::now();
+    let started = Instant::now();
     std::thread::sleep(Duration::from_secs_f64(o.seconds));
     let cpu = ThreadTimes::now().since(&cpu_before);
     let wall = started.elapsed();
