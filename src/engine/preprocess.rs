@@ -133,9 +133,11 @@ impl<'a> Rows<'a> {
         }
     }
 
-    /// RGB (0–255) at the columns `taps`, into `out`: one loop per pixel layout, so the
-    /// per-pixel work is only the interpolation.
-    fn fill(&self, taps: &[Tap], out: &mut [[f32; 3]]) {
+    /// RGB (0–255) at the columns `taps` (a non-empty run), into `out`: one loop per
+    /// pixel layout. For I420 the two source rows are first blended vertically over the
+    /// run's span (contiguous, so it vectorises), leaving one horizontal lerp per plane
+    /// and pixel; `blended` holds those rows.
+    fn fill(&self, taps: &[Tap], out: &mut [[f32; 3]], blended: &mut Blended) {
         match self {
             Rows::Rgb { r0, r1, wy } => {
                 for (t, o) in taps.iter().zip(out) {
@@ -144,15 +146,47 @@ impl<'a> Rows<'a> {
                 }
             }
             Rows::I420 { y0, y1, wy, u0, u1, v0, v1, cwy, matrix } => {
+                let (Some(first), Some(last)) = (taps.first(), taps.last()) else { return };
+                let luma = first.x0..last.x1 + 1;
+                let chroma = first.cx0..last.cx1 + 1;
+                blend(&y0[luma.clone()], &y1[luma.clone()], *wy, &mut blended.y[luma]);
+                blend(&u0[chroma.clone()], &u1[chroma.clone()], *cwy, &mut blended.u[chroma.clone()]);
+                blend(&v0[chroma.clone()], &v1[chroma.clone()], *cwy, &mut blended.v[chroma]);
+                let (ys, us, vs) = (&blended.y, &blended.u, &blended.v);
                 let matrix = matrix.linear();
                 for (t, o) in taps.iter().zip(out) {
-                    let y = lerp2(y0[t.x0], y0[t.x1], y1[t.x0], y1[t.x1], t.w1, *wy);
-                    let u = lerp2(u0[t.cx0], u0[t.cx1], u1[t.cx0], u1[t.cx1], t.cw1, *cwy);
-                    let v = lerp2(v0[t.cx0], v0[t.cx1], v1[t.cx0], v1[t.cx1], t.cw1, *cwy);
+                    let y = ys[t.x0] * (1.0 - t.w1) + ys[t.x1] * t.w1;
+                    let u = us[t.cx0] * (1.0 - t.cw1) + us[t.cx1] * t.cw1;
+                    let v = vs[t.cx0] * (1.0 - t.cw1) + vs[t.cx1] * t.cw1;
                     *o = matrix.rgb(y, u, v).map(|k| k.clamp(0.0, 255.0));
                 }
             }
         }
+    }
+}
+
+/// One output row's source rows blended vertically, per plane (I420 only).
+struct Blended {
+    y: Vec<f32>,
+    u: Vec<f32>,
+    v: Vec<f32>,
+}
+
+impl Blended {
+    fn for_view(view: &ImageView<'_>) -> Blended {
+        let (w, cw) = match view.pixels() {
+            Pixels::I420 { .. } => (view.width(), view.width().div_ceil(2)),
+            Pixels::Rgb { .. } => (0, 0),
+        };
+        Blended { y: vec![0.0; w], u: vec![0.0; cw], v: vec![0.0; cw] }
+    }
+}
+
+/// `out = a·(1 − w) + b·w`, element by element.
+#[inline]
+fn blend(a: &[u8], b: &[u8], w: f32, out: &mut [f32]) {
+    for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
+        *o = f32::from(a) * (1.0 - w) + f32::from(b) * w;
     }
 }
 
@@ -185,6 +219,7 @@ pub fn sample(view: &ImageView<'_>, region: Rect, mask: Option<Rect>, s: &Sampli
     let black: [f32; 3] = std::array::from_fn(|c| s.affine[c].1);
     let mut rgb = vec![[0f32; 3]; w];
     let mut values = vec![black; w];
+    let mut blended = Blended::for_view(view);
     for dy in 0..h {
         let cy = region.y + (dy as f32 + 0.5) * step_y;
         values.fill(black);
@@ -199,7 +234,7 @@ pub fn sample(view: &ImageView<'_>, region: Rect, mask: Option<Rect>, s: &Sampli
             let right = masked.end.max(in_picture.start)..in_picture.end;
             let runs = if masked.is_empty() { [in_picture.clone(), 0..0] } else { [left, right] };
             for run in runs.into_iter().filter(|r| !r.is_empty()) {
-                rows.fill(&taps[run.clone()], &mut rgb[run.clone()]);
+                rows.fill(&taps[run.clone()], &mut rgb[run.clone()], &mut blended);
                 normalise(s, &rgb[run.clone()], &mut values[run]);
             }
         }
@@ -318,7 +353,7 @@ mod tests {
                 };
                 let mut rgb = [[0f32; 3]];
                 if visible {
-                    Rows::at(view, cy).fill(&[tap(cx)], &mut rgb);
+                    Rows::at(view, cy).fill(&[tap(cx)], &mut rgb, &mut Blended::for_view(view));
                 }
                 let p = rgb[0];
                 let values = match s.colour {
@@ -377,6 +412,24 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn i420_at_its_own_size_gives_the_pictures_rgb() {
+        // Any luma, flat chroma: at identity size no interpolation changes a sample, so the
+        // result must be the textbook conversion of each pixel (to_rgb rounds to bytes).
+        let (w, h) = (9usize, 6usize);
+        let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+        let mut yuv: Vec<u8> = (0..w * h).map(|i| (16 + i * 37 % 220) as u8).collect();
+        yuv.extend(std::iter::repeat_n(90, cw * ch));
+        yuv.extend(std::iter::repeat_n(200, cw * ch));
+        let view = ImageView::i420(&yuv, w, h, [0, w * h, w * h + cw * ch], [w, cw, cw], YuvMatrix::BT601).unwrap();
+        let s = plain(w, h, Colour::Rgb, Layout::Nhwc);
+        let mut out = vec![0.0; s.len()];
+        sample(&view, Rect { x: 0.0, y: 0.0, w: w as f32, h: h as f32 }, None, &s, &mut out);
+        for (got, want) in out.iter().zip(view.to_rgb().data) {
+            assert!((got - f32::from(want)).abs() <= 0.5 + 1e-3, "{got} vs {want}");
         }
     }
 }
