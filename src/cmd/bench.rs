@@ -13,7 +13,7 @@ use clefd::engine::Bundle;
 use clefd::engine::runtime::{self, SessionOptions};
 use clefd::pipeline::analyze::Analyzer;
 use clefd::pipeline::lanes::LanePool;
-use clefd::pipeline::{EventSink, Output, Pipeline};
+use clefd::pipeline::{EventSink, Output, Pipeline, RunSummary};
 
 use super::cpu::{ThreadTimes, per_frame_line};
 
@@ -183,25 +183,26 @@ fn pipeline(o: &BenchOptions, clip: &Path, dir: &Path) -> anyhow::Result<ExitCod
     let counter = Counter::default();
     let pipeline = Pipeline::start(&loaded, counter.clone())?;
     let control = pipeline.control();
-    // From here on: models are loaded, cameras are starting.
-    let cpu_before = ThreadTimes::now();
-    let started = Instant::now();
+    let probe = pipeline.probe();
+    // Measured in steady state: models are loaded, and cameras get a second to start.
+    std::thread::sleep(WARM_UP);
+    let (before, cpu_before, started) = (probe.summaries(), ThreadTimes::now(), Instant::now());
     std::thread::sleep(Duration::from_secs_f64(o.seconds));
-    let cpu = ThreadTimes::now().since(&cpu_before);
-    let wall = started.elapsed();
+    let (after, cpu, wall) = (probe.summaries(), ThreadTimes::now().since(&cpu_before), started.elapsed());
     control.stop();
-    let outcome = pipeline.wait();
-    let secs = o.seconds;
+    let _ = pipeline.wait();
+    let secs = wall.as_secs_f64();
     let (lanes, threads) = engine_options().lanes_and_threads(0, 0);
     println!(
-        "pipeline: {} camera(s), 640x480 H.264 clip at 30 fps ({}), {} decoder, {lanes} lane(s) of {threads} thread(s), batching {}, {:.0} s",
+        "pipeline: {} camera(s), 640x480 H.264 clip at 30 fps ({}), {} decoder, {lanes} lane(s) of {threads} thread(s), batching {}, {:.0} s after {:.0} s of warm-up",
         o.cameras,
         if o.unpaced { "decoded as fast as possible" } else { "paced like a live camera" },
         o.decoder,
         if o.no_batching { "off" } else { "on" },
-        secs
+        secs,
+        WARM_UP.as_secs_f64()
     );
-    for s in &outcome.summaries {
+    for s in after.iter().map(|a| window(before.iter().find(|b| b.bundle == a.bundle), a)) {
         for c in &s.cameras {
             println!(
                 "  {:<6} fps {:>6.1}  faces/s {:>6.1}  latency p50 {:>6.1} ms  p99 {:>6.1} ms  dropped {}",
@@ -230,6 +231,31 @@ fn pipeline(o: &BenchOptions, clip: &Path, dir: &Path) -> anyhow::Result<ExitCod
     }
     println!("  peak RSS {:.1} MB", peak_rss_mb());
     Ok(ExitCode::SUCCESS)
+}
+
+/// How long cameras run before the measured window opens.
+const WARM_UP: Duration = Duration::from_secs(1);
+
+/// What a worker did between two snapshots of its statistics.
+fn window(before: Option<&RunSummary>, after: &RunSummary) -> RunSummary {
+    let Some(b) = before else { return after.clone() };
+    let mut s = after.clone();
+    s.frames -= b.frames.min(s.frames);
+    s.faces -= b.faces.min(s.faces);
+    s.dropped -= b.dropped.min(s.dropped);
+    s.batches -= b.batches.min(s.batches);
+    s.stages.detect = s.stages.detect.saturating_sub(b.stages.detect);
+    s.stages.classify = s.stages.classify.saturating_sub(b.stages.classify);
+    s.stages.publish = s.stages.publish.saturating_sub(b.stages.publish);
+    for c in &mut s.cameras {
+        if let Some(cb) = b.cameras.iter().find(|cb| cb.name == c.name) {
+            c.frames -= cb.frames.min(c.frames);
+            c.faces -= cb.faces.min(c.faces);
+            c.dropped -= cb.dropped.min(c.dropped);
+            c.latency = c.latency.since(&cb.latency);
+        }
+    }
+    s
 }
 
 fn sample_event(i: u64) -> clefd::events::EmotionEvent {

@@ -60,6 +60,15 @@ impl LatencyHistogram {
         self.sum += d.as_secs_f64();
     }
 
+    /// The observations recorded after `earlier` (a snapshot of this same histogram).
+    pub fn since(&self, earlier: &LatencyHistogram) -> LatencyHistogram {
+        LatencyHistogram {
+            buckets: self.buckets.iter().zip(&earlier.buckets).map(|(a, b)| a.saturating_sub(*b)).collect(),
+            count: self.count.saturating_sub(earlier.count),
+            sum: (self.sum - earlier.sum).max(0.0),
+        }
+    }
+
     /// Observations so far.
     pub fn count(&self) -> u64 {
         self.count
@@ -207,7 +216,8 @@ pub(super) fn spawn<S: EventSink>(
                         break 'run;
                     }
                 }
-                if !pool.has_free_lane() {
+                let free = pool.has_free_lane();
+                if !free && !pool.has_room_to_queue() {
                     if !pool.wait_any() {
                         tracing::error!("the inference lanes have stopped");
                         break 'run;
@@ -216,9 +226,13 @@ pub(super) fn spawn<S: EventSink>(
                 }
                 // With a lane to spare, a frame starts at once: under load frames queue in
                 // the hub while the lanes are busy and the next free lane takes them as one
-                // batch anyway. Only a single lane (a GPU) waits for other cameras.
+                // batch anyway. Only a single lane (a GPU) waits for other cameras. With
+                // every lane busy, one whole batch (a frame from each camera) may queue for
+                // the next lane to finish; a ring from a finishing lane ends the wait.
                 let linger = if pool.lanes() > 1 { Duration::ZERO } else { batching.linger };
-                match hub.next(batching.max_frames, linger) {
+                let next =
+                    if free { hub.next(batching.max_frames, linger) } else { hub.next_full(batching.max_frames) };
+                match next {
                     Next::Frames(frames) => {
                         if let Some(d) = test_delay {
                             std::thread::sleep(d);
