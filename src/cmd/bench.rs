@@ -128,10 +128,20 @@ fn model_only(o: &BenchOptions, clip: &Path) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(images.len() == o.cameras, "the benchmark clip is too short");
     let batch = || images.iter().cloned().enumerate().collect::<Vec<_>>();
     let (mut frames, mut faces, mut detect, mut classify) = (0u64, 0u64, Duration::ZERO, Duration::ZERO);
-    let cpu_before = ThreadTimes::now();
-    let start = Instant::now();
-    while start.elapsed().as_secs_f64() < o.seconds {
-        while lanes.has_free_lane() {
+    // The same warm-up as the pipeline gets, then the measured window.
+    let warm_up_ends = Instant::now() + WARM_UP;
+    let mut window: Option<(Instant, ThreadTimes)> = None;
+    loop {
+        match &window {
+            None if Instant::now() >= warm_up_ends => {
+                (frames, faces, detect, classify) = (0, 0, Duration::ZERO, Duration::ZERO);
+                window = Some((Instant::now(), ThreadTimes::now()));
+            }
+            Some((start, _)) if start.elapsed().as_secs_f64() >= o.seconds => break,
+            _ => {}
+        }
+        // As the pipeline's worker does: a batch for every free lane, and one queued.
+        while lanes.has_free_lane() || lanes.has_room_to_queue() {
             lanes.submit(batch());
         }
         match lanes.try_finished() {
@@ -145,6 +155,7 @@ fn model_only(o: &BenchOptions, clip: &Path) -> anyhow::Result<ExitCode> {
             None => anyhow::ensure!(lanes.wait_any(), "the inference lanes stopped"),
         }
     }
+    let Some((start, cpu_before)) = window else { anyhow::bail!("the measured window never opened") };
     let cpu = ThreadTimes::now().since(&cpu_before);
     let wall = start.elapsed();
     let secs = wall.as_secs_f64();
