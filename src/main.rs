@@ -94,8 +94,9 @@ enum Command {
         truth_camera: Option<String>,
     },
     /// Measure throughput on this machine: N cameras playing a synthetic clip of a face
-    /// for S seconds, events counted instead of published. Prints per-camera fps, faces/s,
-    /// capture-to-decision latency (p50/p99), drops, per-stage time and peak memory.
+    /// for S seconds (after 1 s of warm-up), events counted instead of published. Prints
+    /// per-camera fps, faces/s, capture-to-decision latency (p50/p99), drops, per-stage
+    /// time, CPU time per frame by stage (inference, decoding, tracking) and peak memory.
     Bench {
         /// Number of cameras.
         #[arg(long, default_value_t = 1)]
@@ -103,7 +104,7 @@ enum Command {
         /// Seconds to run.
         #[arg(long, default_value_t = 10.0)]
         seconds: f64,
-        /// Run only the models on prepared frames in a tight loop: the ceiling the
+        /// Run only the models on the clip's decoded frames in a tight loop: the ceiling the
         /// pipeline's throughput is measured against.
         #[arg(long)]
         model_only: bool,
