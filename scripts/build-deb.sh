@@ -24,6 +24,7 @@ cp -r engines/face-fer2013 "$root/usr/share/clefd/engines/"
 mkdir -p "$root/usr/share/clefd/engines/context-bias-demo"
 cp -P engines/context-bias-demo/{manifest.toml,vanilla.onnx,context_branch.onnx,blazeface_full.onnx} \
   "$root/usr/share/clefd/engines/context-bias-demo/"
+install -D -m 0644 assets/astronaut.png "$root/usr/share/clefd/assets/astronaut.png"  # for `clefd bench`
 install -D -m 0644 engines/NOTICE "$root/usr/share/doc/clefd/NOTICE"
 install -D -m 0644 README.md "$root/usr/share/doc/clefd/README.md"
 mkdir -p "$root/var/lib/clefd"

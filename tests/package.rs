@@ -25,6 +25,7 @@ fn the_deb_builds_installs_and_checks_its_own_config() {
         "./usr/share/clefd/engines/context-bias-demo/vanilla.onnx",
         "./usr/share/clefd/engines/context-bias-demo/context_branch.onnx",
         "./usr/share/doc/clefd/NOTICE",
+        "./usr/share/clefd/assets/astronaut.png",
         "./var/lib/clefd/",
     ] {
         assert!(listing.lines().any(|l| l.ends_with(path)), "{path} missing from the package:\n{listing}");
@@ -54,6 +55,14 @@ fn the_deb_builds_installs_and_checks_its_own_config() {
             .env_remove("ORT_DYLIB_PATH")
             .output()
             .unwrap();
+        // Away from the checkout, `clefd bench` finds the shipped bundle and picture.
+        let elsewhere = tempfile::tempdir().unwrap();
+        let bench = Command::new("/usr/bin/clefd")
+            .args(["bench", "--model-only", "--seconds", "0.5"])
+            .current_dir(elsewhere.path())
+            .env_remove("ORT_DYLIB_PATH")
+            .output()
+            .unwrap();
         let user = Command::new("getent").args(["passwd", "clefd"]).output().unwrap();
         let _ = Command::new("dpkg").args(["--purge", "clefd"]).output();
         let text = String::from_utf8_lossy(&check.stdout);
@@ -64,6 +73,11 @@ fn the_deb_builds_installs_and_checks_its_own_config() {
             String::from_utf8_lossy(&explain.stderr)
         );
         assert!(String::from_utf8_lossy(&explain.stdout).contains("\"happy\""));
+        assert!(
+            bench.status.success() && String::from_utf8_lossy(&bench.stdout).contains("faces/s"),
+            "the installed bench runs on its shipped bundle and picture: {}",
+            String::from_utf8_lossy(&bench.stderr)
+        );
         assert!(
             String::from_utf8_lossy(&debiasing.stdout).contains("\"debias\": \"on\""),
             "the installed context-bias bundle (detector linked from face-fer2013) loads: {}",

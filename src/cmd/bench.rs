@@ -42,6 +42,13 @@ pub struct BenchOptions {
     pub mqtt: Option<(String, u64)>,
 }
 
+/// A file that ships with clefd: `relative` under the current directory (a checkout),
+/// else where the package installs it (`/usr/share/clefd`).
+pub fn shipped(relative: &str) -> PathBuf {
+    let here = PathBuf::from(relative);
+    if here.exists() { here } else { Path::new("/usr/share/clefd").join(relative) }
+}
+
 /// Counts what the pipeline emits instead of publishing it.
 #[derive(Clone, Default)]
 struct Counter(Arc<AtomicU64>);

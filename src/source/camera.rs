@@ -40,6 +40,14 @@ pub enum SourceError {
         /// GStreamer's message.
         reason: String,
     },
+    /// A picture or clip file (not a camera) could not be decoded.
+    #[error("{path}: {reason}")]
+    File {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 /// How one camera should run.

@@ -13,7 +13,7 @@ use crate::image::RgbImage;
 /// Decodes a still image (PNG, JPEG, ...) to RGB with GStreamer, for `clefd explain`.
 pub fn decode_image(path: &std::path::Path) -> Result<RgbImage, SourceError> {
     let frames = decode(path, "RGB", 1)?;
-    let perr = |reason: &str| SourceError::Pipeline { camera: path.display().to_string(), reason: reason.into() };
+    let perr = |reason: &str| SourceError::File { path: path.display().to_string(), reason: reason.into() };
     let frame = frames.first().ok_or_else(|| perr("no picture"))?;
     let view = frame.view().ok_or_else(|| perr("decoded buffer is too small"))?;
     Ok(view.to_rgb())
@@ -27,7 +27,7 @@ pub fn decode_video_frames(path: &std::path::Path, count: usize) -> Result<Vec<F
 
 fn decode(path: &std::path::Path, format: &str, count: usize) -> Result<Vec<Frame>, SourceError> {
     init()?;
-    let perr = |reason: String| SourceError::Pipeline { camera: path.display().to_string(), reason };
+    let perr = |reason: String| SourceError::File { path: path.display().to_string(), reason };
     if !path.is_file() {
         return Err(perr("file does not exist".into()));
     }
