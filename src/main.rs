@@ -127,6 +127,11 @@ enum Command {
         /// /usr/share/clefd/assets/astronaut.png].
         #[arg(long)]
         image: Option<PathBuf>,
+        /// Play this recording instead (any file GStreamer decodes, e.g. your camera's
+        /// stream saved with `gst-launch-1.0 rtspsrc location=... ! rtph264depay ! h264parse
+        /// ! mp4mux ! filesink location=cam.mp4 -e`): figures for your own streams.
+        #[arg(long, value_name = "FILE")]
+        clip: Option<PathBuf>,
         /// libonnxruntime.so to use.
         #[arg(long)]
         onnxruntime: Option<PathBuf>,
@@ -185,10 +190,12 @@ fn main() -> ExitCode {
             decoder,
             bundle,
             image,
+            clip,
             onnxruntime,
             mqtt,
             events,
         } => cmd::bench::bench(&cmd::bench::BenchOptions {
+            clip,
             decoder,
             cameras,
             seconds,

@@ -50,3 +50,16 @@ fn the_models_alone_run_on_decoded_frames() {
     assert!(figure(&text, "faces/s") > 1.0, "the face in the decoded frames is found: {text}");
     assert!(figure(&text, "inference") > 0.0, "{text}");
 }
+
+#[test]
+fn a_recording_of_ones_own_can_be_benchmarked() {
+    let text = bench(&["--clip", "assets/context-bias-anti.mp4", "--cameras", "1", "--seconds", "1", "--unpaced"]);
+    assert!(text.contains("assets/context-bias-anti.mp4"), "the report names the recording:\n{text}");
+    assert!(figure(&text, "total  fps") > 1.0, "{text}");
+    let models = bench(&["--clip", "assets/context-bias-anti.mp4", "--model-only", "--seconds", "0.5"]);
+    assert!(figure(&models, "faces/s") > 1.0, "the recording's first frame has a face: {models}");
+
+    let out = clefd().current_dir(repo()).args(["bench", "--clip", "no-such.mp4"]).output().expect("clefd runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--clip no-such.mp4: no such file"), "{out:?}");
+}

@@ -32,6 +32,8 @@ pub struct BenchOptions {
     pub bundle: PathBuf,
     /// Picture drawn into the synthetic clip.
     pub image: PathBuf,
+    /// A recording to play instead of the synthetic clip.
+    pub clip: Option<PathBuf>,
     /// Decode as fast as possible instead of pacing cameras at the clip's 30 fps.
     pub unpaced: bool,
     /// Cameras' `decoder` setting (`auto` or `libav`).
@@ -93,8 +95,12 @@ pub fn bench(o: &BenchOptions) -> anyhow::Result<ExitCode> {
     }
     let dir = std::env::temp_dir().join(format!("clefd-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let result = render_clip(o, &dir)
-        .and_then(|clip| if o.model_only { model_only(o, &clip) } else { pipeline(o, &clip, &dir) });
+    let clip = match &o.clip {
+        Some(path) if path.is_file() => std::fs::canonicalize(path).context("--clip"),
+        Some(path) => Err(anyhow::anyhow!("--clip {}: no such file", path.display())),
+        None => render_clip(o, &dir),
+    };
+    let result = clip.and_then(|clip| if o.model_only { model_only(o, &clip) } else { pipeline(o, &clip, &dir) });
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
@@ -131,8 +137,10 @@ fn model_only(o: &BenchOptions, clip: &Path) -> anyhow::Result<ExitCode> {
         LanePool::start("infer-bench", analyzers, per_run, Arc::new(|| {}))?;
     // One frame per camera per batch, as the pipeline's hub hands them out, with every
     // lane kept busy.
-    let images: Vec<_> = clefd::source::decode_video_frames(clip, o.cameras)?.into_iter().map(Arc::new).collect();
-    anyhow::ensure!(images.len() == o.cameras, "the benchmark clip is too short");
+    let width = CameraConfig::default().width;
+    let images: Vec<_> =
+        clefd::source::decode_video_frames(clip, o.cameras, width)?.into_iter().map(Arc::new).collect();
+    anyhow::ensure!(images.len() == o.cameras, "{} has fewer than {} frames", clip.display(), o.cameras);
     let batch = || images.iter().cloned().enumerate().collect::<Vec<_>>();
     let (mut frames, mut faces, mut detect, mut classify) = (0u64, 0u64, Duration::ZERO, Duration::ZERO);
     // The same warm-up as the pipeline gets, then the measured window.
@@ -212,8 +220,9 @@ fn pipeline(o: &BenchOptions, clip: &Path, dir: &Path) -> anyhow::Result<ExitCod
     let secs = wall.as_secs_f64();
     let (lanes, threads) = engine_options().lanes_and_threads(0, 0);
     println!(
-        "pipeline: {} camera(s), 640x480 H.264 clip at 30 fps ({}), {} decoder, {lanes} lane(s) of {threads} thread(s), batching {}, {:.0} s after {:.0} s of warm-up",
+        "pipeline: {} camera(s), {} ({}), {} decoder, {lanes} lane(s) of {threads} thread(s), batching {}, {:.0} s after {:.0} s of warm-up",
         o.cameras,
+        o.clip.as_ref().map_or("640x480 H.264 clip at 30 fps".into(), |c| c.display().to_string()),
         if o.unpaced { "decoded as fast as possible" } else { "paced like a live camera" },
         o.decoder,
         if o.no_batching { "off" } else { "on" },

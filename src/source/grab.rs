@@ -19,20 +19,20 @@ pub fn decode_image(path: &std::path::Path) -> Result<RgbImage, SourceError> {
     Ok(view.to_rgb())
 }
 
-/// The first `count` frames of a video file, in I420 as cameras deliver them (fewer if the
-/// file is shorter).
-pub fn decode_video_frames(path: &std::path::Path, count: usize) -> Result<Vec<Frame>, SourceError> {
-    decode(path, "I420", count)
+/// The first `count` frames of a video file, in I420 and scaled to `width` as cameras
+/// deliver them (fewer if the file is shorter).
+pub fn decode_video_frames(path: &std::path::Path, count: usize, width: u32) -> Result<Vec<Frame>, SourceError> {
+    decode(path, &format!("I420,width={width},pixel-aspect-ratio=1/1"), count)
 }
 
-fn decode(path: &std::path::Path, format: &str, count: usize) -> Result<Vec<Frame>, SourceError> {
+fn decode(path: &std::path::Path, caps: &str, count: usize) -> Result<Vec<Frame>, SourceError> {
     init()?;
     let perr = |reason: String| SourceError::File { path: path.display().to_string(), reason };
     if !path.is_file() {
         return Err(perr("file does not exist".into()));
     }
     let pipeline = gst::parse::launch(&format!(
-        "filesrc name=src ! decodebin ! videoconvert ! video/x-raw,format={format} ! appsink name=sink sync=false max-buffers={count}"
+        "filesrc name=src ! decodebin ! videoscale ! videoconvert ! video/x-raw,format={caps} ! appsink name=sink sync=false max-buffers={count}"
     ))
     .map_err(|e| perr(e.to_string()))?
     .downcast::<gst::Pipeline>()
@@ -48,7 +48,7 @@ fn decode(path: &std::path::Path, format: &str, count: usize) -> Result<Vec<Fram
     while frames.len() < count {
         let Some(sample) = sink.try_pull_sample(gst::ClockTime::from_seconds(10)) else { break };
         let frame = frame_from_sample(&sample, frames.len() as u64)
-            .ok_or_else(|| perr(format!("decoded picture is not {format}")))?;
+            .ok_or_else(|| perr(format!("decoded picture is not {caps}")))?;
         frames.push(frame);
     }
     let bus_error = pipeline.bus().and_then(|b| b.pop_filtered(&[gst::MessageType::Error])).map(|m| match m.view() {
