@@ -10,9 +10,7 @@ use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 
 use super::capture::{advice, capture_chain};
-use super::decoder::{
-    DecoderChoice, from_device_memory, rank_lean_h264_decoder, skip_lean_h264_decoder, watch_decoder,
-};
+use super::decoder::{DecoderChoice, from_device_memory, rank_lean_h264_decoder, steer_h264_decoder, watch_decoder};
 use super::{Frame, Layout, SourceSpec};
 use crate::image::YuvMatrix;
 
@@ -200,9 +198,7 @@ impl Camera {
             .downcast::<gst::Pipeline>()
             .map_err(|_| perr("not a pipeline".into()))?;
         let decoder = watch_decoder(&pipeline, &opts.name, opts.decoder_threads);
-        if opts.decoder == DecoderChoice::Libav {
-            skip_lean_h264_decoder(&pipeline);
-        }
+        steer_h264_decoder(&pipeline, opts.decoder);
 
         let src = pipeline.by_name("src").ok_or_else(|| perr("no source element".into()))?;
         configure_source(&src, &opts.spec);
