@@ -113,8 +113,12 @@ pub(super) fn skips_lean_decoder(choice: DecoderChoice, caps: Option<&gst::CapsR
     }
 }
 
-/// Has `decodebin` pass over OpenH264 where [`skips_lean_decoder`] says so.
+/// Has `decodebin` pass over OpenH264 where [`skips_lean_decoder`] says so (under `auto`,
+/// only where libav is installed to take the stream instead).
 pub(super) fn steer_h264_decoder(pipeline: &gst::Pipeline, choice: DecoderChoice) {
+    if choice == DecoderChoice::Auto && gst::ElementFactory::find("avdec_h264").is_none() {
+        return;
+    }
     let Some(dec) = pipeline.by_name("dec") else { return };
     // The enum is registered by the playback plugin, loaded by now (decodebin exists).
     let Some(answers) = gst::glib::Type::from_name("GstAutoplugSelectResult") else { return };
