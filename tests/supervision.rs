@@ -206,7 +206,14 @@ fn bad_cameras_do_not_disturb_good_ones() {
         let fps: Vec<f64> =
             consumer.on(&format!("/{good}/state")).iter().filter_map(|m| m.body["fps"].as_f64()).collect();
         assert!(fps.iter().any(|&f| f >= 12.0), "{good} streams at its rate (15 fps): {fps:?}");
+        let states = consumer.on(&format!("/{good}/state"));
+        assert!(
+            states.iter().any(|m| m.body["decoder"] == "openh264dec"),
+            "{good}'s state names its decoder: {:?}",
+            states.last().map(|m| &m.body)
+        );
     }
+    assert!(last.body.get("decoder").is_none(), "a camera that never started has no decoder");
 }
 
 #[test]

@@ -1,10 +1,11 @@
 //! `clefd bench`: how fast the whole pipeline runs on this machine, and how close it
 //! comes to the models' own limit.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -51,14 +52,22 @@ pub fn shipped(relative: &str) -> PathBuf {
     if here.exists() { here } else { Path::new("/usr/share/clefd").join(relative) }
 }
 
-/// Counts what the pipeline emits instead of publishing it.
+/// Counts what the pipeline emits instead of publishing it, and notes each camera's
+/// decoder from its states.
 #[derive(Clone, Default)]
-struct Counter(Arc<AtomicU64>);
+struct Counter(Arc<AtomicU64>, Arc<Mutex<HashMap<String, String>>>);
 
 impl EventSink for Counter {
     fn emit(&mut self, output: Output) -> bool {
-        if let Output::Event(_) = output {
-            self.0.fetch_add(1, Ordering::Relaxed);
+        match output {
+            Output::Event(_) => {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+            Output::CameraState(status) => {
+                if let (Some(decoder), Ok(mut decoders)) = (status.decoder, self.1.lock()) {
+                    decoders.insert(status.camera, decoder);
+                }
+            }
         }
         true
     }
@@ -229,16 +238,18 @@ fn pipeline(o: &BenchOptions, clip: &Path, dir: &Path) -> anyhow::Result<ExitCod
         secs,
         WARM_UP.as_secs_f64()
     );
+    let decoders = counter.1.lock().map(|d| d.clone()).unwrap_or_default();
     for s in after.iter().map(|a| window(before.iter().find(|b| b.bundle == a.bundle), a)) {
         for c in &s.cameras {
             println!(
-                "  {:<6} fps {:>6.1}  faces/s {:>6.1}  latency p50 {:>6.1} ms  p99 {:>6.1} ms  dropped {}",
+                "  {:<6} fps {:>6.1}  faces/s {:>6.1}  latency p50 {:>6.1} ms  p99 {:>6.1} ms  dropped {}  decoder {}",
                 c.name,
                 c.frames as f64 / secs,
                 c.faces as f64 / secs,
                 c.latency.quantile_ms(0.5),
                 c.latency.quantile_ms(0.99),
-                c.dropped
+                c.dropped,
+                decoders.get(&c.name).map_or("?", String::as_str)
             );
         }
         println!(

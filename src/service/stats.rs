@@ -31,6 +31,7 @@ pub fn stats_json(h: &Health, uptime: Duration) -> Value {
                     "status": st.map(|s| s.status.as_str()),
                     "fps": st.map(|s| s.fps),
                     "restarts": st.map(|s| s.restarts),
+                    "decoder": st.and_then(|s| s.decoder.clone()),
                     "frames": c.frames,
                     "faces": c.faces,
                     "dropped": {"latest_frame_wins": c.dropped, "fps_cap": st.map(|s| s.dropped_fps_cap)},

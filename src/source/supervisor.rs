@@ -62,6 +62,10 @@ pub struct CameraStatus {
     pub restarts: u64,
     /// Frames dropped by the camera's `fps` cap so far.
     pub dropped_fps_cap: u64,
+    /// The video decoder GStreamer chose for the stream (`nvv4l2decoder`, `avdec_h264`,
+    /// `openh264dec`, ...), once known; absent for sources that need none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decoder: Option<String>,
 }
 
 /// Restart policy.
@@ -94,6 +98,7 @@ struct Reporter {
     restarts: u64,
     capped_before: u64,
     capped_now: u64,
+    decoder: Option<String>,
 }
 
 impl Reporter {
@@ -116,6 +121,7 @@ impl Reporter {
             since: crate::events::rfc3339(self.since),
             restarts: self.restarts,
             dropped_fps_cap: self.capped_before + self.capped_now,
+            decoder: self.decoder.clone(),
         };
         (self.on_status)(&status);
     }
@@ -195,6 +201,7 @@ fn supervise(opts: &SupervisorOptions, on_frame: &FrameFn, on_status: StatusFn, 
         restarts: 0,
         capped_before: 0,
         capped_now: 0,
+        decoder: None,
     };
     let mut backoff = opts.backoff_initial;
     let mut generation: u32 = 0;
@@ -291,6 +298,7 @@ fn watch(
         let now = Instant::now();
         let n = camera.frames();
         rep.capped_now = camera.fps_cap_drops();
+        rep.decoder = camera.decoder().or(rep.decoder.take());
         if n > last_count {
             last_count = n;
             last_progress = now;
