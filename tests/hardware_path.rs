@@ -2,10 +2,10 @@
 //!
 //! There is no Jetson here, so this test registers stand-ins under NVIDIA's element names
 //! (libav's H.264 decoder as `nvv4l2decoder`, at the rank NVIDIA gives it, and
-//! `videoconvert` as `nvvidconv`). What it checks is clefd's side: that `decodebin` picks
-//! the hardware decoder over both software ones, that the choice is reported, and that the
-//! camera's pipeline copies frames out of device memory through `nvvidconv` before the
-//! software scaler. Whether NVIDIA's real elements decode is NVIDIA's side: see the
+//! `videoconvertscale` as `nvvidconv`). What it checks is clefd's side: that `decodebin`
+//! picks the hardware decoder over both software ones, that the choice is reported, and
+//! that the camera's pipeline has `nvvidconv` copy frames out of device memory as I420 at
+//! the working size (so the software scaler after it has nothing left to do). Whether NVIDIA's real elements decode is NVIDIA's side: see the
 //! README's Jetson notes. (A test binary of its own: the stand-ins are process-wide.)
 
 mod common;
@@ -27,7 +27,7 @@ fn register_stand_in(name: &str, real: &str, rank: gst::Rank) {
 fn with_nvidia_elements_the_hardware_decoder_wins_and_frames_leave_device_memory() {
     gst::init().unwrap();
     register_stand_in("nvv4l2decoder", "avdec_h264", gst::Rank::from(i32::from(gst::Rank::PRIMARY) + 11));
-    register_stand_in("nvvidconv", "videoconvert", gst::Rank::NONE);
+    register_stand_in("nvvidconv", "videoconvertscale", gst::Rank::NONE);
 
     let dir = tempfile::tempdir().unwrap();
     let clip = dir.path().join("clip.mp4");
@@ -50,7 +50,7 @@ fn with_nvidia_elements_the_hardware_decoder_wins_and_frames_leave_device_memory
     let camera = Camera::start(
         opts,
         move |f| {
-            assert_eq!((f.width, f.height), (320, 240), "scaled to the working width after nvvidconv");
+            assert_eq!((f.width, f.height), (320, 240), "scaled to the working width by nvvidconv");
             counted.fetch_add(1, Ordering::Relaxed);
         },
         move |ended| {
@@ -62,7 +62,9 @@ fn with_nvidia_elements_the_hardware_decoder_wins_and_frames_leave_device_memory
     assert_eq!(ended, clefd::source::Ended::Eos);
     assert_eq!(camera.decoder().as_deref(), Some("nvv4l2decoder"), "hardware ranks above libav and OpenH264");
     assert!(
-        camera.description().contains("decodebin name=dec ! nvvidconv ! video/x-raw,format=BGRx ! "),
+        camera
+            .description()
+            .contains("decodebin name=dec ! nvvidconv ! video/x-raw,format=I420,width=320,pixel-aspect-ratio=1/1 ! "),
         "{}",
         camera.description()
     );

@@ -120,7 +120,7 @@ fn source_description(opts: &CameraOptions) -> Result<String, SourceError> {
     Ok(match &opts.spec {
         SourceSpec::File { .. } => {
             require(name, "decodebin", "install gstreamer1.0-plugins-base")?;
-            format!("filesrc name=src ! decodebin name=dec{}", from_device_memory())
+            format!("filesrc name=src ! decodebin name=dec{}", from_device_memory(opts.width))
         }
         SourceSpec::Test { .. } => {
             require(name, "videotestsrc", "install gstreamer1.0-plugins-base")?;
@@ -132,12 +132,12 @@ fn source_description(opts: &CameraOptions) -> Result<String, SourceError> {
                 "rtspsrc name=src protocols={} latency={} ! decodebin name=dec{}",
                 if opts.rtsp_udp { "udp" } else { "tcp" },
                 opts.rtsp_latency_ms,
-                from_device_memory()
+                from_device_memory(opts.width)
             )
         }
         SourceSpec::V4l2 { capture, .. } => {
             require(name, "v4l2src", "install gstreamer1.0-plugins-good")?;
-            format!("v4l2src name=src ! {}{}", capture_chain(capture), from_device_memory())
+            format!("v4l2src name=src ! {}{}", capture_chain(capture), from_device_memory(opts.width))
         }
         SourceSpec::Csi { sensor, capture } => {
             require(name, "nvarguscamerasrc", "CSI cameras need NVIDIA's Jetson GStreamer plugins")?;
@@ -146,7 +146,7 @@ fn source_description(opts: &CameraOptions) -> Result<String, SourceError> {
             } else {
                 format!(" ! video/x-raw(memory:NVMM){}", capture.fields())
             };
-            format!("nvarguscamerasrc name=src sensor-id={sensor}{mode} ! nvvidconv ! video/x-raw,format=BGRx")
+            format!("nvarguscamerasrc name=src sensor-id={sensor}{mode}{}", from_device_memory(opts.width))
         }
         SourceSpec::HttpMjpeg { .. } => {
             require(name, "souphttpsrc", "install gstreamer1.0-plugins-good")?;
@@ -412,19 +412,29 @@ fn yuv_matrix(info: &gst_video::VideoInfo) -> YuvMatrix {
     YuvMatrix { full_range: c.range() == gst_video::VideoColorRange::Range0_255, ..base }
 }
 
+/// Wraps a decoded sample as a [`Frame`] without copying it. The planes are where the
+/// buffer's video meta says (elements that pad their rows, like NVIDIA's, attach one),
+/// else where the caps put them.
 pub(super) fn frame_from_sample(sample: &gst::Sample, index: u64) -> Option<Frame> {
     let info = gst_video::VideoInfo::from_caps(sample.caps()?).ok()?;
-    let stride = |i: usize| info.stride().get(i).and_then(|&s| usize::try_from(s).ok());
+    let buffer = sample.buffer_owned()?;
+    let meta = buffer.meta::<gst_video::VideoMeta>();
+    let (offsets, strides) = match &meta {
+        Some(m) => (m.offset(), m.stride()),
+        None => (info.offset(), info.stride()),
+    };
+    let offset = |i: usize| offsets.get(i).copied();
+    let stride = |i: usize| strides.get(i).and_then(|&s| usize::try_from(s).ok());
     let layout = match info.format() {
         gst_video::VideoFormat::Rgb => Layout::Rgb { stride: stride(0)? },
         gst_video::VideoFormat::I420 => Layout::I420 {
-            offsets: [info.offset()[0], info.offset()[1], info.offset()[2]],
+            offsets: [offset(0)?, offset(1)?, offset(2)?],
             strides: [stride(0)?, stride(1)?, stride(2)?],
             matrix: yuv_matrix(&info),
         },
         _ => return None,
     };
-    let buffer = sample.buffer_owned()?.into_mapped_buffer_readable().ok()?;
+    let buffer = buffer.into_mapped_buffer_readable().ok()?;
     Some(Frame {
         index,
         stream: 0,
@@ -435,4 +445,49 @@ pub(super) fn frame_from_sample(sample: &gst::Sample, index: u64) -> Option<Fram
         layout,
         buffer,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 4×2 I420 picture in a buffer whose rows are padded (strides 8, 8, 8) and whose
+    /// planes do not start where the caps would put them: only the video meta says where.
+    #[test]
+    fn padded_frames_are_read_where_their_video_meta_says() {
+        gst::init().unwrap();
+        let (y, u, v) = ([16u8, 235, 16, 235, 235, 16, 235, 16], [128u8, 90], [128u8, 240]);
+        let mut bytes = vec![0u8; 64];
+        for row in 0..2 {
+            bytes[row * 8..row * 8 + 4].copy_from_slice(&y[row * 4..row * 4 + 4]);
+        }
+        bytes[32..34].copy_from_slice(&u);
+        bytes[48..50].copy_from_slice(&v);
+        let mut buffer = gst::Buffer::from_mut_slice(bytes);
+        gst_video::VideoMeta::add_full(
+            buffer.get_mut().unwrap(),
+            gst_video::VideoFrameFlags::empty(),
+            gst_video::VideoFormat::I420,
+            4,
+            2,
+            &[0, 32, 48],
+            &[8, 8, 8],
+        )
+        .unwrap();
+        let caps =
+            gst_video::VideoInfo::builder(gst_video::VideoFormat::I420, 4, 2).build().unwrap().to_caps().unwrap();
+        let sample = gst::Sample::builder().buffer(&buffer).caps(&caps).build();
+        let frame = frame_from_sample(&sample, 0).expect("an I420 frame");
+        let rgb = frame.view().expect("the planes fit").to_rgb();
+        let expected = packed(&y, &u, &v);
+        assert_eq!(rgb.data, expected.data, "the same picture as packed without padding");
+    }
+
+    /// The same picture packed the plain way, in RGB.
+    fn packed(y: &[u8], u: &[u8], v: &[u8]) -> crate::image::RgbImage {
+        let data: Vec<u8> = y.iter().chain(u).chain(v).copied().collect();
+        crate::image::ImageView::i420(&data, 4, 2, [0, 8, 10], [4, 2, 2], YuvMatrix::BT601)
+            .expect("packed planes fit")
+            .to_rgb()
+    }
 }

@@ -41,10 +41,17 @@ impl DecoderChoice {
 
 /// What follows `decodebin` on a Jetson: NVIDIA's decoders (`nvv4l2decoder`, and `nvjpegdec`
 /// for MJPEG) put frames in device memory (`memory:NVMM`), which `videoscale` and
-/// `videoconvert` cannot read; `nvvidconv` copies them out with the VIC engine (and passes
-/// frames a software decoder made in system memory through just as well).
-pub(super) fn from_device_memory() -> &'static str {
-    if gst::ElementFactory::find("nvvidconv").is_some() { " ! nvvidconv ! video/x-raw,format=BGRx" } else { "" }
+/// `videoconvert` cannot read. `nvvidconv` copies them out with the VIC engine, converting
+/// to I420 and scaling to the working `width` on the way (its caps fixation keeps the
+/// aspect ratio, as `videoscale`'s does), so the software scaler and converter after it
+/// pass frames through and the CPU touches no pixel. Frames a software decoder made in
+/// system memory go through the VIC just as well.
+pub(super) fn from_device_memory(width: u32) -> String {
+    if gst::ElementFactory::find("nvvidconv").is_some() {
+        format!(" ! nvvidconv ! video/x-raw,format=I420,width={width},pixel-aspect-ratio=1/1")
+    } else {
+        String::new()
+    }
 }
 
 /// Logs which video decoder `decodebin` picked (NVIDIA's hardware decoders rank above the
