@@ -188,7 +188,8 @@ pub struct CameraConfig {
     /// `file://` only: pace frames at the stream's rate like a live camera (default), or
     /// analyse every frame as fast as inference allows (decoding waits for inference).
     pub realtime: bool,
-    /// Working width of decoded frames (height follows the aspect ratio).
+    /// Working width: wider frames are scaled down to it (height follows the aspect
+    /// ratio); narrower ones are kept as they come, since upscaling adds nothing.
     pub width: u32,
     /// This camera's bundle, if not the engine default (relative to the config file).
     pub bundle: Option<PathBuf>,

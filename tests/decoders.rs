@@ -18,10 +18,15 @@ use gstreamer::prelude::*;
 
 /// The first frame a file camera delivers (converted to RGB) and the decoder it used.
 fn first_frame(clip: &Path, decoder: DecoderChoice) -> (RgbImage, String) {
+    first_frame_at(clip, decoder, 320)
+}
+
+/// As [`first_frame`], for a camera whose working width is `width`.
+fn first_frame_at(clip: &Path, decoder: DecoderChoice, width: u32) -> (RgbImage, String) {
     let opts = CameraOptions {
         name: format!("{decoder:?}"),
         spec: SourceSpec::File { path: clip.to_path_buf() },
-        width: 320,
+        width,
         looping: false,
         realtime: false,
         fps_cap: None,
@@ -96,6 +101,16 @@ fn auto_leaves_profiles_openh264_lacks_to_libav() {
     let (pixels, decoder) = first_frame(&clip, DecoderChoice::Auto);
     assert_eq!(decoder, "avdec_h264");
     assert_eq!(pixels.data.len(), 320 * 240 * 3);
+}
+
+#[test]
+fn frames_are_scaled_down_to_the_working_width_never_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = x264_clip(dir.path(), "I420", "constrained-baseline");
+    let (small, _) = first_frame_at(&clip, DecoderChoice::Auto, 640);
+    assert_eq!((small.width, small.height), (320, 240), "a 320x240 stream stays 320x240 under width = 640");
+    let (smaller, _) = first_frame_at(&clip, DecoderChoice::Auto, 160);
+    assert_eq!((smaller.width, smaller.height), (160, 120), "and goes down to 160x120 under width = 160");
 }
 
 #[test]

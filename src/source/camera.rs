@@ -55,7 +55,8 @@ pub struct CameraOptions {
     pub name: String,
     /// What to open.
     pub spec: SourceSpec,
-    /// Working width (height follows the aspect ratio).
+    /// Working width: wider frames are scaled down to it (height follows the aspect
+    /// ratio), narrower ones are kept.
     pub width: u32,
     /// `file://`: start over at the end.
     pub looping: bool,
@@ -182,7 +183,7 @@ impl Camera {
             None => String::new(),
         };
         let desc = format!(
-            "{}{rate} ! queue max-size-buffers=2 leaky={} ! videoscale ! videoconvert ! video/x-raw,format=I420,width={},pixel-aspect-ratio=1/1 ! appsink name=sink max-buffers=1 drop=true sync={}",
+            "{}{rate} ! queue max-size-buffers=2 leaky={} ! videoscale ! videoconvert ! video/x-raw,format=I420,width=[16,{}],pixel-aspect-ratio=1/1 ! appsink name=sink max-buffers=1 drop=true sync={}",
             source_description(&opts)?,
             // A file must not leak: paced, the decoder runs ahead and the sink's clock would
             // see only the last frames; unpaced, the consumer paces the decoder, and a leaky

@@ -19,10 +19,10 @@ pub fn decode_image(path: &std::path::Path) -> Result<RgbImage, SourceError> {
     Ok(view.to_rgb())
 }
 
-/// The first `count` frames of a video file, in I420 and scaled to `width` as cameras
-/// deliver them (fewer if the file is shorter).
+/// The first `count` frames of a video file, in I420 and scaled down to at most `width`
+/// as cameras deliver them (fewer if the file is shorter).
 pub fn decode_video_frames(path: &std::path::Path, count: usize, width: u32) -> Result<Vec<Frame>, SourceError> {
-    decode(path, &format!("I420,width={width},pixel-aspect-ratio=1/1"), count)
+    decode(path, &format!("I420,width=[16,{width}],pixel-aspect-ratio=1/1"), count)
 }
 
 fn decode(path: &std::path::Path, caps: &str, count: usize) -> Result<Vec<Frame>, SourceError> {
