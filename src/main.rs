@@ -119,6 +119,11 @@ enum Command {
         /// per frame, twice as fast on High profile, ~30 MB more memory).
         #[arg(long, default_value = "auto", value_parser = ["auto", "libav"])]
         decoder: String,
+        /// Cameras' working `width`: wider frames are scaled down to it, narrower ones kept
+        /// (4096 keeps every stream at its own size and skips the scaler).
+        #[arg(long, default_value_t = clefd::config::CameraConfig::default().width,
+              value_parser = clap::value_parser!(u32).range(32..=4096))]
+        width: u32,
         /// Engine bundle [default: engines/face-fer2013 here, else the installed one in
         /// /usr/share/clefd/engines].
         #[arg(long)]
@@ -188,6 +193,7 @@ fn main() -> ExitCode {
             no_batching,
             unpaced,
             decoder,
+            width,
             bundle,
             image,
             clip,
@@ -197,6 +203,7 @@ fn main() -> ExitCode {
         } => cmd::bench::bench(&cmd::bench::BenchOptions {
             clip,
             decoder,
+            width,
             cameras,
             seconds,
             model_only,

@@ -25,7 +25,8 @@ fn figure(text: &str, key: &str) -> f64 {
 
 #[test]
 fn the_pipeline_report_covers_every_camera_and_every_stage() {
-    let text = bench(&["--cameras", "2", "--seconds", "3", "--unpaced"]);
+    let text = bench(&["--cameras", "2", "--seconds", "3", "--unpaced", "--width", "320"]);
+    assert!(text.contains("width 320"), "the report says what width the cameras work at:\n{text}");
     for cam in ["cam0", "cam1"] {
         let line = text.lines().find(|l| l.trim_start().starts_with(cam)).unwrap_or_else(|| panic!("{cam}:\n{text}"));
         assert!(figure(line, "fps") > 1.0, "{line}");
@@ -46,7 +47,7 @@ fn the_pipeline_report_covers_every_camera_and_every_stage() {
 #[test]
 fn the_models_alone_run_on_decoded_frames() {
     let text = bench(&["--model-only", "--cameras", "2", "--seconds", "1"]);
-    assert!(text.contains("model-only: 2 camera frame(s) per batch"), "{text}");
+    assert!(text.contains("model-only: 2 camera frame(s) per batch at width 640"), "{text}");
     assert!(figure(&text, "frames/s") > 1.0, "{text}");
     assert!(figure(&text, "faces/s") > 1.0, "the face in the decoded frames is found: {text}");
     assert!(figure(&text, "inference") > 0.0, "{text}");

@@ -39,6 +39,8 @@ pub struct BenchOptions {
     pub unpaced: bool,
     /// Cameras' `decoder` setting (`auto` or `libav`).
     pub decoder: String,
+    /// Cameras' working `width` (frames wider than this are scaled down to it).
+    pub width: u32,
     /// libonnxruntime.so.
     pub onnxruntime: Option<PathBuf>,
     /// Measure MQTT delivery instead: this many events through the spool to this broker.
@@ -146,7 +148,7 @@ fn model_only(o: &BenchOptions, clip: &Path) -> anyhow::Result<ExitCode> {
         LanePool::start("infer-bench", analyzers, per_run, Arc::new(|| {}))?;
     // One frame per camera per batch, as the pipeline's hub hands them out, with every
     // lane kept busy.
-    let width = CameraConfig::default().width;
+    let width = o.width;
     let images: Vec<_> =
         clefd::source::decode_video_frames(clip, o.cameras, width)?.into_iter().map(Arc::new).collect();
     anyhow::ensure!(images.len() == o.cameras, "{} has fewer than {} frames", clip.display(), o.cameras);
@@ -184,7 +186,7 @@ fn model_only(o: &BenchOptions, clip: &Path) -> anyhow::Result<ExitCode> {
     let wall = start.elapsed();
     let secs = wall.as_secs_f64();
     println!(
-        "model-only: {} camera frame(s) per batch, {lane_count} lane(s) of {threads} thread(s), batching {}",
+        "model-only: {} camera frame(s) per batch at width {width}, {lane_count} lane(s) of {threads} thread(s), batching {}",
         o.cameras,
         if o.no_batching { "off" } else { "on" }
     );
@@ -210,6 +212,7 @@ fn pipeline(o: &BenchOptions, clip: &Path, dir: &Path) -> anyhow::Result<ExitCod
             looping: true,
             realtime: !o.unpaced,
             decoder: o.decoder.clone(),
+            width: o.width,
             ..CameraConfig::default()
         };
         config.cameras.insert(format!("cam{i}"), cam);
@@ -229,10 +232,11 @@ fn pipeline(o: &BenchOptions, clip: &Path, dir: &Path) -> anyhow::Result<ExitCod
     let secs = wall.as_secs_f64();
     let (lanes, threads) = engine_options().lanes_and_threads(0, 0);
     println!(
-        "pipeline: {} camera(s), {} ({}), {} decoder, {lanes} lane(s) of {threads} thread(s), batching {}, {:.0} s after {:.0} s of warm-up",
+        "pipeline: {} camera(s), {} ({}), width {}, {} decoder, {lanes} lane(s) of {threads} thread(s), batching {}, {:.0} s after {:.0} s of warm-up",
         o.cameras,
         o.clip.as_ref().map_or("640x480 H.264 clip at 30 fps".into(), |c| c.display().to_string()),
         if o.unpaced { "decoded as fast as possible" } else { "paced like a live camera" },
+        o.width,
         o.decoder,
         if o.no_batching { "off" } else { "on" },
         secs,
