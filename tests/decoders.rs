@@ -13,7 +13,7 @@ use std::time::Duration;
 use clefd::engine::manifest::{Colour, Layout};
 use clefd::engine::preprocess::{Sampling, sample};
 use clefd::image::{Rect, RgbImage};
-use clefd::source::{Camera, CameraOptions, DecoderChoice, Ended, SourceSpec};
+use clefd::source::{Camera, DecoderChoice, Ended};
 use gstreamer::prelude::*;
 
 /// The first frame a file camera delivers (converted to RGB) and the decoder it used.
@@ -23,18 +23,7 @@ fn first_frame(clip: &Path, decoder: DecoderChoice) -> (RgbImage, String) {
 
 /// As [`first_frame`], for a camera whose working width is `width`.
 fn first_frame_at(clip: &Path, decoder: DecoderChoice, width: u32) -> (RgbImage, String) {
-    let opts = CameraOptions {
-        name: format!("{decoder:?}"),
-        spec: SourceSpec::File { path: clip.to_path_buf() },
-        width,
-        looping: false,
-        realtime: false,
-        fps_cap: None,
-        rtsp_udp: false,
-        rtsp_latency_ms: 0,
-        decoder_threads: 1,
-        decoder,
-    };
+    let opts = common::file_camera(&format!("{decoder:?}"), clip, width, decoder);
     let (tx, rx) = mpsc::sync_channel(1);
     let sent = Arc::new(Mutex::new(false));
     let camera = Camera::start(
@@ -168,18 +157,7 @@ fn models_see_the_same_pixels_from_i420_as_from_videoconvert() {
     // the I420 planes, against the same crop of videoconvert's RGB.
     let camera_view = {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let opts = CameraOptions {
-            name: "crop".into(),
-            spec: SourceSpec::File { path: clip.clone() },
-            width: 320,
-            looping: false,
-            realtime: false,
-            fps_cap: None,
-            rtsp_udp: false,
-            rtsp_latency_ms: 0,
-            decoder_threads: 1,
-            decoder: DecoderChoice::Libav,
-        };
+        let opts = common::file_camera("crop", &clip, 320, DecoderChoice::Libav);
         let s = Sampling { width: 64, height: 64, layout: Layout::Nchw, colour: Colour::Gray, affine: [(1.0, 0.0); 3] };
         let region = Rect { x: 60.0, y: 30.0, w: 120.0, h: 120.0 };
         let sent = Arc::new(Mutex::new(false));

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
-use clefd::source::{Camera, CameraOptions, DecoderChoice, SourceSpec};
+use clefd::source::{Camera, DecoderChoice};
 use gstreamer as gst;
 
 fn register_stand_in(name: &str, real: &str, rank: gst::Rank) {
@@ -32,18 +32,7 @@ fn with_nvidia_elements_the_hardware_decoder_wins_and_frames_leave_device_memory
     let dir = tempfile::tempdir().unwrap();
     let clip = dir.path().join("clip.mp4");
     common::astronaut_clip(&clip, 1.0, 10);
-    let opts = CameraOptions {
-        name: "jetson".into(),
-        spec: SourceSpec::File { path: clip },
-        width: 320,
-        looping: false,
-        realtime: false,
-        fps_cap: None,
-        rtsp_udp: false,
-        rtsp_latency_ms: 0,
-        decoder_threads: 1,
-        decoder: DecoderChoice::Auto,
-    };
+    let opts = common::file_camera("jetson", &clip, 320, DecoderChoice::Auto);
     let frames = Arc::new(AtomicU64::new(0));
     let counted = frames.clone();
     let (end_tx, end_rx) = mpsc::channel();

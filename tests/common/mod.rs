@@ -139,6 +139,27 @@ pub fn astronaut_clip(path: &Path, seconds: f32, fps: u32) {
     clefd::synth::make_clip(&spec, path).expect("clip renders");
 }
 
+/// A file camera played once, as fast as it decodes, at `width`, with `decoder`.
+pub fn file_camera(
+    name: &str,
+    clip: &Path,
+    width: u32,
+    decoder: clefd::source::DecoderChoice,
+) -> clefd::source::CameraOptions {
+    clefd::source::CameraOptions {
+        name: name.into(),
+        spec: clefd::source::SourceSpec::File { path: clip.to_path_buf() },
+        width,
+        looping: false,
+        realtime: false,
+        fps_cap: None,
+        rtsp_udp: false,
+        rtsp_latency_ms: 0,
+        decoder_threads: 1,
+        decoder,
+    }
+}
+
 /// Writes a config for one file camera and returns its path.
 pub fn write_config(dir: &Path, broker: &str, clip: &Path, extra: &str) -> PathBuf {
     let text = format!(
