@@ -108,6 +108,12 @@ enum Command {
         /// pipeline's throughput is measured against.
         #[arg(long)]
         model_only: bool,
+        /// State the pipeline's throughput as a share of the models' own limit: PAIRS
+        /// alternating runs of `--model-only` and `--unpaced` (this machine's speed drifts,
+        /// so pairs are compared, not runs), and the median share [PAIRS: 3].
+        #[arg(long, value_name = "PAIRS", num_args = 0..=1, default_missing_value = "3",
+              value_parser = clap::value_parser!(u32).range(1..=20), conflicts_with_all = ["model_only", "unpaced"])]
+        share: Option<u32>,
         /// One frame per inference run instead of one batch across cameras.
         #[arg(long)]
         no_batching: bool,
@@ -115,8 +121,9 @@ enum Command {
         /// at the clip's 30 fps like a live camera.
         #[arg(long)]
         unpaced: bool,
-        /// Software H.264 decoder: auto (OpenH264, lean) or libav (about a quarter less CPU
-        /// per frame, twice as fast on High profile, ~30 MB more memory).
+        /// H.264 decoder: auto (a hardware decoder where installed, else OpenH264 for
+        /// Baseline-profile streams and libav for the rest) or libav (libav for every
+        /// stream: about a quarter less CPU on Baseline too, ~30 MB more memory).
         #[arg(long, default_value = "auto", value_parser = ["auto", "libav"])]
         decoder: String,
         /// Cameras' working `width`: wider frames are scaled down to it, narrower ones kept
@@ -190,6 +197,7 @@ fn main() -> ExitCode {
             cameras,
             seconds,
             model_only,
+            share,
             no_batching,
             unpaced,
             decoder,
@@ -207,6 +215,7 @@ fn main() -> ExitCode {
             cameras,
             seconds,
             model_only,
+            share_pairs: share,
             no_batching,
             bundle: bundle.unwrap_or_else(|| cmd::bench::shipped("engines/face-fer2013")),
             image: image.unwrap_or_else(|| cmd::bench::shipped("assets/astronaut.png")),

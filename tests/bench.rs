@@ -54,6 +54,22 @@ fn the_models_alone_run_on_decoded_frames() {
 }
 
 #[test]
+fn the_share_of_the_models_limit_is_stated_from_pairs_of_runs() {
+    let text = bench(&["--share", "2", "--seconds", "1"]);
+    assert_eq!(text.matches("model-only: 1 camera frame(s) per batch").count(), 2, "{text}");
+    assert!(text.matches("pipeline:").count() == 2 && text.contains("decoded as fast as possible"), "{text}");
+    let shares: Vec<f64> = text.lines().filter(|l| l.starts_with("  share ")).map(|l| figure(l, "share")).collect();
+    assert_eq!(shares.len(), 2, "one share per pair:\n{text}");
+    let median = figure(&text, "median");
+    assert!(shares.iter().all(|s| *s > 0.05 && *s < 1.5), "the pipeline cannot outrun the models alone: {shares:?}");
+    assert!((median - (shares[0] + shares[1]) / 2.0).abs() < 0.011, "median of two is their mean: {text}");
+    assert_eq!(text.matches("peak RSS").count(), 1, "memory is stated once, for the whole run:\n{text}");
+
+    let out = clefd().current_dir(repo()).args(["bench", "--share", "--model-only"]).output().expect("clefd runs");
+    assert!(!out.status.success(), "--share runs both sides itself");
+}
+
+#[test]
 fn a_recording_of_ones_own_can_be_benchmarked() {
     let text = bench(&["--clip", "assets/context-bias-anti.mp4", "--cameras", "1", "--seconds", "1", "--unpaced"]);
     assert!(text.contains("assets/context-bias-anti.mp4"), "the report names the recording:\n{text}");

@@ -27,6 +27,8 @@ pub struct BenchOptions {
     pub seconds: f64,
     /// Models only, on one prepared frame per camera.
     pub model_only: bool,
+    /// Alternate this many `--model-only` and unpaced pipeline runs and report the share.
+    pub share_pairs: Option<u32>,
     /// One frame per inference run.
     pub no_batching: bool,
     /// Engine bundle.
@@ -111,9 +113,47 @@ pub fn bench(o: &BenchOptions) -> anyhow::Result<ExitCode> {
         Some(path) => Err(anyhow::anyhow!("--clip {}: no such file", path.display())),
         None => render_clip(o, &dir),
     };
-    let result = clip.and_then(|clip| if o.model_only { model_only(o, &clip) } else { pipeline(o, &clip, &dir) });
+    let result = clip.and_then(|clip| match o.share_pairs {
+        Some(pairs) => share(o, &clip, &dir, pairs),
+        None if o.model_only => model_only(o, &clip, true).map(|_| ExitCode::SUCCESS),
+        None => pipeline(o, &clip, &dir, true).map(|_| ExitCode::SUCCESS),
+    });
     let _ = std::fs::remove_dir_all(&dir);
     result
+}
+
+/// The pipeline's faces/s as a share of the models' own limit, over `pairs` alternating
+/// runs of each (this machine's speed drifts between runs; within a pair it mostly does
+/// not), and the median share.
+fn share(o: &BenchOptions, clip: &Path, dir: &Path, pairs: u32) -> anyhow::Result<ExitCode> {
+    let unpaced = BenchOptions { unpaced: true, ..o.clone() };
+    let mut shares = Vec::new();
+    for pair in 1..=pairs {
+        println!("pair {pair} of {pairs}");
+        let models = model_only(o, clip, false)?;
+        let whole = pipeline(&unpaced, clip, dir, false)?;
+        anyhow::ensure!(models > 0.0, "the models found no face in the clip's first frames: no share to state");
+        shares.push(whole / models);
+        println!("  share {:.2} ({whole:.1} / {models:.1} faces/s)\n", whole / models);
+    }
+    let listed: Vec<String> = shares.iter().map(|s| format!("{s:.2}")).collect();
+    shares.sort_by(f64::total_cmp);
+    println!(
+        "share of --model-only: median {:.2} (pairs: {}); peak RSS of the whole run {:.1} MB",
+        median(&shares),
+        listed.join(", "),
+        peak_rss_mb()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The middle of sorted `values` (the mean of the middle two for an even count).
+fn median(sorted: &[f64]) -> f64 {
+    match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
 }
 
 /// Renders the benchmark clip (640x480 H.264, 30 fps, 10 s) into `dir`, in a child
@@ -134,7 +174,8 @@ fn render_clip(o: &BenchOptions, dir: &Path) -> anyhow::Result<PathBuf> {
 /// The models alone, as the pipeline runs them (same lanes, threads and batch size), on
 /// the clip's first frames as its decoder gives them (one per camera, decoded once): the
 /// ceiling for the pipeline's throughput.
-fn model_only(o: &BenchOptions, clip: &Path) -> anyhow::Result<ExitCode> {
+/// Returns the faces per second; `rss` adds the peak-memory line to the report.
+fn model_only(o: &BenchOptions, clip: &Path, rss: bool) -> anyhow::Result<f64> {
     let defaults = engine_options();
     let (lane_count, threads) = defaults.lanes_and_threads(0, 0);
     let opts = SessionOptions { threads, ..defaults };
@@ -193,15 +234,19 @@ fn model_only(o: &BenchOptions, clip: &Path) -> anyhow::Result<ExitCode> {
     println!("  frames/s {:.1}   faces/s {:.1}", frames as f64 / secs, faces as f64 / secs);
     println!("  per frame: detect {:.2} ms, classify {:.2} ms", ms(detect, frames), ms(classify, frames));
     println!("{}", per_frame_line(&cpu, frames, wall));
-    println!("  peak RSS {:.1} MB", peak_rss_mb());
-    Ok(ExitCode::SUCCESS)
+    if rss {
+        println!("  peak RSS {:.1} MB", peak_rss_mb());
+    }
+    Ok(faces as f64 / secs)
 }
 
 fn ms(d: Duration, n: u64) -> f64 {
     d.as_secs_f64() * 1000.0 / n.max(1) as f64
 }
 
-fn pipeline(o: &BenchOptions, clip: &Path, dir: &Path) -> anyhow::Result<ExitCode> {
+/// Runs the whole pipeline with events counted; returns the faces per second of all
+/// cameras; `rss` adds the peak-memory line to the report.
+fn pipeline(o: &BenchOptions, clip: &Path, dir: &Path, rss: bool) -> anyhow::Result<f64> {
     let mut config = Config { device_id: Some("bench".into()), state_dir: dir.join("state"), ..Config::default() };
     config.engine.bundle = o.bundle.clone();
     config.engine.onnxruntime = o.onnxruntime.clone();
@@ -243,6 +288,7 @@ fn pipeline(o: &BenchOptions, clip: &Path, dir: &Path) -> anyhow::Result<ExitCod
         WARM_UP.as_secs_f64()
     );
     let decoders = counter.1.lock().map(|d| d.clone()).unwrap_or_default();
+    let mut faces = 0u64;
     for s in after.iter().map(|a| window(before.iter().find(|b| b.bundle == a.bundle), a)) {
         for c in &s.cameras {
             println!(
@@ -270,9 +316,12 @@ fn pipeline(o: &BenchOptions, clip: &Path, dir: &Path) -> anyhow::Result<ExitCod
             s.frames as f64 / s.batches.max(1) as f64
         );
         println!("{}", per_frame_line(&cpu, s.frames, wall));
+        faces += s.faces;
     }
-    println!("  peak RSS {:.1} MB", peak_rss_mb());
-    Ok(ExitCode::SUCCESS)
+    if rss {
+        println!("  peak RSS {:.1} MB", peak_rss_mb());
+    }
+    Ok(faces as f64 / secs)
 }
 
 /// How long cameras run before the measured window opens.
