@@ -1,5 +1,6 @@
 //! Cameras that never stay down: an RTSP server that goes away and comes back, a server
-//! that accepts the connection but sends nothing, and bad cameras beside good ones.
+//! that accepts the connection but sends nothing, bad cameras beside good ones, a camera
+//! that sends audio too, and sources with no video at all.
 
 mod common;
 
@@ -27,18 +28,27 @@ fn events(msgs: &[Received], camera: &str) -> Vec<Received> {
 /// An RTSP server (gst-rtsp-server) on 127.0.0.1 streaming an H.264 clip at its own pace.
 struct RtspServer {
     port: u16,
+    /// SETUP requests received: one per stream a client set up.
+    setups: Arc<AtomicUsize>,
     main_loop: glib::MainLoop,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl RtspServer {
     fn start(port: u16, clip: &Path) -> RtspServer {
-        gstreamer::init().unwrap();
         let launch = format!(
             "( filesrc location={} ! qtdemux ! h264parse ! rtph264pay name=pay0 pt=96 config-interval=1 )",
             clip.display()
         );
+        RtspServer::serve(port, launch)
+    }
+
+    /// Serves the media described by `launch` (gst-rtsp-server's syntax: `payN` elements).
+    fn serve(port: u16, launch: String) -> RtspServer {
+        gstreamer::init().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let setups = Arc::new(AtomicUsize::new(0));
+        let counted = setups.clone();
         let ctx = glib::MainContext::new();
         let main_loop = glib::MainLoop::new(Some(&ctx), false);
         let ml = main_loop.clone();
@@ -50,6 +60,12 @@ impl RtspServer {
                 let factory = rtsp::RTSPMediaFactory::new();
                 factory.set_launch(&launch);
                 server.mount_points().unwrap().add_factory("/cam", factory);
+                server.connect_client_connected(move |_, client| {
+                    let counted = counted.clone();
+                    client.connect_setup_request(move |_, _| {
+                        counted.fetch_add(1, Ordering::SeqCst);
+                    });
+                });
                 let source = server.attach(Some(&ctx)).expect("RTSP server binds");
                 tx.send(server.bound_port() as u16).unwrap();
                 ml.run();
@@ -63,7 +79,7 @@ impl RtspServer {
             .unwrap();
         });
         let port = rx.recv_timeout(Duration::from_secs(10)).expect("RTSP server started");
-        RtspServer { port, main_loop, thread: Some(thread) }
+        RtspServer { port, setups, main_loop, thread: Some(thread) }
     }
 
     fn stop(mut self) {
@@ -116,6 +132,104 @@ fn rtsp_camera_reconnects_after_the_server_restarts_and_events_resume() {
     assert!(evs.iter().all(|e| e.body["emotion"] == "happy"), "{evs:?}");
     // The track of the first stream ended when the stream broke.
     assert!(evs.iter().any(|e| e.body["type"] == "end" && e.at < back), "an end event for the broken stream");
+}
+
+/// Many IP cameras send audio too, and some list it first. Only the video stream is set
+/// up: the camera streams, and no audio is asked of the camera.
+#[test]
+fn an_rtsp_camera_with_its_audio_track_first_streams_its_video() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("clip.mp4");
+    common::astronaut_clip(&clip, 4.0, 15);
+    let server = RtspServer::serve(
+        0,
+        format!(
+            "( audiotestsrc is-live=true ! audioconvert ! audio/x-raw,rate=8000,channels=1 ! alawenc ! rtppcmapay name=pay0 \
+               filesrc location={} ! qtdemux ! h264parse ! rtph264pay name=pay1 pt=96 config-interval=1 )",
+            clip.display()
+        ),
+    );
+    let opts = clefd::source::CameraOptions {
+        spec: clefd::source::SourceSpec::parse(&format!("rtsp://127.0.0.1:{}/cam", server.port)).unwrap(),
+        ..common::file_camera("door", &clip, 320, clefd::source::DecoderChoice::Auto)
+    };
+    let frames = Arc::new(AtomicUsize::new(0));
+    let counted = frames.clone();
+    let (end_tx, end_rx) = std::sync::mpsc::channel();
+    let camera = clefd::source::Camera::start(
+        opts,
+        move |_| {
+            counted.fetch_add(1, Ordering::SeqCst);
+        },
+        move |ended| {
+            let _ = end_tx.send(ended);
+        },
+    )
+    .expect("the camera starts");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while frames.load(Ordering::SeqCst) < 10 && Instant::now() < deadline {
+        if let Ok(ended) = end_rx.try_recv() {
+            panic!("the camera ended before its video came: {ended:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(frames.load(Ordering::SeqCst) >= 10, "video frames arrive");
+    assert_eq!(camera.decoder().as_deref(), Some("openh264dec"), "the video stream reached the decoder");
+    assert_eq!(server.setups.load(Ordering::SeqCst), 1, "only the video stream was set up");
+    camera.stop();
+    server.stop();
+}
+
+/// How a camera that never delivers a frame ends, in words.
+fn failure_of(spec: clefd::source::SourceSpec) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = clefd::source::CameraOptions {
+        spec,
+        ..common::file_camera("cam", dir.path(), 320, clefd::source::DecoderChoice::Auto)
+    };
+    let (end_tx, end_rx) = std::sync::mpsc::channel();
+    let camera = clefd::source::Camera::start(
+        opts,
+        |_| panic!("no frame expected"),
+        move |ended| {
+            let _ = end_tx.send(ended);
+        },
+    );
+    let ended = match camera {
+        Err(e) => return e.to_string(),
+        Ok(_camera) => end_rx.recv_timeout(Duration::from_secs(20)).expect("the camera ends"),
+    };
+    format!("{ended:?}")
+}
+
+/// An audio-only RTSP stream, an audio file and a text file each fail their camera with
+/// words that say what is wrong, not only GStreamer's.
+#[test]
+fn sources_without_video_are_explained() {
+    let server = RtspServer::serve(
+        0,
+        "( audiotestsrc is-live=true ! audioconvert ! audio/x-raw,rate=8000,channels=1 ! alawenc ! rtppcmapay name=pay0 )"
+            .into(),
+    );
+    let spec = clefd::source::SourceSpec::parse(&format!("rtsp://127.0.0.1:{}/cam", server.port)).unwrap();
+    let why = failure_of(spec);
+    assert!(why.contains("the camera offers no video stream"), "an audio-only RTSP stream: {why}");
+    server.stop();
+
+    let dir = tempfile::tempdir().unwrap();
+    let audio = dir.path().join("audio.ogg");
+    let made = std::process::Command::new("gst-launch-1.0")
+        .args(["-q", "audiotestsrc", "num-buffers=20", "!", "vorbisenc", "!", "oggmux", "!", "filesink"])
+        .arg(format!("location={}", audio.display()))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let why = failure_of(clefd::source::SourceSpec::File { path: audio });
+    assert!(why.contains("the stream has no video to analyse (audio only?)"), "an audio file: {why}");
+    let text = dir.path().join("notes.mp4");
+    std::fs::write(&text, "not a video at all\n".repeat(100)).unwrap();
+    let why = failure_of(clefd::source::SourceSpec::File { path: text });
+    assert!(why.contains("this is not a video clefd can read"), "a text file: {why}");
 }
 
 #[test]
