@@ -50,7 +50,7 @@ impl Bundle {
             Some(spec) => Some(Classifier::new(Model::load("context_branch", &dir.join(&spec.file), opts)?, spec, k)?),
             None => None,
         };
-        tracing::info!(
+        tracing::debug!(
             bundle = %manifest.name,
             version = %manifest.version,
             sha256 = %&manifest.sha256[..12],

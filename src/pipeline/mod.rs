@@ -254,7 +254,19 @@ impl Inner {
                     .map_err(|source| PipelineError::Bundle { path: dir.display().to_string(), source })?;
                 analyzers.push(Analyzer::new(bundle, cfg.engine.batch_max));
             }
-            tracing::info!(bundle = %dir.display(), lanes, threads, "inference lanes ready");
+            if let Some(a) = analyzers.first() {
+                let m = a.manifest();
+                tracing::info!(
+                    bundle = %m.name,
+                    version = %m.version,
+                    sha256 = %&m.sha256[..12.min(m.sha256.len())],
+                    path = %dir.display(),
+                    debias = if a.debias() { "on" } else { "off (no context branch: events carry factual scores)" },
+                    lanes,
+                    threads,
+                    "engine bundle loaded; inference lanes ready"
+                );
+            }
             let hub: Arc<FrameHub<Frame>> = Arc::new(FrameHub::new(0));
             hub.set_waiting_depth(lanes);
             let names = Arc::new(Mutex::new(Vec::new()));
