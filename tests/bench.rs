@@ -58,10 +58,17 @@ fn the_share_of_the_models_limit_is_stated_from_pairs_of_runs() {
     let text = bench(&["--share", "2", "--seconds", "1"]);
     assert_eq!(text.matches("model-only: 1 camera frame(s) per batch").count(), 2, "{text}");
     assert!(text.matches("pipeline:").count() == 2 && text.contains("decoded as fast as possible"), "{text}");
-    let shares: Vec<f64> = text.lines().filter(|l| l.starts_with("  share ")).map(|l| figure(l, "share")).collect();
-    assert_eq!(shares.len(), 2, "one share per pair:\n{text}");
+    // Each pair: "share S (P / M faces/s)", S being P over M. No bound on S itself: tests
+    // run side by side here, so either run of a pair may be starved.
+    let pairs: Vec<&str> = text.lines().filter(|l| l.starts_with("  share ")).collect();
+    assert_eq!(pairs.len(), 2, "one share per pair:\n{text}");
+    let shares: Vec<f64> = pairs.iter().map(|l| figure(l, "share")).collect();
+    for (line, share) in pairs.iter().zip(&shares) {
+        let (pipeline, models) = (figure(line, "("), figure(line, "/"));
+        assert!(pipeline > 0.0 && models > 0.0, "both runs found faces: {line}");
+        assert!((share - pipeline / models).abs() < 0.006, "the share is the pipeline's over the models': {line}");
+    }
     let median = figure(&text, "median");
-    assert!(shares.iter().all(|s| *s > 0.05 && *s < 1.5), "the pipeline cannot outrun the models alone: {shares:?}");
     assert!((median - (shares[0] + shares[1]) / 2.0).abs() < 0.011, "median of two is their mean: {text}");
     assert_eq!(text.matches("peak RSS").count(), 1, "memory is stated once, for the whole run:\n{text}");
 
