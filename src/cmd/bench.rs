@@ -147,7 +147,7 @@ fn share(o: &BenchOptions, clip: &Path, dir: &Path, pairs: u32) -> anyhow::Resul
     Ok(ExitCode::SUCCESS)
 }
 
-/// The middle of sorted `values` (the mean of the middle two for an even count).
+/// The middle of `sorted` (the mean of the middle two for an even count).
 fn median(sorted: &[f64]) -> f64 {
     match sorted.len() {
         0 => f64::NAN,
