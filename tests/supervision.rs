@@ -45,7 +45,14 @@ impl RtspServer {
 
     /// Serves the media described by `launch` (gst-rtsp-server's syntax: `payN` elements).
     fn serve(port: u16, launch: String) -> RtspServer {
+        RtspServer::serve_to(port, launch, None)
+    }
+
+    /// As [`RtspServer::serve`], to clients that log in with `login` (user, password) by
+    /// basic authentication, when given.
+    fn serve_to(port: u16, launch: String, login: Option<(&str, &str)>) -> RtspServer {
         gstreamer::init().unwrap();
+        let login = login.map(|(user, password)| rtsp::RTSPAuth::make_basic(user, password).to_string());
         let (tx, rx) = std::sync::mpsc::channel();
         let setups = Arc::new(AtomicUsize::new(0));
         let counted = setups.clone();
@@ -59,6 +66,17 @@ impl RtspServer {
                 server.set_service(&port.to_string());
                 let factory = rtsp::RTSPMediaFactory::new();
                 factory.set_launch(&launch);
+                if let Some(basic) = &login {
+                    let auth = rtsp::RTSPAuth::new();
+                    let token = rtsp::RTSPToken::builder().field(rtsp::RTSP_TOKEN_MEDIA_FACTORY_ROLE, "viewer").build();
+                    auth.add_basic(basic, &token);
+                    server.set_auth(Some(&auth));
+                    let role = gstreamer::Structure::builder("viewer")
+                        .field(rtsp::RTSP_PERM_MEDIA_FACTORY_ACCESS, true)
+                        .field(rtsp::RTSP_PERM_MEDIA_FACTORY_CONSTRUCT, true)
+                        .build();
+                    factory.add_role_from_structure(&role);
+                }
                 server.mount_points().unwrap().add_factory("/cam", factory);
                 server.connect_client_connected(move |_, client| {
                     let counted = counted.clone();
@@ -230,6 +248,56 @@ fn sources_without_video_are_explained() {
     std::fs::write(&text, "not a video at all\n".repeat(100)).unwrap();
     let why = failure_of(clefd::source::SourceSpec::File { path: text });
     assert!(why.contains("this is not a video clefd can read"), "a text file: {why}");
+}
+
+/// A camera that asks for a password gets it, even one with characters a URI must
+/// escape (as `password_file` puts it in the URI). A wrong password, a wrong path and a
+/// closed port each fail with words that say which.
+#[test]
+fn a_protected_rtsp_camera_opens_with_its_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("clip.mp4");
+    common::astronaut_clip(&clip, 4.0, 15);
+    let password = "p@ss:w/rd %1";
+    let launch = format!(
+        "( filesrc location={} ! qtdemux ! h264parse ! rtph264pay name=pay0 pt=96 config-interval=1 )",
+        clip.display()
+    );
+    let server = RtspServer::serve_to(0, launch, Some(("viewer", password)));
+    let at = |password: &str| {
+        let uri = clefd::source::with_password(&format!("rtsp://viewer@127.0.0.1:{}/cam", server.port), password);
+        clefd::source::SourceSpec::parse(&uri.unwrap()).unwrap()
+    };
+    let opts = clefd::source::CameraOptions {
+        spec: at(password),
+        ..common::file_camera("door", &clip, 320, Default::default())
+    };
+    let frames = Arc::new(AtomicUsize::new(0));
+    let counted = frames.clone();
+    let camera = clefd::source::Camera::start(
+        opts,
+        move |_| {
+            counted.fetch_add(1, Ordering::SeqCst);
+        },
+        |_| {},
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while frames.load(Ordering::SeqCst) < 5 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(frames.load(Ordering::SeqCst) >= 5, "the right password opens the stream");
+    camera.stop();
+    let why = failure_of(at("wrong"));
+    assert!(why.contains("the camera refused the user name and password"), "{why}");
+    assert!(!why.contains("wrong"), "the password stays out of the message: {why}");
+    let path = clefd::source::SourceSpec::parse(&format!("rtsp://127.0.0.1:{}/nope", server.port)).unwrap();
+    let why = failure_of(path);
+    assert!(why.contains("the camera has no stream at this path"), "{why}");
+    server.stop();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let why = failure_of(clefd::source::SourceSpec::parse(&format!("rtsp://127.0.0.1:{closed}/cam")).unwrap());
+    assert!(why.contains("cannot connect (is the camera on, and are the host and port right?)"), "{why}");
 }
 
 #[test]

@@ -9,8 +9,9 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 
-use super::capture::{advice, capture_chain};
+use super::capture::capture_chain;
 use super::decoder::{DecoderChoice, from_device_memory, rank_lean_h264_decoder, steer_h264_decoder, watch_decoder};
+use super::diagnose::{advice, error_reason};
 use super::{Frame, Layout, SourceSpec};
 use crate::image::YuvMatrix;
 
@@ -160,26 +161,11 @@ fn configure_source(src: &gst::Element, spec: &SourceSpec) {
     match spec {
         SourceSpec::File { path } => src.set_property("location", path.display().to_string()),
         SourceSpec::Test { pattern } => src.set_property_from_str("pattern", pattern),
-        SourceSpec::Rtsp { location } => {
-            src.set_property("location", location);
-            only_video_streams(src);
-        }
+        SourceSpec::Rtsp { location } => super::rtsp::configure(src, location),
         SourceSpec::HttpMjpeg { location } => src.set_property("location", location),
         SourceSpec::V4l2 { device, .. } => src.set_property("device", device.display().to_string()),
         SourceSpec::Csi { .. } => {}
     }
-}
-
-/// Has `rtspsrc` set up only the camera's video streams. Many IP cameras also send audio
-/// (and some list it first): set up, it costs the camera's bandwidth and our CPU, and its
-/// pad, if it came first, would take the one link to `decodebin` that the video needs.
-fn only_video_streams(rtspsrc: &gst::Element) {
-    rtspsrc.connect("select-stream", false, |args| {
-        let caps = args.get(2).and_then(|v| v.get::<gst::Caps>().ok());
-        let media = caps.as_ref().and_then(|c| c.structure(0)).and_then(|s| s.get::<String>("media").ok());
-        // A stream that says nothing of its media is given a chance.
-        Some(media.is_none_or(|m| m == "video").to_value())
-    });
 }
 
 impl Camera {
@@ -401,32 +387,6 @@ fn watch_bus(
         }
     }
     Ended::Stopped
-}
-
-/// A pipeline error in words: GStreamer's message, the element it came from, and advice
-/// for the source kind (a format the device does not offer, a device that went away).
-pub(super) fn error_reason(e: &gst::message::Error, spec: &SourceSpec) -> String {
-    let src = e.src().map(|s| s.path_string().to_string()).unwrap_or_default();
-    let mut reason = format!("{} (from {src})", e.error());
-    let from_rtspsrc = e.src().is_some_and(|s| s.type_().name() == "GstRTSPSrc");
-    let flow = |name: &str| e.debug().is_some_and(|d| d.contains(name));
-    match e.error().kind::<gst::StreamError>() {
-        Some(gst::StreamError::CodecNotFound) if from_rtspsrc => {
-            reason += ": the camera offers no video stream (clefd sets up only video: is this an audio-only URL?)"
-        }
-        Some(gst::StreamError::WrongType | gst::StreamError::TypeNotFound) => {
-            reason += ": this is not a video clefd can read"
-        }
-        _ if flow("not-linked") => reason += ": the stream has no video to analyse (audio only?)",
-        _ if flow("not-negotiated") => {
-            reason += ": the source does not offer the format asked for, or none that can be used"
-        }
-        _ => {}
-    }
-    if let Some(advice) = advice(spec) {
-        reason += &format!(" — {advice}");
-    }
-    reason
 }
 
 /// The YUV → RGB matrix a stream's colorimetry asks for (BT.601 when it says nothing

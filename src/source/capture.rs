@@ -1,7 +1,7 @@
-//! What follows a capture device (`v4l2://`): the mode asked for, and advice when a
-//! device is missing or does not offer that mode.
+//! What follows a capture device (`v4l2://`): the mode asked for. (What to tell the user
+//! when the device is missing or lacks that mode is in `diagnose`.)
 
-use super::{Capture, CaptureFormat, SourceSpec};
+use super::{Capture, CaptureFormat};
 
 /// What follows a capture device: a caps filter asking for the configured mode (both wire
 /// formats when only a size or rate is given), then `decodebin` (`jpegdec` for MJPEG,
@@ -17,35 +17,12 @@ pub(super) fn capture_chain(capture: &Capture) -> String {
     format!("capsfilter caps=\"{caps}\" ! decodebin name=dec")
 }
 
-/// Words that help with a failed start or a failed negotiation, per source kind.
-pub(super) fn advice(spec: &SourceSpec) -> Option<String> {
-    match spec {
-        SourceSpec::V4l2 { device, .. } if !device.exists() => Some(format!(
-            "{} does not exist: is the camera plugged in? `ls /dev/video*` lists the devices",
-            device.display()
-        )),
-        SourceSpec::V4l2 { device, capture } => Some(format!(
-            "check that the clefd user is in the 'video' group{}",
-            if capture.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    " and that the device offers the mode asked for (`v4l2-ctl --list-formats-ext -d {}`)",
-                    device.display()
-                )
-            }
-        )),
-        SourceSpec::Csi { sensor, capture } if !capture.is_empty() => Some(format!(
-            "check that sensor {sensor} has a mode of that size and rate (`nvarguscamerasrc` lists them at start)"
-        )),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::camera::{error_reason, frame_from_sample};
+    use crate::source::SourceSpec;
+    use crate::source::camera::frame_from_sample;
+    use crate::source::diagnose::{advice, error_reason};
     use gstreamer as gst;
     use gstreamer::prelude::*;
     use gstreamer_app as gst_app;

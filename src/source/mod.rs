@@ -1,10 +1,13 @@
-//! Cameras as GStreamer pipelines: decode, scale and convert to RGB inside GStreamer,
-//! and hand each frame over, zero-copy, through an appsink that keeps only the newest.
+//! Cameras as GStreamer pipelines: decode and scale inside GStreamer (to I420, which the
+//! models' inputs are sampled from), and hand each frame over, zero-copy, through an
+//! appsink that keeps only the newest.
 
 mod camera;
 mod capture;
 mod decoder;
+mod diagnose;
 mod grab;
+mod rtsp;
 mod supervisor;
 mod uri;
 
