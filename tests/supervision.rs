@@ -251,8 +251,8 @@ fn sources_without_video_are_explained() {
 }
 
 /// A camera that asks for a password gets it, even one with characters a URI must
-/// escape (as `password_file` puts it in the URI). A wrong password, a wrong path and a
-/// closed port each fail with words that say which.
+/// escape, from the URI or from the daemon's `password_file`. A wrong password, a wrong
+/// path and a closed port each fail with words that say which.
 #[test]
 fn a_protected_rtsp_camera_opens_with_its_password() {
     let dir = tempfile::tempdir().unwrap();
@@ -288,6 +288,27 @@ fn a_protected_rtsp_camera_opens_with_its_password() {
     }
     assert!(frames.load(Ordering::SeqCst) >= 5, "the right password opens the stream");
     camera.stop();
+    // The daemon, with the password in a file (as written by an editor: newline at the end).
+    let broker = common::Broker::start();
+    let consumer = Consumer::start(broker.port);
+    std::fs::write(dir.path().join("door-password"), format!("{password}\n")).unwrap();
+    let cfg = dir.path().join("clefd.toml");
+    std::fs::write(
+        &cfg,
+        common::base_config(dir.path(), &broker.url(), "authdev")
+            + &format!(
+                "[cameras.door]\nuri = \"rtsp://viewer@127.0.0.1:{}/cam\"\npassword_file = \"{}\"\n",
+                server.port,
+                dir.path().join("door-password").display()
+            ),
+    )
+    .unwrap();
+    let daemon = Daemon::start(&cfg, &dir.path().join("clefd.log"));
+    consumer.wait_for("the protected camera streaming", Duration::from_secs(30), |m| {
+        states(m, "door").contains(&"streaming".to_string())
+    });
+    assert!(daemon.stop());
+
     let why = failure_of(at("wrong"));
     assert!(why.contains("the camera refused the user name and password"), "{why}");
     assert!(!why.contains("wrong"), "the password stays out of the message: {why}");
