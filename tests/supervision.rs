@@ -447,16 +447,44 @@ fn an_fps_cap_limits_the_rate_and_counts_its_drops() {
 /// Serves the astronaut as an MJPEG stream (multipart/x-mixed-replace), as IP cameras do,
 /// at about 10 frames per second to every client.
 fn serve_mjpeg(jpeg: Vec<u8>) -> u16 {
+    serve_mjpeg_to(jpeg, None)
+}
+
+/// Standard base64 (for HTTP basic authentication).
+fn base64(bytes: &[u8]) -> String {
+    const ABC: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            out.push(if i <= chunk.len() { ABC[(n >> (18 - 6 * i) & 63) as usize] as char } else { '=' });
+        }
+    }
+    out
+}
+
+/// As [`serve_mjpeg`], answering 401 to requests without basic authentication as `login`
+/// (`user:password`), when given.
+fn serve_mjpeg_to(jpeg: Vec<u8>, login: Option<&str>) -> u16 {
     use std::io::{Read, Write};
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let jpeg = Arc::new(jpeg);
+    let expected = login.map(|l| format!("authorization: basic {}", base64(l.as_bytes())).to_lowercase());
     std::thread::spawn(move || {
         for mut conn in listener.incoming().flatten() {
             let jpeg = jpeg.clone();
+            let expected = expected.clone();
             std::thread::spawn(move || {
-                let mut request = [0u8; 1024];
-                let _ = conn.read(&mut request);
+                let mut request = [0u8; 4096];
+                let n = conn.read(&mut request).unwrap_or(0);
+                let request = String::from_utf8_lossy(&request[..n]).to_lowercase();
+                if expected.is_some_and(|e| !request.lines().any(|l| l.trim() == e)) {
+                    let _ = conn.write_all(
+                        b"HTTP/1.0 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"cam\"\r\nContent-Length: 0\r\n\r\n",
+                    );
+                    return;
+                }
                 let head = "HTTP/1.0 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=frame\r\n\r\n";
                 if conn.write_all(head.as_bytes()).is_err() {
                     return;
@@ -507,4 +535,45 @@ fn an_http_mjpeg_camera_streams_and_produces_events() {
     let ev = &events(&consumer.messages(), "ipcam")[0];
     assert_eq!(ev.body["emotion"], "happy", "{}", ev.body);
     assert!(daemon.stop(), "{}", std::fs::read_to_string(&log).unwrap_or_default());
+}
+
+/// An MJPEG camera behind basic authentication opens with a password that a URI must
+/// escape, and a wrong one is named as such.
+#[test]
+fn a_protected_http_mjpeg_camera_opens_with_its_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let jpeg_path = dir.path().join("frame.jpg");
+    let made = std::process::Command::new("gst-launch-1.0")
+        .args(["-q", "videotestsrc", "num-buffers=1", "!", "video/x-raw,width=320,height=240", "!", "jpegenc"])
+        .args(["!", "filesink", &format!("location={}", jpeg_path.display())])
+        .status()
+        .unwrap();
+    assert!(made.success(), "gst-launch-1.0 encodes the test JPEG");
+    let port = serve_mjpeg_to(std::fs::read(&jpeg_path).unwrap(), Some("viewer:p@ss:w/rd %1"));
+    let at = |password: &str| {
+        let uri = clefd::source::with_password(&format!("http://viewer@127.0.0.1:{port}/video.mjpg"), password);
+        clefd::source::SourceSpec::parse(&uri.unwrap()).unwrap()
+    };
+    let opts = clefd::source::CameraOptions {
+        spec: at("p@ss:w/rd %1"),
+        ..common::file_camera("ipcam", &jpeg_path, 320, Default::default())
+    };
+    let frames = Arc::new(AtomicUsize::new(0));
+    let counted = frames.clone();
+    let camera = clefd::source::Camera::start(
+        opts,
+        move |_| {
+            counted.fetch_add(1, Ordering::SeqCst);
+        },
+        |_| {},
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while frames.load(Ordering::SeqCst) < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(frames.load(Ordering::SeqCst) >= 3, "the right password opens the stream");
+    camera.stop();
+    let why = failure_of(at("wrong"));
+    assert!(why.contains("the camera refused the user name and password"), "{why}");
 }

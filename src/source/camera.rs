@@ -12,6 +12,7 @@ use gstreamer_video as gst_video;
 use super::capture::capture_chain;
 use super::decoder::{DecoderChoice, from_device_memory, rank_lean_h264_decoder, steer_h264_decoder, watch_decoder};
 use super::diagnose::{advice, error_reason};
+use super::network;
 use super::{Frame, Layout, SourceSpec};
 use crate::image::YuvMatrix;
 
@@ -161,8 +162,11 @@ fn configure_source(src: &gst::Element, spec: &SourceSpec) {
     match spec {
         SourceSpec::File { path } => src.set_property("location", path.display().to_string()),
         SourceSpec::Test { pattern } => src.set_property_from_str("pattern", pattern),
-        SourceSpec::Rtsp { location } => super::rtsp::configure(src, location),
-        SourceSpec::HttpMjpeg { location } => src.set_property("location", location),
+        SourceSpec::Rtsp { location } => {
+            network::point_at(src, location);
+            network::only_video_streams(src);
+        }
+        SourceSpec::HttpMjpeg { location } => network::point_at(src, location),
         SourceSpec::V4l2 { device, .. } => src.set_property("device", device.display().to_string()),
         SourceSpec::Csi { .. } => {}
     }

@@ -14,15 +14,16 @@ pub(super) fn error_reason(e: &gst::message::Error, spec: &SourceSpec) -> String
     let src = e.src().map(|s| s.path_string().to_string()).unwrap_or_default();
     let mut reason = format!("{} (from {src})", e.error());
     let from_rtspsrc = e.src().is_some_and(|s| s.type_().name() == "GstRTSPSrc");
+    let from_network = from_rtspsrc || e.src().is_some_and(|s| s.type_().name() == "GstSoupHTTPSrc");
     let flow = |name: &str| e.debug().is_some_and(|d| d.contains(name));
     match e.error().kind::<gst::ResourceError>() {
-        Some(gst::ResourceError::NotAuthorized) if from_rtspsrc => {
+        Some(gst::ResourceError::NotAuthorized) if from_network => {
             reason += ": the camera refused the user name and password (check them in the URI or the password_file)"
         }
-        Some(gst::ResourceError::NotFound) if from_rtspsrc => {
+        Some(gst::ResourceError::NotFound) if from_network => {
             reason += ": the camera has no stream at this path (check the URI's path in the camera's manual or its ONVIF profile)"
         }
-        Some(gst::ResourceError::OpenReadWrite) if from_rtspsrc => {
+        Some(gst::ResourceError::OpenRead | gst::ResourceError::OpenReadWrite) if from_network => {
             reason += ": cannot connect (is the camera on, and are the host and port right?)"
         }
         _ => {}

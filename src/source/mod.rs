@@ -7,7 +7,7 @@ mod capture;
 mod decoder;
 mod diagnose;
 mod grab;
-mod rtsp;
+mod network;
 mod supervisor;
 mod uri;
 

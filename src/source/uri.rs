@@ -178,9 +178,32 @@ pub fn with_password(uri: &str, password: &str) -> Result<String, String> {
     Ok(u.to_string())
 }
 
+/// `location` without its user name and password, and those two percent-decoded.
+pub(super) fn split_login(location: &str) -> (String, Option<(String, String)>) {
+    let Ok(mut u) = url::Url::parse(location) else { return (location.to_string(), None) };
+    if u.username().is_empty() {
+        return (location.to_string(), None);
+    }
+    let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+    let login = (decode(u.username()), decode(u.password().unwrap_or("")));
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    (u.to_string(), Some(login))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn logins_leave_the_location_decoded() {
+        let (location, login) = split_login("rtsp://viewer:p%40ss%3Aw%2Frd%20%251@10.0.0.2:554/s?x=1");
+        assert_eq!(location, "rtsp://10.0.0.2:554/s?x=1");
+        assert_eq!(login, Some(("viewer".into(), "p@ss:w/rd %1".into())));
+        assert_eq!(split_login("rtsp://10.0.0.2/s"), ("rtsp://10.0.0.2/s".into(), None));
+        let (_, user_only) = split_login("http://admin@10.0.0.2/s");
+        assert_eq!(user_only, Some(("admin".into(), String::new())));
+    }
 
     #[test]
     fn parses_each_kind() {
