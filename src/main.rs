@@ -96,7 +96,8 @@ enum Command {
     /// Measure throughput on this machine: N cameras playing a synthetic clip of a face
     /// for S seconds (after 1 s of warm-up), events counted instead of published. Prints
     /// per-camera fps, faces/s, capture-to-decision latency (p50/p99), drops, per-stage
-    /// time, CPU time per frame by stage (inference, decoding, tracking) and peak memory.
+    /// time, CPU time per frame by stage (inference, decoding, tracking) and peak memory;
+    /// `--model-only` runs the models alone, `--share` compares the two.
     Bench {
         /// Number of cameras.
         #[arg(long, default_value_t = 1)]
