@@ -47,6 +47,18 @@ pub struct Tracker {
     known: HashMap<u64, Known>,
     frame: u64,
     max_missed: u64,
+    iou_threshold: f32,
+}
+
+/// ByteTrack's settings for our two knobs; the same after every [`Tracker::finish`].
+fn byte_track_params(iou_threshold: f32, max_missed: u32) -> ByteTrackParams {
+    ByteTrackParams {
+        common: CommonParams { max_age: max_missed as usize, min_hits: 1 },
+        track_thresh: 0.6,
+        match_thresh: 1.0 - iou_threshold,
+        det_thresh: 0.6,
+        second_match_thresh: 0.5,
+    }
 }
 
 impl std::fmt::Debug for Tracker {
@@ -59,19 +71,13 @@ impl Tracker {
     /// A tracker matching at `iou_threshold`, keeping unseen tracks for `max_missed`
     /// frames, and drawing ids from `ids`.
     pub fn new(iou_threshold: f32, max_missed: u32, ids: Arc<AtomicU64>) -> Tracker {
-        let params = ByteTrackParams {
-            common: CommonParams { max_age: max_missed as usize, min_hits: 1 },
-            track_thresh: 0.6,
-            match_thresh: 1.0 - iou_threshold,
-            det_thresh: 0.6,
-            second_match_thresh: 0.5,
-        };
         Tracker {
-            inner: ByteTrack::from_params(params),
+            inner: ByteTrack::from_params(byte_track_params(iou_threshold, max_missed)),
             ids,
             known: HashMap::new(),
             frame: 0,
             max_missed: u64::from(max_missed),
+            iou_threshold,
         }
     }
 
@@ -113,10 +119,8 @@ impl Tracker {
     pub fn finish(&mut self) -> Vec<u64> {
         let mut ids: Vec<u64> = self.known.drain().map(|(_, k)| k.id).collect();
         ids.sort_unstable();
-        self.inner = ByteTrack::from_params(ByteTrackParams {
-            common: CommonParams { max_age: self.max_missed as usize, min_hits: 1 },
-            ..ByteTrackParams::default()
-        });
+        let max_missed = u32::try_from(self.max_missed).unwrap_or(u32::MAX);
+        self.inner = ByteTrack::from_params(byte_track_params(self.iou_threshold, max_missed));
         self.frame = 0;
         ids
     }
@@ -165,5 +169,20 @@ mod tests {
         let again = (0..3).filter_map(|_| t.update(&[r(300.0, 300.0)]).assigned[0]).last().unwrap();
         assert!(again.id > first.id);
         assert_eq!(t.finish(), vec![again.id]);
+    }
+
+    /// A face that jumps so its box overlaps the last one by IoU 1/3: a new track under a
+    /// strict threshold of 0.9, before and after a reset (the camera restarted).
+    #[test]
+    fn the_iou_threshold_still_applies_after_a_reset() {
+        let mut t = Tracker::new(0.9, 5, Arc::default());
+        let jump_gets_a_new_id = |t: &mut Tracker| {
+            let before = (0..3).filter_map(|_| t.update(&[r(10.0, 10.0)]).assigned[0]).last().unwrap();
+            let after = t.update(&[r(30.0, 10.0)]).assigned[0];
+            after.is_none_or(|a| a.id != before.id)
+        };
+        assert!(jump_gets_a_new_id(&mut t), "IoU 1/3 < 0.9 must not match");
+        t.finish();
+        assert!(jump_gets_a_new_id(&mut t), "after finish() the threshold must still be 0.9");
     }
 }

@@ -72,6 +72,7 @@ impl EventSink for Counter {
                     decoders.insert(status.camera, decoder);
                 }
             }
+            Output::CameraRemoved(_) => {}
         }
         true
     }
@@ -383,7 +384,7 @@ fn mqtt(url: &str, n: u64) -> anyhow::Result<ExitCode> {
     use clefd::mqtt::{BrokerUrl, Outgoing, Publisher, PublisherConfig};
     let dir = std::env::temp_dir().join(format!("clefd-bench-mqtt-{}", std::process::id()));
     let spool = clefd::mqtt::spool::Spool::open(&dir.join("spool"), 256 << 20)?;
-    let seq = clefd::events::seq::SeqCounter::open(&dir.join("seq"))?;
+    let seq = clefd::events::seq::SeqCounter::open(&dir.join("seq"), spool.next_seq())?;
     let cfg = PublisherConfig {
         url: BrokerUrl::parse(url).map_err(anyhow::Error::msg)?,
         client_id: format!("clefd-bench-{}", std::process::id()),

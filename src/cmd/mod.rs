@@ -14,10 +14,21 @@ use anyhow::{Context, bail};
 use clefd::mqtt::{BrokerUrl, WatchOptions};
 use clefd::synth::{ClipSpec, Sprite, make_clip as render};
 
+/// The exit code for "the configuration is invalid" (sysexits' EX_CONFIG), from both
+/// `check-config` and `run`; the unit's `RestartPreventExitStatus` stops restart loops on it.
+pub const EXIT_CONFIG: u8 = 78;
+
 /// `clefd check-config`.
 pub fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
     match clefd::config::load(path) {
         Ok(loaded) => {
+            let problems = load_bundles(&loaded);
+            if !problems.is_empty() {
+                for p in &problems {
+                    println!("{p}");
+                }
+                return Ok(ExitCode::from(EXIT_CONFIG));
+            }
             let cams = loaded.config.cameras.iter().filter(|(_, c)| c.enabled).count();
             println!("{}: ok ({} camera(s) enabled, device id '{}')", path.display(), cams, loaded.device_id);
             if cams == 0 {
@@ -32,9 +43,29 @@ pub fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
             for p in &errors.0 {
                 println!("{p}");
             }
-            Ok(ExitCode::from(2))
+            Ok(ExitCode::from(EXIT_CONFIG))
         }
     }
+}
+
+/// Loads every bundle the enabled cameras use, models and all, exactly as `run` would
+/// (on the CPU: a GPU build of engines is `run`'s business), so a bundle that cannot run
+/// is reported here and not after a restart or a reload.
+fn load_bundles(loaded: &clefd::config::Loaded) -> Vec<String> {
+    let cfg = &loaded.config;
+    if let Err(e) = clefd::engine::runtime::init(cfg.engine.onnxruntime.as_deref()) {
+        return vec![format!("engine.onnxruntime: {e}")];
+    }
+    let opts = clefd::engine::runtime::SessionOptions { threads: 1, providers: vec!["cpu".into()], cache_dir: None };
+    let mut dirs: Vec<&Path> =
+        cfg.cameras.values().filter(|c| c.enabled).map(|c| c.bundle.as_deref().unwrap_or(&cfg.engine.bundle)).collect();
+    dirs.sort();
+    dirs.dedup();
+    dirs.into_iter()
+        .filter_map(|dir| {
+            clefd::engine::Bundle::load(dir, &opts).err().map(|e| format!("bundle {}: {e}", dir.display()))
+        })
+        .collect()
 }
 
 /// `clefd watch`.

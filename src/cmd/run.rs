@@ -12,14 +12,34 @@ use clefd::events::seq::SeqCounter;
 use clefd::mqtt::home_assistant::{self, Announced};
 use clefd::mqtt::spool::Spool;
 use clefd::mqtt::{BrokerUrl, Parked, Publisher, PublisherConfig, TlsFiles};
-use clefd::pipeline::{Outcome, Pipeline};
+use clefd::pipeline::{Outcome, Pipeline, PipelineError};
 use clefd::service::http::Health;
 use clefd::service::notify::Notifier;
 use clefd::service::systemd;
+use clefd::service::{Signal, Signals};
+
+/// How the daemon's main loop ended.
+enum Ending {
+    /// SIGTERM or SIGINT.
+    Signalled,
+    /// Every stream ended on its own (files without `loop`).
+    StreamsEnded,
+    /// Delivery stopped for good: a fatal error, the process must be restarted.
+    PublisherFailed(String),
+}
 
 /// Loads the config, starts the pipeline and the publisher, and runs until the streams
-/// end or a signal arrives.
+/// end or a signal arrives. Exit codes: 0 when asked to stop (or every camera was a file
+/// that ended), [`super::EXIT_CONFIG`] for an invalid configuration, 1 for any other
+/// failure (systemd restarts the service).
 pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().thread_name("clefd-rt").build()?;
+    // First of all, so a signal during start-up is answered instead of killing us.
+    let mut signals = {
+        let _inside = rt.enter();
+        Signals::register()
+    };
     let loaded = match config::load(path) {
         Ok(l) => l,
         Err(errors) => {
@@ -27,64 +47,51 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
             for p in &errors.0 {
                 tracing::error!("{p}");
             }
-            anyhow::bail!(
+            tracing::error!(
                 "invalid configuration ({} problem(s)); run `clefd check-config --config {}`",
                 errors.0.len(),
                 path.display()
             );
+            return Ok(ExitCode::from(super::EXIT_CONFIG));
         }
     };
     let cfg = &loaded.config;
     clefd::service::init_logging(&cfg.log_level);
     tracing::info!(config = %path.display(), device = %loaded.device_id, cameras = cfg.cameras.len(), "clefd {} starting", env!("CARGO_PKG_VERSION"));
-    let seq_path = cfg.state_dir.join("seq");
-    let seq = SeqCounter::open(&seq_path)
-        .with_context(|| format!("opening the event sequence file {} (is state_dir writable?)", seq_path.display()))?;
+    if !cfg.cameras.values().any(|c| c.enabled) {
+        tracing::error!(
+            "no camera configured in {}: add one (a [cameras.NAME] table, or a file in cameras.d/) and start again",
+            path.display()
+        );
+        return Ok(ExitCode::from(super::EXIT_CONFIG));
+    }
     let spool_dir = cfg.mqtt.spool_dir.clone().unwrap_or_else(|| cfg.state_dir.join("spool"));
     let spool = Spool::open(&spool_dir, (cfg.mqtt.spool_max_mb * 1024.0 * 1024.0) as u64)
         .with_context(|| format!("opening the event spool {} (is it writable?)", spool_dir.display()))?;
+    let seq_path = cfg.state_dir.join("seq");
+    let seq = SeqCounter::open(&seq_path, spool.next_seq())
+        .with_context(|| format!("opening the event sequence file {} (is state_dir writable?)", seq_path.display()))?;
     let publisher_cfg = publisher_config(cfg, &loaded.device_id)?;
-    let rt =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().thread_name("clefd-rt").build()?;
     let notifier = Arc::new(Notifier::from_env());
     let (tx, from_pipeline) = tokio::sync::mpsc::channel(256);
     let (to_publisher, rx) = tokio::sync::mpsc::channel(256);
-    anyhow::ensure!(
-        cfg.cameras.values().any(|c| c.enabled),
-        "no camera configured in {}: add one (a [cameras.NAME] table, or a file in cameras.d/) and start again",
-        path.display()
-    );
-    let pipeline = Pipeline::start(&loaded, tx)?;
+    let pipeline = match Pipeline::start(&loaded, tx) {
+        Ok(p) => p,
+        Err(e @ (PipelineError::Engine(_) | PipelineError::Bundle { .. })) => {
+            tracing::error!("{e}; run `clefd check-config --config {}`", path.display());
+            return Ok(ExitCode::from(super::EXIT_CONFIG));
+        }
+        Err(e) => return Err(e.into()),
+    };
     let probe = pipeline.probe();
     let stats_every = cfg.mqtt.stats_interval_s;
-    let discovery = if cfg.mqtt.home_assistant {
-        let announced: Vec<Announced> = cfg
-            .cameras
-            .iter()
-            .filter(|(_, c)| c.enabled)
-            .map(|(name, c)| {
-                let dir = c.bundle.clone().unwrap_or_else(|| cfg.engine.bundle.clone());
-                let bundle = clefd::engine::manifest::Manifest::load(&dir).map(|m| m.name).unwrap_or_default();
-                Announced { camera: name.clone(), bundle }
-            })
-            .collect();
-        let topics = clefd::mqtt::Topics::new(&cfg.mqtt.prefix, &loaded.device_id);
-        home_assistant::discovery(
-            &topics,
-            &cfg.mqtt.discovery_prefix,
-            &loaded.device_id,
-            &announced,
-            &cfg.state_dir.join("home-assistant.json"),
-        )
-    } else {
-        Vec::new()
-    };
+    let discovery = if cfg.mqtt.home_assistant { discovery_messages(&loaded) } else { Vec::new() };
     let listen: Option<std::net::SocketAddr> = cfg.http.listen.parse().ok();
     let cameras = cfg.cameras.values().filter(|c| c.enabled).count();
     let control = pipeline.control();
     let config_path = path.to_path_buf();
     let running_cfg = loaded.config.clone();
-    let (outcome, signalled): (Outcome, bool) = rt.block_on(async move {
+    let (outcome, ending): (Outcome, Ending) = rt.block_on(async move {
         let publisher = Publisher::new(publisher_cfg, seq, spool);
         let health = Arc::new(Health::new(probe, publisher.stats()));
         let http = match listen {
@@ -113,28 +120,40 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
         if let Some(listener) = http {
             tokio::spawn(clefd::service::http::serve(listener, health.clone()));
         }
+        // Serving: config and engines loaded, publisher and HTTP up. Cameras report
+        // their own state; one that is down must not hold the service back.
+        notifier.send(&format!("READY=1\nSTATUS=0/{cameras} cameras streaming, starting"));
+        tracing::info!(cameras, "ready");
         let mut waiting = tokio::task::spawn_blocking(move || pipeline.wait());
-        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         let mut running_cfg = running_cfg;
         let mut watched = running_cfg.watch_config.then(|| config::sources_fingerprint(&config_path));
         let mut tick = tokio::time::interval(Duration::from_secs(2));
-        let (outcome, signalled) = loop {
+        let stop = |control: clefd::pipeline::Control| tokio::task::spawn_blocking(move || control.stop());
+        let (outcome, ending) = loop {
             tokio::select! {
-                done = &mut waiting => break (done, false),
-                _ = clefd::service::shutdown_signal() => {
-                    notifier.send("STOPPING=1");
-                    let c = control.clone();
-                    let _ = tokio::task::spawn_blocking(move || c.stop()).await;
-                    break (waiting.await, true);
-                }
-                Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
-                    notifier.send("RELOADING=1");
-                    tracing::info!(config = %config_path.display(), "SIGHUP: reloading the configuration");
-                    if let Some(applied) = reload(&config_path, &control, &running_cfg, &mut publishing).await {
-                        running_cfg = applied;
+                done = &mut waiting => break (done, Ending::StreamsEnded),
+                signal = signals.next() => match signal {
+                    Signal::Stop => {
+                        notifier.send("STOPPING=1");
+                        let _ = stop(control.clone()).await;
+                        break (waiting.await, Ending::Signalled);
                     }
-                    watched = running_cfg.watch_config.then(|| config::sources_fingerprint(&config_path));
-                    notifier.send("READY=1");
+                    Signal::Reload => {
+                        notifier.send("RELOADING=1");
+                        tracing::info!(config = %config_path.display(), "SIGHUP: reloading the configuration");
+                        let ctx = ReloadCtx { control: &control, publishing: &mut publishing };
+                        if let Some(applied) = reload(&config_path, &running_cfg, ctx).await {
+                            running_cfg = applied;
+                        }
+                        watched = running_cfg.watch_config.then(|| config::sources_fingerprint(&config_path));
+                        notifier.send("READY=1");
+                    }
+                },
+                reason = publishing.ended() => {
+                    tracing::error!("{reason}: stopping so that systemd restarts clefd");
+                    notifier.send("STOPPING=1");
+                    let _ = stop(control.clone()).await;
+                    break (waiting.await, Ending::PublisherFailed(reason));
                 }
                 _ = tick.tick(), if watched.is_some() => {
                     let now = config::sources_fingerprint(&config_path);
@@ -142,7 +161,8 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
                         watched = Some(now);
                         notifier.send("RELOADING=1");
                         tracing::info!(config = %config_path.display(), "configuration files changed: reloading");
-                        if let Some(applied) = reload(&config_path, &control, &running_cfg, &mut publishing).await {
+                        let ctx = ReloadCtx { control: &control, publishing: &mut publishing };
+                        if let Some(applied) = reload(&config_path, &running_cfg, ctx).await {
                             running_cfg = applied;
                         }
                         if !running_cfg.watch_config {
@@ -157,9 +177,50 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
         if let Some(s) = stats {
             s.abort();
         }
-        publishing.finish().await;
-        (outcome.unwrap_or_default(), signalled)
+        let ending = match (ending, publishing.finish().await) {
+            (Ending::PublisherFailed(r), _) => Ending::PublisherFailed(r),
+            (_, Some(failure)) => Ending::PublisherFailed(failure),
+            (e, None) => e,
+        };
+        (outcome.unwrap_or_default(), ending)
     });
+    log_summaries(&outcome);
+    for (camera, reason) in &outcome.failures {
+        tracing::error!(camera = %camera, "camera failed: {reason}");
+    }
+    Ok(match ending {
+        Ending::Signalled => ExitCode::SUCCESS,
+        Ending::StreamsEnded if outcome.failures.is_empty() => ExitCode::SUCCESS,
+        Ending::StreamsEnded => ExitCode::from(1),
+        Ending::PublisherFailed(_) => ExitCode::from(1),
+    })
+}
+
+/// Home Assistant discovery for the enabled cameras.
+fn discovery_messages(loaded: &config::Loaded) -> Vec<clefd::mqtt::Outgoing> {
+    let cfg = &loaded.config;
+    let announced: Vec<Announced> = cfg
+        .cameras
+        .iter()
+        .filter(|(_, c)| c.enabled)
+        .map(|(name, c)| {
+            let dir = c.bundle.clone().unwrap_or_else(|| cfg.engine.bundle.clone());
+            let bundle = clefd::engine::manifest::Manifest::load(&dir).map(|m| m.name).unwrap_or_default();
+            Announced { camera: name.clone(), bundle }
+        })
+        .collect();
+    let topics = clefd::mqtt::Topics::new(&cfg.mqtt.prefix, &loaded.device_id);
+    home_assistant::discovery(
+        &topics,
+        &cfg.mqtt.discovery_prefix,
+        &loaded.device_id,
+        &announced,
+        &cfg.state_dir.join("home-assistant.json"),
+    )
+}
+
+/// One log line per bundle: what the run analysed and where the time went.
+fn log_summaries(outcome: &Outcome) {
     for s in &outcome.summaries {
         let secs = s.elapsed.as_secs_f64().max(1e-9);
         let per = |d: Duration| d.as_secs_f64() * 1000.0 / s.frames.max(1) as f64;
@@ -176,22 +237,19 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
             "run summary"
         );
     }
-    for (camera, reason) in &outcome.failures {
-        tracing::error!(camera = %camera, "camera failed: {reason}");
-    }
-    // Stopped on request: success. Ended on its own (files): failure if a camera failed.
-    Ok(if signalled || outcome.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-/// SIGHUP: validate the new config first; if it is bad, log why and keep running as
-/// before. Otherwise restart only the cameras whose section changed. Returns the config
-/// now in force.
-async fn reload(
-    path: &Path,
-    control: &clefd::pipeline::Control,
-    running: &config::Config,
-    publishing: &mut Publishing,
-) -> Option<config::Config> {
+/// What a reload may touch besides the configuration.
+struct ReloadCtx<'a> {
+    control: &'a clefd::pipeline::Control,
+    publishing: &'a mut Publishing,
+}
+
+/// SIGHUP: validate the new config first (files, bundles, MQTT settings); if anything is
+/// bad, log why and keep running as before. Otherwise restart only the cameras whose
+/// section changed, and forget removed ones everywhere (health, metrics, retained state).
+/// Returns the config now in force.
+async fn reload(path: &Path, running: &config::Config, ctx: ReloadCtx<'_>) -> Option<config::Config> {
     let loaded = match config::load(path) {
         Ok(l) => l,
         Err(errors) => {
@@ -215,28 +273,35 @@ async fn reload(
             "changes to device_id, [http], mqtt.spool_dir, mqtt.spool_max_mb, mqtt.stats_interval_s and Home Assistant discovery take effect at the next restart"
         );
     }
-    if mqtt_connection_changed(new, old) {
+    let new_publisher = if mqtt_connection_changed(new, old) {
         match publisher_config(&loaded.config, &loaded.device_id) {
-            Ok(cfg) => publishing.switch(cfg).await,
+            Ok(cfg) => Some(cfg),
             Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "the new MQTT settings cannot be used; the running ones stay");
+                tracing::error!(error = %format!("{e:#}"), "the new MQTT settings cannot be used; the running configuration stays");
                 return None;
             }
         }
-    }
-    let c = control.clone();
+    } else {
+        None
+    };
+    let c = ctx.control.clone();
     let new = loaded.clone();
-    match tokio::task::spawn_blocking(move || c.reload(&new)).await {
-        Ok(Ok(r)) => {
-            tracing::info!(added = ?r.added, changed = ?r.changed, removed = ?r.removed, unchanged = r.unchanged.len(), workers_restarted = r.workers_restarted, "configuration reloaded");
-            Some(loaded.config)
-        }
+    let report = match tokio::task::spawn_blocking(move || c.reload(&new)).await {
+        Ok(Ok(r)) => r,
         Ok(Err(e)) => {
-            tracing::error!(error = %e, "reload failed part-way; cameras already running keep running");
-            None
+            tracing::error!(error = %e, "the new configuration cannot be used; the running one stays");
+            return None;
         }
-        Err(_) => None,
+        Err(e) => {
+            tracing::error!(error = %e, "the reload ended abnormally");
+            return None;
+        }
+    };
+    if let Some(cfg) = new_publisher {
+        ctx.publishing.switch(cfg).await;
     }
+    tracing::info!(added = ?report.added, changed = ?report.changed, removed = ?report.removed, unchanged = report.unchanged.len(), workers_restarted = report.workers_restarted, "configuration reloaded");
+    Some(loaded.config)
 }
 
 /// Whether the connection itself must change (broker, identity, credentials, TLS, timing).
@@ -335,15 +400,28 @@ impl Publishing {
         }
     }
 
-    /// Waits for the publisher to drain and stop (the pipeline's senders are gone).
-    async fn finish(mut self) {
-        if let Some(task) = self.task.take() {
-            match task.await {
-                Ok(Err(e)) => tracing::error!(error = %e, "publishing failed"),
-                Err(e) => tracing::error!(error = %e, "the publisher task ended abnormally"),
-                Ok(Ok(_)) => {}
-            }
+    /// Resolves when the publisher's task ends on its own (it never should while the
+    /// daemon runs): the reason, for the log and the exit code.
+    async fn ended(&mut self) -> String {
+        let Some(task) = self.task.as_mut() else { return std::future::pending().await };
+        let result = task.await;
+        self.task = None;
+        match result {
+            Ok(Ok(_)) => "the MQTT publisher stopped unexpectedly".into(),
+            Ok(Err(e)) => format!("publishing failed: {e:#}"),
+            Err(e) => format!("the MQTT publisher ended abnormally: {e}"),
         }
+    }
+
+    /// Waits for the publisher to drain and stop (the pipeline's senders are gone);
+    /// returns why it failed, if it did.
+    async fn finish(mut self) -> Option<String> {
         drop(self.park.take());
+        let task = self.task.take()?;
+        match task.await {
+            Ok(Err(e)) => Some(format!("publishing failed: {e:#}")),
+            Err(e) => Some(format!("the MQTT publisher ended abnormally: {e}")),
+            Ok(Ok(_)) => None,
+        }
     }
 }

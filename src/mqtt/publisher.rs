@@ -35,6 +35,9 @@ pub enum Outgoing {
     Event(Box<crate::events::EmotionEvent>),
     /// A camera's state: retained, and sent again after every reconnect.
     CameraState(CameraStatus),
+    /// A camera left the configuration: its retained state is deleted (and not sent
+    /// again after a reconnect).
+    CameraRemoved(String),
     /// The periodic statistics: sent while connected, not retained, not spooled.
     Stats(Vec<u8>),
     /// Any other retained message (Home Assistant discovery); sent again after every
@@ -86,7 +89,7 @@ pub struct TlsFiles {
 }
 
 /// Counters, readable while the publisher runs.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct PublishStats {
     /// Events acknowledged by the broker.
     pub acked: AtomicU64,
@@ -94,12 +97,62 @@ pub struct PublishStats {
     pub sent: AtomicU64,
     /// Events dropped because the spool was full.
     pub dropped: AtomicU64,
+    /// Events lost because the disk refused them (full, read-only, too many open files):
+    /// they got no durable `seq` or no place in the spool.
+    pub failed: AtomicU64,
+    /// Spooled records skipped at start because their checksum did not match.
+    pub corrupt: AtomicU64,
+    /// Why events cannot be kept right now (the last disk error), cleared when a write
+    /// succeeds again; `/healthz` reports it.
+    pub problem: std::sync::Mutex<Option<String>>,
+    /// Since when no connection is up (`None` while connected).
+    pub disconnected_since: std::sync::Mutex<Option<std::time::Instant>>,
     /// Events waiting in the spool.
     pub spooled: AtomicU64,
     /// Successful connections.
     pub connects: AtomicU64,
     /// Whether a connection is up.
     pub connected: AtomicBool,
+}
+
+impl Default for PublishStats {
+    fn default() -> PublishStats {
+        PublishStats {
+            acked: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            corrupt: AtomicU64::new(0),
+            problem: std::sync::Mutex::new(None),
+            disconnected_since: std::sync::Mutex::new(Some(std::time::Instant::now())),
+            spooled: AtomicU64::new(0),
+            connects: AtomicU64::new(0),
+            connected: AtomicBool::new(false),
+        }
+    }
+}
+
+impl PublishStats {
+    /// The current disk problem, if any.
+    pub fn problem(&self) -> Option<String> {
+        self.problem.lock().ok().and_then(|p| p.clone())
+    }
+
+    /// How long the broker has been out of reach (zero while connected).
+    pub fn disconnected_for(&self) -> Duration {
+        self.disconnected_since.lock().ok().and_then(|t| t.map(|t| t.elapsed())).unwrap_or_default()
+    }
+
+    fn set_connected(&self, up: bool) {
+        self.connected.store(up, Ordering::SeqCst);
+        if let Ok(mut since) = self.disconnected_since.lock() {
+            match (up, *since) {
+                (true, _) => *since = None,
+                (false, None) => *since = Some(std::time::Instant::now()),
+                (false, Some(_)) => {}
+            }
+        }
+    }
 }
 
 const BACKOFF_START: Duration = Duration::from_millis(250);
@@ -163,6 +216,7 @@ impl Publisher {
         };
         let stats = Arc::new(PublishStats::default());
         stats.spooled.store(spool.pending(), Ordering::Relaxed);
+        stats.corrupt.store(spool.corrupt(), Ordering::Relaxed);
         if spool.pending() > 0 {
             tracing::info!(events = spool.pending(), "events from an earlier run are waiting in the spool");
         }
@@ -195,31 +249,106 @@ impl Publisher {
         }
     }
 
-    fn spool_event(&mut self, mut event: crate::events::EmotionEvent) -> anyhow::Result<()> {
-        event.seq =
-            self.seq.allocate().map_err(|e| anyhow::anyhow!("cannot persist the event sequence number: {e}"))?;
-        tracing::info!(
-            camera = %event.camera, track = event.track_id, seq = event.seq,
-            "{:<6} {:<10} {:.2} (debias {})",
-            format!("{:?}", event.kind).to_lowercase(), event.emotion, event.confidence,
-            if event.debiased.is_some() { "on" } else { "off" }
-        );
-        let rec =
-            Record { seq: event.seq, topic: self.topics.emotion(&event.camera), payload: serde_json::to_vec(&event)? };
-        let dropped = self.spool.append(&rec)?;
-        if dropped > 0 {
-            self.stats.dropped.fetch_add(dropped, Ordering::Relaxed);
-            tracing::warn!(dropped, total_dropped = self.spool.dropped(), "spool full: dropped the oldest events");
+    /// Numbers a group of events, makes the numbers durable, and spools the events. Disk
+    /// errors never end the publisher: the events they hit are counted as failed,
+    /// `/healthz` says why, and the next group tries again.
+    fn spool_events(&mut self, events: Vec<crate::events::EmotionEvent>) {
+        if events.is_empty() {
+            return;
         }
-        Ok(())
+        let mut events = events;
+        for event in &mut events {
+            event.seq = self.seq.reserve();
+        }
+        if let Err(e) = self.seq.persist() {
+            self.disk_trouble(format!("cannot persist the event sequence number: {e}"), events.len() as u64);
+            return;
+        }
+        let mut failed = 0;
+        let mut last_error = None;
+        for event in events {
+            let payload = match serde_json::to_vec(&event) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(camera = %event.camera, seq = event.seq, error = %e, "cannot encode an event");
+                    failed += 1;
+                    continue;
+                }
+            };
+            let rec = Record { seq: event.seq, topic: self.topics.emotion(&event.camera), payload };
+            match self.spool.append(&rec) {
+                Ok(dropped) => {
+                    tracing::info!(
+                        camera = %event.camera, track = event.track_id, seq = event.seq,
+                        "{:<6} {:<10} {:.2} (debias {})",
+                        format!("{:?}", event.kind).to_lowercase(), event.emotion, event.confidence,
+                        if event.debiased.is_some() { "on" } else { "off" }
+                    );
+                    if dropped > 0 {
+                        self.stats.dropped.fetch_add(dropped, Ordering::Relaxed);
+                        tracing::warn!(
+                            dropped,
+                            total_dropped = self.spool.dropped(),
+                            "spool full: dropped the oldest events"
+                        );
+                    }
+                }
+                Err(e) => {
+                    failed += 1;
+                    last_error = Some(e);
+                }
+            }
+        }
+        let synced = self.spool.sync();
+        match (last_error, synced) {
+            (Some(e), _) => self.disk_trouble(format!("cannot write to the event spool: {e}"), failed),
+            (None, Err(e)) => self.disk_trouble(format!("cannot flush the event spool to disk: {e}"), failed),
+            (None, Ok(())) if failed == 0 => self.disk_fine(),
+            (None, Ok(())) => {
+                self.stats.failed.fetch_add(failed, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Counts `lost` events and records why, logging once per new reason.
+    fn disk_trouble(&self, reason: String, lost: u64) {
+        let total = self.stats.failed.fetch_add(lost, Ordering::Relaxed) + lost;
+        let Ok(mut problem) = self.stats.problem.lock() else { return };
+        if problem.as_deref() != Some(reason.as_str()) {
+            tracing::error!(lost, total_lost = total, spool = %self.spool_dir(), "{reason}; events are lost until the disk accepts writes again (analysis goes on)");
+            *problem = Some(reason);
+        }
+    }
+
+    /// Clears a recorded disk problem once a write went through.
+    fn disk_fine(&self) {
+        if let Ok(mut problem) = self.stats.problem.lock() {
+            if problem.take().is_some() {
+                tracing::info!(
+                    lost = self.stats.failed.load(Ordering::Relaxed),
+                    "the event spool accepts writes again"
+                );
+            }
+        }
+    }
+
+    fn spool_dir(&self) -> String {
+        self.spool.dir().display().to_string()
     }
 
     /// Sends unacknowledged events from the spool while the window has room.
-    fn pump(&mut self, conn: &mut Connection) -> anyhow::Result<()> {
+    fn pump(&mut self, conn: &mut Connection) {
         if !conn.up || conn.window >= WINDOW {
-            return Ok(());
+            return;
         }
-        for rec in self.spool.read_pending(conn.next_send, WINDOW - conn.window)? {
+        let records = match self.spool.read_pending(conn.next_send, WINDOW - conn.window) {
+            Ok(r) => r,
+            Err(e) => {
+                self.disk_trouble(format!("cannot read the event spool: {e}"), 0);
+                return;
+            }
+        };
+        for rec in records {
             if !conn.session.client.publish(rec.topic, false, rec.payload) {
                 break;
             }
@@ -229,7 +358,6 @@ impl Publisher {
             conn.next_send = rec.seq + 1;
             self.stats.sent.fetch_add(1, Ordering::Relaxed);
         }
-        Ok(())
     }
 
     fn send_other(conn: &mut Connection, topic: String, payload: Vec<u8>, retain: bool) {
@@ -268,26 +396,35 @@ impl Publisher {
         let mut retry_at: Option<Instant> = None;
         let mut closing_at: Option<Instant> = None;
         loop {
-            self.pump(&mut conn)?;
+            self.pump(&mut conn);
             self.stats.spooled.store(self.spool.pending(), Ordering::Relaxed);
             if let Some(deadline) = closing_at {
                 if self.spool.pending() == 0 || Instant::now() >= deadline {
                     break;
                 }
             }
-            let wake = retry_at.or(closing_at);
+            // Whichever comes first: the next reconnection, or the end of the flush.
+            let wake = match (retry_at, closing_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             tokio::select! {
                 out = outputs.recv(), if closing_at.is_none() => match out {
                     Some(first) => {
                         let mut next = Some(first);
                         // Group commit: spool everything that is already waiting, one fsync.
+                        let mut events = Vec::new();
                         while let Some(out) = next {
                             match out {
-                                Outgoing::Event(ev) => self.spool_event(*ev)?,
+                                Outgoing::Event(ev) => events.push(*ev),
                                 Outgoing::CameraState(st) => {
-                                    let payload = serde_json::to_vec(&st)?;
+                                    let payload = serde_json::to_vec(&st).unwrap_or_default();
                                     Self::send_other(&mut conn, self.topics.state(&st.camera), payload.clone(), true);
                                     self.states.insert(st.camera, payload);
+                                }
+                                Outgoing::CameraRemoved(camera) => {
+                                    self.states.remove(&camera);
+                                    Self::send_other(&mut conn, self.topics.state(&camera), Vec::new(), true);
                                 }
                                 Outgoing::Retained { topic, payload } => {
                                     Self::send_other(&mut conn, topic.clone(), payload.clone(), true);
@@ -297,7 +434,7 @@ impl Publisher {
                             }
                             next = outputs.try_recv().ok();
                         }
-                        self.spool.sync()?;
+                        self.spool_events(events);
                     }
                     None => closing_at = Some(Instant::now() + self.cfg.flush_timeout),
                 },
@@ -308,7 +445,7 @@ impl Publisher {
                         conn.next_send = 0;
                         backoff = BACKOFF_START;
                         failures = 0;
-                        self.stats.connected.store(true, Ordering::SeqCst);
+                        self.stats.set_connected(true);
                         self.stats.connects.fetch_add(1, Ordering::Relaxed);
                         Self::send_other(&mut conn, self.topics.availability(), b"online".to_vec(), true);
                         for (camera, payload) in &self.states {
@@ -331,7 +468,10 @@ impl Publisher {
                             tracing::warn!(broker = %self.cfg.url, reason, "the broker acknowledged a message but refused to deliver it (check its ACLs)");
                         }
                         if let Some(Sent::Event(seq)) = sent {
-                            self.spool.ack(seq)?;
+                            if let Err(e) = self.spool.ack(seq) {
+                                // Only costs a re-send after a restart.
+                                tracing::warn!(seq, error = %e, "cannot record an acknowledgement in the spool");
+                            }
                             conn.window = conn.window.saturating_sub(1);
                             self.stats.acked.fetch_add(1, Ordering::Relaxed);
                         }
@@ -340,7 +480,7 @@ impl Publisher {
                     Err(e) => {
                         failures += 1;
                         let was_up = conn.up;
-                        self.stats.connected.store(false, Ordering::SeqCst);
+                        self.stats.set_connected(false);
                         conn.session.poller.abort();
                         conn.up = false;
                         // Credentials and certificates do not fix themselves: retry those

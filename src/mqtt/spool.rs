@@ -6,10 +6,13 @@
 //! count is exactly the number of events a consumer will never see. After a crash or power cut the spool is read back and
 //! whatever was not acknowledged is sent again, in `seq` order.
 //!
-//! Layout: `DIR/<first-seq, 20 digits>.seg`, each a run of records
-//! `[len u32 LE][seq u64 LE][topic len u16 LE][topic][payload]`, plus `DIR/acked` holding
-//! the lowest sequence number not yet acknowledged. A torn record at the end of a segment
-//! (power cut mid-write) is ignored.
+//! Layout: `DIR/<first-seq, 20 digits>.seg`, each the magic `CLEFSPL2` and a run of
+//! records `[len u32 LE][crc32 u32 LE][seq u64 LE][topic len u16 LE][topic][payload]`
+//! (`len` counts from the checksum on; the checksum covers what follows it), plus
+//! `DIR/acked` holding the lowest sequence number not yet acknowledged. A torn record at
+//! the end of a segment (power cut mid-write) is ignored; a record whose checksum does not
+//! match is skipped and counted ([`Spool::corrupt`]), never sent. Segments written before
+//! checksums (no magic) are still read. Appends never go to a segment of an earlier run.
 
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
@@ -33,7 +36,12 @@ struct Segment {
     last_seq: u64,
     path: PathBuf,
     bytes: u64,
+    /// Written by this process (so appends may go on in it).
+    own: bool,
 }
+
+/// The first bytes of a segment with checksummed records.
+const MAGIC: &[u8; 8] = b"CLEFSPL2";
 
 /// The spool in one folder.
 #[derive(Debug)]
@@ -49,6 +57,8 @@ pub struct Spool {
     acked_above: BTreeSet<u64>,
     /// Events dropped because the spool was full.
     dropped: u64,
+    /// Records skipped at open because their checksum did not match.
+    corrupt: u64,
     /// Sent and not acknowledged (at most a send window): kept when their segment goes.
     in_doubt: BTreeSet<u64>,
     dirty: bool,
@@ -69,26 +79,29 @@ impl Spool {
         let low_water =
             std::fs::read_to_string(dir.join("acked")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
         let mut segments = Vec::new();
-        // Sequence numbers missing inside a segment (one that kept only in-doubt events).
+        // Sequence numbers missing inside a segment (one that kept only in-doubt events,
+        // or a record skipped as corrupt).
         let mut holes = BTreeSet::new();
+        let mut corrupt = 0;
         let mut names: Vec<PathBuf> = std::fs::read_dir(dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "seg"))
             .collect();
         names.sort();
         for path in names {
-            let records = read_segment(&path)?;
-            let (Some(first), Some(last)) = (records.first(), records.last()) else {
+            let read = read_records(&path, 0, usize::MAX, 0)?;
+            if read.corrupt > 0 {
+                tracing::warn!(file = %path.display(), records = read.corrupt, "skipped spooled events whose checksum does not match");
+                corrupt += read.corrupt;
+            }
+            let (Some(first), Some(last)) = (read.records.first(), read.records.last()) else {
                 let _ = std::fs::remove_file(&path);
                 continue;
             };
-            for pair in records.windows(2) {
+            for pair in read.records.windows(2) {
                 holes.extend((pair[0].seq + 1..pair[1].seq).filter(|s| *s >= low_water));
             }
-            let bytes = records.iter().map(record_len).sum();
-            // Cut a torn tail so appends start on a record boundary.
-            OpenOptions::new().write(true).open(&path)?.set_len(bytes)?;
-            segments.push(Segment { first_seq: first.seq, last_seq: last.seq, path, bytes });
+            segments.push(Segment { first_seq: first.seq, last_seq: last.seq, path, bytes: read.end, own: false });
         }
         let mut spool = Spool {
             dir: dir.to_path_buf(),
@@ -99,6 +112,7 @@ impl Spool {
             low_water,
             acked_above: holes,
             dropped: 0,
+            corrupt,
             in_doubt: BTreeSet::new(),
             dirty: false,
             acked_dirty: false,
@@ -132,13 +146,26 @@ impl Spool {
         self.dropped
     }
 
-    /// The next sequence number after everything spooled (for continuity checks).
-    pub fn next_seq(&self) -> Option<u64> {
-        self.segments.last().map(|s| s.last_seq + 1)
+    /// The spool's folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Records skipped at open because their checksum did not match.
+    pub fn corrupt(&self) -> u64 {
+        self.corrupt
+    }
+
+    /// The lowest sequence number the spool has not seen: after everything it holds and
+    /// everything acknowledged. The sequence counter never starts below it.
+    pub fn next_seq(&self) -> u64 {
+        self.segments.last().map_or(0, |s| s.last_seq + 1).max(self.low_water)
     }
 
     /// Appends one record (not yet durable: call [`Spool::sync`]). Drops the oldest
     /// segments when the bound would be exceeded; returns how many events that dropped.
+    /// On an error (disk full, read-only folder) the record is not in the spool and the
+    /// spool stays consistent: the next append may succeed.
     pub fn append(&mut self, rec: &Record) -> std::io::Result<u64> {
         let len = record_len(rec);
         let mut dropped = 0;
@@ -148,31 +175,41 @@ impl Spool {
                 None => break,
             }
         }
-        let need_new = self.segments.last().is_none_or(|s| s.bytes + len > self.segment_bytes) || self.writer.is_none();
-        if need_new {
-            if let Some(w) = self.writer.take() {
-                w.sync_data()?;
-            }
-            let reuse = self.segments.last().is_some_and(|s| s.bytes + len <= self.segment_bytes);
-            if !reuse {
-                let path = self.dir.join(seg_name(rec.seq));
-                self.segments.push(Segment { first_seq: rec.seq, last_seq: rec.seq, path, bytes: 0 });
-            }
-            let path = &self.segments.last().map(|s| s.path.clone()).unwrap_or_default();
-            self.writer = Some(OpenOptions::new().create(true).append(true).open(path)?);
-            if !reuse {
-                if let Ok(d) = File::open(&self.dir) {
-                    let _ = d.sync_all();
+        let buf = encode(rec);
+        let fits = self.segments.last().is_some_and(|s| s.own && s.bytes + len <= self.segment_bytes);
+        match self.writer.as_mut().filter(|_| fits) {
+            Some(w) => {
+                if let Err(e) = w.write_all(&buf) {
+                    // Cut what was half written; if even that fails, start a new segment.
+                    let keep = self.segments.last().map_or(0, |s| s.bytes);
+                    if w.set_len(keep).is_err() {
+                        self.writer = None;
+                        if let Some(seg) = self.segments.last_mut() {
+                            seg.own = false;
+                        }
+                    }
+                    return Err(e);
+                }
+                if let Some(seg) = self.segments.last_mut() {
+                    seg.last_seq = rec.seq;
+                    seg.bytes += len;
                 }
             }
-        }
-        let buf = encode(rec);
-        if let Some(w) = self.writer.as_mut() {
-            w.write_all(&buf)?;
-        }
-        if let Some(seg) = self.segments.last_mut() {
-            seg.last_seq = rec.seq;
-            seg.bytes += len;
+            None => {
+                if let Some(w) = self.writer.take() {
+                    w.sync_data()?;
+                }
+                let path = self.dir.join(seg_name(rec.seq));
+                let mut f = OpenOptions::new().create(true).write(true).truncate(true).open(&path)?;
+                let written = f.write_all(MAGIC).and_then(|()| f.write_all(&buf)).and_then(|()| sync_dir(&self.dir));
+                if let Err(e) = written {
+                    let _ = std::fs::remove_file(&path);
+                    return Err(e);
+                }
+                let bytes = MAGIC.len() as u64 + len;
+                self.segments.push(Segment { first_seq: rec.seq, last_seq: rec.seq, path, bytes, own: true });
+                self.writer = Some(f);
+            }
         }
         self.dirty = true;
         Ok(dropped)
@@ -220,7 +257,11 @@ impl Spool {
         };
         let seg = self.segments.remove(idx);
         let kept: Vec<Record> = if self.in_doubt.range(seg.first_seq..=seg.last_seq).next().is_some() {
-            read_segment(&seg.path)?.into_iter().filter(|r| self.in_doubt.contains(&r.seq)).collect()
+            read_records(&seg.path, 0, usize::MAX, 0)?
+                .records
+                .into_iter()
+                .filter(|r| self.in_doubt.contains(&r.seq))
+                .collect()
         } else {
             Vec::new()
         };
@@ -234,13 +275,14 @@ impl Spool {
         if let (Some(first), Some(last)) = (kept.first(), kept.last()) {
             let path = self.dir.join(seg_name(first.seq));
             let mut f = OpenOptions::new().create(true).write(true).truncate(true).open(&path)?;
-            let mut bytes = 0;
+            f.write_all(MAGIC)?;
+            let mut bytes = MAGIC.len() as u64;
             for r in &kept {
                 f.write_all(&encode(r))?;
                 bytes += record_len(r);
             }
             f.sync_data()?;
-            self.segments.insert(idx, Segment { first_seq: first.seq, last_seq: last.seq, path, bytes });
+            self.segments.insert(idx, Segment { first_seq: first.seq, last_seq: last.seq, path, bytes, own: false });
         }
         self.cursor = None;
         self.dropped += lost;
@@ -319,7 +361,7 @@ impl Spool {
         let mut next = from;
         while idx < self.segments.len() && out.len() < limit {
             let seg = &self.segments[idx];
-            let (recs, end) = read_records(&seg.path, offset, limit - out.len(), from)?;
+            let ReadRecords { records: recs, end, .. } = read_records(&seg.path, offset, limit - out.len(), from)?;
             self.cursor = Some((seg.first_seq, end, recs.last().map_or(next, |r| r.seq + 1)));
             next = self.cursor.map_or(next, |c| c.2);
             let full = recs.len() >= limit - out.len();
@@ -340,8 +382,13 @@ impl Drop for Spool {
     }
 }
 
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Bytes one record takes in a segment.
 fn record_len(r: &Record) -> u64 {
-    (4 + 8 + 2 + r.topic.len() + r.payload.len()) as u64
+    (4 + 4 + 8 + 2 + r.topic.len() + r.payload.len()) as u64
 }
 
 /// One record in the segment format.
@@ -349,49 +396,65 @@ fn encode(rec: &Record) -> Vec<u8> {
     let len = record_len(rec);
     let mut buf = Vec::with_capacity(len as usize);
     buf.extend_from_slice(&((len - 4) as u32).to_le_bytes());
+    buf.extend_from_slice(&[0; 4]);
     buf.extend_from_slice(&rec.seq.to_le_bytes());
     buf.extend_from_slice(&(rec.topic.len() as u16).to_le_bytes());
     buf.extend_from_slice(rec.topic.as_bytes());
     buf.extend_from_slice(&rec.payload);
+    let crc = crc32fast::hash(&buf[8..]);
+    buf[4..8].copy_from_slice(&crc.to_le_bytes());
     buf
 }
 
-fn read_segment(path: &Path) -> std::io::Result<Vec<Record>> {
-    read_records(path, 0, usize::MAX, 0).map(|(r, _)| r)
+/// What [`read_records`] found.
+struct ReadRecords {
+    records: Vec<Record>,
+    /// The offset after the last whole record read.
+    end: u64,
+    /// Whole records skipped because their checksum did not match.
+    corrupt: u64,
 }
 
-/// Reads records starting at byte `offset`, keeping those with `seq >= from`, until
-/// `limit` are kept or the file ends; returns them and the offset after the last one read.
-fn read_records(path: &Path, offset: u64, limit: usize, from: u64) -> std::io::Result<(Vec<Record>, u64)> {
+/// Reads records starting at byte `offset` (0: the segment's start), keeping those with
+/// `seq >= from`, until `limit` are kept or the file ends.
+fn read_records(path: &Path, offset: u64, limit: usize, from: u64) -> std::io::Result<ReadRecords> {
     let mut f = BufReader::new(File::open(path)?);
     let size = f.seek(SeekFrom::End(0))?;
-    f.seek(SeekFrom::Start(offset))?;
-    let mut out = Vec::new();
-    let mut pos = offset;
-    let mut head = [0u8; 4];
-    while pos + 4 <= size {
-        f.read_exact(&mut head)?;
-        let len = u64::from(u32::from_le_bytes(head));
-        if len < 10 || pos + 4 + len > size {
+    f.seek(SeekFrom::Start(0))?;
+    let mut magic = [0u8; 8];
+    let checksummed = size >= 8 && f.read_exact(&mut magic).is_ok() && &magic == MAGIC;
+    let head_len: u64 = if checksummed { 8 } else { 4 };
+    let mut pos = if offset == 0 && checksummed { MAGIC.len() as u64 } else { offset };
+    f.seek(SeekFrom::Start(pos))?;
+    let mut out = ReadRecords { records: Vec::new(), end: pos, corrupt: 0 };
+    let mut head = [0u8; 8];
+    while pos + head_len <= size {
+        f.read_exact(&mut head[..head_len as usize])?;
+        let len = u64::from(u32::from_le_bytes([head[0], head[1], head[2], head[3]]));
+        let body_len = len - (head_len - 4).min(len);
+        if body_len < 10 || pos + 4 + len > size {
             break; // torn tail
         }
-        let mut body = vec![0u8; len as usize];
+        let mut body = vec![0u8; body_len as usize];
         f.read_exact(&mut body)?;
-        let seq = u64::from_le_bytes(body[0..8].try_into().unwrap_or_default());
-        let tlen = usize::from(u16::from_le_bytes([body[8], body[9]]));
-        if 10 + tlen > body.len() {
-            break;
-        }
         pos += 4 + len;
+        out.end = pos;
+        let tlen = usize::from(u16::from_le_bytes([body[8], body[9]]));
+        let crc_ok = !checksummed || crc32fast::hash(&body) == u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        if !crc_ok || 10 + tlen > body.len() {
+            out.corrupt += 1;
+            continue;
+        }
+        let seq = u64::from_le_bytes([body[0], body[1], body[2], body[3], body[4], body[5], body[6], body[7]]);
         if seq >= from {
             let topic = String::from_utf8_lossy(&body[10..10 + tlen]).into_owned();
-            out.push(Record { seq, topic, payload: body[10 + tlen..].to_vec() });
-            if out.len() >= limit {
+            out.records.push(Record { seq, topic, payload: body[10 + tlen..].to_vec() });
+            if out.records.len() >= limit {
                 break;
             }
         }
     }
-    Ok((out, pos))
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -518,5 +581,106 @@ mod tests {
         assert_eq!(pending.len() as u64 + dropped, 2000, "every event is either kept or counted");
         assert_eq!(pending.last().unwrap().seq, 1999, "the newest are kept");
         assert!(pending.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+    }
+
+    fn segment_files(dir: &Path) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_record_with_a_bad_checksum_is_skipped_and_counted_never_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+        for i in 0..3 {
+            s.append(&rec(i)).unwrap();
+        }
+        s.sync().unwrap();
+        drop(s);
+        // Flip one payload byte of the middle record: its length field stays valid.
+        let seg = &segment_files(dir.path())[0];
+        let mut bytes = std::fs::read(seg).unwrap();
+        let middle = MAGIC.len() + record_len(&rec(0)) as usize + 30;
+        bytes[middle] ^= 0x55;
+        std::fs::write(seg, bytes).unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(s.corrupt(), 1);
+        let pending = s.read_pending(0, 100).unwrap();
+        assert_eq!(pending.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![0, 2]);
+        assert!(pending.iter().all(|r| r.payload == rec(r.seq).payload), "nothing garbled is sent");
+        assert_eq!(s.pending(), 2);
+        assert_eq!(s.next_seq(), 3);
+    }
+
+    #[test]
+    fn segments_written_before_checksums_are_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut old = Vec::new();
+        for seq in 0..2u64 {
+            let r = rec(seq);
+            old.extend_from_slice(&((8 + 2 + r.topic.len() + r.payload.len()) as u32).to_le_bytes());
+            old.extend_from_slice(&seq.to_le_bytes());
+            old.extend_from_slice(&(r.topic.len() as u16).to_le_bytes());
+            old.extend_from_slice(r.topic.as_bytes());
+            old.extend_from_slice(&r.payload);
+        }
+        std::fs::write(dir.path().join(seg_name(0)), old).unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+        s.append(&rec(2)).unwrap();
+        let seqs: Vec<u64> = s.read_pending(0, 100).unwrap().iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, vec![0, 1, 2]);
+        assert_eq!(segment_files(dir.path()).len(), 2, "the new record went to a new, checksummed segment");
+    }
+
+    #[test]
+    fn a_failed_append_leaves_the_spool_consistent() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool_dir = dir.path().join("spool");
+        let mut s = Spool::open(&spool_dir, 64 * 1024).unwrap();
+        s.append(&rec(0)).unwrap();
+        s.sync().unwrap();
+        // The folder is replaced by a file: creating the next segment fails.
+        let moved = dir.path().join("moved");
+        std::fs::rename(&spool_dir, &moved).unwrap();
+        std::fs::write(&spool_dir, b"not a folder").unwrap();
+        s.writer = None;
+        assert!(s.append(&rec(1)).is_err());
+        assert_eq!(s.pending(), 1, "the failed record is not counted as spooled");
+        // The folder comes back: appends work again, and nothing half-written is read.
+        std::fs::remove_file(&spool_dir).unwrap();
+        std::fs::rename(&moved, &spool_dir).unwrap();
+        s.append(&rec(2)).unwrap();
+        s.sync().unwrap();
+        let seqs: Vec<u64> = s.read_pending(0, 100).unwrap().iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, vec![0, 2]);
+        drop(s);
+        let mut s = Spool::open(&spool_dir, 64 * 1024).unwrap();
+        let seqs: Vec<u64> = s.read_pending(0, 100).unwrap().iter().map(|r| r.seq).collect();
+        assert_eq!(seqs, vec![0, 2]);
+        assert_eq!(s.corrupt(), 0);
+    }
+
+    #[test]
+    fn next_seq_counts_acknowledged_events_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(s.next_seq(), 0);
+        for i in 0..5 {
+            s.append(&rec(i)).unwrap();
+            s.mark_sent(i);
+        }
+        for i in 0..5 {
+            s.ack(i).unwrap();
+        }
+        s.sync().unwrap();
+        drop(s);
+        let s = Spool::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(s.pending(), 0);
+        assert_eq!(s.next_seq(), 5, "the acked file remembers where the sequence stood");
     }
 }

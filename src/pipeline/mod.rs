@@ -9,7 +9,7 @@ pub mod lanes;
 mod worker;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,6 +30,8 @@ pub enum Output {
     Event(Box<EmotionEvent>),
     /// A camera changed state (or reports its fps while streaming).
     CameraState(CameraStatus),
+    /// A reload removed this camera; nothing more comes from it.
+    CameraRemoved(String),
 }
 
 /// Where the pipeline's output goes. Returning `false` asks the pipeline to stop.
@@ -152,7 +154,16 @@ pub struct ReloadReport {
 #[derive(Clone)]
 pub struct Probe {
     workers: Arc<Mutex<Vec<ProbeEntry>>>,
+    /// Where each configured camera's frames go now: its worker's hub and slot. Slots of
+    /// cameras a reload removed or restarted are left out of the summaries, so a camera's
+    /// series appears once and a removed camera's not at all.
+    current: Arc<Mutex<BTreeMap<String, (usize, usize)>>>,
     last: Vec<u64>,
+}
+
+/// A hub's identity, for [`Probe`]'s map of current slots.
+fn hub_id(hub: &Arc<FrameHub<Frame>>) -> usize {
+    Arc::as_ptr(hub) as usize
 }
 
 #[derive(Clone)]
@@ -180,8 +191,10 @@ impl Probe {
         ok
     }
 
-    /// A snapshot of every worker's statistics so far, with live drop counts.
+    /// A snapshot of every worker's statistics so far, with live drop counts: one entry
+    /// per camera in the configuration now (its current slot).
     pub fn summaries(&self) -> Vec<RunSummary> {
+        let current = self.current.lock().map(|c| c.clone()).unwrap_or_default();
         self.entries()
             .iter()
             .map(|e| {
@@ -190,6 +203,12 @@ impl Probe {
                     cam.dropped = e.hub.stats(i).dropped;
                 }
                 s.dropped = s.cameras.iter().map(|c| c.dropped).sum();
+                let id = hub_id(&e.hub);
+                let mut slot = 0;
+                s.cameras.retain(|c| {
+                    slot += 1;
+                    current.get(&c.name) == Some(&(id, slot - 1))
+                });
                 s
             })
             .collect()
@@ -237,60 +256,82 @@ fn worker_settings(loaded: &Loaded) -> impl PartialEq {
     (engine, c.events.clone(), c.tracker.clone(), c.state_dir.clone())
 }
 
+/// A bundle folder and its lanes' analyzers, loaded before a reload takes the lock.
+type Prepared = (PathBuf, Vec<Analyzer>);
+
+/// Loads `dir` once per inference lane (each lane owns its sessions).
+fn load_analyzers(loaded: &Loaded, opts: &SessionOptions, dir: &Path) -> Result<Vec<Analyzer>, PipelineError> {
+    let cfg = &loaded.config;
+    let (lanes, threads) = opts.lanes_and_threads(cfg.engine.lanes, cfg.engine.threads);
+    let opts = SessionOptions { threads, ..opts.clone() };
+    (0..lanes)
+        .map(|_| {
+            Bundle::load(dir, &opts)
+                .map(|bundle| Analyzer::new(bundle, cfg.engine.batch_max))
+                .map_err(|source| PipelineError::Bundle { path: dir.display().to_string(), source })
+        })
+        .collect()
+}
+
 fn bundle_of(loaded: &Loaded, cam: &CameraConfig) -> PathBuf {
     cam.bundle.clone().unwrap_or_else(|| loaded.config.engine.bundle.clone())
 }
 
 impl Inner {
+    /// Loads `dir` once per inference lane, with the settings of the config in force.
+    fn load_analyzers(&self, dir: &Path) -> Result<Vec<Analyzer>, PipelineError> {
+        load_analyzers(&self.loaded, &self.opts, dir)
+    }
+
     /// The worker for `dir`, started (bundle loaded) if there is none yet.
     fn worker(&mut self, dir: &PathBuf) -> Result<&Worker, PipelineError> {
         if !self.workers.contains_key(dir) {
-            let cfg = &self.loaded.config;
-            let (lanes, threads) = self.opts.lanes_and_threads(cfg.engine.lanes, cfg.engine.threads);
-            let opts = SessionOptions { threads, ..self.opts.clone() };
-            let mut analyzers = Vec::with_capacity(lanes);
-            for _ in 0..lanes {
-                let bundle = Bundle::load(dir, &opts)
-                    .map_err(|source| PipelineError::Bundle { path: dir.display().to_string(), source })?;
-                analyzers.push(Analyzer::new(bundle, cfg.engine.batch_max));
-            }
-            if let Some(a) = analyzers.first() {
-                let m = a.manifest();
-                tracing::info!(
-                    bundle = %m.name,
-                    version = %m.version,
-                    sha256 = %&m.sha256[..12.min(m.sha256.len())],
-                    path = %dir.display(),
-                    debias = if a.debias() { "on" } else { "off (no context branch: events carry factual scores)" },
-                    lanes,
-                    threads,
-                    "engine bundle loaded; inference lanes ready"
-                );
-            }
-            let hub: Arc<FrameHub<Frame>> = Arc::new(FrameHub::new(0));
-            hub.set_waiting_depth(lanes);
-            let names = Arc::new(Mutex::new(Vec::new()));
-            let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
-            let setup = worker::WorkerSetup {
-                done: done.clone(),
-                hub: hub.clone(),
-                cameras: names.clone(),
-                lifecycle: self.lifecycle.clone(),
-                track_ids: self.track_ids.clone(),
-                batching: Batching {
-                    max_frames: if cfg.engine.batching { cfg.engine.batch_max } else { 1 },
-                    linger: Duration::from_secs_f64(cfg.engine.batch_timeout_ms / 1000.0),
-                },
-                sink: (self.sink)(),
-            };
-            let (handle, live) = worker::spawn(analyzers, &self.loaded, setup)
-                .map_err(|e| PipelineError::NoCamera(format!("cannot start the inference thread: {e}")))?;
-            if let Ok(mut w) = self.probe.workers.lock() {
-                w.push(ProbeEntry { hub: hub.clone(), done, live });
-            }
-            self.workers.insert(dir.clone(), Worker { hub, names, handle: Some(handle) });
+            let analyzers = self.load_analyzers(dir)?;
+            self.install_worker(dir, analyzers)?;
         }
         self.workers.get(dir).ok_or_else(|| PipelineError::NoCamera("worker vanished".into()))
+    }
+
+    /// Starts the inference thread for `dir` on analyzers already loaded.
+    fn install_worker(&mut self, dir: &Path, analyzers: Vec<Analyzer>) -> Result<(), PipelineError> {
+        let cfg = &self.loaded.config;
+        let lanes = analyzers.len();
+        if let Some(a) = analyzers.first() {
+            let m = a.manifest();
+            tracing::info!(
+                bundle = %m.name,
+                version = %m.version,
+                sha256 = %&m.sha256[..12.min(m.sha256.len())],
+                path = %dir.display(),
+                debias = if a.debias() { "on" } else { "off (no context branch: events carry factual scores)" },
+                lanes,
+                threads = self.opts.lanes_and_threads(cfg.engine.lanes, cfg.engine.threads).1,
+                "engine bundle loaded; inference lanes ready"
+            );
+        }
+        let hub: Arc<FrameHub<Frame>> = Arc::new(FrameHub::new(0));
+        hub.set_waiting_depth(lanes);
+        let names = Arc::new(Mutex::new(Vec::new()));
+        let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let setup = worker::WorkerSetup {
+            done: done.clone(),
+            hub: hub.clone(),
+            cameras: names.clone(),
+            lifecycle: self.lifecycle.clone(),
+            track_ids: self.track_ids.clone(),
+            batching: Batching {
+                max_frames: if cfg.engine.batching { cfg.engine.batch_max } else { 1 },
+                linger: Duration::from_secs_f64(cfg.engine.batch_timeout_ms / 1000.0),
+            },
+            sink: (self.sink)(),
+        };
+        let (handle, live) = worker::spawn(analyzers, &self.loaded, setup)
+            .map_err(|e| PipelineError::NoCamera(format!("cannot start the inference thread: {e}")))?;
+        if let Ok(mut w) = self.probe.workers.lock() {
+            w.push(ProbeEntry { hub: hub.clone(), done, live });
+        }
+        self.workers.insert(dir.to_path_buf(), Worker { hub, names, handle: Some(handle) });
+        Ok(())
     }
 
     /// Starts one camera under a supervisor, in a new slot of its bundle's hub.
@@ -304,6 +345,9 @@ impl Inner {
         let slot = hub.add_slot();
         if let Ok(mut n) = worker.names.lock() {
             n.push(name.to_string());
+        }
+        if let Ok(mut current) = self.probe.current.lock() {
+            current.insert(name.to_string(), (hub_id(&hub), slot));
         }
         let uri = match &cam.password_file {
             Some(f) => std::fs::read_to_string(f)
@@ -384,7 +428,7 @@ impl Pipeline {
             retired: Vec::new(),
             cameras: BTreeMap::new(),
             failures: Arc::new(Mutex::new(BTreeMap::new())),
-            probe: Probe { workers: Arc::new(Mutex::new(Vec::new())), last: Vec::new() },
+            probe: Probe { workers: Arc::default(), current: Arc::default(), last: Vec::new() },
             stopped: false,
         };
         for (name, cam) in loaded.config.cameras.iter().filter(|(_, c)| c.enabled) {
@@ -400,10 +444,11 @@ impl Pipeline {
 
     /// A progress probe for the watchdog and the metrics.
     pub fn probe(&self) -> Probe {
-        self.inner
-            .lock()
-            .map(|i| i.probe.clone())
-            .unwrap_or_else(|_| Probe { workers: Arc::default(), last: Vec::new() })
+        self.inner.lock().map(|i| i.probe.clone()).unwrap_or_else(|_| Probe {
+            workers: Arc::default(),
+            current: Arc::default(),
+            last: Vec::new(),
+        })
     }
 
     /// A handle that stops or reloads the pipeline.
@@ -456,9 +501,14 @@ impl Control {
     /// Applies a new, already validated configuration: starts new cameras, restarts
     /// cameras whose section changed, stops removed ones, leaves the rest alone. New
     /// cameras start before old ones stop, so a worker never sees all its cameras gone.
+    ///
+    /// Bundles the new configuration needs are loaded first, without holding the lock a
+    /// stop needs; if one cannot be loaded the reload is refused and nothing changes.
     pub fn reload(&self, loaded: &Loaded) -> Result<ReloadReport, PipelineError> {
+        let Some(prepared) = self.prepare(loaded)? else { return Ok(ReloadReport::default()) };
         let mut report = ReloadReport::default();
         let mut to_stop = Vec::new();
+        let mut sink = None;
         {
             let Ok(mut inner) = self.inner.lock() else { return Ok(report) };
             if inner.stopped {
@@ -480,6 +530,11 @@ impl Control {
                 inner.retired.extend(retired.into_values());
                 report.workers_restarted = true;
             }
+            for (dir, analyzers) in prepared {
+                if !inner.workers.contains_key(&dir) {
+                    inner.install_worker(&dir, analyzers)?;
+                }
+            }
             for (name, running) in std::mem::take(&mut inner.cameras) {
                 match wanted.get(&name) {
                     Some(cam)
@@ -494,6 +549,9 @@ impl Control {
                     }
                     None => {
                         report.removed.push(name.clone());
+                        if let Ok(mut current) = inner.probe.current.lock() {
+                            current.remove(&name);
+                        }
                         to_stop.push(running);
                     }
                 }
@@ -506,10 +564,14 @@ impl Control {
                     report.added.push((*name).clone());
                 }
                 if let Err(e) = inner.start_camera(name, cam) {
-                    inner.loaded = old;
+                    // Its bundle was loaded above: only a thread that cannot start lands
+                    // here. The other cameras go on.
                     tracing::error!(camera = %name, error = %e, "cannot start camera after reload");
-                    return Err(e);
+                    inner.failures.lock().map(|mut f| f.insert((*name).clone(), e.to_string())).ok();
                 }
+            }
+            if !report.removed.is_empty() {
+                sink = Some((inner.sink)());
             }
         }
         for running in to_stop {
@@ -517,6 +579,41 @@ impl Control {
             running.hub.close(running.slot);
             running.supervisor.stop();
         }
+        // After the supervisors have stopped, so this comes after their last state.
+        if let Some(mut sink) = sink {
+            for name in &report.removed {
+                sink.emit(Output::CameraRemoved(name.clone()));
+            }
+        }
         Ok(report)
+    }
+
+    /// Loads, outside the lock, every bundle `loaded` needs that has no worker yet (all
+    /// of them when the workers' settings change). `None` when the pipeline has stopped.
+    fn prepare(&self, loaded: &Loaded) -> Result<Option<Vec<Prepared>>, PipelineError> {
+        let (needed, opts) = {
+            let Ok(inner) = self.inner.lock() else { return Ok(None) };
+            if inner.stopped {
+                return Ok(None);
+            }
+            let all = worker_settings(&inner.loaded) != worker_settings(loaded);
+            let mut dirs: Vec<PathBuf> = loaded
+                .config
+                .cameras
+                .values()
+                .filter(|c| c.enabled)
+                .map(|c| bundle_of(loaded, c))
+                .filter(|d| all || !inner.workers.contains_key(d))
+                .collect();
+            dirs.sort();
+            dirs.dedup();
+            (dirs, session_options(loaded))
+        };
+        let mut prepared = Vec::with_capacity(needed.len());
+        for dir in needed {
+            let analyzers = load_analyzers(loaded, &opts, &dir)?;
+            prepared.push((dir, analyzers));
+        }
+        Ok(Some(prepared))
     }
 }

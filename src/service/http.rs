@@ -27,6 +27,9 @@ pub struct Health {
     pub last_progress: Mutex<Instant>,
     /// Inference is considered hung after this long without progress.
     pub stuck_after: Duration,
+    /// The broker counts as a problem after this long out of reach (events wait in the
+    /// spool meanwhile, but nobody receives them).
+    pub mqtt_down_after: Duration,
 }
 
 impl Health {
@@ -38,6 +41,7 @@ impl Health {
             publish,
             last_progress: Mutex::new(Instant::now()),
             stuck_after: Duration::from_secs(10),
+            mqtt_down_after: Duration::from_secs(60),
         }
     }
 
@@ -51,6 +55,16 @@ impl Health {
         let stalled = self.since_progress();
         if stalled > self.stuck_after {
             return Some(format!("inference has not taken a frame for {:.0} s", stalled.as_secs_f64()));
+        }
+        if let Some(disk) = self.publish.problem() {
+            return Some(format!("{disk} (events are being lost)"));
+        }
+        let down = self.publish.disconnected_for();
+        if down > self.mqtt_down_after {
+            return Some(format!(
+                "the MQTT broker has been unreachable for {:.0} s (events wait in the spool)",
+                down.as_secs_f64()
+            ));
         }
         let cams = self.cameras.lock().ok()?;
         if !cams.is_empty() && !cams.values().any(|c| c.status == CameraState::Streaming) {
@@ -118,6 +132,8 @@ fn healthz(h: &Health) -> (bool, String) {
         "frames": h.probe.frames(),
         "mqtt_connected": h.publish.connected.load(Ordering::Relaxed),
         "spooled_events": h.publish.spooled.load(Ordering::Relaxed),
+        "events_lost_to_disk_errors": h.publish.failed.load(Ordering::Relaxed),
+        "disk_problem": h.publish.problem(),
     });
     (problem.is_none(), body.to_string() + "\n")
 }
@@ -230,6 +246,17 @@ pub fn render_metrics(h: &Health) -> String {
     let _ = writeln!(o, "clefd_mqtt_events_sent_total {}", p.sent.load(Ordering::Relaxed));
     header(&mut o, "clefd_mqtt_events_dropped_total", "counter", "Events dropped because the spool was full.");
     let _ = writeln!(o, "clefd_mqtt_events_dropped_total {}", p.dropped.load(Ordering::Relaxed));
+    header(
+        &mut o,
+        "clefd_events_lost_total",
+        "counter",
+        "Events lost because the disk refused them (full, read-only, too many open files).",
+    );
+    let _ = writeln!(o, "clefd_events_lost_total {}", p.failed.load(Ordering::Relaxed));
+    header(&mut o, "clefd_spool_corrupt_records_total", "counter", "Spooled events skipped at start: bad checksum.");
+    let _ = writeln!(o, "clefd_spool_corrupt_records_total {}", p.corrupt.load(Ordering::Relaxed));
+    header(&mut o, "clefd_spool_writable", "gauge", "0 while the spool or the sequence file cannot be written.");
+    let _ = writeln!(o, "clefd_spool_writable {}", u8::from(p.problem().is_none()));
     header(&mut o, "clefd_spool_events", "gauge", "Events waiting in the spool for the broker.");
     let _ = writeln!(o, "clefd_spool_events {}", p.spooled.load(Ordering::Relaxed));
     header(&mut o, "clefd_mqtt_connected", "gauge", "1 while connected to the broker.");

@@ -34,20 +34,54 @@ pub fn init_logging(level: &str) {
         .try_init();
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
-    match (term, int) {
-        (Ok(mut t), Ok(mut i)) => {
-            tokio::select! {
-                _ = t.recv() => tracing::info!("SIGTERM: shutting down"),
-                _ = i.recv() => tracing::info!("SIGINT: shutting down"),
-            }
-        }
-        _ => {
-            let _ = tokio::signal::ctrl_c().await;
+/// The signals the daemon answers, registered as the very first thing it does so that a
+/// SIGTERM or SIGHUP during start-up (while models load) is acted on, not fatal.
+pub struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    int: Option<tokio::signal::unix::Signal>,
+    hup: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    /// Registers SIGTERM, SIGINT and SIGHUP; must run inside a tokio runtime.
+    pub fn register() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        Signals {
+            term: signal(SignalKind::terminate()).ok(),
+            int: signal(SignalKind::interrupt()).ok(),
+            hup: signal(SignalKind::hangup()).ok(),
         }
     }
+
+    /// The next signal (also one that arrived before this call).
+    pub async fn next(&mut self) -> Signal {
+        async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+            match s {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            () = recv(&mut self.term) => {
+                tracing::info!("SIGTERM: shutting down");
+                Signal::Stop
+            }
+            () = recv(&mut self.int) => {
+                tracing::info!("SIGINT: shutting down");
+                Signal::Stop
+            }
+            () = recv(&mut self.hup) => Signal::Reload,
+        }
+    }
+}
+
+/// What a signal asks of the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGTERM or SIGINT: stop cleanly.
+    Stop,
+    /// SIGHUP: reload the configuration.
+    Reload,
 }

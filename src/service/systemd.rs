@@ -1,6 +1,7 @@
-//! Telling systemd the truth: `READY=1` once a camera streams (or every camera has
-//! failed), a one-line `STATUS=`, and `WATCHDOG=1` only while the frame path makes
-//! progress, so a hung inference stage gets the service restarted.
+//! Telling systemd the truth: a one-line `STATUS=` that follows the cameras (`READY=1`
+//! is the daemon's, sent once it serves, whatever its cameras do), and `WATCHDOG=1` only
+//! while the frame path makes progress, so a hung inference stage gets the service
+//! restarted.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +15,7 @@ use crate::pipeline::Output;
 use crate::source::CameraState;
 
 /// Forwards everything from the pipeline to the publisher, recording camera states for
-/// the health endpoints and sending `READY=1` and `STATUS=` lines on the way.
+/// the health endpoints and sending `STATUS=` lines on the way.
 pub async fn relay(
     mut from: mpsc::Receiver<Output>,
     to: mpsc::Sender<Outgoing>,
@@ -22,7 +23,6 @@ pub async fn relay(
     health: Arc<Health>,
     cameras: usize,
 ) {
-    let mut ready = false;
     let mut events = 0u64;
     while let Some(out) = from.recv().await {
         match &out {
@@ -36,11 +36,6 @@ pub async fn relay(
                     }
                     Err(_) => continue,
                 };
-                if !ready && (streaming > 0 || failed == cameras) {
-                    ready = true;
-                    notifier.send("READY=1");
-                    tracing::info!(streaming, failed, "ready");
-                }
                 if changed {
                     notifier.send(&format!(
                         "STATUS={streaming}/{cameras} cameras streaming, {failed} failed, {events} events"
@@ -48,10 +43,16 @@ pub async fn relay(
                 }
             }
             Output::Event(_) => events += 1,
+            Output::CameraRemoved(camera) => {
+                if let Ok(mut states) = health.cameras.lock() {
+                    states.remove(camera);
+                }
+            }
         }
         let out = match out {
             Output::Event(e) => Outgoing::Event(e),
             Output::CameraState(s) => Outgoing::CameraState(s),
+            Output::CameraRemoved(c) => Outgoing::CameraRemoved(c),
         };
         if to.send(out).await.is_err() {
             break;
