@@ -31,7 +31,7 @@ enum Command {
     },
     /// Check the configuration (files, keys, URIs, bundles) without starting anything.
     /// Exits 0 when valid; otherwise prints one line per problem (file: key: reason)
-    /// and exits 2.
+    /// and exits 78 (EX_CONFIG; `run` exits 78 for an invalid configuration too).
     CheckConfig {
         /// Main config file.
         #[arg(long, short, default_value = "/etc/clefd/clefd.toml")]

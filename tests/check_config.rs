@@ -1,5 +1,5 @@
 //! `clefd check-config` on broken configurations: each problem is reported on its own
-//! line naming the file and the key, and the exit code is 2.
+//! line naming the file and the key, and the exit code is 78 (EX_CONFIG).
 
 mod common;
 
@@ -108,7 +108,7 @@ fn each_broken_config_gets_its_own_message() {
     for (body, what, expected) in cases {
         let p = main_config(dir.path(), &body);
         let (code, out) = check(&p, &[]);
-        assert_eq!(code, 2, "{what}: exit code; output:\n{out}");
+        assert_eq!(code, 78, "{what}: exit code; output:\n{out}");
         for e in expected {
             assert!(out.contains(e), "{what}: expected '{e}' in:\n{out}");
         }
@@ -130,7 +130,7 @@ fn duplicate_camera_names_across_files_are_rejected() {
     std::fs::write(drop_ins.join("door.toml"), format!("uri = \"file://{}\"\n", clip.display())).unwrap();
     std::fs::write(drop_ins.join("yard.toml"), format!("uri = \"file://{}\"\nbogus = 1\n", clip.display())).unwrap();
     let (code, out) = check(&p, &[]);
-    assert_eq!(code, 2, "{out}");
+    assert_eq!(code, 78, "{out}");
     assert!(out.contains("door.toml: name: camera 'door' is already defined in"), "{out}");
     assert!(out.contains("yard.toml: bogus: unknown key"), "{out}");
 }
@@ -142,17 +142,17 @@ fn environment_overrides_apply_and_are_named() {
     let (code, out) = check(&p, &[("CLEFD__MQTT__URL", "mqtt://127.0.0.1:18830")]);
     assert_eq!(code, 0, "{out}");
     let (code, out) = check(&p, &[("CLEFD__MQTT__URL", "gopher://x")]);
-    assert_eq!(code, 2);
+    assert_eq!(code, 78);
     assert!(out.contains("mqtt.url: unsupported scheme 'gopher'"), "{out}");
     let (code, out) = check(&p, &[("CLEFD__MQTT__NOPE", "1")]);
-    assert_eq!(code, 2);
+    assert_eq!(code, 78);
     assert!(out.contains("environment: mqtt.nope: unknown key"), "{out}");
 }
 
 #[test]
 fn a_missing_config_file_is_named() {
     let (code, out) = check(Path::new("/no/such/clefd.toml"), &[]);
-    assert_eq!(code, 2);
+    assert_eq!(code, 78);
     assert!(out.contains("/no/such/clefd.toml: -: cannot read the config file"), "{out}");
 }
 

@@ -1,5 +1,7 @@
-//! SIGHUP reload: one camera changed, one added, one untouched; the untouched camera
-//! never pauses, and a broken config is rejected while everything keeps running.
+//! SIGHUP reload: one camera changed, one added, one untouched; the untouched camera is
+//! never restarted, a broken config or a bundle that cannot load is rejected while
+//! everything keeps running, and a removed camera leaves no trace in health, metrics or
+//! retained MQTT state.
 
 mod common;
 
@@ -25,20 +27,27 @@ fn hup(d: &common::Daemon) {
     std::process::Command::new("kill").args(["-HUP", &d.pid().to_string()]).status().unwrap();
 }
 
-/// Samples camera `a`'s frame counter for `dur`; returns the longest time it stood still.
-fn longest_pause(port: u16, dur: Duration) -> Duration {
-    let end = Instant::now() + dur;
-    let (mut last, mut since, mut worst) = (frames(port, "a"), Instant::now(), Duration::ZERO);
-    while Instant::now() < end {
+/// Waits until `camera` has analysed `more` frames beyond what it had on entry.
+fn keeps_streaming(port: u16, camera: &str, more: u64) {
+    let start = frames(port, camera).unwrap_or(0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while frames(port, camera).unwrap_or(0) < start + more {
+        assert!(Instant::now() < deadline, "camera {camera} stopped analysing");
         std::thread::sleep(Duration::from_millis(100));
-        let now = frames(port, "a");
-        if now > last {
-            last = now;
-            since = Instant::now();
-        }
-        worst = worst.max(since.elapsed());
     }
-    worst
+}
+
+/// Waits until the log holds `what` `n` times.
+fn wait_log(log: &std::path::Path, what: &str, n: usize) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.matches(what).count() >= n {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "no {n}x '{what}' in the log:\n{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]
@@ -64,10 +73,9 @@ fn reload_restarts_only_what_changed_and_rejects_a_broken_config() {
         "[cameras.a]\nuri = \"test://ball\"\n[cameras.b]\nuri = \"test://snow\"\n[cameras.c]\nuri = \"test://ball\"\n",
     );
     hup(&daemon);
-    let pause = longest_pause(port, Duration::from_secs(4));
-    assert!(pause < Duration::from_millis(600), "the unchanged camera paused for {pause:?}");
-    assert!(frames(port, "c").unwrap_or(0) > 10, "the added camera streams");
-    let text = std::fs::read_to_string(&log).unwrap();
+    let text = wait_log(&log, "configuration reloaded", 1);
+    keeps_streaming(port, "a", 10);
+    keeps_streaming(port, "c", 10);
     assert!(
         text.contains("configuration reloaded") && text.contains("added=[\"c\"]") && text.contains("changed=[\"b\"]"),
         "{text}"
@@ -79,13 +87,13 @@ fn reload_restarts_only_what_changed_and_rejects_a_broken_config() {
 
     std::fs::write(&cfg, "[cameras.a\nthis is not toml").unwrap();
     hup(&daemon);
-    let pause = longest_pause(port, Duration::from_secs(2));
-    assert!(pause < Duration::from_millis(600), "a broken config must not disturb anything ({pause:?})");
-    let before_c = frames(port, "c").unwrap_or(0);
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(frames(port, "c").unwrap_or(0) > before_c, "all cameras keep running");
+    let text = wait_log(&log, "the running one stays", 1);
+    assert!(text.contains("reload rejected"), "{text}");
+    for camera in ["a", "b", "c"] {
+        keeps_streaming(port, camera, 10);
+    }
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(text.contains("reload rejected") && text.contains("the running one stays"), "{text}");
+    assert_eq!(text.matches("stopping camera (reload)").count(), 1, "only b was ever restarted:\n{text}");
     assert!(daemon.stop(), "{text}");
 }
 
@@ -161,4 +169,78 @@ fn with_watch_config_a_camera_file_dropped_into_cameras_d_starts_without_a_signa
     }
     assert!(text().contains("configuration files changed: reloading"), "{}", text());
     assert!(daemon.stop(), "{}", text());
+}
+
+/// Series of `name` for `camera` in an exposition.
+fn series(metrics: &str, name: &str, camera: &str) -> usize {
+    metrics.lines().filter(|l| l.starts_with(&format!("{name}{{camera=\"{camera}\""))).count()
+}
+
+#[test]
+fn a_bundle_that_cannot_load_is_refused_and_a_removed_camera_leaves_no_trace() {
+    let broker = common::Broker::start();
+    let consumer = common::Consumer::start(broker.port);
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let bad = dir.path().join("bundle-bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    for f in std::fs::read_dir(common::demo_bundle()).unwrap().filter_map(Result::ok) {
+        std::fs::copy(f.path(), bad.join(f.file_name())).unwrap();
+    }
+    // A truncated model: the manifest still reads, the model does not.
+    let model = bad.join("fer2013_mini_xception.onnx");
+    let bytes = std::fs::read(&model).unwrap();
+    std::fs::write(&model, &bytes[..bytes.len() / 3]).unwrap();
+    let base = common::base_config(dir.path(), &broker.url(), "trace");
+    let cams = |b: &str| format!("[cameras.a]\nuri = \"test://ball\"\n[cameras.b]\nuri = \"test://smpte\"\n{b}");
+    let cfg = write(dir.path(), &base, port, &cams(""));
+    let log = dir.path().join("clefd.log");
+    let daemon = common::Daemon::start(&cfg, &log);
+    keeps_streaming(port, "a", 10);
+    keeps_streaming(port, "b", 10);
+
+    // 1. Camera b on a bundle whose model is truncated: check-config says so, and a
+    //    reload to it is refused as a whole while both cameras go on.
+    write(dir.path(), &base, port, &cams(&format!("bundle = \"{}\"\n", bad.display())));
+    let check = common::run_clefd(&["check-config", "--config", cfg.to_str().unwrap()], &[]);
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert_eq!(check.status.code(), Some(78), "{said}");
+    assert!(said.contains("bundle-bad"), "{said}");
+    hup(&daemon);
+    let text = wait_log(&log, "cannot be used; the running one stays", 1);
+    assert!(!text.contains("stopping camera (reload)"), "{text}");
+    keeps_streaming(port, "a", 10);
+    keeps_streaming(port, "b", 10);
+
+    // 2. Camera b changed: its series appear once, and the exposition stays valid.
+    write(dir.path(), &base, port, "[cameras.a]\nuri = \"test://ball\"\n[cameras.b]\nuri = \"test://snow\"\n");
+    hup(&daemon);
+    wait_log(&log, "configuration reloaded", 1);
+    keeps_streaming(port, "b", 10);
+    let (_, metrics) = common::http_get(port, "/metrics");
+    assert_eq!(series(&metrics, "clefd_frames_analysed_total", "b"), 1, "{metrics}");
+    assert_eq!(series(&metrics, "clefd_faces_total", "b"), 1, "{metrics}");
+    common::promtool_check(&metrics).unwrap_or_else(|e| panic!("promtool after a change: {e}\n{metrics}"));
+
+    // 3. Camera b removed: gone from /healthz and /metrics, its retained state deleted.
+    write(dir.path(), &base, port, "[cameras.a]\nuri = \"test://ball\"\n");
+    hup(&daemon);
+    wait_log(&log, "configuration reloaded", 2);
+    common::wait_http(port, "/healthz", "b gone from /healthz", Duration::from_secs(30), |_, body| {
+        body.contains("\"a\":") && !body.contains("\"b\":")
+    });
+    let metrics = common::wait_http(port, "/metrics", "b gone from /metrics", Duration::from_secs(30), |_, body| {
+        !body.contains("camera=\"b\"")
+    });
+    common::promtool_check(&metrics).unwrap_or_else(|e| panic!("promtool after a removal: {e}\n{metrics}"));
+    consumer.wait_for("b's retained state deleted", Duration::from_secs(30), |m| {
+        m.iter().any(|r| r.topic == "clefd/trace/b/state" && r.body == serde_json::json!(""))
+    });
+    keeps_streaming(port, "a", 10);
+    let late = common::Consumer::start(broker.port);
+    late.wait_for("a's retained state", Duration::from_secs(30), |m| {
+        m.iter().any(|r| r.topic == "clefd/trace/a/state")
+    });
+    assert!(late.on("/b/state").is_empty(), "no retained state for a removed camera: {:?}", late.on("/b/state"));
+    assert!(daemon.stop());
 }

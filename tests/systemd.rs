@@ -4,10 +4,8 @@
 
 mod common;
 
-use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 fn unit_with_binary(dir: &Path) -> std::path::PathBuf {
@@ -37,40 +35,10 @@ fn the_unit_verifies_and_is_hardened() {
     assert!(users.contains("u clefd") && users.contains("m clefd video"));
 }
 
-type Log = Arc<Mutex<Vec<(Instant, String)>>>;
-
-fn listen(path: &Path) -> Log {
-    let sock = UnixDatagram::bind(path).unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-    let log: Log = Arc::default();
-    let l = log.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        loop {
-            if let Ok(n) = sock.recv(&mut buf) {
-                l.lock().unwrap().push((Instant::now(), String::from_utf8_lossy(&buf[..n]).into_owned()));
-            }
-            if Arc::strong_count(&l) == 1 {
-                return;
-            }
-        }
-    });
-    log
-}
+type Log = common::NotifyLog;
 
 fn wait_for(log: &Log, what: &str, timeout: Duration) -> Instant {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some((t, _)) = log.lock().unwrap().iter().find(|(_, m)| m.contains(what)) {
-            return *t;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no {what}: {:?}",
-            log.lock().unwrap().iter().map(|(_, m)| m.clone()).collect::<Vec<_>>()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::notify_wait(log, what, timeout)
 }
 
 fn run_notified(dir: &Path, extra_env: &[(&str, &str)]) -> (std::process::Child, Log, common::Broker) {
@@ -85,7 +53,7 @@ fn run_notified(dir: &Path, extra_env: &[(&str, &str)]) -> (std::process::Child,
     )
     .unwrap();
     let sock = dir.join("notify.sock");
-    let log = listen(&sock);
+    let log = common::notify_listen(&sock);
     let mut cmd = common::clefd();
     cmd.args(["run", "--config", cfg.to_str().unwrap()])
         .env("NOTIFY_SOCKET", &sock)
@@ -131,20 +99,7 @@ fn a_hung_inference_stage_stops_the_watchdog_pings() {
     let _ = child.wait();
 }
 
-fn http_get(port: u16, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let code = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (code, out.split("\r\n\r\n").nth(1).unwrap_or("").to_string())
-}
-
-fn promtool() -> std::path::PathBuf {
-    let local = common::repo().join(".local/bin/promtool");
-    if local.exists() { local } else { "promtool".into() }
-}
+use common::http_get;
 
 #[test]
 fn metrics_pass_promtool_and_healthz_tells_the_truth() {
@@ -180,21 +135,9 @@ fn metrics_pass_promtool_and_healthz_tells_the_truth() {
         assert!(Instant::now() < deadline, "metrics never showed the camera streaming");
         std::thread::sleep(Duration::from_millis(300));
     };
-    let mut child = Command::new(promtool())
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (make setup extracts it)");
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), metrics.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool: {}{}\n{metrics}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    if let Err(e) = common::promtool_check(&metrics) {
+        panic!("promtool: {e}\n{metrics}");
+    }
     for name in [
         "clefd_capture_to_decision_seconds_bucket",
         "clefd_inference_seconds_count",
@@ -220,9 +163,8 @@ fn metrics_pass_promtool_and_healthz_tells_the_truth() {
     )
     .unwrap();
     let daemon = common::Daemon::start(&cfg, &dir.path().join("b.log"));
-    std::thread::sleep(Duration::from_secs(3));
-    let (code, body) = http_get(port, "/healthz");
-    assert_eq!(code, 503, "{body}");
-    assert!(body.contains("no camera is streaming"), "{body}");
+    common::wait_http(port, "/healthz", "503 with the reason", Duration::from_secs(30), |code, body| {
+        code == 503 && body.contains("no camera is streaming")
+    });
     assert!(daemon.stop());
 }

@@ -74,12 +74,34 @@ impl Health {
     }
 }
 
+/// Most connections served at once; more wait in the kernel's backlog, so a flood of idle
+/// clients can never use up the process's file descriptors.
+pub const MAX_CONNECTIONS: usize = 32;
+
 /// Serves until the task is dropped.
 pub async fn serve(listener: TcpListener, health: Arc<Health>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut refused_logged = false;
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else { continue };
+        let Ok(permit) = slots.clone().acquire_owned().await else { return };
+        let mut stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                refused_logged = false;
+                stream
+            }
+            Err(e) => {
+                // Out of descriptors (EMFILE) and the like: back off instead of spinning.
+                if !refused_logged {
+                    tracing::warn!(error = %e, "cannot accept an HTTP connection");
+                    refused_logged = true;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
         let health = health.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let mut buf = vec![0u8; 8192];
             let mut len = 0;
             let read = tokio::time::timeout(Duration::from_secs(5), async {

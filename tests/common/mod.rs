@@ -364,3 +364,115 @@ pub fn base_config(dir: &Path, broker: &str, device: &str) -> String {
         bundle = demo_bundle().display(),
     )
 }
+
+/// GET over plain HTTP/1.1: the status code and the body (0 and "" when nobody answers).
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return (0, String::new()) };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    if write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").is_err() {
+        return (0, String::new());
+    }
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let code = out.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (code, out.split("\r\n\r\n").nth(1).unwrap_or("").to_string())
+}
+
+/// Polls `GET path` until `pred(code, body)` holds; returns the body, or panics after
+/// `timeout` with the last answer.
+pub fn wait_http(port: u16, path: &str, what: &str, timeout: Duration, pred: impl Fn(u16, &str) -> bool) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let (code, body) = http_get(port, path);
+        if pred(code, &body) {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}; last answer {code}:\n{body}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `promtool`: the set-up's copy, else one on PATH.
+pub fn promtool() -> PathBuf {
+    let local = repo().join(".local/bin/promtool");
+    if local.exists() { local } else { "promtool".into() }
+}
+
+/// Runs `promtool check metrics` on an exposition; `Err` with promtool's words.
+pub fn promtool_check(metrics: &str) -> Result<(), String> {
+    let mut child = Command::new(promtool())
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (make setup extracts it)");
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), metrics.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+/// Messages a test's stand-in for systemd received on `NOTIFY_SOCKET`, with their time.
+pub type NotifyLog = std::sync::Arc<std::sync::Mutex<Vec<(Instant, String)>>>;
+
+/// Binds a notify socket at `path` and records every datagram until the log is dropped.
+pub fn notify_listen(path: &Path) -> NotifyLog {
+    let sock = std::os::unix::net::UnixDatagram::bind(path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let log: NotifyLog = std::sync::Arc::default();
+    let l = log.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        loop {
+            if let Ok(n) = sock.recv(&mut buf) {
+                l.lock().unwrap().push((Instant::now(), String::from_utf8_lossy(&buf[..n]).into_owned()));
+            }
+            if std::sync::Arc::strong_count(&l) == 1 {
+                return;
+            }
+        }
+    });
+    log
+}
+
+/// Waits until a notify message contains `what`; returns when it came.
+pub fn notify_wait(log: &NotifyLog, what: &str, timeout: Duration) -> Instant {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some((t, _)) = log.lock().unwrap().iter().find(|(_, m)| m.contains(what)) {
+            return *t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {what}: {:?}",
+            log.lock().unwrap().iter().map(|(_, m)| m.clone()).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits for a child to exit; its status, or `None` (and the child killed) after `timeout`.
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            return Some(st);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Sends a signal by name (`TERM`, `HUP`, ...) to a process.
+pub fn signal(pid: u32, name: &str) {
+    let _ = Command::new("kill").args([&format!("-{name}"), &pid.to_string()]).status();
+}
