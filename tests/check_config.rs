@@ -104,6 +104,52 @@ fn each_broken_config_gets_its_own_message() {
             vec!["events.min_track_age: expected"],
         ),
         ("[cameras.a\nuri=".into(), "invalid toml", vec![": -: not valid TOML"]),
+        (
+            format!(
+                "[mqtt]\nurl = \"mqtt://user:secret@localhost\"\n[cameras.a]\nuri = \"file://{}\"\n",
+                clip.display()
+            ),
+            "credentials in the broker url",
+            vec!["mqtt.url: a user name or password in the URL is not used: set mqtt.username"],
+        ),
+        (
+            "[cameras.a]\nuri = \"rtsp://admin:pa#ss@10.0.0.5/stream\"\n".into(),
+            "a # in a camera password",
+            vec!["cameras.a.uri: camera 'a': a '#' or '?' in the user name or password must be written %23 or %3F"],
+        ),
+        (
+            format!("[mqtt]\ndiscovery_prefix = \"home/#\"\n[cameras.a]\nuri = \"file://{}\"\n", clip.display()),
+            "a wildcard in the discovery prefix",
+            vec!["mqtt.discovery_prefix: 'home/#' is not a topic prefix"],
+        ),
+        (
+            format!("[cameras.a]\nuri = \"file://{}\"\nfps = \"10\"\n", clip.display()),
+            "a number in quotes",
+            vec!["fps (line 5): invalid type: string \"10\", expected f64"],
+        ),
+        (
+            format!("[cameras.a]\nuri = \"file://{}\"\nwidth = 640.7\n", clip.display()),
+            "a fraction where a whole number goes",
+            vec!["width (line 5): invalid type: floating point `640.7`, expected u32"],
+        ),
+        (
+            format!("[cameras.a]\nuri = \"file://{}\"\nenabled = \"no\"\n", clip.display()),
+            "a boolean in quotes",
+            vec!["enabled (line 5): invalid type: string \"no\", expected a boolean"],
+        ),
+        (
+            format!("[cameras.a]\nuri = \"file://{}\"\nuser = \"admin\"\npassword = \"x\"\n", clip.display()),
+            "Frigate-style credentials",
+            vec![
+                "cameras.a.user: unknown key: a camera's user name goes in its uri",
+                "cameras.a.password: unknown key: put the camera's password in a file",
+            ],
+        ),
+        (
+            format!("[cameras.{}]\nuri = \"file://{}\"\n", "x".repeat(70_000), clip.display()),
+            "a camera name too long for a topic",
+            vec!["cannot be an MQTT topic level: use up to 64"],
+        ),
     ];
     for (body, what, expected) in cases {
         let p = main_config(dir.path(), &body);
@@ -163,4 +209,56 @@ fn the_documented_default_config_is_valid() {
     let (code, out) =
         check(&common::repo().join("config/clefd.toml"), &[("CLEFD__ENGINE__BUNDLE", bundle.to_str().unwrap())]);
     assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn environment_errors_are_blamed_on_the_environment_alone_and_lists_can_be_set() {
+    let (dir, clip) = setup();
+    let p = main_config(dir.path(), &format!("[cameras.door]\nuri = \"file://{}\"\n", clip.display()));
+    let (code, out) = check(&p, &[("CLEFD__EVENTS__HEARTBEAT_S", "abc")]);
+    assert_eq!(code, 78);
+    assert!(out.contains("environment: events.heartbeat_s: expected"), "{out}");
+    assert_eq!(out.lines().count(), 1, "no other (false) problem: {out}");
+    let (code, out) = check(&p, &[("CLEFD__LOG_LEVEL", "verbose")]);
+    assert_eq!(code, 78);
+    assert!(out.contains("log_level: 'verbose' is not a log level"), "{out}");
+    let (code, out) = check(&p, &[("CLEFD__ENGINE__PROVIDERS", "cpu")]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = check(&p, &[("CLEFD__ENGINE__PROVIDERS", "cpu,gpu")]);
+    assert_eq!(code, 78);
+    assert!(out.contains("engine.providers[1]: unknown execution provider 'gpu'"), "{out}");
+}
+
+#[test]
+fn files_that_would_be_skipped_or_cannot_be_read_are_named() {
+    let (dir, clip) = setup();
+    let p = main_config(dir.path(), &format!("[cameras.door]\nuri = \"file://{}\"\n", clip.display()));
+    let drop_ins = dir.path().join("cameras.d");
+    std::fs::create_dir_all(&drop_ins).unwrap();
+    std::fs::write(drop_ins.join("yard.yml"), "uri: test://ball\n").unwrap();
+    let (code, out) = check(&p, &[]);
+    assert_eq!(code, 78, "{out}");
+    assert!(out.contains("yard.yml: -: only *.toml files are read here: rename it to yard.toml"), "{out}");
+    std::fs::remove_file(drop_ins.join("yard.yml")).unwrap();
+    let (code, out) = check(dir.path(), &[]);
+    assert_eq!(code, 78);
+    assert!(out.contains(": -: this is a folder, not a config file"), "{out}");
+    let (code, out) = check(Path::new("/dev/zero"), &[]);
+    assert_eq!(code, 78);
+    assert!(out.contains("/dev/zero: -: this is not a regular file"), "{out}");
+}
+
+#[test]
+fn more_cameras_than_one_daemon_runs_are_refused() {
+    let (dir, clip) = setup();
+    let p = main_config(dir.path(), "");
+    let drop_ins = dir.path().join("cameras.d");
+    std::fs::create_dir_all(&drop_ins).unwrap();
+    for i in 0..=clefd::config::MAX_CAMERAS {
+        std::fs::write(drop_ins.join(format!("cam{i}.toml")), format!("uri = \"file://{}\"\n", clip.display()))
+            .unwrap();
+    }
+    let (code, out) = check(&p, &[]);
+    assert_eq!(code, 78, "{out}");
+    assert!(out.contains("camera files: one clefd runs at most 128 cameras"), "{out}");
 }

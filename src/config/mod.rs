@@ -348,26 +348,81 @@ impl Collector {
     }
 }
 
+/// Most cameras one daemon runs (each has its own GStreamer pipeline and threads).
+pub const MAX_CAMERAS: usize = 128;
+
+/// Reads a config file as text, saying exactly why it cannot be (missing, a folder, a
+/// pipe or device, no permission) instead of a parser's guess.
+fn read_text(path: &Path) -> Result<String, String> {
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => "cannot read the config file: it does not exist (pass --config PATH)".into(),
+        _ => format!("cannot read the config file: {e}"),
+    })?;
+    if meta.is_dir() {
+        return Err("this is a folder, not a config file".into());
+    }
+    if !meta.is_file() {
+        return Err("this is not a regular file (a pipe or a device?): point --config at a TOML file".into());
+    }
+    std::fs::read_to_string(path).map_err(|e| format!("cannot read the config file: {e}"))
+}
+
+/// Type mistakes the layering would quietly coerce (`fps = "10"`, `width = 640.7`,
+/// `enabled = "no"`): the file is read again, strictly, as TOML.
+fn strict_types<T: for<'de> Deserialize<'de>>(text: &str, file: &str, c: &mut Collector) {
+    if let Err(e) = toml::from_str::<T>(text) {
+        let msg = e.message().to_string();
+        if msg.starts_with("invalid type") || msg.starts_with("invalid value") {
+            let at = e.span().map_or_else(
+                || "-".to_string(),
+                |span| {
+                    let before = &text[..span.start.min(text.len())];
+                    let line = before.lines().count().max(1);
+                    let key = before.rsplit('\n').next().and_then(|l| l.split('=').next()).map(str::trim);
+                    match key.filter(|k| !k.is_empty()) {
+                        Some(k) => format!("{k} (line {line})"),
+                        None => format!("line {line}"),
+                    }
+                },
+            );
+            c.push(file, at, format!("{msg} (write the value as its type: numbers and true/false without quotes)"));
+        }
+    }
+}
+
 /// Loads, layers and validates the configuration rooted at `path`.
 pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
     let mut c = Collector { problems: Vec::new() };
     let main_file = path.display().to_string();
-    if !path.is_file() {
-        c.push(&main_file, "-", "cannot read the config file: it does not exist (pass --config PATH)");
-        return Err(ConfigErrors(c.problems));
-    }
-    let env = config::Environment::with_prefix(ENV_PREFIX).prefix_separator("__").separator("__").try_parsing(true);
+    let text = match read_text(path) {
+        Ok(t) => t,
+        Err(reason) => {
+            c.push(&main_file, "-", reason);
+            return Err(ConfigErrors(c.problems));
+        }
+    };
+    let env = config::Environment::with_prefix(ENV_PREFIX)
+        .prefix_separator("__")
+        .separator("__")
+        .try_parsing(true)
+        .list_separator(",")
+        .with_list_parse_key("engine.providers");
     let layered = config::Config::builder()
         .add_source(config::File::from(path).format(config::FileFormat::Toml))
         .add_source(env)
         .build();
     let mut config: Config = match layered {
-        Ok(layered) => deserialize(&layered, &main_file, &mut c).unwrap_or_default(),
+        Ok(layered) => match deserialize(&layered, &main_file, &mut c) {
+            Some(config) => config,
+            // Checking the defaults in its place would only add false problems.
+            None => return Err(ConfigErrors(c.problems)),
+        },
         Err(e) => {
             c.push(&main_file, "-", format!("not valid TOML: {}", one_line(&e.to_string())));
             return Err(ConfigErrors(c.problems));
         }
     };
+    strict_types::<Config>(&text, &main_file, &mut c);
     let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let mut camera_files: BTreeMap<String, PathBuf> =
         config.cameras.keys().map(|k| (k.clone(), path.to_path_buf())).collect();
@@ -414,7 +469,18 @@ fn deserialize<T: for<'de> Deserialize<'de>>(layered: &config::Config, file: &st
     let mut unknown = Vec::new();
     let result: Result<T, _> = serde_ignored::deserialize(layered.clone(), |p| unknown.push(p.to_string()));
     for key in unknown {
-        c.push(origin_of(&key, file), key, "unknown key (misspelt? see config/clefd.toml for every key)");
+        let hint = match key.rsplit('.').next().unwrap_or("") {
+            "user" | "username" if key.starts_with("cameras.") || !key.contains('.') => {
+                "unknown key: a camera's user name goes in its uri (rtsp://USER@host/...)"
+            }
+            "password" | "pass" if key.starts_with("mqtt.") => {
+                "unknown key: put the broker's password in a file and name it with mqtt.password_file"
+            }
+            "password" | "pass" => "unknown key: put the camera's password in a file and name it with password_file",
+            "user" => "unknown key: did you mean username?",
+            _ => "unknown key (misspelt? see config/clefd.toml for every key)",
+        };
+        c.push(origin_of(&key, file), key, hint);
     }
     match result {
         Ok(v) => Some(v),
@@ -445,13 +511,33 @@ fn load_drop_ins(dir: &Path, config: &mut Config, files: &mut BTreeMap<String, P
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
-    let mut paths: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-        .collect();
+    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
     paths.sort();
+    // Files that look meant as camera files but would be skipped: say so.
+    for p in paths.iter().filter(|p| {
+        p.extension().is_some_and(|x| matches!(x.to_str(), Some("yml" | "yaml" | "json" | "conf" | "ini" | "cfg")))
+    }) {
+        let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        c.push(p.display(), "-", format!("only *.toml files are read here: rename it to {stem}.toml (in TOML)"));
+    }
+    paths.retain(|p| p.extension().is_some_and(|x| x == "toml"));
+    if paths.len() > MAX_CAMERAS {
+        c.push(
+            dir.display(),
+            "-",
+            format!("{} camera files: one clefd runs at most {MAX_CAMERAS} cameras", paths.len()),
+        );
+        return;
+    }
     for p in paths {
         let file = p.display().to_string();
+        match read_text(&p) {
+            Ok(text) => strict_types::<CameraConfig>(&text, &file, c),
+            Err(reason) => {
+                c.push(&file, "-", reason);
+                continue;
+            }
+        }
         let layered = match config::Config::builder()
             .add_source(config::File::from(p.as_path()).format(config::FileFormat::Toml))
             .build()

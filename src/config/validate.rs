@@ -16,9 +16,53 @@ fn in_range<T: PartialOrd + fmt::Display + Copy>(c: &mut Collector, file: &str, 
     }
 }
 
+/// Longest name that becomes a topic level (camera, device, prefix): topics stay far below
+/// the broker's packet limits, and names stay readable.
+pub const MAX_NAME: usize = 64;
+
 /// A name that is safe as one MQTT topic level.
 fn topic_safe(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
+    !s.is_empty()
+        && s.len() <= MAX_NAME
+        && s.chars().all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
+}
+
+/// Why `prefix` cannot be Home Assistant's discovery prefix (levels without wildcards).
+fn discovery_prefix_problem(prefix: &str) -> Option<String> {
+    if prefix.is_empty() || prefix.len() > 128 {
+        return Some("must be 1 to 128 characters (Home Assistant's default is homeassistant)".into());
+    }
+    if prefix.split('/').any(|level| level.is_empty() || level.contains(['+', '#']) || level.contains(char::is_control))
+    {
+        return Some(format!(
+            "'{prefix}' is not a topic prefix: no '+' or '#', no empty levels (Home Assistant's default is homeassistant)"
+        ));
+    }
+    None
+}
+
+/// Why `level` is not a log filter clefd understands (a level, or `target=level`, comma
+/// separated). A bare unknown word would silence every log line.
+fn log_level_problem(level: &str) -> Option<String> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let bad = level.split(',').map(str::trim).find(|part| {
+        let lvl = part.rsplit_once('=').map_or(*part, |(_, l)| l);
+        !LEVELS.contains(&lvl.to_ascii_lowercase().as_str())
+    })?;
+    Some(format!(
+        "'{bad}' is not a log level: use error, warn, info, debug or trace (or target=level, comma separated)"
+    ))
+}
+
+/// Why a camera URI would be misread: a `#` or `?` in its user name or password cuts the
+/// URI there (the rest becomes a fragment or query, and the host is garbage).
+fn uri_userinfo_problem(uri: &str) -> Option<String> {
+    let rest = uri.split_once("://")?.1;
+    let at = rest.rfind('@')?;
+    rest[..at].contains(['#', '?']).then(|| {
+        "a '#' or '?' in the user name or password must be written %23 or %3F, or put the password in password_file"
+            .to_string()
+    })
 }
 
 /// Records every problem of `config` (cameras from `camera_files`, the rest from `main`).
@@ -29,12 +73,28 @@ pub(super) fn validate(config: &Config, camera_files: &BTreeMap<String, PathBuf>
             c.push(
                 &m,
                 "device_id",
-                format!("'{id}' cannot be an MQTT topic level: use letters, digits, '-', '_' or '.'"),
+                format!("'{id}' cannot be an MQTT topic level: use up to {MAX_NAME} letters, digits, '-', '_' or '.'"),
             );
         }
     }
     if let Err(reason) = crate::mqtt::BrokerUrl::parse(&config.mqtt.url) {
         c.push(&m, "mqtt.url", reason);
+    } else if url::Url::parse(&config.mqtt.url).is_ok_and(|u| !u.username().is_empty() || u.password().is_some()) {
+        c.push(
+            &m,
+            "mqtt.url",
+            "a user name or password in the URL is not used: set mqtt.username, and the password in mqtt.password_file",
+        );
+    }
+    if let Some(reason) = log_level_problem(&config.log_level) {
+        c.push(&m, "log_level", reason);
+    }
+    if let Some(reason) = discovery_prefix_problem(&config.mqtt.discovery_prefix) {
+        c.push(&m, "mqtt.discovery_prefix", reason);
+    }
+    let enabled = config.cameras.values().filter(|cam| cam.enabled).count();
+    if enabled > super::MAX_CAMERAS {
+        c.push(&m, "cameras", format!("{enabled} cameras enabled: one clefd runs at most {}", super::MAX_CAMERAS));
     }
     if !topic_safe(&config.mqtt.prefix) {
         c.push(
@@ -151,11 +211,16 @@ pub(super) fn validate(config: &Config, camera_files: &BTreeMap<String, PathBuf>
             c.push(
                 &file,
                 key("name"),
-                format!("camera name '{name}' cannot be an MQTT topic level: use letters, digits, '-', '_' or '.'"),
+                format!(
+                    "camera name '{}' cannot be an MQTT topic level: use up to {MAX_NAME} letters, digits, '-', '_' or '.'",
+                    name.chars().take(80).collect::<String>()
+                ),
             );
         }
         if cam.uri.is_empty() {
             c.push(&file, key("uri"), format!("camera '{name}' has no uri"));
+        } else if let Some(reason) = uri_userinfo_problem(&cam.uri) {
+            c.push(&file, key("uri"), format!("camera '{name}': {reason}"));
         } else if let Err(reason) = SourceSpec::parse(&cam.uri) {
             c.push(&file, key("uri"), format!("camera '{name}': {reason}"));
         }
@@ -193,6 +258,29 @@ mod tests {
         assert!(topic_safe("front-door_1"));
         assert!(!topic_safe("a/b"));
         assert!(!topic_safe("#"));
+        assert!(!topic_safe("+"));
         assert!(!topic_safe(""));
+        assert!(!topic_safe("a\u{7}b"));
+        assert!(topic_safe(&"x".repeat(MAX_NAME)));
+        assert!(!topic_safe(&"x".repeat(70_000)));
+    }
+
+    #[test]
+    fn log_levels_and_discovery_prefixes() {
+        assert!(log_level_problem("info").is_none());
+        assert!(log_level_problem("clefd=debug,warn").is_none());
+        assert!(log_level_problem("verbose").unwrap().contains("'verbose' is not a log level"));
+        assert!(discovery_prefix_problem("homeassistant").is_none());
+        assert!(discovery_prefix_problem("home/assistant").is_none());
+        assert!(discovery_prefix_problem("home/#").is_some());
+        assert!(discovery_prefix_problem("home//x").is_some());
+    }
+
+    #[test]
+    fn a_hash_or_question_mark_in_a_password_is_caught() {
+        assert!(uri_userinfo_problem("rtsp://admin:pa#ss@10.0.0.5/stream").is_some());
+        assert!(uri_userinfo_problem("rtsp://admin:pa?ss@10.0.0.5/stream").is_some());
+        assert!(uri_userinfo_problem("rtsp://admin:pa%23ss@10.0.0.5/stream").is_none());
+        assert!(uri_userinfo_problem("rtsp://10.0.0.5/stream?channel=1").is_none());
     }
 }
