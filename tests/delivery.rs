@@ -37,6 +37,21 @@ fn config(dir: &std::path::Path, broker: &Broker, device: &str, cameras: usize, 
     p
 }
 
+/// The daemon's next seq (its state file), 0 before the first event.
+fn next_seq(dir: &std::path::Path) -> u64 {
+    std::fs::read_to_string(dir.join("state/seq")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+}
+
+/// Waits until the daemon has numbered (and so spooled) `n` more events.
+fn wait_spooled(dir: &std::path::Path, n: u64) {
+    let target = next_seq(dir) + n;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while next_seq(dir) < target {
+        assert!(std::time::Instant::now() < deadline, "no events were spooled");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn count_events(c: &Consumer, device: &str) -> usize {
     seqs(&c.messages(), device).len()
 }
@@ -59,7 +74,7 @@ fn outage(device: &str, extra: &str, protocol: &str) {
     let daemon = Daemon::start(&cfg, &dir.path().join("clefd.log"));
     consumer.wait_for("a few events", Duration::from_secs(30), |m| seqs(m, device).len() >= 5);
     broker.stop();
-    std::thread::sleep(Duration::from_secs(4));
+    wait_spooled(dir.path(), 5);
     broker.start_again();
     let before = count_events(&consumer, device);
     consumer.wait_for("events after the outage", Duration::from_secs(30), |m| seqs(m, device).len() >= before + 10);
@@ -90,7 +105,7 @@ fn spooled_events_survive_sigkill() {
     let mut daemon = Daemon::start(&cfg, &dir.path().join("clefd1.log"));
     consumer.wait_for("a few events", Duration::from_secs(30), |m| seqs(m, "killed").len() >= 3);
     broker.stop();
-    std::thread::sleep(Duration::from_secs(3));
+    wait_spooled(dir.path(), 5);
     daemon.kill();
     let spooled_up_to: u64 =
         std::fs::read_to_string(dir.path().join("state/seq")).unwrap().trim().parse::<u64>().unwrap() - 1;
@@ -123,17 +138,25 @@ fn a_full_spool_drops_the_oldest_and_counts_exactly_what_is_missing() {
     consumer.wait_for("events", Duration::from_secs(30), |m| seqs(m, "bounded").len() >= 5);
     broker.stop();
     let spool = dir.path().join("state/spool");
+    let log_path = dir.path().join("clefd.log");
+    // Sample the spool's size until it has overflowed (and a while after).
     let mut max_bytes = 0;
-    for _ in 0..40 {
-        std::thread::sleep(Duration::from_millis(200));
+    let mut overflowed_at = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while overflowed_at.is_none_or(|seq| next_seq(dir.path()) < seq + 20) {
+        assert!(std::time::Instant::now() < deadline, "the spool never overflowed");
+        std::thread::sleep(Duration::from_millis(100));
         let bytes: u64 =
             std::fs::read_dir(&spool).unwrap().filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum();
         max_bytes = max_bytes.max(bytes);
+        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if overflowed_at.is_none() && text.contains("spool full: dropped the oldest events") {
+            overflowed_at = Some(next_seq(dir.path()));
+        }
     }
     assert!(max_bytes <= 110 * 1024, "the spool stays within its bound: {max_bytes} bytes");
     broker.start_again();
-    std::thread::sleep(Duration::from_secs(3));
-    let log_path = dir.path().join("clefd.log");
+    common::wait_log(&log_path, "connected to MQTT broker", 2);
     assert!(daemon.stop());
     consumer.wait_for("offline", Duration::from_secs(10), |m| {
         m.iter().any(|x| x.topic == "clefd/bounded/availability" && x.body == "offline" && !x.retained)

@@ -167,7 +167,7 @@ fn events_arrive_over_tls_and_a_wrong_ca_is_a_clear_error() {
     let cfg = config(dir.path(), &url, &format!("ca_file = \"{d}/other.pem\"\n"));
     let log = dir.path().join("bad.log");
     let daemon = Daemon::start(&cfg, &log);
-    std::thread::sleep(Duration::from_secs(4));
+    common::wait_log(&log, "MQTT broker unreachable", 2);
     assert!(daemon.stop(), "a TLS failure is not a crash");
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("TLS failed") && text.contains("check mqtt.ca_file"), "{text}");
@@ -210,7 +210,7 @@ fn wrong_password(extra: &str) {
     );
     let log = dir.path().join("pw.log");
     let daemon = Daemon::start(&cfg, &log);
-    std::thread::sleep(Duration::from_secs(4));
+    common::wait_log(&log, "MQTT broker unreachable", 2);
     assert!(daemon.stop());
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("the broker refused our credentials (check mqtt.username and mqtt.password_file)"), "{text}");

@@ -37,19 +37,6 @@ fn keeps_streaming(port: u16, camera: &str, more: u64) {
     }
 }
 
-/// Waits until the log holds `what` `n` times.
-fn wait_log(log: &std::path::Path, what: &str, n: usize) -> String {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        if text.matches(what).count() >= n {
-            return text;
-        }
-        assert!(Instant::now() < deadline, "no {n}x '{what}' in the log:\n{text}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn reload_restarts_only_what_changed_and_rejects_a_broken_config() {
     let broker = common::Broker::start();
@@ -73,7 +60,7 @@ fn reload_restarts_only_what_changed_and_rejects_a_broken_config() {
         "[cameras.a]\nuri = \"test://ball\"\n[cameras.b]\nuri = \"test://snow\"\n[cameras.c]\nuri = \"test://ball\"\n",
     );
     hup(&daemon);
-    let text = wait_log(&log, "configuration reloaded", 1);
+    let text = common::wait_log(&log, "configuration reloaded", 1);
     keeps_streaming(port, "a", 10);
     keeps_streaming(port, "c", 10);
     assert!(
@@ -87,7 +74,7 @@ fn reload_restarts_only_what_changed_and_rejects_a_broken_config() {
 
     std::fs::write(&cfg, "[cameras.a\nthis is not toml").unwrap();
     hup(&daemon);
-    let text = wait_log(&log, "the running one stays", 1);
+    let text = common::wait_log(&log, "the running one stays", 1);
     assert!(text.contains("reload rejected"), "{text}");
     for camera in ["a", "b", "c"] {
         keeps_streaming(port, camera, 10);
@@ -207,7 +194,7 @@ fn a_bundle_that_cannot_load_is_refused_and_a_removed_camera_leaves_no_trace() {
     assert_eq!(check.status.code(), Some(78), "{said}");
     assert!(said.contains("bundle-bad"), "{said}");
     hup(&daemon);
-    let text = wait_log(&log, "cannot be used; the running one stays", 1);
+    let text = common::wait_log(&log, "cannot be used; the running one stays", 1);
     assert!(!text.contains("stopping camera (reload)"), "{text}");
     keeps_streaming(port, "a", 10);
     keeps_streaming(port, "b", 10);
@@ -215,7 +202,7 @@ fn a_bundle_that_cannot_load_is_refused_and_a_removed_camera_leaves_no_trace() {
     // 2. Camera b changed: its series appear once, and the exposition stays valid.
     write(dir.path(), &base, port, "[cameras.a]\nuri = \"test://ball\"\n[cameras.b]\nuri = \"test://snow\"\n");
     hup(&daemon);
-    wait_log(&log, "configuration reloaded", 1);
+    common::wait_log(&log, "configuration reloaded", 1);
     keeps_streaming(port, "b", 10);
     let (_, metrics) = common::http_get(port, "/metrics");
     assert_eq!(series(&metrics, "clefd_frames_analysed_total", "b"), 1, "{metrics}");
@@ -225,7 +212,7 @@ fn a_bundle_that_cannot_load_is_refused_and_a_removed_camera_leaves_no_trace() {
     // 3. Camera b removed: gone from /healthz and /metrics, its retained state deleted.
     write(dir.path(), &base, port, "[cameras.a]\nuri = \"test://ball\"\n");
     hup(&daemon);
-    wait_log(&log, "configuration reloaded", 2);
+    common::wait_log(&log, "configuration reloaded", 2);
     common::wait_http(port, "/healthz", "b gone from /healthz", Duration::from_secs(30), |_, body| {
         body.contains("\"a\":") && !body.contains("\"b\":")
     });

@@ -360,7 +360,8 @@ mod tests {
         let h = hub.clone();
         let third = std::thread::spawn(move || h.put_waiting(0, 3));
         std::thread::sleep(Duration::from_millis(100));
-        assert_eq!(hub.waiting(), 2, "the third frame waits for room");
+        assert!(!third.is_finished(), "the third frame waits for room (put_waiting has not returned)");
+        assert_eq!(hub.waiting(), 2, "the third frame is not queued yet");
         assert!(matches!(hub.next(4, Duration::ZERO), Next::Frames(f) if f == vec![(0, 1)]));
         third.join().unwrap();
         assert!(matches!(hub.next(4, Duration::ZERO), Next::Frames(f) if f == vec![(0, 2)]));

@@ -45,6 +45,8 @@ pub struct Broker {
     pub port: u16,
     child: Option<Child>,
     dir: tempfile::TempDir,
+    /// Moved once to another port because the first was taken.
+    moved: bool,
 }
 
 impl Broker {
@@ -71,22 +73,33 @@ impl Broker {
             text += "persistence false\n";
         }
         std::fs::write(&conf, text).expect("write conf");
-        let mut b = Broker { port, child: None, dir };
+        let mut b = Broker { port, child: None, dir, moved: false };
         b.spawn();
         b
     }
 
     fn spawn(&mut self) {
         let conf = self.dir.path().join("mosquitto.conf");
-        let child = Command::new("mosquitto")
+        let mut child = Command::new("mosquitto")
             .arg("-c")
             .arg(&conf)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("mosquitto is installed (scripts/setup.sh installs it)");
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            // Another test took the port between free_port() and mosquitto's bind: our
+            // mosquitto exits at once. Move to a new port (a first start only).
+            if let Ok(Some(_)) = child.try_wait() {
+                assert!(self.child.is_none() && !self.moved, "mosquitto could not listen on port {}", self.port);
+                let old = format!("listener {} ", self.port);
+                self.port = free_port();
+                let text = std::fs::read_to_string(&conf).unwrap().replace(&old, &format!("listener {} ", self.port));
+                std::fs::write(&conf, text).unwrap();
+                self.moved = true;
+                return self.spawn();
+            }
             assert!(Instant::now() < deadline, "mosquitto did not start on port {}", self.port);
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -475,4 +488,17 @@ pub fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::E
 /// Sends a signal by name (`TERM`, `HUP`, ...) to a process.
 pub fn signal(pid: u32, name: &str) {
     let _ = Command::new("kill").args([&format!("-{name}"), &pid.to_string()]).status();
+}
+
+/// Waits until the file at `path` (a log) holds `what` at least `n` times; returns its text.
+pub fn wait_log(path: &Path, what: &str, n: usize) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.matches(what).count() >= n {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "no {n}x '{what}' in the log:\n{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
