@@ -1,5 +1,5 @@
-//! Home Assistant discovery (announced, and removed with the camera) and the periodic
-//! stats message.
+//! Home Assistant discovery (announced, following reloads, and removed with the camera),
+//! the retained `current` summary its sensors read, and the periodic stats message.
 
 mod common;
 
@@ -34,23 +34,35 @@ fn home_assistant_discovery_and_stats() {
             .any(|x| x.topic == "clefd/ha/stats" && x.body["cameras"]["front"]["frames"].as_u64().unwrap_or(0) > 0);
         configs >= 2 && stats
     });
+    // A camera added by a reload is announced without a restart.
+    write(dir.path(), &broker, &["front", "back", "side"]);
+    common::signal(daemon.pid(), "HUP");
+    consumer.wait_for("discovery of the added camera", Duration::from_secs(30), |m| {
+        m.iter().any(|x| x.topic == "homeassistant/sensor/clefd_ha_side/faces/config" && x.body.is_object())
+    });
     assert!(daemon.stop());
-    for cam in ["front", "back"] {
+    for cam in ["front", "back", "side"] {
         let msg = consumer.on(&format!("homeassistant/sensor/clefd_ha_{cam}/emotion/config")).pop().expect("announced");
         let c = &msg.body;
-        // What Home Assistant needs for an MQTT sensor with a device entry.
-        assert_eq!(c["state_topic"], format!("clefd/ha/{cam}/emotion"));
+        // What Home Assistant needs for an MQTT sensor with a device entry, reading the
+        // camera's summary (not the raw event stream of every track).
+        assert_eq!(c["state_topic"], format!("clefd/ha/{cam}/current"));
         assert_eq!(c["value_template"], "{{ value_json.emotion }}");
         assert_eq!(c["unique_id"], format!("clefd_ha_{cam}_emotion"));
-        assert_eq!(c["availability_topic"], "clefd/ha/availability");
-        assert_eq!(
-            (c["payload_available"].as_str(), c["payload_not_available"].as_str()),
-            (Some("online"), Some("offline"))
-        );
+        assert_eq!(c["default_entity_id"], format!("sensor.clefd_ha_{cam}_emotion"));
+        assert!(c.get("object_id").is_none(), "object_id is deprecated in Home Assistant");
+        let availability = c["availability"].as_array().expect("availability list");
+        assert_eq!(availability[0]["topic"], "clefd/ha/availability");
+        assert_eq!(availability[1]["topic"], format!("clefd/ha/{cam}/state"));
+        assert_eq!(c["availability_mode"], "all", "available while clefd is online and the camera streams");
         assert_eq!(c["json_attributes_topic"], c["state_topic"]);
         assert!(c["device"]["identifiers"].as_array().is_some_and(|a| !a.is_empty()));
         assert!(c["device"]["name"].as_str().unwrap().contains(cam));
         assert!(c["name"].is_string());
+        let faces = consumer.on(&format!("homeassistant/sensor/clefd_ha_{cam}/faces/config")).pop().expect("faces");
+        assert_eq!(faces.body["state_topic"], format!("clefd/ha/{cam}/current"));
+        assert_eq!(faces.body["value_template"], "{{ value_json.faces }}");
+        assert_eq!(faces.body["device"]["identifiers"], c["device"]["identifiers"], "one device, two sensors");
     }
     let stats = consumer.on("clefd/ha/stats").pop().unwrap().body;
     for key in ["fps", "frames", "dropped", "latency_ms", "status"] {
@@ -60,12 +72,70 @@ fn home_assistant_discovery_and_stats() {
     assert!(!stats["mqtt"]["spooled"].is_null());
 
     // The camera `back` leaves the config: Home Assistant is told to forget it.
-    let daemon = Daemon::start(&write(dir.path(), &broker, &["front"]), &dir.path().join("b.log"));
+    let daemon = Daemon::start(&write(dir.path(), &broker, &["front", "side"]), &dir.path().join("b.log"));
     consumer.wait_for("removal of back", Duration::from_secs(20), |m| {
         m.iter().any(|x| {
             x.topic == "homeassistant/sensor/clefd_ha_back/emotion/config"
                 && x.body == serde_json::Value::String(String::new())
         })
+    });
+    // And one removed by a reload, without a restart.
+    write(dir.path(), &broker, &["front"]);
+    common::signal(daemon.pid(), "HUP");
+    consumer.wait_for("removal of side after a reload", Duration::from_secs(30), |m| {
+        m.iter().any(|x| {
+            x.topic == "homeassistant/sensor/clefd_ha_side/faces/config"
+                && x.body == serde_json::Value::String(String::new())
+        })
+    });
+    assert!(daemon.stop());
+}
+
+#[test]
+fn the_current_summary_follows_the_faces_and_says_none_when_the_room_empties() {
+    let broker = Broker::start();
+    let consumer = Consumer::start(broker.port);
+    let dir = tempfile::tempdir().unwrap();
+    // The face crosses the frame and leaves it; the clip loops, so it comes back.
+    let clip = dir.path().join("passing.mp4");
+    let spec = clefd::synth::ClipSpec {
+        width: 640,
+        height: 480,
+        fps: 15,
+        frames: 90,
+        sprites: vec![clefd::synth::Sprite {
+            image: common::astronaut(),
+            size: (360, 360),
+            from: (40.0, 60.0),
+            to: (2000.0, 60.0),
+            round_trips: 0.5,
+        }],
+    };
+    clefd::synth::make_clip(&spec, &clip).unwrap();
+    let text = common::base_config(dir.path(), &broker.url(), "room")
+        .replace("[events]\n", "[events]\nempty_after_s = 1.0\n")
+        + &format!("[cameras.hall]\nuri = \"file://{}\"\nloop = true\n", clip.display());
+    let cfg = dir.path().join("clefd.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let daemon = Daemon::start(&cfg, &dir.path().join("clefd.log"));
+    let current = |m: &[common::Received]| -> Vec<serde_json::Value> {
+        m.iter().filter(|x| x.topic == "clefd/room/hall/current").map(|x| x.body.clone()).collect()
+    };
+    consumer.wait_for("someone, then nobody, then someone again", Duration::from_secs(90), |m| {
+        let seen = current(m);
+        let someone = |v: &serde_json::Value| v["faces"].as_u64().unwrap_or(0) >= 1 && v["emotion"] != "none";
+        let first = seen.iter().position(someone);
+        let empty =
+            first.and_then(|f| seen[f..].iter().position(|v| v["faces"] == 0 && v["emotion"] == "none").map(|e| f + e));
+        empty.is_some_and(|e| seen[e..].iter().any(someone))
+    });
+    let summary = current(&consumer.messages()).into_iter().find(|v| v["faces"] == 1).unwrap();
+    assert_eq!(summary["tracks"].as_array().map(Vec::len), Some(1), "{summary}");
+    assert_eq!(summary["tracks"][0]["emotion"], summary["emotion"]);
+    // Retained: a dashboard that connects later gets the summary at once.
+    let late = Consumer::start(broker.port);
+    late.wait_for("the retained summary", Duration::from_secs(10), |m| {
+        m.iter().any(|x| x.topic == "clefd/room/hall/current" && x.retained)
     });
     assert!(daemon.stop());
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clefd::config;
+use clefd::events::current::CurrentView;
 use clefd::events::seq::SeqCounter;
 use clefd::mqtt::home_assistant::{self, Announced};
 use clefd::mqtt::spool::Spool;
@@ -91,6 +92,8 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let control = pipeline.control();
     let config_path = path.to_path_buf();
     let running_cfg = loaded.config.clone();
+    let empty_after = Duration::from_secs_f64(cfg.events.empty_after_s);
+    let current = CurrentView::new(empty_after, empty_after.max(Duration::from_secs_f64(cfg.events.heartbeat_s * 2.5)));
     let (outcome, ending): (Outcome, Ending) = rt.block_on(async move {
         let publisher = Publisher::new(publisher_cfg, seq, spool);
         let health = Arc::new(Health::new(probe, publisher.stats()));
@@ -115,7 +118,8 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
             let every = Duration::from_secs_f64(stats_every);
             tokio::spawn(clefd::service::stats::publish_stats(to_publisher.clone(), health.clone(), every))
         });
-        tokio::spawn(systemd::relay(from_pipeline, to_publisher, notifier.clone(), health.clone(), cameras));
+        let reloads_tx = to_publisher.clone();
+        tokio::spawn(systemd::relay(from_pipeline, to_publisher, notifier.clone(), health.clone(), cameras, current));
         tokio::spawn(systemd::monitor(notifier.clone(), health.clone(), Notifier::watchdog_interval()));
         if let Some(listener) = http {
             tokio::spawn(clefd::service::http::serve(listener, health.clone()));
@@ -141,7 +145,7 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
                     Signal::Reload => {
                         notifier.send("RELOADING=1");
                         tracing::info!(config = %config_path.display(), "SIGHUP: reloading the configuration");
-                        let ctx = ReloadCtx { control: &control, publishing: &mut publishing };
+                        let ctx = ReloadCtx { control: &control, publishing: &mut publishing, to_publisher: &reloads_tx };
                         if let Some(applied) = reload(&config_path, &running_cfg, ctx).await {
                             running_cfg = applied;
                         }
@@ -161,7 +165,7 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
                         watched = Some(now);
                         notifier.send("RELOADING=1");
                         tracing::info!(config = %config_path.display(), "configuration files changed: reloading");
-                        let ctx = ReloadCtx { control: &control, publishing: &mut publishing };
+                        let ctx = ReloadCtx { control: &control, publishing: &mut publishing, to_publisher: &reloads_tx };
                         if let Some(applied) = reload(&config_path, &running_cfg, ctx).await {
                             running_cfg = applied;
                         }
@@ -173,10 +177,12 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
                 }
             }
         };
-        // The stats task holds a sender too: stop it so the publisher sees the end.
+        // The stats task and the reloads hold senders too: let go so the publisher sees
+        // the end.
         if let Some(s) = stats {
             s.abort();
         }
+        drop(reloads_tx);
         let ending = match (ending, publishing.finish().await) {
             (Ending::PublisherFailed(r), _) => Ending::PublisherFailed(r),
             (_, Some(failure)) => Ending::PublisherFailed(failure),
@@ -243,6 +249,8 @@ fn log_summaries(outcome: &Outcome) {
 struct ReloadCtx<'a> {
     control: &'a clefd::pipeline::Control,
     publishing: &'a mut Publishing,
+    /// For Home Assistant discovery of the cameras now configured.
+    to_publisher: &'a tokio::sync::mpsc::Sender<clefd::mqtt::Outgoing>,
 }
 
 /// SIGHUP: validate the new config first (files, bundles, MQTT settings); if anything is
@@ -299,6 +307,12 @@ async fn reload(path: &Path, running: &config::Config, ctx: ReloadCtx<'_>) -> Op
     };
     if let Some(cfg) = new_publisher {
         ctx.publishing.switch(cfg).await;
+    }
+    if loaded.config.mqtt.home_assistant {
+        // Added, changed and removed cameras: Home Assistant follows the reload.
+        for msg in discovery_messages(&loaded) {
+            let _ = ctx.to_publisher.send(msg).await;
+        }
     }
     tracing::info!(added = ?report.added, changed = ?report.changed, removed = ?report.removed, unchanged = report.unchanged.len(), workers_restarted = report.workers_restarted, "configuration reloaded");
     Some(loaded.config)

@@ -130,6 +130,8 @@ pub struct EventsConfig {
     pub smoothing: f32,
     /// A new label must beat the current one by this margin to change the emotion.
     pub hysteresis: f32,
+    /// The retained `current` summary says `none` after this many seconds without faces.
+    pub empty_after_s: f64,
 }
 
 /// Tracker tuning.
@@ -275,7 +277,7 @@ impl Default for MqttConfig {
 
 impl Default for EventsConfig {
     fn default() -> Self {
-        EventsConfig { min_track_age: 3, heartbeat_s: 10.0, smoothing: 0.5, hysteresis: 0.1 }
+        EventsConfig { min_track_age: 3, heartbeat_s: 10.0, smoothing: 0.5, hysteresis: 0.1, empty_after_s: 10.0 }
     }
 }
 

@@ -144,6 +144,7 @@ pub(super) fn validate(config: &Config, camera_files: &BTreeMap<String, PathBuf>
     in_range(c, &m, "events.heartbeat_s", config.events.heartbeat_s, 0.1, 86400.0);
     in_range(c, &m, "events.smoothing", config.events.smoothing, 0.01, 1.0);
     in_range(c, &m, "events.hysteresis", config.events.hysteresis, 0.0, 0.99);
+    in_range(c, &m, "events.empty_after_s", config.events.empty_after_s, 0.0, 86400.0);
     in_range(c, &m, "tracker.iou_threshold", config.tracker.iou_threshold, 0.01, 0.99);
     in_range(c, &m, "tracker.max_missed", config.tracker.max_missed, 0, 1000);
     in_range(c, &m, "supervisor.backoff_initial_s", config.supervisor.backoff_initial_s, 0.01, 3600.0);

@@ -2,6 +2,7 @@
 //! `clefd.emotion/1`), the per-track lifecycle that decides when to emit one, and the
 //! persisted per-device sequence number.
 
+pub mod current;
 pub mod lifecycle;
 pub mod seq;
 
@@ -127,6 +128,35 @@ pub struct EmotionEvent {
     pub bundle: BundleRef,
     /// Capture to publish hand-off, in milliseconds.
     pub latency_ms: f64,
+}
+
+#[cfg(test)]
+impl EmotionEvent {
+    /// A minimal event for unit tests of what consumes events.
+    pub(crate) fn for_test(camera: &str, track_id: u64, kind: EventType, emotion: &str, confidence: f32) -> Self {
+        EmotionEvent {
+            schema: SCHEMA,
+            kind,
+            device: "dev".into(),
+            camera: camera.into(),
+            track_id,
+            seq: 0,
+            ts: String::new(),
+            frame: 0,
+            bbox: NormBox { x: 0.0, y: 0.0, w: 0.1, h: 0.1 },
+            detector_score: 0.9,
+            emotion: emotion.into(),
+            confidence,
+            active: None,
+            scores: LabelValues::default(),
+            factual: LabelValues::default(),
+            debias: Debias::Off,
+            debiased: None,
+            context_bias: None,
+            bundle: BundleRef { name: "b".into(), sha256: String::new() },
+            latency_ms: 0.0,
+        }
+    }
 }
 
 /// RFC 3339 UTC (`2026-11-25T19:12:50.123Z`): the `ts` of an event.

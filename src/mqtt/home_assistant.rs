@@ -1,8 +1,10 @@
-//! Home Assistant MQTT discovery: each camera appears as a device with an "Emotion"
-//! sensor (the dominant emotion; per-label scores as attributes), available while clefd
-//! is online. Cameras removed from the config are removed from Home Assistant too: the
-//! cameras announced last time are remembered in `state_dir` and their config topics
-//! cleared.
+//! Home Assistant MQTT discovery: each camera appears as a device with two sensors, the
+//! current dominant emotion over the faces in view (`none` when nobody is there; per-track
+//! list as attributes) and the number of faces, both read from the camera's retained
+//! `current` summary. They are available while clefd is online *and* the camera streams.
+//! Cameras removed from the config are removed from Home Assistant too: the cameras
+//! announced last time are remembered in `state_dir` and their config topics cleared.
+//! Discovery is sent at start and again after every reload.
 
 use std::path::Path;
 
@@ -19,30 +21,39 @@ pub struct Announced {
     pub bundle: String,
 }
 
+/// The sensors each camera gets: (id suffix, display name).
+const SENSORS: [(&str, &str); 2] = [("emotion", "Emotion"), ("faces", "Faces")];
+
 fn object_id(device: &str, camera: &str) -> String {
     format!("clefd_{device}_{camera}").replace(['.', '-'], "_")
 }
 
-/// The discovery topic of a camera's emotion sensor.
-pub fn config_topic(discovery_prefix: &str, device: &str, camera: &str) -> String {
-    format!("{discovery_prefix}/sensor/{}/emotion/config", object_id(device, camera))
+/// The discovery topic of one of a camera's sensors (`emotion` or `faces`).
+pub fn config_topic(discovery_prefix: &str, device: &str, camera: &str, sensor: &str) -> String {
+    format!("{discovery_prefix}/sensor/{}/{sensor}/config", object_id(device, camera))
 }
 
-/// The discovery payload of a camera's emotion sensor.
-pub fn sensor_config(topics: &Topics, device: &str, cam: &Announced) -> serde_json::Value {
+/// The discovery payload of a camera's sensor `sensor` (`emotion` or `faces`).
+pub fn sensor_config(topics: &Topics, device: &str, cam: &Announced, sensor: &str) -> serde_json::Value {
     let id = object_id(device, &cam.camera);
-    json!({
-        "name": "Emotion",
-        "unique_id": format!("{id}_emotion"),
-        "object_id": format!("{id}_emotion"),
-        "state_topic": topics.emotion(&cam.camera),
-        "value_template": "{{ value_json.emotion }}",
-        "json_attributes_topic": topics.emotion(&cam.camera),
-        "json_attributes_template": "{{ dict(value_json.scores, track_id=value_json.track_id, debias=value_json.debias) | tojson }}",
-        "availability_topic": topics.availability(),
-        "payload_available": "online",
-        "payload_not_available": "offline",
-        "icon": "mdi:emoticon-outline",
+    let name = SENSORS.iter().find(|(s, _)| *s == sensor).map_or(sensor, |(_, n)| n);
+    let mut config = json!({
+        "name": name,
+        "unique_id": format!("{id}_{sensor}"),
+        // Home Assistant 2025.10 replaced `object_id` with `default_entity_id`.
+        "default_entity_id": format!("sensor.{id}_{sensor}"),
+        "state_topic": topics.current(&cam.camera),
+        "value_template": format!("{{{{ value_json.{sensor} }}}}"),
+        "availability": [
+            {"topic": topics.availability(), "payload_available": "online", "payload_not_available": "offline"},
+            {
+                "topic": topics.state(&cam.camera),
+                "value_template": "{{ 'online' if value_json.status == 'streaming' else 'offline' }}",
+                "payload_available": "online",
+                "payload_not_available": "offline",
+            },
+        ],
+        "availability_mode": "all",
         "device": {
             "identifiers": [id],
             "name": format!("{} ({device})", cam.camera),
@@ -50,7 +61,20 @@ pub fn sensor_config(topics: &Topics, device: &str, cam: &Announced) -> serde_js
             "model": cam.bundle,
             "sw_version": env!("CARGO_PKG_VERSION"),
         },
-    })
+    });
+    let extra = if sensor == "faces" {
+        json!({"state_class": "measurement", "icon": "mdi:account-group"})
+    } else {
+        json!({
+            "icon": "mdi:emoticon-outline",
+            "json_attributes_topic": topics.current(&cam.camera),
+            "json_attributes_template": "{{ dict(tracks=value_json.tracks, confidence=value_json.confidence) | tojson }}",
+        })
+    };
+    if let (Some(c), Some(e)) = (config.as_object_mut(), extra.as_object()) {
+        c.extend(e.clone());
+    }
+    config
 }
 
 /// Discovery messages for `cameras`, plus removals for cameras announced before (per
@@ -66,11 +90,17 @@ pub fn discovery(
         std::fs::read_to_string(memory).ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
     let mut out = Vec::new();
     for gone in before.iter().filter(|c| !cameras.iter().any(|a| &a.camera == *c)) {
-        out.push(Outgoing::Retained { topic: config_topic(discovery_prefix, device, gone), payload: Vec::new() });
+        for (sensor, _) in SENSORS {
+            let topic = config_topic(discovery_prefix, device, gone, sensor);
+            out.push(Outgoing::Retained { topic, payload: Vec::new() });
+        }
     }
     for cam in cameras {
-        let payload = sensor_config(topics, device, cam).to_string().into_bytes();
-        out.push(Outgoing::Retained { topic: config_topic(discovery_prefix, device, &cam.camera), payload });
+        for (sensor, _) in SENSORS {
+            let payload = sensor_config(topics, device, cam, sensor).to_string().into_bytes();
+            let topic = config_topic(discovery_prefix, device, &cam.camera, sensor);
+            out.push(Outgoing::Retained { topic, payload });
+        }
     }
     let now: Vec<&str> = cameras.iter().map(|c| c.camera.as_str()).collect();
     if let Err(e) = std::fs::write(memory, serde_json::to_string(&now).unwrap_or_default()) {
@@ -90,7 +120,7 @@ mod tests {
         let topics = Topics::new("clefd", "dev");
         let cam = |c: &str| Announced { camera: c.into(), bundle: "b".into() };
         let first = discovery(&topics, "homeassistant", "dev", &[cam("a"), cam("b")], &mem);
-        assert_eq!(first.len(), 2);
+        assert_eq!(first.len(), 4, "two sensors per camera");
         let second = discovery(&topics, "homeassistant", "dev", &[cam("a")], &mem);
         let removed: Vec<_> = second
             .iter()
@@ -99,6 +129,12 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(removed, vec!["homeassistant/sensor/clefd_dev_b/emotion/config".to_string()]);
+        assert_eq!(
+            removed,
+            vec![
+                "homeassistant/sensor/clefd_dev_b/emotion/config".to_string(),
+                "homeassistant/sensor/clefd_dev_b/faces/config".to_string()
+            ]
+        );
     }
 }

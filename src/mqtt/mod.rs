@@ -73,6 +73,11 @@ impl Topics {
         format!("{}/{}/{camera}/state", self.prefix, self.device)
     }
 
+    /// Retained summary of what one camera sees now (faces, dominant emotion, tracks).
+    pub fn current(&self, camera: &str) -> String {
+        format!("{}/{}/{camera}/current", self.prefix, self.device)
+    }
+
     /// QoS 1 emotion events of one camera.
     pub fn emotion(&self, camera: &str) -> String {
         format!("{}/{}/{camera}/emotion", self.prefix, self.device)

@@ -35,9 +35,16 @@ pub enum Outgoing {
     Event(Box<crate::events::EmotionEvent>),
     /// A camera's state: retained, and sent again after every reconnect.
     CameraState(CameraStatus),
-    /// A camera left the configuration: its retained state is deleted (and not sent
-    /// again after a reconnect).
+    /// A camera left the configuration: its retained state and summary are deleted (and
+    /// not sent again after a reconnect).
     CameraRemoved(String),
+    /// What a camera sees now (`{camera}/current`, retained, sent again after a reconnect).
+    Current {
+        /// Camera name.
+        camera: String,
+        /// The summary as JSON.
+        payload: Vec<u8>,
+    },
     /// The periodic statistics: sent while connected, not retained, not spooled.
     Stats(Vec<u8>),
     /// Any other retained message (Home Assistant discovery); sent again after every
@@ -174,6 +181,8 @@ pub struct Publisher {
     stats: Arc<PublishStats>,
     /// Latest state per camera (its topic follows the current prefix and device).
     states: BTreeMap<String, Vec<u8>>,
+    /// Latest `current` summary per camera.
+    currents: BTreeMap<String, Vec<u8>>,
     /// Other retained messages by topic (Home Assistant discovery).
     retained: BTreeMap<String, Vec<u8>>,
 }
@@ -187,6 +196,7 @@ pub struct Parked {
     spool: Spool,
     stats: Arc<PublishStats>,
     states: BTreeMap<String, Vec<u8>>,
+    currents: BTreeMap<String, Vec<u8>>,
     retained: BTreeMap<String, Vec<u8>>,
 }
 
@@ -220,7 +230,17 @@ impl Publisher {
         if spool.pending() > 0 {
             tracing::info!(events = spool.pending(), "events from an earlier run are waiting in the spool");
         }
-        Publisher { cfg, topics, session, seq, spool, stats, states: BTreeMap::new(), retained: BTreeMap::new() }
+        Publisher {
+            cfg,
+            topics,
+            session,
+            seq,
+            spool,
+            stats,
+            states: BTreeMap::new(),
+            currents: BTreeMap::new(),
+            retained: BTreeMap::new(),
+        }
     }
 
     /// A publisher for a new broker configuration that carries on where `parked` stopped.
@@ -229,6 +249,7 @@ impl Publisher {
         p.stats = parked.stats;
         p.stats.spooled.store(p.spool.pending(), Ordering::Relaxed);
         p.states = parked.states;
+        p.currents = parked.currents;
         p.retained = parked.retained;
         (p, parked.outputs)
     }
@@ -424,7 +445,13 @@ impl Publisher {
                                 }
                                 Outgoing::CameraRemoved(camera) => {
                                     self.states.remove(&camera);
+                                    self.currents.remove(&camera);
                                     Self::send_other(&mut conn, self.topics.state(&camera), Vec::new(), true);
+                                    Self::send_other(&mut conn, self.topics.current(&camera), Vec::new(), true);
+                                }
+                                Outgoing::Current { camera, payload } => {
+                                    Self::send_other(&mut conn, self.topics.current(&camera), payload.clone(), true);
+                                    self.currents.insert(camera, payload);
                                 }
                                 Outgoing::Retained { topic, payload } => {
                                     Self::send_other(&mut conn, topic.clone(), payload.clone(), true);
@@ -450,6 +477,9 @@ impl Publisher {
                         Self::send_other(&mut conn, self.topics.availability(), b"online".to_vec(), true);
                         for (camera, payload) in &self.states {
                             Self::send_other(&mut conn, self.topics.state(camera), payload.clone(), true);
+                        }
+                        for (camera, payload) in &self.currents {
+                            Self::send_other(&mut conn, self.topics.current(camera), payload.clone(), true);
                         }
                         for (topic, payload) in &self.retained {
                             Self::send_other(&mut conn, topic.clone(), payload.clone(), true);
@@ -511,8 +541,8 @@ impl Publisher {
         if !parking {
             return Ok(None);
         }
-        let Publisher { seq, spool, stats, states, retained, .. } = self;
-        Ok(Some(Parked { outputs, seq, spool, stats, states, retained }))
+        let Publisher { seq, spool, stats, states, currents, retained, .. } = self;
+        Ok(Some(Parked { outputs, seq, spool, stats, states, currents, retained }))
     }
 
     async fn close(&mut self, mut conn: Connection, parking: bool) {

@@ -10,21 +10,48 @@ use tokio::sync::mpsc;
 
 use super::http::Health;
 use super::notify::Notifier;
+use crate::events::current::CurrentView;
 use crate::mqtt::Outgoing;
 use crate::pipeline::Output;
 use crate::source::CameraState;
 
 /// Forwards everything from the pipeline to the publisher, recording camera states for
-/// the health endpoints and sending `STATUS=` lines on the way.
+/// the health endpoints, keeping each camera's `current` summary, and sending `STATUS=`
+/// lines on the way.
 pub async fn relay(
     mut from: mpsc::Receiver<Output>,
     to: mpsc::Sender<Outgoing>,
     notifier: Arc<Notifier>,
     health: Arc<Health>,
     cameras: usize,
+    mut current: CurrentView,
 ) {
     let mut events = 0u64;
-    while let Some(out) = from.recv().await {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        let out = tokio::select! {
+            out = from.recv() => match out {
+                Some(out) => out,
+                None => break,
+            },
+            _ = tick.tick() => {
+                for (camera, summary) in current.on_tick(Instant::now()) {
+                    let payload = serde_json::to_vec(&summary).unwrap_or_default();
+                    if to.send(Outgoing::Current { camera, payload }).await.is_err() {
+                        return;
+                    }
+                }
+                continue;
+            }
+        };
+        if let Output::Event(e) = &out {
+            if let Some(summary) = current.on_event(e, Instant::now()) {
+                let payload = serde_json::to_vec(&summary).unwrap_or_default();
+                if to.send(Outgoing::Current { camera: e.camera.clone(), payload }).await.is_err() {
+                    return;
+                }
+            }
+        }
         match &out {
             Output::CameraState(st) => {
                 let (changed, streaming, failed) = match health.cameras.lock() {
@@ -47,6 +74,7 @@ pub async fn relay(
                 if let Ok(mut states) = health.cameras.lock() {
                     states.remove(camera);
                 }
+                current.remove(camera);
             }
         }
         let out = match out {
