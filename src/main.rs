@@ -68,31 +68,10 @@ enum Command {
         #[arg(long)]
         onnxruntime: Option<PathBuf>,
     },
-    /// Subscribe to a broker and print each emotion event as one readable line.
-    Watch {
-        /// Broker URL.
-        #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
-        mqtt: String,
-        /// Topic prefix.
-        #[arg(long, default_value = "clefd")]
-        prefix: String,
-        /// Exit when this device goes offline (clean shutdown).
-        #[arg(long)]
-        until_offline: Option<String>,
-        /// Exit after this many events.
-        #[arg(long)]
-        count: Option<u64>,
-        /// Exit after this many seconds.
-        #[arg(long)]
-        timeout: Option<f64>,
-        /// Ground truth of a rendered clip (the kit's `.truth.csv`): score each event of
-        /// --truth-camera against it and print a tally at the end.
-        #[arg(long, requires = "truth_camera")]
-        truth: Option<PathBuf>,
-        /// The camera that plays the clip --truth describes.
-        #[arg(long)]
-        truth_camera: Option<String>,
-    },
+    /// Subscribe to a broker and print each emotion event as one readable line. With
+    /// --config it logs in as the daemon does (broker, prefix, user name, password file,
+    /// TLS files from the config); refused credentials or TLS end it with the reason.
+    Watch(cmd::watch::WatchArgs),
     /// Measure throughput on this machine: N cameras playing a synthetic clip of a face
     /// for S seconds (after 1 s of warm-up), events counted instead of published. Prints
     /// per-camera fps, faces/s, capture-to-decision latency (p50/p99), drops, per-stage
@@ -190,10 +169,7 @@ fn main() -> ExitCode {
         Command::Eval { bundle, dataset, json, onnxruntime } => {
             cmd::eval::eval(&bundle, &dataset, onnxruntime.as_deref(), json)
         }
-        Command::Watch { mqtt, prefix, until_offline, count, timeout, truth, truth_camera } => {
-            let truth = truth.zip(truth_camera);
-            cmd::watch(&mqtt, &prefix, until_offline, count, timeout, truth)
-        }
+        Command::Watch(args) => cmd::watch::watch(args),
         Command::Bench {
             cameras,
             seconds,

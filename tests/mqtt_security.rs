@@ -162,6 +162,26 @@ fn events_arrive_over_tls_and_a_wrong_ca_is_a_clear_error() {
     consumer.wait_for("an event over TLS", Duration::from_secs(30), |m| {
         m.iter().any(|x| x.topic == "clefd/secure/cam/emotion")
     });
+    // `clefd watch` reads over TLS too: with the CA given, and with the daemon's config.
+    let ca = format!("{d}/ca.pem");
+    let watched =
+        common::run_clefd(&["watch", "--mqtt", &url, "--ca-file", &ca, "--count", "1", "--timeout", "60"], &[]);
+    let out = String::from_utf8_lossy(&watched.stdout);
+    assert!(watched.status.success() && out.contains("cam"), "{out}{}", String::from_utf8_lossy(&watched.stderr));
+    let watched =
+        common::run_clefd(&["watch", "--config", cfg.to_str().unwrap(), "--count", "1", "--timeout", "60"], &[]);
+    assert!(watched.status.success(), "{}", String::from_utf8_lossy(&watched.stderr));
+    let plain = common::run_clefd(&["watch", "--mqtt", &url, "--timeout", "30"], &[]);
+    assert!(!plain.status.success());
+    assert!(
+        String::from_utf8_lossy(&plain.stderr).contains("give the CA"),
+        "{}",
+        String::from_utf8_lossy(&plain.stderr)
+    );
+    let wrong =
+        common::run_clefd(&["watch", "--mqtt", &url, "--ca-file", &format!("{d}/other.pem"), "--timeout", "30"], &[]);
+    let err = String::from_utf8_lossy(&wrong.stderr);
+    assert!(!wrong.status.success() && err.contains("TLS"), "a TLS failure ends watch with the reason: {err}");
     assert!(daemon.stop());
 
     let cfg = config(dir.path(), &url, &format!("ca_file = \"{d}/other.pem\"\n"));
@@ -211,6 +231,21 @@ fn wrong_password(extra: &str) {
     let log = dir.path().join("pw.log");
     let daemon = Daemon::start(&cfg, &log);
     common::wait_log(&log, "MQTT broker unreachable", 2);
+    assert!(daemon.stop());
+    // `clefd watch` with the same wrong password says so and stops instead of retrying.
+    let watched = common::run_clefd(&["watch", "--config", cfg.to_str().unwrap(), "--timeout", "30"], &[]);
+    let err = String::from_utf8_lossy(&watched.stderr);
+    assert!(!watched.status.success() && err.contains("refused our credentials"), "{err}");
+    std::fs::write(dir.path().join("right"), "right-password\n").unwrap();
+    let right = dir.path().join("right");
+    let daemon = Daemon::start(
+        &config(dir.path(), &url, &format!("{extra}username = \"clefd\"\npassword_file = \"{}\"\n", right.display())),
+        &dir.path().join("right.log"),
+    );
+    let args = ["watch", "--mqtt", &url, "--username", "clefd", "--password-file", right.to_str().unwrap()];
+    let watched = common::run_clefd(&[&args[..], &["--count", "1", "--timeout", "60"]].concat(), &[]);
+    assert!(watched.status.success(), "watch logs in: {}", String::from_utf8_lossy(&watched.stderr));
+    assert!(String::from_utf8_lossy(&watched.stdout).contains("cam"));
     assert!(daemon.stop());
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("the broker refused our credentials (check mqtt.username and mqtt.password_file)"), "{text}");

@@ -5,13 +5,12 @@ mod cpu;
 pub mod eval;
 pub mod explain;
 pub mod run;
+pub mod watch;
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clefd::mqtt::{BrokerUrl, WatchOptions};
 use clefd::synth::{ClipSpec, Sprite, make_clip as render};
 
 /// The exit code for "the configuration is invalid" (sysexits' EX_CONFIG), from both
@@ -66,34 +65,6 @@ fn load_bundles(loaded: &clefd::config::Loaded) -> Vec<String> {
             clefd::engine::Bundle::load(dir, &opts).err().map(|e| format!("bundle {}: {e}", dir.display()))
         })
         .collect()
-}
-
-/// `clefd watch`.
-pub fn watch(
-    url: &str,
-    prefix: &str,
-    until_offline: Option<String>,
-    count: Option<u64>,
-    timeout: Option<f64>,
-    truth: Option<(std::path::PathBuf, String)>,
-) -> anyhow::Result<ExitCode> {
-    let url = BrokerUrl::parse(url).map_err(anyhow::Error::msg)?;
-    let truth = match truth {
-        Some((path, camera)) => Some((camera, clefd::eval::ClipTruth::read(&path)?)),
-        None => None,
-    };
-    let opts = WatchOptions {
-        url,
-        prefix: prefix.into(),
-        until_offline,
-        count,
-        timeout: timeout.map(Duration::from_secs_f64),
-        truth,
-    };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let mut out = std::io::stdout();
-    rt.block_on(clefd::mqtt::watch(opts, &mut out))?;
-    Ok(ExitCode::SUCCESS)
 }
 
 /// `clefd make-clip`.

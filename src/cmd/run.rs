@@ -338,7 +338,7 @@ fn mqtt_connection_changed(new: &config::MqttConfig, old: &config::MqttConfig) -
 }
 
 /// The publisher's settings from the config, reading the password and TLS files.
-fn publisher_config(cfg: &config::Config, device_id: &str) -> anyhow::Result<PublisherConfig> {
+pub(crate) fn publisher_config(cfg: &config::Config, device_id: &str) -> anyhow::Result<PublisherConfig> {
     let url = BrokerUrl::parse(&cfg.mqtt.url).map_err(anyhow::Error::msg)?;
     let credentials = match (&cfg.mqtt.username, &cfg.mqtt.password_file) {
         (Some(u), Some(f)) => {

@@ -246,7 +246,8 @@ fn tls_message(e: &dyn std::fmt::Display) -> String {
     format!("TLS failed: {e} (check mqtt.ca_file, and that the broker's certificate names this host)")
 }
 
-fn describe_v311(e: &rumqttc::ConnectionError) -> SessionError {
+/// What a 3.1.1 connection error means, and whether a retry can cure it.
+pub(crate) fn describe_v311(e: &rumqttc::ConnectionError) -> SessionError {
     use rumqttc::ConnectReturnCode as C;
     use rumqttc::ConnectionError as E;
     let (permanent, message) = match e {

@@ -25,6 +25,10 @@ pub struct WatchOptions {
     pub timeout: Option<Duration>,
     /// Score the events of one camera against a rendered clip's ground truth.
     pub truth: Option<(String, ClipTruth)>,
+    /// User name and password, for brokers that want them.
+    pub credentials: Option<(String, String)>,
+    /// `mqtts://`: the CA (and client certificate) to trust the broker with.
+    pub tls: Option<super::TlsFiles>,
 }
 
 /// Runs until a stop condition; returns the number of events printed.
@@ -33,12 +37,30 @@ pub async fn watch(opts: WatchOptions, out: &mut (impl Write + Send)) -> anyhow:
     let mut mo = MqttOptions::new(id, &opts.url.host, opts.url.port);
     mo.set_keep_alive(Duration::from_secs(30));
     mo.set_max_packet_size(256 * 1024, 256 * 1024);
+    if let Some((user, password)) = &opts.credentials {
+        mo.set_credentials(user, password);
+    }
+    match (&opts.tls, opts.url.tls) {
+        (Some(super::TlsFiles { ca, client }), true) => {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            mo.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Simple {
+                ca: ca.clone(),
+                alpn: None,
+                client_auth: client.clone(),
+            }));
+        }
+        (None, true) => anyhow::bail!("{} is mqtts://: give the CA that signed its certificate (--ca-file)", opts.url),
+        (Some(_), false) => anyhow::bail!("--ca-file is for mqtts:// brokers, and {} is not one", opts.url),
+        (None, false) => {}
+    }
     let (client, mut eventloop) = AsyncClient::new(mo, 16);
     client.subscribe(format!("{}/+/+/emotion", opts.prefix), QoS::AtLeastOnce).await?;
     client.subscribe(format!("{}/+/availability", opts.prefix), QoS::AtLeastOnce).await?;
     let deadline = opts.timeout.map(|t| tokio::time::Instant::now() + t);
     let mut printed = 0u64;
     let mut tally = EventTally::default();
+    let mut backoff = Duration::from_millis(500);
+    let mut last_error = String::new();
     loop {
         let polled = match deadline {
             Some(d) => match tokio::time::timeout_at(d, eventloop.poll()).await {
@@ -53,10 +75,23 @@ pub async fn watch(opts: WatchOptions, out: &mut (impl Write + Send)) -> anyhow:
                 eprintln!("clefd watch: subscribed to {}/+/+/emotion on {}", opts.prefix, opts.url);
                 continue;
             }
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                backoff = Duration::from_millis(500);
+                continue;
+            }
             Ok(_) => continue,
             Err(e) => {
-                eprintln!("clefd watch: broker {}: {e}; retrying", opts.url);
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                // Refused credentials and TLS failures do not cure themselves: say so, stop.
+                let why = super::session::describe_v311(&e);
+                if why.permanent {
+                    anyhow::bail!("broker {}: {}", opts.url, why.message);
+                }
+                if why.message != last_error {
+                    eprintln!("clefd watch: broker {}: {}; retrying", opts.url, why.message);
+                    last_error = why.message;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
                 continue;
             }
         };
