@@ -191,7 +191,7 @@ fn an_rtsp_camera_with_its_audio_track_first_streams_its_video() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(frames.load(Ordering::SeqCst) >= 10, "video frames arrive");
-    assert_eq!(camera.decoder().as_deref(), Some("openh264dec"), "the video stream reached the decoder");
+    assert!(camera.decoder().is_some_and(|d| d.contains("264")), "the video stream reached the decoder");
     assert_eq!(server.setups.load(Ordering::SeqCst), 1, "only the video stream was set up");
     camera.stop();
     server.stop();

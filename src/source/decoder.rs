@@ -107,15 +107,23 @@ pub(super) fn rank_lean_h264_decoder() {
     });
 }
 
+/// The largest picture OpenH264 decodes, in 16×16 macroblocks (H.264 level 5.2: 4096×2304).
+/// Larger streams (8K) it refuses frame by frame, silently: they go to libav.
+const OPENH264_MAX_MACROBLOCKS: i64 = 36_864;
+
 /// Whether a camera with this choice should pass over OpenH264 for a stream with these
-/// caps: always for `libav`; for `auto`, unless the stream is Baseline profile (a stream
-/// whose profile is not known yet keeps OpenH264, which handles every profile).
+/// caps: always for `libav`; for `auto`, unless the stream is Baseline profile and within
+/// OpenH264's largest picture (a stream whose profile or size is not known yet keeps
+/// OpenH264, which handles every profile).
 pub(super) fn skips_lean_decoder(choice: DecoderChoice, caps: Option<&gst::CapsRef>) -> bool {
     match choice {
         DecoderChoice::Libav => true,
         DecoderChoice::Auto => {
-            let profile = caps.and_then(|c| c.structure(0)).and_then(|s| s.get::<String>("profile").ok());
-            profile.is_some_and(|p| !matches!(p.as_str(), "baseline" | "constrained-baseline"))
+            let s = caps.and_then(|c| c.structure(0));
+            let profile = s.and_then(|s| s.get::<String>("profile").ok());
+            let heavy = profile.is_some_and(|p| !matches!(p.as_str(), "baseline" | "constrained-baseline"));
+            let dim = |k: &str| s.and_then(|s| s.get::<i32>(k).ok()).map_or(0, |v| (i64::from(v) + 15) / 16);
+            heavy || dim("width") * dim("height") > OPENH264_MAX_MACROBLOCKS
         }
     }
 }
@@ -155,6 +163,11 @@ mod tests {
         }
         let unknown = gst::Caps::builder("video/x-h264").build();
         assert!(!skips_lean_decoder(DecoderChoice::Auto, Some(unknown.as_ref())));
+        let sized = |w: i32, h: i32| {
+            gst::Caps::builder("video/x-h264").field("profile", "baseline").field("width", w).field("height", h).build()
+        };
+        assert!(!skips_lean_decoder(DecoderChoice::Auto, Some(sized(3840, 2160).as_ref())), "4K stays lean");
+        assert!(skips_lean_decoder(DecoderChoice::Auto, Some(sized(7680, 4320).as_ref())), "8K goes to libav");
         assert!(!skips_lean_decoder(DecoderChoice::Auto, None));
     }
 }

@@ -282,6 +282,13 @@ fn watch(
     let mut last_report = Instant::now();
     loop {
         match ended.recv_timeout(Duration::from_millis(200)) {
+            Ok(Ended::Eos) if is_file && camera.frames() == 0 => {
+                let decoder = camera.decoder().unwrap_or_else(|| "none".into());
+                return Watch::Failed(format!(
+                    "the file ended without a single decoded frame (decoder: {decoder}): is it a video clefd can \
+                     decode? try decoder = \"libav\""
+                ));
+            }
             Ok(Ended::Eos) if is_file => return Watch::Finished,
             Ok(Ended::Eos) => {
                 return Watch::Failed("the stream ended (end of stream from the source)".into());
