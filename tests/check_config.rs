@@ -219,6 +219,20 @@ fn environment_errors_are_blamed_on_the_environment_alone_and_lists_can_be_set()
     assert_eq!(code, 78);
     assert!(out.contains("environment: events.heartbeat_s: expected"), "{out}");
     assert_eq!(out.lines().count(), 1, "no other (false) problem: {out}");
+    // A variable name cannot hold '-': FRONT_DOOR addresses the camera front-door.
+    let dashed = dir.path().join("dashed.toml");
+    std::fs::write(
+        &dashed,
+        format!(
+            "[engine]\nbundle = \"{}\"\n[cameras.front-door]\nuri = \"file://{}\"\n",
+            common::demo_bundle().display(),
+            clip.display()
+        ),
+    )
+    .unwrap();
+    let (code, out) = check(&dashed, &[("CLEFD__CAMERAS__FRONT_DOOR__FPS", "500")]);
+    assert_eq!(code, 78);
+    assert!(out.contains("environment: cameras.front-door.fps: 500 is out of range"), "{out}");
     let (code, out) = check(&p, &[("CLEFD__LOG_LEVEL", "verbose")]);
     assert_eq!(code, 78);
     assert!(out.contains("log_level: 'verbose' is not a log level"), "{out}");

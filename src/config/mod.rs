@@ -345,8 +345,12 @@ struct Collector {
 }
 
 impl Collector {
+    /// Records a problem; a key whose value came from a `CLEFD__…` variable is blamed on
+    /// the environment, not on the file.
     fn push(&mut self, file: impl fmt::Display, key: impl Into<String>, reason: impl Into<String>) {
-        self.problems.push(Problem { file: file.to_string(), key: key.into(), reason: reason.into() });
+        let key = key.into();
+        let file = origin_of(&key, &file.to_string());
+        self.problems.push(Problem { file, key, reason: reason.into() });
     }
 }
 
@@ -392,6 +396,45 @@ fn strict_types<T: for<'de> Deserialize<'de>>(text: &str, file: &str, c: &mut Co
     }
 }
 
+/// The cameras a user may address from the environment: the main file's tables and the
+/// `cameras.d` files (by name, which is the file name unless a `name` key says otherwise).
+fn camera_names(text: &str, path: &Path) -> Vec<String> {
+    let mut names: Vec<String> = toml::from_str::<toml::Table>(text)
+        .ok()
+        .and_then(|t| t.get("cameras").and_then(|c| c.as_table()).map(|c| c.keys().cloned().collect()))
+        .unwrap_or_default();
+    if let Ok(entries) = std::fs::read_dir(path.parent().unwrap_or(Path::new(".")).join("cameras.d")) {
+        names.extend(
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned())),
+        );
+    }
+    names
+}
+
+/// `CLEFD__…` variables, with camera names put right: a variable name cannot hold `-`,
+/// so `CLEFD__CAMERAS__FRONT_DOOR__FPS` addresses the camera `front-door` when there is
+/// one (and no `front_door`).
+fn environment(cameras: &[String]) -> config::Map<String, String> {
+    let prefix = format!("{ENV_PREFIX}__CAMERAS__");
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+        .map(|(k, v)| {
+            let Some((name, key)) = k.strip_prefix(&prefix).and_then(|rest| rest.split_once("__")) else {
+                return (k, v);
+            };
+            let wanted = name.to_lowercase();
+            let exact = cameras.iter().any(|c| c.to_lowercase() == wanted);
+            match cameras.iter().find(|c| !exact && c.to_lowercase().replace('-', "_") == wanted) {
+                Some(camera) => (format!("{prefix}{}__{key}", camera.to_uppercase()), v),
+                None => (k, v),
+            }
+        })
+        .collect()
+}
+
 /// Loads, layers and validates the configuration rooted at `path`.
 pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
     let mut c = Collector { problems: Vec::new() };
@@ -408,7 +451,8 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
         .separator("__")
         .try_parsing(true)
         .list_separator(",")
-        .with_list_parse_key("engine.providers");
+        .with_list_parse_key("engine.providers")
+        .source(Some(environment(&camera_names(&text, path))));
     let layered = config::Config::builder()
         .add_source(config::File::from(path).format(config::FileFormat::Toml))
         .add_source(env)
@@ -501,8 +545,8 @@ fn deserialize<T: for<'de> Deserialize<'de>>(layered: &config::Config, file: &st
 /// Which layer a key's value came from: the environment when a `CLEFD__…` variable
 /// names it, else the file.
 fn origin_of(key: &str, file: &str) -> String {
-    let var = format!("{ENV_PREFIX}__{}", key.replace('.', "__").to_uppercase());
-    if std::env::vars_os().any(|(k, _)| k.to_string_lossy().to_uppercase() == var) {
+    let var = format!("{ENV_PREFIX}__{}", key.replace('.', "__").to_uppercase()).replace('-', "_");
+    if std::env::vars_os().any(|(k, _)| k.to_string_lossy().to_uppercase().replace('-', "_") == var) {
         "environment".into()
     } else {
         file.to_string()
