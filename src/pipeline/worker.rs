@@ -275,7 +275,9 @@ pub(super) fn spawn<S: EventSink>(
 
 /// Per-camera trackers and lifecycles, fed finished batches in order.
 struct Tracking<S> {
-    states: Vec<CameraState>,
+    /// Per hub slot; `None` once the slot's camera has ended for good (a reload restarts
+    /// a camera in a new slot), so trackers of cameras gone are not kept.
+    states: Vec<Option<CameraState>>,
     /// Camera name per hub slot; grows when a reload adds cameras.
     registry: Arc<Mutex<Vec<String>>>,
     make_state: Box<dyn Fn(&str) -> CameraState + Send>,
@@ -295,7 +297,7 @@ impl<S: EventSink> Tracking<S> {
         let names = self.registry.lock().map(|r| r.clone()).unwrap_or_default();
         while self.states.len() <= upto && self.states.len() < names.len() {
             let state = (self.make_state)(&names[self.states.len()]);
-            self.states.push(state);
+            self.states.push(Some(state));
         }
         names
     }
@@ -309,11 +311,12 @@ impl<S: EventSink> Tracking<S> {
     /// A camera's stream broke (`closed`: it ended for good): its tracks are over.
     fn end_tracks(&mut self, slot: usize, closed: bool) {
         let names = self.ensure(slot);
-        let Some(st) = self.states.get_mut(slot) else { return };
+        let Some(st) = self.states.get_mut(slot).and_then(Option::as_mut) else { return };
         let ended = st.tracker.finish();
         let events = st.lifecycle.end(&ended);
         self.emit(events);
         if closed {
+            self.states[slot] = None;
             let name = names.get(slot).map_or("?", String::as_str);
             tracing::info!(camera = %name, "camera ended; its tracks are closed");
         }
@@ -335,8 +338,9 @@ impl<S: EventSink> Tracking<S> {
             return true;
         }
         let mut events = Vec::new();
+        // Frames of a camera that ended while they were analysed are not tracked.
         for (slot, frame) in &frames {
-            let st = &mut self.states[*slot];
+            let Some(st) = self.states[*slot].as_mut() else { continue };
             if st.stream != frame.stream {
                 // The camera restarted: tracks from the old stream are over.
                 st.stream = frame.stream;
@@ -356,7 +360,7 @@ impl<S: EventSink> Tracking<S> {
         let mut latencies = Vec::with_capacity(frames.len());
         for ((slot, frame), faces) in frames.iter().zip(&analyses) {
             let dets: Vec<_> = faces.iter().map(|f| (f.detection.rect, f.detection.score)).collect();
-            let st = &mut self.states[*slot];
+            let Some(st) = self.states[*slot].as_mut() else { continue };
             let update = st.tracker.update(&dets);
             let observations: Vec<Observation<'_>> = faces
                 .iter()
