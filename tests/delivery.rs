@@ -179,3 +179,23 @@ fn a_full_spool_drops_the_oldest_and_counts_exactly_what_is_missing() {
     assert_eq!(dropped, missing, "the drop counter equals the number of events missing at the consumer\n{log}");
     assert!(log.contains("spool full: dropped the oldest events"));
 }
+
+#[test]
+fn a_sequence_file_behind_the_spool_never_makes_numbers_repeat() {
+    // A restored or moved state_dir: the spool has had 0..=99 acknowledged, the sequence
+    // file says 0 (and, for good measure, is torn). Before the fix events went out as
+    // seq 0, 1, ... and the spool took them for acknowledged: never published.
+    let broker = Broker::start();
+    let consumer = Consumer::start(broker.port);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &broker, "restored", 1, "");
+    std::fs::create_dir_all(dir.path().join("state/spool")).unwrap();
+    std::fs::write(dir.path().join("state/spool/acked"), "100\n").unwrap();
+    std::fs::write(dir.path().join("state/seq"), "").unwrap();
+    let daemon = Daemon::start(&cfg, &dir.path().join("clefd.log"));
+    consumer.wait_for("events after the spool's number", Duration::from_secs(60), |m| seqs(m, "restored").len() >= 3);
+    assert!(daemon.stop());
+    let all = seqs(&consumer.messages(), "restored");
+    assert!(all.iter().all(|s| *s >= 100), "numbers continue after the spool's: {all:?}");
+    assert_eq!(first_seen(&all)[..3], [100, 101, 102]);
+}

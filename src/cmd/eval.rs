@@ -26,8 +26,7 @@ enum Tally {
 /// (a table and confusion matrices, or JSON).
 pub fn eval(bundle: &Path, dataset: &Path, onnxruntime: Option<&Path>, as_json: bool) -> anyhow::Result<ExitCode> {
     runtime::init(onnxruntime)?;
-    let loaded = Bundle::load(bundle, &SessionOptions::default())
-        .with_context(|| format!("loading bundle {}", bundle.display()))?;
+    let loaded = Bundle::load(bundle, &SessionOptions::default()).context("cannot load the engine bundle")?;
     let mut analyzer = Analyzer::new(loaded, 16);
     let m = analyzer.manifest().clone();
     let k = m.labels.len();

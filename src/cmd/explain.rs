@@ -13,8 +13,7 @@ use serde_json::json;
 /// Prints the analysis of `image` by the bundle in `dir`.
 pub fn explain(dir: &Path, image: &Path, onnxruntime: Option<&Path>) -> anyhow::Result<ExitCode> {
     runtime::init(onnxruntime)?;
-    let bundle =
-        Bundle::load(dir, &SessionOptions::default()).with_context(|| format!("loading bundle {}", dir.display()))?;
+    let bundle = Bundle::load(dir, &SessionOptions::default()).context("cannot load the engine bundle")?;
     let mut analyzer = Analyzer::new(bundle, 16);
     let picture = clefd::source::decode_image(image)?;
     let (faces, _) = analyzer.analyze(&picture.view())?;
