@@ -60,6 +60,11 @@ pub enum Outgoing {
 /// Most events sent but not yet acknowledged.
 pub const WINDOW: usize = 64;
 
+/// The largest event (topic and payload) sent: far above any real event (about 2 KB), far
+/// below what brokers accept (mosquitto: 256 MB; many set much less). One that is larger
+/// would be refused by the broker and re-sent forever, blocking every event after it.
+pub const MAX_EVENT_BYTES: usize = 128 * 1024;
+
 /// What the publisher needs to know.
 #[derive(Debug, Clone)]
 pub struct PublisherConfig {
@@ -297,6 +302,11 @@ impl Publisher {
                 }
             };
             let rec = Record { seq: event.seq, topic: self.topics.emotion(&event.camera), payload };
+            if rec.topic.len() + rec.payload.len() > MAX_EVENT_BYTES {
+                tracing::error!(camera = %event.camera, seq = event.seq, bytes = rec.payload.len(), "an event too large to send was dropped");
+                failed += 1;
+                continue;
+            }
             match self.spool.append(&rec) {
                 Ok(dropped) => {
                     tracing::info!(

@@ -53,6 +53,8 @@ pub fn stats_json(h: &Health, uptime: Duration) -> Value {
             "sent": p.sent.load(Ordering::Relaxed),
             "dropped": p.dropped.load(Ordering::Relaxed),
             "spooled": p.spooled.load(Ordering::Relaxed),
+            "lost_to_disk_errors": p.failed.load(Ordering::Relaxed),
+            "disk_problem": p.problem(),
         },
     })
 }
