@@ -15,6 +15,7 @@ install -D -m 0755 target/release/clefd "$root/usr/bin/clefd"
 strip --strip-debug "$root/usr/bin/clefd"
 install -D -m 0644 .local/onnxruntime/libonnxruntime.so "$root/usr/lib/clefd/libonnxruntime.so"
 install -D -m 0644 systemd/clefd.service "$root/lib/systemd/system/clefd.service"
+install -D -m 0644 systemd/jetson.conf "$root/usr/share/clefd/systemd/jetson.conf"
 install -D -m 0644 systemd/clefd.sysusers "$root/usr/lib/sysusers.d/clefd.conf"
 install -D -m 0644 config/clefd.toml "$root/etc/clefd/clefd.toml"
 install -D -m 0644 config/cameras.d/example.toml.disabled "$root/etc/clefd/cameras.d/example.toml.disabled"
@@ -55,6 +56,10 @@ if ! getent passwd clefd >/dev/null; then
   adduser clefd video >/dev/null 2>&1 || true
 fi
 chown clefd:clefd /var/lib/clefd 2>/dev/null || true
+# On a Jetson, the drop-in that lets the service reach the GPU and CSI cameras.
+if [ -e /etc/nv_tegra_release ] && [ ! -e /etc/systemd/system/clefd.service.d/jetson.conf ]; then
+  install -D -m 0644 /usr/share/clefd/systemd/jetson.conf /etc/systemd/system/clefd.service.d/jetson.conf
+fi
 if [ -d /run/systemd/system ]; then
   systemctl daemon-reload || true
 fi

@@ -37,6 +37,16 @@ enum Command {
         #[arg(long, short, default_value = "/etc/clefd/clefd.toml")]
         config: PathBuf,
     },
+    /// One screen for a bug report: clefd, ONNX Runtime (version, API floor, providers and
+    /// which each bundle would use), GStreamer and NVIDIA's elements, GPU device nodes this
+    /// process sees, the engine cache, and the config checked. Exits 0 when everything the
+    /// config asks for can work, 1 when something cannot (listed last), 78 when the config
+    /// itself is invalid.
+    Doctor {
+        /// Main config file.
+        #[arg(long, short, default_value = "/etc/clefd/clefd.toml")]
+        config: PathBuf,
+    },
     /// Run a bundle on one still image and print what every model and CLEF say about
     /// each face, as JSON: for checking a bundle by hand.
     Explain {
@@ -163,6 +173,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config } => cmd::run::run(&config),
         Command::CheckConfig { config } => cmd::check_config(&config),
+        Command::Doctor { config } => cmd::doctor::doctor(&config),
         Command::Explain { bundle, image, onnxruntime } => {
             cmd::explain::explain(&bundle, &image, onnxruntime.as_deref())
         }

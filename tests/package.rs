@@ -17,6 +17,7 @@ fn the_deb_builds_installs_and_checks_its_own_config() {
         "./usr/lib/clefd/libonnxruntime.so",
         "./lib/systemd/system/clefd.service",
         "./usr/lib/sysusers.d/clefd.conf",
+        "./usr/share/clefd/systemd/jetson.conf",
         "./etc/clefd/clefd.toml",
         "./etc/clefd/cameras.d/",
         "./usr/share/clefd/engines/face-fer2013/manifest.toml",

@@ -16,6 +16,27 @@ fn unit_with_binary(dir: &Path) -> std::path::PathBuf {
 }
 
 #[test]
+fn the_jetson_drop_in_verifies_and_lets_the_gpu_and_csi_cameras_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let unit = unit_with_binary(dir.path());
+    // The unit with its drop-in applied: sections may repeat, later settings add or win.
+    let drop_in = std::fs::read_to_string(common::repo().join("systemd/jetson.conf")).unwrap();
+    let text = std::fs::read_to_string(&unit).unwrap() + "\n" + &drop_in;
+    std::fs::write(&unit, text).unwrap();
+    let out = Command::new("systemd-analyze").arg("verify").arg(&unit).output().expect("systemd-analyze is installed");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !stderr.contains("clefd.service:"), "systemd-analyze verify: {stderr}");
+    for node in ["/dev/nvhost-ctrl-gpu", "/dev/nvmap", "/dev/nvgpu/igpu0/ctrl", "/dev/host1x-fence", "/dev/v4l2-nvdec"]
+    {
+        assert!(drop_in.contains(&format!("DeviceAllow={node} rw")), "{node} (JetPack 5 and 6)");
+    }
+    for line in ["ProcSubset=all", "PrivateTmp=no", "After=nvargus-daemon.service", "SupplementaryGroups=video render"]
+    {
+        assert!(drop_in.lines().any(|l| l == line), "{line}");
+    }
+}
+
+#[test]
 fn the_unit_verifies_and_is_hardened() {
     let dir = tempfile::tempdir().unwrap();
     let unit = unit_with_binary(dir.path());

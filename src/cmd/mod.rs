@@ -2,6 +2,7 @@
 
 pub mod bench;
 mod cpu;
+pub mod doctor;
 pub mod eval;
 pub mod explain;
 pub mod run;

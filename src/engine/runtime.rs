@@ -127,6 +127,27 @@ pub fn init(configured: Option<&Path>) -> Result<&'static Path, EngineError> {
     Ok(ENVIRONMENT.get().map(|(p, _)| p.as_path()).unwrap_or(Path::new("")))
 }
 
+/// The loaded ONNX Runtime's version (`1.31.1`), as the library itself reports it
+/// (`OrtGetApiBase()->GetVersionString()`); `None` before [`init`].
+pub fn version() -> Option<String> {
+    let (path, _) = ENVIRONMENT.get()?;
+    // SAFETY: `path` is the ONNX Runtime library `init` loaded (opening it again only takes
+    // a reference). `OrtGetApiBase` takes nothing and returns a pointer to a static table;
+    // its `GetVersionString` returns a static NUL-terminated string, copied before the
+    // reference is dropped.
+    unsafe {
+        let lib = libloading::Library::new(path).ok()?;
+        let get: libloading::Symbol<'_, unsafe extern "C" fn() -> *const ort::sys::OrtApiBase> =
+            lib.get(b"OrtGetApiBase").ok()?;
+        let base = get();
+        if base.is_null() {
+            return None;
+        }
+        let text = ((*base).GetVersionString)();
+        (!text.is_null()).then(|| std::ffi::CStr::from_ptr(text).to_string_lossy().into_owned())
+    }
+}
+
 /// How sessions are built: threads and execution providers.
 #[derive(Debug, Clone)]
 pub struct SessionOptions {
