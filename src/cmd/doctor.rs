@@ -139,8 +139,8 @@ fn report_bundles(loaded: &clefd::config::Loaded, providers: &[String], verdict:
         cfg.cameras.values().filter(|c| c.enabled).map(|c| c.bundle.as_deref().unwrap_or(&cfg.engine.bundle)).collect();
     dirs.sort();
     dirs.dedup();
-    let opts = SessionOptions { threads: 1, providers: vec!["cpu".into()], cache_dir: None };
-    let gpu = SessionOptions { threads: 1, providers: providers.to_vec(), cache_dir: None }.accelerated();
+    let opts = SessionOptions { threads: 1, ..Default::default() };
+    let gpu = SessionOptions { threads: 1, providers: providers.to_vec(), ..Default::default() }.accelerated();
     for dir in dirs {
         match clefd::engine::Bundle::load(dir, &opts) {
             Ok(b) => line(

@@ -56,7 +56,7 @@ fn load_bundles(loaded: &clefd::config::Loaded) -> Vec<String> {
     if let Err(e) = clefd::engine::runtime::init(cfg.engine.onnxruntime.as_deref()) {
         return vec![format!("engine.onnxruntime: {e}")];
     }
-    let opts = clefd::engine::runtime::SessionOptions { threads: 1, providers: vec!["cpu".into()], cache_dir: None };
+    let opts = clefd::engine::runtime::SessionOptions { threads: 1, ..Default::default() };
     let mut dirs: Vec<&Path> =
         cfg.cameras.values().filter(|c| c.enabled).map(|c| c.bundle.as_deref().unwrap_or(&cfg.engine.bundle)).collect();
     dirs.sort();

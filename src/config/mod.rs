@@ -68,6 +68,14 @@ pub struct EngineConfig {
     pub providers: Vec<String>,
     /// Where TensorRT engines are cached (default: `<state_dir>/engine-cache`).
     pub cache_dir: Option<PathBuf>,
+    /// TensorRT's arithmetic: `fp16` (default), `fp32`, or `int8` (needs
+    /// `int8_calibration_table`).
+    pub precision: String,
+    /// `int8`: TensorRT calibration table.
+    pub int8_calibration_table: Option<PathBuf>,
+    /// Run TensorRT engines on this deep-learning accelerator (Xavier, Orin AGX/NX: 0 or 1)
+    /// instead of the GPU.
+    pub dla_core: Option<u32>,
     /// Gather frames of several cameras into one inference batch.
     pub batching: bool,
     /// Most frames, and most faces, per batch.
@@ -244,6 +252,9 @@ impl Default for EngineConfig {
             threads: 0,
             providers: vec!["tensorrt".into(), "cuda".into(), "cpu".into()],
             cache_dir: None,
+            precision: "fp16".into(),
+            int8_calibration_table: None,
+            dla_core: None,
             batching: true,
             batch_max: 16,
             batch_timeout_ms: 5.0,
@@ -624,6 +635,9 @@ fn resolve_paths(config: &mut Config, base: &Path) {
         resolve(p);
     }
     if let Some(p) = config.engine.cache_dir.as_mut() {
+        resolve(p);
+    }
+    if let Some(p) = config.engine.int8_calibration_table.as_mut() {
         resolve(p);
     }
     if let Some(p) = config.mqtt.password_file.as_mut() {

@@ -170,6 +170,18 @@ pub(super) fn validate(config: &Config, camera_files: &BTreeMap<String, PathBuf>
             );
         }
     }
+    if let Err(reason) = crate::engine::tensorrt::Precision::parse(
+        &config.engine.precision,
+        config.engine.int8_calibration_table.as_deref(),
+    ) {
+        c.push(&m, "engine.precision", reason);
+    }
+    if let Some(p) = config.engine.int8_calibration_table.as_ref().filter(|p| !p.is_file()) {
+        c.push(&m, "engine.int8_calibration_table", format!("{} does not exist", p.display()));
+    }
+    if let Some(core) = config.engine.dla_core {
+        in_range(c, &m, "engine.dla_core", core, 0, 1);
+    }
     if let Some(p) = &config.engine.onnxruntime {
         if !p.is_file() {
             c.push(

@@ -5,6 +5,7 @@ pub mod classifier;
 pub mod manifest;
 pub mod preprocess;
 pub mod runtime;
+pub mod tensorrt;
 
 use std::path::Path;
 

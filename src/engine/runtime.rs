@@ -13,6 +13,8 @@ use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::value::TensorRef;
 
+use super::tensorrt::{self, TrtSettings};
+
 /// Errors from loading ONNX Runtime or a model, or from running one.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -153,15 +155,25 @@ pub fn version() -> Option<String> {
 pub struct SessionOptions {
     /// Intra-op threads; 0 picks the number of cores.
     pub threads: usize,
-    /// Providers in order of preference: `tensorrt`, `cuda`, `cpu`.
+    /// Providers in order of preference: `tensorrt`, `cuda`, `cpu`. A model runs on the
+    /// first that accepts it; without `cpu` in the list, no provider accepting it is an
+    /// error rather than a silent fall back to the CPU.
     pub providers: Vec<String>,
     /// TensorRT engine cache folder.
     pub cache_dir: Option<PathBuf>,
+    /// How TensorRT builds engines.
+    pub tensorrt: TrtSettings,
 }
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        SessionOptions { threads: 0, providers: vec!["cpu".into()], cache_dir: None }
+        SessionOptions { threads: 0, providers: vec!["cpu".into()], cache_dir: None, tensorrt: TrtSettings::default() }
+    }
+}
+
+impl Default for TrtSettings {
+    fn default() -> Self {
+        TrtSettings { precision: super::tensorrt::Precision::Fp16, dla_core: None, batch_max: 16 }
     }
 }
 
@@ -193,41 +205,77 @@ impl SessionOptions {
         };
         (lanes, threads)
     }
+}
 
-    /// The providers to register, logging once for each that this build of ONNX
-    /// Runtime lacks (the CPU always remains as the fallback).
-    fn execution_providers(&self) -> Vec<ep::ExecutionProviderDispatch> {
-        static LOGGED: OnceLock<()> = OnceLock::new();
-        let log = LOGGED.set(()).is_ok();
-        let mut out = Vec::new();
-        for name in &self.providers {
-            match name.as_str() {
-                "tensorrt" => {
-                    if ep::TensorRT::is_available().unwrap_or(false) {
-                        let mut trt = ep::TensorRT::default().with_engine_cache(true).with_timing_cache(true);
-                        if let Some(dir) = &self.cache_dir {
-                            let dir = dir.display().to_string();
-                            trt = trt.with_engine_cache_path(&dir).with_timing_cache_path(&dir);
-                        }
-                        out.push(trt.build());
-                    } else if log {
-                        tracing::info!("TensorRT execution provider not in this ONNX Runtime build; falling back");
-                    }
-                }
-                "cuda" => {
-                    if ep::CUDA::is_available().unwrap_or(false) {
-                        out.push(ep::CUDA::default().build());
-                    } else if log {
-                        tracing::info!("CUDA execution provider not in this ONNX Runtime build; falling back");
-                    }
-                }
-                _ => {}
-            }
-        }
-        if log && out.is_empty() {
-            tracing::info!("running models on the CPU execution provider");
-        }
-        out
+/// Why a GPU provider is refused by a CPU build of ONNX Runtime (PyPI's `onnxruntime`).
+const NOT_IN_BUILD: &str = "not in this ONNX Runtime build (a CPU build: point engine.onnxruntime at a GPU build)";
+
+/// Builds a session on `providers` (none: the CPU).
+fn session(
+    path: &Path,
+    opts: &SessionOptions,
+    providers: Vec<ep::ExecutionProviderDispatch>,
+) -> Result<Session, String> {
+    let threads =
+        if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };
+    let (_, env) = ENVIRONMENT.get().ok_or_else(|| "ONNX Runtime is not loaded yet".to_string())?;
+    Session::builder(env)
+        .and_then(|b| b.with_optimization_level(GraphOptimizationLevel::All).map_err(Into::into))
+        .and_then(|b| b.with_intra_threads(threads).map_err(Into::into))
+        .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
+        .and_then(|b| b.with_intra_op_spinning(false).map_err(Into::into))
+        // Memory patterns pre-plan one arena block per input shape seen; batches vary in
+        // size, so they cost memory for nothing (measured: -10 MB with one camera, -13 MB
+        // with four, throughput unchanged).
+        .and_then(|b| b.with_memory_pattern(false).map_err(Into::into))
+        .and_then(|b| b.with_execution_providers(providers).map_err(Into::into))
+        .and_then(|mut b| b.commit_from_file(path))
+        .map_err(|e| e.to_string())
+}
+
+/// TensorRT for one model: optimisation profiles over its dynamic inputs (read from a CPU
+/// session) and engines cached under a key of everything that makes them stale.
+fn tensorrt_provider(name: &str, path: &Path, opts: &SessionOptions) -> Result<ep::TensorRT, String> {
+    use ort::ep::ArbitrarilyConfigurableExecutionProvider;
+    let probe = session(path, &SessionOptions { threads: 1, ..opts.clone() }, Vec::new())?;
+    let inputs: Vec<(String, Vec<i64>)> = probe
+        .inputs()
+        .iter()
+        .map(|i| {
+            (i.name().to_string(), i.dtype().tensor_shape().map(|s| s.iter().copied().collect()).unwrap_or_default())
+        })
+        .collect();
+    let profiles = tensorrt::profiles(&inputs, opts.tensorrt.batch_max)?;
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let digest: String = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&bytes))
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let key = tensorrt::cache_key(&digest, &opts.tensorrt, profiles.as_ref(), &tensorrt::this_machine());
+    let base = opts.cache_dir.clone().unwrap_or_else(|| std::env::temp_dir().join("clefd-engine-cache"));
+    let dir = base.join(format!("{name}-{key}"));
+    if std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_some()) {
+        tracing::info!(model = name, cache = %dir.display(), "engine cache hit");
+    } else {
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create the engine cache {}: {e}", dir.display()))?;
+        tracing::info!(model = name, cache = %dir.display(), "building a TensorRT engine (the first start on this machine can take minutes)");
+    }
+    let mut trt = ep::TensorRT::default();
+    for (k, v) in tensorrt::provider_options(&opts.tensorrt, profiles.as_ref(), &dir) {
+        trt = trt.with_arbitrary_config(k, v);
+    }
+    Ok(trt)
+}
+
+/// Logs a provider's refusal once per process and reason (every lane of every bundle
+/// would repeat it).
+fn log_refusal(provider: &str, reason: &str) {
+    static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let key = format!("{provider}: {reason}");
+    let Ok(mut seen) = SEEN.lock() else { return };
+    if !seen.contains(&key) {
+        tracing::info!(provider, reason, "execution provider refused; trying the next one in engine.providers");
+        seen.push(key);
     }
 }
 
@@ -244,6 +292,7 @@ pub enum BatchDim {
 pub struct Model {
     name: String,
     session: Session,
+    provider: String,
 }
 
 impl std::fmt::Debug for Model {
@@ -253,25 +302,39 @@ impl std::fmt::Debug for Model {
 }
 
 impl Model {
-    /// Loads `path`; ONNX Runtime must have been [`init`]ialised.
+    /// Loads `path` on the first provider in `opts.providers` that accepts it (registered
+    /// with `error_on_failure`, so a refusal is seen, logged with ONNX Runtime's reason, and
+    /// the next provider tried); ONNX Runtime must have been [`init`]ialised.
     pub fn load(name: &str, path: &Path, opts: &SessionOptions) -> Result<Model, EngineError> {
         let err = |reason: String| EngineError::Model { model: name.into(), path: path.display().to_string(), reason };
-        let threads =
-            if opts.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.threads };
-        let (_, env) = ENVIRONMENT.get().ok_or_else(|| err("ONNX Runtime is not loaded yet".into()))?;
-        let session = Session::builder(env)
-            .and_then(|b| b.with_optimization_level(GraphOptimizationLevel::All).map_err(Into::into))
-            .and_then(|b| b.with_intra_threads(threads).map_err(Into::into))
-            .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
-            .and_then(|b| b.with_intra_op_spinning(false).map_err(Into::into))
-            // Memory patterns pre-plan one arena block per input shape seen; batches vary in
-            // size, so they cost memory for nothing (measured: -10 MB with one camera, -13 MB
-            // with four, throughput unchanged).
-            .and_then(|b| b.with_memory_pattern(false).map_err(Into::into))
-            .and_then(|b| b.with_execution_providers(opts.execution_providers()).map_err(Into::into))
-            .and_then(|mut b| b.commit_from_file(path))
-            .map_err(|e| err(e.to_string()))?;
-        Ok(Model { name: name.into(), session })
+        let mut refused = Vec::new();
+        for provider in &opts.providers {
+            let attempt = match provider.as_str() {
+                "cpu" => session(path, opts, Vec::new()),
+                "cuda" if !ep::CUDA::is_available().unwrap_or(false) => Err(NOT_IN_BUILD.into()),
+                "cuda" => session(path, opts, vec![ep::CUDA::default().build().error_on_failure()]),
+                "tensorrt" if !ep::TensorRT::is_available().unwrap_or(false) => Err(NOT_IN_BUILD.into()),
+                "tensorrt" => tensorrt_provider(name, path, opts)
+                    .and_then(|trt| session(path, opts, vec![trt.build().error_on_failure()])),
+                other => Err(format!("unknown execution provider '{other}'")),
+            };
+            match attempt {
+                Ok(session) => {
+                    tracing::debug!(model = name, provider = %provider, "model loaded");
+                    return Ok(Model { name: name.into(), session, provider: provider.clone() });
+                }
+                Err(reason) => {
+                    log_refusal(provider, &reason);
+                    refused.push(format!("{provider}: {reason}"));
+                }
+            }
+        }
+        Err(err(format!("no execution provider asked for (engine.providers) accepted it: {}", refused.join("; "))))
+    }
+
+    /// The execution provider the model runs on (`tensorrt`, `cuda` or `cpu`).
+    pub fn provider(&self) -> &str {
+        &self.provider
     }
 
     /// The model's name in error messages.
@@ -333,5 +396,31 @@ impl Model {
             out.push(data.to_vec());
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn demo_model() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("engines/face-fer2013/fer2013_mini_xception.onnx")
+    }
+
+    #[test]
+    fn a_provider_onnx_runtime_refuses_is_reported_not_swallowed() {
+        init(None).expect("the set-up's ONNX Runtime (make setup)");
+        // Registered with error_on_failure, the CPU build's refusal reaches us.
+        let trt = ep::TensorRT::default().build().error_on_failure();
+        let refused = session(&demo_model(), &SessionOptions::default(), vec![trt]).unwrap_err();
+        assert!(!refused.is_empty());
+        // Asked for TensorRT alone: an error naming it, not a silent fall back to the CPU.
+        let only = SessionOptions { providers: vec!["tensorrt".into()], ..Default::default() };
+        let e = Model::load("vanilla", &demo_model(), &only).unwrap_err().to_string();
+        assert!(e.contains("tensorrt: not in this ONNX Runtime build"), "{e}");
+        // With the CPU after it: the model runs there.
+        let chain =
+            SessionOptions { providers: vec!["tensorrt".into(), "cuda".into(), "cpu".into()], ..Default::default() };
+        assert_eq!(Model::load("vanilla", &demo_model(), &chain).unwrap().provider(), "cpu");
     }
 }

@@ -235,6 +235,15 @@ fn session_options(loaded: &Loaded) -> SessionOptions {
         threads: cfg.engine.threads,
         providers: cfg.engine.providers.clone(),
         cache_dir: Some(cfg.engine.cache_dir.clone().unwrap_or_else(|| cfg.state_dir.join("engine-cache"))),
+        tensorrt: crate::engine::tensorrt::TrtSettings {
+            precision: crate::engine::tensorrt::Precision::parse(
+                &cfg.engine.precision,
+                cfg.engine.int8_calibration_table.as_deref(),
+            )
+            .unwrap_or_default(),
+            dla_core: cfg.engine.dla_core,
+            batch_max: cfg.engine.batch_max,
+        },
     }
 }
 
