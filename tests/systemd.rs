@@ -98,7 +98,10 @@ fn watchdogs_after(log: &Log, a: Instant) -> usize {
 fn ready_watchdog_status_and_stopping() {
     let dir = tempfile::tempdir().unwrap();
     let (child, log, _broker) = run_notified(dir.path(), &[], common::free_port());
-    wait_for(&log, "READY=1", Duration::from_secs(60));
+    let ready = wait_for(&log, "READY=1", Duration::from_secs(60));
+    // While the models load (a first TensorRT build takes minutes), systemd is asked for time.
+    let extended = wait_for(&log, "EXTEND_TIMEOUT_USEC=", Duration::from_secs(1));
+    assert!(extended <= ready, "EXTEND_TIMEOUT_USEC comes while starting, before READY");
     let streaming = wait_for(&log, "STATUS=1/1 cameras streaming", Duration::from_secs(60));
     // Counted, not timed: pings keep coming while frames flow.
     let deadline = Instant::now() + Duration::from_secs(60);

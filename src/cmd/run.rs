@@ -76,7 +76,29 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let notifier = Arc::new(Notifier::from_env());
     let (tx, from_pipeline) = tokio::sync::mpsc::channel(256);
     let (to_publisher, rx) = tokio::sync::mpsc::channel(256);
-    let pipeline = match Pipeline::start(&loaded, tx) {
+    // Loading models can take minutes the first time (TensorRT builds its engines): keep
+    // asking systemd for more time until READY, so a first build is never killed.
+    let starting = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let extender = {
+        let (starting, notifier) = (starting.clone(), notifier.clone());
+        std::thread::Builder::new().name("clefd-start".into()).spawn(move || {
+            while starting.load(std::sync::atomic::Ordering::SeqCst) {
+                notifier.send("EXTEND_TIMEOUT_USEC=60000000");
+                for _ in 0..40 {
+                    if !starting.load(std::sync::atomic::Ordering::SeqCst) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            }
+        })
+    };
+    let started = Pipeline::start(&loaded, tx);
+    starting.store(false, std::sync::atomic::Ordering::SeqCst);
+    if let Ok(t) = extender {
+        let _ = t.join();
+    }
+    let pipeline = match started {
         Ok(p) => p,
         Err(e @ (PipelineError::Engine(_) | PipelineError::Bundle { .. })) => {
             tracing::error!("{e}; run `clefd check-config --config {}`", path.display());
