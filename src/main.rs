@@ -37,6 +37,14 @@ enum Command {
         #[arg(long, short, default_value = "/etc/clefd/clefd.toml")]
         config: PathBuf,
     },
+    /// Load every bundle's models as the daemon will, so TensorRT builds and caches its
+    /// engines now (minutes on a Jetson) rather than at the first start; a later start
+    /// logs "engine cache hit". Exits 0 when every bundle is ready, 1 otherwise.
+    BuildEngines {
+        /// Main config file.
+        #[arg(long, short, default_value = "/etc/clefd/clefd.toml")]
+        config: PathBuf,
+    },
     /// One screen for a bug report: clefd, ONNX Runtime (version, API floor, providers and
     /// which each bundle would use), GStreamer and NVIDIA's elements, GPU device nodes this
     /// process sees, the engine cache, and the config checked. Exits 0 when everything the
@@ -174,6 +182,7 @@ fn main() -> ExitCode {
         Command::Run { config } => cmd::run::run(&config),
         Command::CheckConfig { config } => cmd::check_config(&config),
         Command::Doctor { config } => cmd::doctor::doctor(&config),
+        Command::BuildEngines { config } => cmd::engines::build_engines(&config),
         Command::Explain { bundle, image, onnxruntime } => {
             cmd::explain::explain(&bundle, &image, onnxruntime.as_deref())
         }

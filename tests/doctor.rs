@@ -61,3 +61,17 @@ fn an_invalid_config_exits_78() {
     assert_eq!(code, 78, "{out}");
     assert!(out.contains("the configuration is invalid"), "{out}");
 }
+
+#[test]
+fn build_engines_loads_every_bundle_and_says_where_it_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "[cameras.a]\nuri = \"test://ball\"\n");
+    let out = common::run_clefd(&["build-engines", "--config", cfg.to_str().unwrap()], &[]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("no GPU provider in this ONNX Runtime"), "{log}");
+    assert!(log.contains("bundle=face-fer2013 detector=\"cpu\" vanilla=\"cpu\""), "{log}");
+    let bad = config(dir.path(), "[cameras.a]\nuri = \"nope://x\"\n");
+    let out = common::run_clefd(&["build-engines", "--config", bad.to_str().unwrap()], &[]);
+    assert_eq!(out.status.code(), Some(78));
+}

@@ -3,6 +3,7 @@
 pub mod bench;
 mod cpu;
 pub mod doctor;
+pub mod engines;
 pub mod eval;
 pub mod explain;
 pub mod run;

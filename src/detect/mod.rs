@@ -31,6 +31,11 @@ pub struct Detector {
 }
 
 impl Detector {
+    /// The execution provider its model runs on.
+    pub fn provider(&self) -> &str {
+        self.model.provider()
+    }
+
     /// Wraps a loaded model, checking its tensors against the manifest.
     pub fn new(model: Model, spec: DetectorSpec) -> Result<Detector, EngineError> {
         let anchors = anchors::generate(&spec.anchors, spec.input_size);

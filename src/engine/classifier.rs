@@ -69,6 +69,11 @@ impl std::fmt::Debug for Classifier {
 }
 
 impl Classifier {
+    /// The execution provider its model runs on.
+    pub fn provider(&self) -> &str {
+        self.model.provider()
+    }
+
     /// Wraps `model`, checking each input and the output against the manifest.
     pub fn new(model: Model, spec: &ModelSpec, labels: usize) -> Result<Classifier, EngineError> {
         let mut batch = BatchDim::Dynamic;

@@ -229,7 +229,8 @@ pub struct Outcome {
     pub failures: BTreeMap<String, String>,
 }
 
-fn session_options(loaded: &Loaded) -> SessionOptions {
+/// How the models of `loaded` are run: threads, providers, the TensorRT settings and cache.
+pub fn session_options(loaded: &Loaded) -> SessionOptions {
     let cfg = &loaded.config;
     SessionOptions {
         threads: cfg.engine.threads,

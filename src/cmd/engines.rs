@@ -1,0 +1,53 @@
+//! `clefd build-engines`: every bundle's models loaded once, as the daemon will load them,
+//! so TensorRT builds and caches its engines ahead of the first start (minutes on a
+//! Jetson) instead of during it.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use clefd::engine::Bundle;
+
+/// `clefd build-engines`.
+pub fn build_engines(config: &Path) -> anyhow::Result<ExitCode> {
+    clefd::service::init_logging("info");
+    let loaded = match clefd::config::load(config) {
+        Ok(l) => l,
+        Err(errors) => {
+            for p in &errors.0 {
+                tracing::error!("{p}");
+            }
+            return Ok(ExitCode::from(super::EXIT_CONFIG));
+        }
+    };
+    let cfg = &loaded.config;
+    clefd::engine::runtime::init(cfg.engine.onnxruntime.as_deref())?;
+    let opts = clefd::pipeline::session_options(&loaded);
+    if !opts.accelerated() {
+        tracing::info!(providers = ?opts.providers, "no GPU provider in this ONNX Runtime: models run on the CPU, nothing to build");
+    }
+    let mut dirs: Vec<&Path> =
+        cfg.cameras.values().filter(|c| c.enabled).map(|c| c.bundle.as_deref().unwrap_or(&cfg.engine.bundle)).collect();
+    if dirs.is_empty() {
+        dirs.push(&cfg.engine.bundle);
+    }
+    dirs.sort();
+    dirs.dedup();
+    let mut failed = 0;
+    for (i, dir) in dirs.iter().enumerate() {
+        tracing::info!(bundle = %dir.display(), "loading bundle {} of {}", i + 1, dirs.len());
+        match Bundle::load(dir, &opts) {
+            Ok(b) => tracing::info!(
+                bundle = %b.manifest.name,
+                detector = b.detector.provider(),
+                vanilla = b.vanilla.provider(),
+                context_branch = b.context_branch.as_ref().map_or("-", |c| c.provider()),
+                "ready: a start loads these models without building"
+            ),
+            Err(e) => {
+                tracing::error!(bundle = %dir.display(), "{e}");
+                failed += 1;
+            }
+        }
+    }
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
