@@ -223,6 +223,28 @@ pub struct CameraConfig {
     pub password_file: Option<PathBuf>,
     /// `cameras.d` files only: the camera's name (default: the file name without `.toml`).
     pub name: Option<String>,
+    /// Faces the detector scores below this are ignored (on top of the bundle's threshold).
+    pub score_threshold: Option<f32>,
+    /// Faces smaller than this many pixels (the box's shorter side, at the working width)
+    /// are ignored.
+    pub min_face_px: Option<f32>,
+    /// Areas to watch, normalised: `[x, y, w, h]` rectangles or `[[x, y], ...]` polygons.
+    /// When set, a face whose centre is in none of them makes no event.
+    pub zones: Vec<crate::detect::filter::Area>,
+    /// Areas whose faces never make events (a TV, a poster), as `zones`.
+    pub ignore: Vec<crate::detect::filter::Area>,
+}
+
+impl CameraConfig {
+    /// Which faces this camera cares about.
+    pub fn face_filter(&self) -> crate::detect::filter::FaceFilter {
+        crate::detect::filter::FaceFilter {
+            score_threshold: self.score_threshold,
+            min_face_px: self.min_face_px,
+            zones: self.zones.clone(),
+            ignore: self.ignore.clone(),
+        }
+    }
 }
 
 impl Default for Config {
@@ -314,6 +336,10 @@ impl Default for CameraConfig {
             decoder: "auto".into(),
             password_file: None,
             name: None,
+            score_threshold: None,
+            min_face_px: None,
+            zones: Vec::new(),
+            ignore: Vec::new(),
         }
     }
 }

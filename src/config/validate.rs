@@ -259,6 +259,19 @@ pub(super) fn validate(config: &Config, camera_files: &BTreeMap<String, PathBuf>
         if let Some(b) = &cam.bundle {
             check_bundle(c, &file, &key("bundle"), b);
         }
+        if let Some(t) = cam.score_threshold {
+            in_range(c, &file, &key("score_threshold"), t, 0.0, 1.0);
+        }
+        if let Some(px) = cam.min_face_px {
+            in_range(c, &file, &key("min_face_px"), px, 0.0, 4096.0);
+        }
+        for (what, areas) in [("zones", &cam.zones), ("ignore", &cam.ignore)] {
+            for (i, area) in areas.iter().enumerate() {
+                if let Some(reason) = area.problem() {
+                    c.push(&file, key(&format!("{what}[{i}]")), reason);
+                }
+            }
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! anchors, merged with weighted NMS, and mapped back to frame pixels.
 
 pub mod anchors;
+pub mod filter;
 pub mod nms;
 
 use crate::engine::manifest::{Colour, DetectorSpec};

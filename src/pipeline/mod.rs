@@ -81,6 +81,7 @@ pub enum PipelineError {
 struct Worker {
     hub: Arc<FrameHub<Frame>>,
     names: Arc<Mutex<Vec<String>>>,
+    filters: Arc<Mutex<Vec<crate::detect::filter::FaceFilter>>>,
     handle: Option<std::thread::JoinHandle<RunSummary>>,
 }
 
@@ -322,11 +323,13 @@ impl Inner {
         let hub: Arc<FrameHub<Frame>> = Arc::new(FrameHub::new(0));
         hub.set_waiting_depth(lanes);
         let names = Arc::new(Mutex::new(Vec::new()));
+        let filters = Arc::new(Mutex::new(Vec::new()));
         let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let setup = worker::WorkerSetup {
             done: done.clone(),
             hub: hub.clone(),
             cameras: names.clone(),
+            filters: filters.clone(),
             lifecycle: self.lifecycle.clone(),
             track_ids: self.track_ids.clone(),
             batching: Batching {
@@ -340,7 +343,7 @@ impl Inner {
         if let Ok(mut w) = self.probe.workers.lock() {
             w.push(ProbeEntry { hub: hub.clone(), done, live });
         }
-        self.workers.insert(dir.to_path_buf(), Worker { hub, names, handle: Some(handle) });
+        self.workers.insert(dir.to_path_buf(), Worker { hub, names, filters, handle: Some(handle) });
         Ok(())
     }
 
@@ -352,6 +355,11 @@ impl Inner {
         let status_sink = Mutex::new((self.sink)());
         let worker = self.worker(&dir)?;
         let hub = worker.hub.clone();
+        // The filter goes in before the name: the worker makes a slot's state once it
+        // sees the name, and reads the filter then.
+        if let Ok(mut f) = worker.filters.lock() {
+            f.push(cam.face_filter());
+        }
         let slot = hub.add_slot();
         if let Ok(mut n) = worker.names.lock() {
             n.push(name.to_string());

@@ -11,6 +11,7 @@ use super::hub::{FrameHub, Next};
 use super::lanes::{Finished, LanePool};
 use super::{EventSink, Output};
 use crate::config::Loaded;
+use crate::detect::filter::FaceFilter;
 use crate::events::lifecycle::{FrameInfo, Lifecycle, LifecycleConfig, Observation, Source};
 use crate::events::{BundleRef, EmotionEvent};
 use crate::source::Frame;
@@ -149,6 +150,8 @@ struct CameraState {
     tracker: Tracker,
     lifecycle: Lifecycle,
     stream: u32,
+    /// The faces this camera cares about (zones, sizes, scores).
+    filter: FaceFilter,
 }
 
 /// Everything a worker needs besides its analyzer.
@@ -157,6 +160,8 @@ pub(super) struct WorkerSetup<S> {
     pub hub: Arc<FrameHub<Frame>>,
     /// Camera name per hub slot; grows when a reload adds cameras.
     pub cameras: Arc<Mutex<Vec<String>>>,
+    /// Each slot's face filter, in the same order as `cameras`.
+    pub filters: Arc<Mutex<Vec<FaceFilter>>>,
     pub lifecycle: LifecycleConfig,
     pub track_ids: Arc<AtomicU64>,
     pub batching: Batching,
@@ -169,7 +174,7 @@ pub(super) fn spawn<S: EventSink>(
     loaded: &Loaded,
     setup: WorkerSetup<S>,
 ) -> std::io::Result<(std::thread::JoinHandle<RunSummary>, Arc<Mutex<RunSummary>>)> {
-    let WorkerSetup { done, hub, cameras, lifecycle, track_ids, batching, sink } = setup;
+    let WorkerSetup { done, hub, cameras, filters, lifecycle, track_ids, batching, sink } = setup;
     // Test hook: makes inference artificially slow (watchdog and back-pressure tests).
     let test_delay = std::env::var("CLEFD_TEST_INFERENCE_DELAY_MS")
         .ok()
@@ -201,7 +206,9 @@ pub(super) fn spawn<S: EventSink>(
             tracker: Tracker::new(tracker_cfg.iou_threshold, tracker_cfg.max_missed, track_ids.clone()),
             lifecycle: Lifecycle::new(lifecycle.clone(), Source { camera: camera.to_string(), ..source.clone() }),
             stream: 0,
+            filter: FaceFilter::default(),
         }),
+        filters,
         live: live.clone(),
         done,
         sink,
@@ -281,6 +288,8 @@ struct Tracking<S> {
     /// Camera name per hub slot; grows when a reload adds cameras.
     registry: Arc<Mutex<Vec<String>>>,
     make_state: Box<dyn Fn(&str) -> CameraState + Send>,
+    /// Each slot's face filter, read when its state is made.
+    filters: Arc<Mutex<Vec<FaceFilter>>>,
     live: Arc<Mutex<RunSummary>>,
     done: Arc<AtomicU64>,
     sink: S,
@@ -296,7 +305,8 @@ impl<S: EventSink> Tracking<S> {
     fn ensure(&mut self, upto: usize) -> Vec<String> {
         let names = self.registry.lock().map(|r| r.clone()).unwrap_or_default();
         while self.states.len() <= upto && self.states.len() < names.len() {
-            let state = (self.make_state)(&names[self.states.len()]);
+            let mut state = (self.make_state)(&names[self.states.len()]);
+            state.filter = self.filters.lock().ok().and_then(|f| f.get(self.states.len()).cloned()).unwrap_or_default();
             self.states.push(Some(state));
         }
         names
@@ -359,10 +369,13 @@ impl<S: EventSink> Tracking<S> {
         let t = Instant::now();
         let mut latencies = Vec::with_capacity(frames.len());
         for ((slot, frame), faces) in frames.iter().zip(&analyses) {
-            let dets: Vec<_> = faces.iter().map(|f| (f.detection.rect, f.detection.score)).collect();
             let Some(st) = self.states[*slot].as_mut() else { continue };
+            let (w, h) = (frame.width as f32, frame.height as f32);
+            let kept: Vec<_> =
+                faces.iter().filter(|f| st.filter.keeps(&f.detection.rect, f.detection.score, w, h)).collect();
+            let dets: Vec<_> = kept.iter().map(|f| (f.detection.rect, f.detection.score)).collect();
             let update = st.tracker.update(&dets);
-            let observations: Vec<Observation<'_>> = faces
+            let observations: Vec<Observation<'_>> = kept
                 .iter()
                 .zip(&update.assigned)
                 .filter_map(|(f, track)| track.map(|t| (f, t)))
