@@ -61,6 +61,25 @@ PY
   echo "$ORT_VERSION" > "$ORT_DIR/VERSION"
   rm -rf .local/wheels
 fi
+# ONNX Runtime 1.18, the oldest clefd loads (JetPack 5's newest GPU build), for the test
+# that runs a model on it: PyPI's 1.18 wheel has no libonnxruntime.so, the npm package
+# onnxruntime-node has one. Tests only; the daemon uses the version above.
+ORT_FLOOR_DIR=.local/onnxruntime-1.18
+if [ ! -f "$ORT_FLOOR_DIR/libonnxruntime.so" ]; then
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "setup: installing npm (to fetch ONNX Runtime 1.18 for the API-floor test)"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends npm >/dev/null
+  fi
+  echo "setup: fetching ONNX Runtime 1.18.0 (npm onnxruntime-node) into $ORT_FLOOR_DIR"
+  rm -rf .local/npm && mkdir -p .local/npm "$ORT_FLOOR_DIR"
+  (cd .local/npm && npm pack -q onnxruntime-node@1.18.0 >/dev/null)
+  case "$(uname -m)" in aarch64) npm_arch=arm64 ;; *) npm_arch=x64 ;; esac
+  lib="package/bin/napi-v3/linux/$npm_arch/libonnxruntime.so.1.18.0"
+  tar -xzf .local/npm/onnxruntime-node-1.18.0.tgz -C .local/npm "$lib"
+  cp ".local/npm/$lib" "$ORT_FLOOR_DIR/libonnxruntime.so"
+  rm -rf .local/npm
+fi
 # promtool (for the tests' check of /metrics), taken out of Debian's prometheus package
 # without installing the package (no service, no dependencies).
 if [ ! -x .local/bin/promtool ] && ! command -v promtool >/dev/null 2>&1; then

@@ -124,3 +124,20 @@ fn a_corrupt_video_fails_its_camera_with_a_clear_error() {
     assert!(stderr.contains("camera failed") && stderr.contains("camera=cam1"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// The oldest ONNX Runtime clefd loads is the newest GPU build for JetPack 5 (1.18): the
+/// astronaut gets the same answer on it as on the set-up's current version.
+#[test]
+fn onnx_runtime_1_18_runs_the_models_as_the_current_version_does() {
+    let floor = common::repo().join(".local/onnxruntime-1.18/libonnxruntime.so");
+    assert!(floor.is_file(), "make setup fetches ONNX Runtime 1.18 for this test");
+    let (code, now, stderr) = explain(&common::demo_bundle(), &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, old, stderr) = explain(&common::demo_bundle(), &[("ORT_DYLIB_PATH", floor.to_str().unwrap())]);
+    assert_eq!(code, 0, "ONNX Runtime 1.18 loads: {stderr}");
+    let (now, old): (Value, Value) = (serde_json::from_str(&now).unwrap(), serde_json::from_str(&old).unwrap());
+    assert_eq!(old["faces"][0]["emotion"], now["faces"][0]["emotion"]);
+    let (a, b) =
+        (now["faces"][0]["factual"]["happy"].as_f64().unwrap(), old["faces"][0]["factual"]["happy"].as_f64().unwrap());
+    assert!((a - b).abs() < 1e-3, "same scores on 1.18 ({b}) and now ({a})");
+}

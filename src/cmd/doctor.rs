@@ -10,8 +10,9 @@ use std::process::ExitCode;
 use clefd::engine::runtime::{self, SessionOptions};
 use gstreamer as gst;
 
-/// The oldest ONNX Runtime this build loads (the `ort` crate's `api-NN` feature).
-pub const ORT_API_FLOOR: &str = "1.20";
+/// The oldest ONNX Runtime this build loads (the `ort` crate's `api-18` feature): JetPack
+/// 5's ONNX Runtime GPU builds stop at 1.18.
+pub const ORT_API_FLOOR: &str = "1.18";
 
 /// NVIDIA's GStreamer elements clefd uses on a Jetson, and what each is for.
 const NVIDIA_ELEMENTS: [(&str, &str); 3] = [

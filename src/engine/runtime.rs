@@ -27,7 +27,7 @@ pub enum EngineError {
         tried: String,
     },
     /// The library exists but could not be used (not ONNX Runtime, or too old).
-    #[error("cannot use ONNX Runtime at {path}: {reason} (clefd needs ONNX Runtime 1.20 or newer)")]
+    #[error("cannot use ONNX Runtime at {path}: {reason} (clefd needs ONNX Runtime 1.18 or newer)")]
     Library {
         /// The library path.
         path: String,
