@@ -29,7 +29,7 @@ fn on_a_cpu_machine_it_says_cpu_only_and_why() {
     for expected in [
         "valid, 1 camera(s) enabled",
         "ONNX Runtime       1.",
-        "clefd needs 1.20 or newer",
+        "clefd needs 1.18 or newer",
         "tensorrt         not in this ONNX Runtime build",
         "models run on      the CPU only",
         "bundle face-fer2013",
