@@ -16,6 +16,7 @@ demo: build
 	@bash scripts/demo.sh
 
 test: build kit-setup
+	@bash scripts/setup.sh --test
 	$(CARGO) test --release --locked
 	cd engines/kit && ../../$(KIT_PY) -m unittest discover -s tests
 	$(CARGO) fmt --all -- --check

@@ -3,6 +3,7 @@
 #   - apt packages: GStreamer (+ plugins, RTSP server), mosquitto, build tools, python3
 #   - a Rust toolchain (rustup) when cargo is missing or too old for edition 2024
 #   - ONNX Runtime's shared library, from the PyPI `onnxruntime` wheel, into .local/onnxruntime/
+#   - promtool for the tests; with --test, ONNX Runtime 1.18 (npm `onnxruntime-node`) too
 # Safe to run again: each step checks first. Run from anywhere; paths are repo-relative.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,11 +62,12 @@ PY
   echo "$ORT_VERSION" > "$ORT_DIR/VERSION"
   rm -rf .local/wheels
 fi
-# ONNX Runtime 1.18, the oldest clefd loads (JetPack 5's newest GPU build), for the test
-# that runs a model on it: PyPI's 1.18 wheel has no libonnxruntime.so, the npm package
-# onnxruntime-node has one. Tests only; the daemon uses the version above.
+# With --test (make test): ONNX Runtime 1.18, the oldest clefd loads (JetPack 5's newest
+# GPU build), for the test that runs a model on it. PyPI's 1.18 wheel has no
+# libonnxruntime.so; the npm package onnxruntime-node has one. The daemon uses the
+# version above.
 ORT_FLOOR_DIR=.local/onnxruntime-1.18
-if [ ! -f "$ORT_FLOOR_DIR/libonnxruntime.so" ]; then
+if [ "${1:-}" = "--test" ] && [ ! -f "$ORT_FLOOR_DIR/libonnxruntime.so" ]; then
   if ! command -v npm >/dev/null 2>&1; then
     echo "setup: installing npm (to fetch ONNX Runtime 1.18 for the API-floor test)"
     $SUDO apt-get update -qq

@@ -130,7 +130,7 @@ fn a_corrupt_video_fails_its_camera_with_a_clear_error() {
 #[test]
 fn onnx_runtime_1_18_runs_the_models_as_the_current_version_does() {
     let floor = common::repo().join(".local/onnxruntime-1.18/libonnxruntime.so");
-    assert!(floor.is_file(), "make setup fetches ONNX Runtime 1.18 for this test");
+    assert!(floor.is_file(), "make test (scripts/setup.sh --test) fetches ONNX Runtime 1.18 for this test");
     let (code, now, stderr) = explain(&common::demo_bundle(), &[]);
     assert_eq!(code, 0, "{stderr}");
     let (code, old, stderr) = explain(&common::demo_bundle(), &[("ORT_DYLIB_PATH", floor.to_str().unwrap())]);
