@@ -173,6 +173,17 @@ fn metrics_pass_promtool_and_healthz_tells_the_truth() {
     if let Err(e) = common::promtool_check(&metrics) {
         panic!("promtool: {e}\n{metrics}");
     }
+    // Dashboards' series: events by camera, step and emotion; camera state; versions.
+    let labelled = common::wait_http(port, "/metrics", "labelled event counts", Duration::from_secs(60), |_, b| {
+        b.contains("clefd_events_total{camera=\"cam\",type=\"new\",emotion=\"")
+    });
+    common::promtool_check(&labelled).unwrap_or_else(|e| panic!("promtool: {e}\n{labelled}"));
+    assert!(labelled.contains("clefd_camera_state{camera=\"cam\",state=\"streaming\"} 1"), "{labelled}");
+    assert!(labelled.contains("clefd_camera_state{camera=\"cam\",state=\"failed\"} 0"), "{labelled}");
+    assert!(
+        labelled.contains(&format!("clefd_build_info{{version=\"{}\",onnxruntime=\"1.", env!("CARGO_PKG_VERSION"))),
+        "{labelled}"
+    );
     for name in [
         "clefd_capture_to_decision_seconds_bucket",
         "clefd_inference_seconds_count",

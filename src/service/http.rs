@@ -30,6 +30,8 @@ pub struct Health {
     /// The broker counts as a problem after this long out of reach (events wait in the
     /// spool meanwhile, but nobody receives them).
     pub mqtt_down_after: Duration,
+    /// Events produced, by camera, lifecycle step and emotion (for dashboards).
+    pub events: Mutex<BTreeMap<(String, &'static str, String), u64>>,
 }
 
 impl Health {
@@ -42,6 +44,7 @@ impl Health {
             last_progress: Mutex::new(Instant::now()),
             stuck_after: Duration::from_secs(10),
             mqtt_down_after: Duration::from_secs(60),
+            events: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -173,6 +176,12 @@ fn histogram(out: &mut String, name: &str, labels: &str, h: &crate::pipeline::La
     let _ = writeln!(out, "{name}_count{{{labels}}} {}", h.count());
 }
 
+/// A label value as the exposition format wants it (backslash, quote and newline escaped);
+/// camera names need none (check-config keeps them topic-safe), bundle labels might.
+fn label_value(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
@@ -183,6 +192,31 @@ pub fn render_metrics(h: &Health) -> String {
     let mut o = String::new();
     let summaries = h.probe.summaries();
     let cams = h.cameras.lock().map(|c| c.clone()).unwrap_or_default();
+    header(&mut o, "clefd_build_info", "gauge", "Always 1: the clefd and ONNX Runtime versions in use.");
+    let _ = writeln!(
+        o,
+        "clefd_build_info{{version=\"{}\",onnxruntime=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION"),
+        label_value(&crate::engine::runtime::version().unwrap_or_else(|| "unknown".into()))
+    );
+    header(&mut o, "clefd_camera_state", "gauge", "1 for the state each camera is in, 0 for the others.");
+    for (name, st) in &cams {
+        for state in [
+            CameraState::Starting,
+            CameraState::Streaming,
+            CameraState::Reconnecting,
+            CameraState::Stalled,
+            CameraState::Failed,
+            CameraState::Disabled,
+        ] {
+            let _ = writeln!(
+                o,
+                "clefd_camera_state{{camera=\"{name}\",state=\"{}\"}} {}",
+                state.as_str(),
+                u8::from(st.status == state)
+            );
+        }
+    }
     header(&mut o, "clefd_camera_streaming", "gauge", "1 while the camera delivers frames.");
     for (name, st) in &cams {
         let _ = writeln!(
@@ -259,8 +293,11 @@ pub fn render_metrics(h: &Health) -> String {
     for s in &summaries {
         let _ = writeln!(o, "clefd_inference_batches_in_flight{{bundle=\"{}\"}} {}", s.bundle, s.in_flight);
     }
-    header(&mut o, "clefd_events_total", "counter", "Emotion events produced.");
-    let _ = writeln!(o, "clefd_events_total {}", summaries.iter().map(|s| s.events).sum::<u64>());
+    header(&mut o, "clefd_events_total", "counter", "Emotion events produced, by camera, lifecycle step and emotion.");
+    for ((camera, kind, emotion), n) in h.events.lock().map(|e| e.clone()).unwrap_or_default() {
+        let emotion = label_value(&emotion);
+        let _ = writeln!(o, "clefd_events_total{{camera=\"{camera}\",type=\"{kind}\",emotion=\"{emotion}\"}} {n}");
+    }
     let p = &h.publish;
     header(&mut o, "clefd_mqtt_events_acked_total", "counter", "Events the broker acknowledged.");
     let _ = writeln!(o, "clefd_mqtt_events_acked_total {}", p.acked.load(Ordering::Relaxed));

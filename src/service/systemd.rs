@@ -45,6 +45,14 @@ pub async fn relay(
             }
         };
         if let Output::Event(e) = &out {
+            let kind = match e.kind {
+                crate::events::EventType::New => "new",
+                crate::events::EventType::Update => "update",
+                crate::events::EventType::End => "end",
+            };
+            if let Ok(mut counts) = health.events.lock() {
+                *counts.entry((e.camera.clone(), kind, e.emotion.clone())).or_default() += 1;
+            }
             if let Some(summary) = current.on_event(e, Instant::now()) {
                 let payload = serde_json::to_vec(&summary).unwrap_or_default();
                 if to.send(Outgoing::Current { camera: e.camera.clone(), payload }).await.is_err() {
@@ -73,6 +81,9 @@ pub async fn relay(
             Output::CameraRemoved(camera) => {
                 if let Ok(mut states) = health.cameras.lock() {
                     states.remove(camera);
+                }
+                if let Ok(mut counts) = health.events.lock() {
+                    counts.retain(|(c, _, _), _| c != camera);
                 }
                 current.remove(camera);
             }
