@@ -7,10 +7,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Consumer, http_get, wait_http};
+use common::{Consumer, Daemon, http_get, wait_http};
 
 /// A looping file camera with HTTP on `port`, state in `dir/state`.
 fn looping_config(dir: &Path, broker: &str, port: u16) -> std::path::PathBuf {
@@ -31,19 +31,27 @@ fn can_unshare() -> bool {
     Command::new("unshare").args(["-m", "true"]).status().is_ok_and(|s| s.success())
 }
 
-/// A child process killed when the test ends, whichever way it ends.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// A daemon whose state folder is a small tmpfs of its own, in a private mount
+/// namespace, with a broker and a consumer; `None` where mount namespaces cannot be made.
+struct OnTmpfs {
+    daemon: Daemon,
+    consumer: Consumer,
+    port: u16,
+    dir: tempfile::TempDir,
+    _broker: common::Broker,
 }
 
-/// Starts clefd in a private mount namespace where `dir/state` is a small tmpfs of its own.
-fn start_on_tmpfs(dir: &Path, cfg: &Path, size: &str) -> Guard {
-    let state = dir.join("state");
+fn on_tmpfs(size: &str) -> Option<OnTmpfs> {
+    if !can_unshare() {
+        eprintln!("skipped: needs root for a private mount namespace (unshare -m)");
+        return None;
+    }
+    let broker = common::Broker::start();
+    let consumer = Consumer::start(broker.port);
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let cfg = looping_config(dir.path(), &broker.url(), port);
+    let state = dir.path().join("state");
     std::fs::create_dir_all(&state).unwrap();
     let script = format!(
         "mount -t tmpfs -o size={size} clefd-test {} && exec {} run --config {}",
@@ -51,14 +59,10 @@ fn start_on_tmpfs(dir: &Path, cfg: &Path, size: &str) -> Guard {
         env!("CARGO_BIN_EXE_clefd"),
         cfg.display()
     );
-    Guard(
-        Command::new("unshare")
-            .args(["-m", "--propagation", "private", "sh", "-c", &script])
-            .env_remove("RUST_LOG")
-            .stderr(std::fs::File::create(dir.join("clefd.log")).unwrap())
-            .spawn()
-            .unwrap(),
-    )
+    let mut cmd = Command::new("unshare");
+    cmd.args(["-m", "--propagation", "private", "sh", "-c", &script]);
+    let daemon = Daemon::spawn(cmd, &dir.path().join("clefd.log"));
+    Some(OnTmpfs { daemon, consumer, port, dir, _broker: broker })
 }
 
 /// The value of an unlabelled metric.
@@ -105,22 +109,12 @@ fn degrade_and_recover(port: u16, consumer: &Consumer, reason: &str, fault: impl
 
 #[test]
 fn a_full_disk_loses_events_counted_and_analysis_goes_on() {
-    if !can_unshare() {
-        eprintln!("skipped: needs root for a private mount namespace (unshare -m)");
-        return;
-    }
-    let broker = common::Broker::start();
-    let consumer = Consumer::start(broker.port);
-    let dir = tempfile::tempdir().unwrap();
-    let port = common::free_port();
-    let cfg = looping_config(dir.path(), &broker.url(), port);
-    let mut guard = start_on_tmpfs(dir.path(), &cfg, "2m");
-    let child = &mut guard.0;
+    let Some(mut t) = on_tmpfs("2m") else { return };
     // The daemon's own view of its state folder (its mount namespace).
-    let filler = format!("/proc/{}/root{}/filler", child.id(), dir.path().join("state").display());
+    let filler = format!("/proc/{}/root{}/filler", t.daemon.pid(), t.dir.path().join("state").display());
     degrade_and_recover(
-        port,
-        &consumer,
+        t.port,
+        &t.consumer,
         "No space left on device",
         || {
             let mut f = std::fs::File::create(&filler).expect("the daemon's tmpfs");
@@ -129,11 +123,9 @@ fn a_full_disk_loses_events_counted_and_analysis_goes_on() {
         },
         || std::fs::remove_file(&filler).unwrap(),
     );
-    assert!(child.try_wait().unwrap().is_none(), "the daemon is still running");
-    common::signal(child.id(), "TERM");
-    let status = common::wait_exit(child, Duration::from_secs(30)).expect("exits after SIGTERM");
-    assert!(status.success(), "asked to stop: exit 0");
-    let seen = seqs(&consumer);
+    assert!(t.daemon.running(), "the daemon is still running");
+    assert!(t.daemon.stop(), "asked to stop: exit 0");
+    let seen = seqs(&t.consumer);
     let mut distinct = seen.clone();
     distinct.sort_unstable();
     distinct.dedup();
@@ -142,38 +134,23 @@ fn a_full_disk_loses_events_counted_and_analysis_goes_on() {
 
 #[test]
 fn a_read_only_state_folder_degrades_and_recovers() {
-    if !can_unshare() {
-        eprintln!("skipped: needs root for a private mount namespace (unshare -m)");
-        return;
-    }
-    let broker = common::Broker::start();
-    let consumer = Consumer::start(broker.port);
-    let dir = tempfile::tempdir().unwrap();
-    let port = common::free_port();
-    let cfg = looping_config(dir.path(), &broker.url(), port);
-    let mut guard = start_on_tmpfs(dir.path(), &cfg, "16m");
-    let child = &mut guard.0;
-    let state = dir.path().join("state");
-    // A read-only view over the folder (files already open stay writable, as after a
-    // remount that the kernel forced).
-    let mount = |args: &[&str]| {
-        let st = Command::new("nsenter").args(["-t", &child.id().to_string(), "-m", "mount"]).args(args).status();
-        assert!(st.is_ok_and(|s| s.success()), "mount {args:?}");
-    };
+    let Some(t) = on_tmpfs("16m") else { return };
+    let state = t.dir.path().join("state");
     let s = state.to_str().unwrap();
+    // A read-only view over the folder (files already open stay writable, as after a
+    // remount that the kernel forced), then taken away again.
+    let in_its_namespace = |args: &[&str]| {
+        let st = Command::new("nsenter").args(["-t", &t.daemon.pid().to_string(), "-m"]).args(args).status();
+        assert!(st.is_ok_and(|s| s.success()), "{args:?}");
+    };
     degrade_and_recover(
-        port,
-        &consumer,
+        t.port,
+        &t.consumer,
         "Read-only file system",
-        || mount(&["--bind", "-o", "ro", s, s]),
-        || {
-            let st = Command::new("nsenter").args(["-t", &child.id().to_string(), "-m", "umount", s]).status();
-            assert!(st.is_ok_and(|s| s.success()), "umount");
-        },
+        || in_its_namespace(&["mount", "--bind", "-o", "ro", s, s]),
+        || in_its_namespace(&["umount", s]),
     );
-    common::signal(child.id(), "TERM");
-    let status = common::wait_exit(child, Duration::from_secs(30)).expect("exits after SIGTERM");
-    assert!(status.success());
+    assert!(t.daemon.stop(), "asked to stop: exit 0");
 }
 
 #[test]
@@ -187,22 +164,17 @@ fn ready_comes_at_once_with_only_an_unreachable_camera() {
     std::fs::write(&cfg, text).unwrap();
     let sock = dir.path().join("notify.sock");
     let log = common::notify_listen(&sock);
-    let mut child = common::clefd()
-        .args(["run", "--config", cfg.to_str().unwrap()])
-        .env("NOTIFY_SOCKET", &sock)
-        .env_remove("RUST_LOG")
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut cmd = common::clefd();
+    cmd.args(["run", "--config", cfg.to_str().unwrap()]).env("NOTIFY_SOCKET", &sock);
+    let mut daemon = Daemon::spawn(cmd, &dir.path().join("clefd.log"));
     let started = Instant::now();
     // Generous: a loaded machine loads the models slowly. Before the fix READY never came.
     let ready = common::notify_wait(&log, "READY=1", Duration::from_secs(60));
     eprintln!("READY after {:.2} s with the only camera unreachable", (ready - started).as_secs_f64());
     common::notify_wait(&log, "STATUS=0/1 cameras streaming", Duration::from_secs(10));
-    assert!(child.try_wait().unwrap().is_none());
-    common::signal(child.id(), "TERM");
-    common::notify_wait(&log, "STOPPING=1", Duration::from_secs(30));
-    assert!(common::wait_exit(&mut child, Duration::from_secs(30)).expect("exits").success());
+    assert!(daemon.running());
+    assert!(daemon.stop(), "asked to stop: exit 0");
+    common::notify_wait(&log, "STOPPING=1", Duration::from_secs(10));
 }
 
 #[test]
@@ -211,23 +183,17 @@ fn signals_during_start_up_are_answered() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = looping_config(dir.path(), &broker.url(), common::free_port());
     let log = dir.path().join("clefd.log");
-    let mut child = common::clefd()
-        .args(["run", "--config", cfg.to_str().unwrap()])
-        .env_remove("RUST_LOG")
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let daemon = Daemon::start(&cfg, &log);
     // "starting" is logged after the config is read and before the models load.
     let deadline = Instant::now() + Duration::from_secs(30);
     while !std::fs::read_to_string(&log).unwrap_or_default().contains("starting") {
         assert!(Instant::now() < deadline, "never started");
         std::thread::sleep(Duration::from_millis(10));
     }
-    common::signal(child.id(), "HUP");
-    common::signal(child.id(), "TERM");
-    let status = common::wait_exit(&mut child, Duration::from_secs(60)).expect("exits");
+    common::signal(daemon.pid(), "HUP");
+    let clean = daemon.stop();
     let text = std::fs::read_to_string(&log).unwrap();
-    assert_eq!(status.code(), Some(0), "SIGTERM while starting is a clean stop:\n{text}");
+    assert!(clean, "SIGTERM while starting is a clean stop:\n{text}");
     assert!(text.contains("SIGTERM: shutting down"), "{text}");
 }
 
@@ -250,15 +216,9 @@ fn a_flood_of_idle_http_clients_never_stops_the_daemon() {
     let port = common::free_port();
     let cfg = looping_config(dir.path(), &broker.url(), port);
     // 256 descriptors: fewer than the idle clients below, as 1024 was for 1,100 before.
-    let mut guard = Guard(
-        Command::new("prlimit")
-            .args(["--nofile=256:256", env!("CARGO_BIN_EXE_clefd"), "run", "--config", cfg.to_str().unwrap()])
-            .env_remove("RUST_LOG")
-            .stderr(std::fs::File::create(dir.path().join("clefd.log")).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let child = &mut guard.0;
+    let mut cmd = Command::new("prlimit");
+    cmd.args(["--nofile=256:256", env!("CARGO_BIN_EXE_clefd"), "run", "--config", cfg.to_str().unwrap()]);
+    let mut daemon = Daemon::spawn(cmd, &dir.path().join("clefd.log"));
     let before = wait_new_event(&consumer, None, Duration::from_secs(60));
     let idle: Vec<std::net::TcpStream> =
         (0..400).filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).ok()).collect();
@@ -266,13 +226,12 @@ fn a_flood_of_idle_http_clients_never_stops_the_daemon() {
     // Events go on being numbered, spooled and delivered during the flood.
     let during = wait_new_event(&consumer, Some(before), Duration::from_secs(60));
     wait_new_event(&consumer, Some(during), Duration::from_secs(60));
-    assert!(child.try_wait().unwrap().is_none(), "still running during the flood");
+    assert!(daemon.running(), "still running during the flood");
     drop(idle);
     wait_http(port, "/healthz", "/healthz answering after the flood", Duration::from_secs(60), |code, _| code == 200);
     let text = std::fs::read_to_string(dir.path().join("clefd.log")).unwrap();
     assert!(!text.contains("Too many open files"), "{text}");
-    common::signal(child.id(), "TERM");
-    assert!(common::wait_exit(child, Duration::from_secs(30)).expect("exits").success());
+    assert!(daemon.stop(), "asked to stop: exit 0");
 }
 
 #[test]
@@ -297,12 +256,7 @@ fn shutdown_with_a_refusing_broker_ends_within_the_flush_timeout() {
         + &format!("[cameras.cam]\nuri = \"file://{}\"\nloop = true\n", clip.display());
     std::fs::write(&cfg, text).unwrap();
     let log = dir.path().join("clefd.log");
-    let mut child = common::clefd()
-        .args(["run", "--config", cfg.to_str().unwrap()])
-        .env_remove("RUST_LOG")
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let daemon = Daemon::start(&cfg, &log);
     // Refused, and events waiting in the spool.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -313,13 +267,12 @@ fn shutdown_with_a_refusing_broker_ends_within_the_flush_timeout() {
         assert!(Instant::now() < deadline, "never refused with events pending:\n{text}");
         std::thread::sleep(Duration::from_millis(100));
     }
-    common::signal(child.id(), "TERM");
     // The next reconnection is 600 s away; the flush gives up after 1 s. Before the fix
-    // shutdown waited for the reconnection timer.
-    let status = common::wait_exit(&mut child, Duration::from_secs(20));
+    // shutdown waited for the reconnection timer, past stop()'s (and systemd's) 20 s.
+    let clean = daemon.stop();
     let _ = broker.kill();
     let _ = broker.wait();
     let text = std::fs::read_to_string(&log).unwrap();
-    assert!(status.is_some_and(|s| s.success()), "exit 0 well before systemd's TimeoutStopSec:\n{text}");
+    assert!(clean, "exit 0 without waiting for the next reconnection:\n{text}");
     assert!(text.contains("they stay in the spool"), "{text}");
 }

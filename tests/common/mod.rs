@@ -317,13 +317,21 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `clefd run --config PATH` with its log in `log`.
     pub fn start(config: &Path, log: &Path) -> Daemon {
-        let child = clefd()
-            .args(["run", "--config", config.to_str().unwrap()])
-            .env_remove("RUST_LOG")
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .unwrap();
+        let mut cmd = clefd();
+        cmd.args(["run", "--config", config.to_str().unwrap()]);
+        Daemon::spawn(cmd, log)
+    }
+
+    /// Starts `cmd` (clefd itself, or a wrapper that execs it: `unshare`, `prlimit`) with
+    /// its log in `log`; SIGTERM reaches clefd.
+    pub fn spawn(mut cmd: Command, log: &Path) -> Daemon {
+        let child = cmd.env_remove("RUST_LOG").stderr(std::fs::File::create(log).unwrap()).spawn().unwrap();
         Daemon { child: Some(child) }
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().is_ok_and(|s| s.is_none()))
     }
 
     /// The process id.
@@ -465,22 +473,6 @@ pub fn notify_wait(log: &NotifyLog, what: &str, timeout: Duration) -> Instant {
             "no {what}: {:?}",
             log.lock().unwrap().iter().map(|(_, m)| m.clone()).collect::<Vec<_>>()
         );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Waits for a child to exit; its status, or `None` (and the child killed) after `timeout`.
-pub fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Ok(Some(st)) = child.try_wait() {
-            return Some(st);
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
