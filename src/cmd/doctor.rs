@@ -103,16 +103,10 @@ pub fn doctor(config: &Path) -> anyhow::Result<ExitCode> {
 
 /// Each provider asked for: in this build of ONNX Runtime or not; where the models run.
 fn report_providers(asked: &[String], verdict: &mut Verdict) {
-    use ort::ep::ExecutionProvider;
     line("providers asked", asked.join(", "));
     let mut usable = Vec::new();
     for p in asked {
-        let available = match p.as_str() {
-            "tensorrt" => ort::ep::TensorRT::is_available().unwrap_or(false),
-            "cuda" => ort::ep::CUDA::is_available().unwrap_or(false),
-            "cpu" => true,
-            _ => false,
-        };
+        let available = runtime::provider_in_build(p);
         let why = if available {
             "available".to_string()
         } else {
@@ -135,14 +129,9 @@ fn report_providers(asked: &[String], verdict: &mut Verdict) {
 
 /// Every bundle the enabled cameras use: loads, and where it runs.
 fn report_bundles(loaded: &clefd::config::Loaded, providers: &[String], verdict: &mut Verdict) {
-    let cfg = &loaded.config;
-    let mut dirs: Vec<&Path> =
-        cfg.cameras.values().filter(|c| c.enabled).map(|c| c.bundle.as_deref().unwrap_or(&cfg.engine.bundle)).collect();
-    dirs.sort();
-    dirs.dedup();
     let opts = SessionOptions { threads: 1, ..Default::default() };
     let gpu = SessionOptions { threads: 1, providers: providers.to_vec(), ..Default::default() }.accelerated();
-    for dir in dirs {
+    for dir in loaded.config.bundles_in_use() {
         match clefd::engine::Bundle::load(dir, &opts) {
             Ok(b) => line(
                 &format!("bundle {}", b.manifest.name),

@@ -25,13 +25,7 @@ pub fn build_engines(config: &Path) -> anyhow::Result<ExitCode> {
     if !opts.accelerated() {
         tracing::info!(providers = ?opts.providers, "no GPU provider in this ONNX Runtime: models run on the CPU, nothing to build");
     }
-    let mut dirs: Vec<&Path> =
-        cfg.cameras.values().filter(|c| c.enabled).map(|c| c.bundle.as_deref().unwrap_or(&cfg.engine.bundle)).collect();
-    if dirs.is_empty() {
-        dirs.push(&cfg.engine.bundle);
-    }
-    dirs.sort();
-    dirs.dedup();
+    let dirs = cfg.bundles_in_use();
     let mut failed = 0;
     for (i, dir) in dirs.iter().enumerate() {
         tracing::info!(bundle = %dir.display(), "loading bundle {} of {}", i + 1, dirs.len());

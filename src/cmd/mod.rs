@@ -58,11 +58,8 @@ fn load_bundles(loaded: &clefd::config::Loaded) -> Vec<String> {
         return vec![format!("engine.onnxruntime: {e}")];
     }
     let opts = clefd::engine::runtime::SessionOptions { threads: 1, ..Default::default() };
-    let mut dirs: Vec<&Path> =
-        cfg.cameras.values().filter(|c| c.enabled).map(|c| c.bundle.as_deref().unwrap_or(&cfg.engine.bundle)).collect();
-    dirs.sort();
-    dirs.dedup();
-    dirs.into_iter()
+    cfg.bundles_in_use()
+        .into_iter()
         .filter_map(|dir| {
             clefd::engine::Bundle::load(dir, &opts).err().map(|e| format!("bundle {}: {e}", dir.display()))
         })

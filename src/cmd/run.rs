@@ -442,22 +442,22 @@ impl Publishing {
         let Some(task) = self.task.as_mut() else { return std::future::pending().await };
         let result = task.await;
         self.task = None;
-        match result {
-            Ok(Ok(_)) => "the MQTT publisher stopped unexpectedly".into(),
-            Ok(Err(e)) => format!("publishing failed: {e:#}"),
-            Err(e) => format!("the MQTT publisher ended abnormally: {e}"),
-        }
+        failure(result).unwrap_or_else(|| "the MQTT publisher stopped unexpectedly".into())
     }
 
     /// Waits for the publisher to drain and stop (the pipeline's senders are gone);
     /// returns why it failed, if it did.
     async fn finish(mut self) -> Option<String> {
         drop(self.park.take());
-        let task = self.task.take()?;
-        match task.await {
-            Ok(Err(e)) => Some(format!("publishing failed: {e:#}")),
-            Err(e) => Some(format!("the MQTT publisher ended abnormally: {e}")),
-            Ok(Ok(_)) => None,
-        }
+        failure(self.task.take()?.await)
+    }
+}
+
+/// Why the publisher's task failed, if it did.
+fn failure(result: Result<anyhow::Result<Option<Parked>>, tokio::task::JoinError>) -> Option<String> {
+    match result {
+        Ok(Err(e)) => Some(format!("publishing failed: {e:#}")),
+        Err(e) => Some(format!("the MQTT publisher ended abnormally: {e}")),
+        Ok(Ok(_)) => None,
     }
 }

@@ -235,6 +235,25 @@ pub struct CameraConfig {
     pub ignore: Vec<crate::detect::filter::Area>,
 }
 
+impl Config {
+    /// The bundle folders the enabled cameras use (the default bundle when no camera is
+    /// enabled), each once: what `check-config`, `doctor` and `build-engines` load.
+    pub fn bundles_in_use(&self) -> Vec<&Path> {
+        let mut dirs: Vec<&Path> = self
+            .cameras
+            .values()
+            .filter(|c| c.enabled)
+            .map(|c| c.bundle.as_deref().unwrap_or(&self.engine.bundle))
+            .collect();
+        if dirs.is_empty() {
+            dirs.push(&self.engine.bundle);
+        }
+        dirs.sort();
+        dirs.dedup();
+        dirs
+    }
+}
+
 impl CameraConfig {
     /// Which faces this camera cares about.
     pub fn face_filter(&self) -> crate::detect::filter::FaceFilter {

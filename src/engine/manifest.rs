@@ -7,7 +7,6 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 
 use crate::clef::{Fusion, Task};
 
@@ -344,7 +343,7 @@ impl Manifest {
         let mut m: Manifest =
             toml::from_str(text).map_err(|e| err("-", e.message().to_string() + &span_hint(text, e.span())))?;
         m.dir = dir.to_path_buf();
-        m.sha256 = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+        m.sha256 = super::sha256_hex(&bytes);
         m.check().map_err(|(key, reason)| err(&key, reason))?;
         Ok(m)
     }

@@ -14,6 +14,12 @@ use classifier::Classifier;
 use manifest::Manifest;
 use runtime::{EngineError, Model, SessionOptions};
 
+/// sha256 of `bytes`, lowercase hex: how manifests and model files are identified.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Errors from loading a bundle: a bad manifest or a model that does not fit it.
 #[derive(Debug, thiserror::Error)]
 pub enum BundleError {

@@ -181,11 +181,7 @@ impl SessionOptions {
     /// Whether a GPU provider (TensorRT or CUDA) is asked for and present in this build of
     /// ONNX Runtime; [`init`] must have run.
     pub fn accelerated(&self) -> bool {
-        self.providers.iter().any(|p| match p.as_str() {
-            "tensorrt" => ep::TensorRT::is_available().unwrap_or(false),
-            "cuda" => ep::CUDA::is_available().unwrap_or(false),
-            _ => false,
-        })
+        self.providers.iter().any(|p| p != "cpu" && provider_in_build(p))
     }
 
     /// Lanes and intra-op threads per session for `lanes`/`threads` settings (0 = pick):
@@ -204,6 +200,17 @@ impl SessionOptions {
             n => n,
         };
         (lanes, threads)
+    }
+}
+
+/// Whether this build of ONNX Runtime has the provider (`tensorrt`, `cuda`, `cpu`);
+/// [`init`] must have run. Having it does not yet mean it accepts a given model.
+pub fn provider_in_build(name: &str) -> bool {
+    match name {
+        "tensorrt" => ep::TensorRT::is_available().unwrap_or(false),
+        "cuda" => ep::CUDA::is_available().unwrap_or(false),
+        "cpu" => true,
+        _ => false,
     }
 }
 
@@ -246,11 +253,7 @@ fn tensorrt_provider(name: &str, path: &Path, opts: &SessionOptions) -> Result<e
         })
         .collect();
     let profiles = tensorrt::profiles(&inputs, opts.tensorrt.batch_max)?;
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    let digest: String = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&bytes))
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let digest = super::sha256_hex(&std::fs::read(path).map_err(|e| e.to_string())?);
     let key = tensorrt::cache_key(&digest, &opts.tensorrt, profiles.as_ref(), &tensorrt::this_machine());
     let base = opts.cache_dir.clone().unwrap_or_else(|| std::env::temp_dir().join("clefd-engine-cache"));
     let dir = base.join(format!("{name}-{key}"));
@@ -311,9 +314,8 @@ impl Model {
         for provider in &opts.providers {
             let attempt = match provider.as_str() {
                 "cpu" => session(path, opts, Vec::new()),
-                "cuda" if !ep::CUDA::is_available().unwrap_or(false) => Err(NOT_IN_BUILD.into()),
+                "cuda" | "tensorrt" if !provider_in_build(provider) => Err(NOT_IN_BUILD.into()),
                 "cuda" => session(path, opts, vec![ep::CUDA::default().build().error_on_failure()]),
-                "tensorrt" if !ep::TensorRT::is_available().unwrap_or(false) => Err(NOT_IN_BUILD.into()),
                 "tensorrt" => tensorrt_provider(name, path, opts)
                     .and_then(|trt| session(path, opts, vec![trt.build().error_on_failure()])),
                 other => Err(format!("unknown execution provider '{other}'")),

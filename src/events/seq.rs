@@ -107,18 +107,20 @@ impl SeqCounter {
         self.persisted = self.next;
         Ok(())
     }
-
-    /// Reserves and persists one number.
-    pub fn allocate(&mut self) -> std::io::Result<u64> {
-        let seq = self.reserve();
-        self.persist()?;
-        Ok(seq)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl SeqCounter {
+        /// Reserves and persists one number.
+        fn allocate(&mut self) -> std::io::Result<u64> {
+            let seq = self.reserve();
+            self.persist()?;
+            Ok(seq)
+        }
+    }
 
     #[test]
     fn continues_after_reopen() {

@@ -278,11 +278,10 @@ impl Publisher {
     /// Numbers a group of events, makes the numbers durable, and spools the events. Disk
     /// errors never end the publisher: the events they hit are counted as failed,
     /// `/healthz` says why, and the next group tries again.
-    fn spool_events(&mut self, events: Vec<crate::events::EmotionEvent>) {
+    fn spool_events(&mut self, mut events: Vec<crate::events::EmotionEvent>) {
         if events.is_empty() {
             return;
         }
-        let mut events = events;
         for event in &mut events {
             event.seq = self.seq.reserve();
         }

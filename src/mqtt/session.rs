@@ -136,15 +136,7 @@ const SESSION_EXPIRY_S: u32 = 7 * 24 * 3600;
 /// Starts connecting; progress and failure arrive on [`Session::events`].
 pub fn open(o: &SessionOptions, queue: usize) -> Session {
     let (tx, events) = mpsc::channel(queue);
-    let transport = o.tls.as_ref().map(|super::TlsFiles { ca, client }| {
-        // rustls needs a process-wide crypto provider; ring is the one we build.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Simple {
-            ca: ca.clone(),
-            alpn: None,
-            client_auth: client.clone(),
-        })
-    });
+    let transport = o.tls.as_ref().map(tls_transport);
     let (will_topic, will_payload) = o.last_will.clone();
     match o.protocol {
         Protocol::V311 => {
@@ -244,6 +236,17 @@ const CHECK_CREDENTIALS: &str = "the broker refused our credentials (check mqtt.
 
 fn tls_message(e: &dyn std::fmt::Display) -> String {
     format!("TLS failed: {e} (check mqtt.ca_file, and that the broker's certificate names this host)")
+}
+
+/// TLS to the broker with these files (the daemon's sessions and `clefd watch`).
+pub(crate) fn tls_transport(files: &super::TlsFiles) -> rumqttc::Transport {
+    // rustls needs a process-wide crypto provider; ring is the one we build.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Simple {
+        ca: files.ca.clone(),
+        alpn: None,
+        client_auth: files.client.clone(),
+    })
 }
 
 /// What a 3.1.1 connection error means, and whether a retry can cure it.

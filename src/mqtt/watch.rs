@@ -41,13 +41,8 @@ pub async fn watch(opts: WatchOptions, out: &mut (impl Write + Send)) -> anyhow:
         mo.set_credentials(user, password);
     }
     match (&opts.tls, opts.url.tls) {
-        (Some(super::TlsFiles { ca, client }), true) => {
-            let _ = rustls::crypto::ring::default_provider().install_default();
-            mo.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Simple {
-                ca: ca.clone(),
-                alpn: None,
-                client_auth: client.clone(),
-            }));
+        (Some(files), true) => {
+            mo.set_transport(super::session::tls_transport(files));
         }
         (None, true) => anyhow::bail!("{} is mqtts://: give the CA that signed its certificate (--ca-file)", opts.url),
         (Some(_), false) => anyhow::bail!("--ca-file is for mqtts:// brokers, and {} is not one", opts.url),

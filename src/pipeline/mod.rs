@@ -80,8 +80,7 @@ pub enum PipelineError {
 /// One inference worker: a bundle, its hub and its thread.
 struct Worker {
     hub: Arc<FrameHub<Frame>>,
-    names: Arc<Mutex<Vec<String>>>,
-    filters: Arc<Mutex<Vec<crate::detect::filter::FaceFilter>>>,
+    cameras: Arc<Mutex<Vec<worker::SlotCamera>>>,
     handle: Option<std::thread::JoinHandle<RunSummary>>,
 }
 
@@ -289,15 +288,10 @@ fn bundle_of(loaded: &Loaded, cam: &CameraConfig) -> PathBuf {
 }
 
 impl Inner {
-    /// Loads `dir` once per inference lane, with the settings of the config in force.
-    fn load_analyzers(&self, dir: &Path) -> Result<Vec<Analyzer>, PipelineError> {
-        load_analyzers(&self.loaded, &self.opts, dir)
-    }
-
     /// The worker for `dir`, started (bundle loaded) if there is none yet.
     fn worker(&mut self, dir: &PathBuf) -> Result<&Worker, PipelineError> {
         if !self.workers.contains_key(dir) {
-            let analyzers = self.load_analyzers(dir)?;
+            let analyzers = load_analyzers(&self.loaded, &self.opts, dir)?;
             self.install_worker(dir, analyzers)?;
         }
         self.workers.get(dir).ok_or_else(|| PipelineError::NoCamera("worker vanished".into()))
@@ -322,14 +316,12 @@ impl Inner {
         }
         let hub: Arc<FrameHub<Frame>> = Arc::new(FrameHub::new(0));
         hub.set_waiting_depth(lanes);
-        let names = Arc::new(Mutex::new(Vec::new()));
-        let filters = Arc::new(Mutex::new(Vec::new()));
+        let cameras = Arc::new(Mutex::new(Vec::new()));
         let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let setup = worker::WorkerSetup {
             done: done.clone(),
             hub: hub.clone(),
-            cameras: names.clone(),
-            filters: filters.clone(),
+            cameras: cameras.clone(),
             lifecycle: self.lifecycle.clone(),
             track_ids: self.track_ids.clone(),
             batching: Batching {
@@ -343,7 +335,7 @@ impl Inner {
         if let Ok(mut w) = self.probe.workers.lock() {
             w.push(ProbeEntry { hub: hub.clone(), done, live });
         }
-        self.workers.insert(dir.to_path_buf(), Worker { hub, names, filters, handle: Some(handle) });
+        self.workers.insert(dir.to_path_buf(), Worker { hub, cameras, handle: Some(handle) });
         Ok(())
     }
 
@@ -355,14 +347,9 @@ impl Inner {
         let status_sink = Mutex::new((self.sink)());
         let worker = self.worker(&dir)?;
         let hub = worker.hub.clone();
-        // The filter goes in before the name: the worker makes a slot's state once it
-        // sees the name, and reads the filter then.
-        if let Ok(mut f) = worker.filters.lock() {
-            f.push(cam.face_filter());
-        }
         let slot = hub.add_slot();
-        if let Ok(mut n) = worker.names.lock() {
-            n.push(name.to_string());
+        if let Ok(mut c) = worker.cameras.lock() {
+            c.push(worker::SlotCamera { name: name.to_string(), filter: cam.face_filter() });
         }
         if let Ok(mut current) = self.probe.current.lock() {
             current.insert(name.to_string(), (hub_id(&hub), slot));

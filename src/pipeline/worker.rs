@@ -154,14 +154,21 @@ struct CameraState {
     filter: FaceFilter,
 }
 
+/// The camera in one hub slot, as the worker needs it.
+#[derive(Debug, Clone)]
+pub(super) struct SlotCamera {
+    /// Camera name.
+    pub name: String,
+    /// The faces it cares about.
+    pub filter: FaceFilter,
+}
+
 /// Everything a worker needs besides its analyzer.
 pub(super) struct WorkerSetup<S> {
     pub done: Arc<AtomicU64>,
     pub hub: Arc<FrameHub<Frame>>,
-    /// Camera name per hub slot; grows when a reload adds cameras.
-    pub cameras: Arc<Mutex<Vec<String>>>,
-    /// Each slot's face filter, in the same order as `cameras`.
-    pub filters: Arc<Mutex<Vec<FaceFilter>>>,
+    /// The camera per hub slot; grows when a reload adds cameras.
+    pub cameras: Arc<Mutex<Vec<SlotCamera>>>,
     pub lifecycle: LifecycleConfig,
     pub track_ids: Arc<AtomicU64>,
     pub batching: Batching,
@@ -174,7 +181,7 @@ pub(super) fn spawn<S: EventSink>(
     loaded: &Loaded,
     setup: WorkerSetup<S>,
 ) -> std::io::Result<(std::thread::JoinHandle<RunSummary>, Arc<Mutex<RunSummary>>)> {
-    let WorkerSetup { done, hub, cameras, filters, lifecycle, track_ids, batching, sink } = setup;
+    let WorkerSetup { done, hub, cameras, lifecycle, track_ids, batching, sink } = setup;
     // Test hook: makes inference artificially slow (watchdog and back-pressure tests).
     let test_delay = std::env::var("CLEFD_TEST_INFERENCE_DELAY_MS")
         .ok()
@@ -202,13 +209,13 @@ pub(super) fn spawn<S: EventSink>(
     let mut tracking = Tracking {
         states: Vec::new(),
         registry: cameras,
+        names: Vec::new(),
         make_state: Box::new(move |camera: &str| CameraState {
             tracker: Tracker::new(tracker_cfg.iou_threshold, tracker_cfg.max_missed, track_ids.clone()),
             lifecycle: Lifecycle::new(lifecycle.clone(), Source { camera: camera.to_string(), ..source.clone() }),
             stream: 0,
             filter: FaceFilter::default(),
         }),
-        filters,
         live: live.clone(),
         done,
         sink,
@@ -285,11 +292,11 @@ struct Tracking<S> {
     /// Per hub slot; `None` once the slot's camera has ended for good (a reload restarts
     /// a camera in a new slot), so trackers of cameras gone are not kept.
     states: Vec<Option<CameraState>>,
-    /// Camera name per hub slot; grows when a reload adds cameras.
-    registry: Arc<Mutex<Vec<String>>>,
+    /// The camera per hub slot; grows when a reload adds cameras.
+    registry: Arc<Mutex<Vec<SlotCamera>>>,
+    /// Camera name per slot that has a state (copied from the registry once).
+    names: Vec<String>,
     make_state: Box<dyn Fn(&str) -> CameraState + Send>,
-    /// Each slot's face filter, read when its state is made.
-    filters: Arc<Mutex<Vec<FaceFilter>>>,
     live: Arc<Mutex<RunSummary>>,
     done: Arc<AtomicU64>,
     sink: S,
@@ -301,15 +308,19 @@ impl<S: EventSink> Tracking<S> {
     }
 
     /// Makes sure slots up to `upto` have their tracker (cameras added by a reload get
-    /// theirs on first use); returns the camera names.
-    fn ensure(&mut self, upto: usize) -> Vec<String> {
-        let names = self.registry.lock().map(|r| r.clone()).unwrap_or_default();
-        while self.states.len() <= upto && self.states.len() < names.len() {
-            let mut state = (self.make_state)(&names[self.states.len()]);
-            state.filter = self.filters.lock().ok().and_then(|f| f.get(self.states.len()).cloned()).unwrap_or_default();
-            self.states.push(Some(state));
+    /// theirs on first use).
+    fn ensure(&mut self, upto: usize) {
+        if self.states.len() > upto {
+            return;
         }
-        names
+        let Ok(registry) = self.registry.lock() else { return };
+        while self.states.len() <= upto && self.states.len() < registry.len() {
+            let camera = &registry[self.states.len()];
+            let mut state = (self.make_state)(&camera.name);
+            state.filter = camera.filter.clone();
+            self.states.push(Some(state));
+            self.names.push(camera.name.clone());
+        }
     }
 
     /// Sends events on; false once the sink has closed.
@@ -320,14 +331,14 @@ impl<S: EventSink> Tracking<S> {
 
     /// A camera's stream broke (`closed`: it ended for good): its tracks are over.
     fn end_tracks(&mut self, slot: usize, closed: bool) {
-        let names = self.ensure(slot);
+        self.ensure(slot);
         let Some(st) = self.states.get_mut(slot).and_then(Option::as_mut) else { return };
         let ended = st.tracker.finish();
         let events = st.lifecycle.end(&ended);
         self.emit(events);
         if closed {
             self.states[slot] = None;
-            let name = names.get(slot).map_or("?", String::as_str);
+            let name = self.names.get(slot).map_or("?", String::as_str);
             tracing::info!(camera = %name, "camera ended; its tracks are closed");
         }
     }
@@ -340,7 +351,7 @@ impl<S: EventSink> Tracking<S> {
             summary.in_flight = summary.in_flight.saturating_sub(1);
         }
         let max_slot = frames.iter().map(|(s, _)| *s).max().unwrap_or(0);
-        let cameras = self.ensure(max_slot);
+        self.ensure(max_slot);
         if frames.is_empty() || self.states.len() <= max_slot {
             if let Err(e) = result {
                 tracing::error!(error = %e, "inference failed");
@@ -361,7 +372,7 @@ impl<S: EventSink> Tracking<S> {
         let (analyses, times) = match result {
             Ok(r) => r,
             Err(e) => {
-                let names: Vec<&str> = frames.iter().map(|(s, _)| cameras[*s].as_str()).collect();
+                let names: Vec<&str> = frames.iter().map(|(s, _)| self.names[*s].as_str()).collect();
                 tracing::error!(cameras = ?names, error = %e, "inference failed on a batch");
                 return self.emit(events);
             }
@@ -404,7 +415,7 @@ impl<S: EventSink> Tracking<S> {
             let states = self.states.len();
             let mut summary = self.lock();
             while summary.cameras.len() < states {
-                let name = cameras.get(summary.cameras.len()).cloned().unwrap_or_default();
+                let name = self.names.get(summary.cameras.len()).cloned().unwrap_or_default();
                 summary.cameras.push(CameraSummary { name, ..CameraSummary::default() });
             }
             for (slot, faces, latency) in latencies {
