@@ -24,6 +24,17 @@ pub enum EventType {
     End,
 }
 
+impl EventType {
+    /// The name on the wire (`new`, `update`, `end`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::New => "new",
+            EventType::Update => "update",
+            EventType::End => "end",
+        }
+    }
+}
+
 /// Label → value, serialised as a JSON object in label order.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct LabelValues(pub Vec<(String, f32)>);

@@ -311,7 +311,7 @@ impl Publisher {
                     tracing::info!(
                         camera = %event.camera, track = event.track_id, seq = event.seq,
                         "{:<6} {:<10} {:.2} (debias {})",
-                        format!("{:?}", event.kind).to_lowercase(), event.emotion, event.confidence,
+                        event.kind.as_str(), event.emotion, event.confidence,
                         if event.debiased.is_some() { "on" } else { "off" }
                     );
                     if dropped > 0 {

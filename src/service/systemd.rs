@@ -45,13 +45,8 @@ pub async fn relay(
             }
         };
         if let Output::Event(e) = &out {
-            let kind = match e.kind {
-                crate::events::EventType::New => "new",
-                crate::events::EventType::Update => "update",
-                crate::events::EventType::End => "end",
-            };
             if let Ok(mut counts) = health.events.lock() {
-                *counts.entry((e.camera.clone(), kind, e.emotion.clone())).or_default() += 1;
+                *counts.entry((e.camera.clone(), e.kind.as_str(), e.emotion.clone())).or_default() += 1;
             }
             if let Some(summary) = current.on_event(e, Instant::now()) {
                 let payload = serde_json::to_vec(&summary).unwrap_or_default();
