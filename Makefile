@@ -3,6 +3,8 @@
 CARGO ?= $(shell command -v cargo 2>/dev/null || echo $(HOME)/.cargo/bin/cargo)
 
 KIT_PY = .local/kit-venv/bin/python
+# `make build ARCH=arm64` / `make deb ARCH=arm64`: a Jetson (JetPack 5 and 6) build, cross-built here.
+ARCH ?= $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
 
 .PHONY: demo test setup build lint clean deb kit-setup kit-test kit-train
 
@@ -10,20 +12,25 @@ setup:
 	@bash scripts/setup.sh
 
 build: setup
+ifeq ($(ARCH),arm64)
+	@bash scripts/build-arm64.sh
+else
 	$(CARGO) build --release --locked
+endif
 
 demo: build
 	@bash scripts/demo.sh
 
 test: build kit-setup
 	@bash scripts/setup.sh --test
+	@bash scripts/build-arm64.sh
 	$(CARGO) test --release --locked
 	cd engines/kit && ../../$(KIT_PY) -m unittest discover -s tests
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --locked --all-targets -- -D warnings
 
 deb: build
-	@bash scripts/build-deb.sh
+	@ARCH=$(ARCH) bash scripts/build-deb.sh
 
 # The CLEF kit (engines/kit): Debian's CPU PyTorch and ONNX Runtime's Python package.
 kit-setup:

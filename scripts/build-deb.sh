@@ -1,19 +1,26 @@
 #!/usr/bin/env bash
-# Builds the clefd .deb for this machine's architecture (amd64 here; run it on a Jetson
-# for arm64) from the release binary, the ONNX Runtime library the set-up fetched, the
-# systemd unit, the default config and the demo bundle. Output: target/deb/*.deb
+# Builds the clefd .deb from the release binary, the ONNX Runtime library the set-up fetched,
+# the systemd unit, the default config and the demo bundle. ARCH=arm64 (`make deb ARCH=arm64`)
+# packages the Jetson cross build (scripts/build-arm64.sh) with PyPI's aarch64 CPU ONNX
+# Runtime; on a Jetson, point engine.onnxruntime at a GPU build (README). Output: target/deb/*.deb
 set -euo pipefail
 cd "$(dirname "$0")/.."
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
-arch=$(dpkg --print-architecture)
+arch=${ARCH:-$(dpkg --print-architecture)}
+glibc=$(ldd --version | head -n1 | grep -o "[0-9.]*$")
+case "$arch" in
+  "$(dpkg --print-architecture)") binary=target/release/clefd ort=.local/onnxruntime ;;
+  arm64) binary=target/aarch64-unknown-linux-gnu/release/clefd ort=.local/arm64/onnxruntime glibc=2.31 ;;
+  *) echo "build-deb: cannot package for '$arch' here (this machine's architecture, or arm64)" >&2; exit 1 ;;
+esac
 root=target/deb/clefd_${version}_${arch}
 rm -rf "$root" && mkdir -p "$root/DEBIAN"
-[ -x target/release/clefd ] || { echo "build-deb: run 'cargo build --release' first" >&2; exit 1; }
-[ -f .local/onnxruntime/libonnxruntime.so ] || { echo "build-deb: run 'make setup' first (ONNX Runtime)" >&2; exit 1; }
+[ -x "$binary" ] || { echo "build-deb: $binary is missing: run 'make build ARCH=$arch' first" >&2; exit 1; }
+[ -f "$ort/libonnxruntime.so" ] || { echo "build-deb: $ort/libonnxruntime.so is missing: run 'make build ARCH=$arch' first" >&2; exit 1; }
 
-install -D -m 0755 target/release/clefd "$root/usr/bin/clefd"
-strip --strip-debug "$root/usr/bin/clefd"
-install -D -m 0644 .local/onnxruntime/libonnxruntime.so "$root/usr/lib/clefd/libonnxruntime.so"
+install -D -m 0755 "$binary" "$root/usr/bin/clefd"
+if [ "$arch" = "$(dpkg --print-architecture)" ]; then strip --strip-debug "$root/usr/bin/clefd"; fi
+install -D -m 0644 "$ort/libonnxruntime.so" "$root/usr/lib/clefd/libonnxruntime.so"
 install -D -m 0644 systemd/clefd.service "$root/lib/systemd/system/clefd.service"
 install -D -m 0644 systemd/jetson.conf "$root/usr/share/clefd/systemd/jetson.conf"
 install -D -m 0644 systemd/clefd.sysusers "$root/usr/lib/sysusers.d/clefd.conf"
@@ -35,7 +42,7 @@ Package: clefd
 Version: ${version}
 Architecture: ${arch}
 Maintainer: clefd developers <clefd@localhost>
-Depends: libc6, libgstreamer1.0-0, gstreamer1.0-plugins-base, gstreamer1.0-plugins-good, gstreamer1.0-plugins-bad, gstreamer1.0-libav
+Depends: libc6 (>= ${glibc}), libgstreamer1.0-0, gstreamer1.0-plugins-base, gstreamer1.0-plugins-good, gstreamer1.0-plugins-bad, gstreamer1.0-libav
 Recommends: gstreamer1.0-plugins-ugly, mosquitto
 Section: video
 Priority: optional
