@@ -24,19 +24,33 @@ PATH="$HOME/.cargo/bin:$PATH"
 # What the binary links against (the -dev packages and every pkg-config file they require,
 # privately too: pkgconf checks them all), and what it loads at run time under qemu.
 PACKAGES=(
-  libc6 libc6-dev libgcc-s1 libstdc++6 gcc-12-base linux-libc-dev libcrypt1 libcrypt-dev
+  libc6 libc6-dev libgcc-s1 libstdc++6 linux-libc-dev libcrypt1 libcrypt-dev
   libgstreamer1.0-0 libgstreamer1.0-dev libgstreamer-plugins-base1.0-0 libgstreamer-plugins-base1.0-dev
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   libglib2.0-0 libglib2.0-dev libffi8 libffi-dev libpcre2-8-0 libpcre2-dev zlib1g zlib1g-dev
   libmount1 libmount-dev libblkid1 libblkid-dev libselinux1 libselinux1-dev libsepol2 libsepol-dev
   libunwind8 libunwind-dev libdw1 libdw-dev libelf1 libelf-dev liborc-0.4-0 liborc-0.4-dev
-  liblzma5 liblzma-dev libzstd1 libbz2-1.0 libpng16-16 libjpeg62-turbo libgudev-1.0-0 libudev1
+  liblzma5 liblzma-dev libzstd1 libbz2-1.0 libpng16-16 libgudev-1.0-0 libudev1
 )
+# Only for stills under qemu (jpegdec); named differently on Ubuntu.
+OPTIONAL=(libjpeg62-turbo libjpeg-turbo8)
 
 if ! command -v qemu-aarch64-static >/dev/null 2>&1 || ! dpkg --print-foreign-architectures | grep -qx arm64; then
   echo "setup-arm64: installing qemu-user-static, binutils and the arm64 package lists"
   $SUDO dpkg --add-architecture arm64
-  $SUDO apt-get update -qq
+  # Ubuntu serves arm64 from ports.ubuntu.com, not from its amd64 mirrors.
+  . /etc/os-release
+  if [ "${ID:-}" = ubuntu ] && [ ! -f /etc/apt/sources.list.d/clefd-arm64.list ]; then
+    for suite in "$VERSION_CODENAME" "$VERSION_CODENAME-updates" "$VERSION_CODENAME-security"; do
+      echo "deb [arch=arm64] http://ports.ubuntu.com/ubuntu-ports $suite main universe"
+    done | $SUDO tee /etc/apt/sources.list.d/clefd-arm64.list >/dev/null
+  fi
+  # On Ubuntu the amd64 mirrors answer 404 for arm64 lists; what matters is checked below.
+  $SUDO apt-get update -qq || true
+  if ! apt-cache show libgstreamer1.0-dev:arm64 >/dev/null 2>&1; then
+    echo "setup-arm64: apt has no arm64 packages (libgstreamer1.0-dev:arm64): add an arm64 source to apt and run again" >&2
+    exit 1
+  fi
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends qemu-user-static binutils >/dev/null
 fi
 
@@ -55,11 +69,12 @@ if [ ! -x "$ROOT/zig-venv/bin/python" ] || ! "$ROOT/zig-venv/bin/python" -m zigl
   "$ROOT/zig-venv/bin/python" -m pip install -q "ziglang==$ZIG_VERSION"
 fi
 
-stamp="$(printf '%s\n' "${PACKAGES[@]}" | sha256sum | cut -c1-16)"
+stamp="$(printf '%s\n' "${PACKAGES[@]}" "${OPTIONAL[@]}" | sha256sum | cut -c1-16)"
 if [ "$(cat "$SYSROOT/.packages" 2>/dev/null)" != "$stamp" ]; then
   echo "setup-arm64: unpacking ${#PACKAGES[@]} Debian arm64 packages into $SYSROOT"
   rm -rf "$SYSROOT" "$ROOT/debs" && mkdir -p "$SYSROOT" "$ROOT/debs" && chmod 0777 "$ROOT/debs"
   (cd "$ROOT/debs" && apt-get download -qq "${PACKAGES[@]/%/:arm64}" >/dev/null)
+  for pkg in "${OPTIONAL[@]}"; do (cd "$ROOT/debs" && apt-get download -qq "$pkg:arm64" >/dev/null 2>&1) || true; done
   for deb in "$ROOT"/debs/*.deb; do dpkg-deb -x "$deb" "$SYSROOT"; done
   # Debian's symbols files say in which version each GStreamer and GLib function appeared:
   # the arm64 test checks the binary needs none newer than JetPack 5's (GStreamer 1.16).

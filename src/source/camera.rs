@@ -10,7 +10,9 @@ use gstreamer_app as gst_app;
 use gstreamer_video as gst_video;
 
 use super::capture::capture_chain;
-use super::decoder::{DecoderChoice, from_device_memory, rank_lean_h264_decoder, steer_h264_decoder, watch_decoder};
+use super::decoder::{
+    DecoderChoice, decode_chain, from_device_memory, rank_lean_h264_decoder, steer_h264_decoder, watch_decoder,
+};
 use super::diagnose::{advice, error_reason};
 use super::network;
 use super::{Frame, Layout, SourceSpec};
@@ -98,7 +100,7 @@ pub struct Camera {
     stop: Arc<AtomicBool>,
     bus_thread: Option<std::thread::JoinHandle<()>>,
     frames: Arc<AtomicU64>,
-    /// The video decoder `decodebin` picked, once it has.
+    /// The video decoder in use: the Jetson chain's, or the one `decodebin` picked once it has.
     decoder: Arc<Mutex<Option<String>>>,
     /// Buffers into and out of the `fps` cap (videorate), counted by pad probes.
     rate: Option<(Arc<AtomicU64>, Arc<AtomicU64>)>,
@@ -123,7 +125,7 @@ fn source_description(opts: &CameraOptions) -> Result<String, SourceError> {
     Ok(match &opts.spec {
         SourceSpec::File { .. } => {
             require(name, "decodebin", "install gstreamer1.0-plugins-base")?;
-            format!("filesrc name=src ! decodebin name=dec{}", from_device_memory(opts.width))
+            format!("filesrc name=src ! {}", decode_chain(opts.width))
         }
         SourceSpec::Test { .. } => {
             require(name, "videotestsrc", "install gstreamer1.0-plugins-base")?;
@@ -132,10 +134,10 @@ fn source_description(opts: &CameraOptions) -> Result<String, SourceError> {
         SourceSpec::Rtsp { .. } => {
             require(name, "rtspsrc", "install gstreamer1.0-plugins-good")?;
             format!(
-                "rtspsrc name=src protocols={} latency={} ! decodebin name=dec{}",
+                "rtspsrc name=src protocols={} latency={} ! {}",
                 if opts.rtsp_udp { "udp" } else { "tcp" },
                 opts.rtsp_latency_ms,
-                from_device_memory(opts.width)
+                decode_chain(opts.width)
             )
         }
         SourceSpec::V4l2 { capture, .. } => {

@@ -39,13 +39,38 @@ impl DecoderChoice {
     }
 }
 
-/// What follows `decodebin` on a Jetson: NVIDIA's decoders (`nvv4l2decoder`, and `nvjpegdec`
-/// for MJPEG) put frames in device memory (`memory:NVMM`), which `videoscale` and
-/// `videoconvert` cannot read. `nvvidconv` copies them out with the VIC engine, converting
-/// to I420 and scaling to the working `width` on the way (its caps fixation keeps the
-/// aspect ratio, as `videoscale`'s does), so the software scaler and converter after it
-/// pass frames through and the CPU touches no pixel. Frames a software decoder made in
-/// system memory go through the VIC just as well.
+/// The chain that turns a source's encoded video into I420 frames for the scaler.
+///
+/// On a Jetson (`nvv4l2decoder` and `nvvidconv` installed) it is spelled out:
+/// `parsebin ! nvv4l2decoder ! nvvidconv ! video/x-raw,format=I420,…`. `parsebin` demuxes
+/// (or depayloads) and always inserts the parser, which hands `nvv4l2decoder` the
+/// byte-stream, access-unit-aligned H.264/H.265 it needs; `decodebin` may skip the parser and
+/// exposes device-memory (`memory:NVMM`) caps that an appsink cannot take. `nvvidconv` copies
+/// frames out of device memory with the VIC engine, converting to I420 and scaling to the
+/// working `width` on the way, so the CPU touches no pixel.
+///
+/// Elsewhere `decodebin` picks a software decoder (see [`DecoderChoice`]); where only
+/// `nvvidconv` exists (NVIDIA's decoders under other names) it still follows `decodebin`.
+pub(super) fn decode_chain(width: u32) -> String {
+    let has = |name: &str| gst::ElementFactory::find(name).is_some();
+    if has("nvv4l2decoder") && has("nvvidconv") && has("parsebin") {
+        format!(
+            "parsebin name=dec ! nvv4l2decoder name={HARDWARE_DECODER_NAME}{}",
+            from_device_memory(width)
+        )
+    } else {
+        format!("decodebin name=dec{}", from_device_memory(width))
+    }
+}
+
+/// The element name of the decoder [`decode_chain`] places itself (on a Jetson).
+pub(super) const HARDWARE_DECODER_NAME: &str = "hwdec";
+
+/// What follows a decoder that may leave frames in device memory (`nvv4l2decoder`,
+/// `nvarguscamerasrc`, `nvjpegdec`): `nvvidconv` to I420 at the working width (its caps
+/// fixation keeps the aspect ratio, as `videoscale`'s does), so the software scaler and
+/// converter after it pass frames through. Frames a software decoder made in system memory
+/// go through the VIC just as well. Nothing where `nvvidconv` is absent.
 pub(super) fn from_device_memory(width: u32) -> String {
     if gst::ElementFactory::find("nvvidconv").is_some() {
         format!(" ! nvvidconv ! video/x-raw,format=I420,width={width},pixel-aspect-ratio=1/1")
@@ -59,6 +84,10 @@ pub(super) fn from_device_memory(width: u32) -> String {
 /// returns where the decoder's name will be recorded.
 pub(super) fn watch_decoder(pipeline: &gst::Pipeline, camera: &str, threads: u32) -> Arc<Mutex<Option<String>>> {
     let camera = camera.to_string();
+    if let Some(name) = pipeline.by_name(HARDWARE_DECODER_NAME).and_then(|e| e.factory()).map(|f| f.name()) {
+        tracing::info!(camera = %camera, decoder = %name, path = "hardware", "video decoder chosen");
+        return Arc::new(Mutex::new(Some(name.to_string())));
+    }
     let chosen = Arc::new(Mutex::new(None));
     let record = chosen.clone();
     pipeline.connect("deep-element-added", false, move |args| {
@@ -131,6 +160,9 @@ pub(super) fn skips_lean_decoder(choice: DecoderChoice, caps: Option<&gst::CapsR
 /// Has `decodebin` pass over OpenH264 where [`skips_lean_decoder`] says so (under `auto`,
 /// only where libav is installed to take the stream instead).
 pub(super) fn steer_h264_decoder(pipeline: &gst::Pipeline, choice: DecoderChoice) {
+    if pipeline.by_name(HARDWARE_DECODER_NAME).is_some() {
+        return;
+    }
     if choice == DecoderChoice::Auto && gst::ElementFactory::find("avdec_h264").is_none() {
         return;
     }

@@ -2,6 +2,8 @@
 //! helpers to write configs and run the real `clefd` binary.
 #![allow(dead_code)]
 
+pub mod rtsp;
+
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
