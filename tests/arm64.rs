@@ -202,9 +202,10 @@ fn under_qemu_a_test_camera_streams_frames_into_the_models() {
     };
     // Emulation is slow (seconds per frame on a loaded machine): the deadline is generous;
     // the test waits for a count, not for a speed.
-    let body = common::wait_http(port, "/metrics", "5 frames analysed under qemu", Duration::from_secs(400), |code, b| {
-        code == 200 && analysed(b) >= 5
-    });
+    let body =
+        common::wait_http(port, "/metrics", "5 frames analysed under qemu", Duration::from_secs(400), |code, b| {
+            code == 200 && analysed(b) >= 5
+        });
     assert!(daemon.running(), "{}", std::fs::read_to_string(&log).unwrap_or_default());
     assert!(body.contains("clefd_camera_streaming{camera=\"pattern\"} 1"), "{body}");
     assert!(daemon.stop(), "SIGTERM under qemu did not end in exit 0:\n{}", std::fs::read_to_string(&log).unwrap());

@@ -54,10 +54,7 @@ impl DecoderChoice {
 pub(super) fn decode_chain(width: u32) -> String {
     let has = |name: &str| gst::ElementFactory::find(name).is_some();
     if has("nvv4l2decoder") && has("nvvidconv") && has("parsebin") {
-        format!(
-            "parsebin name=dec ! nvv4l2decoder name={HARDWARE_DECODER_NAME}{}",
-            from_device_memory(width)
-        )
+        format!("parsebin name=dec ! nvv4l2decoder name={HARDWARE_DECODER_NAME}{}", from_device_memory(width))
     } else {
         format!("decodebin name=dec{}", from_device_memory(width))
     }
