@@ -67,6 +67,12 @@ chown clefd:clefd /var/lib/clefd 2>/dev/null || true
 if [ -e /etc/nv_tegra_release ] && [ ! -e /etc/systemd/system/clefd.service.d/jetson.conf ]; then
   install -D -m 0644 /usr/share/clefd/systemd/jetson.conf /etc/systemd/system/clefd.service.d/jetson.conf
 fi
+# Where the configured ONNX Runtime has a GPU provider (a Jetson with engine.onnxruntime
+# set), build the TensorRT engines now, as the service user, so no start waits for them.
+if [ -e /etc/nv_tegra_release ] && command -v runuser >/dev/null 2>&1; then
+  runuser -u clefd -- /usr/bin/clefd build-engines --if-gpu --config /etc/clefd/clefd.toml \
+    || echo "clefd: building TensorRT engines failed (see above); the first start builds them"
+fi
 if [ -d /run/systemd/system ]; then
   systemctl daemon-reload || true
 fi

@@ -44,6 +44,10 @@ enum Command {
         /// Main config file.
         #[arg(long, short, default_value = "/etc/clefd/clefd.toml")]
         config: PathBuf,
+        /// Do nothing (exit 0) when the ONNX Runtime the config names has no GPU provider:
+        /// what the package runs on install, so a CPU-only install spends no time here.
+        #[arg(long)]
+        if_gpu: bool,
     },
     /// One screen for a bug report: clefd, ONNX Runtime (version, API floor, providers and
     /// which each bundle would use), GStreamer and NVIDIA's elements, GPU device nodes this
@@ -182,7 +186,7 @@ fn main() -> ExitCode {
         Command::Run { config } => cmd::run::run(&config),
         Command::CheckConfig { config } => cmd::check_config(&config),
         Command::Doctor { config } => cmd::doctor::doctor(&config),
-        Command::BuildEngines { config } => cmd::engines::build_engines(&config),
+        Command::BuildEngines { config, if_gpu } => cmd::engines::build_engines(&config, if_gpu),
         Command::Explain { bundle, image, onnxruntime } => {
             cmd::explain::explain(&bundle, &image, onnxruntime.as_deref())
         }

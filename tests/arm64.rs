@@ -210,3 +210,26 @@ fn under_qemu_a_test_camera_streams_frames_into_the_models() {
     assert!(body.contains("clefd_camera_streaming{camera=\"pattern\"} 1"), "{body}");
     assert!(daemon.stop(), "SIGTERM under qemu did not end in exit 0:\n{}", std::fs::read_to_string(&log).unwrap());
 }
+
+#[test]
+fn the_arm64_package_holds_the_arm64_binary_and_onnx_runtime() {
+    arm64_clefd();
+    let out =
+        Command::new("bash").arg(common::repo().join("scripts/build-deb.sh")).env("ARCH", "arm64").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let deb = common::repo().join(String::from_utf8_lossy(&out.stdout).trim());
+    let info = Command::new("dpkg-deb").arg("-I").arg(&deb).output().unwrap();
+    let info = String::from_utf8_lossy(&info.stdout);
+    assert!(info.contains("Architecture: arm64"), "{info}");
+    assert!(info.contains("libc6 (>= 2.31)"), "{info}");
+    let dir = tempfile::tempdir().unwrap();
+    let st = Command::new("dpkg-deb").arg("-x").arg(&deb).arg(dir.path()).status().unwrap();
+    assert!(st.success());
+    for file in ["usr/bin/clefd", "usr/lib/clefd/libonnxruntime.so"] {
+        let out = Command::new("readelf").arg("-h").arg(dir.path().join(file)).output().unwrap();
+        assert!(String::from_utf8_lossy(&out.stdout).contains("AArch64"), "{file} is not an arm64 file");
+    }
+    let postinst = Command::new("dpkg-deb").args(["-I"]).arg(&deb).arg("postinst").output().unwrap();
+    let postinst = String::from_utf8_lossy(&postinst.stdout);
+    assert!(postinst.contains("clefd build-engines --if-gpu"), "the package builds engines on a Jetson:\n{postinst}");
+}

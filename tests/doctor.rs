@@ -71,6 +71,11 @@ fn build_engines_loads_every_bundle_and_says_where_it_runs() {
     assert!(out.status.success(), "{log}");
     assert!(log.contains("no GPU provider in this ONNX Runtime"), "{log}");
     assert!(log.contains("bundle=face-fer2013 detector=\"cpu\" vanilla=\"cpu\""), "{log}");
+    // What the package runs on install: on a CPU-only ONNX Runtime, nothing is loaded.
+    let out = common::run_clefd(&["build-engines", "--if-gpu", "--config", cfg.to_str().unwrap()], &[]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("nothing to build") && !log.contains("loading bundle"), "{log}");
     let bad = config(dir.path(), "[cameras.a]\nuri = \"nope://x\"\n");
     let out = common::run_clefd(&["build-engines", "--config", bad.to_str().unwrap()], &[]);
     assert_eq!(out.status.code(), Some(78));

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use clefd::engine::Bundle;
 
-/// `clefd build-engines`.
-pub fn build_engines(config: &Path) -> anyhow::Result<ExitCode> {
+/// `clefd build-engines`; with `if_gpu`, only where a GPU provider would take the models.
+pub fn build_engines(config: &Path, if_gpu: bool) -> anyhow::Result<ExitCode> {
     clefd::service::init_logging("info");
     let loaded = match clefd::config::load(config) {
         Ok(l) => l,
@@ -22,6 +22,10 @@ pub fn build_engines(config: &Path) -> anyhow::Result<ExitCode> {
     let cfg = &loaded.config;
     clefd::engine::runtime::init(cfg.engine.onnxruntime.as_deref())?;
     let opts = clefd::pipeline::session_options(&loaded);
+    if !opts.accelerated() && if_gpu {
+        tracing::info!(providers = ?opts.providers, "no GPU provider in this ONNX Runtime: nothing to build");
+        return Ok(ExitCode::SUCCESS);
+    }
     if !opts.accelerated() {
         tracing::info!(providers = ?opts.providers, "no GPU provider in this ONNX Runtime: models run on the CPU, nothing to build");
     }
