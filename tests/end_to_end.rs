@@ -48,7 +48,8 @@ fn astronaut_clip_produces_schema_valid_happy_events() {
     let dir = tempfile::tempdir().unwrap();
     let clip = dir.path().join("astronaut.mp4");
     common::astronaut_clip(&clip, 3.0, 15);
-    let config = common::write_config(dir.path(), &broker.url(), &clip, "");
+    // Analysed at half width: frame_size still reports the stream's own 640x480.
+    let config = common::write_config(dir.path(), &broker.url(), &clip, "width = 320");
     let cfg = config.clone();
     let out = std::sync::Arc::new(std::sync::Mutex::new(None));
     let out2 = out.clone();
@@ -75,8 +76,13 @@ fn astronaut_clip_produces_schema_valid_happy_events() {
         let errors: Vec<String> = validator.iter_errors(ev).map(|e| format!("{} at {}", e, e.instance_path)).collect();
         assert!(errors.is_empty(), "event violates the schema: {errors:?}\n{ev}");
         assert_eq!(ev["emotion"], "happy", "{ev}");
+        assert_eq!(ev["schema"], "clefd.emotion/2");
         assert_eq!(ev["debias"], "off");
-        assert!(ev["debiased"].is_null() && ev["context_bias"].is_null());
+        assert!(ev["factual"].is_null() && ev["debiased"].is_null() && ev["context_bias"].is_null());
+        assert_eq!(ev["vanilla"]["happy"].as_f64().map(|p| p > 0.5), Some(true), "{ev}");
+        assert_eq!(ev["frame_size"], serde_json::json!({"width": 640, "height": 480}));
+        let (started, ts) = (ev["track_started"].as_str().unwrap(), ev["ts"].as_str().unwrap());
+        assert!(started <= ts, "a track starts before its events: {started} > {ts}");
         assert!(ev["confidence"].as_f64().unwrap() > 0.9);
         assert_eq!(ev["bundle"]["name"], "face-fer2013");
         // The astronaut's face is in the upper middle of the sprite.
@@ -89,6 +95,8 @@ fn astronaut_clip_produces_schema_valid_happy_events() {
     assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "seq increases by one: {seqs:?}");
     let track = &events[0]["track_id"];
     assert!(events.iter().all(|e| &e["track_id"] == track), "one face, one track");
+    let uid = events[0]["track_uid"].as_str().unwrap().to_string();
+    assert!(events.iter().all(|e| e["track_uid"] == uid.as_str() && e["track_started"] == events[0]["track_started"]));
 
     // A second run continues the sequence (persisted in state_dir).
     let cfg = config.clone();
@@ -96,9 +104,14 @@ fn astronaut_clip_produces_schema_valid_happy_events() {
         let o = common::run_clefd(&["run", "--config", cfg.to_str().unwrap()], &[]);
         assert!(o.status.success());
     });
-    let first_again =
-        again.iter().find(|(t, _, _)| t.ends_with("/emotion")).map(|(_, v, _)| v["seq"].as_u64().unwrap());
-    assert_eq!(first_again, Some(seqs.last().unwrap() + 1), "seq continues across restarts");
+    let first_again = again.iter().find(|(t, _, _)| t.ends_with("/emotion")).map(|(_, v, _)| v);
+    assert_eq!(
+        first_again.map(|v| v["seq"].as_u64().unwrap()),
+        Some(seqs.last().unwrap() + 1),
+        "seq continues across restarts"
+    );
+    let uid_again = first_again.and_then(|v| v["track_uid"].as_str()).unwrap_or_default();
+    assert!(!uid_again.is_empty() && uid_again != uid, "track_uid is unique across restarts: {uid_again} = {uid}");
 }
 
 #[test]
@@ -150,4 +163,43 @@ fn a_live_test_source_runs_until_sigterm_then_goes_offline_cleanly() {
         .collect();
     assert_eq!(avail, vec!["online".to_string(), "offline".to_string()]);
     assert!(!messages.iter().any(|(t, _, _)| t.ends_with("/emotion")), "no face in a test pattern");
+}
+
+#[test]
+fn a_debiasing_bundle_sends_its_three_views_consistently() {
+    let broker = common::Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let clip = common::repo().join("assets/context-bias-anti.mp4");
+    let config = common::write_config(dir.path(), &broker.url(), &clip, "");
+    let bundle = common::repo().join("engines/context-bias-demo");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text.replace(&common::demo_bundle().display().to_string(), &bundle.display().to_string());
+    std::fs::write(&config, text).unwrap();
+    let cfg = config.clone();
+    let messages = collect_while(broker.port, move || {
+        let o = common::run_clefd(&["run", "--config", cfg.to_str().unwrap()], &[]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    });
+    let schema: Value = serde_json::from_str(&common::event_schema()).unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+    let events: Vec<&Value> =
+        messages.iter().filter(|(t, _, _)| t.ends_with("/cam1/emotion")).map(|(_, v, _)| v).collect();
+    assert!(events.len() >= 3, "{events:?}");
+    let argmax = |m: &Value, add: Option<&Value>| {
+        m.as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_f64().unwrap() + add.map_or(0.0, |a| a[k].as_f64().unwrap())))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(k, _)| k)
+            .unwrap()
+    };
+    for ev in &events {
+        let errors: Vec<String> = validator.iter_errors(ev).map(|e| format!("{} at {}", e, e.instance_path)).collect();
+        assert!(errors.is_empty(), "event violates the schema: {errors:?}\n{ev}");
+        assert_eq!(ev["debias"], "on");
+        assert!(ev["vanilla"].is_object() && ev["factual"].is_object(), "{ev}");
+        // factual = φ(Y_c, Y_e) = TIE + φ(Y_c, Y_e*): the wire's three views agree.
+        assert_eq!(argmax(&ev["factual"], None), argmax(&ev["debiased"], Some(&ev["context_bias"])), "{ev}");
+    }
 }

@@ -37,9 +37,12 @@ fn explain_reports_every_stage_for_the_astronaut() {
     assert_eq!(faces.len(), 1, "{stdout}");
     let f = &faces[0];
     assert_eq!(f["emotion"], "happy");
-    assert!(f["factual"]["happy"].as_f64().unwrap() > 0.95);
+    assert!(f["vanilla"]["happy"].as_f64().unwrap() > 0.95);
     assert_eq!(f["y_e"].as_array().unwrap().len(), 7);
-    assert!(f["y_c"].is_null() && f["tie"].is_null() && f["counterfactual"].is_null(), "no context branch");
+    assert!(
+        f["y_c"].is_null() && f["factual"].is_null() && f["debiased"].is_null() && f["context_bias"].is_null(),
+        "no context branch"
+    );
     assert!(f["detector_score"].as_f64().unwrap() > 0.8);
     // BlazeFace full-range puts the face at x≈174, y≈70, 105 px wide (checked against
     // MediaPipe's TFLite model by engines/tools/convert_models.py).
@@ -138,6 +141,6 @@ fn onnx_runtime_1_18_runs_the_models_as_the_current_version_does() {
     let (now, old): (Value, Value) = (serde_json::from_str(&now).unwrap(), serde_json::from_str(&old).unwrap());
     assert_eq!(old["faces"][0]["emotion"], now["faces"][0]["emotion"]);
     let (a, b) =
-        (now["faces"][0]["factual"]["happy"].as_f64().unwrap(), old["faces"][0]["factual"]["happy"].as_f64().unwrap());
+        (now["faces"][0]["vanilla"]["happy"].as_f64().unwrap(), old["faces"][0]["vanilla"]["happy"].as_f64().unwrap());
     assert!((a - b).abs() < 1e-3, "same scores on 1.18 ({b}) and now ({a})");
 }

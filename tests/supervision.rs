@@ -489,3 +489,31 @@ fn a_protected_http_mjpeg_camera_opens_with_its_password() {
     let why = failure_of(at("wrong"));
     assert!(why.contains("the camera refused the user name and password"), "{why}");
 }
+
+/// An RTSP camera analysed at a smaller width: each frame knows the stream's own size (an
+/// event's `frame_size`) and is dated no later than its delivery.
+#[test]
+fn rtsp_frames_carry_the_streams_own_size_and_a_capture_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("clip.mp4");
+    common::astronaut_clip(&clip, 3.0, 10);
+    let server = RtspServer::start(0, &clip);
+    let mut opts = common::file_camera("late", &clip, 320, clefd::source::DecoderChoice::Auto);
+    opts.spec = clefd::source::SourceSpec::Rtsp { location: format!("rtsp://127.0.0.1:{}/cam", server.port) };
+    let (tx, rx) = std::sync::mpsc::sync_channel(64);
+    let camera = clefd::source::Camera::start(
+        opts,
+        move |f| {
+            let _ = tx.try_send((std::time::SystemTime::now().duration_since(f.wall).is_ok(), f.source_size, f.width));
+        },
+        |_| {},
+    )
+    .expect("camera starts");
+    for _ in 0..5 {
+        let (dated_before, size, width) = rx.recv_timeout(Duration::from_secs(30)).expect("frames arrive");
+        assert!(dated_before, "a frame dated after its delivery");
+        assert_eq!((size, width), ((640, 480), 320), "the stream's own size, analysed at 320");
+    }
+    camera.stop();
+    server.stop();
+}

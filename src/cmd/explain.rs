@@ -32,9 +32,10 @@ pub fn explain(dir: &Path, image: &Path, onnxruntime: Option<&Path>) -> anyhow::
                 "detector_score": f.detection.score,
                 "y_e": f.y_e,
                 "y_c": f.y_c,
-                "factual": LabelValues::new(labels, &f.factual_scores),
-                "counterfactual": f.effects.as_ref().map(|e| LabelValues::new(labels, &e.counterfactual)),
-                "tie": f.effects.as_ref().map(|e| LabelValues::new(labels, &e.tie)),
+                "vanilla": LabelValues::new(labels, &f.vanilla_scores),
+                "factual": f.factual_scores.as_ref().map(|s| LabelValues::new(labels, s)),
+                "debiased": f.effects.as_ref().map(|e| LabelValues::new(labels, &e.tie)),
+                "context_bias": f.effects.as_ref().map(|e| LabelValues::new(labels, &e.counterfactual)),
                 "emotion": labels.get(decision.top),
                 "confidence": decision.confidence,
             })

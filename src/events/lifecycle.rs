@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{BundleRef, Debias, EmotionEvent, EventType, LabelValues, NormBox, SCHEMA, rfc3339};
-use crate::clef::Task;
+use super::{BundleRef, Debias, EmotionEvent, EventType, FrameSize, LabelValues, NormBox, SCHEMA, rfc3339};
+use crate::clef::{Decision, Task};
 use crate::track::TrackState;
 
 /// Tuning, from `[events]` in the config.
@@ -41,6 +41,8 @@ pub struct Source {
     pub task: Task,
     /// Whether the bundle debiases.
     pub debias: bool,
+    /// This process's run ([`super::run_id`]), for `track_uid`.
+    pub run: String,
 }
 
 /// The frame an observation comes from.
@@ -56,6 +58,8 @@ pub struct FrameInfo {
     pub width: f32,
     /// Frame height in pixels.
     pub height: f32,
+    /// The stream's own size (before scaling), for `frame_size`.
+    pub source_size: (u32, u32),
 }
 
 /// One tracked face on one frame, as the models and CLEF saw it.
@@ -67,8 +71,10 @@ pub struct Observation<'a> {
     pub rect: crate::image::Rect,
     /// Detector score.
     pub detector_score: f32,
-    /// Softmax/sigmoid of `Y_e`.
-    pub factual: &'a [f32],
+    /// Softmax/sigmoid of `Y_e`: the vanilla model alone.
+    pub vanilla: &'a [f32],
+    /// Softmax/sigmoid of φ(Y_c, Y_e), when debiasing.
+    pub factual: Option<&'a [f32]>,
     /// Scores decisions are made on (unsmoothed).
     pub scores: &'a [f32],
     /// Raw TIE, when debiasing.
@@ -79,6 +85,8 @@ pub struct Observation<'a> {
 
 #[derive(Debug)]
 struct TrackLife {
+    /// Capture time of the track's first analysed frame (RFC 3339).
+    started: String,
     smoothed: Vec<f32>,
     current: Option<usize>,
     announced: bool,
@@ -113,6 +121,7 @@ impl Lifecycle {
         for obs in observations {
             let alpha = self.cfg.smoothing;
             let life = self.tracks.entry(obs.track.id).or_insert_with(|| TrackLife {
+                started: rfc3339(frame.wall),
                 smoothed: obs.scores.to_vec(),
                 current: None,
                 announced: false,
@@ -142,15 +151,8 @@ impl Lifecycle {
             } else {
                 None
             };
-            let event = build(
-                &self.source,
-                frame,
-                obs,
-                current,
-                &decision.scores,
-                &decision.active,
-                kind.unwrap_or(EventType::Update),
-            );
+            let event =
+                build(&self.source, frame, obs, &life.started, current, &decision, kind.unwrap_or(EventType::Update));
             if let Some(kind) = kind {
                 life.announced = true;
                 life.last_emit = now;
@@ -180,11 +182,12 @@ fn build(
     src: &Source,
     frame: &FrameInfo,
     obs: &Observation<'_>,
+    started: &str,
     current: usize,
-    scores: &[f32],
-    active: &[usize],
+    decision: &Decision,
     kind: EventType,
 ) -> EmotionEvent {
+    let (scores, active) = (&decision.scores, &decision.active);
     let r = obs.rect.clamped(frame.width, frame.height);
     let labels = &src.labels;
     EmotionEvent {
@@ -193,9 +196,12 @@ fn build(
         device: src.device.clone(),
         camera: src.camera.clone(),
         track_id: obs.track.id,
+        track_uid: format!("{}-{}-{}", src.run, src.camera, obs.track.id),
+        track_started: started.to_string(),
         seq: 0,
         ts: rfc3339(frame.wall),
         frame: frame.index,
+        frame_size: FrameSize { width: frame.source_size.0, height: frame.source_size.1 },
         bbox: NormBox { x: r.x / frame.width, y: r.y / frame.height, w: r.w / frame.width, h: r.h / frame.height },
         detector_score: obs.detector_score.clamp(0.0, 1.0),
         emotion: labels.get(current).cloned().unwrap_or_default(),
@@ -203,7 +209,8 @@ fn build(
         active: matches!(src.task, Task::MultiLabel { .. })
             .then(|| active.iter().filter_map(|&i| labels.get(i).cloned()).collect()),
         scores: LabelValues::new(labels, scores),
-        factual: LabelValues::new(labels, obs.factual),
+        vanilla: LabelValues::new(labels, obs.vanilla),
+        factual: obs.factual.map(|f| LabelValues::new(labels, f)),
         debias: if src.debias { Debias::On } else { Debias::Off },
         debiased: obs.tie.map(|t| LabelValues::new(labels, t)),
         context_bias: obs.context_bias.map(|c| LabelValues::new(labels, c)),
@@ -231,12 +238,20 @@ mod tests {
             bundle: BundleRef { name: "t".into(), sha256: "0".repeat(64) },
             task: Task::SingleLabel,
             debias: false,
+            run: "run".into(),
         };
         Lifecycle::new(cfg, source)
     }
 
     fn frame() -> FrameInfo {
-        FrameInfo { index: 0, wall: SystemTime::now(), captured: Instant::now(), width: 100.0, height: 100.0 }
+        FrameInfo {
+            index: 0,
+            wall: SystemTime::now(),
+            captured: Instant::now(),
+            width: 100.0,
+            height: 100.0,
+            source_size: (1920, 1080),
+        }
     }
 
     fn obs<'a>(hits: u32, scores: &'a [f32]) -> Observation<'a> {
@@ -244,7 +259,8 @@ mod tests {
             track: TrackState { id: 7, hits },
             rect: Rect { x: 10.0, y: 10.0, w: 20.0, h: 20.0 },
             detector_score: 0.9,
-            factual: scores,
+            vanilla: scores,
+            factual: None,
             scores,
             tie: None,
             context_bias: None,
@@ -265,6 +281,8 @@ mod tests {
         let e = l.on_frame(&frame(), &[], &[7]);
         assert_eq!((e[0].kind, e[0].emotion.as_str()), (EventType::End, "b"));
         assert_eq!(e[0].bbox, NormBox { x: 0.1, y: 0.1, w: 0.2, h: 0.2 });
+        assert_eq!(e[0].frame_size, FrameSize { width: 1920, height: 1080 });
+        assert_eq!(e[0].track_uid, "run-c-7");
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Emotion events as consumers see them (`shared/schema/emotion-event.schema.json`,
-//! `clefd.emotion/1`), the per-track lifecycle that decides when to emit one, and the
+//! Emotion events as consumers see them (`clefd.emotion/2`, whose JSON Schema is
+//! `tests/schema/emotion-event-v2.schema.json`), the per-track lifecycle that decides when to emit one, and the
 //! persisted per-device sequence number.
 
 pub mod current;
@@ -10,7 +10,7 @@ use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
 /// The schema identifier every event carries.
-pub const SCHEMA: &str = "clefd.emotion/1";
+pub const SCHEMA: &str = "clefd.emotion/2";
 
 /// Lifecycle step of a track.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -74,6 +74,16 @@ pub struct NormBox {
     pub h: f32,
 }
 
+/// The stream's size in pixels as the camera sends it (before scaling), so a consumer can
+/// turn a normalised box into pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct FrameSize {
+    /// Width.
+    pub width: u32,
+    /// Height.
+    pub height: u32,
+}
+
 /// Which bundle made the estimate.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BundleRef {
@@ -89,11 +99,13 @@ pub struct BundleRef {
 pub enum Debias {
     /// The bundle has a context branch; decisions use the TIE.
     On,
-    /// No context branch; decisions use the factual scores.
+    /// No context branch; decisions use the vanilla scores.
     Off,
 }
 
-/// One `clefd.emotion/1` event.
+/// One `clefd.emotion/2` event. CLEF's three views of a face are named apart: `vanilla`
+/// (the emotion model alone, Y_e), `factual` (the context-aware ensemble φ(Y_c, Y_e), bias
+/// included) and `debiased` (the TIE, factual minus what the context alone pushes).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EmotionEvent {
     /// Always [`SCHEMA`].
@@ -107,12 +119,18 @@ pub struct EmotionEvent {
     pub camera: String,
     /// Track id, stable per camera within a run.
     pub track_id: u64,
+    /// Unique across restarts and cameras: `{run}-{camera}-{track_id}`.
+    pub track_uid: String,
+    /// RFC 3339 UTC capture time of the track's first analysed frame.
+    pub track_started: String,
     /// Per-device sequence number, stamped by the publisher.
     pub seq: u64,
     /// RFC 3339 UTC capture time.
     pub ts: String,
     /// Frame index within the stream.
     pub frame: u64,
+    /// The stream's own size.
+    pub frame_size: FrameSize,
     /// Face box.
     #[serde(rename = "box")]
     pub bbox: NormBox,
@@ -127,8 +145,10 @@ pub struct EmotionEvent {
     pub active: Option<Vec<String>>,
     /// Smoothed scores the decision was made on.
     pub scores: LabelValues,
-    /// Vanilla model alone, unsmoothed.
-    pub factual: LabelValues,
+    /// The vanilla model alone (softmax or sigmoid of Y_e), unsmoothed.
+    pub vanilla: LabelValues,
+    /// Softmax or sigmoid of φ(Y_c, Y_e), unsmoothed; null when debias is off.
+    pub factual: Option<LabelValues>,
     /// Whether the TIE was used.
     pub debias: Debias,
     /// Raw TIE per label, or null when debias is off.
@@ -151,16 +171,20 @@ impl EmotionEvent {
             device: "dev".into(),
             camera: camera.into(),
             track_id,
+            track_uid: format!("test-{camera}-{track_id}"),
+            track_started: String::new(),
             seq: 0,
             ts: String::new(),
             frame: 0,
+            frame_size: FrameSize { width: 640, height: 480 },
             bbox: NormBox { x: 0.0, y: 0.0, w: 0.1, h: 0.1 },
             detector_score: 0.9,
             emotion: emotion.into(),
             confidence,
             active: None,
             scores: LabelValues::default(),
-            factual: LabelValues::default(),
+            vanilla: LabelValues::default(),
+            factual: None,
             debias: Debias::Off,
             debiased: None,
             context_bias: None,
@@ -170,10 +194,48 @@ impl EmotionEvent {
     }
 }
 
+/// This process's run, as it appears in `track_uid`: its start time in milliseconds since
+/// 1970, in base 36 (so a restart, even within the same second, never repeats a uid).
+pub fn run_id() -> &'static str {
+    static RUN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    RUN.get_or_init(|| {
+        let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        base36(ms)
+    })
+}
+
+fn base36(mut n: u128) -> String {
+    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut out = Vec::new();
+    loop {
+        out.push(DIGITS[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    out.reverse();
+    String::from_utf8(out).unwrap_or_default()
+}
+
 /// RFC 3339 UTC (`2026-11-25T19:12:50.123Z`): the `ts` of an event.
 pub fn rfc3339(t: std::time::SystemTime) -> String {
     let dt = time::OffsetDateTime::from(t);
     let ms = dt.millisecond();
     let dt = dt.replace_nanosecond(u32::from(ms) * 1_000_000).unwrap_or(dt);
     dt.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base36_is_short_and_exact() {
+        assert_eq!(base36(0), "0");
+        assert_eq!(base36(35), "z");
+        assert_eq!(base36(36), "10");
+        assert_eq!(base36(1_764_600_000_000), "min9a22o");
+        assert!(!run_id().is_empty() && run_id() == run_id(), "one id per process");
+    }
 }

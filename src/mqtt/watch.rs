@@ -138,20 +138,16 @@ fn argmax(values: &[(String, f64)]) -> Option<&str> {
 }
 
 /// Scores one event against the clip's truth at its frame: the raw per-frame decisions of
-/// the vanilla model (`factual`), the factual φ(Y_c,Y_e) (`debiased` + `context_bias`,
-/// since TIE = φ(Y_c,Y_e) − φ(Y_c,Y_e*)) and the debiased TIE (`debiased`).
+/// the vanilla model (`vanilla`), the factual φ(Y_c,Y_e) (`factual`) and the debiased TIE
+/// (`debiased`).
 pub fn score(v: &Value, truth: &ClipTruth, tally: &mut EventTally) -> String {
     let frame = v.get("frame").and_then(Value::as_u64).unwrap_or(0);
     let Some(expected) = truth.at(frame) else {
         return format!("{}  (no truth for frame {frame})", describe(v));
     };
-    let vanilla = label_values(v.get("factual"));
+    let vanilla = label_values(v.get("vanilla"));
+    let factual = label_values(v.get("factual"));
     let debiased = label_values(v.get("debiased"));
-    let bias = label_values(v.get("context_bias"));
-    let factual: Vec<(String, f64)> = debiased
-        .iter()
-        .map(|(k, t)| (k.clone(), t + bias.iter().find(|(b, _)| b == k).map_or(0.0, |(_, c)| *c)))
-        .collect();
     let (dv, df, dd) = (argmax(&vanilla), argmax(&factual), argmax(&debiased));
     tally.events += 1;
     tally.vanilla += u64::from(dv == Some(expected));
@@ -179,17 +175,22 @@ fn top(map: Option<&Value>) -> (String, f64) {
         .unwrap_or_default()
 }
 
-/// One line per event: time, camera, track, lifecycle step, decision, factual view.
+/// One line per event: time, camera, track, lifecycle step, decision, and what the vanilla
+/// model (and, when debiasing, the factual ensemble) would have said.
 pub fn describe(v: &Value) -> String {
     let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("?").to_string();
     let n = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0);
-    let (factual, fp) = top(v.get("factual"));
+    let (vanilla, vp) = top(v.get("vanilla"));
+    let factual = match top(v.get("factual")) {
+        (f, _) if f.is_empty() => String::new(),
+        (f, fp) => format!("  factual {f} {fp:.2}"),
+    };
     let ts = s("ts");
     let time = ts.split('T').nth(1).unwrap_or(&ts).trim_end_matches('Z');
     let bx = v.get("box");
     let coord = |k: &str| bx.and_then(|b| b.get(k)).and_then(Value::as_f64).unwrap_or(0.0);
     format!(
-        "{time} {}/{} track {:<3} {:<6} {:<9} {:.2}  factual {factual} {fp:.2}  debias {}  box ({:.2},{:.2} {:.2}x{:.2})  seq {}",
+        "{time} {}/{} track {:<3} {:<6} {:<9} {:.2}  vanilla {vanilla} {vp:.2}{factual}  debias {}  box ({:.2},{:.2} {:.2}x{:.2})  seq {}",
         s("device"),
         s("camera"),
         n("track_id"),
@@ -210,15 +211,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_event_is_scored_on_its_frame_with_factual_rebuilt_from_tie_and_context_bias() {
+    fn an_event_is_scored_on_its_frame_by_each_of_the_three_views() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("truth.csv");
         std::fs::write(&path, "frame,label,x\n0,happy,1\n1,sad,1\n").unwrap();
         let truth = ClipTruth::read(&path).unwrap();
-        // Raw TIE says sad; the scene pushes happy so hard that the factual says happy.
+        // The TIE says sad; the scene pushes happy so hard that the factual says happy;
+        // the vanilla model says happy too.
         let event = serde_json::json!({
             "camera": "c", "track_id": 3, "type": "new", "frame": 1,
-            "factual": {"happy": 0.7, "sad": 0.3},
+            "vanilla": {"happy": 0.7, "sad": 0.3},
+            "factual": {"happy": 0.6, "sad": 0.4},
             "debiased": {"happy": 0.1, "sad": 0.9},
             "context_bias": {"happy": -0.1, "sad": -2.0},
         });

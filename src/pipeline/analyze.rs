@@ -23,7 +23,10 @@ pub struct FaceAnalysis {
     /// Factual, counterfactual and TIE, when debiasing is on.
     pub effects: Option<Effects>,
     /// What the vanilla model alone says (softmax or sigmoid of `Y_e`).
-    pub factual_scores: Vec<f32>,
+    pub vanilla_scores: Vec<f32>,
+    /// What the context-aware ensemble says, bias included (softmax or sigmoid of
+    /// φ(Y_c, Y_e)), when debiasing is on.
+    pub factual_scores: Option<Vec<f32>>,
     /// The scores decisions are made on: of the TIE (debias on) or of `Y_e` (off).
     pub scores: Vec<f32>,
 }
@@ -134,12 +137,13 @@ impl Analyzer {
                     ),
                     None => None,
                 };
-                let factual_scores = self.task.scores(&y_e);
+                let vanilla_scores = self.task.scores(&y_e);
+                let factual_scores = effects.as_ref().map(|e| self.task.scores(&e.factual));
                 let scores = match &effects {
                     Some(e) => self.task.scores(&e.tie),
-                    None => factual_scores.clone(),
+                    None => vanilla_scores.clone(),
                 };
-                faces.push(FaceAnalysis { detection, y_e, y_c, effects, factual_scores, scores });
+                faces.push(FaceAnalysis { detection, y_e, y_c, effects, vanilla_scores, factual_scores, scores });
             }
             out.push(faces);
         }

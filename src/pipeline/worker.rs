@@ -198,6 +198,7 @@ pub(super) fn spawn<S: EventSink>(
         bundle: BundleRef { name: m.name.clone(), sha256: m.sha256.clone() },
         task: analyzer.task().clone(),
         debias: analyzer.debias(),
+        run: crate::events::run_id().to_string(),
     };
     let ring = hub.clone();
     let mut pool: LanePool<Frame> =
@@ -394,7 +395,8 @@ impl<S: EventSink> Tracking<S> {
                     track,
                     rect: f.detection.rect,
                     detector_score: f.detection.score,
-                    factual: &f.factual_scores,
+                    vanilla: &f.vanilla_scores,
+                    factual: f.factual_scores.as_deref(),
                     scores: &f.scores,
                     tie: f.effects.as_ref().map(|e| e.tie.as_slice()),
                     context_bias: f.effects.as_ref().map(|e| e.counterfactual.as_slice()),
@@ -406,6 +408,7 @@ impl<S: EventSink> Tracking<S> {
                 captured: frame.captured,
                 width: frame.width as f32,
                 height: frame.height as f32,
+                source_size: frame.source_size,
             };
             events.extend(st.lifecycle.on_frame(&info, &observations, &update.ended));
             latencies.push((*slot, faces.len() as u64, frame.captured.elapsed()));

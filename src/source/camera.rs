@@ -15,6 +15,7 @@ use super::decoder::{
 };
 use super::diagnose::{advice, error_reason};
 use super::network;
+use super::stamp::{SCALER_NAME, Stamper};
 use super::{Frame, Layout, SourceSpec};
 use crate::image::YuvMatrix;
 
@@ -167,6 +168,10 @@ fn configure_source(src: &gst::Element, spec: &SourceSpec) {
         SourceSpec::Rtsp { location } => {
             network::point_at(src, location);
             network::only_video_streams(src);
+            // The camera's own capture time, from its RTCP sender reports (GStreamer 1.22+).
+            if src.find_property("add-reference-timestamp-meta").is_some() {
+                src.set_property("add-reference-timestamp-meta", true);
+            }
         }
         SourceSpec::HttpMjpeg { location } => network::point_at(src, location),
         SourceSpec::V4l2 { device, .. } => src.set_property("device", device.display().to_string()),
@@ -190,9 +195,15 @@ impl Camera {
             Some(fps) => format!(" ! videorate name=rate drop-only=true max-rate={}", fps.ceil().max(1.0) as u32),
             None => String::new(),
         };
+        let source = source_description(&opts)?;
+        // The stream's own size is read where it enters the first scaler (see `stamp`).
+        let scaler = if source.contains(&format!("name={SCALER_NAME}")) {
+            String::new()
+        } else {
+            format!(" name={SCALER_NAME}")
+        };
         let desc = format!(
-            "{}{rate} ! queue max-size-buffers=2 leaky={} ! videoscale ! videoconvert ! video/x-raw,format=I420,width=[16,{}],pixel-aspect-ratio=1/1 ! appsink name=sink max-buffers=1 drop=true sync={}",
-            source_description(&opts)?,
+            "{source}{rate} ! queue max-size-buffers=2 leaky={} ! videoscale{scaler} ! videoconvert ! video/x-raw,format=I420,width=[16,{}],pixel-aspect-ratio=1/1 ! appsink name=sink max-buffers=1 drop=true sync={}",
             // A file must not leak: paced, the decoder runs ahead and the sink's clock would
             // see only the last frames; unpaced, the consumer paces the decoder, and a leaky
             // queue would let it decode frames only to throw them away. Live sources drop
@@ -217,13 +228,17 @@ impl Camera {
             .ok_or_else(|| perr("no appsink".into()))?;
         let frames = Arc::new(AtomicU64::new(0));
         let counter = frames.clone();
+        let stamper = Stamper::new(&pipeline, live);
         let cam_name = opts.name.clone();
         sink.set_callbacks(
             gst_app::AppSinkCallbacks::builder()
                 .new_sample(move |sink| {
                     let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
                     match frame_from_sample(&sample, counter.fetch_add(1, Ordering::Relaxed)) {
-                        Some(frame) => on_frame(frame),
+                        Some(mut frame) => {
+                            stamper.stamp(sink, &sample, &mut frame);
+                            on_frame(frame)
+                        }
                         None => {
                             tracing::warn!(camera = %cam_name, "dropped a frame that is neither I420 nor RGB")
                         }
@@ -437,6 +452,7 @@ pub(super) fn frame_from_sample(sample: &gst::Sample, index: u64) -> Option<Fram
         captured: Instant::now(),
         width: info.width() as usize,
         height: info.height() as usize,
+        source_size: (info.width(), info.height()),
         layout,
         buffer,
     })

@@ -70,7 +70,10 @@ pub(super) const HARDWARE_DECODER_NAME: &str = "hwdec";
 /// go through the VIC just as well. Nothing where `nvvidconv` is absent.
 pub(super) fn from_device_memory(width: u32) -> String {
     if gst::ElementFactory::find("nvvidconv").is_some() {
-        format!(" ! nvvidconv ! video/x-raw,format=I420,width={width},pixel-aspect-ratio=1/1")
+        format!(
+            " ! nvvidconv name={} ! video/x-raw,format=I420,width={width},pixel-aspect-ratio=1/1",
+            super::stamp::SCALER_NAME
+        )
     } else {
         String::new()
     }

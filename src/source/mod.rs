@@ -8,6 +8,7 @@ mod decoder;
 mod diagnose;
 mod grab;
 mod network;
+mod stamp;
 mod supervisor;
 mod uri;
 
@@ -48,14 +49,18 @@ pub struct Frame {
     pub index: u64,
     /// Which start of the camera this frame belongs to (changes on every restart).
     pub stream: u32,
-    /// Wall-clock capture (arrival) time.
+    /// Wall-clock capture time: the camera's own (RTCP sender reports) where it sends it,
+    /// else when the frame reached the source element (live sources), else when it was
+    /// decoded (files).
     pub wall: SystemTime,
     /// Monotonic capture time, for latency.
     pub captured: Instant,
-    /// Width in pixels.
+    /// Width in pixels (after scaling to the working width).
     pub width: usize,
-    /// Height in pixels.
+    /// Height in pixels (after scaling).
     pub height: usize,
+    /// The stream's size as the camera sends it, before scaling.
+    pub source_size: (u32, u32),
     /// Where the bytes are.
     pub layout: Layout,
     buffer: gstreamer::MappedBuffer<gstreamer::buffer::Readable>,

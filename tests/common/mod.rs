@@ -191,9 +191,9 @@ pub fn write_config(dir: &Path, broker: &str, clip: &Path, extra: &str) -> PathB
 /// The event schema: the project's shared contract (`../shared/schema`) when it is beside
 /// the checkout, else the committed copy, which must not drift from it.
 pub fn event_schema() -> String {
-    let copy = std::fs::read_to_string(repo().join("tests/schema/emotion-event.schema.json"))
+    let copy = std::fs::read_to_string(repo().join("tests/schema/emotion-event-v2.schema.json"))
         .expect("schema copy is committed");
-    if let Ok(shared) = std::fs::read_to_string(repo().join("../shared/schema/emotion-event.schema.json")) {
+    if let Ok(shared) = std::fs::read_to_string(repo().join("../shared/schema/emotion-event-v2.schema.json")) {
         assert_eq!(shared, copy, "tests/schema/ is out of date with shared/schema/: copy it again");
         return shared;
     }
