@@ -18,7 +18,7 @@ use std::time::Duration;
 use clefd::source::{Camera, DecoderChoice};
 use gstreamer as gst;
 
-const JETSON_CHAIN: &str = "parsebin name=dec ! nvv4l2decoder name=hwdec ! nvvidconv ! video/x-raw,format=I420,width=320,pixel-aspect-ratio=1/1 ! ";
+const JETSON_CHAIN: &str = "parsebin name=dec ! nvv4l2decoder name=hwdec ! nvvidconv name=scale ! video/x-raw,format=I420,width=320,pixel-aspect-ratio=1/1 ! ";
 
 fn stand_ins() {
     static ONCE: std::sync::Once = std::sync::Once::new();
