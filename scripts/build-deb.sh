@@ -5,9 +5,9 @@
 # Runtime; on a Jetson, point engine.onnxruntime at a GPU build (README). Output: target/deb/*.deb
 set -euo pipefail
 cd "$(dirname "$0")/.."
-version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+version=$(grep -m1 '^version = ' Cargo.toml | cut -d'"' -f2)
 arch=${ARCH:-$(dpkg --print-architecture)}
-glibc=$(ldd --version | head -n1 | grep -o "[0-9.]*$")
+glibc=$(ldd --version 2>/dev/null | sed -n '1s/.* //p')  # sed reads it all: no SIGPIPE under pipefail
 case "$arch" in
   "$(dpkg --print-architecture)") binary=target/release/clefd ort=.local/onnxruntime ;;
   arm64) binary=target/aarch64-unknown-linux-gnu/release/clefd ort=.local/arm64/onnxruntime glibc=2.31 ;;

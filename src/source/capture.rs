@@ -21,8 +21,8 @@ pub(super) fn capture_chain(capture: &Capture) -> String {
 mod tests {
     use super::*;
     use crate::source::SourceSpec;
-    use crate::source::camera::frame_from_sample;
     use crate::source::diagnose::{advice, error_reason};
+    use crate::source::frame::frame_from_sample;
     use gstreamer as gst;
     use gstreamer::prelude::*;
     use gstreamer_app as gst_app;

@@ -7,7 +7,8 @@ use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
 use super::Frame;
-use super::camera::{SourceError, frame_from_sample, init};
+use super::camera::{SourceError, init};
+use super::frame::frame_from_sample;
 use crate::image::RgbImage;
 
 /// Decodes a still image (PNG, JPEG, ...) to RGB with GStreamer, for `clefd explain`.

@@ -6,6 +6,7 @@ mod camera;
 mod capture;
 mod decoder;
 mod diagnose;
+mod frame;
 mod grab;
 mod network;
 mod stamp;

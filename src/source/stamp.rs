@@ -139,14 +139,14 @@ mod tests {
         let stamper = Stamper::new(&pipeline, true);
         pipeline.set_state(gst::State::Playing).unwrap();
         let sample = sink.pull_sample().expect("a frame");
-        let mut frame = super::super::camera::frame_from_sample(&sample, 0).expect("an I420 frame");
+        let mut frame = super::super::frame::frame_from_sample(&sample, 0).expect("an I420 frame");
         stamper.stamp(&sink, &sample, &mut frame);
         let waited = SystemTime::now().duration_since(frame.wall).unwrap_or_default();
         pipeline.set_state(gst::State::Null).unwrap();
         assert!(waited >= Duration::from_millis(350), "dated only {waited:?} before delivery");
         assert!(frame.captured.elapsed() >= Duration::from_millis(350));
         assert_eq!(frame.source_size, (64, 48));
-        let mut fresh = super::super::camera::frame_from_sample(&sample, 0).expect("an I420 frame");
+        let mut fresh = super::super::frame::frame_from_sample(&sample, 0).expect("an I420 frame");
         Stamper { live: false, source_size: Arc::new(AtomicU64::new(0)) }.stamp(&sink, &sample, &mut fresh);
         assert!(
             SystemTime::now().duration_since(fresh.wall).unwrap_or_default() < Duration::from_millis(350),
