@@ -116,15 +116,7 @@ if [ ! -f "$ORT_DIR/libonnxruntime.so" ] || [ "$(cat "$ORT_DIR/VERSION" 2>/dev/n
   rm -rf "$ROOT/wheels" && mkdir -p "$ROOT/wheels" "$ORT_DIR"
   python3 -m pip download -q --no-deps --only-binary=:all: --platform manylinux_2_28_aarch64 \
     --platform manylinux2014_aarch64 --python-version 3.11 -d "$ROOT/wheels" "onnxruntime==$ORT_VERSION"
-  python3 - "$ORT_DIR" "$ROOT/wheels" <<'PY'
-import glob, shutil, sys, zipfile
-dest, wheels = sys.argv[1], sys.argv[2]
-wheel = glob.glob(f"{wheels}/onnxruntime-*aarch64.whl")[0]
-with zipfile.ZipFile(wheel) as z:
-    lib = [n for n in z.namelist() if "/capi/libonnxruntime.so" in n][0]
-    with z.open(lib) as src, open(f"{dest}/libonnxruntime.so", "wb") as out:
-        shutil.copyfileobj(src, out)
-PY
+  python3 scripts/ort-lib-from-wheel.py "$ROOT"/wheels/onnxruntime-*aarch64.whl "$ORT_DIR/libonnxruntime.so"
   echo "$ORT_VERSION" > "$ORT_DIR/VERSION"
   rm -rf "$ROOT/wheels"
 fi

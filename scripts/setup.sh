@@ -50,15 +50,7 @@ if [ ! -f "$ORT_DIR/libonnxruntime.so" ] || [ "$(cat "$ORT_DIR/VERSION" 2>/dev/n
   echo "setup: fetching ONNX Runtime $ORT_VERSION (PyPI wheel) into $ORT_DIR"
   rm -rf .local/wheels && mkdir -p .local/wheels "$ORT_DIR"
   python3 -m pip download -q --no-deps --only-binary=:all: -d .local/wheels "onnxruntime==$ORT_VERSION"
-  python3 - "$ORT_DIR" <<'PY'
-import glob, shutil, sys, zipfile
-dest = sys.argv[1]
-wheel = glob.glob(".local/wheels/onnxruntime-*.whl")[0]
-with zipfile.ZipFile(wheel) as z:
-    lib = [n for n in z.namelist() if "/capi/libonnxruntime.so" in n][0]
-    with z.open(lib) as src, open(f"{dest}/libonnxruntime.so", "wb") as out:
-        shutil.copyfileobj(src, out)
-PY
+  python3 scripts/ort-lib-from-wheel.py .local/wheels/onnxruntime-*.whl "$ORT_DIR/libonnxruntime.so"
   echo "$ORT_VERSION" > "$ORT_DIR/VERSION"
   rm -rf .local/wheels
 fi

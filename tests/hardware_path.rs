@@ -72,8 +72,7 @@ fn an_rtsp_camera_gets_the_explicit_jetson_chain() {
     let clip = dir.path().join("clip.mp4");
     common::astronaut_clip(&clip, 2.0, 10);
     let server = common::rtsp::RtspServer::start(0, &clip);
-    let mut opts = common::file_camera("jetson-rtsp", &clip, 320, DecoderChoice::Auto);
-    opts.spec = clefd::source::SourceSpec::Rtsp { location: format!("rtsp://127.0.0.1:{}/cam", server.port) };
+    let opts = common::rtsp::camera_options("jetson-rtsp", server.port, 320);
     let (tx, rx) = mpsc::sync_channel(64);
     let camera = Camera::start(
         opts,

@@ -498,8 +498,7 @@ fn rtsp_frames_carry_the_streams_own_size_and_a_capture_time() {
     let clip = dir.path().join("clip.mp4");
     common::astronaut_clip(&clip, 3.0, 10);
     let server = RtspServer::start(0, &clip);
-    let mut opts = common::file_camera("late", &clip, 320, clefd::source::DecoderChoice::Auto);
-    opts.spec = clefd::source::SourceSpec::Rtsp { location: format!("rtsp://127.0.0.1:{}/cam", server.port) };
+    let opts = common::rtsp::camera_options("late", server.port, 320);
     let (tx, rx) = std::sync::mpsc::sync_channel(64);
     let camera = clefd::source::Camera::start(
         opts,

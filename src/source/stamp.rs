@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use gstreamer as gst;
 use gstreamer::prelude::*;
@@ -50,14 +50,14 @@ impl Stamper {
         Stamper { live, source_size }
     }
 
-    /// Sets `frame`'s capture time (wall clock and monotonic) and the stream's size.
+    /// Moves `frame`'s arrival time (wall clock and monotonic, set when it was wrapped) back
+    /// to its capture, and sets the stream's size once the scaler's caps are known.
     pub(super) fn stamp(&self, sink: &gst_app::AppSink, sample: &gst::Sample, frame: &mut Frame) {
         let size = self.source_size.load(Ordering::Relaxed);
-        frame.source_size = match ((size >> 32) as u32, size as u32) {
-            (0, _) | (_, 0) => (frame.width as u32, frame.height as u32),
-            (w, h) => (w, h),
-        };
-        let (wall, now) = (SystemTime::now(), Instant::now());
+        if size >> 32 != 0 && size as u32 != 0 {
+            frame.source_size = ((size >> 32) as u32, size as u32);
+        }
+        let (wall, now) = (frame.wall, frame.captured);
         let age = sample
             .buffer()
             .and_then(|b| sender_age(b, wall).or_else(|| if self.live { pipeline_age(sink, sample, b) } else { None }));

@@ -90,3 +90,12 @@ impl RtspServer {
         }
     }
 }
+
+/// Options for a camera reading `rtsp://127.0.0.1:{port}/cam` at `width`, TCP, no jitter
+/// buffer latency.
+pub fn camera_options(name: &str, port: u16, width: u32) -> clefd::source::CameraOptions {
+    clefd::source::CameraOptions {
+        spec: clefd::source::SourceSpec::Rtsp { location: format!("rtsp://127.0.0.1:{port}/cam") },
+        ..super::file_camera(name, Path::new("/unused"), width, clefd::source::DecoderChoice::Auto)
+    }
+}
