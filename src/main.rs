@@ -130,7 +130,7 @@ enum Command {
         decoder: String,
         /// Cameras' working `width`: wider frames are scaled down to it, narrower ones kept
         /// (4096 keeps every stream at its own size and skips the scaler).
-        #[arg(long, default_value_t = clefd::config::CameraConfig::default().width,
+        #[arg(long, default_value_t = clefd::config::DEFAULT_WIDTH,
               value_parser = clap::value_parser!(u32).range(32..=4096))]
         width: u32,
         /// Engine bundle [default: engines/face-fer2013 here, else the installed one in

@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clefd::config::{CameraConfig, Config, Loaded};
 use clefd::engine::Bundle;
 use clefd::engine::runtime::{self, SessionOptions};
 use clefd::pipeline::analyze::Analyzer;
@@ -93,7 +92,8 @@ fn peak_rss_mb() -> f64 {
 /// Sessions as the daemon builds them by default (so `--model-only` runs on the same
 /// providers, lanes and threads as the pipeline).
 fn engine_options() -> SessionOptions {
-    SessionOptions { providers: clefd::config::EngineConfig::default().providers, ..SessionOptions::default() }
+    let providers = clefd::config::default_providers().iter().map(|p| p.as_str().to_string()).collect();
+    SessionOptions { providers, ..SessionOptions::default() }
 }
 
 /// Runs the benchmark and prints its report.
@@ -245,27 +245,44 @@ fn ms(d: Duration, n: u64) -> f64 {
     d.as_secs_f64() * 1000.0 / n.max(1) as f64
 }
 
+/// The daemon's settings for the benchmark's cameras, written as a config file and loaded
+/// like any other, so every default is the daemon's.
+fn bench_settings(o: &BenchOptions, clip: &Path, dir: &Path) -> anyhow::Result<clefd::config::Settings> {
+    // Relative paths in a config file are relative to its folder: write them absolute.
+    let quoted = |p: &Path| {
+        let p = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        toml::Value::String(p.display().to_string()).to_string()
+    };
+    let mut text = format!(
+        "device_id = \"bench\"\nstate_dir = {}\n[engine]\nbundle = {}\nbatching = {}\n",
+        quoted(&dir.join("state")),
+        quoted(&o.bundle),
+        !o.no_batching
+    );
+    if let Some(ort) = &o.onnxruntime {
+        text += &format!("onnxruntime = {}\n", quoted(ort));
+    }
+    for i in 0..o.cameras {
+        text += &format!(
+            "[cameras.cam{i}]\nuri = {}\nloop = true\nrealtime = {}\ndecoder = {}\nwidth = {}\n",
+            toml::Value::String(format!("file://{}", std::path::absolute(clip)?.display())),
+            !o.unpaced,
+            toml::Value::String(o.decoder.clone()),
+            o.width
+        );
+    }
+    let path = dir.join("bench.toml");
+    std::fs::write(&path, text)?;
+    clefd::config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
 /// Runs the whole pipeline with events counted; returns the faces per second of all
 /// cameras; `rss` adds the peak-memory line to the report.
 fn pipeline(o: &BenchOptions, clip: &Path, dir: &Path, rss: bool) -> anyhow::Result<f64> {
-    let mut config = Config { device_id: Some("bench".into()), state_dir: dir.join("state"), ..Config::default() };
-    config.engine.bundle = o.bundle.clone();
-    config.engine.onnxruntime = o.onnxruntime.clone();
-    config.engine.batching = !o.no_batching;
-    for i in 0..o.cameras {
-        let cam = CameraConfig {
-            uri: format!("file://{}", clip.display()),
-            looping: true,
-            realtime: !o.unpaced,
-            decoder: o.decoder.clone(),
-            width: o.width,
-            ..CameraConfig::default()
-        };
-        config.cameras.insert(format!("cam{i}"), cam);
-    }
-    let loaded = Loaded { config, device_id: "bench".into(), camera_files: Default::default() };
+    let settings = bench_settings(o, clip, dir)?;
+    let (options, _) = super::options::pipeline_options(&settings);
     let counter = Counter::default();
-    let pipeline = Pipeline::start(&loaded, counter.clone())?;
+    let pipeline = Pipeline::start(options, counter.clone())?;
     let control = pipeline.control();
     let probe = pipeline.probe();
     // Measured in steady state: models are loaded, and cameras get a second to start.
@@ -412,7 +429,7 @@ fn mqtt(url: &str, n: u64) -> anyhow::Result<ExitCode> {
         }
         let start = Instant::now();
         for i in 0..n {
-            if tx.send(Outgoing::Event(Box::new(sample_event(i)))).await.is_err() {
+            if tx.send(Outgoing::Analysis(clefd::pipeline::Output::Event(Box::new(sample_event(i))))).await.is_err() {
                 break;
             }
         }

@@ -7,6 +7,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use clefd::config::SourceSpec;
 use clefd::engine::runtime::{self, SessionOptions};
 use gstreamer as gst;
 
@@ -46,9 +47,9 @@ pub fn doctor(config: &Path) -> anyhow::Result<ExitCode> {
     let mut verdict = Verdict::default();
     println!("clefd doctor");
     line("clefd", format!("{} ({})", env!("CARGO_PKG_VERSION"), std::env::current_exe()?.display()));
-    let loaded = match clefd::config::load(config) {
+    let loaded = match super::options::load_config(config) {
         Ok(l) => {
-            let n = l.config.cameras.values().filter(|c| c.enabled).count();
+            let n = l.enabled_cameras().count();
             line("config", format!("{}: valid, {n} camera(s) enabled", config.display()));
             Some(l)
         }
@@ -64,8 +65,11 @@ pub fn doctor(config: &Path) -> anyhow::Result<ExitCode> {
     };
     let providers = loaded
         .as_ref()
-        .map_or_else(|| clefd::config::EngineConfig::default().providers, |l| l.config.engine.providers.clone());
-    match runtime::init(loaded.as_ref().and_then(|l| l.config.engine.onnxruntime.as_deref())) {
+        .map_or_else(clefd::config::default_providers, |l| l.engine.providers.clone())
+        .iter()
+        .map(|p| p.as_str().to_string())
+        .collect::<Vec<_>>();
+    match runtime::init(loaded.as_ref().and_then(|l| l.engine.onnxruntime.as_deref())) {
         Ok(path) => {
             line(
                 "ONNX Runtime",
@@ -128,10 +132,10 @@ fn report_providers(asked: &[String], verdict: &mut Verdict) {
 }
 
 /// Every bundle the enabled cameras use: loads, and where it runs.
-fn report_bundles(loaded: &clefd::config::Loaded, providers: &[String], verdict: &mut Verdict) {
+fn report_bundles(loaded: &clefd::config::Settings, providers: &[String], verdict: &mut Verdict) {
     let opts = SessionOptions { threads: 1, ..Default::default() };
     let gpu = SessionOptions { threads: 1, providers: providers.to_vec(), ..Default::default() }.accelerated();
-    for dir in loaded.config.bundles_in_use() {
+    for dir in loaded.bundles_in_use() {
         match clefd::engine::Bundle::load(dir, &opts) {
             Ok(b) => line(
                 &format!("bundle {}", b.manifest.name),
@@ -152,7 +156,7 @@ fn report_bundles(loaded: &clefd::config::Loaded, providers: &[String], verdict:
 }
 
 /// GStreamer's version, NVIDIA's elements, and whether csi:// cameras can work.
-fn report_gstreamer(loaded: Option<&clefd::config::Loaded>, verdict: &mut Verdict) {
+fn report_gstreamer(loaded: Option<&clefd::config::Settings>, verdict: &mut Verdict) {
     if let Err(e) = gst::init() {
         line("GStreamer", format!("cannot start: {e}"));
         verdict.fail("GStreamer cannot start: no camera can be read".into());
@@ -168,7 +172,7 @@ fn report_gstreamer(loaded: Option<&clefd::config::Loaded>, verdict: &mut Verdic
     line("  software H.264", if software.is_empty() { "none".to_string() } else { software.join(", ") });
     let csi_cameras: Vec<&String> = loaded
         .map(|l| {
-            l.config.cameras.iter().filter(|(_, c)| c.enabled && c.uri.starts_with("csi://")).map(|(n, _)| n).collect()
+            (l.enabled_cameras()).filter(|(_, c)| matches!(c.source, SourceSpec::Csi { .. })).map(|(n, _)| n).collect()
         })
         .unwrap_or_default();
     if !csi_cameras.is_empty() && gst::ElementFactory::find("nvarguscamerasrc").is_none() {
@@ -187,10 +191,9 @@ fn report_devices() {
 }
 
 /// Where built engines are cached, and what is there.
-fn report_cache(loaded: &clefd::config::Loaded) {
-    let cfg = &loaded.config;
-    let dir = cfg.engine.cache_dir.clone().unwrap_or_else(|| cfg.state_dir.join("engine-cache"));
-    let state = match std::fs::read_dir(&dir) {
+fn report_cache(loaded: &clefd::config::Settings) {
+    let dir = &loaded.engine.cache_dir;
+    let state = match std::fs::read_dir(dir) {
         Ok(entries) => format!("{} file(s)", entries.count()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => "empty (nothing built yet)".into(),
         Err(e) => format!("unreadable: {e}"),

@@ -10,7 +10,7 @@ use clefd::engine::Bundle;
 /// `clefd build-engines`; with `if_gpu`, only where a GPU provider would take the models.
 pub fn build_engines(config: &Path, if_gpu: bool) -> anyhow::Result<ExitCode> {
     clefd::service::init_logging("info");
-    let loaded = match clefd::config::load(config) {
+    let settings = match super::options::load_config(config) {
         Ok(l) => l,
         Err(errors) => {
             for p in &errors.0 {
@@ -19,9 +19,8 @@ pub fn build_engines(config: &Path, if_gpu: bool) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(super::EXIT_CONFIG));
         }
     };
-    let cfg = &loaded.config;
-    clefd::engine::runtime::init(cfg.engine.onnxruntime.as_deref())?;
-    let opts = clefd::pipeline::session_options(&loaded);
+    clefd::engine::runtime::init(settings.engine.onnxruntime.as_deref())?;
+    let opts = super::options::session_options(&settings.engine);
     if !opts.accelerated() && if_gpu {
         tracing::info!(providers = ?opts.providers, "no GPU provider in this ONNX Runtime: nothing to build");
         return Ok(ExitCode::SUCCESS);
@@ -29,7 +28,7 @@ pub fn build_engines(config: &Path, if_gpu: bool) -> anyhow::Result<ExitCode> {
     if !opts.accelerated() {
         tracing::info!(providers = ?opts.providers, "no GPU provider in this ONNX Runtime: models run on the CPU, nothing to build");
     }
-    let dirs = cfg.bundles_in_use();
+    let dirs = settings.bundles_in_use();
     let mut failed = 0;
     for (i, dir) in dirs.iter().enumerate() {
         tracing::info!(bundle = %dir.display(), "loading bundle {} of {}", i + 1, dirs.len());

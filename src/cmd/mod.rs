@@ -6,6 +6,8 @@ pub mod doctor;
 pub mod engines;
 pub mod eval;
 pub mod explain;
+mod options;
+mod publishing;
 pub mod run;
 pub mod watch;
 
@@ -21,17 +23,17 @@ pub const EXIT_CONFIG: u8 = 78;
 
 /// `clefd check-config`.
 pub fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
-    match clefd::config::load(path) {
-        Ok(loaded) => {
-            let problems = load_bundles(&loaded);
+    match options::load_config(path) {
+        Ok(settings) => {
+            let problems = load_bundles(&settings);
             if !problems.is_empty() {
                 for p in &problems {
                     println!("{p}");
                 }
                 return Ok(ExitCode::from(EXIT_CONFIG));
             }
-            let cams = loaded.config.cameras.iter().filter(|(_, c)| c.enabled).count();
-            println!("{}: ok ({} camera(s) enabled, device id '{}')", path.display(), cams, loaded.device_id);
+            let cams = settings.enabled_cameras().count();
+            println!("{}: ok ({} camera(s) enabled, device id '{}')", path.display(), cams, settings.device_id);
             if cams == 0 {
                 println!(
                     "note: no camera configured yet: add one in {}/cameras.d/NAME.toml",
@@ -52,13 +54,13 @@ pub fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
 /// Loads every bundle the enabled cameras use, models and all, exactly as `run` would
 /// (on the CPU: a GPU build of engines is `run`'s business), so a bundle that cannot run
 /// is reported here and not after a restart or a reload.
-fn load_bundles(loaded: &clefd::config::Loaded) -> Vec<String> {
-    let cfg = &loaded.config;
-    if let Err(e) = clefd::engine::runtime::init(cfg.engine.onnxruntime.as_deref()) {
+fn load_bundles(settings: &clefd::config::Settings) -> Vec<String> {
+    if let Err(e) = clefd::engine::runtime::init(settings.engine.onnxruntime.as_deref()) {
         return vec![format!("engine.onnxruntime: {e}")];
     }
     let opts = clefd::engine::runtime::SessionOptions { threads: 1, ..Default::default() };
-    cfg.bundles_in_use()
+    settings
+        .bundles_in_use()
         .into_iter()
         .filter_map(|dir| {
             clefd::engine::Bundle::load(dir, &opts).err().map(|e| format!("bundle {}: {e}", dir.display()))

@@ -1,23 +1,28 @@
-//! `clefd run`: the daemon.
+//! `clefd run`: the daemon. [`Daemon::start`] loads the models and starts the cameras,
+//! [`Daemon::serve`] publishes until a signal or the end of the streams, reloading on
+//! SIGHUP (or when the config files change), and [`Daemon::shutdown`] drains the publisher.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use std::sync::Arc;
-
 use anyhow::Context;
-use clefd::config;
+use clefd::config::{self, Settings};
 use clefd::events::current::CurrentView;
 use clefd::events::seq::SeqCounter;
-use clefd::mqtt::home_assistant::{self, Announced};
 use clefd::mqtt::spool::Spool;
-use clefd::mqtt::{BrokerUrl, Parked, Publisher, PublisherConfig, TlsFiles};
-use clefd::pipeline::{Outcome, Pipeline, PipelineError};
-use clefd::service::http::Health;
+use clefd::mqtt::{Outgoing, Publisher, PublisherConfig};
+use clefd::pipeline::{Control, Outcome, Pipeline, PipelineError};
+use clefd::service::forward::Forward;
+use clefd::service::http::{Health, Seen};
 use clefd::service::notify::Notifier;
-use clefd::service::systemd;
-use clefd::service::{Signal, Signals};
+use clefd::service::{Signal, Signals, systemd};
+use tokio::sync::mpsc;
+
+use super::options::{load_config, pipeline_options, publisher_config};
+use super::publishing::{Publishing, discovery_messages};
 
 /// How the daemon's main loop ended.
 enum Ending {
@@ -29,10 +34,9 @@ enum Ending {
     PublisherFailed(String),
 }
 
-/// Loads the config, starts the pipeline and the publisher, and runs until the streams
-/// end or a signal arrives. Exit codes: 0 when asked to stop (or every camera was a file
-/// that ended), [`super::EXIT_CONFIG`] for an invalid configuration, 1 for any other
-/// failure (systemd restarts the service).
+/// Runs the daemon. Exit codes: 0 when asked to stop (or every camera was a file that
+/// ended), [`super::EXIT_CONFIG`] for an invalid configuration, 1 for any other failure
+/// (systemd restarts the service).
 pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().thread_name("clefd-rt").build()?;
@@ -41,8 +45,8 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
         let _inside = rt.enter();
         Signals::register()
     };
-    let loaded = match config::load(path) {
-        Ok(l) => l,
+    let settings = match load_config(path) {
+        Ok(s) => s,
         Err(errors) => {
             clefd::service::init_logging("info");
             for p in &errors.0 {
@@ -56,70 +60,165 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(super::EXIT_CONFIG));
         }
     };
-    let cfg = &loaded.config;
-    clefd::service::init_logging(&cfg.log_level);
-    tracing::info!(config = %path.display(), device = %loaded.device_id, cameras = cfg.cameras.len(), "clefd {} starting", env!("CARGO_PKG_VERSION"));
-    if !cfg.cameras.values().any(|c| c.enabled) {
+    clefd::service::init_logging(&settings.log_level);
+    tracing::info!(config = %path.display(), device = %settings.device_id, cameras = settings.cameras.len(), "clefd {} starting", env!("CARGO_PKG_VERSION"));
+    if settings.enabled_cameras().next().is_none() {
         tracing::error!(
             "no camera configured in {}: add one (a [cameras.NAME] table, or a file in cameras.d/) and start again",
             path.display()
         );
         return Ok(ExitCode::from(super::EXIT_CONFIG));
     }
-    let spool_dir = cfg.mqtt.spool_dir.clone().unwrap_or_else(|| cfg.state_dir.join("spool"));
-    let spool = Spool::open(&spool_dir, (cfg.mqtt.spool_max_mb * 1024.0 * 1024.0) as u64)
-        .with_context(|| format!("opening the event spool {} (is it writable?)", spool_dir.display()))?;
-    let seq_path = cfg.state_dir.join("seq");
-    let seq = SeqCounter::open(&seq_path, spool.next_seq())
-        .with_context(|| format!("opening the event sequence file {} (is state_dir writable?)", seq_path.display()))?;
-    let publisher_cfg = publisher_config(cfg, &loaded.device_id)?;
-    let notifier = Arc::new(Notifier::from_env());
-    let (tx, from_pipeline) = tokio::sync::mpsc::channel(256);
-    let (to_publisher, rx) = tokio::sync::mpsc::channel(256);
-    // Loading models can take minutes the first time (TensorRT builds its engines): keep
-    // asking systemd for more time until READY, so a first build is never killed.
-    let starting = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let extender = {
-        let (starting, notifier) = (starting.clone(), notifier.clone());
-        std::thread::Builder::new().name("clefd-start".into()).spawn(move || {
-            while starting.load(std::sync::atomic::Ordering::SeqCst) {
-                notifier.send("EXTEND_TIMEOUT_USEC=60000000");
-                for _ in 0..40 {
-                    if !starting.load(std::sync::atomic::Ordering::SeqCst) {
-                        return;
+    let daemon = match Daemon::start(path, settings, &rt)? {
+        Ok(daemon) => daemon,
+        Err(code) => return Ok(code),
+    };
+    let (outcome, ending) = rt.block_on(daemon.serve(&mut signals));
+    log_summaries(&outcome);
+    for (camera, reason) in &outcome.failures {
+        tracing::error!(camera = %camera, "camera failed: {reason}");
+    }
+    Ok(match ending {
+        Ending::Signalled => ExitCode::SUCCESS,
+        Ending::StreamsEnded if outcome.failures.is_empty() => ExitCode::SUCCESS,
+        Ending::StreamsEnded | Ending::PublisherFailed(_) => ExitCode::from(1),
+    })
+}
+
+/// The running daemon: the pipeline, the publisher it feeds, and what a reload needs.
+struct Daemon {
+    config_path: PathBuf,
+    /// The configuration in force.
+    settings: Settings,
+    pipeline: Option<Pipeline>,
+    control: Control,
+    notifier: Arc<Notifier>,
+    /// Where the pipeline's sink and the daemon's own messages go.
+    to_publisher: mpsc::Sender<Outgoing>,
+    /// Taken by [`Daemon::serve`] to start the publisher.
+    from_pipeline: Option<(Publisher, mpsc::Receiver<Outgoing>)>,
+    seen: Seen,
+    sink: Forward,
+    /// Cameras the configuration names but that could not be started at all.
+    unusable: Vec<(String, String)>,
+}
+
+impl Daemon {
+    /// Opens the spool and sequence, loads the models and starts the cameras. `Err` carries
+    /// the exit code when the daemon cannot start for a reason already logged.
+    fn start(
+        path: &Path,
+        settings: Settings,
+        rt: &tokio::runtime::Runtime,
+    ) -> anyhow::Result<Result<Daemon, ExitCode>> {
+        let q = &settings.mqtt;
+        let spool = Spool::open(&q.spool_dir, q.spool_max_bytes)
+            .with_context(|| format!("opening the event spool {} (is it writable?)", q.spool_dir.display()))?;
+        let seq_path = settings.state_dir.join("seq");
+        let seq = SeqCounter::open(&seq_path, spool.next_seq()).with_context(|| {
+            format!("opening the event sequence file {} (is state_dir writable?)", seq_path.display())
+        })?;
+        let publisher = {
+            let _inside = rt.enter();
+            Publisher::new(publisher_config(&settings)?, seq, spool)
+        };
+        if let Err(e) = clefd::engine::runtime::init(settings.engine.onnxruntime.as_deref()) {
+            tracing::error!("{e}; run `clefd check-config --config {}`", path.display());
+            return Ok(Err(ExitCode::from(super::EXIT_CONFIG)));
+        }
+        let (options, unusable) = pipeline_options(&settings);
+        for (camera, reason) in &unusable {
+            tracing::error!(camera = %camera, error = %reason, "camera cannot start");
+        }
+        let notifier = Arc::new(Notifier::from_env());
+        let (to_publisher, rx) = mpsc::channel(256);
+        let seen = Seen::default();
+        let empty_after = settings.events.empty_after;
+        let current = CurrentView::new(empty_after, empty_after.max(settings.events.heartbeat.mul_f64(2.5)));
+        let cameras = settings.enabled_cameras().count();
+        let sink = Forward::new(to_publisher.clone(), seen.clone(), notifier.clone(), current, cameras);
+        let started = while_starting(&notifier, || Pipeline::start(options, sink.clone()));
+        let pipeline = match started {
+            Ok(p) => p,
+            Err(e @ PipelineError::Bundle { .. }) => {
+                tracing::error!("{e}; run `clefd check-config --config {}`", path.display());
+                return Ok(Err(ExitCode::from(super::EXIT_CONFIG)));
+            }
+            Err(PipelineError::NoCamera(reasons)) if !unusable.is_empty() => {
+                let all: Vec<String> = unusable.iter().map(|(_, r)| r.clone()).chain([reasons]).collect();
+                return Err(PipelineError::NoCamera(all.join("; ")).into());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Ok(Daemon {
+            config_path: path.to_path_buf(),
+            control: pipeline.control(),
+            pipeline: Some(pipeline),
+            settings,
+            notifier,
+            to_publisher,
+            from_pipeline: Some((publisher, rx)),
+            seen,
+            sink,
+            unusable,
+        }))
+    }
+
+    /// Serves until a signal, the end of every stream, or a publisher failure; the run's
+    /// outcome (with the cameras that could not start among its failures) and how it ended.
+    async fn serve(mut self, signals: &mut Signals) -> (Outcome, Ending) {
+        let Some(pipeline) = self.pipeline.take() else { return (Outcome::default(), Ending::StreamsEnded) };
+        let Some((publisher, rx)) = self.from_pipeline.take() else {
+            return (Outcome::default(), Ending::StreamsEnded);
+        };
+        let health = Arc::new(Health::new(pipeline.probe(), publisher.stats(), &self.seen));
+        let mut publishing = Publishing::start(publisher, rx);
+        let background = self.spawn_background(&health).await;
+        // Serving: config and engines loaded, publisher and HTTP up. Cameras report
+        // their own state; one that is down must not hold the service back.
+        let cameras = self.settings.enabled_cameras().count();
+        self.notifier.send(&format!("READY=1\nSTATUS=0/{cameras} cameras streaming, starting"));
+        tracing::info!(cameras, "ready");
+        let mut waiting = tokio::task::spawn_blocking(move || pipeline.wait());
+        let mut watched = self.fingerprint();
+        let mut tick = tokio::time::interval(Duration::from_secs(2));
+        let (outcome, ending) = loop {
+            tokio::select! {
+                done = &mut waiting => break (done, Ending::StreamsEnded),
+                signal = signals.next() => match signal {
+                    Signal::Stop => break (self.stop(waiting).await, Ending::Signalled),
+                    Signal::Reload => {
+                        tracing::info!(config = %self.config_path.display(), "SIGHUP: reloading the configuration");
+                        self.reload(&mut publishing).await;
+                        watched = self.fingerprint();
                     }
-                    std::thread::sleep(Duration::from_millis(500));
+                },
+                reason = publishing.ended() => {
+                    tracing::error!("{reason}: stopping so that systemd restarts clefd");
+                    break (self.stop(waiting).await, Ending::PublisherFailed(reason));
+                }
+                _ = tick.tick(), if watched.is_some() => {
+                    let now = self.fingerprint();
+                    if now != watched {
+                        tracing::info!(config = %self.config_path.display(), "configuration files changed: reloading");
+                        self.reload(&mut publishing).await;
+                        watched = self.fingerprint();
+                    }
                 }
             }
-        })
-    };
-    let started = Pipeline::start(&loaded, tx);
-    starting.store(false, std::sync::atomic::Ordering::SeqCst);
-    if let Ok(t) = extender {
-        let _ = t.join();
+        };
+        self.shutdown(publishing, background, outcome, ending).await
     }
-    let pipeline = match started {
-        Ok(p) => p,
-        Err(e @ (PipelineError::Engine(_) | PipelineError::Bundle { .. })) => {
-            tracing::error!("{e}; run `clefd check-config --config {}`", path.display());
-            return Ok(ExitCode::from(super::EXIT_CONFIG));
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let probe = pipeline.probe();
-    let stats_every = cfg.mqtt.stats_interval_s;
-    let discovery = if cfg.mqtt.home_assistant { discovery_messages(&loaded) } else { Vec::new() };
-    let listen: Option<std::net::SocketAddr> = cfg.http.listen.parse().ok();
-    let cameras = cfg.cameras.values().filter(|c| c.enabled).count();
-    let control = pipeline.control();
-    let config_path = path.to_path_buf();
-    let running_cfg = loaded.config.clone();
-    let empty_after = Duration::from_secs_f64(cfg.events.empty_after_s);
-    let current = CurrentView::new(empty_after, empty_after.max(Duration::from_secs_f64(cfg.events.heartbeat_s * 2.5)));
-    let (outcome, ending): (Outcome, Ending) = rt.block_on(async move {
-        let publisher = Publisher::new(publisher_cfg, seq, spool);
-        let health = Arc::new(Health::new(probe, publisher.stats()));
-        let http = match listen {
+
+    /// The config files' fingerprint while `watch_config` is on.
+    fn fingerprint(&self) -> Option<Vec<(PathBuf, u64, Option<std::time::SystemTime>)>> {
+        self.settings.watch_config.then(|| config::sources_fingerprint(&self.config_path))
+    }
+
+    /// Starts what runs beside the pipeline: discovery, stats, `current` summaries, the
+    /// watchdog monitor, HTTP. Returns the tasks that hold a sender to the publisher.
+    async fn spawn_background(&self, health: &Arc<Health>) -> Vec<tokio::task::JoinHandle<()>> {
+        let http = match self.settings.http {
             Some(addr) => match tokio::net::TcpListener::bind(addr).await {
                 Ok(l) => {
                     tracing::info!(%addr, "serving /metrics and /healthz");
@@ -132,119 +231,150 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
             },
             None => None,
         };
-        let mut publishing = Publishing::start(publisher, rx);
-        for msg in discovery {
-            let _ = to_publisher.send(msg).await;
+        for msg in discovery_messages(&self.settings) {
+            let _ = self.to_publisher.send(msg).await;
         }
-        let stats = (stats_every > 0.0).then(|| {
-            let every = Duration::from_secs_f64(stats_every);
-            tokio::spawn(clefd::service::stats::publish_stats(to_publisher.clone(), health.clone(), every))
-        });
-        let reloads_tx = to_publisher.clone();
-        tokio::spawn(systemd::relay(from_pipeline, to_publisher, notifier.clone(), health.clone(), cameras, current));
-        tokio::spawn(systemd::monitor(notifier.clone(), health.clone(), Notifier::watchdog_interval()));
+        let mut senders = vec![tokio::spawn(self.sink.clone().tick_current())];
+        if let Some(every) = self.settings.mqtt.stats_every {
+            let stats = clefd::service::stats::publish_stats(self.to_publisher.clone(), health.clone(), every);
+            senders.push(tokio::spawn(stats));
+        }
+        tokio::spawn(systemd::monitor(self.notifier.clone(), health.clone(), Notifier::watchdog_interval()));
         if let Some(listener) = http {
             tokio::spawn(clefd::service::http::serve(listener, health.clone()));
         }
-        // Serving: config and engines loaded, publisher and HTTP up. Cameras report
-        // their own state; one that is down must not hold the service back.
-        notifier.send(&format!("READY=1\nSTATUS=0/{cameras} cameras streaming, starting"));
-        tracing::info!(cameras, "ready");
-        let mut waiting = tokio::task::spawn_blocking(move || pipeline.wait());
-        let mut running_cfg = running_cfg;
-        let mut watched = running_cfg.watch_config.then(|| config::sources_fingerprint(&config_path));
-        let mut tick = tokio::time::interval(Duration::from_secs(2));
-        let stop = |control: clefd::pipeline::Control| tokio::task::spawn_blocking(move || control.stop());
-        let (outcome, ending) = loop {
-            tokio::select! {
-                done = &mut waiting => break (done, Ending::StreamsEnded),
-                signal = signals.next() => match signal {
-                    Signal::Stop => {
-                        notifier.send("STOPPING=1");
-                        let _ = stop(control.clone()).await;
-                        break (waiting.await, Ending::Signalled);
-                    }
-                    Signal::Reload => {
-                        notifier.send("RELOADING=1");
-                        tracing::info!(config = %config_path.display(), "SIGHUP: reloading the configuration");
-                        let ctx = ReloadCtx { control: &control, publishing: &mut publishing, to_publisher: &reloads_tx };
-                        if let Some(applied) = reload(&config_path, &running_cfg, ctx).await {
-                            running_cfg = applied;
-                        }
-                        watched = running_cfg.watch_config.then(|| config::sources_fingerprint(&config_path));
-                        notifier.send("READY=1");
-                    }
-                },
-                reason = publishing.ended() => {
-                    tracing::error!("{reason}: stopping so that systemd restarts clefd");
-                    notifier.send("STOPPING=1");
-                    let _ = stop(control.clone()).await;
-                    break (waiting.await, Ending::PublisherFailed(reason));
-                }
-                _ = tick.tick(), if watched.is_some() => {
-                    let now = config::sources_fingerprint(&config_path);
-                    if watched.as_ref() != Some(&now) {
-                        watched = Some(now);
-                        notifier.send("RELOADING=1");
-                        tracing::info!(config = %config_path.display(), "configuration files changed: reloading");
-                        let ctx = ReloadCtx { control: &control, publishing: &mut publishing, to_publisher: &reloads_tx };
-                        if let Some(applied) = reload(&config_path, &running_cfg, ctx).await {
-                            running_cfg = applied;
-                        }
-                        if !running_cfg.watch_config {
-                            watched = None;
-                        }
-                        notifier.send("READY=1");
-                    }
-                }
-            }
-        };
-        // The stats task and the reloads hold senders too: let go so the publisher sees
-        // the end.
-        if let Some(s) = stats {
-            s.abort();
+        senders
+    }
+
+    /// Stops every camera and waits for the workers to finish their frames.
+    async fn stop(&self, waiting: tokio::task::JoinHandle<Outcome>) -> Result<Outcome, tokio::task::JoinError> {
+        self.notifier.send("STOPPING=1");
+        let control = self.control.clone();
+        let _ = tokio::task::spawn_blocking(move || control.stop()).await;
+        waiting.await
+    }
+
+    /// Lets the publisher drain what is left and stop; the run's outcome.
+    async fn shutdown(
+        self,
+        publishing: Publishing,
+        background: Vec<tokio::task::JoinHandle<()>>,
+        outcome: Result<Outcome, tokio::task::JoinError>,
+        ending: Ending,
+    ) -> (Outcome, Ending) {
+        // Every sender must go for the publisher to see the end.
+        for task in background {
+            task.abort();
         }
-        drop(reloads_tx);
+        let Daemon { to_publisher, sink, unusable, .. } = self;
+        drop((to_publisher, sink));
         let ending = match (ending, publishing.finish().await) {
             (Ending::PublisherFailed(r), _) => Ending::PublisherFailed(r),
             (_, Some(failure)) => Ending::PublisherFailed(failure),
             (e, None) => e,
         };
-        (outcome.unwrap_or_default(), ending)
-    });
-    log_summaries(&outcome);
-    for (camera, reason) in &outcome.failures {
-        tracing::error!(camera = %camera, "camera failed: {reason}");
+        let mut outcome = outcome.unwrap_or_default();
+        outcome.failures.extend(unusable);
+        (outcome, ending)
     }
-    Ok(match ending {
-        Ending::Signalled => ExitCode::SUCCESS,
-        Ending::StreamsEnded if outcome.failures.is_empty() => ExitCode::SUCCESS,
-        Ending::StreamsEnded => ExitCode::from(1),
-        Ending::PublisherFailed(_) => ExitCode::from(1),
-    })
+
+    /// SIGHUP: check the new configuration first (files, bundles, MQTT settings); if
+    /// anything is bad, log why and keep running as before. Otherwise restart only the
+    /// cameras whose plan changed, move the publisher if the connection changed, and
+    /// forget removed cameras everywhere (health, metrics, retained state).
+    async fn reload(&mut self, publishing: &mut Publishing) {
+        self.notifier.send("RELOADING=1");
+        if let Some(new) = self.apply(publishing).await {
+            self.settings = new;
+        }
+        self.notifier.send("READY=1");
+    }
+
+    /// The reload itself; the settings now in force, or `None` when the running ones stay.
+    async fn apply(&mut self, publishing: &mut Publishing) -> Option<Settings> {
+        let new = match load_config(&self.config_path) {
+            Ok(s) => s,
+            Err(errors) => {
+                for p in &errors.0 {
+                    tracing::error!("reload rejected: {p}");
+                }
+                tracing::error!("the new configuration is invalid; the running one stays");
+                return None;
+            }
+        };
+        let later = self.settings.restart_only_changes(&new);
+        if !later.is_empty() {
+            tracing::warn!(settings = %later.join(", "), "these changes take effect at the next restart");
+        }
+        let new_publisher = match self.new_publisher(&new) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "the new MQTT settings cannot be used; the running configuration stays");
+                return None;
+            }
+        };
+        let (options, unusable) = pipeline_options(&new);
+        for (camera, reason) in &unusable {
+            tracing::error!(camera = %camera, error = %reason, "camera cannot start");
+        }
+        let control = self.control.clone();
+        let report = match tokio::task::spawn_blocking(move || control.reload(&options)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "the new configuration cannot be used; the running one stays");
+                return None;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the reload ended abnormally");
+                return None;
+            }
+        };
+        if let Some(cfg) = new_publisher {
+            publishing.switch(cfg).await;
+        }
+        // Added, changed and removed cameras: Home Assistant follows the reload.
+        for msg in discovery_messages(&new) {
+            let _ = self.to_publisher.send(msg).await;
+        }
+        tracing::info!(added = ?report.added, changed = ?report.changed, removed = ?report.removed, unchanged = report.unchanged.len(), workers_restarted = report.workers_restarted, "configuration reloaded");
+        Some(new)
+    }
+
+    /// The publisher's settings when the connection changes (files read now, so a missing
+    /// certificate refuses the reload).
+    fn new_publisher(&self, new: &Settings) -> anyhow::Result<Option<PublisherConfig>> {
+        if new.mqtt.connection == self.settings.mqtt.connection {
+            return Ok(None);
+        }
+        publisher_config(new).map(Some)
+    }
 }
 
-/// Home Assistant discovery for the enabled cameras.
-fn discovery_messages(loaded: &config::Loaded) -> Vec<clefd::mqtt::Outgoing> {
-    let cfg = &loaded.config;
-    let announced: Vec<Announced> = cfg
-        .cameras
-        .iter()
-        .filter(|(_, c)| c.enabled)
-        .map(|(name, c)| {
-            let dir = c.bundle.clone().unwrap_or_else(|| cfg.engine.bundle.clone());
-            let bundle = clefd::engine::manifest::Manifest::load(&dir).map(|m| m.name).unwrap_or_default();
-            Announced { camera: name.clone(), bundle }
+/// Runs `start` (loading models can take minutes the first time, while TensorRT builds its
+/// engines), asking systemd for more time every 20 s until it returns, so a first build is
+/// never killed.
+fn while_starting<T>(notifier: &Arc<Notifier>, start: impl FnOnce() -> T) -> T {
+    let starting = Arc::new(AtomicBool::new(true));
+    let extender = {
+        let (starting, notifier) = (starting.clone(), notifier.clone());
+        std::thread::Builder::new().name("clefd-start".into()).spawn(move || {
+            while starting.load(Ordering::SeqCst) {
+                notifier.send("EXTEND_TIMEOUT_USEC=60000000");
+                for _ in 0..40 {
+                    if !starting.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            }
         })
-        .collect();
-    let topics = clefd::mqtt::Topics::new(&cfg.mqtt.prefix, &loaded.device_id);
-    home_assistant::discovery(
-        &topics,
-        &cfg.mqtt.discovery_prefix,
-        &loaded.device_id,
-        &announced,
-        &cfg.state_dir.join("home-assistant.json"),
-    )
+    };
+    let result = start();
+    starting.store(false, Ordering::SeqCst);
+    if let Ok(t) = extender {
+        let _ = t.join();
+    }
+    result
 }
 
 /// One log line per bundle: what the run analysed and where the time went.
@@ -264,200 +394,5 @@ fn log_summaries(outcome: &Outcome) {
             publish_ms = format!("{:.3}", per(s.stages.publish)),
             "run summary"
         );
-    }
-}
-
-/// What a reload may touch besides the configuration.
-struct ReloadCtx<'a> {
-    control: &'a clefd::pipeline::Control,
-    publishing: &'a mut Publishing,
-    /// For Home Assistant discovery of the cameras now configured.
-    to_publisher: &'a tokio::sync::mpsc::Sender<clefd::mqtt::Outgoing>,
-}
-
-/// SIGHUP: validate the new config first (files, bundles, MQTT settings); if anything is
-/// bad, log why and keep running as before. Otherwise restart only the cameras whose
-/// section changed, and forget removed ones everywhere (health, metrics, retained state).
-/// Returns the config now in force.
-async fn reload(path: &Path, running: &config::Config, ctx: ReloadCtx<'_>) -> Option<config::Config> {
-    let loaded = match config::load(path) {
-        Ok(l) => l,
-        Err(errors) => {
-            for p in &errors.0 {
-                tracing::error!("reload rejected: {p}");
-            }
-            tracing::error!("the new configuration is invalid; the running one stays");
-            return None;
-        }
-    };
-    let (new, old) = (&loaded.config.mqtt, &running.mqtt);
-    if new.spool_dir != old.spool_dir
-        || new.spool_max_mb != old.spool_max_mb
-        || new.home_assistant != old.home_assistant
-        || new.discovery_prefix != old.discovery_prefix
-        || new.stats_interval_s != old.stats_interval_s
-        || loaded.config.device_id != running.device_id
-        || loaded.config.http != running.http
-    {
-        tracing::warn!(
-            "changes to device_id, [http], mqtt.spool_dir, mqtt.spool_max_mb, mqtt.stats_interval_s and Home Assistant discovery take effect at the next restart"
-        );
-    }
-    let new_publisher = if mqtt_connection_changed(new, old) {
-        match publisher_config(&loaded.config, &loaded.device_id) {
-            Ok(cfg) => Some(cfg),
-            Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "the new MQTT settings cannot be used; the running configuration stays");
-                return None;
-            }
-        }
-    } else {
-        None
-    };
-    let c = ctx.control.clone();
-    let new = loaded.clone();
-    let report = match tokio::task::spawn_blocking(move || c.reload(&new)).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "the new configuration cannot be used; the running one stays");
-            return None;
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "the reload ended abnormally");
-            return None;
-        }
-    };
-    if let Some(cfg) = new_publisher {
-        ctx.publishing.switch(cfg).await;
-    }
-    if loaded.config.mqtt.home_assistant {
-        // Added, changed and removed cameras: Home Assistant follows the reload.
-        for msg in discovery_messages(&loaded) {
-            let _ = ctx.to_publisher.send(msg).await;
-        }
-    }
-    tracing::info!(added = ?report.added, changed = ?report.changed, removed = ?report.removed, unchanged = report.unchanged.len(), workers_restarted = report.workers_restarted, "configuration reloaded");
-    Some(loaded.config)
-}
-
-/// Whether the connection itself must change (broker, identity, credentials, TLS, timing).
-fn mqtt_connection_changed(new: &config::MqttConfig, old: &config::MqttConfig) -> bool {
-    let key = |m: &config::MqttConfig| {
-        (
-            m.url.clone(),
-            m.prefix.clone(),
-            m.client_id.clone(),
-            m.keep_alive_s,
-            m.username.clone(),
-            m.password_file.clone(),
-            m.ca_file.clone(),
-            m.client_cert.clone(),
-            m.client_key.clone(),
-            m.protocol.clone(),
-        )
-    };
-    key(new) != key(old) || new.flush_timeout_s != old.flush_timeout_s || new.reconnect_max_s != old.reconnect_max_s
-}
-
-/// The publisher's settings from the config, reading the password and TLS files.
-pub(crate) fn publisher_config(cfg: &config::Config, device_id: &str) -> anyhow::Result<PublisherConfig> {
-    let url = BrokerUrl::parse(&cfg.mqtt.url).map_err(anyhow::Error::msg)?;
-    let credentials = match (&cfg.mqtt.username, &cfg.mqtt.password_file) {
-        (Some(u), Some(f)) => {
-            let pw =
-                std::fs::read_to_string(f).with_context(|| format!("reading mqtt.password_file {}", f.display()))?;
-            Some((u.clone(), pw.trim_end_matches(['\r', '\n']).to_string()))
-        }
-        (Some(u), None) => Some((u.clone(), String::new())),
-        _ => None,
-    };
-    let read = |p: &Path, what: &str| std::fs::read(p).with_context(|| format!("reading {what} {}", p.display()));
-    let tls = if url.tls {
-        let ca = match &cfg.mqtt.ca_file {
-            Some(p) => read(p, "mqtt.ca_file")?,
-            None => anyhow::bail!("mqtt.url is mqtts:// but mqtt.ca_file is not set"),
-        };
-        let client = match (&cfg.mqtt.client_cert, &cfg.mqtt.client_key) {
-            (Some(c), Some(k)) => Some((read(c, "mqtt.client_cert")?, read(k, "mqtt.client_key")?)),
-            _ => None,
-        };
-        Some(TlsFiles { ca, client })
-    } else {
-        None
-    };
-    Ok(PublisherConfig {
-        tls,
-        reconnect_max: Duration::from_secs_f64(cfg.mqtt.reconnect_max_s),
-        protocol: clefd::mqtt::Protocol::parse(&cfg.mqtt.protocol).map_err(anyhow::Error::msg)?,
-        url,
-        client_id: cfg.mqtt.client_id.clone().unwrap_or_else(|| format!("clefd-{device_id}")),
-        prefix: cfg.mqtt.prefix.clone(),
-        device: device_id.to_string(),
-        keep_alive: Duration::from_secs(cfg.mqtt.keep_alive_s),
-        credentials,
-        flush_timeout: Duration::from_secs_f64(cfg.mqtt.flush_timeout_s),
-    })
-}
-
-type PublisherTask = tokio::task::JoinHandle<anyhow::Result<Option<Parked>>>;
-
-/// The publisher's task, which a reload can move to new MQTT settings without losing an
-/// event: the old connection says `offline` and closes, the spool and sequence carry over.
-struct Publishing {
-    park: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<PublisherTask>,
-}
-
-impl Publishing {
-    fn start(publisher: Publisher, outputs: tokio::sync::mpsc::Receiver<clefd::mqtt::Outgoing>) -> Publishing {
-        let (park, parked) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(publisher.run_until(outputs, async move {
-            // A dropped sender means "never park".
-            if parked.await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        }));
-        Publishing { park: Some(park), task: Some(task) }
-    }
-
-    /// Parks the running publisher and starts one with `cfg` in its place.
-    async fn switch(&mut self, cfg: PublisherConfig) {
-        let (Some(park), Some(task)) = (self.park.take(), self.task.take()) else { return };
-        let _ = park.send(());
-        match task.await {
-            Ok(Ok(Some(parked))) => {
-                tracing::info!(broker = %cfg.url, protocol = %cfg.protocol, "MQTT settings changed: reconnecting with the new ones");
-                let (publisher, outputs) = Publisher::resume(cfg, parked);
-                *self = Publishing::start(publisher, outputs);
-            }
-            Ok(Ok(None)) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "publishing failed"),
-            Err(e) => tracing::error!(error = %e, "the publisher task ended abnormally"),
-        }
-    }
-
-    /// Resolves when the publisher's task ends on its own (it never should while the
-    /// daemon runs): the reason, for the log and the exit code.
-    async fn ended(&mut self) -> String {
-        let Some(task) = self.task.as_mut() else { return std::future::pending().await };
-        let result = task.await;
-        self.task = None;
-        failure(result).unwrap_or_else(|| "the MQTT publisher stopped unexpectedly".into())
-    }
-
-    /// Waits for the publisher to drain and stop (the pipeline's senders are gone);
-    /// returns why it failed, if it did.
-    async fn finish(mut self) -> Option<String> {
-        drop(self.park.take());
-        failure(self.task.take()?.await)
-    }
-}
-
-/// Why the publisher's task failed, if it did.
-fn failure(result: Result<anyhow::Result<Option<Parked>>, tokio::task::JoinError>) -> Option<String> {
-    match result {
-        Ok(Err(e)) => Some(format!("publishing failed: {e:#}")),
-        Err(e) => Some(format!("the MQTT publisher ended abnormally: {e}")),
-        Ok(Ok(_)) => None,
     }
 }

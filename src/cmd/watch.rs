@@ -59,7 +59,7 @@ fn read_password(path: &std::path::Path) -> anyhow::Result<String> {
 pub fn watch(a: WatchArgs) -> anyhow::Result<ExitCode> {
     let from_config = match &a.config {
         Some(path) => match clefd::config::load(path) {
-            Ok(loaded) => Some(super::run::publisher_config(&loaded.config, &loaded.device_id)?),
+            Ok(settings) => Some(super::options::publisher_config(&settings)?),
             Err(errors) => {
                 for p in &errors.0 {
                     eprintln!("{p}");

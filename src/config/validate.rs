@@ -1,14 +1,17 @@
-//! Checks a layered configuration before anything starts: ranges, names that become MQTT
-//! topic levels, URIs, files and bundles that must exist. Every problem is collected with
-//! its file and key, so one `clefd check-config` lists them all.
+//! Turns the configuration as written into [`Settings`]: ranges, names that become MQTT
+//! topic levels, URIs, enums, files and folders that must exist. Every problem is
+//! collected with its file and key, so one `clefd check-config` lists them all; the typed
+//! values are only handed out when there is none.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::{Collector, Config};
-use crate::engine::manifest::Manifest;
-use crate::source::SourceSpec;
+use std::time::Duration;
+
+use super::file::{CameraConfig, Config, EngineConfig, MqttConfig};
+use super::settings::*;
+use super::{BrokerUrl, Collector, DecoderChoice, Precision, Protocol, Provider, SourceSpec, Transport};
 
 fn in_range<T: PartialOrd + fmt::Display + Copy>(c: &mut Collector, file: &str, key: &str, v: T, lo: T, hi: T) {
     if !(v >= lo && v <= hi) {
@@ -65,211 +68,346 @@ fn uri_userinfo_problem(uri: &str) -> Option<String> {
     })
 }
 
-/// Records every problem of `config` (cameras from `camera_files`, the rest from `main`).
-pub(super) fn validate(config: &Config, camera_files: &BTreeMap<String, PathBuf>, main: &Path, c: &mut Collector) {
+/// A number of seconds as a duration; out-of-range values are reported by `in_range`.
+fn secs(v: f64) -> Duration {
+    Duration::try_from_secs_f64(v).unwrap_or_default()
+}
+
+/// Records a parse failure under `key`; the value when there is none.
+fn parsed<T>(c: &mut Collector, file: &str, key: &str, result: Result<T, String>) -> Option<T> {
+    result.map_err(|reason| c.push(file, key, reason)).ok()
+}
+
+/// Checks `raw` (cameras from `files`, the rest from `main`) and types it. The settings
+/// come back only when every value could be typed; the caller also checks that no
+/// problem was recorded.
+pub(super) fn validate(
+    raw: Config,
+    files: BTreeMap<String, PathBuf>,
+    main: &Path,
+    c: &mut Collector,
+) -> Option<Settings> {
     let m = main.display().to_string();
-    if let Some(id) = &config.device_id {
+    check_names(&raw, &m, c);
+    let device_id = raw.device_id.clone().unwrap_or_else(super::load::default_device_id);
+    let engine = engine(&raw.engine, &raw.state_dir, &m, c);
+    let mqtt = mqtt(&raw.mqtt, &raw.state_dir, &device_id, &m, c);
+    let (events, tracker, supervisor) = tuning(&raw, &m, c);
+    let http = http(&raw.http.listen, &m, c);
+    let enabled = raw.cameras.values().filter(|cam| cam.enabled).count();
+    if enabled > super::MAX_CAMERAS {
+        c.push(&m, "cameras", format!("{enabled} cameras enabled: one clefd runs at most {}", super::MAX_CAMERAS));
+    }
+    if raw.cameras.is_empty() || raw.cameras.values().any(|cam| cam.bundle.is_none()) {
+        bundle_exists(c, &m, "engine.bundle", &raw.engine.bundle);
+    }
+    let mut cameras = BTreeMap::new();
+    for (name, cam) in &raw.cameras {
+        let from_main = files.get(name).is_none_or(|f| f == main);
+        let file = files.get(name).map(|p| p.display().to_string()).unwrap_or_else(|| m.clone());
+        let place = CameraPlace { name, file: &file, from_main };
+        if let Some(settings) = camera(&place, cam, &raw.engine.bundle, c) {
+            cameras.insert(name.clone(), settings);
+        }
+    }
+    Some(Settings {
+        device_id,
+        state_dir: raw.state_dir,
+        log_level: raw.log_level,
+        watch_config: raw.watch_config,
+        engine: engine?,
+        mqtt: mqtt?,
+        events,
+        tracker,
+        supervisor,
+        http: http?,
+        cameras,
+        camera_files: files,
+    })
+}
+
+/// The names that become topic levels, and the log filter.
+fn check_names(raw: &Config, m: &str, c: &mut Collector) {
+    if let Some(id) = &raw.device_id {
         if !topic_safe(id) {
             c.push(
-                &m,
+                m,
                 "device_id",
                 format!("'{id}' cannot be an MQTT topic level: use up to {MAX_NAME} letters, digits, '-', '_' or '.'"),
             );
         }
     }
-    if let Err(reason) = crate::mqtt::BrokerUrl::parse(&config.mqtt.url) {
-        c.push(&m, "mqtt.url", reason);
-    } else if url::Url::parse(&config.mqtt.url).is_ok_and(|u| !u.username().is_empty() || u.password().is_some()) {
+    if let Some(reason) = log_level_problem(&raw.log_level) {
+        c.push(m, "log_level", reason);
+    }
+    if !topic_safe(&raw.mqtt.prefix) {
         c.push(
-            &m,
+            m,
+            "mqtt.prefix",
+            format!("'{}' cannot be an MQTT topic level: use letters, digits, '-', '_' or '.'", raw.mqtt.prefix),
+        );
+    }
+}
+
+/// `[http]`: an address to listen on, or nothing.
+fn http(listen: &str, m: &str, c: &mut Collector) -> Option<Option<std::net::SocketAddr>> {
+    if listen.is_empty() {
+        return Some(None);
+    }
+    let reason = format!("'{listen}' is not address:port (e.g. 127.0.0.1:9857); use \"\" to turn HTTP off");
+    parsed(c, m, "http.listen", listen.parse().map(Some).map_err(|_| reason))
+}
+
+/// `[engine]`.
+fn engine(e: &EngineConfig, state_dir: &Path, m: &str, c: &mut Collector) -> Option<EngineSettings> {
+    in_range(c, m, "engine.batch_max", e.batch_max, 1, 256);
+    in_range(c, m, "engine.batch_timeout_ms", e.batch_timeout_ms, 0.0, 1000.0);
+    in_range(c, m, "engine.threads", e.threads, 0, 256);
+    in_range(c, m, "engine.lanes", e.lanes, 0, 64);
+    let providers: Vec<Provider> = (e.providers.iter().enumerate())
+        .filter_map(|(i, p)| parsed(c, m, &format!("engine.providers[{i}]"), Provider::parse(p)))
+        .collect();
+    let precision =
+        parsed(c, m, "engine.precision", Precision::parse(&e.precision, e.int8_calibration_table.as_deref()));
+    if let Some(p) = e.int8_calibration_table.as_ref().filter(|p| !p.is_file()) {
+        c.push(m, "engine.int8_calibration_table", format!("{} does not exist", p.display()));
+    }
+    if let Some(core) = e.dla_core {
+        in_range(c, m, "engine.dla_core", core, 0, 1);
+    }
+    if let Some(p) = e.onnxruntime.as_ref().filter(|p| !p.is_file()) {
+        c.push(
+            m,
+            "engine.onnxruntime",
+            format!("{} does not exist (run `make setup` or point it at libonnxruntime.so)", p.display()),
+        );
+    }
+    Some(EngineSettings {
+        onnxruntime: e.onnxruntime.clone(),
+        bundle: e.bundle.clone(),
+        lanes: e.lanes,
+        threads: e.threads,
+        providers,
+        cache_dir: e.cache_dir.clone().unwrap_or_else(|| state_dir.join("engine-cache")),
+        precision: precision?,
+        dla_core: e.dla_core,
+        batching: e.batching,
+        batch_max: e.batch_max,
+        batch_timeout: secs(e.batch_timeout_ms / 1000.0),
+    })
+}
+
+/// `[mqtt]`.
+fn mqtt(q: &MqttConfig, state_dir: &Path, device_id: &str, m: &str, c: &mut Collector) -> Option<MqttSettings> {
+    let url = parsed(c, m, "mqtt.url", BrokerUrl::parse(&q.url));
+    if url.is_some() && url::Url::parse(&q.url).is_ok_and(|u| !u.username().is_empty() || u.password().is_some()) {
+        c.push(
+            m,
             "mqtt.url",
             "a user name or password in the URL is not used: set mqtt.username, and the password in mqtt.password_file",
         );
     }
-    if let Some(reason) = log_level_problem(&config.log_level) {
-        c.push(&m, "log_level", reason);
+    if let Some(reason) = discovery_prefix_problem(&q.discovery_prefix) {
+        c.push(m, "mqtt.discovery_prefix", reason);
     }
-    if let Some(reason) = discovery_prefix_problem(&config.mqtt.discovery_prefix) {
-        c.push(&m, "mqtt.discovery_prefix", reason);
+    in_range(c, m, "mqtt.keep_alive_s", q.keep_alive_s, 5, 3600);
+    in_range(c, m, "mqtt.flush_timeout_s", q.flush_timeout_s, 0.0, 600.0);
+    if q.stats_interval_s != 0.0 {
+        in_range(c, m, "mqtt.stats_interval_s", q.stats_interval_s, 1.0, 86400.0);
     }
-    let enabled = config.cameras.values().filter(|cam| cam.enabled).count();
-    if enabled > super::MAX_CAMERAS {
-        c.push(&m, "cameras", format!("{enabled} cameras enabled: one clefd runs at most {}", super::MAX_CAMERAS));
-    }
-    if !topic_safe(&config.mqtt.prefix) {
-        c.push(
-            &m,
-            "mqtt.prefix",
-            format!("'{}' cannot be an MQTT topic level: use letters, digits, '-', '_' or '.'", config.mqtt.prefix),
-        );
-    }
-    in_range(c, &m, "mqtt.keep_alive_s", config.mqtt.keep_alive_s, 5, 3600);
-    in_range(c, &m, "mqtt.flush_timeout_s", config.mqtt.flush_timeout_s, 0.0, 600.0);
-    if !config.http.listen.is_empty() && config.http.listen.parse::<std::net::SocketAddr>().is_err() {
-        c.push(
-            &m,
-            "http.listen",
-            format!("'{}' is not address:port (e.g. 127.0.0.1:9857); use \"\" to turn HTTP off", config.http.listen),
-        );
-    }
-    if config.mqtt.stats_interval_s != 0.0 {
-        in_range(c, &m, "mqtt.stats_interval_s", config.mqtt.stats_interval_s, 1.0, 86400.0);
-    }
-    in_range(c, &m, "mqtt.reconnect_max_s", config.mqtt.reconnect_max_s, 0.5, 3600.0);
-    if let Err(reason) = crate::mqtt::Protocol::parse(&config.mqtt.protocol) {
-        c.push(&m, "mqtt.protocol", reason);
-    }
-    in_range(c, &m, "mqtt.spool_max_mb", config.mqtt.spool_max_mb, 0.1, 1_000_000.0);
+    in_range(c, m, "mqtt.reconnect_max_s", q.reconnect_max_s, 0.5, 3600.0);
+    let protocol = parsed(c, m, "mqtt.protocol", Protocol::parse(&q.protocol));
+    in_range(c, m, "mqtt.spool_max_mb", q.spool_max_mb, 0.1, 1_000_000.0);
+    let tls = tls(q, url.as_ref().is_some_and(|u| u.tls), m, c);
+    let connection = MqttConnection {
+        url: url?,
+        prefix: q.prefix.clone(),
+        client_id: q.client_id.clone().unwrap_or_else(|| format!("clefd-{device_id}")),
+        keep_alive: Duration::from_secs(q.keep_alive_s),
+        username: q.username.clone(),
+        password_file: q.password_file.clone(),
+        protocol: protocol?,
+        tls,
+        flush_timeout: secs(q.flush_timeout_s),
+        reconnect_max: secs(q.reconnect_max_s),
+    };
+    Some(MqttSettings {
+        connection,
+        stats_every: (q.stats_interval_s > 0.0).then(|| secs(q.stats_interval_s)),
+        home_assistant: q.home_assistant.then(|| q.discovery_prefix.clone()),
+        spool_dir: q.spool_dir.clone().unwrap_or_else(|| state_dir.join("spool")),
+        spool_max_bytes: (q.spool_max_mb * 1024.0 * 1024.0) as u64,
+    })
+}
+
+/// The password and certificate files, and whether they fit the URL's scheme.
+fn tls(q: &MqttConfig, tls: bool, m: &str, c: &mut Collector) -> Option<TlsPaths> {
     for (key, file) in [
-        ("mqtt.password_file", &config.mqtt.password_file),
-        ("mqtt.ca_file", &config.mqtt.ca_file),
-        ("mqtt.client_cert", &config.mqtt.client_cert),
-        ("mqtt.client_key", &config.mqtt.client_key),
+        ("mqtt.password_file", &q.password_file),
+        ("mqtt.ca_file", &q.ca_file),
+        ("mqtt.client_cert", &q.client_cert),
+        ("mqtt.client_key", &q.client_key),
     ] {
         if let Some(p) = file.as_ref().filter(|p| !p.is_file()) {
-            c.push(&m, key, format!("{} does not exist", p.display()));
+            c.push(m, key, format!("{} does not exist", p.display()));
         }
     }
-    if config.mqtt.client_cert.is_some() != config.mqtt.client_key.is_some() {
-        c.push(&m, "mqtt.client_cert", "client_cert and client_key go together: set both or neither");
+    if q.client_cert.is_some() != q.client_key.is_some() {
+        c.push(m, "mqtt.client_cert", "client_cert and client_key go together: set both or neither");
     }
-    let tls = config.mqtt.url.starts_with("mqtts://") || config.mqtt.url.starts_with("ssl://");
-    if tls && config.mqtt.ca_file.is_none() {
-        c.push(&m, "mqtt.ca_file", "mqtt.url is mqtts://: set ca_file to the CA that signed the broker's certificate");
+    if tls && q.ca_file.is_none() {
+        c.push(m, "mqtt.ca_file", "mqtt.url is mqtts://: set ca_file to the CA that signed the broker's certificate");
     }
-    if !tls && (config.mqtt.ca_file.is_some() || config.mqtt.client_cert.is_some()) {
-        c.push(&m, "mqtt.ca_file", "TLS files are set but mqtt.url is not mqtts://");
+    if !tls && (q.ca_file.is_some() || q.client_cert.is_some()) {
+        c.push(m, "mqtt.ca_file", "TLS files are set but mqtt.url is not mqtts://");
     }
-    in_range(c, &m, "events.min_track_age", config.events.min_track_age, 1, 1000);
-    in_range(c, &m, "events.heartbeat_s", config.events.heartbeat_s, 0.1, 86400.0);
-    in_range(c, &m, "events.smoothing", config.events.smoothing, 0.01, 1.0);
-    in_range(c, &m, "events.hysteresis", config.events.hysteresis, 0.0, 0.99);
-    in_range(c, &m, "events.empty_after_s", config.events.empty_after_s, 0.0, 86400.0);
-    in_range(c, &m, "tracker.iou_threshold", config.tracker.iou_threshold, 0.01, 0.99);
-    in_range(c, &m, "tracker.max_missed", config.tracker.max_missed, 0, 1000);
-    in_range(c, &m, "supervisor.backoff_initial_s", config.supervisor.backoff_initial_s, 0.01, 3600.0);
-    in_range(
-        c,
-        &m,
-        "supervisor.backoff_max_s",
-        config.supervisor.backoff_max_s,
-        config.supervisor.backoff_initial_s,
-        86400.0,
-    );
-    in_range(c, &m, "supervisor.stall_timeout_s", config.supervisor.stall_timeout_s, 0.5, 3600.0);
-    in_range(c, &m, "engine.batch_max", config.engine.batch_max, 1, 256);
-    in_range(c, &m, "engine.batch_timeout_ms", config.engine.batch_timeout_ms, 0.0, 1000.0);
-    in_range(c, &m, "engine.threads", config.engine.threads, 0, 256);
-    in_range(c, &m, "engine.lanes", config.engine.lanes, 0, 64);
-    for (i, p) in config.engine.providers.iter().enumerate() {
-        if !matches!(p.as_str(), "tensorrt" | "cuda" | "cpu") {
-            c.push(
-                &m,
-                format!("engine.providers[{i}]"),
-                format!("unknown execution provider '{p}': use tensorrt, cuda or cpu"),
-            );
-        }
+    let client = q.client_cert.clone().zip(q.client_key.clone());
+    q.ca_file.clone().filter(|_| tls).map(|ca_file| TlsPaths { ca_file, client })
+}
+
+/// `[events]`, `[tracker]` and `[supervisor]`.
+fn tuning(raw: &Config, m: &str, c: &mut Collector) -> (EventSettings, TrackerSettings, SupervisorSettings) {
+    let (e, t, s) = (&raw.events, &raw.tracker, &raw.supervisor);
+    in_range(c, m, "events.min_track_age", e.min_track_age, 1, 1000);
+    in_range(c, m, "events.heartbeat_s", e.heartbeat_s, 0.1, 86400.0);
+    in_range(c, m, "events.smoothing", e.smoothing, 0.01, 1.0);
+    in_range(c, m, "events.hysteresis", e.hysteresis, 0.0, 0.99);
+    in_range(c, m, "events.empty_after_s", e.empty_after_s, 0.0, 86400.0);
+    in_range(c, m, "tracker.iou_threshold", t.iou_threshold, 0.01, 0.99);
+    in_range(c, m, "tracker.max_missed", t.max_missed, 0, 1000);
+    in_range(c, m, "supervisor.backoff_initial_s", s.backoff_initial_s, 0.01, 3600.0);
+    in_range(c, m, "supervisor.backoff_max_s", s.backoff_max_s, s.backoff_initial_s, 86400.0);
+    in_range(c, m, "supervisor.stall_timeout_s", s.stall_timeout_s, 0.5, 3600.0);
+    (
+        EventSettings {
+            min_track_age: e.min_track_age,
+            heartbeat: secs(e.heartbeat_s),
+            smoothing: e.smoothing,
+            hysteresis: e.hysteresis,
+            empty_after: secs(e.empty_after_s),
+        },
+        TrackerSettings { iou_threshold: t.iou_threshold, max_missed: t.max_missed },
+        SupervisorSettings {
+            backoff_initial: secs(s.backoff_initial_s),
+            backoff_max: secs(s.backoff_max_s),
+            stall_timeout: secs(s.stall_timeout_s),
+        },
+    )
+}
+
+/// Records a missing bundle folder (its manifest and models are checked by whoever loads
+/// them: `check-config`, `run`, a reload).
+fn bundle_exists(c: &mut Collector, file: &str, key: &str, dir: &Path) {
+    if !dir.is_dir() {
+        c.push(file, key, format!("engine bundle folder {} does not exist", dir.display()));
     }
-    if let Err(reason) = crate::engine::tensorrt::Precision::parse(
-        &config.engine.precision,
-        config.engine.int8_calibration_table.as_deref(),
-    ) {
-        c.push(&m, "engine.precision", reason);
+}
+
+/// Where a camera was defined, for its problems' file and keys.
+struct CameraPlace<'a> {
+    name: &'a str,
+    file: &'a str,
+    /// In the main file, where its keys are `cameras.NAME.KEY`.
+    from_main: bool,
+}
+
+impl CameraPlace<'_> {
+    fn key(&self, k: &str) -> String {
+        if self.from_main { format!("cameras.{}.{k}", self.name) } else { k.to_string() }
     }
-    if let Some(p) = config.engine.int8_calibration_table.as_ref().filter(|p| !p.is_file()) {
-        c.push(&m, "engine.int8_calibration_table", format!("{} does not exist", p.display()));
+}
+
+/// One camera.
+fn camera(at: &CameraPlace, cam: &CameraConfig, default_bundle: &Path, c: &mut Collector) -> Option<CameraSettings> {
+    let (name, file) = (at.name, at.file);
+    if at.from_main && cam.name.as_ref().is_some_and(|n| n != name) {
+        c.push(
+            file,
+            at.key("name"),
+            format!("a camera table's name is its key ('{name}'); remove `name` or rename the table"),
+        );
     }
-    if let Some(core) = config.engine.dla_core {
-        in_range(c, &m, "engine.dla_core", core, 0, 1);
+    if !topic_safe(name) {
+        let shown = name.chars().take(80).collect::<String>();
+        c.push(
+            file,
+            at.key("name"),
+            format!(
+                "camera name '{shown}' cannot be an MQTT topic level: use up to {MAX_NAME} letters, digits, '-', '_' or '.'"
+            ),
+        );
     }
-    if let Some(p) = &config.engine.onnxruntime {
+    let source = camera_source(at, cam, c);
+    in_range(c, file, &at.key("width"), cam.width, 32, 4096);
+    in_range(c, file, &at.key("latency_ms"), cam.latency_ms, 0, 60_000);
+    in_range(c, file, &at.key("decoder_threads"), cam.decoder_threads, 0, 64);
+    if let Some(fps) = cam.fps {
+        in_range(c, file, &at.key("fps"), fps, 0.1, 240.0);
+    }
+    let decoder = DecoderChoice::parse(&cam.decoder);
+    if decoder.is_none() {
+        c.push(file, at.key("decoder"), format!("'{}' is not a decoder choice: use auto or libav", cam.decoder));
+    }
+    let transport = parsed(c, file, &at.key("transport"), Transport::parse(&cam.transport));
+    if let Some(b) = &cam.bundle {
+        bundle_exists(c, file, &at.key("bundle"), b);
+    }
+    check_faces(at, cam, c);
+    Some(CameraSettings {
+        source: source?,
+        enabled: cam.enabled,
+        looping: cam.looping,
+        realtime: cam.realtime,
+        width: cam.width,
+        bundle: cam.bundle.clone().unwrap_or_else(|| default_bundle.to_path_buf()),
+        fps: cam.fps,
+        transport: transport?,
+        latency_ms: cam.latency_ms,
+        decoder_threads: cam.decoder_threads,
+        decoder: decoder?,
+        password_file: cam.password_file.clone(),
+        score_threshold: cam.score_threshold,
+        min_face_px: cam.min_face_px,
+        zones: cam.zones.clone(),
+        ignore: cam.ignore.clone(),
+    })
+}
+
+/// A camera's URI, parsed, and its password file.
+fn camera_source(at: &CameraPlace, cam: &CameraConfig, c: &mut Collector) -> Option<SourceSpec> {
+    let (name, file) = (at.name, at.file);
+    if let Some(p) = &cam.password_file {
         if !p.is_file() {
-            c.push(
-                &m,
-                "engine.onnxruntime",
-                format!("{} does not exist (run `make setup` or point it at libonnxruntime.so)", p.display()),
-            );
+            c.push(file, at.key("password_file"), format!("{} does not exist", p.display()));
+        } else if let Err(reason) = super::uri::with_password(&cam.uri, "x") {
+            c.push(file, at.key("password_file"), reason);
         }
     }
-    let mut bundles_checked = Vec::new();
-    let mut check_bundle = |c: &mut Collector, file: &str, key: &str, dir: &Path| {
-        if bundles_checked.iter().any(|b: &PathBuf| b == dir) {
-            return;
-        }
-        bundles_checked.push(dir.to_path_buf());
-        if !dir.is_dir() {
-            c.push(file, key, format!("engine bundle folder {} does not exist", dir.display()));
-        } else if let Err(e) = Manifest::load(dir) {
-            c.push(e.path, e.key, format!("{} (bundle named by {key} in {file})", e.reason));
-        }
+    let problem = if cam.uri.is_empty() {
+        Some(format!("camera '{name}' has no uri"))
+    } else {
+        uri_userinfo_problem(&cam.uri).map(|reason| format!("camera '{name}': {reason}"))
     };
-    let default_used = config.cameras.values().any(|cam| cam.bundle.is_none());
-    if default_used || config.cameras.is_empty() {
-        check_bundle(c, &m, "engine.bundle", &config.engine.bundle);
+    if let Some(reason) = problem {
+        c.push(file, at.key("uri"), reason);
+        return None;
     }
-    for (name, cam) in &config.cameras {
-        let from_main = camera_files.get(name).is_none_or(|f| f == main);
-        let file = camera_files.get(name).map(|p| p.display().to_string()).unwrap_or_else(|| m.clone());
-        let key = |k: &str| {
-            if from_main { format!("cameras.{name}.{k}") } else { k.to_string() }
-        };
-        if from_main && cam.name.as_ref().is_some_and(|n| n != name) {
-            c.push(
-                &file,
-                key("name"),
-                format!("a camera table's name is its key ('{name}'); remove `name` or rename the table"),
-            );
-        }
-        if !topic_safe(name) {
-            c.push(
-                &file,
-                key("name"),
-                format!(
-                    "camera name '{}' cannot be an MQTT topic level: use up to {MAX_NAME} letters, digits, '-', '_' or '.'",
-                    name.chars().take(80).collect::<String>()
-                ),
-            );
-        }
-        if cam.uri.is_empty() {
-            c.push(&file, key("uri"), format!("camera '{name}' has no uri"));
-        } else if let Some(reason) = uri_userinfo_problem(&cam.uri) {
-            c.push(&file, key("uri"), format!("camera '{name}': {reason}"));
-        } else if let Err(reason) = SourceSpec::parse(&cam.uri) {
-            c.push(&file, key("uri"), format!("camera '{name}': {reason}"));
-        }
-        in_range(c, &file, &key("width"), cam.width, 32, 4096);
-        in_range(c, &file, &key("latency_ms"), cam.latency_ms, 0, 60_000);
-        in_range(c, &file, &key("decoder_threads"), cam.decoder_threads, 0, 64);
-        if let Some(p) = &cam.password_file {
-            if !p.is_file() {
-                c.push(&file, key("password_file"), format!("{} does not exist", p.display()));
-            } else if let Err(reason) = crate::source::with_password(&cam.uri, "x") {
-                c.push(&file, key("password_file"), reason);
-            }
-        }
-        if let Some(fps) = cam.fps {
-            in_range(c, &file, &key("fps"), fps, 0.1, 240.0);
-        }
-        if crate::source::DecoderChoice::parse(&cam.decoder).is_none() {
-            c.push(&file, key("decoder"), format!("'{}' is not a decoder choice: use auto or libav", cam.decoder));
-        }
-        if !matches!(cam.transport.as_str(), "tcp" | "udp") {
-            c.push(&file, key("transport"), format!("'{}' is not a transport: use tcp or udp", cam.transport));
-        }
-        if let Some(b) = &cam.bundle {
-            check_bundle(c, &file, &key("bundle"), b);
-        }
-        if let Some(t) = cam.score_threshold {
-            in_range(c, &file, &key("score_threshold"), t, 0.0, 1.0);
-        }
-        if let Some(px) = cam.min_face_px {
-            in_range(c, &file, &key("min_face_px"), px, 0.0, 4096.0);
-        }
-        for (what, areas) in [("zones", &cam.zones), ("ignore", &cam.ignore)] {
-            for (i, area) in areas.iter().enumerate() {
-                if let Some(reason) = area.problem() {
-                    c.push(&file, key(&format!("{what}[{i}]")), reason);
-                }
+    let spec = SourceSpec::parse(&cam.uri).map_err(|reason| format!("camera '{name}': {reason}"));
+    parsed(c, file, &at.key("uri"), spec)
+}
+
+/// Thresholds, zones and ignored areas.
+fn check_faces(at: &CameraPlace, cam: &CameraConfig, c: &mut Collector) {
+    if let Some(t) = cam.score_threshold {
+        in_range(c, at.file, &at.key("score_threshold"), t, 0.0, 1.0);
+    }
+    if let Some(px) = cam.min_face_px {
+        in_range(c, at.file, &at.key("min_face_px"), px, 0.0, 4096.0);
+    }
+    for (what, areas) in [("zones", &cam.zones), ("ignore", &cam.ignore)] {
+        for (i, area) in areas.iter().enumerate() {
+            if let Some(reason) = area.problem() {
+                c.push(at.file, at.key(&format!("{what}[{i}]")), reason);
             }
         }
     }

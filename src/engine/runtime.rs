@@ -151,7 +151,7 @@ pub fn version() -> Option<String> {
 }
 
 /// How sessions are built: threads and execution providers.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SessionOptions {
     /// Intra-op threads; 0 picks the number of cores.
     pub threads: usize,

@@ -9,45 +9,11 @@
 //! EP-context model so a restart loads without building. Pure: the caller finds the
 //! model's inputs, TensorRT's version and the GPU, and hands the options to ONNX Runtime.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-/// The arithmetic TensorRT builds engines in.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum Precision {
-    /// Half precision: about twice FP32's speed on Jetson GPUs, scores within rounding.
-    #[default]
-    Fp16,
-    /// Full precision.
-    Fp32,
-    /// 8-bit integers with FP16 fallback, calibrated by the table in the given file.
-    Int8 {
-        /// TensorRT calibration table (as written by TensorRT or ONNX Runtime's tools).
-        calibration_table: PathBuf,
-    },
-}
-
-impl Precision {
-    /// Parses `engine.precision` (`fp16`, `fp32`, `int8`); int8 needs its table.
-    pub fn parse(name: &str, calibration_table: Option<&Path>) -> Result<Precision, String> {
-        match (name, calibration_table) {
-            ("fp16", _) => Ok(Precision::Fp16),
-            ("fp32", _) => Ok(Precision::Fp32),
-            ("int8", Some(t)) => Ok(Precision::Int8 { calibration_table: t.to_path_buf() }),
-            ("int8", None) => Err("int8 needs engine.int8_calibration_table (a TensorRT calibration table)".into()),
-            (other, _) => Err(format!("'{other}' is not a precision: use fp16, fp32 or int8")),
-        }
-    }
-
-    fn name(&self) -> &'static str {
-        match self {
-            Precision::Fp16 => "fp16",
-            Precision::Fp32 => "fp32",
-            Precision::Int8 { .. } => "int8",
-        }
-    }
-}
+pub use crate::config::Precision;
 
 /// What one engine is built for, besides the model itself.
 #[derive(Debug, Clone, PartialEq)]

@@ -14,7 +14,7 @@ use crate::clef::{Decision, Task};
 use crate::track::TrackState;
 
 /// Tuning, from `[events]` in the config.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LifecycleConfig {
     /// Sightings before `new`.
     pub min_track_age: u32,

@@ -26,18 +26,16 @@ use super::session::{self, Protocol, Session, SessionEvent, SessionOptions};
 use super::spool::{Record, Spool};
 use super::{BrokerUrl, Topics};
 use crate::events::seq::SeqCounter;
-use crate::source::CameraStatus;
+use crate::pipeline::Output;
 
-/// What the publisher is asked to send.
+/// What the publisher is asked to send: the pipeline's output as it came (one type from
+/// analysis to the wire), and what the daemon adds beside it.
 #[derive(Debug, Clone)]
 pub enum Outgoing {
-    /// An emotion event: numbered, spooled, QoS 1, never lost silently.
-    Event(Box<crate::events::EmotionEvent>),
-    /// A camera's state: retained, and sent again after every reconnect.
-    CameraState(CameraStatus),
-    /// A camera left the configuration: its retained state and summary are deleted (and
-    /// not sent again after a reconnect).
-    CameraRemoved(String),
+    /// From the pipeline. An event is numbered, spooled, sent QoS 1 and never lost
+    /// silently; a camera's state is retained and sent again after every reconnect; a
+    /// removed camera's retained state and summary are deleted.
+    Analysis(Output),
     /// What a camera sees now (`{camera}/current`, retained, sent again after a reconnect).
     Current {
         /// Camera name.
@@ -55,6 +53,12 @@ pub enum Outgoing {
         /// Payload.
         payload: Vec<u8>,
     },
+}
+
+impl From<Output> for Outgoing {
+    fn from(output: Output) -> Outgoing {
+        Outgoing::Analysis(output)
+    }
 }
 
 /// Most events sent but not yet acknowledged.
@@ -446,13 +450,13 @@ impl Publisher {
                         let mut events = Vec::new();
                         while let Some(out) = next {
                             match out {
-                                Outgoing::Event(ev) => events.push(*ev),
-                                Outgoing::CameraState(st) => {
+                                Outgoing::Analysis(Output::Event(ev)) => events.push(*ev),
+                                Outgoing::Analysis(Output::CameraState(st)) => {
                                     let payload = serde_json::to_vec(&st).unwrap_or_default();
                                     Self::send_other(&mut conn, self.topics.state(&st.camera), payload.clone(), true);
                                     self.states.insert(st.camera, payload);
                                 }
-                                Outgoing::CameraRemoved(camera) => {
+                                Outgoing::Analysis(Output::CameraRemoved(camera)) => {
                                     self.states.remove(&camera);
                                     self.currents.remove(&camera);
                                     Self::send_other(&mut conn, self.topics.state(&camera), Vec::new(), true);

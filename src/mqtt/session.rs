@@ -12,35 +12,7 @@ use tokio::sync::mpsc;
 
 use super::BrokerUrl;
 
-/// Which MQTT protocol version to speak (`mqtt.protocol`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Protocol {
-    /// MQTT 3.1.1: what every broker speaks.
-    #[default]
-    V311,
-    /// MQTT 5: session expiry, reason codes on refusals and acknowledgements.
-    V5,
-}
-
-impl Protocol {
-    /// Reads the config's spelling: "3.1.1" or "5".
-    pub fn parse(s: &str) -> Result<Protocol, String> {
-        match s.trim() {
-            "3.1.1" => Ok(Protocol::V311),
-            "5" | "5.0" => Ok(Protocol::V5),
-            other => Err(format!("'{other}' is not an MQTT version clefd speaks: use \"3.1.1\" or \"5\"")),
-        }
-    }
-}
-
-impl std::fmt::Display for Protocol {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Protocol::V311 => "MQTT 3.1.1",
-            Protocol::V5 => "MQTT 5",
-        })
-    }
-}
+pub use crate::config::Protocol;
 
 /// Everything needed to open a connection.
 #[derive(Debug, Clone)]

@@ -10,15 +10,14 @@ use super::analyze::Analyzer;
 use super::hub::{FrameHub, Next};
 use super::lanes::{Finished, LanePool};
 use super::{EventSink, Output};
-use crate::config::Loaded;
 use crate::detect::filter::FaceFilter;
-use crate::events::lifecycle::{FrameInfo, Lifecycle, LifecycleConfig, Observation, Source};
+use crate::events::lifecycle::{FrameInfo, Lifecycle, Observation, Source};
 use crate::events::{BundleRef, EmotionEvent};
 use crate::source::Frame;
 use crate::track::Tracker;
 
 /// How the worker batches.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Batching {
     /// Most frames (cameras) per batch; 1 turns batching off.
     pub max_frames: usize,
@@ -169,19 +168,19 @@ pub(super) struct WorkerSetup<S> {
     pub hub: Arc<FrameHub<Frame>>,
     /// The camera per hub slot; grows when a reload adds cameras.
     pub cameras: Arc<Mutex<Vec<SlotCamera>>>,
-    pub lifecycle: LifecycleConfig,
+    /// Lifecycle, tracker, batching, device id.
+    pub options: super::WorkerOptions,
     pub track_ids: Arc<AtomicU64>,
-    pub batching: Batching,
     pub sink: S,
 }
 
 /// Starts the worker thread (and its lanes); returns it and its live statistics.
 pub(super) fn spawn<S: EventSink>(
     analyzers: Vec<Analyzer>,
-    loaded: &Loaded,
     setup: WorkerSetup<S>,
 ) -> std::io::Result<(std::thread::JoinHandle<RunSummary>, Arc<Mutex<RunSummary>>)> {
-    let WorkerSetup { done, hub, cameras, lifecycle, track_ids, batching, sink } = setup;
+    let WorkerSetup { done, hub, cameras, options, track_ids, sink } = setup;
+    let super::WorkerOptions { device_id, lifecycle, tracker: tracker_cfg, batching, .. } = options;
     // Test hook: makes inference artificially slow (watchdog and back-pressure tests).
     let test_delay = std::env::var("CLEFD_TEST_INFERENCE_DELAY_MS")
         .ok()
@@ -190,9 +189,8 @@ pub(super) fn spawn<S: EventSink>(
     let analyzer = analyzers.first().ok_or_else(|| std::io::Error::other("a worker needs at least one lane"))?;
     let m = analyzer.manifest();
     let name = m.name.clone();
-    let tracker_cfg = loaded.config.tracker.clone();
     let source = Source {
-        device: loaded.device_id.clone(),
+        device: device_id,
         camera: String::new(),
         labels: m.labels.clone(),
         bundle: BundleRef { name: m.name.clone(), sha256: m.sha256.clone() },

@@ -20,7 +20,7 @@ pub struct Health {
     /// Frame-path statistics.
     pub probe: Probe,
     /// Latest state of each camera.
-    pub cameras: Mutex<BTreeMap<String, CameraStatus>>,
+    pub cameras: Arc<Mutex<BTreeMap<String, CameraStatus>>>,
     /// MQTT delivery counters.
     pub publish: Arc<PublishStats>,
     /// When the frame path last made progress.
@@ -31,20 +31,33 @@ pub struct Health {
     /// spool meanwhile, but nobody receives them).
     pub mqtt_down_after: Duration,
     /// Events produced, by camera, lifecycle step and emotion (for dashboards).
-    pub events: Mutex<BTreeMap<(String, &'static str, String), u64>>,
+    pub events: Arc<Mutex<EventCounts>>,
+}
+
+/// Events by camera, lifecycle step and emotion.
+pub type EventCounts = BTreeMap<(String, &'static str, String), u64>;
+
+/// What the daemon saw go by on its way to the broker: each camera's latest state and the
+/// events counted. The pipeline's sink writes it; health, stats and metrics read it.
+#[derive(Clone, Default)]
+pub struct Seen {
+    /// Latest state of each camera.
+    pub cameras: Arc<Mutex<BTreeMap<String, CameraStatus>>>,
+    /// Events produced so far.
+    pub events: Arc<Mutex<EventCounts>>,
 }
 
 impl Health {
     /// Fresh health state.
-    pub fn new(probe: Probe, publish: Arc<PublishStats>) -> Health {
+    pub fn new(probe: Probe, publish: Arc<PublishStats>, seen: &Seen) -> Health {
         Health {
             probe,
-            cameras: Mutex::new(BTreeMap::new()),
+            cameras: seen.cameras.clone(),
             publish,
             last_progress: Mutex::new(Instant::now()),
             stuck_after: Duration::from_secs(10),
             mqtt_down_after: Duration::from_secs(60),
-            events: Mutex::new(BTreeMap::new()),
+            events: seen.events.clone(),
         }
     }
 

@@ -1,5 +1,6 @@
 //! The daemon's edges to the operating system: logging set-up, signals and systemd.
 
+pub mod forward;
 pub mod http;
 pub mod notify;
 pub mod stats;

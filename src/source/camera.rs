@@ -52,7 +52,7 @@ pub enum SourceError {
 }
 
 /// How one camera should run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CameraOptions {
     /// Camera name, for logs and errors.
     pub name: String,

@@ -7,37 +7,7 @@ use std::sync::{Arc, Mutex};
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
-/// Which software H.264 decoder a camera uses when no hardware decoder is installed.
-///
-/// libav (FFmpeg) is the fastest software decoder, but loading it maps FFmpeg and all it
-/// links (x265, librsvg, flite, Vulkan, ...): about 30 MB of resident memory, once per
-/// process. OpenH264 takes under 1 MB and is nearly as fast on Baseline-profile streams
-/// (CAVLC: 1.0 against 0.77 ms for a 640×480 frame here), but 2–2.6× slower on Main and
-/// High (CABAC: 3.5 against 1.4 ms for a 720p Main frame), the profiles most IP cameras
-/// send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum DecoderChoice {
-    /// NVIDIA's hardware decoder when installed; otherwise OpenH264 for Baseline-profile
-    /// H.264 (lean and about as fast), libav for everything else (Main, High, High 4:4:4,
-    /// 10-bit, H.265, ...), chosen per stream from the caps `h264parse` reports. On damaged
-    /// data OpenH264 drops the frames it cannot decode where libav conceals the damage:
-    /// nothing smeared reaches the models.
-    #[default]
-    Auto,
-    /// libav for every stream (hardware decoders still win when installed).
-    Libav,
-}
-
-impl DecoderChoice {
-    /// Parses a config value (`auto` or `libav`).
-    pub fn parse(s: &str) -> Option<DecoderChoice> {
-        match s {
-            "auto" => Some(DecoderChoice::Auto),
-            "libav" => Some(DecoderChoice::Libav),
-            _ => None,
-        }
-    }
-}
+pub use crate::config::DecoderChoice;
 
 /// The chain that turns a source's encoded video into I420 frames for the scaler.
 ///

@@ -11,13 +11,12 @@ mod grab;
 mod network;
 mod stamp;
 mod supervisor;
-mod uri;
 
+pub use crate::config::uri::{Capture, CaptureFormat, SourceSpec, with_password};
 pub use camera::{Camera, CameraOptions, Ended, SourceError};
 pub use decoder::DecoderChoice;
 pub use grab::{decode_image, decode_video_frames};
 pub use supervisor::{CameraState, CameraStatus, Supervisor, SupervisorOptions};
-pub use uri::{Capture, CaptureFormat, SourceSpec, with_password};
 
 use std::time::{Instant, SystemTime};
 

@@ -4,7 +4,7 @@
 use gstreamer as gst;
 use gstreamer::prelude::*;
 
-use super::uri::split_login;
+use crate::config::uri::split_login;
 
 /// Points `src` at `location`. Neither `rtspsrc` nor `souphttpsrc` undoes a URI's
 /// percent-escapes in the user name and password (a password with '@', ':', '/' or '%'

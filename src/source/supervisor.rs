@@ -69,7 +69,7 @@ pub struct CameraStatus {
 }
 
 /// Restart policy.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SupervisorOptions {
     /// The camera.
     pub camera: CameraOptions,

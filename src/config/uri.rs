@@ -178,8 +178,9 @@ pub fn with_password(uri: &str, password: &str) -> Result<String, String> {
     Ok(u.to_string())
 }
 
-/// `location` without its user name and password, and those two percent-decoded.
-pub(super) fn split_login(location: &str) -> (String, Option<(String, String)>) {
+/// `location` without its user name and password, and those two percent-decoded: the
+/// RTSP source takes them as properties, so they never appear in its logs.
+pub fn split_login(location: &str) -> (String, Option<(String, String)>) {
     let Ok(mut u) = url::Url::parse(location) else { return (location.to_string(), None) };
     if u.username().is_empty() {
         return (location.to_string(), None);

@@ -1,0 +1,169 @@
+//! From the checked configuration to what each part takes: the pipeline's options, the
+//! engine's session options, the publisher's settings. Files named by the configuration
+//! (passwords, certificates, bundle manifests) are read here, at the edge, so the core
+//! never opens a file because a config said so.
+
+use std::path::Path;
+
+use anyhow::Context;
+use clefd::config::{self, CameraSettings, ConfigErrors, EngineSettings, Problem, Settings};
+use clefd::detect::filter::FaceFilter;
+use clefd::engine::manifest::Manifest;
+use clefd::engine::runtime::SessionOptions;
+use clefd::engine::tensorrt::TrtSettings;
+use clefd::events::lifecycle::LifecycleConfig;
+use clefd::mqtt::{PublisherConfig, TlsFiles};
+use clefd::pipeline::{Batching, CameraPlan, PipelineOptions, WorkerOptions};
+use clefd::source::{CameraOptions, SourceSpec, SupervisorOptions};
+
+/// [`config::load`], then every bundle's manifest: what `check-config`, `run` and a reload
+/// accept, problem by problem.
+pub fn load_config(path: &Path) -> Result<Settings, ConfigErrors> {
+    let settings = config::load(path)?;
+    let mut problems = Vec::new();
+    let main = path.display().to_string();
+    for dir in settings.bundles_in_use() {
+        if let Err(e) = Manifest::load(dir) {
+            let named_by = named_by(&settings, dir, &main);
+            problems.push(Problem {
+                file: e.path,
+                key: e.key,
+                reason: format!("{} (bundle named by {named_by})", e.reason),
+            });
+        }
+    }
+    if problems.is_empty() { Ok(settings) } else { Err(ConfigErrors(problems)) }
+}
+
+/// Which key names bundle `dir`, and in which file: for a manifest's problems.
+fn named_by(settings: &Settings, dir: &Path, main: &str) -> String {
+    let camera = settings.enabled_cameras().find(|(_, c)| c.bundle == dir && dir != settings.engine.bundle);
+    match camera.and_then(|(name, _)| Some((name, settings.camera_files.get(name)?))) {
+        Some((_, file)) if file.display().to_string() != main => format!("bundle in {}", file.display()),
+        Some((name, _)) => format!("cameras.{name}.bundle in {main}"),
+        None => format!("engine.bundle in {main}"),
+    }
+}
+
+/// How models run, from `[engine]`.
+pub fn session_options(engine: &EngineSettings) -> SessionOptions {
+    SessionOptions {
+        threads: engine.threads,
+        providers: engine.providers.iter().map(|p| p.as_str().to_string()).collect(),
+        cache_dir: Some(engine.cache_dir.clone()),
+        tensorrt: TrtSettings {
+            precision: engine.precision.clone(),
+            dla_core: engine.dla_core,
+            batch_max: engine.batch_max,
+        },
+    }
+}
+
+/// The pipeline's options for the enabled cameras, and the cameras that cannot start
+/// (their password file cannot be read), with why.
+pub fn pipeline_options(s: &Settings) -> (PipelineOptions, Vec<(String, String)>) {
+    let e = &s.events;
+    let workers = WorkerOptions {
+        device_id: s.device_id.clone(),
+        session: session_options(&s.engine),
+        lanes: s.engine.lanes,
+        threads: s.engine.threads,
+        batching: Batching {
+            max_frames: if s.engine.batching { s.engine.batch_max } else { 1 },
+            linger: s.engine.batch_timeout,
+        },
+        lifecycle: LifecycleConfig {
+            min_track_age: e.min_track_age,
+            heartbeat: e.heartbeat,
+            smoothing: e.smoothing,
+            hysteresis: e.hysteresis,
+        },
+        tracker: s.tracker.clone(),
+    };
+    let mut cameras = std::collections::BTreeMap::new();
+    let mut unusable = Vec::new();
+    for (name, cam) in s.enabled_cameras() {
+        match camera_plan(s, name, cam) {
+            Ok(plan) => drop(cameras.insert(name.clone(), plan)),
+            Err(reason) => unusable.push((name.clone(), reason)),
+        }
+    }
+    (PipelineOptions { workers, cameras }, unusable)
+}
+
+/// One camera as the pipeline runs it, its password read into its URI.
+fn camera_plan(s: &Settings, name: &str, cam: &CameraSettings) -> Result<CameraPlan, String> {
+    let spec = match (&cam.password_file, &cam.source) {
+        (Some(f), SourceSpec::Rtsp { location }) => {
+            let pw =
+                std::fs::read_to_string(f).map_err(|e| format!("cannot read password_file {}: {e}", f.display()))?;
+            SourceSpec::Rtsp { location: clefd::source::with_password(location, pw.trim_end_matches(['\r', '\n']))? }
+        }
+        (_, spec) => spec.clone(),
+    };
+    let camera = CameraOptions {
+        name: name.to_string(),
+        spec,
+        width: cam.width,
+        looping: cam.looping,
+        realtime: cam.realtime,
+        fps_cap: cam.fps,
+        rtsp_udp: cam.transport == config::Transport::Udp,
+        rtsp_latency_ms: cam.latency_ms,
+        decoder_threads: cam.decoder_threads,
+        decoder: cam.decoder,
+    };
+    let sup = &s.supervisor;
+    Ok(CameraPlan {
+        bundle: cam.bundle.clone(),
+        source: SupervisorOptions {
+            camera,
+            backoff_initial: sup.backoff_initial,
+            backoff_max: sup.backoff_max,
+            stall_timeout: sup.stall_timeout,
+        },
+        filter: FaceFilter {
+            score_threshold: cam.score_threshold,
+            min_face_px: cam.min_face_px,
+            zones: cam.zones.clone(),
+            ignore: cam.ignore.clone(),
+        },
+    })
+}
+
+/// The publisher's settings, reading the password and TLS files.
+pub fn publisher_config(s: &Settings) -> anyhow::Result<PublisherConfig> {
+    let m = &s.mqtt.connection;
+    let credentials = match (&m.username, &m.password_file) {
+        (Some(u), Some(f)) => {
+            let pw =
+                std::fs::read_to_string(f).with_context(|| format!("reading mqtt.password_file {}", f.display()))?;
+            Some((u.clone(), pw.trim_end_matches(['\r', '\n']).to_string()))
+        }
+        (Some(u), None) => Some((u.clone(), String::new())),
+        _ => None,
+    };
+    let read = |p: &Path, what: &str| std::fs::read(p).with_context(|| format!("reading {what} {}", p.display()));
+    let tls = match &m.tls {
+        Some(t) => Some(TlsFiles {
+            ca: read(&t.ca_file, "mqtt.ca_file")?,
+            client: match &t.client {
+                Some((cert, key)) => Some((read(cert, "mqtt.client_cert")?, read(key, "mqtt.client_key")?)),
+                None => None,
+            },
+        }),
+        None => None,
+    };
+    Ok(PublisherConfig {
+        tls,
+        reconnect_max: m.reconnect_max,
+        protocol: m.protocol,
+        url: m.url.clone(),
+        client_id: m.client_id.clone(),
+        prefix: m.prefix.clone(),
+        device: s.device_id.clone(),
+        keep_alive: m.keep_alive,
+        credentials,
+        flush_timeout: m.flush_timeout,
+    })
+}

@@ -1,0 +1,247 @@
+//! The configuration as clefd uses it: every value parsed into its type (durations, URLs,
+//! URIs, enums), every default and relative path filled in, once, by [`super::load`].
+//! Nothing downstream parses a config string again or falls back silently.
+//!
+//! Sections are grouped by what a reload must do when they change, and compared whole
+//! with `!=`: a field added to a section is covered by reload without anyone listing it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{Area, BrokerUrl, DecoderChoice, Precision, Protocol, Provider, SourceSpec, Transport};
+
+/// The whole configuration, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Identifies this device in topics and events (the config's, else the hostname).
+    pub device_id: String,
+    /// Where state that must survive restarts lives.
+    pub state_dir: PathBuf,
+    /// Log filter; `RUST_LOG` wins when set.
+    pub log_level: String,
+    /// Reload when the config files change.
+    pub watch_config: bool,
+    /// ONNX Runtime and how bundles run.
+    pub engine: EngineSettings,
+    /// Broker, topics, spool.
+    pub mqtt: MqttSettings,
+    /// Event lifecycle.
+    pub events: EventSettings,
+    /// Frame-to-frame face tracking.
+    pub tracker: TrackerSettings,
+    /// Camera restarts.
+    pub supervisor: SupervisorSettings,
+    /// Where `/metrics` and `/healthz` are served; `None` turns them off.
+    pub http: Option<SocketAddr>,
+    /// Every camera, enabled or not, by name.
+    pub cameras: BTreeMap<String, CameraSettings>,
+    /// Which file each camera came from, for messages at run time.
+    pub camera_files: BTreeMap<String, PathBuf>,
+}
+
+/// How models are loaded and run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineSettings {
+    /// `libonnxruntime.so` to load; `None`: `ORT_DYLIB_PATH`, then the set-up's copy.
+    pub onnxruntime: Option<PathBuf>,
+    /// The bundle of cameras that name none.
+    pub bundle: PathBuf,
+    /// Inference lanes per bundle; 0 lets clefd pick.
+    pub lanes: usize,
+    /// Intra-op threads per model; 0 lets clefd pick.
+    pub threads: usize,
+    /// Execution providers, in order of preference.
+    pub providers: Vec<Provider>,
+    /// Where TensorRT engines are cached.
+    pub cache_dir: PathBuf,
+    /// TensorRT's arithmetic.
+    pub precision: Precision,
+    /// Deep-learning accelerator core, or the GPU.
+    pub dla_core: Option<u32>,
+    /// Gather frames of several cameras into one batch.
+    pub batching: bool,
+    /// Most frames, and most faces, per batch.
+    pub batch_max: usize,
+    /// How long a ready frame waits for company with a single lane.
+    pub batch_timeout: Duration,
+}
+
+/// Everything MQTT.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MqttSettings {
+    /// The connection; a reload that changes it reconnects without losing an event.
+    pub connection: MqttConnection,
+    /// How often `{prefix}/{device}/stats` is sent; `None` turns it off.
+    pub stats_every: Option<Duration>,
+    /// Home Assistant's discovery prefix, when cameras are announced.
+    pub home_assistant: Option<String>,
+    /// Where unacknowledged events wait.
+    pub spool_dir: PathBuf,
+    /// Most bytes the spool may use.
+    pub spool_max_bytes: u64,
+}
+
+/// What one broker connection is made with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MqttConnection {
+    /// The broker.
+    pub url: BrokerUrl,
+    /// First topic level.
+    pub prefix: String,
+    /// MQTT client id (the config's, else `clefd-<device_id>`).
+    pub client_id: String,
+    /// Keep-alive interval.
+    pub keep_alive: Duration,
+    /// User name for the broker.
+    pub username: Option<String>,
+    /// File holding the broker's password (read when connecting).
+    pub password_file: Option<PathBuf>,
+    /// Protocol version.
+    pub protocol: Protocol,
+    /// `mqtts://`: the certificates.
+    pub tls: Option<TlsPaths>,
+    /// How long shutdown waits for outstanding acknowledgements.
+    pub flush_timeout: Duration,
+    /// Longest wait between reconnection attempts.
+    pub reconnect_max: Duration,
+}
+
+/// Certificate files of a TLS connection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsPaths {
+    /// CA that signed the broker's certificate.
+    pub ca_file: PathBuf,
+    /// Client certificate and its key, for brokers that require one.
+    pub client: Option<(PathBuf, PathBuf)>,
+}
+
+/// When tracks make events.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventSettings {
+    /// Sightings before a track's `new` event.
+    pub min_track_age: u32,
+    /// Longest silence of a live track.
+    pub heartbeat: Duration,
+    /// Weight of the newest frame in the score average.
+    pub smoothing: f32,
+    /// Margin a new label must win by.
+    pub hysteresis: f32,
+    /// When the retained `current` summary says `none`.
+    pub empty_after: Duration,
+}
+
+/// How faces are followed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrackerSettings {
+    /// Least box overlap that continues a track.
+    pub iou_threshold: f32,
+    /// Frames a track may go unseen.
+    pub max_missed: u32,
+}
+
+/// How failed or silent cameras are restarted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SupervisorSettings {
+    /// First delay before a restart.
+    pub backoff_initial: Duration,
+    /// Longest delay between restarts.
+    pub backoff_max: Duration,
+    /// Silence after which a connected camera is restarted.
+    pub stall_timeout: Duration,
+}
+
+/// One camera.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CameraSettings {
+    /// What to open (the URI, parsed).
+    pub source: SourceSpec,
+    /// A disabled camera is checked but not started.
+    pub enabled: bool,
+    /// `file://`: start again at the end.
+    pub looping: bool,
+    /// `file://`: pace at the stream's rate.
+    pub realtime: bool,
+    /// Working width.
+    pub width: u32,
+    /// Its bundle (the engine's default when the camera names none).
+    pub bundle: PathBuf,
+    /// Most frames analysed per second.
+    pub fps: Option<f64>,
+    /// `rtsp://`: how packets travel.
+    pub transport: Transport,
+    /// `rtsp://`: jitter-buffer latency in milliseconds.
+    pub latency_ms: u32,
+    /// Software decoder threads (0: one per core).
+    pub decoder_threads: u32,
+    /// Which software decoder H.264 gets.
+    pub decoder: DecoderChoice,
+    /// `rtsp://`: file holding the password (read when the camera starts).
+    pub password_file: Option<PathBuf>,
+    /// Faces scoring below this are ignored.
+    pub score_threshold: Option<f32>,
+    /// Faces smaller than this (pixels, shorter side) are ignored.
+    pub min_face_px: Option<f32>,
+    /// Areas to watch.
+    pub zones: Vec<Area>,
+    /// Areas whose faces never count.
+    pub ignore: Vec<Area>,
+}
+
+impl Settings {
+    /// The enabled cameras, by name.
+    pub fn enabled_cameras(&self) -> impl Iterator<Item = (&String, &CameraSettings)> {
+        self.cameras.iter().filter(|(_, c)| c.enabled)
+    }
+
+    /// The bundle folders the enabled cameras use (the default bundle when none is
+    /// enabled), each once: what `check-config`, `doctor` and `build-engines` load.
+    pub fn bundles_in_use(&self) -> Vec<&PathBuf> {
+        let mut dirs: Vec<&PathBuf> = self.enabled_cameras().map(|(_, c)| &c.bundle).collect();
+        if dirs.is_empty() {
+            dirs.push(&self.engine.bundle);
+        }
+        dirs.sort();
+        dirs.dedup();
+        dirs
+    }
+
+    /// The settings whose change a running daemon cannot apply, by name, when `new`
+    /// replaces `self`. Every field is named here, so a new one cannot be forgotten: the
+    /// ones a reload applies (engine, connection, cameras, ...) are compared by whoever
+    /// applies them.
+    pub fn restart_only_changes(&self, new: &Settings) -> Vec<&'static str> {
+        let Settings {
+            device_id,
+            state_dir,
+            log_level,
+            watch_config: _,
+            engine: _,
+            mqtt,
+            events,
+            tracker: _,
+            supervisor: _,
+            http,
+            cameras: _,
+            camera_files: _,
+        } = self;
+        let MqttSettings { connection: _, stats_every, home_assistant, spool_dir, spool_max_bytes } = mqtt;
+        let mut changed = Vec::new();
+        let mut check = |differs: bool, name: &'static str| {
+            if differs {
+                changed.push(name);
+            }
+        };
+        check(*device_id != new.device_id, "device_id");
+        check(*state_dir != new.state_dir, "state_dir");
+        check(*log_level != new.log_level, "log_level");
+        check(*http != new.http, "[http]");
+        check(*stats_every != new.mqtt.stats_every, "mqtt.stats_interval_s");
+        check(*home_assistant != new.mqtt.home_assistant, "Home Assistant discovery");
+        check(*spool_dir != new.mqtt.spool_dir, "mqtt.spool_dir");
+        check(*spool_max_bytes != new.mqtt.spool_max_bytes, "mqtt.spool_max_mb");
+        check(events.empty_after != new.events.empty_after, "events.empty_after_s");
+        changed
+    }
+}

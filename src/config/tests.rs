@@ -1,0 +1,87 @@
+//! Loading a real file into typed settings: defaults, durations, resolved paths, and what a
+//! reload would have to leave for a restart.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+
+fn write(dir: &Path, text: &str) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir.join("bundle")).unwrap();
+    let path = dir.join("clefd.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+const BASE: &str = r#"
+device_id = "dev1"
+state_dir = "state"
+[engine]
+bundle = "bundle"
+batch_timeout_ms = 2.5
+providers = ["cuda", "cpu"]
+[mqtt]
+url = "mqtt://broker.local"
+stats_interval_s = 0
+[events]
+heartbeat_s = 2.5
+[cameras.door]
+uri = "rtsp://cam.local/stream"
+transport = "udp"
+"#;
+
+#[test]
+fn values_are_typed_once_with_defaults_and_paths_resolved() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = load(&write(dir.path(), BASE)).unwrap();
+    assert_eq!(s.device_id, "dev1");
+    assert_eq!(s.engine.batch_timeout, Duration::from_micros(2500));
+    assert_eq!(s.engine.providers, vec![Provider::Cuda, Provider::Cpu]);
+    assert_eq!(s.engine.cache_dir, dir.path().join("state/engine-cache"));
+    assert_eq!(s.mqtt.connection.url, BrokerUrl { host: "broker.local".into(), port: 1883, tls: false });
+    assert_eq!(s.mqtt.connection.client_id, "clefd-dev1");
+    assert_eq!(s.mqtt.stats_every, None, "0 turns stats off");
+    assert_eq!(s.mqtt.spool_dir, dir.path().join("state/spool"));
+    assert_eq!(s.mqtt.spool_max_bytes, 64 * 1024 * 1024);
+    assert_eq!(s.events.heartbeat, Duration::from_millis(2500));
+    assert_eq!(s.http, Some("127.0.0.1:9857".parse().unwrap()));
+    let door = &s.cameras["door"];
+    assert_eq!(door.source, SourceSpec::Rtsp { location: "rtsp://cam.local/stream".into() });
+    assert_eq!(door.transport, Transport::Udp);
+    assert_eq!(door.bundle, dir.path().join("bundle"), "a camera without a bundle gets the engine's");
+    assert_eq!(door.width, DEFAULT_WIDTH);
+}
+
+#[test]
+fn every_bad_value_is_reported_and_none_is_typed() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = BASE
+        .replace("transport = \"udp\"", "transport = \"quic\"\ndecoder = \"ffmpeg\"")
+        .replace("providers = [\"cuda\", \"cpu\"]", "providers = [\"rocm\"]\nprecision = \"bf16\"")
+        .replace("url = \"mqtt://broker.local\"", "url = \"http://broker\"\nprotocol = \"4\"");
+    let problems = load(&write(dir.path(), &bad)).unwrap_err().0;
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    for key in [
+        "cameras.door.transport",
+        "cameras.door.decoder",
+        "engine.providers[0]",
+        "engine.precision",
+        "mqtt.url",
+        "mqtt.protocol",
+    ] {
+        assert!(keys.contains(&key), "{key} not reported: {problems:?}");
+    }
+}
+
+#[test]
+fn reload_names_the_changes_that_wait_for_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = load(&write(dir.path(), BASE)).unwrap();
+    let mut new = old.clone();
+    new.engine.lanes = 3;
+    new.mqtt.connection.keep_alive = Duration::from_secs(5);
+    assert!(old.restart_only_changes(&new).is_empty(), "engine and connection are applied by reload");
+    new.mqtt.spool_max_bytes += 1;
+    new.http = None;
+    assert_eq!(old.restart_only_changes(&new), vec!["[http]", "mqtt.spool_max_mb"]);
+}

@@ -1,0 +1,53 @@
+//! What the pipeline is asked to run, in its own terms: typed values only, nothing of
+//! TOML and no file left to read (the caller has read passwords into the URIs). A reload
+//! compares these with `!=`, so whatever is added here is covered by reload.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::config::TrackerSettings;
+use crate::detect::filter::FaceFilter;
+use crate::engine::runtime::SessionOptions;
+use crate::events::lifecycle::LifecycleConfig;
+use crate::source::SupervisorOptions;
+
+use super::Batching;
+
+/// Everything [`super::Pipeline::start`] and [`super::Control::reload`] need.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PipelineOptions {
+    /// How every inference worker is built; when it changes, every worker restarts.
+    pub workers: WorkerOptions,
+    /// The cameras to run, by name; one whose plan changes restarts alone.
+    pub cameras: BTreeMap<String, CameraPlan>,
+}
+
+/// The settings an inference worker is built with, apart from its bundle.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerOptions {
+    /// Device id, for the events.
+    pub device_id: String,
+    /// How models are loaded: threads, providers, TensorRT.
+    pub session: SessionOptions,
+    /// Inference lanes per bundle; 0 picks (see `SessionOptions::lanes_and_threads`).
+    pub lanes: usize,
+    /// Intra-op threads per model as configured; 0 picks.
+    pub threads: usize,
+    /// How frames of several cameras share a batch.
+    pub batching: Batching,
+    /// When tracks make events.
+    pub lifecycle: LifecycleConfig,
+    /// How faces are followed.
+    pub tracker: TrackerSettings,
+}
+
+/// One camera as the pipeline runs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CameraPlan {
+    /// The bundle folder whose worker analyses it.
+    pub bundle: PathBuf,
+    /// What to open and how to restart it.
+    pub source: SupervisorOptions,
+    /// The faces it cares about.
+    pub filter: FaceFilter,
+}

@@ -1,0 +1,149 @@
+//! Applying new options to a running pipeline: the cameras a reload does not touch keep
+//! streaming, and models are loaded before the lock a stop needs is taken.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::options::{CameraPlan, PipelineOptions};
+use super::{Control, EventSink, Inner, Output, PipelineError, Prepared, Running, load_analyzers};
+
+/// What a reload changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ReloadReport {
+    /// Cameras started because they are new.
+    pub added: Vec<String>,
+    /// Cameras restarted because their plan changed.
+    pub changed: Vec<String>,
+    /// Cameras stopped because they left the options.
+    pub removed: Vec<String>,
+    /// Cameras left running untouched.
+    pub unchanged: Vec<String>,
+    /// Worker options (engine, events, tracker) changed: every camera moved to new workers.
+    pub workers_restarted: bool,
+}
+
+impl Control {
+    /// Applies new options: starts new cameras, restarts cameras whose plan changed, stops
+    /// removed ones, leaves the rest alone. New cameras start before old ones stop, so a
+    /// worker never sees all its cameras gone.
+    ///
+    /// Bundles the new options need are loaded first, without holding the lock a stop
+    /// needs; if one cannot be loaded the reload is refused and nothing changes.
+    pub fn reload(&self, options: &PipelineOptions) -> Result<ReloadReport, PipelineError> {
+        let Some(prepared) = self.prepare(options)? else { return Ok(ReloadReport::default()) };
+        let mut report = ReloadReport::default();
+        let (to_stop, sink) = {
+            let Ok(mut inner) = self.inner.lock() else { return Ok(report) };
+            if inner.stopped {
+                return Ok(report);
+            }
+            let old = std::mem::replace(&mut inner.options, options.clone());
+            report.workers_restarted = old.workers != options.workers;
+            if report.workers_restarted {
+                inner.retire_workers();
+            }
+            for (dir, analyzers) in prepared {
+                if !inner.workers.contains_key(&dir) {
+                    inner.install_worker(&dir, analyzers)?;
+                }
+            }
+            let to_stop = inner.keep_or_stop(options, &mut report);
+            inner.start_new(options, &mut report);
+            (to_stop, (!report.removed.is_empty()).then(|| (inner.sink)()))
+        };
+        for running in to_stop {
+            tracing::info!(camera = %running.name, "stopping camera (reload)");
+            running.hub.close(running.slot);
+            running.supervisor.stop();
+        }
+        // After the supervisors have stopped, so this comes after their last state.
+        if let Some(mut sink) = sink {
+            for name in &report.removed {
+                sink.emit(Output::CameraRemoved(name.clone()));
+            }
+        }
+        Ok(report)
+    }
+
+    /// Loads, outside the lock, every bundle `options` needs that has no worker yet (all
+    /// of them when the worker options change). `None` when the pipeline has stopped.
+    fn prepare(&self, options: &PipelineOptions) -> Result<Option<Vec<Prepared>>, PipelineError> {
+        let needed = {
+            let Ok(inner) = self.inner.lock() else { return Ok(None) };
+            if inner.stopped {
+                return Ok(None);
+            }
+            let all = inner.options.workers != options.workers;
+            let mut dirs: Vec<PathBuf> = (options.cameras.values())
+                .map(|c| c.bundle.clone())
+                .filter(|d| all || !inner.workers.contains_key(d))
+                .collect();
+            dirs.sort();
+            dirs.dedup();
+            dirs
+        };
+        let mut prepared = Vec::with_capacity(needed.len());
+        for dir in needed {
+            let analyzers = load_analyzers(&options.workers, &dir)?;
+            prepared.push((dir, analyzers));
+        }
+        Ok(Some(prepared))
+    }
+}
+
+impl Inner {
+    /// Moves every worker to `retired`: they finish once their cameras are gone.
+    fn retire_workers(&mut self) {
+        let retired = std::mem::take(&mut self.workers);
+        if let Ok(mut probe) = self.probe.workers.lock() {
+            probe.retain(|e| !retired.values().any(|r| Arc::ptr_eq(&r.hub, &e.hub)));
+        }
+        self.retired.extend(retired.into_values());
+    }
+
+    /// Keeps the running cameras whose plan is unchanged (and whose worker stays); returns
+    /// the others, to be stopped once the lock is released.
+    fn keep_or_stop(&mut self, options: &PipelineOptions, report: &mut ReloadReport) -> Vec<Running> {
+        let mut to_stop = Vec::new();
+        for (name, running) in std::mem::take(&mut self.cameras) {
+            match options.cameras.get(&name) {
+                Some(plan) if !report.workers_restarted && *plan == running.plan => {
+                    report.unchanged.push(name.clone());
+                    self.cameras.insert(name, running);
+                }
+                Some(_) => {
+                    report.changed.push(name);
+                    to_stop.push(running);
+                }
+                None => {
+                    if let Ok(mut current) = self.probe.current.lock() {
+                        current.remove(&name);
+                    }
+                    report.removed.push(name);
+                    to_stop.push(running);
+                }
+            }
+        }
+        to_stop
+    }
+
+    /// Starts the cameras of `options` that are not running (new or changed).
+    fn start_new(&mut self, options: &PipelineOptions, report: &mut ReloadReport) {
+        let wanted: BTreeMap<&String, &CameraPlan> = options.cameras.iter().collect();
+        for (name, plan) in wanted {
+            if self.cameras.contains_key(name) {
+                continue;
+            }
+            if !report.changed.contains(name) {
+                report.added.push(name.clone());
+            }
+            if let Err(e) = self.start_camera(name, plan) {
+                // Its bundle was loaded above: only a thread that cannot start lands
+                // here. The other cameras go on.
+                tracing::error!(camera = %name, error = %e, "cannot start camera after reload");
+                self.failures.lock().map(|mut f| f.insert(name.clone(), e.to_string())).ok();
+            }
+        }
+    }
+}

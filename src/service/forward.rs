@@ -1,0 +1,116 @@
+//! Where the pipeline's output goes in the daemon: straight to the publisher's channel,
+//! noting on the way what the health endpoints, the `current` summaries and systemd's
+//! `STATUS=` line need. It runs on the thread that emits (an inference worker or a camera's
+//! supervisor), so an event crosses one channel between analysis and the MQTT session.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use super::http::Seen;
+use super::notify::Notifier;
+use crate::events::current::CurrentView;
+use crate::mqtt::Outgoing;
+use crate::pipeline::{EventSink, Output};
+use crate::source::CameraState;
+
+/// The daemon's [`EventSink`]; cloned once per worker and camera.
+#[derive(Clone)]
+pub struct Forward {
+    to: mpsc::Sender<Outgoing>,
+    seen: Seen,
+    notifier: Arc<Notifier>,
+    current: Arc<Mutex<CurrentView>>,
+    /// Cameras configured at start, for the status line.
+    cameras: usize,
+    events: Arc<AtomicU64>,
+}
+
+impl Forward {
+    /// A sink sending to `to`, and the task that keeps the `current` summaries honest
+    /// when nothing happens (a camera that sees no face for a while says `none`).
+    pub fn new(
+        to: mpsc::Sender<Outgoing>,
+        seen: Seen,
+        notifier: Arc<Notifier>,
+        current: CurrentView,
+        cameras: usize,
+    ) -> Forward {
+        let current = Arc::new(Mutex::new(current));
+        Forward { to, seen, notifier, current, cameras, events: Arc::default() }
+    }
+
+    /// Sends the `current` summaries that went stale, twice a second, until the publisher
+    /// is gone. Spawn it on the runtime.
+    pub async fn tick_current(self) {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            let due = self.current.lock().map(|mut c| c.on_tick(Instant::now())).unwrap_or_default();
+            for (camera, summary) in due {
+                let payload = serde_json::to_vec(&summary).unwrap_or_default();
+                if self.to.send(Outgoing::Current { camera, payload }).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Counts an event and updates its camera's summary; the summary to send, if it changed.
+    fn on_event(&self, e: &crate::events::EmotionEvent) -> Option<Outgoing> {
+        self.events.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut counts) = self.seen.events.lock() {
+            *counts.entry((e.camera.clone(), e.kind.as_str(), e.emotion.clone())).or_default() += 1;
+        }
+        let summary = self.current.lock().ok()?.on_event(e, Instant::now())?;
+        let payload = serde_json::to_vec(&summary).unwrap_or_default();
+        Some(Outgoing::Current { camera: e.camera.clone(), payload })
+    }
+
+    /// Records a camera's state; tells systemd when a camera's state changed.
+    fn on_state(&self, st: &crate::source::CameraStatus) {
+        let Ok(mut states) = self.seen.cameras.lock() else { return };
+        let changed = states.insert(st.camera.clone(), st.clone()).is_none_or(|old| old.status != st.status);
+        let count = |s: CameraState| states.values().filter(|c| c.status == s).count();
+        let (streaming, failed) = (count(CameraState::Streaming), count(CameraState::Failed));
+        drop(states);
+        if changed {
+            let (cameras, events) = (self.cameras, self.events.load(Ordering::Relaxed));
+            self.notifier
+                .send(&format!("STATUS={streaming}/{cameras} cameras streaming, {failed} failed, {events} events"));
+        }
+    }
+
+    /// Forgets a camera a reload removed: health, counts, summary.
+    fn on_removed(&self, camera: &str) {
+        if let Ok(mut states) = self.seen.cameras.lock() {
+            states.remove(camera);
+        }
+        if let Ok(mut counts) = self.seen.events.lock() {
+            counts.retain(|(c, _, _), _| c != camera);
+        }
+        if let Ok(mut current) = self.current.lock() {
+            current.remove(camera);
+        }
+    }
+}
+
+impl EventSink for Forward {
+    fn emit(&mut self, output: Output) -> bool {
+        let summary = match &output {
+            Output::Event(e) => self.on_event(e),
+            Output::CameraState(st) => {
+                self.on_state(st);
+                None
+            }
+            Output::CameraRemoved(camera) => {
+                self.on_removed(camera);
+                None
+            }
+        };
+        // The summary goes first: whoever sees the event finds `current` up to date.
+        summary.is_none_or(|s| self.to.blocking_send(s).is_ok()) && self.to.blocking_send(output.into()).is_ok()
+    }
+}
