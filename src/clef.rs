@@ -94,7 +94,8 @@ pub fn log_sigmoid(x: f64) -> f64 {
     -softplus(-x)
 }
 
-fn sigmoid(x: f64) -> f64 {
+/// `σ(x)`, computed without overflow for any finite `x`.
+pub fn sigmoid(x: f64) -> f64 {
     if x >= 0.0 {
         1.0 / (1.0 + (-x).exp())
     } else {

@@ -1,7 +1,31 @@
 //! SSD anchors as MediaPipe's `SsdAnchorsCalculator` generates them for BlazeFace
 //! (fixed anchor size, so only the centres matter).
 
-use crate::engine::manifest::AnchorSpec;
+use serde::Deserialize;
+
+/// SSD anchor settings, as MediaPipe's anchor calculator takes them (fixed anchor size).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnchorSpec {
+    /// One stride per layer; consecutive layers with equal strides share a grid.
+    pub strides: Vec<usize>,
+    /// Anchor centre offset within a cell.
+    #[serde(default = "half")]
+    pub offset: f32,
+    /// One anchor per aspect ratio per layer.
+    #[serde(default = "one_ratio")]
+    pub aspect_ratios: Vec<f32>,
+    /// When > 0, one more anchor per layer.
+    #[serde(default)]
+    pub interpolated_scale_aspect_ratio: f32,
+}
+
+fn half() -> f32 {
+    0.5
+}
+fn one_ratio() -> Vec<f32> {
+    vec![1.0]
+}
 
 /// Anchor centres, normalised to the detector input (0..1), in the order the model's
 /// outputs use.

@@ -2,6 +2,7 @@
 //! present), and turning frames into input tensors.
 
 pub mod classifier;
+mod detector;
 pub mod manifest;
 pub mod preprocess;
 pub mod runtime;
@@ -9,8 +10,8 @@ pub mod tensorrt;
 
 use std::path::Path;
 
-use crate::detect::Detector;
 use classifier::Classifier;
+pub use detector::Detector;
 use manifest::Manifest;
 use runtime::{EngineError, Model, SessionOptions};
 
