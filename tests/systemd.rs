@@ -184,6 +184,8 @@ fn metrics_pass_promtool_and_healthz_tells_the_truth() {
         labelled.contains(&format!("clefd_build_info{{version=\"{}\",onnxruntime=\"1.", env!("CARGO_PKG_VERSION"))),
         "{labelled}"
     );
+    let build = metrics.lines().find(|l| l.starts_with("clefd_build_info{")).unwrap_or_default();
+    assert!(build.contains("provider=\"cpu\""), "the best provider of this ONNX Runtime: {build}");
     for name in [
         "clefd_capture_to_decision_seconds_bucket",
         "clefd_inference_seconds_count",
@@ -192,6 +194,8 @@ fn metrics_pass_promtool_and_healthz_tells_the_truth() {
         "clefd_mqtt_events_acked_total",
         "clefd_inference_lanes{bundle=\"face-fer2013\"} ",
         "clefd_inference_batches_in_flight{bundle=\"face-fer2013\"} ",
+        "clefd_bundle_provider_info{bundle=\"face-fer2013\",provider=\"cpu\"} 1",
+        "clefd_camera_decoder_info{camera=\"cam\",decoder=\"",
     ] {
         assert!(metrics.contains(name), "{name} missing:\n{metrics}");
     }
@@ -199,6 +203,27 @@ fn metrics_pass_promtool_and_healthz_tells_the_truth() {
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("\"status\":\"ok\"") && body.contains("\"cam\":\"streaming\""), "{body}");
     assert_eq!(http_get(port, "/nope").0, 404);
+    assert!(daemon.stop());
+
+    // A camera that fails beside one that streams: its series say so, promtool-clean.
+    let corrupt = dir.path().join("corrupt.mp4");
+    std::fs::write(&corrupt, b"\x00\x00\x00\x18ftypmp42 this is not a video at all").unwrap();
+    let port = common::free_port();
+    std::fs::write(
+        &cfg,
+        format!(
+            "{base}[http]\nlisten = \"127.0.0.1:{port}\"\n[cameras.cam]\nuri = \"file://{}\"\nloop = true\n[cameras.broken]\nuri = \"file://{}\"\n",
+            clip.display(),
+            corrupt.display()
+        ),
+    )
+    .unwrap();
+    let daemon = common::Daemon::start(&cfg, &dir.path().join("c.log"));
+    let failed = common::wait_http(port, "/metrics", "the broken camera failed", Duration::from_secs(60), |_, b| {
+        b.contains("clefd_camera_state{camera=\"broken\",state=\"failed\"} 1")
+            && b.contains("clefd_camera_streaming{camera=\"cam\"} 1")
+    });
+    common::promtool_check(&failed).unwrap_or_else(|e| panic!("promtool with a failed camera: {e}\n{failed}"));
     assert!(daemon.stop());
 
     // A device whose only camera cannot connect is not healthy, and says why.

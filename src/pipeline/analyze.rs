@@ -65,6 +65,11 @@ impl Analyzer {
         &self.task
     }
 
+    /// The execution provider the bundle's classifier runs on: where most of its time goes.
+    pub fn provider(&self) -> &str {
+        self.bundle.vanilla.provider()
+    }
+
     /// Whether events will carry a TIE.
     pub fn debias(&self) -> bool {
         self.bundle.context_branch.is_some()

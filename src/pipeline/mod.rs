@@ -22,7 +22,7 @@ use crate::source::{CameraStatus, Frame, SourceSpec, Supervisor};
 use analyze::Analyzer;
 use hub::FrameHub;
 pub use options::{CameraPlan, PipelineOptions, WorkerOptions};
-pub use probe::Probe;
+pub use probe::{CameraView, Probe};
 use probe::{ProbeEntry, hub_id};
 pub use reload::ReloadReport;
 pub use worker::{Batching, CameraSummary, LatencyHistogram, RunSummary, StageTotals};

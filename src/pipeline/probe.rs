@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use super::RunSummary;
 use super::hub::FrameHub;
+use super::{CameraSummary, RunSummary};
 use crate::source::Frame;
 
 /// Tells whether the frame path makes progress: every inference worker either analysed
@@ -25,6 +25,14 @@ pub struct Probe {
 /// A hub's identity, for [`Probe`]'s map of current slots.
 pub(super) fn hub_id(hub: &Arc<FrameHub<Frame>>) -> usize {
     Arc::as_ptr(hub) as usize
+}
+
+/// One camera's statistics as [`Probe::visit`] shows them.
+pub struct CameraView<'a> {
+    /// What its worker counted.
+    pub summary: &'a CameraSummary,
+    /// Frames dropped before inference (latest frame wins), live.
+    pub dropped: u64,
 }
 
 #[derive(Clone)]
@@ -57,27 +65,33 @@ impl Probe {
         ok
     }
 
-    /// A snapshot of every worker's statistics so far, with live drop counts: one entry
-    /// per camera in the configuration now (its current slot).
-    pub fn summaries(&self) -> Vec<RunSummary> {
+    /// Calls `f` with each worker's live statistics, under its lock and without copying
+    /// them (a scrape reads histograms in place), and the cameras of the configuration now
+    /// (their current slot) with their live drop counts.
+    pub fn visit(&self, mut f: impl FnMut(&RunSummary, &[CameraView<'_>])) {
         let current = self.current.lock().map(|c| c.clone()).unwrap_or_default();
-        self.entries()
-            .iter()
-            .map(|e| {
-                let mut s = e.live.lock().map(|s| s.clone()).unwrap_or_default();
-                for (i, cam) in s.cameras.iter_mut().enumerate() {
-                    cam.dropped = e.hub.stats(i).dropped;
-                }
-                s.dropped = s.cameras.iter().map(|c| c.dropped).sum();
-                let id = hub_id(&e.hub);
-                let mut slot = 0;
-                s.cameras.retain(|c| {
-                    slot += 1;
-                    current.get(&c.name) == Some(&(id, slot - 1))
-                });
-                s
-            })
-            .collect()
+        for e in self.entries() {
+            let Ok(s) = e.live.lock() else { continue };
+            let id = hub_id(&e.hub);
+            let cameras: Vec<CameraView<'_>> = (s.cameras.iter().enumerate())
+                .filter(|(i, c)| current.get(&c.name) == Some(&(id, *i)))
+                .map(|(i, c)| CameraView { summary: c, dropped: e.hub.stats(i).dropped })
+                .collect();
+            f(&s, &cameras);
+        }
+    }
+
+    /// A copy of every worker's statistics so far (see [`Probe::visit`]), drop counts
+    /// filled in: for reports, not for every scrape.
+    pub fn summaries(&self) -> Vec<RunSummary> {
+        let mut out = Vec::new();
+        self.visit(|s, cameras| {
+            let cameras: Vec<CameraSummary> =
+                cameras.iter().map(|c| CameraSummary { dropped: c.dropped, ..c.summary.clone() }).collect();
+            let dropped = cameras.iter().map(|c| c.dropped).sum();
+            out.push(RunSummary { cameras, dropped, ..s.clone_without_cameras() });
+        });
+        out
     }
 
     /// Frames analysed so far, all workers together.

@@ -119,6 +119,8 @@ pub struct CameraSummary {
 pub struct RunSummary {
     /// Bundle name.
     pub bundle: String,
+    /// The execution provider its models run on (`tensorrt`, `cuda`, `cpu`).
+    pub provider: String,
     /// Frames analysed.
     pub frames: u64,
     /// Frames cameras delivered but inference skipped (latest-frame-wins).
@@ -143,6 +145,20 @@ pub struct RunSummary {
     pub classify_batches: LatencyHistogram,
     /// Per camera.
     pub cameras: Vec<CameraSummary>,
+}
+
+impl RunSummary {
+    /// A copy of everything but the per-camera statistics.
+    pub fn clone_without_cameras(&self) -> RunSummary {
+        RunSummary {
+            bundle: self.bundle.clone(),
+            provider: self.provider.clone(),
+            detect_batches: self.detect_batches.clone(),
+            classify_batches: self.classify_batches.clone(),
+            cameras: Vec::new(),
+            ..*self
+        }
+    }
 }
 
 struct CameraState {
@@ -189,6 +205,7 @@ pub(super) fn spawn<S: EventSink>(
     let analyzer = analyzers.first().ok_or_else(|| std::io::Error::other("a worker needs at least one lane"))?;
     let m = analyzer.manifest();
     let name = m.name.clone();
+    let provider = analyzer.provider().to_string();
     let source = Source {
         device: device_id,
         camera: String::new(),
@@ -204,6 +221,7 @@ pub(super) fn spawn<S: EventSink>(
     let live = setup_live(&name, &[]);
     if let Ok(mut l) = live.lock() {
         l.lanes = pool.lanes();
+        l.provider = provider;
     }
     let mut tracking = Tracking {
         states: Vec::new(),

@@ -2,6 +2,7 @@
 
 pub mod forward;
 pub mod http;
+pub mod metrics;
 pub mod notify;
 pub mod stats;
 pub mod systemd;
