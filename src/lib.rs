@@ -4,7 +4,8 @@
 //! [`clef`] (pure math), [`image`], [`config`], [`source`] (GStreamer), [`engine`]
 //! (bundles, ONNX Runtime), [`detect`], [`track`], [`events`], [`pipeline`] (wires the
 //! core, knows nothing of MQTT or systemd), [`mqtt`] and [`service`] (the edges), and
-//! [`synth`] (synthetic clips for demos and tests).
+//! [`eval`] (scoring analyses against labelled data). The command-line tools (`clefd watch`,
+//! synthetic clips, reports) live beside the CLI in `src/cmd`.
 
 #![warn(missing_docs)]
 
@@ -19,5 +20,4 @@ pub mod mqtt;
 pub mod pipeline;
 pub mod service;
 pub mod source;
-pub mod synth;
 pub mod track;

@@ -10,7 +10,7 @@ use clefd::engine::runtime::{self, SessionOptions};
 use clefd::image::RgbImage;
 use clefd::pipeline::analyze::Analyzer;
 use clefd::pipeline::lanes::LanePool;
-use clefd::synth::{ClipSpec, Sprite};
+use common::synth::{ClipSpec, Sprite};
 
 fn analyzers(n: usize) -> Vec<Analyzer> {
     runtime::init(None).expect("ONNX Runtime (run scripts/setup.sh)");
@@ -34,7 +34,7 @@ fn pictures() -> Vec<Arc<RgbImage>> {
             round_trips: 1.0,
         }],
     };
-    let mut out: Vec<_> = (0..4).map(|i| Arc::new(clefd::synth::frame(&spec, i * 2))).collect();
+    let mut out: Vec<_> = (0..4).map(|i| Arc::new(common::synth::frame(&spec, i * 2))).collect();
     out.push(Arc::new(RgbImage { data: vec![0; 640 * 480 * 3], width: 640, height: 480 }));
     out
 }

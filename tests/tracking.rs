@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use clefd::synth::{ClipSpec, Sprite};
+use common::synth::{ClipSpec, Sprite};
 
 #[test]
 fn two_crossing_faces_keep_their_ids() {
@@ -24,7 +24,7 @@ fn two_crossing_faces_keep_their_ids() {
         frames: 60,
         sprites: vec![sprite((0.0, 20.0), (420.0, 20.0)), sprite((420.0, 150.0), (0.0, 150.0))],
     };
-    clefd::synth::make_clip(&spec, &clip).unwrap();
+    common::synth::make_clip(&spec, &clip).unwrap();
     let cfg = common::write_config(dir.path(), &broker.url(), &clip, "");
     let out = common::run_clefd(&["run", "--config", cfg.to_str().unwrap()], &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);

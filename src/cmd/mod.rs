@@ -9,13 +9,15 @@ pub mod explain;
 mod options;
 mod publishing;
 pub mod run;
+mod subscriber;
+pub mod synth;
 pub mod watch;
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use clefd::synth::{ClipSpec, Sprite, make_clip as render};
+use synth::{ClipSpec, Sprite, make_clip as render};
 
 /// The exit code for "the configuration is invalid" (sysexits' EX_CONFIG), from both
 /// `check-config` and `run`; the unit's `RestartPreventExitStatus` stops restart loops on it.

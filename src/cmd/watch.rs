@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clefd::mqtt::{BrokerUrl, TlsFiles, WatchOptions};
+use clefd::mqtt::{BrokerUrl, TlsFiles};
+
+use super::subscriber::WatchOptions;
 
 /// `clefd watch`'s flags.
 #[derive(clap::Args, Debug)]
@@ -103,6 +105,6 @@ pub fn watch(a: WatchArgs) -> anyhow::Result<ExitCode> {
     };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let mut out = std::io::stdout();
-    rt.block_on(clefd::mqtt::watch(opts, &mut out))?;
+    rt.block_on(super::subscriber::watch(opts, &mut out))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -5,11 +5,9 @@ pub mod home_assistant;
 mod publisher;
 pub mod session;
 pub mod spool;
-mod watch;
 
 pub use publisher::{Outgoing, Parked, PublishStats, Publisher, PublisherConfig, TlsFiles, WINDOW};
 pub use session::Protocol;
-pub use watch::{WatchOptions, watch};
 
 pub use crate::config::BrokerUrl;
 

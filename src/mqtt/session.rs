@@ -211,7 +211,7 @@ fn tls_message(e: &dyn std::fmt::Display) -> String {
 }
 
 /// TLS to the broker with these files (the daemon's sessions and `clefd watch`).
-pub(crate) fn tls_transport(files: &super::TlsFiles) -> rumqttc::Transport {
+pub fn tls_transport(files: &super::TlsFiles) -> rumqttc::Transport {
     // rustls needs a process-wide crypto provider; ring is the one we build.
     let _ = rustls::crypto::ring::default_provider().install_default();
     rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Simple {
@@ -222,7 +222,7 @@ pub(crate) fn tls_transport(files: &super::TlsFiles) -> rumqttc::Transport {
 }
 
 /// What a 3.1.1 connection error means, and whether a retry can cure it.
-pub(crate) fn describe_v311(e: &rumqttc::ConnectionError) -> SessionError {
+pub fn describe_v311(e: &rumqttc::ConnectionError) -> SessionError {
     use rumqttc::ConnectReturnCode as C;
     use rumqttc::ConnectionError as E;
     let (permanent, message) = match e {

@@ -3,13 +3,17 @@
 #![allow(dead_code)]
 
 pub mod rtsp;
+/// Synthetic clips: the CLI's `make-clip` code, shared with the tests.
+#[path = "../../src/cmd/synth.rs"]
+#[allow(dead_code)]
+pub mod synth;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use clefd::synth::{ClipSpec, Sprite};
+use synth::{ClipSpec, Sprite};
 
 /// The repository root.
 pub fn repo() -> PathBuf {
@@ -151,7 +155,7 @@ pub fn astronaut_clip(path: &Path, seconds: f32, fps: u32) {
         frames: (seconds * fps as f32) as u32,
         sprites: vec![Sprite { image, size: (360, 360), from: (40.0, 60.0), to: (240.0, 60.0), round_trips: 1.0 }],
     };
-    clefd::synth::make_clip(&spec, path).expect("clip renders");
+    synth::make_clip(&spec, path).expect("clip renders");
 }
 
 /// A file camera played once, as fast as it decodes, at `width`, with `decoder`.

@@ -7,8 +7,8 @@ use std::time::Duration;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
 
-use super::BrokerUrl;
-use crate::eval::{ClipTruth, EventTally};
+use clefd::eval::{ClipTruth, EventTally};
+use clefd::mqtt::BrokerUrl;
 
 /// What to watch and when to stop.
 #[derive(Debug, Clone)]
@@ -28,7 +28,7 @@ pub struct WatchOptions {
     /// User name and password, for brokers that want them.
     pub credentials: Option<(String, String)>,
     /// `mqtts://`: the CA (and client certificate) to trust the broker with.
-    pub tls: Option<super::TlsFiles>,
+    pub tls: Option<clefd::mqtt::TlsFiles>,
 }
 
 /// Runs until a stop condition; returns the number of events printed.
@@ -42,7 +42,7 @@ pub async fn watch(opts: WatchOptions, out: &mut (impl Write + Send)) -> anyhow:
     }
     match (&opts.tls, opts.url.tls) {
         (Some(files), true) => {
-            mo.set_transport(super::session::tls_transport(files));
+            mo.set_transport(clefd::mqtt::session::tls_transport(files));
         }
         (None, true) => anyhow::bail!("{} is mqtts://: give the CA that signed its certificate (--ca-file)", opts.url),
         (Some(_), false) => anyhow::bail!("--ca-file is for mqtts:// brokers, and {} is not one", opts.url),
@@ -77,7 +77,7 @@ pub async fn watch(opts: WatchOptions, out: &mut (impl Write + Send)) -> anyhow:
             Ok(_) => continue,
             Err(e) => {
                 // Refused credentials and TLS failures do not cure themselves: say so, stop.
-                let why = super::session::describe_v311(&e);
+                let why = clefd::mqtt::session::describe_v311(&e);
                 if why.permanent {
                     anyhow::bail!("broker {}: {}", opts.url, why.message);
                 }

@@ -8,9 +8,9 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 use gstreamer_app as gst_app;
 
-use crate::engine::manifest::{Colour, Layout};
-use crate::engine::preprocess::{Sampling, sample};
-use crate::image::{Rect, RgbImage};
+use clefd::engine::manifest::{Colour, Layout};
+use clefd::engine::preprocess::{Sampling, sample};
+use clefd::image::{Rect, RgbImage};
 
 /// A picture that moves back and forth along a line.
 #[derive(Debug, Clone)]
@@ -118,7 +118,9 @@ fn render(spec: &ClipSpec, scaled: &[RgbImage], i: u32) -> Vec<u8> {
     data
 }
 
-/// One frame of the clip as an image (for benchmarks that need the clip's pixels).
+/// One frame of the clip as an image, without encoding (the tests, which include this
+/// file, feed it to the pipeline directly).
+#[allow(dead_code)]
 pub fn frame(spec: &ClipSpec, i: u32) -> RgbImage {
     RgbImage { data: render(spec, &scale_sprites(spec), i), width: spec.width, height: spec.height }
 }
