@@ -116,9 +116,9 @@ def report(model: CLEF, args) -> dict:
         items = render(split, args.test, seed, args.difficulty)
         y_e, y_c = logits(model, items)
         r = summarise(y_e, y_c, star, model.fusion, np.array([it.label for it in items]))
-        results[split] = {k: round(r[k]["accuracy"], 2) for k in ("vanilla", "factual", "tie")}
+        results[split] = {k: round(r[k]["accuracy"], 2) for k in ("vanilla", "factual", "debiased")}
         if split == "balanced":
-            print("TIE confusion on balanced (rows: truth):", json.dumps(r["tie"]["confusion"]), flush=True)
+            print("TIE confusion on balanced (rows: truth):", json.dumps(r["debiased"]["confusion"]), flush=True)
         print(f"{split:9} vanilla {r['vanilla']['accuracy']:5.1f} %  factual {r['factual']['accuracy']:5.1f} %  "
               f"TIE {r['tie']['accuracy']:5.1f} %   (n = {r['n']})", flush=True)
     return results
@@ -182,7 +182,7 @@ def main() -> int:
 
     def counts(r):
         return {k: {"correct": r[k]["correct"], "accuracy": round(r[k]["accuracy"], 4)}
-                for k in ("vanilla", "factual", "tie")}
+                for k in ("vanilla", "factual", "debiased")}
 
     with open(os.path.join(args.out, "eval", "expected.json"), "w") as f:
         json.dump({"slice": "anti", "n": kit["n"], "kit": counts(kit), "clefd": counts(clefd or kit),

@@ -15,7 +15,7 @@ use clefd::pipeline::analyze::Analyzer;
 use serde_json::json;
 
 /// The three decisions the evaluation compares.
-const KINDS: [&str; 3] = ["vanilla", "factual", "tie"];
+const KINDS: [&str; 3] = ["vanilla", "factual", "debiased"];
 
 enum Tally {
     Single([Accuracy; 3]),

@@ -42,7 +42,7 @@ def summarise(y_e: np.ndarray, y_c: np.ndarray, y_e_star: np.ndarray, fusion: st
         tie = factual - fuse(c, star, fusion)
     k = y_e.shape[1]
     out = {"n": int(len(truth))}
-    for name, logits in (("vanilla", e), ("factual", factual), ("tie", tie)):
+    for name, logits in (("vanilla", e), ("factual", factual), ("debiased", tie)):
         pred = logits.argmax(-1).numpy()
         correct = int((pred == truth).sum())
         out[name] = {"correct": correct, "accuracy": 100.0 * correct / max(1, len(truth)),
@@ -74,7 +74,7 @@ def summarise_multi(y_e: np.ndarray, y_c: np.ndarray, y_e_star: np.ndarray, fusi
     k = y_e.shape[1]
     positive = np.array([[j in t for j in range(k)] for t in truth])
     out = {"n": len(truth)}
-    for name, logits in (("vanilla", e), ("factual", factual), ("tie", tie)):
+    for name, logits in (("vanilla", e), ("factual", factual), ("debiased", tie)):
         scores = torch.sigmoid(logits).numpy()
         aps = [average_precision(scores[:, j], positive[:, j]) for j in range(k)]
         defined = [a for a in aps if a is not None]
@@ -118,7 +118,7 @@ def main(argv=None) -> int:
         json.dump(r, sys.stdout, indent=1)
         print()
     else:
-        for name in ("vanilla", "factual", "tie"):
+        for name in ("vanilla", "factual", "debiased"):
             if "map" in r[name]:
                 print(f"{name:8} mAP {r[name]['map']:6.2f} %")
             else:

@@ -69,7 +69,7 @@ class MeanApTests(unittest.TestCase):
         y = np.array([[3.0, -3.0], [-3.0, 3.0]])
         r = summarise_multi(y, np.zeros_like(y), np.zeros(2), "sum", [(0,), (1,)])
         self.assertAlmostEqual(r["vanilla"]["map"], 100.0)
-        self.assertAlmostEqual(r["tie"]["map"], 100.0)
+        self.assertAlmostEqual(r["debiased"]["map"], 100.0)
 
 
 class WorldTests(unittest.TestCase):
