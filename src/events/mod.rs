@@ -1,11 +1,13 @@
-//! Emotion events as consumers see them (`clefd.emotion/2`, whose JSON Schema is
-//! `tests/schema/emotion-event-v2.schema.json`), the per-track lifecycle that decides when to emit one, and the
-//! persisted per-device sequence number.
+//! Emotion events as consumers see them (`clefd.emotion/2`), the per-track lifecycle that
+//! decides when to emit one, and the persisted per-device sequence number. The event's JSON
+//! Schema is derived from these types ([`event_schema`]); `tests/schema.rs` holds it to the
+//! shared contract consumers rely on.
 
 pub mod current;
 pub mod lifecycle;
 pub mod seq;
 
+use schemars::JsonSchema;
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
@@ -13,7 +15,7 @@ use serde::{Serialize, Serializer};
 pub const SCHEMA: &str = "clefd.emotion/2";
 
 /// Lifecycle step of a track.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum EventType {
     /// First confident estimate for a track.
@@ -51,6 +53,16 @@ impl LabelValues {
     }
 }
 
+impl JsonSchema for LabelValues {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "LabelValues".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "object", "additionalProperties": { "type": "number" } })
+    }
+}
+
 impl Serialize for LabelValues {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(Some(self.0.len()))?;
@@ -62,7 +74,7 @@ impl Serialize for LabelValues {
 }
 
 /// Face box normalised to the frame (0..1, origin top-left).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, JsonSchema)]
 pub struct NormBox {
     /// Left.
     pub x: f32,
@@ -76,7 +88,7 @@ pub struct NormBox {
 
 /// The stream's size in pixels as the camera sends it (before scaling), so a consumer can
 /// turn a normalised box into pixels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 pub struct FrameSize {
     /// Width.
     pub width: u32,
@@ -85,7 +97,7 @@ pub struct FrameSize {
 }
 
 /// Which bundle made the estimate.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct BundleRef {
     /// Bundle name.
     pub name: String,
@@ -94,7 +106,7 @@ pub struct BundleRef {
 }
 
 /// Whether the decision was made on the TIE.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Debias {
     /// The bundle has a context branch; decisions use the TIE.
@@ -106,9 +118,10 @@ pub enum Debias {
 /// One `clefd.emotion/2` event. CLEF's three views of a face are named apart: `vanilla`
 /// (the emotion model alone, Y_e), `factual` (the context-aware ensemble φ(Y_c, Y_e), bias
 /// included) and `debiased` (the TIE, factual minus what the context alone pushes).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 pub struct EmotionEvent {
     /// Always [`SCHEMA`].
+    #[schemars(extend("const" = SCHEMA))]
     pub schema: &'static str,
     /// Lifecycle step.
     #[serde(rename = "type")]
@@ -142,18 +155,22 @@ pub struct EmotionEvent {
     pub confidence: f32,
     /// Multi-label bundles only: labels above threshold.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Vec<String>")]
     pub active: Option<Vec<String>>,
     /// Smoothed scores the decision was made on.
     pub scores: LabelValues,
     /// The vanilla model alone (softmax or sigmoid of Y_e), unsmoothed.
     pub vanilla: LabelValues,
     /// Softmax or sigmoid of φ(Y_c, Y_e), unsmoothed; null when debias is off.
+    #[schemars(required, extend("type" = ["object", "null"]))]
     pub factual: Option<LabelValues>,
     /// Whether the TIE was used.
     pub debias: Debias,
     /// Raw TIE per label, or null when debias is off.
+    #[schemars(required, extend("type" = ["object", "null"]))]
     pub debiased: Option<LabelValues>,
     /// φ(Y_c, Y_e*) per label, or null when debias is off.
+    #[schemars(required, extend("type" = ["object", "null"]))]
     pub context_bias: Option<LabelValues>,
     /// Bundle identity.
     pub bundle: BundleRef,
@@ -192,6 +209,11 @@ impl EmotionEvent {
             latency_ms: 0.0,
         }
     }
+}
+
+/// The JSON Schema of [`EmotionEvent`], derived from the Rust types that serialise it.
+pub fn event_schema() -> serde_json::Value {
+    schemars::schema_for!(EmotionEvent).to_value()
 }
 
 /// This process's run, as it appears in `track_uid`: its start time in milliseconds since
