@@ -9,6 +9,7 @@
 
 #![warn(missing_docs)]
 
+pub mod backoff;
 pub mod clef;
 pub mod config;
 pub mod detect;

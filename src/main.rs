@@ -99,63 +99,7 @@ enum Command {
     /// per-camera fps, faces/s, capture-to-decision latency (p50/p99), drops, per-stage
     /// time, CPU time per frame by stage (inference, decoding, tracking) and peak memory;
     /// `--model-only` runs the models alone, `--share` compares the two.
-    Bench {
-        /// Number of cameras.
-        #[arg(long, default_value_t = 1)]
-        cameras: usize,
-        /// Seconds to run.
-        #[arg(long, default_value_t = 10.0)]
-        seconds: f64,
-        /// Run only the models on the clip's decoded frames in a tight loop: the ceiling the
-        /// pipeline's throughput is measured against.
-        #[arg(long)]
-        model_only: bool,
-        /// State the pipeline's throughput as a share of the models' own limit: PAIRS
-        /// alternating runs of `--model-only` and `--unpaced` (this machine's speed drifts,
-        /// so pairs are compared, not runs), and the median share [PAIRS: 3].
-        #[arg(long, value_name = "PAIRS", num_args = 0..=1, default_missing_value = "3",
-              value_parser = clap::value_parser!(u32).range(1..=20), conflicts_with_all = ["model_only", "unpaced"])]
-        share: Option<u32>,
-        /// One frame per inference run instead of one batch across cameras.
-        #[arg(long)]
-        no_batching: bool,
-        /// Decode as fast as possible (latest frame wins) instead of pacing each camera
-        /// at the clip's 30 fps like a live camera.
-        #[arg(long)]
-        unpaced: bool,
-        /// H.264 decoder: auto (a hardware decoder where installed, else OpenH264 for
-        /// Baseline-profile streams and libav for the rest) or libav (libav for every
-        /// stream: about a quarter less CPU on Baseline too, ~30 MB more memory).
-        #[arg(long, default_value = "auto", value_parser = ["auto", "libav"])]
-        decoder: String,
-        /// Cameras' working `width`: wider frames are scaled down to it, narrower ones kept
-        /// (4096 keeps every stream at its own size and skips the scaler).
-        #[arg(long, default_value_t = clefd::config::DEFAULT_WIDTH,
-              value_parser = clap::value_parser!(u32).range(32..=4096))]
-        width: u32,
-        /// Engine bundle [default: engines/face-fer2013 here, else the installed one in
-        /// /usr/share/clefd/engines].
-        #[arg(long)]
-        bundle: Option<PathBuf>,
-        /// Picture drawn into the synthetic clip [default: assets/astronaut.png here, else
-        /// /usr/share/clefd/assets/astronaut.png].
-        #[arg(long)]
-        image: Option<PathBuf>,
-        /// Play this recording instead (any file GStreamer decodes, e.g. your camera's
-        /// stream saved with `gst-launch-1.0 rtspsrc location=... ! rtph264depay ! h264parse
-        /// ! mp4mux ! filesink location=cam.mp4 -e`): figures for your own streams.
-        #[arg(long, value_name = "FILE")]
-        clip: Option<PathBuf>,
-        /// libonnxruntime.so to use.
-        #[arg(long)]
-        onnxruntime: Option<PathBuf>,
-        /// Measure MQTT delivery instead: events through the spool to this broker.
-        #[arg(long, value_name = "URL")]
-        mqtt: Option<String>,
-        /// With --mqtt: how many events.
-        #[arg(long, default_value_t = 10_000)]
-        events: u64,
-    },
+    Bench(cmd::bench::BenchOptions),
     /// Render a synthetic H.264 clip of a picture moving over a plain background
     /// (the demo video and test clips are made this way).
     MakeClip {
@@ -194,36 +138,7 @@ fn main() -> ExitCode {
             cmd::eval::eval(&bundle, &dataset, onnxruntime.as_deref(), json)
         }
         Command::Watch(args) => cmd::watch::watch(args),
-        Command::Bench {
-            cameras,
-            seconds,
-            model_only,
-            share,
-            no_batching,
-            unpaced,
-            decoder,
-            width,
-            bundle,
-            image,
-            clip,
-            onnxruntime,
-            mqtt,
-            events,
-        } => cmd::bench::bench(&cmd::bench::BenchOptions {
-            clip,
-            decoder,
-            width,
-            cameras,
-            seconds,
-            model_only,
-            share_pairs: share,
-            no_batching,
-            bundle: bundle.unwrap_or_else(|| cmd::bench::shipped("engines/face-fer2013")),
-            image: image.unwrap_or_else(|| cmd::bench::shipped("assets/astronaut.png")),
-            unpaced,
-            onnxruntime,
-            mqtt: mqtt.map(|u| (u, events)),
-        }),
+        Command::Bench(options) => cmd::bench::bench(&options),
         Command::MakeClip { image, out, seconds, fps, size, scale } => {
             cmd::make_clip(&image, &out, seconds, fps, &size, scale)
         }

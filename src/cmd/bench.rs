@@ -17,35 +17,76 @@ use clefd::pipeline::{EventSink, Output, Pipeline, RunSummary};
 
 use super::cpu::{ThreadTimes, per_frame_line};
 
-/// Options of `clefd bench`.
-#[derive(Debug, Clone)]
+/// Options of `clefd bench`, as the command line gives them.
+#[derive(clap::Args, Debug, Clone)]
 pub struct BenchOptions {
     /// Number of cameras.
+    #[arg(long, default_value_t = 1)]
     pub cameras: usize,
     /// Seconds to run.
+    #[arg(long, default_value_t = 10.0)]
     pub seconds: f64,
-    /// Models only, on one prepared frame per camera.
+    /// Run only the models on the clip's decoded frames in a tight loop: the ceiling the
+    /// pipeline's throughput is measured against.
+    #[arg(long)]
     pub model_only: bool,
-    /// Alternate this many `--model-only` and unpaced pipeline runs and report the share.
-    pub share_pairs: Option<u32>,
-    /// One frame per inference run.
+    /// State the pipeline's throughput as a share of the models' own limit: PAIRS
+    /// alternating runs of `--model-only` and `--unpaced` (this machine's speed drifts,
+    /// so pairs are compared, not runs), and the median share [PAIRS: 3].
+    #[arg(long, value_name = "PAIRS", num_args = 0..=1, default_missing_value = "3",
+          value_parser = clap::value_parser!(u32).range(1..=20), conflicts_with_all = ["model_only", "unpaced"])]
+    pub share: Option<u32>,
+    /// One frame per inference run instead of one batch across cameras.
+    #[arg(long)]
     pub no_batching: bool,
-    /// Engine bundle.
-    pub bundle: PathBuf,
-    /// Picture drawn into the synthetic clip.
-    pub image: PathBuf,
-    /// A recording to play instead of the synthetic clip.
-    pub clip: Option<PathBuf>,
-    /// Decode as fast as possible instead of pacing cameras at the clip's 30 fps.
+    /// Decode as fast as possible (latest frame wins) instead of pacing each camera
+    /// at the clip's 30 fps like a live camera.
+    #[arg(long)]
     pub unpaced: bool,
-    /// Cameras' `decoder` setting (`auto` or `libav`).
+    /// H.264 decoder: auto (a hardware decoder where installed, else OpenH264 for
+    /// Baseline-profile streams and libav for the rest) or libav (libav for every
+    /// stream: about a quarter less CPU on Baseline too, ~30 MB more memory).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "libav"])]
     pub decoder: String,
-    /// Cameras' working `width` (frames wider than this are scaled down to it).
+    /// Cameras' working `width`: wider frames are scaled down to it, narrower ones kept
+    /// (4096 keeps every stream at its own size and skips the scaler).
+    #[arg(long, default_value_t = clefd::config::DEFAULT_WIDTH,
+          value_parser = clap::value_parser!(u32).range(32..=4096))]
     pub width: u32,
-    /// libonnxruntime.so.
+    /// Engine bundle [default: engines/face-fer2013 here, else the installed one in
+    /// /usr/share/clefd/engines].
+    #[arg(long)]
+    pub bundle: Option<PathBuf>,
+    /// Picture drawn into the synthetic clip [default: assets/astronaut.png here, else
+    /// /usr/share/clefd/assets/astronaut.png].
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+    /// Play this recording instead (any file GStreamer decodes, e.g. your camera's
+    /// stream saved with `gst-launch-1.0 rtspsrc location=... ! rtph264depay ! h264parse
+    /// ! mp4mux ! filesink location=cam.mp4 -e`): figures for your own streams.
+    #[arg(long, value_name = "FILE")]
+    pub clip: Option<PathBuf>,
+    /// libonnxruntime.so to use.
+    #[arg(long)]
     pub onnxruntime: Option<PathBuf>,
-    /// Measure MQTT delivery instead: this many events through the spool to this broker.
-    pub mqtt: Option<(String, u64)>,
+    /// Measure MQTT delivery instead: events through the spool to this broker.
+    #[arg(long, value_name = "URL")]
+    pub mqtt: Option<String>,
+    /// With --mqtt: how many events.
+    #[arg(long, default_value_t = 10_000)]
+    pub events: u64,
+}
+
+impl BenchOptions {
+    /// The bundle to run: the one named, else the one that ships.
+    fn bundle(&self) -> PathBuf {
+        self.bundle.clone().unwrap_or_else(|| shipped("engines/face-fer2013"))
+    }
+
+    /// The picture for the synthetic clip: the one named, else the astronaut that ships.
+    fn image(&self) -> PathBuf {
+        self.image.clone().unwrap_or_else(|| shipped("assets/astronaut.png"))
+    }
 }
 
 /// A file that ships with clefd: `relative` under the current directory (a checkout),
@@ -104,7 +145,7 @@ pub fn bench(o: &BenchOptions) -> anyhow::Result<ExitCode> {
         "--cameras must be 1..64 and --seconds 0.5..3600"
     );
     runtime::init(o.onnxruntime.as_deref())?;
-    if let Some((url, n)) = &o.mqtt {
+    if let Some((url, n)) = o.mqtt.as_ref().map(|url| (url, &o.events)) {
         return mqtt(url, *n);
     }
     let dir = std::env::temp_dir().join(format!("clefd-bench-{}", std::process::id()));
@@ -114,7 +155,7 @@ pub fn bench(o: &BenchOptions) -> anyhow::Result<ExitCode> {
         Some(path) => Err(anyhow::anyhow!("--clip {}: no such file", path.display())),
         None => render_clip(o, &dir),
     };
-    let result = clip.and_then(|clip| match o.share_pairs {
+    let result = clip.and_then(|clip| match o.share {
         Some(pairs) => share(o, &clip, &dir, pairs),
         None if o.model_only => model_only(o, &clip, true).map(|_| ExitCode::SUCCESS),
         None => pipeline(o, &clip, &dir, true).map(|_| ExitCode::SUCCESS),
@@ -163,7 +204,7 @@ fn render_clip(o: &BenchOptions, dir: &Path) -> anyhow::Result<PathBuf> {
     let clip = dir.join("clip.mp4");
     let status = std::process::Command::new(std::env::current_exe()?)
         .args(["make-clip", "--seconds", "10", "--fps", "30", "--scale", "0.75", "--image"])
-        .arg(&o.image)
+        .arg(o.image())
         .arg("--out")
         .arg(&clip)
         .stdout(std::process::Stdio::null())
@@ -182,7 +223,7 @@ fn model_only(o: &BenchOptions, clip: &Path, rss: bool) -> anyhow::Result<f64> {
     let opts = SessionOptions { threads, ..defaults };
     let mut analyzers = Vec::new();
     for _ in 0..lane_count {
-        let bundle = Bundle::load(&o.bundle, &opts).with_context(|| format!("loading {}", o.bundle.display()))?;
+        let bundle = Bundle::load(&o.bundle(), &opts).with_context(|| format!("loading {}", o.bundle().display()))?;
         analyzers.push(Analyzer::new(bundle, 16));
     }
     let per_run = if o.no_batching { 1 } else { 16 };
@@ -256,7 +297,7 @@ fn bench_settings(o: &BenchOptions, clip: &Path, dir: &Path) -> anyhow::Result<c
     let mut text = format!(
         "device_id = \"bench\"\nstate_dir = {}\n[engine]\nbundle = {}\nbatching = {}\n",
         quoted(&dir.join("state")),
-        quoted(&o.bundle),
+        quoted(&o.bundle()),
         !o.no_batching
     );
     if let Some(ort) = &o.onnxruntime {

@@ -33,29 +33,13 @@ pub struct WatchOptions {
 
 /// Runs until a stop condition; returns the number of events printed.
 pub async fn watch(opts: WatchOptions, out: &mut (impl Write + Send)) -> anyhow::Result<u64> {
-    let id = format!("clefd-watch-{}", std::process::id());
-    let mut mo = MqttOptions::new(id, &opts.url.host, opts.url.port);
-    mo.set_keep_alive(Duration::from_secs(30));
-    mo.set_max_packet_size(256 * 1024, 256 * 1024);
-    if let Some((user, password)) = &opts.credentials {
-        mo.set_credentials(user, password);
-    }
-    match (&opts.tls, opts.url.tls) {
-        (Some(files), true) => {
-            mo.set_transport(clefd::mqtt::session::tls_transport(files));
-        }
-        (None, true) => anyhow::bail!("{} is mqtts://: give the CA that signed its certificate (--ca-file)", opts.url),
-        (Some(_), false) => anyhow::bail!("--ca-file is for mqtts:// brokers, and {} is not one", opts.url),
-        (None, false) => {}
-    }
-    let (client, mut eventloop) = AsyncClient::new(mo, 16);
+    let (client, mut eventloop) = AsyncClient::new(mqtt_options(&opts)?, 16);
     client.subscribe(format!("{}/+/+/emotion", opts.prefix), QoS::AtLeastOnce).await?;
     client.subscribe(format!("{}/+/availability", opts.prefix), QoS::AtLeastOnce).await?;
     let deadline = opts.timeout.map(|t| tokio::time::Instant::now() + t);
     let mut printed = 0u64;
     let mut tally = EventTally::default();
-    let mut backoff = Duration::from_millis(500);
-    let mut last_error = String::new();
+    let mut retry = Retry { wait: RETRY_START, last_error: String::new() };
     loop {
         let polled = match deadline {
             Some(d) => match tokio::time::timeout_at(d, eventloop.poll()).await {
@@ -71,60 +55,129 @@ pub async fn watch(opts: WatchOptions, out: &mut (impl Write + Send)) -> anyhow:
                 continue;
             }
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                backoff = Duration::from_millis(500);
+                retry.wait = RETRY_START;
                 continue;
             }
             Ok(_) => continue,
             Err(e) => {
-                // Refused credentials and TLS failures do not cure themselves: say so, stop.
-                let why = clefd::mqtt::session::describe_v311(&e);
-                if why.permanent {
-                    anyhow::bail!("broker {}: {}", opts.url, why.message);
-                }
-                if why.message != last_error {
-                    eprintln!("clefd watch: broker {}: {}; retrying", opts.url, why.message);
-                    last_error = why.message;
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                retry.after(&opts.url, &e).await?;
                 continue;
             }
         };
-        if publish.topic.ends_with("/availability") {
-            let device = publish.topic.split('/').nth(1).unwrap_or_default();
-            let state = String::from_utf8_lossy(&publish.payload);
-            if !publish.retain {
-                writeln!(out, "{device}: {state}")?;
-                if state == "offline" && opts.until_offline.as_deref() == Some(device) {
+        match print(&publish, &opts, out, &mut tally)? {
+            Printed::Stop => break,
+            Printed::Nothing => {}
+            Printed::Event => {
+                printed += 1;
+                if opts.count.is_some_and(|c| printed >= c) {
                     break;
                 }
             }
-            continue;
-        }
-        match serde_json::from_slice::<Value>(&publish.payload) {
-            Ok(v) => match &opts.truth {
-                Some((camera, truth)) if v.get("camera").and_then(Value::as_str) == Some(camera) => {
-                    writeln!(out, "{}", score(&v, truth, &mut tally))?
-                }
-                _ => writeln!(out, "{}", describe(&v))?,
-            },
-            Err(e) => writeln!(out, "{}: unreadable event ({e})", publish.topic)?,
-        }
-        printed += 1;
-        if opts.count.is_some_and(|c| printed >= c) {
-            break;
         }
     }
     let _ = client.disconnect().await;
     if let Some((camera, _)) = &opts.truth {
-        let pct = |n: u64| 100.0 * n as f64 / tally.events.max(1) as f64;
-        writeln!(out, "tally for camera {camera}: {} events with a known expression", tally.events)?;
-        writeln!(out, "  vanilla model alone  right {:>4} ({:5.1} %)", tally.vanilla, pct(tally.vanilla))?;
-        writeln!(out, "  factual φ(Y_c,Y_e)   right {:>4} ({:5.1} %)", tally.factual, pct(tally.factual))?;
-        writeln!(out, "  debiased (TIE)       right {:>4} ({:5.1} %)", tally.debiased, pct(tally.debiased))?;
-        writeln!(out, "  debiased − factual: {:+.1} points", pct(tally.debiased) - pct(tally.factual))?;
+        print_tally(out, camera, &tally)?;
     }
     Ok(printed)
+}
+
+/// The client's options: id, keep-alive, credentials, TLS.
+fn mqtt_options(opts: &WatchOptions) -> anyhow::Result<MqttOptions> {
+    let id = format!("clefd-watch-{}", std::process::id());
+    let mut mo = MqttOptions::new(id, &opts.url.host, opts.url.port);
+    mo.set_keep_alive(Duration::from_secs(30));
+    mo.set_max_packet_size(256 * 1024, 256 * 1024);
+    if let Some((user, password)) = &opts.credentials {
+        mo.set_credentials(user, password);
+    }
+    match (&opts.tls, opts.url.tls) {
+        (Some(files), true) => {
+            mo.set_transport(clefd::mqtt::session::tls_transport(files));
+        }
+        (None, true) => anyhow::bail!("{} is mqtts://: give the CA that signed its certificate (--ca-file)", opts.url),
+        (Some(_), false) => anyhow::bail!("--ca-file is for mqtts:// brokers, and {} is not one", opts.url),
+        (None, false) => {}
+    }
+    Ok(mo)
+}
+
+const RETRY_START: Duration = Duration::from_millis(500);
+
+/// Waiting out a broker that cannot be reached.
+struct Retry {
+    wait: Duration,
+    /// Said once until it changes.
+    last_error: String,
+}
+
+impl Retry {
+    /// Waits before the next attempt; an error when retrying cannot help (refused
+    /// credentials, TLS failures).
+    async fn after(&mut self, url: &BrokerUrl, e: &rumqttc::ConnectionError) -> anyhow::Result<()> {
+        let why = clefd::mqtt::session::describe_v311(e);
+        if why.permanent {
+            anyhow::bail!("broker {url}: {}", why.message);
+        }
+        if why.message != self.last_error {
+            eprintln!("clefd watch: broker {url}: {}; retrying", why.message);
+            self.last_error = why.message;
+        }
+        tokio::time::sleep(self.wait).await;
+        self.wait = (self.wait * 2).min(Duration::from_secs(5));
+        Ok(())
+    }
+}
+
+/// What one message amounted to.
+enum Printed {
+    /// An event line.
+    Event,
+    /// Nothing counted (availability, a retained state).
+    Nothing,
+    /// The device went offline, as asked to wait for.
+    Stop,
+}
+
+/// Prints one message: a device going on- or offline, or an event (scored against the
+/// truth when it is the watched camera's).
+fn print(
+    publish: &rumqttc::Publish,
+    opts: &WatchOptions,
+    out: &mut impl Write,
+    tally: &mut EventTally,
+) -> anyhow::Result<Printed> {
+    if publish.topic.ends_with("/availability") {
+        let device = publish.topic.split('/').nth(1).unwrap_or_default();
+        let state = String::from_utf8_lossy(&publish.payload);
+        if !publish.retain {
+            writeln!(out, "{device}: {state}")?;
+            if state == "offline" && opts.until_offline.as_deref() == Some(device) {
+                return Ok(Printed::Stop);
+            }
+        }
+        return Ok(Printed::Nothing);
+    }
+    match serde_json::from_slice::<Value>(&publish.payload) {
+        Ok(v) => match &opts.truth {
+            Some((camera, truth)) if v.get("camera").and_then(Value::as_str) == Some(camera) => {
+                writeln!(out, "{}", score(&v, truth, tally))?
+            }
+            _ => writeln!(out, "{}", describe(&v))?,
+        },
+        Err(e) => writeln!(out, "{}: unreadable event ({e})", publish.topic)?,
+    }
+    Ok(Printed::Event)
+}
+
+/// How often each view of the face was right, for the watched camera.
+fn print_tally(out: &mut impl Write, camera: &str, tally: &EventTally) -> std::io::Result<()> {
+    let pct = |n: u64| 100.0 * n as f64 / tally.events.max(1) as f64;
+    writeln!(out, "tally for camera {camera}: {} events with a known expression", tally.events)?;
+    writeln!(out, "  vanilla model alone  right {:>4} ({:5.1} %)", tally.vanilla, pct(tally.vanilla))?;
+    writeln!(out, "  factual φ(Y_c,Y_e)   right {:>4} ({:5.1} %)", tally.factual, pct(tally.factual))?;
+    writeln!(out, "  debiased (TIE)       right {:>4} ({:5.1} %)", tally.debiased, pct(tally.debiased))?;
+    writeln!(out, "  debiased − factual: {:+.1} points", pct(tally.debiased) - pct(tally.factual))
 }
 
 fn label_values(map: Option<&Value>) -> Vec<(String, f64)> {

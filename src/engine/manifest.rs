@@ -63,6 +63,17 @@ pub enum Layout {
     Nhwc,
 }
 
+impl Layout {
+    /// The tensor shape of `n` samples of `width` × `height` pixels in `colour`.
+    pub fn shape(self, n: i64, colour: Colour, width: usize, height: usize) -> [i64; 4] {
+        let (c, h, w) = (colour.channels() as i64, height as i64, width as i64);
+        match self {
+            Layout::Nchw => [n, c, h, w],
+            Layout::Nhwc => [n, h, w, c],
+        }
+    }
+}
+
 /// Channel order the model expects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum Colour {
@@ -161,11 +172,7 @@ impl InputSpec {
 
     /// Expected shape with the batch dimension `n`.
     pub fn shape(&self, n: i64) -> [i64; 4] {
-        let (c, h, w) = (self.colour.channels() as i64, self.height as i64, self.width as i64);
-        match self.layout {
-            Layout::Nchw => [n, c, h, w],
-            Layout::Nhwc => [n, h, w, c],
-        }
+        self.layout.shape(n, self.colour, self.width, self.height)
     }
 
     /// Floats per sample.

@@ -39,11 +39,7 @@ impl Sampling {
 
     /// `[1, c, h, w]` or `[1, h, w, c]`: the shape of one sample.
     pub fn layout_dims(&self) -> [i64; 4] {
-        let (c, h, w) = (self.colour.channels() as i64, self.height as i64, self.width as i64);
-        match self.layout {
-            Layout::Nchw => [1, c, h, w],
-            Layout::Nhwc => [1, h, w, c],
-        }
+        self.layout.shape(1, self.colour, self.width, self.height)
     }
 
     /// True only for a zero-sized output.

@@ -2,6 +2,7 @@
 //! sends events, and a small subscriber for `clefd watch`.
 
 pub mod home_assistant;
+mod outgoing;
 mod publisher;
 pub mod session;
 pub mod spool;

@@ -16,50 +16,20 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::session::{self, Protocol, Session, SessionEvent, SessionOptions};
+use super::Topics;
+use super::session::{self, Session, SessionEvent, SessionOptions};
 use super::spool::{Record, Spool};
-use super::{BrokerUrl, Topics};
+use crate::backoff::Backoff;
 use crate::events::seq::SeqCounter;
 use crate::pipeline::Output;
 
-/// What the publisher is asked to send: the pipeline's output as it came (one type from
-/// analysis to the wire), and what the daemon adds beside it.
-#[derive(Debug, Clone)]
-pub enum Outgoing {
-    /// From the pipeline. An event is numbered, spooled, sent QoS 1 and never lost
-    /// silently; a camera's state is retained and sent again after every reconnect; a
-    /// removed camera's retained state and summary are deleted.
-    Analysis(Output),
-    /// What a camera sees now (`{camera}/current`, retained, sent again after a reconnect).
-    Current {
-        /// Camera name.
-        camera: String,
-        /// The summary as JSON.
-        payload: Vec<u8>,
-    },
-    /// The periodic statistics: sent while connected, not retained, not spooled.
-    Stats(Vec<u8>),
-    /// Any other retained message (Home Assistant discovery); sent again after every
-    /// reconnect. An empty payload deletes the retained message.
-    Retained {
-        /// Topic.
-        topic: String,
-        /// Payload.
-        payload: Vec<u8>,
-    },
-}
-
-impl From<Output> for Outgoing {
-    fn from(output: Output) -> Outgoing {
-        Outgoing::Analysis(output)
-    }
-}
+pub use super::outgoing::{Outgoing, PublishStats, PublisherConfig, TlsFiles};
 
 /// Most events sent but not yet acknowledged.
 pub const WINDOW: usize = 64;
@@ -68,108 +38,6 @@ pub const WINDOW: usize = 64;
 /// below what brokers accept (mosquitto: 256 MB; many set much less). One that is larger
 /// would be refused by the broker and re-sent forever, blocking every event after it.
 pub const MAX_EVENT_BYTES: usize = 128 * 1024;
-
-/// What the publisher needs to know.
-#[derive(Debug, Clone)]
-pub struct PublisherConfig {
-    /// Broker address.
-    pub url: BrokerUrl,
-    /// MQTT client id.
-    pub client_id: String,
-    /// Topic prefix.
-    pub prefix: String,
-    /// Device id.
-    pub device: String,
-    /// Keep-alive.
-    pub keep_alive: Duration,
-    /// Username and password, if the broker wants them.
-    pub credentials: Option<(String, String)>,
-    /// How long shutdown waits for the spool to drain.
-    pub flush_timeout: Duration,
-    /// `mqtts://`: CA (PEM) and optional client certificate and key (PEM).
-    pub tls: Option<TlsFiles>,
-    /// Longest wait between reconnection attempts (refused credentials and TLS
-    /// failures are retried at this interval straight away).
-    pub reconnect_max: Duration,
-    /// MQTT 3.1.1 or 5.
-    pub protocol: Protocol,
-}
-
-/// TLS material, already read from disk.
-#[derive(Debug, Clone)]
-pub struct TlsFiles {
-    /// CA certificate(s), PEM.
-    pub ca: Vec<u8>,
-    /// Client certificate and key, PEM.
-    pub client: Option<(Vec<u8>, Vec<u8>)>,
-}
-
-/// Counters, readable while the publisher runs.
-#[derive(Debug)]
-pub struct PublishStats {
-    /// Events acknowledged by the broker.
-    pub acked: AtomicU64,
-    /// Events sent (including re-sends).
-    pub sent: AtomicU64,
-    /// Events dropped because the spool was full.
-    pub dropped: AtomicU64,
-    /// Events lost because the disk refused them (full, read-only, too many open files):
-    /// they got no durable `seq` or no place in the spool.
-    pub failed: AtomicU64,
-    /// Spooled records skipped at start because their checksum did not match.
-    pub corrupt: AtomicU64,
-    /// Why events cannot be kept right now (the last disk error), cleared when a write
-    /// succeeds again; `/healthz` reports it.
-    pub problem: std::sync::Mutex<Option<String>>,
-    /// Since when no connection is up (`None` while connected).
-    pub disconnected_since: std::sync::Mutex<Option<std::time::Instant>>,
-    /// Events waiting in the spool.
-    pub spooled: AtomicU64,
-    /// Successful connections.
-    pub connects: AtomicU64,
-    /// Whether a connection is up.
-    pub connected: AtomicBool,
-}
-
-impl Default for PublishStats {
-    fn default() -> PublishStats {
-        PublishStats {
-            acked: AtomicU64::new(0),
-            sent: AtomicU64::new(0),
-            dropped: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
-            corrupt: AtomicU64::new(0),
-            problem: std::sync::Mutex::new(None),
-            disconnected_since: std::sync::Mutex::new(Some(std::time::Instant::now())),
-            spooled: AtomicU64::new(0),
-            connects: AtomicU64::new(0),
-            connected: AtomicBool::new(false),
-        }
-    }
-}
-
-impl PublishStats {
-    /// The current disk problem, if any.
-    pub fn problem(&self) -> Option<String> {
-        self.problem.lock().ok().and_then(|p| p.clone())
-    }
-
-    /// How long the broker has been out of reach (zero while connected).
-    pub fn disconnected_for(&self) -> Duration {
-        self.disconnected_since.lock().ok().and_then(|t| t.map(|t| t.elapsed())).unwrap_or_default()
-    }
-
-    fn set_connected(&self, up: bool) {
-        self.connected.store(up, Ordering::SeqCst);
-        if let Ok(mut since) = self.disconnected_since.lock() {
-            match (up, *since) {
-                (true, _) => *since = None,
-                (false, None) => *since = Some(std::time::Instant::now()),
-                (false, Some(_)) => {}
-            }
-        }
-    }
-}
 
 const BACKOFF_START: Duration = Duration::from_millis(250);
 
@@ -210,6 +78,15 @@ pub struct Parked {
 }
 
 /// One connection attempt with fresh client state, and what we sent on it.
+/// When to reconnect after a lost connection.
+struct Retry {
+    backoff: Backoff,
+    /// Failures in a row, for logging the first and then every power of two.
+    failures: u32,
+    /// When the next attempt starts; `None` while connected or connecting.
+    at: Option<Instant>,
+}
+
 struct Connection {
     session: Session,
     up: bool,
@@ -425,9 +302,9 @@ impl Publisher {
         let mut conn = self.connect();
         tokio::pin!(park);
         let mut parking = false;
-        let mut backoff = BACKOFF_START;
-        let mut failures = 0u32;
-        let mut retry_at: Option<Instant> = None;
+        let salt = self.cfg.client_id.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+        let mut retry =
+            Retry { backoff: Backoff::new(BACKOFF_START, self.cfg.reconnect_max, salt), failures: 0, at: None };
         let mut closing_at: Option<Instant> = None;
         loop {
             self.pump(&mut conn);
@@ -438,113 +315,26 @@ impl Publisher {
                 }
             }
             // Whichever comes first: the next reconnection, or the end of the flush.
-            let wake = match (retry_at, closing_at) {
+            let wake = match (retry.at, closing_at) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
             tokio::select! {
                 out = outputs.recv(), if closing_at.is_none() => match out {
-                    Some(first) => {
-                        let mut next = Some(first);
-                        // Group commit: spool everything that is already waiting, one fsync.
-                        let mut events = Vec::new();
-                        while let Some(out) = next {
-                            match out {
-                                Outgoing::Analysis(Output::Event(ev)) => events.push(*ev),
-                                Outgoing::Analysis(Output::CameraState(st)) => {
-                                    let payload = serde_json::to_vec(&st).unwrap_or_default();
-                                    Self::send_other(&mut conn, self.topics.state(&st.camera), payload.clone(), true);
-                                    self.states.insert(st.camera, payload);
-                                }
-                                Outgoing::Analysis(Output::CameraRemoved(camera)) => {
-                                    self.states.remove(&camera);
-                                    self.currents.remove(&camera);
-                                    Self::send_other(&mut conn, self.topics.state(&camera), Vec::new(), true);
-                                    Self::send_other(&mut conn, self.topics.current(&camera), Vec::new(), true);
-                                }
-                                Outgoing::Current { camera, payload } => {
-                                    Self::send_other(&mut conn, self.topics.current(&camera), payload.clone(), true);
-                                    self.currents.insert(camera, payload);
-                                }
-                                Outgoing::Retained { topic, payload } => {
-                                    Self::send_other(&mut conn, topic.clone(), payload.clone(), true);
-                                    self.retained.insert(topic, payload);
-                                }
-                                Outgoing::Stats(payload) => Self::send_other(&mut conn, self.topics.stats(), payload, false),
-                            }
-                            next = outputs.try_recv().ok();
-                        }
-                        self.spool_events(events);
-                    }
+                    Some(first) => self.take(&mut conn, first, &mut outputs),
                     None => closing_at = Some(Instant::now() + self.cfg.flush_timeout),
                 },
-                polled = conn.session.events.recv(), if retry_at.is_none() => match polled.unwrap_or_else(|| Err(session::SessionError { permanent: false, message: "the connection task ended".into() })) {
-                    Ok(SessionEvent::Connected) => {
-                        tracing::info!(broker = %self.cfg.url, protocol = %self.cfg.protocol, spooled = self.spool.pending(), "connected to MQTT broker");
-                        conn.up = true;
-                        conn.next_send = 0;
-                        backoff = BACKOFF_START;
-                        failures = 0;
-                        self.stats.set_connected(true);
-                        self.stats.connects.fetch_add(1, Ordering::Relaxed);
-                        Self::send_other(&mut conn, self.topics.availability(), b"online".to_vec(), true);
-                        for (camera, payload) in &self.states {
-                            Self::send_other(&mut conn, self.topics.state(camera), payload.clone(), true);
-                        }
-                        for (camera, payload) in &self.currents {
-                            Self::send_other(&mut conn, self.topics.current(camera), payload.clone(), true);
-                        }
-                        for (topic, payload) in &self.retained {
-                            Self::send_other(&mut conn, topic.clone(), payload.clone(), true);
-                        }
-                    }
-                    Ok(SessionEvent::Sent(pkid)) => {
-                        if let Some(sent) = conn.requested.pop_front() {
-                            conn.inflight.insert(pkid, sent);
-                        }
-                    }
-                    Ok(SessionEvent::Acked { pkid, refused }) => {
-                        let sent = conn.inflight.remove(&pkid);
-                        if let Some(reason) = refused {
-                            // The broker has the message and says it will not deliver it: a
-                            // re-send would get the same answer. Counted as acknowledged.
-                            tracing::warn!(broker = %self.cfg.url, reason, "the broker acknowledged a message but refused to deliver it (check its ACLs)");
-                        }
-                        if let Some(Sent::Event(seq)) = sent {
-                            if let Err(e) = self.spool.ack(seq) {
-                                // Only costs a re-send after a restart.
-                                tracing::warn!(seq, error = %e, "cannot record an acknowledgement in the spool");
-                            }
-                            conn.window = conn.window.saturating_sub(1);
-                            self.stats.acked.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        failures += 1;
-                        let was_up = conn.up;
-                        self.stats.set_connected(false);
-                        conn.session.poller.abort();
-                        conn.up = false;
-                        // Credentials and certificates do not fix themselves: retry those
-                        // at the cap instead of hammering the broker.
-                        if e.permanent {
-                            backoff = self.cfg.reconnect_max;
-                        }
-                        if was_up || failures == 1 || failures.is_power_of_two() {
-                            tracing::warn!(broker = %self.cfg.url, error = %e.message, retry_in_ms = backoff.as_millis() as u64, attempts = failures, spooled = self.spool.pending(), "MQTT broker unreachable; events go to the spool");
-                        }
-                        retry_at = Some(Instant::now() + jitter(backoff));
-                        backoff = (backoff * 2).min(self.cfg.reconnect_max);
-                    }
-                },
+                polled = conn.session.events.recv(), if retry.at.is_none() => {
+                    let lost = || Err(session::SessionError { permanent: false, message: "the connection task ended".into() });
+                    self.on_session(&mut conn, polled.unwrap_or_else(lost), &mut retry);
+                }
                 () = &mut park, if !parking => {
                     parking = true;
                     break;
                 }
                 _ = sleep_until(wake), if wake.is_some() => {
-                    if retry_at.is_some_and(|t| Instant::now() >= t) {
-                        retry_at = None;
+                    if retry.at.is_some_and(|t| Instant::now() >= t) {
+                        retry.at = None;
                         conn = self.connect();
                     }
                 }
@@ -556,6 +346,117 @@ impl Publisher {
         }
         let Publisher { seq, spool, stats, states, currents, retained, .. } = self;
         Ok(Some(Parked { outputs, seq, spool, stats, states, currents, retained }))
+    }
+
+    /// Takes `first` and everything already waiting behind it: retained messages go out
+    /// (and are kept for reconnects), events are spooled together, with one fsync.
+    fn take(&mut self, conn: &mut Connection, first: Outgoing, outputs: &mut mpsc::Receiver<Outgoing>) {
+        let mut next = Some(first);
+        let mut events = Vec::new();
+        while let Some(out) = next {
+            match out {
+                Outgoing::Analysis(Output::Event(ev)) => events.push(*ev),
+                Outgoing::Analysis(Output::CameraState(st)) => {
+                    let payload = serde_json::to_vec(&st).unwrap_or_default();
+                    Self::send_other(conn, self.topics.state(&st.camera), payload.clone(), true);
+                    self.states.insert(st.camera, payload);
+                }
+                Outgoing::Analysis(Output::CameraRemoved(camera)) => {
+                    self.states.remove(&camera);
+                    self.currents.remove(&camera);
+                    Self::send_other(conn, self.topics.state(&camera), Vec::new(), true);
+                    Self::send_other(conn, self.topics.current(&camera), Vec::new(), true);
+                }
+                Outgoing::Current { camera, payload } => {
+                    Self::send_other(conn, self.topics.current(&camera), payload.clone(), true);
+                    self.currents.insert(camera, payload);
+                }
+                Outgoing::Retained { topic, payload } => {
+                    Self::send_other(conn, topic.clone(), payload.clone(), true);
+                    self.retained.insert(topic, payload);
+                }
+                Outgoing::Stats(payload) => Self::send_other(conn, self.topics.stats(), payload, false),
+            }
+            next = outputs.try_recv().ok();
+        }
+        self.spool_events(events);
+    }
+
+    /// What the MQTT session reports: connected, a publish's packet id, an acknowledgement,
+    /// or a lost connection (then a reconnection is scheduled).
+    fn on_session(
+        &mut self,
+        conn: &mut Connection,
+        event: Result<SessionEvent, session::SessionError>,
+        retry: &mut Retry,
+    ) {
+        match event {
+            Ok(SessionEvent::Connected) => {
+                retry.backoff.reset();
+                retry.failures = 0;
+                self.on_connected(conn);
+            }
+            Ok(SessionEvent::Sent(pkid)) => {
+                if let Some(sent) = conn.requested.pop_front() {
+                    conn.inflight.insert(pkid, sent);
+                }
+            }
+            Ok(SessionEvent::Acked { pkid, refused }) => self.on_acked(conn, pkid, refused),
+            Ok(_) => {}
+            Err(e) => {
+                retry.failures += 1;
+                let was_up = conn.up;
+                self.stats.set_connected(false);
+                conn.session.poller.abort();
+                conn.up = false;
+                // Credentials and certificates do not fix themselves: retry those at the
+                // cap instead of hammering the broker.
+                if e.permanent {
+                    retry.backoff.to_max();
+                }
+                if was_up || retry.failures == 1 || retry.failures.is_power_of_two() {
+                    tracing::warn!(broker = %self.cfg.url, error = %e.message, retry_in_ms = retry.backoff.step().as_millis() as u64, attempts = retry.failures, spooled = self.spool.pending(), "MQTT broker unreachable; events go to the spool");
+                }
+                retry.at = Some(Instant::now() + retry.backoff.next_delay());
+            }
+        }
+    }
+
+    /// A new connection: `online`, then every retained message again.
+    fn on_connected(&mut self, conn: &mut Connection) {
+        tracing::info!(broker = %self.cfg.url, protocol = %self.cfg.protocol, spooled = self.spool.pending(), "connected to MQTT broker");
+        conn.up = true;
+        conn.next_send = 0;
+        self.stats.set_connected(true);
+        self.stats.connects.fetch_add(1, Ordering::Relaxed);
+        Self::send_other(conn, self.topics.availability(), b"online".to_vec(), true);
+        for (camera, payload) in &self.states {
+            Self::send_other(conn, self.topics.state(camera), payload.clone(), true);
+        }
+        for (camera, payload) in &self.currents {
+            Self::send_other(conn, self.topics.current(camera), payload.clone(), true);
+        }
+        for (topic, payload) in &self.retained {
+            Self::send_other(conn, topic.clone(), payload.clone(), true);
+        }
+    }
+
+    /// The broker has message `pkid`: an event leaves the spool and frees the window.
+    fn on_acked(&mut self, conn: &mut Connection, pkid: u16, refused: Option<String>) {
+        let sent = conn.inflight.remove(&pkid);
+        if let Some(reason) = refused {
+            // The broker has the message and says it will not deliver it: a re-send would
+            // get the same answer. Counted as acknowledged.
+            tracing::warn!(broker = %self.cfg.url, reason, "the broker acknowledged a message but refused to deliver it (check its ACLs)");
+        }
+        if let Some(Sent::Event(seq)) = sent {
+            if let Err(e) = self.spool.ack(seq) {
+                // Only costs a re-send after a restart.
+                tracing::warn!(seq, error = %e, "cannot record an acknowledgement in the spool");
+            }
+            conn.window = conn.window.saturating_sub(1);
+            self.stats.acked.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     async fn close(&mut self, mut conn: Connection, parking: bool) {
@@ -593,11 +494,4 @@ async fn sleep_until(t: Option<Instant>) {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
     }
-}
-
-/// Up to ±20 % jitter, so a fleet does not reconnect in lock-step.
-fn jitter(d: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |t| t.subsec_nanos());
-    let factor = 0.8 + 0.4 * (f64::from(nanos % 1000) / 1000.0);
-    d.mul_f64(factor)
 }

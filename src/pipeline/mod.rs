@@ -9,6 +9,8 @@ pub mod lanes;
 mod options;
 mod probe;
 mod reload;
+mod stats;
+mod tracking;
 mod worker;
 
 use std::collections::BTreeMap;
@@ -25,7 +27,7 @@ pub use options::{CameraPlan, PipelineOptions, WorkerOptions};
 pub use probe::{CameraView, Probe};
 use probe::{ProbeEntry, hub_id};
 pub use reload::ReloadReport;
-pub use worker::{Batching, CameraSummary, LatencyHistogram, RunSummary, StageTotals};
+pub use stats::{Batching, CameraSummary, LatencyHistogram, RunSummary, StageTotals};
 
 /// What the pipeline produces.
 #[derive(Debug, Clone)]

@@ -188,28 +188,7 @@ impl Camera {
         init()?;
         let perr = |reason: String| SourceError::Pipeline { camera: opts.name.clone(), reason };
         let live = !matches!(opts.spec, SourceSpec::File { .. });
-        let sync = !live && opts.realtime;
-        let rate = match opts.fps_cap {
-            Some(fps) => format!(" ! videorate name=rate drop-only=true max-rate={}", fps.ceil().max(1.0) as u32),
-            None => String::new(),
-        };
-        let source = source_description(&opts)?;
-        // The stream's own size is read where it enters the first scaler (see `stamp`).
-        let scaler = if source.contains(&format!("name={SCALER_NAME}")) {
-            String::new()
-        } else {
-            format!(" name={SCALER_NAME}")
-        };
-        let desc = format!(
-            "{source}{rate} ! queue max-size-buffers=2 leaky={} ! videoscale{scaler} ! videoconvert ! video/x-raw,format=I420,width=[16,{}],pixel-aspect-ratio=1/1 ! appsink name=sink max-buffers=1 drop=true sync={}",
-            // A file must not leak: paced, the decoder runs ahead and the sink's clock would
-            // see only the last frames; unpaced, the consumer paces the decoder, and a leaky
-            // queue would let it decode frames only to throw them away. Live sources drop
-            // the oldest frame.
-            if live { "downstream" } else { "no" },
-            opts.width,
-            sync
-        );
+        let desc = pipeline_description(&opts, live)?;
         tracing::debug!(camera = %opts.name, pipeline = %desc, "building the camera's pipeline");
         let pipeline = gst::parse::launch(&desc)
             .map_err(|e| perr(format!("cannot build pipeline: {e}")))?
@@ -217,7 +196,6 @@ impl Camera {
             .map_err(|_| perr("not a pipeline".into()))?;
         let decoder = watch_decoder(&pipeline, &opts.name, opts.decoder_threads);
         steer_h264_decoder(&pipeline, opts.decoder);
-
         let src = pipeline.by_name("src").ok_or_else(|| perr("no source element".into()))?;
         configure_source(&src, &opts.spec);
         let sink = pipeline
@@ -225,69 +203,15 @@ impl Camera {
             .and_then(|s| s.downcast::<gst_app::AppSink>().ok())
             .ok_or_else(|| perr("no appsink".into()))?;
         let frames = Arc::new(AtomicU64::new(0));
-        let counter = frames.clone();
-        let stamper = Stamper::new(&pipeline, live);
-        let cam_name = opts.name.clone();
-        sink.set_callbacks(
-            gst_app::AppSinkCallbacks::builder()
-                .new_sample(move |sink| {
-                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
-                    match frame_from_sample(&sample, counter.fetch_add(1, Ordering::Relaxed)) {
-                        Some(mut frame) => {
-                            stamper.stamp(sink, &sample, &mut frame);
-                            on_frame(frame)
-                        }
-                        None => {
-                            tracing::warn!(camera = %cam_name, "dropped a frame that is neither I420 nor RGB")
-                        }
-                    }
-                    Ok(gst::FlowSuccess::Ok)
-                })
-                .build(),
-        );
-        if pipeline.set_state(gst::State::Playing).is_err() {
-            let said =
-                pipeline.bus().and_then(|b| b.pop_filtered(&[gst::MessageType::Error])).and_then(|m| match m.view() {
-                    gst::MessageView::Error(e) => Some(e.error().to_string()),
-                    _ => None,
-                });
-            let _ = pipeline.set_state(gst::State::Null);
-            let mut reason = format!("cannot start {}", describe(&opts.spec));
-            if let Some(said) = said {
-                reason += &format!(": {said}");
-            }
-            if let Some(advice) = advice(&opts.spec) {
-                reason += &format!(" — {advice}");
-            }
-            return Err(perr(reason));
-        }
+        deliver_frames(&sink, Stamper::new(&pipeline, live), frames.clone(), opts.name.clone(), on_frame);
+        play(&pipeline, &opts.spec).map_err(perr)?;
         let stop = Arc::new(AtomicBool::new(false));
-        let bus = pipeline.bus().ok_or_else(|| perr("pipeline has no bus".into()))?;
         let bus_thread = {
-            let (stop, pipeline, name, looping, spec) =
-                (stop.clone(), pipeline.clone(), opts.name.clone(), opts.looping && !live, opts.spec.clone());
-            std::thread::Builder::new()
-                .name(format!("cam-{name}"))
-                .spawn(move || {
-                    let ended = watch_bus(&bus, &pipeline, &name, &spec, looping, &stop);
-                    let _ = pipeline.set_state(gst::State::Null);
-                    on_end(ended);
-                })
-                .map_err(|e| perr(format!("cannot spawn the bus thread: {e}")))?
+            let (looping, stop) = (opts.looping && !live, stop.clone());
+            spawn_bus_thread(&pipeline, &opts, looping, stop, on_end).map_err(perr)?
         };
         tracing::info!(camera = %opts.name, source = %describe(&opts.spec), width = opts.width, "camera started");
-        let rate = pipeline.by_name("rate").map(|rate| {
-            let counters = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-            for (pad, counter) in [("sink", counters.0.clone()), ("src", counters.1.clone())] {
-                if let Some(pad) = rate.static_pad(pad) {
-                    pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-                        counter.fetch_add(1, Ordering::Relaxed);
-                        gst::PadProbeReturn::Ok
-                    });
-                }
-            }
-            counters
-        });
+        let rate = count_rate_drops(&pipeline);
         Ok(Camera {
             name: opts.name,
             spec: opts.spec,
@@ -406,4 +330,111 @@ fn watch_bus(
         }
     }
     Ended::Stopped
+}
+
+/// The camera's pipeline in `gst-launch` syntax: source and decoder, the fps cap, a small
+/// queue, the scaler to the working width, I420, and the appsink.
+fn pipeline_description(opts: &CameraOptions, live: bool) -> Result<String, SourceError> {
+    let sync = !live && opts.realtime;
+    let rate = match opts.fps_cap {
+        Some(fps) => format!(" ! videorate name=rate drop-only=true max-rate={}", fps.ceil().max(1.0) as u32),
+        None => String::new(),
+    };
+    let source = source_description(opts)?;
+    // The stream's own size is read where it enters the first scaler (see `stamp`).
+    let scaler =
+        if source.contains(&format!("name={SCALER_NAME}")) { String::new() } else { format!(" name={SCALER_NAME}") };
+    Ok(format!(
+        "{source}{rate} ! queue max-size-buffers=2 leaky={} ! videoscale{scaler} ! videoconvert ! video/x-raw,format=I420,width=[16,{}],pixel-aspect-ratio=1/1 ! appsink name=sink max-buffers=1 drop=true sync={}",
+        // A file must not leak: paced, the decoder runs ahead and the sink's clock would
+        // see only the last frames; unpaced, the consumer paces the decoder, and a leaky
+        // queue would let it decode frames only to throw them away. Live sources drop
+        // the oldest frame.
+        if live { "downstream" } else { "no" },
+        opts.width,
+        sync
+    ))
+}
+
+/// Hands every sample the appsink pulls to `on_frame`, numbered and stamped.
+fn deliver_frames(
+    sink: &gst_app::AppSink,
+    stamper: Stamper,
+    counter: Arc<AtomicU64>,
+    camera: String,
+    on_frame: impl Fn(Frame) + Send + Sync + 'static,
+) {
+    sink.set_callbacks(
+        gst_app::AppSinkCallbacks::builder()
+            .new_sample(move |sink| {
+                let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                match frame_from_sample(&sample, counter.fetch_add(1, Ordering::Relaxed)) {
+                    Some(mut frame) => {
+                        stamper.stamp(sink, &sample, &mut frame);
+                        on_frame(frame)
+                    }
+                    None => tracing::warn!(camera = %camera, "dropped a frame that is neither I420 nor RGB"),
+                }
+                Ok(gst::FlowSuccess::Ok)
+            })
+            .build(),
+    );
+}
+
+/// Sets the pipeline playing; on failure, why, in the words of the element that refused
+/// and with advice for the kind of source.
+fn play(pipeline: &gst::Pipeline, spec: &SourceSpec) -> Result<(), String> {
+    if pipeline.set_state(gst::State::Playing).is_ok() {
+        return Ok(());
+    }
+    let said = pipeline.bus().and_then(|b| b.pop_filtered(&[gst::MessageType::Error])).and_then(|m| match m.view() {
+        gst::MessageView::Error(e) => Some(e.error().to_string()),
+        _ => None,
+    });
+    let _ = pipeline.set_state(gst::State::Null);
+    let mut reason = format!("cannot start {}", describe(spec));
+    if let Some(said) = said {
+        reason += &format!(": {said}");
+    }
+    if let Some(advice) = advice(spec) {
+        reason += &format!(" — {advice}");
+    }
+    Err(reason)
+}
+
+/// The camera's bus thread: it watches for the end of the stream or an error (looping a
+/// file), stops the pipeline and tells `on_end` how it ended.
+fn spawn_bus_thread(
+    pipeline: &gst::Pipeline,
+    opts: &CameraOptions,
+    looping: bool,
+    stop: Arc<AtomicBool>,
+    on_end: impl FnOnce(Ended) + Send + 'static,
+) -> Result<std::thread::JoinHandle<()>, String> {
+    let bus = pipeline.bus().ok_or_else(|| "pipeline has no bus".to_string())?;
+    let (pipeline, name, spec) = (pipeline.clone(), opts.name.clone(), opts.spec.clone());
+    std::thread::Builder::new()
+        .name(format!("cam-{name}"))
+        .spawn(move || {
+            let ended = watch_bus(&bus, &pipeline, &name, &spec, looping, &stop);
+            let _ = pipeline.set_state(gst::State::Null);
+            on_end(ended);
+        })
+        .map_err(|e| format!("cannot spawn the bus thread: {e}"))
+}
+
+/// Buffers into and out of the fps cap's `videorate`, when there is one: their difference
+/// is what the cap dropped.
+fn count_rate_drops(pipeline: &gst::Pipeline) -> Option<(Arc<AtomicU64>, Arc<AtomicU64>)> {
+    let rate = pipeline.by_name("rate")?;
+    let counters = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    for (pad, counter) in [("sink", counters.0.clone()), ("src", counters.1.clone())] {
+        if let Some(pad) = rate.static_pad(pad) {
+            pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                counter.fetch_add(1, Ordering::Relaxed);
+                gst::PadProbeReturn::Ok
+            });
+        }
+    }
+    Some(counters)
 }

@@ -5,7 +5,7 @@ use std::time::{Instant, SystemTime};
 use gstreamer as gst;
 use gstreamer_video as gst_video;
 
-use super::{Frame, Layout};
+use super::{Frame, PixelLayout};
 use crate::image::YuvMatrix;
 
 /// The YUV → RGB matrix a stream's colorimetry asks for (BT.601 when it says nothing
@@ -34,8 +34,8 @@ pub(super) fn frame_from_sample(sample: &gst::Sample, index: u64) -> Option<Fram
     let offset = |i: usize| offsets.get(i).copied();
     let stride = |i: usize| strides.get(i).and_then(|&s| usize::try_from(s).ok());
     let layout = match info.format() {
-        gst_video::VideoFormat::Rgb => Layout::Rgb { stride: stride(0)? },
-        gst_video::VideoFormat::I420 => Layout::I420 {
+        gst_video::VideoFormat::Rgb => PixelLayout::Rgb { stride: stride(0)? },
+        gst_video::VideoFormat::I420 => PixelLayout::I420 {
             offsets: [offset(0)?, offset(1)?, offset(2)?],
             strides: [stride(0)?, stride(1)?, stride(2)?],
             matrix: yuv_matrix(&info),

@@ -24,7 +24,7 @@ use crate::image::{ImageView, YuvMatrix};
 
 /// How a frame's bytes are laid out in its buffer.
 #[derive(Debug, Clone, Copy)]
-pub enum Layout {
+pub enum PixelLayout {
     /// Packed RGB with rows of `stride` bytes.
     Rgb {
         /// Bytes per row.
@@ -62,7 +62,7 @@ pub struct Frame {
     /// The stream's size as the camera sends it, before scaling.
     pub source_size: (u32, u32),
     /// Where the bytes are.
-    pub layout: Layout,
+    pub layout: PixelLayout,
     buffer: gstreamer::MappedBuffer<gstreamer::buffer::Readable>,
 }
 
@@ -71,8 +71,8 @@ impl Frame {
     pub fn view(&self) -> Option<ImageView<'_>> {
         let data = self.buffer.as_slice();
         match self.layout {
-            Layout::Rgb { stride } => ImageView::new(data, self.width, self.height, stride),
-            Layout::I420 { offsets, strides, matrix } => {
+            PixelLayout::Rgb { stride } => ImageView::new(data, self.width, self.height, stride),
+            PixelLayout::I420 { offsets, strides, matrix } => {
                 ImageView::i420(data, self.width, self.height, offsets, strides, matrix)
             }
         }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::Serialize;
 
 use super::{Camera, CameraOptions, Ended, Frame, SourceError, SourceSpec};
+use crate::backoff::Backoff;
 
 /// A camera's state, as published on `{prefix}/{device}/{camera}/state`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -184,13 +185,6 @@ fn pause(d: Duration, stop: &AtomicBool) -> bool {
     !stop.load(Ordering::SeqCst)
 }
 
-/// ±20 % jitter so that many cameras behind one switch do not retry in lock-step.
-fn jitter(d: Duration, salt: u64) -> Duration {
-    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |t| u64::from(t.subsec_nanos()));
-    let r = (nanos ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15)) % 1000;
-    d.mul_f64(0.8 + 0.4 * r as f64 / 1000.0)
-}
-
 fn supervise(opts: &SupervisorOptions, on_frame: &FrameFn, on_status: StatusFn, stop: &AtomicBool) {
     let is_file = matches!(opts.camera.spec, SourceSpec::File { .. });
     let mut rep = Reporter {
@@ -203,7 +197,8 @@ fn supervise(opts: &SupervisorOptions, on_frame: &FrameFn, on_status: StatusFn, 
         capped_now: 0,
         decoder: None,
     };
-    let mut backoff = opts.backoff_initial;
+    let salt = opts.camera.name.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    let mut backoff = Backoff::new(opts.backoff_initial, opts.backoff_max, salt);
     let mut generation: u32 = 0;
     rep.report(CameraState::Starting, 0.0, None);
     while !stop.load(Ordering::SeqCst) {
@@ -230,14 +225,13 @@ fn supervise(opts: &SupervisorOptions, on_frame: &FrameFn, on_status: StatusFn, 
             Err(e) => {
                 rep.report(CameraState::Reconnecting, 0.0, Some(e.to_string()));
                 rep.restarts += 1;
-                if !pause(jitter(backoff, u64::from(generation)), stop) {
+                if !pause(backoff.next_delay(), stop) {
                     return;
                 }
-                backoff = (backoff * 2).min(opts.backoff_max);
                 continue;
             }
         };
-        let outcome = watch(&camera, &end_rx, opts.stall_timeout, &mut rep, stop, &mut backoff, opts.backoff_initial);
+        let outcome = watch(&camera, &end_rx, opts.stall_timeout, &mut rep, stop, &mut backoff);
         camera.stop();
         rep.capped_before += std::mem::take(&mut rep.capped_now);
         match outcome {
@@ -251,10 +245,9 @@ fn supervise(opts: &SupervisorOptions, on_frame: &FrameFn, on_status: StatusFn, 
             Watch::Stalled(reason) => rep.report(CameraState::Stalled, 0.0, Some(reason)),
         }
         rep.restarts += 1;
-        if !pause(jitter(backoff, u64::from(generation)), stop) {
+        if !pause(backoff.next_delay(), stop) {
             return;
         }
-        backoff = (backoff * 2).min(opts.backoff_max);
     }
 }
 
@@ -271,8 +264,7 @@ fn watch(
     stall_timeout: Duration,
     rep: &mut Reporter,
     stop: &AtomicBool,
-    backoff: &mut Duration,
-    backoff_initial: Duration,
+    backoff: &mut Backoff,
 ) -> Watch {
     let is_file = matches!(camera.spec(), SourceSpec::File { .. });
     let mut last_count = 0;
@@ -310,7 +302,7 @@ fn watch(
             last_count = n;
             last_progress = now;
             if rep.state != Some(CameraState::Streaming) {
-                *backoff = backoff_initial;
+                backoff.reset();
                 rep.report(CameraState::Streaming, 0.0, None);
             }
         } else if now - last_progress > stall_timeout {

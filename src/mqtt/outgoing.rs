@@ -1,0 +1,144 @@
+//! What goes to the publisher and how it is set up: the messages it is handed, its
+//! settings, and the counters it keeps for `/healthz`, `/metrics` and the stats topic.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::BrokerUrl;
+use super::session::Protocol;
+use crate::pipeline::Output;
+
+/// What the publisher is asked to send: the pipeline's output as it came (one type from
+/// analysis to the wire), and what the daemon adds beside it.
+#[derive(Debug, Clone)]
+pub enum Outgoing {
+    /// From the pipeline. An event is numbered, spooled, sent QoS 1 and never lost
+    /// silently; a camera's state is retained and sent again after every reconnect; a
+    /// removed camera's retained state and summary are deleted.
+    Analysis(Output),
+    /// What a camera sees now (`{camera}/current`, retained, sent again after a reconnect).
+    Current {
+        /// Camera name.
+        camera: String,
+        /// The summary as JSON.
+        payload: Vec<u8>,
+    },
+    /// The periodic statistics: sent while connected, not retained, not spooled.
+    Stats(Vec<u8>),
+    /// Any other retained message (Home Assistant discovery); sent again after every
+    /// reconnect. An empty payload deletes the retained message.
+    Retained {
+        /// Topic.
+        topic: String,
+        /// Payload.
+        payload: Vec<u8>,
+    },
+}
+
+impl From<Output> for Outgoing {
+    fn from(output: Output) -> Outgoing {
+        Outgoing::Analysis(output)
+    }
+}
+
+/// What the publisher needs to know.
+#[derive(Debug, Clone)]
+pub struct PublisherConfig {
+    /// Broker address.
+    pub url: BrokerUrl,
+    /// MQTT client id.
+    pub client_id: String,
+    /// Topic prefix.
+    pub prefix: String,
+    /// Device id.
+    pub device: String,
+    /// Keep-alive.
+    pub keep_alive: Duration,
+    /// Username and password, if the broker wants them.
+    pub credentials: Option<(String, String)>,
+    /// How long shutdown waits for the spool to drain.
+    pub flush_timeout: Duration,
+    /// `mqtts://`: CA (PEM) and optional client certificate and key (PEM).
+    pub tls: Option<TlsFiles>,
+    /// Longest wait between reconnection attempts (refused credentials and TLS
+    /// failures are retried at this interval straight away).
+    pub reconnect_max: Duration,
+    /// MQTT 3.1.1 or 5.
+    pub protocol: Protocol,
+}
+
+/// TLS material, already read from disk.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// CA certificate(s), PEM.
+    pub ca: Vec<u8>,
+    /// Client certificate and key, PEM.
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Counters, readable while the publisher runs.
+#[derive(Debug)]
+pub struct PublishStats {
+    /// Events acknowledged by the broker.
+    pub acked: AtomicU64,
+    /// Events sent (including re-sends).
+    pub sent: AtomicU64,
+    /// Events dropped because the spool was full.
+    pub dropped: AtomicU64,
+    /// Events lost because the disk refused them (full, read-only, too many open files):
+    /// they got no durable `seq` or no place in the spool.
+    pub failed: AtomicU64,
+    /// Spooled records skipped at start because their checksum did not match.
+    pub corrupt: AtomicU64,
+    /// Why events cannot be kept right now (the last disk error), cleared when a write
+    /// succeeds again; `/healthz` reports it.
+    pub problem: std::sync::Mutex<Option<String>>,
+    /// Since when no connection is up (`None` while connected).
+    pub disconnected_since: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Events waiting in the spool.
+    pub spooled: AtomicU64,
+    /// Successful connections.
+    pub connects: AtomicU64,
+    /// Whether a connection is up.
+    pub connected: AtomicBool,
+}
+
+impl Default for PublishStats {
+    fn default() -> PublishStats {
+        PublishStats {
+            acked: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            corrupt: AtomicU64::new(0),
+            problem: std::sync::Mutex::new(None),
+            disconnected_since: std::sync::Mutex::new(Some(std::time::Instant::now())),
+            spooled: AtomicU64::new(0),
+            connects: AtomicU64::new(0),
+            connected: AtomicBool::new(false),
+        }
+    }
+}
+
+impl PublishStats {
+    /// The current disk problem, if any.
+    pub fn problem(&self) -> Option<String> {
+        self.problem.lock().ok().and_then(|p| p.clone())
+    }
+
+    /// How long the broker has been out of reach (zero while connected).
+    pub fn disconnected_for(&self) -> Duration {
+        self.disconnected_since.lock().ok().and_then(|t| t.map(|t| t.elapsed())).unwrap_or_default()
+    }
+
+    pub(super) fn set_connected(&self, up: bool) {
+        self.connected.store(up, Ordering::SeqCst);
+        if let Ok(mut since) = self.disconnected_since.lock() {
+            match (up, *since) {
+                (true, _) => *since = None,
+                (false, None) => *since = Some(std::time::Instant::now()),
+                (false, Some(_)) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! Per-camera trackers and lifecycles on the worker's thread: finished batches come in
+//! (each camera's frames in order), tracks and events go out, and the live statistics are
+//! counted on the way.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::analyze::{FaceAnalysis, StageTimes};
+use super::lanes::Finished;
+use super::stats::{CameraSummary, RunSummary};
+use super::worker::SlotCamera;
+use super::{EventSink, Output};
+use crate::detect::filter::FaceFilter;
+use crate::events::EmotionEvent;
+use crate::events::lifecycle::{FrameInfo, Lifecycle, Observation};
+use crate::source::Frame;
+use crate::track::Tracker;
+
+/// One camera's tracker and lifecycle, in its hub slot.
+pub(super) struct CameraTracks {
+    pub tracker: Tracker,
+    pub lifecycle: Lifecycle,
+    /// The stream generation its tracks belong to (a restart starts a new one).
+    pub stream: u32,
+    /// The faces this camera cares about (zones, sizes, scores).
+    pub filter: FaceFilter,
+}
+
+/// Per-camera trackers and lifecycles, fed finished batches in order.
+pub(super) struct Tracking<S> {
+    /// Per hub slot; `None` once the slot's camera has ended for good (a reload restarts
+    /// a camera in a new slot), so trackers of cameras gone are not kept.
+    pub states: Vec<Option<CameraTracks>>,
+    /// The camera per hub slot; grows when a reload adds cameras.
+    pub registry: Arc<Mutex<Vec<SlotCamera>>>,
+    /// Camera name per slot that has a state (copied from the registry once).
+    pub names: Vec<String>,
+    pub make_state: Box<dyn Fn(&str) -> CameraTracks + Send>,
+    pub live: Arc<Mutex<RunSummary>>,
+    pub done: Arc<AtomicU64>,
+    pub sink: S,
+}
+
+impl<S: EventSink> Tracking<S> {
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, RunSummary> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes sure slots up to `upto` have their tracker (cameras added by a reload get
+    /// theirs on first use).
+    fn ensure(&mut self, upto: usize) {
+        if self.states.len() > upto {
+            return;
+        }
+        let Ok(registry) = self.registry.lock() else { return };
+        while self.states.len() <= upto && self.states.len() < registry.len() {
+            let camera = &registry[self.states.len()];
+            let mut state = (self.make_state)(&camera.name);
+            state.filter = camera.filter.clone();
+            self.states.push(Some(state));
+            self.names.push(camera.name.clone());
+        }
+    }
+
+    /// Sends events on; false once the sink has closed.
+    fn emit(&mut self, events: Vec<EmotionEvent>) -> bool {
+        self.lock().events += events.len() as u64;
+        events.into_iter().all(|e| self.sink.emit(Output::Event(Box::new(e))))
+    }
+
+    /// A camera's stream broke (`closed`: it ended for good): its tracks are over.
+    pub fn end_tracks(&mut self, slot: usize, closed: bool) {
+        self.ensure(slot);
+        let Some(st) = self.states.get_mut(slot).and_then(Option::as_mut) else { return };
+        let ended = st.tracker.finish();
+        let events = st.lifecycle.end(&ended);
+        self.emit(events);
+        if closed {
+            self.states[slot] = None;
+            let name = self.names.get(slot).map_or("?", String::as_str);
+            tracing::info!(camera = %name, "camera ended; its tracks are closed");
+        }
+    }
+
+    /// Tracks one finished batch and emits its events; false once the sink has closed.
+    pub fn finish(&mut self, finished: Finished<Frame>) -> bool {
+        let Finished { frames, result } = finished;
+        {
+            let mut summary = self.lock();
+            summary.in_flight = summary.in_flight.saturating_sub(1);
+        }
+        let max_slot = frames.iter().map(|(s, _)| *s).max().unwrap_or(0);
+        self.ensure(max_slot);
+        if frames.is_empty() || self.states.len() <= max_slot {
+            if let Err(e) = result {
+                tracing::error!(error = %e, "inference failed");
+            }
+            return true;
+        }
+        let mut events = self.new_streams(&frames);
+        let (analyses, times) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                let names: Vec<&str> = frames.iter().map(|(s, _)| self.names[*s].as_str()).collect();
+                tracing::error!(cameras = ?names, error = %e, "inference failed on a batch");
+                return self.emit(events);
+            }
+        };
+        let t = Instant::now();
+        let mut counted = Vec::with_capacity(frames.len());
+        for ((slot, frame), faces) in frames.iter().zip(&analyses) {
+            let Some(st) = self.states[*slot].as_mut() else { continue };
+            events.extend(track_frame(st, frame, faces));
+            counted.push((*slot, faces.len() as u64, frame.captured.elapsed()));
+        }
+        self.count(counted, times, t.elapsed());
+        self.done.fetch_add(frames.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        drop(frames);
+        let open = self.emit(events);
+        if !open {
+            tracing::warn!("event sink closed; stopping inference");
+        }
+        open
+    }
+
+    /// Ends the tracks of cameras whose frames come from a new stream (the camera
+    /// restarted); frames of a camera that ended while they were analysed are skipped.
+    fn new_streams(&mut self, frames: &[(usize, Frame)]) -> Vec<EmotionEvent> {
+        let mut events = Vec::new();
+        for (slot, frame) in frames {
+            let Some(st) = self.states[*slot].as_mut() else { continue };
+            if st.stream != frame.stream {
+                st.stream = frame.stream;
+                let ended = st.tracker.finish();
+                events.extend(st.lifecycle.end(&ended));
+            }
+        }
+        events
+    }
+
+    /// Adds one batch to the live statistics: per camera (slot, faces, latency), the
+    /// models' times and the time tracking took.
+    fn count(&self, counted: Vec<(usize, u64, Duration)>, times: StageTimes, track_time: Duration) {
+        let states = self.states.len();
+        let mut summary = self.lock();
+        while summary.cameras.len() < states {
+            let name = self.names.get(summary.cameras.len()).cloned().unwrap_or_default();
+            summary.cameras.push(CameraSummary { name, ..CameraSummary::default() });
+        }
+        for (slot, faces, latency) in counted {
+            let cam = &mut summary.cameras[slot];
+            cam.frames += 1;
+            cam.faces += faces;
+            cam.latency.record(latency);
+            summary.frames += 1;
+            summary.faces += faces;
+        }
+        summary.batches += 1;
+        summary.stages.detect += times.detect;
+        summary.stages.classify += times.classify;
+        summary.stages.publish += track_time;
+        summary.detect_batches.record(times.detect);
+        summary.classify_batches.record(times.classify);
+    }
+}
+
+/// One frame's faces through the camera's filter, tracker and lifecycle: its events.
+fn track_frame(st: &mut CameraTracks, frame: &Frame, faces: &[FaceAnalysis]) -> Vec<EmotionEvent> {
+    let (w, h) = (frame.width as f32, frame.height as f32);
+    let kept: Vec<_> = faces.iter().filter(|f| st.filter.keeps(&f.detection.rect, f.detection.score, w, h)).collect();
+    let dets: Vec<_> = kept.iter().map(|f| (f.detection.rect, f.detection.score)).collect();
+    let update = st.tracker.update(&dets);
+    let observations: Vec<Observation<'_>> = kept
+        .iter()
+        .zip(&update.assigned)
+        .filter_map(|(f, track)| track.map(|t| (f, t)))
+        .map(|(f, track)| Observation {
+            track,
+            rect: f.detection.rect,
+            detector_score: f.detection.score,
+            vanilla: &f.vanilla_scores,
+            factual: f.factual_scores.as_deref(),
+            scores: &f.scores,
+            tie: f.effects.as_ref().map(|e| e.tie.as_slice()),
+            context_bias: f.effects.as_ref().map(|e| e.counterfactual.as_slice()),
+        })
+        .collect();
+    let info = FrameInfo {
+        index: frame.index,
+        wall: frame.wall,
+        captured: frame.captured,
+        width: w,
+        height: h,
+        source_size: frame.source_size,
+    };
+    st.lifecycle.on_frame(&info, &observations, &update.ended)
+}
