@@ -1,5 +1,6 @@
-//! Everything MQTT: the broker URL, the topic layout (DESIGN.md §5), the publisher that
-//! sends events, and a small subscriber for `clefd watch`.
+//! Everything MQTT: the topic layout (README, "Topics and the event"), the publisher that
+//! numbers, spools and sends events, the session over MQTT 3.1.1 or 5, and Home Assistant
+//! discovery. The broker URL and protocol are config values (`config::BrokerUrl`).
 
 pub mod home_assistant;
 mod outgoing;
