@@ -24,10 +24,12 @@ use tokio::time::Instant;
 
 use super::Topics;
 use super::session::{self, Session, SessionEvent, SessionOptions};
-use super::spool::{Record, Spool};
+use super::spool::Spool;
 use crate::backoff::Backoff;
 use crate::events::seq::SeqCounter;
 use crate::pipeline::Output;
+
+mod spooling;
 
 pub use super::outgoing::{Outgoing, PublishStats, PublisherConfig, TlsFiles};
 
@@ -154,97 +156,6 @@ impl Publisher {
             window: 0,
             next_send: 0,
         }
-    }
-
-    /// Numbers a group of events, makes the numbers durable, and spools the events. Disk
-    /// errors never end the publisher: the events they hit are counted as failed,
-    /// `/healthz` says why, and the next group tries again.
-    fn spool_events(&mut self, mut events: Vec<crate::events::EmotionEvent>) {
-        if events.is_empty() {
-            return;
-        }
-        for event in &mut events {
-            event.seq = self.seq.reserve();
-        }
-        if let Err(e) = self.seq.persist() {
-            self.disk_trouble(format!("cannot persist the event sequence number: {e}"), events.len() as u64);
-            return;
-        }
-        let mut failed = 0;
-        let mut last_error = None;
-        for event in events {
-            let payload = match serde_json::to_vec(&event) {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::error!(camera = %event.camera, seq = event.seq, error = %e, "cannot encode an event");
-                    failed += 1;
-                    continue;
-                }
-            };
-            let rec = Record { seq: event.seq, topic: self.topics.emotion(&event.camera), payload };
-            if rec.topic.len() + rec.payload.len() > MAX_EVENT_BYTES {
-                tracing::error!(camera = %event.camera, seq = event.seq, bytes = rec.payload.len(), "an event too large to send was dropped");
-                failed += 1;
-                continue;
-            }
-            match self.spool.append(&rec) {
-                Ok(dropped) => {
-                    tracing::info!(
-                        camera = %event.camera, track = event.track_id, seq = event.seq,
-                        "{:<6} {:<10} {:.2} (debias {})",
-                        event.kind.as_str(), event.emotion, event.confidence,
-                        if event.debiased.is_some() { "on" } else { "off" }
-                    );
-                    if dropped > 0 {
-                        self.stats.dropped.fetch_add(dropped, Ordering::Relaxed);
-                        tracing::warn!(
-                            dropped,
-                            total_dropped = self.spool.dropped(),
-                            "spool full: dropped the oldest events"
-                        );
-                    }
-                }
-                Err(e) => {
-                    failed += 1;
-                    last_error = Some(e);
-                }
-            }
-        }
-        let synced = self.spool.sync();
-        match (last_error, synced) {
-            (Some(e), _) => self.disk_trouble(format!("cannot write to the event spool: {e}"), failed),
-            (None, Err(e)) => self.disk_trouble(format!("cannot flush the event spool to disk: {e}"), failed),
-            (None, Ok(())) if failed == 0 => self.disk_fine(),
-            (None, Ok(())) => {
-                self.stats.failed.fetch_add(failed, Ordering::Relaxed);
-            }
-        }
-    }
-
-    /// Counts `lost` events and records why, logging once per new reason.
-    fn disk_trouble(&self, reason: String, lost: u64) {
-        let total = self.stats.failed.fetch_add(lost, Ordering::Relaxed) + lost;
-        let Ok(mut problem) = self.stats.problem.lock() else { return };
-        if problem.as_deref() != Some(reason.as_str()) {
-            tracing::error!(lost, total_lost = total, spool = %self.spool_dir(), "{reason}; events are lost until the disk accepts writes again (analysis goes on)");
-            *problem = Some(reason);
-        }
-    }
-
-    /// Clears a recorded disk problem once a write went through.
-    fn disk_fine(&self) {
-        if let Ok(mut problem) = self.stats.problem.lock() {
-            if problem.take().is_some() {
-                tracing::info!(
-                    lost = self.stats.failed.load(Ordering::Relaxed),
-                    "the event spool accepts writes again"
-                );
-            }
-        }
-    }
-
-    fn spool_dir(&self) -> String {
-        self.spool.dir().display().to_string()
     }
 
     /// Sends unacknowledged events from the spool while the window has room.
