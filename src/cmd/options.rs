@@ -6,7 +6,9 @@
 use std::path::Path;
 
 use anyhow::Context;
-use clefd::config::{self, CameraSettings, ConfigErrors, EngineSettings, Problem, Settings};
+use clefd::config::{
+    self, CameraSettings, ConfigErrors, EngineSettings, EventSettings, Problem, Settings, SupervisorSettings,
+};
 use clefd::detect::filter::FaceFilter;
 use clefd::engine::manifest::Manifest;
 use clefd::engine::runtime::SessionOptions;
@@ -14,7 +16,7 @@ use clefd::engine::tensorrt::TrtSettings;
 use clefd::events::lifecycle::LifecycleConfig;
 use clefd::mqtt::{PublisherConfig, TlsFiles};
 use clefd::pipeline::{Batching, CameraPlan, PipelineOptions, WorkerOptions};
-use clefd::source::{CameraOptions, SourceSpec, SupervisorOptions};
+use clefd::source::{CameraOptions, SupervisorOptions};
 
 /// [`config::load`], then every bundle's manifest: what `check-config`, `run` and a reload
 /// accept, problem by problem.
@@ -61,29 +63,44 @@ pub fn session_options(engine: &EngineSettings) -> SessionOptions {
 
 /// The pipeline's options for the enabled cameras, and the cameras that cannot start
 /// (their password file cannot be read), with why.
+///
+/// The sections the pipeline uses are taken apart field by field, without `..`: a field
+/// added to one of them does not compile until it is given to the pipeline (and so
+/// compared by its reload) or named as not its business.
 pub fn pipeline_options(s: &Settings) -> (PipelineOptions, Vec<(String, String)>) {
-    let e = &s.events;
+    let EngineSettings {
+        onnxruntime: _, // loaded once, by `engine::runtime::init`
+        bundle: _,      // resolved into each camera's `bundle`
+        lanes,
+        threads,
+        // The next four go to the sessions, through `session_options`.
+        providers: _,
+        cache_dir: _,
+        precision: _,
+        dla_core: _,
+        batching,
+        batch_max,
+        batch_timeout,
+    } = &s.engine;
+    let EventSettings { min_track_age, heartbeat, smoothing, hysteresis, empty_after: _ } = &s.events;
     let workers = WorkerOptions {
         device_id: s.device_id.clone(),
         session: session_options(&s.engine),
-        lanes: s.engine.lanes,
-        threads: s.engine.threads,
-        batching: Batching {
-            max_frames: if s.engine.batching { s.engine.batch_max } else { 1 },
-            linger: s.engine.batch_timeout,
-        },
+        lanes: *lanes,
+        threads: *threads,
+        batching: Batching { max_frames: if *batching { *batch_max } else { 1 }, linger: *batch_timeout },
         lifecycle: LifecycleConfig {
-            min_track_age: e.min_track_age,
-            heartbeat: e.heartbeat,
-            smoothing: e.smoothing,
-            hysteresis: e.hysteresis,
+            min_track_age: *min_track_age,
+            heartbeat: *heartbeat,
+            smoothing: *smoothing,
+            hysteresis: *hysteresis,
         },
         tracker: s.tracker.clone(),
     };
     let mut cameras = std::collections::BTreeMap::new();
     let mut unusable = Vec::new();
     for (name, cam) in s.enabled_cameras() {
-        match camera_plan(s, name, cam) {
+        match camera_plan(&s.supervisor, name, cam) {
             Ok(plan) => drop(cameras.insert(name.clone(), plan)),
             Err(reason) => unusable.push((name.clone(), reason)),
         }
@@ -92,41 +109,54 @@ pub fn pipeline_options(s: &Settings) -> (PipelineOptions, Vec<(String, String)>
 }
 
 /// One camera as the pipeline runs it, its password read into its URI.
-fn camera_plan(s: &Settings, name: &str, cam: &CameraSettings) -> Result<CameraPlan, String> {
-    let spec = match (&cam.password_file, &cam.source) {
-        (Some(f), SourceSpec::Rtsp { location }) => {
+fn camera_plan(sup: &SupervisorSettings, name: &str, cam: &CameraSettings) -> Result<CameraPlan, String> {
+    let CameraSettings {
+        source,
+        enabled: _, // only enabled cameras get here
+        looping,
+        realtime,
+        width,
+        bundle,
+        fps,
+        transport,
+        latency_ms,
+        decoder_threads,
+        decoder,
+        password_file,
+        score_threshold,
+        min_face_px,
+        zones,
+        ignore,
+    } = cam;
+    let spec = match password_file {
+        Some(f) => {
             let pw =
                 std::fs::read_to_string(f).map_err(|e| format!("cannot read password_file {}: {e}", f.display()))?;
-            SourceSpec::Rtsp { location: clefd::source::with_password(location, pw.trim_end_matches(['\r', '\n']))? }
+            source.with_password(pw.trim_end_matches(['\r', '\n']))?
         }
-        (_, spec) => spec.clone(),
+        None => source.clone(),
     };
     let camera = CameraOptions {
         name: name.to_string(),
         spec,
-        width: cam.width,
-        looping: cam.looping,
-        realtime: cam.realtime,
-        fps_cap: cam.fps,
-        rtsp_udp: cam.transport == config::Transport::Udp,
-        rtsp_latency_ms: cam.latency_ms,
-        decoder_threads: cam.decoder_threads,
-        decoder: cam.decoder,
+        width: *width,
+        looping: *looping,
+        realtime: *realtime,
+        fps_cap: *fps,
+        rtsp_udp: *transport == config::Transport::Udp,
+        rtsp_latency_ms: *latency_ms,
+        decoder_threads: *decoder_threads,
+        decoder: *decoder,
     };
-    let sup = &s.supervisor;
+    let SupervisorSettings { backoff_initial, backoff_max, stall_timeout } = sup.clone();
     Ok(CameraPlan {
-        bundle: cam.bundle.clone(),
-        source: SupervisorOptions {
-            camera,
-            backoff_initial: sup.backoff_initial,
-            backoff_max: sup.backoff_max,
-            stall_timeout: sup.stall_timeout,
-        },
+        bundle: bundle.clone(),
+        source: SupervisorOptions { camera, backoff_initial, backoff_max, stall_timeout },
         filter: FaceFilter {
-            score_threshold: cam.score_threshold,
-            min_face_px: cam.min_face_px,
-            zones: cam.zones.clone(),
-            ignore: cam.ignore.clone(),
+            score_threshold: *score_threshold,
+            min_face_px: *min_face_px,
+            zones: zones.clone(),
+            ignore: ignore.clone(),
         },
     })
 }

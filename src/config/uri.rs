@@ -167,6 +167,20 @@ impl SourceSpec {
     }
 }
 
+impl SourceSpec {
+    /// The same source with `password` (read from the camera's `password_file`) in its
+    /// URI: for `rtsp://` and `http(s)://` cameras, whose URI names the user.
+    pub fn with_password(&self, password: &str) -> Result<SourceSpec, String> {
+        match self {
+            SourceSpec::Rtsp { location } => Ok(SourceSpec::Rtsp { location: with_password(location, password)? }),
+            SourceSpec::HttpMjpeg { location } => {
+                Ok(SourceSpec::HttpMjpeg { location: with_password(location, password)? })
+            }
+            _ => Err("password_file is for rtsp:// and http(s):// cameras".into()),
+        }
+    }
+}
+
 /// Puts a password (read from a file, so it never sits in the config) into an
 /// `rtsp://user@host/...` URI.
 pub fn with_password(uri: &str, password: &str) -> Result<String, String> {
@@ -195,6 +209,21 @@ pub fn split_login(location: &str) -> (String, Option<(String, String)>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_password_file_goes_into_rtsp_and_http_uris_only() {
+        let rtsp = SourceSpec::parse("rtsp://viewer@cam.local/stream").unwrap();
+        let SourceSpec::Rtsp { location } = rtsp.with_password("p@ss").unwrap() else { panic!("still rtsp") };
+        assert_eq!(location, "rtsp://viewer:p%40ss@cam.local/stream");
+        let http = SourceSpec::parse("http://viewer@cam.local/video.mjpg").unwrap();
+        assert!(
+            matches!(http.with_password("x").unwrap(), SourceSpec::HttpMjpeg { location } if location.contains("viewer:x@"))
+        );
+        assert!(SourceSpec::parse("test://ball").unwrap().with_password("x").is_err());
+        assert!(
+            SourceSpec::parse("rtsp://cam.local/stream").unwrap().with_password("x").unwrap_err().contains("user name")
+        );
+    }
 
     #[test]
     fn logins_leave_the_location_decoded() {

@@ -376,13 +376,6 @@ fn camera(at: &CameraPlace, cam: &CameraConfig, default_bundle: &Path, c: &mut C
 /// A camera's URI, parsed, and its password file.
 fn camera_source(at: &CameraPlace, cam: &CameraConfig, c: &mut Collector) -> Option<SourceSpec> {
     let (name, file) = (at.name, at.file);
-    if let Some(p) = &cam.password_file {
-        if !p.is_file() {
-            c.push(file, at.key("password_file"), format!("{} does not exist", p.display()));
-        } else if let Err(reason) = super::uri::with_password(&cam.uri, "x") {
-            c.push(file, at.key("password_file"), reason);
-        }
-    }
     let problem = if cam.uri.is_empty() {
         Some(format!("camera '{name}' has no uri"))
     } else {
@@ -393,7 +386,15 @@ fn camera_source(at: &CameraPlace, cam: &CameraConfig, c: &mut Collector) -> Opt
         return None;
     }
     let spec = SourceSpec::parse(&cam.uri).map_err(|reason| format!("camera '{name}': {reason}"));
-    parsed(c, file, &at.key("uri"), spec)
+    let spec = parsed(c, file, &at.key("uri"), spec)?;
+    if let Some(p) = &cam.password_file {
+        if !p.is_file() {
+            c.push(file, at.key("password_file"), format!("{} does not exist", p.display()));
+        } else if let Err(reason) = spec.with_password("x") {
+            c.push(file, at.key("password_file"), reason);
+        }
+    }
+    Some(spec)
 }
 
 /// Thresholds, zones and ignored areas.
