@@ -488,6 +488,25 @@ fn a_protected_http_mjpeg_camera_opens_with_its_password() {
     camera.stop();
     let why = failure_of(at("wrong"));
     assert!(why.contains("the camera refused the user name and password"), "{why}");
+    // The daemon, with the password in a file.
+    let broker = common::Broker::start();
+    let consumer = Consumer::start(broker.port);
+    std::fs::write(dir.path().join("ipcam-password"), "p@ss:w/rd %1\n").unwrap();
+    let cfg = dir.path().join("clefd.toml");
+    std::fs::write(
+        &cfg,
+        common::base_config(dir.path(), &broker.url(), "authdev")
+            + &format!(
+                "[cameras.ipcam]\nuri = \"http://viewer@127.0.0.1:{port}/video.mjpg\"\npassword_file = \"{}\"\n",
+                dir.path().join("ipcam-password").display()
+            ),
+    )
+    .unwrap();
+    let daemon = Daemon::start(&cfg, &dir.path().join("clefd.log"));
+    consumer.wait_for("the protected MJPEG camera streaming", Duration::from_secs(30), |m| {
+        states(m, "ipcam").contains(&"streaming".to_string())
+    });
+    assert!(daemon.stop());
 }
 
 /// An RTSP camera analysed at a smaller width: each frame knows the stream's own size (an
