@@ -184,6 +184,16 @@ fn metrics_pass_promtool_and_healthz_tells_the_truth() {
         labelled.contains(&format!("clefd_build_info{{version=\"{}\",onnxruntime=\"1.", env!("CARGO_PKG_VERSION"))),
         "{labelled}"
     );
+    // Every metric the Grafana dashboard queries is one clefd exports.
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(common::repo().join("contrib/grafana/clefd.json")).unwrap())
+            .unwrap();
+    let queried = common::dashboard_metrics(&dashboard);
+    assert!(queried.len() >= 20, "{queried:?}");
+    let exported: std::collections::BTreeSet<&str> =
+        labelled.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split(['{', ' ']).next()).collect();
+    let missing: Vec<&String> = queried.iter().filter(|m| !exported.contains(m.as_str())).collect();
+    assert!(missing.is_empty(), "the dashboard queries metrics clefd does not export: {missing:?}");
     let build = metrics.lines().find(|l| l.starts_with("clefd_build_info{")).unwrap_or_default();
     assert!(build.contains("provider=\"cpu\""), "the best provider of this ONNX Runtime: {build}");
     for name in [

@@ -513,3 +513,20 @@ pub fn hardware_decoder_installed() -> bool {
     }
     found.is_some()
 }
+
+/// The metric names a Grafana dashboard's queries use (`clefd_…` words in every `expr`).
+pub fn dashboard_metrics(dashboard: &serde_json::Value) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for panel in dashboard["panels"].as_array().into_iter().flatten() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap_or_default();
+            let mut rest = expr;
+            while let Some(at) = rest.find("clefd_") {
+                let word: String = rest[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                rest = &rest[at + word.len()..];
+                names.insert(word);
+            }
+        }
+    }
+    names
+}
