@@ -276,3 +276,29 @@ fn more_cameras_than_one_daemon_runs_are_refused() {
     assert_eq!(code, 78, "{out}");
     assert!(out.contains("camera files: one clefd runs at most 128 cameras"), "{out}");
 }
+
+/// A broken bundle manifest and a broken key are listed together, in one run: the
+/// manifest is checked by the CLI's parser while the config is (config itself knows no
+/// manifests).
+#[test]
+fn a_bad_manifest_and_a_bad_key_are_listed_in_one_run() {
+    let (dir, clip) = setup();
+    let bundle = dir.path().join("bundle");
+    std::fs::create_dir_all(&bundle).unwrap();
+    std::fs::write(bundle.join("manifest.toml"), "name = 5\n").unwrap();
+    let p = dir.path().join("clefd.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "[cameras.a]\nuri = \"file://{}\"\nbundle = \"bundle\"\ntransport = \"quic\"\n[cameras.b]\nuri = \"test://ball\"\nbundle = \"bundle\"\n",
+            clip.display()
+        ),
+    )
+    .unwrap();
+    let (code, out) = check(&p, &[]);
+    assert_eq!(code, 78, "{out}");
+    assert!(out.contains("cameras.a.transport: 'quic' is not a transport"), "{out}");
+    let manifest: Vec<&str> = out.lines().filter(|l| l.contains("manifest.toml")).collect();
+    assert_eq!(manifest.len(), 1, "one bundle, reported once though two cameras use it:\n{out}");
+    assert!(manifest[0].contains("(bundle named by cameras.a.bundle in "), "{out}");
+}

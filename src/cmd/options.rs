@@ -18,33 +18,12 @@ use clefd::mqtt::{PublisherConfig, TlsFiles};
 use clefd::pipeline::{Batching, CameraPlan, PipelineOptions, WorkerOptions};
 use clefd::source::{CameraOptions, SupervisorOptions};
 
-/// [`config::load`], then every bundle's manifest: what `check-config`, `run` and a reload
-/// accept, problem by problem.
+/// [`config::load`] with every bundle's manifest checked too: what `check-config`, `run`
+/// and a reload accept, every problem listed at once.
 pub fn load_config(path: &Path) -> Result<Settings, ConfigErrors> {
-    let settings = config::load(path)?;
-    let mut problems = Vec::new();
-    let main = path.display().to_string();
-    for dir in settings.bundles_in_use() {
-        if let Err(e) = Manifest::load(dir) {
-            let named_by = named_by(&settings, dir, &main);
-            problems.push(Problem {
-                file: e.path,
-                key: e.key,
-                reason: format!("{} (bundle named by {named_by})", e.reason),
-            });
-        }
-    }
-    if problems.is_empty() { Ok(settings) } else { Err(ConfigErrors(problems)) }
-}
-
-/// Which key names bundle `dir`, and in which file: for a manifest's problems.
-fn named_by(settings: &Settings, dir: &Path, main: &str) -> String {
-    let camera = settings.enabled_cameras().find(|(_, c)| c.bundle == dir && dir != settings.engine.bundle);
-    match camera.and_then(|(name, _)| Some((name, settings.camera_files.get(name)?))) {
-        Some((_, file)) if file.display().to_string() != main => format!("bundle in {}", file.display()),
-        Some((name, _)) => format!("cameras.{name}.bundle in {main}"),
-        None => format!("engine.bundle in {main}"),
-    }
+    config::load_with(path, &|dir| {
+        Manifest::load(dir).err().map(|e| Problem { file: e.path, key: e.key, reason: e.reason })
+    })
 }
 
 /// How models run, from `[engine]`.

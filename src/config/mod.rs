@@ -45,7 +45,14 @@ pub fn default_providers() -> Vec<Provider> {
 
 /// Loads, layers, checks and types the configuration rooted at `path`.
 pub fn load(path: &Path) -> Result<Settings, ConfigErrors> {
-    let mut c = Collector { problems: Vec::new() };
+    load_with(path, &|_| None)
+}
+
+/// [`load`], with every bundle folder the configuration names also checked by
+/// `check_bundle` (its manifest, say): the caller's parser, so this module depends on
+/// nothing, and its problems are listed with all the others.
+pub fn load_with(path: &Path, check_bundle: &dyn Fn(&Path) -> Option<Problem>) -> Result<Settings, ConfigErrors> {
+    let mut c = Collector { problems: Vec::new(), check_bundle, bundles_seen: Vec::new() };
     let settings = load::layered(path, &mut c).and_then(|(raw, files)| validate::validate(raw, files, path, &mut c));
     match settings {
         Some(s) if c.problems.is_empty() => Ok(s),
@@ -75,11 +82,15 @@ impl fmt::Display for Problem {
 #[error("{} configuration problem(s):\n{}", .0.len(), .0.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
 pub struct ConfigErrors(pub Vec<Problem>);
 
-struct Collector {
+struct Collector<'a> {
     problems: Vec<Problem>,
+    /// The caller's check of a bundle folder that exists.
+    check_bundle: &'a dyn Fn(&Path) -> Option<Problem>,
+    /// Bundle folders checked already (several cameras may share one).
+    bundles_seen: Vec<std::path::PathBuf>,
 }
 
-impl Collector {
+impl Collector<'_> {
     /// Records a problem; a key whose value came from a `CLEFD__…` variable is blamed on
     /// the environment, not on the file.
     fn push(&mut self, file: impl fmt::Display, key: impl Into<String>, reason: impl Into<String>) {

@@ -295,11 +295,18 @@ fn tuning(raw: &Config, m: &str, c: &mut Collector) -> (EventSettings, TrackerSe
     )
 }
 
-/// Records a missing bundle folder (its manifest and models are checked by whoever loads
-/// them: `check-config`, `run`, a reload).
+/// Records a missing bundle folder, and what the caller's check finds in one that exists
+/// (each folder once).
 fn bundle_exists(c: &mut Collector, file: &str, key: &str, dir: &Path) {
+    if c.bundles_seen.iter().any(|b| b == dir) {
+        return;
+    }
+    c.bundles_seen.push(dir.to_path_buf());
     if !dir.is_dir() {
         c.push(file, key, format!("engine bundle folder {} does not exist", dir.display()));
+    } else if let Some(p) = (c.check_bundle)(dir) {
+        let reason = format!("{} (bundle named by {key} in {file})", p.reason);
+        c.problems.push(super::Problem { reason, ..p });
     }
 }
 
