@@ -231,3 +231,32 @@ fn a_bundle_that_cannot_load_is_refused_and_a_removed_camera_leaves_no_trace() {
     assert!(late.on("/b/state").is_empty(), "no retained state for a removed camera: {:?}", late.on("/b/state"));
     assert!(daemon.stop());
 }
+
+/// A reload whose models take ten minutes to load (TensorRT building engines, say) does
+/// not hold SIGTERM back: the daemon stops cleanly while the load is still under way.
+#[test]
+fn sigterm_during_a_slow_reload_stops_without_waiting_for_it() {
+    let broker = common::Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let base = common::base_config(dir.path(), &broker.url(), "slowreload");
+    let cfg = write(dir.path(), &base, port, "[cameras.a]\nuri = \"test://ball\"\n");
+    let log = dir.path().join("clefd.log");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_clefd"));
+    cmd.args(["run", "--config", cfg.to_str().unwrap()]).env("CLEFD_TEST_RELOAD_DELAY_MS", "600000");
+    let daemon = common::Daemon::spawn(cmd, &log);
+    keeps_streaming(port, "a", 5);
+    // New engine settings: every bundle loads again, into the ten-minute delay.
+    write(dir.path(), &base.replace("threads = 1", "threads = 2"), port, "[cameras.a]\nuri = \"test://ball\"\n");
+    hup(&daemon);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("reload: loading bundles") {
+        assert!(Instant::now() < deadline, "the reload never started loading");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // `stop` sends SIGTERM and allows 20 s for exit 0: far less than the load.
+    assert!(daemon.stop(), "clefd did not stop cleanly during the reload");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("SIGTERM during a reload"), "{text}");
+    assert!(!text.contains("configuration reloaded"), "{text}");
+}

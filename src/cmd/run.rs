@@ -74,6 +74,9 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     let (outcome, ending) = rt.block_on(daemon.serve(&mut signals));
+    // A reload interrupted by SIGTERM may still be loading models on a blocking thread:
+    // do not wait for it (its result is dropped; the pipeline has stopped).
+    rt.shutdown_timeout(Duration::from_millis(500));
     log_summaries(&outcome);
     for (camera, reason) in &outcome.failures {
         tracing::error!(camera = %camera, "camera failed: {reason}");
@@ -83,6 +86,25 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
         Ending::StreamsEnded if outcome.failures.is_empty() => ExitCode::SUCCESS,
         Ending::StreamsEnded | Ending::PublisherFailed(_) => ExitCode::from(1),
     })
+}
+
+/// How a reload ended, for the main loop.
+#[derive(Debug, PartialEq, Eq)]
+enum Reloaded {
+    /// Applied or refused: serving goes on.
+    Done,
+    /// A SIGTERM came while it ran: the daemon must stop.
+    Stopped,
+}
+
+/// What [`Daemon::apply`] did with the new configuration.
+enum Applied {
+    /// It is in force.
+    Now(Box<Settings>),
+    /// It is not (the reason is logged); the running one stays.
+    Refused,
+    /// A SIGTERM interrupted it.
+    Stopped,
 }
 
 /// The running daemon: the pipeline, the publisher it feeds, and what a reload needs.
@@ -189,7 +211,9 @@ impl Daemon {
                     Signal::Stop => break (self.stop(waiting).await, Ending::Signalled),
                     Signal::Reload => {
                         tracing::info!(config = %self.config_path.display(), "SIGHUP: reloading the configuration");
-                        self.reload(&mut publishing).await;
+                        if self.reload(&mut publishing, signals).await == Reloaded::Stopped {
+                            break (self.stop(waiting).await, Ending::Signalled);
+                        }
                         watched = self.fingerprint();
                     }
                 },
@@ -201,7 +225,9 @@ impl Daemon {
                     let now = self.fingerprint();
                     if now != watched {
                         tracing::info!(config = %self.config_path.display(), "configuration files changed: reloading");
-                        self.reload(&mut publishing).await;
+                        if self.reload(&mut publishing, signals).await == Reloaded::Stopped {
+                            break (self.stop(waiting).await, Ending::Signalled);
+                        }
                         watched = self.fingerprint();
                     }
                 }
@@ -282,16 +308,23 @@ impl Daemon {
     /// anything is bad, log why and keep running as before. Otherwise restart only the
     /// cameras whose plan changed, move the publisher if the connection changed, and
     /// forget removed cameras everywhere (health, metrics, retained state).
-    async fn reload(&mut self, publishing: &mut Publishing) {
+    ///
+    /// A SIGTERM that arrives meanwhile is answered at once, even while new models load
+    /// (minutes when TensorRT builds engines): the cameras stop, the half-done reload is
+    /// dropped, and [`Reloaded::Stopped`] tells the caller to finish stopping.
+    async fn reload(&mut self, publishing: &mut Publishing, signals: &mut Signals) -> Reloaded {
         self.notifier.send("RELOADING=1");
-        if let Some(new) = self.apply(publishing).await {
-            self.settings = new;
+        match self.apply(publishing, signals).await {
+            Applied::Now(new) => self.settings = *new,
+            Applied::Refused => {}
+            Applied::Stopped => return Reloaded::Stopped,
         }
         self.notifier.send("READY=1");
+        Reloaded::Done
     }
 
-    /// The reload itself; the settings now in force, or `None` when the running ones stay.
-    async fn apply(&mut self, publishing: &mut Publishing) -> Option<Settings> {
+    /// The reload itself: the settings now in force, or why not.
+    async fn apply(&mut self, publishing: &mut Publishing, signals: &mut Signals) -> Applied {
         let new = match load_config(&self.config_path) {
             Ok(s) => s,
             Err(errors) => {
@@ -299,7 +332,7 @@ impl Daemon {
                     tracing::error!("reload rejected: {p}");
                 }
                 tracing::error!("the new configuration is invalid; the running one stays");
-                return None;
+                return Applied::Refused;
             }
         };
         let later = self.settings.restart_only_changes(&new);
@@ -310,7 +343,7 @@ impl Daemon {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "the new MQTT settings cannot be used; the running configuration stays");
-                return None;
+                return Applied::Refused;
             }
         };
         let (options, unusable) = pipeline_options(&new);
@@ -318,15 +351,28 @@ impl Daemon {
             tracing::error!(camera = %camera, error = %reason, "camera cannot start");
         }
         let control = self.control.clone();
-        let report = match tokio::task::spawn_blocking(move || control.reload(&options)).await {
+        let mut reloading = tokio::task::spawn_blocking(move || control.reload(&options));
+        let done = loop {
+            tokio::select! {
+                done = &mut reloading => break done,
+                signal = signals.next() => match signal {
+                    Signal::Stop => {
+                        tracing::info!("SIGTERM during a reload: stopping without waiting for it");
+                        return Applied::Stopped;
+                    }
+                    Signal::Reload => tracing::warn!("SIGHUP during a reload: ignored, send it again once this one is done"),
+                },
+            }
+        };
+        let report = match done {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "the new configuration cannot be used; the running one stays");
-                return None;
+                return Applied::Refused;
             }
             Err(e) => {
                 tracing::error!(error = %e, "the reload ended abnormally");
-                return None;
+                return Applied::Refused;
             }
         };
         if let Some(cfg) = new_publisher {
@@ -337,7 +383,7 @@ impl Daemon {
             let _ = self.to_publisher.send(msg).await;
         }
         tracing::info!(added = ?report.added, changed = ?report.changed, removed = ?report.removed, unchanged = report.unchanged.len(), workers_restarted = report.workers_restarted, "configuration reloaded");
-        Some(new)
+        Applied::Now(Box::new(new))
     }
 
     /// The publisher's settings when the connection changes (files read now, so a missing

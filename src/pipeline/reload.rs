@@ -83,6 +83,13 @@ impl Control {
             dirs.dedup();
             dirs
         };
+        if !needed.is_empty() {
+            tracing::info!(bundles = needed.len(), "reload: loading bundles before switching cameras over");
+        }
+        // Test hook: a reload whose models take long to load (SIGTERM must not wait for it).
+        if let Some(ms) = std::env::var("CLEFD_TEST_RELOAD_DELAY_MS").ok().and_then(|v| v.parse::<u64>().ok()) {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
         let mut prepared = Vec::with_capacity(needed.len());
         for dir in needed {
             let analyzers = load_analyzers(&options.workers, &dir)?;
