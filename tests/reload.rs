@@ -260,3 +260,32 @@ fn sigterm_during_a_slow_reload_stops_without_waiting_for_it() {
     assert!(text.contains("SIGTERM during a reload"), "{text}");
     assert!(!text.contains("configuration reloaded"), "{text}");
 }
+
+/// `log_level` takes effect on reload: raised to debug, the next camera start logs its
+/// pipeline (a debug line), with no restart.
+#[test]
+fn a_reload_changes_the_log_level_without_a_restart() {
+    let broker = common::Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let base = common::base_config(dir.path(), &broker.url(), "loglevel");
+    let cfg = write(dir.path(), &format!("log_level = \"info\"\n{base}"), port, "[cameras.a]\nuri = \"test://ball\"\n");
+    let log = dir.path().join("clefd.log");
+    let daemon = common::Daemon::start(&cfg, &log);
+    keeps_streaming(port, "a", 5);
+    let debug_line = "building the camera's pipeline";
+    assert!(!std::fs::read_to_string(&log).unwrap().contains(debug_line), "info hides debug lines");
+    write(
+        dir.path(),
+        &format!("log_level = \"clefd=debug,info\"\n{base}"),
+        port,
+        "[cameras.a]\nuri = \"test://ball\"\n[cameras.b]\nuri = \"test://smpte\"\n",
+    );
+    hup(&daemon);
+    keeps_streaming(port, "b", 5);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("log level changed"), "{text}");
+    assert!(text.contains(debug_line), "camera b's start is logged at debug level:\n{text}");
+    assert!(!text.contains("take effect at the next restart"), "{text}");
+    assert!(daemon.stop());
+}

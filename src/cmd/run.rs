@@ -13,16 +13,18 @@ use clefd::config::{self, Settings};
 use clefd::events::current::CurrentView;
 use clefd::events::seq::SeqCounter;
 use clefd::mqtt::spool::Spool;
-use clefd::mqtt::{Outgoing, Publisher, PublisherConfig};
+use clefd::mqtt::{Outgoing, Publisher};
 use clefd::pipeline::{Control, Outcome, Pipeline, PipelineError};
 use clefd::service::forward::Forward;
 use clefd::service::http::{Health, Seen};
 use clefd::service::notify::Notifier;
-use clefd::service::{Signal, Signals, systemd};
+use clefd::service::{LogLevel, Signal, Signals, systemd};
 use tokio::sync::mpsc;
 
 use super::options::{load_config, pipeline_options, publisher_config};
 use super::publishing::{Publishing, discovery_messages};
+
+mod reload;
 
 /// How the daemon's main loop ended.
 enum Ending {
@@ -60,7 +62,7 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(super::EXIT_CONFIG));
         }
     };
-    clefd::service::init_logging(&settings.log_level);
+    let log_level = clefd::service::init_logging(&settings.log_level);
     tracing::info!(config = %path.display(), device = %settings.device_id, cameras = settings.cameras.len(), "clefd {} starting", env!("CARGO_PKG_VERSION"));
     if settings.enabled_cameras().next().is_none() {
         tracing::error!(
@@ -69,7 +71,7 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(super::EXIT_CONFIG));
     }
-    let daemon = match Daemon::start(path, settings, &rt)? {
+    let daemon = match Daemon::start(path, settings, log_level, &rt)? {
         Ok(daemon) => daemon,
         Err(code) => return Ok(code),
     };
@@ -123,6 +125,8 @@ struct Daemon {
     sink: Forward,
     /// Cameras the configuration names but that could not be started at all.
     unusable: Vec<(String, String)>,
+    /// The running log filter, which a reload changes.
+    log_level: LogLevel,
 }
 
 impl Daemon {
@@ -131,6 +135,7 @@ impl Daemon {
     fn start(
         path: &Path,
         settings: Settings,
+        log_level: LogLevel,
         rt: &tokio::runtime::Runtime,
     ) -> anyhow::Result<Result<Daemon, ExitCode>> {
         let q = &settings.mqtt;
@@ -183,6 +188,7 @@ impl Daemon {
             seen,
             sink,
             unusable,
+            log_level,
         }))
     }
 
@@ -302,97 +308,6 @@ impl Daemon {
         let mut outcome = outcome.unwrap_or_default();
         outcome.failures.extend(unusable);
         (outcome, ending)
-    }
-
-    /// SIGHUP: check the new configuration first (files, bundles, MQTT settings); if
-    /// anything is bad, log why and keep running as before. Otherwise restart only the
-    /// cameras whose plan changed, move the publisher if the connection changed, and
-    /// forget removed cameras everywhere (health, metrics, retained state).
-    ///
-    /// A SIGTERM that arrives meanwhile is answered at once, even while new models load
-    /// (minutes when TensorRT builds engines): the cameras stop, the half-done reload is
-    /// dropped, and [`Reloaded::Stopped`] tells the caller to finish stopping.
-    async fn reload(&mut self, publishing: &mut Publishing, signals: &mut Signals) -> Reloaded {
-        self.notifier.send("RELOADING=1");
-        match self.apply(publishing, signals).await {
-            Applied::Now(new) => self.settings = *new,
-            Applied::Refused => {}
-            Applied::Stopped => return Reloaded::Stopped,
-        }
-        self.notifier.send("READY=1");
-        Reloaded::Done
-    }
-
-    /// The reload itself: the settings now in force, or why not.
-    async fn apply(&mut self, publishing: &mut Publishing, signals: &mut Signals) -> Applied {
-        let new = match load_config(&self.config_path) {
-            Ok(s) => s,
-            Err(errors) => {
-                for p in &errors.0 {
-                    tracing::error!("reload rejected: {p}");
-                }
-                tracing::error!("the new configuration is invalid; the running one stays");
-                return Applied::Refused;
-            }
-        };
-        let later = self.settings.restart_only_changes(&new);
-        if !later.is_empty() {
-            tracing::warn!(settings = %later.join(", "), "these changes take effect at the next restart");
-        }
-        let new_publisher = match self.new_publisher(&new) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(error = %format!("{e:#}"), "the new MQTT settings cannot be used; the running configuration stays");
-                return Applied::Refused;
-            }
-        };
-        let (options, unusable) = pipeline_options(&new);
-        for (camera, reason) in &unusable {
-            tracing::error!(camera = %camera, error = %reason, "camera cannot start");
-        }
-        let control = self.control.clone();
-        let mut reloading = tokio::task::spawn_blocking(move || control.reload(&options));
-        let done = loop {
-            tokio::select! {
-                done = &mut reloading => break done,
-                signal = signals.next() => match signal {
-                    Signal::Stop => {
-                        tracing::info!("SIGTERM during a reload: stopping without waiting for it");
-                        return Applied::Stopped;
-                    }
-                    Signal::Reload => tracing::warn!("SIGHUP during a reload: ignored, send it again once this one is done"),
-                },
-            }
-        };
-        let report = match done {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "the new configuration cannot be used; the running one stays");
-                return Applied::Refused;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "the reload ended abnormally");
-                return Applied::Refused;
-            }
-        };
-        if let Some(cfg) = new_publisher {
-            publishing.switch(cfg).await;
-        }
-        // Added, changed and removed cameras: Home Assistant follows the reload.
-        for msg in discovery_messages(&new) {
-            let _ = self.to_publisher.send(msg).await;
-        }
-        tracing::info!(added = ?report.added, changed = ?report.changed, removed = ?report.removed, unchanged = report.unchanged.len(), workers_restarted = report.workers_restarted, "configuration reloaded");
-        Applied::Now(Box::new(new))
-    }
-
-    /// The publisher's settings when the connection changes (files read now, so a missing
-    /// certificate refuses the reload).
-    fn new_publisher(&self, new: &Settings) -> anyhow::Result<Option<PublisherConfig>> {
-        if new.mqtt.connection == self.settings.mqtt.connection {
-            return Ok(None);
-        }
-        publisher_config(new).map(Some)
     }
 }
 

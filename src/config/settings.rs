@@ -215,7 +215,7 @@ impl Settings {
         let Settings {
             device_id,
             state_dir,
-            log_level,
+            log_level: _, // applied by the daemon on reload
             watch_config: _,
             engine: _,
             mqtt,
@@ -235,7 +235,6 @@ impl Settings {
         };
         check(*device_id != new.device_id, "device_id");
         check(*state_dir != new.state_dir, "state_dir");
-        check(*log_level != new.log_level, "log_level");
         check(*http != new.http, "[http]");
         check(*stats_every != new.mqtt.stats_every, "mqtt.stats_interval_s");
         check(*home_assistant != new.mqtt.home_assistant, "Home Assistant discovery");

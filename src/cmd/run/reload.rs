@@ -1,0 +1,125 @@
+//! SIGHUP (or changed config files): the new configuration is checked before anything
+//! changes, applied where it differs, and interrupted by SIGTERM without waiting for new
+//! models to load.
+
+use clefd::mqtt::PublisherConfig;
+use clefd::pipeline::{PipelineOptions, ReloadReport};
+use clefd::service::{Signal, Signals};
+
+use super::super::options::{load_config, pipeline_options, publisher_config};
+use super::super::publishing::{Publishing, discovery_messages};
+use super::{Applied, Daemon, Reloaded};
+use clefd::config::Settings;
+
+impl Daemon {
+    /// SIGHUP: check the new configuration first (files, bundles, MQTT settings); if
+    /// anything is bad, log why and keep running as before. Otherwise restart only the
+    /// cameras whose plan changed, move the publisher if the connection changed, and
+    /// forget removed cameras everywhere (health, metrics, retained state).
+    ///
+    /// A SIGTERM that arrives meanwhile is answered at once, even while new models load
+    /// (minutes when TensorRT builds engines): the cameras stop, the half-done reload is
+    /// dropped, and [`Reloaded::Stopped`] tells the caller to finish stopping.
+    pub(super) async fn reload(&mut self, publishing: &mut Publishing, signals: &mut Signals) -> Reloaded {
+        self.notifier.send("RELOADING=1");
+        match self.apply(publishing, signals).await {
+            Applied::Now(new) => self.settings = *new,
+            Applied::Refused => {}
+            Applied::Stopped => return Reloaded::Stopped,
+        }
+        self.notifier.send("READY=1");
+        Reloaded::Done
+    }
+
+    /// The reload itself: the settings now in force, or why not.
+    async fn apply(&mut self, publishing: &mut Publishing, signals: &mut Signals) -> Applied {
+        let new = match load_config(&self.config_path) {
+            Ok(s) => s,
+            Err(errors) => {
+                for p in &errors.0 {
+                    tracing::error!("reload rejected: {p}");
+                }
+                tracing::error!("the new configuration is invalid; the running one stays");
+                return Applied::Refused;
+            }
+        };
+        let later = self.settings.restart_only_changes(&new);
+        if !later.is_empty() {
+            tracing::warn!(settings = %later.join(", "), "these changes take effect at the next restart");
+        }
+        let new_publisher = match self.new_publisher(&new) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "the new MQTT settings cannot be used; the running configuration stays");
+                return Applied::Refused;
+            }
+        };
+        let (options, unusable) = pipeline_options(&new);
+        for (camera, reason) in &unusable {
+            tracing::error!(camera = %camera, error = %reason, "camera cannot start");
+        }
+        // Before the cameras restart, so their start is logged at the new level.
+        let old_level = self.settings.log_level.clone();
+        let level_changed = new.log_level != old_level && self.log_level.set(&new.log_level);
+        if level_changed {
+            tracing::info!(log_level = %new.log_level, "log level changed");
+        }
+        let report = match self.reload_pipeline(options, signals).await {
+            Ok(report) => report,
+            Err(ending) => {
+                if level_changed {
+                    self.log_level.set(&old_level);
+                }
+                return ending;
+            }
+        };
+        if let Some(cfg) = new_publisher {
+            publishing.switch(cfg).await;
+        }
+        // Added, changed and removed cameras: Home Assistant follows the reload.
+        for msg in discovery_messages(&new) {
+            let _ = self.to_publisher.send(msg).await;
+        }
+        tracing::info!(added = ?report.added, changed = ?report.changed, removed = ?report.removed, unchanged = report.unchanged.len(), workers_restarted = report.workers_restarted, "configuration reloaded");
+        Applied::Now(Box::new(new))
+    }
+
+    /// Moves the pipeline to `options` (models load on a blocking thread) while still
+    /// answering signals: `Err` says the reload was refused (logged) or interrupted.
+    async fn reload_pipeline(&self, options: PipelineOptions, signals: &mut Signals) -> Result<ReloadReport, Applied> {
+        let control = self.control.clone();
+        let mut reloading = tokio::task::spawn_blocking(move || control.reload(&options));
+        let done = loop {
+            tokio::select! {
+                done = &mut reloading => break done,
+                signal = signals.next() => match signal {
+                    Signal::Stop => {
+                        tracing::info!("SIGTERM during a reload: stopping without waiting for it");
+                        return Err(Applied::Stopped);
+                    }
+                    Signal::Reload => tracing::warn!("SIGHUP during a reload: ignored, send it again once this one is done"),
+                },
+            }
+        };
+        match done {
+            Ok(Ok(report)) => Ok(report),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "the new configuration cannot be used; the running one stays");
+                Err(Applied::Refused)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the reload ended abnormally");
+                Err(Applied::Refused)
+            }
+        }
+    }
+
+    /// The publisher's settings when the connection changes (files read now, so a missing
+    /// certificate refuses the reload).
+    fn new_publisher(&self, new: &Settings) -> anyhow::Result<Option<PublisherConfig>> {
+        if new.mqtt.connection == self.settings.mqtt.connection {
+            return Ok(None);
+        }
+        publisher_config(new).map(Some)
+    }
+}
