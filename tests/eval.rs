@@ -75,3 +75,32 @@ fn a_dataset_with_an_unknown_label_is_refused_with_file_and_row() {
     assert!(!out.status.success());
     assert!(err.contains("index.csv") && err.contains("row 2") && err.contains("'bored'"), "{err}");
 }
+
+/// The fair baseline (the same vanilla architecture trained on the same biased pictures
+/// with plain cross-entropy, no CLEF) runs through `clefd eval` as a bundle without a
+/// context branch, reproduces its stored count, and loses to CLEF's TIE on the anti slice
+/// by a clear margin: what CLEF buys over not using it.
+#[test]
+fn the_baseline_reproduces_its_count_and_clefs_tie_beats_it_on_anti() {
+    let dir = bundle().join("eval");
+    let expected: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let baseline = dir.join("baseline");
+    let anti = dir.join("anti");
+    let out = common::run_clefd(
+        &["eval", "--bundle", baseline.to_str().unwrap(), "--dataset", anti.to_str().unwrap(), "--json"],
+        &[],
+    );
+    assert!(out.status.success(), "clefd eval failed: {}", String::from_utf8_lossy(&out.stderr));
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got["debias"], false, "the baseline has no context branch");
+    assert_eq!(got["n"], expected["n"]);
+    assert_eq!(got["vanilla"]["correct"], expected["baseline"]["clefd"]["correct"], "the stored count");
+    let (rust, kit) =
+        (got["vanilla"]["accuracy"].as_f64().unwrap(), expected["baseline"]["kit"]["accuracy"].as_f64().unwrap());
+    assert!((rust - kit).abs() <= 0.5, "clefd {rust:.2} % vs kit {kit:.2} %");
+    let tie = expected["clefd"]["debiased"]["accuracy"].as_f64().unwrap();
+    assert!(tie >= rust + 10.0, "CLEF's TIE {tie:.1} % vs the baseline {rust:.1} % on anti");
+    for split in ["biased", "balanced", "anti"] {
+        assert!(expected["test_accuracy"][split]["baseline"].is_number(), "{split}: the baseline row is stored");
+    }
+}

@@ -6,7 +6,10 @@
 Renders the context-bias world (``biased`` for training; ``biased``, ``balanced`` and
 ``anti`` for testing), trains the CAER-Net-style model and its context-only branch with CLEF's
 objective, prints vanilla / factual / TIE accuracy on each split, and exports the bundle with
-its evaluation slice (``eval/anti``) and the numbers ``clefd eval`` must reproduce.
+its evaluation slice (``eval/anti``) and the numbers ``clefd eval`` must reproduce. Then the
+fair baseline (``baseline.py``: the same vanilla architecture, the same pictures, plain
+cross-entropy, no CLEF) is trained and exported to ``eval/baseline``, and its numbers stored
+beside the CLEF ones.
 """
 
 from __future__ import annotations
@@ -184,8 +187,20 @@ def main() -> int:
         return {k: {"correct": r[k]["correct"], "accuracy": round(r[k]["accuracy"], 4)}
                 for k in ("vanilla", "factual", "debiased")}
 
+    import baseline
+
+    base = baseline.train(args)
+    base_tests = baseline.report(base, args)
+    for split, acc in base_tests.items():
+        results[split]["baseline"] = acc
+    baseline.export(base, os.path.join(args.out, "eval", "baseline"))
+    base_kit = baseline.slice_result(base, slice_dir)
+    base_clefd = clefd_eval(os.path.join(args.out, "eval", "baseline"), slice_dir)
+    base_clefd = {"correct": base_clefd["vanilla"]["correct"],
+                  "accuracy": round(base_clefd["vanilla"]["accuracy"], 4)} if base_clefd else base_kit
     with open(os.path.join(args.out, "eval", "expected.json"), "w") as f:
         json.dump({"slice": "anti", "n": kit["n"], "kit": counts(kit), "clefd": counts(clefd or kit),
+                   "baseline": {"kit": base_kit, "clefd": base_clefd},
                    "training": {k: getattr(args, k) for k in ("seed", "bias", "difficulty", "epochs", "train",
                                                               "copies", "lr", "kl_weight", "fusion", "context_bound")},
                    "test_accuracy": results}, f, indent=1)

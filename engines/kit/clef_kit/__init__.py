@@ -3,13 +3,14 @@ counterfactual objective and export it as a clefd engine bundle.
 
 - :mod:`clef_kit.clef`: the CLEF wrapper (factual, counterfactual, TIE) and its loss.
 - :mod:`clef_kit.sampling`: the daemon's preprocessing, so training sees the field's pixels.
-- :mod:`clef_kit.export`: ``export_bundle`` → ONNX files + ``manifest.toml``.
+- :mod:`clef_kit.export`: ``export_bundle`` → ONNX files + ``manifest.toml``; ``export_vanilla_bundle``
+  for a model without a context branch (the fair baseline).
 - :mod:`clef_kit.world`: a procedural world with a known context bias.
 - :mod:`clef_kit.evaluate`: accuracy of factual and TIE decisions on a dataset folder.
 """
 
 from .clef import CLEF, ClefLoss, ClefOutput, clef_loss, fuse
-from .export import export_bundle
+from .export import export_bundle, export_vanilla_bundle
 from .sampling import InputSpec, SubjectSpec
 
-__all__ = ["CLEF", "ClefLoss", "ClefOutput", "clef_loss", "fuse", "export_bundle", "InputSpec", "SubjectSpec"]
+__all__ = ["CLEF", "ClefLoss", "ClefOutput", "clef_loss", "fuse", "export_bundle", "export_vanilla_bundle", "InputSpec", "SubjectSpec"]

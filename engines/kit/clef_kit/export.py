@@ -47,6 +47,55 @@ def _input_toml(section: str, spec: InputSpec) -> str:
     return "\n".join(lines)
 
 
+def _place_detector(out_dir: str, detector_file: str, link: bool) -> str:
+    """Copies (or links, relative) the detector into the bundle; its file name."""
+    det_name = os.path.basename(detector_file)
+    det_dest = os.path.join(out_dir, det_name)
+    if os.path.lexists(det_dest):
+        os.remove(det_dest)
+    if link:
+        os.symlink(os.path.relpath(os.path.abspath(detector_file), os.path.abspath(out_dir)), det_dest)
+    else:
+        shutil.copyfile(detector_file, det_dest)
+    return det_name
+
+
+def _common_tables(detector: dict, det_name: str, subject: SubjectSpec) -> list[str]:
+    det = dict(detector, file=det_name)
+    anchors = det.pop("anchors")
+    return ["[detector]\n" + "\n".join(f"{k} = {_toml_value(v)}" for k, v in det.items()),
+            "[detector.anchors]\n" + "\n".join(f"{k} = {_toml_value(v)}" for k, v in anchors.items()),
+            "[subject]\n" + "\n".join(f"{k} = {_toml_value(getattr(subject, k))}"
+                                       for k in ("face_scale", "body_width", "body_height", "mask", "mask_scale"))]
+
+
+def export_vanilla_bundle(out_dir: str, module: torch.nn.Module, *, name: str, version: str, labels: list[str],
+                          inputs: list[InputSpec], detector: dict, detector_file: str,
+                          subject: SubjectSpec | None = None, description: str = "", opset: int = 13,
+                          link_detector: bool = False) -> str:
+    """A bundle of one single-label model without a context branch (debias off): how a
+    model trained without CLEF, the fair baseline, runs through the daemon and
+    ``clefd eval``. Returns the manifest's path."""
+    subject = subject or SubjectSpec()
+    os.makedirs(out_dir, exist_ok=True)
+    _export_onnx(module, inputs, os.path.join(out_dir, "vanilla.onnx"), opset)
+    det_name = _place_detector(out_dir, detector_file, link_detector)
+    head = [
+        "# Written by engines/kit (clef_kit.export_vanilla_bundle): no context branch, debias off.",
+        f"name = {_toml_value(name)}",
+        f"version = {_toml_value(version)}",
+        f"description = {_toml_value(description)}",
+        'task = "single_label"',
+        f"labels = {_toml_value(list(labels))}",
+    ]
+    parts = ["\n".join(head), *_common_tables(detector, det_name, subject),
+             '[vanilla]\nfile = "vanilla.onnx"\noutput = "logits"', *(_input_toml("vanilla", s) for s in inputs)]
+    path = os.path.join(out_dir, "manifest.toml")
+    with open(path, "w") as f:
+        f.write("\n\n".join(parts) + "\n")
+    return path
+
+
 def export_bundle(out_dir: str, model: CLEF, *, name: str, version: str, labels: list[str],
                   vanilla_inputs: list[InputSpec], context_inputs: list[InputSpec], detector: dict,
                   detector_file: str, subject: SubjectSpec | None = None, description: str = "",
@@ -65,14 +114,7 @@ def export_bundle(out_dir: str, model: CLEF, *, name: str, version: str, labels:
     os.makedirs(out_dir, exist_ok=True)
     _export_onnx(model.vanilla, vanilla_inputs, os.path.join(out_dir, "vanilla.onnx"), opset)
     _export_onnx(model.context_branch, context_inputs, os.path.join(out_dir, "context_branch.onnx"), opset)
-    det_name = os.path.basename(detector_file)
-    det_dest = os.path.join(out_dir, det_name)
-    if os.path.lexists(det_dest):
-        os.remove(det_dest)
-    if link_detector:
-        os.symlink(os.path.relpath(os.path.abspath(detector_file), os.path.abspath(out_dir)), det_dest)
-    else:
-        shutil.copyfile(detector_file, det_dest)
+    det_name = _place_detector(out_dir, detector_file, link_detector)
     y_e_star = [float(v) for v in model.y_e_star.detach().float().cpu()]
     head = [
         "# Written by engines/kit (clef_kit.export_bundle); the daemon loads it unchanged.",
@@ -86,12 +128,7 @@ def export_bundle(out_dir: str, model: CLEF, *, name: str, version: str, labels:
     ]
     if thresholds is not None:
         head.append(f"thresholds = {_toml_value([float(t) for t in thresholds])}")
-    det = dict(detector, file=det_name)
-    anchors = det.pop("anchors")
-    parts = ["\n".join(head), "[detector]\n" + "\n".join(f"{k} = {_toml_value(v)}" for k, v in det.items()),
-             "[detector.anchors]\n" + "\n".join(f"{k} = {_toml_value(v)}" for k, v in anchors.items()),
-             "[subject]\n" + "\n".join(f"{k} = {_toml_value(getattr(subject, k))}"
-                                       for k in ("face_scale", "body_width", "body_height", "mask", "mask_scale")),
+    parts = ["\n".join(head), *_common_tables(detector, det_name, subject),
              '[vanilla]\nfile = "vanilla.onnx"\noutput = "logits"',
              *(_input_toml("vanilla", s) for s in vanilla_inputs),
              '[context_branch]\nfile = "context_branch.onnx"\noutput = "logits"',
