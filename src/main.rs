@@ -80,7 +80,9 @@ enum Command {
         /// Engine bundle folder (holds manifest.toml).
         #[arg(long)]
         bundle: PathBuf,
-        /// Dataset folder (holds index.csv).
+        /// Dataset folder (holds index.csv), or caer-s:DIR for CAER-S as distributed
+        /// (train/ and test/, one folder per class; test/ is scored, faces found by the
+        /// bundle's detector, pictures without one counted and left out).
         #[arg(long)]
         dataset: PathBuf,
         /// Print the result as JSON.

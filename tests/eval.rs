@@ -104,3 +104,36 @@ fn the_baseline_reproduces_its_count_and_clefs_tie_beats_it_on_anti() {
         assert!(expected["test_accuracy"][split]["baseline"].is_number(), "{split}: the baseline row is stored");
     }
 }
+
+/// `clefd eval --dataset caer-s:DIR` reads CAER-S's own layout (split folders, one folder
+/// per class, no boxes): faces are found by the bundle's detector, a picture without one
+/// is counted and left out, and a class the bundle does not know is named.
+#[test]
+fn a_caer_s_folder_is_scored_with_faces_found_by_the_detector() {
+    let dir = tempfile::tempdir().unwrap();
+    let happy = dir.path().join("test/Happy");
+    let neutral = dir.path().join("test/Neutral");
+    std::fs::create_dir_all(&happy).unwrap();
+    std::fs::create_dir_all(&neutral).unwrap();
+    std::fs::create_dir_all(dir.path().join("train/Happy")).unwrap();
+    std::fs::copy(common::repo().join("assets/astronaut.png"), happy.join("0001.png")).unwrap();
+    let made = std::process::Command::new("gst-launch-1.0")
+        .args(["-q", "videotestsrc", "num-buffers=1", "pattern=black", "!", "video/x-raw,width=320,height=240"])
+        .args(["!", "pngenc", "!", "filesink", &format!("location={}", neutral.join("0002.png").display())])
+        .status()
+        .unwrap();
+    assert!(made.success(), "gst-launch-1.0 writes the faceless picture");
+    let bundle = common::demo_bundle();
+    let dataset = format!("caer-s:{}", dir.path().display());
+    let out = common::run_clefd(&["eval", "--bundle", bundle.to_str().unwrap(), "--dataset", &dataset, "--json"], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got["n"], 1, "one picture scored: {got}");
+    assert_eq!(got["no_face"], 1, "the black picture has no face: {got}");
+    assert_eq!(got["vanilla"]["correct"], 1, "the astronaut is happy: {got}");
+    // A class the bundle does not know, named with its folder.
+    std::fs::create_dir_all(dir.path().join("test/Bored")).unwrap();
+    let out = common::run_clefd(&["eval", "--bundle", bundle.to_str().unwrap(), "--dataset", &dataset, "--json"], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("test/Bored") && err.contains("class 'Bored'"), "{err}");
+}

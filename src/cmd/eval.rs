@@ -10,7 +10,7 @@ use anyhow::Context;
 use clefd::engine::Bundle;
 use clefd::engine::manifest::TaskKind;
 use clefd::engine::runtime::{self, SessionOptions};
-use clefd::eval::{Accuracy, MeanAp, read_dataset};
+use clefd::eval::{Accuracy, Item, MeanAp, read_caer_s, read_dataset};
 use clefd::pipeline::analyze::Analyzer;
 use serde_json::json;
 
@@ -30,15 +30,24 @@ pub fn eval(bundle: &Path, dataset: &Path, onnxruntime: Option<&Path>, as_json: 
     let mut analyzer = Analyzer::new(loaded, 16);
     let m = analyzer.manifest().clone();
     let k = m.labels.len();
-    let items = read_dataset(dataset, &m.labels)?;
+    let items = read_items(dataset, &m.labels)?;
+    let mut no_face = 0usize;
     let mut tally = match m.task {
         TaskKind::SingleLabel => Tally::Single(std::array::from_fn(|_| Accuracy::new(k))),
         TaskKind::MultiLabel => Tally::Multi(Default::default()),
     };
     for item in &items {
         let picture = clefd::source::decode_image(&item.file)?;
-        let faces = analyzer.analyze_boxes(&picture.view(), &[item.face])?;
-        let face = faces.first().context("the analysis returned no face")?;
+        let faces = match item.face {
+            Some(rect) => analyzer.analyze_boxes(&picture.view(), &[rect])?,
+            None => analyzer.analyze(&picture.view())?.0,
+        };
+        // Where the dataset gives no box, the largest face found is the subject.
+        let largest = faces.iter().max_by(|a, b| a.detection.rect.area().total_cmp(&b.detection.rect.area()));
+        let Some(face) = largest else {
+            no_face += 1;
+            continue;
+        };
         let factual = face.effects.as_ref().map_or(&face.y_e, |e| &e.factual);
         let tie = face.effects.as_ref().map_or(&face.y_e, |e| &e.tie);
         match &mut tally {
@@ -56,12 +65,31 @@ pub fn eval(bundle: &Path, dataset: &Path, onnxruntime: Option<&Path>, as_json: 
         }
     }
     let debias = analyzer.debias();
+    let scored = items.len() - no_face;
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&as_json_value(&m, dataset, items.len(), &tally, debias))?);
+        let mut out = as_json_value(&m, dataset, scored, &tally, debias);
+        out["no_face"] = json!(no_face);
+        println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        print!("{}", as_text(&m, dataset, items.len(), &tally, debias));
+        print!("{}", as_text(&m, dataset, scored, &tally, debias));
+        if no_face > 0 {
+            println!("{no_face} picture(s) without a face the detector found: not scored");
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The dataset named by `--dataset`: a folder with `index.csv`, or `caer-s:DIR` (CAER-S as
+/// distributed).
+fn read_items(dataset: &Path, labels: &[String]) -> anyhow::Result<Vec<Item>> {
+    let spec = dataset.to_string_lossy();
+    if let Some(dir) = spec.strip_prefix("caer-s:") {
+        return Ok(read_caer_s(Path::new(dir), labels)?);
+    }
+    if spec.starts_with("emotic:") {
+        anyhow::bail!("emotic: datasets are not read yet (issue 16): convert them to index.csv (file,label,x,y,w,h)");
+    }
+    Ok(read_dataset(dataset, labels)?)
 }
 
 fn as_json_value(
