@@ -71,11 +71,11 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(super::EXIT_CONFIG));
     }
-    let daemon = match Daemon::start(path, settings, log_level, &rt)? {
-        Ok(daemon) => daemon,
+    let (daemon, started) = match Daemon::start(path, settings, log_level, &rt)? {
+        Ok(both) => both,
         Err(code) => return Ok(code),
     };
-    let (outcome, ending) = rt.block_on(daemon.serve(&mut signals));
+    let (outcome, ending) = rt.block_on(daemon.serve(started, &mut signals));
     // A reload interrupted by SIGTERM may still be loading models on a blocking thread:
     // do not wait for it (its result is dropped; the pipeline has stopped).
     rt.shutdown_timeout(Duration::from_millis(500));
@@ -114,19 +114,24 @@ struct Daemon {
     config_path: PathBuf,
     /// The configuration in force.
     settings: Settings,
-    pipeline: Option<Pipeline>,
     control: Control,
     notifier: Arc<Notifier>,
     /// Where the pipeline's sink and the daemon's own messages go.
     to_publisher: mpsc::Sender<Outgoing>,
-    /// Taken by [`Daemon::serve`] to start the publisher.
-    from_pipeline: Option<(Publisher, mpsc::Receiver<Outgoing>)>,
     seen: Seen,
     sink: Forward,
     /// Cameras the configuration names but that could not be started at all.
     unusable: Vec<(String, String)>,
     /// The running log filter, which a reload changes.
     log_level: LogLevel,
+}
+
+/// What [`Daemon::start`] hands to [`Daemon::serve`]: the running pipeline, and the
+/// publisher with the channel it will read.
+struct Started {
+    pipeline: Pipeline,
+    publisher: Publisher,
+    outputs: mpsc::Receiver<Outgoing>,
 }
 
 impl Daemon {
@@ -137,7 +142,7 @@ impl Daemon {
         settings: Settings,
         log_level: LogLevel,
         rt: &tokio::runtime::Runtime,
-    ) -> anyhow::Result<Result<Daemon, ExitCode>> {
+    ) -> anyhow::Result<Result<(Daemon, Started), ExitCode>> {
         let q = &settings.mqtt;
         let spool = Spool::open(&q.spool_dir, q.spool_max_bytes)
             .with_context(|| format!("opening the event spool {} (is it writable?)", q.spool_dir.display()))?;
@@ -177,28 +182,24 @@ impl Daemon {
             }
             Err(e) => return Err(e.into()),
         };
-        Ok(Ok(Daemon {
+        let daemon = Daemon {
             config_path: path.to_path_buf(),
             control: pipeline.control(),
-            pipeline: Some(pipeline),
             settings,
             notifier,
             to_publisher,
-            from_pipeline: Some((publisher, rx)),
             seen,
             sink,
             unusable,
             log_level,
-        }))
+        };
+        Ok(Ok((daemon, Started { pipeline, publisher, outputs: rx })))
     }
 
     /// Serves until a signal, the end of every stream, or a publisher failure; the run's
     /// outcome (with the cameras that could not start among its failures) and how it ended.
-    async fn serve(mut self, signals: &mut Signals) -> (Outcome, Ending) {
-        let Some(pipeline) = self.pipeline.take() else { return (Outcome::default(), Ending::StreamsEnded) };
-        let Some((publisher, rx)) = self.from_pipeline.take() else {
-            return (Outcome::default(), Ending::StreamsEnded);
-        };
+    async fn serve(mut self, started: Started, signals: &mut Signals) -> (Outcome, Ending) {
+        let Started { pipeline, publisher, outputs: rx } = started;
         let health = Arc::new(Health::new(pipeline.probe(), publisher.stats(), &self.seen));
         let mut publishing = Publishing::start(publisher, rx);
         let background = self.spawn_background(&health).await;
