@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import sys
-import time
 
 import numpy as np
 import torch
@@ -31,29 +30,14 @@ from clef_kit.evaluate import batch_inputs  # noqa: E402
 
 def train(args) -> CaerNetLite:
     torch.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
-    t0 = time.time()
-    items = train_demo.render("biased", args.train, args.seed, args.difficulty, match=args.bias)
-    face, ctx, y = train_demo.jittered(items, rng, args.copies)
-    print(f"{len(y)} training samples ready in {time.time() - t0:.0f} s", flush=True)
+    face, ctx, y = train_demo.training_data(args)
     model = CaerNetLite(len(world.LABELS))
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=1e-4)
-    steps = args.epochs * ((len(y) + args.batch - 1) // args.batch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=steps)
-    gen = torch.Generator().manual_seed(args.seed)
-    for epoch in range(args.epochs):
-        model.train()
-        order = torch.randperm(len(y), generator=gen)
-        total, n = 0.0, 0
-        for i in range(0, len(y), args.batch):
-            idx = order[i:i + args.batch]
-            loss = F.cross_entropy(model(face[idx], ctx[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            total, n = total + float(loss), n + 1
-        print(f"epoch {epoch + 1}/{args.epochs}: cross-entropy {total / n:.3f}  {time.time() - t0:.0f} s", flush=True)
+
+    def batch_loss(idx):
+        loss = F.cross_entropy(model(face[idx], ctx[idx]), y[idx])
+        return loss, np.array([float(loss)])
+
+    train_demo.fit(model, args, len(y), batch_loss, lambda m: f"cross-entropy {m[0]:.3f}")
     return model
 
 

@@ -72,8 +72,9 @@ def logits(model: CLEF, items: list[Item]):
         return model.vanilla(face, ctx).numpy(), model.context_branch(ctx).numpy()
 
 
-def train(args) -> CLEF:
-    torch.manual_seed(args.seed)
+def training_data(args):
+    """The jittered training tensors of the biased split: rendered once per setting, then
+    read from ``.local/kit-cache`` (the CLEF model and the baseline train on the same)."""
     rng = np.random.default_rng(args.seed)
     t0 = time.time()
     cache = os.path.join(ROOT, ".local", "kit-cache", f"train-{world.VERSION}-{args.train}-{args.bias}-{args.difficulty}-{args.seed}-{args.copies}.pt")
@@ -86,29 +87,46 @@ def train(args) -> CLEF:
         torch.save((face, ctx, y), cache)
     print(f"{args.train} biased pictures ({args.bias:.0%} scene = expression), "
           f"{len(y)} training samples, ready in {time.time() - t0:.0f} s", flush=True)
-    k = len(world.LABELS)
-    model = CLEF(CaerNetLite(k), ContextOnly(k, bound=args.context_bound), k, fusion=args.fusion,
-                 task="single_label")
+    return face, ctx, y
+
+
+def fit(model: torch.nn.Module, args, n: int, batch_loss, describe) -> None:
+    """Adam with a one-cycle schedule over ``args.epochs`` seeded passes of ``n`` samples.
+    ``batch_loss(idx)`` returns the loss to minimise and the numbers to log (a NumPy
+    array); ``describe`` turns their per-batch mean into the epoch's log line."""
+    t0 = time.time()
     opt = torch.optim.Adam(model.parameters(), lr=args.lr, weight_decay=1e-4)
-    steps = args.epochs * ((len(y) + args.batch - 1) // args.batch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=steps)
+    batches = (n + args.batch - 1) // args.batch
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.epochs * batches)
     gen = torch.Generator().manual_seed(args.seed)
     for epoch in range(args.epochs):
         model.train()
-        order = torch.randperm(len(y), generator=gen)
-        totals = np.zeros(4)
-        for i in range(0, len(y), args.batch):
-            idx = order[i:i + args.batch]
-            out = model((face[idx], ctx[idx]), (ctx[idx],))
-            loss = clef_loss(model, out, y[idx], kl_weight=args.kl_weight)
+        order = torch.randperm(n, generator=gen)
+        totals = 0.0
+        for i in range(0, n, args.batch):
+            loss, logged = batch_loss(order[i:i + args.batch])
             opt.zero_grad()
-            loss.total.backward()
+            loss.backward()
             opt.step()
             sched.step()
-            totals += [float(loss.total), float(loss.factual), float(loss.counterfactual), float(loss.kl)]
-        n = (len(y) + args.batch - 1) // args.batch
-        print(f"epoch {epoch + 1}/{args.epochs}: loss {totals[0] / n:.3f} (factual {totals[1] / n:.3f}, "
-              f"counterfactual {totals[2] / n:.3f}, kl {totals[3] / n:.3f})  {time.time() - t0:.0f} s", flush=True)
+            totals = totals + logged
+        print(f"epoch {epoch + 1}/{args.epochs}: {describe(totals / batches)}  {time.time() - t0:.0f} s", flush=True)
+
+
+def train(args) -> CLEF:
+    torch.manual_seed(args.seed)
+    face, ctx, y = training_data(args)
+    k = len(world.LABELS)
+    model = CLEF(CaerNetLite(k), ContextOnly(k, bound=args.context_bound), k, fusion=args.fusion,
+                 task="single_label")
+
+    def batch_loss(idx):
+        loss = clef_loss(model, model((face[idx], ctx[idx]), (ctx[idx],)), y[idx], kl_weight=args.kl_weight)
+        parts = np.array([float(loss.total), float(loss.factual), float(loss.counterfactual), float(loss.kl)])
+        return loss.total, parts
+
+    fit(model, args, len(y), batch_loss,
+        lambda m: f"loss {m[0]:.3f} (factual {m[1]:.3f}, counterfactual {m[2]:.3f}, kl {m[3]:.3f})")
     return model
 
 
