@@ -30,7 +30,7 @@ mkdir -p "$root/usr/share/clefd/engines"
 cp -r engines/face-fer2013 "$root/usr/share/clefd/engines/"
 # The context-bias bundle without its evaluation slice; its detector is a link to face-fer2013's.
 mkdir -p "$root/usr/share/clefd/engines/context-bias-demo"
-cp -P engines/context-bias-demo/{manifest.toml,vanilla.onnx,context_branch.onnx,blazeface_full.onnx} \
+cp -P engines/context-bias-demo/{manifest.toml,vanilla.onnx,context_branch.onnx,clef_fused.onnx,blazeface_full.onnx} \
   "$root/usr/share/clefd/engines/context-bias-demo/"
 install -D -m 0644 assets/astronaut.png "$root/usr/share/clefd/assets/astronaut.png"  # for `clefd bench`
 install -D -m 0644 engines/NOTICE "$root/usr/share/doc/clefd/NOTICE"

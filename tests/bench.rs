@@ -57,6 +57,23 @@ fn the_models_alone_run_on_decoded_frames() {
 }
 
 #[test]
+fn model_only_compares_clef_in_the_fused_graph_with_clef_on_the_host() {
+    let text = bench(&["--model-only", "--seconds", "0.5", "--bundle", "engines/context-bias-demo"]);
+    assert_eq!(text.matches(", CLEF in the fused graph").count(), 3, "three runs of each, alternating:\n{text}");
+    assert_eq!(text.matches(", CLEF on the host").count(), 3, "{text}");
+    let per_face: Vec<f64> =
+        text.lines().filter(|l| l.contains("per face: classify")).map(|l| figure(l, "per face: classify")).collect();
+    assert_eq!(per_face.len(), 6, "{text}");
+    assert!(per_face.iter().all(|ms| *ms > 0.0), "every run classified faces: {text}");
+    let line = text.lines().find(|l| l.starts_with("classify time per face, fused graph / host CLEF")).expect(&text);
+    assert!(figure(line, "median") > 0.0, "{line}");
+    // A bundle without a fused graph runs once.
+    let text = bench(&["--model-only", "--seconds", "0.5"]);
+    assert_eq!(text.matches("model-only:").count(), 1, "{text}");
+    assert!(text.contains("no CLEF (debias off)"), "{text}");
+}
+
+#[test]
 fn the_share_of_the_models_limit_is_stated_from_pairs_of_runs() {
     let text = bench(&["--share", "2", "--seconds", "1"]);
     assert_eq!(text.matches("model-only: 1 camera frame(s) per batch").count(), 2, "{text}");

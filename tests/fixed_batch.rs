@@ -4,8 +4,8 @@
 
 mod common;
 
-use clefd::engine::Bundle;
 use clefd::engine::runtime::{self, BatchDim, SessionOptions};
+use clefd::engine::{Bundle, Classifiers, ClefPlacement};
 use clefd::image::Rect;
 use clefd::pipeline::analyze::Analyzer;
 
@@ -110,19 +110,35 @@ fn a_fixed_batch_export_scores_as_the_dynamic_one() {
     for file in ["manifest.toml", "blazeface_full.onnx"] {
         std::fs::copy(shipped.join(file), dir.path().join(file)).unwrap();
     }
-    for file in ["vanilla.onnx", "context_branch.onnx"] {
+    for file in ["vanilla.onnx", "context_branch.onnx", "clef_fused.onnx"] {
         let model = std::fs::read(shipped.join(file)).unwrap();
         let fixed = fix_dimension(&model, "batch", 3);
         assert_ne!(fixed, model, "{file} has a symbolic batch dimension to fix");
         std::fs::write(dir.path().join(file), fixed).unwrap();
     }
 
-    let dynamic = Bundle::load(&shipped, &opts).expect("shipped bundle");
-    let fixed = Bundle::load(dir.path(), &opts).expect("fixed-batch bundle");
-    assert_eq!(dynamic.vanilla.batch(), BatchDim::Dynamic);
-    assert_eq!(fixed.vanilla.batch(), BatchDim::Fixed(3));
-    assert_eq!(fixed.context_branch.as_ref().map(|c| c.batch()), Some(BatchDim::Fixed(3)));
+    // Both paths: the two models with CLEF on the host, and the fused graph.
+    for placement in [ClefPlacement::Host, ClefPlacement::Engine] {
+        let dynamic = Bundle::load_placed(&shipped, &opts, placement).expect("shipped bundle");
+        let fixed = Bundle::load_placed(dir.path(), &opts, placement).expect("fixed-batch bundle");
+        assert_eq!(dynamic.fused(), placement == ClefPlacement::Engine);
+        assert!(batches(&dynamic).iter().all(|b| *b == BatchDim::Dynamic));
+        assert_eq!(batches(&fixed), vec![BatchDim::Fixed(3); batches(&dynamic).len()], "{placement:?}");
+        same_scores(dynamic, fixed);
+    }
+}
 
+/// The batch dimension of each classifier the bundle runs.
+fn batches(bundle: &Bundle) -> Vec<BatchDim> {
+    match &bundle.classifiers {
+        Classifiers::Separate { vanilla, context_branch } => {
+            std::iter::once(vanilla).chain(context_branch).map(|c| c.batch()).collect()
+        }
+        Classifiers::Fused(fused) => vec![fused.batch()],
+    }
+}
+
+fn same_scores(dynamic: Bundle, fixed: Bundle) {
     // Five faces: a chunk of three and a padded chunk of two.
     let picture = common::astronaut();
     let faces: Vec<Rect> = (0..5)

@@ -194,7 +194,7 @@ def main() -> int:
         description="CAER-Net-style model + context-only branch trained with CLEF on the context-bias world",
         vanilla_inputs=[FACE, CONTEXT], context_inputs=[CONTEXT], detector=DETECTOR,
         detector_file=os.path.join(ROOT, "engines", "face-fer2013", "blazeface_full.onnx"), subject=SUBJECT,
-        link_detector=True)
+        link_detector=True, fused=True)
     slice_dir = os.path.join(args.out, "eval", "anti")
     shutil.rmtree(slice_dir, ignore_errors=True)
     write_split(slice_dir, "anti", args.slice, seed=104, difficulty=args.difficulty)

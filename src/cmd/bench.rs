@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clefd::engine::Bundle;
 use clefd::engine::runtime::{self, SessionOptions};
+use clefd::engine::{Bundle, ClefPlacement};
 use clefd::pipeline::analyze::Analyzer;
 use clefd::pipeline::lanes::LanePool;
 use clefd::pipeline::{EventSink, Output, Pipeline, RunSummary};
@@ -29,7 +29,8 @@ pub struct BenchOptions {
     #[arg(long, default_value_t = 10.0)]
     pub seconds: f64,
     /// Run only the models on the clip's decoded frames in a tight loop: the ceiling the
-    /// pipeline's throughput is measured against.
+    /// pipeline's throughput is measured against. For a bundle with a fused graph, runs
+    /// it with CLEF in the graph and on the host in turn, and compares them.
     #[arg(long)]
     pub model_only: bool,
     /// State the pipeline's throughput as a share of the models' own limit: PAIRS
@@ -159,7 +160,7 @@ pub fn bench(o: &BenchOptions) -> anyhow::Result<ExitCode> {
     };
     let result = clip.and_then(|clip| match o.share {
         Some(pairs) => share(o, &clip, &dir, pairs),
-        None if o.model_only => model_only(o, &clip, true).map(|_| ExitCode::SUCCESS),
+        None if o.model_only => compare_clef_placements(o, &clip),
         None => pipeline(o, &clip, &dir, true).map(|_| ExitCode::SUCCESS),
     });
     let _ = std::fs::remove_dir_all(&dir);
@@ -174,7 +175,7 @@ fn share(o: &BenchOptions, clip: &Path, dir: &Path, pairs: u32) -> anyhow::Resul
     let mut shares = Vec::new();
     for pair in 1..=pairs {
         println!("pair {pair} of {pairs}");
-        let models = model_only(o, clip, false)?;
+        let models = model_only(o, clip, false, ClefPlacement::Engine)?.faces_per_s;
         let whole = pipeline(&unpaced, clip, dir, false)?;
         anyhow::ensure!(models > 0.0, "the models found no face in the clip's first frames: no share to state");
         shares.push(whole / models);
@@ -215,20 +216,58 @@ fn render_clip(o: &BenchOptions, dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(clip)
 }
 
+/// `--model-only`: the models alone; for a bundle with a fused graph, with CLEF in the graph
+/// and on the host in turn (three alternating runs each, as this machine's speed drifts),
+/// and the ratio of their classify time per face.
+fn compare_clef_placements(o: &BenchOptions, clip: &Path) -> anyhow::Result<ExitCode> {
+    let manifest = clefd::engine::manifest::Manifest::load(&o.bundle())?;
+    if manifest.fused.is_none() {
+        model_only(o, clip, true, ClefPlacement::Engine)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut ratios = Vec::new();
+    for round in 1..=3 {
+        println!("round {round} of 3: CLEF in the fused graph, then on the host");
+        let fused = model_only(o, clip, false, ClefPlacement::Engine)?;
+        let host = model_only(o, clip, round == 3, ClefPlacement::Host)?;
+        ratios.push(fused.classify_per_face.as_secs_f64() / host.classify_per_face.as_secs_f64().max(1e-12));
+    }
+    let listed: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "classify time per face, fused graph / host CLEF: median {:.2} (rounds: {})",
+        median(&ratios),
+        listed.join(", ")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What one `--model-only` run measured.
+struct ModelOnly {
+    faces_per_s: f64,
+    /// Crops, classifiers and CLEF, per face.
+    classify_per_face: Duration,
+}
+
 /// The models alone, as the pipeline runs them (same lanes, threads and batch size), on
 /// the clip's first frames as its decoder gives them (one per camera, decoded once): the
-/// ceiling for the pipeline's throughput.
-/// Returns the faces per second; `rss` adds the peak-memory line to the report.
-fn model_only(o: &BenchOptions, clip: &Path, rss: bool) -> anyhow::Result<f64> {
+/// ceiling for the pipeline's throughput. `rss` adds the peak-memory line to the report.
+fn model_only(o: &BenchOptions, clip: &Path, rss: bool, placement: ClefPlacement) -> anyhow::Result<ModelOnly> {
     let defaults = engine_options();
     let (lane_count, threads) = defaults.lanes_and_threads(0, 0);
     let opts = SessionOptions { threads, ..defaults };
     let mut analyzers = Vec::new();
     for _ in 0..lane_count {
-        let bundle = Bundle::load(&o.bundle(), &opts).with_context(|| format!("loading {}", o.bundle().display()))?;
+        let bundle = Bundle::load_placed(&o.bundle(), &opts, placement)
+            .with_context(|| format!("loading {}", o.bundle().display()))?;
         analyzers.push(Analyzer::new(bundle, 16));
     }
     let per_run = if o.no_batching { 1 } else { 16 };
+    let clef = match analyzers.first().map(|a| (a.debias(), a.fused())) {
+        Some((true, true)) => "CLEF in the fused graph",
+        Some((true, false)) => "CLEF on the host",
+        _ => "no CLEF (debias off)",
+    };
     let mut lanes: LanePool<Arc<clefd::source::Frame>> =
         LanePool::start("infer-bench", analyzers, per_run, Arc::new(|| {}))?;
     // One frame per camera per batch, as the pipeline's hub hands them out, with every
@@ -271,17 +310,22 @@ fn model_only(o: &BenchOptions, clip: &Path, rss: bool) -> anyhow::Result<f64> {
     let wall = start.elapsed();
     let secs = wall.as_secs_f64();
     println!(
-        "model-only: {} camera frame(s) per batch at width {width}, {lane_count} lane(s) of {threads} thread(s), batching {}",
+        "model-only: {} camera frame(s) per batch at width {width}, {lane_count} lane(s) of {threads} thread(s), batching {}, {clef}",
         o.cameras,
         if o.no_batching { "off" } else { "on" }
     );
     println!("  frames/s {:.1}   faces/s {:.1}", frames as f64 / secs, faces as f64 / secs);
-    println!("  per frame: detect {:.2} ms, classify {:.2} ms", ms(detect, frames), ms(classify, frames));
+    println!(
+        "  per frame: detect {:.2} ms, classify {:.2} ms; per face: classify {:.3} ms",
+        ms(detect, frames),
+        ms(classify, frames),
+        ms(classify, faces)
+    );
     println!("{}", per_frame_line(&cpu, frames, wall));
     if rss {
         println!("  peak RSS {:.1} MB", peak_rss_mb());
     }
-    Ok(faces as f64 / secs)
+    Ok(ModelOnly { faces_per_s: faces as f64 / secs, classify_per_face: classify.div_f64(faces.max(1) as f64) })
 }
 
 fn ms(d: Duration, n: u64) -> f64 {

@@ -143,7 +143,11 @@ fn report_bundles(loaded: &clefd::config::Settings, providers: &[String], verdic
                     "{} {} loads; debias {}; runs on {}",
                     dir.display(),
                     b.manifest.version,
-                    if b.context_branch.is_some() { "on" } else { "off" },
+                    match (b.debias(), b.fused()) {
+                        (true, true) => "on (CLEF in the fused graph)",
+                        (true, false) => "on (CLEF on the host)",
+                        _ => "off",
+                    },
                     if gpu { "the GPU" } else { "the CPU" }
                 ),
             ),

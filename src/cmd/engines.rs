@@ -36,8 +36,7 @@ pub fn build_engines(config: &Path, if_gpu: bool) -> anyhow::Result<ExitCode> {
             Ok(b) => tracing::info!(
                 bundle = %b.manifest.name,
                 detector = b.detector.provider(),
-                vanilla = b.vanilla.provider(),
-                context_branch = b.context_branch.as_ref().map_or("-", |c| c.provider()),
+                classifiers = ?b.classifier_providers(),
                 "ready: a start loads these models without building"
             ),
             Err(e) => {

@@ -2,7 +2,7 @@
 //! builds every input of every subject into one batch, runs it, and returns K logits
 //! per subject.
 
-use crate::engine::manifest::{MaskBox, ModelSpec, Role, SubjectSpec};
+use crate::engine::manifest::{InputSpec, MaskBox, ModelSpec, Role, SubjectSpec};
 use crate::engine::preprocess::{Sampling, sample};
 use crate::engine::runtime::{BatchDim, EngineError, Model};
 use crate::image::{ImageView, Rect};
@@ -53,11 +53,12 @@ struct BoundInput {
     buffer: Vec<f32>,
 }
 
-/// A loaded classifier with reusable input buffers.
+/// A loaded classifier with reusable input buffers: the vanilla model or the context
+/// branch (one output), or the fused graph (both models and CLEF: five outputs).
 pub struct Classifier {
     model: Model,
     inputs: Vec<BoundInput>,
-    output: String,
+    outputs: Vec<String>,
     labels: usize,
     batch: BatchDim,
 }
@@ -76,9 +77,19 @@ impl Classifier {
 
     /// Wraps `model`, checking each input and the output against the manifest.
     pub fn new(model: Model, spec: &ModelSpec, labels: usize) -> Result<Classifier, EngineError> {
+        Classifier::with_outputs(model, &spec.inputs, &[spec.output.as_str()], labels)
+    }
+
+    /// Wraps `model` whose every output in `outputs` holds K values per subject.
+    pub fn with_outputs(
+        model: Model,
+        specs: &[InputSpec],
+        outputs: &[&str],
+        labels: usize,
+    ) -> Result<Classifier, EngineError> {
         let mut batch = BatchDim::Dynamic;
         let mut inputs = Vec::new();
-        for input in &spec.inputs {
+        for input in specs {
             if let BatchDim::Fixed(n) = model.check("input", &input.name, &input.shape(-1))? {
                 batch = BatchDim::Fixed(n);
             }
@@ -89,8 +100,11 @@ impl Classifier {
                 buffer: Vec::new(),
             });
         }
-        model.check("output", &spec.output, &[-1, labels as i64])?;
-        Ok(Classifier { model, inputs, output: spec.output.clone(), labels, batch })
+        for output in outputs {
+            model.check("output", output, &[-1, labels as i64])?;
+        }
+        let outputs = outputs.iter().map(|o| o.to_string()).collect();
+        Ok(Classifier { model, inputs, outputs, labels, batch })
     }
 
     /// Whether the graph takes any batch size.
@@ -98,9 +112,10 @@ impl Classifier {
         self.batch
     }
 
-    /// Logits (K per subject) for every subject, in order. Subjects may come from
-    /// different frames (cameras): they are run as one batch, split only where the
-    /// graph has a fixed batch size or the batch would exceed `max_batch`.
+    /// For every subject, in order, its K values of each output, output after output
+    /// (K long for a one-output model). Subjects may come from different frames
+    /// (cameras): they are run as one batch, split only where the graph has a fixed batch
+    /// size or the batch would exceed `max_batch`.
     pub fn classify(&mut self, subjects: &[Subject<'_>], max_batch: usize) -> Result<Vec<Vec<f32>>, EngineError> {
         let chunk = match self.batch {
             BatchDim::Dynamic => max_batch.max(1),
@@ -144,13 +159,19 @@ impl Classifier {
             .collect();
         let feeds: Vec<(&str, &[i64], &[f32])> =
             self.inputs.iter().zip(&shapes).map(|(i, s)| (i.name.as_str(), &s[..], &i.buffer[..])).collect();
-        let logits = self.model.run(&feeds, &[&self.output])?.swap_remove(0);
-        if logits.len() < group.len() * self.labels {
-            return Err(EngineError::Run {
-                model: self.model.name().into(),
-                reason: format!("output '{}' has {} values, expected {}", self.output, logits.len(), n * self.labels),
-            });
+        let names: Vec<&str> = self.outputs.iter().map(String::as_str).collect();
+        let results = self.model.run(&feeds, &names)?;
+        let k = self.labels;
+        for (name, values) in self.outputs.iter().zip(&results) {
+            if values.len() < group.len() * k {
+                return Err(EngineError::Run {
+                    model: self.model.name().into(),
+                    reason: format!("output '{name}' has {} values, expected {}", values.len(), n * k),
+                });
+            }
         }
-        Ok(logits.chunks(self.labels).take(group.len()).map(<[f32]>::to_vec).collect())
+        Ok((0..group.len())
+            .map(|i| results.iter().flat_map(|values| &values[i * k..(i + 1) * k]).copied().collect())
+            .collect())
     }
 }

@@ -198,6 +198,22 @@ pub struct ModelSpec {
     pub output: String,
 }
 
+/// The names of the fused graph's outputs, each K values per subject: what
+/// `clef_kit.fuse` writes and the daemon reads instead of computing CLEF itself.
+pub const FUSED_OUTPUTS: [&str; 5] = ["y_e", "y_c", "factual", "counterfactual", "tie"];
+
+/// One graph holding both models and CLEF (`[fused]`, written by `clef_kit.fuse`), so
+/// the subtraction runs on the accelerator beside the models and the host only reads
+/// results. Its outputs are [`FUSED_OUTPUTS`]; `Y_e*` and the fusion are inside it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FusedSpec {
+    /// ONNX file, relative to the bundle.
+    pub file: PathBuf,
+    /// The union of both models' inputs, each bound to a role.
+    pub inputs: Vec<InputSpec>,
+}
+
 pub use crate::detect::anchors::AnchorSpec;
 
 /// The face detector.
@@ -298,6 +314,8 @@ pub struct Manifest {
     pub vanilla: ModelSpec,
     /// The context-only branch (`Y_c`); without it, debiasing is off.
     pub context_branch: Option<ModelSpec>,
+    /// Both models and CLEF in one graph, when the bundle has it (needs a context branch).
+    pub fused: Option<FusedSpec>,
     /// Folder the manifest was read from (not in the file).
     #[serde(skip)]
     pub dir: PathBuf,
@@ -382,10 +400,20 @@ impl Manifest {
         }
         let mut files = vec![("detector.file", &self.detector.file)];
         files.push(("vanilla.file", &self.vanilla.file));
-        check_model("vanilla", &self.vanilla)?;
+        check_inputs("vanilla", &self.vanilla.inputs)?;
         if let Some(cb) = &self.context_branch {
-            check_model("context_branch", cb)?;
+            check_inputs("context_branch", &cb.inputs)?;
             files.push(("context_branch.file", &cb.file));
+        }
+        if let Some(fused) = &self.fused {
+            if self.context_branch.is_none() {
+                return Err((
+                    "fused".into(),
+                    "a fused graph computes CLEF, which needs a [context_branch]: add it or remove [fused]".into(),
+                ));
+            }
+            check_inputs("fused", &fused.inputs)?;
+            files.push(("fused.file", &fused.file));
         }
         for (key, file) in files {
             if !self.dir.join(file).is_file() {
@@ -404,11 +432,11 @@ impl Manifest {
     }
 }
 
-fn check_model(section: &str, m: &ModelSpec) -> Result<(), (String, String)> {
-    if m.inputs.is_empty() {
+fn check_inputs(section: &str, inputs: &[InputSpec]) -> Result<(), (String, String)> {
+    if inputs.is_empty() {
         return Err((format!("{section}.inputs"), "at least one input is needed".into()));
     }
-    for (i, input) in m.inputs.iter().enumerate() {
+    for (i, input) in inputs.iter().enumerate() {
         let key = format!("{section}.inputs[{i}]");
         if !(8..=4096).contains(&input.width) || !(8..=4096).contains(&input.height) {
             return Err((key, format!("size {}x{} is out of range 8..4096", input.width, input.height)));

@@ -32,6 +32,34 @@ pub enum BundleError {
     Engine(#[from] EngineError),
 }
 
+/// Where CLEF's subtraction runs for a bundle that debiases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClefPlacement {
+    /// In the bundle's fused graph (`[fused]`), beside the models on the accelerator, so
+    /// the host only reads results; on the host for bundles without one.
+    #[default]
+    Engine,
+    /// On the host, from the two models' logits: to compare the paths, or to rule the
+    /// fused graph out.
+    Host,
+}
+
+/// The bundle's classifiers, as loaded.
+#[derive(Debug)]
+pub enum Classifiers {
+    /// The vanilla model (`Y_e`) and, when debiasing is on, the context branch (`Y_c`);
+    /// CLEF is computed on the host from their logits.
+    Separate {
+        /// The vanilla CAER model.
+        vanilla: Classifier,
+        /// The context-only branch.
+        context_branch: Option<Classifier>,
+    },
+    /// One graph with both models and CLEF: per subject the K values of each of
+    /// [`manifest::FUSED_OUTPUTS`].
+    Fused(Classifier),
+}
+
 /// A bundle with all its models loaded and checked against the manifest.
 #[derive(Debug)]
 pub struct Bundle {
@@ -39,32 +67,82 @@ pub struct Bundle {
     pub manifest: Manifest,
     /// The face detector.
     pub detector: Detector,
-    /// The vanilla CAER model (`Y_e`).
-    pub vanilla: Classifier,
-    /// The context-only branch (`Y_c`), when the bundle has one.
-    pub context_branch: Option<Classifier>,
+    /// The classifiers.
+    pub classifiers: Classifiers,
 }
 
 impl Bundle {
-    /// Loads `dir`; ONNX Runtime must already be initialised ([`runtime::init`]).
+    /// Loads `dir` with CLEF in the fused graph where the bundle has one; ONNX Runtime must
+    /// already be initialised ([`runtime::init`]).
     pub fn load(dir: &Path, opts: &SessionOptions) -> Result<Bundle, BundleError> {
+        Bundle::load_placed(dir, opts, ClefPlacement::Engine)
+    }
+
+    /// Loads `dir`, computing CLEF where `placement` says (the host for bundles without a
+    /// fused graph). Only the models that path runs are loaded.
+    pub fn load_placed(dir: &Path, opts: &SessionOptions, placement: ClefPlacement) -> Result<Bundle, BundleError> {
         let manifest = Manifest::load(dir)?;
         let k = manifest.labels.len();
         let det_model = Model::load("detector", &dir.join(&manifest.detector.file), opts)?;
         let detector = Detector::new(det_model, manifest.detector.clone())?;
-        let vanilla =
-            Classifier::new(Model::load("vanilla", &dir.join(&manifest.vanilla.file), opts)?, &manifest.vanilla, k)?;
-        let context_branch = match &manifest.context_branch {
-            Some(spec) => Some(Classifier::new(Model::load("context_branch", &dir.join(&spec.file), opts)?, spec, k)?),
-            None => None,
+        let classifiers = match (&manifest.fused, placement) {
+            (Some(fused), ClefPlacement::Engine) => {
+                let model = Model::load("fused", &dir.join(&fused.file), opts)?;
+                Classifiers::Fused(Classifier::with_outputs(model, &fused.inputs, &manifest::FUSED_OUTPUTS, k)?)
+            }
+            _ => {
+                let vanilla = Model::load("vanilla", &dir.join(&manifest.vanilla.file), opts)?;
+                let context_branch = match &manifest.context_branch {
+                    Some(spec) => {
+                        Some(Classifier::new(Model::load("context_branch", &dir.join(&spec.file), opts)?, spec, k)?)
+                    }
+                    None => None,
+                };
+                Classifiers::Separate { vanilla: Classifier::new(vanilla, &manifest.vanilla, k)?, context_branch }
+            }
         };
+        let bundle = Bundle { manifest, detector, classifiers };
         tracing::debug!(
-            bundle = %manifest.name,
-            version = %manifest.version,
-            sha256 = %&manifest.sha256[..12],
-            debias = if context_branch.is_some() { "on" } else { "off (no context branch: events carry factual scores)" },
+            bundle = %bundle.manifest.name,
+            version = %bundle.manifest.version,
+            sha256 = %&bundle.manifest.sha256[..12],
+            debias = if bundle.debias() { "on" } else { "off (no context branch: events carry factual scores)" },
+            clef = if bundle.fused() { "in the fused graph" } else { "on the host" },
             "loaded engine bundle"
         );
-        Ok(Bundle { manifest, detector, vanilla, context_branch })
+        Ok(bundle)
+    }
+
+    /// Whether events carry a TIE (the bundle has a context branch).
+    pub fn debias(&self) -> bool {
+        match &self.classifiers {
+            Classifiers::Separate { context_branch, .. } => context_branch.is_some(),
+            Classifiers::Fused(_) => true,
+        }
+    }
+
+    /// Whether CLEF is computed inside the engine (the fused graph).
+    pub fn fused(&self) -> bool {
+        matches!(self.classifiers, Classifiers::Fused(_))
+    }
+
+    /// The execution provider the classifiers run on: where most of the time goes.
+    pub fn provider(&self) -> &str {
+        match &self.classifiers {
+            Classifiers::Separate { vanilla, .. } => vanilla.provider(),
+            Classifiers::Fused(fused) => fused.provider(),
+        }
+    }
+
+    /// Each classifier model by name with the execution provider it runs on.
+    pub fn classifier_providers(&self) -> Vec<(&'static str, &str)> {
+        match &self.classifiers {
+            Classifiers::Separate { vanilla, context_branch } => {
+                let mut out = vec![("vanilla", vanilla.provider())];
+                out.extend(context_branch.as_ref().map(|c| ("context_branch", c.provider())));
+                out
+            }
+            Classifiers::Fused(fused) => vec![("fused", fused.provider())],
+        }
     }
 }

@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use crate::clef::{self, Effects, Task};
 use crate::detect::Detection;
-use crate::engine::Bundle;
 use crate::engine::classifier::{Subject, SubjectBoxes};
 use crate::engine::runtime::EngineError;
+use crate::engine::{Bundle, Classifiers};
 use crate::image::{ImageView, Rect};
 
 /// Everything the models and CLEF say about one face.
@@ -67,12 +67,17 @@ impl Analyzer {
 
     /// The execution provider the bundle's classifier runs on: where most of its time goes.
     pub fn provider(&self) -> &str {
-        self.bundle.vanilla.provider()
+        self.bundle.provider()
+    }
+
+    /// Whether CLEF is computed inside the engine (the bundle's fused graph).
+    pub fn fused(&self) -> bool {
+        self.bundle.fused()
     }
 
     /// Whether events will carry a TIE.
     pub fn debias(&self) -> bool {
-        self.bundle.context_branch.is_some()
+        self.bundle.debias()
     }
 
     /// Analyses one frame.
@@ -110,37 +115,23 @@ impl Analyzer {
         frames: &[ImageView<'_>],
         detections: Vec<Vec<Detection>>,
     ) -> Result<Vec<Vec<FaceAnalysis>>, EngineError> {
-        let m = &self.bundle.manifest;
+        let spec = &self.bundle.manifest.subject;
         let subjects: Vec<Subject<'_>> = frames
             .iter()
             .zip(&detections)
             .flat_map(|(frame, dets)| dets.iter().map(move |d| (frame, d)))
-            .map(|(frame, d)| Subject { frame, boxes: SubjectBoxes::from_face(d.rect, &m.subject) })
+            .map(|(frame, d)| Subject { frame, boxes: SubjectBoxes::from_face(d.rect, spec) })
             .collect();
         if subjects.is_empty() {
             return Ok(frames.iter().map(|_| Vec::new()).collect());
         }
-        let y_e = self.bundle.vanilla.classify(&subjects, self.max_batch)?;
-        let y_c = match self.bundle.context_branch.as_mut() {
-            Some(branch) => Some(branch.classify(&subjects, self.max_batch)?),
-            None => None,
-        };
-        let star = m.counterfactual_e.as_slice();
-        let mut y_e = y_e.into_iter();
-        let mut y_c = y_c.map(Vec::into_iter);
+        let mut heads = self.heads(&subjects)?.into_iter();
         let mut out = Vec::with_capacity(frames.len());
         for dets in detections {
             let mut faces = Vec::with_capacity(dets.len());
             for detection in dets {
-                let (Some(y_e), y_c) = (y_e.next(), y_c.as_mut().and_then(Iterator::next)) else {
+                let Some(Heads { y_e, y_c, effects }) = heads.next() else {
                     break;
-                };
-                let effects = match &y_c {
-                    Some(c) => Some(
-                        clef::effects(m.fusion, c, &y_e, star)
-                            .map_err(|e| EngineError::Run { model: "clef".into(), reason: e.to_string() })?,
-                    ),
-                    None => None,
                 };
                 let vanilla_scores = self.task.scores(&y_e);
                 let factual_scores = effects.as_ref().map(|e| self.task.scores(&e.factual));
@@ -154,4 +145,52 @@ impl Analyzer {
         }
         Ok(out)
     }
+
+    /// The models' logits and CLEF's effects for every subject, in order: read from the
+    /// fused graph, or computed here from the two models' logits.
+    fn heads(&mut self, subjects: &[Subject<'_>]) -> Result<Vec<Heads>, EngineError> {
+        let m = &self.bundle.manifest;
+        match &mut self.bundle.classifiers {
+            Classifiers::Fused(fused) => {
+                let k = m.labels.len();
+                let rows = fused.classify(subjects, self.max_batch)?;
+                Ok(rows
+                    .into_iter()
+                    .map(|row| {
+                        let part = |i: usize| row[i * k..(i + 1) * k].to_vec();
+                        let effects = Effects { factual: part(2), counterfactual: part(3), tie: part(4) };
+                        Heads { y_e: part(0), y_c: Some(part(1)), effects: Some(effects) }
+                    })
+                    .collect())
+            }
+            Classifiers::Separate { vanilla, context_branch } => {
+                let y_e = vanilla.classify(subjects, self.max_batch)?;
+                let y_c = match context_branch {
+                    Some(branch) => branch.classify(subjects, self.max_batch)?.into_iter().map(Some).collect(),
+                    None => vec![None; y_e.len()],
+                };
+                let star = m.counterfactual_e.as_slice();
+                y_e.into_iter()
+                    .zip(y_c)
+                    .map(|(y_e, y_c)| {
+                        let effects = match &y_c {
+                            Some(c) => Some(
+                                clef::effects(m.fusion, c, &y_e, star)
+                                    .map_err(|e| EngineError::Run { model: "clef".into(), reason: e.to_string() })?,
+                            ),
+                            None => None,
+                        };
+                        Ok(Heads { y_e, y_c, effects })
+                    })
+                    .collect()
+            }
+        }
+    }
+}
+
+/// What the models and CLEF say about one subject, before scoring.
+struct Heads {
+    y_e: Vec<f32>,
+    y_c: Option<Vec<f32>>,
+    effects: Option<Effects>,
 }

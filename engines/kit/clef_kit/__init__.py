@@ -5,6 +5,8 @@ counterfactual objective and export it as a clefd engine bundle.
 - :mod:`clef_kit.sampling`: the daemon's preprocessing, so training sees the field's pixels.
 - :mod:`clef_kit.export`: ``export_bundle`` → ONNX files + ``manifest.toml``; ``export_vanilla_bundle``
   for a model without a context branch (the fair baseline).
+- :mod:`clef_kit.fuse`: ``fuse_bundle`` → ``clef_fused.onnx``, both models and CLEF in one graph,
+  so the daemon computes the subtraction on the accelerator (``python -m clef_kit.fuse DIR``).
 - :mod:`clef_kit.world`: a procedural world with a known context bias.
 - :mod:`clef_kit.evaluate`: accuracy of factual and TIE decisions on a dataset folder.
 """

@@ -99,12 +99,15 @@ def export_vanilla_bundle(out_dir: str, module: torch.nn.Module, *, name: str, v
 def export_bundle(out_dir: str, model: CLEF, *, name: str, version: str, labels: list[str],
                   vanilla_inputs: list[InputSpec], context_inputs: list[InputSpec], detector: dict,
                   detector_file: str, subject: SubjectSpec | None = None, description: str = "",
-                  thresholds: list[float] | None = None, opset: int = 13, link_detector: bool = False) -> str:
+                  thresholds: list[float] | None = None, opset: int = 13, link_detector: bool = False,
+                  fused: bool = False) -> str:
     """Writes the bundle into ``out_dir`` and returns the manifest's path.
 
     ``detector`` is the manifest's ``[detector]`` table (kind, input names, thresholds and an
     ``anchors`` sub-table), with ``file`` set to the basename of ``detector_file``, which is
-    copied into the bundle (or symlinked, relative, with ``link_detector``).
+    copied into the bundle (or symlinked, relative, with ``link_detector``). With ``fused``
+    the bundle also gets ``clef_fused.onnx``, both models and CLEF in one graph, so the
+    daemon computes the subtraction on the accelerator (:mod:`clef_kit.fuse`).
     """
     if len(labels) != model.y_e_star.numel():
         raise ValueError(f"{len(labels)} labels but the model has {model.y_e_star.numel()} outputs")
@@ -136,4 +139,11 @@ def export_bundle(out_dir: str, model: CLEF, *, name: str, version: str, labels:
     path = os.path.join(out_dir, "manifest.toml")
     with open(path, "w") as f:
         f.write("\n\n".join(parts) + "\n")
+    fused_path = os.path.join(out_dir, "clef_fused.onnx")
+    if fused:
+        from .fuse import fuse_bundle
+
+        fuse_bundle(out_dir)
+    elif os.path.exists(fused_path):
+        os.remove(fused_path)
     return path
