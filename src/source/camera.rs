@@ -11,7 +11,7 @@ use super::capture::capture_chain;
 use super::decoder::{
     DecoderChoice, decode_chain, from_device_memory, rank_lean_h264_decoder, steer_h264_decoder, watch_decoder,
 };
-use super::diagnose::{advice, error_reason};
+use super::diagnose::{advice, error_reason, fail_without_video};
 use super::frame::frame_from_sample;
 use super::network;
 use super::stamp::{SCALER_NAME, Stamper};
@@ -196,6 +196,7 @@ impl Camera {
             .map_err(|_| perr("not a pipeline".into()))?;
         let decoder = watch_decoder(&pipeline, &opts.name, opts.decoder_threads);
         steer_h264_decoder(&pipeline, opts.decoder);
+        fail_without_video(&pipeline);
         let src = pipeline.by_name("src").ok_or_else(|| perr("no source element".into()))?;
         configure_source(&src, &opts.spec);
         let sink = pipeline

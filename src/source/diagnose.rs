@@ -35,7 +35,7 @@ pub(super) fn error_reason(e: &gst::message::Error, spec: &SourceSpec) -> String
         Some(gst::StreamError::WrongType | gst::StreamError::TypeNotFound) => {
             reason += ": this is not a video clefd can read"
         }
-        _ if flow("not-linked") => reason += ": the stream has no video to analyse (audio only?)",
+        _ if flow("not-linked") || flow(NO_VIDEO) => reason += ": the stream has no video to analyse (audio only?)",
         _ if flow("not-negotiated") => {
             reason += ": the source does not offer the format asked for, or none that can be used"
         }
@@ -45,6 +45,35 @@ pub(super) fn error_reason(e: &gst::message::Error, spec: &SourceSpec) -> String
         reason += &format!(" — {advice}");
     }
     reason
+}
+
+/// The debug text of the error [`fail_without_video`] posts.
+const NO_VIDEO: &str = "clefd: the decoder exposed no video stream";
+
+/// Fails the pipeline, on its bus, when the decoder (the element named `dec`) has exposed
+/// all its streams and none is video (an audio file, an audio-only URL).
+///
+/// GStreamer's own "not-linked" error says so too, but not always: `decodebin` withholds
+/// its children's errors while it tries out a new element, and one that comes in that
+/// window is dropped, leaving a pipeline that neither plays nor fails. Posted straight on
+/// the bus, this one cannot be withheld.
+pub(super) fn fail_without_video(pipeline: &gst::Pipeline) {
+    let (Some(dec), Some(bus)) = (pipeline.by_name("dec"), pipeline.bus()) else { return };
+    dec.connect("no-more-pads", false, move |args| {
+        let dec = args.first().and_then(|v| v.get::<gst::Element>().ok())?;
+        let video = dec.src_pads().iter().any(|pad| {
+            let caps = pad.current_caps().unwrap_or_else(|| pad.query_caps(None));
+            caps.structure(0).is_some_and(|s| s.name().starts_with("video/") || s.name().starts_with("image/"))
+        });
+        if !video {
+            let error = gst::message::Error::builder(gst::StreamError::Demux, "the stream has no video")
+                .src(&dec)
+                .debug(NO_VIDEO)
+                .build();
+            let _ = bus.post(error);
+        }
+        None
+    });
 }
 
 /// Words that help with a failed start or a failed negotiation, per source kind.
