@@ -1,6 +1,7 @@
 //! One function per subcommand; each returns the process exit code.
 
 pub mod bench;
+mod control;
 mod cpu;
 pub mod doctor;
 pub mod engines;
@@ -42,6 +43,7 @@ pub fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
                     path.parent().unwrap_or(path).display()
                 );
             }
+            print_kept_controls(&settings);
             Ok(ExitCode::SUCCESS)
         }
         Err(errors) => {
@@ -50,6 +52,30 @@ pub fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::from(EXIT_CONFIG))
         }
+    }
+}
+
+/// What runtime control set and keeps for the next start (`mqtt.control_persist`), so
+/// that a camera the files enable but MQTT turned off is no surprise.
+fn print_kept_controls(settings: &clefd::config::Settings) {
+    let Some(control) = &settings.mqtt.control else { return };
+    let Some(path) = &control.persist else {
+        println!("runtime control over MQTT: on (what it sets is forgotten at a restart)");
+        return;
+    };
+    match control::Controls::load(path) {
+        Ok(kept) if kept.0.is_empty() => {
+            println!("runtime control over MQTT: on, kept in {} (nothing set)", path.display())
+        }
+        Ok(kept) => {
+            println!("runtime control over MQTT: on; set over MQTT and kept in {} (over the files):", path.display());
+            for (camera, set) in &kept.0 {
+                let shown = serde_json::to_string(set).unwrap_or_default();
+                let known = if settings.cameras.contains_key(camera) { "" } else { " (no such camera now: ignored)" };
+                println!("  {camera}: {shown}{known}");
+            }
+        }
+        Err(e) => println!("runtime control over MQTT: on; what it kept cannot be read ({e}): ignored at start"),
     }
 }
 

@@ -13,7 +13,7 @@ use clefd::config::{self, Settings};
 use clefd::events::current::CurrentView;
 use clefd::events::seq::SeqCounter;
 use clefd::mqtt::spool::Spool;
-use clefd::mqtt::{Outgoing, Publisher};
+use clefd::mqtt::{Command, Outgoing, Publisher, PublisherConfig};
 use clefd::pipeline::{Control, Outcome, Pipeline, PipelineError};
 use clefd::service::forward::Forward;
 use clefd::service::http::{Health, Seen};
@@ -21,9 +21,11 @@ use clefd::service::notify::Notifier;
 use clefd::service::{LogLevel, Signal, Signals, systemd};
 use tokio::sync::mpsc;
 
+use super::control::Controls;
 use super::options::{load_config, pipeline_options, publisher_config};
 use super::publishing::{Publishing, discovery_messages};
 
+mod command;
 mod reload;
 
 /// How the daemon's main loop ended.
@@ -99,10 +101,21 @@ enum Reloaded {
     Stopped,
 }
 
+/// The configuration in force: the files' settings, what runtime control laid over them,
+/// and the result.
+struct InForce {
+    /// As the files say.
+    file: Settings,
+    /// What was set over MQTT (`mqtt.control`), for cameras the files name.
+    controls: Controls,
+    /// `file` with `controls` applied: what runs.
+    settings: Settings,
+}
+
 /// What [`Daemon::apply`] did with the new configuration.
 enum Applied {
     /// It is in force.
-    Now(Box<Settings>),
+    Now(Box<InForce>),
     /// It is not (the reason is logged); the running one stays.
     Refused,
     /// A SIGTERM interrupted it.
@@ -114,6 +127,12 @@ struct Daemon {
     config_path: PathBuf,
     /// The configuration in force.
     settings: Settings,
+    /// The files' settings, under what runtime control set.
+    file_settings: Settings,
+    /// What runtime control set.
+    controls: Controls,
+    /// Where the publisher hands the commands it receives (`mqtt.control` on).
+    commands: Option<mpsc::Sender<Command>>,
     control: Control,
     notifier: Arc<Notifier>,
     /// Where the pipeline's sink and the daemon's own messages go.
@@ -132,6 +151,8 @@ struct Started {
     pipeline: Pipeline,
     publisher: Publisher,
     outputs: mpsc::Receiver<Outgoing>,
+    /// Commands from the control topics, when `mqtt.control` is on.
+    commands: Option<mpsc::Receiver<Command>>,
 }
 
 impl Daemon {
@@ -139,10 +160,19 @@ impl Daemon {
     /// the exit code when the daemon cannot start for a reason already logged.
     fn start(
         path: &Path,
-        settings: Settings,
+        file_settings: Settings,
         log_level: LogLevel,
         rt: &tokio::runtime::Runtime,
     ) -> anyhow::Result<Result<(Daemon, Started), ExitCode>> {
+        let controls = command::kept_controls(&file_settings);
+        let settings = controls.apply(&file_settings);
+        let (commands, commands_rx) = match settings.mqtt.control {
+            Some(_) => {
+                let (tx, rx) = mpsc::channel(16);
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
         let q = &settings.mqtt;
         let spool = Spool::open(&q.spool_dir, q.spool_max_bytes)
             .with_context(|| format!("opening the event spool {} (is it writable?)", q.spool_dir.display()))?;
@@ -152,7 +182,8 @@ impl Daemon {
         })?;
         let publisher = {
             let _inside = rt.enter();
-            Publisher::new(publisher_config(&settings)?, seq, spool)
+            let cfg = PublisherConfig { commands: commands.clone(), ..publisher_config(&settings)? };
+            Publisher::new(cfg, seq, spool)
         };
         if let Err(e) = clefd::engine::runtime::init(settings.engine.onnxruntime.as_deref()) {
             tracing::error!("{e}; run `clefd check-config --config {}`", path.display());
@@ -186,6 +217,9 @@ impl Daemon {
             config_path: path.to_path_buf(),
             control: pipeline.control(),
             settings,
+            file_settings,
+            controls,
+            commands,
             notifier,
             to_publisher,
             seen,
@@ -193,16 +227,17 @@ impl Daemon {
             unusable,
             log_level,
         };
-        Ok(Ok((daemon, Started { pipeline, publisher, outputs: rx })))
+        Ok(Ok((daemon, Started { pipeline, publisher, outputs: rx, commands: commands_rx })))
     }
 
     /// Serves until a signal, the end of every stream, or a publisher failure; the run's
     /// outcome (with the cameras that could not start among its failures) and how it ended.
     async fn serve(mut self, started: Started, signals: &mut Signals) -> (Outcome, Ending) {
-        let Started { pipeline, publisher, outputs: rx } = started;
+        let Started { pipeline, publisher, outputs: rx, commands: mut commands_rx } = started;
         let health = Arc::new(Health::new(pipeline.probe(), publisher.stats(), &self.seen));
         let mut publishing = Publishing::start(publisher, rx);
         let background = self.spawn_background(&health).await;
+        self.announce_controls(None, &self.controls, &self.settings).await;
         // Serving: config and engines loaded, publisher and HTTP up. Cameras report
         // their own state; one that is down must not hold the service back.
         let cameras = self.settings.enabled_cameras().count();
@@ -224,6 +259,11 @@ impl Daemon {
                         watched = self.fingerprint();
                     }
                 },
+                Some(cmd) = command::next(&mut commands_rx) => {
+                    if self.command(cmd, signals).await == Reloaded::Stopped {
+                        break (self.stop(waiting).await, Ending::Signalled);
+                    }
+                }
                 reason = publishing.ended() => {
                     tracing::error!("{reason}: stopping so that systemd restarts clefd");
                     break (self.stop(waiting).await, Ending::PublisherFailed(reason));

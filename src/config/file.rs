@@ -113,6 +113,11 @@ pub struct MqttConfig {
     pub spool_dir: Option<PathBuf>,
     /// Most disk the spool may use; beyond it the oldest events are dropped (counted).
     pub spool_max_mb: f64,
+    /// Take commands on `{prefix}/{device}/set` and `{prefix}/{device}/{camera}/set`
+    /// (enable or disable a camera, its fps cap, score threshold, smallest face).
+    pub control: bool,
+    /// Keep what was set over MQTT across restarts (in `<state_dir>/control.json`).
+    pub control_persist: bool,
 }
 
 /// Event lifecycle tuning.
@@ -281,6 +286,8 @@ impl Default for MqttConfig {
             discovery_prefix: "homeassistant".into(),
             spool_dir: None,
             spool_max_mb: 64.0,
+            control: false,
+            control_persist: false,
         }
     }
 }

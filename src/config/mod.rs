@@ -23,8 +23,8 @@ mod values;
 
 pub use load::sources_fingerprint;
 pub use settings::{
-    CameraSettings, EngineSettings, EventSettings, MqttConnection, MqttSettings, Settings, SupervisorSettings,
-    TlsPaths, TrackerSettings,
+    CameraSettings, ControlSettings, EngineSettings, EventSettings, MqttConnection, MqttSettings, Settings,
+    SupervisorSettings, TlsPaths, TrackerSettings,
 };
 pub use uri::SourceSpec;
 pub use values::{Area, BrokerUrl, DecoderChoice, Precision, Protocol, Provider, Transport};
@@ -34,6 +34,20 @@ pub const ENV_PREFIX: &str = "CLEFD";
 
 /// Most cameras one daemon runs (each has its own GStreamer pipeline and threads).
 pub const MAX_CAMERAS: usize = 128;
+
+/// Where `mqtt.control_persist` keeps what was set over MQTT, in `state_dir`.
+pub const CONTROL_FILE: &str = "control.json";
+
+/// The ranges of the camera settings that can also be set at run time (over MQTT), so
+/// a command is checked exactly as the file is.
+pub mod limits {
+    /// `fps`: frames analysed per second at most.
+    pub const FPS: (f64, f64) = (0.1, 240.0);
+    /// `score_threshold`: the detector score below which faces are ignored.
+    pub const SCORE: (f32, f32) = (0.0, 1.0);
+    /// `min_face_px`: the shorter side below which faces are ignored, in pixels.
+    pub const FACE_PX: (f32, f32) = (0.0, 4096.0);
+}
 
 /// A camera's working width unless it sets one.
 pub const DEFAULT_WIDTH: u32 = 640;

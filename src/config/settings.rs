@@ -81,6 +81,15 @@ pub struct MqttSettings {
     pub spool_dir: PathBuf,
     /// Most bytes the spool may use.
     pub spool_max_bytes: u64,
+    /// Runtime control over MQTT, when on.
+    pub control: Option<ControlSettings>,
+}
+
+/// `mqtt.control`: commands over MQTT, and whether what they set outlives a restart.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControlSettings {
+    /// Where what was set is kept across restarts (`control_persist`); `None`: forgotten.
+    pub persist: Option<PathBuf>,
 }
 
 /// What one broker connection is made with.
@@ -226,7 +235,7 @@ impl Settings {
             cameras: _,
             camera_files: _,
         } = self;
-        let MqttSettings { connection: _, stats_every, home_assistant, spool_dir, spool_max_bytes } = mqtt;
+        let MqttSettings { connection: _, stats_every, home_assistant, spool_dir, spool_max_bytes, control } = mqtt;
         let mut changed = Vec::new();
         let mut check = |differs: bool, name: &'static str| {
             if differs {
@@ -240,6 +249,7 @@ impl Settings {
         check(*home_assistant != new.mqtt.home_assistant, "Home Assistant discovery");
         check(*spool_dir != new.mqtt.spool_dir, "mqtt.spool_dir");
         check(*spool_max_bytes != new.mqtt.spool_max_bytes, "mqtt.spool_max_mb");
+        check(*control != new.mqtt.control, "mqtt.control and mqtt.control_persist");
         check(events.empty_after != new.events.empty_after, "events.empty_after_s");
         changed
     }

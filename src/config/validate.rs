@@ -237,6 +237,9 @@ fn mqtt(q: &MqttConfig, state_dir: &Path, device_id: &str, m: &str, c: &mut Coll
         home_assistant: q.home_assistant.then(|| q.discovery_prefix.clone()),
         spool_dir: q.spool_dir.clone().unwrap_or_else(|| state_dir.join("spool")),
         spool_max_bytes: (q.spool_max_mb * 1024.0 * 1024.0) as u64,
+        control: q.control.then(|| ControlSettings {
+            persist: q.control_persist.then(|| state_dir.join(super::CONTROL_FILE)),
+        }),
     })
 }
 
@@ -349,7 +352,7 @@ fn camera(at: &CameraPlace, cam: &CameraConfig, default_bundle: &Path, c: &mut C
     in_range(c, file, &at.key("latency_ms"), cam.latency_ms, 0, 60_000);
     in_range(c, file, &at.key("decoder_threads"), cam.decoder_threads, 0, 64);
     if let Some(fps) = cam.fps {
-        in_range(c, file, &at.key("fps"), fps, 0.1, 240.0);
+        in_range(c, file, &at.key("fps"), fps, super::limits::FPS.0, super::limits::FPS.1);
     }
     let decoder = DecoderChoice::parse(&cam.decoder);
     if decoder.is_none() {
@@ -407,10 +410,10 @@ fn camera_source(at: &CameraPlace, cam: &CameraConfig, c: &mut Collector) -> Opt
 /// Thresholds, zones and ignored areas.
 fn check_faces(at: &CameraPlace, cam: &CameraConfig, c: &mut Collector) {
     if let Some(t) = cam.score_threshold {
-        in_range(c, at.file, &at.key("score_threshold"), t, 0.0, 1.0);
+        in_range(c, at.file, &at.key("score_threshold"), t, super::limits::SCORE.0, super::limits::SCORE.1);
     }
     if let Some(px) = cam.min_face_px {
-        in_range(c, at.file, &at.key("min_face_px"), px, 0.0, 4096.0);
+        in_range(c, at.file, &at.key("min_face_px"), px, super::limits::FACE_PX.0, super::limits::FACE_PX.1);
     }
     for (what, areas) in [("zones", &cam.zones), ("ignore", &cam.ignore)] {
         for (i, area) in areas.iter().enumerate() {

@@ -8,7 +8,7 @@ mod publisher;
 pub mod session;
 pub mod spool;
 
-pub use publisher::{Outgoing, Parked, PublishStats, Publisher, PublisherConfig, TlsFiles, WINDOW};
+pub use publisher::{Command, Outgoing, Parked, PublishStats, Publisher, PublisherConfig, TlsFiles, WINDOW};
 pub use session::Protocol;
 
 pub use crate::config::BrokerUrl;
@@ -49,5 +49,44 @@ impl Topics {
     /// QoS 1 emotion events of one camera.
     pub fn emotion(&self, camera: &str) -> String {
         format!("{}/{}/{camera}/emotion", self.prefix, self.device)
+    }
+
+    /// Where commands for one camera (`Some`) or every camera (`None`) arrive.
+    pub fn set(&self, camera: Option<&str>) -> String {
+        match camera {
+            Some(camera) => format!("{}/{}/{camera}/set", self.prefix, self.device),
+            None => format!("{}/{}/set", self.prefix, self.device),
+        }
+    }
+
+    /// Where the answer to a command on [`Topics::set`] goes.
+    pub fn set_result(&self, camera: Option<&str>) -> String {
+        self.set(camera) + "/result"
+    }
+
+    /// Which camera a control topic addresses: `Some(None)` for the device's own,
+    /// `Some(Some(camera))` for a camera's, `None` for any other topic.
+    pub fn set_target(&self, topic: &str) -> Option<Option<String>> {
+        let rest = topic.strip_prefix(&format!("{}/{}/", self.prefix, self.device))?;
+        match rest.strip_suffix("set")? {
+            "" => Some(None),
+            camera => camera.strip_suffix('/').filter(|c| !c.is_empty() && !c.contains('/')).map(|c| Some(c.into())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Topics;
+
+    #[test]
+    fn control_topics_name_their_camera() {
+        let t = Topics::new("clefd", "dev");
+        assert_eq!(t.set_target(&t.set(None)), Some(None));
+        assert_eq!(t.set_target(&t.set(Some("door"))), Some(Some("door".into())));
+        assert_eq!(t.set_result(Some("door")), "clefd/dev/door/set/result");
+        for other in ["clefd/dev/door/set/result", "clefd/dev/door/state", "clefd/other/set", "clefd/dev/a/b/set"] {
+            assert_eq!(t.set_target(other), None, "{other}");
+        }
     }
 }

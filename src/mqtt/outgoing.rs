@@ -33,6 +33,32 @@ pub enum Outgoing {
         /// Payload.
         payload: Vec<u8>,
     },
+    /// What runtime control set for a camera (`None`: nothing), shown in its retained
+    /// state as `"control"` from now on.
+    Controlled {
+        /// Camera name.
+        camera: String,
+        /// The settings, as JSON.
+        settings: Option<serde_json::Value>,
+    },
+    /// An answer on a control topic (`…/set/result`): not retained, not spooled, sent
+    /// only while connected.
+    Reply {
+        /// Topic.
+        topic: String,
+        /// Payload.
+        payload: Vec<u8>,
+    },
+}
+
+/// A command received on a control topic, for the daemon to check and apply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Command {
+    /// The camera of `{prefix}/{device}/{camera}/set`; `None` for `{prefix}/{device}/set`
+    /// (every camera).
+    pub camera: Option<String>,
+    /// The payload as received.
+    pub payload: Vec<u8>,
 }
 
 impl From<Output> for Outgoing {
@@ -65,6 +91,9 @@ pub struct PublisherConfig {
     pub reconnect_max: Duration,
     /// MQTT 3.1.1 or 5.
     pub protocol: Protocol,
+    /// Where commands on the control topics go; `None`: the control topics are not
+    /// subscribed to (`mqtt.control` off).
+    pub commands: Option<tokio::sync::mpsc::Sender<Command>>,
 }
 
 /// TLS material, already read from disk.

@@ -31,7 +31,7 @@ use crate::pipeline::Output;
 
 mod spooling;
 
-pub use super::outgoing::{Outgoing, PublishStats, PublisherConfig, TlsFiles};
+pub use super::outgoing::{Command, Outgoing, PublishStats, PublisherConfig, TlsFiles};
 
 /// Most events sent but not yet acknowledged.
 pub const WINDOW: usize = 64;
@@ -64,6 +64,8 @@ pub struct Publisher {
     currents: BTreeMap<String, Vec<u8>>,
     /// Other retained messages by topic (Home Assistant discovery).
     retained: BTreeMap<String, Vec<u8>>,
+    /// What runtime control set per camera, echoed in its state as `"control"`.
+    controls: BTreeMap<String, serde_json::Value>,
 }
 
 /// A publisher stopped for a new broker configuration: what the next one carries on with
@@ -77,6 +79,7 @@ pub struct Parked {
     states: BTreeMap<String, Vec<u8>>,
     currents: BTreeMap<String, Vec<u8>>,
     retained: BTreeMap<String, Vec<u8>>,
+    controls: BTreeMap<String, serde_json::Value>,
 }
 
 /// One connection attempt with fresh client state, and what we sent on it.
@@ -128,6 +131,7 @@ impl Publisher {
             states: BTreeMap::new(),
             currents: BTreeMap::new(),
             retained: BTreeMap::new(),
+            controls: BTreeMap::new(),
         }
     }
 
@@ -139,6 +143,7 @@ impl Publisher {
         p.states = parked.states;
         p.currents = parked.currents;
         p.retained = parked.retained;
+        p.controls = parked.controls;
         (p, parked.outputs)
     }
 
@@ -179,6 +184,32 @@ impl Publisher {
             conn.window += 1;
             conn.next_send = rec.seq + 1;
             self.stats.sent.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Sends a camera's retained state, with what runtime control set in it as `"control"`.
+    fn send_state(&self, conn: &mut Connection, camera: &str) {
+        let Some(payload) = self.states.get(camera) else { return };
+        let payload = match self.controls.get(camera) {
+            Some(control) => match serde_json::from_slice::<serde_json::Value>(payload) {
+                Ok(serde_json::Value::Object(mut state)) => {
+                    state.insert("control".into(), control.clone());
+                    serde_json::to_vec(&state).unwrap_or_else(|_| payload.clone())
+                }
+                _ => payload.clone(),
+            },
+            None => payload.clone(),
+        };
+        Self::send_other(conn, self.topics.state(camera), payload, true);
+    }
+
+    /// A message on a control topic: handed to whoever takes commands (dropped, with a
+    /// warning, when they are busy with too many: commands are not queued without end).
+    fn on_received(&self, topic: &str, payload: Vec<u8>) {
+        let Some(commands) = &self.cfg.commands else { return };
+        let Some(camera) = self.topics.set_target(topic) else { return };
+        if commands.try_send(Command { camera, payload }).is_err() {
+            tracing::warn!(topic, "a control command was dropped: too many waiting");
         }
     }
 
@@ -255,8 +286,8 @@ impl Publisher {
         if !parking {
             return Ok(None);
         }
-        let Publisher { seq, spool, stats, states, currents, retained, .. } = self;
-        Ok(Some(Parked { outputs, seq, spool, stats, states, currents, retained }))
+        let Publisher { seq, spool, stats, states, currents, retained, controls, .. } = self;
+        Ok(Some(Parked { outputs, seq, spool, stats, states, currents, retained, controls }))
     }
 
     /// Takes `first` and everything already waiting behind it: retained messages go out
@@ -269,9 +300,17 @@ impl Publisher {
                 Outgoing::Analysis(Output::Event(ev)) => events.push(*ev),
                 Outgoing::Analysis(Output::CameraState(st)) => {
                     let payload = serde_json::to_vec(&st).unwrap_or_default();
-                    Self::send_other(conn, self.topics.state(&st.camera), payload.clone(), true);
-                    self.states.insert(st.camera, payload);
+                    self.states.insert(st.camera.clone(), payload);
+                    self.send_state(conn, &st.camera);
                 }
+                Outgoing::Controlled { camera, settings } => {
+                    match settings {
+                        Some(v) => self.controls.insert(camera.clone(), v),
+                        None => self.controls.remove(&camera),
+                    };
+                    self.send_state(conn, &camera);
+                }
+                Outgoing::Reply { topic, payload } => Self::send_other(conn, topic, payload, false),
                 Outgoing::Analysis(Output::CameraRemoved(camera)) => {
                     self.states.remove(&camera);
                     self.currents.remove(&camera);
@@ -313,6 +352,7 @@ impl Publisher {
                 }
             }
             Ok(SessionEvent::Acked { pkid, refused }) => self.on_acked(conn, pkid, refused),
+            Ok(SessionEvent::Received { topic, payload }) => self.on_received(&topic, payload),
             Ok(_) => {}
             Err(e) => {
                 retry.failures += 1;
@@ -341,8 +381,16 @@ impl Publisher {
         self.stats.set_connected(true);
         self.stats.connects.fetch_add(1, Ordering::Relaxed);
         Self::send_other(conn, self.topics.availability(), b"online".to_vec(), true);
-        for (camera, payload) in &self.states {
-            Self::send_other(conn, self.topics.state(camera), payload.clone(), true);
+        let cameras: Vec<String> = self.states.keys().cloned().collect();
+        for camera in &cameras {
+            self.send_state(conn, camera);
+        }
+        if self.cfg.commands.is_some() {
+            for filter in [self.topics.set(None), self.topics.set(Some("+"))] {
+                if !conn.session.client.subscribe(filter.clone()) {
+                    tracing::warn!(topic = %filter, "cannot subscribe to the control topic");
+                }
+            }
         }
         for (camera, payload) in &self.currents {
             Self::send_other(conn, self.topics.current(camera), payload.clone(), true);

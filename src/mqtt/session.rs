@@ -52,6 +52,13 @@ pub enum SessionEvent {
     },
     /// Our DISCONNECT went out.
     Disconnected,
+    /// A message arrived on a topic we subscribed to.
+    Received {
+        /// Its topic.
+        topic: String,
+        /// Its payload.
+        payload: Vec<u8>,
+    },
 }
 
 /// A connection failure, in words a user can act on.
@@ -78,6 +85,14 @@ impl SessionClient {
         match self {
             SessionClient::V311(c) => c.try_publish(topic, rumqttc::QoS::AtLeastOnce, retain, payload).is_ok(),
             SessionClient::V5(c) => c.try_publish(topic, mq5::mqttbytes::QoS::AtLeastOnce, retain, payload).is_ok(),
+        }
+    }
+
+    /// Subscribes (QoS 1) without waiting; false when the request queue is full.
+    pub fn subscribe(&self, filter: String) -> bool {
+        match self {
+            SessionClient::V311(c) => c.try_subscribe(filter, rumqttc::QoS::AtLeastOnce).is_ok(),
+            SessionClient::V5(c) => c.try_subscribe(filter, mq5::mqttbytes::QoS::AtLeastOnce).is_ok(),
         }
     }
 
@@ -163,6 +178,9 @@ async fn poll_v311(mut eventloop: rumqttc::EventLoop, tx: Tx) {
         let event = match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => SessionEvent::Connected,
             Ok(Event::Incoming(Packet::PubAck(ack))) => SessionEvent::Acked { pkid: ack.pkid, refused: None },
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                SessionEvent::Received { topic: p.topic, payload: p.payload.to_vec() }
+            }
             Ok(Event::Outgoing(Outgoing::Publish(pkid))) => SessionEvent::Sent(pkid),
             Ok(Event::Outgoing(Outgoing::Disconnect)) => SessionEvent::Disconnected,
             Ok(_) => continue,
@@ -189,6 +207,10 @@ async fn poll_v5(mut eventloop: mq5::EventLoop, tx: Tx) {
                     PubAckReason::Success | PubAckReason::NoMatchingSubscribers => None,
                     other => Some(format!("{other:?}")),
                 },
+            },
+            Ok(Event::Incoming(Packet::Publish(p))) => SessionEvent::Received {
+                topic: String::from_utf8_lossy(&p.topic).into_owned(),
+                payload: p.payload.to_vec(),
             },
             Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) => SessionEvent::Sent(pkid),
             Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => SessionEvent::Disconnected,

@@ -55,6 +55,7 @@ pub(super) fn mqtt(url: &str, n: u64) -> anyhow::Result<ExitCode> {
         tls: None,
         reconnect_max: Duration::from_secs(30),
         protocol: clefd::mqtt::Protocol::V311,
+        commands: None,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let (acked, secs) = rt.block_on(async move {

@@ -8,7 +8,7 @@ use clefd::service::{Signal, Signals};
 
 use super::super::options::{load_config, pipeline_options, publisher_config};
 use super::super::publishing::{Publishing, discovery_messages};
-use super::{Applied, Daemon, Reloaded};
+use super::{Applied, Daemon, InForce, Reloaded};
 use clefd::config::Settings;
 
 impl Daemon {
@@ -23,7 +23,10 @@ impl Daemon {
     pub(super) async fn reload(&mut self, publishing: &mut Publishing, signals: &mut Signals) -> Reloaded {
         self.notifier.send("RELOADING=1");
         match self.apply(publishing, signals).await {
-            Applied::Now(new) => self.settings = *new,
+            Applied::Now(now) => {
+                let InForce { file, controls, settings } = *now;
+                (self.file_settings, self.controls, self.settings) = (file, controls, settings);
+            }
             Applied::Refused => {}
             Applied::Stopped => return Reloaded::Stopped,
         }
@@ -33,7 +36,7 @@ impl Daemon {
 
     /// The reload itself: the settings now in force, or why not.
     async fn apply(&mut self, publishing: &mut Publishing, signals: &mut Signals) -> Applied {
-        let new = match load_config(&self.config_path) {
+        let file = match load_config(&self.config_path) {
             Ok(s) => s,
             Err(errors) => {
                 for p in &errors.0 {
@@ -43,6 +46,10 @@ impl Daemon {
                 return Applied::Refused;
             }
         };
+        // What was set over MQTT stays, for the cameras the files still name.
+        let mut controls = self.controls.clone();
+        controls.prune(&file);
+        let new = controls.apply(&file);
         let later = self.settings.restart_only_changes(&new);
         if !later.is_empty() {
             tracing::warn!(settings = %later.join(", "), "these changes take effect at the next restart");
@@ -81,12 +88,13 @@ impl Daemon {
             let _ = self.to_publisher.send(msg).await;
         }
         tracing::info!(added = ?report.added, changed = ?report.changed, removed = ?report.removed, unchanged = report.unchanged.len(), workers_restarted = report.workers_restarted, "configuration reloaded");
-        Applied::Now(Box::new(new))
+        self.announce_controls(Some(&self.settings), &controls, &new).await;
+        Applied::Now(Box::new(InForce { file, controls, settings: new }))
     }
 
     /// Moves the pipeline to `options` (models load on a blocking thread) while still
     /// answering signals: `Err` says the reload was refused (logged) or interrupted.
-    async fn reload_pipeline(&self, options: PipelineOptions, signals: &mut Signals) -> Result<ReloadReport, Applied> {
+    pub(super) async fn reload_pipeline(&self, options: PipelineOptions, signals: &mut Signals) -> Result<ReloadReport, Applied> {
         let control = self.control.clone();
         let mut reloading = tokio::task::spawn_blocking(move || control.reload(&options));
         let done = loop {
@@ -120,6 +128,6 @@ impl Daemon {
         if new.mqtt.connection == self.settings.mqtt.connection {
             return Ok(None);
         }
-        publisher_config(new).map(Some)
+        publisher_config(new).map(|cfg| Some(PublisherConfig { commands: self.commands.clone(), ..cfg }))
     }
 }

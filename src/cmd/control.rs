@@ -1,0 +1,214 @@
+//! Runtime control over MQTT (`mqtt.control`): what a command may change, how it is
+//! checked (the config file's ranges, every mistake named), and how what was set lies on
+//! top of the camera files. Pure apart from [`Controls::load`] and [`Controls::save`];
+//! the daemon applies the result through the same reload as SIGHUP.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use clefd::config::{MAX_CAMERAS, Settings, limits};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// What runtime control set for one camera: each value present replaces the camera
+/// file's until it is set to `null` again.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Overrides {
+    /// Run the camera or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// Frames analysed per second at most.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fps: Option<f64>,
+    /// Faces scoring below this are ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score_threshold: Option<f32>,
+    /// Faces smaller than this (pixels, shorter side) are ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_face_px: Option<f32>,
+}
+
+impl Overrides {
+    /// Whether nothing is set.
+    pub fn is_empty(&self) -> bool {
+        *self == Overrides::default()
+    }
+}
+
+/// What runtime control set, camera by camera.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Controls(pub BTreeMap<String, Overrides>);
+
+/// The settings a command may change; `None` puts the camera file's value back.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Change {
+    Enabled(Option<bool>),
+    Fps(Option<f64>),
+    ScoreThreshold(Option<f32>),
+    MinFacePx(Option<f32>),
+}
+
+const SETTABLE: &str = "enabled, fps, score_threshold, min_face_px";
+
+/// Reads one command (a JSON object); every problem in it, or what it changes.
+fn parse(payload: &[u8]) -> Result<Vec<Change>, String> {
+    let object = match serde_json::from_slice::<Value>(payload) {
+        Ok(Value::Object(o)) => o,
+        Ok(_) => return Err(format!("a command is a JSON object of settings ({SETTABLE})")),
+        Err(e) => return Err(format!("not JSON ({e}): a command is a JSON object of settings ({SETTABLE})")),
+    };
+    if object.is_empty() {
+        return Err(format!("the command sets nothing: give one or more of {SETTABLE}"));
+    }
+    let mut changes = Vec::new();
+    let mut problems = Vec::new();
+    for (key, value) in &object {
+        match change(key, value) {
+            Ok(c) => changes.push(c),
+            Err(p) => problems.push(p),
+        }
+    }
+    if problems.is_empty() { Ok(changes) } else { Err(problems.join("; ")) }
+}
+
+fn change(key: &str, value: &Value) -> Result<Change, String> {
+    let number = |lo: f64, hi: f64| -> Result<Option<f64>, String> {
+        match value {
+            Value::Null => Ok(None),
+            Value::Number(n) => match n.as_f64() {
+                Some(v) if (lo..=hi).contains(&v) => Ok(Some(v)),
+                _ => Err(format!("{key}: {n} is out of range: must be between {lo} and {hi}")),
+            },
+            other => Err(format!("{key}: {other} is not a number (or null for the camera file's value)")),
+        }
+    };
+    Ok(match key {
+        "enabled" => match value {
+            Value::Bool(b) => Change::Enabled(Some(*b)),
+            Value::Null => Change::Enabled(None),
+            other => return Err(format!("enabled: {other} is not true or false")),
+        },
+        "fps" => Change::Fps(number(limits::FPS.0, limits::FPS.1)?),
+        "score_threshold" => Change::ScoreThreshold(
+            number(f64::from(limits::SCORE.0), f64::from(limits::SCORE.1))?.map(|v| v as f32),
+        ),
+        "min_face_px" => Change::MinFacePx(
+            number(f64::from(limits::FACE_PX.0), f64::from(limits::FACE_PX.1))?.map(|v| v as f32),
+        ),
+        "detect_every" => return Err("detect_every: this clefd runs the detector on every frame; it cannot be set".into()),
+        "snapshots" => return Err("snapshots: this clefd publishes no snapshots; they cannot be set".into()),
+        other => return Err(format!("unknown setting '{other}': a command may set {SETTABLE}")),
+    })
+}
+
+impl Controls {
+    /// `self` with `payload` applied to `camera` (every camera when `None`), checked
+    /// against the file settings `file`: the new controls, or why the command is refused.
+    pub fn with_command(&self, file: &Settings, camera: Option<&str>, payload: &[u8]) -> Result<Controls, String> {
+        let changes = parse(payload)?;
+        let targets: Vec<String> = match camera {
+            Some(name) if file.cameras.contains_key(name) => vec![name.to_string()],
+            Some(name) => {
+                let known: Vec<&str> = file.cameras.keys().map(String::as_str).collect();
+                return Err(format!("no camera '{name}' in the configuration (cameras: {})", known.join(", ")));
+            }
+            None => file.cameras.keys().cloned().collect(),
+        };
+        let mut next = self.clone();
+        for name in targets {
+            let o = next.0.entry(name).or_default();
+            for change in &changes {
+                match *change {
+                    Change::Enabled(v) => o.enabled = v,
+                    Change::Fps(v) => o.fps = v,
+                    Change::ScoreThreshold(v) => o.score_threshold = v,
+                    Change::MinFacePx(v) => o.min_face_px = v,
+                }
+            }
+        }
+        next.0.retain(|_, o| !o.is_empty());
+        let enabled = next.apply(file).enabled_cameras().count();
+        if enabled > MAX_CAMERAS {
+            return Err(format!("{enabled} cameras would be enabled: one clefd runs at most {MAX_CAMERAS}"));
+        }
+        if enabled == 0 {
+            return Err("every camera would be disabled: keep at least one (or stop clefd)".into());
+        }
+        Ok(next)
+    }
+
+    /// The file settings with what was set laid over them. Cameras the files no longer
+    /// name are left out of `self` first ([`Controls::prune`]).
+    pub fn apply(&self, file: &Settings) -> Settings {
+        let mut s = file.clone();
+        for (name, o) in &self.0 {
+            let Some(cam) = s.cameras.get_mut(name) else { continue };
+            cam.enabled = o.enabled.unwrap_or(cam.enabled);
+            cam.fps = o.fps.or(cam.fps);
+            cam.score_threshold = o.score_threshold.or(cam.score_threshold);
+            cam.min_face_px = o.min_face_px.or(cam.min_face_px);
+        }
+        s
+    }
+
+    /// Forgets what was set for cameras the files no longer name.
+    pub fn prune(&mut self, file: &Settings) {
+        self.0.retain(|name, _| file.cameras.contains_key(name));
+    }
+
+    /// What was set for `camera`, as its state shows it (`None`: nothing).
+    pub fn echo(&self, camera: &str) -> Option<Value> {
+        self.0.get(camera).and_then(|o| serde_json::to_value(o).ok())
+    }
+
+    /// Reads what an earlier run kept; nothing when there is no file. A file that cannot
+    /// be read is reported and ignored: the camera files' settings apply.
+    pub fn load(path: &Path) -> Result<Controls, String> {
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Controls::default()),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
+    }
+
+    /// Keeps what was set for the next start (written aside, then renamed into place, so
+    /// a crash leaves the old file or the new one, never half of one).
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        let tmp = path.with_extension("json.tmp");
+        let bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        std::fs::write(&tmp, bytes)?;
+        std::fs::rename(&tmp, path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_are_read_strictly() {
+        assert_eq!(parse(br#"{"enabled": false}"#), Ok(vec![Change::Enabled(Some(false))]));
+        assert_eq!(parse(br#"{"fps": null}"#), Ok(vec![Change::Fps(None)]));
+        let both = parse(br#"{"score_threshold": 0.8, "min_face_px": 40}"#).unwrap();
+        assert!(both.contains(&Change::ScoreThreshold(Some(0.8))) && both.contains(&Change::MinFacePx(Some(40.0))));
+        for (payload, says) in [
+            (&b"not json"[..], "not JSON"),
+            (b"[1]", "a command is a JSON object"),
+            (b"{}", "sets nothing"),
+            (br#"{"fps": 0}"#, "fps: 0 is out of range: must be between 0.1 and 240"),
+            (br#"{"score_threshold": 7}"#, "score_threshold: 7 is out of range"),
+            (br#"{"enabled": "yes"}"#, "enabled: \"yes\" is not true or false"),
+            (br#"{"fps": "fast"}"#, "fps: \"fast\" is not a number"),
+            (br#"{"detect_every": 2}"#, "detect_every: this clefd runs the detector on every frame"),
+            (br#"{"colour": 1}"#, "unknown setting 'colour'"),
+        ] {
+            let e = parse(payload).unwrap_err();
+            assert!(e.contains(says), "{}: {e}", String::from_utf8_lossy(payload));
+        }
+        // Every mistake of one command at once.
+        let e = parse(br#"{"fps": -1, "zoom": 2}"#).unwrap_err();
+        assert!(e.contains("fps: -1") && e.contains("'zoom'"), "{e}");
+    }
+}

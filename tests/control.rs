@@ -1,0 +1,148 @@
+//! Runtime control over MQTT (`mqtt.control`) against a real broker: a disabled camera
+//! says so in its state and sends nothing while its neighbour goes on; enabled again, its
+//! events resume; malformed, out-of-range and unsupported commands are refused with a
+//! reason and change nothing; with `control_persist` what was set outlives a restart (and
+//! `check-config` shows it), without it a restart forgets it.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::{Broker, Consumer, Daemon, Received};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+fn config(dir: &Path, broker: &Broker, clip: &Path, persist: bool) -> std::path::PathBuf {
+    let mut text = common::base_config(dir, &broker.url(), "ctl")
+        .replace("[mqtt]\n", &format!("[mqtt]\ncontrol = true\ncontrol_persist = {persist}\n"));
+    for camera in ["a", "b"] {
+        text += &format!("[cameras.{camera}]\nuri = \"file://{}\"\nloop = true\n", clip.display());
+    }
+    let path = dir.join("clefd.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Publishes `payload` on `topic` (QoS 1) with the broker's own client.
+fn send(broker: &Broker, topic: &str, payload: &str) {
+    let status = std::process::Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-q", "1", "-t", topic, "-m", payload])
+        .status()
+        .expect("mosquitto_pub (mosquitto-clients) runs");
+    assert!(status.success(), "mosquitto_pub {topic}");
+}
+
+/// Sends a command and returns the answer that follows it on `…/set/result`.
+fn command(broker: &Broker, consumer: &Consumer, topic: &str, payload: &str) -> serde_json::Value {
+    let result = format!("{topic}/result");
+    let before = consumer.on(&result).len();
+    send(broker, topic, payload);
+    consumer.wait_for(&format!("the answer to {payload} on {result}"), WAIT, |m| {
+        m.iter().filter(|x| x.topic == result).count() > before
+    });
+    consumer.on(&result).pop().unwrap().body
+}
+
+fn events(m: &[Received], camera: &str) -> Vec<usize> {
+    let topic = format!("clefd/ctl/{camera}/emotion");
+    m.iter().enumerate().filter(|(_, x)| x.topic == topic).map(|(i, _)| i).collect()
+}
+
+/// The index of the first state of `camera` after `from` that satisfies `pred`.
+fn state_after(m: &[Received], camera: &str, from: usize, pred: impl Fn(&serde_json::Value) -> bool) -> Option<usize> {
+    let topic = format!("clefd/ctl/{camera}/state");
+    m.iter().enumerate().skip(from).find(|(_, x)| x.topic == topic && pred(&x.body)).map(|(i, _)| i)
+}
+
+#[test]
+fn cameras_are_disabled_enabled_and_refused_over_mqtt_and_what_is_kept_survives_a_restart() {
+    let broker = Broker::start();
+    let consumer = Consumer::start(broker.port);
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("clip.mp4");
+    common::astronaut_clip(&clip, 4.0, 15);
+    let cfg = config(dir.path(), &broker, &clip, true);
+    let log = dir.path().join("clefd.log");
+    let daemon = Daemon::start(&cfg, &log);
+    consumer.wait_for("events from both cameras", WAIT, |m| !events(m, "a").is_empty() && !events(m, "b").is_empty());
+
+    // Off: the answer, then a `disabled` state echoing the setting, then b goes on alone.
+    let answer = command(&broker, &consumer, "clefd/ctl/a/set", r#"{"enabled": false}"#);
+    assert_eq!(answer["ok"], true, "{answer}");
+    assert_eq!(answer["control"]["a"]["enabled"], false, "{answer}");
+    assert_eq!(answer["persisted"], true, "{answer}");
+    consumer.wait_for("a disabled, then 8 events of b", WAIT, |m| {
+        state_after(m, "a", 0, |s| s["status"] == "disabled")
+            .is_some_and(|off| events(m, "b").iter().filter(|&&i| i > off).count() >= 8)
+    });
+    let m = consumer.messages();
+    let off = state_after(&m, "a", 0, |s| s["status"] == "disabled").unwrap();
+    assert_eq!(m[off].body["control"]["enabled"], false, "the state echoes what was set: {}", m[off].body);
+    // A frame of a already being analysed may still finish; after that, nothing.
+    let settled = events(&m, "b").into_iter().filter(|&i| i > off).nth(1).unwrap();
+    assert!(events(&m, "a").iter().all(|&i| i < settled), "a disabled camera sends no events");
+
+    // Refused, with a reason each, and nothing changes.
+    for (topic, payload, says) in [
+        ("clefd/ctl/a/set", "not json at all", "not JSON"),
+        ("clefd/ctl/a/set", r#"{"score_threshold": 7}"#, "score_threshold: 7 is out of range"),
+        ("clefd/ctl/set", r#"{"fps": 0}"#, "fps: 0 is out of range"),
+        ("clefd/ctl/a/set", r#"{"detect_every": 3}"#, "detect_every"),
+        ("clefd/ctl/a/set", r#"{"zoom": 2}"#, "unknown setting 'zoom'"),
+        ("clefd/ctl/nosuch/set", r#"{"enabled": true}"#, "no camera 'nosuch'"),
+        ("clefd/ctl/b/set", r#"{"enabled": false}"#, "every camera would be disabled"),
+    ] {
+        let answer = command(&broker, &consumer, topic, payload);
+        assert_eq!(answer["ok"], false, "{payload}: {answer}");
+        assert!(answer["error"].as_str().unwrap_or_default().contains(says), "{payload}: {answer}");
+    }
+    let mark = consumer.messages().len();
+    consumer.wait_for("b still streaming after the refusals", WAIT, |m| events(m, "b").iter().any(|&i| i > mark));
+    let m = consumer.messages();
+    let last_a = m.iter().rev().find(|x| x.topic == "clefd/ctl/a/state").unwrap();
+    assert_eq!(last_a.body["status"], "disabled", "refused commands leave a off: {}", last_a.body);
+    assert!(events(&m, "a").iter().all(|&i| i < settled));
+    assert!(daemon.stop());
+
+    // Kept across a restart (control_persist): check-config says so, and a stays off.
+    let out = common::run_clefd(&["check-config", "--config", cfg.to_str().unwrap()], &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("set over MQTT and kept in") && text.contains(r#"a: {"enabled":false}"#), "{text}");
+    let mark = consumer.messages().len();
+    let daemon = Daemon::start(&cfg, &log);
+    consumer.wait_for("a disabled again at start, b streaming", WAIT, |m| {
+        state_after(m, "a", mark, |s| s["status"] == "disabled" && s["control"]["enabled"] == false).is_some()
+            && events(m, "b").iter().filter(|&&i| i > mark).count() >= 3
+    });
+    assert!(events(&consumer.messages(), "a").iter().all(|&i| i < mark), "still off after the restart");
+
+    // On again: its events resume; the setting is dropped back to the file's.
+    let answer = command(&broker, &consumer, "clefd/ctl/a/set", r#"{"enabled": null}"#);
+    assert_eq!(answer["ok"], true, "{answer}");
+    let on = consumer.messages().len();
+    consumer.wait_for("a streaming and sending again", WAIT, |m| {
+        state_after(m, "a", on, |s| s["status"] == "streaming").is_some() && events(m, "a").iter().any(|&i| i > on)
+    });
+    let m = consumer.messages();
+    let streaming = state_after(&m, "a", on, |s| s["status"] == "streaming").unwrap();
+    assert!(m[streaming].body.get("control").is_none(), "nothing set any more: {}", m[streaming].body);
+
+    // A device-wide command reaches every camera; without control_persist a restart forgets it.
+    let answer = command(&broker, &consumer, "clefd/ctl/set", r#"{"min_face_px": 12}"#);
+    assert_eq!(answer["control"]["a"]["min_face_px"], 12.0, "{answer}");
+    assert_eq!(answer["control"]["b"]["min_face_px"], 12.0, "{answer}");
+    assert!(daemon.stop());
+    let cfg = config(dir.path(), &broker, &clip, false);
+    let mark = consumer.messages().len();
+    let daemon = Daemon::start(&cfg, &log);
+    consumer.wait_for("both cameras streaming after a restart without control_persist", WAIT, |m| {
+        ["a", "b"].iter().all(|c| state_after(m, c, mark, |s| s["status"] == "streaming").is_some())
+    });
+    let m = consumer.messages();
+    for camera in ["a", "b"] {
+        let s = state_after(&m, camera, mark, |s| s["status"] == "streaming").unwrap();
+        assert!(m[s].body.get("control").is_none(), "forgotten: {}", m[s].body);
+    }
+    assert!(daemon.stop());
+}
