@@ -91,13 +91,15 @@ fn change(key: &str, value: &Value) -> Result<Change, String> {
             other => return Err(format!("enabled: {other} is not true or false")),
         },
         "fps" => Change::Fps(number(limits::FPS.0, limits::FPS.1)?),
-        "score_threshold" => Change::ScoreThreshold(
-            number(f64::from(limits::SCORE.0), f64::from(limits::SCORE.1))?.map(|v| v as f32),
-        ),
-        "min_face_px" => Change::MinFacePx(
-            number(f64::from(limits::FACE_PX.0), f64::from(limits::FACE_PX.1))?.map(|v| v as f32),
-        ),
-        "detect_every" => return Err("detect_every: this clefd runs the detector on every frame; it cannot be set".into()),
+        "score_threshold" => {
+            Change::ScoreThreshold(number(f64::from(limits::SCORE.0), f64::from(limits::SCORE.1))?.map(|v| v as f32))
+        }
+        "min_face_px" => {
+            Change::MinFacePx(number(f64::from(limits::FACE_PX.0), f64::from(limits::FACE_PX.1))?.map(|v| v as f32))
+        }
+        "detect_every" => {
+            return Err("detect_every: this clefd runs the detector on every frame; it cannot be set".into());
+        }
         "snapshots" => return Err("snapshots: this clefd publishes no snapshots; they cannot be set".into()),
         other => return Err(format!("unknown setting '{other}': a command may set {SETTABLE}")),
     })

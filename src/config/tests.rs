@@ -50,6 +50,11 @@ fn values_are_typed_once_with_defaults_and_paths_resolved() {
     assert_eq!(door.transport, Transport::Udp);
     assert_eq!(door.bundle, dir.path().join("bundle"), "a camera without a bundle gets the engine's");
     assert_eq!(door.width, DEFAULT_WIDTH);
+    assert_eq!(s.mqtt.control, None, "runtime control is off unless asked for");
+    let on = load(&write(dir.path(), &BASE.replace("[mqtt]\n", "[mqtt]\ncontrol = true\ncontrol_persist = true\n")))
+        .unwrap();
+    let kept = on.mqtt.control.and_then(|c| c.persist);
+    assert_eq!(kept, Some(dir.path().join("state").join(super::CONTROL_FILE)));
 }
 
 #[test]
@@ -83,5 +88,9 @@ fn reload_names_the_changes_that_wait_for_a_restart() {
     assert!(old.restart_only_changes(&new).is_empty(), "engine and connection are applied by reload");
     new.mqtt.spool_max_bytes += 1;
     new.http = None;
-    assert_eq!(old.restart_only_changes(&new), vec!["[http]", "mqtt.spool_max_mb"]);
+    new.mqtt.control = Some(super::ControlSettings { persist: None });
+    assert_eq!(
+        old.restart_only_changes(&new),
+        vec!["[http]", "mqtt.spool_max_mb", "mqtt.control and mqtt.control_persist"]
+    );
 }

@@ -237,9 +237,9 @@ fn mqtt(q: &MqttConfig, state_dir: &Path, device_id: &str, m: &str, c: &mut Coll
         home_assistant: q.home_assistant.then(|| q.discovery_prefix.clone()),
         spool_dir: q.spool_dir.clone().unwrap_or_else(|| state_dir.join("spool")),
         spool_max_bytes: (q.spool_max_mb * 1024.0 * 1024.0) as u64,
-        control: q.control.then(|| ControlSettings {
-            persist: q.control_persist.then(|| state_dir.join(super::CONTROL_FILE)),
-        }),
+        control: q
+            .control
+            .then(|| ControlSettings { persist: q.control_persist.then(|| state_dir.join(super::CONTROL_FILE)) }),
     })
 }
 

@@ -94,7 +94,11 @@ impl Daemon {
 
     /// Moves the pipeline to `options` (models load on a blocking thread) while still
     /// answering signals: `Err` says the reload was refused (logged) or interrupted.
-    pub(super) async fn reload_pipeline(&self, options: PipelineOptions, signals: &mut Signals) -> Result<ReloadReport, Applied> {
+    pub(super) async fn reload_pipeline(
+        &self,
+        options: PipelineOptions,
+        signals: &mut Signals,
+    ) -> Result<ReloadReport, Applied> {
         let control = self.control.clone();
         let mut reloading = tokio::task::spawn_blocking(move || control.reload(&options));
         let done = loop {
