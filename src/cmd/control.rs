@@ -27,6 +27,9 @@ pub struct Overrides {
     /// Faces smaller than this (pixels, shorter side) are ignored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_face_px: Option<f32>,
+    /// The detector runs on every N-th frame.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detect_every: Option<u32>,
 }
 
 impl Overrides {
@@ -48,9 +51,10 @@ enum Change {
     Fps(Option<f64>),
     ScoreThreshold(Option<f32>),
     MinFacePx(Option<f32>),
+    DetectEvery(Option<u32>),
 }
 
-const SETTABLE: &str = "enabled, fps, score_threshold, min_face_px";
+const SETTABLE: &str = "enabled, fps, score_threshold, min_face_px, detect_every";
 
 /// Reads one command (a JSON object); every problem in it, or what it changes.
 fn parse(payload: &[u8]) -> Result<Vec<Change>, String> {
@@ -98,7 +102,12 @@ fn change(key: &str, value: &Value) -> Result<Change, String> {
             Change::MinFacePx(number(f64::from(limits::FACE_PX.0), f64::from(limits::FACE_PX.1))?.map(|v| v as f32))
         }
         "detect_every" => {
-            return Err("detect_every: this clefd runs the detector on every frame; it cannot be set".into());
+            let (lo, hi) = limits::DETECT_EVERY;
+            let n = number(f64::from(lo), f64::from(hi))?;
+            if n.is_some_and(|v| v.fract() != 0.0) {
+                return Err(format!("detect_every: {value} is not a whole number of frames"));
+            }
+            Change::DetectEvery(n.map(|v| v as u32))
         }
         "snapshots" => return Err("snapshots: this clefd publishes no snapshots; they cannot be set".into()),
         other => return Err(format!("unknown setting '{other}': a command may set {SETTABLE}")),
@@ -127,6 +136,7 @@ impl Controls {
                     Change::Fps(v) => o.fps = v,
                     Change::ScoreThreshold(v) => o.score_threshold = v,
                     Change::MinFacePx(v) => o.min_face_px = v,
+                    Change::DetectEvery(v) => o.detect_every = v,
                 }
             }
         }
@@ -151,6 +161,7 @@ impl Controls {
             cam.fps = o.fps.or(cam.fps);
             cam.score_threshold = o.score_threshold.or(cam.score_threshold);
             cam.min_face_px = o.min_face_px.or(cam.min_face_px);
+            cam.detect_every = o.detect_every.unwrap_or(cam.detect_every);
         }
         s
     }
@@ -193,6 +204,7 @@ mod tests {
     fn commands_are_read_strictly() {
         assert_eq!(parse(br#"{"enabled": false}"#), Ok(vec![Change::Enabled(Some(false))]));
         assert_eq!(parse(br#"{"fps": null}"#), Ok(vec![Change::Fps(None)]));
+        assert_eq!(parse(br#"{"detect_every": 3}"#), Ok(vec![Change::DetectEvery(Some(3))]));
         let both = parse(br#"{"score_threshold": 0.8, "min_face_px": 40}"#).unwrap();
         assert!(both.contains(&Change::ScoreThreshold(Some(0.8))) && both.contains(&Change::MinFacePx(Some(40.0))));
         for (payload, says) in [
@@ -203,7 +215,8 @@ mod tests {
             (br#"{"score_threshold": 7}"#, "score_threshold: 7 is out of range"),
             (br#"{"enabled": "yes"}"#, "enabled: \"yes\" is not true or false"),
             (br#"{"fps": "fast"}"#, "fps: \"fast\" is not a number"),
-            (br#"{"detect_every": 2}"#, "detect_every: this clefd runs the detector on every frame"),
+            (br#"{"detect_every": 2.5}"#, "detect_every: 2.5 is not a whole number"),
+            (br#"{"detect_every": 31}"#, "detect_every: 31 is out of range: must be between 1 and 30"),
             (br#"{"colour": 1}"#, "unknown setting 'colour'"),
         ] {
             let e = parse(payload).unwrap_err();

@@ -15,7 +15,7 @@ use clefd::engine::runtime::SessionOptions;
 use clefd::engine::tensorrt::TrtSettings;
 use clefd::events::lifecycle::LifecycleConfig;
 use clefd::mqtt::{PublisherConfig, TlsFiles};
-use clefd::pipeline::{Batching, CameraPlan, PipelineOptions, WorkerOptions};
+use clefd::pipeline::{Batching, Cadence, CameraPlan, PipelineOptions, WorkerOptions};
 use clefd::source::{CameraOptions, SupervisorOptions};
 
 /// [`config::load`] with every bundle's manifest checked too: what `check-config`, `run`
@@ -106,6 +106,8 @@ fn camera_plan(sup: &SupervisorSettings, name: &str, cam: &CameraSettings) -> Re
         min_face_px,
         zones,
         ignore,
+        detect_every,
+        classify_every,
     } = cam;
     let spec = match password_file {
         Some(f) => {
@@ -137,6 +139,7 @@ fn camera_plan(sup: &SupervisorSettings, name: &str, cam: &CameraSettings) -> Re
             zones: zones.clone(),
             ignore: ignore.clone(),
         },
+        cadence: Cadence { detect_every: *detect_every, classify_every: *classify_every },
     })
 }
 

@@ -389,6 +389,8 @@ fn log_summaries(outcome: &Outcome) {
             frames = s.frames,
             dropped = s.dropped,
             faces = s.faces,
+            detected_frames = s.stages.detected,
+            classified_faces = s.stages.classified,
             events = s.events,
             fps = format!("{:.1}", s.frames as f64 / secs),
             detect_ms = format!("{:.2}", per(s.stages.detect)),

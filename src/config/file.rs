@@ -227,6 +227,12 @@ pub struct CameraConfig {
     pub zones: Vec<Area>,
     /// Areas whose faces never make events (a TV, a poster), as `zones`.
     pub ignore: Vec<Area>,
+    /// Run the face detector on every N-th frame; in between, faces stay where they were
+    /// last found and the tracker follows them (DeepStream's `interval` + 1).
+    pub detect_every: u32,
+    /// Classify a face again at least every N frames; in between, a face that has not
+    /// moved or grown much keeps its last classification (1: every frame).
+    pub classify_every: u32,
 }
 
 impl Default for Config {
@@ -324,6 +330,8 @@ impl Default for CameraConfig {
             min_face_px: None,
             zones: Vec::new(),
             ignore: Vec::new(),
+            detect_every: 1,
+            classify_every: 1,
         }
     }
 }

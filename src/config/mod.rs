@@ -47,6 +47,10 @@ pub mod limits {
     pub const SCORE: (f32, f32) = (0.0, 1.0);
     /// `min_face_px`: the shorter side below which faces are ignored, in pixels.
     pub const FACE_PX: (f32, f32) = (0.0, 4096.0);
+    /// `detect_every`: the detector runs on every N-th frame.
+    pub const DETECT_EVERY: (u32, u32) = (1, 30);
+    /// `classify_every`: a face is classified again at least every N frames.
+    pub const CLASSIFY_EVERY: (u32, u32) = (1, 300);
 }
 
 /// A camera's working width unless it sets one.

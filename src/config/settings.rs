@@ -196,6 +196,10 @@ pub struct CameraSettings {
     pub zones: Vec<Area>,
     /// Areas whose faces never count.
     pub ignore: Vec<Area>,
+    /// The detector runs on every N-th frame (1: every frame).
+    pub detect_every: u32,
+    /// A face that has not moved much is classified again at least every N frames.
+    pub classify_every: u32,
 }
 
 impl Settings {

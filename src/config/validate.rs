@@ -380,6 +380,8 @@ fn camera(at: &CameraPlace, cam: &CameraConfig, default_bundle: &Path, c: &mut C
         min_face_px: cam.min_face_px,
         zones: cam.zones.clone(),
         ignore: cam.ignore.clone(),
+        detect_every: cam.detect_every,
+        classify_every: cam.classify_every,
     })
 }
 
@@ -415,6 +417,10 @@ fn check_faces(at: &CameraPlace, cam: &CameraConfig, c: &mut Collector) {
     if let Some(px) = cam.min_face_px {
         in_range(c, at.file, &at.key("min_face_px"), px, super::limits::FACE_PX.0, super::limits::FACE_PX.1);
     }
+    let (lo, hi) = super::limits::DETECT_EVERY;
+    in_range(c, at.file, &at.key("detect_every"), cam.detect_every, lo, hi);
+    let (lo, hi) = super::limits::CLASSIFY_EVERY;
+    in_range(c, at.file, &at.key("classify_every"), cam.classify_every, lo, hi);
     for (what, areas) in [("zones", &cam.zones), ("ignore", &cam.ignore)] {
         for (i, area) in areas.iter().enumerate() {
             if let Some(reason) = area.problem() {

@@ -29,6 +29,43 @@ pub struct FaceAnalysis {
     pub factual_scores: Option<Vec<f32>>,
     /// The scores decisions are made on: of the TIE (debias on) or of `Y_e` (off).
     pub scores: Vec<f32>,
+    /// Frames since the face was classified: 0 when it was on this frame, more when its
+    /// classification was kept from an earlier one (`classify_every`).
+    pub age: u32,
+}
+
+/// What the worker knows of a camera before one of its frames is analysed, so that the
+/// analysis may skip work (`detect_every`, `classify_every`).
+#[derive(Debug, Clone, Default)]
+pub struct Hint {
+    /// The detector's turn; if not, the frame is skipped (no face is looked for).
+    pub detect: bool,
+    /// The camera's faces on its last detected frame.
+    pub previous: Vec<FaceAnalysis>,
+    /// Frames from that one to this one.
+    pub step: u32,
+    /// A face's classification is kept for fewer than this many frames (1: never).
+    pub classify_every: u32,
+}
+
+/// A face whose centre moved by more than this share of its size is classified again.
+const MOVED: f32 = 0.15;
+/// A face whose width changed by more than this factor is classified again.
+const GREW: f32 = 1.2;
+
+impl Hint {
+    /// The earlier face `detection` continues, when its classification may be kept: it
+    /// has not moved or grown much, and was classified fewer than `classify_every` frames ago.
+    fn reusable(&self, detection: &Detection) -> Option<&FaceAnalysis> {
+        let (b, size) = (detection.rect, detection.rect.w.max(detection.rect.h).max(1.0));
+        self.previous.iter().filter(|p| p.age + self.step < self.classify_every).find(|p| {
+            let a = p.detection.rect;
+            let shift =
+                ((a.x + a.w / 2.0 - b.x - b.w / 2.0).powi(2) + (a.y + a.h / 2.0 - b.y - b.h / 2.0).powi(2)).sqrt();
+            let ratio = b.w / a.w.max(1e-3);
+            shift <= MOVED * size && (1.0 / GREW..=GREW).contains(&ratio)
+        })
+    }
 }
 
 /// Time spent per stage on one call.
@@ -38,6 +75,10 @@ pub struct StageTimes {
     pub detect: Duration,
     /// Crops + classifiers + CLEF.
     pub classify: Duration,
+    /// Frames the detector ran on.
+    pub detected: u64,
+    /// Faces the classifiers ran on (the rest kept an earlier classification).
+    pub classified: u64,
 }
 
 /// A bundle ready to analyse frames.
@@ -92,44 +133,75 @@ impl Analyzer {
         &mut self,
         frames: &[ImageView<'_>],
     ) -> Result<(Vec<Vec<FaceAnalysis>>, StageTimes), EngineError> {
+        self.analyze_hinted(frames, &[])
+    }
+
+    /// Like [`Analyzer::analyze_batch`], skipping what each frame's [`Hint`] allows: the
+    /// detector on frames that are not its turn, the classifiers for faces that keep
+    /// their classification.
+    pub fn analyze_hinted(
+        &mut self,
+        frames: &[ImageView<'_>],
+        hints: &[Option<&Hint>],
+    ) -> Result<(Vec<Vec<FaceAnalysis>>, StageTimes), EngineError> {
         let t0 = Instant::now();
         let mut detections = Vec::with_capacity(frames.len());
-        for f in frames {
-            detections.push(self.bundle.detector.detect(f)?);
+        let mut detected = 0;
+        for (i, f) in frames.iter().enumerate() {
+            match hints.get(i).copied().flatten() {
+                Some(hint) if !hint.detect => detections.push(Vec::new()),
+                _ => {
+                    detections.push(self.bundle.detector.detect(f)?);
+                    detected += 1;
+                }
+            }
         }
         let t1 = Instant::now();
-        let out = self.classify(frames, detections)?;
-        Ok((out, StageTimes { detect: t1 - t0, classify: t1.elapsed() }))
+        let out = self.classify(frames, detections, hints)?;
+        let classified = out.iter().flatten().filter(|f| f.age == 0).count() as u64;
+        Ok((out, StageTimes { detect: t1 - t0, classify: t1.elapsed(), detected, classified }))
     }
 
     /// Analyses faces whose boxes are already known (a labelled dataset, `clefd eval`):
     /// the same crops, models and CLEF as for detected faces, without the detector.
     pub fn analyze_boxes(&mut self, frame: &ImageView<'_>, faces: &[Rect]) -> Result<Vec<FaceAnalysis>, EngineError> {
         let given = faces.iter().map(|&rect| Detection { rect, score: 1.0, keypoints: [[0.0; 2]; 6] }).collect();
-        Ok(self.classify(std::slice::from_ref(frame), vec![given])?.pop().unwrap_or_default())
+        Ok(self.classify(std::slice::from_ref(frame), vec![given], &[])?.pop().unwrap_or_default())
     }
 
-    /// Classifies every face of every frame in one batch per model and applies CLEF.
+    /// Classifies every face of every frame that keeps no earlier classification (see
+    /// [`Hint`]), in one batch per model, and applies CLEF.
     fn classify(
         &mut self,
         frames: &[ImageView<'_>],
         detections: Vec<Vec<Detection>>,
+        hints: &[Option<&Hint>],
     ) -> Result<Vec<Vec<FaceAnalysis>>, EngineError> {
+        let kept: Vec<Vec<Option<(&FaceAnalysis, u32)>>> = detections
+            .iter()
+            .enumerate()
+            .map(|(i, dets)| {
+                let hint = hints.get(i).copied().flatten();
+                dets.iter().map(|d| hint.and_then(|h| Some((h.reusable(d)?, h.step)))).collect()
+            })
+            .collect();
         let spec = &self.bundle.manifest.subject;
         let subjects: Vec<Subject<'_>> = frames
             .iter()
-            .zip(&detections)
-            .flat_map(|(frame, dets)| dets.iter().map(move |d| (frame, d)))
-            .map(|(frame, d)| Subject { frame, boxes: SubjectBoxes::from_face(d.rect, spec) })
+            .zip(detections.iter().zip(&kept))
+            .flat_map(|(frame, (dets, kept))| dets.iter().zip(kept).map(move |(d, k)| (frame, d, k)))
+            .filter(|(_, _, kept)| kept.is_none())
+            .map(|(frame, d, _)| Subject { frame, boxes: SubjectBoxes::from_face(d.rect, spec) })
             .collect();
-        if subjects.is_empty() {
-            return Ok(frames.iter().map(|_| Vec::new()).collect());
-        }
-        let mut heads = self.heads(&subjects)?.into_iter();
+        let mut heads = if subjects.is_empty() { Vec::new() } else { self.heads(&subjects)? }.into_iter();
         let mut out = Vec::with_capacity(frames.len());
-        for dets in detections {
+        for (dets, kept) in detections.into_iter().zip(kept) {
             let mut faces = Vec::with_capacity(dets.len());
-            for detection in dets {
+            for (detection, kept) in dets.into_iter().zip(kept) {
+                if let Some((earlier, step)) = kept {
+                    faces.push(FaceAnalysis { detection, age: earlier.age + step, ..earlier.clone() });
+                    continue;
+                }
                 let Some(Heads { y_e, y_c, effects }) = heads.next() else {
                     break;
                 };
@@ -139,7 +211,16 @@ impl Analyzer {
                     Some(e) => self.task.scores(&e.tie),
                     None => vanilla_scores.clone(),
                 };
-                faces.push(FaceAnalysis { detection, y_e, y_c, effects, vanilla_scores, factual_scores, scores });
+                faces.push(FaceAnalysis {
+                    detection,
+                    y_e,
+                    y_c,
+                    effects,
+                    vanilla_scores,
+                    factual_scores,
+                    scores,
+                    age: 0,
+                });
             }
             out.push(faces);
         }

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
-use super::analyze::{Analyzer, FaceAnalysis, StageTimes};
+use super::analyze::{Analyzer, FaceAnalysis, Hint, StageTimes};
 use crate::engine::runtime::EngineError;
 use crate::image::ImageView;
 
@@ -54,6 +54,8 @@ pub struct Finished<T> {
 struct Job<T> {
     id: u64,
     frames: Vec<(usize, T)>,
+    /// Per frame, what its analysis may skip (empty: nothing).
+    hints: Vec<Option<Arc<Hint>>>,
 }
 
 /// A fixed set of lanes fed from one queue.
@@ -92,8 +94,8 @@ impl<T: Picture> LanePool<T> {
                         Ok(rx) => rx.recv(),
                         Err(_) => return,
                     };
-                    let Ok(Job { id, frames }) = job else { return };
-                    let result = analyze(&mut analyzer, &frames, per_run);
+                    let Ok(Job { id, frames, hints }) = job else { return };
+                    let result = analyze(&mut analyzer, &frames, &hints, per_run);
                     if done.send((id, Finished { frames, result })).is_err() {
                         return;
                     }
@@ -157,9 +159,14 @@ impl<T: Picture> LanePool<T> {
 
     /// Queues a batch for the next free lane.
     pub fn submit(&mut self, frames: Vec<(usize, T)>) {
+        self.submit_hinted(frames, Vec::new());
+    }
+
+    /// Queues a batch with, per frame, what its analysis may skip (see [`Hint`]).
+    pub fn submit_hinted(&mut self, frames: Vec<(usize, T)>, hints: Vec<Option<Arc<Hint>>>) {
         let id = self.next_id;
         self.next_id += 1;
-        let sent = self.jobs.as_ref().map(|jobs| jobs.send(Job { id, frames }));
+        let sent = self.jobs.as_ref().map(|jobs| jobs.send(Job { id, frames, hints }));
         if !matches!(sent, Some(Ok(()))) {
             // Every lane has gone (a lane can only go by panicking): report the batch lost.
             let reason = "the inference lanes have stopped".to_string();
@@ -219,16 +226,23 @@ impl<T> Drop for LanePool<T> {
 fn analyze<T: Picture>(
     analyzer: &mut Analyzer,
     frames: &[(usize, T)],
+    hints: &[Option<Arc<Hint>>],
     per_run: usize,
 ) -> Result<(Vec<Vec<FaceAnalysis>>, StageTimes), EngineError> {
-    let views: Vec<ImageView<'_>> = frames.iter().filter_map(|(_, f)| f.picture()).collect();
+    let (views, hints): (Vec<ImageView<'_>>, Vec<Option<&Hint>>) = frames
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (_, f))| Some((f.picture()?, hints.get(i).and_then(|h| h.as_deref()))))
+        .unzip();
     let mut faces = Vec::with_capacity(views.len());
     let mut times = StageTimes::default();
-    for run in views.chunks(per_run.max(1)) {
-        let (f, t) = analyzer.analyze_batch(run)?;
+    for (run, hints) in views.chunks(per_run.max(1)).zip(hints.chunks(per_run.max(1))) {
+        let (f, t) = analyzer.analyze_hinted(run, hints)?;
         faces.extend(f);
         times.detect += t.detect;
         times.classify += t.classify;
+        times.detected += t.detected;
+        times.classified += t.classified;
     }
     Ok((faces, times))
 }

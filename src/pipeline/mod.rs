@@ -4,6 +4,7 @@
 //! systemd: the caller decides where events go.
 
 pub mod analyze;
+mod cadence;
 pub mod hub;
 pub mod lanes;
 mod options;
@@ -23,7 +24,7 @@ use crate::events::EmotionEvent;
 use crate::source::{CameraStatus, Frame, SourceSpec, Supervisor};
 use analyze::Analyzer;
 use hub::FrameHub;
-pub use options::{CameraPlan, PipelineOptions, WorkerOptions};
+pub use options::{Cadence, CameraPlan, PipelineOptions, WorkerOptions};
 pub use probe::{CameraView, Probe};
 use probe::{ProbeEntry, hub_id};
 pub use reload::ReloadReport;
@@ -216,7 +217,7 @@ impl Inner {
         let hub = worker.hub.clone();
         let slot = hub.add_slot();
         if let Ok(mut c) = worker.cameras.lock() {
-            c.push(worker::SlotCamera { name: name.to_string(), filter: plan.filter.clone() });
+            c.push(worker::SlotCamera { name: name.to_string(), filter: plan.filter.clone(), cadence: plan.cadence });
         }
         if let Ok(mut current) = self.probe.current.lock() {
             current.insert(name.to_string(), (hub_id(&hub), slot));

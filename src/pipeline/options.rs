@@ -50,4 +50,31 @@ pub struct CameraPlan {
     pub source: SupervisorOptions,
     /// The faces it cares about.
     pub filter: FaceFilter,
+    /// How often its faces are detected and classified.
+    pub cadence: Cadence,
+}
+
+/// How often a camera's frames pay for the detector and the classifiers (`detect_every`,
+/// `classify_every`): every frame by default. In between, faces are taken to be where
+/// they were last found (the tracker follows them), and a face that has not moved or
+/// grown much keeps its last classification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cadence {
+    /// The detector runs on every N-th frame.
+    pub detect_every: u32,
+    /// A face is classified again at least every N frames.
+    pub classify_every: u32,
+}
+
+impl Default for Cadence {
+    fn default() -> Self {
+        Cadence { detect_every: 1, classify_every: 1 }
+    }
+}
+
+impl Cadence {
+    /// Whether every frame is detected and every face classified (nothing to remember).
+    pub fn every_frame(&self) -> bool {
+        self.detect_every <= 1 && self.classify_every <= 1
+    }
 }

@@ -22,6 +22,10 @@ pub struct StageTotals {
     pub classify: Duration,
     /// Tracking, lifecycle and hand-off to the sink (includes waiting on it).
     pub publish: Duration,
+    /// Frames the detector ran on (fewer than those analysed with `detect_every`).
+    pub detected: u64,
+    /// Faces the classifiers ran on (fewer than those analysed with `classify_every`).
+    pub classified: u64,
 }
 
 /// Capture-to-decision latencies in 0.1 ms buckets up to 2 s: fixed memory however long

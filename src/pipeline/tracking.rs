@@ -6,7 +6,8 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::analyze::{FaceAnalysis, StageTimes};
+use super::analyze::{FaceAnalysis, Hint, StageTimes};
+use super::cadence::Follow;
 use super::lanes::Finished;
 use super::stats::{CameraSummary, RunSummary};
 use super::worker::SlotCamera;
@@ -25,7 +26,12 @@ pub(super) struct CameraTracks {
     pub stream: u32,
     /// The faces this camera cares about (zones, sizes, scores).
     pub filter: FaceFilter,
+    /// What its cadence (`detect_every`, `classify_every`) remembers between frames.
+    pub follow: Follow,
 }
+
+/// Makes a camera's tracker and lifecycle from its name and cadence.
+pub(super) type MakeState = Box<dyn Fn(&str, super::Cadence) -> CameraTracks + Send>;
 
 /// Per-camera trackers and lifecycles, fed finished batches in order.
 pub(super) struct Tracking<S> {
@@ -36,7 +42,8 @@ pub(super) struct Tracking<S> {
     pub registry: Arc<Mutex<Vec<SlotCamera>>>,
     /// Camera name per slot that has a state (copied from the registry once).
     pub names: Vec<String>,
-    pub make_state: Box<dyn Fn(&str) -> CameraTracks + Send>,
+    /// A camera's tracker and lifecycle, by its name and cadence.
+    pub make_state: MakeState,
     pub live: Arc<Mutex<RunSummary>>,
     pub done: Arc<AtomicU64>,
     pub sink: S,
@@ -56,11 +63,17 @@ impl<S: EventSink> Tracking<S> {
         let Ok(registry) = self.registry.lock() else { return };
         while self.states.len() <= upto && self.states.len() < registry.len() {
             let camera = &registry[self.states.len()];
-            let mut state = (self.make_state)(&camera.name);
+            let mut state = (self.make_state)(&camera.name, camera.cadence);
             state.filter = camera.filter.clone();
             self.states.push(Some(state));
             self.names.push(camera.name.clone());
         }
+    }
+
+    /// The hint for frame `index` of the camera in `slot`, about to be analysed.
+    pub fn hint(&mut self, slot: usize, index: u64) -> Option<std::sync::Arc<Hint>> {
+        self.ensure(slot);
+        self.states.get_mut(slot).and_then(Option::as_mut).and_then(|st| st.follow.hint(index))
     }
 
     /// Sends events on; false once the sink has closed.
@@ -132,6 +145,7 @@ impl<S: EventSink> Tracking<S> {
             let Some(st) = self.states[*slot].as_mut() else { continue };
             if st.stream != frame.stream {
                 st.stream = frame.stream;
+                st.follow.reset();
                 let ended = st.tracker.finish();
                 events.extend(st.lifecycle.end(&ended));
             }
@@ -159,6 +173,8 @@ impl<S: EventSink> Tracking<S> {
         summary.batches += 1;
         summary.stages.detect += times.detect;
         summary.stages.classify += times.classify;
+        summary.stages.detected += times.detected;
+        summary.stages.classified += times.classified;
         summary.stages.publish += track_time;
         summary.detect_batches.record(times.detect);
         summary.classify_batches.record(times.classify);
@@ -167,6 +183,10 @@ impl<S: EventSink> Tracking<S> {
 
 /// One frame's faces through the camera's filter, tracker and lifecycle: its events.
 fn track_frame(st: &mut CameraTracks, frame: &Frame, faces: &[FaceAnalysis]) -> Vec<EmotionEvent> {
+    if !st.follow.detected(frame.index) {
+        return Vec::new();
+    }
+    st.follow.remember(frame.index, faces);
     let (w, h) = (frame.width as f32, frame.height as f32);
     let kept: Vec<_> = faces.iter().filter(|f| st.filter.keeps(&f.detection.rect, f.detection.score, w, h)).collect();
     let dets: Vec<_> = kept.iter().map(|f| (f.detection.rect, f.detection.score)).collect();

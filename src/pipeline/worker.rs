@@ -25,6 +25,8 @@ pub(super) struct SlotCamera {
     pub name: String,
     /// The faces it cares about.
     pub filter: FaceFilter,
+    /// How often its faces are detected and classified.
+    pub cadence: super::Cadence,
 }
 
 /// Everything a worker needs besides its analyzer.
@@ -71,11 +73,12 @@ pub(super) fn spawn<S: EventSink>(
         states: Vec::new(),
         registry: cameras,
         names: Vec::new(),
-        make_state: Box::new(move |camera: &str| CameraTracks {
-            tracker: Tracker::new(tracker_cfg.iou_threshold, tracker_cfg.max_missed, track_ids.clone()),
+        make_state: Box::new(move |camera: &str, cadence: super::Cadence| CameraTracks {
+            tracker: tracker_for(&tracker_cfg, cadence, track_ids.clone()),
             lifecycle: Lifecycle::new(lifecycle.clone(), Source { camera: camera.to_string(), ..source.clone() }),
             stream: 0,
             filter: FaceFilter::default(),
+            follow: super::cadence::Follow::new(cadence),
         }),
         live: live.clone(),
         done,
@@ -148,7 +151,8 @@ impl<S: EventSink> Worker<S> {
                 self.first.get_or_insert_with(Instant::now);
                 let frames: Vec<(usize, Frame)> = frames.into_iter().filter(|(_, f)| f.view().is_some()).collect();
                 if !frames.is_empty() {
-                    self.pool.submit(frames);
+                    let hints = frames.iter().map(|(slot, f)| self.tracking.hint(*slot, f.index)).collect();
+                    self.pool.submit_hinted(frames, hints);
                     self.tracking.lock().in_flight = self.pool.in_flight();
                 }
                 true
@@ -170,6 +174,15 @@ impl<S: EventSink> Worker<S> {
             }
         }
     }
+}
+
+/// A camera's tracker. With the detector on every N-th frame (`detect_every`) it sees a
+/// face once per N frames, N times as far along: the overlap it asks of a face and its
+/// predicted box is N times smaller, and a face unseen for `max_missed` frames is still
+/// dropped after about as many frames, not N times as many.
+fn tracker_for(cfg: &crate::config::TrackerSettings, cadence: super::Cadence, ids: Arc<AtomicU64>) -> Tracker {
+    let n = cadence.detect_every.max(1);
+    Tracker::new(cfg.iou_threshold / n as f32, cfg.max_missed.div_ceil(n).max(1), ids)
 }
 
 fn setup_live(bundle: &str, cameras: &[String]) -> Arc<Mutex<RunSummary>> {
