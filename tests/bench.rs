@@ -57,6 +57,27 @@ fn the_models_alone_run_on_decoded_frames() {
 }
 
 #[test]
+fn detection_intervals_are_compared_side_by_side() {
+    let text = bench(&["--detect-every", "1,3", "--seconds", "1"]);
+    let detected: Vec<(f64, f64)> = text
+        .lines()
+        .filter(|l| l.contains("detector on"))
+        .map(|l| (figure(l, "detector on"), figure(l, "of")))
+        .collect();
+    assert_eq!(detected.len(), 2, "one run per value:\n{text}");
+    assert_eq!(detected[0].0, detected[0].1, "detect_every = 1: every frame:\n{text}");
+    assert!(detected[1].1 > 0.0 && detected[1].0 * 2.0 < detected[1].1, "detect_every = 3: a third:\n{text}");
+    let table: Vec<&str> = text.lines().skip_while(|l| !l.starts_with("detect_every  frames/s")).skip(1).collect();
+    let row = |n: &str| table.iter().find(|l| l.split_whitespace().next() == Some(n)).copied();
+    let first = row("1").unwrap_or_else(|| panic!("a row for 1:\n{text}"));
+    assert_eq!(first.split_whitespace().nth(3), Some("1.00"), "ratios are to the first value: {first}");
+    let third: Vec<f64> = row("3").expect(&text).split_whitespace().filter_map(|v| v.parse().ok()).collect();
+    assert!(third.len() == 5 && third[1] > 0.0 && third[2] > 0.0, "frames/s and CPU per frame: {third:?}");
+    let out = clefd().current_dir(repo()).args(["bench", "--detect-every", "0"]).output().expect("clefd runs");
+    assert!(!out.status.success(), "detect_every starts at 1");
+}
+
+#[test]
 fn model_only_compares_clef_in_the_fused_graph_with_clef_on_the_host() {
     let text = bench(&["--model-only", "--seconds", "0.5", "--bundle", "engines/context-bias-demo"]);
     assert_eq!(text.matches(", CLEF in the fused graph").count(), 3, "three runs of each, alternating:\n{text}");

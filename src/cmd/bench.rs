@@ -78,6 +78,11 @@ pub struct BenchOptions {
     /// With --mqtt: how many events.
     #[arg(long, default_value_t = 10_000)]
     pub events: u64,
+    /// Run the pipeline once per value of the cameras' `detect_every` (e.g. 1,2,3,5) and
+    /// compare frames/s and CPU per frame side by side.
+    #[arg(long, value_name = "N,...", value_delimiter = ',',
+          value_parser = clap::value_parser!(u32).range(1..=30), conflicts_with_all = ["model_only", "share", "mqtt"])]
+    pub detect_every: Vec<u32>,
 }
 
 impl BenchOptions {
@@ -161,6 +166,7 @@ pub fn bench(o: &BenchOptions) -> anyhow::Result<ExitCode> {
     let result = clip.and_then(|clip| match o.share {
         Some(pairs) => share(o, &clip, &dir, pairs),
         None if o.model_only => compare_clef_placements(o, &clip),
+        None if o.detect_every.len() > 1 => compare_cadences(o, &clip, &dir),
         None => pipeline(o, &clip, &dir, true).map(|_| ExitCode::SUCCESS),
     });
     let _ = std::fs::remove_dir_all(&dir);
@@ -176,7 +182,7 @@ fn share(o: &BenchOptions, clip: &Path, dir: &Path, pairs: u32) -> anyhow::Resul
     for pair in 1..=pairs {
         println!("pair {pair} of {pairs}");
         let models = model_only(o, clip, false, ClefPlacement::Engine)?.faces_per_s;
-        let whole = pipeline(&unpaced, clip, dir, false)?;
+        let whole = pipeline(&unpaced, clip, dir, false)?.faces_per_s;
         anyhow::ensure!(models > 0.0, "the models found no face in the clip's first frames: no share to state");
         shares.push(whole / models);
         println!("  share {:.2} ({whole:.1} / {models:.1} faces/s)\n", whole / models);
@@ -351,11 +357,12 @@ fn bench_settings(o: &BenchOptions, clip: &Path, dir: &Path) -> anyhow::Result<c
     }
     for i in 0..o.cameras {
         text += &format!(
-            "[cameras.cam{i}]\nuri = {}\nloop = true\nrealtime = {}\ndecoder = {}\nwidth = {}\n",
+            "[cameras.cam{i}]\nuri = {}\nloop = true\nrealtime = {}\ndecoder = {}\nwidth = {}\ndetect_every = {}\n",
             toml::Value::String(format!("file://{}", std::path::absolute(clip)?.display())),
             !o.unpaced,
             toml::Value::String(o.decoder.clone()),
-            o.width
+            o.width,
+            o.detect_every.first().copied().unwrap_or(1)
         );
     }
     let path = dir.join("bench.toml");
@@ -363,9 +370,43 @@ fn bench_settings(o: &BenchOptions, clip: &Path, dir: &Path) -> anyhow::Result<c
     clefd::config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-/// Runs the whole pipeline with events counted; returns the faces per second of all
-/// cameras; `rss` adds the peak-memory line to the report.
-fn pipeline(o: &BenchOptions, clip: &Path, dir: &Path, rss: bool) -> anyhow::Result<f64> {
+/// `--detect-every 1,2,3,5`: the pipeline once per value, then frames/s and CPU per frame
+/// side by side, as ratios to the first value's.
+fn compare_cadences(o: &BenchOptions, clip: &Path, dir: &Path) -> anyhow::Result<ExitCode> {
+    let mut rows = Vec::new();
+    for &n in &o.detect_every {
+        println!("detect_every = {n}");
+        let run = BenchOptions { detect_every: vec![n], ..o.clone() };
+        rows.push((n, pipeline(&run, clip, dir, false)?));
+        println!();
+    }
+    let Some((first_n, first)) = rows.first().map(|(n, f)| (*n, f.clone())) else { return Ok(ExitCode::SUCCESS) };
+    println!("detect_every  frames/s  CPU ms/frame  frames/s ratio  CPU/frame ratio (to detect_every = {first_n})");
+    for (n, f) in &rows {
+        println!(
+            "{n:>12}  {:>8.1}  {:>12.2}  {:>14.2}  {:>15.2}",
+            f.frames_per_s,
+            f.cpu_ms_per_frame,
+            f.frames_per_s / first.frames_per_s.max(1e-9),
+            f.cpu_ms_per_frame / first.cpu_ms_per_frame.max(1e-9)
+        );
+    }
+    println!("peak RSS of the whole run {:.1} MB", peak_rss_mb());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What one pipeline run measured, all cameras together.
+#[derive(Debug, Clone)]
+struct Figures {
+    faces_per_s: f64,
+    frames_per_s: f64,
+    /// CPU time of every thread of the process, per frame analysed.
+    cpu_ms_per_frame: f64,
+}
+
+/// Runs the whole pipeline with events counted; `rss` adds the peak-memory line to the
+/// report.
+fn pipeline(o: &BenchOptions, clip: &Path, dir: &Path, rss: bool) -> anyhow::Result<Figures> {
     let settings = bench_settings(o, clip, dir)?;
     let (options, _) = super::options::pipeline_options(&settings);
     let counter = Counter::default();
@@ -393,7 +434,7 @@ fn pipeline(o: &BenchOptions, clip: &Path, dir: &Path, rss: bool) -> anyhow::Res
         WARM_UP.as_secs_f64()
     );
     let decoders = counter.1.lock().map(|d| d.clone()).unwrap_or_default();
-    let mut faces = 0u64;
+    let (mut faces, mut frames) = (0u64, 0u64);
     for s in after.iter().map(|a| window(before.iter().find(|b| b.bundle == a.bundle), a)) {
         for c in &s.cameras {
             println!(
@@ -420,13 +461,23 @@ fn pipeline(o: &BenchOptions, clip: &Path, dir: &Path, rss: bool) -> anyhow::Res
             ms(s.stages.publish, s.frames),
             s.frames as f64 / s.batches.max(1) as f64
         );
+        println!(
+            "  detector on {} of {} frames, classifiers on {} of {} faces",
+            s.stages.detected, s.frames, s.stages.classified, s.faces
+        );
         println!("{}", per_frame_line(&cpu, s.frames, wall));
         faces += s.faces;
+        frames += s.frames;
     }
     if rss {
         println!("  peak RSS {:.1} MB", peak_rss_mb());
     }
-    Ok(faces as f64 / secs)
+    let cpu_total: f64 = cpu.iter().map(|(_, t)| t.as_secs_f64()).sum();
+    Ok(Figures {
+        faces_per_s: faces as f64 / secs,
+        frames_per_s: frames as f64 / secs,
+        cpu_ms_per_frame: cpu_total * 1000.0 / frames.max(1) as f64,
+    })
 }
 
 /// How long cameras run before the measured window opens.
@@ -443,6 +494,8 @@ fn window(before: Option<&RunSummary>, after: &RunSummary) -> RunSummary {
     s.stages.detect = s.stages.detect.saturating_sub(b.stages.detect);
     s.stages.classify = s.stages.classify.saturating_sub(b.stages.classify);
     s.stages.publish = s.stages.publish.saturating_sub(b.stages.publish);
+    s.stages.detected -= b.stages.detected.min(s.stages.detected);
+    s.stages.classified -= b.stages.classified.min(s.stages.classified);
     for c in &mut s.cameras {
         if let Some(cb) = b.cameras.iter().find(|cb| cb.name == c.name) {
             c.frames -= cb.frames.min(c.frames);
