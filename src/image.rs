@@ -162,6 +162,25 @@ impl<'a> ImageView<'a> {
         }
     }
 
+    /// One pixel as RGB (black outside the picture).
+    pub fn rgb_at(&self, x: usize, y: usize) -> [u8; 3] {
+        if x >= self.width || y >= self.height {
+            return [0; 3];
+        }
+        match self.pixels {
+            Pixels::Rgb { .. } => {
+                self.rgb_row(y).and_then(|row| row.get(x * 3..x * 3 + 3)).map_or([0; 3], |p| [p[0], p[1], p[2]])
+            }
+            Pixels::I420 { y: luma, u, v, y_stride, c_stride, matrix } => {
+                let c = (y / 2) * c_stride + x / 2;
+                let (Some(&l), Some(&cu), Some(&cv)) = (luma.get(y * y_stride + x), u.get(c), v.get(c)) else {
+                    return [0; 3];
+                };
+                matrix.rgb(f32::from(l), f32::from(cu), f32::from(cv)).map(|k| k.round().clamp(0.0, 255.0) as u8)
+            }
+        }
+    }
+
     /// A packed RGB copy (for stills, snapshots and tests; frames are never converted on
     /// the way to the models).
     pub fn to_rgb(&self) -> RgbImage {

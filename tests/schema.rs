@@ -9,6 +9,10 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
+/// Optional event properties clefd sends beyond the contract (which allows them):
+/// `snapshot`, only on `new` events with `[snapshots]` on.
+const ADDED: &[&str] = &["snapshot"];
+
 /// `v`, or what its `$ref` points to in `root`'s `$defs`.
 fn resolve<'a>(root: &'a Value, v: &'a Value) -> &'a Value {
     match v.get("$ref").and_then(Value::as_str).and_then(|r| r.rsplit('/').next()) {
@@ -57,8 +61,18 @@ fn allowed(root: &Value, v: &Value) -> Value {
 /// Compares one object schema of ours with the contract's; returns the differences.
 fn compare(path: &str, ours_root: &Value, ours: &Value, theirs: &Value, out: &mut Vec<String>) {
     let ours = resolve(ours_root, ours);
-    if names(ours, "properties") != names(theirs, "properties") {
+    // Ours may add optional properties the contract leaves open (`additionalProperties`
+    // is true there), each named here; none may be missing.
+    let ours_names: BTreeSet<String> =
+        names(ours, "properties").into_iter().filter(|n| !(path == "event" && ADDED.contains(&n.as_str()))).collect();
+    if ours_names != names(theirs, "properties") {
         out.push(format!("{path}: properties {:?} vs {:?}", names(ours, "properties"), names(theirs, "properties")));
+    }
+    if path == "event" {
+        assert_ne!(theirs["additionalProperties"], false, "the contract must allow the added properties");
+        for added in ADDED {
+            assert!(!names(ours, "required").contains(*added), "{added} must stay optional");
+        }
     }
     if !names(theirs, "required").is_subset(&names(ours, "required")) {
         out.push(format!(

@@ -120,7 +120,7 @@ impl EventSink for Counter {
                     decoders.insert(status.camera, decoder);
                 }
             }
-            Output::CameraRemoved(_) => {}
+            Output::CameraRemoved(_) | Output::Snapshot(_) => {}
         }
         true
     }

@@ -75,6 +75,7 @@ pub fn pipeline_options(s: &Settings) -> (PipelineOptions, Vec<(String, String)>
             hysteresis: *hysteresis,
         },
         tracker: s.tracker.clone(),
+        snapshot_px: s.snapshots.as_ref().map(|p| p.size_px),
     };
     let mut cameras = std::collections::BTreeMap::new();
     let mut unusable = Vec::new();

@@ -13,11 +13,12 @@ use clefd::config::{self, Settings};
 use clefd::events::current::CurrentView;
 use clefd::events::seq::SeqCounter;
 use clefd::mqtt::spool::Spool;
-use clefd::mqtt::{Command, Outgoing, Publisher, PublisherConfig};
+use clefd::mqtt::{Command, Outgoing, Publisher, PublisherConfig, Topics};
 use clefd::pipeline::{Control, Outcome, Pipeline, PipelineError};
 use clefd::service::forward::Forward;
 use clefd::service::http::{Health, Seen};
 use clefd::service::notify::Notifier;
+use clefd::service::snapshots::SnapshotPlaces;
 use clefd::service::{LogLevel, Signal, Signals, systemd};
 use tokio::sync::mpsc;
 
@@ -199,7 +200,12 @@ impl Daemon {
         let empty_after = settings.events.empty_after;
         let current = CurrentView::new(empty_after, empty_after.max(settings.events.heartbeat.mul_f64(2.5)));
         let cameras = settings.enabled_cameras().count();
-        let sink = Forward::new(to_publisher.clone(), seen.clone(), notifier.clone(), current, cameras);
+        let mut sink = Forward::new(to_publisher.clone(), seen.clone(), notifier.clone(), current, cameras);
+        if let Some(snapshots) = &settings.snapshots {
+            let topics = snapshots.mqtt.then(|| Topics::new(&settings.mqtt.connection.prefix, &settings.device_id));
+            let dir = snapshots.dir.clone().map(|d| (d, snapshots.max_files));
+            sink = sink.with_snapshots(Arc::new(SnapshotPlaces::new(topics, dir)));
+        }
         let started = while_starting(&notifier, || Pipeline::start(options, sink.clone()));
         let pipeline = match started {
             Ok(p) => p,

@@ -34,6 +34,8 @@ pub struct Config {
     pub supervisor: SupervisorConfig,
     /// `/metrics` and `/healthz`.
     pub http: HttpConfig,
+    /// Pictures of faces as their tracks begin (off by default).
+    pub snapshots: SnapshotsConfig,
     /// Cameras by name (the name appears in topics).
     pub cameras: BTreeMap<String, CameraConfig>,
 }
@@ -146,6 +148,27 @@ pub struct TrackerConfig {
     pub max_missed: u32,
 }
 
+/// Snapshots: a small JPEG of each face when its track begins. Off unless `mqtt` or
+/// `dir` is set.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct SnapshotsConfig {
+    /// Publish it retained on `{prefix}/{device}/{camera}/snapshot`.
+    pub mqtt: bool,
+    /// Write it into this folder as `{track_uid}.jpg`.
+    pub dir: Option<PathBuf>,
+    /// Pictures the folder keeps (the oldest go first).
+    pub max_files: usize,
+    /// The longest side of a picture, in pixels.
+    pub size_px: u32,
+}
+
+impl Default for SnapshotsConfig {
+    fn default() -> Self {
+        SnapshotsConfig { mqtt: false, dir: None, max_files: 500, size_px: 160 }
+    }
+}
+
 /// The HTTP endpoints.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default)]
@@ -248,6 +271,7 @@ impl Default for Config {
             tracker: TrackerConfig::default(),
             supervisor: SupervisorConfig::default(),
             http: HttpConfig::default(),
+            snapshots: SnapshotsConfig::default(),
             cameras: BTreeMap::new(),
         }
     }

@@ -287,6 +287,7 @@ fn resolve_paths(config: &mut Config, base: &Path) {
         &mut config.mqtt.ca_file,
         &mut config.mqtt.client_cert,
         &mut config.mqtt.client_key,
+        &mut config.snapshots.dir,
     ]
     .into_iter()
     .flatten()

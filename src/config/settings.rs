@@ -35,6 +35,8 @@ pub struct Settings {
     pub supervisor: SupervisorSettings,
     /// Where `/metrics` and `/healthz` are served; `None` turns them off.
     pub http: Option<SocketAddr>,
+    /// Snapshots of faces as their tracks begin, when on.
+    pub snapshots: Option<SnapshotSettings>,
     /// Every camera, enabled or not, by name.
     pub cameras: BTreeMap<String, CameraSettings>,
     /// Which file each camera came from, for messages at run time.
@@ -83,6 +85,19 @@ pub struct MqttSettings {
     pub spool_max_bytes: u64,
     /// Runtime control over MQTT, when on.
     pub control: Option<ControlSettings>,
+}
+
+/// `[snapshots]`: where the pictures of faces go, and how large they are.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotSettings {
+    /// Retained on `{prefix}/{device}/{camera}/snapshot`.
+    pub mqtt: bool,
+    /// Into this folder, keeping the newest `max_files`.
+    pub dir: Option<PathBuf>,
+    /// Pictures the folder keeps.
+    pub max_files: usize,
+    /// The longest side of a picture, in pixels.
+    pub size_px: u32,
 }
 
 /// `mqtt.control`: commands over MQTT, and whether what they set outlives a restart.
@@ -236,6 +251,7 @@ impl Settings {
             tracker: _,
             supervisor: _,
             http,
+            snapshots,
             cameras: _,
             camera_files: _,
         } = self;
@@ -249,6 +265,7 @@ impl Settings {
         check(*device_id != new.device_id, "device_id");
         check(*state_dir != new.state_dir, "state_dir");
         check(*http != new.http, "[http]");
+        check(*snapshots != new.snapshots, "[snapshots]");
         check(*stats_every != new.mqtt.stats_every, "mqtt.stats_interval_s");
         check(*home_assistant != new.mqtt.home_assistant, "Home Assistant discovery");
         check(*spool_dir != new.mqtt.spool_dir, "mqtt.spool_dir");

@@ -94,6 +94,7 @@ pub(super) fn validate(
     let mqtt = mqtt(&raw.mqtt, &raw.state_dir, &device_id, &m, c);
     let (events, tracker, supervisor) = tuning(&raw, &m, c);
     let http = http(&raw.http.listen, &m, c);
+    let snapshots = snapshots(&raw.snapshots, &m, c);
     let enabled = raw.cameras.values().filter(|cam| cam.enabled).count();
     if enabled > super::MAX_CAMERAS {
         c.push(&m, "cameras", format!("{enabled} cameras enabled: one clefd runs at most {}", super::MAX_CAMERAS));
@@ -121,6 +122,7 @@ pub(super) fn validate(
         tracker,
         supervisor,
         http: http?,
+        snapshots,
         cameras,
         camera_files: files,
     })
@@ -147,6 +149,19 @@ fn check_names(raw: &Config, m: &str, c: &mut Collector) {
             format!("'{}' cannot be an MQTT topic level: use letters, digits, '-', '_' or '.'", raw.mqtt.prefix),
         );
     }
+}
+
+/// `[snapshots]`: on when they go somewhere.
+fn snapshots(q: &super::file::SnapshotsConfig, m: &str, c: &mut Collector) -> Option<SnapshotSettings> {
+    in_range(c, m, "snapshots.size_px", q.size_px, 32, 1024);
+    in_range(c, m, "snapshots.max_files", q.max_files, 1, 1_000_000);
+    let dir = q.dir.clone().filter(|d| !d.as_os_str().is_empty());
+    (q.mqtt || dir.is_some()).then_some(SnapshotSettings {
+        mqtt: q.mqtt,
+        dir,
+        max_files: q.max_files,
+        size_px: q.size_px,
+    })
 }
 
 /// `[http]`: an address to listen on, or nothing.

@@ -216,6 +216,7 @@ fn build(
         context_bias: obs.context_bias.map(|c| LabelValues::new(labels, c)),
         bundle: src.bundle.clone(),
         latency_ms: frame.captured.elapsed().as_secs_f64() * 1000.0,
+        snapshot: None,
     }
 }
 

@@ -176,6 +176,20 @@ pub struct EmotionEvent {
     pub bundle: BundleRef,
     /// Capture to publish hand-off, in milliseconds.
     pub latency_ms: f64,
+    /// `new` events with snapshots on (`[snapshots]`): where the face's picture went.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotRef>,
+}
+
+/// Where a track's snapshot (a JPEG of the face, taken on its `new` event) can be found.
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
+pub struct SnapshotRef {
+    /// The retained MQTT topic holding the camera's latest snapshot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    /// The file it was written to (the folder keeps only the newest ones).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
 }
 
 #[cfg(test)]
@@ -207,6 +221,7 @@ impl EmotionEvent {
             context_bias: None,
             bundle: BundleRef { name: "b".into(), sha256: String::new() },
             latency_ms: 0.0,
+            snapshot: None,
         }
     }
 }

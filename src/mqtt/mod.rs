@@ -51,6 +51,11 @@ impl Topics {
         format!("{}/{}/{camera}/emotion", self.prefix, self.device)
     }
 
+    /// Retained JPEG of the face of the camera's newest track (`[snapshots] mqtt`).
+    pub fn snapshot(&self, camera: &str) -> String {
+        format!("{}/{}/{camera}/snapshot", self.prefix, self.device)
+    }
+
     /// Where commands for one camera (`Some`) or every camera (`None`) arrive.
     pub fn set(&self, camera: Option<&str>) -> String {
         match camera {

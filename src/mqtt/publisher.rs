@@ -311,7 +311,15 @@ impl Publisher {
                     self.send_state(conn, &camera);
                 }
                 Outgoing::Reply { topic, payload } => Self::send_other(conn, topic, payload, false),
+                Outgoing::Analysis(Output::Snapshot(shot)) => {
+                    let topic = self.topics.snapshot(&shot.camera);
+                    Self::send_other(conn, topic.clone(), shot.jpeg.clone(), true);
+                    self.retained.insert(topic, shot.jpeg);
+                }
                 Outgoing::Analysis(Output::CameraRemoved(camera)) => {
+                    if self.retained.remove(&self.topics.snapshot(&camera)).is_some() {
+                        Self::send_other(conn, self.topics.snapshot(&camera), Vec::new(), true);
+                    }
                     self.states.remove(&camera);
                     self.currents.remove(&camera);
                     Self::send_other(conn, self.topics.state(&camera), Vec::new(), true);

@@ -10,6 +10,7 @@ pub mod lanes;
 mod options;
 mod probe;
 mod reload;
+pub mod snapshot;
 mod stats;
 mod tracking;
 mod worker;
@@ -39,6 +40,8 @@ pub enum Output {
     CameraState(CameraStatus),
     /// A reload removed this camera; nothing more comes from it.
     CameraRemoved(String),
+    /// A face's picture, sent just before its track's `new` event (snapshots on).
+    Snapshot(Box<snapshot::Snapshot>),
 }
 
 /// Where the pipeline's output goes. Returning `false` asks the pipeline to stop.

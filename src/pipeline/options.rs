@@ -39,6 +39,8 @@ pub struct WorkerOptions {
     pub lifecycle: LifecycleConfig,
     /// How faces are followed.
     pub tracker: TrackerSettings,
+    /// Snapshots on: the longest side of a face's picture, in pixels.
+    pub snapshot_px: Option<u32>,
 }
 
 /// One camera as the pipeline runs it.

@@ -47,6 +47,8 @@ pub(super) struct Tracking<S> {
     pub live: Arc<Mutex<RunSummary>>,
     pub done: Arc<AtomicU64>,
     pub sink: S,
+    /// Snapshots on: the longest side of a face's picture.
+    pub snapshot_px: Option<u32>,
 }
 
 impl<S: EventSink> Tracking<S> {
@@ -78,8 +80,32 @@ impl<S: EventSink> Tracking<S> {
 
     /// Sends events on; false once the sink has closed.
     fn emit(&mut self, events: Vec<EmotionEvent>) -> bool {
-        self.lock().events += events.len() as u64;
-        events.into_iter().all(|e| self.sink.emit(Output::Event(Box::new(e))))
+        self.emit_outputs(events.into_iter().map(|e| Output::Event(Box::new(e))).collect())
+    }
+
+    /// Sends events (and snapshots) on; false once the sink has closed.
+    fn emit_outputs(&mut self, outputs: Vec<Output>) -> bool {
+        self.lock().events += outputs.iter().filter(|o| matches!(o, Output::Event(_))).count() as u64;
+        outputs.into_iter().all(|o| self.sink.emit(o))
+    }
+
+    /// This frame's events, each `new` one after its face's snapshot when they are on.
+    fn with_snapshots(&self, frame: &Frame, events: Vec<EmotionEvent>) -> Vec<Output> {
+        let mut out = Vec::with_capacity(events.len());
+        for e in events {
+            if let (Some(px), crate::events::EventType::New, Some(view)) = (self.snapshot_px, e.kind, frame.view()) {
+                let (w, h) = (frame.width as f32, frame.height as f32);
+                let b = e.bbox;
+                let face = crate::image::Rect { x: b.x * w, y: b.y * h, w: b.w * w, h: b.h * h };
+                if let Some(jpeg) = super::snapshot::face_jpeg(&view, face, px) {
+                    let (camera, track_id, track_uid) = (e.camera.clone(), e.track_id, e.track_uid.clone());
+                    let shot = super::snapshot::Snapshot { camera, track_id, track_uid, jpeg };
+                    out.push(Output::Snapshot(Box::new(shot)));
+                }
+            }
+            out.push(Output::Event(Box::new(e)));
+        }
+        out
     }
 
     /// A camera's stream broke (`closed`: it ended for good): its tracks are over.
@@ -111,26 +137,28 @@ impl<S: EventSink> Tracking<S> {
             }
             return true;
         }
-        let mut events = self.new_streams(&frames);
+        let ended = self.new_streams(&frames);
+        let mut outputs: Vec<Output> = ended.into_iter().map(|e| Output::Event(Box::new(e))).collect();
         let (analyses, times) = match result {
             Ok(r) => r,
             Err(e) => {
                 let names: Vec<&str> = frames.iter().map(|(s, _)| self.names[*s].as_str()).collect();
                 tracing::error!(cameras = ?names, error = %e, "inference failed on a batch");
-                return self.emit(events);
+                return self.emit_outputs(outputs);
             }
         };
         let t = Instant::now();
         let mut counted = Vec::with_capacity(frames.len());
         for ((slot, frame), faces) in frames.iter().zip(&analyses) {
             let Some(st) = self.states[*slot].as_mut() else { continue };
-            events.extend(track_frame(st, frame, faces));
+            let events = track_frame(st, frame, faces);
+            outputs.extend(self.with_snapshots(frame, events));
             counted.push((*slot, faces.len() as u64, frame.captured.elapsed()));
         }
         self.count(counted, times, t.elapsed());
         self.done.fetch_add(frames.len() as u64, std::sync::atomic::Ordering::Relaxed);
         drop(frames);
-        let open = self.emit(events);
+        let open = self.emit_outputs(outputs);
         if !open {
             tracing::warn!("event sink closed; stopping inference");
         }

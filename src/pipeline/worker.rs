@@ -47,7 +47,7 @@ pub(super) fn spawn<S: EventSink>(
     setup: WorkerSetup<S>,
 ) -> std::io::Result<(std::thread::JoinHandle<RunSummary>, Arc<Mutex<RunSummary>>)> {
     let WorkerSetup { done, hub, cameras, options, track_ids, sink } = setup;
-    let super::WorkerOptions { device_id, lifecycle, tracker: tracker_cfg, batching, .. } = options;
+    let super::WorkerOptions { device_id, lifecycle, tracker: tracker_cfg, batching, snapshot_px, .. } = options;
     let analyzer = analyzers.first().ok_or_else(|| std::io::Error::other("a worker needs at least one lane"))?;
     let m = analyzer.manifest();
     let name = m.name.clone();
@@ -83,6 +83,7 @@ pub(super) fn spawn<S: EventSink>(
         live: live.clone(),
         done,
         sink,
+        snapshot_px,
     };
     let worker = Worker { pool, hub, tracking, batching, first: None };
     std::thread::Builder::new().name(format!("worker-{name}")).spawn(move || worker.run()).map(|handle| (handle, live))

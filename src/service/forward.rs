@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 
 use super::http::Seen;
 use super::notify::Notifier;
+use super::snapshots::SnapshotPlaces;
 use crate::events::current::CurrentView;
 use crate::mqtt::Outgoing;
 use crate::pipeline::{EventSink, Output};
@@ -26,6 +27,8 @@ pub struct Forward {
     /// Cameras configured at start, for the status line.
     cameras: usize,
     events: Arc<AtomicU64>,
+    /// Where snapshots go, when they are on.
+    snapshots: Option<Arc<SnapshotPlaces>>,
 }
 
 impl Forward {
@@ -39,7 +42,12 @@ impl Forward {
         cameras: usize,
     ) -> Forward {
         let current = Arc::new(Mutex::new(current));
-        Forward { to, seen, notifier, current, cameras, events: Arc::default() }
+        Forward { to, seen, notifier, current, cameras, events: Arc::default(), snapshots: None }
+    }
+
+    /// Sends snapshots to `places` and refers to them in the `new` events.
+    pub fn with_snapshots(self, places: Arc<SnapshotPlaces>) -> Forward {
+        Forward { snapshots: Some(places), ..self }
     }
 
     /// Sends the `current` summaries that went stale, twice a second, until the publisher
@@ -98,7 +106,17 @@ impl Forward {
 }
 
 impl EventSink for Forward {
-    fn emit(&mut self, output: Output) -> bool {
+    fn emit(&mut self, mut output: Output) -> bool {
+        match &mut output {
+            Output::Snapshot(shot) => {
+                let publish = self.snapshots.as_ref().is_some_and(|p| p.place(shot));
+                return !publish || self.to.blocking_send(output.into()).is_ok();
+            }
+            Output::Event(e) if e.kind == crate::events::EventType::New => {
+                e.snapshot = self.snapshots.as_ref().and_then(|p| p.take(&e.camera, e.track_id));
+            }
+            _ => {}
+        }
         let summary = match &output {
             Output::Event(e) => self.on_event(e),
             Output::CameraState(st) => {
@@ -109,6 +127,7 @@ impl EventSink for Forward {
                 self.on_removed(camera);
                 None
             }
+            Output::Snapshot(_) => None,
         };
         // The summary goes first: whoever sees the event finds `current` up to date.
         summary.is_none_or(|s| self.to.blocking_send(s).is_ok()) && self.to.blocking_send(output.into()).is_ok()

@@ -4,6 +4,7 @@ pub mod forward;
 pub mod http;
 pub mod metrics;
 pub mod notify;
+pub mod snapshots;
 pub mod stats;
 pub mod systemd;
 

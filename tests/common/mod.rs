@@ -215,6 +215,8 @@ pub struct Received {
     pub body: serde_json::Value,
     /// Whether the broker delivered it as a retained message.
     pub retained: bool,
+    /// The payload as received (for binary payloads such as snapshots).
+    pub payload: Vec<u8>,
 }
 
 /// A subscriber to every topic (`#`) that records everything in the background.
@@ -268,6 +270,7 @@ impl Consumer {
                                 topic: p.topic.clone(),
                                 body,
                                 retained: p.retain,
+                                payload: p.payload.to_vec(),
                             });
                         }
                         Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(100)).await,

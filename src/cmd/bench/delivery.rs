@@ -35,6 +35,7 @@ fn sample_event(i: u64) -> clefd::events::EmotionEvent {
         context_bias: None,
         bundle: BundleRef { name: "bench".into(), sha256: "0".repeat(64) },
         latency_ms: 5.0,
+        snapshot: None,
     }
 }
 

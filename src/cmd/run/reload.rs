@@ -49,11 +49,13 @@ impl Daemon {
         // What was set over MQTT stays, for the cameras the files still name.
         let mut controls = self.controls.clone();
         controls.prune(&file);
-        let new = controls.apply(&file);
+        let mut new = controls.apply(&file);
         let later = self.settings.restart_only_changes(&new);
         if !later.is_empty() {
             tracing::warn!(settings = %later.join(", "), "these changes take effect at the next restart");
         }
+        // Where snapshots go is set up at start: the running choice stays until a restart.
+        new.snapshots = self.settings.snapshots.clone();
         let new_publisher = match self.new_publisher(&new) {
             Ok(p) => p,
             Err(e) => {

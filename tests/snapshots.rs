@@ -1,0 +1,97 @@
+//! Snapshots (`[snapshots]`): off by default; when on, each track's `new` event comes
+//! with a small JPEG of the face, retained on the camera's snapshot topic and written to
+//! a folder that keeps only the newest pictures, and the event says where.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Broker, Consumer, Daemon};
+
+#[test]
+fn new_tracks_come_with_a_picture_of_the_face_on_mqtt_and_in_a_bounded_folder() {
+    let broker = Broker::start();
+    let consumer = Consumer::start(broker.port);
+    let dir = tempfile::tempdir().unwrap();
+    // The face crosses the frame and leaves it; the clip loops, so a new track begins on
+    // every pass.
+    let clip = dir.path().join("passing.mp4");
+    let spec = common::synth::ClipSpec {
+        width: 640,
+        height: 480,
+        fps: 15,
+        frames: 60,
+        sprites: vec![common::synth::Sprite {
+            image: common::astronaut(),
+            size: (360, 360),
+            from: (40.0, 60.0),
+            to: (2000.0, 60.0),
+            round_trips: 0.5,
+        }],
+    };
+    common::synth::make_clip(&spec, &clip).unwrap();
+    let snaps = dir.path().join("snaps");
+    let text = common::base_config(dir.path(), &broker.url(), "snap")
+        + &format!("[snapshots]\nmqtt = true\ndir = \"{}\"\nmax_files = 2\nsize_px = 96\n", snaps.display())
+        + &format!("[cameras.hall]\nuri = \"file://{}\"\nloop = true\n", clip.display());
+    let cfg = dir.path().join("clefd.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let daemon = Daemon::start(&cfg, &dir.path().join("clefd.log"));
+    let news = |m: &[common::Received]| -> Vec<serde_json::Value> {
+        m.iter()
+            .filter(|x| x.topic == "clefd/snap/hall/emotion" && x.body["type"] == "new")
+            .map(|x| x.body.clone())
+            .collect()
+    };
+    consumer.wait_for("three tracks, each with its snapshot", Duration::from_secs(120), |m| news(m).len() >= 3);
+    assert!(daemon.stop());
+
+    let m = consumer.messages();
+    for event in news(&m) {
+        let uid = event["track_uid"].as_str().unwrap();
+        assert_eq!(event["snapshot"]["topic"], "clefd/snap/hall/snapshot", "{event}");
+        let file = event["snapshot"]["file"].as_str().expect("the file it was written to");
+        assert!(file.ends_with(&format!("{uid}.jpg")) && file.starts_with(snaps.to_str().unwrap()), "{file}");
+    }
+    let others = m.iter().filter(|x| x.topic.ends_with("/emotion") && x.body["type"] != "new");
+    assert!(others.clone().count() > 0 && others.clone().all(|x| x.body.get("snapshot").is_none()));
+
+    // On MQTT: a JPEG of the face, at most 96 pixels on its longer side.
+    let shot = m.iter().rev().find(|x| x.topic == "clefd/snap/hall/snapshot").expect("a snapshot message");
+    assert_eq!(&shot.payload[..3], &[0xFF, 0xD8, 0xFF], "a JPEG");
+    let path = dir.path().join("got.jpg");
+    std::fs::write(&path, &shot.payload).unwrap();
+    let picture = clefd::source::decode_image(&path).expect("it decodes");
+    let (long, short) = (picture.width.max(picture.height), picture.width.min(picture.height));
+    assert!(long <= 96 && short >= 32, "the face, never scaled up: {}x{}", picture.width, picture.height);
+    // Retained: a dashboard that connects later gets it at once.
+    let late = Consumer::start(broker.port);
+    late.wait_for("the retained snapshot", Duration::from_secs(10), |m| {
+        m.iter().any(|x| x.topic == "clefd/snap/hall/snapshot" && x.retained && x.payload.starts_with(&[0xFF, 0xD8]))
+    });
+
+    // In the folder: the newest two only, the last event's among them.
+    let files: Vec<_> = std::fs::read_dir(&snaps).unwrap().filter_map(Result::ok).map(|e| e.path()).collect();
+    assert!(!files.is_empty() && files.len() <= 2, "{files:?}");
+    assert!(files.iter().all(|f| f.extension().is_some_and(|x| x == "jpg")), "no temporary file left: {files:?}");
+    let last = news(&m).pop().unwrap();
+    assert!(std::path::Path::new(last["snapshot"]["file"].as_str().unwrap()).is_file(), "{files:?}");
+}
+
+#[test]
+fn snapshots_are_off_by_default() {
+    let broker = Broker::start();
+    let consumer = Consumer::start(broker.port);
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("clip.mp4");
+    common::astronaut_clip(&clip, 2.0, 15);
+    let cfg = common::write_config(dir.path(), &broker.url(), &clip, "realtime = false\n");
+    let out = common::run_clefd(&["run", "--config", cfg.to_str().unwrap()], &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    consumer.wait_for("the track's end", Duration::from_secs(30), |m| {
+        m.iter().any(|x| x.topic.ends_with("/cam1/emotion") && x.body["type"] == "end")
+    });
+    let m = consumer.messages();
+    assert!(m.iter().any(|x| x.topic.ends_with("/emotion") && x.body["type"] == "new"));
+    assert!(m.iter().all(|x| !x.topic.ends_with("/snapshot") && x.body.get("snapshot").is_none()));
+}
