@@ -13,6 +13,7 @@ mod reload;
 pub mod snapshot;
 mod stats;
 mod tracking;
+pub mod view;
 mod worker;
 
 use std::collections::BTreeMap;
@@ -202,6 +203,7 @@ impl Inner {
             options: w.clone(),
             track_ids: self.track_ids.clone(),
             sink: (self.sink)(),
+            views: self.probe.views.clone(),
         };
         let (handle, live) = worker::spawn(analyzers, setup)
             .map_err(|e| PipelineError::NoCamera(format!("cannot start the inference thread: {e}")))?;

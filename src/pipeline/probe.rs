@@ -20,6 +20,8 @@ pub struct Probe {
     /// series appears once and a removed camera's not at all.
     pub(super) current: Arc<Mutex<BTreeMap<String, (usize, usize)>>>,
     pub(super) last: Vec<u64>,
+    /// The live views of the cameras someone looks at.
+    pub(super) views: super::view::Views,
 }
 
 /// A hub's identity, for [`Probe`]'s map of current slots.
@@ -45,7 +47,7 @@ pub(super) struct ProbeEntry {
 impl Probe {
     /// A probe that sees no worker yet.
     pub(super) fn empty() -> Probe {
-        Probe { workers: Arc::default(), current: Arc::default(), last: Vec::new() }
+        Probe { workers: Arc::default(), current: Arc::default(), last: Vec::new(), views: Default::default() }
     }
 
     fn entries(&self) -> Vec<ProbeEntry> {
@@ -92,6 +94,11 @@ impl Probe {
             out.push(RunSummary { cameras, dropped, ..s.clone_without_cameras() });
         });
         out
+    }
+
+    /// The live views: who looks at which camera, and the last frame each was shown.
+    pub fn views(&self) -> &super::view::Views {
+        &self.views
     }
 
     /// Frames analysed so far, all workers together.

@@ -127,6 +127,7 @@ impl Inner {
                     if let Ok(mut current) = self.probe.current.lock() {
                         current.remove(&name);
                     }
+                    self.probe.views.forget(&name);
                     report.removed.push(name);
                     to_stop.push(running);
                 }

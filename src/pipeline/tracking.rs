@@ -49,6 +49,10 @@ pub(super) struct Tracking<S> {
     pub sink: S,
     /// Snapshots on: the longest side of a face's picture.
     pub snapshot_px: Option<u32>,
+    /// The live views (frames are copied only for cameras someone looks at).
+    pub views: super::view::Views,
+    /// The bundle's labels, for the live view.
+    pub labels: Vec<String>,
 }
 
 impl<S: EventSink> Tracking<S> {
@@ -87,6 +91,30 @@ impl<S: EventSink> Tracking<S> {
     fn emit_outputs(&mut self, outputs: Vec<Output>) -> bool {
         self.lock().events += outputs.iter().filter(|o| matches!(o, Output::Event(_))).count() as u64;
         outputs.into_iter().all(|o| self.sink.emit(o))
+    }
+
+    /// Keeps a copy of the frame and its faces for the live view, when someone looks.
+    fn show(&self, slot: usize, frame: &Frame, faces: &[FaceAnalysis], tracks: &[Option<u64>]) {
+        let Some(name) = self.names.get(slot) else { return };
+        if !self.views.wanted(name, Instant::now()) {
+            return;
+        }
+        let Some(view) = frame.view() else { return };
+        let label = |scores: &[f32]| {
+            let top = scores.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(0, |(i, _)| i);
+            self.labels.get(top).cloned().unwrap_or_default()
+        };
+        let shown = faces
+            .iter()
+            .zip(tracks)
+            .map(|(f, track)| super::view::ShotFace {
+                rect: f.detection.rect,
+                track: *track,
+                label: label(&f.scores),
+                factual: f.factual_scores.as_deref().map(label),
+            })
+            .collect();
+        self.views.put(name, view.to_rgb(), shown);
     }
 
     /// This frame's events, each `new` one after its face's snapshot when they are on.
@@ -151,7 +179,10 @@ impl<S: EventSink> Tracking<S> {
         let mut counted = Vec::with_capacity(frames.len());
         for ((slot, frame), faces) in frames.iter().zip(&analyses) {
             let Some(st) = self.states[*slot].as_mut() else { continue };
-            let events = track_frame(st, frame, faces);
+            let (events, tracks) = track_frame(st, frame, faces);
+            if let Some(tracks) = tracks {
+                self.show(*slot, frame, faces, &tracks);
+            }
             outputs.extend(self.with_snapshots(frame, events));
             counted.push((*slot, faces.len() as u64, frame.captured.elapsed()));
         }
@@ -210,15 +241,26 @@ impl<S: EventSink> Tracking<S> {
 }
 
 /// One frame's faces through the camera's filter, tracker and lifecycle: its events.
-fn track_frame(st: &mut CameraTracks, frame: &Frame, faces: &[FaceAnalysis]) -> Vec<EmotionEvent> {
+///
+/// Also the track of each face (`None` for a face the filter left out), or `None` for a
+/// frame that was not the detector's turn (`detect_every`).
+fn track_frame(
+    st: &mut CameraTracks,
+    frame: &Frame,
+    faces: &[FaceAnalysis],
+) -> (Vec<EmotionEvent>, Option<Vec<Option<u64>>>) {
     if !st.follow.detected(frame.index) {
-        return Vec::new();
+        return (Vec::new(), None);
     }
     st.follow.remember(frame.index, faces);
     let (w, h) = (frame.width as f32, frame.height as f32);
-    let kept: Vec<_> = faces.iter().filter(|f| st.filter.keeps(&f.detection.rect, f.detection.score, w, h)).collect();
+    let keeps: Vec<bool> = faces.iter().map(|f| st.filter.keeps(&f.detection.rect, f.detection.score, w, h)).collect();
+    let kept: Vec<_> = faces.iter().zip(&keeps).filter(|(_, k)| **k).map(|(f, _)| f).collect();
     let dets: Vec<_> = kept.iter().map(|f| (f.detection.rect, f.detection.score)).collect();
     let update = st.tracker.update(&dets);
+    let mut assigned = update.assigned.iter();
+    let tracks =
+        keeps.iter().map(|k| if *k { assigned.next().copied().flatten().map(|t| t.id) } else { None }).collect();
     let observations: Vec<Observation<'_>> = kept
         .iter()
         .zip(&update.assigned)
@@ -242,5 +284,5 @@ fn track_frame(st: &mut CameraTracks, frame: &Frame, faces: &[FaceAnalysis]) -> 
         height: h,
         source_size: frame.source_size,
     };
-    st.lifecycle.on_frame(&info, &observations, &update.ended)
+    (st.lifecycle.on_frame(&info, &observations, &update.ended), Some(tracks))
 }

@@ -39,6 +39,8 @@ pub(super) struct WorkerSetup<S> {
     pub options: super::WorkerOptions,
     pub track_ids: Arc<AtomicU64>,
     pub sink: S,
+    /// The live views, which ask for copies of the frames someone looks at.
+    pub views: super::view::Views,
 }
 
 /// Starts the worker thread (and its lanes); returns it and its live statistics.
@@ -46,7 +48,7 @@ pub(super) fn spawn<S: EventSink>(
     analyzers: Vec<Analyzer>,
     setup: WorkerSetup<S>,
 ) -> std::io::Result<(std::thread::JoinHandle<RunSummary>, Arc<Mutex<RunSummary>>)> {
-    let WorkerSetup { done, hub, cameras, options, track_ids, sink } = setup;
+    let WorkerSetup { done, hub, cameras, options, track_ids, sink, views } = setup;
     let super::WorkerOptions { device_id, lifecycle, tracker: tracker_cfg, batching, snapshot_px, .. } = options;
     let analyzer = analyzers.first().ok_or_else(|| std::io::Error::other("a worker needs at least one lane"))?;
     let m = analyzer.manifest();
@@ -61,6 +63,7 @@ pub(super) fn spawn<S: EventSink>(
         debias: analyzer.debias(),
         run: crate::events::run_id().to_string(),
     };
+    let labels = source.labels.clone();
     let ring = hub.clone();
     let pool: LanePool<Frame> =
         LanePool::start(&format!("infer-{name}"), analyzers, batching.max_frames, Arc::new(move || ring.ring()))?;
@@ -84,6 +87,8 @@ pub(super) fn spawn<S: EventSink>(
         done,
         sink,
         snapshot_px,
+        views,
+        labels,
     };
     let worker = Worker { pool, hub, tracking, batching, first: None };
     std::thread::Builder::new().name(format!("worker-{name}")).spawn(move || worker.run()).map(|handle| (handle, live))

@@ -32,6 +32,8 @@ pub struct Health {
     pub mqtt_down_after: Duration,
     /// Events produced, by camera, lifecycle step and emotion (for dashboards).
     pub events: Arc<Mutex<EventCounts>>,
+    /// The live view's encoded frames and viewer seats.
+    pub live: super::live::Encoded,
 }
 
 /// Events by camera, lifecycle step and emotion.
@@ -58,6 +60,7 @@ impl Health {
             stuck_after: Duration::from_secs(10),
             mqtt_down_after: Duration::from_secs(60),
             events: seen.events.clone(),
+            live: super::live::Encoded::new(),
         }
     }
 
@@ -136,27 +139,53 @@ pub async fn serve(listener: TcpListener, health: Arc<Health>) {
             if read.is_err() {
                 return;
             }
-            let request = String::from_utf8_lossy(&buf[..len]);
+            let request = String::from_utf8_lossy(&buf[..len]).into_owned();
             let mut parts = request.split_whitespace();
             let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            if let (true, Some((camera, view))) = (method == "GET", super::live::route(path)) {
+                let camera = camera.to_string();
+                if view == "live.mjpeg" && super::live::known(&health, &camera) {
+                    return super::live::stream(health, camera, stream).await;
+                }
+                let (status, kind, body) = match super::live::known(&health, &camera) {
+                    false => ("404 Not Found", "text/plain", format!("no camera '{camera}': see /\n").into_bytes()),
+                    true => match super::live::latest(&health, &camera).await {
+                        Some(jpeg) => ("200 OK", "image/jpeg", jpeg.to_vec()),
+                        None => (
+                            "503 Service Unavailable",
+                            "text/plain",
+                            b"no frame analysed yet: is the camera streaming?\n".to_vec(),
+                        ),
+                    },
+                };
+                return respond(&mut stream, status, kind, &body).await;
+            }
             let (status, kind, body) = match (method, path) {
                 ("GET", "/metrics") => ("200 OK", super::metrics::CONTENT_TYPE, super::metrics::render(&health)),
                 ("GET", "/healthz") => {
                     let (ok, body) = healthz(&health);
                     (if ok { "200 OK" } else { "503 Service Unavailable" }, "application/json", body)
                 }
-                ("GET", _) => ("404 Not Found", "text/plain", "try /metrics or /healthz\n".into()),
+                ("GET", "/") => ("200 OK", "text/html; charset=utf-8", super::live::index(&health)),
+                ("GET", _) => {
+                    ("404 Not Found", "text/plain", "try /, /metrics, /healthz or /cameras/NAME/latest.jpg\n".into())
+                }
                 _ => ("405 Method Not Allowed", "text/plain", "GET only\n".into()),
             };
-            let head = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(head.as_bytes()).await;
-            let _ = stream.write_all(body.as_bytes()).await;
-            let _ = stream.shutdown().await;
+            respond(&mut stream, status, kind, body.as_bytes()).await;
         });
     }
+}
+
+/// The status line and headers of a whole response.
+pub(super) fn head(status: &str, kind: &str, len: usize) -> String {
+    format!("HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n")
+}
+
+async fn respond(stream: &mut tokio::net::TcpStream, status: &str, kind: &str, body: &[u8]) {
+    let _ = stream.write_all(head(status, kind, body.len()).as_bytes()).await;
+    let _ = stream.write_all(body).await;
+    let _ = stream.shutdown().await;
 }
 
 fn healthz(h: &Health) -> (bool, String) {

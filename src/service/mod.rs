@@ -1,7 +1,9 @@
 //! The daemon's edges to the operating system: logging set-up, signals and systemd.
 
+mod font;
 pub mod forward;
 pub mod http;
+pub mod live;
 pub mod metrics;
 pub mod notify;
 pub mod snapshots;

@@ -1,0 +1,287 @@
+//! The live view on the HTTP listener: an index of the cameras (`/`), each camera's last
+//! analysed frame with its faces drawn (`/cameras/{name}/latest.jpg`) and the same as
+//! MJPEG (`/cameras/{name}/live.mjpeg`, at most [`MJPEG_FPS`] frames a second, at most
+//! [`MAX_VIEWERS`] viewers). Frames are copied on the frame path only while someone
+//! looks (`pipeline::view`); drawing and encoding happen here, once per frame shown
+//! whatever the number of viewers, on a blocking thread. A viewer that does not keep up
+//! misses frames and, stalled, is dropped: analysis never waits for one.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::font;
+use super::http::Health;
+use crate::pipeline::view::Shot;
+
+/// Most MJPEG frames a second a viewer gets.
+pub const MJPEG_FPS: u32 = 5;
+/// Most MJPEG viewers at once (all cameras); more are told to come back later.
+pub const MAX_VIEWERS: usize = 8;
+/// A viewer that takes longer than this to take one frame is dropped.
+const STALLED: Duration = Duration::from_secs(2);
+/// How long a first look waits for a camera's first shot.
+const FIRST_SHOT: Duration = Duration::from_secs(3);
+
+/// Box colours, by track id (grey for a face the camera's filter leaves out).
+const PALETTE: [[u8; 3]; 6] = [[0, 230, 0], [255, 160, 0], [0, 170, 255], [255, 0, 200], [255, 240, 0], [0, 230, 200]];
+const LEFT_OUT: [u8; 3] = [150, 150, 150];
+
+/// A camera's last shown shot's number and its JPEG.
+type Shown = HashMap<String, (u64, Arc<Vec<u8>>)>;
+
+/// The JPEG of each camera's last shown shot, so viewers share one encoding.
+#[derive(Debug)]
+pub struct Encoded {
+    latest: Mutex<Shown>,
+    viewers: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for Encoded {
+    fn default() -> Self {
+        Encoded::new()
+    }
+}
+
+impl Encoded {
+    /// No encoding yet; room for [`MAX_VIEWERS`].
+    pub fn new() -> Encoded {
+        Encoded { latest: Mutex::default(), viewers: Arc::new(tokio::sync::Semaphore::new(MAX_VIEWERS)) }
+    }
+}
+
+/// A camera's name from a live-view path, and which view: `(name, "latest.jpg")`.
+pub fn route(path: &str) -> Option<(&str, &str)> {
+    let rest = path.strip_prefix("/cameras/")?;
+    let (name, view) = rest.split_once('/')?;
+    (!name.is_empty() && matches!(view, "latest.jpg" | "live.mjpeg")).then_some((name, view))
+}
+
+/// The index page: every camera with its state, fps and links.
+pub fn index(health: &Health) -> String {
+    let cameras = health.cameras.lock().map(|c| c.clone()).unwrap_or_default();
+    let mut rows = String::new();
+    for (name, st) in &cameras {
+        let name = html_escape(name);
+        rows += &format!(
+            "<tr><td>{name}</td><td>{}</td><td>{:.1}</td><td><a href=\"/cameras/{name}/latest.jpg\">latest</a> · <a href=\"/cameras/{name}/live.mjpeg\">live</a></td></tr>\n",
+            st.status.as_str(),
+            st.fps
+        );
+    }
+    format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>clefd</title></head><body>\n<h1>clefd {}</h1>\n<table>\n<tr><th>camera</th><th>state</th><th>fps</th><th>view</th></tr>\n{rows}</table>\n<p><a href=\"/metrics\">metrics</a> · <a href=\"/healthz\">health</a></p>\n</body></html>\n",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+/// Whether the camera is configured (has reported a state).
+pub fn known(health: &Health, camera: &str) -> bool {
+    health.cameras.lock().is_ok_and(|c| c.contains_key(camera))
+}
+
+/// The camera's last analysed frame as a JPEG, drawn; `None` if none came in time.
+pub async fn latest(health: &Arc<Health>, camera: &str) -> Option<Arc<Vec<u8>>> {
+    let views = health.probe.views().clone();
+    let deadline = tokio::time::Instant::now() + FIRST_SHOT;
+    loop {
+        if let Some(shot) = views.watch(camera) {
+            return encoded(health, camera, shot).await;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Streams the camera as MJPEG until the viewer goes, stalls, or the camera does.
+pub async fn stream(health: Arc<Health>, camera: String, mut out: TcpStream) {
+    let Ok(_seat) = health.live.viewers.clone().try_acquire_owned() else {
+        let body = format!("at most {MAX_VIEWERS} live viewers at once: try again later\n");
+        let _ = out.write_all(super::http::head("503 Service Unavailable", "text/plain", body.len()).as_bytes()).await;
+        let _ = out.write_all(body.as_bytes()).await;
+        return;
+    };
+    let head = "HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=frame\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n";
+    if out.write_all(head.as_bytes()).await.is_err() {
+        return;
+    }
+    let views = health.probe.views().clone();
+    let mut tick = tokio::time::interval(Duration::from_secs(1) / MJPEG_FPS);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut shown = 0;
+    loop {
+        tick.tick().await;
+        if !known(&health, &camera) {
+            return;
+        }
+        let Some(shot) = views.watch(&camera) else { continue };
+        if shot.number == shown {
+            continue;
+        }
+        shown = shot.number;
+        let Some(jpeg) = encoded(&health, &camera, shot).await else { continue };
+        let part = format!("--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n", jpeg.len());
+        let sent = tokio::time::timeout(STALLED, async {
+            out.write_all(part.as_bytes()).await?;
+            out.write_all(&jpeg).await?;
+            out.write_all(b"\r\n").await
+        })
+        .await;
+        if !matches!(sent, Ok(Ok(()))) {
+            return;
+        }
+    }
+}
+
+/// The JPEG of `shot`, drawn and encoded once whoever asks.
+async fn encoded(health: &Arc<Health>, camera: &str, shot: Arc<Shot>) -> Option<Arc<Vec<u8>>> {
+    if let Ok(latest) = health.live.latest.lock()
+        && let Some((number, jpeg)) = latest.get(camera)
+        && *number == shot.number
+    {
+        return Some(jpeg.clone());
+    }
+    let (status, fps) = health
+        .cameras
+        .lock()
+        .ok()
+        .and_then(|c| c.get(camera).map(|s| (s.status.as_str(), s.fps)))
+        .unwrap_or(("unknown", 0.0));
+    let title = format!("{camera}  {status}  {fps:.1} fps");
+    let number = shot.number;
+    let jpeg = tokio::task::spawn_blocking(move || render(&shot, &title)).await.ok()??;
+    let jpeg = Arc::new(jpeg);
+    if let Ok(mut latest) = health.live.latest.lock() {
+        latest.insert(camera.to_string(), (number, jpeg.clone()));
+    }
+    Some(jpeg)
+}
+
+/// The shot with a title bar and each face's box, track and label (the factual label
+/// beside it, struck through, where debiasing changed it), as a JPEG.
+pub fn render(shot: &Shot, title: &str) -> Option<Vec<u8>> {
+    let (w, h) = (shot.image.width, shot.image.height);
+    let mut canvas = Canvas { data: shot.image.data.clone(), width: w, height: h };
+    canvas.fill(0, 0, w, font::HEIGHT + 4, [0, 0, 0]);
+    canvas.text(3, 2, title, [255, 255, 255], false);
+    for face in &shot.faces {
+        let colour = face.track.map_or(LEFT_OUT, |id| PALETTE[id as usize % PALETTE.len()]);
+        let r = face.rect;
+        let (x0, y0) = (r.x.max(0.0) as usize, r.y.max(0.0) as usize);
+        let (x1, y1) = ((r.x + r.w).max(0.0) as usize, (r.y + r.h).max(0.0) as usize);
+        canvas.rectangle(x0, y0, x1, y1, 3, colour);
+        let mut label = match face.track {
+            Some(id) => format!("#{id} {}", face.label),
+            None => format!("{} (left out)", face.label),
+        };
+        let y = y0.saturating_sub(font::HEIGHT + 3).max(font::HEIGHT + 4);
+        let width = (label.len() + 1) * font::WIDTH;
+        let factual = face.factual.as_ref().filter(|f| **f != face.label);
+        let extra = factual.map_or(0, |f| (f.len() + 1) * font::WIDTH);
+        canvas.fill(x0, y, width + extra + 4, font::HEIGHT + 2, [0, 0, 0]);
+        canvas.text(x0 + 2, y + 1, &label, colour, false);
+        if let Some(f) = factual {
+            label.push(' ');
+            canvas.text(x0 + 2 + label.len() * font::WIDTH, y + 1, f, [200, 200, 200], true);
+        }
+    }
+    let mut out = Vec::new();
+    let encoder = jpeg_encoder::Encoder::new(&mut out, 80);
+    encoder.encode(&canvas.data, u16::try_from(w).ok()?, u16::try_from(h).ok()?, jpeg_encoder::ColorType::Rgb).ok()?;
+    Some(out)
+}
+
+/// Packed RGB to draw on.
+struct Canvas {
+    data: Vec<u8>,
+    width: usize,
+    height: usize,
+}
+
+impl Canvas {
+    fn put(&mut self, x: usize, y: usize, c: [u8; 3]) {
+        if x < self.width && y < self.height {
+            let i = (y * self.width + x) * 3;
+            self.data[i..i + 3].copy_from_slice(&c);
+        }
+    }
+
+    fn fill(&mut self, x: usize, y: usize, w: usize, h: usize, c: [u8; 3]) {
+        for yy in y..(y + h).min(self.height) {
+            for xx in x..(x + w).min(self.width) {
+                self.put(xx, yy, c);
+            }
+        }
+    }
+
+    fn rectangle(&mut self, x0: usize, y0: usize, x1: usize, y1: usize, thick: usize, c: [u8; 3]) {
+        let (w, h) = (x1.saturating_sub(x0) + 1, y1.saturating_sub(y0) + 1);
+        self.fill(x0, y0, w, thick, c);
+        self.fill(x0, (y1 + 1).saturating_sub(thick), w, thick, c);
+        self.fill(x0, y0, thick, h, c);
+        self.fill((x1 + 1).saturating_sub(thick), y0, thick, h, c);
+    }
+
+    fn text(&mut self, x: usize, y: usize, text: &str, c: [u8; 3], struck: bool) {
+        for (i, ch) in text.chars().enumerate() {
+            let code = ch as usize;
+            let glyph =
+                if (32..127).contains(&code) { &font::GLYPHS[code - 32] } else { &font::GLYPHS[b'?' as usize - 32] };
+            for (row, bits) in glyph.iter().enumerate() {
+                for col in 0..font::WIDTH {
+                    if bits & (1 << (font::WIDTH - 1 - col)) != 0 {
+                        self.put(x + i * font::WIDTH + col, y + row, c);
+                    }
+                }
+            }
+        }
+        if struck {
+            self.fill(x, y + font::HEIGHT / 2 + 1, text.chars().count() * font::WIDTH, 1, c);
+        }
+    }
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::{Rect, RgbImage};
+    use crate::pipeline::view::ShotFace;
+
+    #[test]
+    fn paths_name_a_camera_and_a_view() {
+        assert_eq!(route("/cameras/door/latest.jpg"), Some(("door", "latest.jpg")));
+        assert_eq!(route("/cameras/door/live.mjpeg"), Some(("door", "live.mjpeg")));
+        for other in ["/cameras//latest.jpg", "/cameras/door/other", "/cameras/door", "/metrics"] {
+            assert_eq!(route(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn boxes_and_labels_are_drawn_where_the_faces_are() {
+        let image = RgbImage { data: vec![40; 320 * 240 * 3], width: 320, height: 240 };
+        let face = ShotFace {
+            rect: Rect { x: 100.0, y: 80.0, w: 60.0, h: 70.0 },
+            track: Some(0),
+            label: "happy".into(),
+            factual: Some("sad".into()),
+        };
+        let shot = Shot { image, faces: vec![face], number: 1 };
+        let jpeg = render(&shot, "door  streaming  15.0 fps").unwrap();
+        assert_eq!(&jpeg[..3], &[0xFF, 0xD8, 0xFF]);
+        // Drawn before encoding: the same canvas, checked exactly.
+        let mut canvas = Canvas { data: shot.image.data.clone(), width: 320, height: 240 };
+        canvas.rectangle(100, 80, 160, 150, 3, PALETTE[0]);
+        let at = |x: usize, y: usize| &canvas.data[(y * 320 + x) * 3..(y * 320 + x) * 3 + 3];
+        assert_eq!(at(101, 115), &PALETTE[0][..], "the left edge");
+        assert_eq!(at(130, 115), &[40, 40, 40][..], "inside is left alone");
+    }
+}
