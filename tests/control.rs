@@ -89,7 +89,7 @@ fn cameras_are_disabled_enabled_and_refused_over_mqtt_and_what_is_kept_survives_
         ("clefd/ctl/a/set", r#"{"score_threshold": 7}"#, "score_threshold: 7 is out of range"),
         ("clefd/ctl/set", r#"{"fps": 0}"#, "fps: 0 is out of range"),
         ("clefd/ctl/a/set", r#"{"detect_every": 0}"#, "detect_every: 0 is out of range"),
-        ("clefd/ctl/a/set", r#"{"snapshots": true}"#, "snapshots"),
+        ("clefd/ctl/a/set", r#"{"snapshots": "yes"}"#, "snapshots: \"yes\" is not true or false"),
         ("clefd/ctl/a/set", r#"{"zoom": 2}"#, "unknown setting 'zoom'"),
         ("clefd/ctl/nosuch/set", r#"{"enabled": true}"#, "no camera 'nosuch'"),
         ("clefd/ctl/b/set", r#"{"enabled": false}"#, "every camera would be disabled"),

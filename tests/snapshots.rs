@@ -33,7 +33,8 @@ fn new_tracks_come_with_a_picture_of_the_face_on_mqtt_and_in_a_bounded_folder() 
     let snaps = dir.path().join("snaps");
     let text = common::base_config(dir.path(), &broker.url(), "snap")
         + &format!("[snapshots]\nmqtt = true\ndir = \"{}\"\nmax_files = 2\nsize_px = 96\n", snaps.display())
-        + &format!("[cameras.hall]\nuri = \"file://{}\"\nloop = true\n", clip.display());
+        + &format!("[cameras.hall]\nuri = \"file://{}\"\nloop = true\n", clip.display())
+        + &format!("[cameras.door]\nuri = \"file://{}\"\nloop = true\nsnapshots = false\n", clip.display());
     let cfg = dir.path().join("clefd.toml");
     std::fs::write(&cfg, text).unwrap();
     let daemon = Daemon::start(&cfg, &dir.path().join("clefd.log"));
@@ -53,6 +54,10 @@ fn new_tracks_come_with_a_picture_of_the_face_on_mqtt_and_in_a_bounded_folder() 
         let file = event["snapshot"]["file"].as_str().expect("the file it was written to");
         assert!(file.ends_with(&format!("{uid}.jpg")) && file.starts_with(snaps.to_str().unwrap()), "{file}");
     }
+    // A camera with `snapshots = false` takes none.
+    let door: Vec<_> = m.iter().filter(|x| x.topic == "clefd/snap/door/emotion" && x.body["type"] == "new").collect();
+    assert!(!door.is_empty() && door.iter().all(|x| x.body.get("snapshot").is_none()));
+    assert!(m.iter().all(|x| x.topic != "clefd/snap/door/snapshot"));
     let others = m.iter().filter(|x| x.topic.ends_with("/emotion") && x.body["type"] != "new");
     assert!(others.clone().count() > 0 && others.clone().all(|x| x.body.get("snapshot").is_none()));
 

@@ -30,6 +30,9 @@ pub struct Overrides {
     /// The detector runs on every N-th frame.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detect_every: Option<u32>,
+    /// Snapshots of its faces (when `[snapshots]` is on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshots: Option<bool>,
 }
 
 impl Overrides {
@@ -52,9 +55,10 @@ enum Change {
     ScoreThreshold(Option<f32>),
     MinFacePx(Option<f32>),
     DetectEvery(Option<u32>),
+    Snapshots(Option<bool>),
 }
 
-const SETTABLE: &str = "enabled, fps, score_threshold, min_face_px, detect_every";
+const SETTABLE: &str = "enabled, fps, score_threshold, min_face_px, detect_every, snapshots";
 
 /// Reads one command (a JSON object); every problem in it, or what it changes.
 fn parse(payload: &[u8]) -> Result<Vec<Change>, String> {
@@ -109,7 +113,11 @@ fn change(key: &str, value: &Value) -> Result<Change, String> {
             }
             Change::DetectEvery(n.map(|v| v as u32))
         }
-        "snapshots" => return Err("snapshots: this clefd publishes no snapshots; they cannot be set".into()),
+        "snapshots" => match value {
+            Value::Bool(b) => Change::Snapshots(Some(*b)),
+            Value::Null => Change::Snapshots(None),
+            other => return Err(format!("snapshots: {other} is not true or false")),
+        },
         other => return Err(format!("unknown setting '{other}': a command may set {SETTABLE}")),
     })
 }
@@ -137,6 +145,7 @@ impl Controls {
                     Change::ScoreThreshold(v) => o.score_threshold = v,
                     Change::MinFacePx(v) => o.min_face_px = v,
                     Change::DetectEvery(v) => o.detect_every = v,
+                    Change::Snapshots(v) => o.snapshots = v,
                 }
             }
         }
@@ -162,6 +171,7 @@ impl Controls {
             cam.score_threshold = o.score_threshold.or(cam.score_threshold);
             cam.min_face_px = o.min_face_px.or(cam.min_face_px);
             cam.detect_every = o.detect_every.unwrap_or(cam.detect_every);
+            cam.snapshots = o.snapshots.unwrap_or(cam.snapshots);
         }
         s
     }
@@ -205,6 +215,7 @@ mod tests {
         assert_eq!(parse(br#"{"enabled": false}"#), Ok(vec![Change::Enabled(Some(false))]));
         assert_eq!(parse(br#"{"fps": null}"#), Ok(vec![Change::Fps(None)]));
         assert_eq!(parse(br#"{"detect_every": 3}"#), Ok(vec![Change::DetectEvery(Some(3))]));
+        assert_eq!(parse(br#"{"snapshots": false}"#), Ok(vec![Change::Snapshots(Some(false))]));
         let both = parse(br#"{"score_threshold": 0.8, "min_face_px": 40}"#).unwrap();
         assert!(both.contains(&Change::ScoreThreshold(Some(0.8))) && both.contains(&Change::MinFacePx(Some(40.0))));
         for (payload, says) in [

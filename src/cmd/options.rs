@@ -109,6 +109,7 @@ fn camera_plan(sup: &SupervisorSettings, name: &str, cam: &CameraSettings) -> Re
         ignore,
         detect_every,
         classify_every,
+        snapshots,
     } = cam;
     let spec = match password_file {
         Some(f) => {
@@ -141,6 +142,7 @@ fn camera_plan(sup: &SupervisorSettings, name: &str, cam: &CameraSettings) -> Re
             ignore: ignore.clone(),
         },
         cadence: Cadence { detect_every: *detect_every, classify_every: *classify_every },
+        snapshots: *snapshots,
     })
 }
 

@@ -256,6 +256,8 @@ pub struct CameraConfig {
     /// Classify a face again at least every N frames; in between, a face that has not
     /// moved or grown much keeps its last classification (1: every frame).
     pub classify_every: u32,
+    /// Take snapshots of this camera's faces when `[snapshots]` is on.
+    pub snapshots: bool,
 }
 
 impl Default for Config {
@@ -356,6 +358,7 @@ impl Default for CameraConfig {
             ignore: Vec::new(),
             detect_every: 1,
             classify_every: 1,
+            snapshots: true,
         }
     }
 }

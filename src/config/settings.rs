@@ -215,6 +215,8 @@ pub struct CameraSettings {
     pub detect_every: u32,
     /// A face that has not moved much is classified again at least every N frames.
     pub classify_every: u32,
+    /// Snapshots of its faces, when `[snapshots]` is on.
+    pub snapshots: bool,
 }
 
 impl Settings {

@@ -397,6 +397,7 @@ fn camera(at: &CameraPlace, cam: &CameraConfig, default_bundle: &Path, c: &mut C
         ignore: cam.ignore.clone(),
         detect_every: cam.detect_every,
         classify_every: cam.classify_every,
+        snapshots: cam.snapshots,
     })
 }
 

@@ -222,7 +222,12 @@ impl Inner {
         let hub = worker.hub.clone();
         let slot = hub.add_slot();
         if let Ok(mut c) = worker.cameras.lock() {
-            c.push(worker::SlotCamera { name: name.to_string(), filter: plan.filter.clone(), cadence: plan.cadence });
+            c.push(worker::SlotCamera {
+                name: name.to_string(),
+                filter: plan.filter.clone(),
+                cadence: plan.cadence,
+                snapshots: plan.snapshots,
+            });
         }
         if let Ok(mut current) = self.probe.current.lock() {
             current.insert(name.to_string(), (hub_id(&hub), slot));

@@ -54,6 +54,8 @@ pub struct CameraPlan {
     pub filter: FaceFilter,
     /// How often its faces are detected and classified.
     pub cadence: Cadence,
+    /// Snapshots of its faces (when the workers take them: `WorkerOptions::snapshot_px`).
+    pub snapshots: bool,
 }
 
 /// How often a camera's frames pay for the detector and the classifiers (`detect_every`,

@@ -28,6 +28,8 @@ pub(super) struct CameraTracks {
     pub filter: FaceFilter,
     /// What its cadence (`detect_every`, `classify_every`) remembers between frames.
     pub follow: Follow,
+    /// Snapshots of its faces, when the worker takes them.
+    pub snapshots: bool,
 }
 
 /// Makes a camera's tracker and lifecycle from its name and cadence.
@@ -71,6 +73,7 @@ impl<S: EventSink> Tracking<S> {
             let camera = &registry[self.states.len()];
             let mut state = (self.make_state)(&camera.name, camera.cadence);
             state.filter = camera.filter.clone();
+            state.snapshots = camera.snapshots;
             self.states.push(Some(state));
             self.names.push(camera.name.clone());
         }
@@ -114,14 +117,20 @@ impl<S: EventSink> Tracking<S> {
                 factual: f.factual_scores.as_deref().map(label),
             })
             .collect();
-        self.views.put(name, view.to_rgb(), shown);
+        let (zones, ignore) = match self.states.get(slot).and_then(Option::as_ref) {
+            Some(st) => (st.filter.zones.clone(), st.filter.ignore.clone()),
+            None => (Vec::new(), Vec::new()),
+        };
+        let shot = super::view::Shot { image: view.to_rgb(), faces: shown, zones, ignore, number: 0 };
+        self.views.put(name, shot);
     }
 
     /// This frame's events, each `new` one after its face's snapshot when they are on.
-    fn with_snapshots(&self, frame: &Frame, events: Vec<EmotionEvent>) -> Vec<Output> {
+    fn with_snapshots(&self, frame: &Frame, events: Vec<EmotionEvent>, on: bool) -> Vec<Output> {
         let mut out = Vec::with_capacity(events.len());
         for e in events {
-            if let (Some(px), crate::events::EventType::New, Some(view)) = (self.snapshot_px, e.kind, frame.view()) {
+            let px = self.snapshot_px.filter(|_| on);
+            if let (Some(px), crate::events::EventType::New, Some(view)) = (px, e.kind, frame.view()) {
                 let (w, h) = (frame.width as f32, frame.height as f32);
                 let b = e.bbox;
                 let face = crate::image::Rect { x: b.x * w, y: b.y * h, w: b.w * w, h: b.h * h };
@@ -179,11 +188,12 @@ impl<S: EventSink> Tracking<S> {
         let mut counted = Vec::with_capacity(frames.len());
         for ((slot, frame), faces) in frames.iter().zip(&analyses) {
             let Some(st) = self.states[*slot].as_mut() else { continue };
+            let snapshots = st.snapshots;
             let (events, tracks) = track_frame(st, frame, faces);
             if let Some(tracks) = tracks {
                 self.show(*slot, frame, faces, &tracks);
             }
-            outputs.extend(self.with_snapshots(frame, events));
+            outputs.extend(self.with_snapshots(frame, events, snapshots));
             counted.push((*slot, faces.len() as u64, frame.captured.elapsed()));
         }
         self.count(counted, times, t.elapsed());

@@ -21,6 +21,10 @@ pub struct Shot {
     pub image: RgbImage,
     /// What was found on it.
     pub faces: Vec<ShotFace>,
+    /// The camera's zones (faces count only inside them), normalised.
+    pub zones: Vec<crate::config::Area>,
+    /// The camera's ignored areas, normalised.
+    pub ignore: Vec<crate::config::Area>,
     /// Counts the camera's shots, so a viewer knows a new one from one it has.
     pub number: u64,
 }
@@ -75,11 +79,12 @@ impl Views {
     }
 
     /// Keeps `camera`'s newest shot.
-    pub(super) fn put(&self, camera: &str, image: RgbImage, faces: Vec<ShotFace>) {
+    pub(super) fn put(&self, camera: &str, mut shot: Shot) {
         let Ok(mut views) = self.0.lock() else { return };
         let view = views.entry(camera.to_string()).or_default();
         view.numbered += 1;
         view.taken = Some(Instant::now());
-        view.latest = Some(Arc::new(Shot { image, faces, number: view.numbered }));
+        shot.number = view.numbered;
+        view.latest = Some(Arc::new(shot));
     }
 }

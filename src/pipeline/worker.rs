@@ -27,6 +27,8 @@ pub(super) struct SlotCamera {
     pub filter: FaceFilter,
     /// How often its faces are detected and classified.
     pub cadence: super::Cadence,
+    /// Snapshots of its faces, when they are on.
+    pub snapshots: bool,
 }
 
 /// Everything a worker needs besides its analyzer.
@@ -82,6 +84,7 @@ pub(super) fn spawn<S: EventSink>(
             stream: 0,
             filter: FaceFilter::default(),
             follow: super::cadence::Follow::new(cadence),
+            snapshots: true,
         }),
         live: live.clone(),
         done,

@@ -29,6 +29,9 @@ const FIRST_SHOT: Duration = Duration::from_secs(3);
 /// Box colours, by track id (grey for a face the camera's filter leaves out).
 const PALETTE: [[u8; 3]; 6] = [[0, 230, 0], [255, 160, 0], [0, 170, 255], [255, 0, 200], [255, 240, 0], [0, 230, 200]];
 const LEFT_OUT: [u8; 3] = [150, 150, 150];
+/// Outline of a zone (faces count only inside), and of an ignored area.
+const ZONE: [u8; 3] = [255, 255, 255];
+const IGNORED: [u8; 3] = [255, 40, 40];
 
 /// A camera's last shown shot's number and its JPEG.
 type Shown = HashMap<String, (u64, Arc<Vec<u8>>)>;
@@ -167,6 +170,11 @@ async fn encoded(health: &Arc<Health>, camera: &str, shot: Arc<Shot>) -> Option<
 pub fn render(shot: &Shot, title: &str) -> Option<Vec<u8>> {
     let (w, h) = (shot.image.width, shot.image.height);
     let mut canvas = Canvas { data: shot.image.data.clone(), width: w, height: h };
+    for (areas, colour) in [(&shot.zones, ZONE), (&shot.ignore, IGNORED)] {
+        for area in areas {
+            canvas.area(area, colour);
+        }
+    }
     canvas.fill(0, 0, w, font::HEIGHT + 4, [0, 0, 0]);
     canvas.text(3, 2, title, [255, 255, 255], false);
     for face in &shot.faces {
@@ -227,6 +235,26 @@ impl Canvas {
         self.fill((x1 + 1).saturating_sub(thick), y0, thick, h, c);
     }
 
+    /// A zone's outline (normalised corners), two pixels wide.
+    fn area(&mut self, area: &crate::config::Area, c: [u8; 3]) {
+        let (w, h) = (self.width as f32, self.height as f32);
+        let corners: Vec<[f32; 2]> = match area {
+            crate::config::Area::Rect([x, y, rw, rh]) => vec![[*x, *y], [x + rw, *y], [x + rw, y + rh], [*x, y + rh]],
+            crate::config::Area::Polygon(points) => points.clone(),
+        };
+        for (i, a) in corners.iter().enumerate() {
+            let b = corners[(i + 1) % corners.len()];
+            let (x0, y0, x1, y1) = (a[0] * w, a[1] * h, b[0] * w, b[1] * h);
+            let steps = (x1 - x0).abs().max((y1 - y0).abs()).ceil().max(1.0) as usize;
+            for k in 0..=steps {
+                let t = k as f32 / steps as f32;
+                let (x, y) = (x0 + (x1 - x0) * t, y0 + (y1 - y0) * t);
+                let (x, y) = (x.clamp(0.0, w - 2.0) as usize, y.clamp(0.0, h - 2.0) as usize);
+                self.fill(x, y, 2, 2, c);
+            }
+        }
+    }
+
     fn text(&mut self, x: usize, y: usize, text: &str, c: [u8; 3], struck: bool) {
         for (i, ch) in text.chars().enumerate() {
             let code = ch as usize;
@@ -274,14 +302,19 @@ mod tests {
             label: "happy".into(),
             factual: Some("sad".into()),
         };
-        let shot = Shot { image, faces: vec![face], number: 1 };
+        let shot = Shot { image, faces: vec![face], zones: Vec::new(), ignore: Vec::new(), number: 1 };
         let jpeg = render(&shot, "door  streaming  15.0 fps").unwrap();
         assert_eq!(&jpeg[..3], &[0xFF, 0xD8, 0xFF]);
         // Drawn before encoding: the same canvas, checked exactly.
         let mut canvas = Canvas { data: shot.image.data.clone(), width: 320, height: 240 };
         canvas.rectangle(100, 80, 160, 150, 3, PALETTE[0]);
+        // A zone's outline, where its normalised corners say.
+        canvas.area(&crate::config::Area::Rect([0.5, 0.5, 0.25, 0.25]), ZONE);
         let at = |x: usize, y: usize| &canvas.data[(y * 320 + x) * 3..(y * 320 + x) * 3 + 3];
         assert_eq!(at(101, 115), &PALETTE[0][..], "the left edge");
         assert_eq!(at(130, 115), &[40, 40, 40][..], "inside is left alone");
+        assert_eq!(at(160, 120), &ZONE[..], "the zone's corner");
+        assert_eq!(at(200, 180), &ZONE[..], "its bottom edge");
+        assert_eq!(at(200, 150), &[40, 40, 40][..], "inside the zone");
     }
 }
