@@ -70,7 +70,7 @@ fn build_engines_loads_every_bundle_and_says_where_it_runs() {
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{log}");
     assert!(log.contains("no GPU provider in this ONNX Runtime"), "{log}");
-    assert!(log.contains("bundle=face-fer2013 detector=\"cpu\" vanilla=\"cpu\""), "{log}");
+    assert!(log.contains("bundle=face-fer2013 detector=\"cpu\" classifiers=vanilla: cpu"), "{log}");
     // What the package runs on install: on a CPU-only ONNX Runtime, nothing is loaded.
     let out = common::run_clefd(&["build-engines", "--if-gpu", "--config", cfg.to_str().unwrap()], &[]);
     let log = String::from_utf8_lossy(&out.stderr);

@@ -36,7 +36,7 @@ pub fn build_engines(config: &Path, if_gpu: bool) -> anyhow::Result<ExitCode> {
             Ok(b) => tracing::info!(
                 bundle = %b.manifest.name,
                 detector = b.detector.provider(),
-                classifiers = ?b.classifier_providers(),
+                classifiers = %b.classifier_providers().iter().map(|(m, p)| format!("{m}: {p}")).collect::<Vec<_>>().join(", "),
                 "ready: a start loads these models without building"
             ),
             Err(e) => {
