@@ -51,15 +51,7 @@ fn run(moving: bool, camera_extra: &str) -> Run {
     if moving {
         common::astronaut_clip(&clip, 3.0, 15);
     } else {
-        let still = common::synth::Sprite {
-            image: common::astronaut(),
-            size: (360, 360),
-            from: (140.0, 60.0),
-            to: (140.0, 60.0),
-            round_trips: 0.0,
-        };
-        let spec = common::synth::ClipSpec { width: 640, height: 480, fps: 15, frames: 45, sprites: vec![still] };
-        common::synth::make_clip(&spec, &clip).unwrap();
+        common::still_clip(&clip, 45);
     }
     let cfg = common::write_config(dir.path(), &broker.url(), &clip, &format!("realtime = false\n{camera_extra}"));
     let out = common::run_clefd(&["run", "--config", cfg.to_str().unwrap()], &[("RUST_LOG", "info")]);

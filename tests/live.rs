@@ -70,15 +70,7 @@ fn the_last_frame_is_shown_with_its_faces_and_viewers_do_not_slow_analysis() {
     let consumer = Consumer::start(broker.port);
     let dir = tempfile::tempdir().unwrap();
     let clip = dir.path().join("still.mp4");
-    let still = common::synth::Sprite {
-        image: common::astronaut(),
-        size: (360, 360),
-        from: (140.0, 60.0),
-        to: (140.0, 60.0),
-        round_trips: 0.0,
-    };
-    let spec = common::synth::ClipSpec { width: 640, height: 480, fps: 15, frames: 60, sprites: vec![still] };
-    common::synth::make_clip(&spec, &clip).unwrap();
+    common::still_clip(&clip, 60);
     let port = common::free_port();
     let text = common::base_config(dir.path(), &broker.url(), "live")
         + &format!(

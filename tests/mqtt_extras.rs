@@ -98,20 +98,7 @@ fn the_current_summary_follows_the_faces_and_says_none_when_the_room_empties() {
     let dir = tempfile::tempdir().unwrap();
     // The face crosses the frame and leaves it; the clip loops, so it comes back.
     let clip = dir.path().join("passing.mp4");
-    let spec = common::synth::ClipSpec {
-        width: 640,
-        height: 480,
-        fps: 15,
-        frames: 90,
-        sprites: vec![common::synth::Sprite {
-            image: common::astronaut(),
-            size: (360, 360),
-            from: (40.0, 60.0),
-            to: (2000.0, 60.0),
-            round_trips: 0.5,
-        }],
-    };
-    common::synth::make_clip(&spec, &clip).unwrap();
+    common::passing_clip(&clip, 90);
     let text = common::base_config(dir.path(), &broker.url(), "room")
         .replace("[events]\n", "[events]\nempty_after_s = 1.0\n")
         + &format!("[cameras.hall]\nuri = \"file://{}\"\nloop = true\n", clip.display());

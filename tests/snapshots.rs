@@ -16,20 +16,7 @@ fn new_tracks_come_with_a_picture_of_the_face_on_mqtt_and_in_a_bounded_folder() 
     // The face crosses the frame and leaves it; the clip loops, so a new track begins on
     // every pass.
     let clip = dir.path().join("passing.mp4");
-    let spec = common::synth::ClipSpec {
-        width: 640,
-        height: 480,
-        fps: 15,
-        frames: 60,
-        sprites: vec![common::synth::Sprite {
-            image: common::astronaut(),
-            size: (360, 360),
-            from: (40.0, 60.0),
-            to: (2000.0, 60.0),
-            round_trips: 0.5,
-        }],
-    };
-    common::synth::make_clip(&spec, &clip).unwrap();
+    common::passing_clip(&clip, 60);
     let snaps = dir.path().join("snaps");
     let text = common::base_config(dir.path(), &broker.url(), "snap")
         + &format!("[snapshots]\nmqtt = true\ndir = \"{}\"\nmax_files = 2\nsize_px = 96\n", snaps.display())

@@ -145,6 +145,23 @@ pub fn astronaut() -> clefd::image::RgbImage {
     clefd::source::decode_image(&repo().join("assets/astronaut.png")).expect("astronaut.png decodes")
 }
 
+/// Renders `frames` frames of the astronaut sitting still (640x480, 15 fps).
+pub fn still_clip(path: &Path, frames: u32) {
+    let image = astronaut();
+    let still = Sprite { image, size: (360, 360), from: (140.0, 60.0), to: (140.0, 60.0), round_trips: 0.0 };
+    let spec = ClipSpec { width: 640, height: 480, fps: 15, frames, sprites: vec![still] };
+    synth::make_clip(&spec, path).expect("clip renders");
+}
+
+/// Renders `frames` frames of the astronaut crossing the frame once and leaving it
+/// (640x480, 15 fps): looped, a new track begins on every pass.
+pub fn passing_clip(path: &Path, frames: u32) {
+    let image = astronaut();
+    let passing = Sprite { image, size: (360, 360), from: (40.0, 60.0), to: (2000.0, 60.0), round_trips: 0.5 };
+    let spec = ClipSpec { width: 640, height: 480, fps: 15, frames, sprites: vec![passing] };
+    synth::make_clip(&spec, path).expect("clip renders");
+}
+
 /// Renders a clip of the astronaut sliding left and right.
 pub fn astronaut_clip(path: &Path, seconds: f32, fps: u32) {
     let image = astronaut();
