@@ -7,6 +7,7 @@ pub mod doctor;
 pub mod engines;
 pub mod eval;
 pub mod explain;
+pub mod faces;
 mod options;
 mod publishing;
 pub mod run;
