@@ -72,6 +72,22 @@ enum Command {
         #[arg(long)]
         onnxruntime: Option<PathBuf>,
     },
+    /// Find faces in still pictures with a bundle's detector, exactly as the daemon does,
+    /// and print one JSON line per picture: {"image", "width", "height", "faces":
+    /// [{"box_px": [x, y, w, h], "score"}]}, best first. The CLEF kit crops datasets
+    /// without face boxes (CAER-S) with it. Exits 1 if a picture could not be read (its
+    /// line says why).
+    Faces {
+        /// Engine bundle folder whose detector to use.
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Pictures (PNG, JPEG, ...).
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        /// libonnxruntime.so to use (default: ORT_DYLIB_PATH, then the set-up's copy).
+        #[arg(long)]
+        onnxruntime: Option<PathBuf>,
+    },
     /// Score a bundle on a labelled dataset (DIR/index.csv: file,label,x,y,w,h and the
     /// pictures), through the daemon's own preprocessing, models and CLEF. Prints the
     /// accuracy (mAP for multi-label bundles) of the vanilla model alone, of the factual
@@ -80,9 +96,11 @@ enum Command {
         /// Engine bundle folder (holds manifest.toml).
         #[arg(long)]
         bundle: PathBuf,
-        /// Dataset folder (holds index.csv), or caer-s:DIR for CAER-S as distributed
+        /// Dataset folder (holds index.csv); caer-s:DIR for CAER-S as distributed
         /// (train/ and test/, one folder per class; test/ is scored, faces found by the
-        /// bundle's detector, pictures without one counted and left out).
+        /// bundle's detector, pictures without one counted and left out); emotic:DIR for
+        /// EMOTIC (Annotations/Annotations.mat, or mat2py.py's emotic_pre/test.csv; the
+        /// test split is scored, each annotated body as the daemon's body box).
         #[arg(long)]
         dataset: PathBuf,
         /// Print the result as JSON.
@@ -136,6 +154,7 @@ fn main() -> ExitCode {
         Command::Explain { bundle, image, onnxruntime } => {
             cmd::explain::explain(&bundle, &image, onnxruntime.as_deref())
         }
+        Command::Faces { bundle, images, onnxruntime } => cmd::faces::faces(&bundle, &images, onnxruntime.as_deref()),
         Command::Eval { bundle, dataset, json, onnxruntime } => {
             cmd::eval::eval(&bundle, &dataset, onnxruntime.as_deref(), json)
         }

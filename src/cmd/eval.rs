@@ -10,7 +10,7 @@ use anyhow::Context;
 use clefd::engine::Bundle;
 use clefd::engine::manifest::TaskKind;
 use clefd::engine::runtime::{self, SessionOptions};
-use clefd::eval::{Accuracy, Item, MeanAp, read_caer_s, read_dataset};
+use clefd::eval::{Accuracy, Item, MeanAp, read_caer_s, read_dataset, read_emotic, read_npy_picture};
 use clefd::pipeline::analyze::Analyzer;
 use serde_json::json;
 
@@ -30,14 +30,17 @@ pub fn eval(bundle: &Path, dataset: &Path, onnxruntime: Option<&Path>, as_json: 
     let mut analyzer = Analyzer::new(loaded, 16);
     let m = analyzer.manifest().clone();
     let k = m.labels.len();
-    let items = read_items(dataset, &m.labels)?;
+    let items = read_items(dataset, &m)?;
     let mut no_face = 0usize;
     let mut tally = match m.task {
         TaskKind::SingleLabel => Tally::Single(std::array::from_fn(|_| Accuracy::new(k))),
         TaskKind::MultiLabel => Tally::Multi(Default::default()),
     };
     for item in &items {
-        let picture = clefd::source::decode_image(&item.file)?;
+        let picture = match item.in_array {
+            Some(index) => read_npy_picture(&item.file, index)?,
+            None => clefd::source::decode_image(&item.file)?,
+        };
         let faces = match item.face {
             Some(rect) => analyzer.analyze_boxes(&picture.view(), &[rect])?,
             None => analyzer.analyze(&picture.view())?.0,
@@ -79,17 +82,17 @@ pub fn eval(bundle: &Path, dataset: &Path, onnxruntime: Option<&Path>, as_json: 
     Ok(ExitCode::SUCCESS)
 }
 
-/// The dataset named by `--dataset`: a folder with `index.csv`, or `caer-s:DIR` (CAER-S as
-/// distributed).
-fn read_items(dataset: &Path, labels: &[String]) -> anyhow::Result<Vec<Item>> {
+/// The dataset named by `--dataset`: a folder with `index.csv`, or `caer-s:DIR` /
+/// `emotic:DIR` (CAER-S or EMOTIC as distributed; their test split is scored).
+fn read_items(dataset: &Path, m: &clefd::engine::manifest::Manifest) -> anyhow::Result<Vec<Item>> {
     let spec = dataset.to_string_lossy();
     if let Some(dir) = spec.strip_prefix("caer-s:") {
-        return Ok(read_caer_s(Path::new(dir), labels)?);
+        return Ok(read_caer_s(Path::new(dir), &m.labels)?);
     }
-    if spec.starts_with("emotic:") {
-        anyhow::bail!("emotic: datasets are not read yet (issue 16): convert them to index.csv (file,label,x,y,w,h)");
+    if let Some(dir) = spec.strip_prefix("emotic:") {
+        return Ok(read_emotic(Path::new(dir), &m.labels, (m.subject.body_width, m.subject.body_height))?);
     }
-    Ok(read_dataset(dataset, labels)?)
+    Ok(read_dataset(dataset, &m.labels)?)
 }
 
 fn as_json_value(
@@ -137,6 +140,9 @@ fn as_text(m: &clefd::engine::manifest::Manifest, dataset: &Path, n: usize, tall
         let _ = writeln!(s, "  {name:22} {pct:6.2} %  {detail}");
     }
     let _ = writeln!(s, "  TIE − factual: {:+.2} points", value(2).0 - value(1).0);
+    if let Tally::Multi(maps) = tally {
+        per_label_ap(&mut s, &m.labels, maps);
+    }
     if let Tally::Single(acc) = tally {
         for (i, title) in [(1, "factual"), (2, "TIE")] {
             let _ = writeln!(s, "\nconfusion, {title} (rows: truth, columns: decision)");
@@ -156,4 +162,26 @@ fn as_text(m: &clefd::engine::manifest::Manifest, dataset: &Path, n: usize, tall
         }
     }
     s
+}
+
+/// The AP of every label in the three views ("-" for a label without a positive item).
+fn per_label_ap(s: &mut String, labels: &[String], maps: &[MeanAp; 3]) {
+    let width = labels.iter().map(String::len).max().unwrap_or(5).max(5);
+    let _ =
+        writeln!(s, "\naverage precision per label (%)\n{:width$} {:>8} {:>8} {:>8}", "", "vanilla", "factual", "TIE");
+    let aps: Vec<Vec<Option<f64>>> = maps.iter().map(MeanAp::per_label).collect();
+    for (j, label) in labels.iter().enumerate() {
+        let _ = write!(s, "{label:width$}");
+        for view in &aps {
+            match view.get(j).copied().flatten() {
+                Some(ap) => {
+                    let _ = write!(s, " {:>8.2}", 100.0 * ap);
+                }
+                None => {
+                    let _ = write!(s, " {:>8}", "-");
+                }
+            }
+        }
+        s.push('\n');
+    }
 }

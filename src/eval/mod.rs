@@ -3,14 +3,23 @@
 //! A dataset is a folder with `index.csv` (header `file,label,x,y,w,h`, more columns
 //! ignored) and the pictures it names; `x,y,w,h` is the face box in pixels, as a detector
 //! would give it, and `label` one label of the bundle (multi-label bundles: several,
-//! separated by `;`). A CAER-S folder as distributed (`train/`, `test/`, one folder per
-//! class, no boxes) is read too ([`read_caer_s`]). This module reads datasets and keeps the
+//! separated by `;`). CAER-S and EMOTIC folders as distributed are read too
+//! ([`read_caer_s`], [`read_emotic`]). This module reads datasets and keeps the
 //! tallies; running the models is the caller's business, so the same tallies serve any way
 //! of producing logits.
+
+mod caer_s;
+mod emotic;
+mod matfile;
+mod npy;
 
 use std::path::{Path, PathBuf};
 
 use crate::image::Rect;
+
+pub use caer_s::{CAER_S_CLASSES, read_caer_s};
+pub use emotic::{EMOTIC_CATEGORIES, read_emotic};
+pub use npy::read_npy_picture;
 
 /// A dataset problem, naming the file, the row and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -27,52 +36,16 @@ pub struct DatasetError {
 /// One labelled face.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Item {
-    /// The picture.
+    /// The picture (or, with `in_array`, the `.npy` array that holds it).
     pub file: PathBuf,
+    /// The picture is number N of the uint8 N×H×W×3 array in `file` (EMOTIC's
+    /// preprocessed layout without its pictures), not a picture file.
+    pub in_array: Option<usize>,
     /// Indices into the bundle's labels (one for single-label datasets).
     pub labels: Vec<usize>,
     /// The face box in pixels; `None` when the dataset gives none and the bundle's
     /// detector must find the face (CAER-S).
     pub face: Option<Rect>,
-}
-
-/// CAER-S's seven classes, as its folders name them.
-pub const CAER_S_CLASSES: [&str; 7] = ["Angry", "Disgust", "Fear", "Happy", "Neutral", "Sad", "Surprise"];
-
-/// Reads a CAER-S folder as it is distributed: `train/` and `test/`, each with one folder
-/// per class (`Angry` … `Surprise`) of pictures (`.png`, `.jpg`). The `test/` split is
-/// scored (or `dir` itself when it holds the class folders). CAER-S gives no face boxes:
-/// the items have none, and the bundle's detector finds the faces.
-pub fn read_caer_s(dir: &Path, labels: &[String]) -> Result<Vec<Item>, DatasetError> {
-    let root = if dir.join("test").is_dir() { dir.join("test") } else { dir.to_path_buf() };
-    let err = |path: &Path, reason: String| DatasetError { path: path.display().to_string(), row: "-".into(), reason };
-    let entries = std::fs::read_dir(&root).map_err(|e| err(&root, format!("cannot read the CAER-S folder ({e})")))?;
-    let mut classes: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect();
-    classes.sort();
-    if classes.is_empty() {
-        let expected = CAER_S_CLASSES.join(", ");
-        return Err(err(&root, format!("no class folders: CAER-S has train/ and test/, each with {expected}")));
-    }
-    let mut items = Vec::new();
-    for class in classes {
-        let name = class.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let idx = labels.iter().position(|l| l.eq_ignore_ascii_case(&name)).ok_or_else(|| {
-            err(&class, format!("class '{name}' is not one of the bundle's labels ({})", labels.join(", ")))
-        })?;
-        let pictures = std::fs::read_dir(&class).map_err(|e| err(&class, format!("cannot read ({e})")))?;
-        let mut files: Vec<PathBuf> = pictures
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.extension().is_some_and(|x| matches!(x.to_ascii_lowercase().to_str(), Some("png" | "jpg" | "jpeg")))
-            })
-            .collect();
-        files.sort();
-        items.extend(files.into_iter().map(|file| Item { file, labels: vec![idx], face: None }));
-    }
-    if items.is_empty() {
-        return Err(err(&root, "the class folders hold no .png or .jpg pictures".into()));
-    }
-    Ok(items)
 }
 
 /// Reads `dir/index.csv`, resolving label names against the bundle's `labels`.
@@ -112,6 +85,7 @@ pub fn read_dataset(dir: &Path, labels: &[String]) -> Result<Vec<Item>, DatasetE
         }
         items.push(Item {
             file: dir.join(get(cols[0])?),
+            in_array: None,
             labels: item_labels,
             face: Some(Rect { x: nums[0], y: nums[1], w: nums[2], h: nums[3] }),
         });
