@@ -186,9 +186,11 @@ def fuse_bundle(bundle_dir: str) -> str:
     onnx.save(model, out)
     with open(path) as f:
         text = f.read()
-    cut = text.find("\n[fused]")
-    if cut >= 0:
-        text = text[:cut + 1]
+    # Fusing again replaces the earlier [fused] table and the comment above it.
+    for marker in ("\n# One graph: both models and CLEF", "\n[fused]"):
+        cut = text.find(marker)
+        if cut >= 0:
+            text = text[:cut + 1]
     text = text.rstrip("\n") + "\n\n" + "\n".join([
         "# One graph: both models and CLEF (outputs y_e, y_c, factual, counterfactual, tie),",
         "# written by clef_kit.fuse from the two models above; the daemon computes CLEF on the",
