@@ -100,11 +100,17 @@ def evaluate_bundle(bundle_dir: str, dataset_dir: str) -> dict:
         return sess.run([spec["output"]], feeds)[0]
 
     star = np.asarray(m.get("counterfactual_e", 0.0), dtype=np.float64)
+    y_e = run("vanilla")
+    # A bundle without a context branch (debias off, e.g. the fair baseline) has only the
+    # vanilla view: the other two are dropped below.
+    y_c = run("context_branch") if "context_branch" in m else np.zeros_like(y_e)
     if m.get("task") == "multi_label":
-        return summarise_multi(run("vanilla"), run("context_branch"), star, m.get("fusion", "sum"),
-                               [it.labels for it in items])
-    truth = np.array([it.label for it in items])
-    return summarise(run("vanilla"), run("context_branch"), star, m.get("fusion", "sum"), truth)
+        out = summarise_multi(y_e, y_c, star, m.get("fusion", "sum"), [it.labels for it in items])
+    else:
+        out = summarise(y_e, y_c, star, m.get("fusion", "sum"), np.array([it.label for it in items]))
+    if "context_branch" not in m:
+        out = {"n": out["n"], "vanilla": out["vanilla"]}
+    return out
 
 
 def main(argv=None) -> int:
@@ -118,7 +124,7 @@ def main(argv=None) -> int:
         json.dump(r, sys.stdout, indent=1)
         print()
     else:
-        for name in ("vanilla", "factual", "debiased"):
+        for name in (k for k in ("vanilla", "factual", "debiased") if k in r):
             if "map" in r[name]:
                 print(f"{name:8} mAP {r[name]['map']:6.2f} %")
             else:

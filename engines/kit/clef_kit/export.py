@@ -72,10 +72,12 @@ def _common_tables(detector: dict, det_name: str, subject: SubjectSpec) -> list[
 def export_vanilla_bundle(out_dir: str, module: torch.nn.Module, *, name: str, version: str, labels: list[str],
                           inputs: list[InputSpec], detector: dict, detector_file: str,
                           subject: SubjectSpec | None = None, description: str = "", opset: int = 13,
-                          link_detector: bool = False) -> str:
-    """A bundle of one single-label model without a context branch (debias off): how a
-    model trained without CLEF, the fair baseline, runs through the daemon and
-    ``clefd eval``. Returns the manifest's path."""
+                          link_detector: bool = False, thresholds: list[float] | None = None) -> str:
+    """A bundle of one model without a context branch (debias off): how a model trained
+    without CLEF, the fair baseline, runs through the daemon and ``clefd eval``. With
+    ``thresholds`` (one per label) it is a multi-label bundle. Returns the manifest's path."""
+    if thresholds is not None and len(thresholds) != len(labels):
+        raise ValueError("multi_label bundles need one threshold per label")
     subject = subject or SubjectSpec()
     os.makedirs(out_dir, exist_ok=True)
     _export_onnx(module, inputs, os.path.join(out_dir, "vanilla.onnx"), opset)
@@ -85,9 +87,11 @@ def export_vanilla_bundle(out_dir: str, module: torch.nn.Module, *, name: str, v
         f"name = {_toml_value(name)}",
         f"version = {_toml_value(version)}",
         f"description = {_toml_value(description)}",
-        'task = "single_label"',
+        f'task = "{"single_label" if thresholds is None else "multi_label"}"',
         f"labels = {_toml_value(list(labels))}",
     ]
+    if thresholds is not None:
+        head.append(f"thresholds = {_toml_value([float(t) for t in thresholds])}")
     parts = ["\n".join(head), *_common_tables(detector, det_name, subject),
              '[vanilla]\nfile = "vanilla.onnx"\noutput = "logits"', *(_input_toml("vanilla", s) for s in inputs)]
     path = os.path.join(out_dir, "manifest.toml")
