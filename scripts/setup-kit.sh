@@ -4,12 +4,14 @@
 #     would pull ~3 GB of CUDA wheels)
 #   - a virtual environment at .local/kit-venv that sees those system packages and adds
 #     ONNX Runtime's Python package (for the export round-trip test and the kit's evaluation)
-#     and ONNX's (clef_kit.fuse composes the fused CLEF graph with it)
+#     and ONNX's (clef_kit.fuse composes the fused CLEF graph with it), and SciPy's (reads
+#     EMOTIC's Annotations.mat)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ORT_VERSION="${ORT_VERSION:-1.31.1}"
 ONNX_VERSION="${ONNX_VERSION:-1.23.2}"
+SCIPY_VERSION="${SCIPY_VERSION:-1.13.1}"
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
@@ -25,11 +27,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 VENV=.local/kit-venv
-if ! "$VENV/bin/python" -c "import torch, numpy, PIL, onnxruntime, onnx" >/dev/null 2>&1; then
-  echo "setup-kit: creating $VENV (system PyTorch + onnxruntime $ORT_VERSION + onnx $ONNX_VERSION)"
+if ! "$VENV/bin/python" -c "import torch, numpy, PIL, onnxruntime, onnx, scipy.io" >/dev/null 2>&1; then
+  echo "setup-kit: creating $VENV (system PyTorch + onnxruntime $ORT_VERSION + onnx $ONNX_VERSION + scipy $SCIPY_VERSION)"
   rm -rf "$VENV"
   /usr/bin/python3 -m venv --system-site-packages "$VENV"
   # numpy<2: Debian's torch 1.13 is built against NumPy 1.x.
-  "$VENV/bin/pip" install -q --disable-pip-version-check "onnxruntime==$ORT_VERSION" "onnx==$ONNX_VERSION" "numpy<2"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "onnxruntime==$ORT_VERSION" "onnx==$ONNX_VERSION" "scipy==$SCIPY_VERSION" "numpy<2"
 fi
 echo "setup-kit: ok ($("$VENV/bin/python" -c 'import torch, onnxruntime; print("torch", torch.__version__, "onnxruntime", onnxruntime.__version__)'))"

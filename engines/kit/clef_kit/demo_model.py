@@ -34,10 +34,11 @@ class Stream(nn.Module):
 class CaerNetLite(nn.Module):
     """Face stream + masked-context stream + adaptive fusion → K logits (the vanilla model)."""
 
-    def __init__(self, num_labels: int, face_channels: int = 1, context_channels: int = 3, features: int = 64):
+    def __init__(self, num_labels: int, face_channels: int = 1, context_channels: int = 3, features: int = 64,
+                 face_widths=(16, 32, 64), context_widths=(16, 32, 48)):
         super().__init__()
-        self.face = Stream(face_channels, features=features)
-        self.context = Stream(context_channels, widths=(16, 32, 48), features=features)
+        self.face = Stream(face_channels, widths=face_widths, features=features)
+        self.context = Stream(context_channels, widths=context_widths, features=features)
         self.face_weight = nn.Linear(features, 1)
         self.context_weight = nn.Linear(features, 1)
         self.head = nn.Sequential(nn.Linear(2 * features, features), nn.ReLU(inplace=True), nn.Dropout(0.2),
@@ -59,9 +60,10 @@ class ContextOnly(nn.Module):
     logits by at most ``2·bound`` and the TIE keeps the face's evidence.
     """
 
-    def __init__(self, num_labels: int, channels: int = 3, features: int = 48, bound: float = 3.0):
+    def __init__(self, num_labels: int, channels: int = 3, features: int = 48, bound: float = 3.0,
+                 widths=(16, 32, 48)):
         super().__init__()
-        self.context = Stream(channels, widths=(16, 32, 48), features=features)
+        self.context = Stream(channels, widths=widths, features=features)
         self.head = nn.Linear(features, num_labels)
         self.bound = float(bound)
 
