@@ -6,7 +6,8 @@
 One person at a time drifts across a scene that never goes with the expression shown (the
 ``anti`` setting), seven people per pass. The sidecar ``<out>.truth.csv`` holds, per frame,
 ``frame,label,x,y,w,h,scene`` (face box in pixels); ``clefd watch --truth`` reads it to
-score each event. Needs gst-launch-1.0 with x264enc and mp4mux.
+score each event. ``--world multi`` draws the multi-label world instead (one or two of six
+states per person; ``label`` is ``a;b``). Needs gst-launch-1.0 with x264enc and mp4mux.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from clef_kit import world  # noqa: E402
+from clef_kit import multi_world, world  # noqa: E402
 
 
 def main() -> int:
@@ -31,6 +32,7 @@ def main() -> int:
     p.add_argument("--fps", type=int, default=15)
     p.add_argument("--size", default="256x192")
     p.add_argument("--seed", type=int, default=11)
+    p.add_argument("--world", choices=["single", "multi"], default="single")
     a = p.parse_args()
     w, h = (int(v) for v in a.size.split("x"))
     n = a.people * a.frames_per_person
@@ -42,9 +44,11 @@ def main() -> int:
     with open(a.out + ".truth.csv", "w", newline="") as f:
         out = csv.writer(f)
         out.writerow(["frame", "label", "x", "y", "w", "h", "scene"])
-        for i, (img, box, label, scene) in enumerate(world.clip_frames(n, a.seed, (w, h), a.frames_per_person)):
+        w_ = multi_world if a.world == "multi" else world
+        for i, (img, box, label, scene) in enumerate(w_.clip_frames(n, a.seed, (w, h), a.frames_per_person)):
             gst.stdin.write(np.asarray(img, dtype=np.uint8).tobytes())
-            out.writerow([i, world.LABELS[label], *(f"{v:.1f}" for v in box), world.SCENES[scene]])
+            name = ";".join(w_.LABELS[k] for k in label) if a.world == "multi" else w_.LABELS[label]
+            out.writerow([i, name, *(f"{v:.1f}" for v in box), w_.SCENES[scene]])
     gst.stdin.close()
     if gst.wait() != 0:
         print("render_clip: gst-launch-1.0 failed (needs x264enc and mp4mux)", file=sys.stderr)
