@@ -203,3 +203,55 @@ fn a_debiasing_bundle_sends_its_three_views_consistently() {
         assert_eq!(argmax(&ev["factual"], None), argmax(&ev["debiased"], Some(&ev["context_bias"])), "{ev}");
     }
 }
+
+#[test]
+fn a_multi_label_bundle_sends_active_labels_above_their_thresholds() {
+    let broker = common::Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let clip = common::repo().join("assets/multilabel-anti.mp4");
+    let config = common::write_config(dir.path(), &broker.url(), &clip, "");
+    let bundle = common::repo().join("engines/context-multilabel-demo");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text.replace(&common::demo_bundle().display().to_string(), &bundle.display().to_string());
+    std::fs::write(&config, text).unwrap();
+    let manifest: toml::Value =
+        toml::from_str(&std::fs::read_to_string(bundle.join("manifest.toml")).unwrap()).unwrap();
+    let labels: Vec<&str> = manifest["labels"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
+    let thresholds: Vec<f64> =
+        manifest["thresholds"].as_array().unwrap().iter().map(|t| t.as_float().unwrap()).collect();
+    assert!(labels.len() >= 6, "the multi-label demo has at least six categories");
+    let cfg = config.clone();
+    let messages = collect_while(broker.port, move || {
+        let o = common::run_clefd(&["run", "--config", cfg.to_str().unwrap()], &[]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    });
+    let schema: Value = serde_json::from_str(&common::event_schema()).unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+    let events: Vec<&Value> =
+        messages.iter().filter(|(t, _, _)| t.ends_with("/cam1/emotion")).map(|(_, v, _)| v).collect();
+    assert!(events.len() >= 3, "{events:?}");
+    let mut shown = 0;
+    for ev in &events {
+        let errors: Vec<String> = validator.iter_errors(ev).map(|e| format!("{} at {}", e, e.instance_path)).collect();
+        assert!(errors.is_empty(), "event violates the schema: {errors:?}\n{ev}");
+        assert_eq!(ev["debias"], "on");
+        let active: Vec<&str> = ev["active"]
+            .as_array()
+            .expect("multi-label events carry `active`")
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        shown += active.len();
+        for (label, threshold) in labels.iter().zip(&thresholds) {
+            let score = ev["scores"][label].as_f64().unwrap();
+            if (score - threshold).abs() > 1e-4 {
+                assert_eq!(
+                    active.contains(label),
+                    score >= *threshold,
+                    "{label}: score {score} vs threshold {threshold}\n{ev}"
+                );
+            }
+        }
+    }
+    assert!(shown > 0, "some event has an active label");
+}

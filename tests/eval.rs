@@ -137,3 +137,112 @@ fn a_caer_s_folder_is_scored_with_faces_found_by_the_detector() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("test/Bored") && err.contains("class 'Bored'"), "{err}");
 }
+
+/// The multi-label demo (`engines/context-multilabel-demo`): `clefd eval` reproduces the
+/// stored mAP of every view on its anti slice exactly and the kit's within 0.5 points, and
+/// scores its fair baseline as stored; the table's rows are all there.
+#[test]
+fn the_multi_label_demo_reproduces_the_kits_map_and_its_baseline() {
+    let bundle = common::repo().join("engines/context-multilabel-demo");
+    let dir = bundle.join("eval");
+    let expected: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let anti = dir.join("anti");
+    let run = |b: &std::path::Path| -> Value {
+        let out = common::run_clefd(
+            &["eval", "--bundle", b.to_str().unwrap(), "--dataset", anti.to_str().unwrap(), "--json"],
+            &[],
+        );
+        assert!(out.status.success(), "clefd eval failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let got = run(&bundle);
+    assert_eq!(got["n"], expected["n"]);
+    for kind in ["vanilla", "factual", "debiased"] {
+        let rust = got[kind]["map"].as_f64().unwrap();
+        let stored = expected["clefd"][kind].as_f64().unwrap();
+        let kit = expected["kit"][kind].as_f64().unwrap();
+        assert!((rust - stored).abs() < 1e-3, "{kind}: clefd {rust:.4} vs stored {stored:.4}");
+        assert!((rust - kit).abs() <= 0.5, "{kind}: clefd {rust:.2} vs kit {kit:.2}: more than 0.5 points apart");
+        assert_eq!(got[kind]["ap"].as_array().unwrap().len(), 6, "{kind}: one AP per label");
+    }
+    let base = run(&dir.join("baseline"));
+    assert_eq!(got["debias"], true);
+    assert_eq!(base["debias"], false, "the baseline has no context branch");
+    let (rust, kit) = (base["vanilla"]["map"].as_f64().unwrap(), expected["baseline"]["kit"].as_f64().unwrap());
+    assert!((rust - kit).abs() <= 0.5, "baseline: clefd {rust:.2} vs kit {kit:.2}");
+    // Where the scene never goes with the states shown, debiasing must help.
+    let (factual, tie) = (got["factual"]["map"].as_f64().unwrap(), got["debiased"]["map"].as_f64().unwrap());
+    assert!(tie > factual && tie > rust, "anti: TIE {tie:.1} vs factual {factual:.1} and baseline {rust:.1}");
+    for split in ["biased", "balanced", "anti"] {
+        for row in ["baseline", "vanilla", "factual", "debiased"] {
+            assert!(expected["test_map"][split][row].is_number(), "{split}/{row} is stored");
+        }
+    }
+}
+
+/// `clefd eval --dataset emotic:DIR` reads EMOTIC's original `Annotations.mat`
+/// (compressed, as MATLAB writes it) and mat2py.py's `emotic_pre/test.csv` alike: the
+/// same people (each annotated body becomes the subject), the same per-label APs.
+/// `tests/emotic/` was written by `python -m clef_kit.fixtures emotic` (three test people).
+#[test]
+fn an_emotic_folder_reads_the_same_from_its_mat_file_and_its_csv() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(common::repo().join("tests/emotic"))
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    let root = dir.path().join("emotic");
+    let bundle = common::repo().join("engines/context-multilabel-demo");
+    let run = || -> Value {
+        let dataset = format!("emotic:{}", root.display());
+        let out =
+            common::run_clefd(&["eval", "--bundle", bundle.to_str().unwrap(), "--dataset", &dataset, "--json"], &[]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let from_mat = run();
+    assert_eq!(from_mat["n"], 3, "three annotated people: {from_mat}");
+    std::fs::remove_dir_all(root.join("Annotations")).unwrap();
+    let from_csv = run();
+    assert_eq!(from_csv["n"], 3);
+    for kind in ["vanilla", "factual", "debiased"] {
+        assert_eq!(from_mat[kind]["ap"], from_csv[kind]["ap"], "{kind}: the two layouts give the same people");
+    }
+    // Happiness, Anger and Sadness each have one positive; the other three none.
+    let defined = from_csv["debiased"]["ap"].as_array().unwrap().iter().filter(|a| a.is_number()).count();
+    assert_eq!(defined, 3, "{from_csv}");
+    // A category that is not EMOTIC's is named with its file and row.
+    let csv = root.join("emotic_pre/test.csv");
+    let text = std::fs::read_to_string(&csv).unwrap().replace("'Anger'", "'Grumpy'");
+    std::fs::write(&csv, text).unwrap();
+    let dataset = format!("emotic:{}", root.display());
+    let out = common::run_clefd(&["eval", "--bundle", bundle.to_str().unwrap(), "--dataset", &dataset], &[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("test.csv: row 3") && err.contains("'Grumpy'"), "{err}");
+}
+
+/// `clefd faces` prints one JSON line per picture with the detector's boxes (what the kit
+/// crops CAER-S with), and a line naming the problem for a picture it cannot read.
+#[test]
+fn faces_prints_a_line_per_picture_and_names_the_unreadable_one() {
+    let bundle = common::demo_bundle();
+    let astronaut = common::repo().join("assets/astronaut.png");
+    let missing = common::repo().join("assets/no-such-picture.png");
+    let out = common::run_clefd(
+        &["faces", "--bundle", bundle.to_str().unwrap(), astronaut.to_str().unwrap(), missing.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1), "a picture could not be read");
+    let lines: Vec<Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    let faces = lines[0]["faces"].as_array().unwrap();
+    assert_eq!(faces.len(), 1, "one astronaut: {}", lines[0]);
+    let b: Vec<f64> = faces[0]["box_px"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let (w, h) = (lines[0]["width"].as_f64().unwrap(), lines[0]["height"].as_f64().unwrap());
+    assert!(b[2] > 0.05 * w && b[0] >= 0.0 && b[0] + b[2] <= w && b[1] + b[3] <= h, "{b:?} in {w}x{h}");
+    assert!(lines[1]["error"].as_str().unwrap().contains("no-such-picture.png"), "{}", lines[1]);
+}

@@ -13,7 +13,8 @@ use clefd::image::Rect;
 use clefd::pipeline::analyze::{Analyzer, FaceAnalysis};
 
 fn bundles() -> Vec<PathBuf> {
-    let mut out = vec![common::repo().join("engines/context-bias-demo")];
+    let mut out =
+        vec![common::repo().join("engines/context-bias-demo"), common::repo().join("engines/context-multilabel-demo")];
     for fusion in ["sum", "hm", "rubi"] {
         for task in ["single", "multi"] {
             out.push(common::repo().join(format!("tests/fused/{fusion}-{task}")));

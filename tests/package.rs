@@ -26,6 +26,8 @@ fn the_deb_builds_installs_and_checks_its_own_config() {
         "./usr/share/clefd/engines/context-bias-demo/vanilla.onnx",
         "./usr/share/clefd/engines/context-bias-demo/context_branch.onnx",
         "./usr/share/clefd/engines/context-bias-demo/clef_fused.onnx",
+        "./usr/share/clefd/engines/context-multilabel-demo/manifest.toml",
+        "./usr/share/clefd/engines/context-multilabel-demo/clef_fused.onnx",
         "./usr/share/doc/clefd/NOTICE",
         "./usr/share/clefd/assets/astronaut.png",
         "./var/lib/clefd/",

@@ -188,7 +188,7 @@ def main() -> int:
     p.add_argument("--train", type=int, default=6000, help="biased training pictures")
     p.add_argument("--test", type=int, default=600, help="pictures per test split")
     p.add_argument("--bias", type=float, default=0.95, help="share of training scenes that go with a state shown")
-    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--kl-weight", type=float, default=1.0)
