@@ -161,7 +161,7 @@ fn matrix(data: &[u8]) -> Result<(String, Value), MatError> {
     let (_, flags) = r.element()?;
     let class = flags.first().copied().ok_or("array flags are empty")?;
     let (_, dims) = r.element()?;
-    let count: usize = numbers(MI_INT32, dims)?.iter().map(|&d| d as usize).product();
+    let count = numbers(MI_INT32, dims)?.iter().fold(1usize, |n, &d| n.saturating_mul(d.max(0.0) as usize));
     let (_, name) = r.element()?;
     let name = String::from_utf8_lossy(name).into_owned();
     let value = match class {
@@ -179,7 +179,7 @@ fn matrix(data: &[u8]) -> Result<(String, Value), MatError> {
             } else {
                 names.chunks(len).map(|c| String::from_utf8_lossy(c).trim_end_matches('\0').to_string()).collect()
             };
-            let mut elements = Vec::with_capacity(count);
+            let mut elements = Vec::new();
             for _ in 0..count {
                 let row = (0..fields.len())
                     .map(|_| r.element().and_then(|(_, d)| matrix(d)).map(|v| v.1))
@@ -206,4 +206,73 @@ fn matrix(data: &[u8]) -> Result<(String, Value), MatError> {
         other => return Err(format!("variable '{name}': MATLAB class {other} (objects, sparse) is not read")),
     };
     Ok((name, value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> Vec<u8> {
+        let mut h = vec![b' '; 128];
+        h[124..126].copy_from_slice(&0x0100u16.to_le_bytes());
+        h[126..128].copy_from_slice(b"IM");
+        h
+    }
+
+    fn element(ty: u32, data: &[u8]) -> Vec<u8> {
+        let mut out = ty.to_le_bytes().to_vec();
+        out.extend((data.len() as u32).to_le_bytes());
+        out.extend(data);
+        out.resize(out.len().div_ceil(8) * 8, 0);
+        out
+    }
+
+    #[test]
+    fn a_struct_with_text_and_numbers_reads_back() {
+        // s = struct('name', 'Anger', 'box', [1 2 3 4]), uncompressed.
+        let mut body = element(MI_UINT32, &[2, 0, 0, 0, 0, 0, 0, 0]);
+        body.extend(element(MI_INT32, &[1, 0, 0, 0, 1, 0, 0, 0]));
+        body.extend(element(MI_INT8, b"s"));
+        body.extend(element(MI_INT32, &[8, 0, 0, 0]));
+        body.extend(element(MI_INT8, b"name\0\0\0\0box\0\0\0\0\0"));
+        let mut name = element(MI_UINT32, &[4, 0, 0, 0, 0, 0, 0, 0]);
+        name.extend(element(MI_INT32, &[1, 0, 0, 0, 5, 0, 0, 0]));
+        name.extend(element(MI_INT8, b""));
+        name.extend(element(MI_UTF8, b"Anger"));
+        body.extend(element(MI_MATRIX, &name));
+        let mut bbox = element(MI_UINT32, &[6, 0, 0, 0, 0, 0, 0, 0]);
+        bbox.extend(element(MI_INT32, &[1, 0, 0, 0, 4, 0, 0, 0]));
+        bbox.extend(element(MI_INT8, b""));
+        bbox.extend(element(MI_UINT8, &[1, 2, 3, 4]));
+        body.extend(element(MI_MATRIX, &bbox));
+        let mut file = header();
+        file.extend(element(MI_MATRIX, &body));
+        let vars = read(&file).unwrap();
+        assert_eq!(vars[0].0, "s");
+        assert_eq!(vars[0].1.field(0, "name"), Some(&Value::Char("Anger".into())));
+        assert_eq!(vars[0].1.field(0, "box"), Some(&Value::Num(vec![1.0, 2.0, 3.0, 4.0])));
+    }
+
+    #[test]
+    fn broken_files_are_errors_not_panics() {
+        assert!(read(&[0u8; 10]).is_err());
+        let mut wrong_endian = header();
+        wrong_endian[126..128].copy_from_slice(b"MI");
+        assert!(read(&wrong_endian).unwrap_err().contains("little-endian"));
+        let mut truncated = header();
+        truncated.extend(14u32.to_le_bytes());
+        truncated.extend(4000u32.to_le_bytes());
+        truncated.extend([0u8; 16]);
+        assert!(read(&truncated).is_err());
+        // Dimensions that claim billions of elements, with nothing behind them.
+        let mut body = element(MI_UINT32, &[1, 0, 0, 0, 0, 0, 0, 0]);
+        body.extend(element(MI_INT32, &[0xff, 0xff, 0xff, 0x7f, 0xff, 0xff, 0xff, 0x7f]));
+        body.extend(element(MI_INT8, b"c"));
+        let mut huge = header();
+        huge.extend(element(MI_MATRIX, &body));
+        assert!(read(&huge).is_err());
+        let mut compressed = header();
+        compressed.extend(element(MI_COMPRESSED, b"not zlib"));
+        assert!(read(&compressed).unwrap_err().contains("inflate"));
+    }
 }
