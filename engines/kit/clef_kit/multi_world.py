@@ -13,11 +13,10 @@ Everything is drawn from a seed (no downloads), with PIL and NumPy only.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw
 
 from . import world
 
@@ -131,24 +130,10 @@ def draw_person(img: Image.Image, cx: float, cy: float, s: float, states: tuple[
 
 def render(states: tuple[int, ...], scene: int, rng: np.random.Generator, size=(192, 144),
            difficulty: float = 1.0) -> Sample:
-    """One picture of a person showing ``states`` on a scene of kind ``scene`` (blur and noise
-    as in :func:`clef_kit.world.render`)."""
-    w, h = size
-    ss = 2
-    big = world.draw_scene(scene, (w * ss, h * ss), rng)
-    s = float(rng.uniform(0.17, 0.3)) * h * ss
-    cx = float(rng.uniform(s, w * ss - s))
-    cy = float(rng.uniform(s * 0.8, h * ss - s * 1.2))
-    box = draw_person(big, cx, cy, s, states, rng)
-    img = big.resize(size, Image.BILINEAR)
-    box = tuple(v / ss for v in box)
-    if difficulty > 0:
-        blur = float(rng.uniform(0.0, 1.2 * difficulty))
-        if blur > 0.2:
-            img = img.filter(ImageFilter.GaussianBlur(blur))
-        sigma = float(rng.uniform(0.0, 10.0 * difficulty))
-        arr = np.asarray(img).astype(np.float32) + rng.normal(0.0, sigma, (h, w, 3))
-        img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+    """One picture of a person showing ``states`` on a scene of kind ``scene``
+    (:func:`clef_kit.world.picture`: the same sizes, blur and noise)."""
+    img, box = world.picture(scene, lambda im, cx, cy, s, r: draw_person(im, cx, cy, s, states, r), rng, size,
+                             difficulty)
     return Sample(img, box, states, scene)
 
 
@@ -164,22 +149,8 @@ def sample_split(split: str, n: int, seed: int, size=(192, 144), match: float | 
 def clip_frames(n_frames: int, seed: int, size=(256, 192), segment=30):
     """Frames of an ``anti`` clip, one person at a time drifting for ``segment`` frames.
     Yields ``(image, box, states, scene)`` per frame."""
-    rng = np.random.default_rng(seed)
-    w, h = size
-    frame, person = 0, 0
-    while frame < n_frames:
+    def pick(person: int, rng):
         states = states_for(person, rng)
-        scene = scene_for(states, "anti", rng)
-        person += 1
-        bg_seed, face_seed = int(rng.integers(1 << 31)), int(rng.integers(1 << 31))
-        s = float(rng.uniform(0.2, 0.28)) * h
-        x0, x1 = float(rng.uniform(s, w / 2)), float(rng.uniform(w / 2, w - s))
-        cy = float(rng.uniform(s * 0.9, h - s * 1.3))
-        for t in range(segment):
-            if frame >= n_frames:
-                break
-            img = world.draw_scene(scene, size, np.random.default_rng(bg_seed))
-            cx = x0 + (x1 - x0) * t / max(1, segment - 1) + 2.0 * math.sin(t / 3)
-            box = draw_person(img, cx, cy, s, states, np.random.default_rng(face_seed))
-            yield img, box, states, scene
-            frame += 1
+        return states, scene_for(states, "anti", rng)
+
+    return world.drifting_clip(n_frames, seed, size, segment, pick, draw_person)

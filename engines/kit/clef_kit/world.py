@@ -226,8 +226,9 @@ def face_box(cx: float, cy: float, s: float) -> tuple[float, float, float, float
     return (cx - side / 2, cy + 0.11 * s - side / 2, side, side)
 
 
-def render(label: int, scene: int, rng: np.random.Generator, size=(192, 144), difficulty: float = 1.0) -> Sample:
-    """One picture of a person showing ``label`` on a scene of kind ``scene``.
+def picture(scene: int, draw, rng: np.random.Generator, size=(192, 144), difficulty: float = 1.0):
+    """A person drawn by ``draw(img, cx, cy, s, rng)`` (which returns the face box) on a scene
+    of kind ``scene``; returns the picture and the face box. Shared by both worlds.
 
     Faces vary in skin tone, size, position and hair; they are also blurred (up to
     1.2·difficulty px) and noisy (σ up to 10·difficulty), so that reading the face takes
@@ -239,7 +240,7 @@ def render(label: int, scene: int, rng: np.random.Generator, size=(192, 144), di
     s = float(rng.uniform(0.17, 0.3)) * h * ss
     cx = float(rng.uniform(s, w * ss - s))
     cy = float(rng.uniform(s * 0.8, h * ss - s * 1.2))
-    box = draw_person(big, cx, cy, s, label, rng)
+    box = draw(big, cx, cy, s, rng)
     img = big.resize(size, Image.BILINEAR)
     box = tuple(v / ss for v in box)
     if difficulty > 0:
@@ -249,6 +250,12 @@ def render(label: int, scene: int, rng: np.random.Generator, size=(192, 144), di
         sigma = float(rng.uniform(0.0, 10.0 * difficulty))
         arr = np.asarray(img).astype(np.float32) + rng.normal(0.0, sigma, (h, w, 3))
         img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+    return img, box
+
+
+def render(label: int, scene: int, rng: np.random.Generator, size=(192, 144), difficulty: float = 1.0) -> Sample:
+    """One picture of a person showing ``label`` on a scene of kind ``scene`` (:func:`picture`)."""
+    img, box = picture(scene, lambda im, cx, cy, s, r: draw_person(im, cx, cy, s, label, r), rng, size, difficulty)
     return Sample(img, box, label, scene)
 
 
@@ -265,13 +272,23 @@ def clip_frames(n_frames: int, seed: int, size=(256, 192), segment=30):
     """Frames of a clip: one person at a time, each held for ``segment`` frames while drifting
     across a scene that never matches the expression (the anti setting). Yields
     ``(image, box, label, scene)`` per frame."""
+    def pick(person: int, rng):
+        label = person % len(LABELS)
+        return label, scene_for(label, "anti", rng)
+
+    return drifting_clip(n_frames, seed, size, segment, pick, draw_person)
+
+
+def drifting_clip(n_frames: int, seed: int, size, segment: int, pick, draw):
+    """One person after another, each drifting across a still scene for ``segment`` frames.
+    ``pick(person, rng)`` gives the person's truth and scene; ``draw(img, cx, cy, s, truth,
+    rng)`` draws them and returns the face box. Yields ``(image, box, truth, scene)``."""
     rng = np.random.default_rng(seed)
     w, h = size
     frame = 0
     person = 0
     while frame < n_frames:
-        label = person % len(LABELS)
-        scene = scene_for(label, "anti", rng)
+        truth, scene = pick(person, rng)
         person += 1
         bg_seed = int(rng.integers(1 << 31))
         face_seed = int(rng.integers(1 << 31))
@@ -283,6 +300,6 @@ def clip_frames(n_frames: int, seed: int, size=(256, 192), segment=30):
                 break
             img = draw_scene(scene, size, np.random.default_rng(bg_seed))
             cx = x0 + (x1 - x0) * t / max(1, segment - 1) + 2.0 * math.sin(t / 3)
-            box = draw_person(img, cx, cy, s, label, np.random.default_rng(face_seed))
-            yield img, box, label, scene
+            box = draw(img, cx, cy, s, truth, np.random.default_rng(face_seed))
+            yield img, box, truth, scene
             frame += 1
