@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import train_demo  # noqa: E402
 from clef_kit import CLEF, InputSpec, clef_loss, export_bundle, export_vanilla_bundle, multi_world  # noqa: E402
 from clef_kit.demo_model import CaerNetLite, ContextOnly  # noqa: E402
-from clef_kit.evaluate import average_precision, evaluate_bundle  # noqa: E402
+from clef_kit.evaluate import average_precision, best_f1_thresholds, evaluate_bundle  # noqa: E402
 from clef_kit.sampling import build_input  # noqa: E402
 
 ROOT = train_demo.ROOT
@@ -132,22 +132,6 @@ def views(model: CLEF, face, ctx) -> dict:
     return {"vanilla": out.y_e.numpy(), "factual": out.factual.numpy(), "debiased": out.tie.numpy()}
 
 
-def best_f1_thresholds(logits: np.ndarray, truth: np.ndarray) -> list[float]:
-    """Per label, the score threshold with the best F1 (what makes a label ``active``)."""
-    scores = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
-    out = []
-    for j in range(truth.shape[1]):
-        best, best_t = -1.0, 0.5
-        for t in np.unique(np.round(scores[:, j], 3)):
-            pred = scores[:, j] >= t
-            tp = float((pred & (truth[:, j] > 0)).sum())
-            f1 = 2 * tp / max(1.0, float(pred.sum() + (truth[:, j] > 0).sum()))
-            if f1 > best:
-                best, best_t = f1, float(t)
-        out.append(round(best_t, 3))
-    return out
-
-
 def report(model: CLEF, base: CaerNetLite | None, args):
     """mAP of every view on the three test splits; thresholds from ``balanced``."""
     results, thresholds = {}, None
@@ -160,7 +144,8 @@ def report(model: CLEF, base: CaerNetLite | None, args):
             with torch.no_grad():
                 row["baseline"] = round(mean_ap(base(face, ctx).numpy(), truth), 2)
         if split == "balanced":
-            thresholds = best_f1_thresholds(views(model, face, ctx)["debiased"], truth)
+            tie = views(model, face, ctx)["debiased"].astype(np.float64)
+            thresholds = best_f1_thresholds(1.0 / (1.0 + np.exp(-tie)), truth > 0)
         results[split] = row
         print(f"{split:9} mAP: vanilla {row['vanilla']:5.1f}  factual {row['factual']:5.1f}  "
               f"TIE {row['debiased']:5.1f}  baseline {row.get('baseline', float('nan')):5.1f}   (n = {len(truth)})", flush=True)

@@ -62,6 +62,23 @@ def average_precision(scores: np.ndarray, positive: np.ndarray) -> float | None:
     return total / hits if hits else None
 
 
+def best_f1_thresholds(scores: np.ndarray, positive: np.ndarray) -> list[float]:
+    """Per label (column), the score threshold with the best F1: what makes a label
+    ``active`` in a multi-label bundle. Candidates are the scores rounded to 3 decimals;
+    a label without a positive item keeps 0.5."""
+    out = []
+    for j in range(scores.shape[1]):
+        truth = positive[:, j]
+        best, best_t = -1.0, 0.5
+        for t in np.unique(np.round(scores[:, j], 3)) if truth.any() else []:
+            pred = scores[:, j] >= t
+            f1 = 2 * float((pred & truth).sum()) / max(1.0, float(pred.sum() + truth.sum()))
+            if f1 > best:
+                best, best_t = f1, float(t)
+        out.append(round(best_t, 3))
+    return out
+
+
 def summarise_multi(y_e: np.ndarray, y_c: np.ndarray, y_e_star: np.ndarray, fusion: str,
                     truth: list[tuple]) -> dict:
     """Mean average precision (percent) of the vanilla model, the factual and the TIE,

@@ -32,7 +32,7 @@ import torch
 from . import datasets, models
 from .clef import CLEF, clef_loss
 from .datasets import DatasetError, Record
-from .evaluate import summarise, summarise_multi
+from .evaluate import best_f1_thresholds, summarise, summarise_multi
 from .export import export_bundle
 from .faces import find_faces
 from .sampling import InputSpec, SubjectSpec, build_input
@@ -145,16 +145,7 @@ def thresholds_for(model: CLEF, data: Crops, device, batch: int) -> list[float]:
     truth = np.zeros_like(scores, dtype=bool)
     for i, r in enumerate(data.records):
         truth[i, list(r.labels)] = True
-    result = []
-    for j in range(scores.shape[1]):
-        best, best_t = -1.0, 0.5
-        for t in np.unique(np.round(scores[:, j], 3)) if truth[:, j].any() else []:
-            pred = scores[:, j] >= t
-            f1 = 2 * float((pred & truth[:, j]).sum()) / max(1.0, float(pred.sum() + truth[:, j].sum()))
-            if f1 > best:
-                best, best_t = f1, float(t)
-        result.append(round(best_t, 3))
-    return result
+    return best_f1_thresholds(scores, truth)
 
 
 def detector_of(bundle: str) -> tuple[dict, str]:
