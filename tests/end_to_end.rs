@@ -165,16 +165,21 @@ fn a_live_test_source_runs_until_sigterm_then_goes_offline_cleanly() {
     assert!(!messages.iter().any(|(t, _, _)| t.ends_with("/emotion")), "no face in a test pattern");
 }
 
+/// The test config, playing `clip` (relative to the repository) through `bundle`.
+fn config_for(dir: &std::path::Path, broker: &str, clip: &str, bundle: &std::path::Path) -> std::path::PathBuf {
+    let config = common::write_config(dir, broker, &common::repo().join(clip), "");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text.replace(&common::demo_bundle().display().to_string(), &bundle.display().to_string());
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
 #[test]
 fn a_debiasing_bundle_sends_its_three_views_consistently() {
     let broker = common::Broker::start();
     let dir = tempfile::tempdir().unwrap();
-    let clip = common::repo().join("assets/context-bias-anti.mp4");
-    let config = common::write_config(dir.path(), &broker.url(), &clip, "");
     let bundle = common::repo().join("engines/context-bias-demo");
-    let text = std::fs::read_to_string(&config).unwrap();
-    let text = text.replace(&common::demo_bundle().display().to_string(), &bundle.display().to_string());
-    std::fs::write(&config, text).unwrap();
+    let config = config_for(dir.path(), &broker.url(), "assets/context-bias-anti.mp4", &bundle);
     let cfg = config.clone();
     let messages = collect_while(broker.port, move || {
         let o = common::run_clefd(&["run", "--config", cfg.to_str().unwrap()], &[]);
@@ -208,12 +213,8 @@ fn a_debiasing_bundle_sends_its_three_views_consistently() {
 fn a_multi_label_bundle_sends_active_labels_above_their_thresholds() {
     let broker = common::Broker::start();
     let dir = tempfile::tempdir().unwrap();
-    let clip = common::repo().join("assets/multilabel-anti.mp4");
-    let config = common::write_config(dir.path(), &broker.url(), &clip, "");
     let bundle = common::repo().join("engines/context-multilabel-demo");
-    let text = std::fs::read_to_string(&config).unwrap();
-    let text = text.replace(&common::demo_bundle().display().to_string(), &bundle.display().to_string());
-    std::fs::write(&config, text).unwrap();
+    let config = config_for(dir.path(), &broker.url(), "assets/multilabel-anti.mp4", &bundle);
     let manifest: toml::Value =
         toml::from_str(&std::fs::read_to_string(bundle.join("manifest.toml")).unwrap()).unwrap();
     let labels: Vec<&str> = manifest["labels"].as_array().unwrap().iter().map(|l| l.as_str().unwrap()).collect();
