@@ -17,13 +17,14 @@ use serde_json::json;
 /// first), or `{"image", "error"}` for one that cannot be read; exits 1 if any could not.
 pub fn faces(bundle: &Path, images: &[PathBuf], onnxruntime: Option<&Path>) -> anyhow::Result<ExitCode> {
     runtime::init(onnxruntime)?;
-    let mut loaded = Bundle::load(bundle, &SessionOptions::default()).context("cannot load the engine bundle")?;
+    let mut detector =
+        Bundle::load_detector(bundle, &SessionOptions::default()).context("cannot load the bundle's detector")?;
     let mut out = std::io::stdout().lock();
     let mut failed = 0usize;
     for image in images {
         let line = match clefd::source::decode_image(image) {
             Ok(picture) => {
-                let found = loaded.detector.detect(&picture.view())?;
+                let found = detector.detect(&picture.view())?;
                 let faces: Vec<_> = found
                     .iter()
                     .map(|d| json!({"box_px": [d.rect.x, d.rect.y, d.rect.w, d.rect.h], "score": d.score}))

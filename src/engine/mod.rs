@@ -78,13 +78,23 @@ impl Bundle {
         Bundle::load_placed(dir, opts, ClefPlacement::Engine)
     }
 
+    /// Only the face detector of the bundle in `dir`: for finding faces in pictures
+    /// (`clefd faces`) without loading the classifiers.
+    pub fn load_detector(dir: &Path, opts: &SessionOptions) -> Result<Detector, BundleError> {
+        Bundle::detector_of(dir, &Manifest::load(dir)?, opts)
+    }
+
+    fn detector_of(dir: &Path, manifest: &Manifest, opts: &SessionOptions) -> Result<Detector, BundleError> {
+        let model = Model::load("detector", &dir.join(&manifest.detector.file), opts)?;
+        Ok(Detector::new(model, manifest.detector.clone())?)
+    }
+
     /// Loads `dir`, computing CLEF where `placement` says (the host for bundles without a
     /// fused graph). Only the models that path runs are loaded.
     pub fn load_placed(dir: &Path, opts: &SessionOptions, placement: ClefPlacement) -> Result<Bundle, BundleError> {
         let manifest = Manifest::load(dir)?;
         let k = manifest.labels.len();
-        let det_model = Model::load("detector", &dir.join(&manifest.detector.file), opts)?;
-        let detector = Detector::new(det_model, manifest.detector.clone())?;
+        let detector = Bundle::detector_of(dir, &manifest, opts)?;
         let classifiers = match (&manifest.fused, placement) {
             (Some(fused), ClefPlacement::Engine) => {
                 let model = Model::load("fused", &dir.join(&fused.file), opts)?;
