@@ -257,15 +257,32 @@ fn base36(mut n: u128) -> String {
 
 /// RFC 3339 UTC (`2026-11-25T19:12:50.123Z`): the `ts` of an event.
 pub fn rfc3339(t: std::time::SystemTime) -> String {
+    // Always three digits of milliseconds: consumers (and the tests) compare these
+    // strings, and "…58.5Z" would sort after "…58.566Z".
     let dt = time::OffsetDateTime::from(t);
-    let ms = dt.millisecond();
-    let dt = dt.replace_nanosecond(u32::from(ms) * 1_000_000).unwrap_or(dt);
-    dt.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        dt.year(),
+        u8::from(dt.month()),
+        dt.day(),
+        dt.hour(),
+        dt.minute(),
+        dt.second(),
+        dt.millisecond()
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_keep_three_digits_of_milliseconds_and_sort_as_text() {
+        let at = |ms: u64| std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_764_633_718_000 + ms);
+        assert_eq!(rfc3339(at(500)), "2025-12-02T00:01:58.500Z");
+        assert_eq!(rfc3339(at(0)), "2025-12-02T00:01:58.000Z");
+        assert!(rfc3339(at(500)) < rfc3339(at(566)));
+    }
 
     #[test]
     fn base36_is_short_and_exact() {
