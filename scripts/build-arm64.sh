@@ -16,8 +16,8 @@ export PATH
 export PKG_CONFIG_ALLOW_CROSS=1
 export PKG_CONFIG_SYSROOT_DIR_aarch64_unknown_linux_gnu=$SYSROOT
 export PKG_CONFIG_LIBDIR_aarch64_unknown_linux_gnu=$SYSROOT/usr/lib/aarch64-linux-gnu/pkgconfig:$SYSROOT/usr/share/pkgconfig
-# The libraries' own dependencies (libglib's libpcre2, …) are found in the sysroot too.
-export RUSTFLAGS="${RUSTFLAGS:-} -C link-arg=-Wl,-rpath-link,$SYSROOT/usr/lib/aarch64-linux-gnu"
+# No -rpath-link: zig (0.13) refuses it on every link, and its linker (LLD) does not need it,
+# since it leaves the libraries' own dependencies (libglib's libpcre2, ...) to the loader.
 # Debug info stripped here: this machine's binutils cannot strip an arm64 file.
 export CARGO_PROFILE_RELEASE_STRIP=debuginfo
 cargo zigbuild --release --locked --target "aarch64-unknown-linux-gnu.$GLIBC" --bin clefd

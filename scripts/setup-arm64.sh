@@ -58,9 +58,10 @@ if ! rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux
   echo "setup-arm64: adding Rust's aarch64-unknown-linux-gnu target"
   rustup target add aarch64-unknown-linux-gnu
 fi
-if ! command -v cargo-zigbuild >/dev/null 2>&1; then
+# The pinned version, not whatever an earlier run or another project left in ~/.cargo/bin.
+if [ "$(cargo-zigbuild --version 2>/dev/null | awk '{print $2}')" != "$ZIGBUILD_VERSION" ]; then
   echo "setup-arm64: installing cargo-zigbuild $ZIGBUILD_VERSION"
-  cargo install --locked --quiet cargo-zigbuild --version "$ZIGBUILD_VERSION"
+  cargo install --locked --quiet --force cargo-zigbuild --version "$ZIGBUILD_VERSION"
 fi
 if [ ! -x "$ROOT/zig-venv/bin/python" ] || ! "$ROOT/zig-venv/bin/python" -m ziglang version 2>/dev/null | grep -qx "$ZIG_VERSION"; then
   echo "setup-arm64: installing zig $ZIG_VERSION (PyPI ziglang) into $ROOT/zig-venv"
