@@ -32,7 +32,7 @@ fn can_unshare() -> bool {
 }
 
 /// A daemon whose state folder is a small tmpfs of its own, in a private mount
-/// namespace, with a broker and a consumer; `None` where mount namespaces cannot be made.
+/// namespace, with a broker and a consumer.
 struct OnTmpfs {
     daemon: Daemon,
     consumer: Consumer,
@@ -41,9 +41,10 @@ struct OnTmpfs {
     _broker: common::Broker,
 }
 
-fn on_tmpfs(size: &str) -> Option<OnTmpfs> {
+/// `None` (the test recorded as not run) where mount namespaces cannot be made.
+fn on_tmpfs(test: &str, size: &str) -> Option<OnTmpfs> {
     if !can_unshare() {
-        eprintln!("skipped: needs root for a private mount namespace (unshare -m)");
+        common::could_not_run(test, "needs root for a private mount namespace (unshare -m)");
         return None;
     }
     let broker = common::Broker::start();
@@ -128,7 +129,7 @@ fn assert_lost_is_the_gap(consumer: &Consumer, lost: f64) {
 
 #[test]
 fn a_full_disk_loses_events_counted_and_analysis_goes_on() {
-    let Some(mut t) = on_tmpfs("2m") else { return };
+    let Some(mut t) = on_tmpfs("a_full_disk_loses_events_counted_and_analysis_goes_on", "2m") else { return };
     // The daemon's own view of its state folder (its mount namespace).
     let filler = format!("/proc/{}/root{}/filler", t.daemon.pid(), t.dir.path().join("state").display());
     degrade_and_recover(
@@ -150,7 +151,7 @@ fn a_full_disk_loses_events_counted_and_analysis_goes_on() {
 
 #[test]
 fn a_read_only_state_folder_degrades_and_recovers() {
-    let Some(t) = on_tmpfs("16m") else { return };
+    let Some(t) = on_tmpfs("a_read_only_state_folder_degrades_and_recovers", "16m") else { return };
     let state = t.dir.path().join("state");
     let s = state.to_str().unwrap();
     // A read-only view over the folder (files already open stay writable, as after a

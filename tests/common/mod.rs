@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod metrics;
+pub mod not_run;
 pub mod rtsp;
 /// Synthetic clips: the CLI's `make-clip` code, shared with the tests.
 #[path = "../../src/cmd/synth.rs"]
@@ -18,6 +19,7 @@ use synth::{ClipSpec, Sprite};
 
 #[allow(unused_imports)]
 pub use metrics::{metric, wait_metric};
+pub use not_run::could_not_run;
 
 /// The repository root.
 pub fn repo() -> PathBuf {
