@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Consumer, Daemon, http_get, wait_http};
+use common::{Consumer, Daemon, wait_http};
 
 /// A looping file camera with HTTP on `port`, state in `dir/state`.
 fn looping_config(dir: &Path, broker: &str, port: u16) -> std::path::PathBuf {
@@ -32,7 +32,7 @@ fn can_unshare() -> bool {
 }
 
 /// A daemon whose state folder is a small tmpfs of its own, in a private mount
-/// namespace, with a broker and a consumer; `None` where mount namespaces cannot be made.
+/// namespace, with a broker and a consumer.
 struct OnTmpfs {
     daemon: Daemon,
     consumer: Consumer,
@@ -41,9 +41,10 @@ struct OnTmpfs {
     _broker: common::Broker,
 }
 
-fn on_tmpfs(size: &str) -> Option<OnTmpfs> {
+/// `None` (the test recorded as not run) where mount namespaces cannot be made.
+fn on_tmpfs(test: &str, size: &str) -> Option<OnTmpfs> {
     if !can_unshare() {
-        eprintln!("skipped: needs root for a private mount namespace (unshare -m)");
+        common::could_not_run(test, "needs root for a private mount namespace (unshare -m)");
         return None;
     }
     let broker = common::Broker::start();
@@ -65,16 +66,13 @@ fn on_tmpfs(size: &str) -> Option<OnTmpfs> {
     Some(OnTmpfs { daemon, consumer, port, dir, _broker: broker })
 }
 
-/// The value of an unlabelled metric.
-fn metric(port: u16, name: &str) -> f64 {
-    let (_, body) = http_get(port, "/metrics");
-    body.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(-1.0)
+/// The value of a metric the daemon exposes (-1 when it does not answer).
+fn metric(port: u16, series: &str) -> f64 {
+    common::metric(port, series).unwrap_or(-1.0)
 }
 
 fn seqs(consumer: &Consumer) -> Vec<u64> {
-    consumer.on("/emotion").iter().filter_map(|m| m.body["seq"].as_u64()).collect()
+    consumer.seqs("field")
 }
 
 /// Waits until an event with a seq above `above` arrives; returns the highest seen.
@@ -103,13 +101,35 @@ fn degrade_and_recover(port: u16, consumer: &Consumer, reason: &str, fault: impl
     }
     cure();
     wait_http(port, "/healthz", "health back to ok", Duration::from_secs(60), |code, _| code == 200);
-    let after = wait_new_event(consumer, Some(before), Duration::from_secs(60));
-    assert!(after > before);
+    // Recovered: nothing more is lost, and the events that follow are numbered one after
+    // another (no number burnt, none counted as lost, after the cure).
+    let lost = metric(port, "clefd_events_lost_total");
+    let from = seqs(consumer).into_iter().max().unwrap_or(before);
+    consumer.wait_for("three events after the cure", Duration::from_secs(60), |_| {
+        seqs(consumer).iter().filter(|s| **s > from).count() >= 3
+    });
+    let mut after: Vec<u64> = seqs(consumer).into_iter().filter(|s| *s > from).collect();
+    after.sort_unstable();
+    after.dedup();
+    assert_eq!(after[1..3], [after[0] + 1, after[0] + 2], "consecutive numbers after the cure: {after:?}");
+    assert_eq!(metric(port, "clefd_events_lost_total"), lost, "no event lost after the cure");
+}
+
+/// README's promise: the events lost are exactly the numbers missing from `seq`, as the
+/// consumer sees them (`lost` read from `/metrics` before the daemon stopped).
+fn assert_lost_is_the_gap(consumer: &Consumer, lost: f64) {
+    let mut seen = seqs(consumer);
+    seen.sort_unstable();
+    seen.dedup();
+    let last = *seen.last().expect("events arrived");
+    let missing = (0..=last).filter(|s| seen.binary_search(s).is_err()).count();
+    assert!(lost > 0.0, "the fault lost events");
+    assert_eq!(missing as f64, lost, "events lost = the gap in seq; received {seen:?}");
 }
 
 #[test]
 fn a_full_disk_loses_events_counted_and_analysis_goes_on() {
-    let Some(mut t) = on_tmpfs("2m") else { return };
+    let Some(mut t) = on_tmpfs("a_full_disk_loses_events_counted_and_analysis_goes_on", "2m") else { return };
     // The daemon's own view of its state folder (its mount namespace).
     let filler = format!("/proc/{}/root{}/filler", t.daemon.pid(), t.dir.path().join("state").display());
     degrade_and_recover(
@@ -124,17 +144,14 @@ fn a_full_disk_loses_events_counted_and_analysis_goes_on() {
         || std::fs::remove_file(&filler).unwrap(),
     );
     assert!(t.daemon.running(), "the daemon is still running");
+    let lost = metric(t.port, "clefd_events_lost_total");
     assert!(t.daemon.stop(), "asked to stop: exit 0");
-    let seen = seqs(&t.consumer);
-    let mut distinct = seen.clone();
-    distinct.sort_unstable();
-    distinct.dedup();
-    assert!(seen.len() >= 2 && distinct.len() >= 2, "{seen:?}");
+    assert_lost_is_the_gap(&t.consumer, lost);
 }
 
 #[test]
 fn a_read_only_state_folder_degrades_and_recovers() {
-    let Some(t) = on_tmpfs("16m") else { return };
+    let Some(t) = on_tmpfs("a_read_only_state_folder_degrades_and_recovers", "16m") else { return };
     let state = t.dir.path().join("state");
     let s = state.to_str().unwrap();
     // A read-only view over the folder (files already open stay writable, as after a
@@ -150,7 +167,9 @@ fn a_read_only_state_folder_degrades_and_recovers() {
         || in_its_namespace(&["mount", "--bind", "-o", "ro", s, s]),
         || in_its_namespace(&["umount", s]),
     );
+    let lost = metric(t.port, "clefd_events_lost_total");
     assert!(t.daemon.stop(), "asked to stop: exit 0");
+    assert_lost_is_the_gap(&t.consumer, lost);
 }
 
 #[test]

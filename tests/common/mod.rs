@@ -2,6 +2,8 @@
 //! helpers to write configs and run the real `clefd` binary.
 #![allow(dead_code)]
 
+pub mod metrics;
+pub mod not_run;
 pub mod rtsp;
 /// Synthetic clips: the CLI's `make-clip` code, shared with the tests.
 #[path = "../../src/cmd/synth.rs"]
@@ -14,6 +16,10 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use synth::{ClipSpec, Sprite};
+
+#[allow(unused_imports)]
+pub use metrics::{metric, wait_metric};
+pub use not_run::could_not_run;
 
 /// The repository root.
 pub fn repo() -> PathBuf {
@@ -236,6 +242,15 @@ pub struct Received {
     pub payload: Vec<u8>,
 }
 
+/// The `seq` of every event `device` sent in `msgs`, in arrival order.
+pub fn seqs(msgs: &[Received], device: &str) -> Vec<u64> {
+    let prefix = format!("clefd/{device}/");
+    msgs.iter()
+        .filter(|m| m.topic.starts_with(&prefix) && m.topic.ends_with("/emotion"))
+        .filter_map(|m| m.body["seq"].as_u64())
+        .collect()
+}
+
 /// A subscriber to every topic (`#`) that records everything in the background.
 pub struct Consumer {
     log: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
@@ -308,6 +323,11 @@ impl Consumer {
     /// Messages on topics ending with `suffix`.
     pub fn on(&self, suffix: &str) -> Vec<Received> {
         self.messages().into_iter().filter(|m| m.topic.ends_with(suffix)).collect()
+    }
+
+    /// The `seq` of every event `device` sent, in arrival order (duplicates included).
+    pub fn seqs(&self, device: &str) -> Vec<u64> {
+        seqs(&self.messages(), device)
     }
 
     /// Waits until `pred` holds on the messages, or panics after `timeout`.
