@@ -2,7 +2,10 @@
 //! real models and real GStreamer: the camera that is alone on its bundle comes back when
 //! it is disabled and enabled again over MQTT, and when a reload removes and re-adds it.
 //! Coming back means analysing frames again (its `/metrics` counter grows, its events and
-//! `current` appear), while `/healthz` stays ok throughout.
+//! `current` appear), while `/healthz` stays ok throughout. On the way, the states tell
+//! the truth everywhere: a file that ends is `ended`, a disabled camera is listed as
+//! `disabled` (and is no fault), systemd's `STATUS=` counts the cameras there are now;
+//! and live-view seats come back when viewers go, even on a camera with no frames.
 
 mod common;
 
@@ -14,11 +17,14 @@ use common::{Broker, Consumer, Daemon};
 const WAIT: Duration = Duration::from_secs(90);
 const ALONE: &str = "context-bias";
 
-/// The demo's two cameras; `with_alone` false leaves out the one alone on its bundle.
+/// The demo's two cameras, a file played once (`once`) and a camera that never delivers
+/// a frame (`gate`); `with_alone` false leaves out the one alone on its bundle.
 fn config(dir: &Path, broker: &Broker, port: u16, clip: &Path, with_alone: bool) -> PathBuf {
     let mut text = common::base_config(dir, &broker.url(), "life").replace("[mqtt]\n", "[mqtt]\ncontrol = true\n");
     text += &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n");
     text += &format!("[cameras.astronaut]\nuri = \"file://{}\"\nloop = true\nrealtime = true\n", clip.display());
+    text += &format!("[cameras.once]\nuri = \"file://{}\"\nrealtime = true\n", clip.display());
+    text += &format!("[cameras.gate]\nuri = \"rtsp://127.0.0.1:{}/stream\"\n", dead_port(dir));
     if with_alone {
         let repo = common::repo();
         text += &format!(
@@ -30,6 +36,39 @@ fn config(dir: &Path, broker: &Broker, port: u16, clip: &Path, with_alone: bool)
     let path = dir.join("clefd.toml");
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// A port nobody listens on, the same for every config written in `dir`.
+fn dead_port(dir: &Path) -> u16 {
+    let kept = dir.join("dead-port");
+    std::fs::read_to_string(&kept).ok().and_then(|p| p.parse().ok()).unwrap_or_else(|| {
+        let port = common::free_port();
+        std::fs::write(&kept, port.to_string()).unwrap();
+        port
+    })
+}
+
+/// The first line of the answer to `GET /cameras/{camera}/live.mjpeg`, and the connection
+/// (still open when it is a stream).
+fn viewer(port: u16, camera: &str) -> (String, std::net::TcpStream) {
+    use std::io::{BufRead, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("the HTTP listener");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET /cameras/{camera}/live.mjpeg HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut line = String::new();
+    let _ = std::io::BufReader::new(s.try_clone().unwrap()).read_line(&mut line);
+    (line, s)
+}
+
+/// A metric series' value, if `/metrics` has it (`series` ends before the value).
+fn metric(port: u16, series: &str) -> Option<f64> {
+    let (_, body) = common::http_get(port, "/metrics");
+    body.lines().find_map(|l| l.strip_prefix(series)).and_then(|v| v.trim().parse().ok())
+}
+
+/// `/healthz`'s JSON.
+fn health(port: u16) -> serde_json::Value {
+    serde_json::from_str(&common::http_get(port, "/healthz").1).unwrap_or_default()
 }
 
 /// `clefd_frames_analysed_total` of `camera`, if `/metrics` has the series.
@@ -102,17 +141,57 @@ fn the_camera_alone_on_its_bundle_comes_back_after_disable_and_after_a_reload() 
     let port = common::free_port();
     let cfg = config(dir.path(), &broker, port, &clip, true);
     let log = dir.path().join("clefd.log");
-    let daemon = Daemon::start(&cfg, &log);
+    let sock = dir.path().join("notify.sock");
+    let notes = common::notify_listen(&sock);
+    let mut cmd = common::clefd();
+    cmd.args(["run", "--config", cfg.to_str().unwrap()]).env("NOTIFY_SOCKET", &sock);
+    let daemon = Daemon::spawn(cmd, &log);
     analyses_again(port, ALONE, 10, "at start");
     analyses_again(port, "astronaut", 10, "at start");
     healthy(port, "at start");
 
+    // Live-view seats: every viewer of a camera without frames goes; the seats come back.
+    let seats: Vec<_> = (0..8).map(|_| viewer(port, "gate")).collect();
+    assert!(seats.iter().all(|(line, _)| line.contains("200")), "{:?}", seats.iter().map(|s| &s.0).collect::<Vec<_>>());
+    let (ninth, _) = viewer(port, "astronaut");
+    assert!(ninth.contains("503"), "a ninth viewer waits: {ninth}");
+    drop(seats);
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (line, _) = viewer(port, "astronaut");
+        if line.contains("200") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the seats of viewers gone never came back: {line}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // A file that ends says so, in its retained state, /healthz and /metrics.
+    status_after(&consumer, "once", 0, "ended");
+    let ended = r#"clefd_camera_state{camera="once",state="ended"} "#;
+    common::wait_http(port, "/metrics", "once ended in /metrics", WAIT, |_, b| b.contains(&format!("{ended}1")));
+    assert_eq!(health(port)["cameras"]["once"], "ended");
+    healthy(port, "with a file ended");
+
     // Off and on again over MQTT.
     let mark = consumer.messages().len();
+    let before_off = notes.lock().unwrap().len();
     let answer = command(&broker, &consumer, &format!("clefd/life/{ALONE}/set"), r#"{"enabled": false}"#);
     assert_eq!(answer["ok"], true, "{answer}");
     status_after(&consumer, ALONE, mark, "disabled");
     analyses_again(port, "astronaut", 10, "while the other is disabled");
+    // Listed as disabled everywhere, and no fault; systemd counts the cameras there are.
+    let disabled = format!(r#"clefd_camera_state{{camera="{ALONE}",state="disabled"}} "#);
+    assert_eq!(metric(port, &disabled), Some(1.0), "{disabled} in /metrics");
+    assert_eq!(health(port)["cameras"][ALONE], "disabled");
+    let (_, index) = common::http_get(port, "/");
+    assert!(index.contains(&format!("<td>{ALONE}</td><td>disabled</td>")), "{index}");
+    healthy(port, "with a camera disabled");
+    let deadline = std::time::Instant::now() + WAIT;
+    while !notes.lock().unwrap()[before_off..].iter().any(|(_, m)| m.contains("STATUS=") && m.contains("/3 cameras")) {
+        assert!(std::time::Instant::now() < deadline, "no STATUS= of 3 cameras after one of 4 was disabled");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let mark = consumer.messages().len();
     let answer = command(&broker, &consumer, &format!("clefd/life/{ALONE}/set"), r#"{"enabled": null}"#);
     assert_eq!(answer["ok"], true, "{answer}");
@@ -135,6 +214,12 @@ fn the_camera_alone_on_its_bundle_comes_back_after_disable_and_after_a_reload() 
     analyses_again(port, "astronaut", 10, "beside the camera re-added");
     healthy(port, "after the reload");
     assert!(daemon.stop(), "clefd exits 0 on SIGTERM");
+    let statuses: Vec<String> = notes.lock().unwrap().iter().map(|(_, m)| m.clone()).collect();
+    for line in statuses.iter().flat_map(|m| m.lines()).filter_map(|l| l.strip_prefix("STATUS=")) {
+        let counts = line.split(' ').next().unwrap_or_default();
+        let (up, of) = counts.split_once('/').unwrap_or_default();
+        assert!(up.parse::<u32>().unwrap_or(99) <= of.parse::<u32>().unwrap_or(0), "STATUS={line}");
+    }
 }
 
 /// A picture whose pixels cannot be read without a panic (`None`), or the astronaut.

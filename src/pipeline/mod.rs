@@ -402,6 +402,18 @@ impl Pipeline {
     }
 }
 
+/// Stops cameras all at once: every slot is closed (a camera waiting to hand in a frame
+/// lets go at once) and every supervisor asked to stop before any is waited for.
+fn stop_cameras(cams: Vec<Running>) {
+    for cam in &cams {
+        cam.hub.close(cam.slot);
+        cam.supervisor.ask_to_stop();
+    }
+    for cam in cams {
+        cam.supervisor.stop();
+    }
+}
+
 impl Control {
     /// Stops every camera; workers then finish their frame, end tracks and return.
     pub fn stop(&self) {
@@ -411,10 +423,6 @@ impl Control {
             i.stopped = true;
             std::mem::take(&mut i.cameras).into_values().collect()
         };
-        for cam in cams {
-            // Close the slot first: a camera waiting to hand in a frame lets go at once.
-            cam.hub.close(cam.slot);
-            cam.supervisor.stop();
-        }
+        stop_cameras(cams);
     }
 }

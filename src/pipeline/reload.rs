@@ -51,11 +51,10 @@ impl Control {
             inner.start_new(options, &mut report);
             (to_stop, (!report.removed.is_empty()).then(|| (inner.sink)()))
         };
-        for running in to_stop {
+        for running in &to_stop {
             tracing::info!(camera = %running.name, "stopping camera (reload)");
-            running.hub.close(running.slot);
-            running.supervisor.stop();
         }
+        super::stop_cameras(to_stop);
         // After the supervisors have stopped, so this comes after their last state.
         if let Some(mut sink) = sink {
             for name in &report.removed {
