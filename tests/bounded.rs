@@ -63,7 +63,8 @@ fn camera_restarts_leave_rss_threads_and_fds_where_they_were() {
     let consumer = Consumer::start(broker.port);
     let dir = tempfile::tempdir().unwrap();
     let cameras = "[cameras.a]\nuri = \"test://ball\"\nfps = 5\n[cameras.b]\nuri = \"test://ball\"\nfps = 5\n";
-    let cfg = config(dir.path(), &broker, cameras, "");
+    let port = common::free_port();
+    let cfg = config(dir.path(), &broker, cameras, &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"));
     let text = std::fs::read_to_string(&cfg).unwrap().replace("[mqtt]\n", "[mqtt]\ncontrol = true\n");
     std::fs::write(&cfg, text).unwrap();
     let daemon = Daemon::start(&cfg, &dir.path().join("clefd.log"));
@@ -90,6 +91,14 @@ fn camera_restarts_leave_rss_threads_and_fds_where_they_were() {
     consumer.wait_for("b streaming after the last restart", WAIT, |m| {
         m.iter().rev().find(|x| x.topic == "clefd/bounded/b/state").is_some_and(|x| x.body["status"] == "streaming")
     });
+    // Exactly one of each per camera: nothing is left behind by the generations that stopped.
+    let metrics =
+        common::wait_http(port, "/metrics", "one slot, tracker and statistics per camera", WAIT, |_, body| {
+            ["hub_slots", "trackers", "camera_statistics"]
+                .iter()
+                .all(|k| body.contains(&format!("clefd_pipeline_held{{kind=\"{k}\"}} 2\n")))
+        });
+    assert!(metrics.contains("clefd_camera_state"), "{metrics}");
     let end = footprint(daemon.pid());
     eprintln!(
         "after {warm_up} + {restarts} restarts: RSS {} -> {} kB, threads {} -> {}, fds {} -> {}",

@@ -167,6 +167,20 @@ impl Probe {
         names
     }
 
+    /// What the frame path holds per camera generation, all workers together: hub slots,
+    /// trackers and per-camera statistics. Each is one per running camera; more would be
+    /// state left behind by cameras that stopped (a leak `/metrics` makes visible).
+    pub fn held(&self) -> [(&'static str, u64); 3] {
+        let (mut slots, mut trackers, mut statistics) = (0, 0, 0);
+        for e in self.entries() {
+            slots += e.hub.slots() as u64;
+            let s = e.live.lock().unwrap_or_else(|p| p.into_inner());
+            trackers += s.trackers as u64;
+            statistics += s.cameras.len() as u64;
+        }
+        [("hub_slots", slots), ("trackers", trackers), ("camera_statistics", statistics)]
+    }
+
     /// Frames analysed so far, all workers together.
     pub fn frames(&self) -> u64 {
         // Under the lock `remove` takes, so a worker's frames are counted exactly once.

@@ -132,6 +132,8 @@ pub struct RunSummary {
     pub lanes: usize,
     /// Batches a lane panicked on (the lane went on; the frames were dropped).
     pub lane_panics: u64,
+    /// Cameras the worker keeps a tracker for now (one per running camera).
+    pub trackers: usize,
     /// Batches in flight right now.
     pub in_flight: usize,
     /// From the first to the last frame.

@@ -81,12 +81,16 @@ impl<S: EventSink> Tracking<S> {
         state.snapshots = camera.snapshots;
         state.name = camera.name;
         self.states.insert(slot, state);
+        let held = self.states.len();
+        self.lock().trackers = held;
     }
 
     /// Forgets everything about the camera of `slot` (it has ended and its slot is
     /// released): its registry entry and its live statistics.
     pub fn forget(&mut self, slot: usize) {
         self.states.remove(&slot);
+        let held = self.states.len();
+        self.lock().trackers = held;
         match self.registry.lock() {
             Ok(mut r) => r.remove(&slot),
             Err(p) => p.into_inner().remove(&slot),

@@ -245,6 +245,11 @@ fn frame_path(f: &mut Families, h: &Health) {
         "Batches an inference lane panicked on (the lane goes on; their frames are dropped).",
         panics,
     );
+    f.gauges(
+        "clefd_pipeline_held",
+        "Per-camera state the frame path holds (one of each per running camera; more is a leak).",
+        h.probe.held().into_iter().map(|(kind, n)| (vec![("kind", kind.to_string())], n as f64)),
+    );
     f.gauges("clefd_inference_lanes", "Inference lanes: batches a bundle can analyse at once.", lanes);
     f.gauges("clefd_inference_batches_in_flight", "Batches being analysed right now.", in_flight);
     f.gauges("clefd_bundle_provider_info", "Always 1: the execution provider each bundle's models run on.", providers);
