@@ -226,10 +226,17 @@ pub fn check(rig: &mut Rig, digest: &mut Digest, model: &Model, deadline: Durati
     loop {
         digest.drain(rig);
         let now = look(rig);
-        let base = first_frames.get_or_insert_with(|| now.frames.clone());
+        // A camera counts as analysing once its counter grew between two looks.
+        let base = first_frames.get_or_insert_with(BTreeMap::new);
         for (camera, n) in &now.frames {
-            if base.get(camera).is_some_and(|b| n > b) {
-                progressed.insert(camera.clone());
+            match base.get(camera) {
+                Some(b) if n > b => {
+                    progressed.insert(camera.clone());
+                }
+                Some(_) => {}
+                None => {
+                    base.insert(camera.clone(), *n);
+                }
             }
         }
         let mut out = compare(rig, digest, model, &now, &progressed);

@@ -79,7 +79,7 @@ pub fn run(clips: &Clips, plan: &[Step], opts: &Options) -> Outcome {
         out.checks += 1;
         let passed = found.is_empty();
         record(&mut out, i + 1, found);
-        if *step == Step::Reset && passed {
+        if *step == Step::Reset && (passed || opts.keep_going) {
             std::thread::sleep(Duration::from_secs(2));
             let (rss, threads, fds) = rig::resources(rig.pid());
             eprintln!("torture: resources after step {}: RSS {rss} kB, {threads} threads, {fds} fds", i + 1);

@@ -279,7 +279,8 @@ pub fn generate(seed: u64, n: usize) -> Vec<Step> {
             17 if !absent.is_empty() => {
                 Step::Add { name: rng.pick(&["clip", "torn"]), bundle: rng.pick(&bundles), fps: 5.0 }
             }
-            _ => Step::Disable { name: any },
+            18 => Step::Storm { name: any, n: 10 + rng.below(30), seed: rng.next() },
+            _ => Step::Invalid { camera: Some(any), payload: rng.pick(&INVALID) },
         };
         if apply(&mut model, &step).is_some() {
             steps.push(step);
