@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Long runs of the seeded torture test (tests/torture.rs): the real daemon through N random
+# steps drawn from seed S, every invariant checked after each step, resources compared
+# between the reset after the warm-up and the final one. A failure prints its seed and the
+# shortest step list found that reproduces it.
+#
+#   scripts/torture.sh --steps 2000 --seed 7 [--keep-going] [--shrink 8] [--deadline 60] [--report FILE]
+#
+# --keep-going reports every invariant that fails (with the step that first broke it)
+# instead of stopping at the first; --shrink bounds the replays spent shortening a failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+steps=200 seed=1 keep=0 shrink=6 deadline=60 report=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --steps) steps=$2; shift 2 ;;
+    --seed) seed=$2; shift 2 ;;
+    --keep-going) keep=1; shift ;;
+    --shrink) shrink=$2; shift 2 ;;
+    --deadline) deadline=$2; shift 2 ;;
+    --report) report=$2; shift 2 ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+export CLEFD_TORTURE_STEPS=$steps CLEFD_TORTURE_SEED=$seed CLEFD_TORTURE_SHRINK=$shrink
+export CLEFD_TORTURE_DEADLINE_S=$deadline CLEFD_TORTURE_KEEP_GOING=$keep
+[ -n "$report" ] && export CLEFD_TORTURE_REPORT=$report
+exec "${CARGO:-cargo}" test --release --locked --test torture -- --nocapture

@@ -1,0 +1,116 @@
+//! The seeded torture test: the real daemon (real mosquitto, GStreamer `test://`, file and
+//! RTSP cameras, two bundles, `mqtt.control` and Home Assistant discovery on) driven
+//! through random steps (SIGHUP config edits, control commands and storms, an RTSP source
+//! going down and up, the broker restarted, files that end, live viewers coming and going),
+//! with the invariants of `torture/invariants.rs` checked against a model after each step
+//! and RSS, threads and fds compared between resets. A failure prints its seed and the
+//! shortest step list found that reproduces it.
+//!
+//! `make test` runs a few fixed seeds; `scripts/torture.sh --steps N --seed S` runs long
+//! ones (`CLEFD_TORTURE_SEED`, `CLEFD_TORTURE_STEPS`, `CLEFD_TORTURE_SHRINK` replays,
+//! `CLEFD_TORTURE_KEEP_GOING=1` to report every invariant that fails instead of stopping,
+//! `CLEFD_TORTURE_PLAN_ONLY=1` to print a seed's steps without running them,
+//! `CLEFD_TORTURE_REPORT=FILE` for the figures).
+
+mod common;
+
+#[path = "torture/invariants.rs"]
+mod invariants;
+#[path = "torture/model.rs"]
+mod model;
+#[path = "torture/rig.rs"]
+mod rig;
+#[path = "torture/shrink.rs"]
+mod shrink;
+#[path = "torture/steps.rs"]
+mod steps;
+
+use std::time::Duration;
+
+use steps::Step;
+
+/// The seeds `make test` runs, and their length.
+const SEEDS: [u64; 2] = [8, 46];
+const STEPS: usize = 18;
+
+fn env<T: std::str::FromStr>(name: &str) -> Option<T> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+/// `n` steps drawn from `seed`, with a reset after the warm-up and one at the end, where
+/// the resource figures are compared.
+/// Long runs reset every [`RESET_EVERY`] steps too, for a figure of resources over time.
+fn plan(seed: u64, n: usize) -> Vec<Step> {
+    let drawn = steps::generate(seed, n);
+    let warm = (n / 4).clamp(1, RESET_EVERY);
+    let mut steps = Vec::with_capacity(n + n / RESET_EVERY + 2);
+    for (i, step) in drawn.into_iter().enumerate() {
+        if i == warm || (i > warm && (i - warm) % RESET_EVERY == 0) {
+            steps.push(Step::Reset);
+        }
+        steps.push(step);
+    }
+    steps.push(Step::Reset);
+    steps
+}
+
+/// Steps between the resets of a long run.
+const RESET_EVERY: usize = 50;
+
+#[test]
+fn seeded_torture_keeps_every_invariant() {
+    let seeds: Vec<u64> = env("CLEFD_TORTURE_SEED").map_or(SEEDS.to_vec(), |s| vec![s]);
+    let n = env("CLEFD_TORTURE_STEPS").unwrap_or(STEPS);
+    let opts = shrink::Options {
+        deadline: Duration::from_secs(env("CLEFD_TORTURE_DEADLINE_S").unwrap_or(60)),
+        keep_going: env::<u8>("CLEFD_TORTURE_KEEP_GOING") == Some(1),
+        tolerance: (48 * 1024, 6, 12),
+    };
+    let replays = env("CLEFD_TORTURE_SHRINK").unwrap_or(3);
+    let clips = rig::Clips::make();
+    let mut report = String::new();
+    let mut failed = Vec::new();
+    for seed in seeds {
+        let steps = plan(seed, n);
+        if env::<u8>("CLEFD_TORTURE_PLAN_ONLY") == Some(1) {
+            let list: Vec<String> = steps.iter().enumerate().map(|(i, s)| format!("  {}. {s}", i + 1)).collect();
+            eprintln!("seed {seed:#x}:\n{}", list.join("\n"));
+            continue;
+        }
+        let outcome = shrink::run(&clips, &steps, &opts);
+        let (first, last) = (outcome.samples.first(), outcome.samples.last());
+        report += &format!(
+            "seed {seed:#x}: {} steps done, {} checks, {} invariant failures, {} events received, {:.0} s; \
+             resources (step, RSS kB, threads, fds) first reset {first:?}, last reset {last:?}\n",
+            outcome.steps_done,
+            outcome.checks,
+            outcome.failures.len(),
+            outcome.events,
+            outcome.elapsed.as_secs_f64()
+        );
+        for (at, f) in &outcome.failures {
+            report += &format!("  seed {seed:#x} step {at}: {}: {}\n", f.invariant, f.detail);
+        }
+        if let Some((at, f)) = outcome.first().cloned() {
+            let shortest = if opts.keep_going || at == 0 {
+                steps[..at.min(steps.len())].to_vec()
+            } else {
+                shrink::shrink(&clips, &steps, at, f.invariant, &opts, replays)
+            };
+            let list: Vec<String> = shortest.iter().enumerate().map(|(i, s)| format!("  {}. {s}", i + 1)).collect();
+            failed.push(format!(
+                "seed {seed:#x} (CLEFD_TORTURE_SEED={seed} CLEFD_TORTURE_STEPS={n}) failed after step {at}: {}: {}\n\
+                 shortest list found ({} steps):\n{}",
+                f.invariant,
+                f.detail,
+                shortest.len(),
+                list.join("\n")
+            ));
+        }
+    }
+    eprintln!("{report}");
+    if let Some(path) = std::env::var_os("CLEFD_TORTURE_REPORT") {
+        std::fs::write(path, &report).unwrap();
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n\n"));
+}

@@ -1,0 +1,354 @@
+//! The real world of a torture run: a persistent mosquitto, a persistent subscriber, the
+//! real `clefd run` with `mqtt.control` and Home Assistant discovery on, a stand-in for
+//! systemd's notify socket, an RTSP server, clips that loop, end or are damaged, and live
+//! viewers. [`Rig::execute`] does one step to it.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use super::model::{Bundle, Kind, Model};
+use super::steps::{self, Step};
+use crate::common::{self, Broker, Daemon, NotifyLog, rtsp::RtspServer};
+
+/// The device name in every topic.
+pub const DEVICE: &str = "tort";
+
+/// One message the subscriber received.
+#[derive(Debug, Clone)]
+pub struct Msg {
+    pub topic: String,
+    pub payload: Vec<u8>,
+}
+
+/// A persistent-session subscriber to `#`: what it receives comes through a channel, so a
+/// long run keeps nothing it has already looked at.
+pub struct Tap {
+    pub rx: mpsc::Receiver<Msg>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Tap {
+    fn start(port: u16) -> Tap {
+        use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+        let (tx, rx) = mpsc::channel();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let mut opts = MqttOptions::new(format!("torture-{port}"), "127.0.0.1", port);
+                opts.set_clean_session(false);
+                opts.set_max_packet_size(1 << 20, 1 << 20);
+                let (client, mut lp) = AsyncClient::new(opts, 64);
+                client.subscribe("#", QoS::AtLeastOnce).await.unwrap();
+                while !s.load(std::sync::atomic::Ordering::SeqCst) {
+                    match tokio::time::timeout(Duration::from_millis(100), lp.poll()).await {
+                        Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => {
+                            let _ = ready_tx.send(());
+                        }
+                        Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) if !ack.session_present => {
+                            let _ = client.try_subscribe("#", QoS::AtLeastOnce);
+                        }
+                        Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
+                            let _ = tx.send(Msg { topic: p.topic.clone(), payload: p.payload.to_vec() });
+                        }
+                        Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
+                        _ => {}
+                    }
+                }
+            });
+        });
+        ready_rx.recv_timeout(Duration::from_secs(30)).expect("the torture subscriber subscribed");
+        Tap { rx, stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The clips file cameras play, made once per test process.
+pub struct Clips {
+    _dir: tempfile::TempDir,
+    pub looping: PathBuf,
+    pub ending: PathBuf,
+    pub damaged: PathBuf,
+}
+
+impl Clips {
+    pub fn make() -> Clips {
+        let dir = tempfile::tempdir().unwrap();
+        let looping = dir.path().join("loop.mp4");
+        common::astronaut_clip(&looping, 2.0, 10);
+        let ending = dir.path().join("end.mp4");
+        common::still_clip(&ending, 30);
+        // The same clip with its middle third overwritten: decoding breaks down mid-way.
+        let damaged = dir.path().join("torn.mp4");
+        let mut bytes = std::fs::read(&ending).unwrap();
+        let third = bytes.len() / 3;
+        for (i, b) in bytes[third..2 * third].iter_mut().enumerate() {
+            *b = (i as u8).wrapping_mul(151).wrapping_add(7);
+        }
+        std::fs::write(&damaged, bytes).unwrap();
+        Clips { _dir: dir, looping, ending, damaged }
+    }
+}
+
+/// A live stream of videotestsrc, as a real IP camera would send it.
+fn rtsp_launch() -> String {
+    "( videotestsrc is-live=true pattern=ball ! video/x-raw,width=320,height=240,framerate=5/1 ! \
+     x264enc tune=zerolatency speed-preset=ultrafast key-int-max=5 ! rtph264pay name=pay0 pt=96 config-interval=1 )"
+        .to_string()
+}
+
+/// Everything one run drives.
+pub struct Rig {
+    pub dir: tempfile::TempDir,
+    broker: Broker,
+    pub tap: Tap,
+    daemon: Option<Daemon>,
+    /// The HTTP port of `/`, `/healthz`, `/metrics` and the live view.
+    pub http: u16,
+    pub notify: NotifyLog,
+    rtsp: Option<RtspServer>,
+    rtsp_port: u16,
+    cfg: PathBuf,
+    pub log: PathBuf,
+    /// Answers expected on each `…/set/result` topic, in order (`ok` of each).
+    pub expected: std::collections::BTreeMap<String, Vec<bool>>,
+    viewers: Vec<(&'static str, TcpStream)>,
+    /// Problems seen while doing a step (a viewer refused with seats free...).
+    pub noticed: Vec<(&'static str, String)>,
+}
+
+impl Rig {
+    /// Starts the broker, the subscriber, the RTSP server and the daemon on the model's config.
+    pub fn start(clips: &Clips, model: &Model) -> Rig {
+        let broker = Broker::start_persistent();
+        let tap = Tap::start(broker.port);
+        let dir = tempfile::tempdir().unwrap();
+        let notify = common::notify_listen(&dir.path().join("notify.sock"));
+        let rtsp_port = common::free_port();
+        let rtsp = Some(RtspServer::serve(rtsp_port, rtsp_launch()));
+        let mut rig = Rig {
+            cfg: dir.path().join("clefd.toml"),
+            log: dir.path().join("clefd.log"),
+            dir,
+            broker,
+            tap,
+            daemon: None,
+            http: common::free_port(),
+            notify,
+            rtsp,
+            rtsp_port,
+            expected: Default::default(),
+            viewers: Vec::new(),
+            noticed: Vec::new(),
+        };
+        rig.write_config(clips, model);
+        let mut cmd = common::clefd();
+        cmd.args(["run", "--config", rig.cfg.to_str().unwrap()])
+            .env("NOTIFY_SOCKET", rig.dir.path().join("notify.sock"));
+        rig.daemon = Some(Daemon::spawn(cmd, &rig.log));
+        rig
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.daemon.as_ref().map_or(0, Daemon::pid)
+    }
+
+    /// Whether the daemon still runs.
+    pub fn running(&mut self) -> bool {
+        self.daemon.as_mut().is_some_and(Daemon::running)
+    }
+
+    /// The config the model describes.
+    fn write_config(&self, clips: &Clips, model: &Model) {
+        let mut text = common::base_config(self.dir.path(), &self.broker.url(), DEVICE)
+            .replace("[mqtt]\n", "[mqtt]\ncontrol = true\nhome_assistant = true\n")
+            .replace("stall_timeout_s = 2.0", "stall_timeout_s = 6.0");
+        text += &format!("[http]\nlisten = \"127.0.0.1:{}\"\n", self.http);
+        for (name, cam) in &model.cameras {
+            let uri = match cam.kind {
+                Kind::Pattern(p) => format!("test://{p}"),
+                Kind::Looping => format!("file://{}", clips.looping.display()),
+                Kind::Ending => format!("file://{}", clips.ending.display()),
+                Kind::Damaged => format!("file://{}", clips.damaged.display()),
+                Kind::Rtsp => format!("rtsp://127.0.0.1:{}/cam", self.rtsp_port),
+            };
+            text += &format!("[cameras.{name}]\nuri = \"{uri}\"\nwidth = 320\nfps = {:.1}\n", cam.fps);
+            if matches!(cam.kind, Kind::Looping | Kind::Ending | Kind::Damaged) {
+                text += "realtime = true\n";
+            }
+            if cam.kind == Kind::Looping {
+                text += "loop = true\n";
+            }
+            if cam.bundle == Bundle::Context {
+                text += &format!("bundle = \"{}\"\n", common::repo().join("engines/context-bias-demo").display());
+            }
+        }
+        std::fs::write(&self.cfg, text).unwrap();
+    }
+
+    /// Publishes commands on a camera's (or the device's) `set`, one client for them all
+    /// (a storm arrives as fast as the broker passes it on).
+    fn send(&mut self, commands: &[steps::Command]) {
+        for group in commands.chunk_by(|a, b| a.camera == b.camera) {
+            let topic = match group[0].camera {
+                Some(c) => format!("clefd/{DEVICE}/{c}/set"),
+                None => format!("clefd/{DEVICE}/set"),
+            };
+            let mut child = Command::new("mosquitto_pub")
+                .args(["-h", "127.0.0.1", "-p", &self.broker.port.to_string(), "-q", "1", "-t", &topic, "-l"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("mosquitto_pub (mosquitto-clients) runs");
+            let mut stdin = child.stdin.take().unwrap();
+            for c in group {
+                writeln!(stdin, "{}", c.payload).unwrap();
+            }
+            drop(stdin);
+            assert!(child.wait().unwrap().success(), "mosquitto_pub {topic}");
+            self.expected.entry(format!("{topic}/result")).or_default().extend(group.iter().map(|c| c.ok));
+        }
+    }
+
+    /// Does `step`, whose effect `model` (already updated) describes.
+    pub fn execute(&mut self, clips: &Clips, step: &Step, commands: &[steps::Command], model: &Model) {
+        match step {
+            Step::Add { .. } | Step::Remove { .. } | Step::Change { .. } => self.reload(clips, model),
+            Step::Reset => {
+                self.viewers.clear();
+                if self.rtsp.is_none() {
+                    self.rtsp = Some(RtspServer::serve(self.rtsp_port, rtsp_launch()));
+                }
+                self.reload(clips, model);
+                self.send(commands);
+            }
+            Step::SourceDown => {
+                if let Some(s) = self.rtsp.take() {
+                    s.stop();
+                }
+            }
+            Step::SourceUp => self.rtsp = Some(RtspServer::serve(self.rtsp_port, rtsp_launch())),
+            Step::BrokerRestart { pause_ms } => {
+                let before = super::invariants::metric_sum(self.http, "clefd_mqtt_connects_total");
+                self.broker.stop();
+                std::thread::sleep(Duration::from_millis(*pause_ms));
+                self.broker.start_again();
+                // Commands are only answered once clefd is subscribed again.
+                let deadline = Instant::now() + Duration::from_secs(90);
+                while super::invariants::metric_sum(self.http, "clefd_mqtt_connects_total") <= before {
+                    if Instant::now() > deadline {
+                        self.noticed.push(("clefd reconnects to a restarted broker", "not within 90 s".into()));
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Step::ViewersOpen { name, n } => {
+                for _ in 0..*n {
+                    let held = self.viewers.iter().filter(|(c, _)| model.cameras.contains_key(c)).count();
+                    match open_viewer(self.http, name) {
+                        Ok(s) => self.viewers.push((name, s)),
+                        Err(answer) if held < 8 => self.noticed.push((
+                            "a viewer gets a seat while seats are free",
+                            format!("viewer {} of {n} on {name} refused with {held} seats held: {answer}", held + 1),
+                        )),
+                        Err(_) => {}
+                    }
+                }
+            }
+            Step::ViewersClose => self.viewers.clear(),
+            _ => self.send(commands),
+        }
+    }
+
+    fn reload(&mut self, clips: &Clips, model: &Model) {
+        self.write_config(clips, model);
+        common::signal(self.pid(), "HUP");
+    }
+
+    /// SIGTERM; whether it exited 0.
+    pub fn stop(&mut self) -> bool {
+        self.viewers.clear();
+        self.daemon.take().is_some_and(Daemon::stop)
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        self.viewers.clear();
+        if let Some(d) = self.daemon.take() {
+            d.stop();
+        }
+        if let Some(s) = self.rtsp.take() {
+            s.stop();
+        }
+    }
+}
+
+/// Opens `live.mjpeg` on `camera` and reads the answer's head; `Err` with the status line
+/// when it is not the MJPEG stream.
+pub fn open_viewer(port: u16, camera: &str) -> Result<TcpStream, String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(15))).map_err(|e| e.to_string())?;
+    write!(s, "GET /cameras/{camera}/live.mjpeg HTTP/1.1\r\nHost: x\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && head.len() < 4096 {
+        match s.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&head).to_string();
+    if text.contains("multipart/x-mixed-replace") { Ok(s) } else { Err(text.lines().next().unwrap_or("").to_string()) }
+}
+
+/// Whether a new viewer of `camera` gets a frame: the head, then one part.
+pub fn viewer_gets_a_frame(port: u16, camera: &str) -> Result<(), String> {
+    let mut s = open_viewer(port, camera)?;
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 16384];
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => seen.extend_from_slice(&chunk[..n]),
+        }
+        if seen.windows(9).filter(|w| w == b"--frame\r\n").count() >= 1 && seen.len() > 2000 {
+            return Ok(());
+        }
+    }
+    Err(format!("the stream sent {} bytes and no frame", seen.len()))
+}
+
+/// RSS (kB), threads and open file descriptors of a process.
+pub fn resources(pid: u32) -> (u64, u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count() as u64).unwrap_or(0);
+    (field("VmRSS:"), field("Threads:"), fds)
+}

@@ -1,0 +1,153 @@
+//! Running a list of steps against a fresh rig, and shrinking a failing list to a shorter
+//! one that fails the same way (greedy delta debugging: drop halves, quarters, ... of the
+//! steps while the same invariant still fails; bounded in replays).
+
+use std::time::{Duration, Instant};
+
+use super::invariants::{self, Digest, Violation};
+use super::model::Model;
+use super::rig::{self, Clips, Rig};
+use super::steps::{self, Step};
+
+/// How a run is done.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How long a check waits for the invariants to hold after a step.
+    pub deadline: Duration,
+    /// Record every invariant that fails (its first step) and go on, instead of stopping.
+    pub keep_going: bool,
+    /// Most growth allowed between the first and the last reset: RSS (kB), threads, fds.
+    pub tolerance: (u64, u64, u64),
+}
+
+/// Resources at one reset: step index, RSS kB, threads, fds.
+pub type Sample = (usize, u64, u64, u64);
+
+/// What a run found.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Failures: the step index (0 = start-up, i = after step i) and what failed.
+    pub failures: Vec<(usize, Violation)>,
+    pub samples: Vec<Sample>,
+    /// Steps done (skipped ones not counted) and invariant evaluations passed.
+    pub steps_done: usize,
+    pub checks: usize,
+    /// Distinct events the subscriber received.
+    pub events: usize,
+    pub elapsed: Duration,
+}
+
+impl Outcome {
+    /// The first failure, if any.
+    pub fn first(&self) -> Option<&(usize, Violation)> {
+        self.failures.first()
+    }
+}
+
+/// Runs `plan` on a fresh daemon.
+pub fn run(clips: &Clips, plan: &[Step], opts: &Options) -> Outcome {
+    let started = Instant::now();
+    let mut model = Model::initial();
+    let mut rig = Rig::start(clips, &model);
+    let mut digest = Digest::default();
+    let mut out = Outcome::default();
+    let record = |out: &mut Outcome, at: usize, found: Vec<Violation>| {
+        for f in found {
+            if !out.failures.iter().any(|(_, g)| g.invariant == f.invariant) {
+                eprintln!("torture: after step {at}: {}: {}", f.invariant, f.detail);
+                out.failures.push((at, f));
+            }
+        }
+    };
+    let found = invariants::check(&mut rig, &mut digest, &model, opts.deadline * 2, &[]);
+    out.checks += 1;
+    record(&mut out, 0, found);
+    for (i, step) in plan.iter().enumerate() {
+        if !out.failures.is_empty() && !opts.keep_going {
+            break;
+        }
+        if !rig.running() {
+            break;
+        }
+        let Some(commands) = steps::apply(&mut model, step) else { continue };
+        eprintln!("torture: step {}: {step}", i + 1);
+        rig.execute(clips, step, &commands, &model);
+        rig.noticed.clear();
+        let skip: Vec<&str> = out.failures.iter().map(|(_, f)| f.invariant).collect();
+        let found = invariants::check(&mut rig, &mut digest, &model, opts.deadline, &skip);
+        out.steps_done += 1;
+        out.checks += 1;
+        let passed = found.is_empty();
+        record(&mut out, i + 1, found);
+        if *step == Step::Reset && (passed || opts.keep_going) {
+            std::thread::sleep(Duration::from_secs(2));
+            let (rss, threads, fds) = rig::resources(rig.pid());
+            eprintln!("torture: resources after step {}: RSS {rss} kB, {threads} threads, {fds} fds", i + 1);
+            out.samples.push((i + 1, rss, threads, fds));
+        }
+    }
+    if let (Some(&a), Some(&b)) = (out.samples.first(), out.samples.last())
+        && out.samples.len() > 1
+    {
+        let (rss, threads, fds) = opts.tolerance;
+        if b.1 > a.1 + rss || b.2 > a.2 + threads || b.3 > a.3 + fds {
+            let detail = format!(
+                "after step {}: RSS {} kB, {} threads, {} fds; after step {}: RSS {} kB, {} threads, {} fds \
+                 (tolerance +{rss} kB, +{threads}, +{fds})",
+                a.0, a.1, a.2, a.3, b.0, b.1, b.2, b.3
+            );
+            record(&mut out, b.0, vec![Violation { invariant: "RSS, threads and fds do not grow with steps", detail }]);
+        }
+    }
+    digest.drain(&rig);
+    out.events = digest.events();
+    if out.failures.is_empty() && !rig.stop() {
+        record(
+            &mut out,
+            plan.len(),
+            vec![Violation { invariant: "SIGTERM stops the daemon with exit 0", detail: invariants::tail(&rig.log) }],
+        );
+    }
+    out.elapsed = started.elapsed();
+    out
+}
+
+/// The shortest list found (within `max_replays` runs) that still fails `invariant`.
+pub fn shrink(
+    clips: &Clips,
+    plan: &[Step],
+    failed_at: usize,
+    invariant: &str,
+    opts: &Options,
+    max_replays: usize,
+) -> Vec<Step> {
+    let mut best: Vec<Step> = plan[..failed_at.min(plan.len())].to_vec();
+    let mut replays = 0;
+    let mut chunk = best.len().div_ceil(2).max(1);
+    while chunk >= 1 && replays < max_replays && !best.is_empty() {
+        let mut start = 0;
+        let mut shrunk = false;
+        while start < best.len() && replays < max_replays {
+            let mut candidate = best.clone();
+            candidate.drain(start..(start + chunk).min(best.len()));
+            replays += 1;
+            let outcome = run(clips, &candidate, opts);
+            match outcome.failures.iter().find(|(_, f)| f.invariant == invariant) {
+                Some((at, _)) => {
+                    eprintln!("torture: shrink: {} steps still fail", candidate.len());
+                    candidate.truncate(*at);
+                    best = candidate;
+                    shrunk = true;
+                }
+                None => start += chunk,
+            }
+        }
+        if !shrunk {
+            if chunk == 1 {
+                break;
+            }
+            chunk = chunk.div_ceil(2);
+        }
+    }
+    best
+}
