@@ -302,3 +302,21 @@ fn a_bad_manifest_and_a_bad_key_are_listed_in_one_run() {
     assert_eq!(manifest.len(), 1, "one bundle, reported once though two cameras use it:\n{out}");
     assert!(manifest[0].contains("(bundle named by cameras.a.bundle in "), "{out}");
 }
+
+/// The tests' typed config builder writes what the daemon's own strict reader accepts
+/// (no unknown key, every value in range), and only the keys it set.
+#[test]
+fn the_tests_config_builder_writes_a_valid_minimal_file() {
+    let (dir, clip) = setup();
+    let cfg = common::TestConfig::new(dir.path(), "mqtt://127.0.0.1:1883", "built")
+        .http(common::free_port())
+        .looping_file("door", &clip)
+        .with(|c| c.mqtt.spool_max_mb = 0.5);
+    let text = cfg.to_toml();
+    assert!(text.contains("loop = true") && text.contains("spool_max_mb = 0.5"), "{text}");
+    assert!(!text.contains("providers") && !text.contains("transport"), "defaults are left out:\n{text}");
+    let back: common::config::Config = toml::from_str(&text).expect("the daemon's file type reads it back");
+    assert_eq!(back, cfg.config);
+    let (code, out) = check(&cfg.write(), &[]);
+    assert_eq!(code, 0, "{out}\n{text}");
+}

@@ -14,14 +14,14 @@ use common::{Broker, Consumer, Daemon, Received};
 const WAIT: Duration = Duration::from_secs(90);
 
 fn config(dir: &Path, broker: &Broker, clip: &Path, persist: bool) -> std::path::PathBuf {
-    let mut text = common::base_config(dir, &broker.url(), "ctl")
-        .replace("[mqtt]\n", &format!("[mqtt]\ncontrol = true\ncontrol_persist = {persist}\n"));
-    for camera in ["a", "b"] {
-        text += &format!("[cameras.{camera}]\nuri = \"file://{}\"\nloop = true\n", clip.display());
-    }
-    let path = dir.join("clefd.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    common::TestConfig::new(dir, &broker.url(), "ctl")
+        .with(|c| {
+            c.mqtt.control = true;
+            c.mqtt.control_persist = persist;
+        })
+        .looping_file("a", clip)
+        .looping_file("b", clip)
+        .write()
 }
 
 /// Publishes `payload` on `topic` (QoS 1) with the broker's own client.

@@ -6,40 +6,24 @@ mod common;
 
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use common::Received;
 use serde_json::Value;
 
-/// Subscribes to everything under `clefd/`, then runs `f`, collecting messages until the
-/// device publishes `offline` or the timeout passes.
-fn collect_while(port: u16, f: impl FnOnce() + Send + 'static) -> Vec<(String, Value, bool)> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async move {
-        let mut opts = MqttOptions::new("e2e-consumer", "127.0.0.1", port);
-        opts.set_max_packet_size(1 << 20, 1 << 20);
-        let (client, mut lp) = AsyncClient::new(opts, 64);
-        client.subscribe("clefd/#", QoS::AtLeastOnce).await.unwrap();
-        loop {
-            if let Ok(Event::Incoming(Packet::SubAck(_))) = lp.poll().await {
-                break;
-            }
-        }
-        let runner = tokio::task::spawn_blocking(f);
-        let mut got = Vec::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-        while let Ok(ev) = tokio::time::timeout_at(deadline, lp.poll()).await {
-            if let Ok(Event::Incoming(Packet::Publish(p))) = ev {
-                let body = String::from_utf8_lossy(&p.payload).to_string();
-                let value = serde_json::from_str(&body).unwrap_or(Value::String(body.clone()));
-                let done = p.topic.ends_with("/availability") && body == "offline" && !p.retain;
-                got.push((p.topic.clone(), value, p.retain));
-                if done {
-                    break;
-                }
-            }
-        }
-        runner.await.unwrap();
-        got
-    })
+/// Subscribes, runs `f`, then waits until `device` says `offline` (not the retained
+/// one a previous run left); every message received, in order.
+fn collect_while(port: u16, device: &str, f: impl FnOnce()) -> Vec<Received> {
+    let consumer = common::Consumer::start(port);
+    f();
+    let topic = format!("clefd/{device}/availability");
+    consumer.wait_for("offline", Duration::from_secs(90), |m| {
+        m.iter().any(|x| x.topic == topic && x.body == "offline" && !x.retained)
+    });
+    consumer.messages()
+}
+
+/// The bodies of the messages on `topic`.
+fn on<'a>(messages: &'a [Received], topic: &str) -> Vec<&'a Value> {
+    messages.iter().filter(|m| m.topic == topic).map(|m| &m.body).collect()
 }
 
 #[test]
@@ -50,27 +34,22 @@ fn astronaut_clip_produces_schema_valid_happy_events() {
     common::astronaut_clip(&clip, 3.0, 15);
     // Analysed at half width: frame_size still reports the stream's own 640x480.
     let config = common::write_config(dir.path(), &broker.url(), &clip, "width = 320");
-    let cfg = config.clone();
-    let out = std::sync::Arc::new(std::sync::Mutex::new(None));
-    let out2 = out.clone();
-    let messages = collect_while(broker.port, move || {
-        let o = common::run_clefd(&["run", "--config", cfg.to_str().unwrap()], &[]);
-        *out2.lock().unwrap() = Some(o);
+    let mut stderr = String::new();
+    let messages = collect_while(broker.port, "testdev", || {
+        let output = common::run_clefd(&["run", "--config", config.to_str().unwrap()], &[]);
+        stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "clefd run failed: {stderr}");
     });
-    let output = out.lock().unwrap().take().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "clefd run failed: {stderr}");
 
     let schema: Value = serde_json::from_str(&common::event_schema()).unwrap();
     let validator = jsonschema::validator_for(&schema).expect("schema compiles");
 
     let availability: Vec<&Value> =
-        messages.iter().filter(|(t, _, _)| t == "clefd/testdev/availability").map(|(_, v, _)| v).collect();
+        messages.iter().filter(|m| m.topic == "clefd/testdev/availability" && !m.retained).map(|m| &m.body).collect();
     assert_eq!(availability.first().and_then(|v| v.as_str()), Some("online"), "online first: {availability:?}");
     assert_eq!(availability.last().and_then(|v| v.as_str()), Some("offline"), "offline last");
 
-    let events: Vec<&Value> =
-        messages.iter().filter(|(t, _, _)| t == "clefd/testdev/cam1/emotion").map(|(_, v, _)| v).collect();
+    let events = on(&messages, "clefd/testdev/cam1/emotion");
     assert!(events.len() >= 2, "expected new and end events, got {events:?}\n{stderr}");
     for ev in &events {
         let errors: Vec<String> = validator.iter_errors(ev).map(|e| format!("{} at {}", e, e.instance_path)).collect();
@@ -99,12 +78,11 @@ fn astronaut_clip_produces_schema_valid_happy_events() {
     assert!(events.iter().all(|e| e["track_uid"] == uid.as_str() && e["track_started"] == events[0]["track_started"]));
 
     // A second run continues the sequence (persisted in state_dir).
-    let cfg = config.clone();
-    let again = collect_while(broker.port, move || {
-        let o = common::run_clefd(&["run", "--config", cfg.to_str().unwrap()], &[]);
+    let again = collect_while(broker.port, "testdev", || {
+        let o = common::run_clefd(&["run", "--config", config.to_str().unwrap()], &[]);
         assert!(o.status.success());
     });
-    let first_again = again.iter().find(|(t, _, _)| t.ends_with("/emotion")).map(|(_, v, _)| v);
+    let first_again = again.iter().find(|m| m.topic.ends_with("/emotion")).map(|m| &m.body);
     assert_eq!(
         first_again.map(|v| v["seq"].as_u64().unwrap()),
         Some(seqs.last().unwrap() + 1),
@@ -119,36 +97,27 @@ fn a_live_test_source_runs_until_sigterm_then_goes_offline_cleanly() {
     let broker = common::Broker::start();
     let dir = tempfile::tempdir().unwrap();
     let port = common::free_port();
-    let config = dir.path().join("clefd.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "device_id = \"live\"\nstate_dir = \"{}\"\n[engine]\nbundle = \"{}\"\n[mqtt]\nurl = \"{}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n[cameras.pattern]\nuri = \"test://ball\"\n",
-            dir.path().join("state").display(),
-            common::demo_bundle().display(),
-            broker.url()
-        ),
-    )
-    .unwrap();
-    let messages = collect_while(broker.port, move || {
+    let config = common::TestConfig::new(dir.path(), &broker.url(), "live")
+        .with(|c| {
+            c.engine = Default::default();
+            c.engine.bundle = common::demo_bundle();
+            c.events = Default::default();
+            c.supervisor = Default::default();
+        })
+        .http(port)
+        .camera("pattern", "test://ball")
+        .write();
+    let messages = collect_while(broker.port, "live", || {
         let mut child = common::clefd()
             .args(["run", "--config", config.to_str().unwrap()])
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
         // Counted, not timed: the test pattern has been analysed for a while.
-        common::wait_http(
-            port,
-            "/metrics",
-            "20 frames of the test pattern analysed",
-            Duration::from_secs(60),
-            |_, b| {
-                b.lines()
-                    .find_map(|l| l.strip_prefix("clefd_frames_analysed_total{camera=\"pattern\"} "))
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .is_some_and(|n| n > 20)
-            },
-        );
+        let series = "clefd_frames_analysed_total{camera=\"pattern\"}";
+        common::wait_metric(port, series, "20 frames of the test pattern analysed", Duration::from_secs(60), |n| {
+            n > 20.0
+        });
         assert!(child.try_wait().unwrap().is_none(), "a live source keeps the daemon running");
         std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
         let out = child.wait_with_output().unwrap();
@@ -156,22 +125,18 @@ fn a_live_test_source_runs_until_sigterm_then_goes_offline_cleanly() {
         assert!(out.status.success(), "SIGTERM exits 0: {stderr}");
         assert!(stderr.contains("SIGTERM: shutting down"), "{stderr}");
     });
-    let avail: Vec<String> = messages
-        .iter()
-        .filter(|(t, _, _)| t == "clefd/live/availability")
-        .map(|(_, v, _)| v.as_str().unwrap_or("").to_string())
-        .collect();
-    assert_eq!(avail, vec!["online".to_string(), "offline".to_string()]);
-    assert!(!messages.iter().any(|(t, _, _)| t.ends_with("/emotion")), "no face in a test pattern");
+    let avail: Vec<&Value> = on(&messages, "clefd/live/availability");
+    assert_eq!(avail, ["online", "offline"], "{avail:?}");
+    assert!(!messages.iter().any(|m| m.topic.ends_with("/emotion")), "no face in a test pattern");
 }
 
-/// The test config, playing `clip` (relative to the repository) through `bundle`.
+/// The test config, playing `clip` (relative to the repository) once through `bundle`.
 fn config_for(dir: &std::path::Path, broker: &str, clip: &str, bundle: &std::path::Path) -> std::path::PathBuf {
-    let config = common::write_config(dir, broker, &common::repo().join(clip), "");
-    let text = std::fs::read_to_string(&config).unwrap();
-    let text = text.replace(&common::demo_bundle().display().to_string(), &bundle.display().to_string());
-    std::fs::write(&config, text).unwrap();
-    config
+    let clip = common::repo().join(clip);
+    common::TestConfig::new(dir, broker, "testdev")
+        .with(|c| c.engine.bundle = bundle.to_path_buf())
+        .camera("cam1", &format!("file://{}", clip.display()))
+        .write()
 }
 
 #[test]
@@ -180,15 +145,13 @@ fn a_debiasing_bundle_sends_its_three_views_consistently() {
     let dir = tempfile::tempdir().unwrap();
     let bundle = common::repo().join("engines/context-bias-demo");
     let config = config_for(dir.path(), &broker.url(), "assets/context-bias-anti.mp4", &bundle);
-    let cfg = config.clone();
-    let messages = collect_while(broker.port, move || {
-        let o = common::run_clefd(&["run", "--config", cfg.to_str().unwrap()], &[]);
+    let messages = collect_while(broker.port, "testdev", || {
+        let o = common::run_clefd(&["run", "--config", config.to_str().unwrap()], &[]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     });
     let schema: Value = serde_json::from_str(&common::event_schema()).unwrap();
     let validator = jsonschema::validator_for(&schema).expect("schema compiles");
-    let events: Vec<&Value> =
-        messages.iter().filter(|(t, _, _)| t.ends_with("/cam1/emotion")).map(|(_, v, _)| v).collect();
+    let events = on(&messages, "clefd/testdev/cam1/emotion");
     assert!(events.len() >= 3, "{events:?}");
     let argmax = |m: &Value, add: Option<&Value>| {
         m.as_object()
@@ -221,15 +184,13 @@ fn a_multi_label_bundle_sends_active_labels_above_their_thresholds() {
     let thresholds: Vec<f64> =
         manifest["thresholds"].as_array().unwrap().iter().map(|t| t.as_float().unwrap()).collect();
     assert!(labels.len() >= 6, "the multi-label demo has at least six categories");
-    let cfg = config.clone();
-    let messages = collect_while(broker.port, move || {
-        let o = common::run_clefd(&["run", "--config", cfg.to_str().unwrap()], &[]);
+    let messages = collect_while(broker.port, "testdev", || {
+        let o = common::run_clefd(&["run", "--config", config.to_str().unwrap()], &[]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     });
     let schema: Value = serde_json::from_str(&common::event_schema()).unwrap();
     let validator = jsonschema::validator_for(&schema).expect("schema compiles");
-    let events: Vec<&Value> =
-        messages.iter().filter(|(t, _, _)| t.ends_with("/cam1/emotion")).map(|(_, v, _)| v).collect();
+    let events = on(&messages, "clefd/testdev/cam1/emotion");
     assert!(events.len() >= 3, "{events:?}");
     let mut shown = 0;
     for ev in &events {

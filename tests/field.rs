@@ -16,14 +16,7 @@ use common::{Consumer, Daemon, wait_http};
 fn looping_config(dir: &Path, broker: &str, port: u16) -> std::path::PathBuf {
     let clip = dir.join("clip.mp4");
     common::astronaut_clip(&clip, 3.0, 15);
-    let cfg = dir.join("clefd.toml");
-    let text = common::base_config(dir, broker, "field")
-        + &format!(
-            "[http]\nlisten = \"127.0.0.1:{port}\"\n[cameras.cam]\nuri = \"file://{}\"\nloop = true\nrealtime = true\n",
-            clip.display()
-        );
-    std::fs::write(&cfg, text).unwrap();
-    cfg
+    common::TestConfig::new(dir, broker, "field").http(port).looping_file("cam", &clip).write()
 }
 
 /// Whether this process may make mount namespaces (root, `unshare` installed).
@@ -71,14 +64,10 @@ fn metric(port: u16, series: &str) -> f64 {
     common::metric(port, series).unwrap_or(-1.0)
 }
 
-fn seqs(consumer: &Consumer) -> Vec<u64> {
-    consumer.seqs("field")
-}
-
 /// Waits until an event with a seq above `above` arrives; returns the highest seen.
 fn wait_new_event(consumer: &Consumer, above: Option<u64>, timeout: Duration) -> u64 {
-    consumer.wait_for("a new event", timeout, |_| seqs(consumer).iter().any(|s| above.is_none_or(|a| *s > a)));
-    seqs(consumer).into_iter().max().unwrap_or(0)
+    consumer.wait_for("a new event", timeout, |_| consumer.seqs("field").iter().any(|s| above.is_none_or(|a| *s > a)));
+    consumer.seqs("field").into_iter().max().unwrap_or(0)
 }
 
 /// Fault, then recovery: `/healthz` says why and events are counted as lost while the
@@ -104,11 +93,11 @@ fn degrade_and_recover(port: u16, consumer: &Consumer, reason: &str, fault: impl
     // Recovered: nothing more is lost, and the events that follow are numbered one after
     // another (no number burnt, none counted as lost, after the cure).
     let lost = metric(port, "clefd_events_lost_total");
-    let from = seqs(consumer).into_iter().max().unwrap_or(before);
+    let from = consumer.seqs("field").into_iter().max().unwrap_or(before);
     consumer.wait_for("three events after the cure", Duration::from_secs(60), |_| {
-        seqs(consumer).iter().filter(|s| **s > from).count() >= 3
+        consumer.seqs("field").iter().filter(|s| **s > from).count() >= 3
     });
-    let mut after: Vec<u64> = seqs(consumer).into_iter().filter(|s| *s > from).collect();
+    let mut after: Vec<u64> = consumer.seqs("field").into_iter().filter(|s| *s > from).collect();
     after.sort_unstable();
     after.dedup();
     assert_eq!(after[1..3], [after[0] + 1, after[0] + 2], "consecutive numbers after the cure: {after:?}");
@@ -118,7 +107,7 @@ fn degrade_and_recover(port: u16, consumer: &Consumer, reason: &str, fault: impl
 /// README's promise: the events lost are exactly the numbers missing from `seq`, as the
 /// consumer sees them (`lost` read from `/metrics` before the daemon stopped).
 fn assert_lost_is_the_gap(consumer: &Consumer, lost: f64) {
-    let mut seen = seqs(consumer);
+    let mut seen = consumer.seqs("field");
     seen.sort_unstable();
     seen.dedup();
     let last = *seen.last().expect("events arrived");
@@ -177,10 +166,9 @@ fn ready_comes_at_once_with_only_an_unreachable_camera() {
     let broker = common::Broker::start();
     let dir = tempfile::tempdir().unwrap();
     let dead = common::free_port();
-    let cfg = dir.path().join("clefd.toml");
-    let text = common::base_config(dir.path(), &broker.url(), "boot")
-        + &format!("[cameras.gate]\nuri = \"rtsp://127.0.0.1:{dead}/stream\"\n");
-    std::fs::write(&cfg, text).unwrap();
+    let cfg = common::TestConfig::new(dir.path(), &broker.url(), "boot")
+        .camera("gate", &format!("rtsp://127.0.0.1:{dead}/stream"))
+        .write();
     let sock = dir.path().join("notify.sock");
     let log = common::notify_listen(&sock);
     let mut cmd = common::clefd();
@@ -267,13 +255,15 @@ fn shutdown_with_a_refusing_broker_ends_within_the_flush_timeout() {
     )
     .unwrap();
     let mut broker = Command::new("mosquitto").arg("-c").arg(&conf).stderr(Stdio::null()).spawn().unwrap();
-    let cfg = dir.path().join("clefd.toml");
     let clip = dir.path().join("clip.mp4");
     common::astronaut_clip(&clip, 3.0, 15);
-    let text = common::base_config(dir.path(), &format!("mqtt://127.0.0.1:{port}"), "refused")
-        .replace("[mqtt]\n", "[mqtt]\nflush_timeout_s = 1.0\nreconnect_max_s = 600\n")
-        + &format!("[cameras.cam]\nuri = \"file://{}\"\nloop = true\n", clip.display());
-    std::fs::write(&cfg, text).unwrap();
+    let cfg = common::TestConfig::new(dir.path(), &format!("mqtt://127.0.0.1:{port}"), "refused")
+        .with(|c| {
+            c.mqtt.flush_timeout_s = 1.0;
+            c.mqtt.reconnect_max_s = 600.0;
+        })
+        .looping_file("cam", &clip)
+        .write();
     let log = dir.path().join("clefd.log");
     let daemon = Daemon::start(&cfg, &log);
     // Refused, and events waiting in the spool.
@@ -294,4 +284,25 @@ fn shutdown_with_a_refusing_broker_ends_within_the_flush_timeout() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(clean, "exit 0 without waiting for the next reconnection:\n{text}");
     assert!(text.contains("they stay in the spool"), "{text}");
+}
+
+/// A daemon whose HTTP port is taken logs why and goes on without HTTP; the tests' HTTP
+/// helpers then fail at once with the daemon's words, not after their timeout.
+#[test]
+fn a_taken_http_port_fails_the_http_helpers_with_the_daemons_words() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let broker = common::Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = common::TestConfig::new(dir.path(), &broker.url(), "taken").http(port).camera("a", "test://ball").write();
+    let log = dir.path().join("clefd.log");
+    let daemon = Daemon::start(&cfg, &log);
+    common::wait_log(&log, "cannot serve /metrics and /healthz", 1);
+    let waited = std::panic::catch_unwind(|| {
+        wait_http(port, "/healthz", "health", Duration::from_secs(60), |code, _| code == 200);
+    });
+    let said = waited.expect_err("no answer from a taken port");
+    let said = said.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(said.contains("could not bind its HTTP port") && said.contains("in use"), "{said}");
+    assert!(daemon.stop(), "the daemon goes on without HTTP and stops cleanly");
 }

@@ -54,9 +54,11 @@ fn under_systemd_logs_go_to_the_journal_with_camera_track_and_seq_fields() {
     let clip = dir.path().join("clip.mp4");
     common::astronaut_clip(&clip, 3.0, 15);
     let camera = format!("journalcam{}", std::process::id());
-    let cfg = common::write_config(dir.path(), &broker.url(), &clip, "").to_string_lossy().into_owned();
-    let text = std::fs::read_to_string(&cfg).unwrap().replace("[cameras.cam1]", &format!("[cameras.{camera}]"));
-    std::fs::write(&cfg, text).unwrap();
+    let cfg = common::TestConfig::new(dir.path(), &broker.url(), "testdev")
+        .camera(&camera, &format!("file://{}", clip.display()))
+        .write()
+        .to_string_lossy()
+        .into_owned();
     let out = common::clefd()
         .args(["run", "--config", &cfg])
         .env("JOURNAL_STREAM", "0:0")

@@ -8,14 +8,14 @@ use std::time::Duration;
 use common::{Broker, Consumer, Daemon};
 
 fn write(dir: &std::path::Path, broker: &Broker, cameras: &[&str]) -> std::path::PathBuf {
-    let mut text = common::base_config(dir, &broker.url(), "ha")
-        .replace("[mqtt]\n", "[mqtt]\nhome_assistant = true\nstats_interval_s = 1\n");
+    let mut cfg = common::TestConfig::new(dir, &broker.url(), "ha").with(|c| {
+        c.mqtt.home_assistant = true;
+        c.mqtt.stats_interval_s = 1.0;
+    });
     for c in cameras {
-        text += &format!("[cameras.{c}]\nuri = \"test://ball\"\n");
+        cfg = cfg.camera(c, "test://ball");
     }
-    let p = dir.join("clefd.toml");
-    std::fs::write(&p, text).unwrap();
-    p
+    cfg.write()
 }
 
 #[test]
@@ -99,11 +99,10 @@ fn the_current_summary_follows_the_faces_and_says_none_when_the_room_empties() {
     // The face crosses the frame and leaves it; the clip loops, so it comes back.
     let clip = dir.path().join("passing.mp4");
     common::passing_clip(&clip, 90);
-    let text = common::base_config(dir.path(), &broker.url(), "room")
-        .replace("[events]\n", "[events]\nempty_after_s = 1.0\n")
-        + &format!("[cameras.hall]\nuri = \"file://{}\"\nloop = true\n", clip.display());
-    let cfg = dir.path().join("clefd.toml");
-    std::fs::write(&cfg, text).unwrap();
+    let cfg = common::TestConfig::new(dir.path(), &broker.url(), "room")
+        .with(|c| c.events.empty_after_s = 1.0)
+        .looping_file("hall", &clip)
+        .write();
     let daemon = Daemon::start(&cfg, &dir.path().join("clefd.log"));
     let current = |m: &[common::Received]| -> Vec<serde_json::Value> {
         m.iter().filter(|x| x.topic == "clefd/room/hall/current").map(|x| x.body.clone()).collect()

@@ -134,15 +134,15 @@ impl Drop for SecureBroker {
     }
 }
 
-fn config(dir: &Path, url: &str, mqtt_extra: &str) -> std::path::PathBuf {
+/// One looping camera, reconnections at most a second apart, and what `mqtt` sets.
+fn config(dir: &Path, url: &str, mqtt: impl FnOnce(&mut common::config::Config)) -> std::path::PathBuf {
     let clip = dir.join("clip.mp4");
     common::astronaut_clip(&clip, 3.0, 15);
-    let text = common::base_config(dir, url, "secure")
-        .replace("[mqtt]\n", &format!("[mqtt]\nreconnect_max_s = 1.0\n{mqtt_extra}"))
-        + &format!("[cameras.cam]\nuri = \"file://{}\"\nloop = true\n", clip.display());
-    let p = dir.join("clefd.toml");
-    std::fs::write(&p, text).unwrap();
-    p
+    common::TestConfig::new(dir, url, "secure")
+        .with(|c| c.mqtt.reconnect_max_s = 1.0)
+        .with(mqtt)
+        .looping_file("cam", &clip)
+        .write()
 }
 
 #[test]
@@ -157,7 +157,7 @@ fn events_arrive_over_tls_and_a_wrong_ca_is_a_clear_error() {
     let consumer = Consumer::start(broker.plain);
     let url = format!("mqtts://127.0.0.1:{}", broker.secure);
 
-    let cfg = config(dir.path(), &url, &format!("ca_file = \"{d}/ca.pem\"\n"));
+    let cfg = config(dir.path(), &url, |c| c.mqtt.ca_file = Some(dir.path().join("ca.pem")));
     let daemon = Daemon::start(&cfg, &dir.path().join("good.log"));
     consumer.wait_for("an event over TLS", Duration::from_secs(30), |m| {
         m.iter().any(|x| x.topic == "clefd/secure/cam/emotion")
@@ -184,7 +184,7 @@ fn events_arrive_over_tls_and_a_wrong_ca_is_a_clear_error() {
     assert!(!wrong.status.success() && err.contains("TLS"), "a TLS failure ends watch with the reason: {err}");
     assert!(daemon.stop());
 
-    let cfg = config(dir.path(), &url, &format!("ca_file = \"{d}/other.pem\"\n"));
+    let cfg = config(dir.path(), &url, |c| c.mqtt.ca_file = Some(dir.path().join("other.pem")));
     let log = dir.path().join("bad.log");
     let daemon = Daemon::start(&cfg, &log);
     common::wait_log(&log, "MQTT broker unreachable", 2);
@@ -198,15 +198,22 @@ fn events_arrive_over_tls_and_a_wrong_ca_is_a_clear_error() {
 
 #[test]
 fn a_wrong_password_is_reported_and_retried() {
-    wrong_password("");
+    wrong_password("3.1.1");
 }
 
 #[test]
 fn a_wrong_password_is_reported_and_retried_over_mqtt_5() {
-    wrong_password("protocol = \"5\"\n");
+    wrong_password("5");
 }
 
-fn wrong_password(extra: &str) {
+fn wrong_password(protocol: &str) {
+    let login = |password_file: std::path::PathBuf| {
+        move |c: &mut common::config::Config| {
+            c.mqtt.protocol = protocol.into();
+            c.mqtt.username = Some("clefd".into());
+            c.mqtt.password_file = Some(password_file);
+        }
+    };
     let dir = tempfile::tempdir().unwrap();
     let pw = dir.path().join("passwd");
     let st = Command::new("mosquitto_passwd")
@@ -223,11 +230,7 @@ fn wrong_password(extra: &str) {
     let broker = SecureBroker::start(dir.path(), &format!("allow_anonymous false\npassword_file {}", pw.display()));
     std::fs::write(dir.path().join("secret"), "wrong-password\n").unwrap();
     let url = format!("mqtt://127.0.0.1:{}", broker.secure);
-    let cfg = config(
-        dir.path(),
-        &url,
-        &format!("{extra}username = \"clefd\"\npassword_file = \"{}/secret\"\n", dir.path().display()),
-    );
+    let cfg = config(dir.path(), &url, login(dir.path().join("secret")));
     let log = dir.path().join("pw.log");
     let daemon = Daemon::start(&cfg, &log);
     common::wait_log(&log, "MQTT broker unreachable", 2);
@@ -238,10 +241,7 @@ fn wrong_password(extra: &str) {
     assert!(!watched.status.success() && err.contains("refused our credentials"), "{err}");
     std::fs::write(dir.path().join("right"), "right-password\n").unwrap();
     let right = dir.path().join("right");
-    let daemon = Daemon::start(
-        &config(dir.path(), &url, &format!("{extra}username = \"clefd\"\npassword_file = \"{}\"\n", right.display())),
-        &dir.path().join("right.log"),
-    );
+    let daemon = Daemon::start(&config(dir.path(), &url, login(right.clone())), &dir.path().join("right.log"));
     let args = ["watch", "--mqtt", &url, "--username", "clefd", "--password-file", right.to_str().unwrap()];
     let watched = common::run_clefd(&[&args[..], &["--count", "1", "--timeout", "60"]].concat(), &[]);
     assert!(watched.status.success(), "watch logs in: {}", String::from_utf8_lossy(&watched.stderr));

@@ -7,14 +7,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+/// Frames `camera` has analysed, from `/metrics`.
 fn frames(port: u16, camera: &str) -> Option<u64> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(s, "GET /metrics HTTP/1.1\r\n\r\n").ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    let key = format!("clefd_frames_analysed_total{{camera=\"{camera}\"}} ");
-    body.lines().find_map(|l| l.strip_prefix(&key)).and_then(|v| v.trim().parse().ok())
+    common::metric(port, &format!("clefd_frames_analysed_total{{camera=\"{camera}\"}}")).map(|v| v as u64)
 }
 
 fn write(dir: &std::path::Path, base: &str, port: u16, cameras: &str) -> std::path::PathBuf {
@@ -24,7 +19,7 @@ fn write(dir: &std::path::Path, base: &str, port: u16, cameras: &str) -> std::pa
 }
 
 fn hup(d: &common::Daemon) {
-    std::process::Command::new("kill").args(["-HUP", &d.pid().to_string()]).status().unwrap();
+    common::signal(d.pid(), "HUP");
 }
 
 /// Waits until `camera` has analysed `more` frames beyond what it had on entry.
@@ -96,14 +91,6 @@ fn reload_restarts_only_what_changed_and_rejects_a_broken_config() {
     assert!(daemon.stop(), "{}", text());
 }
 
-fn seqs(c: &common::Consumer, device: &str) -> Vec<u64> {
-    c.messages()
-        .iter()
-        .filter(|m| m.topic.starts_with(&format!("clefd/{device}/")) && m.topic.ends_with("/emotion"))
-        .filter_map(|m| m.body["seq"].as_u64())
-        .collect()
-}
-
 #[test]
 fn reload_moves_to_a_new_broker_and_new_engine_settings_without_losing_an_event() {
     let (a, b) = (common::Broker::start(), common::Broker::start());
@@ -111,25 +98,28 @@ fn reload_moves_to_a_new_broker_and_new_engine_settings_without_losing_an_event(
     let dir = tempfile::tempdir().unwrap();
     let clip = dir.path().join("clip.mp4");
     common::astronaut_clip(&clip, 4.0, 15);
-    let camera = format!("[cameras.door]\nuri = \"file://{}\"\nloop = true\n", clip.display());
-    let base = |broker: &str, engine: &str| {
-        common::base_config(dir.path(), broker, "moving")
-            .replace("heartbeat_s = 1.0", "heartbeat_s = 0.2")
-            .replace("threads = 1\n", &format!("threads = 1\n{engine}"))
-    };
     let port = common::free_port();
-    let cfg = write(dir.path(), &base(&a.url(), ""), port, &camera);
+    let config = |broker: &str, batch_max: Option<usize>| {
+        common::TestConfig::new(dir.path(), broker, "moving")
+            .http(port)
+            .with(|c| {
+                c.events.heartbeat_s = 0.2;
+                c.engine.batch_max = batch_max.unwrap_or(c.engine.batch_max);
+            })
+            .looping_file("door", &clip)
+    };
+    let cfg = config(&a.url(), None).write();
     let log = dir.path().join("clefd.log");
     let daemon = common::Daemon::start(&cfg, &log);
     let text = || std::fs::read_to_string(&log).unwrap_or_default();
-    at_a.wait_for("events at the first broker", Duration::from_secs(30), |_| seqs(&at_a, "moving").len() >= 5);
+    at_a.wait_for("events at the first broker", Duration::from_secs(30), |_| at_a.seqs("moving").len() >= 5);
 
-    write(dir.path(), &base(&b.url(), "batch_max = 4\n"), port, &camera);
+    config(&b.url(), Some(4)).write_to(&cfg);
     hup(&daemon);
-    at_b.wait_for("events at the new broker", Duration::from_secs(30), |_| seqs(&at_b, "moving").len() >= 5);
+    at_b.wait_for("events at the new broker", Duration::from_secs(30), |_| at_b.seqs("moving").len() >= 5);
     assert!(daemon.stop(), "{}", text());
 
-    let mut all: Vec<u64> = seqs(&at_a, "moving").into_iter().chain(seqs(&at_b, "moving")).collect();
+    let mut all: Vec<u64> = at_a.seqs("moving").into_iter().chain(at_b.seqs("moving")).collect();
     all.sort_unstable();
     all.dedup();
     let last = *all.last().unwrap();
@@ -251,15 +241,15 @@ fn sigterm_during_a_slow_reload_stops_without_waiting_for_it() {
     let broker = common::Broker::start();
     let dir = tempfile::tempdir().unwrap();
     let port = common::free_port();
-    let base = common::base_config(dir.path(), &broker.url(), "slowreload");
-    let cfg = write(dir.path(), &base, port, "[cameras.a]\nuri = \"test://ball\"\n");
+    let config = common::TestConfig::new(dir.path(), &broker.url(), "slowreload").http(port).camera("a", "test://ball");
+    let cfg = config.write();
     let log = dir.path().join("clefd.log");
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_clefd"));
     cmd.args(["run", "--config", cfg.to_str().unwrap()]).env("CLEFD_TEST_RELOAD_DELAY_MS", "600000");
     let daemon = common::Daemon::spawn(cmd, &log);
     keeps_streaming(port, "a", 5);
     // New engine settings: every bundle loads again, into the ten-minute delay.
-    write(dir.path(), &base.replace("threads = 1", "threads = 2"), port, "[cameras.a]\nuri = \"test://ball\"\n");
+    config.with(|c| c.engine.threads = 2).write_to(&cfg);
     hup(&daemon);
     let deadline = Instant::now() + Duration::from_secs(30);
     while !std::fs::read_to_string(&log).unwrap_or_default().contains("reload: loading bundles") {

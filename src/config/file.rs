@@ -1,16 +1,17 @@
 //! The configuration as a user writes it: the TOML layout, every key with its default.
 //! Values stay as written (strings, seconds as numbers) until `validate` turns them into
-//! [`super::Settings`].
+//! [`super::Settings`]. Public, and serializable, so the tests write their configs with
+//! these same types instead of patching text.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::Area;
 
 /// The whole file, as written (after layering).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
 pub struct Config {
     /// Identifies this device in MQTT topics and events; defaults to the hostname.
@@ -41,7 +42,7 @@ pub struct Config {
 }
 
 /// Where the models come from and how they run.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
 pub struct EngineConfig {
     /// Path of `libonnxruntime.so`; then `ORT_DYLIB_PATH`, then the set-up's location.
@@ -78,7 +79,7 @@ pub struct EngineConfig {
 }
 
 /// MQTT broker and topic settings.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
 pub struct MqttConfig {
     /// `mqtt://host:port` (or `mqtts://`).
@@ -123,7 +124,7 @@ pub struct MqttConfig {
 }
 
 /// Event lifecycle tuning.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
 pub struct EventsConfig {
     /// Frames a track must be seen before its `new` event.
@@ -139,7 +140,7 @@ pub struct EventsConfig {
 }
 
 /// Tracker tuning.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
 pub struct TrackerConfig {
     /// Minimum box overlap (IoU) to continue a track.
@@ -150,7 +151,7 @@ pub struct TrackerConfig {
 
 /// Snapshots: a small JPEG of each face when its track begins. Off unless `mqtt` or
 /// `dir` is set.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
 pub struct SnapshotsConfig {
     /// Publish it retained on `{prefix}/{device}/{camera}/snapshot`.
@@ -170,7 +171,7 @@ impl Default for SnapshotsConfig {
 }
 
 /// The HTTP endpoints.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
 pub struct HttpConfig {
     /// `address:port` to serve `/metrics` and `/healthz` on; empty turns them off.
@@ -184,7 +185,7 @@ impl Default for HttpConfig {
 }
 
 /// Camera restart policy.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
 pub struct SupervisorConfig {
     /// First delay before restarting a failed camera.
@@ -202,7 +203,7 @@ impl Default for SupervisorConfig {
 }
 
 /// One camera.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
 pub struct CameraConfig {
     /// `rtsp://`, `file:///abs/path` (or `file:rel/path`, relative to the config file),

@@ -14,7 +14,7 @@
 use std::fmt;
 use std::path::Path;
 
-mod file;
+pub mod file;
 mod load;
 mod settings;
 pub mod uri;

@@ -193,7 +193,7 @@ impl std::fmt::Display for BrokerUrl {
 }
 
 /// An area of the frame: a rectangle `[x, y, w, h]` or a polygon `[[x, y], ...]`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(untagged)]
 pub enum Area {
     /// `[x, y, w, h]`, normalised.

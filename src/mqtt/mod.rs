@@ -7,6 +7,7 @@ mod outgoing;
 mod publisher;
 pub mod session;
 pub mod spool;
+pub mod state_file;
 
 pub use publisher::{Command, Outgoing, Parked, PublishStats, Publisher, PublisherConfig, TlsFiles, WINDOW};
 pub use session::Protocol;

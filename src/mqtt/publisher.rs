@@ -66,6 +66,8 @@ pub struct Publisher {
     retained: BTreeMap<String, Vec<u8>>,
     /// What runtime control set per camera, echoed in its state as `"control"`.
     controls: BTreeMap<String, serde_json::Value>,
+    /// The spool's count of events damage took, as far as the counters have it.
+    lost_seen: u64,
 }
 
 /// A publisher stopped for a new broker configuration: what the next one carries on with
@@ -118,6 +120,8 @@ impl Publisher {
         let stats = Arc::new(PublishStats::default());
         stats.spooled.store(spool.pending(), Ordering::Relaxed);
         stats.corrupt.store(spool.corrupt(), Ordering::Relaxed);
+        stats.failed.store(spool.lost(), Ordering::Relaxed);
+        let lost_seen = spool.lost();
         if spool.pending() > 0 {
             tracing::info!(events = spool.pending(), "events from an earlier run are waiting in the spool");
         }
@@ -132,6 +136,7 @@ impl Publisher {
             currents: BTreeMap::new(),
             retained: BTreeMap::new(),
             controls: BTreeMap::new(),
+            lost_seen,
         }
     }
 
@@ -175,6 +180,7 @@ impl Publisher {
                 return;
             }
         };
+        self.note_spool_damage();
         for rec in records {
             if !conn.session.client.publish(rec.topic, false, rec.payload) {
                 break;

@@ -1,6 +1,11 @@
 //! The daemon's `/metrics`, read as a scraper would: the one reader every test uses, so
-//! a test asserts on the numbers users graph rather than on log lines.
+//! a test asserts on the numbers users graph rather than on log lines; and the checks of
+//! the exposition itself (promtool, the dashboard's queries).
 
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The value of `series` (its name and labels exactly as exposed, e.g.
@@ -31,4 +36,47 @@ pub fn wait_metric(port: u16, series: &str, what: &str, timeout: Duration, pred:
         assert!(Instant::now() < deadline, "timed out waiting for {what}: {series} is {v:?}");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// `promtool`: the set-up's copy, else one on PATH.
+pub fn promtool() -> PathBuf {
+    let local = super::repo().join(".local/bin/promtool");
+    if local.exists() { local } else { "promtool".into() }
+}
+
+/// Runs `promtool check metrics` on an exposition; `Err` with promtool's words.
+pub fn promtool_check(metrics: &str) -> Result<(), String> {
+    let mut child = Command::new(promtool())
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (make setup extracts it)");
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(metrics.as_bytes()).map_err(|e| e.to_string())?;
+    }
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+/// The metric names a Grafana dashboard's queries use (`clefd_…` words in every `expr`).
+pub fn dashboard_metrics(dashboard: &serde_json::Value) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for panel in dashboard["panels"].as_array().into_iter().flatten() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap_or_default();
+            let mut rest = expr;
+            while let Some(at) = rest.find("clefd_") {
+                let word: String = rest[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                rest = &rest[at + word.len()..];
+                names.insert(word);
+            }
+        }
+    }
+    names
 }

@@ -274,6 +274,12 @@ impl Rig {
                 }
             }
             Step::ViewersClose => self.viewers.clear(),
+            Step::ViewersVisit { name, n } => {
+                let before = self.viewers.len();
+                self.execute(clips, &Step::ViewersOpen { name, n: *n }, commands, model);
+                std::thread::sleep(Duration::from_secs(1));
+                self.viewers.truncate(before);
+            }
             _ => self.send(commands),
         }
     }

@@ -82,6 +82,8 @@ pub enum Step {
     ViewersOpen { name: &'static str, n: usize },
     /// Every live viewer goes.
     ViewersClose,
+    /// `n` live viewers come to a camera, stay a second and go.
+    ViewersVisit { name: &'static str, n: usize },
     /// Back to the initial config, settings and world (resource figures are taken here).
     Reset,
 }
@@ -103,6 +105,7 @@ impl fmt::Display for Step {
             Step::BrokerRestart { pause_ms } => write!(f, "broker restart ({pause_ms} ms down)"),
             Step::ViewersOpen { name, n } => write!(f, "open {n} viewers on {name}"),
             Step::ViewersClose => write!(f, "close every viewer"),
+            Step::ViewersVisit { name, n } => write!(f, "{n} viewers come to {name} and go"),
             Step::Reset => write!(f, "reset"),
         }
     }
@@ -210,6 +213,12 @@ pub fn apply(model: &mut Model, step: &Step) -> Option<Vec<Command>> {
             model.viewers.clear();
             Some(vec![])
         }
+        Step::ViewersVisit { name, n } => {
+            if !model.cameras.contains_key(name) || !model.enabled(name) || model.seats_held() + n > 8 {
+                return None;
+            }
+            Some(vec![])
+        }
         Step::Reset => {
             let fresh = Model::initial();
             let overrides: Vec<&'static str> =
@@ -273,7 +282,11 @@ pub fn generate(seed: u64, n: usize) -> Vec<Step> {
             14 | 15 => {
                 let on = if frameless.is_empty() || rng.below(4) == 0 { any } else { rng.pick(&frameless) };
                 let free = 8usize.saturating_sub(model.seats_held());
-                if free == 0 { Step::ViewersClose } else { Step::ViewersOpen { name: on, n: free } }
+                match (free, rng.below(2)) {
+                    (0, _) => Step::ViewersClose,
+                    (_, 0) => Step::ViewersOpen { name: on, n: free },
+                    _ => Step::ViewersVisit { name: on, n: free },
+                }
             }
             16 => Step::ViewersClose,
             17 if !absent.is_empty() => {

@@ -1,0 +1,113 @@
+//! A real mosquitto for one test, on a free loopback port, stopped on drop.
+
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::free_port;
+
+/// A mosquitto broker for one test; stopped on drop.
+pub struct Broker {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    persistent: bool,
+    /// Moved once to another port because the first was taken.
+    moved: bool,
+    /// Has listened once: from then on it stays on its port.
+    started: bool,
+}
+
+impl Broker {
+    /// Starts mosquitto on a free loopback port and waits until it accepts connections.
+    pub fn start() -> Broker {
+        Broker::launch(false)
+    }
+
+    /// Like [`Broker::start`], but sessions and queued QoS 1 messages survive
+    /// [`Broker::stop`] / [`Broker::start_again`] (mosquitto persistence).
+    pub fn start_persistent() -> Broker {
+        Broker::launch(true)
+    }
+
+    fn launch(persistent: bool) -> Broker {
+        let dir = tempfile::tempdir().expect("tempdir");
+        if persistent {
+            // mosquitto drops root privileges: let it write its database here.
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777));
+        }
+        let mut b = Broker { port: free_port(), child: None, dir, persistent, moved: false, started: false };
+        b.spawn();
+        b
+    }
+
+    /// mosquitto's config for the current port.
+    fn write_conf(&self) -> std::path::PathBuf {
+        let conf = self.dir.path().join("mosquitto.conf");
+        let mut text = format!("listener {} 127.0.0.1\nallow_anonymous true\n", self.port);
+        if self.persistent {
+            let dir = self.dir.path().display();
+            text += &format!("persistence true\npersistence_location {dir}/\nautosave_interval 1\n");
+        } else {
+            text += "persistence false\n";
+        }
+        std::fs::write(&conf, text).expect("write mosquitto.conf");
+        conf
+    }
+
+    fn spawn(&mut self) {
+        let conf = self.write_conf();
+        let mut child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto is installed (scripts/setup.sh installs it)");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            // Another test took the port between free_port() and mosquitto's bind: our
+            // mosquitto exits at once. Move to a new port (a first start only: clients
+            // of a restarted broker expect it where it was).
+            if let Ok(Some(_)) = child.try_wait() {
+                assert!(!self.started && !self.moved, "mosquitto could not listen on port {}", self.port);
+                self.port = free_port();
+                self.moved = true;
+                return self.spawn();
+            }
+            assert!(Instant::now() < deadline, "mosquitto did not start on port {}", self.port);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.child = Some(child);
+        self.started = true;
+    }
+
+    /// Stops the broker cleanly (SIGTERM: a persistent broker saves its state).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            super::signal(child.id(), "TERM");
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again after [`Broker::stop`], on the same port.
+    pub fn start_again(&mut self) {
+        self.spawn();
+    }
+
+    /// `mqtt://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
