@@ -247,7 +247,8 @@ impl Daemon {
         // Serving: config and engines loaded, publisher and HTTP up. Cameras report
         // their own state; one that is down must not hold the service back.
         let cameras = self.settings.enabled_cameras().count();
-        self.notifier.send(&format!("READY=1\nSTATUS=0/{cameras} cameras streaming, starting"));
+        // What the cameras reported so far (they may already stream); later changes follow.
+        self.notifier.send(&format!("READY=1\nSTATUS={}", self.sink.status_line()));
         tracing::info!(cameras, "ready");
         let mut waiting = tokio::task::spawn_blocking(move || pipeline.wait());
         let mut watched = self.fingerprint();

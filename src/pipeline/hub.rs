@@ -4,8 +4,13 @@
 //! construction: at most one waiting frame per camera. A file analysed frame by frame
 //! instead waits for room, and may queue as many frames as the worker has lanes (so that
 //! every lane has a frame of it to work on).
+//!
+//! Slots belong to one camera generation: a slot's id is never handed out twice, and the
+//! worker releases a slot once it has seen it close, so a hub holds only the cameras that
+//! run now however often cameras restart, and a late call from a stopped camera's threads
+//! finds no slot instead of another camera's.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
@@ -19,7 +24,8 @@ pub enum Next<T> {
     Reset(usize),
     /// Camera `slot` has ended (EOS, error or stop); it will send nothing more.
     Closed(usize),
-    /// Every camera has ended, or the hub was shut down.
+    /// Every camera has ended, or the hub was shut down. The hub takes no camera after
+    /// this ([`FrameHub::add_slot`] returns `None`): its worker is gone.
     Done,
     /// [`FrameHub::ring`] was called (an inference lane finished) and nothing else is due.
     Rung,
@@ -43,10 +49,17 @@ impl<T> Slot<T> {
 
 #[derive(Debug)]
 struct State<T> {
-    slots: Vec<Slot<T>>,
+    /// Open or not yet released slots, by id.
+    slots: BTreeMap<usize, Slot<T>>,
+    /// The id the next slot gets.
+    next_id: usize,
     cursor: usize,
     shutdown: bool,
     rung: bool,
+    /// Once every camera has ended the worker leaves: `Done` was handed out.
+    finished: bool,
+    /// Retired by a reload: done as soon as no camera is open, even if it never had one.
+    retired: bool,
 }
 
 /// Latest-frame-wins mailboxes for a fixed set of cameras.
@@ -71,9 +84,17 @@ pub struct SlotStats {
 impl<T> FrameHub<T> {
     /// A hub with `cameras` open slots.
     pub fn new(cameras: usize) -> FrameHub<T> {
-        let slots = (0..cameras).map(|_| Slot::new()).collect();
+        let slots = (0..cameras).map(|i| (i, Slot::new())).collect();
         FrameHub {
-            state: Mutex::new(State { slots, cursor: 0, shutdown: false, rung: false }),
+            state: Mutex::new(State {
+                slots,
+                next_id: cameras,
+                cursor: 0,
+                shutdown: false,
+                rung: false,
+                finished: false,
+                retired: false,
+            }),
             ready: Condvar::new(),
             taken: Condvar::new(),
             waiting_depth: AtomicUsize::new(1),
@@ -91,17 +112,55 @@ impl<T> FrameHub<T> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Opens one more slot (a camera added by a reload); returns its index.
-    pub fn add_slot(&self) -> usize {
+    /// Opens one more slot (a camera added by a reload); returns its id, or `None` when
+    /// the hub's worker has finished (every camera ended) and a new worker is needed.
+    pub fn add_slot(&self) -> Option<usize> {
         let mut s = self.lock();
-        s.slots.push(Slot::new());
-        s.slots.len() - 1
+        if s.finished || s.shutdown {
+            return None;
+        }
+        let id = s.next_id;
+        s.next_id += 1;
+        s.slots.insert(id, Slot::new());
+        Some(id)
+    }
+
+    /// Forgets a slot whose close the worker has seen (its frames, counters and memory
+    /// go with it).
+    pub fn release(&self, slot: usize) {
+        let mut s = self.lock();
+        if s.slots.get(&slot).is_some_and(|sl| !sl.open) {
+            s.slots.remove(&slot);
+        }
+        drop(s);
+        self.taken.notify_all();
+    }
+
+    /// Slots held now (cameras running, or ended and not yet released).
+    pub fn slots(&self) -> usize {
+        self.lock().slots.len()
+    }
+
+    /// Whether the worker has been told `Done` (or the hub was shut down): no camera can
+    /// be added any more.
+    pub fn is_finished(&self) -> bool {
+        let s = self.lock();
+        s.finished || s.shutdown
+    }
+
+    /// Lets the worker finish once no camera is open, even if it never had one (a reload
+    /// replaced it).
+    pub fn retire(&self) {
+        let mut s = self.lock();
+        s.retired = true;
+        drop(s);
+        self.ready.notify_all();
     }
 
     /// Hands in a frame, replacing (and counting) any frame still waiting.
     pub fn put(&self, slot: usize, frame: T) {
         let mut s = self.lock();
-        let Some(sl) = s.slots.get_mut(slot) else {
+        let Some(sl) = s.slots.get_mut(&slot) else {
             return;
         };
         if !sl.open {
@@ -123,7 +182,7 @@ impl<T> FrameHub<T> {
         let depth = self.waiting_depth.load(Ordering::Relaxed);
         let mut s = self.lock();
         loop {
-            let Some(sl) = s.slots.get(slot) else { return };
+            let Some(sl) = s.slots.get(&slot) else { return };
             if !sl.open || s.shutdown {
                 return;
             }
@@ -136,7 +195,7 @@ impl<T> FrameHub<T> {
                 .map(|(g, _)| g)
                 .unwrap_or_else(|p| p.into_inner().0);
         }
-        if let Some(sl) = s.slots.get_mut(slot) {
+        if let Some(sl) = s.slots.get_mut(&slot) {
             sl.received += 1;
             sl.frames.push_back(frame);
         }
@@ -148,7 +207,7 @@ impl<T> FrameHub<T> {
     /// is told to end the camera's tracks.
     pub fn reset(&self, slot: usize) {
         let mut s = self.lock();
-        if let Some(sl) = s.slots.get_mut(slot) {
+        if let Some(sl) = s.slots.get_mut(&slot) {
             sl.reset = true;
             sl.frames.clear();
         }
@@ -159,7 +218,7 @@ impl<T> FrameHub<T> {
     /// Marks a camera as ended.
     pub fn close(&self, slot: usize) {
         let mut s = self.lock();
-        if let Some(sl) = s.slots.get_mut(slot) {
+        if let Some(sl) = s.slots.get_mut(&slot) {
             sl.open = false;
         }
         drop(s);
@@ -187,13 +246,18 @@ impl<T> FrameHub<T> {
     /// Counters of one camera.
     pub fn stats(&self, slot: usize) -> SlotStats {
         let s = self.lock();
-        s.slots.get(slot).map(|sl| SlotStats { received: sl.received, dropped: sl.dropped }).unwrap_or_default()
+        s.slots.get(&slot).map(|sl| SlotStats { received: sl.received, dropped: sl.dropped }).unwrap_or_default()
     }
 
     /// Frames waiting right now (at most one per camera, or the waiting depth for
     /// cameras that wait for room).
     pub fn waiting(&self) -> usize {
-        self.lock().slots.iter().map(|s| s.frames.len()).sum()
+        self.lock().slots.values().map(|s| s.frames.len()).sum()
+    }
+
+    /// The slots with a frame waiting right now.
+    pub fn waiting_slots(&self) -> Vec<usize> {
+        self.lock().slots.iter().filter(|(_, sl)| !sl.frames.is_empty()).map(|(&i, _)| i).collect()
     }
 
     /// Blocks until frames, a reset or a close are available. Once a frame is waiting,
@@ -214,14 +278,15 @@ impl<T> FrameHub<T> {
         let mut s = self.lock();
         loop {
             if s.shutdown {
+                s.finished = true;
                 return Next::Done;
             }
-            if let Some(i) = s.slots.iter().position(|sl| sl.reset) {
-                s.slots[i].reset = false;
+            if let Some((&i, sl)) = s.slots.iter_mut().find(|(_, sl)| sl.reset) {
+                sl.reset = false;
                 return Next::Reset(i);
             }
-            let waiting = |s: &State<T>| s.slots.iter().filter(|sl| !sl.frames.is_empty()).count();
-            let open = s.slots.iter().filter(|sl| sl.open).count();
+            let waiting = |s: &State<T>| s.slots.values().filter(|sl| !sl.frames.is_empty()).count();
+            let open = s.slots.values().filter(|sl| sl.open).count();
             let enough = if full_only { max_frames.min(open).max(1) } else { 1 };
             if waiting(&s) >= enough {
                 let deadline = std::time::Instant::now() + linger;
@@ -232,21 +297,23 @@ impl<T> FrameHub<T> {
                     }
                     s = self.ready.wait_timeout(s, deadline - now).map(|(g, _)| g).unwrap_or_else(|p| p.into_inner().0);
                 }
-                let n = s.slots.len();
+                // Cameras in turn, starting after the last one served.
+                let cursor = s.cursor;
+                let order: Vec<usize> =
+                    s.slots.range(cursor..).chain(s.slots.range(..cursor)).map(|(&i, _)| i).collect();
                 let mut frames = Vec::new();
-                for k in 0..n {
-                    let i = (s.cursor + k) % n;
+                for i in order {
                     if frames.len() >= max_frames.max(1) {
                         break;
                     }
                     // One frame per camera per batch: a camera's next frame goes to the
                     // next batch (and so to another lane).
-                    if let Some(f) = s.slots[i].frames.pop_front() {
+                    if let Some(f) = s.slots.get_mut(&i).and_then(|sl| sl.frames.pop_front()) {
                         frames.push((i, f));
                     }
                 }
                 if let Some(&(last, _)) = frames.last() {
-                    s.cursor = (last + 1) % n;
+                    s.cursor = last + 1;
                 }
                 self.taken.notify_all();
                 return Next::Frames(frames);
@@ -254,12 +321,15 @@ impl<T> FrameHub<T> {
             if std::mem::take(&mut s.rung) {
                 return Next::Rung;
             }
-            if let Some(i) = s.slots.iter().position(|sl| !sl.open && !sl.closed_reported) {
-                s.slots[i].closed_reported = true;
+            if let Some((&i, sl)) = s.slots.iter_mut().find(|(_, sl)| !sl.open && !sl.closed_reported) {
+                sl.closed_reported = true;
                 return Next::Closed(i);
             }
-            // A hub with no camera yet waits for one (a reload may add it).
-            if !s.slots.is_empty() && s.slots.iter().all(|sl| !sl.open) {
+            // A hub with no camera yet waits for one (a reload may add it); one whose
+            // cameras have all ended (or that was retired) is done.
+            let had_cameras = s.next_id > 0 || s.retired;
+            if had_cameras && s.slots.values().all(|sl| !sl.open) {
+                s.finished = true;
                 return Next::Done;
             }
             s = self.ready.wait(s).unwrap_or_else(|p| p.into_inner());

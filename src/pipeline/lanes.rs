@@ -8,8 +8,15 @@
 //! lane (one intra-op thread per session); on a GPU one lane is enough. A lane that is
 //! done takes the next batch at once (no lane waits for another), and batches come back
 //! in the order they went in, so tracking sees each camera's frames in order.
+//!
+//! A lane that panics on a batch does not take the worker with it: the panic is caught,
+//! counted ([`LanePool::panics`]), and the batch comes back as failed (its frames are
+//! dropped by the worker, which counts them), so the in-order hand-back never waits for
+//! it; the lane then goes on with the next batch on the sessions it owns.
 
 use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
@@ -64,6 +71,8 @@ pub struct LanePool<T> {
     finished: mpsc::Receiver<(u64, Finished<T>)>,
     threads: Vec<std::thread::JoinHandle<()>>,
     lanes: usize,
+    /// Batches a lane panicked on.
+    panics: Arc<AtomicU64>,
     next_id: u64,
     next_out: u64,
     /// Batches a lane has finished (and sent back) so far.
@@ -84,18 +93,26 @@ impl<T: Picture> LanePool<T> {
         let jobs_rx = Arc::new(Mutex::new(jobs_rx));
         let (done_tx, finished) = mpsc::channel();
         let lanes = analyzers.len();
+        let panics = Arc::new(AtomicU64::new(0));
         let mut threads = Vec::with_capacity(lanes);
         for (i, mut analyzer) in analyzers.into_iter().enumerate() {
             let (jobs, done, on_finished) = (jobs_rx.clone(), done_tx.clone(), on_finished.clone());
-            threads.push(std::thread::Builder::new().name(format!("{name}-{i}")).spawn(move || {
+            let (lane, panicked) = (format!("{name}-{i}"), panics.clone());
+            threads.push(std::thread::Builder::new().name(lane.clone()).spawn(move || {
                 loop {
-                    // Hold the lock only to take a job, never while analysing.
-                    let job = match jobs.lock() {
-                        Ok(rx) => rx.recv(),
-                        Err(_) => return,
-                    };
+                    // Hold the lock only to take a job, never while analysing (so no
+                    // panic can poison it; a poisoned one still holds a usable queue).
+                    let job = jobs.lock().unwrap_or_else(|p| p.into_inner()).recv();
                     let Ok(Job { id, frames, hints }) = job else { return };
-                    let result = analyze(&mut analyzer, &frames, &hints, per_run);
+                    let run = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        analyze(&mut analyzer, &frames, &hints, per_run)
+                    }));
+                    let result = run.unwrap_or_else(|panic| {
+                        panicked.fetch_add(1, Ordering::Relaxed);
+                        let reason = panic_message(panic.as_ref());
+                        tracing::error!(lane = %lane, frames = frames.len(), reason = %reason, "an inference lane panicked: its batch is dropped, the lane goes on");
+                        Err(EngineError::Run { model: "lane".into(), reason: format!("the lane panicked: {reason}") })
+                    });
                     if done.send((id, Finished { frames, result })).is_err() {
                         return;
                     }
@@ -108,6 +125,7 @@ impl<T: Picture> LanePool<T> {
             finished,
             threads,
             lanes,
+            panics,
             next_id: 0,
             next_out: 0,
             received: 0,
@@ -118,6 +136,11 @@ impl<T: Picture> LanePool<T> {
     /// Number of lanes.
     pub fn lanes(&self) -> usize {
         self.lanes
+    }
+
+    /// Batches a lane panicked on so far (each came back failed; the lane went on).
+    pub fn panics(&self) -> u64 {
+        self.panics.load(Ordering::Relaxed)
     }
 
     /// Batches submitted and not yet handed back.
@@ -220,6 +243,15 @@ impl<T> Drop for LanePool<T> {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+    }
+}
+
+/// What a caught panic says, for the log.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(s), _) => (*s).to_string(),
+        (_, Some(s)) => s.clone(),
+        _ => "no message".to_string(),
     }
 }
 

@@ -83,13 +83,34 @@ pub enum PipelineError {
     /// No camera could be started.
     #[error("no camera could start: {0}")]
     NoCamera(String),
+    /// A panic left the pipeline's own state behind a poisoned lock: clefd must restart
+    /// (the watchdog and `/healthz` say so from now on).
+    #[error("a panic left the pipeline's state inconsistent; clefd must be restarted")]
+    Poisoned,
+}
+
+/// Takes the pipeline's lock; a poisoned one marks the pipeline broken (the probe stops
+/// reporting progress, so the watchdog fires and `/healthz` fails) and is an error.
+fn lock(inner: &Mutex<Inner>) -> Result<std::sync::MutexGuard<'_, Inner>, PipelineError> {
+    inner.lock().map_err(|poisoned| {
+        poisoned.into_inner().probe.set_broken("the pipeline's state");
+        PipelineError::Poisoned
+    })
 }
 
 /// One inference worker: a bundle, its hub and its thread.
 struct Worker {
     hub: Arc<FrameHub<Frame>>,
-    cameras: Arc<Mutex<Vec<worker::SlotCamera>>>,
+    cameras: Arc<Mutex<BTreeMap<usize, worker::SlotCamera>>>,
     handle: Option<std::thread::JoinHandle<RunSummary>>,
+}
+
+impl Worker {
+    /// Whether it still takes cameras: a worker whose cameras have all ended has left
+    /// (or is leaving) and a new one must start for the next camera of its bundle.
+    fn alive(&self) -> bool {
+        !self.hub.is_finished()
+    }
 }
 
 /// One running camera.
@@ -120,8 +141,9 @@ struct Inner {
     track_ids: Arc<AtomicU64>,
     sink: SinkFactory,
     workers: BTreeMap<PathBuf, Worker>,
-    /// Workers replaced by a reload that changed their settings; they finish once their
-    /// cameras are gone and are joined by [`Pipeline::wait`].
+    /// Workers replaced by a reload that changed their settings, or that ended with their
+    /// last camera; they finish once their cameras are gone and are joined as soon as
+    /// they have (see [`Inner::reap`]), or by [`Pipeline::wait`].
     retired: Vec<Worker>,
     cameras: BTreeMap<String, Running>,
     failures: Arc<Mutex<BTreeMap<String, String>>>,
@@ -166,8 +188,12 @@ fn load_analyzers(workers: &WorkerOptions, dir: &Path) -> Result<Vec<Analyzer>, 
 }
 
 impl Inner {
-    /// The worker for `dir`, started (bundle loaded) if there is none yet.
+    /// The worker for `dir`, started (bundle loaded) if there is none yet or the one
+    /// there has ended with its last camera.
     fn worker(&mut self, dir: &PathBuf) -> Result<&Worker, PipelineError> {
+        if self.workers.get(dir).is_some_and(|w| !w.alive()) {
+            self.bury(dir);
+        }
         if !self.workers.contains_key(dir) {
             let analyzers = load_analyzers(&self.options.workers, dir)?;
             self.install_worker(dir, analyzers)?;
@@ -175,8 +201,36 @@ impl Inner {
         self.workers.get(dir).ok_or_else(|| PipelineError::NoCamera("worker vanished".into()))
     }
 
-    /// Starts the inference thread for `dir` on analyzers already loaded.
+    /// Moves the worker of `dir` out of the way (it has ended, or is replaced): it is
+    /// joined once its thread is over.
+    fn bury(&mut self, dir: &Path) {
+        if let Some(old) = self.workers.remove(dir) {
+            tracing::info!(path = %dir.display(), "the bundle's inference worker has ended; a new one takes its cameras");
+            self.probe.remove(&old.hub);
+            old.hub.retire();
+            self.retired.push(old);
+        }
+        self.reap();
+    }
+
+    /// Joins the retired workers whose thread is over, so their models and statistics
+    /// are freed now rather than at exit.
+    fn reap(&mut self) {
+        self.retired.retain_mut(|w| {
+            let Some(h) = w.handle.take_if(|h| h.is_finished()) else { return w.handle.is_some() };
+            if let Ok(s) = h.join() {
+                tracing::info!(bundle = %s.bundle, frames = s.frames, events = s.events, "inference worker ended");
+            }
+            false
+        });
+    }
+
+    /// Starts the inference thread for `dir` on analyzers already loaded (replacing a
+    /// worker there that has ended).
     fn install_worker(&mut self, dir: &Path, analyzers: Vec<Analyzer>) -> Result<(), PipelineError> {
+        if self.workers.contains_key(dir) {
+            self.bury(dir);
+        }
         let w = &self.options.workers;
         let lanes = analyzers.len();
         if let Some(a) = analyzers.first() {
@@ -194,7 +248,7 @@ impl Inner {
         }
         let hub: Arc<FrameHub<Frame>> = Arc::new(FrameHub::new(0));
         hub.set_waiting_depth(lanes);
-        let cameras = Arc::new(Mutex::new(Vec::new()));
+        let cameras = Arc::new(Mutex::new(BTreeMap::new()));
         let done = Arc::new(AtomicU64::new(0));
         let setup = worker::WorkerSetup {
             done: done.clone(),
@@ -214,21 +268,35 @@ impl Inner {
         Ok(())
     }
 
+    /// A new slot for camera `name` in the hub of its bundle's worker (a new worker if
+    /// the last one has ended meanwhile).
+    fn open_slot(&mut self, name: &str, plan: &CameraPlan) -> Result<(Arc<FrameHub<Frame>>, usize), PipelineError> {
+        for _ in 0..2 {
+            let worker = self.worker(&plan.bundle)?;
+            let mut registry = worker.cameras.lock().unwrap_or_else(|p| p.into_inner());
+            // Under the registry's lock: the worker finds the camera as soon as its slot
+            // exists.
+            let Some(slot) = worker.hub.add_slot() else { continue };
+            registry.insert(
+                slot,
+                worker::SlotCamera {
+                    name: name.to_string(),
+                    filter: plan.filter.clone(),
+                    cadence: plan.cadence,
+                    snapshots: plan.snapshots,
+                },
+            );
+            return Ok((worker.hub.clone(), slot));
+        }
+        Err(PipelineError::NoCamera(format!("{name}: its bundle's inference worker ended as the camera started")))
+    }
+
     /// Starts one camera under a supervisor, in a new slot of its bundle's hub.
     fn start_camera(&mut self, name: &str, plan: &CameraPlan) -> Result<(), PipelineError> {
+        self.reap();
         let failures = self.failures.clone();
         let status_sink = Mutex::new((self.sink)());
-        let worker = self.worker(&plan.bundle)?;
-        let hub = worker.hub.clone();
-        let slot = hub.add_slot();
-        if let Ok(mut c) = worker.cameras.lock() {
-            c.push(worker::SlotCamera {
-                name: name.to_string(),
-                filter: plan.filter.clone(),
-                cadence: plan.cadence,
-                snapshots: plan.snapshots,
-            });
-        }
+        let (hub, slot) = self.open_slot(name, plan)?;
         if let Ok(mut current) = self.probe.current.lock() {
             current.insert(name.to_string(), (hub_id(&hub), slot));
         }
@@ -290,7 +358,10 @@ impl Pipeline {
 
     /// A progress probe for the watchdog and the metrics.
     pub fn probe(&self) -> Probe {
-        self.inner.lock().map(|i| i.probe.clone()).unwrap_or_else(|_| Probe::empty())
+        match lock(&self.inner) {
+            Ok(i) => i.probe.clone(),
+            Err(_) => self.inner.lock().unwrap_or_else(|p| p.into_inner()).probe.clone(),
+        }
     }
     /// A handle that stops or reloads the pipeline.
     pub fn control(&self) -> Control {
@@ -298,44 +369,60 @@ impl Pipeline {
     }
 
     /// Waits until every camera has ended and every worker has finished (including
-    /// workers a reload started meanwhile).
+    /// workers a reload started meanwhile). With no camera running at all (every one
+    /// disabled or removed) it waits for the next one, or for [`Control::stop`].
     pub fn wait(self) -> Outcome {
         let mut summaries = Vec::new();
         loop {
-            let next = self.inner.lock().ok().and_then(|mut i| {
+            let next = lock(&self.inner).map(|mut i| {
                 let i = &mut *i;
-                i.workers.values_mut().chain(i.retired.iter_mut()).find_map(|w| w.handle.take())
+                let handle = i.workers.values_mut().chain(i.retired.iter_mut()).find_map(|w| w.handle.take());
+                (handle, i.stopped || !i.cameras.is_empty())
             });
             match next {
-                Some(h) => summaries.extend(h.join().ok()),
-                None => break,
+                Ok((Some(h), _)) => summaries.extend(h.join().ok()),
+                Ok((None, false)) => std::thread::sleep(std::time::Duration::from_millis(200)),
+                Ok((None, true)) => break,
+                Err(e) => {
+                    // Not a normal end: the failure makes clefd exit non-zero.
+                    tracing::error!("{e}");
+                    let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+                    inner.failures.lock().unwrap_or_else(|p| p.into_inner()).insert("pipeline".into(), e.to_string());
+                    break;
+                }
             }
         }
         Control { inner: self.inner.clone() }.stop();
         // Let go of the sink, so whoever reads the other end sees it close.
-        if let Ok(mut i) = self.inner.lock() {
-            i.sink = Arc::new(|| Box::new(Discard) as Box<dyn EventSink>);
-        }
-        let failures =
-            self.inner.lock().ok().and_then(|i| i.failures.lock().ok().map(|f| f.clone())).unwrap_or_default();
+        let mut i = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        i.sink = Arc::new(|| Box::new(Discard) as Box<dyn EventSink>);
+        let failures = i.failures.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        drop(i);
         Outcome { summaries, failures }
+    }
+}
+
+/// Stops cameras all at once: every slot is closed (a camera waiting to hand in a frame
+/// lets go at once) and every supervisor asked to stop before any is waited for.
+fn stop_cameras(cams: Vec<Running>) {
+    for cam in &cams {
+        cam.hub.close(cam.slot);
+        cam.supervisor.ask_to_stop();
+    }
+    for cam in cams {
+        cam.supervisor.stop();
     }
 }
 
 impl Control {
     /// Stops every camera; workers then finish their frame, end tracks and return.
     pub fn stop(&self) {
-        let cams: Vec<Running> = match self.inner.lock() {
-            Ok(mut i) => {
-                i.stopped = true;
-                std::mem::take(&mut i.cameras).into_values().collect()
-            }
-            Err(_) => return,
+        // A stop always happens, poisoned lock or not (it only takes the cameras out).
+        let cams: Vec<Running> = {
+            let mut i = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            i.stopped = true;
+            std::mem::take(&mut i.cameras).into_values().collect()
         };
-        for cam in cams {
-            // Close the slot first: a camera waiting to hand in a frame lets go at once.
-            cam.hub.close(cam.slot);
-            cam.supervisor.stop();
-        }
+        stop_cameras(cams);
     }
 }

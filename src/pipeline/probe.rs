@@ -19,9 +19,15 @@ pub struct Probe {
     /// cameras a reload removed or restarted are left out of the summaries, so a camera's
     /// series appears once and a removed camera's not at all.
     pub(super) current: Arc<Mutex<BTreeMap<String, (usize, usize)>>>,
-    pub(super) last: Vec<u64>,
+    /// Frames each worker (by hub) had analysed at the previous look.
+    pub(super) last: BTreeMap<usize, u64>,
+    /// Frames analysed by workers that have ended (so [`Probe::frames`] only grows).
+    pub(super) ended: Arc<AtomicU64>,
     /// The live views of the cameras someone looks at.
     pub(super) views: super::view::Views,
+    /// Set when a panic poisoned a lock the pipeline needs: from then on nothing counts
+    /// as progress (the watchdog fires, `/healthz` fails) until clefd restarts.
+    pub(super) broken: Arc<Mutex<Option<String>>>,
 }
 
 /// A hub's identity, for [`Probe`]'s map of current slots.
@@ -47,23 +53,63 @@ pub(super) struct ProbeEntry {
 impl Probe {
     /// A probe that sees no worker yet.
     pub(super) fn empty() -> Probe {
-        Probe { workers: Arc::default(), current: Arc::default(), last: Vec::new(), views: Default::default() }
+        Probe {
+            workers: Arc::default(),
+            current: Arc::default(),
+            last: BTreeMap::new(),
+            ended: Arc::default(),
+            views: Default::default(),
+            broken: Arc::default(),
+        }
+    }
+
+    /// Marks the pipeline broken: `what` was left inconsistent by a panic.
+    pub(super) fn set_broken(&self, what: &str) {
+        tracing::error!("a panic poisoned {what}: clefd reports no progress from now on, so that it is restarted");
+        let mut b = self.broken.lock().unwrap_or_else(|p| p.into_inner());
+        b.get_or_insert_with(|| format!("a panic poisoned {what}; clefd must be restarted"));
+    }
+
+    /// Why the pipeline cannot go on, if a panic broke it.
+    pub fn broken(&self) -> Option<String> {
+        self.broken.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Stops watching the worker of `hub` (it has ended or was replaced), keeping its
+    /// frames in the total.
+    pub(super) fn remove(&self, hub: &Arc<FrameHub<Frame>>) {
+        let Ok(mut workers) = self.workers.lock() else { return };
+        workers.retain(|e| {
+            let gone = Arc::ptr_eq(&e.hub, hub);
+            if gone {
+                self.ended.fetch_add(e.done.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+            !gone
+        });
     }
 
     fn entries(&self) -> Vec<ProbeEntry> {
-        self.workers.lock().map(|w| w.clone()).unwrap_or_default()
+        match self.workers.lock() {
+            Ok(w) => w.clone(),
+            Err(p) => {
+                self.set_broken("the list of inference workers");
+                p.into_inner().clone()
+            }
+        }
     }
 
     /// Whether the frame path moved since the previous call.
     pub fn progressing(&mut self) -> bool {
         let entries = self.entries();
-        self.last.resize(entries.len(), 0);
-        let mut ok = true;
-        for (e, last) in entries.iter().zip(self.last.iter_mut()) {
+        let mut ok = self.broken().is_none();
+        let mut last = BTreeMap::new();
+        for e in &entries {
+            let id = hub_id(&e.hub);
             let now = e.done.load(Ordering::Relaxed);
-            ok &= now > *last || e.hub.waiting() == 0;
-            *last = now;
+            ok &= now > self.last.get(&id).copied().unwrap_or(0) || e.hub.waiting() == 0;
+            last.insert(id, now);
         }
+        self.last = last;
         ok
     }
 
@@ -73,11 +119,17 @@ impl Probe {
     pub fn visit(&self, mut f: impl FnMut(&RunSummary, &[CameraView<'_>])) {
         let current = self.current.lock().map(|c| c.clone()).unwrap_or_default();
         for e in self.entries() {
-            let Ok(s) = e.live.lock() else { continue };
+            let s = match e.live.lock() {
+                Ok(s) => s,
+                Err(p) => {
+                    self.set_broken("an inference worker's statistics");
+                    p.into_inner()
+                }
+            };
             let id = hub_id(&e.hub);
-            let cameras: Vec<CameraView<'_>> = (s.cameras.iter().enumerate())
-                .filter(|(i, c)| current.get(&c.name) == Some(&(id, *i)))
-                .map(|(i, c)| CameraView { summary: c, dropped: e.hub.stats(i).dropped })
+            let cameras: Vec<CameraView<'_>> = (s.cameras.iter())
+                .filter(|c| current.get(&c.name) == Some(&(id, c.slot)))
+                .map(|c| CameraView { summary: c, dropped: e.hub.stats(c.slot).dropped })
                 .collect();
             f(&s, &cameras);
         }
@@ -101,8 +153,39 @@ impl Probe {
         &self.views
     }
 
+    /// The cameras whose frames wait for inference right now: when the frame path does
+    /// not move, the ones whose analysis has stopped.
+    pub fn waiting_cameras(&self) -> Vec<String> {
+        let current = self.current.lock().map(|c| c.clone()).unwrap_or_default();
+        let mut names = Vec::new();
+        for e in self.entries() {
+            let id = hub_id(&e.hub);
+            for slot in e.hub.waiting_slots() {
+                names.extend(current.iter().filter(|(_, at)| **at == (id, slot)).map(|(name, _)| name.clone()));
+            }
+        }
+        names
+    }
+
+    /// What the frame path holds per camera generation, all workers together: hub slots,
+    /// trackers and per-camera statistics. Each is one per running camera; more would be
+    /// state left behind by cameras that stopped (a leak `/metrics` makes visible).
+    pub fn held(&self) -> [(&'static str, u64); 3] {
+        let (mut slots, mut trackers, mut statistics) = (0, 0, 0);
+        for e in self.entries() {
+            slots += e.hub.slots() as u64;
+            let s = e.live.lock().unwrap_or_else(|p| p.into_inner());
+            trackers += s.trackers as u64;
+            statistics += s.cameras.len() as u64;
+        }
+        [("hub_slots", slots), ("trackers", trackers), ("camera_statistics", statistics)]
+    }
+
     /// Frames analysed so far, all workers together.
     pub fn frames(&self) -> u64 {
-        self.entries().iter().map(|e| e.done.load(Ordering::Relaxed)).sum()
+        // Under the lock `remove` takes, so a worker's frames are counted exactly once.
+        let Ok(workers) = self.workers.lock() else { return self.ended.load(Ordering::Relaxed) };
+        let live: u64 = workers.iter().map(|e| e.done.load(Ordering::Relaxed)).sum();
+        live + self.ended.load(Ordering::Relaxed)
     }
 }

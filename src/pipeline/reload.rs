@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use super::options::{CameraPlan, PipelineOptions};
 use super::{Control, EventSink, Inner, Output, PipelineError, Prepared, Running, load_analyzers};
@@ -34,7 +33,7 @@ impl Control {
         let Some(prepared) = self.prepare(options)? else { return Ok(ReloadReport::default()) };
         let mut report = ReloadReport::default();
         let (to_stop, sink) = {
-            let Ok(mut inner) = self.inner.lock() else { return Ok(report) };
+            let mut inner = super::lock(&self.inner)?;
             if inner.stopped {
                 return Ok(report);
             }
@@ -44,7 +43,7 @@ impl Control {
                 inner.retire_workers();
             }
             for (dir, analyzers) in prepared {
-                if !inner.workers.contains_key(&dir) {
+                if !inner.workers.get(&dir).is_some_and(super::Worker::alive) {
                     inner.install_worker(&dir, analyzers)?;
                 }
             }
@@ -52,11 +51,10 @@ impl Control {
             inner.start_new(options, &mut report);
             (to_stop, (!report.removed.is_empty()).then(|| (inner.sink)()))
         };
-        for running in to_stop {
+        for running in &to_stop {
             tracing::info!(camera = %running.name, "stopping camera (reload)");
-            running.hub.close(running.slot);
-            running.supervisor.stop();
         }
+        super::stop_cameras(to_stop);
         // After the supervisors have stopped, so this comes after their last state.
         if let Some(mut sink) = sink {
             for name in &report.removed {
@@ -70,14 +68,14 @@ impl Control {
     /// of them when the worker options change). `None` when the pipeline has stopped.
     fn prepare(&self, options: &PipelineOptions) -> Result<Option<Vec<Prepared>>, PipelineError> {
         let needed = {
-            let Ok(inner) = self.inner.lock() else { return Ok(None) };
+            let inner = super::lock(&self.inner)?;
             if inner.stopped {
                 return Ok(None);
             }
             let all = inner.options.workers != options.workers;
             let mut dirs: Vec<PathBuf> = (options.cameras.values())
                 .map(|c| c.bundle.clone())
-                .filter(|d| all || !inner.workers.contains_key(d))
+                .filter(|d| all || !inner.workers.get(d).is_some_and(super::Worker::alive))
                 .collect();
             dirs.sort();
             dirs.dedup();
@@ -102,11 +100,13 @@ impl Control {
 impl Inner {
     /// Moves every worker to `retired`: they finish once their cameras are gone.
     fn retire_workers(&mut self) {
-        let retired = std::mem::take(&mut self.workers);
-        if let Ok(mut probe) = self.probe.workers.lock() {
-            probe.retain(|e| !retired.values().any(|r| Arc::ptr_eq(&r.hub, &e.hub)));
+        for (_, old) in std::mem::take(&mut self.workers) {
+            self.probe.remove(&old.hub);
+            // Its cameras all stop in this reload; one that had none ends too.
+            old.hub.retire();
+            self.retired.push(old);
         }
-        self.retired.extend(retired.into_values());
+        self.reap();
     }
 
     /// Keeps the running cameras whose plan is unchanged (and whose worker stays); returns

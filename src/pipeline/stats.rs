@@ -96,12 +96,17 @@ impl LatencyHistogram {
 pub struct CameraSummary {
     /// Camera name.
     pub name: String,
+    /// Its hub slot: which camera generation these figures belong to.
+    pub slot: usize,
     /// Frames analysed.
     pub frames: u64,
     /// Frames skipped because a newer one arrived first (latest frame wins).
     pub dropped: u64,
     /// Faces analysed.
     pub faces: u64,
+    /// Frames dropped because inference failed on their batch (an engine error, or a
+    /// lane that panicked).
+    pub failed: u64,
     /// Capture to decision.
     pub latency: LatencyHistogram,
 }
@@ -125,6 +130,10 @@ pub struct RunSummary {
     pub batches: u64,
     /// Inference lanes (batches that can be in flight at once).
     pub lanes: usize,
+    /// Batches a lane panicked on (the lane went on; the frames were dropped).
+    pub lane_panics: u64,
+    /// Cameras the worker keeps a tracker for now (one per running camera).
+    pub trackers: usize,
     /// Batches in flight right now.
     pub in_flight: usize,
     /// From the first to the last frame.

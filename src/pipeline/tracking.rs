@@ -2,6 +2,7 @@
 //! (each camera's frames in order), tracks and events go out, and the live statistics are
 //! counted on the way.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,6 +21,8 @@ use crate::track::Tracker;
 
 /// One camera's tracker and lifecycle, in its hub slot.
 pub(super) struct CameraTracks {
+    /// The camera's name (for logs and the live view).
+    pub name: String,
     pub tracker: Tracker,
     pub lifecycle: Lifecycle,
     /// The stream generation its tracks belong to (a restart starts a new one).
@@ -37,13 +40,13 @@ pub(super) type MakeState = Box<dyn Fn(&str, super::Cadence) -> CameraTracks + S
 
 /// Per-camera trackers and lifecycles, fed finished batches in order.
 pub(super) struct Tracking<S> {
-    /// Per hub slot; `None` once the slot's camera has ended for good (a reload restarts
-    /// a camera in a new slot), so trackers of cameras gone are not kept.
-    pub states: Vec<Option<CameraTracks>>,
-    /// The camera per hub slot; grows when a reload adds cameras.
-    pub registry: Arc<Mutex<Vec<SlotCamera>>>,
-    /// Camera name per slot that has a state (copied from the registry once).
-    pub names: Vec<String>,
+    /// Per hub slot of a running camera; removed once the slot's camera has ended for
+    /// good (a reload restarts a camera in a new slot), so trackers of cameras gone are
+    /// not kept.
+    pub states: BTreeMap<usize, CameraTracks>,
+    /// The camera per hub slot: entries added when a camera starts, removed when its slot
+    /// is released.
+    pub registry: Arc<Mutex<BTreeMap<usize, SlotCamera>>>,
     /// A camera's tracker and lifecycle, by its name and cadence.
     pub make_state: MakeState,
     pub live: Arc<Mutex<RunSummary>>,
@@ -62,27 +65,43 @@ impl<S: EventSink> Tracking<S> {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Makes sure slots up to `upto` have their tracker (cameras added by a reload get
-    /// theirs on first use).
-    fn ensure(&mut self, upto: usize) {
-        if self.states.len() > upto {
+    /// Makes sure `slot` has its tracker if its camera runs (cameras get theirs on first
+    /// use); a slot whose camera has ended gets none.
+    fn ensure(&mut self, slot: usize) {
+        if self.states.contains_key(&slot) {
             return;
         }
-        let Ok(registry) = self.registry.lock() else { return };
-        while self.states.len() <= upto && self.states.len() < registry.len() {
-            let camera = &registry[self.states.len()];
-            let mut state = (self.make_state)(&camera.name, camera.cadence);
-            state.filter = camera.filter.clone();
-            state.snapshots = camera.snapshots;
-            self.states.push(Some(state));
-            self.names.push(camera.name.clone());
-        }
+        let camera = match self.registry.lock() {
+            Ok(registry) => registry.get(&slot).cloned(),
+            Err(p) => p.into_inner().get(&slot).cloned(),
+        };
+        let Some(camera) = camera else { return };
+        let mut state = (self.make_state)(&camera.name, camera.cadence);
+        state.filter = camera.filter;
+        state.snapshots = camera.snapshots;
+        state.name = camera.name;
+        self.states.insert(slot, state);
+        let held = self.states.len();
+        self.lock().trackers = held;
+    }
+
+    /// Forgets everything about the camera of `slot` (it has ended and its slot is
+    /// released): its registry entry and its live statistics.
+    pub fn forget(&mut self, slot: usize) {
+        self.states.remove(&slot);
+        let held = self.states.len();
+        self.lock().trackers = held;
+        match self.registry.lock() {
+            Ok(mut r) => r.remove(&slot),
+            Err(p) => p.into_inner().remove(&slot),
+        };
+        self.lock().cameras.retain(|c| c.slot != slot);
     }
 
     /// The hint for frame `index` of the camera in `slot`, about to be analysed.
     pub fn hint(&mut self, slot: usize, index: u64) -> Option<std::sync::Arc<Hint>> {
         self.ensure(slot);
-        self.states.get_mut(slot).and_then(Option::as_mut).and_then(|st| st.follow.hint(index))
+        self.states.get_mut(&slot).and_then(|st| st.follow.hint(index))
     }
 
     /// Sends events on; false once the sink has closed.
@@ -98,7 +117,7 @@ impl<S: EventSink> Tracking<S> {
 
     /// Keeps a copy of the frame and its faces for the live view, when someone looks.
     fn show(&self, slot: usize, frame: &Frame, faces: &[FaceAnalysis], tracks: &[Option<u64>]) {
-        let Some(name) = self.names.get(slot) else { return };
+        let Some(name) = self.states.get(&slot).map(|st| &st.name) else { return };
         if !self.views.wanted(name, Instant::now()) {
             return;
         }
@@ -117,7 +136,7 @@ impl<S: EventSink> Tracking<S> {
                 factual: f.factual_scores.as_deref().map(label),
             })
             .collect();
-        let (zones, ignore) = match self.states.get(slot).and_then(Option::as_ref) {
+        let (zones, ignore) = match self.states.get(&slot) {
             Some(st) => (st.filter.zones.clone(), st.filter.ignore.clone()),
             None => (Vec::new(), Vec::new()),
         };
@@ -148,13 +167,13 @@ impl<S: EventSink> Tracking<S> {
     /// A camera's stream broke (`closed`: it ended for good): its tracks are over.
     pub fn end_tracks(&mut self, slot: usize, closed: bool) {
         self.ensure(slot);
-        let Some(st) = self.states.get_mut(slot).and_then(Option::as_mut) else { return };
+        let Some(st) = self.states.get_mut(&slot) else { return };
         let ended = st.tracker.finish();
         let events = st.lifecycle.end(&ended);
+        let name = st.name.clone();
         self.emit(events);
         if closed {
-            self.states[slot] = None;
-            let name = self.names.get(slot).map_or("?", String::as_str);
+            self.forget(slot);
             tracing::info!(camera = %name, "camera ended; its tracks are closed");
         }
     }
@@ -166,9 +185,10 @@ impl<S: EventSink> Tracking<S> {
             let mut summary = self.lock();
             summary.in_flight = summary.in_flight.saturating_sub(1);
         }
-        let max_slot = frames.iter().map(|(s, _)| *s).max().unwrap_or(0);
-        self.ensure(max_slot);
-        if frames.is_empty() || self.states.len() <= max_slot {
+        for (slot, _) in &frames {
+            self.ensure(*slot);
+        }
+        if frames.is_empty() {
             if let Err(e) = result {
                 tracing::error!(error = %e, "inference failed");
             }
@@ -179,15 +199,21 @@ impl<S: EventSink> Tracking<S> {
         let (analyses, times) = match result {
             Ok(r) => r,
             Err(e) => {
-                let names: Vec<&str> = frames.iter().map(|(s, _)| self.names[*s].as_str()).collect();
-                tracing::error!(cameras = ?names, error = %e, "inference failed on a batch");
+                let names: Vec<&str> =
+                    frames.iter().filter_map(|(s, _)| self.states.get(s).map(|st| st.name.as_str())).collect();
+                tracing::error!(cameras = ?names, error = %e, "inference failed on a batch: its frames are dropped");
+                let mut summary = self.lock();
+                for (slot, _) in &frames {
+                    camera_entry(&mut summary, &self.states, *slot).failed += 1;
+                }
+                drop(summary);
                 return self.emit_outputs(outputs);
             }
         };
         let t = Instant::now();
         let mut counted = Vec::with_capacity(frames.len());
         for ((slot, frame), faces) in frames.iter().zip(&analyses) {
-            let Some(st) = self.states[*slot].as_mut() else { continue };
+            let Some(st) = self.states.get_mut(slot) else { continue };
             let snapshots = st.snapshots;
             let (events, tracks) = track_frame(st, frame, faces);
             if let Some(tracks) = tracks {
@@ -211,7 +237,7 @@ impl<S: EventSink> Tracking<S> {
     fn new_streams(&mut self, frames: &[(usize, Frame)]) -> Vec<EmotionEvent> {
         let mut events = Vec::new();
         for (slot, frame) in frames {
-            let Some(st) = self.states[*slot].as_mut() else { continue };
+            let Some(st) = self.states.get_mut(slot) else { continue };
             if st.stream != frame.stream {
                 st.stream = frame.stream;
                 st.follow.reset();
@@ -225,14 +251,9 @@ impl<S: EventSink> Tracking<S> {
     /// Adds one batch to the live statistics: per camera (slot, faces, latency), the
     /// models' times and the time tracking took.
     fn count(&self, counted: Vec<(usize, u64, Duration)>, times: StageTimes, track_time: Duration) {
-        let states = self.states.len();
         let mut summary = self.lock();
-        while summary.cameras.len() < states {
-            let name = self.names.get(summary.cameras.len()).cloned().unwrap_or_default();
-            summary.cameras.push(CameraSummary { name, ..CameraSummary::default() });
-        }
         for (slot, faces, latency) in counted {
-            let cam = &mut summary.cameras[slot];
+            let cam = camera_entry(&mut summary, &self.states, slot);
             cam.frames += 1;
             cam.faces += faces;
             cam.latency.record(latency);
@@ -248,6 +269,23 @@ impl<S: EventSink> Tracking<S> {
         summary.detect_batches.record(times.detect);
         summary.classify_batches.record(times.classify);
     }
+}
+
+/// The live statistics of the camera in `slot`, added on its first frame.
+fn camera_entry<'a>(
+    summary: &'a mut RunSummary,
+    states: &BTreeMap<usize, CameraTracks>,
+    slot: usize,
+) -> &'a mut CameraSummary {
+    let at = match summary.cameras.iter().position(|c| c.slot == slot) {
+        Some(at) => at,
+        None => {
+            let name = states.get(&slot).map(|st| st.name.clone()).unwrap_or_default();
+            summary.cameras.push(CameraSummary { name, slot, ..CameraSummary::default() });
+            summary.cameras.len() - 1
+        }
+    };
+    &mut summary.cameras[at]
 }
 
 /// One frame's faces through the camera's filter, tracker and lifecycle: its events.

@@ -35,8 +35,8 @@ pub(super) struct SlotCamera {
 pub(super) struct WorkerSetup<S> {
     pub done: Arc<AtomicU64>,
     pub hub: Arc<FrameHub<Frame>>,
-    /// The camera per hub slot; grows when a reload adds cameras.
-    pub cameras: Arc<Mutex<Vec<SlotCamera>>>,
+    /// The camera per hub slot, while it runs.
+    pub cameras: Arc<Mutex<std::collections::BTreeMap<usize, SlotCamera>>>,
     /// Lifecycle, tracker, batching, device id.
     pub options: super::WorkerOptions,
     pub track_ids: Arc<AtomicU64>,
@@ -75,10 +75,10 @@ pub(super) fn spawn<S: EventSink>(
         l.provider = provider;
     }
     let tracking = Tracking {
-        states: Vec::new(),
+        states: Default::default(),
         registry: cameras,
-        names: Vec::new(),
         make_state: Box::new(move |camera: &str, cadence: super::Cadence| CameraTracks {
+            name: camera.to_string(),
             tracker: tracker_for(&tracker_cfg, cadence, track_ids.clone()),
             lifecycle: Lifecycle::new(lifecycle.clone(), Source { camera: camera.to_string(), ..source.clone() }),
             stream: 0,
@@ -93,7 +93,7 @@ pub(super) fn spawn<S: EventSink>(
         views,
         labels,
     };
-    let worker = Worker { pool, hub, tracking, batching, first: None };
+    let worker = Worker { pool, hub, tracking, batching, first: None, panics_seen: 0 };
     std::thread::Builder::new().name(format!("worker-{name}")).spawn(move || worker.run()).map(|handle| (handle, live))
 }
 
@@ -105,6 +105,8 @@ struct Worker<S> {
     batching: Batching,
     /// When the first frame was taken.
     first: Option<Instant>,
+    /// Lane panics already in the live statistics.
+    panics_seen: u64,
 }
 
 impl<S: EventSink> Worker<S> {
@@ -121,8 +123,8 @@ impl<S: EventSink> Worker<S> {
         drop(pool);
         let mut summary = tracking.lock();
         summary.elapsed = first.map(|f| f.elapsed()).unwrap_or_default();
-        for (i, cam) in summary.cameras.iter_mut().enumerate() {
-            cam.dropped = hub.stats(i).dropped;
+        for cam in summary.cameras.iter_mut() {
+            cam.dropped = hub.stats(cam.slot).dropped;
         }
         summary.dropped = summary.cameras.iter().map(|c| c.dropped).sum();
         summary.clone()
@@ -131,6 +133,11 @@ impl<S: EventSink> Worker<S> {
     /// Tracks finished batches, then takes the next frames (or waits for a lane); false
     /// when the worker is done.
     fn step(&mut self, test_delay: Option<Duration>) -> bool {
+        let panics = self.pool.panics();
+        if panics != self.panics_seen {
+            self.panics_seen = panics;
+            self.tracking.lock().lane_panics = panics;
+        }
         while let Some(finished) = self.pool.try_finished() {
             if !self.tracking.finish(finished) {
                 return false;
@@ -176,7 +183,12 @@ impl<S: EventSink> Worker<S> {
                 }
                 match next {
                     Next::Reset(slot) => self.tracking.end_tracks(slot, false),
-                    Next::Closed(slot) => self.tracking.end_tracks(slot, true),
+                    Next::Closed(slot) => {
+                        // Nothing of this camera is in flight any more: its slot, tracker
+                        // and statistics go.
+                        self.tracking.end_tracks(slot, true);
+                        self.hub.release(slot);
+                    }
                     _ => return false,
                 }
                 true

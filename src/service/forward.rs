@@ -24,7 +24,7 @@ pub struct Forward {
     seen: Seen,
     notifier: Arc<Notifier>,
     current: Arc<Mutex<CurrentView>>,
-    /// Cameras configured at start, for the status line.
+    /// Cameras configured at start, for the status line until they report.
     cameras: usize,
     events: Arc<AtomicU64>,
     /// Where snapshots go, when they are on.
@@ -77,24 +77,41 @@ impl Forward {
         Some(Outgoing::Current { camera: e.camera.clone(), payload })
     }
 
-    /// Records a camera's state; tells systemd when a camera's state changed.
-    fn on_state(&self, st: &crate::source::CameraStatus) {
-        let Ok(mut states) = self.seen.cameras.lock() else { return };
-        let changed = states.insert(st.camera.clone(), st.clone()).is_none_or(|old| old.status != st.status);
-        let count = |s: CameraState| states.values().filter(|c| c.status == s).count();
-        let (streaming, failed) = (count(CameraState::Streaming), count(CameraState::Failed));
-        drop(states);
+    /// Records a camera's state; tells systemd when a camera's state changed. Also for
+    /// states the daemon itself decides (`disabled`), so that health, metrics and the
+    /// status line list them as MQTT does.
+    pub fn on_state(&self, st: &crate::source::CameraStatus) {
+        let changed = {
+            let mut states = self.seen.cameras.lock().unwrap_or_else(|p| p.into_inner());
+            states.insert(st.camera.clone(), st.clone()).is_none_or(|old| old.status != st.status)
+        };
         if changed {
-            let (cameras, events) = (self.cameras, self.events.load(Ordering::Relaxed));
-            self.notifier
-                .send(&format!("STATUS={streaming}/{cameras} cameras streaming, {failed} failed, {events} events"));
+            self.notifier.send(&format!("STATUS={}", self.status_line()));
         }
+    }
+
+    /// systemd's one-line summary: cameras streaming out of those that should (the ones
+    /// known now, disabled ones aside), failed, ended, and events so far.
+    pub fn status_line(&self) -> String {
+        let states = self.seen.cameras.lock().unwrap_or_else(|p| p.into_inner());
+        let count = |s: CameraState| states.values().filter(|c| c.status == s).count();
+        let active = states.len() - count(CameraState::Disabled);
+        let cameras = if states.is_empty() { self.cameras } else { active };
+        let (streaming, failed, ended) =
+            (count(CameraState::Streaming), count(CameraState::Failed), count(CameraState::Ended));
+        let events = self.events.load(Ordering::Relaxed);
+        let mut line = format!("{streaming}/{cameras} cameras streaming, {failed} failed");
+        if ended > 0 {
+            line += &format!(", {ended} ended");
+        }
+        line + &format!(", {events} events")
     }
 
     /// Forgets a camera a reload removed: health, counts, summary.
     fn on_removed(&self, camera: &str) {
-        if let Ok(mut states) = self.seen.cameras.lock() {
-            states.remove(camera);
+        let removed = self.seen.cameras.lock().unwrap_or_else(|p| p.into_inner()).remove(camera).is_some();
+        if removed {
+            self.notifier.send(&format!("STATUS={}", self.status_line()));
         }
         if let Ok(mut counts) = self.seen.events.lock() {
             counts.retain(|(c, _, _), _| c != camera);

@@ -71,9 +71,18 @@ impl Health {
 
     /// `None` when healthy, else why not.
     pub fn problem(&self) -> Option<String> {
+        if let Some(broken) = self.probe.broken() {
+            return Some(broken);
+        }
         let stalled = self.since_progress();
         if stalled > self.stuck_after {
-            return Some(format!("inference has not taken a frame for {:.0} s", stalled.as_secs_f64()));
+            let cameras = self.probe.waiting_cameras();
+            let whose = if cameras.is_empty() {
+                "inference".to_string()
+            } else {
+                format!("analysis of {}", cameras.join(", "))
+            };
+            return Some(format!("{whose} has not taken a frame for {:.0} s", stalled.as_secs_f64()));
         }
         if let Some(disk) = self.publish.problem() {
             return Some(format!("{disk} (events are being lost)"));
@@ -86,7 +95,9 @@ impl Health {
             ));
         }
         let cams = self.cameras.lock().ok()?;
-        if !cams.is_empty() && !cams.values().any(|c| c.status == CameraState::Streaming) {
+        // A camera disabled on purpose is no fault: with every camera disabled, all is well.
+        let active: Vec<&CameraStatus> = cams.values().filter(|c| c.status != CameraState::Disabled).collect();
+        if !active.is_empty() && !active.iter().any(|c| c.status == CameraState::Streaming) {
             return Some("no camera is streaming".into());
         }
         None

@@ -118,7 +118,12 @@ pub async fn stream(health: Arc<Health>, camera: String, mut out: TcpStream) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut shown = 0;
     loop {
-        tick.tick().await;
+        // A viewer that goes frees its seat at once, whether or not the camera has
+        // frames to show (nothing else would notice: nothing is written meanwhile).
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = gone(&out) => return,
+        }
         if !known(&health, &camera) {
             return;
         }
@@ -137,6 +142,23 @@ pub async fn stream(health: Arc<Health>, camera: String, mut out: TcpStream) {
         .await;
         if !matches!(sent, Ok(Ok(()))) {
             return;
+        }
+    }
+}
+
+/// Resolves when the viewer has closed the connection (or it broke); what it sends
+/// meanwhile is read and ignored.
+async fn gone(out: &TcpStream) {
+    let mut buf = [0u8; 256];
+    loop {
+        if out.readable().await.is_err() {
+            return;
+        }
+        match out.try_read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
         }
     }
 }

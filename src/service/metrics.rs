@@ -22,13 +22,14 @@ pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
 const BOUNDS_MS: [f64; 12] = [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0];
 
 /// Every camera state, for the labelled state gauge (1 for the current one, 0 for the rest).
-const STATES: [CameraState; 6] = [
+const STATES: [CameraState; 7] = [
     CameraState::Starting,
     CameraState::Streaming,
     CameraState::Reconnecting,
     CameraState::Stalled,
     CameraState::Failed,
     CameraState::Disabled,
+    CameraState::Ended,
 ];
 
 /// Label names and values of one series.
@@ -206,11 +207,14 @@ fn cameras(f: &mut Families, h: &Health) {
 fn frame_path(f: &mut Families, h: &Health) {
     let (mut analysed, mut dropped, mut faces, mut latency) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut inference, mut lanes, mut in_flight, mut providers) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut panics = Vec::new();
     h.probe.visit(|s, cams| {
         for c in cams {
             let name = &c.summary.name;
             analysed.push((camera(name), c.summary.frames));
             dropped.push((vec![("camera", name.clone()), ("reason", "latest_frame_wins".to_string())], c.dropped));
+            dropped
+                .push((vec![("camera", name.clone()), ("reason", "inference_failed".to_string())], c.summary.failed));
             faces.push((camera(name), c.summary.faces));
             latency.push(histogram(camera(name), &c.summary.latency));
         }
@@ -218,6 +222,7 @@ fn frame_path(f: &mut Families, h: &Health) {
         inference.push(histogram(bundle("detect"), &s.detect_batches));
         inference.push(histogram(bundle("classify"), &s.classify_batches));
         lanes.push((vec![("bundle", s.bundle.clone())], s.lanes as f64));
+        panics.push((vec![("bundle", s.bundle.clone())], s.lane_panics));
         in_flight.push((vec![("bundle", s.bundle.clone())], s.in_flight as f64));
         providers.push((vec![("bundle", s.bundle.clone()), ("provider", s.provider.clone())], 1.0));
     });
@@ -235,6 +240,16 @@ fn frame_path(f: &mut Families, h: &Health) {
         latency,
     );
     f.add("clefd_inference_seconds", "Model time per batch, by stage.", MetricType::HISTOGRAM, inference);
+    f.counters(
+        "clefd_lane_panics_total",
+        "Batches an inference lane panicked on (the lane goes on; their frames are dropped).",
+        panics,
+    );
+    f.gauges(
+        "clefd_pipeline_held",
+        "Per-camera state the frame path holds (one of each per running camera; more is a leak).",
+        h.probe.held().into_iter().map(|(kind, n)| (vec![("kind", kind.to_string())], n as f64)),
+    );
     f.gauges("clefd_inference_lanes", "Inference lanes: batches a bundle can analyse at once.", lanes);
     f.gauges("clefd_inference_batches_in_flight", "Batches being analysed right now.", in_flight);
     f.gauges("clefd_bundle_provider_info", "Always 1: the execution provider each bundle's models run on.", providers);

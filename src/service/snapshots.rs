@@ -1,7 +1,10 @@
 //! Where snapshots go in the daemon (`[snapshots]`): a retained message per camera on
 //! `{prefix}/{device}/{camera}/snapshot`, a bounded folder of files, or both; and the
 //! reference each track's `new` event carries to them. Disk trouble is logged and counted,
-//! never fatal: the event goes out without its file.
+//! never fatal: the event goes out without its file. The folder stays bounded without a
+//! scan on the inference thread that writes a picture: it removes its own oldest picture
+//! beyond the limit (one unlink), and the pictures of earlier runs are trimmed once, at
+//! start, by a thread of its own.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -22,19 +25,42 @@ pub struct SnapshotPlaces {
     pending: Mutex<HashMap<(String, u64), SnapshotRef>>,
     /// Snapshots that could not be written.
     pub failed: AtomicU64,
+    /// The pictures this run wrote, oldest first (at most the folder's limit).
+    written: Mutex<std::collections::VecDeque<PathBuf>>,
 }
 
 impl SnapshotPlaces {
     /// Places for snapshots; nothing pending yet.
     pub fn new(topics: Option<Topics>, dir: Option<(PathBuf, usize)>) -> SnapshotPlaces {
-        SnapshotPlaces { topics, dir, pending: Mutex::default(), failed: AtomicU64::new(0) }
+        if let Some((dir, keep)) = dir.clone() {
+            // Earlier runs' pictures: trimmed once, off every thread that matters.
+            let trim = move || {
+                if let Err(e) = keep_newest(&dir, keep) {
+                    tracing::debug!(dir = %dir.display(), error = %e, "cannot trim the snapshot folder");
+                }
+            };
+            if let Err(e) = std::thread::Builder::new().name("snapshot-trim".into()).spawn(trim) {
+                tracing::warn!(error = %e, "cannot start the thread that trims the snapshot folder");
+            }
+        }
+        let written = Mutex::default();
+        SnapshotPlaces { topics, dir, pending: Mutex::default(), failed: AtomicU64::new(0), written }
     }
 
     /// Writes the file (when a folder is set) and notes where the snapshot went for its
     /// event; whether it should also go to the publisher (retained on its topic).
     pub fn place(&self, shot: &Snapshot) -> bool {
-        let file = self.dir.as_ref().and_then(|(dir, keep)| match write(dir, *keep, shot) {
-            Ok(path) => Some(path.display().to_string()),
+        let file = self.dir.as_ref().and_then(|(dir, keep)| match write(dir, shot) {
+            Ok(path) => {
+                let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+                written.push_back(path.clone());
+                while written.len() > (*keep).max(1) {
+                    if let Some(old) = written.pop_front() {
+                        let _ = std::fs::remove_file(old);
+                    }
+                }
+                Some(path.display().to_string())
+            }
             Err(e) => {
                 if self.failed.fetch_add(1, Ordering::Relaxed) == 0 {
                     tracing::warn!(dir = %dir.display(), error = %e, "cannot write snapshots (is the folder writable, the disk full?); events go out without them");
@@ -60,14 +86,18 @@ impl SnapshotPlaces {
     }
 }
 
-/// Writes `shot` as `{track_uid}.jpg` (aside, then renamed) and removes the oldest
-/// pictures beyond `keep`.
-fn write(dir: &Path, keep: usize, shot: &Snapshot) -> std::io::Result<PathBuf> {
+/// Writes `shot` as `{track_uid}.jpg` (aside, then renamed).
+fn write(dir: &Path, shot: &Snapshot) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let path = dir.join(format!("{}.jpg", shot.track_uid));
     let tmp = dir.join(format!(".{}.jpg.tmp", shot.track_uid));
     std::fs::write(&tmp, &shot.jpeg)?;
     std::fs::rename(&tmp, &path)?;
+    Ok(path)
+}
+
+/// Removes the oldest pictures beyond `keep` (never the newest one).
+fn keep_newest(dir: &Path, keep: usize) -> std::io::Result<()> {
     let mut pictures: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(dir)?
         .filter_map(Result::ok)
         .filter(|e| e.path().extension().is_some_and(|x| x == "jpg"))
@@ -75,11 +105,9 @@ fn write(dir: &Path, keep: usize, shot: &Snapshot) -> std::io::Result<PathBuf> {
         .collect();
     if pictures.len() > keep {
         pictures.sort();
-        for (_, old) in &pictures[..pictures.len() - keep] {
-            if *old != path {
-                let _ = std::fs::remove_file(old);
-            }
+        for (_, old) in &pictures[..pictures.len() - keep.max(1)] {
+            let _ = std::fs::remove_file(old);
         }
     }
-    Ok(path)
+    Ok(())
 }

@@ -29,6 +29,8 @@ pub enum CameraState {
     Failed,
     /// Turned off in the config.
     Disabled,
+    /// A file (without `loop`) played to its end: nothing more comes from it.
+    Ended,
 }
 
 impl CameraState {
@@ -41,6 +43,7 @@ impl CameraState {
             CameraState::Stalled => "stalled",
             CameraState::Failed => "failed",
             CameraState::Disabled => "disabled",
+            CameraState::Ended => "ended",
         }
     }
 }
@@ -154,6 +157,13 @@ impl Supervisor {
         Supervisor { stop, thread }
     }
 
+    /// Asks the camera to stop without waiting for it: many cameras then wind down at
+    /// once, and [`Supervisor::stop`] only collects them (128 cameras stop in about the
+    /// time of one instead of one after the other).
+    pub fn ask_to_stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
     /// Stops the camera and waits for it.
     pub fn stop(mut self) {
         self.halt();
@@ -236,7 +246,11 @@ fn supervise(opts: &SupervisorOptions, on_frame: &FrameFn, on_status: StatusFn, 
         rep.capped_before += std::mem::take(&mut rep.capped_now);
         match outcome {
             Watch::Stopped => return,
-            Watch::Finished => return,
+            Watch::Finished => {
+                // Not `streaming` with a frozen fps: the file is over.
+                rep.report(CameraState::Ended, 0.0, None);
+                return;
+            }
             Watch::Failed(reason) if is_file => {
                 rep.report(CameraState::Failed, 0.0, Some(reason));
                 return;

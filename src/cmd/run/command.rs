@@ -108,6 +108,8 @@ impl Daemon {
                 dropped_fps_cap: 0,
                 decoder: None,
             };
+            // Listed as `disabled` in health, metrics and the status line too.
+            self.sink.on_state(&status);
             let _ = self.to_publisher.send(Outgoing::Analysis(Output::CameraState(status))).await;
         }
     }

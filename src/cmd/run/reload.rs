@@ -36,9 +36,15 @@ impl Daemon {
 
     /// The reload itself: the settings now in force, or why not.
     async fn apply(&mut self, publishing: &mut Publishing, signals: &mut Signals) -> Applied {
-        let file = match load_config(&self.config_path) {
-            Ok(s) => s,
-            Err(errors) => {
+        // Disk work (config files, bundles checked) off the async runtime.
+        let path = self.config_path.clone();
+        let file = match tokio::task::spawn_blocking(move || load_config(&path)).await {
+            Ok(Ok(s)) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "reading the configuration ended abnormally; the running one stays");
+                return Applied::Refused;
+            }
+            Ok(Err(errors)) => {
                 for p in &errors.0 {
                     tracing::error!("reload rejected: {p}");
                 }
@@ -86,7 +92,9 @@ impl Daemon {
             publishing.switch(cfg).await;
         }
         // Added, changed and removed cameras: Home Assistant follows the reload.
-        for msg in discovery_messages(&new) {
+        let announce = new.clone();
+        let messages = tokio::task::spawn_blocking(move || discovery_messages(&announce)).await.unwrap_or_default();
+        for msg in messages {
             let _ = self.to_publisher.send(msg).await;
         }
         tracing::info!(added = ?report.added, changed = ?report.changed, removed = ?report.removed, unchanged = report.unchanged.len(), workers_restarted = report.workers_restarted, "configuration reloaded");

@@ -1,0 +1,261 @@
+//! Camera lifecycles in the demo's layout (two cameras, two bundles), with a real broker,
+//! real models and real GStreamer: the camera that is alone on its bundle comes back when
+//! it is disabled and enabled again over MQTT, and when a reload removes and re-adds it.
+//! Coming back means analysing frames again (its `/metrics` counter grows, its events and
+//! `current` appear), while `/healthz` stays ok throughout. On the way, the states tell
+//! the truth everywhere: a file that ends is `ended`, a disabled camera is listed as
+//! `disabled` (and is no fault), systemd's `STATUS=` counts the cameras there are now;
+//! and live-view seats come back when viewers go, even on a camera with no frames.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::{Broker, Consumer, Daemon};
+
+const WAIT: Duration = Duration::from_secs(90);
+const ALONE: &str = "context-bias";
+
+/// The demo's two cameras, a file played once (`once`) and a camera that never delivers
+/// a frame (`gate`); `with_alone` false leaves out the one alone on its bundle.
+fn config(dir: &Path, broker: &Broker, port: u16, clip: &Path, with_alone: bool) -> PathBuf {
+    let mut text = common::base_config(dir, &broker.url(), "life").replace("[mqtt]\n", "[mqtt]\ncontrol = true\n");
+    text += &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n");
+    text += &format!("[cameras.astronaut]\nuri = \"file://{}\"\nloop = true\nrealtime = true\n", clip.display());
+    text += &format!("[cameras.once]\nuri = \"file://{}\"\nrealtime = true\n", clip.display());
+    text += &format!("[cameras.gate]\nuri = \"rtsp://127.0.0.1:{}/stream\"\n", dead_port(dir));
+    if with_alone {
+        let repo = common::repo();
+        text += &format!(
+            "[cameras.{ALONE}]\nuri = \"file://{}\"\nloop = true\nrealtime = true\nbundle = \"{}\"\n",
+            repo.join("assets/context-bias-anti.mp4").display(),
+            repo.join("engines/context-bias-demo").display()
+        );
+    }
+    let path = dir.join("clefd.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A port nobody listens on, the same for every config written in `dir`.
+fn dead_port(dir: &Path) -> u16 {
+    let kept = dir.join("dead-port");
+    std::fs::read_to_string(&kept).ok().and_then(|p| p.parse().ok()).unwrap_or_else(|| {
+        let port = common::free_port();
+        std::fs::write(&kept, port.to_string()).unwrap();
+        port
+    })
+}
+
+/// The first line of the answer to `GET /cameras/{camera}/live.mjpeg`, and the connection
+/// (still open when it is a stream).
+fn viewer(port: u16, camera: &str) -> (String, std::net::TcpStream) {
+    use std::io::{BufRead, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("the HTTP listener");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET /cameras/{camera}/live.mjpeg HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut line = String::new();
+    let _ = std::io::BufReader::new(s.try_clone().unwrap()).read_line(&mut line);
+    (line, s)
+}
+
+/// A metric series' value, if `/metrics` has it (`series` ends before the value).
+fn metric(port: u16, series: &str) -> Option<f64> {
+    let (_, body) = common::http_get(port, "/metrics");
+    body.lines().find_map(|l| l.strip_prefix(series)).and_then(|v| v.trim().parse().ok())
+}
+
+/// `/healthz`'s JSON.
+fn health(port: u16) -> serde_json::Value {
+    serde_json::from_str(&common::http_get(port, "/healthz").1).unwrap_or_default()
+}
+
+/// `clefd_frames_analysed_total` of `camera`, if `/metrics` has the series.
+fn analysed(port: u16, camera: &str) -> Option<u64> {
+    let (_, body) = common::http_get(port, "/metrics");
+    let series = format!("clefd_frames_analysed_total{{camera=\"{camera}\"}} ");
+    body.lines().find_map(|l| l.strip_prefix(&series)).and_then(|v| v.trim().parse::<f64>().ok()).map(|v| v as u64)
+}
+
+/// Waits until `camera` has analysed `more` frames beyond what it had at the call (a
+/// series that is absent counts as none), checking `/healthz` on the way.
+fn analyses_again(port: u16, camera: &str, more: u64, what: &str) {
+    let from = analysed(port, camera).unwrap_or(0);
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let now = analysed(port, camera);
+        if now.is_some_and(|n| n >= from + more) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: {camera} analysed {now:?} frames, {from} before");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// `/healthz` answers 200 and `ok`.
+fn healthy(port: u16, when: &str) {
+    let (code, body) = common::http_get(port, "/healthz");
+    assert_eq!(code, 200, "{when}: /healthz {body}");
+    assert!(body.contains(r#""status":"ok""#), "{when}: /healthz {body}");
+}
+
+/// Sends `payload` on `topic` and returns the answer on `…/result`.
+fn command(broker: &Broker, consumer: &Consumer, topic: &str, payload: &str) -> serde_json::Value {
+    let result = format!("{topic}/result");
+    let before = consumer.on(&result).len();
+    let status = std::process::Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-q", "1", "-t", topic, "-m", payload])
+        .status()
+        .expect("mosquitto_pub (mosquitto-clients) runs");
+    assert!(status.success(), "mosquitto_pub {topic}");
+    consumer.wait_for(&format!("the answer to {payload}"), WAIT, |m| {
+        m.iter().filter(|x| x.topic == result).count() > before
+    });
+    consumer.on(&result).pop().unwrap().body
+}
+
+/// Waits for an emotion event and a `current` summary of `camera` after message `mark`.
+fn events_after(consumer: &Consumer, camera: &str, mark: usize, what: &str) {
+    let (emotion, current) = (format!("clefd/life/{camera}/emotion"), format!("clefd/life/{camera}/current"));
+    consumer.wait_for(what, WAIT, |m| {
+        let after = || m.iter().skip(mark);
+        after().any(|x| x.topic == emotion) && after().any(|x| x.topic == current && x.body.is_object())
+    });
+}
+
+fn status_after(consumer: &Consumer, camera: &str, mark: usize, status: &str) {
+    let topic = format!("clefd/life/{camera}/state");
+    consumer.wait_for(&format!("{camera} {status}"), WAIT, |m| {
+        m.iter().skip(mark).any(|x| x.topic == topic && x.body["status"] == status)
+    });
+}
+
+#[test]
+fn the_camera_alone_on_its_bundle_comes_back_after_disable_and_after_a_reload() {
+    let broker = Broker::start();
+    let consumer = Consumer::start(broker.port);
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("astronaut.mp4");
+    common::astronaut_clip(&clip, 4.0, 15);
+    let port = common::free_port();
+    let cfg = config(dir.path(), &broker, port, &clip, true);
+    let log = dir.path().join("clefd.log");
+    let sock = dir.path().join("notify.sock");
+    let notes = common::notify_listen(&sock);
+    let mut cmd = common::clefd();
+    cmd.args(["run", "--config", cfg.to_str().unwrap()]).env("NOTIFY_SOCKET", &sock);
+    let daemon = Daemon::spawn(cmd, &log);
+    analyses_again(port, ALONE, 10, "at start");
+    analyses_again(port, "astronaut", 10, "at start");
+    healthy(port, "at start");
+
+    // Live-view seats: every viewer of a camera without frames goes; the seats come back.
+    let seats: Vec<_> = (0..8).map(|_| viewer(port, "gate")).collect();
+    assert!(seats.iter().all(|(line, _)| line.contains("200")), "{:?}", seats.iter().map(|s| &s.0).collect::<Vec<_>>());
+    let (ninth, _) = viewer(port, "astronaut");
+    assert!(ninth.contains("503"), "a ninth viewer waits: {ninth}");
+    drop(seats);
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (line, _) = viewer(port, "astronaut");
+        if line.contains("200") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the seats of viewers gone never came back: {line}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // A file that ends says so, in its retained state, /healthz and /metrics.
+    status_after(&consumer, "once", 0, "ended");
+    let ended = r#"clefd_camera_state{camera="once",state="ended"} "#;
+    common::wait_http(port, "/metrics", "once ended in /metrics", WAIT, |_, b| b.contains(&format!("{ended}1")));
+    assert_eq!(health(port)["cameras"]["once"], "ended");
+    healthy(port, "with a file ended");
+
+    // Off and on again over MQTT.
+    let mark = consumer.messages().len();
+    let before_off = notes.lock().unwrap().len();
+    let answer = command(&broker, &consumer, &format!("clefd/life/{ALONE}/set"), r#"{"enabled": false}"#);
+    assert_eq!(answer["ok"], true, "{answer}");
+    status_after(&consumer, ALONE, mark, "disabled");
+    analyses_again(port, "astronaut", 10, "while the other is disabled");
+    // Listed as disabled everywhere, and no fault; systemd counts the cameras there are.
+    let disabled = format!(r#"clefd_camera_state{{camera="{ALONE}",state="disabled"}} "#);
+    assert_eq!(metric(port, &disabled), Some(1.0), "{disabled} in /metrics");
+    assert_eq!(health(port)["cameras"][ALONE], "disabled");
+    let (_, index) = common::http_get(port, "/");
+    assert!(index.contains(&format!("<td>{ALONE}</td><td>disabled</td>")), "{index}");
+    healthy(port, "with a camera disabled");
+    let deadline = std::time::Instant::now() + WAIT;
+    while !notes.lock().unwrap()[before_off..].iter().any(|(_, m)| m.contains("STATUS=") && m.contains("/3 cameras")) {
+        assert!(std::time::Instant::now() < deadline, "no STATUS= of 3 cameras after one of 4 was disabled");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mark = consumer.messages().len();
+    let answer = command(&broker, &consumer, &format!("clefd/life/{ALONE}/set"), r#"{"enabled": null}"#);
+    assert_eq!(answer["ok"], true, "{answer}");
+    analyses_again(port, ALONE, 20, "enabled again over MQTT");
+    events_after(&consumer, ALONE, mark, "events and current of the camera enabled again");
+    healthy(port, "after enabling again");
+
+    // Removed and re-added by SIGHUP.
+    config(dir.path(), &broker, port, &clip, false);
+    common::signal(daemon.pid(), "HUP");
+    common::wait_log(&log, "configuration reloaded", 1);
+    analyses_again(port, "astronaut", 10, "with the other removed");
+    healthy(port, "with the other removed");
+    let mark = consumer.messages().len();
+    config(dir.path(), &broker, port, &clip, true);
+    common::signal(daemon.pid(), "HUP");
+    common::wait_log(&log, "configuration reloaded", 2);
+    analyses_again(port, ALONE, 20, "re-added by a reload");
+    events_after(&consumer, ALONE, mark, "events and current of the camera re-added");
+    analyses_again(port, "astronaut", 10, "beside the camera re-added");
+    healthy(port, "after the reload");
+    assert!(daemon.stop(), "clefd exits 0 on SIGTERM");
+    let statuses: Vec<String> = notes.lock().unwrap().iter().map(|(_, m)| m.clone()).collect();
+    for line in statuses.iter().flat_map(|m| m.lines()).filter_map(|l| l.strip_prefix("STATUS=")) {
+        let counts = line.split(' ').next().unwrap_or_default();
+        let (up, of) = counts.split_once('/').unwrap_or_default();
+        assert!(up.parse::<u32>().unwrap_or(99) <= of.parse::<u32>().unwrap_or(0), "STATUS={line}");
+    }
+}
+
+/// A picture whose pixels cannot be read without a panic (`None`), or the astronaut.
+struct Fragile(Option<std::sync::Arc<clefd::image::RgbImage>>);
+
+impl clefd::pipeline::lanes::Picture for Fragile {
+    fn picture(&self) -> Option<clefd::image::ImageView<'_>> {
+        match &self.0 {
+            Some(image) => Some(image.view()),
+            None => panic!("a picture that panics when read"),
+        }
+    }
+}
+
+#[test]
+fn a_lane_that_panics_is_counted_its_batch_comes_back_failed_and_the_lane_goes_on() {
+    use clefd::engine::runtime::{self, SessionOptions};
+    runtime::init(None).expect("ONNX Runtime (run scripts/setup.sh)");
+    let opts = SessionOptions { threads: 1, ..SessionOptions::default() };
+    let bundle = clefd::engine::Bundle::load(&common::demo_bundle(), &opts).expect("demo bundle");
+    let analyzer = clefd::pipeline::analyze::Analyzer::new(bundle, 16);
+    let mut pool = clefd::pipeline::lanes::LanePool::start("panics", vec![analyzer], 16, std::sync::Arc::new(|| {}))
+        .expect("the lane starts");
+    let astronaut = std::sync::Arc::new(common::astronaut());
+    pool.submit(vec![(0, Fragile(Some(astronaut.clone())))]);
+    pool.submit(vec![(0, Fragile(None)), (1, Fragile(Some(astronaut.clone())))]);
+    pool.submit(vec![(0, Fragile(Some(astronaut)))]);
+    let mut results = Vec::new();
+    while let Some(finished) = pool.wait_finished() {
+        results.push((finished.frames.len(), finished.result.map(|(faces, _)| faces.len()).map_err(|e| e.to_string())));
+    }
+    assert_eq!(results.len(), 3, "every batch comes back, in order: {results:?}");
+    assert!(matches!(results[0], (1, Ok(_))), "{results:?}");
+    assert_eq!(results[1].0, 2, "the failed batch's frames come back, to be counted as dropped");
+    let err = results[1].1.clone().expect_err("the batch the lane panicked on failed");
+    assert!(err.contains("panicked") && err.contains("panics when read"), "{err}");
+    assert_eq!(results[2], results[0], "the lane goes on after the panic, as before it: {results:?}");
+    assert_eq!(pool.panics(), 1);
+}
