@@ -9,7 +9,8 @@
 //! `make test` runs a few fixed seeds; `scripts/torture.sh --steps N --seed S` runs long
 //! ones (`CLEFD_TORTURE_SEED`, `CLEFD_TORTURE_STEPS`, `CLEFD_TORTURE_SHRINK` replays,
 //! `CLEFD_TORTURE_KEEP_GOING=1` to report every invariant that fails instead of stopping,
-//! `CLEFD_TORTURE_PLAN_ONLY=1` to print a seed's steps without running them,
+//! `CLEFD_TORTURE_PLAN_ONLY=1` to print a seed's steps without running them, `CLEFD_TORTURE_ONLY=3,7`
+//! to replay only those steps of the seed's list (what a failure prints),
 //! `CLEFD_TORTURE_REPORT=FILE` for the figures).
 
 mod common;
@@ -71,7 +72,12 @@ fn seeded_torture_keeps_every_invariant() {
     let mut report = String::new();
     let mut failed = Vec::new();
     for seed in seeds {
-        let steps = plan(seed, n);
+        let mut steps = plan(seed, n);
+        // Replays a shrunk list: the 1-based numbers of the plan's steps to keep.
+        if let Ok(only) = std::env::var("CLEFD_TORTURE_ONLY") {
+            let keep: Vec<usize> = only.split(',').filter_map(|i| i.trim().parse::<usize>().ok()).collect();
+            steps = keep.iter().filter_map(|i| steps.get(i.wrapping_sub(1)).cloned()).collect();
+        }
         if env::<u8>("CLEFD_TORTURE_PLAN_ONLY") == Some(1) {
             let list: Vec<String> = steps.iter().enumerate().map(|(i, s)| format!("  {}. {s}", i + 1)).collect();
             eprintln!("seed {seed:#x}:\n{}", list.join("\n"));
@@ -92,18 +98,21 @@ fn seeded_torture_keeps_every_invariant() {
             report += &format!("  seed {seed:#x} step {at}: {}: {}\n", f.invariant, f.detail);
         }
         if let Some((at, f)) = outcome.first().cloned() {
-            let shortest = if opts.keep_going || at == 0 {
-                steps[..at.min(steps.len())].to_vec()
+            let shortest: Vec<usize> = if opts.keep_going || at == 0 {
+                (0..at.min(steps.len())).collect()
             } else {
                 shrink::shrink(&clips, &steps, at, f.invariant, &opts, replays)
             };
-            let list: Vec<String> = shortest.iter().enumerate().map(|(i, s)| format!("  {}. {s}", i + 1)).collect();
+            let list: Vec<String> = shortest.iter().map(|&i| format!("  {}. {}", i + 1, steps[i])).collect();
+            let only: Vec<String> = shortest.iter().map(|i| (i + 1).to_string()).collect();
             failed.push(format!(
-                "seed {seed:#x} (CLEFD_TORTURE_SEED={seed} CLEFD_TORTURE_STEPS={n}) failed after step {at}: {}: {}\n\
-                 shortest list found ({} steps):\n{}",
+                "seed {seed:#x} failed after step {at}: {}: {}\n\
+                 shortest list found ({} steps; replay: CLEFD_TORTURE_SEED={seed} CLEFD_TORTURE_STEPS={n} \
+                 CLEFD_TORTURE_ONLY={}):\n{}",
                 f.invariant,
                 f.detail,
                 shortest.len(),
+                only.join(","),
                 list.join("\n")
             ));
         }

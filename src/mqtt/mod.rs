@@ -2,6 +2,7 @@
 //! numbers, spools and sends events, the session over MQTT 3.1.1 or 5, and Home Assistant
 //! discovery. The broker URL and protocol are config values (`config::BrokerUrl`).
 
+mod control_link;
 pub mod home_assistant;
 mod outgoing;
 mod publisher;

@@ -687,7 +687,10 @@ impl Spool {
                 self.write_commit()?;
             }
             let low = self.low_water;
-            for (_, path) in self.tombstones.extract_if(.., |(to, _)| *to <= low) {
+            let (done, keep) = std::mem::take(&mut self.tombstones).into_iter().partition(|(to, _)| *to <= low);
+            self.tombstones = keep;
+            let done: Vec<(u64, PathBuf)> = done;
+            for (_, path) in done {
                 std::fs::remove_file(path)?;
             }
         }

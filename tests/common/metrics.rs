@@ -53,10 +53,12 @@ pub fn promtool_check(metrics: &str) -> Result<(), String> {
         .stderr(Stdio::piped())
         .spawn()
         .expect("promtool (make setup extracts it)");
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(metrics.as_bytes()).map_err(|e| e.to_string())?;
-    }
+    // Closed once written, so promtool sees the end of its input.
+    let written = child.stdin.take().map(|mut stdin| stdin.write_all(metrics.as_bytes()));
     let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if let Some(Err(e)) = written {
+        return Err(format!("cannot write to promtool: {e}"));
+    }
     if out.status.success() {
         Ok(())
     } else {

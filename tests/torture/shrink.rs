@@ -71,8 +71,8 @@ pub fn run(clips: &Clips, plan: &[Step], opts: &Options) -> Outcome {
         }
         let Some(commands) = steps::apply(&mut model, step) else { continue };
         eprintln!("torture: step {}: {step}", i + 1);
-        rig.execute(clips, step, &commands, &model);
         rig.noticed.clear();
+        rig.execute(clips, step, &commands, &model);
         let skip: Vec<&str> = out.failures.iter().map(|(_, f)| f.invariant).collect();
         let found = invariants::check(&mut rig, &mut digest, &model, opts.deadline, &skip);
         out.steps_done += 1;
@@ -112,7 +112,8 @@ pub fn run(clips: &Clips, plan: &[Step], opts: &Options) -> Outcome {
     out
 }
 
-/// The shortest list found (within `max_replays` runs) that still fails `invariant`.
+/// The shortest sub-list of `plan` found (within `max_replays` runs) that still fails
+/// `invariant`, as indices into `plan`.
 pub fn shrink(
     clips: &Clips,
     plan: &[Step],
@@ -120,21 +121,22 @@ pub fn shrink(
     invariant: &str,
     opts: &Options,
     max_replays: usize,
-) -> Vec<Step> {
-    let mut best: Vec<Step> = plan[..failed_at.min(plan.len())].to_vec();
+) -> Vec<usize> {
+    let mut best: Vec<usize> = (0..failed_at.min(plan.len())).collect();
     let mut replays = 0;
     let mut chunk = best.len().div_ceil(2).max(1);
-    while chunk >= 1 && replays < max_replays && !best.is_empty() {
+    while replays < max_replays && !best.is_empty() {
         let mut start = 0;
         let mut shrunk = false;
         while start < best.len() && replays < max_replays {
             let mut candidate = best.clone();
             candidate.drain(start..(start + chunk).min(best.len()));
             replays += 1;
-            let outcome = run(clips, &candidate, opts);
+            let steps: Vec<Step> = candidate.iter().map(|&i| plan[i].clone()).collect();
+            let outcome = run(clips, &steps, opts);
             match outcome.failures.iter().find(|(_, f)| f.invariant == invariant) {
                 Some((at, _)) => {
-                    eprintln!("torture: shrink: {} steps still fail", candidate.len());
+                    eprintln!("torture: shrink: {} steps still fail", candidate.len().min(*at));
                     candidate.truncate(*at);
                     best = candidate;
                     shrunk = true;

@@ -78,7 +78,9 @@ fn segment_files(dir: &Path) -> Vec<(u64, PathBuf)> {
 /// Damages the files; returns the numbers of the records whose bytes changed.
 fn apply(dir: &Path, damage: &[Damage]) -> BTreeSet<u64> {
     let files = segment_files(dir);
-    let before: Vec<(Vec<(u64, u64, u64)>, Vec<u8>)> =
+    /// Each file's records (seq, start, end) and bytes before the damage.
+    type Before = Vec<(Vec<(u64, u64, u64)>, Vec<u8>)>;
+    let before: Before =
         files.iter().map(|(first, path)| (layout(path, *first), std::fs::read(path).unwrap())).collect();
     for d in damage {
         let present: Vec<&(u64, PathBuf)> = files.iter().filter(|(_, p)| p.exists()).collect();
