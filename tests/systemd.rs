@@ -124,9 +124,10 @@ fn a_hung_inference_stage_stops_the_watchdog_pings() {
     wait_for(&log, "READY=1", Duration::from_secs(60));
     common::wait_log(&dir.path().join("clefd.log"), "inference is not taking frames", 1);
     let stuck = Instant::now();
-    // The daemon's own clock: /healthz reports the hang once it has lasted 10 s.
+    // The daemon's own clock: /healthz reports the hang once it has lasted 10 s, naming the
+    // camera whose analysis stopped rather than blaming "inference".
     common::wait_http(port, "/healthz", "the hang reported", Duration::from_secs(60), |code, body| {
-        code == 503 && body.contains("inference has not taken a frame")
+        code == 503 && body.contains("analysis of cam has not taken a frame")
     });
     let pings = watchdogs_after(&log, stuck);
     assert!(pings <= 1, "no WATCHDOG=1 while inference is stuck (one may have been on its way): {pings}");
