@@ -17,6 +17,7 @@ stages=()
 times=()
 results=()
 failed_stage=""
+strays=0
 
 # run_stage NAME COMMAND...: runs one stage, its output both shown and kept in $LOG_DIR/NAME.log.
 run_stage() {
@@ -25,8 +26,18 @@ run_stage() {
   local start rc
   start=$(date +%s)
   echo "== test stage: $name"
-  "$@" 2>&1 | tee "$LOG_DIR/$name.log"
-  rc=${PIPESTATUS[0]}
+  # Through a process substitution, not a pipe: a daemon a failed test left behind would hold
+  # a pipe open, and the stage would never end. Such daemons are ended here and counted.
+  "$@" > >(tee "$LOG_DIR/$name.log") 2>&1
+  rc=$?
+  local tee_pid=$! left
+  left=$(pgrep -f "^$PWD/target/release/clefd " || true)
+  if [ -n "$left" ]; then
+    echo "test.sh: $(echo "$left" | wc -l) clefd process(es) left running by stage $name: ended" >&2
+    echo "$left" | xargs -r kill -9 2>/dev/null || true
+    strays=$((strays + $(echo "$left" | wc -l)))
+  fi
+  wait "$tee_pid" 2>/dev/null || true
   stages+=("$name")
   times+=("$(($(date +%s) - start))")
   results+=("$rc")
@@ -63,6 +74,7 @@ summary() {
   echo "could not run:      $not_run${CI:+ (must be 0 under CI)}"
   if [ "$not_run" != 0 ]; then sed 's/^/  - /' "$CLEFD_TEST_NOT_RUN"; fi
   echo "kit tests:          $kit_run run, $kit_failed failed"
+  echo "daemons left over:  $strays (ended by test.sh; a test that fails may leave one)"
   if [ -n "$failed_stage" ]; then echo "first failed stage: $failed_stage"; fi
   echo "===================================================="
   # The one closing line any CI reads.

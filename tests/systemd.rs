@@ -62,7 +62,31 @@ fn wait_for(log: &Log, what: &str, timeout: Duration) -> Instant {
     common::notify_wait(log, what, timeout)
 }
 
-fn run_notified(dir: &Path, extra_env: &[(&str, &str)], port: u16) -> (std::process::Child, Log, common::Broker) {
+/// The daemon of one test, killed when the test ends however it ends: a failed assertion
+/// must not leave a daemon behind holding the test run's output open.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl KillOnDrop {
+    fn id(&self) -> u32 {
+        self.0.as_ref().map_or(0, |c| c.id())
+    }
+
+    /// Waits for the daemon to exit by itself.
+    fn wait_with_output(mut self) -> std::io::Result<std::process::Output> {
+        self.0.take().expect("the daemon is still ours").wait_with_output()
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn run_notified(dir: &Path, extra_env: &[(&str, &str)], port: u16) -> (KillOnDrop, Log, common::Broker) {
     let broker = common::Broker::start();
     let clip = dir.join("clip.mp4");
     common::astronaut_clip(&clip, 3.0, 15);
@@ -86,7 +110,7 @@ fn run_notified(dir: &Path, extra_env: &[(&str, &str)], port: u16) -> (std::proc
     for (k, v) in extra_env {
         cmd.env(k, v);
     }
-    let child = cmd.spawn().unwrap();
+    let child = KillOnDrop(Some(cmd.spawn().unwrap()));
     (child, log, broker)
 }
 
@@ -120,7 +144,7 @@ fn a_hung_inference_stage_stops_the_watchdog_pings() {
     let dir = tempfile::tempdir().unwrap();
     let port = common::free_port();
     // Inference takes the first frame and then hangs for longer than the test.
-    let (mut child, log, _broker) = run_notified(dir.path(), &[("CLEFD_TEST_INFERENCE_DELAY_MS", "600000")], port);
+    let (_child, log, _broker) = run_notified(dir.path(), &[("CLEFD_TEST_INFERENCE_DELAY_MS", "600000")], port);
     wait_for(&log, "READY=1", Duration::from_secs(60));
     common::wait_log(&dir.path().join("clefd.log"), "inference is not taking frames", 1);
     let stuck = Instant::now();
@@ -131,8 +155,6 @@ fn a_hung_inference_stage_stops_the_watchdog_pings() {
     });
     let pings = watchdogs_after(&log, stuck);
     assert!(pings <= 1, "no WATCHDOG=1 while inference is stuck (one may have been on its way): {pings}");
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 use common::http_get;
