@@ -188,21 +188,37 @@ impl Controls {
 
     /// Reads what an earlier run kept; nothing when there is no file. A file that cannot
     /// be read is reported and ignored: the camera files' settings apply.
+    /// Values are checked like a command's: one out of range (a file edited by hand, or
+    /// damaged) refuses the whole file, naming it, the camera and the key.
     pub fn load(path: &Path) -> Result<Controls, String> {
-        match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Controls::default()),
-            Err(e) => Err(format!("{}: {e}", path.display())),
-        }
+        let controls: Controls = match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Controls::default()),
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        controls.check().map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(controls)
     }
 
-    /// Keeps what was set for the next start (written aside, then renamed into place, so
-    /// a crash leaves the old file or the new one, never half of one).
+    /// Every value within the range a command may set.
+    fn check(&self) -> Result<(), String> {
+        let mut problems = Vec::new();
+        for (camera, o) in &self.0 {
+            let Ok(Value::Object(values)) = serde_json::to_value(o) else { continue };
+            for (key, value) in &values {
+                if let Err(e) = change(key, value) {
+                    problems.push(format!("camera '{camera}': {e}"));
+                }
+            }
+        }
+        if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
+    }
+
+    /// Keeps what was set for the next start: written aside, fsync'd and renamed into
+    /// place, so a crash leaves the old file or the new one, never half of one.
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        let tmp = path.with_extension("json.tmp");
         let bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        std::fs::write(&tmp, bytes)?;
-        std::fs::rename(&tmp, path)
+        clefd::mqtt::state_file::write(path, &bytes)
     }
 }
 
@@ -236,5 +252,20 @@ mod tests {
         // Every mistake of one command at once.
         let e = parse(br#"{"fps": -1, "zoom": 2}"#).unwrap_err();
         assert!(e.contains("fps: -1") && e.contains("'zoom'"), "{e}");
+    }
+
+    #[test]
+    fn a_kept_file_with_values_out_of_range_is_refused_naming_file_camera_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("control.json");
+        std::fs::write(&path, br#"{"door": {"fps": -1, "detect_every": 0}, "hall": {"enabled": false}}"#).unwrap();
+        let e = Controls::load(&path).unwrap_err();
+        assert!(e.contains("control.json"), "{e}");
+        assert!(e.contains("camera 'door': fps: -1"), "{e}");
+        assert!(e.contains("camera 'door': detect_every: 0"), "{e}");
+        let mut ok = Controls::default();
+        ok.0.insert("hall".into(), Overrides { fps: Some(5.0), ..Overrides::default() });
+        ok.save(&path).unwrap();
+        assert_eq!(Controls::load(&path).unwrap(), ok, "what is saved loads back");
     }
 }

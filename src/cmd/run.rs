@@ -12,6 +12,7 @@ use anyhow::Context;
 use clefd::config::{self, Settings};
 use clefd::events::current::CurrentView;
 use clefd::events::seq::SeqCounter;
+use clefd::events::seq::SeqError;
 use clefd::mqtt::spool::Spool;
 use clefd::mqtt::{Command, Outgoing, Publisher, PublisherConfig, Topics};
 use clefd::pipeline::{Control, Outcome, Pipeline, PipelineError};
@@ -178,9 +179,19 @@ impl Daemon {
         let spool = Spool::open(&q.spool_dir, q.spool_max_bytes)
             .with_context(|| format!("opening the event spool {} (is it writable?)", q.spool_dir.display()))?;
         let seq_path = settings.state_dir.join("seq");
-        let seq = SeqCounter::open(&seq_path, spool.next_seq()).with_context(|| {
-            format!("opening the event sequence file {} (is state_dir writable?)", seq_path.display())
-        })?;
+        let seq = match SeqCounter::open(&seq_path, spool.next_seq()) {
+            Ok(seq) => seq,
+            Err(e @ (SeqError::Impossible { .. } | SeqError::Damaged { .. })) => {
+                tracing::error!("{e}");
+                return Ok(Err(ExitCode::from(super::EXIT_CONFIG)));
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "opening the event sequence file {} (is state_dir writable?)",
+                    seq_path.display()
+                )));
+            }
+        };
         let publisher = {
             let _inside = rt.enter();
             let cfg = PublisherConfig { commands: commands.clone(), ..publisher_config(&settings)? };

@@ -103,7 +103,7 @@ pub fn discovery(
         }
     }
     let now: Vec<&str> = cameras.iter().map(|c| c.camera.as_str()).collect();
-    if let Err(e) = std::fs::write(memory, serde_json::to_string(&now).unwrap_or_default()) {
+    if let Err(e) = super::state_file::write(memory, serde_json::to_string(&now).unwrap_or_default().as_bytes()) {
         tracing::warn!(file = %memory.display(), error = %e, "cannot remember the cameras announced to Home Assistant");
     }
     out

@@ -2,11 +2,13 @@
 //! numbers, spools and sends events, the session over MQTT 3.1.1 or 5, and Home Assistant
 //! discovery. The broker URL and protocol are config values (`config::BrokerUrl`).
 
+mod control_link;
 pub mod home_assistant;
 mod outgoing;
 mod publisher;
 pub mod session;
 pub mod spool;
+pub mod state_file;
 
 pub use publisher::{Command, Outgoing, Parked, PublishStats, Publisher, PublisherConfig, TlsFiles, WINDOW};
 pub use session::Protocol;

@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::Topics;
+use super::control_link::ControlLink;
 use super::session::{self, Session, SessionEvent, SessionOptions};
 use super::spool::Spool;
 use crate::backoff::Backoff;
@@ -66,6 +67,10 @@ pub struct Publisher {
     retained: BTreeMap<String, Vec<u8>>,
     /// What runtime control set per camera, echoed in its state as `"control"`.
     controls: BTreeMap<String, serde_json::Value>,
+    /// The spool's count of events damage took, as far as the counters have it.
+    lost_seen: u64,
+    /// The control connection while serving with `mqtt.control` on.
+    control: Option<ControlLink>,
 }
 
 /// A publisher stopped for a new broker configuration: what the next one carries on with
@@ -112,12 +117,16 @@ impl Publisher {
             keep_alive: cfg.keep_alive,
             credentials: cfg.credentials.clone(),
             tls: cfg.tls.clone(),
-            last_will: (topics.availability(), b"offline".to_vec()),
+            last_will: Some((topics.availability(), b"offline".to_vec())),
             inflight: WINDOW as u16 + 8,
+            persistent: true,
+            max_incoming: 256 * 1024,
         };
         let stats = Arc::new(PublishStats::default());
         stats.spooled.store(spool.pending(), Ordering::Relaxed);
         stats.corrupt.store(spool.corrupt(), Ordering::Relaxed);
+        stats.failed.store(spool.lost(), Ordering::Relaxed);
+        let lost_seen = spool.lost();
         if spool.pending() > 0 {
             tracing::info!(events = spool.pending(), "events from an earlier run are waiting in the spool");
         }
@@ -132,6 +141,8 @@ impl Publisher {
             currents: BTreeMap::new(),
             retained: BTreeMap::new(),
             controls: BTreeMap::new(),
+            lost_seen,
+            control: None,
         }
     }
 
@@ -175,6 +186,7 @@ impl Publisher {
                 return;
             }
         };
+        self.note_spool_damage();
         for rec in records {
             if !conn.session.client.publish(rec.topic, false, rec.payload) {
                 break;
@@ -201,16 +213,6 @@ impl Publisher {
             None => payload.clone(),
         };
         Self::send_other(conn, self.topics.state(camera), payload, true);
-    }
-
-    /// A message on a control topic: handed to whoever takes commands (dropped, with a
-    /// warning, when they are busy with too many: commands are not queued without end).
-    fn on_received(&self, topic: &str, payload: Vec<u8>) {
-        let Some(commands) = &self.cfg.commands else { return };
-        let Some(camera) = self.topics.set_target(topic) else { return };
-        if commands.try_send(Command { camera, payload }).is_err() {
-            tracing::warn!(topic, "a control command was dropped: too many waiting");
-        }
     }
 
     fn send_other(conn: &mut Connection, topic: String, payload: Vec<u8>, retain: bool) {
@@ -241,6 +243,10 @@ impl Publisher {
         mut outputs: mpsc::Receiver<Outgoing>,
         park: impl std::future::Future<Output = ()>,
     ) -> anyhow::Result<Option<Parked>> {
+        self.control =
+            self.cfg.commands.clone().map(|commands| {
+                ControlLink::start(&self.session, self.topics.clone(), commands, self.cfg.reconnect_max)
+            });
         let mut conn = self.connect();
         tokio::pin!(park);
         let mut parking = false;
@@ -310,7 +316,10 @@ impl Publisher {
                     };
                     self.send_state(conn, &camera);
                 }
-                Outgoing::Reply { topic, payload } => Self::send_other(conn, topic, payload, false),
+                Outgoing::Reply { topic, payload } => match &self.control {
+                    Some(link) if link.reply(topic.clone(), payload.clone()) => {}
+                    _ => Self::send_other(conn, topic, payload, false),
+                },
                 Outgoing::Analysis(Output::Snapshot(shot)) => {
                     let topic = self.topics.snapshot(&shot.camera);
                     Self::send_other(conn, topic.clone(), shot.jpeg.clone(), true);
@@ -360,7 +369,10 @@ impl Publisher {
                 }
             }
             Ok(SessionEvent::Acked { pkid, refused }) => self.on_acked(conn, pkid, refused),
-            Ok(SessionEvent::Received { topic, payload }) => self.on_received(&topic, payload),
+            Ok(SessionEvent::Received { topic, .. }) => {
+                // Commands come on the control connection; this session subscribes to nothing.
+                tracing::debug!(topic, "ignored a message on the event connection");
+            }
             Ok(_) => {}
             Err(e) => {
                 retry.failures += 1;
@@ -393,12 +405,11 @@ impl Publisher {
         for camera in &cameras {
             self.send_state(conn, camera);
         }
-        if self.cfg.commands.is_some() {
-            for filter in [self.topics.set(None), self.topics.set(Some("+"))] {
-                if !conn.session.client.subscribe(filter.clone()) {
-                    tracing::warn!(topic = %filter, "cannot subscribe to the control topic");
-                }
-            }
+        // Commands arrive on their own connection ([`ControlLink`]). A persistent session
+        // left subscribed to them by an earlier version would otherwise keep receiving
+        // them here, where one too large for the client breaks event delivery.
+        for filter in [self.topics.set(None), self.topics.set(Some("+"))] {
+            let _ = conn.session.client.unsubscribe(filter);
         }
         for (camera, payload) in &self.currents {
             Self::send_other(conn, self.topics.current(camera), payload.clone(), true);

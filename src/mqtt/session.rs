@@ -29,10 +29,16 @@ pub struct SessionOptions {
     pub credentials: Option<(String, String)>,
     /// CA (PEM) and optional client certificate and key (PEM) for `mqtts://`.
     pub tls: Option<super::TlsFiles>,
-    /// Retained last-will message: topic and payload.
-    pub last_will: (String, Vec<u8>),
+    /// Retained last-will message: topic and payload (`None`: no will).
+    pub last_will: Option<(String, Vec<u8>)>,
     /// Most QoS 1 messages in flight.
     pub inflight: u16,
+    /// Keep the session on the broker across connections (the event publisher), or start
+    /// clean every time (the control connection: nothing it was sent comes back).
+    pub persistent: bool,
+    /// The largest packet we accept (declared to an MQTT 5 broker as Maximum Packet
+    /// Size). A larger one ends the connection: rumqttc cannot skip it.
+    pub max_incoming: usize,
 }
 
 /// What a connection reports, whatever the protocol.
@@ -96,6 +102,14 @@ impl SessionClient {
         }
     }
 
+    /// Unsubscribes without waiting; false when the request queue is full.
+    pub fn unsubscribe(&self, filter: String) -> bool {
+        match self {
+            SessionClient::V311(c) => c.try_unsubscribe(filter).is_ok(),
+            SessionClient::V5(c) => c.try_unsubscribe(filter).is_ok(),
+        }
+    }
+
     /// Sends DISCONNECT (a clean goodbye: the broker does not publish the last will).
     pub async fn disconnect(&self) {
         let _ = match self {
@@ -124,15 +138,16 @@ const SESSION_EXPIRY_S: u32 = 7 * 24 * 3600;
 pub fn open(o: &SessionOptions, queue: usize) -> Session {
     let (tx, events) = mpsc::channel(queue);
     let transport = o.tls.as_ref().map(tls_transport);
-    let (will_topic, will_payload) = o.last_will.clone();
     match o.protocol {
         Protocol::V311 => {
             let mut opts = rumqttc::MqttOptions::new(&o.client_id, &o.url.host, o.url.port);
             opts.set_keep_alive(o.keep_alive);
-            opts.set_clean_session(false);
-            opts.set_max_packet_size(256 * 1024, 256 * 1024);
+            opts.set_clean_session(!o.persistent);
+            opts.set_max_packet_size(o.max_incoming, 256 * 1024);
             opts.set_inflight(o.inflight);
-            opts.set_last_will(rumqttc::LastWill::new(will_topic, will_payload, rumqttc::QoS::AtLeastOnce, true));
+            if let Some((topic, payload)) = o.last_will.clone() {
+                opts.set_last_will(rumqttc::LastWill::new(topic, payload, rumqttc::QoS::AtLeastOnce, true));
+            }
             if let Some((user, pass)) = &o.credentials {
                 opts.set_credentials(user, pass);
             }
@@ -146,17 +161,16 @@ pub fn open(o: &SessionOptions, queue: usize) -> Session {
         Protocol::V5 => {
             let mut opts = mq5::MqttOptions::new(&o.client_id, &o.url.host, o.url.port);
             opts.set_keep_alive(o.keep_alive);
-            opts.set_clean_start(false);
-            opts.set_session_expiry_interval(Some(SESSION_EXPIRY_S));
-            opts.set_max_packet_size(Some(256 * 1024));
+            opts.set_clean_start(!o.persistent);
+            if o.persistent {
+                opts.set_session_expiry_interval(Some(SESSION_EXPIRY_S));
+            }
+            opts.set_max_packet_size(Some(u32::try_from(o.max_incoming).unwrap_or(u32::MAX)));
             opts.set_outgoing_inflight_upper_limit(o.inflight);
-            opts.set_last_will(mq5::mqttbytes::v5::LastWill::new(
-                will_topic,
-                will_payload,
-                mq5::mqttbytes::QoS::AtLeastOnce,
-                true,
-                None,
-            ));
+            if let Some((topic, payload)) = o.last_will.clone() {
+                let qos = mq5::mqttbytes::QoS::AtLeastOnce;
+                opts.set_last_will(mq5::mqttbytes::v5::LastWill::new(topic, payload, qos, true, None));
+            }
             if let Some((user, pass)) = &o.credentials {
                 opts.set_credentials(user, pass);
             }

@@ -62,7 +62,12 @@ impl Publisher {
                 }
             }
         }
+        // Events whose fsync failed were rolled back: they are lost like those the
+        // disk refused, and never sent.
         let synced = self.spool.sync();
+        if let Err(e) = &synced {
+            failed += e.lost;
+        }
         match (last_error, synced) {
             (Some(e), _) => self.disk_trouble(format!("cannot write to the event spool: {e}"), failed),
             (None, Err(e)) => self.disk_trouble(format!("cannot flush the event spool to disk: {e}"), failed),
@@ -92,6 +97,16 @@ impl Publisher {
                     "the event spool accepts writes again"
                 );
             }
+        }
+    }
+
+    /// Carries damage the spool met while reading into the counters.
+    pub(super) fn note_spool_damage(&mut self) {
+        self.stats.corrupt.store(self.spool.corrupt(), Ordering::Relaxed);
+        let lost = self.spool.lost();
+        if lost > self.lost_seen {
+            self.stats.failed.fetch_add(lost - self.lost_seen, Ordering::Relaxed);
+            self.lost_seen = lost;
         }
     }
 

@@ -1,0 +1,193 @@
+//! The control connection (`mqtt.control`): commands arrive on an MQTT connection of
+//! their own (client id `{client_id}-control`, a clean session every time), never on the
+//! event publisher's. A command that breaks this connection (one larger than rumqttc will
+//! read) costs one reconnect of it, and the clean session means the broker does not send
+//! it again; the event publisher's persistent session never sees a command at all.
+//!
+//! Every command gets exactly one answer: one too large or arriving while the daemon's
+//! bounded queue is full is refused here, on its `…/set/result`; the others are queued in
+//! arrival order and answered by the daemon once checked and applied (the answers go out
+//! on this connection too).
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+
+use super::Topics;
+use super::outgoing::Command;
+use super::session::{self, SessionEvent, SessionOptions};
+use crate::backoff::Backoff;
+
+/// The largest command accepted: a real one is under 200 bytes. A larger one is refused
+/// with an answer ("too large"), not read as JSON.
+pub const MAX_COMMAND_BYTES: usize = 16 * 1024;
+
+/// The largest packet the control connection reads (declared to an MQTT 5 broker, which
+/// then does not send larger ones). A larger one over MQTT 3.1.1 ends this connection
+/// once; the clean session drops it, and nothing else is disturbed.
+pub const MAX_CONTROL_PACKET: usize = 4 * 1024 * 1024;
+
+/// Answers waiting for room in the client's queue, at most; beyond that (a storm far
+/// larger than any queue) an answer is dropped with a warning.
+const MAX_BACKLOG: usize = 4096;
+
+/// Requests and events the connection queues.
+const QUEUE: usize = 256;
+
+const BACKOFF_START: Duration = Duration::from_millis(250);
+
+/// The running control connection; dropping it closes the connection.
+pub struct ControlLink {
+    replies: mpsc::Sender<(String, Vec<u8>)>,
+}
+
+impl ControlLink {
+    /// Connects as `{event client id}-control` with a clean session, subscribes to the
+    /// control topics on every connect, and hands each command to `commands`.
+    pub fn start(
+        events: &SessionOptions,
+        topics: Topics,
+        commands: mpsc::Sender<Command>,
+        reconnect_max: Duration,
+    ) -> ControlLink {
+        let opts = SessionOptions {
+            client_id: format!("{}-control", events.client_id),
+            last_will: None,
+            persistent: false,
+            max_incoming: MAX_CONTROL_PACKET,
+            inflight: 32,
+            ..events.clone()
+        };
+        let (replies, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(run(opts, topics, commands, rx, reconnect_max));
+        ControlLink { replies }
+    }
+
+    /// Queues an answer on a control result topic; false when it cannot be queued.
+    pub fn reply(&self, topic: String, payload: Vec<u8>) -> bool {
+        self.replies.try_send((topic, payload)).is_ok()
+    }
+}
+
+/// The refusal of a command, as its answer.
+fn refusal(reason: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({ "ok": false, "error": reason })).unwrap_or_default()
+}
+
+/// Answers waiting to be published, and how many were refused as busy in a row.
+struct Answers {
+    backlog: VecDeque<(String, Vec<u8>)>,
+    busy_in_a_row: u64,
+}
+
+impl Answers {
+    fn push(&mut self, topic: String, payload: Vec<u8>) {
+        if self.backlog.len() >= MAX_BACKLOG {
+            tracing::warn!(topic, "an answer to a control command was dropped: too many waiting to be sent");
+            return;
+        }
+        self.backlog.push_back((topic, payload));
+    }
+
+    /// Hands waiting answers to the client while its queue has room.
+    fn flush(&mut self, client: &session::SessionClient) {
+        while let Some((topic, payload)) = self.backlog.front() {
+            if !client.publish(topic.clone(), false, payload.clone()) {
+                break;
+            }
+            self.backlog.pop_front();
+        }
+    }
+
+    /// A message on a control topic: refused here (too large, busy) or queued for the daemon.
+    fn on_command(&mut self, topics: &Topics, commands: &mpsc::Sender<Command>, topic: &str, payload: Vec<u8>) {
+        let Some(camera) = topics.set_target(topic) else { return };
+        let answer_to = topics.set_result(camera.as_deref());
+        if payload.len() > MAX_COMMAND_BYTES {
+            let reason = format!("too large: {} bytes; a command is at most {MAX_COMMAND_BYTES} bytes", payload.len());
+            tracing::warn!(topic, bytes = payload.len(), "control command refused: too large");
+            return self.push(answer_to, refusal(&reason));
+        }
+        match commands.try_send(Command { camera, payload }) {
+            Ok(()) => self.busy_in_a_row = 0,
+            Err(TrySendError::Full(_)) => {
+                self.busy_in_a_row += 1;
+                if self.busy_in_a_row.is_power_of_two() {
+                    tracing::warn!(
+                        topic,
+                        refused = self.busy_in_a_row,
+                        "control commands refused: busy with earlier ones"
+                    );
+                }
+                self.push(answer_to, refusal("busy: too many commands waiting; send it again later"));
+            }
+            Err(TrySendError::Closed(_)) => self.push(answer_to, refusal("clefd is stopping")),
+        }
+    }
+}
+
+async fn run(
+    opts: SessionOptions,
+    topics: Topics,
+    commands: mpsc::Sender<Command>,
+    mut replies: mpsc::Receiver<(String, Vec<u8>)>,
+    reconnect_max: Duration,
+) {
+    let salt = opts.client_id.bytes().fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    let mut backoff = Backoff::new(BACKOFF_START, reconnect_max, salt);
+    let mut failures = 0u32;
+    let mut answers = Answers { backlog: VecDeque::new(), busy_in_a_row: 0 };
+    loop {
+        let mut s = session::open(&opts, QUEUE);
+        let mut up = false;
+        let error = loop {
+            if up {
+                answers.flush(&s.client);
+            }
+            tokio::select! {
+                ev = s.events.recv() => match ev {
+                    Some(Ok(SessionEvent::Connected)) => {
+                        up = true;
+                        backoff.reset();
+                        failures = 0;
+                        for filter in [topics.set(None), topics.set(Some("+"))] {
+                            if !s.client.subscribe(filter.clone()) {
+                                tracing::warn!(topic = %filter, "cannot subscribe to the control topic");
+                            }
+                        }
+                    }
+                    Some(Ok(SessionEvent::Received { topic, payload })) => {
+                        answers.on_command(&topics, &commands, &topic, payload);
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => break e.message,
+                    None => break "the connection task ended".to_string(),
+                },
+                reply = replies.recv() => match reply {
+                    Some((topic, payload)) => answers.push(topic, payload),
+                    None => {
+                        s.poller.abort();
+                        return;
+                    }
+                },
+            }
+        };
+        s.poller.abort();
+        failures += 1;
+        if up || failures.is_power_of_two() {
+            tracing::warn!(broker = %opts.url, error = %error, attempts = failures, "MQTT control connection lost; events are not affected");
+        }
+        let wake = tokio::time::Instant::now() + backoff.next_delay();
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep_until(wake) => break,
+                reply = replies.recv() => match reply {
+                    Some((topic, payload)) => answers.push(topic, payload),
+                    None => return,
+                },
+            }
+        }
+    }
+}

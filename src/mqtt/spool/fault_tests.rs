@@ -1,0 +1,232 @@
+//! The spool's own failure paths, on real files: short writes, failed fsyncs and failed
+//! truncations injected under its writer, and damage done to its files between runs.
+
+use super::*;
+
+fn rec(seq: u64) -> Record {
+    Record {
+        seq,
+        topic: "t/x".into(),
+        payload: format!("{{\"seq\":{seq},\"pad\":\"{}\"}}", "x".repeat(80)).into_bytes(),
+    }
+}
+
+fn seqs(s: &mut Spool) -> Vec<u64> {
+    let recs = s.read_pending(0, 100_000).unwrap();
+    assert!(recs.iter().all(|r| *r == rec(r.seq)), "nothing garbled is read");
+    recs.iter().map(|r| r.seq).collect()
+}
+
+fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn faults(s: &Spool) -> std::sync::MutexGuard<'_, writer::Faults> {
+    s.faults.lock().unwrap()
+}
+
+#[test]
+fn a_short_write_is_cut_back_so_the_next_append_leaves_no_hole() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+    s.append(&rec(0)).unwrap();
+    s.sync().unwrap();
+    faults(&s).short_write = Some(17);
+    assert!(s.append(&rec(1)).is_err(), "the disk took 17 bytes of the record and refused the rest");
+    for i in 2..6 {
+        s.append(&rec(i)).unwrap();
+    }
+    s.sync().unwrap();
+    assert_eq!(seqs(&mut s), vec![0, 2, 3, 4, 5], "every event after the short write is read");
+    assert_eq!(s.pending(), 5);
+    drop(s);
+    let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(seqs(&mut s), vec![0, 2, 3, 4, 5], "and after a restart");
+    assert_eq!(s.corrupt(), 0, "no damage on disk");
+}
+
+#[test]
+fn a_failed_fsync_rolls_back_and_nothing_undurable_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+    s.append(&rec(0)).unwrap();
+    s.sync().unwrap();
+    s.append(&rec(1)).unwrap();
+    s.append(&rec(2)).unwrap();
+    assert_eq!(seqs(&mut s), vec![0], "appended but not fsync'd: not sent");
+    faults(&s).fail_sync = true;
+    let err = s.sync().unwrap_err();
+    assert_eq!(err.lost, 2, "the two events whose fsync failed are reported lost");
+    assert_eq!(seqs(&mut s), vec![0], "and never sent");
+    assert_eq!(s.pending(), 1, "no phantom backlog");
+    s.append(&rec(3)).unwrap();
+    s.sync().unwrap();
+    assert_eq!(seqs(&mut s), vec![0, 3]);
+    drop(s);
+    let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(seqs(&mut s), vec![0, 3]);
+    assert_eq!((s.corrupt(), s.lost()), (0, 0));
+}
+
+#[test]
+fn a_failed_fsync_of_a_new_segment_removes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+    s.append(&rec(0)).unwrap();
+    faults(&s).fail_sync = true;
+    assert_eq!(s.sync().unwrap_err().lost, 1);
+    assert_eq!(s.pending(), 0, "what is counted is what is on disk");
+    assert!(segment_files(dir.path()).is_empty());
+    s.append(&rec(1)).unwrap();
+    s.sync().unwrap();
+    assert_eq!(seqs(&mut s), vec![1]);
+}
+
+#[test]
+fn when_the_cut_fails_too_the_next_append_starts_a_new_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+    s.append(&rec(0)).unwrap();
+    s.sync().unwrap();
+    {
+        let mut f = faults(&s);
+        f.short_write = Some(30);
+        f.fail_truncate = true;
+    }
+    assert!(s.append(&rec(1)).is_err());
+    s.append(&rec(2)).unwrap();
+    s.sync().unwrap();
+    assert_eq!(segment_files(dir.path()).len(), 2);
+    assert_eq!(seqs(&mut s), vec![0, 2]);
+    drop(s);
+    let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(seqs(&mut s), vec![0, 2], "the half record left behind is skipped");
+}
+
+#[test]
+fn a_disk_full_episode_leaves_no_phantom_backlog() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+    let mut accepted = Vec::new();
+    for i in 0..200u64 {
+        match i % 7 {
+            3 => faults(&s).short_write = Some((i % 50) as usize),
+            5 => faults(&s).fail_sync = true,
+            _ => {}
+        }
+        if s.append(&rec(i)).is_ok() {
+            accepted.push(i);
+        }
+        if let Err(e) = s.sync() {
+            let n = e.lost as usize;
+            accepted.truncate(accepted.len() - n);
+        }
+    }
+    assert_eq!(seqs(&mut s), accepted, "exactly what was accepted and made durable");
+    assert_eq!(s.pending(), accepted.len() as u64);
+    for &i in &accepted {
+        s.mark_sent(i);
+        s.ack(i).unwrap();
+    }
+    assert_eq!(s.pending(), 0, "everything acknowledged: nothing waits");
+    s.sync().unwrap();
+    drop(s);
+    let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(s.pending(), 0, "and nothing is re-sent after a restart");
+    assert!(seqs(&mut s).is_empty());
+}
+
+/// Writes 52 events into one segment and returns the folder and the byte offset of
+/// each record.
+fn one_segment_of_52() -> (tempfile::TempDir, Vec<u64>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+    let mut offsets = Vec::new();
+    let mut at = HEADER_LEN;
+    for i in 0..52 {
+        offsets.push(at);
+        at += record_len(&rec(i));
+        s.append(&rec(i)).unwrap();
+    }
+    s.sync().unwrap();
+    drop(s);
+    assert_eq!(segment_files(dir.path()).len(), 1);
+    (dir, offsets)
+}
+
+fn damage(dir: &Path, f: impl FnOnce(&mut Vec<u8>)) {
+    let seg = &segment_files(dir)[0];
+    let mut bytes = std::fs::read(seg).unwrap();
+    f(&mut bytes);
+    std::fs::write(seg, bytes).unwrap();
+}
+
+#[test]
+fn a_flipped_bit_in_a_length_costs_one_record_counted() {
+    let (dir, offsets) = one_segment_of_52();
+    // The length field of record 10 (after the 4-byte mark).
+    damage(dir.path(), |b| b[offsets[10] as usize + 5] ^= 0x10);
+    let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+    let expect: Vec<u64> = (0..52).filter(|&i| i != 10).collect();
+    assert_eq!(seqs(&mut s), expect, "everything after the damage is still read");
+    assert_eq!((s.corrupt(), s.lost()), (1, 1));
+}
+
+#[test]
+fn a_flipped_bit_in_a_sequence_number_is_caught() {
+    let (dir, offsets) = one_segment_of_52();
+    damage(dir.path(), |b| b[offsets[20] as usize + 12] ^= 0x01);
+    let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+    let expect: Vec<u64> = (0..52).filter(|&i| i != 20).collect();
+    assert_eq!(seqs(&mut s), expect, "no record is read under a wrong number");
+    assert_eq!(s.corrupt(), 1);
+}
+
+#[test]
+fn a_zeroed_range_costs_the_records_it_touches_counted() {
+    let (dir, offsets) = one_segment_of_52();
+    damage(dir.path(), |b| b[offsets[30] as usize + 40..offsets[33] as usize + 2].fill(0));
+    let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+    let expect: Vec<u64> = (0..52).filter(|i| !(30..=33).contains(i)).collect();
+    assert_eq!(seqs(&mut s), expect);
+    assert_eq!((s.corrupt(), s.lost()), (4, 4));
+}
+
+#[test]
+fn a_truncated_newest_segment_counts_what_was_durable() {
+    let (dir, offsets) = one_segment_of_52();
+    damage(dir.path(), |b| b.truncate(offsets[40] as usize + 3));
+    let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(seqs(&mut s), (0..40).collect::<Vec<_>>());
+    assert_eq!(s.lost(), 12, "40..52 were durable: their loss is counted");
+    assert_eq!(s.next_seq(), 52, "numbers are never handed out twice");
+}
+
+#[test]
+fn a_deleted_segment_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Spool::open(dir.path(), 256 * 1024).unwrap();
+    for i in 0..600 {
+        s.append(&rec(i)).unwrap();
+    }
+    s.sync().unwrap();
+    drop(s);
+    let files = segment_files(dir.path());
+    assert!(files.len() >= 3, "{files:?}");
+    let s = Spool::open(dir.path(), 256 * 1024).unwrap();
+    let before = s.pending();
+    drop(s);
+    // The middle one and the newest one go.
+    std::fs::remove_file(&files[1]).unwrap();
+    std::fs::remove_file(files.last().unwrap()).unwrap();
+    let mut s = Spool::open(dir.path(), 256 * 1024).unwrap();
+    let read = seqs(&mut s).len() as u64;
+    assert_eq!(read + s.lost(), before, "every event is read or counted: {read} + {}", s.lost());
+    assert!(s.lost() > 0);
+}
