@@ -80,8 +80,14 @@ pub fn run(clips: &Clips, plan: &[Step], opts: &Options) -> Outcome {
         let passed = found.is_empty();
         record(&mut out, i + 1, found);
         if *step == Step::Reset && (passed || opts.keep_going) {
-            std::thread::sleep(Duration::from_secs(2));
-            let (rss, threads, fds) = rig::resources(rig.pid());
+            // The steady state: the least of each over 12 s (tokio's blocking threads and
+            // GStreamer's linger a few seconds after use).
+            let (mut rss, mut threads, mut fds) = (u64::MAX, u64::MAX, u64::MAX);
+            for _ in 0..6 {
+                std::thread::sleep(Duration::from_secs(2));
+                let now = rig::resources(rig.pid());
+                (rss, threads, fds) = (rss.min(now.0), threads.min(now.1), fds.min(now.2));
+            }
             eprintln!("torture: resources after step {}: RSS {rss} kB, {threads} threads, {fds} fds", i + 1);
             out.samples.push((i + 1, rss, threads, fds));
         }
