@@ -29,8 +29,9 @@ pub struct Digest {
     /// Every `seq` received, and the largest.
     seqs: BTreeSet<u64>,
     max_seq: Option<u64>,
-    /// Answers received on each `…/set/result`, in order (`ok` of each).
-    pub answers: BTreeMap<String, Vec<bool>>,
+    /// Answers received on each `…/set/result`, in order: `ok`, and whether a refusal
+    /// says the daemon was busy (a storm may be refused so, out of order, instead of dropped).
+    pub answers: BTreeMap<String, Vec<(bool, bool)>>,
     /// Broken rules seen in the stream (sticky: they happened).
     pub broken: Vec<Violation>,
     pub received: u64,
@@ -62,8 +63,9 @@ impl Digest {
             return;
         }
         if topic.ends_with("/set/result") {
-            let ok = serde_json::from_str::<serde_json::Value>(&text).ok().and_then(|v| v["ok"].as_bool());
-            self.answers.entry(topic.to_string()).or_default().push(ok.unwrap_or(false));
+            let answer = serde_json::from_str::<serde_json::Value>(&text).unwrap_or_default();
+            let busy = answer["error"].as_str().is_some_and(|e| e.starts_with("busy"));
+            self.answers.entry(topic.to_string()).or_default().push((answer["ok"] == true, busy));
             return;
         }
         let [_, _, camera, leaf] = parts[..] else { return };
@@ -258,12 +260,20 @@ pub fn check(rig: &mut Rig, digest: &mut Digest, model: &Model, deadline: Durati
 fn compare(rig: &Rig, digest: &Digest, model: &Model, now: &Look, progressed: &BTreeSet<String>) -> Vec<Violation> {
     let mut out: Vec<Violation> = digest.broken.clone();
     out.extend(rig.noticed.iter().map(|(i, d)| v(i, d.clone())));
+    // Answers carry no command id: count them, and count what they say. Any command may be
+    // refused as busy (a storm) instead; else the accepted are accepted and the refused
+    // refused, in order.
     for (topic, want) in &rig.expected {
         let got = digest.answers.get(topic).cloned().unwrap_or_default();
-        if got.len() != want.len() || got != *want {
+        let accepted = want.iter().filter(|ok| **ok).count();
+        let ok = got.iter().filter(|(ok, _)| *ok).count();
+        let busy = got.iter().filter(|(ok, busy)| !ok && *busy).count();
+        let refused = got.len() - ok - busy;
+        let in_order = busy > 0 || got.iter().map(|(ok, _)| *ok).eq(want.iter().copied());
+        if got.len() != want.len() || ok > accepted || refused > want.len() - accepted || !in_order {
             out.push(v(
                 "every command gets exactly one answer, the expected one",
-                format!("{topic}: expected ok flags {want:?}, received {got:?}"),
+                format!("{topic}: expected ok flags {want:?}, received (ok, busy) {got:?}"),
             ));
         }
     }
