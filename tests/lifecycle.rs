@@ -20,7 +20,8 @@ const ALONE: &str = "context-bias";
 /// The demo's two cameras, a file played once (`once`) and a camera that never delivers
 /// a frame (`gate`); `with_alone` false leaves out the one alone on its bundle.
 fn config(dir: &Path, broker: &Broker, port: u16, clip: &Path, with_alone: bool) -> PathBuf {
-    let mut text = common::base_config(dir, &broker.url(), "life").replace("[mqtt]\n", "[mqtt]\ncontrol = true\n");
+    let mut text = common::base_config(dir, &broker.url(), "life")
+        .replace("[mqtt]\n", "[mqtt]\ncontrol = true\nhome_assistant = true\n");
     text += &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n");
     text += &format!("[cameras.astronaut]\nuri = \"file://{}\"\nloop = true\nrealtime = true\n", clip.display());
     text += &format!("[cameras.once]\nuri = \"file://{}\"\nrealtime = true\n", clip.display());
@@ -131,6 +132,35 @@ fn status_after(consumer: &Consumer, camera: &str, mark: usize, status: &str) {
     });
 }
 
+/// Whether `m` is an empty payload on one of `camera`'s Home Assistant discovery configs.
+fn discovery_gone(m: &common::Received, camera: &str) -> bool {
+    let object = camera.replace('-', "_");
+    m.topic.starts_with("homeassistant/")
+        && m.topic.ends_with("/config")
+        && (m.topic.contains(camera) || m.topic.contains(&object))
+        && m.payload.is_empty()
+}
+
+/// After message `mark`, `camera` was disabled: its state says `disabled` and is never
+/// emptied, and its `current` is emptied only once `disabled` was said and its discovery
+/// config removed (a consumer never parses an empty payload).
+fn disabled_in_order(consumer: &Consumer, camera: &str, mark: usize) {
+    let (state, current) = (format!("clefd/life/{camera}/state"), format!("clefd/life/{camera}/current"));
+    consumer.wait_for(&format!("{camera}: disabled, discovery gone, current emptied"), WAIT, |m| {
+        let after = || m.iter().skip(mark);
+        after().any(|x| x.topic == state && x.body["status"] == "disabled")
+            && after().any(|x| discovery_gone(x, camera))
+            && after().any(|x| x.topic == current && x.payload.is_empty())
+    });
+    let after: Vec<_> = consumer.messages().into_iter().skip(mark).collect();
+    let said = after.iter().position(|x| x.topic == state && x.body["status"] == "disabled").unwrap();
+    let forgotten = after.iter().position(|x| discovery_gone(x, camera)).unwrap();
+    let emptied = after.iter().position(|x| x.topic == current && x.payload.is_empty()).unwrap();
+    let topics: Vec<_> = after.iter().map(|x| (&x.topic, x.payload.len())).collect();
+    assert!(!after.iter().any(|x| x.topic == state && x.payload.is_empty()), "{camera}'s state emptied: {topics:?}");
+    assert!(said < emptied && forgotten < emptied, "{camera}'s current emptied first: {topics:?}");
+}
+
 #[test]
 fn the_camera_alone_on_its_bundle_comes_back_after_disable_and_after_a_reload() {
     let broker = Broker::start();
@@ -179,6 +209,7 @@ fn the_camera_alone_on_its_bundle_comes_back_after_disable_and_after_a_reload() 
     let answer = command(&broker, &consumer, &format!("clefd/life/{ALONE}/set"), r#"{"enabled": false}"#);
     assert_eq!(answer["ok"], true, "{answer}");
     status_after(&consumer, ALONE, mark, "disabled");
+    disabled_in_order(&consumer, ALONE, mark);
     analyses_again(port, "astronaut", 10, "while the other is disabled");
     // Listed as disabled everywhere, and no fault; systemd counts the cameras there are.
     let disabled = format!(r#"clefd_camera_state{{camera="{ALONE}",state="disabled"}} "#);
@@ -213,6 +244,27 @@ fn the_camera_alone_on_its_bundle_comes_back_after_disable_and_after_a_reload() 
     events_after(&consumer, ALONE, mark, "events and current of the camera re-added");
     analyses_again(port, "astronaut", 10, "beside the camera re-added");
     healthy(port, "after the reload");
+
+    // Disabled, then removed by SIGHUP: forgotten everywhere, retained state included.
+    let answer = command(&broker, &consumer, &format!("clefd/life/{ALONE}/set"), r#"{"enabled": false}"#);
+    assert_eq!(answer["ok"], true, "{answer}");
+    common::wait_http(port, "/healthz", "disabled in /healthz", WAIT, |_, b| {
+        b.contains(&format!(r#""{ALONE}":"disabled""#))
+    });
+    let mark = consumer.messages().len();
+    config(dir.path(), &broker, port, &clip, false);
+    common::signal(daemon.pid(), "HUP");
+    common::wait_log(&log, "configuration reloaded", 3);
+    let state = format!("clefd/life/{ALONE}/state");
+    consumer.wait_for("the removed camera's retained state cleared", WAIT, |m| {
+        m.iter().skip(mark).any(|x| x.topic == state && x.payload.is_empty())
+    });
+    assert!(health(port)["cameras"].get(ALONE).is_none(), "{}", health(port));
+    let (_, metrics) = common::http_get(port, "/metrics");
+    assert!(!metrics.contains(&format!(r#"camera="{ALONE}""#)), "{metrics}");
+    let (_, index) = common::http_get(port, "/");
+    assert!(!index.contains(&format!("<td>{ALONE}</td>")), "{index}");
+    healthy(port, "after the disabled camera was removed");
     assert!(daemon.stop(), "clefd exits 0 on SIGTERM");
     let statuses: Vec<String> = notes.lock().unwrap().iter().map(|(_, m)| m.clone()).collect();
     for line in statuses.iter().flat_map(|m| m.lines()).filter_map(|l| l.strip_prefix("STATUS=")) {
