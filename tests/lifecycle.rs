@@ -311,3 +311,37 @@ fn a_lane_that_panics_is_counted_its_batch_comes_back_failed_and_the_lane_goes_o
     assert_eq!(results[2], results[0], "the lane goes on after the panic, as before it: {results:?}");
     assert_eq!(pool.panics(), 1);
 }
+
+/// A file run whose camera alone on its bundle has ended still ends by itself after a
+/// SIGHUP: the reload starts no worker for a bundle no camera starts on (one would wait
+/// for a camera for ever, and so would the run).
+#[test]
+fn a_file_run_ends_by_itself_after_a_reload() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (short, long) = (dir.path().join("short.mp4"), dir.path().join("long.mp4"));
+    common::astronaut_clip(&short, 1.0, 10);
+    common::astronaut_clip(&long, 12.0, 10);
+    let mut text = common::base_config(dir.path(), &broker.url(), "life");
+    text += &format!(
+        "[cameras.short]\nuri = \"file://{}\"\nrealtime = true\nbundle = \"{}\"\n",
+        short.display(),
+        common::repo().join("engines/context-bias-demo").display()
+    );
+    text += &format!("[cameras.long]\nuri = \"file://{}\"\nrealtime = true\n", long.display());
+    let cfg = dir.path().join("clefd.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let log = dir.path().join("clefd.log");
+    let mut daemon = Daemon::start(&cfg, &log);
+    common::wait_log(&log, "camera ended; its tracks are closed", 1);
+    common::signal(daemon.pid(), "HUP");
+    common::wait_log(&log, "configuration reloaded", 1);
+    let deadline = std::time::Instant::now() + WAIT;
+    while daemon.running() {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(std::time::Instant::now() < deadline, "the file run did not end after its files did:\n{text}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!text.contains("reload: loading bundles"), "a bundle was loaded for no camera:\n{text}");
+}
