@@ -345,3 +345,49 @@ fn a_file_run_ends_by_itself_after_a_reload() {
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(!text.contains("reload: loading bundles"), "a bundle was loaded for no camera:\n{text}");
 }
+
+/// A reload that leaves no camera usable (here: its password file is not text) lists the
+/// camera as `failed`, with why, in its retained state, `/healthz` and `STATUS=`: the
+/// daemon does not carry on as an empty, healthy one.
+#[test]
+fn a_reload_that_leaves_no_usable_camera_is_a_fault() {
+    let broker = Broker::start();
+    let consumer = Consumer::start(broker.port);
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("astronaut.mp4");
+    common::astronaut_clip(&clip, 4.0, 15);
+    let port = common::free_port();
+    let write = |camera: &str| {
+        let mut text = common::base_config(dir.path(), &broker.url(), "life");
+        text += &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n[cameras.astronaut]\n{camera}");
+        let path = dir.path().join("clefd.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let cfg = write(&format!("uri = \"file://{}\"\nloop = true\nrealtime = true\n", clip.display()));
+    let log = dir.path().join("clefd.log");
+    let sock = dir.path().join("notify.sock");
+    let notes = common::notify_listen(&sock);
+    let mut cmd = common::clefd();
+    cmd.args(["run", "--config", cfg.to_str().unwrap()]).env("NOTIFY_SOCKET", &sock);
+    let daemon = Daemon::spawn(cmd, &log);
+    analyses_again(port, "astronaut", 5, "at start");
+    healthy(port, "at start");
+    let mark = consumer.messages().len();
+    // The config checks pass (the file is there), but no password can be read from it.
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, [0xff, 0xfe, 0x00]).unwrap();
+    let rtsp = format!("rtsp://viewer@127.0.0.1:{}/stream", dead_port(dir.path()));
+    write(&format!("uri = \"{rtsp}\"\npassword_file = \"{}\"\n", secret.display()));
+    common::signal(daemon.pid(), "HUP");
+    common::wait_log(&log, "configuration reloaded", 1);
+    status_after(&consumer, "astronaut", mark, "failed");
+    common::wait_http(port, "/healthz", "/healthz 503 with no usable camera", WAIT, |code, _| code == 503);
+    assert_eq!(health(port)["cameras"]["astronaut"], "failed");
+    let deadline = std::time::Instant::now() + WAIT;
+    while !notes.lock().unwrap().iter().any(|(_, m)| m.contains("STATUS=0/1 cameras streaming, 1 failed")) {
+        assert!(std::time::Instant::now() < deadline, "no STATUS= with the camera failed: {:?}", notes.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(daemon);
+}

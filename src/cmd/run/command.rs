@@ -85,6 +85,7 @@ impl Daemon {
             }
         }
         self.announce_controls(Some(&self.settings), &next, &settings).await;
+        self.report_unusable(&unusable).await;
         let persisted = self.keep(&next);
         let echo: serde_json::Map<String, serde_json::Value> = match camera {
             Some(name) => [(name.to_string(), next.echo(name).unwrap_or_default())].into_iter().collect(),
@@ -131,6 +132,26 @@ impl Daemon {
         for camera in gone {
             self.sink.on_removed(camera);
             let _ = self.to_publisher.send(Outgoing::Analysis(Output::CameraRemoved(camera.clone()))).await;
+        }
+    }
+
+    /// Lists the cameras that cannot start (a password file unreadable…) as `failed`, with
+    /// why, in their retained state, health, metrics and the status line: a reload that
+    /// leaves no usable camera is a fault, not an empty and healthy daemon.
+    pub(super) async fn report_unusable(&self, unusable: &[(String, String)]) {
+        for (camera, reason) in unusable {
+            let status = CameraStatus {
+                camera: camera.clone(),
+                status: CameraState::Failed,
+                fps: 0.0,
+                last_error: Some(reason.clone()),
+                since: clefd::events::rfc3339(std::time::SystemTime::now()),
+                restarts: 0,
+                dropped_fps_cap: 0,
+                decoder: None,
+            };
+            self.sink.on_state(&status);
+            let _ = self.to_publisher.send(Outgoing::Analysis(Output::CameraState(status))).await;
         }
     }
 
