@@ -20,7 +20,8 @@ const ALONE: &str = "context-bias";
 /// The demo's two cameras, a file played once (`once`) and a camera that never delivers
 /// a frame (`gate`); `with_alone` false leaves out the one alone on its bundle.
 fn config(dir: &Path, broker: &Broker, port: u16, clip: &Path, with_alone: bool) -> PathBuf {
-    let mut text = common::base_config(dir, &broker.url(), "life").replace("[mqtt]\n", "[mqtt]\ncontrol = true\n");
+    let mut text = common::base_config(dir, &broker.url(), "life")
+        .replace("[mqtt]\n", "[mqtt]\ncontrol = true\nhome_assistant = true\n");
     text += &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n");
     text += &format!("[cameras.astronaut]\nuri = \"file://{}\"\nloop = true\nrealtime = true\n", clip.display());
     text += &format!("[cameras.once]\nuri = \"file://{}\"\nrealtime = true\n", clip.display());
@@ -131,6 +132,35 @@ fn status_after(consumer: &Consumer, camera: &str, mark: usize, status: &str) {
     });
 }
 
+/// Whether `m` is an empty payload on one of `camera`'s Home Assistant discovery configs.
+fn discovery_gone(m: &common::Received, camera: &str) -> bool {
+    let object = camera.replace('-', "_");
+    m.topic.starts_with("homeassistant/")
+        && m.topic.ends_with("/config")
+        && (m.topic.contains(camera) || m.topic.contains(&object))
+        && m.payload.is_empty()
+}
+
+/// After message `mark`, `camera` was disabled: its state says `disabled` and is never
+/// emptied, and its `current` is emptied only once `disabled` was said and its discovery
+/// config removed (a consumer never parses an empty payload).
+fn disabled_in_order(consumer: &Consumer, camera: &str, mark: usize) {
+    let (state, current) = (format!("clefd/life/{camera}/state"), format!("clefd/life/{camera}/current"));
+    consumer.wait_for(&format!("{camera}: disabled, discovery gone, current emptied"), WAIT, |m| {
+        let after = || m.iter().skip(mark);
+        after().any(|x| x.topic == state && x.body["status"] == "disabled")
+            && after().any(|x| discovery_gone(x, camera))
+            && after().any(|x| x.topic == current && x.payload.is_empty())
+    });
+    let after: Vec<_> = consumer.messages().into_iter().skip(mark).collect();
+    let said = after.iter().position(|x| x.topic == state && x.body["status"] == "disabled").unwrap();
+    let forgotten = after.iter().position(|x| discovery_gone(x, camera)).unwrap();
+    let emptied = after.iter().position(|x| x.topic == current && x.payload.is_empty()).unwrap();
+    let topics: Vec<_> = after.iter().map(|x| (&x.topic, x.payload.len())).collect();
+    assert!(!after.iter().any(|x| x.topic == state && x.payload.is_empty()), "{camera}'s state emptied: {topics:?}");
+    assert!(said < emptied && forgotten < emptied, "{camera}'s current emptied first: {topics:?}");
+}
+
 #[test]
 fn the_camera_alone_on_its_bundle_comes_back_after_disable_and_after_a_reload() {
     let broker = Broker::start();
@@ -179,6 +209,7 @@ fn the_camera_alone_on_its_bundle_comes_back_after_disable_and_after_a_reload() 
     let answer = command(&broker, &consumer, &format!("clefd/life/{ALONE}/set"), r#"{"enabled": false}"#);
     assert_eq!(answer["ok"], true, "{answer}");
     status_after(&consumer, ALONE, mark, "disabled");
+    disabled_in_order(&consumer, ALONE, mark);
     analyses_again(port, "astronaut", 10, "while the other is disabled");
     // Listed as disabled everywhere, and no fault; systemd counts the cameras there are.
     let disabled = format!(r#"clefd_camera_state{{camera="{ALONE}",state="disabled"}} "#);
@@ -213,6 +244,27 @@ fn the_camera_alone_on_its_bundle_comes_back_after_disable_and_after_a_reload() 
     events_after(&consumer, ALONE, mark, "events and current of the camera re-added");
     analyses_again(port, "astronaut", 10, "beside the camera re-added");
     healthy(port, "after the reload");
+
+    // Disabled, then removed by SIGHUP: forgotten everywhere, retained state included.
+    let answer = command(&broker, &consumer, &format!("clefd/life/{ALONE}/set"), r#"{"enabled": false}"#);
+    assert_eq!(answer["ok"], true, "{answer}");
+    common::wait_http(port, "/healthz", "disabled in /healthz", WAIT, |_, b| {
+        b.contains(&format!(r#""{ALONE}":"disabled""#))
+    });
+    let mark = consumer.messages().len();
+    config(dir.path(), &broker, port, &clip, false);
+    common::signal(daemon.pid(), "HUP");
+    common::wait_log(&log, "configuration reloaded", 3);
+    let state = format!("clefd/life/{ALONE}/state");
+    consumer.wait_for("the removed camera's retained state cleared", WAIT, |m| {
+        m.iter().skip(mark).any(|x| x.topic == state && x.payload.is_empty())
+    });
+    assert!(health(port)["cameras"].get(ALONE).is_none(), "{}", health(port));
+    let (_, metrics) = common::http_get(port, "/metrics");
+    assert!(!metrics.contains(&format!(r#"camera="{ALONE}""#)), "{metrics}");
+    let (_, index) = common::http_get(port, "/");
+    assert!(!index.contains(&format!("<td>{ALONE}</td>")), "{index}");
+    healthy(port, "after the disabled camera was removed");
     assert!(daemon.stop(), "clefd exits 0 on SIGTERM");
     let statuses: Vec<String> = notes.lock().unwrap().iter().map(|(_, m)| m.clone()).collect();
     for line in statuses.iter().flat_map(|m| m.lines()).filter_map(|l| l.strip_prefix("STATUS=")) {
@@ -258,4 +310,84 @@ fn a_lane_that_panics_is_counted_its_batch_comes_back_failed_and_the_lane_goes_o
     assert!(err.contains("panicked") && err.contains("panics when read"), "{err}");
     assert_eq!(results[2], results[0], "the lane goes on after the panic, as before it: {results:?}");
     assert_eq!(pool.panics(), 1);
+}
+
+/// A file run whose camera alone on its bundle has ended still ends by itself after a
+/// SIGHUP: the reload starts no worker for a bundle no camera starts on (one would wait
+/// for a camera for ever, and so would the run).
+#[test]
+fn a_file_run_ends_by_itself_after_a_reload() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (short, long) = (dir.path().join("short.mp4"), dir.path().join("long.mp4"));
+    common::astronaut_clip(&short, 1.0, 10);
+    common::astronaut_clip(&long, 12.0, 10);
+    let mut text = common::base_config(dir.path(), &broker.url(), "life");
+    text += &format!(
+        "[cameras.short]\nuri = \"file://{}\"\nrealtime = true\nbundle = \"{}\"\n",
+        short.display(),
+        common::repo().join("engines/context-bias-demo").display()
+    );
+    text += &format!("[cameras.long]\nuri = \"file://{}\"\nrealtime = true\n", long.display());
+    let cfg = dir.path().join("clefd.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let log = dir.path().join("clefd.log");
+    let mut daemon = Daemon::start(&cfg, &log);
+    common::wait_log(&log, "camera ended; its tracks are closed", 1);
+    common::signal(daemon.pid(), "HUP");
+    common::wait_log(&log, "configuration reloaded", 1);
+    let deadline = std::time::Instant::now() + WAIT;
+    while daemon.running() {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        assert!(std::time::Instant::now() < deadline, "the file run did not end after its files did:\n{text}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(!text.contains("reload: loading bundles"), "a bundle was loaded for no camera:\n{text}");
+}
+
+/// A reload that leaves no camera usable (here: its password file is not text) lists the
+/// camera as `failed`, with why, in its retained state, `/healthz` and `STATUS=`: the
+/// daemon does not carry on as an empty, healthy one.
+#[test]
+fn a_reload_that_leaves_no_usable_camera_is_a_fault() {
+    let broker = Broker::start();
+    let consumer = Consumer::start(broker.port);
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("astronaut.mp4");
+    common::astronaut_clip(&clip, 4.0, 15);
+    let port = common::free_port();
+    let write = |camera: &str| {
+        let mut text = common::base_config(dir.path(), &broker.url(), "life");
+        text += &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n[cameras.astronaut]\n{camera}");
+        let path = dir.path().join("clefd.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let cfg = write(&format!("uri = \"file://{}\"\nloop = true\nrealtime = true\n", clip.display()));
+    let log = dir.path().join("clefd.log");
+    let sock = dir.path().join("notify.sock");
+    let notes = common::notify_listen(&sock);
+    let mut cmd = common::clefd();
+    cmd.args(["run", "--config", cfg.to_str().unwrap()]).env("NOTIFY_SOCKET", &sock);
+    let daemon = Daemon::spawn(cmd, &log);
+    analyses_again(port, "astronaut", 5, "at start");
+    healthy(port, "at start");
+    let mark = consumer.messages().len();
+    // The config checks pass (the file is there), but no password can be read from it.
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, [0xff, 0xfe, 0x00]).unwrap();
+    let rtsp = format!("rtsp://viewer@127.0.0.1:{}/stream", dead_port(dir.path()));
+    write(&format!("uri = \"{rtsp}\"\npassword_file = \"{}\"\n", secret.display()));
+    common::signal(daemon.pid(), "HUP");
+    common::wait_log(&log, "configuration reloaded", 1);
+    status_after(&consumer, "astronaut", mark, "failed");
+    common::wait_http(port, "/healthz", "/healthz 503 with no usable camera", WAIT, |code, _| code == 503);
+    assert_eq!(health(port)["cameras"]["astronaut"], "failed");
+    let deadline = std::time::Instant::now() + WAIT;
+    while !notes.lock().unwrap().iter().any(|(_, m)| m.contains("STATUS=0/1 cameras streaming, 1 failed")) {
+        assert!(std::time::Instant::now() < deadline, "no STATUS= with the camera failed: {:?}", notes.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(daemon);
 }

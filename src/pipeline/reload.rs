@@ -64,8 +64,8 @@ impl Control {
         Ok(report)
     }
 
-    /// Loads, outside the lock, every bundle `options` needs that has no worker yet (all
-    /// of them when the worker options change). `None` when the pipeline has stopped.
+    /// Loads, outside the lock, every bundle a new or changed camera of `options` needs
+    /// that has no worker yet (all of them when the worker options change). `None` when the pipeline has stopped.
     fn prepare(&self, options: &PipelineOptions) -> Result<Option<Vec<Prepared>>, PipelineError> {
         let needed = {
             let inner = super::lock(&self.inner)?;
@@ -73,8 +73,13 @@ impl Control {
                 return Ok(None);
             }
             let all = inner.options.workers != options.workers;
-            let mut dirs: Vec<PathBuf> = (options.cameras.values())
-                .map(|c| c.bundle.clone())
+            // Only bundles a camera will start on: a worker started for none would never
+            // end (a file run that has ended would then wait for it for ever).
+            let starts =
+                |name: &String, plan: &CameraPlan| all || inner.cameras.get(name).is_none_or(|r| r.plan != *plan);
+            let mut dirs: Vec<PathBuf> = (options.cameras.iter())
+                .filter(|(name, plan)| starts(name, plan))
+                .map(|(_, c)| c.bundle.clone())
                 .filter(|d| all || !inner.workers.get(d).is_some_and(super::Worker::alive))
                 .collect();
             dirs.sort();

@@ -107,8 +107,9 @@ impl Forward {
         line + &format!(", {events} events")
     }
 
-    /// Forgets a camera a reload removed: health, counts, summary.
-    fn on_removed(&self, camera: &str) {
+    /// Forgets a camera a reload stopped or that left the configuration (even one that was
+    /// disabled, which no pipeline reports): health, counts, summary.
+    pub fn on_removed(&self, camera: &str) {
         let removed = self.seen.cameras.lock().unwrap_or_else(|p| p.into_inner()).remove(camera).is_some();
         if removed {
             self.notifier.send(&format!("STATUS={}", self.status_line()));
@@ -141,8 +142,10 @@ impl EventSink for Forward {
                 None
             }
             Output::CameraRemoved(camera) => {
+                // Its retained topics are the daemon's to clear, after `disabled` is said and
+                // discovery removed: a consumer never reads an empty payload it would parse.
                 self.on_removed(camera);
-                None
+                return true;
             }
             Output::Snapshot(_) => None,
         };

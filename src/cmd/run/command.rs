@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 
 use super::super::control::Controls;
 use super::super::options::pipeline_options;
+use super::super::publishing::discovery_messages;
 use super::{Applied, Daemon, Reloaded};
 
 /// The next command, when control is on; never resolves when it is off.
@@ -73,7 +74,18 @@ impl Daemon {
                 return Reloaded::Done;
             }
         }
+        // Home Assistant forgets a camera turned off (and finds one turned on) before its
+        // retained topics change.
+        let names = |s: &Settings| s.enabled_cameras().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+        if names(&self.settings) != names(&settings) {
+            let announce = settings.clone();
+            let messages = tokio::task::spawn_blocking(move || discovery_messages(&announce)).await.unwrap_or_default();
+            for msg in messages {
+                let _ = self.to_publisher.send(msg).await;
+            }
+        }
         self.announce_controls(Some(&self.settings), &next, &settings).await;
+        self.report_unusable(&unusable).await;
         let persisted = self.keep(&next);
         let echo: serde_json::Map<String, serde_json::Value> = match camera {
             Some(name) => [(name.to_string(), next.echo(name).unwrap_or_default())].into_iter().collect(),
@@ -84,15 +96,12 @@ impl Daemon {
         Reloaded::Done
     }
 
-    /// Echoes what was set in every camera's state, and says `disabled` for the cameras
-    /// that were running (per `before`; all of them at start) and are now off.
+    /// Says `disabled` for the cameras that were running (per `before`; all of them at
+    /// start) and are now off, then clears their `current`; echoes what was set in every
+    /// camera's state; and forgets everywhere the cameras that left the configuration
+    /// (running or disabled). Called after discovery changed, so Home Assistant no longer
+    /// parses the topics cleared here.
     pub(super) async fn announce_controls(&self, before: Option<&Settings>, controls: &Controls, now: &Settings) {
-        if now.mqtt.control.is_some() {
-            for camera in now.cameras.keys() {
-                let msg = Outgoing::Controlled { camera: camera.clone(), settings: controls.echo(camera) };
-                let _ = self.to_publisher.send(msg).await;
-            }
-        }
         for (camera, settings) in &now.cameras {
             let was_on = before.is_none_or(|b| b.cameras.get(camera).is_some_and(|c| c.enabled));
             if settings.enabled || !was_on {
@@ -109,6 +118,38 @@ impl Daemon {
                 decoder: None,
             };
             // Listed as `disabled` in health, metrics and the status line too.
+            self.sink.on_state(&status);
+            let _ = self.to_publisher.send(Outgoing::Analysis(Output::CameraState(status))).await;
+            let _ = self.to_publisher.send(Outgoing::Current { camera: camera.clone(), payload: Vec::new() }).await;
+        }
+        if now.mqtt.control.is_some() {
+            for camera in now.cameras.keys() {
+                let msg = Outgoing::Controlled { camera: camera.clone(), settings: controls.echo(camera) };
+                let _ = self.to_publisher.send(msg).await;
+            }
+        }
+        let gone = before.into_iter().flat_map(|b| b.cameras.keys()).filter(|c| !now.cameras.contains_key(*c));
+        for camera in gone {
+            self.sink.on_removed(camera);
+            let _ = self.to_publisher.send(Outgoing::Analysis(Output::CameraRemoved(camera.clone()))).await;
+        }
+    }
+
+    /// Lists the cameras that cannot start (a password file unreadable…) as `failed`, with
+    /// why, in their retained state, health, metrics and the status line: a reload that
+    /// leaves no usable camera is a fault, not an empty and healthy daemon.
+    pub(super) async fn report_unusable(&self, unusable: &[(String, String)]) {
+        for (camera, reason) in unusable {
+            let status = CameraStatus {
+                camera: camera.clone(),
+                status: CameraState::Failed,
+                fps: 0.0,
+                last_error: Some(reason.clone()),
+                since: clefd::events::rfc3339(std::time::SystemTime::now()),
+                restarts: 0,
+                dropped_fps_cap: 0,
+                decoder: None,
+            };
             self.sink.on_state(&status);
             let _ = self.to_publisher.send(Outgoing::Analysis(Output::CameraState(status))).await;
         }

@@ -99,6 +99,7 @@ impl Daemon {
         }
         tracing::info!(added = ?report.added, changed = ?report.changed, removed = ?report.removed, unchanged = report.unchanged.len(), workers_restarted = report.workers_restarted, "configuration reloaded");
         self.announce_controls(Some(&self.settings), &controls, &new).await;
+        self.report_unusable(&unusable).await;
         Applied::Now(Box::new(InForce { file, controls, settings: new }))
     }
 
