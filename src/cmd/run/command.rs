@@ -96,12 +96,19 @@ impl Daemon {
         Reloaded::Done
     }
 
-    /// Says `disabled` for the cameras that were running (per `before`; all of them at
-    /// start) and are now off, then clears their `current`; echoes what was set in every
-    /// camera's state; and forgets everywhere the cameras that left the configuration
+    /// Echoes what was set in every camera's state; says `disabled` for the cameras that
+    /// were running (per `before`; all of them at start) and are now off, then clears their
+    /// `current`; and forgets everywhere the cameras that left the configuration
     /// (running or disabled). Called after discovery changed, so Home Assistant no longer
     /// parses the topics cleared here.
     pub(super) async fn announce_controls(&self, before: Option<&Settings>, controls: &Controls, now: &Settings) {
+        // The echo first, so the `disabled` state below already carries what was set.
+        if now.mqtt.control.is_some() {
+            for camera in now.cameras.keys() {
+                let msg = Outgoing::Controlled { camera: camera.clone(), settings: controls.echo(camera) };
+                let _ = self.to_publisher.send(msg).await;
+            }
+        }
         for (camera, settings) in &now.cameras {
             let was_on = before.is_none_or(|b| b.cameras.get(camera).is_some_and(|c| c.enabled));
             if settings.enabled || !was_on {
@@ -121,12 +128,6 @@ impl Daemon {
             self.sink.on_state(&status);
             let _ = self.to_publisher.send(Outgoing::Analysis(Output::CameraState(status))).await;
             let _ = self.to_publisher.send(Outgoing::Current { camera: camera.clone(), payload: Vec::new() }).await;
-        }
-        if now.mqtt.control.is_some() {
-            for camera in now.cameras.keys() {
-                let msg = Outgoing::Controlled { camera: camera.clone(), settings: controls.echo(camera) };
-                let _ = self.to_publisher.send(msg).await;
-            }
         }
         let gone = before.into_iter().flat_map(|b| b.cameras.keys()).filter(|c| !now.cameras.contains_key(*c));
         for camera in gone {
