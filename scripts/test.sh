@@ -26,18 +26,21 @@ run_stage() {
   local start rc
   start=$(date +%s)
   echo "== test stage: $name"
-  # Through a process substitution, not a pipe: a daemon a failed test left behind would hold
-  # a pipe open, and the stage would never end. Such daemons are ended here and counted.
-  "$@" > >(tee "$LOG_DIR/$name.log") 2>&1
+  # Into a file that `tail` follows until the stage ends, not through a pipe: a daemon a
+  # failed test left behind would hold a pipe open, and the stage would never end. Such
+  # daemons are ended here and counted.
+  local pid left
+  "$@" > "$LOG_DIR/$name.log" 2>&1 &
+  pid=$!
+  tail -n +1 --pid="$pid" -f "$LOG_DIR/$name.log"
+  wait "$pid"
   rc=$?
-  local tee_pid=$! left
   left=$(pgrep -f "^$PWD/target/release/clefd " || true)
   if [ -n "$left" ]; then
     echo "test.sh: $(echo "$left" | wc -l) clefd process(es) left running by stage $name: ended" >&2
     echo "$left" | xargs -r kill -9 2>/dev/null || true
     strays=$((strays + $(echo "$left" | wc -l)))
   fi
-  wait "$tee_pid" 2>/dev/null || true
   stages+=("$name")
   times+=("$(($(date +%s) - start))")
   results+=("$rc")
