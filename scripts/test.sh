@@ -30,7 +30,8 @@ run_stage() {
   # failed test left behind would hold a pipe open, and the stage would never end. Such
   # daemons are ended here and counted.
   local pid left
-  "$@" > "$LOG_DIR/$name.log" 2>&1 &
+  : > "$LOG_DIR/$name.log" # exists before tail opens it, however fast the stage starts
+  "$@" >> "$LOG_DIR/$name.log" 2>&1 &
   pid=$!
   tail -n +1 --pid="$pid" -f "$LOG_DIR/$name.log"
   wait "$pid"
