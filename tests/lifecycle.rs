@@ -391,3 +391,64 @@ fn a_reload_that_leaves_no_usable_camera_is_a_fault() {
     }
     drop(daemon);
 }
+
+/// Starts the demo's two cameras (`astronaut` and the one alone on its bundle, both files
+/// looped in real time) with `fault` injected into the first inference worker to take its
+/// fifth batch (`CLEFD_TEST_WORKER_FAULT`); the daemon, its port and its log.
+fn faulty_daemon(dir: &Path, broker: &Broker, fault: &str) -> (Daemon, u16, PathBuf) {
+    let clip = dir.join("astronaut.mp4");
+    common::astronaut_clip(&clip, 4.0, 15);
+    let port = common::free_port();
+    let repo = common::repo();
+    let mut text = common::base_config(dir, &broker.url(), "life");
+    text += &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n");
+    text += &format!("[cameras.astronaut]\nuri = \"file://{}\"\nloop = true\nrealtime = true\n", clip.display());
+    text += &format!(
+        "[cameras.{ALONE}]\nuri = \"file://{}\"\nloop = true\nrealtime = true\nbundle = \"{}\"\n",
+        repo.join("assets/context-bias-anti.mp4").display(),
+        repo.join("engines/context-bias-demo").display()
+    );
+    let cfg = dir.join("clefd.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let log = dir.join("clefd.log");
+    let mut cmd = common::clefd();
+    cmd.args(["run", "--config", cfg.to_str().unwrap()]).env("CLEFD_TEST_WORKER_FAULT", fault);
+    (Daemon::spawn(cmd, &log), port, log)
+}
+
+/// After an inference worker ended abnormally: it is counted, and both cameras (the one
+/// on the failed worker's bundle included) analyse frames again, on a new worker.
+fn every_camera_analyses_again(port: u16, log: &Path, what: &str) {
+    common::wait_log(log, "the inference worker ended abnormally", 1);
+    common::wait_http(port, "/metrics", "the worker failure counted", WAIT, |_, b| {
+        b.lines().any(|l| l == "clefd_worker_failures_total 1")
+    });
+    analyses_again(port, ALONE, 20, what);
+    analyses_again(port, "astronaut", 20, what);
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    assert!(text.contains("the camera starts again on a new one"), "no camera moved to a new worker:\n{text}");
+    healthy(port, what);
+}
+
+/// A worker that panics outside its lanes (in tracking, lifecycle or the sink) is reaped:
+/// its cameras start again on a new worker instead of feeding a hub nobody reads while
+/// their state says `streaming`.
+#[test]
+fn a_worker_that_panics_outside_its_lanes_is_replaced_and_its_cameras_come_back() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, port, log) = faulty_daemon(dir.path(), &broker, "panic:5");
+    every_camera_analyses_again(port, &log, "after a worker panicked");
+    assert!(daemon.stop(), "clefd exits 0 on SIGTERM");
+}
+
+/// A worker that stops as if its sink or its lanes were gone (no panic, no `Done`) is
+/// reaped in the same way.
+#[test]
+fn a_worker_that_stops_without_being_told_is_replaced_and_its_cameras_come_back() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, port, log) = faulty_daemon(dir.path(), &broker, "stop:5");
+    every_camera_analyses_again(port, &log, "after a worker stopped");
+    assert!(daemon.stop(), "clefd exits 0 on SIGTERM");
+}
