@@ -452,3 +452,48 @@ fn a_worker_that_stops_without_being_told_is_replaced_and_its_cameras_come_back(
     every_camera_analyses_again(port, &log, "after a worker stopped");
     assert!(daemon.stop(), "clefd exits 0 on SIGTERM");
 }
+
+/// A file with garbage mid-way, played once: GStreamer ends it with a plain end of stream
+/// at the damage, and clefd reports it `failed` with why in its retained state, not
+/// `ended` as if it had played whole; the run then exits non-zero.
+#[test]
+fn a_file_damaged_mid_way_is_failed_with_the_reason_not_ended() {
+    let broker = Broker::start();
+    let consumer = Consumer::start(broker.port);
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("damaged.mp4");
+    common::astronaut_clip(&clip, 6.0, 15);
+    // Seeded garbage over the middle of the video data (the index at the end stays whole).
+    let mut bytes = std::fs::read(&clip).unwrap();
+    let (from, to) = (bytes.len() * 3 / 10, bytes.len() * 7 / 10);
+    let mut x: u32 = 0x2545_f491;
+    for b in &mut bytes[from..to] {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        *b = x as u8;
+    }
+    std::fs::write(&clip, bytes).unwrap();
+    let mut text = common::base_config(dir.path(), &broker.url(), "life");
+    text += &format!("[cameras.damaged]\nuri = \"file://{}\"\n", clip.display());
+    let cfg = dir.path().join("clefd.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let log = dir.path().join("clefd.log");
+    let daemon = Daemon::start(&cfg, &log);
+    let topic = "clefd/life/damaged/state";
+    consumer.wait_for("the damaged file's final state", WAIT, |m| {
+        m.iter().any(|x| x.topic == topic && (x.body["status"] == "failed" || x.body["status"] == "ended"))
+    });
+    let last = consumer.on(topic).into_iter().rev().find(|x| x.body["status"] != "streaming").unwrap().body;
+    assert_eq!(last["status"], "failed", "a damaged file is not `ended`: {last}");
+    let reason = last["last_error"].as_str().unwrap_or_default();
+    assert!(reason.contains("damaged or truncated") && reason.contains("frames"), "{last}");
+    // Its only camera is over: the run ends, and not as a success.
+    let mut daemon = daemon;
+    let deadline = std::time::Instant::now() + WAIT;
+    while daemon.running() {
+        assert!(std::time::Instant::now() < deadline, "the run did not end after its file did");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!daemon.stop(), "a damaged file makes the run exit non-zero");
+}
