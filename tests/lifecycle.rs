@@ -497,3 +497,37 @@ fn a_file_damaged_mid_way_is_failed_with_the_reason_not_ended() {
     }
     assert!(!daemon.stop(), "a damaged file makes the run exit non-zero");
 }
+
+/// `/healthz` is degraded while a camera streams far below the `fps` it is configured for
+/// (here a 2 fps file with `fps = 12`; the same file without a cap is no fault), and
+/// healthy again once that camera is disabled on purpose (a disabled camera is no fault;
+/// clefd refuses to disable the last one, so "every camera disabled" is checked by
+/// `service::probe`'s unit test).
+#[test]
+fn health_is_degraded_far_below_the_configured_fps_and_ok_once_that_camera_is_disabled() {
+    let broker = Broker::start();
+    let consumer = Consumer::start(broker.port);
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("slow.mp4");
+    common::astronaut_clip(&clip, 8.0, 2);
+    let port = common::free_port();
+    let mut text =
+        common::base_config(dir.path(), &broker.url(), "life").replace("[mqtt]\n", "[mqtt]\ncontrol = true\n");
+    text += &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n");
+    text += &format!("[cameras.slow]\nuri = \"file://{}\"\nloop = true\nrealtime = true\nfps = 12.0\n", clip.display());
+    text += &format!("[cameras.uncapped]\nuri = \"file://{}\"\nloop = true\nrealtime = true\n", clip.display());
+    let cfg = dir.path().join("clefd.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let log = dir.path().join("clefd.log");
+    let daemon = Daemon::start(&cfg, &log);
+    let body = common::wait_http(port, "/healthz", "/healthz degraded by the slow camera", WAIT, |code, body| {
+        code == 503 && body.contains("far below")
+    });
+    assert!(body.contains("slow (") && body.contains("of 12 fps") && !body.contains("uncapped ("), "{body}");
+    let answer = command(&broker, &consumer, "clefd/life/slow/set", r#"{"enabled": false}"#);
+    assert_eq!(answer["ok"], true, "{answer}");
+    common::wait_http(port, "/healthz", "/healthz ok with the slow camera disabled", WAIT, |code, _| code == 200);
+    healthy(port, "with the slow camera disabled");
+    assert_eq!(health(port)["cameras"]["slow"], "disabled");
+    drop(daemon);
+}

@@ -123,6 +123,7 @@ impl Daemon {
                 restarts: 0,
                 dropped_fps_cap: 0,
                 decoder: None,
+                target_fps: None,
             };
             // Listed as `disabled` in health, metrics and the status line too.
             self.sink.on_state(&status);
@@ -150,6 +151,7 @@ impl Daemon {
                 restarts: 0,
                 dropped_fps_cap: 0,
                 decoder: None,
+                target_fps: None,
             };
             self.sink.on_state(&status);
             let _ = self.to_publisher.send(Outgoing::Analysis(Output::CameraState(status))).await;
