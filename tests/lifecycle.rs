@@ -391,3 +391,143 @@ fn a_reload_that_leaves_no_usable_camera_is_a_fault() {
     }
     drop(daemon);
 }
+
+/// Starts the demo's two cameras (`astronaut` and the one alone on its bundle, both files
+/// looped in real time) with `fault` injected into the first inference worker to take its
+/// fifth batch (`CLEFD_TEST_WORKER_FAULT`); the daemon, its port and its log.
+fn faulty_daemon(dir: &Path, broker: &Broker, fault: &str) -> (Daemon, u16, PathBuf) {
+    let clip = dir.join("astronaut.mp4");
+    common::astronaut_clip(&clip, 4.0, 15);
+    let port = common::free_port();
+    let repo = common::repo();
+    let mut text = common::base_config(dir, &broker.url(), "life");
+    text += &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n");
+    text += &format!("[cameras.astronaut]\nuri = \"file://{}\"\nloop = true\nrealtime = true\n", clip.display());
+    text += &format!(
+        "[cameras.{ALONE}]\nuri = \"file://{}\"\nloop = true\nrealtime = true\nbundle = \"{}\"\n",
+        repo.join("assets/context-bias-anti.mp4").display(),
+        repo.join("engines/context-bias-demo").display()
+    );
+    let cfg = dir.join("clefd.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let log = dir.join("clefd.log");
+    let mut cmd = common::clefd();
+    cmd.args(["run", "--config", cfg.to_str().unwrap()]).env("CLEFD_TEST_WORKER_FAULT", fault);
+    (Daemon::spawn(cmd, &log), port, log)
+}
+
+/// After an inference worker ended abnormally: it is counted, and both cameras (the one
+/// on the failed worker's bundle included) analyse frames again, on a new worker.
+fn every_camera_analyses_again(port: u16, log: &Path, what: &str) {
+    common::wait_log(log, "the inference worker ended abnormally", 1);
+    common::wait_http(port, "/metrics", "the worker failure counted", WAIT, |_, b| {
+        b.lines().any(|l| l == "clefd_worker_failures_total 1")
+    });
+    analyses_again(port, ALONE, 20, what);
+    analyses_again(port, "astronaut", 20, what);
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    assert!(text.contains("the camera starts again on a new one"), "no camera moved to a new worker:\n{text}");
+    healthy(port, what);
+}
+
+/// A worker that panics outside its lanes (in tracking, lifecycle or the sink) is reaped:
+/// its cameras start again on a new worker instead of feeding a hub nobody reads while
+/// their state says `streaming`.
+#[test]
+fn a_worker_that_panics_outside_its_lanes_is_replaced_and_its_cameras_come_back() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, port, log) = faulty_daemon(dir.path(), &broker, "panic:5");
+    every_camera_analyses_again(port, &log, "after a worker panicked");
+    assert!(daemon.stop(), "clefd exits 0 on SIGTERM");
+}
+
+/// A worker that stops as if its sink or its lanes were gone (no panic, no `Done`) is
+/// reaped in the same way.
+#[test]
+fn a_worker_that_stops_without_being_told_is_replaced_and_its_cameras_come_back() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, port, log) = faulty_daemon(dir.path(), &broker, "stop:5");
+    every_camera_analyses_again(port, &log, "after a worker stopped");
+    assert!(daemon.stop(), "clefd exits 0 on SIGTERM");
+}
+
+/// A file with garbage mid-way, played once: GStreamer ends it with a plain end of stream
+/// at the damage, and clefd reports it `failed` with why in its retained state, not
+/// `ended` as if it had played whole; the run then exits non-zero.
+#[test]
+fn a_file_damaged_mid_way_is_failed_with_the_reason_not_ended() {
+    let broker = Broker::start();
+    let consumer = Consumer::start(broker.port);
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("damaged.mp4");
+    common::astronaut_clip(&clip, 6.0, 15);
+    // Seeded garbage over the middle of the video data (the index at the end stays whole).
+    let mut bytes = std::fs::read(&clip).unwrap();
+    let (from, to) = (bytes.len() * 3 / 10, bytes.len() * 7 / 10);
+    let mut x: u32 = 0x2545_f491;
+    for b in &mut bytes[from..to] {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        *b = x as u8;
+    }
+    std::fs::write(&clip, bytes).unwrap();
+    let mut text = common::base_config(dir.path(), &broker.url(), "life");
+    text += &format!("[cameras.damaged]\nuri = \"file://{}\"\n", clip.display());
+    let cfg = dir.path().join("clefd.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let log = dir.path().join("clefd.log");
+    let daemon = Daemon::start(&cfg, &log);
+    let topic = "clefd/life/damaged/state";
+    consumer.wait_for("the damaged file's final state", WAIT, |m| {
+        m.iter().any(|x| x.topic == topic && (x.body["status"] == "failed" || x.body["status"] == "ended"))
+    });
+    let last = consumer.on(topic).into_iter().rev().find(|x| x.body["status"] != "streaming").unwrap().body;
+    assert_eq!(last["status"], "failed", "a damaged file is not `ended`: {last}");
+    let reason = last["last_error"].as_str().unwrap_or_default();
+    assert!(reason.contains("damaged or truncated") && reason.contains("frames"), "{last}");
+    // Its only camera is over: the run ends, and not as a success.
+    let mut daemon = daemon;
+    let deadline = std::time::Instant::now() + WAIT;
+    while daemon.running() {
+        assert!(std::time::Instant::now() < deadline, "the run did not end after its file did");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!daemon.stop(), "a damaged file makes the run exit non-zero");
+}
+
+/// `/healthz` is degraded while a camera streams far below the `fps` it is configured for
+/// (here a 2 fps file with `fps = 12`; the same file without a cap is no fault), and
+/// healthy again once that camera is disabled on purpose (a disabled camera is no fault;
+/// clefd refuses to disable the last one, so "every camera disabled" is checked by
+/// `service::probe`'s unit test).
+#[test]
+fn health_is_degraded_far_below_the_configured_fps_and_ok_once_that_camera_is_disabled() {
+    let broker = Broker::start();
+    let consumer = Consumer::start(broker.port);
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("slow.mp4");
+    common::astronaut_clip(&clip, 8.0, 2);
+    let port = common::free_port();
+    let mut text =
+        common::base_config(dir.path(), &broker.url(), "life").replace("[mqtt]\n", "[mqtt]\ncontrol = true\n");
+    text += &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n");
+    text += &format!("[cameras.slow]\nuri = \"file://{}\"\nloop = true\nrealtime = true\nfps = 12.0\n", clip.display());
+    text += &format!("[cameras.uncapped]\nuri = \"file://{}\"\nloop = true\nrealtime = true\n", clip.display());
+    let cfg = dir.path().join("clefd.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let log = dir.path().join("clefd.log");
+    let daemon = Daemon::start(&cfg, &log);
+    let body = common::wait_http(port, "/healthz", "/healthz degraded by the slow camera", WAIT, |code, body| {
+        code == 503 && body.contains("far below")
+    });
+    assert!(body.contains("slow (") && body.contains("of 12 fps") && !body.contains("uncapped ("), "{body}");
+    let answer = command(&broker, &consumer, "clefd/life/slow/set", r#"{"enabled": false}"#);
+    assert_eq!(answer["ok"], true, "{answer}");
+    common::wait_http(port, "/healthz", "/healthz ok with the slow camera disabled", WAIT, |code, _| code == 200);
+    healthy(port, "with the slow camera disabled");
+    assert_eq!(health(port)["cameras"]["slow"], "disabled");
+    drop(daemon);
+}

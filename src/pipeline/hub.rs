@@ -60,6 +60,9 @@ struct State<T> {
     finished: bool,
     /// Retired by a reload: done as soon as no camera is open, even if it never had one.
     retired: bool,
+    /// The worker ended without being told `Done` (a panic, its sink or lanes gone): the
+    /// cameras still open here feed nobody and must move to a new worker.
+    abandoned: bool,
 }
 
 /// Latest-frame-wins mailboxes for a fixed set of cameras.
@@ -70,7 +73,12 @@ pub struct FrameHub<T> {
     taken: Condvar,
     /// Frames a waiting camera may queue ([`FrameHub::put_waiting`]).
     waiting_depth: AtomicUsize,
+    /// Never shared by two hubs of a process (an address could be, once one is freed).
+    id: usize,
 }
+
+/// The id the next hub gets.
+static NEXT_HUB: AtomicUsize = AtomicUsize::new(0);
 
 /// Per-camera counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -94,11 +102,18 @@ impl<T> FrameHub<T> {
                 rung: false,
                 finished: false,
                 retired: false,
+                abandoned: false,
             }),
             ready: Condvar::new(),
             taken: Condvar::new(),
             waiting_depth: AtomicUsize::new(1),
+            id: NEXT_HUB.fetch_add(1, Ordering::Relaxed),
         }
+    }
+
+    /// This hub's identity: unique in the process, never reused.
+    pub fn id(&self) -> usize {
+        self.id
     }
 
     /// How many frames a camera using [`FrameHub::put_waiting`] may queue (the worker's
@@ -146,6 +161,27 @@ impl<T> FrameHub<T> {
     pub fn is_finished(&self) -> bool {
         let s = self.lock();
         s.finished || s.shutdown
+    }
+
+    /// Marks the hub as left by a worker that ended abnormally: it takes no camera any
+    /// more, and cameras waiting to hand in a frame let go at once.
+    pub fn abandon(&self) {
+        let mut s = self.lock();
+        s.abandoned = true;
+        s.shutdown = true;
+        drop(s);
+        self.ready.notify_all();
+        self.taken.notify_all();
+    }
+
+    /// Whether the worker ended without `Done` ([`FrameHub::abandon`]).
+    pub fn is_abandoned(&self) -> bool {
+        self.lock().abandoned
+    }
+
+    /// Whether camera `slot` is still open (neither ended nor stopped).
+    pub fn is_open(&self, slot: usize) -> bool {
+        self.lock().slots.get(&slot).is_some_and(|sl| sl.open)
     }
 
     /// Lets the worker finish once no camera is open, even if it never had one (a reload
@@ -445,6 +481,19 @@ mod tests {
         std::thread::sleep(Duration::from_millis(100));
         hub.close(0);
         blocked.join().unwrap();
+    }
+
+    #[test]
+    fn an_abandoned_hub_takes_no_camera_and_lets_a_waiting_producer_go() {
+        let hub = std::sync::Arc::new(FrameHub::<u32>::new(1));
+        hub.put_waiting(0, 1);
+        let h = hub.clone();
+        let blocked = std::thread::spawn(move || h.put_waiting(0, 2));
+        hub.abandon();
+        blocked.join().unwrap();
+        assert!(hub.is_abandoned() && hub.is_finished());
+        assert!(hub.is_open(0), "the camera itself did not end: it must move to a new worker");
+        assert_eq!(hub.add_slot(), None, "an abandoned hub takes no camera");
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod lanes;
 mod options;
 mod probe;
 mod reload;
+mod rescue;
 pub mod snapshot;
 mod stats;
 mod tracking;
@@ -30,6 +31,7 @@ pub use options::{Cadence, CameraPlan, PipelineOptions, WorkerOptions};
 pub use probe::{CameraView, Probe};
 use probe::{ProbeEntry, hub_id};
 pub use reload::ReloadReport;
+use rescue::Tended;
 pub use stats::{Batching, CameraSummary, LatencyHistogram, RunSummary, StageTotals};
 
 /// What the pipeline produces.
@@ -107,11 +109,16 @@ struct Worker {
 
 impl Worker {
     /// Whether it still takes cameras: a worker whose cameras have all ended has left
-    /// (or is leaving) and a new one must start for the next camera of its bundle.
+    /// (or is leaving), and one whose thread is over, however it ended, takes nothing: a
+    /// new one must start for the next camera of its bundle.
     fn alive(&self) -> bool {
-        !self.hub.is_finished()
+        !self.hub.is_finished() && self.handle.as_ref().is_some_and(|h| !h.is_finished())
     }
 }
+
+/// Where a camera generation's state reports go; emptied when the generation is being
+/// replaced or removed, so a late report of the old one never lands after the new one's.
+type Reports = Arc<Mutex<Option<Box<dyn EventSink>>>>;
 
 /// One running camera.
 struct Running {
@@ -120,6 +127,15 @@ struct Running {
     slot: usize,
     plan: CameraPlan,
     supervisor: Supervisor,
+    reports: Reports,
+}
+
+impl Running {
+    /// Says nothing more for this generation: a report on its way is waited for, later
+    /// ones are dropped (the generation that replaces it, or the removal, speaks now).
+    fn silence(&self) {
+        self.reports.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
 }
 
 /// The sink of a finished pipeline.
@@ -149,6 +165,11 @@ struct Inner {
     failures: Arc<Mutex<BTreeMap<String, String>>>,
     probe: Probe,
     stopped: bool,
+    /// The joined workers' summaries folded per bundle: bounded by the number of bundles
+    /// however many workers a long run starts.
+    totals: BTreeMap<String, RunSummary>,
+    /// How often each bundle's cameras had to move off a worker that ended abnormally.
+    rescues: BTreeMap<PathBuf, u32>,
 }
 
 /// The running pipeline. Cameras can be added, changed and removed while it runs
@@ -214,12 +235,14 @@ impl Inner {
     }
 
     /// Joins the retired workers whose thread is over, so their models and statistics
-    /// are freed now rather than at exit.
+    /// are freed now rather than at exit (their figures are folded into the totals).
     fn reap(&mut self) {
+        let totals = &mut self.totals;
         self.retired.retain_mut(|w| {
             let Some(h) = w.handle.take_if(|h| h.is_finished()) else { return w.handle.is_some() };
             if let Ok(s) = h.join() {
                 tracing::info!(bundle = %s.bundle, frames = s.frames, events = s.events, "inference worker ended");
+                stats::fold(totals, s);
             }
             false
         });
@@ -258,6 +281,7 @@ impl Inner {
             track_ids: self.track_ids.clone(),
             sink: (self.sink)(),
             views: self.probe.views.clone(),
+            failures: self.probe.worker_failures.clone(),
         };
         let (handle, live) = worker::spawn(analyzers, setup)
             .map_err(|e| PipelineError::NoCamera(format!("cannot start the inference thread: {e}")))?;
@@ -295,7 +319,8 @@ impl Inner {
     fn start_camera(&mut self, name: &str, plan: &CameraPlan) -> Result<(), PipelineError> {
         self.reap();
         let failures = self.failures.clone();
-        let status_sink = Mutex::new((self.sink)());
+        let reports: Reports = Arc::new(Mutex::new(Some((self.sink)())));
+        let status_sink = reports.clone();
         let (hub, slot) = self.open_slot(name, plan)?;
         if let Ok(mut current) = self.probe.current.lock() {
             current.insert(name.to_string(), (hub_id(&hub), slot));
@@ -309,6 +334,9 @@ impl Inner {
             Arc::new(move |frame| if every_frame { frames.put_waiting(slot, frame) } else { frames.put(slot, frame) }),
             Arc::new(move |status: &CameraStatus| {
                 use crate::source::CameraState::{Failed, Reconnecting, Stalled};
+                // Held while reporting, so that [`Running::silence`] waits for this report.
+                let mut sink = status_sink.lock().unwrap_or_else(|p| p.into_inner());
+                let Some(sink) = sink.as_mut() else { return };
                 if matches!(status.status, Reconnecting | Stalled | Failed) {
                     resets.reset(slot);
                 }
@@ -316,13 +344,11 @@ impl Inner {
                     let reason = status.last_error.clone().unwrap_or_default();
                     failures.lock().map(|mut f| f.insert(status.camera.clone(), reason)).ok();
                 }
-                if let Ok(mut s) = status_sink.lock() {
-                    s.emit(Output::CameraState(status.clone()));
-                }
+                sink.emit(Output::CameraState(status.clone()));
             }),
             Box::new(move || done.close(slot)),
         );
-        let running = Running { name: name.to_string(), hub: own, slot, plan: plan.clone(), supervisor };
+        let running = Running { name: name.to_string(), hub: own, slot, plan: plan.clone(), supervisor, reports };
         self.cameras.insert(name.to_string(), running);
         Ok(())
     }
@@ -344,6 +370,8 @@ impl Pipeline {
             failures: Arc::new(Mutex::new(BTreeMap::new())),
             probe: Probe::empty(),
             stopped: false,
+            totals: BTreeMap::new(),
+            rescues: BTreeMap::new(),
         };
         for (name, plan) in &options.cameras {
             inner.start_camera(name, plan)?;
@@ -370,33 +398,51 @@ impl Pipeline {
 
     /// Waits until every camera has ended and every worker has finished (including
     /// workers a reload started meanwhile). With no camera running at all (every one
-    /// disabled or removed) it waits for the next one, or for [`Control::stop`].
+    /// disabled or removed) it waits for the next one, or for [`Control::stop`]. Meanwhile
+    /// it looks after the workers: one that ends abnormally has its cameras moved to a new
+    /// worker (or, when that keeps happening, the run ends with a failure).
     pub fn wait(self) -> Outcome {
-        let mut summaries = Vec::new();
+        let control = Control { inner: self.inner.clone() };
         loop {
-            let next = lock(&self.inner).map(|mut i| {
-                let i = &mut *i;
-                let handle = i.workers.values_mut().chain(i.retired.iter_mut()).find_map(|w| w.handle.take());
-                (handle, i.stopped || !i.cameras.is_empty())
-            });
-            match next {
-                Ok((Some(h), _)) => summaries.extend(h.join().ok()),
-                Ok((None, false)) => std::thread::sleep(std::time::Duration::from_millis(200)),
-                Ok((None, true)) => break,
-                Err(e) => {
-                    // Not a normal end: the failure makes clefd exit non-zero.
-                    tracing::error!("{e}");
-                    let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-                    inner.failures.lock().unwrap_or_else(|p| p.into_inner()).insert("pipeline".into(), e.to_string());
-                    break;
+            let failure = match lock(&self.inner).map(|mut i| i.tend()) {
+                Ok(Tended { gave_up: Some(reason), orphans, .. }) => {
+                    stop_cameras(orphans);
+                    Some(reason)
                 }
+                Ok(Tended { orphans, .. }) if !orphans.is_empty() => control.rescue(orphans).err(),
+                Ok(Tended { over: true, .. }) => break,
+                Ok(_) => {
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                    None
+                }
+                Err(e) => Some(e.to_string()),
+            };
+            if let Some(reason) = failure {
+                // Not a normal end: the failure makes clefd exit non-zero.
+                tracing::error!("{reason}");
+                let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+                inner.failures.lock().unwrap_or_else(|p| p.into_inner()).insert("pipeline".into(), reason);
+                break;
             }
         }
-        Control { inner: self.inner.clone() }.stop();
+        control.stop();
+        // The workers finish once their cameras are gone; their figures go to the totals.
+        loop {
+            let handle = {
+                let mut i = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+                let i = &mut *i;
+                i.workers.values_mut().chain(i.retired.iter_mut()).find_map(|w| w.handle.take())
+            };
+            let Some(handle) = handle else { break };
+            if let Ok(summary) = handle.join() {
+                stats::fold(&mut self.inner.lock().unwrap_or_else(|p| p.into_inner()).totals, summary);
+            }
+        }
         // Let go of the sink, so whoever reads the other end sees it close.
         let mut i = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         i.sink = Arc::new(|| Box::new(Discard) as Box<dyn EventSink>);
         let failures = i.failures.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let summaries = std::mem::take(&mut i.totals).into_values().collect();
         drop(i);
         Outcome { summaries, failures }
     }

@@ -28,11 +28,15 @@ pub struct Probe {
     /// Set when a panic poisoned a lock the pipeline needs: from then on nothing counts
     /// as progress (the watchdog fires, `/healthz` fails) until clefd restarts.
     pub(super) broken: Arc<Mutex<Option<String>>>,
+    /// Inference workers that ended without being told to (a panic outside the lanes,
+    /// their sink or lanes gone); their cameras moved to a new worker.
+    pub(super) worker_failures: Arc<AtomicU64>,
 }
 
-/// A hub's identity, for [`Probe`]'s map of current slots.
+/// A hub's identity, for [`Probe`]'s map of current slots: a counter, never reused (a
+/// freed hub's address could come back as another's).
 pub(super) fn hub_id(hub: &Arc<FrameHub<Frame>>) -> usize {
-    Arc::as_ptr(hub) as usize
+    hub.id()
 }
 
 /// One camera's statistics as [`Probe::visit`] shows them.
@@ -60,6 +64,7 @@ impl Probe {
             ended: Arc::default(),
             views: Default::default(),
             broken: Arc::default(),
+            worker_failures: Arc::default(),
         }
     }
 
@@ -68,6 +73,11 @@ impl Probe {
         tracing::error!("a panic poisoned {what}: clefd reports no progress from now on, so that it is restarted");
         let mut b = self.broken.lock().unwrap_or_else(|p| p.into_inner());
         b.get_or_insert_with(|| format!("a panic poisoned {what}; clefd must be restarted"));
+    }
+
+    /// Inference workers that ended abnormally so far (each replaced by a new one).
+    pub fn worker_failures(&self) -> u64 {
+        self.worker_failures.load(Ordering::Relaxed)
     }
 
     /// Why the pipeline cannot go on, if a panic broke it.

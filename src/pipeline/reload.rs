@@ -30,12 +30,19 @@ impl Control {
     /// Bundles the new options need are loaded first, without holding the lock a stop
     /// needs; if one cannot be loaded the reload is refused and nothing changes.
     pub fn reload(&self, options: &PipelineOptions) -> Result<ReloadReport, PipelineError> {
-        let Some(prepared) = self.prepare(options)? else { return Ok(ReloadReport::default()) };
         let mut report = ReloadReport::default();
-        let (to_stop, sink) = {
+        let mut tries = 0;
+        let (to_stop, sink) = loop {
+            let Some(prepared) = self.prepare(options)? else { return Ok(report) };
             let mut inner = super::lock(&self.inner)?;
             if inner.stopped {
                 return Ok(report);
+            }
+            // A worker may have ended since its bundle was prepared: models are never
+            // loaded under this lock (a SIGTERM would wait for them), so prepare again.
+            tries += 1;
+            if tries < MAX_PREPARES && !inner.unprepared(options, &prepared).is_empty() {
+                continue;
             }
             let old = std::mem::replace(&mut inner.options, options.clone());
             report.workers_restarted = old.workers != options.workers;
@@ -49,7 +56,7 @@ impl Control {
             }
             let to_stop = inner.keep_or_stop(options, &mut report);
             inner.start_new(options, &mut report);
-            (to_stop, (!report.removed.is_empty()).then(|| (inner.sink)()))
+            break (to_stop, (!report.removed.is_empty()).then(|| (inner.sink)()));
         };
         for running in &to_stop {
             tracing::info!(camera = %running.name, "stopping camera (reload)");
@@ -72,19 +79,7 @@ impl Control {
             if inner.stopped {
                 return Ok(None);
             }
-            let all = inner.options.workers != options.workers;
-            // Only bundles a camera will start on: a worker started for none would never
-            // end (a file run that has ended would then wait for it for ever).
-            let starts =
-                |name: &String, plan: &CameraPlan| all || inner.cameras.get(name).is_none_or(|r| r.plan != *plan);
-            let mut dirs: Vec<PathBuf> = (options.cameras.iter())
-                .filter(|(name, plan)| starts(name, plan))
-                .map(|(_, c)| c.bundle.clone())
-                .filter(|d| all || !inner.workers.get(d).is_some_and(super::Worker::alive))
-                .collect();
-            dirs.sort();
-            dirs.dedup();
-            dirs
+            inner.unprepared(options, &[])
         };
         if !needed.is_empty() {
             tracing::info!(bundles = needed.len(), "reload: loading bundles before switching cameras over");
@@ -102,7 +97,29 @@ impl Control {
     }
 }
 
+/// How often a reload prepares its bundles before it lets the last few load under the
+/// lock (a worker ending between each preparation and the lock, again and again).
+const MAX_PREPARES: u32 = 3;
+
 impl Inner {
+    /// The bundles a new or changed camera of `options` needs that have no running worker
+    /// (all of them when the worker options change) and are not in `prepared`. Only
+    /// bundles a camera will start on: a worker started for none would never end (a file
+    /// run that has ended would then wait for it for ever).
+    fn unprepared(&self, options: &PipelineOptions, prepared: &[Prepared]) -> Vec<PathBuf> {
+        let all = self.options.workers != options.workers;
+        let starts = |name: &String, plan: &CameraPlan| all || self.cameras.get(name).is_none_or(|r| r.plan != *plan);
+        let mut dirs: Vec<PathBuf> = (options.cameras.iter())
+            .filter(|(name, plan)| starts(name, plan))
+            .map(|(_, c)| c.bundle.clone())
+            .filter(|d| all || !self.workers.get(d).is_some_and(super::Worker::alive))
+            .filter(|d| !prepared.iter().any(|(p, _)| p == d))
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        dirs
+    }
+
     /// Moves every worker to `retired`: they finish once their cameras are gone.
     fn retire_workers(&mut self) {
         for (_, old) in std::mem::take(&mut self.workers) {
@@ -125,10 +142,14 @@ impl Inner {
                     self.cameras.insert(name, running);
                 }
                 Some(_) => {
+                    // Before its successor starts: a late `streaming` of the old generation
+                    // would otherwise land after the new one's first report.
+                    running.silence();
                     report.changed.push(name);
                     to_stop.push(running);
                 }
                 None => {
+                    running.silence();
                     if let Ok(mut current) = self.probe.current.lock() {
                         current.remove(&name);
                     }

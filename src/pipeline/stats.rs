@@ -61,6 +61,15 @@ impl LatencyHistogram {
         }
     }
 
+    /// Adds `other`'s observations to these.
+    pub fn merge(&mut self, other: &LatencyHistogram) {
+        for (a, b) in self.buckets.iter_mut().zip(&other.buckets) {
+            *a = a.saturating_add(*b);
+        }
+        self.count += other.count;
+        self.sum += other.sum;
+    }
+
     /// Observations so far.
     pub fn count(&self) -> u64 {
         self.count
@@ -162,6 +171,30 @@ impl RunSummary {
     }
 }
 
+/// Folds a finished worker's summary into its bundle's totals (per-camera figures are
+/// let go): a run that starts many workers keeps one summary per bundle, not per worker.
+pub(super) fn fold(totals: &mut std::collections::BTreeMap<String, RunSummary>, s: RunSummary) {
+    let Some(t) = totals.get_mut(&s.bundle) else {
+        totals.insert(s.bundle.clone(), RunSummary { cameras: Vec::new(), ..s });
+        return;
+    };
+    t.frames += s.frames;
+    t.dropped += s.dropped;
+    t.faces += s.faces;
+    t.events += s.events;
+    t.batches += s.batches;
+    t.lane_panics += s.lane_panics;
+    t.elapsed += s.elapsed;
+    t.stages.detect += s.stages.detect;
+    t.stages.classify += s.stages.classify;
+    t.stages.publish += s.stages.publish;
+    t.stages.detected += s.stages.detected;
+    t.stages.classified += s.stages.classified;
+    t.detect_batches.merge(&s.detect_batches);
+    t.classify_batches.merge(&s.classify_batches);
+    (t.lanes, t.trackers, t.in_flight) = (s.lanes, 0, 0);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,5 +209,20 @@ mod tests {
         assert_eq!(h.quantile_ms(0.99), 99.0);
         h.record(Duration::from_secs(10));
         assert_eq!(h.quantile_ms(1.0), 2000.0, "overflow lands in the last bucket");
+    }
+
+    #[test]
+    fn workers_fold_into_one_summary_per_bundle() {
+        let mut totals = std::collections::BTreeMap::new();
+        for (bundle, frames) in [("a", 3), ("b", 5), ("a", 4)] {
+            let mut s = RunSummary { bundle: bundle.into(), frames, ..RunSummary::default() };
+            s.detect_batches.record(Duration::from_millis(frames));
+            s.cameras.push(CameraSummary { name: "cam".into(), ..CameraSummary::default() });
+            fold(&mut totals, s);
+        }
+        assert_eq!(totals.len(), 2);
+        let a = &totals["a"];
+        assert_eq!((a.frames, a.detect_batches.count(), a.cameras.len()), (7, 2, 0));
+        assert_eq!(a.detect_batches.quantile_ms(1.0), 4.0);
     }
 }

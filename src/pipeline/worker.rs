@@ -43,6 +43,8 @@ pub(super) struct WorkerSetup<S> {
     pub sink: S,
     /// The live views, which ask for copies of the frames someone looks at.
     pub views: super::view::Views,
+    /// Counts workers that ended without being told `Done` (shared by all workers).
+    pub failures: Arc<AtomicU64>,
 }
 
 /// Starts the worker thread (and its lanes); returns it and its live statistics.
@@ -50,7 +52,7 @@ pub(super) fn spawn<S: EventSink>(
     analyzers: Vec<Analyzer>,
     setup: WorkerSetup<S>,
 ) -> std::io::Result<(std::thread::JoinHandle<RunSummary>, Arc<Mutex<RunSummary>>)> {
-    let WorkerSetup { done, hub, cameras, options, track_ids, sink, views } = setup;
+    let WorkerSetup { done, hub, cameras, options, track_ids, sink, views, failures } = setup;
     let super::WorkerOptions { device_id, lifecycle, tracker: tracker_cfg, batching, snapshot_px, .. } = options;
     let analyzer = analyzers.first().ok_or_else(|| std::io::Error::other("a worker needs at least one lane"))?;
     let m = analyzer.manifest();
@@ -93,8 +95,79 @@ pub(super) fn spawn<S: EventSink>(
         views,
         labels,
     };
-    let worker = Worker { pool, hub, tracking, batching, first: None, panics_seen: 0 };
-    std::thread::Builder::new().name(format!("worker-{name}")).spawn(move || worker.run()).map(|handle| (handle, live))
+    let worker =
+        Worker { pool, hub: hub.clone(), tracking, batching, first: None, panics_seen: 0, fault: Fault::from_env() };
+    let guard = EndGuard { hub, bundle: name.clone(), failures, normal: false };
+    std::thread::Builder::new()
+        .name(format!("worker-{name}"))
+        .spawn(move || {
+            let mut guard = guard;
+            let summary = worker.run(&mut guard);
+            drop(guard);
+            summary
+        })
+        .map(|handle| (handle, live))
+}
+
+/// Watches the worker thread's end: however it ends short of `Done` (a panic outside the
+/// lanes, its sink or its lanes gone), the hub is abandoned, so its cameras let go at once
+/// and the pipeline moves them to a new worker instead of feeding a hub nobody reads.
+struct EndGuard {
+    hub: Arc<FrameHub<Frame>>,
+    bundle: String,
+    failures: Arc<AtomicU64>,
+    /// Set once the worker was told `Done`.
+    normal: bool,
+}
+
+impl Drop for EndGuard {
+    fn drop(&mut self) {
+        if self.normal {
+            return;
+        }
+        let how = if std::thread::panicking() { "it panicked" } else { "its sink or its lanes are gone" };
+        tracing::error!(bundle = %self.bundle, "the inference worker ended abnormally ({how}); its cameras move to a new one");
+        self.failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.hub.abandon();
+    }
+}
+
+/// Fault injection for the tests, `CLEFD_TEST_WORKER_FAULT=panic:N` or `stop:N`: the first
+/// worker of the process to take its N-th batch panics outside the lanes, or stops as if
+/// its sink had closed. Fires once per process, so the worker that replaces it runs on.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    None,
+    Panic(u64),
+    Stop(u64),
+}
+
+/// Whether the injected fault has fired in this process.
+static FAULT_FIRED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+impl Fault {
+    fn from_env() -> Fault {
+        let Ok(v) = std::env::var("CLEFD_TEST_WORKER_FAULT") else { return Fault::None };
+        let (kind, n) = v.split_once(':').unwrap_or((v.as_str(), "1"));
+        let n = n.parse().unwrap_or(1);
+        match kind {
+            "panic" => Fault::Panic(n),
+            "stop" => Fault::Stop(n),
+            _ => Fault::None,
+        }
+    }
+
+    /// Whether to stop now, at batch `taken`; panics when the fault says so.
+    fn strikes(self, taken: u64) -> bool {
+        let (Fault::Panic(at) | Fault::Stop(at)) = self else { return false };
+        if taken < at || FAULT_FIRED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            return false;
+        }
+        if matches!(self, Fault::Panic(_)) {
+            panic!("CLEFD_TEST_WORKER_FAULT: the inference worker panics (fault injection)");
+        }
+        true
+    }
 }
 
 /// The worker thread's state: the lanes, the hub frames come from, the trackers.
@@ -107,18 +180,38 @@ struct Worker<S> {
     first: Option<Instant>,
     /// Lane panics already in the live statistics.
     panics_seen: u64,
+    /// Injected fault (tests only; see [`Fault`]).
+    fault: Fault,
+}
+
+/// What a step of the worker leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    /// Go on.
+    Go,
+    /// The hub said `Done`: every camera has ended (or the pipeline stops).
+    Done,
+    /// The sink or the lanes are gone: the worker cannot go on.
+    Broken,
 }
 
 impl<S: EventSink> Worker<S> {
     /// Feeds the lanes and tracks what they finish until every camera has ended or the
     /// sink has closed; the run's statistics.
-    fn run(mut self) -> RunSummary {
+    fn run(mut self, guard: &mut EndGuard) -> RunSummary {
         // Test hook: makes inference artificially slow (watchdog and back-pressure tests).
         let test_delay = std::env::var("CLEFD_TEST_INFERENCE_DELAY_MS")
             .ok()
             .and_then(|v| v.parse::<u64>().ok())
             .map(Duration::from_millis);
-        while self.step(test_delay) {}
+        let mut batches = 0u64;
+        let flow = loop {
+            match self.step(test_delay, &mut batches) {
+                Flow::Go => {}
+                end => break end,
+            }
+        };
+        guard.normal = flow == Flow::Done;
         let Worker { pool, hub, tracking, first, .. } = self;
         drop(pool);
         let mut summary = tracking.lock();
@@ -130,9 +223,9 @@ impl<S: EventSink> Worker<S> {
         summary.clone()
     }
 
-    /// Tracks finished batches, then takes the next frames (or waits for a lane); false
-    /// when the worker is done.
-    fn step(&mut self, test_delay: Option<Duration>) -> bool {
+    /// Tracks finished batches, then takes the next frames (or waits for a lane); whether
+    /// to go on. `batches` counts the batches taken.
+    fn step(&mut self, test_delay: Option<Duration>, batches: &mut u64) -> Flow {
         let panics = self.pool.panics();
         if panics != self.panics_seen {
             self.panics_seen = panics;
@@ -140,16 +233,16 @@ impl<S: EventSink> Worker<S> {
         }
         while let Some(finished) = self.pool.try_finished() {
             if !self.tracking.finish(finished) {
-                return false;
+                return Flow::Broken;
             }
         }
         let free = self.pool.has_free_lane();
         if !free && !self.pool.has_room_to_queue() {
             if !self.pool.wait_any() {
                 tracing::error!("the inference lanes have stopped");
-                return false;
+                return Flow::Broken;
             }
-            return true;
+            return Flow::Go;
         }
         // With a lane to spare, a frame starts at once: under load frames queue in the hub
         // while the lanes are busy and the next free lane takes them as one batch anyway.
@@ -165,20 +258,24 @@ impl<S: EventSink> Worker<S> {
                     std::thread::sleep(d);
                 }
                 self.first.get_or_insert_with(Instant::now);
+                *batches += 1;
+                if self.fault.strikes(*batches) {
+                    return Flow::Broken;
+                }
                 let frames: Vec<(usize, Frame)> = frames.into_iter().filter(|(_, f)| f.view().is_some()).collect();
                 if !frames.is_empty() {
                     let hints = frames.iter().map(|(slot, f)| self.tracking.hint(*slot, f.index)).collect();
                     self.pool.submit_hinted(frames, hints);
                     self.tracking.lock().in_flight = self.pool.in_flight();
                 }
-                true
+                Flow::Go
             }
-            Next::Rung => true,
+            Next::Rung => Flow::Go,
             next @ (Next::Reset(_) | Next::Closed(_) | Next::Done) => {
                 // Frames in flight came before this: track them first.
                 while let Some(finished) = self.pool.wait_finished() {
                     if !self.tracking.finish(finished) {
-                        return false;
+                        return Flow::Broken;
                     }
                 }
                 match next {
@@ -189,9 +286,9 @@ impl<S: EventSink> Worker<S> {
                         self.tracking.end_tracks(slot, true);
                         self.hub.release(slot);
                     }
-                    _ => return false,
+                    _ => return Flow::Done,
                 }
-                true
+                Flow::Go
             }
         }
     }

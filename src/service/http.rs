@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 
 use crate::mqtt::PublishStats;
 use crate::pipeline::Probe;
-use crate::source::{CameraState, CameraStatus};
+use crate::source::CameraStatus;
 
 /// What the endpoints report on; shared with the tasks that keep it current.
 pub struct Health {
@@ -94,13 +94,8 @@ impl Health {
                 down.as_secs_f64()
             ));
         }
-        let cams = self.cameras.lock().ok()?;
-        // A camera disabled on purpose is no fault: with every camera disabled, all is well.
-        let active: Vec<&CameraStatus> = cams.values().filter(|c| c.status != CameraState::Disabled).collect();
-        if !active.is_empty() && !active.iter().any(|c| c.status == CameraState::Streaming) {
-            return Some("no camera is streaming".into());
-        }
-        None
+        let cams = self.cameras.lock().unwrap_or_else(|p| p.into_inner());
+        super::probe::cameras_problem(&cams)
     }
 }
 

@@ -245,6 +245,11 @@ fn frame_path(f: &mut Families, h: &Health) {
         "Batches an inference lane panicked on (the lane goes on; their frames are dropped).",
         panics,
     );
+    f.counters(
+        "clefd_worker_failures_total",
+        "Inference workers that ended abnormally (a panic outside the lanes, their sink or lanes gone); their cameras moved to a new worker.",
+        [(Vec::new(), h.probe.worker_failures())],
+    );
     f.gauges(
         "clefd_pipeline_held",
         "Per-camera state the frame path holds (one of each per running camera; more is a leak).",

@@ -6,6 +6,7 @@ pub mod http;
 pub mod live;
 pub mod metrics;
 pub mod notify;
+pub mod probe;
 pub mod snapshots;
 pub mod stats;
 pub mod systemd;

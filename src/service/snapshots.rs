@@ -6,10 +6,10 @@
 //! beyond the limit (one unlink), and the pictures of earlier runs are trimmed once, at
 //! start, by a thread of its own.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::events::SnapshotRef;
 use crate::mqtt::Topics;
@@ -25,25 +25,39 @@ pub struct SnapshotPlaces {
     pending: Mutex<HashMap<(String, u64), SnapshotRef>>,
     /// Snapshots that could not be written.
     pub failed: AtomicU64,
-    /// The pictures this run wrote, oldest first (at most the folder's limit).
-    written: Mutex<std::collections::VecDeque<PathBuf>>,
+    /// The pictures in the folder, oldest first (at most the folder's limit): this run's,
+    /// and the earlier runs' that the trim at start kept, so that together they stay
+    /// within the limit.
+    written: Arc<Mutex<VecDeque<PathBuf>>>,
 }
 
 impl SnapshotPlaces {
     /// Places for snapshots; nothing pending yet.
     pub fn new(topics: Option<Topics>, dir: Option<(PathBuf, usize)>) -> SnapshotPlaces {
+        let written: Arc<Mutex<VecDeque<PathBuf>>> = Arc::default();
         if let Some((dir, keep)) = dir.clone() {
-            // Earlier runs' pictures: trimmed once, off every thread that matters.
-            let trim = move || {
-                if let Err(e) = keep_newest(&dir, keep) {
-                    tracing::debug!(dir = %dir.display(), error = %e, "cannot trim the snapshot folder");
+            // Earlier runs' pictures: trimmed once, off every thread that matters; those
+            // kept count towards the limit from then on (the oldest go first).
+            let written = written.clone();
+            let trim = move || match keep_newest(&dir, keep) {
+                Ok(kept) => {
+                    let mut written = written.lock().unwrap_or_else(|p| p.into_inner());
+                    let older: Vec<PathBuf> = kept.into_iter().filter(|p| !written.contains(p)).collect();
+                    for old in older.into_iter().rev() {
+                        written.push_front(old);
+                    }
+                    while written.len() > keep.max(1) {
+                        if let Some(old) = written.pop_front() {
+                            let _ = std::fs::remove_file(old);
+                        }
+                    }
                 }
+                Err(e) => tracing::debug!(dir = %dir.display(), error = %e, "cannot trim the snapshot folder"),
             };
             if let Err(e) = std::thread::Builder::new().name("snapshot-trim".into()).spawn(trim) {
                 tracing::warn!(error = %e, "cannot start the thread that trims the snapshot folder");
             }
         }
-        let written = Mutex::default();
         SnapshotPlaces { topics, dir, pending: Mutex::default(), failed: AtomicU64::new(0), written }
     }
 
@@ -96,18 +110,51 @@ fn write(dir: &Path, shot: &Snapshot) -> std::io::Result<PathBuf> {
     Ok(path)
 }
 
-/// Removes the oldest pictures beyond `keep` (never the newest one).
-fn keep_newest(dir: &Path, keep: usize) -> std::io::Result<()> {
+/// Removes the oldest pictures beyond `keep` (never the newest one); the ones kept,
+/// oldest first.
+fn keep_newest(dir: &Path, keep: usize) -> std::io::Result<Vec<PathBuf>> {
     let mut pictures: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(dir)?
         .filter_map(Result::ok)
         .filter(|e| e.path().extension().is_some_and(|x| x == "jpg"))
         .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
         .collect();
-    if pictures.len() > keep {
-        pictures.sort();
-        for (_, old) in &pictures[..pictures.len() - keep.max(1)] {
-            let _ = std::fs::remove_file(old);
-        }
+    pictures.sort();
+    let gone = pictures.len().saturating_sub(keep.max(1));
+    for (_, old) in &pictures[..gone] {
+        let _ = std::fs::remove_file(old);
     }
-    Ok(())
+    Ok(pictures.into_iter().skip(gone).map(|(_, p)| p).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jpgs(dir: &Path) -> usize {
+        std::fs::read_dir(dir)
+            .map(|d| d.filter_map(Result::ok).filter(|e| e.path().extension().is_some_and(|x| x == "jpg")).count())
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn earlier_runs_pictures_count_towards_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in 0..3 {
+            std::fs::write(dir.path().join(format!("old-{n}.jpg")), b"jpeg").unwrap();
+        }
+        let places = SnapshotPlaces::new(None, Some((dir.path().to_path_buf(), 2)));
+        // The trim runs on a thread of its own: wait (against a deadline) until it is done.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while places.written.lock().unwrap().len() < 2 {
+            assert!(std::time::Instant::now() < deadline, "the trim at start never finished");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        for n in 0..3 {
+            let shot =
+                Snapshot { camera: "cam".into(), track_id: n, track_uid: format!("new-{n}"), jpeg: b"jpeg".to_vec() };
+            places.place(&shot);
+            assert_eq!(jpgs(dir.path()), 2, "the folder holds at most its limit, earlier runs' pictures included");
+        }
+        assert!(dir.path().join("new-2.jpg").exists() && dir.path().join("new-1.jpg").exists());
+    }
 }

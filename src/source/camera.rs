@@ -209,7 +209,7 @@ impl Camera {
         let stop = Arc::new(AtomicBool::new(false));
         let bus_thread = {
             let (looping, stop) = (opts.looping && !live, stop.clone());
-            spawn_bus_thread(&pipeline, &opts, looping, stop, on_end).map_err(perr)?
+            spawn_bus_thread(&pipeline, &opts, (looping, frames.clone()), stop, on_end).map_err(perr)?
         };
         tracing::info!(camera = %opts.name, source = %describe(&opts.spec), width = opts.width, "camera started");
         let rate = count_rate_drops(&pipeline);
@@ -297,12 +297,12 @@ fn describe(spec: &SourceSpec) -> String {
 fn watch_bus(
     bus: &gst::Bus,
     pipeline: &gst::Pipeline,
-    name: &str,
-    spec: &SourceSpec,
-    looping: bool,
+    (name, spec): (&str, &SourceSpec),
+    (looping, frames): (bool, &AtomicU64),
     stop: &AtomicBool,
 ) -> Ended {
     use gst::MessageView;
+    let mut warning = None;
     while !stop.load(Ordering::SeqCst) {
         let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) else {
             continue;
@@ -317,7 +317,13 @@ fn watch_bus(
             }
             MessageView::Eos(_) => {
                 tracing::info!(camera = %name, "end of stream");
-                return Ended::Eos;
+                // A file that stopped at damage ends like a whole one: tell them apart.
+                let delivered = frames.load(Ordering::Relaxed);
+                let damaged = matches!(spec, SourceSpec::File { .. }) && delivered > 0;
+                return match damaged.then(|| super::damage::verdict(pipeline, delivered, warning.as_deref())) {
+                    Some(Some(reason)) => Ended::Error(reason),
+                    _ => Ended::Eos,
+                };
             }
             MessageView::Error(e) => {
                 let reason = error_reason(e, spec);
@@ -325,7 +331,8 @@ fn watch_bus(
                 return Ended::Error(reason);
             }
             MessageView::Warning(w) => {
-                tracing::warn!(camera = %name, warning = %w.error(), "GStreamer warning")
+                tracing::warn!(camera = %name, warning = %w.error(), "GStreamer warning");
+                warning = Some(w.error().to_string());
             }
             _ => {}
         }
@@ -408,7 +415,7 @@ fn play(pipeline: &gst::Pipeline, spec: &SourceSpec) -> Result<(), String> {
 fn spawn_bus_thread(
     pipeline: &gst::Pipeline,
     opts: &CameraOptions,
-    looping: bool,
+    (looping, frames): (bool, Arc<AtomicU64>),
     stop: Arc<AtomicBool>,
     on_end: impl FnOnce(Ended) + Send + 'static,
 ) -> Result<std::thread::JoinHandle<()>, String> {
@@ -417,7 +424,7 @@ fn spawn_bus_thread(
     std::thread::Builder::new()
         .name(format!("cam-{name}"))
         .spawn(move || {
-            let ended = watch_bus(&bus, &pipeline, &name, &spec, looping, &stop);
+            let ended = watch_bus(&bus, &pipeline, (&name, &spec), (looping, &frames), &stop);
             let _ = pipeline.set_state(gst::State::Null);
             on_end(ended);
         })

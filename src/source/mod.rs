@@ -4,6 +4,7 @@
 
 mod camera;
 mod capture;
+mod damage;
 mod decoder;
 mod diagnose;
 mod frame;

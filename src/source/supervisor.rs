@@ -70,6 +70,10 @@ pub struct CameraStatus {
     /// `openh264dec`, ...), once known; absent for sources that need none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decoder: Option<String>,
+    /// The frame rate the camera is configured for (its `fps` cap), when it has one:
+    /// health compares `fps` with it (not in the JSON: the config says it).
+    #[serde(skip)]
+    pub target_fps: Option<f64>,
 }
 
 /// Restart policy.
@@ -103,6 +107,7 @@ struct Reporter {
     capped_before: u64,
     capped_now: u64,
     decoder: Option<String>,
+    target_fps: Option<f64>,
 }
 
 impl Reporter {
@@ -126,6 +131,7 @@ impl Reporter {
             restarts: self.restarts,
             dropped_fps_cap: self.capped_before + self.capped_now,
             decoder: self.decoder.clone(),
+            target_fps: self.target_fps,
         };
         (self.on_status)(&status);
     }
@@ -206,6 +212,7 @@ fn supervise(opts: &SupervisorOptions, on_frame: &FrameFn, on_status: StatusFn, 
         capped_before: 0,
         capped_now: 0,
         decoder: None,
+        target_fps: opts.camera.fps_cap,
     };
     let salt = opts.camera.name.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
     let mut backoff = Backoff::new(opts.backoff_initial, opts.backoff_max, salt);
@@ -318,6 +325,9 @@ fn watch(
             if rep.state != Some(CameraState::Streaming) {
                 backoff.reset();
                 rep.report(CameraState::Streaming, 0.0, None);
+                // The rate is measured over streaming time only, not the connection's.
+                window = (now, n);
+                last_report = now;
             }
         } else if now - last_progress > stall_timeout {
             return Watch::Stalled(format!("no frame for {:.1} s", stall_timeout.as_secs_f64()));

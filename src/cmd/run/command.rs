@@ -86,7 +86,7 @@ impl Daemon {
         }
         self.announce_controls(Some(&self.settings), &next, &settings).await;
         self.report_unusable(&unusable).await;
-        let persisted = self.keep(&next);
+        let persisted = self.keep(&next).await;
         let echo: serde_json::Map<String, serde_json::Value> = match camera {
             Some(name) => [(name.to_string(), next.echo(name).unwrap_or_default())].into_iter().collect(),
             None => settings.cameras.keys().map(|n| (n.clone(), next.echo(n).unwrap_or_default())).collect(),
@@ -123,6 +123,7 @@ impl Daemon {
                 restarts: 0,
                 dropped_fps_cap: 0,
                 decoder: None,
+                target_fps: None,
             };
             // Listed as `disabled` in health, metrics and the status line too.
             self.sink.on_state(&status);
@@ -150,6 +151,7 @@ impl Daemon {
                 restarts: 0,
                 dropped_fps_cap: 0,
                 decoder: None,
+                target_fps: None,
             };
             self.sink.on_state(&status);
             let _ = self.to_publisher.send(Outgoing::Analysis(Output::CameraState(status))).await;
@@ -157,9 +159,14 @@ impl Daemon {
     }
 
     /// Keeps `controls` for the next start when `control_persist` is on; whether it is kept.
-    fn keep(&self, controls: &Controls) -> bool {
-        let Some(path) = self.settings.mqtt.control.as_ref().and_then(|c| c.persist.as_ref()) else { return false };
-        match controls.save(path) {
+    /// The file is written on a blocking thread: a slow disk never stalls the runtime.
+    async fn keep(&self, controls: &Controls) -> bool {
+        let Some(path) = self.settings.mqtt.control.as_ref().and_then(|c| c.persist.clone()) else { return false };
+        let (kept, at) = (controls.clone(), path.clone());
+        let saved = tokio::task::spawn_blocking(move || kept.save(&at))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        match saved {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!(file = %path.display(), error = %e, "what was set over MQTT cannot be kept for the next start (it applies until then)");

@@ -62,7 +62,7 @@ impl Daemon {
         }
         // Where snapshots go is set up at start: the running choice stays until a restart.
         new.snapshots = self.settings.snapshots.clone();
-        let new_publisher = match self.new_publisher(&new) {
+        let new_publisher = match self.new_publisher(&new).await {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(error = %format!("{e:#}"), "the new MQTT settings cannot be used; the running configuration stays");
@@ -138,11 +138,13 @@ impl Daemon {
     }
 
     /// The publisher's settings when the connection changes (files read now, so a missing
-    /// certificate refuses the reload).
-    fn new_publisher(&self, new: &Settings) -> anyhow::Result<Option<PublisherConfig>> {
+    /// certificate refuses the reload), on a blocking thread: off the runtime.
+    async fn new_publisher(&self, new: &Settings) -> anyhow::Result<Option<PublisherConfig>> {
         if new.mqtt.connection == self.settings.mqtt.connection {
             return Ok(None);
         }
-        publisher_config(new).map(|cfg| Some(PublisherConfig { commands: self.commands.clone(), ..cfg }))
+        let settings = new.clone();
+        let cfg = tokio::task::spawn_blocking(move || publisher_config(&settings)).await??;
+        Ok(Some(PublisherConfig { commands: self.commands.clone(), ..cfg }))
     }
 }
