@@ -14,7 +14,6 @@ import shutil
 import torch
 
 from .clef import CLEF
-from .golden import write_golden
 from .sampling import InputSpec, SubjectSpec
 
 
@@ -99,6 +98,8 @@ def export_vanilla_bundle(out_dir: str, module: torch.nn.Module, *, name: str, v
     path = os.path.join(out_dir, "manifest.toml")
     with open(path, "w") as f:
         f.write("\n\n".join(parts) + "\n")
+    from .golden import write_golden
+
     write_golden(out_dir)
     return path
 
@@ -153,5 +154,7 @@ def export_bundle(out_dir: str, model: CLEF, *, name: str, version: str, labels:
         fuse_bundle(out_dir)
     elif os.path.exists(fused_path):
         os.remove(fused_path)
+    from .golden import write_golden
+
     write_golden(out_dir)
     return path

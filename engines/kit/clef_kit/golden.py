@@ -2,11 +2,12 @@
 
 The daemon runs each model of a bundle on whatever provider and precision it got (TensorRT
 FP16, CUDA, the CPU) and compares the result with these FP32 numbers from ONNX Runtime's
-CPU provider (``src/engine/acceptance.rs``). A bundle folder gains ``golden/``:
+CPU provider (``src/engine/acceptance.rs``). A bundle folder gains, beside its models (so
+whatever copies a bundle's files copies them too):
 
-- ``pictures.npy``: a few whole pictures (uint8, N×H×W×3) with a face box each, for the
+- ``golden-pictures.npy``: a few whole pictures (uint8, N×H×W×3) with a face box each, for the
   daemon's whole preprocessing (crops, masking, colour, normalisation) then the models;
-- ``<section>.<input>.npy``: the same subjects' input tensors (float32, N×shape), exactly as
+- ``golden-<section>.<input>.npy``: the same subjects' input tensors (float32, N×shape), exactly as
   the daemon's preprocessing builds them (:mod:`clef_kit.sampling`), for each model alone;
 - ``golden.json``: the face boxes, which tensor feeds which model input, the sha256 of every
   model file (a replaced model makes the vectors stale), and per vector ``y_e``, ``y_c``,
@@ -34,7 +35,7 @@ import onnxruntime as ort
 from . import world
 from .sampling import InputSpec, SubjectSpec, build_input
 
-FOLDER = "golden"
+PREFIX = "golden"
 FORMAT = "clefd.golden/1"
 SECTIONS = ("vanilla", "context_branch", "fused")
 
@@ -81,7 +82,7 @@ def _candidates(n: int, seed: int, size: tuple[int, int]):
 
 def write_golden(bundle_dir: str, vectors: int = 3, candidates: int = 16, seed: int = 27,
                  size: tuple[int, int] = (128, 96)) -> str:
-    """Writes ``golden/`` into the bundle and returns the path of its ``golden.json``."""
+    """Writes the golden files into the bundle and returns the path of its ``golden.json``."""
     path = os.path.join(bundle_dir, "manifest.toml")
     with open(path, "rb") as f:
         manifest = tomllib.load(f)
@@ -125,12 +126,11 @@ def write_golden(bundle_dir: str, vectors: int = 3, candidates: int = 16, seed: 
         margin = top2[:, 1] - top2[:, 0]
     keep = sorted(np.argsort(-margin, kind="stable")[:vectors].tolist())
 
-    out_dir = os.path.join(bundle_dir, FOLDER)
-    os.makedirs(out_dir, exist_ok=True)
+    out_dir = bundle_dir
     for stale in os.listdir(out_dir):
-        if stale.endswith(".npy"):
+        if stale.startswith(PREFIX + "-") and stale.endswith(".npy"):
             os.remove(os.path.join(out_dir, stale))
-    np.save(os.path.join(out_dir, "pictures.npy"), np.stack([pictures[i] for i in keep]))
+    np.save(os.path.join(out_dir, f"{PREFIX}-pictures.npy"), np.stack([pictures[i] for i in keep]))
     files: dict[str, dict[str, str]] = {}
     written: dict[tuple, str] = {}
     for section, table in sections.items():
@@ -138,7 +138,7 @@ def write_golden(bundle_dir: str, vectors: int = 3, candidates: int = 16, seed: 
         for d in table["inputs"]:
             key = tuple(sorted((k, json.dumps(v)) for k, v in d.items()))
             if key not in written:
-                written[key] = f"{section}.{d['name']}.npy"
+                written[key] = f"{PREFIX}-{section}.{d['name']}.npy"
                 np.save(os.path.join(out_dir, written[key]), tensors[section][d["name"]][keep])
             files[section][d["name"]] = written[key]
 
@@ -163,11 +163,11 @@ def write_golden(bundle_dir: str, vectors: int = 3, candidates: int = 16, seed: 
         "labels": len(manifest["labels"]),
         "models": {s: {"file": t["file"], "sha256": _sha256(os.path.join(bundle_dir, t["file"]))}
                    for s, t in sections.items()},
-        "pictures": "pictures.npy",
+        "pictures": f"{PREFIX}-pictures.npy",
         "inputs": files,
         "vectors": records,
     }
-    out = os.path.join(out_dir, "golden.json")
+    out = os.path.join(out_dir, f"{PREFIX}.json")
     with open(out, "w") as f:
         json.dump(golden, f, indent=1)
         f.write("\n")

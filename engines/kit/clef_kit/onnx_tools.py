@@ -23,6 +23,9 @@ from onnx import TensorProto, helper, numpy_helper
 def fp16_copy(src: str, dst: str) -> None:
     """Writes ``src`` with float16 weights and float16-rounded activations to ``dst``."""
     model = onnx.load(src)
+    typed = onnx.shape_inference.infer_shapes(model).graph
+    floats = {v.name for v in list(typed.value_info) + list(typed.output)
+              if v.type.tensor_type.elem_type == TensorProto.FLOAT}
     g = model.graph
     nodes = []
     for init in list(g.initializer):
@@ -39,7 +42,7 @@ def fp16_copy(src: str, dst: str) -> None:
         if node.op_type in ("Shape", "Constant", "Cast") or not node.output:
             continue
         out = node.output[0]
-        if out in outputs:
+        if out in outputs or out not in floats:
             continue
         # Rename the node's output; a round trip through float16 restores the old name.
         raw = out + "/fp32"

@@ -5,7 +5,6 @@ them from the command line; and the onnx_tools copies (FP16, perturbed) really m
 
 import json
 import os
-import shutil
 import sys
 import tempfile
 import unittest
@@ -28,7 +27,7 @@ CONTEXT = InputSpec("context", "context_masked", 64, 48, mean=[127.5] * 3, std=[
 
 
 def load(d: str):
-    with open(os.path.join(d, "golden", "golden.json")) as f:
+    with open(os.path.join(d, "golden.json")) as f:
         return json.load(f)
 
 
@@ -51,15 +50,15 @@ class GoldenTests(unittest.TestCase):
                               detector_file=DETECTOR_FILE, subject=SubjectSpec(face_scale=1.25, mask_scale=1.8),
                               thresholds=[0.5] * 7 if task == "multi_label" else None, fused=True)
                 g = load(d)
-                size = sum(os.path.getsize(os.path.join(d, "golden", f)) for f in os.listdir(os.path.join(d, "golden")))
+                size = sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d) if f.startswith("golden"))
                 self.assertLess(size, 400_000, "a small set")
                 self.assertEqual(set(g["models"]), {"vanilla", "context_branch", "fused"})
                 self.assertEqual(g["inputs"]["fused"]["context"], g["inputs"]["context_branch"]["context"],
                                  "one file for the same input")
-                pictures = np.load(os.path.join(d, "golden", g["pictures"]))
+                pictures = np.load(os.path.join(d, g["pictures"]))
                 n = len(g["vectors"])
                 self.assertEqual(pictures.shape[0], n)
-                feeds = {name: np.load(os.path.join(d, "golden", f)) for name, f in g["inputs"]["fused"].items()}
+                feeds = {name: np.load(os.path.join(d, f)) for name, f in g["inputs"]["fused"].items()}
                 subject = SubjectSpec(face_scale=1.25, mask_scale=1.8)
                 for i, v in enumerate(g["vectors"]):
                     for spec in (FACE, CONTEXT):
@@ -84,7 +83,9 @@ class GoldenTests(unittest.TestCase):
         with tempfile.TemporaryDirectory() as d:
             export_vanilla_bundle(d, FaceOnly(), name="b", version="0", labels=[f"l{i}" for i in range(7)],
                                   inputs=[FACE], detector=DETECTOR, detector_file=DETECTOR_FILE)
-            shutil.rmtree(os.path.join(d, "golden"))
+            for f in os.listdir(d):
+                if f.startswith("golden"):
+                    os.remove(os.path.join(d, f))
             self.assertEqual(golden_main([d, "--vectors", "2"]), 0)
             g = load(d)
             self.assertEqual(len(g["vectors"]), 2)
@@ -97,7 +98,7 @@ class GoldenTests(unittest.TestCase):
             export_vanilla_bundle(d, FaceOnly(), name="b", version="0", labels=[f"l{i}" for i in range(7)],
                                   inputs=[FACE], detector=DETECTOR, detector_file=DETECTOR_FILE)
             g = load(d)
-            feeds = {"face": np.load(os.path.join(d, "golden", g["inputs"]["vanilla"]["face"]))}
+            feeds = {"face": np.load(os.path.join(d, g["inputs"]["vanilla"]["face"]))}
             ref = np.float32([v["y_e"] for v in g["vectors"]])
             fp16_copy(os.path.join(d, "vanilla.onnx"), os.path.join(d, "half.onnx"))
             half = run(os.path.join(d, "half.onnx"), feeds)[0]
