@@ -28,12 +28,13 @@ install -D -m 0644 config/clefd.toml "$root/etc/clefd/clefd.toml"
 install -D -m 0644 config/cameras.d/example.toml.disabled "$root/etc/clefd/cameras.d/example.toml.disabled"
 mkdir -p "$root/usr/share/clefd/engines"
 cp -r engines/face-fer2013 "$root/usr/share/clefd/engines/"
-# The context-bias bundles (single- and multi-label) without their evaluation slices; their
-# detectors are links to face-fer2013's.
+# The context-bias bundles (single- and multi-label) without their evaluation slices, with
+# their golden vectors (every start checks the models against them); their detectors are
+# links to face-fer2013's.
 for demo in context-bias-demo context-multilabel-demo; do
   mkdir -p "$root/usr/share/clefd/engines/$demo"
   cp -P engines/$demo/{manifest.toml,vanilla.onnx,context_branch.onnx,clef_fused.onnx,blazeface_full.onnx} \
-    "$root/usr/share/clefd/engines/$demo/"
+    engines/$demo/golden.json engines/$demo/golden-*.npy "$root/usr/share/clefd/engines/$demo/"
 done
 install -D -m 0644 assets/astronaut.png "$root/usr/share/clefd/assets/astronaut.png"  # for `clefd bench`
 install -D -m 0644 engines/NOTICE "$root/usr/share/doc/clefd/NOTICE"

@@ -136,11 +136,11 @@ fn report_bundles(loaded: &clefd::config::Settings, providers: &[String], verdic
     let opts = SessionOptions { threads: 1, ..Default::default() };
     let gpu = SessionOptions { threads: 1, providers: providers.to_vec(), ..Default::default() }.accelerated();
     for dir in loaded.bundles_in_use() {
-        match clefd::engine::Bundle::load(dir, &opts) {
+        match clefd::engine::Bundle::load_accepted(dir, &opts) {
             Ok(b) => line(
                 &format!("bundle {}", b.manifest.name),
                 format!(
-                    "{} {} loads; debias {}; runs on {}",
+                    "{} {} loads; debias {}; runs on {}; engine acceptance: {}",
                     dir.display(),
                     b.manifest.version,
                     match (b.debias(), b.fused()) {
@@ -148,7 +148,8 @@ fn report_bundles(loaded: &clefd::config::Settings, providers: &[String], verdic
                         (true, false) => "on (CLEF on the host)",
                         _ => "off",
                     },
-                    if gpu { "the GPU" } else { "the CPU" }
+                    if gpu { "the GPU" } else { "the CPU" },
+                    clefd::engine::acceptance::verdict(&b.manifest.name)
                 ),
             ),
             Err(e) => {

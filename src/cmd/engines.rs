@@ -1,11 +1,12 @@
 //! `clefd build-engines`: every bundle's models loaded once, as the daemon will load them,
 //! so TensorRT builds and caches its engines ahead of the first start (minutes on a
-//! Jetson) instead of during it.
+//! Jetson) instead of during it, and proven against the bundle's golden vectors
+//! (`engine::acceptance`) on the provider and precision each got, with the numbers shown.
 
 use std::path::Path;
 use std::process::ExitCode;
 
-use clefd::engine::Bundle;
+use clefd::engine::{ClefPlacement, acceptance};
 
 /// `clefd build-engines`; with `if_gpu`, only where a GPU provider would take the models.
 pub fn build_engines(config: &Path, if_gpu: bool) -> anyhow::Result<ExitCode> {
@@ -32,13 +33,22 @@ pub fn build_engines(config: &Path, if_gpu: bool) -> anyhow::Result<ExitCode> {
     let mut failed = 0;
     for (i, dir) in dirs.iter().enumerate() {
         tracing::info!(bundle = %dir.display(), "loading bundle {} of {}", i + 1, dirs.len());
-        match Bundle::load(dir, &opts) {
-            Ok(b) => tracing::info!(
-                bundle = %b.manifest.name,
-                detector = b.detector.provider(),
-                classifiers = %b.classifier_providers().iter().map(|(m, p)| format!("{m}: {p}")).collect::<Vec<_>>().join(", "),
-                "ready: a start loads these models without building"
-            ),
+        let started = std::time::Instant::now();
+        match acceptance::load(dir, &opts, ClefPlacement::Engine) {
+            Ok(a) => {
+                let b = &a.bundle;
+                for c in &a.checks {
+                    println!("{}: {c}", b.manifest.name);
+                }
+                tracing::info!(
+                    bundle = %b.manifest.name,
+                    detector = b.detector.provider(),
+                    classifiers = %b.classifier_providers().iter().map(|(m, p)| format!("{m}: {p}")).collect::<Vec<_>>().join(", "),
+                    load_and_acceptance_ms = started.elapsed().as_millis() as u64,
+                    fell_back = a.fell_back,
+                    "ready: a start loads these models without building"
+                )
+            }
             Err(e) => {
                 tracing::error!(bundle = %dir.display(), "{e}");
                 failed += 1;

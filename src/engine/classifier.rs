@@ -148,6 +148,41 @@ impl Classifier {
                 sample(s.frame, region, mask, &input.sampling, &mut input.buffer[i * per..(i + 1) * per]);
             }
         }
+        self.run_filled(n, group.len())
+    }
+
+    /// For each of `n` samples of ready-made input tensors (by input name, every sample's
+    /// values in turn), what [`Classifier::classify`] returns: how engine acceptance feeds
+    /// a model the golden tensors exactly as they were made, preprocessing aside.
+    pub fn classify_tensors(&mut self, tensors: &[(String, Vec<f32>)], n: usize) -> Result<Vec<Vec<f32>>, EngineError> {
+        let chunk = match self.batch {
+            BatchDim::Dynamic => n.max(1),
+            BatchDim::Fixed(b) => b,
+        };
+        let mut out = Vec::with_capacity(n);
+        for start in (0..n).step_by(chunk.max(1)) {
+            let m = chunk.min(n - start);
+            let batch = if matches!(self.batch, BatchDim::Fixed(_)) { chunk } else { m };
+            for input in &mut self.inputs {
+                let per = input.sampling.len();
+                let given = tensors.iter().find(|(name, _)| *name == input.name).map(|(_, v)| v);
+                let Some(values) = given.filter(|v| v.len() == per * n) else {
+                    return Err(EngineError::Run {
+                        model: self.model.name().into(),
+                        reason: format!("no {per} values per sample given for input '{}'", input.name),
+                    });
+                };
+                input.buffer.clear();
+                input.buffer.extend_from_slice(&values[start * per..(start + m) * per]);
+                input.buffer.resize(per * batch, 0.0);
+            }
+            out.extend(self.run_filled(batch, m)?);
+        }
+        Ok(out)
+    }
+
+    /// Runs the filled input buffers (`n` samples, the first `used` wanted).
+    fn run_filled(&mut self, n: usize, used: usize) -> Result<Vec<Vec<f32>>, EngineError> {
         let shapes: Vec<[i64; 4]> = self
             .inputs
             .iter()
@@ -163,14 +198,14 @@ impl Classifier {
         let results = self.model.run(&feeds, &names)?;
         let k = self.labels;
         for (name, values) in self.outputs.iter().zip(&results) {
-            if values.len() < group.len() * k {
+            if values.len() < used * k {
                 return Err(EngineError::Run {
                     model: self.model.name().into(),
                     reason: format!("output '{name}' has {} values, expected {}", values.len(), n * k),
                 });
             }
         }
-        Ok((0..group.len())
+        Ok((0..used)
             .map(|i| results.iter().flat_map(|values| &values[i * k..(i + 1) * k]).copied().collect())
             .collect())
     }

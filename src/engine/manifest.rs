@@ -281,6 +281,25 @@ impl Default for SubjectSpec {
     }
 }
 
+/// How closely the models, on whatever provider and precision they got, must reproduce
+/// the bundle's golden vectors (`[acceptance]`; see `engine::acceptance`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AcceptanceSpec {
+    /// Largest absolute deviation allowed in `y_e`, `y_c`, factual and counterfactual.
+    pub logits: f32,
+    /// Largest absolute deviation allowed in the debiased output (the TIE).
+    pub debiased: f32,
+}
+
+impl Default for AcceptanceSpec {
+    /// Tight enough to catch an FP16 engine that moved the logits by 1e-2 (measured on the
+    /// demo models), loose enough for FP32 on any provider (about 1e-5).
+    fn default() -> Self {
+        AcceptanceSpec { logits: 5e-3, debiased: 5e-3 }
+    }
+}
+
 /// A parsed, checked `manifest.toml`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -316,6 +335,9 @@ pub struct Manifest {
     pub context_branch: Option<ModelSpec>,
     /// Both models and CLEF in one graph, when the bundle has it (needs a context branch).
     pub fused: Option<FusedSpec>,
+    /// Golden-vector tolerances.
+    #[serde(default)]
+    pub acceptance: AcceptanceSpec,
     /// Folder the manifest was read from (not in the file).
     #[serde(skip)]
     pub dir: PathBuf,
@@ -396,6 +418,13 @@ impl Manifest {
         {
             if !(0.0..=1.0).contains(&v) {
                 return Err((key.into(), format!("{v} is out of range 0..1")));
+            }
+        }
+        for (key, v) in
+            [("acceptance.logits", self.acceptance.logits), ("acceptance.debiased", self.acceptance.debiased)]
+        {
+            if !(v.is_finite() && v > 0.0 && v <= 10.0) {
+                return Err((key.into(), format!("{v} is out of range (0, 10]")));
             }
         }
         let mut files = vec![("detector.file", &self.detector.file)];

@@ -1,8 +1,10 @@
 //! The models: bundle manifests, ONNX Runtime (with the TensorRT and CUDA providers where
 //! present), and turning frames into input tensors.
 
+pub mod acceptance;
 pub mod classifier;
 mod detector;
+pub mod golden;
 pub mod manifest;
 pub mod preprocess;
 pub mod runtime;
@@ -30,6 +32,9 @@ pub enum BundleError {
     /// ONNX Runtime or a model failed.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// No provider reproduced the bundle's golden vectors, or they are unusable.
+    #[error(transparent)]
+    Acceptance(#[from] acceptance::AcceptanceError),
 }
 
 /// Where CLEF's subtraction runs for a bundle that debiases.
@@ -76,6 +81,13 @@ impl Bundle {
     /// already be initialised ([`runtime::init`]).
     pub fn load(dir: &Path, opts: &SessionOptions) -> Result<Bundle, BundleError> {
         Bundle::load_placed(dir, opts, ClefPlacement::Engine)
+    }
+
+    /// Loads `dir` as [`Bundle::load`] does, on the first provider and precision whose
+    /// results reproduce the bundle's golden vectors ([`acceptance::load`]): how the daemon
+    /// and `build-engines` load bundles, so no start serves numbers nobody checked.
+    pub fn load_accepted(dir: &Path, opts: &SessionOptions) -> Result<Bundle, BundleError> {
+        acceptance::load(dir, opts, ClefPlacement::Engine).map(|a| a.bundle)
     }
 
     /// Only the face detector of the bundle in `dir`: for finding faces in pictures

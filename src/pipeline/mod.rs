@@ -201,7 +201,7 @@ fn load_analyzers(workers: &WorkerOptions, dir: &Path) -> Result<Vec<Analyzer>, 
     let faces = workers.session.tensorrt.batch_max;
     (0..lanes)
         .map(|_| {
-            Bundle::load(dir, &opts)
+            Bundle::load_accepted(dir, &opts)
                 .map(|bundle| Analyzer::new(bundle, faces))
                 .map_err(|source| PipelineError::Bundle { path: dir.display().to_string(), source })
         })

@@ -207,6 +207,7 @@ fn healthz(h: &Health) -> (bool, String) {
         "spooled_events": h.publish.spooled.load(Ordering::Relaxed),
         "events_lost_to_disk_errors": h.publish.failed.load(Ordering::Relaxed),
         "disk_problem": h.publish.problem(),
+        "engine_acceptance": crate::engine::acceptance::summary(),
     });
     (problem.is_none(), body.to_string() + "\n")
 }

@@ -258,6 +258,20 @@ fn frame_path(f: &mut Families, h: &Health) {
     f.gauges("clefd_inference_lanes", "Inference lanes: batches a bundle can analyse at once.", lanes);
     f.gauges("clefd_inference_batches_in_flight", "Batches being analysed right now.", in_flight);
     f.gauges("clefd_bundle_provider_info", "Always 1: the execution provider each bundle's models run on.", providers);
+    f.gauges(
+        "clefd_engine_acceptance",
+        "Always 1: whether each model reproduced its bundle's golden vectors on a provider and precision (result accepted, rejected or unverified).",
+        crate::engine::acceptance::records().into_iter().map(|r| {
+            let labels = vec![
+                ("bundle", r.bundle),
+                ("model", r.model),
+                ("provider", r.provider),
+                ("precision", r.precision),
+                ("result", r.result.to_string()),
+            ];
+            (labels, 1.0)
+        }),
+    );
 }
 
 /// Delivery to the broker and the spool.

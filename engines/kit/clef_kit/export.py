@@ -2,7 +2,8 @@
 
 Writes ``vanilla.onnx`` and ``context_branch.onnx`` (dynamic batch dimension), links or copies
 the face detector, and writes ``manifest.toml`` with the labels, fusion, task, ``Y_e*``, each
-input's role, size, layout, colour and normalisation, and the subject/mask settings.
+input's role, size, layout, colour and normalisation, and the subject/mask settings, and the
+golden vectors every start checks the models against (:mod:`clef_kit.golden`).
 """
 
 from __future__ import annotations
@@ -97,6 +98,9 @@ def export_vanilla_bundle(out_dir: str, module: torch.nn.Module, *, name: str, v
     path = os.path.join(out_dir, "manifest.toml")
     with open(path, "w") as f:
         f.write("\n\n".join(parts) + "\n")
+    from .golden import write_golden
+
+    write_golden(out_dir)
     return path
 
 
@@ -150,4 +154,7 @@ def export_bundle(out_dir: str, model: CLEF, *, name: str, version: str, labels:
         fuse_bundle(out_dir)
     elif os.path.exists(fused_path):
         os.remove(fused_path)
+    from .golden import write_golden
+
+    write_golden(out_dir)
     return path
