@@ -289,7 +289,7 @@ pub fn check_required(require: Require, providers: &[String]) -> Result<(), Engi
              engine.require = \"any\" to run on what there is",
             has.join(", "),
             wanted.join(" or "),
-            wanted.join(" and ")
+            wanted.join(" or ")
         )
     };
     Err(EngineError::Required { require: require.as_str(), reason })
