@@ -3,6 +3,8 @@
 # the systemd unit, the default config and the demo bundle. ARCH=arm64 (`make deb ARCH=arm64`)
 # packages the Jetson cross build (scripts/build-arm64.sh) with PyPI's aarch64 CPU ONNX
 # Runtime; on a Jetson, point engine.onnxruntime at a GPU build (README). Output: target/deb/*.deb
+# `build-deb.sh --control` prints only the control file (tests/package.rs checks its
+# Depends against each Ubuntu release's package names).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 version=$(grep -m1 '^version = ' Cargo.toml | cut -d'"' -f2)
@@ -13,6 +15,28 @@ case "$arch" in
   arm64) binary=target/aarch64-unknown-linux-gnu/release/clefd ort=.local/arm64/onnxruntime glibc=2.31 ;;
   *) echo "build-deb: cannot package for '$arch' here (this machine's architecture, or arm64)" >&2; exit 1 ;;
 esac
+
+# What the binary links (glibc, GLib, GStreamer and its app/video libraries) and the
+# plugins its pipelines use. Where Ubuntu 24.04's 64-bit time_t transition renamed a
+# library (libglib2.0-0 -> libglib2.0-0t64), both names, the new one first; every name
+# must exist on Ubuntu 20.04, 22.04 and 24.04 (JetPack 5, 6 and 7).
+control() {
+  cat <<CONTROL
+Package: clefd
+Version: ${version}
+Architecture: ${arch}
+Maintainer: clefd developers <clefd@localhost>
+Depends: libc6 (>= ${glibc}), libglib2.0-0t64 | libglib2.0-0, libgstreamer1.0-0, libgstreamer-plugins-base1.0-0, gstreamer1.0-plugins-base, gstreamer1.0-plugins-good, gstreamer1.0-plugins-bad, gstreamer1.0-libav
+Recommends: gstreamer1.0-plugins-ugly, mosquitto
+Section: video
+Priority: optional
+Description: debiased emotion events from camera streams (CLEF) over MQTT
+ clefd decodes cameras with GStreamer, finds and classifies faces with ONNX
+ Runtime (TensorRT/CUDA on Jetson), removes context bias with CLEF's
+ counterfactual inference and publishes events over MQTT.
+CONTROL
+}
+if [ "${1:-}" = "--control" ]; then control; exit 0; fi
 root=target/deb/clefd_${version}_${arch}
 rm -rf "$root" && mkdir -p "$root/DEBIAN"
 [ -x "$binary" ] || { echo "build-deb: $binary is missing: run 'make build ARCH=$arch' first" >&2; exit 1; }
@@ -41,20 +65,7 @@ install -D -m 0644 engines/NOTICE "$root/usr/share/doc/clefd/NOTICE"
 install -D -m 0644 README.md "$root/usr/share/doc/clefd/README.md"
 mkdir -p "$root/var/lib/clefd"
 
-cat > "$root/DEBIAN/control" <<CONTROL
-Package: clefd
-Version: ${version}
-Architecture: ${arch}
-Maintainer: clefd developers <clefd@localhost>
-Depends: libc6 (>= ${glibc}), libgstreamer1.0-0, gstreamer1.0-plugins-base, gstreamer1.0-plugins-good, gstreamer1.0-plugins-bad, gstreamer1.0-libav
-Recommends: gstreamer1.0-plugins-ugly, mosquitto
-Section: video
-Priority: optional
-Description: debiased emotion events from camera streams (CLEF) over MQTT
- clefd decodes cameras with GStreamer, finds and classifies faces with ONNX
- Runtime (TensorRT/CUDA on Jetson), removes context bias with CLEF's
- counterfactual inference and publishes events over MQTT.
-CONTROL
+control > "$root/DEBIAN/control"
 printf '/etc/clefd/clefd.toml\n' > "$root/DEBIAN/conffiles"
 cat > "$root/DEBIAN/postinst" <<'POSTINST'
 #!/bin/sh
@@ -67,9 +78,16 @@ if ! getent passwd clefd >/dev/null; then
   adduser clefd video >/dev/null 2>&1 || true
 fi
 chown clefd:clefd /var/lib/clefd 2>/dev/null || true
-# On a Jetson, the drop-in that lets the service reach the GPU and CSI cameras.
-if [ -e /etc/nv_tegra_release ] && [ ! -e /etc/systemd/system/clefd.service.d/jetson.conf ]; then
-  install -D -m 0644 /usr/share/clefd/systemd/jetson.conf /etc/systemd/system/clefd.service.d/jetson.conf
+# On a Jetson, the drop-in that lets the service reach the GPU and CSI cameras. One that
+# an older clefd installed (without JetPack 7's /dev/nvsciipc) is replaced, kept beside as
+# jetson.conf.dpkg-old; one a person wrote is left alone.
+dropin=/etc/systemd/system/clefd.service.d/jetson.conf
+if [ -e /etc/nv_tegra_release ] && [ -e "$dropin" ] && ! grep -q '^DeviceAllow=/dev/nvsciipc' "$dropin" \
+   && grep -q '^# clefd on a Jetson' "$dropin"; then
+  mv "$dropin" "$dropin.dpkg-old"
+fi
+if [ -e /etc/nv_tegra_release ] && [ ! -e "$dropin" ]; then
+  install -D -m 0644 /usr/share/clefd/systemd/jetson.conf "$dropin"
 fi
 # Where the configured ONNX Runtime has a GPU provider (a Jetson with engine.onnxruntime
 # set), build the TensorRT engines now, as the service user, so no start waits for them.

@@ -49,15 +49,22 @@ enum Command {
         #[arg(long)]
         if_gpu: bool,
     },
-    /// One screen for a bug report: clefd, ONNX Runtime (version, API floor, providers and
-    /// which each bundle would use), GStreamer and NVIDIA's elements, GPU device nodes this
-    /// process sees, the engine cache, and the config checked. Exits 0 when everything the
-    /// config asks for can work, 1 when something cannot (listed last), 78 when the config
-    /// itself is invalid.
+    /// One screen for a bug report, and a health check: clefd, ONNX Runtime (version, API
+    /// floor, providers, engine.require) and which provider each bundle would use, the
+    /// Jetson release (L4T, JetPack, CUDA, DLA), GStreamer and NVIDIA's elements, GPU
+    /// device nodes this process sees, the engine cache; then the broker (connected with
+    /// the configured credentials and TLS), http.listen (can be bound, or a clefd serves
+    /// there), state_dir and the spool (writable, with room) and, with --cameras, each
+    /// camera (opened until its first frame). Exit codes: 0 when everything the config asks
+    /// for can work ("verdict ok"), 1 when something cannot (listed last, with what to
+    /// do), 78 when the config itself is invalid.
     Doctor {
         /// Main config file.
         #[arg(long, short, default_value = "/etc/clefd/clefd.toml")]
         config: PathBuf,
+        /// Also open each enabled camera and wait for its first frame (up to 15 s each).
+        #[arg(long)]
+        cameras: bool,
     },
     /// Run a bundle on one still image and print what every model and CLEF say about
     /// each face, as JSON: for checking a bundle by hand.
@@ -149,7 +156,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config } => cmd::run::run(&config),
         Command::CheckConfig { config } => cmd::check_config(&config),
-        Command::Doctor { config } => cmd::doctor::doctor(&config),
+        Command::Doctor { config, cameras } => cmd::doctor::doctor(&config, cameras),
         Command::BuildEngines { config, if_gpu } => cmd::engines::build_engines(&config, if_gpu),
         Command::Explain { bundle, image, onnxruntime } => {
             cmd::explain::explain(&bundle, &image, onnxruntime.as_deref())

@@ -96,3 +96,107 @@ fn the_deb_builds_installs_and_checks_its_own_config() {
         );
     }
 }
+
+/// The package names of one Ubuntu release (`tests/ubuntu/<release>.txt`): name -> version.
+fn ubuntu_packages(release: &str) -> std::collections::BTreeMap<String, String> {
+    let text = std::fs::read_to_string(common::repo().join(format!("tests/ubuntu/{release}.txt"))).unwrap();
+    text.lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_once(' ').map(|(n, v)| (n.to_string(), v.trim().to_string())))
+        .collect()
+}
+
+/// Whether `have` satisfies `op want` (`>=`, `=`, ...), by dpkg's own comparison.
+fn version_satisfies(have: &str, op: &str, want: &str) -> bool {
+    let op = match op {
+        ">=" => "ge",
+        "<=" => "le",
+        ">>" => "gt",
+        "<<" => "lt",
+        "=" => "eq",
+        other => panic!("unknown version relation {other}"),
+    };
+    Command::new("dpkg").args(["--compare-versions", have, op, want]).status().unwrap().success()
+}
+
+/// The clauses of a control field that no alternative of resolves among `packages`.
+fn unresolved(field: &str, packages: &std::collections::BTreeMap<String, String>) -> Vec<String> {
+    field
+        .split(',')
+        .map(str::trim)
+        .filter(|clause| {
+            !clause.split('|').map(str::trim).any(|alt| {
+                let (name, relation) = match alt.split_once('(') {
+                    Some((n, r)) => (n.trim(), Some(r.trim_end_matches(')').trim())),
+                    None => (alt, None),
+                };
+                let Some(have) = packages.get(name) else { return false };
+                relation.is_none_or(|r| {
+                    let (op, want) = r.split_once(' ').expect("a relation and a version");
+                    version_satisfies(have, op.trim(), want.trim())
+                })
+            })
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn the_jetson_package_depends_resolve_on_ubuntu_20_04_22_04_and_24_04() {
+    let out = Command::new("bash")
+        .arg(common::repo().join("scripts/build-deb.sh"))
+        .arg("--control")
+        .env("ARCH", "arm64")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let control = String::from_utf8_lossy(&out.stdout).into_owned();
+    let field = |name: &str| {
+        control
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .unwrap_or_else(|| panic!("no {name} in:\n{control}"))
+            .to_string()
+    };
+    assert!(field("Architecture") == "arm64", "{control}");
+    for release in ["20.04", "22.04", "24.04"] {
+        let packages = ubuntu_packages(release);
+        for name in ["Depends", "Recommends"] {
+            let missing = unresolved(&field(name), &packages);
+            assert!(missing.is_empty(), "Ubuntu {release}: {name} {missing:?} resolve to no package there");
+        }
+    }
+    // The lists themselves can fail a wrong control file: t64's rename, and glibc.
+    let noble = ubuntu_packages("24.04");
+    assert_eq!(unresolved("libglib2.0-0", &noble), vec!["libglib2.0-0".to_string()]);
+    assert_eq!(unresolved("libc6 (>= 2.36)", &ubuntu_packages("22.04")).len(), 1);
+}
+
+#[test]
+fn the_jetson_drop_in_lets_jetpack_7_gpu_nodes_in_and_still_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let unit = std::fs::read_to_string(common::repo().join("systemd/clefd.service")).unwrap();
+    let drop_in = std::fs::read_to_string(common::repo().join("systemd/jetson.conf")).unwrap();
+    let path = dir.path().join("clefd.service");
+    std::fs::write(&path, unit.replace("/usr/bin/clefd", env!("CARGO_BIN_EXE_clefd")) + "\n" + &drop_in).unwrap();
+    let out = Command::new("systemd-analyze").arg("verify").arg(&path).output().expect("systemd-analyze is installed");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !stderr.contains("clefd.service:"), "systemd-analyze verify: {stderr}");
+    // JetPack 7's server-style driver (Thor; Orin from 7.2), besides JetPack 5 and 6's.
+    for node in [
+        "/dev/nvidia0",
+        "/dev/nvidiactl",
+        "/dev/nvidia-uvm",
+        "/dev/nvidia-modeset",
+        "/dev/nvmap",
+        "/dev/host1x-fence",
+        "/dev/nvsciipc",
+        "/dev/v4l2-nvdec",
+    ] {
+        assert!(drop_in.lines().any(|l| l == format!("DeviceAllow={node} rw")), "{node} (JetPack 7)");
+    }
+    assert!(drop_in.lines().any(|l| l == "DeviceAllow=char-drm rw"), "/dev/dri/*");
+    assert!(drop_in.lines().any(|l| l == "Environment=CLEFD__ENGINE__REQUIRE=gpu"), "a Jetson requires its GPU");
+    // A start refused for a missing requirement (69) or a bad config (78) is not retried.
+    assert!(unit.lines().any(|l| l == "RestartPreventExitStatus=78 69"), "{unit}");
+}

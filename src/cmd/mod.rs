@@ -8,8 +8,10 @@ pub mod engines;
 pub mod eval;
 pub mod explain;
 pub mod faces;
+mod jetson;
 mod options;
 mod publishing;
+mod requirements;
 pub mod run;
 mod subscriber;
 pub mod synth;
@@ -24,6 +26,13 @@ use synth::{ClipSpec, Sprite, make_clip as render};
 /// The exit code for "the configuration is invalid" (sysexits' EX_CONFIG), from both
 /// `check-config` and `run`; the unit's `RestartPreventExitStatus` stops restart loops on it.
 pub const EXIT_CONFIG: u8 = 78;
+
+/// The exit code for "what the configuration requires is not on this machine"
+/// (sysexits' EX_UNAVAILABLE): `engine.require` names a provider the ONNX Runtime lacks,
+/// or `engine.dla_core` a DLA whose libraries are missing. `run` exits with it instead of
+/// running somewhere slower; the unit's `RestartPreventExitStatus` lists it, since a
+/// restart cannot install a library.
+pub const EXIT_UNAVAILABLE: u8 = 69;
 
 /// `clefd check-config`.
 pub fn check_config(path: &Path) -> anyhow::Result<ExitCode> {

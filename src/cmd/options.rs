@@ -31,6 +31,7 @@ pub fn session_options(engine: &EngineSettings) -> SessionOptions {
     SessionOptions {
         threads: engine.threads,
         providers: engine.providers.iter().map(|p| p.as_str().to_string()).collect(),
+        require: engine.require,
         cache_dir: Some(engine.cache_dir.clone()),
         tensorrt: TrtSettings {
             precision: engine.precision.clone(),
@@ -52,8 +53,9 @@ pub fn pipeline_options(s: &Settings) -> (PipelineOptions, Vec<(String, String)>
         bundle: _,      // resolved into each camera's `bundle`
         lanes,
         threads,
-        // The next four go to the sessions, through `session_options`.
+        // The next five go to the sessions, through `session_options`.
         providers: _,
+        require: _,
         cache_dir: _,
         precision: _,
         dla_core: _,

@@ -201,6 +201,13 @@ impl Daemon {
             tracing::error!("{e}; run `clefd check-config --config {}`", path.display());
             return Ok(Err(ExitCode::from(super::EXIT_CONFIG)));
         }
+        if let Err(reason) = super::requirements::check(&settings.engine) {
+            tracing::error!(
+                "{reason}; clefd will not start without it (`clefd doctor --config {}` says more)",
+                path.display()
+            );
+            return Ok(Err(ExitCode::from(super::EXIT_UNAVAILABLE)));
+        }
         let (options, unusable) = pipeline_options(&settings);
         for (camera, reason) in &unusable {
             tracing::error!(camera = %camera, error = %reason, "camera cannot start");
@@ -220,6 +227,15 @@ impl Daemon {
         let started = while_starting(&notifier, || Pipeline::start(options, sink.clone()));
         let pipeline = match started {
             Ok(p) => p,
+            Err(
+                e @ PipelineError::Bundle {
+                    source: clefd::engine::BundleError::Engine(clefd::engine::runtime::EngineError::Required { .. }),
+                    ..
+                },
+            ) => {
+                tracing::error!("{e}; clefd will not start without it");
+                return Ok(Err(ExitCode::from(super::EXIT_UNAVAILABLE)));
+            }
             Err(e @ PipelineError::Bundle { .. }) => {
                 tracing::error!("{e}; run `clefd check-config --config {}`", path.display());
                 return Ok(Err(ExitCode::from(super::EXIT_CONFIG)));

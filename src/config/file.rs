@@ -58,6 +58,10 @@ pub struct EngineConfig {
     pub threads: usize,
     /// Execution providers to try, in order: `tensorrt`, `cuda`, `cpu`.
     pub providers: Vec<String>,
+    /// The provider the models must get, or clefd refuses to start: `any` (default: the
+    /// first of `providers` that takes them, a fallback logged as a warning), `gpu`
+    /// (TensorRT or CUDA), `tensorrt` or `cuda`.
+    pub require: String,
     /// Where TensorRT engines are cached (default: `<state_dir>/engine-cache`).
     pub cache_dir: Option<PathBuf>,
     /// TensorRT's arithmetic: `fp16` (default), `fp32`, or `int8` (needs
@@ -288,6 +292,7 @@ impl Default for EngineConfig {
             lanes: 0,
             threads: 0,
             providers: vec!["tensorrt".into(), "cuda".into(), "cpu".into()],
+            require: "any".into(),
             cache_dir: None,
             precision: "fp16".into(),
             int8_calibration_table: None,

@@ -27,7 +27,7 @@ pub use settings::{
     SupervisorSettings, TlsPaths, TrackerSettings,
 };
 pub use uri::SourceSpec;
-pub use values::{Area, BrokerUrl, DecoderChoice, Precision, Protocol, Provider, Transport};
+pub use values::{Area, BrokerUrl, DecoderChoice, Precision, Protocol, Provider, Require, Transport};
 
 /// Environment variables with this prefix (then `__`) override config keys.
 pub const ENV_PREFIX: &str = "CLEFD";

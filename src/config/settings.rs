@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{Area, BrokerUrl, DecoderChoice, Precision, Protocol, Provider, SourceSpec, Transport};
+use super::{Area, BrokerUrl, DecoderChoice, Precision, Protocol, Provider, Require, SourceSpec, Transport};
 
 /// The whole configuration, checked.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,6 +56,8 @@ pub struct EngineSettings {
     pub threads: usize,
     /// Execution providers, in order of preference.
     pub providers: Vec<Provider>,
+    /// The provider the models must get, or clefd refuses to start.
+    pub require: Require,
     /// Where TensorRT engines are cached.
     pub cache_dir: PathBuf,
     /// TensorRT's arithmetic.

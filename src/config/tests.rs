@@ -94,3 +94,17 @@ fn reload_names_the_changes_that_wait_for_a_restart() {
         vec!["[http]", "mqtt.spool_max_mb", "mqtt.control and mqtt.control_persist"]
     );
 }
+
+#[test]
+fn engine_require_is_typed_and_must_be_reachable_through_the_providers() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(load(&write(dir.path(), BASE)).unwrap().engine.require, Require::Any, "the default");
+    let gpu = BASE.replace("providers = [\"cuda\", \"cpu\"]", "providers = [\"cuda\", \"cpu\"]\nrequire = \"gpu\"");
+    assert_eq!(load(&write(dir.path(), &gpu)).unwrap().engine.require, Require::Gpu);
+    let unreachable = BASE.replace("providers = [\"cuda\", \"cpu\"]", "providers = [\"cpu\"]\nrequire = \"tensorrt\"");
+    let problems = load(&write(dir.path(), &unreachable)).unwrap_err().0;
+    assert!(problems.iter().any(|p| p.key == "engine.require" && p.reason.contains("lists only")), "{problems:?}");
+    let bad = BASE.replace("providers = [\"cuda\", \"cpu\"]", "providers = [\"cuda\", \"cpu\"]\nrequire = \"npu\"");
+    let problems = load(&write(dir.path(), &bad)).unwrap_err().0;
+    assert!(problems.iter().any(|p| p.key == "engine.require" && p.reason.contains("use any, gpu")), "{problems:?}");
+}

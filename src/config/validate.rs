@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use super::file::{CameraConfig, Config, EngineConfig, MqttConfig};
 use super::settings::*;
-use super::{BrokerUrl, Collector, DecoderChoice, Precision, Protocol, Provider, SourceSpec, Transport};
+use super::{BrokerUrl, Collector, DecoderChoice, Precision, Protocol, Provider, Require, SourceSpec, Transport};
 
 fn in_range<T: PartialOrd + fmt::Display + Copy>(c: &mut Collector, file: &str, key: &str, v: T, lo: T, hi: T) {
     if !(v >= lo && v <= hi) {
@@ -182,6 +182,18 @@ fn engine(e: &EngineConfig, state_dir: &Path, m: &str, c: &mut Collector) -> Opt
     let providers: Vec<Provider> = (e.providers.iter().enumerate())
         .filter_map(|(i, p)| parsed(c, m, &format!("engine.providers[{i}]"), Provider::parse(p)))
         .collect();
+    let require = parsed(c, m, "engine.require", Require::parse(&e.require));
+    if let Some(r) = require.filter(|r| *r != Require::Any && !providers.iter().any(|p| r.accepts(p.as_str()))) {
+        c.push(
+            m,
+            "engine.require",
+            format!(
+                "\"{}\" needs a provider that meets it in engine.providers, which lists only {:?}",
+                r.as_str(),
+                e.providers
+            ),
+        );
+    }
     let precision =
         parsed(c, m, "engine.precision", Precision::parse(&e.precision, e.int8_calibration_table.as_deref()));
     if let Some(p) = e.int8_calibration_table.as_ref().filter(|p| !p.is_file()) {
@@ -203,6 +215,7 @@ fn engine(e: &EngineConfig, state_dir: &Path, m: &str, c: &mut Collector) -> Opt
         lanes: e.lanes,
         threads: e.threads,
         providers,
+        require: require?,
         cache_dir: e.cache_dir.clone().unwrap_or_else(|| state_dir.join("engine-cache")),
         precision: precision?,
         dla_core: e.dla_core,

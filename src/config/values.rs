@@ -91,6 +91,56 @@ impl Provider {
     }
 }
 
+/// Which execution provider the models must get (`engine.require`). ONNX Runtime falls
+/// back to the CPU quietly when a GPU provider cannot load (20 times slower on a Jetson,
+/// and no error): a fleet that needs the GPU says so here and clefd refuses to start
+/// without it rather than run on the CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Require {
+    /// Whatever `engine.providers` gets first (a fallback is logged as a warning).
+    #[default]
+    Any,
+    /// TensorRT or CUDA.
+    Gpu,
+    /// TensorRT only.
+    TensorRt,
+    /// CUDA only.
+    Cuda,
+}
+
+impl Require {
+    /// Parses `any`, `gpu`, `tensorrt` or `cuda`.
+    pub fn parse(s: &str) -> Result<Require, String> {
+        match s {
+            "any" => Ok(Require::Any),
+            "gpu" => Ok(Require::Gpu),
+            "tensorrt" => Ok(Require::TensorRt),
+            "cuda" => Ok(Require::Cuda),
+            other => Err(format!("'{other}' is not a requirement: use any, gpu, tensorrt or cuda")),
+        }
+    }
+
+    /// The config's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Require::Any => "any",
+            Require::Gpu => "gpu",
+            Require::TensorRt => "tensorrt",
+            Require::Cuda => "cuda",
+        }
+    }
+
+    /// Whether a model running on `provider` (`tensorrt`, `cuda`, `cpu`) meets it.
+    pub fn accepts(self, provider: &str) -> bool {
+        match self {
+            Require::Any => true,
+            Require::Gpu => matches!(provider, "tensorrt" | "cuda"),
+            Require::TensorRt => provider == "tensorrt",
+            Require::Cuda => provider == "cuda",
+        }
+    }
+}
+
 /// The arithmetic TensorRT builds engines in.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Precision {

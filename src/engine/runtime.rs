@@ -14,6 +14,7 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::value::TensorRef;
 
 use super::tensorrt::{self, TrtSettings};
+pub use crate::config::Require;
 
 /// Errors from loading ONNX Runtime or a model, or from running one.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +68,14 @@ pub enum EngineError {
         tensor: String,
         /// Names the graph does have.
         available: Vec<String>,
+    },
+    /// `engine.require` cannot be met: the models would run on a provider it rules out.
+    #[error("engine.require = \"{require}\" cannot be met: {reason}")]
+    Required {
+        /// The requirement (`gpu`, `tensorrt`, `cuda`).
+        require: &'static str,
+        /// Which library, which providers it has, and what to install.
+        reason: String,
     },
     /// Inference failed.
     #[error("model {model}: inference failed: {reason}")]
@@ -159,6 +168,9 @@ pub struct SessionOptions {
     /// first that accepts it; without `cpu` in the list, no provider accepting it is an
     /// error rather than a silent fall back to the CPU.
     pub providers: Vec<String>,
+    /// The provider a model must get (`engine.require`): the others in `providers` are
+    /// not tried, and none accepting it is [`EngineError::Required`].
+    pub require: Require,
     /// TensorRT engine cache folder.
     pub cache_dir: Option<PathBuf>,
     /// How TensorRT builds engines.
@@ -167,7 +179,13 @@ pub struct SessionOptions {
 
 impl Default for SessionOptions {
     fn default() -> Self {
-        SessionOptions { threads: 0, providers: vec!["cpu".into()], cache_dir: None, tensorrt: TrtSettings::default() }
+        SessionOptions {
+            threads: 0,
+            providers: vec!["cpu".into()],
+            require: Require::Any,
+            cache_dir: None,
+            tensorrt: TrtSettings::default(),
+        }
     }
 }
 
@@ -212,6 +230,69 @@ pub fn provider_in_build(name: &str) -> bool {
         "cpu" => true,
         _ => false,
     }
+}
+
+/// Every execution provider this build of ONNX Runtime has, as it names them
+/// (`TensorrtExecutionProvider`, `CPUExecutionProvider`); empty before [`init`].
+pub fn providers_in_library() -> Vec<String> {
+    if ENVIRONMENT.get().is_none() {
+        return Vec::new();
+    }
+    let api = ort::api();
+    let mut list: *mut *mut std::ffi::c_char = std::ptr::null_mut();
+    let mut n: std::ffi::c_int = 0;
+    // SAFETY: ONNX Runtime is loaded (checked above). `GetAvailableProviders` fills `list`
+    // with `n` NUL-terminated strings it owns, copied here before
+    // `ReleaseAvailableProviders` frees them; a failure's status is released unread.
+    unsafe {
+        let status = (api.GetAvailableProviders)(&mut list, &mut n);
+        if !status.0.is_null() {
+            (api.ReleaseStatus)(status.0);
+            return Vec::new();
+        }
+        if list.is_null() {
+            return Vec::new();
+        }
+        let names = (0..usize::try_from(n).unwrap_or(0))
+            .map(|i| *list.add(i))
+            .filter(|p| !p.is_null())
+            .map(|p| std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned())
+            .collect();
+        let status = (api.ReleaseAvailableProviders)(list, n);
+        if !status.0.is_null() {
+            (api.ReleaseStatus)(status.0);
+        }
+        names
+    }
+}
+
+/// Checks, before any model loads, that `engine.require` can be met by `providers` (the
+/// config's list) in the loaded ONNX Runtime: a CPU build asked for the GPU is refused
+/// here, naming the library, the providers it has and what to install.
+pub fn check_required(require: Require, providers: &[String]) -> Result<(), EngineError> {
+    if require == Require::Any {
+        return Ok(());
+    }
+    let wanted: Vec<&str> = providers.iter().map(String::as_str).filter(|p| require.accepts(p)).collect();
+    if wanted.iter().any(|p| provider_in_build(p)) {
+        return Ok(());
+    }
+    let library = ENVIRONMENT.get().map_or_else(|| "(not loaded)".into(), |(p, _)| p.display().to_string());
+    let version = version().unwrap_or_else(|| "unknown version".into());
+    let has = providers_in_library();
+    let reason = if wanted.is_empty() {
+        format!("engine.providers ({}) lists no provider that meets it", providers.join(", "))
+    } else {
+        format!(
+            "the ONNX Runtime at {library} ({version}) has only [{}], not {}: install an ONNX Runtime build with {} \
+             (on a Jetson: see README, Jetson) and point engine.onnxruntime at its libonnxruntime.so, or set \
+             engine.require = \"any\" to run on what there is",
+            has.join(", "),
+            wanted.join(" or "),
+            wanted.join(" or ")
+        )
+    };
+    Err(EngineError::Required { require: require.as_str(), reason })
 }
 
 /// Why a GPU provider is refused by a CPU build of ONNX Runtime (PyPI's `onnxruntime`).
@@ -282,6 +363,28 @@ fn log_refusal(provider: &str, reason: &str) {
     }
 }
 
+/// Says, as a warning and once per process (every start), that models run on `provider`
+/// because the providers before it in `engine.providers` refused: ONNX Runtime's own
+/// fallback to the CPU is silent, and a GPU that quietly went away costs 20 times the
+/// time per frame.
+fn warn_fallback(provider: &str, refused: &[String]) {
+    static WARNED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    if refused.is_empty() {
+        return;
+    }
+    let key = format!("{provider}|{}", refused.join("; "));
+    let Ok(mut warned) = WARNED.lock() else { return };
+    if !warned.contains(&key) {
+        tracing::warn!(
+            provider,
+            refused = %refused.join("; "),
+            "models fell back to {provider}: set engine.require = \"gpu\" to refuse to start instead, or list only \
+             the providers you mean in engine.providers"
+        );
+        warned.push(key);
+    }
+}
+
 /// Whether a model takes any batch size or a fixed one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BatchDim {
@@ -312,6 +415,10 @@ impl Model {
         let err = |reason: String| EngineError::Model { model: name.into(), path: path.display().to_string(), reason };
         let mut refused = Vec::new();
         for provider in &opts.providers {
+            if !opts.require.accepts(provider) {
+                refused.push(format!("{provider}: ruled out by engine.require = \"{}\"", opts.require.as_str()));
+                continue;
+            }
             let attempt = match provider.as_str() {
                 "cpu" => session(path, opts, Vec::new()),
                 "cuda" | "tensorrt" if !provider_in_build(provider) => Err(NOT_IN_BUILD.into()),
@@ -323,6 +430,7 @@ impl Model {
             match attempt {
                 Ok(session) => {
                     tracing::debug!(model = name, provider = %provider, "model loaded");
+                    warn_fallback(provider, &refused);
                     return Ok(Model { name: name.into(), session, provider: provider.clone() });
                 }
                 Err(reason) => {
@@ -331,7 +439,14 @@ impl Model {
                 }
             }
         }
-        Err(err(format!("no execution provider asked for (engine.providers) accepted it: {}", refused.join("; "))))
+        let reason = format!("no execution provider asked for (engine.providers) accepted it: {}", refused.join("; "));
+        if opts.require != Require::Any {
+            return Err(EngineError::Required {
+                require: opts.require.as_str(),
+                reason: format!("model {name} ({}): {reason}", path.display()),
+            });
+        }
+        Err(err(reason))
     }
 
     /// The execution provider the model runs on (`tensorrt`, `cuda` or `cpu`).
@@ -424,5 +539,25 @@ mod tests {
         let chain =
             SessionOptions { providers: vec!["tensorrt".into(), "cuda".into(), "cpu".into()], ..Default::default() };
         assert_eq!(Model::load("vanilla", &demo_model(), &chain).unwrap().provider(), "cpu");
+    }
+
+    #[test]
+    fn a_required_gpu_is_refused_by_a_cpu_build_with_the_library_and_its_providers() {
+        init(None).expect("the set-up's ONNX Runtime (make setup)");
+        let has = providers_in_library();
+        assert!(has.iter().any(|p| p == "CPUExecutionProvider"), "{has:?}");
+        let all: Vec<String> = ["tensorrt", "cuda", "cpu"].map(String::from).to_vec();
+        assert!(check_required(Require::Any, &all).is_ok());
+        for require in [Require::Gpu, Require::TensorRt, Require::Cuda] {
+            let e = check_required(require, &all).unwrap_err().to_string();
+            assert!(e.contains(&format!("engine.require = \"{}\"", require.as_str())), "{e}");
+            assert!(e.contains("libonnxruntime") && e.contains("CPUExecutionProvider"), "names library and list: {e}");
+            assert!(e.contains("engine.onnxruntime"), "says what to do: {e}");
+        }
+        // The models themselves: the CPU is not tried when a GPU is required.
+        let gpu = SessionOptions { providers: all.clone(), require: Require::Gpu, ..Default::default() };
+        let e = Model::load("vanilla", &demo_model(), &gpu).unwrap_err();
+        assert!(matches!(e, EngineError::Required { .. }), "{e}");
+        assert!(e.to_string().contains("cpu: ruled out by engine.require"), "{e}");
     }
 }

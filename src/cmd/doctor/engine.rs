@@ -1,0 +1,80 @@
+//! The engine's part of `clefd doctor`: ONNX Runtime, the providers asked for and the
+//! ones it has, what `engine.require` and `engine.dla_core` need, and each bundle in use.
+
+use clefd::engine::runtime::{self, SessionOptions};
+
+use super::{Verdict, line};
+
+/// Each provider asked for: in this build of ONNX Runtime or not; where the models run.
+pub(super) fn report_providers(asked: &[String], verdict: &mut Verdict) {
+    line("providers asked", asked.join(", "));
+    line("providers built", runtime::providers_in_library().join(", "));
+    let mut usable = Vec::new();
+    for p in asked {
+        let available = runtime::provider_in_build(p);
+        let why = if available {
+            "available".to_string()
+        } else {
+            format!("not in this ONNX Runtime build (a CPU build: for {p}, point engine.onnxruntime at a GPU build)")
+        };
+        line(&format!("  {p}"), why);
+        if available {
+            usable.push(p.as_str());
+        }
+    }
+    match usable.first() {
+        Some(&"cpu") if asked.iter().any(|p| p != "cpu") => line(
+            "models run on",
+            "the CPU only: no GPU provider is available in this ONNX Runtime (a fallback: `run` warns on every start)",
+        ),
+        Some(&"cpu") => line("models run on", "the CPU only, as engine.providers asks"),
+        Some(p) => line("models run on", format!("{p} (the first provider available)")),
+        None => verdict.fail(format!(
+            "none of the providers asked for ({}) is available: add \"cpu\" to engine.providers or install a GPU build",
+            asked.join(", ")
+        )),
+    }
+}
+
+/// `engine.require` and `engine.dla_core`: what `run` would refuse to start without.
+pub(super) fn report_requirements(engine: &clefd::config::EngineSettings, verdict: &mut Verdict) {
+    let unmet = super::super::requirements::unmet(engine);
+    let dla = engine.dla_core.map_or_else(String::new, |c| format!(", engine.dla_core = {c}"));
+    if unmet.is_empty() {
+        line("required", format!("engine.require = \"{}\"{dla}: met", engine.require.as_str()));
+        return;
+    }
+    line("required", format!("engine.require = \"{}\"{dla}: NOT met (`run` exits 69)", engine.require.as_str()));
+    for reason in unmet {
+        verdict.fail(reason);
+    }
+}
+
+/// Every bundle the enabled cameras use: loads, and where it runs.
+pub(super) fn report_bundles(loaded: &clefd::config::Settings, providers: &[String], verdict: &mut Verdict) {
+    let opts = SessionOptions { threads: 1, ..Default::default() };
+    let gpu = SessionOptions { threads: 1, providers: providers.to_vec(), ..Default::default() }.accelerated();
+    for dir in loaded.bundles_in_use() {
+        match clefd::engine::Bundle::load_accepted(dir, &opts) {
+            Ok(b) => line(
+                &format!("bundle {}", b.manifest.name),
+                format!(
+                    "{} {} loads; debias {}; runs on {}; engine acceptance: {}",
+                    dir.display(),
+                    b.manifest.version,
+                    match (b.debias(), b.fused()) {
+                        (true, true) => "on (CLEF in the fused graph)",
+                        (true, false) => "on (CLEF on the host)",
+                        _ => "off",
+                    },
+                    if gpu { "the GPU" } else { "the CPU" },
+                    clefd::engine::acceptance::verdict(&b.manifest.name)
+                ),
+            ),
+            Err(e) => {
+                line("bundle", format!("{}: {e}", dir.display()));
+                verdict.fail(format!("bundle {} cannot load", dir.display()));
+            }
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! The platform's part of `clefd doctor`: the Jetson release (L4T, JetPack, CUDA, board),
+//! GStreamer and NVIDIA's elements, the GPU device nodes this process sees, and the
+//! engine cache. Files are read under [`jetson::root`] so tests can play a Jetson.
+
+use std::path::Path;
+
+use clefd::config::SourceSpec;
+use gstreamer as gst;
+
+use super::super::jetson;
+use super::{Verdict, line};
+
+/// NVIDIA's GStreamer elements clefd uses on a Jetson, and what each is for.
+const NVIDIA_ELEMENTS: [(&str, &str); 3] = [
+    ("nvv4l2decoder", "hardware H.264/H.265 decoding"),
+    ("nvvidconv", "conversion and scaling on the VIC"),
+    ("nvarguscamerasrc", "csi:// cameras"),
+];
+
+/// Device nodes through which the GPU is reached: JetPack 5 and 6 (nvhost, nvgpu),
+/// JetPack 7's server-style driver (nvidia*, nvsciipc), both (nvmap, host1x fences, DRM).
+pub(super) const GPU_NODES: [&str; 11] = [
+    "/dev/nvhost-ctrl-gpu",
+    "/dev/nvgpu/igpu0/ctrl",
+    "/dev/nvidia0",
+    "/dev/nvidiactl",
+    "/dev/nvidia-uvm",
+    "/dev/nvidia-modeset",
+    "/dev/nvmap",
+    "/dev/host1x-fence",
+    "/dev/nvsciipc",
+    "/dev/v4l2-nvdec",
+    "/dev/dri",
+];
+
+/// The oldest CUDA whose ONNX Runtime builds clefd's README covers per JetPack.
+const CUDA_BY_JETPACK: [(u32, u32); 4] = [(35, 11), (36, 12), (38, 13), (39, 13)];
+
+/// L4T, JetPack, board and CUDA, when this is a Jetson.
+pub(super) fn report_jetson(verdict: &mut Verdict) {
+    let root = jetson::root();
+    let Some(l4t) = jetson::l4t(&root) else {
+        line("Jetson", "no (no /etc/nv_tegra_release)");
+        return;
+    };
+    line("L4T", format!("R{}.{}: {}", l4t.major, l4t.revision, l4t.jetpack()));
+    line("board", jetson::board(&root).unwrap_or_else(|| "unknown (no /proc/device-tree/model)".into()));
+    let cuda = jetson::cuda(&root);
+    line("CUDA", cuda.clone().unwrap_or_else(|| "not found (/usr/local/cuda/version.json)".into()));
+    let expected = CUDA_BY_JETPACK.iter().find(|(m, _)| *m == l4t.major).map(|(_, c)| *c);
+    if let (Some(expected), Some(major)) = (expected, cuda.as_deref().and_then(jetson::cuda_major))
+        && major != expected
+    {
+        line("  note", format!("L4T R{} comes with CUDA {expected}; this CUDA is {major}", l4t.major));
+    }
+    if l4t.server_style_gpu() {
+        line(
+            "  GPU driver",
+            "server-style (/dev/nvidia*, nvidia-uvm, nvsciipc): ONNX Runtime must be built for CUDA 13 (README, JetPack 7)",
+        );
+    }
+    line(
+        "DLA compiler",
+        jetson::dla_compiler(&root)
+            .map_or_else(|| "absent (engine.dla_core cannot be used)".into(), |p| p.display().to_string()),
+    );
+    if jetson::is_thor(&root) {
+        line("  MJPEG", "Thor's nvv4l2decoder cannot decode it: give MJPEG cameras format=raw, or use H.264");
+    }
+    let drop_in = root.join("etc/systemd/system/clefd.service.d/jetson.conf");
+    match std::fs::read_to_string(&drop_in) {
+        Ok(text) if l4t.server_style_gpu() && !text.contains("DeviceAllow=/dev/nvidia-uvm rw") => {
+            line("drop-in", format!("{}: from before JetPack 7", drop_in.display()));
+            verdict.fail(format!(
+                "{} does not allow JetPack 7's GPU nodes (/dev/nvidia-uvm, /dev/nvsciipc): copy \
+                 /usr/share/clefd/systemd/jetson.conf over it and run `systemctl daemon-reload`",
+                drop_in.display()
+            ));
+        }
+        Ok(_) => line("drop-in", format!("{}: installed", drop_in.display())),
+        Err(_) => line("drop-in", "not installed (the service cannot reach the GPU: README, Jetson, step 2)"),
+    }
+    if l4t.major <= 34 {
+        verdict.fail(format!("L4T R{}: {}", l4t.major, l4t.jetpack()));
+    }
+}
+
+/// GStreamer's version, NVIDIA's elements, and whether csi:// cameras can work.
+pub(super) fn report_gstreamer(loaded: Option<&clefd::config::Settings>, verdict: &mut Verdict) {
+    if let Err(e) = gst::init() {
+        line("GStreamer", format!("cannot start: {e}"));
+        verdict.fail("GStreamer cannot start: no camera can be read".into());
+        return;
+    }
+    line("GStreamer", gst::version_string());
+    for (name, what) in NVIDIA_ELEMENTS {
+        let present = gst::ElementFactory::find(name).is_some();
+        line(&format!("  {name}"), format!("{} ({what})", if present { "present" } else { "absent" }));
+    }
+    let software: Vec<&str> =
+        ["openh264dec", "avdec_h264"].into_iter().filter(|n| gst::ElementFactory::find(n).is_some()).collect();
+    line("  software H.264", if software.is_empty() { "none".to_string() } else { software.join(", ") });
+    let csi_cameras: Vec<&String> = loaded
+        .map(|l| {
+            (l.enabled_cameras()).filter(|(_, c)| matches!(c.source, SourceSpec::Csi { .. })).map(|(n, _)| n).collect()
+        })
+        .unwrap_or_default();
+    if !csi_cameras.is_empty() && gst::ElementFactory::find("nvarguscamerasrc").is_none() {
+        verdict.fail(format!("csi:// camera(s) {csi_cameras:?} need nvarguscamerasrc (a Jetson with JetPack)"));
+    }
+}
+
+/// The GPU device nodes this process can see (a sandbox may hide them).
+pub(super) fn report_devices() {
+    let root = jetson::root();
+    let visible: Vec<&str> = GPU_NODES.into_iter().filter(|p| root.join(p.trim_start_matches('/')).exists()).collect();
+    if visible.is_empty() {
+        line("GPU devices", "none visible (no /dev/nvhost-*, /dev/nvgpu, /dev/nvidia*, /dev/nvmap, /dev/dri)");
+    } else {
+        line("GPU devices", visible.join(", "));
+    }
+}
+
+/// Where built engines are cached, and what is there.
+pub(super) fn report_cache(dir: &Path) {
+    let state = match std::fs::read_dir(dir) {
+        Ok(entries) => format!("{} file(s)", entries.count()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "empty (nothing built yet)".into(),
+        Err(e) => format!("unreadable: {e}"),
+    };
+    line("engine cache", format!("{}: {state}", dir.display()));
+}

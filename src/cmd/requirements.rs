@@ -1,0 +1,27 @@
+//! What the configuration requires of this machine before anything starts:
+//! `engine.require` (a provider, never a quiet CPU fallback) and `engine.dla_core` (the
+//! DLA compiler). `run` refuses to start when either cannot be met
+//! ([`super::EXIT_UNAVAILABLE`]); `doctor` lists the same reasons.
+
+use clefd::config::EngineSettings;
+use clefd::engine::runtime;
+
+/// Every requirement of `[engine]` this machine cannot meet, each in words that say what
+/// to install or change; ONNX Runtime must be loaded ([`runtime::init`]).
+pub fn unmet(engine: &EngineSettings) -> Vec<String> {
+    let providers: Vec<String> = engine.providers.iter().map(|p| p.as_str().to_string()).collect();
+    let mut out = Vec::new();
+    if let Err(e) = runtime::check_required(engine.require, &providers) {
+        out.push(e.to_string());
+    }
+    if let Some(reason) = engine.dla_core.and_then(|core| super::jetson::dla_refusal(&super::jetson::root(), core)) {
+        out.push(reason);
+    }
+    out
+}
+
+/// [`unmet`] as one error for `run`.
+pub fn check(engine: &EngineSettings) -> Result<(), String> {
+    let reasons = unmet(engine);
+    if reasons.is_empty() { Ok(()) } else { Err(reasons.join("; ")) }
+}

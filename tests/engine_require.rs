@@ -1,0 +1,81 @@
+//! `engine.require` with the real daemon on this machine's CPU build of ONNX Runtime:
+//! a required GPU provider that is not there stops the start (exit 69, the library, the
+//! providers it has and what to install, in the log); `any` starts and warns that the
+//! models fell back to the CPU; an `engine.dla_core` without the DLA compiler is refused.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+/// Runs `clefd run` on `cfg` with `env` until it exits by itself; its code and log.
+fn run_until_exit(cfg: &std::path::Path, env: &[(&str, &str)]) -> (i32, String) {
+    let mut cmd = common::clefd();
+    cmd.args(["run", "--config"]).arg(cfg).env_remove("RUST_LOG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    // A refusal comes before any model loads; a daemon that starts instead is a failure.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("clefd started instead of refusing");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn test_config(dir: &std::path::Path, broker: &common::Broker) -> std::path::PathBuf {
+    common::TestConfig::new(dir, &broker.url(), "req").camera("a", "test://ball").write()
+}
+
+#[test]
+fn a_required_gpu_provider_that_is_missing_stops_the_start_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::Broker::start();
+    let cfg = test_config(dir.path(), &broker);
+    for require in ["gpu", "cuda", "tensorrt"] {
+        let (code, log) = run_until_exit(&cfg, &[("CLEFD__ENGINE__REQUIRE", require)]);
+        assert_eq!(code, 69, "require = {require}:\n{log}");
+        for expected in [
+            format!("engine.require = \"{require}\" cannot be met"),
+            "libonnxruntime.so".to_string(),
+            "CPUExecutionProvider".to_string(),
+            "point engine.onnxruntime at its libonnxruntime.so".to_string(),
+        ] {
+            assert!(log.contains(expected.as_str()), "require = {require}: '{expected}' missing:\n{log}");
+        }
+        assert!(!log.contains("ready cameras"), "it must not serve:\n{log}");
+    }
+}
+
+#[test]
+fn any_starts_on_the_cpu_and_warns_of_the_fallback() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::Broker::start();
+    let cfg = test_config(dir.path(), &broker);
+    let log = dir.path().join("clefd.log");
+    let daemon = common::Daemon::start(&cfg, &log);
+    let text = common::wait_log(&log, "ready cameras", 1);
+    let warn =
+        text.lines().find(|l| l.contains("models fell back to cpu")).unwrap_or_else(|| panic!("no warning:\n{text}"));
+    assert!(warn.contains("WARN"), "a warning, not a debug line: {warn}");
+    assert!(warn.contains("tensorrt: not in this ONNX Runtime build"), "says why: {warn}");
+    assert!(daemon.stop(), "stops cleanly");
+}
+
+#[test]
+fn a_dla_core_without_the_dla_compiler_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::Broker::start();
+    let cfg = test_config(dir.path(), &broker);
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    let (code, log) =
+        run_until_exit(&cfg, &[("CLEFD__ENGINE__DLA_CORE", "0"), ("CLEFD_SYSROOT", root.to_str().unwrap())]);
+    assert_eq!(code, 69, "{log}");
+    assert!(log.contains("engine.dla_core = 0, but libnvdla_compiler.so is not installed"), "{log}");
+}
