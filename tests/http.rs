@@ -154,8 +154,10 @@ fn the_side_door_answers_as_browsers_and_scrapers_expect() {
     let (ninth, _) = viewer(port, "/cameras/hall/live.mjpeg");
     assert_eq!(ninth.code, 503, "{}", ninth.head);
     assert!(ninth.header("retry-after").is_some_and(|s| s.parse::<u32>().is_ok_and(|s| s > 0)), "{}", ninth.head);
-    drop(seats);
+    // None of the eight reads: once their connections are full, each is dropped and its
+    // seat given back, though it never closes its end.
     wait_seat(port);
+    drop(seats);
     assert!(daemon.stop());
 }
 
@@ -163,7 +165,7 @@ fn the_side_door_answers_as_browsers_and_scrapers_expect() {
 fn wait_seat(port: u16) {
     let deadline = std::time::Instant::now() + WAIT;
     while viewer(port, "/cameras/hall/live.mjpeg").0.code != 200 {
-        assert!(std::time::Instant::now() < deadline, "the seats of viewers gone never came back");
+        assert!(std::time::Instant::now() < deadline, "the seats of stalled viewers never came back");
         std::thread::sleep(Duration::from_millis(200));
     }
 }
