@@ -325,13 +325,15 @@ impl Daemon {
     /// Starts what runs beside the pipeline: discovery, stats, `current` summaries, the
     /// watchdog monitor, HTTP. Returns the tasks that hold a sender to the publisher.
     async fn spawn_background(&self, health: &Arc<Health>) -> Vec<tokio::task::JoinHandle<()>> {
-        let http = match self.settings.http {
-            Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+        let http = match &self.settings.http {
+            Some(settings) => match tokio::net::TcpListener::bind(settings.listen).await {
                 Ok(l) => {
-                    tracing::info!(%addr, "serving /metrics and /healthz");
-                    Some(l)
+                    let addr = settings.listen;
+                    tracing::info!(%addr, blur_faces = settings.blur_faces, auth = settings.auth.is_some(), "serving /metrics, /healthz and the live view");
+                    Some((l, settings.clone()))
                 }
                 Err(e) => {
+                    let addr = settings.listen;
                     tracing::error!(%addr, error = %e, "cannot serve /metrics and /healthz (is http.listen in use?)");
                     None
                 }
@@ -347,8 +349,8 @@ impl Daemon {
             senders.push(tokio::spawn(stats));
         }
         tokio::spawn(systemd::monitor(self.notifier.clone(), health.clone(), Notifier::watchdog_interval()));
-        if let Some(listener) = http {
-            tokio::spawn(clefd::service::http::serve(listener, health.clone()));
+        if let Some((listener, settings)) = http {
+            tokio::spawn(clefd::service::server::serve(listener, health.clone(), settings));
         }
         senders
     }

@@ -180,12 +180,28 @@ impl Default for SnapshotsConfig {
 pub struct HttpConfig {
     /// `address:port` to serve `/metrics` and `/healthz` on; empty turns them off.
     pub listen: String,
+    /// Blur each face in the live view and `latest.jpg` before it is encoded (the analysis
+    /// is unchanged): people on the picture cannot be recognised by whoever looks.
+    pub blur_faces: bool,
+    /// Ask for credentials on every route but `/healthz` (off when absent).
+    pub auth: Option<HttpAuthConfig>,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: "127.0.0.1:9857".into() }
+        HttpConfig { listen: "127.0.0.1:9857".into(), blur_faces: false, auth: None }
     }
+}
+
+/// `[http.auth]`: where the credentials are, in a file so that they stay out of the
+/// config (set exactly one).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct HttpAuthConfig {
+    /// A file holding a token: clients send `Authorization: Bearer <token>`.
+    pub token_file: Option<PathBuf>,
+    /// A file holding one line `user:password`: clients (browsers too) use HTTP Basic.
+    pub basic_file: Option<PathBuf>,
 }
 
 /// Camera restart policy.

@@ -294,6 +294,11 @@ fn resolve_paths(config: &mut Config, base: &Path) {
     {
         resolve(p);
     }
+    if let Some(auth) = config.http.auth.as_mut() {
+        for p in [&mut auth.token_file, &mut auth.basic_file].into_iter().flatten() {
+            resolve(p);
+        }
+    }
     for cam in config.cameras.values_mut() {
         if let Some(p) = cam.bundle.as_mut() {
             resolve(p);

@@ -23,8 +23,8 @@ mod values;
 
 pub use load::sources_fingerprint;
 pub use settings::{
-    CameraSettings, ControlSettings, EngineSettings, EventSettings, MqttConnection, MqttSettings, Settings,
-    SupervisorSettings, TlsPaths, TrackerSettings,
+    CameraSettings, ControlSettings, EngineSettings, EventSettings, HttpAuth, HttpSettings, MqttConnection,
+    MqttSettings, Settings, SupervisorSettings, TlsPaths, TrackerSettings,
 };
 pub use uri::SourceSpec;
 pub use values::{Area, BrokerUrl, DecoderChoice, Precision, Protocol, Provider, Require, Transport};

@@ -33,14 +33,34 @@ pub struct Settings {
     pub tracker: TrackerSettings,
     /// Camera restarts.
     pub supervisor: SupervisorSettings,
-    /// Where `/metrics` and `/healthz` are served; `None` turns them off.
-    pub http: Option<SocketAddr>,
+    /// The HTTP side door (`/metrics`, `/healthz`, the live view); `None` turns it off.
+    pub http: Option<HttpSettings>,
     /// Snapshots of faces as their tracks begin, when on.
     pub snapshots: Option<SnapshotSettings>,
     /// Every camera, enabled or not, by name.
     pub cameras: BTreeMap<String, CameraSettings>,
     /// Which file each camera came from, for messages at run time.
     pub camera_files: BTreeMap<String, PathBuf>,
+}
+
+/// The HTTP side door: where it listens and what it shows to whom.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpSettings {
+    /// Address and port to listen on.
+    pub listen: SocketAddr,
+    /// Blur faces in the pictures served (the analysis is unchanged).
+    pub blur_faces: bool,
+    /// Credentials every route but `/healthz` asks for; `None`: open to whoever reaches it.
+    pub auth: Option<HttpAuth>,
+}
+
+/// Where the HTTP credentials are kept (read when the server starts, never logged).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpAuth {
+    /// A file holding a bearer token.
+    Token(PathBuf),
+    /// A file holding `user:password` for HTTP Basic.
+    Basic(PathBuf),
 }
 
 /// How models are loaded and run.

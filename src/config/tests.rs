@@ -44,7 +44,11 @@ fn values_are_typed_once_with_defaults_and_paths_resolved() {
     assert_eq!(s.mqtt.spool_dir, dir.path().join("state/spool"));
     assert_eq!(s.mqtt.spool_max_bytes, 64 * 1024 * 1024);
     assert_eq!(s.events.heartbeat, Duration::from_millis(2500));
-    assert_eq!(s.http, Some("127.0.0.1:9857".parse().unwrap()));
+    assert_eq!(s.http.as_ref().map(|h| h.listen), Some("127.0.0.1:9857".parse().unwrap()));
+    assert!(
+        s.http.as_ref().is_some_and(|h| !h.blur_faces && h.auth.is_none()),
+        "faces shown, no credentials: the defaults"
+    );
     let door = &s.cameras["door"];
     assert_eq!(door.source, SourceSpec::Rtsp { location: "rtsp://cam.local/stream".into() });
     assert_eq!(door.transport, Transport::Udp);
@@ -107,4 +111,23 @@ fn engine_require_is_typed_and_must_be_reachable_through_the_providers() {
     let bad = BASE.replace("providers = [\"cuda\", \"cpu\"]", "providers = [\"cuda\", \"cpu\"]\nrequire = \"npu\"");
     let problems = load(&write(dir.path(), &bad)).unwrap_err().0;
     assert!(problems.iter().any(|p| p.key == "engine.require" && p.reason.contains("use any, gpu")), "{problems:?}");
+}
+
+#[test]
+fn http_privacy_settings_are_typed_and_their_files_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("http.token"), "t0k3n\n").unwrap();
+    let with = |http: &str| format!("{BASE}[http]\nlisten = \"127.0.0.1:9000\"\n{http}\n");
+    let s = load(&write(dir.path(), &with("blur_faces = true\n[http.auth]\ntoken_file = \"http.token\""))).unwrap();
+    let http = s.http.unwrap();
+    assert!(http.blur_faces);
+    assert_eq!(http.auth, Some(HttpAuth::Token(dir.path().join("http.token"))), "relative to the config file");
+    for (auth, key) in [
+        ("basic_file = \"missing\"", "http.auth.basic_file"),
+        ("token_file = \"http.token\"\nbasic_file = \"http.token\"", "http.auth"),
+        ("", "http.auth"),
+    ] {
+        let problems = load(&write(dir.path(), &with(&format!("[http.auth]\n{auth}")))).unwrap_err().0;
+        assert!(problems.iter().any(|p| p.key == key), "{auth}: {problems:?}");
+    }
 }

@@ -93,7 +93,7 @@ pub(super) fn validate(
     let engine = engine(&raw.engine, &raw.state_dir, &m, c);
     let mqtt = mqtt(&raw.mqtt, &raw.state_dir, &device_id, &m, c);
     let (events, tracker, supervisor) = tuning(&raw, &m, c);
-    let http = http(&raw.http.listen, &m, c);
+    let http = http(&raw.http, &m, c);
     let snapshots = snapshots(&raw.snapshots, &m, c);
     let enabled = raw.cameras.values().filter(|cam| cam.enabled).count();
     if enabled > super::MAX_CAMERAS {
@@ -164,13 +164,37 @@ fn snapshots(q: &super::file::SnapshotsConfig, m: &str, c: &mut Collector) -> Op
     })
 }
 
-/// `[http]`: an address to listen on, or nothing.
-fn http(listen: &str, m: &str, c: &mut Collector) -> Option<Option<std::net::SocketAddr>> {
-    if listen.is_empty() {
+/// `[http]`: an address to listen on (or nothing), and the privacy settings.
+fn http(h: &super::file::HttpConfig, m: &str, c: &mut Collector) -> Option<Option<HttpSettings>> {
+    let auth = h.auth.as_ref().and_then(|a| http_auth(a, m, c));
+    if h.listen.is_empty() {
         return Some(None);
     }
+    let listen = &h.listen;
     let reason = format!("'{listen}' is not address:port (e.g. 127.0.0.1:9857); use \"\" to turn HTTP off");
-    parsed(c, m, "http.listen", listen.parse().map(Some).map_err(|_| reason))
+    let listen = parsed(c, m, "http.listen", listen.parse().map_err(|_| reason))?;
+    Some(Some(HttpSettings { listen, blur_faces: h.blur_faces, auth }))
+}
+
+/// `[http.auth]`: exactly one credentials file, and one that exists.
+fn http_auth(a: &super::file::HttpAuthConfig, m: &str, c: &mut Collector) -> Option<HttpAuth> {
+    let auth = match (&a.token_file, &a.basic_file) {
+        (Some(token), None) => HttpAuth::Token(token.clone()),
+        (None, Some(basic)) => HttpAuth::Basic(basic.clone()),
+        _ => {
+            c.push(m, "http.auth", "set exactly one of token_file (bearer token) and basic_file (user:password)");
+            return None;
+        }
+    };
+    let (key, file) = match &auth {
+        HttpAuth::Token(f) => ("http.auth.token_file", f),
+        HttpAuth::Basic(f) => ("http.auth.basic_file", f),
+    };
+    if !file.is_file() {
+        c.push(m, key, format!("{} does not exist", file.display()));
+        return None;
+    }
+    Some(auth)
 }
 
 /// `[engine]`.

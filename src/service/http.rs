@@ -1,15 +1,12 @@
-//! The HTTP side door: `/metrics` (Prometheus text format) and `/healthz` (200 with a
-//! JSON summary when healthy, 503 with the reason otherwise). Deliberately tiny: GET
-//! only, one request per connection, bounded request size and time.
+//! What the HTTP side door reports on: [`Health`], shared with the tasks that keep it
+//! current, and `/healthz`'s verdict (200 with a JSON summary when healthy, 503 with the
+//! reason otherwise). The server itself is `service::server`.
 
 use std::collections::BTreeMap;
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 use crate::mqtt::PublishStats;
 use crate::pipeline::Probe;
@@ -99,102 +96,8 @@ impl Health {
     }
 }
 
-/// Most connections served at once; more wait in the kernel's backlog, so a flood of idle
-/// clients can never use up the process's file descriptors.
-pub const MAX_CONNECTIONS: usize = 32;
-
-/// Serves until the task is dropped.
-pub async fn serve(listener: TcpListener, health: Arc<Health>) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    let mut refused_logged = false;
-    loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else { return };
-        let mut stream = match listener.accept().await {
-            Ok((stream, _)) => {
-                refused_logged = false;
-                stream
-            }
-            Err(e) => {
-                // Out of descriptors (EMFILE) and the like: back off instead of spinning.
-                if !refused_logged {
-                    tracing::warn!(error = %e, "cannot accept an HTTP connection");
-                    refused_logged = true;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let health = health.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let mut buf = vec![0u8; 8192];
-            let mut len = 0;
-            let read = tokio::time::timeout(Duration::from_secs(5), async {
-                while len < buf.len() {
-                    let n = stream.read(&mut buf[len..]).await.unwrap_or(0);
-                    if n == 0 {
-                        break;
-                    }
-                    len += n;
-                    if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
-                        break;
-                    }
-                }
-            })
-            .await;
-            if read.is_err() {
-                return;
-            }
-            let request = String::from_utf8_lossy(&buf[..len]).into_owned();
-            let mut parts = request.split_whitespace();
-            let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-            if let (true, Some((camera, view))) = (method == "GET", super::live::route(path)) {
-                let camera = camera.to_string();
-                if view == "live.mjpeg" && super::live::known(&health, &camera) {
-                    return super::live::stream(health, camera, stream).await;
-                }
-                let (status, kind, body) = match super::live::known(&health, &camera) {
-                    false => ("404 Not Found", "text/plain", format!("no camera '{camera}': see /\n").into_bytes()),
-                    true => match super::live::latest(&health, &camera).await {
-                        Some(jpeg) => ("200 OK", "image/jpeg", jpeg.to_vec()),
-                        None => (
-                            "503 Service Unavailable",
-                            "text/plain",
-                            b"no frame analysed yet: is the camera streaming?\n".to_vec(),
-                        ),
-                    },
-                };
-                return respond(&mut stream, status, kind, &body).await;
-            }
-            let (status, kind, body) = match (method, path) {
-                ("GET", "/metrics") => ("200 OK", super::metrics::CONTENT_TYPE, super::metrics::render(&health)),
-                ("GET", "/healthz") => {
-                    let (ok, body) = healthz(&health);
-                    (if ok { "200 OK" } else { "503 Service Unavailable" }, "application/json", body)
-                }
-                ("GET", "/") => ("200 OK", "text/html; charset=utf-8", super::live::index(&health)),
-                ("GET", _) => {
-                    ("404 Not Found", "text/plain", "try /, /metrics, /healthz or /cameras/NAME/latest.jpg\n".into())
-                }
-                _ => ("405 Method Not Allowed", "text/plain", "GET only\n".into()),
-            };
-            respond(&mut stream, status, kind, body.as_bytes()).await;
-        });
-    }
-}
-
-/// The status line and headers of a whole response.
-pub(super) fn head(status: &str, kind: &str, len: usize) -> String {
-    format!("HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {len}\r\nConnection: close\r\n\r\n")
-}
-
-async fn respond(stream: &mut tokio::net::TcpStream, status: &str, kind: &str, body: &[u8]) {
-    let _ = stream.write_all(head(status, kind, body.len()).as_bytes()).await;
-    let _ = stream.write_all(body).await;
-    let _ = stream.shutdown().await;
-}
-
-fn healthz(h: &Health) -> (bool, String) {
+/// `/healthz`'s verdict and JSON body: healthy or not, and why.
+pub(super) fn healthz(h: &Health) -> (bool, String) {
     let problem = h.problem();
     let cameras: BTreeMap<String, &str> =
         h.cameras.lock().map(|c| c.iter().map(|(k, v)| (k.clone(), v.status.as_str())).collect()).unwrap_or_default();

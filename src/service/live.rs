@@ -1,17 +1,19 @@
-//! The live view on the HTTP listener: an index of the cameras (`/`), each camera's last
-//! analysed frame with its faces drawn (`/cameras/{name}/latest.jpg`) and the same as
-//! MJPEG (`/cameras/{name}/live.mjpeg`, at most [`MJPEG_FPS`] frames a second, at most
-//! [`MAX_VIEWERS`] viewers). Frames are copied on the frame path only while someone
-//! looks (`pipeline::view`); drawing and encoding happen here, once per frame shown
-//! whatever the number of viewers, on a blocking thread. A viewer that does not keep up
-//! misses frames and, stalled, is dropped: analysis never waits for one.
+//! The live view on the HTTP listener: each camera's last analysed frame with its faces
+//! drawn (`/cameras/{name}/latest.jpg`) and the same as MJPEG (`/cameras/{name}/live.mjpeg`,
+//! at most [`MJPEG_FPS`] frames a second, at most [`MAX_VIEWERS`] viewers). Frames are
+//! copied on the frame path only while someone looks (`pipeline::view`); drawing (and
+//! blurring faces, when asked) and encoding happen here, once per frame shown whatever the
+//! number of viewers, on a blocking thread. A viewer that does not keep up misses frames
+//! (the newest frame is sent whenever it can take one) and, stalled, is dropped
+//! (`service::stall`): analysis never waits for one.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use axum::body::Bytes;
+use futures_util::Stream;
 
 use super::font;
 use super::http::Health;
@@ -21,8 +23,6 @@ use crate::pipeline::view::Shot;
 pub const MJPEG_FPS: u32 = 5;
 /// Most MJPEG viewers at once (all cameras); more are told to come back later.
 pub const MAX_VIEWERS: usize = 8;
-/// A viewer that takes longer than this to take one frame is dropped.
-const STALLED: Duration = Duration::from_secs(2);
 /// How long a first look waits for a camera's first shot.
 const FIRST_SHOT: Duration = Duration::from_secs(3);
 
@@ -34,7 +34,7 @@ const ZONE: [u8; 3] = [255, 255, 255];
 const IGNORED: [u8; 3] = [255, 40, 40];
 
 /// A camera's last shown shot's number and its JPEG.
-type Shown = HashMap<String, (u64, Arc<Vec<u8>>)>;
+type Shown = HashMap<String, (u64, Bytes)>;
 
 /// The JPEG of each camera's last shown shot, so viewers share one encoding.
 #[derive(Debug)]
@@ -56,43 +56,18 @@ impl Encoded {
     }
 }
 
-/// A camera's name from a live-view path, and which view: `(name, "latest.jpg")`.
-pub fn route(path: &str) -> Option<(&str, &str)> {
-    let rest = path.strip_prefix("/cameras/")?;
-    let (name, view) = rest.split_once('/')?;
-    (!name.is_empty() && matches!(view, "latest.jpg" | "live.mjpeg")).then_some((name, view))
-}
-
-/// The index page: every camera with its state, fps and links.
-pub fn index(health: &Health) -> String {
-    let cameras = health.cameras.lock().map(|c| c.clone()).unwrap_or_default();
-    let mut rows = String::new();
-    for (name, st) in &cameras {
-        let name = html_escape(name);
-        rows += &format!(
-            "<tr><td>{name}</td><td>{}</td><td>{:.1}</td><td><a href=\"/cameras/{name}/latest.jpg\">latest</a> · <a href=\"/cameras/{name}/live.mjpeg\">live</a></td></tr>\n",
-            st.status.as_str(),
-            st.fps
-        );
-    }
-    format!(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>clefd</title></head><body>\n<h1>clefd {}</h1>\n<table>\n<tr><th>camera</th><th>state</th><th>fps</th><th>view</th></tr>\n{rows}</table>\n<p><a href=\"/metrics\">metrics</a> · <a href=\"/healthz\">health</a></p>\n</body></html>\n",
-        env!("CARGO_PKG_VERSION")
-    )
-}
-
 /// Whether the camera is configured (has reported a state).
 pub fn known(health: &Health, camera: &str) -> bool {
     health.cameras.lock().is_ok_and(|c| c.contains_key(camera))
 }
 
 /// The camera's last analysed frame as a JPEG, drawn; `None` if none came in time.
-pub async fn latest(health: &Arc<Health>, camera: &str) -> Option<Arc<Vec<u8>>> {
+pub async fn latest(health: &Arc<Health>, camera: &str, blur_faces: bool) -> Option<Bytes> {
     let views = health.probe.views().clone();
     let deadline = tokio::time::Instant::now() + FIRST_SHOT;
     loop {
         if let Some(shot) = views.watch(camera) {
-            return encoded(health, camera, shot).await;
+            return encoded(health, camera, shot, blur_faces).await;
         }
         if tokio::time::Instant::now() >= deadline {
             return None;
@@ -101,70 +76,52 @@ pub async fn latest(health: &Arc<Health>, camera: &str) -> Option<Arc<Vec<u8>>> 
     }
 }
 
-/// Streams the camera as MJPEG until the viewer goes, stalls, or the camera does.
-pub async fn stream(health: Arc<Health>, camera: String, mut out: TcpStream) {
-    let Ok(_seat) = health.live.viewers.clone().try_acquire_owned() else {
-        let body = format!("at most {MAX_VIEWERS} live viewers at once: try again later\n");
-        let _ = out.write_all(super::http::head("503 Service Unavailable", "text/plain", body.len()).as_bytes()).await;
-        let _ = out.write_all(body.as_bytes()).await;
-        return;
-    };
-    let head = "HTTP/1.1 200 OK\r\nContent-Type: multipart/x-mixed-replace; boundary=frame\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n";
-    if out.write_all(head.as_bytes()).await.is_err() {
-        return;
-    }
-    let views = health.probe.views().clone();
-    let mut tick = tokio::time::interval(Duration::from_secs(1) / MJPEG_FPS);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut shown = 0;
-    loop {
-        // A viewer that goes frees its seat at once, whether or not the camera has
-        // frames to show (nothing else would notice: nothing is written meanwhile).
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = gone(&out) => return,
-        }
-        if !known(&health, &camera) {
-            return;
-        }
-        let Some(shot) = views.watch(&camera) else { continue };
-        if shot.number == shown {
-            continue;
-        }
-        shown = shot.number;
-        let Some(jpeg) = encoded(&health, &camera, shot).await else { continue };
-        let part = format!("--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n", jpeg.len());
-        let sent = tokio::time::timeout(STALLED, async {
-            out.write_all(part.as_bytes()).await?;
-            out.write_all(&jpeg).await?;
-            out.write_all(b"\r\n").await
-        })
-        .await;
-        if !matches!(sent, Ok(Ok(()))) {
-            return;
-        }
-    }
+/// A viewer's stream: its seat, and what it was last shown.
+struct Viewer {
+    health: Arc<Health>,
+    camera: String,
+    blur_faces: bool,
+    tick: tokio::time::Interval,
+    shown: u64,
+    _seat: tokio::sync::OwnedSemaphorePermit,
 }
 
-/// Resolves when the viewer has closed the connection (or it broke); what it sends
-/// meanwhile is read and ignored.
-async fn gone(out: &TcpStream) {
-    let mut buf = [0u8; 256];
-    loop {
-        if out.readable().await.is_err() {
-            return;
+/// The camera as MJPEG parts (each the newest frame when the viewer can take one) until
+/// the camera goes; `None` when every seat is taken. The seat is given back when the
+/// stream is dropped: the viewer went, stalled, or the camera did.
+pub fn stream(
+    health: Arc<Health>,
+    camera: String,
+    blur_faces: bool,
+) -> Option<impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static> {
+    let seat = health.live.viewers.clone().try_acquire_owned().ok()?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1) / MJPEG_FPS);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let viewer = Viewer { health, camera, blur_faces, tick, shown: 0, _seat: seat };
+    Some(futures_util::stream::unfold(viewer, |mut v| async move {
+        loop {
+            v.tick.tick().await;
+            if !known(&v.health, &v.camera) {
+                return None;
+            }
+            let Some(shot) = v.health.probe.views().watch(&v.camera) else { continue };
+            if shot.number == v.shown {
+                continue;
+            }
+            v.shown = shot.number;
+            let Some(jpeg) = encoded(&v.health, &v.camera, shot, v.blur_faces).await else { continue };
+            let head = format!("--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n", jpeg.len());
+            let mut part = Vec::with_capacity(head.len() + jpeg.len() + 2);
+            part.extend_from_slice(head.as_bytes());
+            part.extend_from_slice(&jpeg);
+            part.extend_from_slice(b"\r\n");
+            return Some((Ok(Bytes::from(part)), v));
         }
-        match out.try_read(&mut buf) {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(_) => return,
-        }
-    }
+    }))
 }
 
 /// The JPEG of `shot`, drawn and encoded once whoever asks.
-async fn encoded(health: &Arc<Health>, camera: &str, shot: Arc<Shot>) -> Option<Arc<Vec<u8>>> {
+async fn encoded(health: &Arc<Health>, camera: &str, shot: Arc<Shot>, blur_faces: bool) -> Option<Bytes> {
     if let Ok(latest) = health.live.latest.lock()
         && let Some((number, jpeg)) = latest.get(camera)
         && *number == shot.number
@@ -179,8 +136,8 @@ async fn encoded(health: &Arc<Health>, camera: &str, shot: Arc<Shot>) -> Option<
         .unwrap_or(("unknown", 0.0));
     let title = format!("{camera}  {status}  {fps:.1} fps");
     let number = shot.number;
-    let jpeg = tokio::task::spawn_blocking(move || render(&shot, &title)).await.ok()??;
-    let jpeg = Arc::new(jpeg);
+    let jpeg = tokio::task::spawn_blocking(move || render(&shot, &title, blur_faces)).await.ok()??;
+    let jpeg = Bytes::from(jpeg);
     if let Ok(mut latest) = health.live.latest.lock() {
         latest.insert(camera.to_string(), (number, jpeg.clone()));
     }
@@ -188,10 +145,19 @@ async fn encoded(health: &Arc<Health>, camera: &str, shot: Arc<Shot>) -> Option<
 }
 
 /// The shot with a title bar and each face's box, track and label (the factual label
-/// beside it, struck through, where debiasing changed it), as a JPEG.
-pub fn render(shot: &Shot, title: &str) -> Option<Vec<u8>> {
+/// beside it, struck through, where debiasing changed it), as a JPEG; with `blur_faces`,
+/// what is inside each box is blurred first.
+pub fn render(shot: &Shot, title: &str, blur_faces: bool) -> Option<Vec<u8>> {
     let (w, h) = (shot.image.width, shot.image.height);
     let mut canvas = Canvas { data: shot.image.data.clone(), width: w, height: h };
+    if blur_faces {
+        for face in &shot.faces {
+            let r = face.rect;
+            let (x0, y0) = (r.x.max(0.0) as usize, r.y.max(0.0) as usize);
+            let (x1, y1) = ((r.x + r.w).max(0.0) as usize, (r.y + r.h).max(0.0) as usize);
+            super::blur::blur(&mut canvas.data, w, h, [x0, y0, x1, y1]);
+        }
+    }
     for (areas, colour) in [(&shot.zones, ZONE), (&shot.ignore, IGNORED)] {
         for area in areas {
             canvas.area(area, colour);
@@ -296,24 +262,11 @@ impl Canvas {
     }
 }
 
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::image::{Rect, RgbImage};
     use crate::pipeline::view::ShotFace;
-
-    #[test]
-    fn paths_name_a_camera_and_a_view() {
-        assert_eq!(route("/cameras/door/latest.jpg"), Some(("door", "latest.jpg")));
-        assert_eq!(route("/cameras/door/live.mjpeg"), Some(("door", "live.mjpeg")));
-        for other in ["/cameras//latest.jpg", "/cameras/door/other", "/cameras/door", "/metrics"] {
-            assert_eq!(route(other), None, "{other}");
-        }
-    }
 
     #[test]
     fn boxes_and_labels_are_drawn_where_the_faces_are() {
@@ -325,7 +278,7 @@ mod tests {
             factual: Some("sad".into()),
         };
         let shot = Shot { image, faces: vec![face], zones: Vec::new(), ignore: Vec::new(), number: 1 };
-        let jpeg = render(&shot, "door  streaming  15.0 fps").unwrap();
+        let jpeg = render(&shot, "door  streaming  15.0 fps", false).unwrap();
         assert_eq!(&jpeg[..3], &[0xFF, 0xD8, 0xFF]);
         // Drawn before encoding: the same canvas, checked exactly.
         let mut canvas = Canvas { data: shot.image.data.clone(), width: 320, height: 240 };

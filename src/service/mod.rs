@@ -1,13 +1,18 @@
 //! The daemon's edges to the operating system: logging set-up, signals and systemd.
 
+pub mod auth;
+mod blur;
 mod font;
 pub mod forward;
 pub mod http;
+mod index;
 pub mod live;
 pub mod metrics;
 pub mod notify;
 pub mod probe;
+pub mod server;
 pub mod snapshots;
+mod stall;
 pub mod stats;
 pub mod systemd;
 

@@ -14,7 +14,8 @@ pub fn http_get(port: u16, path: &str) -> (u16, String) {
         return (0, String::new());
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    if write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").is_err() {
+    // One request per connection, read to its end: say so (HTTP/1.1 keeps it open else).
+    if write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").is_err() {
         return (0, String::new());
     }
     let mut out = String::new();

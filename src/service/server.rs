@@ -1,0 +1,180 @@
+//! The HTTP side door's server: axum routes on hyper, on the daemon's tokio runtime.
+//!
+//! Routes: `/` (index), `/api/state` (what the index shows, as JSON), `/metrics`,
+//! `/healthz`, `/cameras/{name}/latest.jpg` and `/cameras/{name}/live.mjpeg`. Routing
+//! looks at the path only (a query string such as `?t=123` is ignored), every route
+//! answers `GET` and `HEAD` (anything else: 405 with `Allow`), and no answer may be
+//! cached: each is a state of now.
+//!
+//! Bounds, as before the move: at most [`MAX_CONNECTIONS`] connections at once (more wait
+//! in the kernel's backlog), request heads of at most [`MAX_REQUEST`] bytes read within
+//! [`REQUEST_TIME`] (idle keep-alive connections included), and a client that stops
+//! reading for [`super::stall::STALLED`] loses its connection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+
+use super::auth::Gate;
+use super::http::Health;
+use super::live;
+use crate::config::HttpSettings;
+
+/// Most connections served at once; more wait in the kernel's backlog, so a flood of idle
+/// clients can never use up the process's file descriptors.
+pub const MAX_CONNECTIONS: usize = 32;
+/// Largest request head read (hyper's smallest buffer): anything longer is refused.
+pub const MAX_REQUEST: usize = 8192;
+/// A request head must arrive within this long; a keep-alive connection idle this long
+/// is closed.
+pub const REQUEST_TIME: Duration = Duration::from_secs(5);
+/// How long a client is asked to wait after a 503.
+pub const RETRY_AFTER_S: u32 = 5;
+
+/// What every handler reads: the daemon's state and how pictures are shown.
+#[derive(Clone)]
+struct Side {
+    health: Arc<Health>,
+    blur_faces: bool,
+}
+
+/// Serves until the task is dropped. The credentials are read here, off the runtime's
+/// threads; unreadable ones lock every route but `/healthz` (logged), never open them.
+pub async fn serve(listener: TcpListener, health: Arc<Health>, settings: HttpSettings) {
+    let gate = Gate::load(settings.auth.clone()).await;
+    let app = router(health, settings.blur_faces, gate);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut refused_logged = false;
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else { return };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                refused_logged = false;
+                stream
+            }
+            Err(e) => {
+                // Out of descriptors (EMFILE) and the like: back off instead of spinning.
+                if !refused_logged {
+                    tracing::warn!(error = %e, "cannot accept an HTTP connection");
+                    refused_logged = true;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let io = TokioIo::new(super::stall::Stalling::new(stream));
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(REQUEST_TIME)
+                .max_buf_size(MAX_REQUEST)
+                .serve_connection(io, service);
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "HTTP connection ended");
+            }
+        });
+    }
+}
+
+/// Every route, with the credentials check on all but `/healthz` and `no-store` on all.
+pub fn router(health: Arc<Health>, blur_faces: bool, gate: Gate) -> Router {
+    let side = Side { health, blur_faces };
+    let guarded = Router::new()
+        .route("/", get(index))
+        .route("/api/state", get(state))
+        .route("/metrics", get(metrics))
+        .route("/cameras/{camera}/latest.jpg", get(latest))
+        .route("/cameras/{camera}/live.mjpeg", get(mjpeg))
+        .route_layer(axum::middleware::from_fn_with_state(Arc::new(gate), super::auth::check));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(guarded)
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(no_store))
+        .with_state(side)
+}
+
+/// Nothing the side door answers may be kept by a browser or a proxy.
+async fn no_store(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let mut response = next.run(request).await;
+    response.headers_mut().entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
+    response
+}
+
+/// A plain-text answer.
+fn text(status: StatusCode, body: impl Into<String>) -> Response {
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body.into()).into_response()
+}
+
+/// A 503 that says when to come back.
+pub(super) fn unavailable(body: Response) -> Response {
+    let mut response = body;
+    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_S));
+    response
+}
+
+async fn not_found() -> Response {
+    text(
+        StatusCode::NOT_FOUND,
+        "try /, /api/state, /metrics, /healthz, /cameras/NAME/latest.jpg or /cameras/NAME/live.mjpeg\n",
+    )
+}
+
+async fn index(State(side): State<Side>) -> Response {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], super::index::page(&side.health)).into_response()
+}
+
+async fn state(State(side): State<Side>) -> Response {
+    let body = super::index::state(&side.health).to_string();
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn metrics(State(side): State<Side>) -> Response {
+    ([(header::CONTENT_TYPE, super::metrics::CONTENT_TYPE)], super::metrics::render(&side.health)).into_response()
+}
+
+async fn healthz(State(side): State<Side>) -> Response {
+    let (ok, body) = super::http::healthz(&side.health);
+    let response = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+    if ok { response } else { unavailable(response) }
+}
+
+async fn latest(State(side): State<Side>, Path(camera): Path<String>) -> Response {
+    if !live::known(&side.health, &camera) {
+        return text(StatusCode::NOT_FOUND, format!("no camera '{camera}': see /\n"));
+    }
+    match live::latest(&side.health, &camera, side.blur_faces).await {
+        Some(jpeg) => ([(header::CONTENT_TYPE, "image/jpeg")], Body::from(jpeg)).into_response(),
+        None => unavailable(text(StatusCode::OK, "no frame analysed yet: is the camera streaming?\n")),
+    }
+}
+
+async fn mjpeg(State(side): State<Side>, Path(camera): Path<String>) -> Response {
+    if !live::known(&side.health, &camera) {
+        return text(StatusCode::NOT_FOUND, format!("no camera '{camera}': see /\n"));
+    }
+    let Some(stream) = live::stream(side.health.clone(), camera, side.blur_faces) else {
+        let body = format!("at most {} live viewers at once: try again later\n", live::MAX_VIEWERS);
+        return unavailable(text(StatusCode::OK, body));
+    };
+    (
+        [
+            (header::CONTENT_TYPE, "multipart/x-mixed-replace; boundary=frame"),
+            // The stream ends with its camera: the connection goes with it.
+            (header::CONNECTION, "close"),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}

@@ -1,0 +1,298 @@
+//! The HTTP side door speaks HTTP as browsers, image cards and scrapers expect: query
+//! strings ignored, `HEAD` answered, 405 with `Allow`, nothing cacheable, `Retry-After`
+//! on every 503, keep-alive, an index that refreshes itself from `/api/state`; and its
+//! privacy controls: credentials on every route but `/healthz` (Basic and bearer), faces
+//! blurred in the pictures served.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::Duration;
+
+use base64::Engine;
+use common::{Broker, Consumer, Daemon, wait_http};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// One answer: status code, head (lower-cased names), body.
+struct Answer {
+    code: u16,
+    head: String,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    /// A header's value, if the answer has it.
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then_some(v.trim())
+        })
+    }
+}
+
+/// Sends `method path` with `headers` (and `Connection: close`), reads the whole answer.
+fn ask(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("the HTTP listener");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n").unwrap();
+    let mut all = Vec::new();
+    let _ = s.read_to_end(&mut all);
+    parse(&all)
+}
+
+fn parse(all: &[u8]) -> Answer {
+    let split = all.windows(4).position(|w| w == b"\r\n\r\n").map_or(all.len(), |p| p + 4);
+    let head = String::from_utf8_lossy(&all[..split]).to_string();
+    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    Answer { code, head, body: all[split..].to_vec() }
+}
+
+/// Opens a live stream and reads its status line; the connection stays open.
+fn viewer(port: u16, path: &str) -> (Answer, TcpStream) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("the HTTP listener");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut reader = BufReader::new(s.try_clone().unwrap());
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        head += &line;
+    }
+    (parse(format!("{head}\r\n").as_bytes()), s)
+}
+
+/// A daemon whose `hall` camera plays the still astronaut, with `http` lines added to
+/// its `[http]` table; its HTTP port once `/healthz` says it is healthy.
+fn daemon(dir: &Path, broker: &Broker, device: &str, http: &str) -> (Daemon, u16) {
+    let clip = dir.join("still.mp4");
+    if !clip.exists() {
+        common::still_clip(&clip, 60);
+    }
+    let port = common::free_port();
+    let text = common::base_config(dir, &broker.url(), device)
+        + &format!(
+            "[http]\nlisten = \"127.0.0.1:{port}\"\n{http}\n[cameras.hall]\nuri = \"file://{}\"\nloop = true\n",
+            clip.display()
+        );
+    let cfg = dir.join(format!("{device}.toml"));
+    std::fs::write(&cfg, text).unwrap();
+    let daemon = Daemon::start(&cfg, &dir.join(format!("{device}.log")));
+    wait_http(port, "/healthz", "a healthy daemon", WAIT, |code, _| code == 200);
+    (daemon, port)
+}
+
+#[test]
+fn the_side_door_answers_as_browsers_and_scrapers_expect() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, port) = daemon(dir.path(), &broker, "door", "");
+
+    // Query strings are ignored on every route (image cards add `?t=` to bust caches),
+    // and nothing the side door answers may be cached.
+    for path in ["/?x=1", "/healthz?t=1", "/metrics?y", "/api/state?t=2", "/cameras/hall/latest.jpg?t=123"] {
+        let a = ask(port, "GET", path, &[]);
+        assert_eq!(a.code, 200, "{path}: {}", a.head);
+        assert_eq!(a.header("cache-control"), Some("no-store"), "{path}: {}", a.head);
+    }
+    let jpeg = ask(port, "GET", "/cameras/hall/latest.jpg?t=123", &[]);
+    assert_eq!(jpeg.header("content-type"), Some("image/jpeg"));
+    assert_eq!(&jpeg.body[..3], &[0xFF, 0xD8, 0xFF], "a JPEG");
+    assert_eq!(ask(port, "GET", "/cameras/nosuch/latest.jpg?t=1", &[]).code, 404);
+    assert_eq!(ask(port, "GET", "/nope?x", &[]).code, 404);
+
+    // HEAD: the GET's head, no body.
+    for (path, kind) in [("/metrics", "text/plain"), ("/cameras/hall/latest.jpg", "image/jpeg"), ("/", "text/html")] {
+        let a = ask(port, "HEAD", path, &[]);
+        assert_eq!(a.code, 200, "HEAD {path}: {}", a.head);
+        assert!(a.header("content-type").is_some_and(|t| t.starts_with(kind)), "HEAD {path}: {}", a.head);
+        assert!(a.body.is_empty(), "HEAD {path} has no body: {} bytes", a.body.len());
+    }
+    // Other methods: 405, saying which are allowed.
+    for (method, path) in [("POST", "/metrics"), ("DELETE", "/"), ("PUT", "/cameras/hall/latest.jpg?t=1")] {
+        let a = ask(port, method, path, &[]);
+        assert_eq!(a.code, 405, "{method} {path}: {}", a.head);
+        let allow = a.header("allow").unwrap_or_default().to_ascii_uppercase();
+        assert!(allow.contains("GET") && allow.contains("HEAD"), "{method} {path}: {}", a.head);
+    }
+
+    // Keep-alive: two requests on one connection, both answered.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(
+        s,
+        "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /api/state HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut both = String::new();
+    let _ = s.read_to_string(&mut both);
+    assert_eq!(both.matches("HTTP/1.1 200 OK").count(), 2, "{both}");
+
+    // The index reads on a phone and refreshes its states from /api/state.
+    let index = String::from_utf8(ask(port, "GET", "/", &[]).body).unwrap();
+    assert!(index.contains("<meta name=\"viewport\" content=\"width=device-width"), "{index}");
+    assert!(index.contains("@media") || index.contains("auto-fill"), "a layout that follows the width: {index}");
+    assert!(index.contains("fetch(\"/api/state\"") && index.contains("setTimeout(refresh"), "{index}");
+    let state: serde_json::Value = serde_json::from_slice(&ask(port, "GET", "/api/state", &[]).body).unwrap();
+    assert_eq!(state["status"], "ok", "{state}");
+    assert_eq!(state["cameras"][0]["name"], "hall", "{state}");
+    assert_eq!(state["cameras"][0]["state"], "streaming", "{state}");
+
+    // Viewer seats: eight watch, the ninth is told when to come back; a seat given back
+    // is taken again.
+    let seats: Vec<_> = (0..8).map(|_| viewer(port, "/cameras/hall/live.mjpeg?t=1")).collect();
+    for (a, _) in &seats {
+        assert_eq!(a.code, 200, "{}", a.head);
+        assert_eq!(a.header("cache-control"), Some("no-store"), "{}", a.head);
+    }
+    let (ninth, _) = viewer(port, "/cameras/hall/live.mjpeg");
+    assert_eq!(ninth.code, 503, "{}", ninth.head);
+    assert!(ninth.header("retry-after").is_some_and(|s| s.parse::<u32>().is_ok_and(|s| s > 0)), "{}", ninth.head);
+    // None of the eight reads: once their connections are full, each is dropped and its
+    // seat given back, though it never closes its end.
+    wait_seat(port);
+    drop(seats);
+    assert!(daemon.stop());
+}
+
+/// Waits until a live view gets a seat again.
+fn wait_seat(port: u16) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while viewer(port, "/cameras/hall/live.mjpeg").0.code != 200 {
+        assert!(std::time::Instant::now() < deadline, "the seats of stalled viewers never came back");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn credentials_guard_every_route_but_healthz_and_an_unhealthy_one_says_when_to_retry() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let basic = dir.path().join("basic");
+    std::fs::write(&basic, "ada:correct horse\n").unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "t0k3n-5ecret\n").unwrap();
+    let b64 = |s: &str| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(s));
+    let guarded = ["/", "/api/state", "/metrics", "/cameras/hall/latest.jpg", "/cameras/hall/live.mjpeg"];
+
+    let (basic_daemon, port) =
+        daemon(dir.path(), &broker, "basic", &format!("[http.auth]\nbasic_file = \"{}\"", basic.display()));
+    assert_eq!(ask(port, "GET", "/healthz", &[]).code, 200, "/healthz needs no credentials");
+    for path in guarded {
+        let a = ask(port, "GET", path, &[]);
+        assert_eq!(a.code, 401, "{path}: {}", a.head);
+        assert!(a.header("www-authenticate").is_some_and(|c| c.starts_with("Basic realm=")), "{}", a.head);
+        let wrong = b64("ada:wrong horse");
+        assert_eq!(ask(port, "GET", path, &[("Authorization", &wrong)]).code, 401, "{path} with a wrong password");
+    }
+    let right = b64("ada:correct horse");
+    for path in ["/", "/api/state", "/metrics", "/cameras/hall/latest.jpg?t=5"] {
+        let a = ask(port, "GET", path, &[("Authorization", &right)]);
+        assert_eq!(a.code, 200, "{path} with the credentials: {}", a.head);
+    }
+    let (stream, _) = viewer(port, "/cameras/hall/live.mjpeg");
+    assert_eq!(stream.code, 401, "a live view without credentials: {}", stream.head);
+    assert!(basic_daemon.stop());
+
+    // A bearer token, for scrapers; and an unhealthy daemon (its camera never connects)
+    // says when to ask again, credentials or not.
+    let port = common::free_port();
+    let text = common::base_config(dir.path(), &broker.url(), "bearer")
+        + &format!(
+            "[http]\nlisten = \"127.0.0.1:{port}\"\n[http.auth]\ntoken_file = \"{}\"\n[cameras.gone]\nuri = \"rtsp://127.0.0.1:9/none\"\n",
+            token.display()
+        );
+    let cfg = dir.path().join("bearer.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let bearer_daemon = Daemon::start(&cfg, &dir.path().join("bearer.log"));
+    wait_http(port, "/healthz", "an unhealthy daemon", WAIT, |code, _| code == 503);
+    let health = ask(port, "GET", "/healthz", &[]);
+    assert_eq!(health.code, 503, "{}", health.head);
+    assert!(health.header("retry-after").is_some_and(|s| s.parse::<u32>().is_ok_and(|s| s > 0)), "{}", health.head);
+    assert_eq!(health.header("cache-control"), Some("no-store"), "{}", health.head);
+    for path in ["/metrics", "/api/state", "/"] {
+        let a = ask(port, "GET", path, &[]);
+        assert_eq!(a.code, 401, "{path}: {}", a.head);
+        assert!(a.header("www-authenticate").is_some_and(|c| c.starts_with("Bearer realm=")), "{}", a.head);
+        assert_eq!(ask(port, "GET", path, &[("Authorization", "Bearer t0k3n-5ecreT")]).code, 401, "{path}");
+        assert_eq!(ask(port, "GET", path, &[("Authorization", &b64("ada:correct horse"))]).code, 401, "{path}");
+        let a = ask(port, "GET", path, &[("Authorization", "Bearer t0k3n-5ecret")]);
+        assert_eq!(a.code, 200, "{path} with the token: {}", a.head);
+    }
+    assert!(bearer_daemon.stop());
+}
+
+/// Pixel variance of the (decoded) JPEG's luma inside `[x0, y0, x1, y1)`.
+fn variance(jpeg: &[u8], dir: &Path, name: &str, [x0, y0, x1, y1]: [usize; 4]) -> f64 {
+    let path = dir.join(name);
+    std::fs::write(&path, jpeg).unwrap();
+    let picture = clefd::source::decode_image(&path).expect("a JPEG that decodes");
+    let luma: Vec<f64> = (y0..y1)
+        .flat_map(|y| (x0..x1).map(move |x| (y, x)))
+        .map(|(y, x)| {
+            let i = (y * picture.width + x) * 3;
+            0.299 * f64::from(picture.data[i])
+                + 0.587 * f64::from(picture.data[i + 1])
+                + 0.114 * f64::from(picture.data[i + 2])
+        })
+        .collect();
+    let mean = luma.iter().sum::<f64>() / luma.len() as f64;
+    luma.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / luma.len() as f64
+}
+
+#[test]
+fn faces_are_blurred_in_the_pictures_served_and_nowhere_else() {
+    let broker = Broker::start();
+    let consumer = Consumer::start(broker.port);
+    let dir = tempfile::tempdir().unwrap();
+    // Two daemons on the same still clip: faces shown, and faces blurred.
+    let (shown_daemon, shown) = daemon(dir.path(), &broker, "shown", "");
+    let (blurred_daemon, blurred) = daemon(dir.path(), &broker, "blurred", "blur_faces = true");
+    consumer.wait_for("events of both", WAIT, |m| {
+        ["/shown/hall/emotion", "/blurred/hall/emotion"].iter().all(|t| m.iter().any(|x| x.topic.ends_with(t)))
+    });
+    // The analysis is unchanged: the same face, found where it is.
+    let event = |t: &str| consumer.on(t).pop().unwrap().body;
+    let (a, b) = (event("/shown/hall/emotion"), event("/blurred/hall/emotion"));
+    let coord = |e: &serde_json::Value, k: &str, scale: f64| e["box"][k].as_f64().unwrap() * scale;
+    for (k, scale) in [("x", 640.0), ("y", 480.0), ("w", 640.0), ("h", 480.0)] {
+        assert!((coord(&a, k, scale) - coord(&b, k, scale)).abs() < 4.0, "box {k}: {a}\n{b}");
+    }
+    // Inside the face's box (its middle, away from the drawn edges), on the same frame:
+    // the blurred picture keeps little of the face's detail.
+    let (x, y, w, h) = (coord(&a, "x", 640.0), coord(&a, "y", 480.0), coord(&a, "w", 640.0), coord(&a, "h", 480.0));
+    let inner = [(x + w * 0.2) as usize, (y + h * 0.2) as usize, (x + w * 0.8) as usize, (y + h * 0.8) as usize];
+    let on = variance(&ask(blurred, "GET", "/cameras/hall/latest.jpg", &[]).body, dir.path(), "on.jpg", inner);
+    let off = variance(&ask(shown, "GET", "/cameras/hall/latest.jpg", &[]).body, dir.path(), "off.jpg", inner);
+    eprintln!("luma variance inside the face box: {off:.0} shown, {on:.0} blurred");
+    assert!(on * 4.0 < off, "blurred {on:.0} against {off:.0} shown");
+    // The live view is blurred too: its first part.
+    let (head, mut s) = viewer(blurred, "/cameras/hall/live.mjpeg");
+    assert_eq!(head.code, 200, "{}", head.head);
+    // A whole JPEG: its start, then its end (the reader above may have taken the start
+    // of the first part).
+    let (mut seen, mut chunk) = (Vec::new(), [0u8; 65536]);
+    let whole = |seen: &[u8]| {
+        let start = seen.windows(3).position(|w| w == [0xFF, 0xD8, 0xFF])?;
+        Some((start, start + seen[start..].windows(2).position(|w| w == [0xFF, 0xD9])? + 2))
+    };
+    let (start, end) = loop {
+        if let Some(found) = whole(&seen) {
+            break found;
+        }
+        let n = s.read(&mut chunk).unwrap_or(0);
+        assert!(n > 0, "the stream ended early");
+        seen.extend_from_slice(&chunk[..n]);
+    };
+    let live = variance(&seen[start..end], dir.path(), "live.jpg", inner);
+    assert!(live * 4.0 < off, "live view: {live:.0} against {off:.0} shown");
+    drop(s);
+    assert!(shown_daemon.stop());
+    assert!(blurred_daemon.stop());
+}
