@@ -92,14 +92,14 @@ pub fn discovery(
     for gone in before.iter().filter(|c| !cameras.iter().any(|a| &a.camera == *c)) {
         for (sensor, _) in SENSORS {
             let topic = config_topic(discovery_prefix, device, gone, sensor);
-            out.push(Outgoing::Retained { topic, payload: Vec::new() });
+            out.push(Outgoing::Retained { topic, payload: Vec::new(), camera: Some(gone.clone()) });
         }
     }
     for cam in cameras {
         for (sensor, _) in SENSORS {
             let payload = sensor_config(topics, device, cam, sensor).to_string().into_bytes();
             let topic = config_topic(discovery_prefix, device, &cam.camera, sensor);
-            out.push(Outgoing::Retained { topic, payload });
+            out.push(Outgoing::Retained { topic, payload, camera: Some(cam.camera.clone()) });
         }
     }
     let now: Vec<&str> = cameras.iter().map(|c| c.camera.as_str()).collect();
@@ -125,7 +125,7 @@ mod tests {
         let removed: Vec<_> = second
             .iter()
             .filter_map(|o| match o {
-                Outgoing::Retained { topic, payload } if payload.is_empty() => Some(topic.clone()),
+                Outgoing::Retained { topic, payload, .. } if payload.is_empty() => Some(topic.clone()),
                 _ => None,
             })
             .collect();
