@@ -125,3 +125,92 @@ fn the_current_summary_follows_the_faces_and_says_none_when_the_room_empties() {
     });
     assert!(daemon.stop());
 }
+
+/// What Home Assistant stores for an MQTT sensor from one message: the values its
+/// template reads (`value_json.NAME`, in order). Two messages give the same recorder row
+/// when these agree; the templates clefd announces read nothing else.
+fn reads(template: &str, payload: &serde_json::Value) -> Vec<serde_json::Value> {
+    template
+        .split("value_json.")
+        .skip(1)
+        .map(|rest| {
+            let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+            payload[name.as_str()].clone()
+        })
+        .collect()
+}
+
+/// Distinct (state, attributes) pairs the sensors announced on `configs` would record
+/// from `currents`; a sensor with attributes reads them with `attributes` where given
+/// (else as announced).
+fn recorded(
+    configs: &[common::Received],
+    currents: &[common::Received],
+    attributes: Option<&str>,
+) -> std::collections::BTreeSet<(String, String)> {
+    let mut rows = std::collections::BTreeSet::new();
+    for config in configs.iter().filter(|c| c.body.is_object()) {
+        let c = &config.body;
+        let state = c["value_template"].as_str().expect("a state template");
+        let attrs = c["json_attributes_template"].as_str().map(|t| attributes.unwrap_or(t));
+        for m in currents.iter().filter(|m| m.topic == c["state_topic"] && m.body.is_object()) {
+            let a = attrs.map(|t| reads(t, &m.body)).unwrap_or_default();
+            rows.insert((format!("{}", c["unique_id"]), format!("{:?} {:?}", reads(state, &m.body), a)));
+        }
+    }
+    rows
+}
+
+#[test]
+fn home_assistant_records_a_row_only_when_what_a_person_reads_changes() {
+    // The demo bundle's labels, plus `none`; one face per camera in the clip.
+    const LABELS: usize = 7;
+    const MAX_FACES: usize = 1;
+    // Per camera: one row per (emotion, faces per emotion), one per face count.
+    const BOUND: usize = 2 * ((LABELS + 1) + (MAX_FACES + 1));
+    // What the attributes were before: every track's confidence, changing with each event.
+    const VOLATILE: &str = "{{ dict(tracks=value_json.tracks, confidence=value_json.confidence) | tojson }}";
+    let broker = Broker::start();
+    let consumer = Consumer::start(broker.port);
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("passing.mp4");
+    common::passing_clip(&clip, 90);
+    let cfg = common::TestConfig::new(dir.path(), &broker.url(), "lean")
+        .with(|c| {
+            c.mqtt.home_assistant = true;
+            c.events.empty_after_s = 1.0;
+        })
+        .looping_file("front", &clip)
+        .looping_file("back", &clip)
+        .write();
+    let daemon = Daemon::start(&cfg, &dir.path().join("clefd.log"));
+    let split = |m: &[common::Received]| -> (Vec<common::Received>, Vec<common::Received>) {
+        let configs = m.iter().filter(|x| x.topic.starts_with("homeassistant/sensor/")).cloned().collect();
+        (configs, m.iter().filter(|x| x.topic.ends_with("/current")).cloned().collect())
+    };
+    // A run long enough that the old attributes would have written far more rows than
+    // the bound, with faces coming and going on both cameras.
+    consumer.wait_for("a run with volatile summaries on both cameras", Duration::from_secs(300), |m| {
+        let (configs, currents) = split(m);
+        let both = ["front", "back"].iter().all(|cam| {
+            let on = |faces: u64| currents.iter().any(|x| x.topic.contains(cam) && x.body["faces"] == faces);
+            on(0) && on(1)
+        });
+        both && recorded(&configs, &currents, Some(VOLATILE)).len() > 2 * BOUND
+    });
+    assert!(daemon.stop());
+    let (configs, currents) = split(&consumer.messages());
+    assert_eq!(configs.iter().filter(|c| c.body.is_object()).count(), 4, "two sensors per camera");
+    let rows = recorded(&configs, &currents, None);
+    let volatile = recorded(&configs, &currents, Some(VOLATILE)).len();
+    eprintln!(
+        "Home Assistant: {} current messages, {} distinct (state, attributes) pairs (bound {BOUND}); {volatile} with per-track attributes",
+        currents.len(),
+        rows.len()
+    );
+    assert!(rows.len() <= BOUND, "{} distinct sensor rows, more than {BOUND}: {rows:#?}", rows.len());
+    for c in configs.iter().filter(|c| c.body.is_object()) {
+        let attrs = c.body["json_attributes_template"].as_str().unwrap_or_default();
+        assert!(!attrs.contains("confidence") && !attrs.contains("tracks"), "volatile attributes: {attrs}");
+    }
+}

@@ -175,6 +175,7 @@ pub fn publisher_config(s: &Settings) -> anyhow::Result<PublisherConfig> {
         tls,
         reconnect_max: m.reconnect_max,
         protocol: m.protocol,
+        event_expiry_s: m.event_expiry_s,
         url: m.url.clone(),
         client_id: m.client_id.clone(),
         prefix: m.prefix.clone(),

@@ -39,6 +39,8 @@ pub async fn watch(opts: WatchOptions, out: &mut (impl Write + Send)) -> anyhow:
     let deadline = opts.timeout.map(|t| tokio::time::Instant::now() + t);
     let mut printed = 0u64;
     let mut tally = EventTally::default();
+    let mut order = TimeOrder::default();
+    writeln!(out, "{HEADER}")?;
     let mut retry = Retry { wait: RETRY_START, last_error: String::new() };
     loop {
         let polled = match deadline {
@@ -64,7 +66,7 @@ pub async fn watch(opts: WatchOptions, out: &mut (impl Write + Send)) -> anyhow:
                 continue;
             }
         };
-        match print(&publish, &opts, out, &mut tally)? {
+        match print(&publish, &opts, out, &mut tally, &mut order)? {
             Printed::Stop => break,
             Printed::Nothing => {}
             Printed::Event => {
@@ -146,6 +148,7 @@ fn print(
     opts: &WatchOptions,
     out: &mut impl Write,
     tally: &mut EventTally,
+    order: &mut TimeOrder,
 ) -> anyhow::Result<Printed> {
     if publish.topic.ends_with("/availability") {
         let device = publish.topic.split('/').nth(1).unwrap_or_default();
@@ -161,9 +164,9 @@ fn print(
     match serde_json::from_slice::<Value>(&publish.payload) {
         Ok(v) => match &opts.truth {
             Some((camera, truth)) if v.get("camera").and_then(Value::as_str) == Some(camera) => {
-                writeln!(out, "{}", score(&v, truth, tally))?
+                writeln!(out, "{}", order.line(&v, score(&v, truth, tally)))?
             }
-            _ => writeln!(out, "{}", describe(&v))?,
+            _ => writeln!(out, "{}", order.line(&v, describe(&v)))?,
         },
         Err(e) => writeln!(out, "{}: unreadable event ({e})", publish.topic)?,
     }
@@ -228,6 +231,39 @@ fn top(map: Option<&Value>) -> (String, f64) {
         .unwrap_or_default()
 }
 
+/// The first line `clefd watch` prints: what each column of [`describe`] is.
+pub const HEADER: &str =
+    "TIME (UTC)      DEVICE/CAMERA TRACK TYPE   EMOTION   CONF  VANILLA [FACTUAL]  DEBIAS  BOX (x,y wxh)  SEQ";
+
+/// Keeps the time column in order. Events arrive in the order clefd decided them, but an
+/// `end` carries the capture time of the frame its track was last seen in, which can be
+/// earlier than the lines before it: such a line shows the latest time printed so far and
+/// its own capture time at the end (`seen …`), so the column never goes backwards.
+#[derive(Debug, Default)]
+pub struct TimeOrder {
+    /// The latest capture time printed, and its time column.
+    last: Option<(time::OffsetDateTime, String)>,
+}
+
+impl TimeOrder {
+    /// `line` (whose first word is the time column) for event `v`, kept in order.
+    pub fn line(&mut self, v: &Value, line: String) -> String {
+        let rfc3339 = &time::format_description::well_known::Rfc3339;
+        let Some(ts) = v.get("ts").and_then(Value::as_str).and_then(|t| time::OffsetDateTime::parse(t, rfc3339).ok())
+        else {
+            return line;
+        };
+        let (column, rest) = line.split_once(' ').unwrap_or((line.as_str(), ""));
+        match &self.last {
+            Some((last, shown)) if ts < *last => format!("{shown} {rest}  (seen {column})"),
+            _ => {
+                self.last = Some((ts, column.to_string()));
+                line
+            }
+        }
+    }
+}
+
 /// One line per event: time, camera, track, lifecycle step, decision, and what the vanilla
 /// model (and, when debiasing, the factual ensemble) would have said.
 pub fn describe(v: &Value) -> String {
@@ -262,6 +298,25 @@ pub fn describe(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_time_column_never_goes_backwards() {
+        let ev = |ts: &str, kind: &str| serde_json::json!({"ts": ts, "type": kind, "device": "d", "camera": "c"});
+        let mut order = TimeOrder::default();
+        let times: Vec<String> = [
+            ev("2026-01-01T10:00:01.5Z", "update"),
+            ev("2026-01-01T10:00:02Z", "update"),
+            ev("2026-01-01T10:00:01.25Z", "end"),
+            ev("2026-01-01T10:00:03Z", "new"),
+        ]
+        .iter()
+        .map(|v| order.line(v, describe(v)))
+        .collect();
+        let column: Vec<&str> = times.iter().map(|l| l.split(' ').next().unwrap()).collect();
+        assert_eq!(column, ["10:00:01.5", "10:00:02", "10:00:02", "10:00:03"], "{times:#?}");
+        assert!(times[2].ends_with("(seen 10:00:01.25)") && times[2].contains(" end "), "{}", times[2]);
+        assert!(!times[1].contains("seen"), "in order: as it was");
+    }
 
     #[test]
     fn an_event_is_scored_on_its_frame_by_each_of_the_three_views() {

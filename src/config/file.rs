@@ -104,6 +104,9 @@ pub struct MqttConfig {
     pub reconnect_max_s: f64,
     /// Protocol version: "3.1.1" (default) or "5".
     pub protocol: String,
+    /// MQTT 5: seconds an event stays deliverable, counted from its capture (message
+    /// expiry); 0 (default): it waits for a persistent subscriber as long as its session.
+    pub event_expiry_s: f64,
     /// `mqtts://`: CA certificate (PEM) that signed the broker's certificate.
     pub ca_file: Option<PathBuf>,
     /// `mqtts://`: client certificate (PEM), for brokers that require one.
@@ -332,6 +335,7 @@ impl Default for MqttConfig {
             flush_timeout_s: 5.0,
             reconnect_max_s: 30.0,
             protocol: "3.1.1".into(),
+            event_expiry_s: 0.0,
             ca_file: None,
             client_cert: None,
             client_key: None,

@@ -146,6 +146,8 @@ pub struct MqttConnection {
     pub password_file: Option<PathBuf>,
     /// Protocol version.
     pub protocol: Protocol,
+    /// MQTT 5 message expiry of events, in seconds from their capture.
+    pub event_expiry_s: Option<u32>,
     /// `mqtts://`: the certificates.
     pub tls: Option<TlsPaths>,
     /// How long shutdown waits for outstanding acknowledgements.

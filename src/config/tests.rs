@@ -83,6 +83,19 @@ fn every_bad_value_is_reported_and_none_is_typed() {
 }
 
 #[test]
+fn event_expiry_needs_mqtt_5() {
+    let dir = tempfile::tempdir().unwrap();
+    let with =
+        |extra: &str| BASE.replace("url = \"mqtt://broker.local\"", &format!("url = \"mqtt://broker.local\"\n{extra}"));
+    let problems = load(&write(dir.path(), &with("event_expiry_s = 60"))).unwrap_err().0;
+    assert!(problems.iter().any(|p| p.key == "mqtt.event_expiry_s" && p.reason.contains("protocol")), "{problems:?}");
+    let ok = load(&write(dir.path(), &with("event_expiry_s = 60\nprotocol = \"5\""))).unwrap();
+    assert_eq!(ok.mqtt.connection.event_expiry_s, Some(60));
+    let off = load(&write(dir.path(), &with("protocol = \"5\""))).unwrap();
+    assert_eq!(off.mqtt.connection.event_expiry_s, None, "0 (the default): no expiry");
+}
+
+#[test]
 fn reload_names_the_changes_that_wait_for_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let old = load(&write(dir.path(), BASE)).unwrap();

@@ -269,6 +269,12 @@ fn mqtt(q: &MqttConfig, state_dir: &Path, device_id: &str, m: &str, c: &mut Coll
     }
     in_range(c, m, "mqtt.reconnect_max_s", q.reconnect_max_s, 0.5, 3600.0);
     let protocol = parsed(c, m, "mqtt.protocol", Protocol::parse(&q.protocol));
+    if q.event_expiry_s != 0.0 {
+        in_range(c, m, "mqtt.event_expiry_s", q.event_expiry_s, 1.0, f64::from(u32::MAX));
+        if protocol.is_some_and(|p| p != Protocol::V5) {
+            c.push(m, "mqtt.event_expiry_s", "message expiry is an MQTT 5 property: set mqtt.protocol = \"5\"");
+        }
+    }
     in_range(c, m, "mqtt.spool_max_mb", q.spool_max_mb, 0.1, 1_000_000.0);
     let tls = tls(q, url.as_ref().is_some_and(|u| u.tls), m, c);
     let connection = MqttConnection {
@@ -279,6 +285,7 @@ fn mqtt(q: &MqttConfig, state_dir: &Path, device_id: &str, m: &str, c: &mut Coll
         username: q.username.clone(),
         password_file: q.password_file.clone(),
         protocol: protocol?,
+        event_expiry_s: (q.event_expiry_s > 0.0).then(|| q.event_expiry_s.clamp(1.0, f64::from(u32::MAX)) as u32),
         tls,
         flush_timeout: secs(q.flush_timeout_s),
         reconnect_max: secs(q.reconnect_max_s),

@@ -35,6 +35,9 @@ pub struct Summary {
     pub emotion: String,
     /// The dominant emotion's mean confidence over the faces showing it (0 for `none`).
     pub confidence: f32,
+    /// How many faces show each emotion: what a person reads, and changes only when a
+    /// face comes, goes or changes its decided emotion (Home Assistant's attributes).
+    pub emotions: BTreeMap<String, usize>,
     /// The tracks present, by id.
     pub tracks: Vec<TrackNow>,
 }
@@ -42,7 +45,7 @@ pub struct Summary {
 impl Summary {
     /// Nobody in view.
     pub fn empty() -> Summary {
-        Summary { faces: 0, emotion: "none".into(), confidence: 0.0, tracks: Vec::new() }
+        Summary { faces: 0, emotion: "none".into(), confidence: 0.0, emotions: BTreeMap::new(), tracks: Vec::new() }
     }
 
     fn of(tracks: &BTreeMap<u64, (TrackNow, Instant)>) -> Summary {
@@ -52,6 +55,7 @@ impl Summary {
             e.0 += t.confidence;
             e.1 += 1;
         }
+        let emotions = by_emotion.iter().map(|(e, (_, n))| (e.to_string(), *n)).collect();
         let Some((emotion, (sum, n))) =
             by_emotion.into_iter().max_by(|a, b| a.1.0.total_cmp(&b.1.0).then_with(|| b.0.cmp(a.0)))
         else {
@@ -61,6 +65,7 @@ impl Summary {
             faces: tracks.len(),
             emotion: emotion.to_string(),
             confidence: sum / n as f32,
+            emotions,
             tracks: tracks.values().map(|(t, _)| t.clone()).collect(),
         }
     }
@@ -174,6 +179,7 @@ mod tests {
         let c = v.on_event(&ev("door", 3, EventType::New, "sad", 0.5), t0).unwrap();
         assert_eq!((c.faces, c.emotion.as_str()), (3, "sad"), "two sad faces outweigh one happy");
         assert!((c.confidence - 0.55).abs() < 1e-6);
+        assert_eq!(c.emotions, BTreeMap::from([("happy".to_string(), 1), ("sad".to_string(), 2)]));
         assert_eq!(c.tracks.iter().map(|t| t.track_id).collect::<Vec<_>>(), vec![1, 2, 3]);
         assert!(v.on_event(&ev("door", 3, EventType::Update, "sad", 0.5), t0).is_none(), "unchanged: nothing new");
     }
@@ -215,11 +221,13 @@ mod tests {
             faces: 1,
             emotion: "happy".into(),
             confidence: 0.5,
+            emotions: BTreeMap::from([("happy".to_string(), 1)]),
             tracks: vec![TrackNow { track_id: 4, emotion: "happy".into(), confidence: 0.5 }],
         };
         let json = serde_json::to_value(&s).unwrap();
         assert_eq!(json["faces"], 1);
         assert_eq!(json["emotion"], "happy");
         assert_eq!(json["tracks"][0]["track_id"], 4);
+        assert_eq!(json["emotions"]["happy"], 1);
     }
 }

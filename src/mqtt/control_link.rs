@@ -17,6 +17,7 @@ use tokio::sync::mpsc::error::TrySendError;
 
 use super::Topics;
 use super::outgoing::Command;
+use super::properties::reply_meta;
 use super::session::{self, SessionEvent, SessionOptions};
 use crate::backoff::Backoff;
 
@@ -92,9 +93,9 @@ impl Answers {
     }
 
     /// Hands waiting answers to the client while its queue has room.
-    fn flush(&mut self, client: &session::SessionClient) {
+    fn flush(&mut self, client: &session::SessionClient, topics: &Topics) {
         while let Some((topic, payload)) = self.backlog.front() {
-            if !client.publish(topic.clone(), false, payload.clone()) {
+            if !client.publish(topic.clone(), false, payload.clone(), &reply_meta(topics, topic)) {
                 break;
             }
             self.backlog.pop_front();
@@ -144,7 +145,7 @@ async fn run(
         let mut up = false;
         let error = loop {
             if up {
-                answers.flush(&s.client);
+                answers.flush(&s.client, &topics);
             }
             tokio::select! {
                 ev = s.events.recv() => match ev {

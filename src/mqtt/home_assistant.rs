@@ -1,7 +1,12 @@
 //! Home Assistant MQTT discovery: each camera appears as a device with two sensors, the
-//! current dominant emotion over the faces in view (`none` when nobody is there; per-track
-//! list as attributes) and the number of faces, both read from the camera's retained
-//! `current` summary. They are available while clefd is online *and* the camera streams.
+//! current dominant emotion over the faces in view (`none` when nobody is there; how many
+//! faces show each emotion as attributes) and the number of faces, both read from the
+//! camera's retained `current` summary.
+//!
+//! Home Assistant's recorder stores a row whenever a sensor's state or attributes change,
+//! so both read only what a person would: the dominant emotion, the face count, faces per
+//! emotion. The volatile details of `current` (per-track confidences, which change with
+//! nearly every frame) stay on that topic for dashboards and are never an attribute. They are available while clefd is online *and* the camera streams.
 //! Cameras removed from the config are removed from Home Assistant too: the cameras
 //! announced last time are remembered in `state_dir` and their config topics cleared.
 //! Discovery is sent at start and again after every reload.
@@ -20,6 +25,10 @@ pub struct Announced {
     /// Bundle name (shown as the device model).
     pub bundle: String,
 }
+
+/// The Emotion sensor's attributes: faces per emotion, which changes only when a face
+/// comes, goes or changes its decided emotion (never the confidences).
+pub const STABLE_ATTRIBUTES: &str = "{{ dict(emotions=value_json.emotions) | tojson }}";
 
 /// The sensors each camera gets: (id suffix, display name).
 const SENSORS: [(&str, &str); 2] = [("emotion", "Emotion"), ("faces", "Faces")];
@@ -68,7 +77,7 @@ pub fn sensor_config(topics: &Topics, device: &str, cam: &Announced, sensor: &st
         json!({
             "icon": "mdi:emoticon-outline",
             "json_attributes_topic": topics.current(&cam.camera),
-            "json_attributes_template": "{{ dict(tracks=value_json.tracks, confidence=value_json.confidence) | tojson }}",
+            "json_attributes_template": STABLE_ATTRIBUTES,
         })
     };
     if let (Some(c), Some(e)) = (config.as_object_mut(), extra.as_object()) {
@@ -92,14 +101,14 @@ pub fn discovery(
     for gone in before.iter().filter(|c| !cameras.iter().any(|a| &a.camera == *c)) {
         for (sensor, _) in SENSORS {
             let topic = config_topic(discovery_prefix, device, gone, sensor);
-            out.push(Outgoing::Retained { topic, payload: Vec::new() });
+            out.push(Outgoing::Retained { topic, payload: Vec::new(), camera: Some(gone.clone()) });
         }
     }
     for cam in cameras {
         for (sensor, _) in SENSORS {
             let payload = sensor_config(topics, device, cam, sensor).to_string().into_bytes();
             let topic = config_topic(discovery_prefix, device, &cam.camera, sensor);
-            out.push(Outgoing::Retained { topic, payload });
+            out.push(Outgoing::Retained { topic, payload, camera: Some(cam.camera.clone()) });
         }
     }
     let now: Vec<&str> = cameras.iter().map(|c| c.camera.as_str()).collect();
@@ -125,7 +134,7 @@ mod tests {
         let removed: Vec<_> = second
             .iter()
             .filter_map(|o| match o {
-                Outgoing::Retained { topic, payload } if payload.is_empty() => Some(topic.clone()),
+                Outgoing::Retained { topic, payload, .. } if payload.is_empty() => Some(topic.clone()),
                 _ => None,
             })
             .collect();

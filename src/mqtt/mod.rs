@@ -5,6 +5,7 @@
 mod control_link;
 pub mod home_assistant;
 mod outgoing;
+pub mod properties;
 mod publisher;
 pub mod session;
 pub mod spool;
@@ -26,6 +27,11 @@ impl Topics {
     /// Topics under `{prefix}/{device}`.
     pub fn new(prefix: &str, device: &str) -> Topics {
         Topics { prefix: prefix.into(), device: device.into() }
+    }
+
+    /// The device these topics belong to.
+    pub fn device(&self) -> &str {
+        &self.device
     }
 
     /// Retained `online` / `offline`.

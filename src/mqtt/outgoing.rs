@@ -32,6 +32,8 @@ pub enum Outgoing {
         topic: String,
         /// Payload.
         payload: Vec<u8>,
+        /// The camera it is about, named in its MQTT 5 properties.
+        camera: Option<String>,
     },
     /// What runtime control set for a camera (`None`: nothing), shown in its retained
     /// state as `"control"` from now on.
@@ -94,6 +96,9 @@ pub struct PublisherConfig {
     /// Where commands on the control topics go; `None`: the control topics are not
     /// subscribed to (`mqtt.control` off).
     pub commands: Option<tokio::sync::mpsc::Sender<Command>>,
+    /// MQTT 5: the message expiry of events, counted from their capture (`None`: they
+    /// wait for a subscriber that is away as long as its session lasts).
+    pub event_expiry_s: Option<u32>,
 }
 
 /// TLS material, already read from disk.

@@ -24,6 +24,7 @@ use tokio::time::Instant;
 
 use super::Topics;
 use super::control_link::ControlLink;
+use super::properties::{Kind, Meta, event_meta, remaining_expiry, reply_meta};
 use super::session::{self, Session, SessionEvent, SessionOptions};
 use super::spool::Spool;
 use crate::backoff::Backoff;
@@ -63,8 +64,9 @@ pub struct Publisher {
     states: BTreeMap<String, Vec<u8>>,
     /// Latest `current` summary per camera.
     currents: BTreeMap<String, Vec<u8>>,
-    /// Other retained messages by topic (Home Assistant discovery).
-    retained: BTreeMap<String, Vec<u8>>,
+    /// Other retained messages by topic (Home Assistant discovery, snapshots), with what
+    /// they say about themselves.
+    retained: BTreeMap<String, (Vec<u8>, Meta)>,
     /// What runtime control set per camera, echoed in its state as `"control"`.
     controls: BTreeMap<String, serde_json::Value>,
     /// The spool's count of events damage took, as far as the counters have it.
@@ -83,7 +85,7 @@ pub struct Parked {
     stats: Arc<PublishStats>,
     states: BTreeMap<String, Vec<u8>>,
     currents: BTreeMap<String, Vec<u8>>,
-    retained: BTreeMap<String, Vec<u8>>,
+    retained: BTreeMap<String, (Vec<u8>, Meta)>,
     controls: BTreeMap<String, serde_json::Value>,
 }
 
@@ -117,7 +119,7 @@ impl Publisher {
             keep_alive: cfg.keep_alive,
             credentials: cfg.credentials.clone(),
             tls: cfg.tls.clone(),
-            last_will: Some((topics.availability(), b"offline".to_vec())),
+            last_will: Some((topics.availability(), b"offline".to_vec(), Meta::new(&topics, Kind::Availability, None))),
             inflight: WINDOW as u16 + 8,
             persistent: true,
             max_incoming: 256 * 1024,
@@ -187,8 +189,11 @@ impl Publisher {
             }
         };
         self.note_spool_damage();
+        let now = time::OffsetDateTime::now_utc();
         for rec in records {
-            if !conn.session.client.publish(rec.topic, false, rec.payload) {
+            let expiry = remaining_expiry(self.cfg.event_expiry_s, &rec.payload, now);
+            let meta = event_meta(&rec.topic, &self.topics, expiry);
+            if !conn.session.client.publish(rec.topic, false, rec.payload, &meta) {
                 break;
             }
             self.spool.mark_sent(rec.seq);
@@ -212,11 +217,17 @@ impl Publisher {
             },
             None => payload.clone(),
         };
-        Self::send_other(conn, self.topics.state(camera), payload, true);
+        let meta = self.meta(Kind::State, Some(camera));
+        Self::send_other(conn, self.topics.state(camera), payload, true, &meta);
     }
 
-    fn send_other(conn: &mut Connection, topic: String, payload: Vec<u8>, retain: bool) {
-        if conn.up && conn.session.client.publish(topic, retain, payload) {
+    /// What a message of `kind` about `camera` says about itself (MQTT 5 properties).
+    fn meta(&self, kind: Kind, camera: Option<&str>) -> Meta {
+        Meta::new(&self.topics, kind, camera)
+    }
+
+    fn send_other(conn: &mut Connection, topic: String, payload: Vec<u8>, retain: bool, meta: &Meta) {
+        if conn.up && conn.session.client.publish(topic, retain, payload, meta) {
             conn.requested.push_back(Sent::Other);
         }
     }
@@ -318,31 +329,42 @@ impl Publisher {
                 }
                 Outgoing::Reply { topic, payload } => match &self.control {
                     Some(link) if link.reply(topic.clone(), payload.clone()) => {}
-                    _ => Self::send_other(conn, topic, payload, false),
+                    _ => {
+                        let meta = reply_meta(&self.topics, &topic);
+                        Self::send_other(conn, topic, payload, false, &meta);
+                    }
                 },
                 Outgoing::Analysis(Output::Snapshot(shot)) => {
                     let topic = self.topics.snapshot(&shot.camera);
-                    Self::send_other(conn, topic.clone(), shot.jpeg.clone(), true);
-                    self.retained.insert(topic, shot.jpeg);
+                    let meta = self.meta(Kind::Snapshot, Some(&shot.camera));
+                    Self::send_other(conn, topic.clone(), shot.jpeg.clone(), true, &meta);
+                    self.retained.insert(topic, (shot.jpeg, meta));
                 }
                 Outgoing::Analysis(Output::CameraRemoved(camera)) => {
-                    if self.retained.remove(&self.topics.snapshot(&camera)).is_some() {
-                        Self::send_other(conn, self.topics.snapshot(&camera), Vec::new(), true);
+                    if let Some((_, meta)) = self.retained.remove(&self.topics.snapshot(&camera)) {
+                        Self::send_other(conn, self.topics.snapshot(&camera), Vec::new(), true, &meta);
                     }
                     self.states.remove(&camera);
                     self.currents.remove(&camera);
-                    Self::send_other(conn, self.topics.state(&camera), Vec::new(), true);
-                    Self::send_other(conn, self.topics.current(&camera), Vec::new(), true);
+                    let meta = self.meta(Kind::State, Some(&camera));
+                    Self::send_other(conn, self.topics.state(&camera), Vec::new(), true, &meta);
+                    let meta = self.meta(Kind::Current, Some(&camera));
+                    Self::send_other(conn, self.topics.current(&camera), Vec::new(), true, &meta);
                 }
                 Outgoing::Current { camera, payload } => {
-                    Self::send_other(conn, self.topics.current(&camera), payload.clone(), true);
+                    let meta = self.meta(Kind::Current, Some(&camera));
+                    Self::send_other(conn, self.topics.current(&camera), payload.clone(), true, &meta);
                     self.currents.insert(camera, payload);
                 }
-                Outgoing::Retained { topic, payload } => {
-                    Self::send_other(conn, topic.clone(), payload.clone(), true);
-                    self.retained.insert(topic, payload);
+                Outgoing::Retained { topic, payload, camera } => {
+                    let meta = self.meta(Kind::Discovery, camera.as_deref());
+                    Self::send_other(conn, topic.clone(), payload.clone(), true, &meta);
+                    self.retained.insert(topic, (payload, meta));
                 }
-                Outgoing::Stats(payload) => Self::send_other(conn, self.topics.stats(), payload, false),
+                Outgoing::Stats(payload) => {
+                    let meta = self.meta(Kind::Stats, None);
+                    Self::send_other(conn, self.topics.stats(), payload, false, &meta);
+                }
             }
             next = outputs.try_recv().ok();
         }
@@ -400,7 +422,8 @@ impl Publisher {
         conn.next_send = 0;
         self.stats.set_connected(true);
         self.stats.connects.fetch_add(1, Ordering::Relaxed);
-        Self::send_other(conn, self.topics.availability(), b"online".to_vec(), true);
+        let online = self.meta(Kind::Availability, None);
+        Self::send_other(conn, self.topics.availability(), b"online".to_vec(), true, &online);
         let cameras: Vec<String> = self.states.keys().cloned().collect();
         for camera in &cameras {
             self.send_state(conn, camera);
@@ -412,10 +435,11 @@ impl Publisher {
             let _ = conn.session.client.unsubscribe(filter);
         }
         for (camera, payload) in &self.currents {
-            Self::send_other(conn, self.topics.current(camera), payload.clone(), true);
+            let meta = self.meta(Kind::Current, Some(camera));
+            Self::send_other(conn, self.topics.current(camera), payload.clone(), true, &meta);
         }
-        for (topic, payload) in &self.retained {
-            Self::send_other(conn, topic.clone(), payload.clone(), true);
+        for (topic, (payload, meta)) in &self.retained {
+            Self::send_other(conn, topic.clone(), payload.clone(), true, meta);
         }
     }
 
@@ -448,7 +472,8 @@ impl Publisher {
             );
         }
         if conn.up {
-            Self::send_other(&mut conn, self.topics.availability(), b"offline".to_vec(), true);
+            let offline = self.meta(Kind::Availability, None);
+            Self::send_other(&mut conn, self.topics.availability(), b"offline".to_vec(), true, &offline);
             conn.session.client.disconnect().await;
             let deadline = Instant::now() + Duration::from_secs(2);
             while let Ok(Some(Ok(ev))) = tokio::time::timeout_at(deadline, conn.session.events.recv()).await {

@@ -11,6 +11,7 @@ use rumqttc::v5 as mq5;
 use tokio::sync::mpsc;
 
 use super::BrokerUrl;
+use super::properties::Meta;
 
 pub use crate::config::Protocol;
 
@@ -29,8 +30,9 @@ pub struct SessionOptions {
     pub credentials: Option<(String, String)>,
     /// CA (PEM) and optional client certificate and key (PEM) for `mqtts://`.
     pub tls: Option<super::TlsFiles>,
-    /// Retained last-will message: topic and payload (`None`: no will).
-    pub last_will: Option<(String, Vec<u8>)>,
+    /// Retained last-will message: topic, payload and what it says about itself over
+    /// MQTT 5 (`None`: no will).
+    pub last_will: Option<(String, Vec<u8>, Meta)>,
     /// Most QoS 1 messages in flight.
     pub inflight: u16,
     /// Keep the session on the broker across connections (the event publisher), or start
@@ -87,10 +89,14 @@ pub enum SessionClient {
 
 impl SessionClient {
     /// Queues a QoS 1 publish without waiting; false when the request queue is full.
-    pub fn publish(&self, topic: String, retain: bool, payload: Vec<u8>) -> bool {
+    /// Over MQTT 5 it carries `meta` as properties (the contract of [`super::properties`]).
+    pub fn publish(&self, topic: String, retain: bool, payload: Vec<u8>, meta: &Meta) -> bool {
         match self {
             SessionClient::V311(c) => c.try_publish(topic, rumqttc::QoS::AtLeastOnce, retain, payload).is_ok(),
-            SessionClient::V5(c) => c.try_publish(topic, mq5::mqttbytes::QoS::AtLeastOnce, retain, payload).is_ok(),
+            SessionClient::V5(c) => {
+                let qos = mq5::mqttbytes::QoS::AtLeastOnce;
+                c.try_publish_with_properties(topic, qos, retain, payload, meta.publish_properties()).is_ok()
+            }
         }
     }
 
@@ -145,7 +151,7 @@ pub fn open(o: &SessionOptions, queue: usize) -> Session {
             opts.set_clean_session(!o.persistent);
             opts.set_max_packet_size(o.max_incoming, 256 * 1024);
             opts.set_inflight(o.inflight);
-            if let Some((topic, payload)) = o.last_will.clone() {
+            if let Some((topic, payload, _)) = o.last_will.clone() {
                 opts.set_last_will(rumqttc::LastWill::new(topic, payload, rumqttc::QoS::AtLeastOnce, true));
             }
             if let Some((user, pass)) = &o.credentials {
@@ -167,9 +173,10 @@ pub fn open(o: &SessionOptions, queue: usize) -> Session {
             }
             opts.set_max_packet_size(Some(u32::try_from(o.max_incoming).unwrap_or(u32::MAX)));
             opts.set_outgoing_inflight_upper_limit(o.inflight);
-            if let Some((topic, payload)) = o.last_will.clone() {
+            if let Some((topic, payload, meta)) = o.last_will.clone() {
                 let qos = mq5::mqttbytes::QoS::AtLeastOnce;
-                opts.set_last_will(mq5::mqttbytes::v5::LastWill::new(topic, payload, qos, true, None));
+                let props = Some(meta.will_properties());
+                opts.set_last_will(mq5::mqttbytes::v5::LastWill::new(topic, payload, qos, true, props));
             }
             if let Some((user, pass)) = &o.credentials {
                 opts.set_credentials(user, pass);

@@ -17,6 +17,8 @@ pub struct Broker {
     moved: bool,
     /// Has listened once: from then on it stays on its port.
     started: bool,
+    /// The port of the central broker this one bridges to, if any.
+    bridge_to: Option<u16>,
 }
 
 impl Broker {
@@ -31,14 +33,26 @@ impl Broker {
         Broker::launch(true)
     }
 
+    /// A local broker as fleets deploy one beside clefd: persistent, bridging `clefd/#`
+    /// to the central broker on loopback port `central` at QoS 1 over MQTT 5, with a
+    /// persistent bridge session (`cleansession false`), so what arrives while the
+    /// central broker or the link is down waits here and follows when it is back.
+    pub fn start_bridged(central: u16) -> Broker {
+        Broker::launch_with(true, Some(central))
+    }
+
     fn launch(persistent: bool) -> Broker {
+        Broker::launch_with(persistent, None)
+    }
+
+    fn launch_with(persistent: bool, bridge_to: Option<u16>) -> Broker {
         let dir = tempfile::tempdir().expect("tempdir");
         if persistent {
             // mosquitto drops root privileges: let it write its database here.
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777));
         }
-        let mut b = Broker { port: free_port(), child: None, dir, persistent, moved: false, started: false };
+        let mut b = Broker { port: free_port(), child: None, dir, persistent, moved: false, started: false, bridge_to };
         b.spawn();
         b
     }
@@ -52,6 +66,20 @@ impl Broker {
             text += &format!("persistence true\npersistence_location {dir}/\nautosave_interval 1\n");
         } else {
             text += "persistence false\n";
+        }
+        if let Some(central) = self.bridge_to {
+            text += &format!(
+                "max_queued_messages 100000\n\
+                 connection central\n\
+                 address 127.0.0.1:{central}\n\
+                 topic clefd/# out 1\n\
+                 bridge_protocol_version mqttv50\n\
+                 cleansession false\n\
+                 remote_clientid clefd-bridge-{port}\n\
+                 restart_timeout 1 2\n\
+                 keepalive_interval 5\n",
+                port = self.port
+            );
         }
         std::fs::write(&conf, text).expect("write mosquitto.conf");
         conf

@@ -14,9 +14,13 @@ pub mod config;
 #[allow(dead_code)]
 pub mod consumer;
 #[allow(dead_code)]
+pub mod consumer5;
+#[allow(dead_code)]
 pub mod daemon;
 #[allow(dead_code)]
 pub mod http;
+#[allow(dead_code)]
+pub mod link;
 #[allow(dead_code)]
 pub mod metrics;
 #[allow(dead_code)]
@@ -36,8 +40,10 @@ pub use self::{
     clips::{astronaut, astronaut_clip, file_camera, hardware_decoder_installed, passing_clip, still_clip},
     config::{TestConfig, base_config, write_config},
     consumer::{Consumer, Received, seqs},
+    consumer5::{Consumer5, Received5},
     daemon::{Daemon, signal, wait_log},
     http::{http_get, wait_http},
+    link::Link,
     metrics::{dashboard_metrics, metric, promtool_check, wait_metric},
     not_run::could_not_run,
     notify::{NotifyLog, notify_listen, notify_wait},
