@@ -59,12 +59,13 @@ fi
 # libonnxruntime.so; the npm package onnxruntime-node has one. The daemon uses the
 # version above.
 ORT_FLOOR_DIR=.local/onnxruntime-1.18
+# Node.js also runs the Node-RED flow's functions in tests/contrib.rs.
+if [ "${1:-}" = "--test" ] && ! { command -v npm && command -v node; } >/dev/null 2>&1; then
+  echo "setup: installing npm and Node.js (ONNX Runtime 1.18 for the API-floor test; the Node-RED flow's test)"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends npm nodejs >/dev/null
+fi
 if [ "${1:-}" = "--test" ] && [ ! -f "$ORT_FLOOR_DIR/libonnxruntime.so" ]; then
-  if ! command -v npm >/dev/null 2>&1; then
-    echo "setup: installing npm (to fetch ONNX Runtime 1.18 for the API-floor test)"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends npm >/dev/null
-  fi
   echo "setup: fetching ONNX Runtime 1.18.0 (npm onnxruntime-node) into $ORT_FLOOR_DIR"
   rm -rf .local/npm && mkdir -p .local/npm "$ORT_FLOOR_DIR"
   (cd .local/npm && npm pack -q onnxruntime-node@1.18.0 >/dev/null)
