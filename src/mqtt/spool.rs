@@ -170,15 +170,23 @@ impl Spool {
             #[cfg(test)]
             crashed: false,
         };
-        spool.load_tombstones()?;
+        if dir.is_dir() {
+            spool.load_tombstones()?;
+        }
         let mut found = Vec::new();
         let all = Window { offset: 0, prev_seq: None, from: 0, until: u64::MAX, limit: usize::MAX };
         for (first_seq, path) in names {
             let read = format::read(&path, first_seq, all)?;
             if read.legacy_corrupt > 0 {
                 tracing::warn!(file = %path.display(), records = read.legacy_corrupt, "skipped spooled events whose checksum does not match");
-                spool.corrupt += read.legacy_corrupt;
-                spool.lost += read.legacy_corrupt;
+                // Legacy records cannot say which numbers they held, so they are counted
+                // one by one, unless the commit file has a durable watermark: then every
+                // number missing below it is counted by number (below), and counting the
+                // unreadable bytes as well would count one loss twice.
+                if durable == 0 {
+                    spool.corrupt += read.legacy_corrupt;
+                    spool.lost += read.legacy_corrupt;
+                }
             }
             for gap in &read.gaps {
                 spool.damage(&path, *gap);
