@@ -231,6 +231,7 @@ fn mqtt(q: &MqttConfig, state_dir: &Path, device_id: &str, m: &str, c: &mut Coll
         in_range(c, m, "mqtt.stats_interval_s", q.stats_interval_s, 1.0, 86400.0);
     }
     in_range(c, m, "mqtt.reconnect_max_s", q.reconnect_max_s, 0.5, 3600.0);
+    in_range(c, m, "mqtt.delivery_stuck_s", q.delivery_stuck_s, 1.0, 86400.0);
     let protocol = parsed(c, m, "mqtt.protocol", Protocol::parse(&q.protocol));
     in_range(c, m, "mqtt.spool_max_mb", q.spool_max_mb, 0.1, 1_000_000.0);
     let tls = tls(q, url.as_ref().is_some_and(|u| u.tls), m, c);
@@ -245,6 +246,7 @@ fn mqtt(q: &MqttConfig, state_dir: &Path, device_id: &str, m: &str, c: &mut Coll
         tls,
         flush_timeout: secs(q.flush_timeout_s),
         reconnect_max: secs(q.reconnect_max_s),
+        stuck_after: secs(q.delivery_stuck_s),
     };
     Some(MqttSettings {
         connection,

@@ -5,6 +5,7 @@
 mod control_link;
 pub mod home_assistant;
 mod outgoing;
+pub mod progress;
 mod publisher;
 pub mod session;
 pub mod spool;

@@ -17,6 +17,8 @@ pub struct Broker {
     moved: bool,
     /// Has listened once: from then on it stays on its port.
     started: bool,
+    /// More mosquitto.conf lines (limits a test imposes).
+    extra: String,
 }
 
 impl Broker {
@@ -31,14 +33,24 @@ impl Broker {
         Broker::launch(true)
     }
 
+    /// Like [`Broker::start`], with more lines in its mosquitto.conf (`max_packet_size 300`).
+    pub fn start_with(extra: &str) -> Broker {
+        Broker::launch_with(false, extra)
+    }
+
     fn launch(persistent: bool) -> Broker {
+        Broker::launch_with(persistent, "")
+    }
+
+    fn launch_with(persistent: bool, extra: &str) -> Broker {
         let dir = tempfile::tempdir().expect("tempdir");
         if persistent {
             // mosquitto drops root privileges: let it write its database here.
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777));
         }
-        let mut b = Broker { port: free_port(), child: None, dir, persistent, moved: false, started: false };
+        let extra = extra.to_string();
+        let mut b = Broker { port: free_port(), child: None, dir, persistent, moved: false, started: false, extra };
         b.spawn();
         b
     }
@@ -53,6 +65,7 @@ impl Broker {
         } else {
             text += "persistence false\n";
         }
+        text += &self.extra;
         std::fs::write(&conf, text).expect("write mosquitto.conf");
         conf
     }
@@ -94,6 +107,13 @@ impl Broker {
 
     /// Starts it again after [`Broker::stop`], on the same port.
     pub fn start_again(&mut self) {
+        self.spawn();
+    }
+
+    /// Starts it again after [`Broker::stop`], on the same port, with `extra` as its
+    /// extra mosquitto.conf lines instead of those it had.
+    pub fn start_again_with(&mut self, extra: &str) {
+        self.extra = extra.to_string();
         self.spawn();
     }
 
