@@ -211,7 +211,8 @@ impl Daemon {
         let empty_after = settings.events.empty_after;
         let current = CurrentView::new(empty_after, empty_after.max(settings.events.heartbeat.mul_f64(2.5)));
         let cameras = settings.enabled_cameras().count();
-        let mut sink = Forward::new(to_publisher.clone(), seen.clone(), notifier.clone(), current, cameras);
+        let mut sink = Forward::new(to_publisher.clone(), seen.clone(), notifier.clone(), current, cameras)
+            .with_delivery(publisher.stats());
         if let Some(snapshots) = &settings.snapshots {
             let topics = snapshots.mqtt.then(|| Topics::new(&settings.mqtt.connection.prefix, &settings.device_id));
             let dir = snapshots.dir.clone().map(|d| (d, snapshots.max_files));

@@ -138,14 +138,27 @@ struct Found {
 
 impl Spool {
     /// Opens (or creates) the spool, bounded to `max_bytes` on disk.
+    ///
+    /// A folder that does not exist and cannot be made (a read-only or full state
+    /// folder) is no error: the spool opens empty, every append fails (the caller counts
+    /// those events as lost) until the folder can be made, and then works. A folder that
+    /// exists and cannot be read is an error: what it holds is unknown.
     pub fn open(dir: &Path, max_bytes: u64) -> std::io::Result<Spool> {
-        std::fs::create_dir_all(dir)?;
+        let mut names: Vec<(u64, PathBuf)> = Vec::new();
+        match std::fs::create_dir_all(dir) {
+            Ok(()) => {
+                names = std::fs::read_dir(dir)?
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+                    .filter_map(|p| Some((p.file_stem()?.to_str()?.parse().ok()?, p)))
+                    .collect();
+            }
+            Err(e) if !dir.exists() => {
+                tracing::error!(spool = %dir.display(), error = %e, "cannot create the event spool: events are lost until it can be");
+            }
+            Err(e) => return Err(e),
+        }
         let [low_water, durable, dropped_next] = read_commit(dir);
-        let mut names: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-            .filter_map(|p| Some((p.file_stem()?.to_str()?.parse().ok()?, p)))
-            .collect();
         names.sort();
         let mut spool = Spool {
             dir: dir.to_path_buf(),
@@ -441,6 +454,12 @@ impl Spool {
                     seg.open = false;
                 }
                 let path = self.dir.join(seg_name(rec.seq));
+                // The folder may not have existed at open (a read-only state folder since
+                // made writable): make it, durably, before anything goes in it.
+                if !self.dir.is_dir() {
+                    std::fs::create_dir_all(&self.dir)?;
+                    state_file::sync_parent(&self.dir)?;
+                }
                 let file = OpenOptions::new().create_new(true).write(true).open(&path)?;
                 let mut w = SegWriter::new(file);
                 #[cfg(test)]
