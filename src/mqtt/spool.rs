@@ -574,6 +574,41 @@ impl Spool {
         }
     }
 
+    /// Numbers from [`Spool::next_seq`] up to `next` were handed out (the sequence file
+    /// says so) but never reached the spool: clefd was killed between making the numbers
+    /// durable and appending their events. They are counted lost, once (a `.lost` file
+    /// remembers them and the commit file moves past them), so the gap a consumer sees in
+    /// `seq` is counted. Without a commit file (a new or cleared spool) nothing is known
+    /// about what was delivered, and nothing is counted. Returns how many were counted.
+    pub fn count_unspooled(&mut self, next: u64) -> u64 {
+        let from = self.next_seq();
+        if next <= from || !self.dir.join("acked").exists() {
+            return 0;
+        }
+        let n = next - from;
+        tracing::warn!(
+            from,
+            to = next - 1,
+            events = n,
+            "events were numbered but not spooled when clefd last stopped (killed?): counted as lost"
+        );
+        self.lost += n;
+        self.acked_above.extend(from..next);
+        let stone = self.dir.join(format!("{from:020}-{next:020}.lost"));
+        match state_file::write(&stone, format!("{from} {next}\n").as_bytes()) {
+            Ok(()) => self.tombstones.push((next, stone)),
+            Err(e) => {
+                tracing::warn!(file = %stone.display(), error = %e, "cannot note lost events: a restart counts them again")
+            }
+        }
+        self.durable_next = next;
+        self.advance_to(self.low_water);
+        if let Err(e) = self.write_commit() {
+            tracing::warn!(spool = %self.dir.display(), error = %e, "cannot write the spool's commit file");
+        }
+        n
+    }
+
     fn write_commit(&mut self) -> std::io::Result<()> {
         let text = format!("{} {} {}\n", self.low_water, self.durable_next, self.dropped_next);
         state_file::write(&self.dir.join("acked"), text.as_bytes())?;

@@ -268,3 +268,35 @@ fn a_spool_folder_that_cannot_be_made_loses_appends_until_it_can() {
     assert_eq!(seqs(&mut s), vec![1], "and it survives a restart");
     assert_eq!(s.lost(), 0, "the refused event was never the spool's: the caller counted it");
 }
+
+#[test]
+fn numbers_handed_out_but_never_spooled_are_counted_once() {
+    // SIGKILL after `seq` was made durable up to 10 and before events 6..10 were spooled.
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+    for i in 0..6 {
+        s.append(&rec(i)).unwrap();
+    }
+    s.sync().unwrap();
+    drop(s);
+    let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(s.count_unspooled(10), 4, "6..10 never reached the spool");
+    assert_eq!((s.lost(), s.next_seq()), (4, 10));
+    assert_eq!(seqs(&mut s), (0..6).collect::<Vec<_>>(), "what was spooled is still sent");
+    s.append(&rec(10)).unwrap();
+    s.sync().unwrap();
+    drop(s);
+    let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(s.count_unspooled(11), 0, "nothing more is missing");
+    assert_eq!((s.lost(), s.corrupt()), (0, 0), "and what was counted is not counted again");
+    assert_eq!(seqs(&mut s), vec![0, 1, 2, 3, 4, 5, 10]);
+}
+
+#[test]
+fn a_spool_without_history_counts_nothing_unspooled() {
+    // A new or cleared spool cannot tell delivered events from lost ones.
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(s.count_unspooled(5000), 0);
+    assert_eq!(s.lost(), 0);
+}
