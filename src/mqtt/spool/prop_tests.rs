@@ -249,7 +249,9 @@ fn cases() -> u32 {
 const CASES: u32 = 500;
 
 /// The seeds every run of `make test` replays, so a red CI can be replayed: 1, and 2, 6, 7
-/// and 8, which found the damaged-header defect (`a_flipped_magic_is_not_a_legacy_segment`).
+/// and 8, which found the damaged-header defect (`a_flipped_magic_is_not_a_legacy_segment`;
+/// seed 6 also `garbage_is_not_counted_on_top_of_the_numbers_it_took`). Seeds 1 to 20 pass
+/// with 1,500 histories each (`SPOOL_FUZZ_SEED=1-20 SPOOL_FUZZ_CASES=1500`, about 7 min).
 const SEEDS: [u64; 5] = [1, 2, 6, 7, 8];
 
 /// The seeds to run: `SPOOL_FUZZ_SEED=N` or `=A-B` (a long run), else [`SEEDS`].
