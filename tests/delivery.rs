@@ -210,3 +210,121 @@ fn a_sequence_file_behind_the_spool_never_makes_numbers_repeat() {
     assert!(all.iter().all(|s| *s >= 100), "numbers continue after the spool's: {all:?}");
     assert_eq!(first_seen(&all)[..3], [100, 101, 102]);
 }
+
+/// The series of `name` in an exposition, whatever their labels, summed.
+fn sum_series(exposition: &str, name: &str) -> f64 {
+    exposition
+        .lines()
+        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with(['{', ' '])))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Lines of the log that say the broker is unreachable.
+fn unreachable_lines(log: &str) -> Vec<&str> {
+    log.lines().filter(|l| l.contains("MQTT broker unreachable")).collect()
+}
+
+#[test]
+fn a_stuck_delivery_is_unhealthy_however_the_connection_flaps() {
+    // A broker that takes the connection and drops it at the first event (its packet
+    // limit is below any event's size): connected every few hundred ms, nothing ever
+    // acknowledged. Before the fix /healthz said ok throughout, because each connection
+    // restarted its "unreachable for a minute" clock.
+    let mut broker = Broker::start_with("max_packet_size 300\n");
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let cfg = config(dir.path(), &broker, "stuck", 1, |c| {
+        c.config.mqtt.delivery_stuck_s = 3.0;
+        c.config.mqtt.reconnect_max_s = 1.0;
+    })
+    .http(port)
+    .write();
+    let log_path = dir.path().join("clefd.log");
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let daemon = Daemon::start(&cfg, &log_path);
+    common::wait_http(port, "/healthz", "a stuck delivery in /healthz", Duration::from_secs(90), |code, body| {
+        code == 503 && body.contains("acknowledged no event")
+    });
+    common::wait_metric(
+        port,
+        "clefd_mqtt_connects_total",
+        "connections that come and go",
+        Duration::from_secs(60),
+        |n| n >= 3.0,
+    );
+    assert_eq!(common::metric(port, "clefd_mqtt_delivery_stuck"), Some(1.0), "the gauge says so too");
+    assert_eq!(common::metric(port, "clefd_mqtt_events_acked_total"), Some(0.0), "nothing got through");
+    // Every failure counted, each reason logged once: three more flaps, no new line
+    // (unless a reason not seen before turns up).
+    let failures = || {
+        let (_, exposition) = common::http_get(port, "/metrics");
+        let reasons = exposition.lines().filter(|l| l.starts_with("clefd_mqtt_connect_failures_total{")).count();
+        (sum_series(&exposition, "clefd_mqtt_connect_failures_total"), reasons)
+    };
+    let (logged, (before, reasons)) = (unreachable_lines(&log()).len(), failures());
+    assert!(logged >= 1, "the failure is logged:\n{}", log());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while failures().0 < before + 3.0 {
+        assert!(std::time::Instant::now() < deadline, "the connection stopped flapping: {:?}", failures());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (logged_after, (_, reasons_after)) = (unreachable_lines(&log()).len(), failures());
+    assert!(
+        logged_after - logged <= reasons_after - reasons,
+        "the same failure is not logged again: {logged} -> {logged_after} lines\n{}",
+        log()
+    );
+
+    // The broker gone: a new reason, logged once however often it repeats.
+    broker.stop();
+    let refused = "clefd_mqtt_connect_failures_total{reason=\"connection_refused\"}";
+    common::wait_metric(port, refused, "refused connections", Duration::from_secs(60), |n| n >= 3.0);
+    let text = log();
+    let said: Vec<&str> = unreachable_lines(&text).into_iter().filter(|l| l.contains("connection_refused")).collect();
+    assert_eq!(said.len(), 1, "a refused connection is logged once:\n{text}");
+    let (code, body) = common::http_get(port, "/healthz");
+    assert!(code == 503 && body.contains("Connection refused"), "still stuck, with the last error: {body}");
+
+    // A broker that takes events: delivery recovers, and so does health.
+    broker.start_again_with("");
+    common::wait_http(port, "/healthz", "health back to ok", Duration::from_secs(60), |code, _| code == 200);
+    common::wait_metric(port, "clefd_mqtt_events_acked_total", "events acknowledged", Duration::from_secs(60), |n| {
+        n > 0.0
+    });
+    assert_eq!(common::metric(port, "clefd_mqtt_delivery_stuck"), Some(0.0));
+    assert!(log().contains("MQTT delivery works again"), "recovery is logged:\n{}", log());
+    assert!(daemon.stop(), "{}", log());
+}
+
+#[test]
+fn numbers_a_kill_took_before_spooling_are_counted_at_the_next_start() {
+    // A SIGKILL between making `seq` durable and spooling the events leaves numbers that
+    // no spool holds: a gap consumers see. Before the fix nobody counted it. What such a
+    // kill leaves is made here exactly: `state/seq` five numbers ahead of the spool.
+    let broker = Broker::start();
+    let consumer = Consumer::start(broker.port);
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let cfg = config(dir.path(), &broker, "gap", 1, |_| {}).http(port).write();
+    let daemon = Daemon::start(&cfg, &dir.path().join("clefd1.log"));
+    consumer.wait_for("a few events", Duration::from_secs(60), |m| seqs(m, "gap").len() >= 3);
+    assert!(daemon.stop());
+    let next = next_seq(dir.path());
+    std::fs::write(dir.path().join("state/seq"), format!("{}\n", next + 5)).unwrap();
+    let daemon = Daemon::start(&cfg, &dir.path().join("clefd2.log"));
+    common::wait_metric(port, "clefd_events_lost_total", "the gap counted", Duration::from_secs(60), |n| n > 0.0);
+    assert_eq!(common::metric(port, "clefd_events_lost_total"), Some(5.0), "exactly the numbers no spool holds");
+    consumer
+        .wait_for("events after the gap", Duration::from_secs(60), |m| seqs(m, "gap").iter().any(|s| *s >= next + 5));
+    assert!(daemon.stop());
+    let received: BTreeSet<u64> = seqs(&consumer.messages(), "gap").into_iter().collect();
+    let last = *received.last().expect("events arrived");
+    let missing: Vec<u64> = (0..=last).filter(|s| !received.contains(s)).collect();
+    assert_eq!(missing, (next..next + 5).collect::<Vec<_>>(), "the gap consumers see is the one counted");
+    // Counted once: the next start counts nothing.
+    let daemon = Daemon::start(&cfg, &dir.path().join("clefd3.log"));
+    common::wait_metric(port, "clefd_mqtt_connects_total", "connected", Duration::from_secs(60), |n| n >= 1.0);
+    assert_eq!(common::metric(port, "clefd_events_lost_total"), Some(0.0), "not counted again");
+    assert!(daemon.stop());
+}

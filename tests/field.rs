@@ -32,10 +32,17 @@ struct OnTmpfs {
     port: u16,
     dir: tempfile::TempDir,
     _broker: common::Broker,
+    /// What the daemon tells systemd.
+    notify: common::NotifyLog,
 }
 
 /// `None` (the test recorded as not run) where mount namespaces cannot be made.
 fn on_tmpfs(test: &str, size: &str) -> Option<OnTmpfs> {
+    on_tmpfs_then(test, size, "")
+}
+
+/// Like [`on_tmpfs`], running `then` (shell, in the daemon's namespace) after the mount.
+fn on_tmpfs_then(test: &str, size: &str, then: &str) -> Option<OnTmpfs> {
     if !can_unshare() {
         common::could_not_run(test, "needs root for a private mount namespace (unshare -m)");
         return None;
@@ -48,15 +55,18 @@ fn on_tmpfs(test: &str, size: &str) -> Option<OnTmpfs> {
     let state = dir.path().join("state");
     std::fs::create_dir_all(&state).unwrap();
     let script = format!(
-        "mount -t tmpfs -o size={size} clefd-test {} && exec {} run --config {}",
+        "mount -t tmpfs -o size={size} clefd-test {} {} && exec {} run --config {}",
         state.display(),
+        then.replace("{state}", &state.display().to_string()),
         env!("CARGO_BIN_EXE_clefd"),
         cfg.display()
     );
+    let sock = dir.path().join("notify.sock");
+    let notify = common::notify_listen(&sock);
     let mut cmd = Command::new("unshare");
-    cmd.args(["-m", "--propagation", "private", "sh", "-c", &script]);
+    cmd.args(["-m", "--propagation", "private", "sh", "-c", &script]).env("NOTIFY_SOCKET", &sock);
     let daemon = Daemon::spawn(cmd, &dir.path().join("clefd.log"));
-    Some(OnTmpfs { daemon, consumer, port, dir, _broker: broker })
+    Some(OnTmpfs { daemon, consumer, port, dir, _broker: broker, notify })
 }
 
 /// The value of a metric the daemon exposes (-1 when it does not answer).
@@ -75,6 +85,12 @@ fn wait_new_event(consumer: &Consumer, above: Option<u64>, timeout: Duration) ->
 fn degrade_and_recover(port: u16, consumer: &Consumer, reason: &str, fault: impl FnOnce(), cure: impl FnOnce()) {
     let before = wait_new_event(consumer, None, Duration::from_secs(60));
     fault();
+    degraded(port, reason);
+    recovers(port, consumer, Some(before), cure);
+}
+
+/// `/healthz` says why, events are counted as lost, and analysis goes on.
+fn degraded(port: u16, reason: &str) {
     wait_http(port, "/healthz", "the disk problem in /healthz", Duration::from_secs(60), |code, body| {
         code == 503 && body.contains(reason)
     });
@@ -88,16 +104,22 @@ fn degrade_and_recover(port: u16, consumer: &Consumer, reason: &str, fault: impl
         assert!(Instant::now() < deadline, "analysis stopped while the disk refused writes");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Once `cure` ran: health is ok again, nothing more is lost, and the events that follow
+/// are numbered one after another. `before`: the highest seq received before the fault.
+fn recovers(port: u16, consumer: &Consumer, before: Option<u64>, cure: impl FnOnce()) {
     cure();
     wait_http(port, "/healthz", "health back to ok", Duration::from_secs(60), |code, _| code == 200);
     // Recovered: nothing more is lost, and the events that follow are numbered one after
     // another (no number burnt, none counted as lost, after the cure).
     let lost = metric(port, "clefd_events_lost_total");
-    let from = consumer.seqs("field").into_iter().max().unwrap_or(before);
+    let from = consumer.seqs("field").into_iter().max().or(before);
+    let new = |s: &u64| from.is_none_or(|f| *s > f);
     consumer.wait_for("three events after the cure", Duration::from_secs(60), |_| {
-        consumer.seqs("field").iter().filter(|s| **s > from).count() >= 3
+        consumer.seqs("field").iter().filter(|s| new(s)).count() >= 3
     });
-    let mut after: Vec<u64> = consumer.seqs("field").into_iter().filter(|s| *s > from).collect();
+    let mut after: Vec<u64> = consumer.seqs("field").into_iter().filter(|s| new(s)).collect();
     after.sort_unstable();
     after.dedup();
     assert_eq!(after[1..3], [after[0] + 1, after[0] + 2], "consecutive numbers after the cure: {after:?}");
@@ -145,10 +167,7 @@ fn a_read_only_state_folder_degrades_and_recovers() {
     let s = state.to_str().unwrap();
     // A read-only view over the folder (files already open stay writable, as after a
     // remount that the kernel forced), then taken away again.
-    let in_its_namespace = |args: &[&str]| {
-        let st = Command::new("nsenter").args(["-t", &t.daemon.pid().to_string(), "-m"]).args(args).status();
-        assert!(st.is_ok_and(|s| s.success()), "{args:?}");
-    };
+    let in_its_namespace = |args: &[&str]| in_namespace(t.daemon.pid(), args);
     degrade_and_recover(
         t.port,
         &t.consumer,
@@ -156,6 +175,58 @@ fn a_read_only_state_folder_degrades_and_recovers() {
         || in_its_namespace(&["mount", "--bind", "-o", "ro", s, s]),
         || in_its_namespace(&["umount", s]),
     );
+    let lost = metric(t.port, "clefd_events_lost_total");
+    assert!(t.daemon.stop(), "asked to stop: exit 0");
+    assert_lost_is_the_gap(&t.consumer, lost);
+}
+
+/// Runs a command in the mount namespace of process `pid`.
+fn in_namespace(pid: u32, args: &[&str]) {
+    let st = Command::new("nsenter").args(["-t", &pid.to_string(), "-m"]).args(args).status();
+    assert!(st.is_ok_and(|s| s.success()), "{args:?}");
+}
+
+/// The status line and content type of `path`, read raw (a JPEG body is no text).
+fn head_of(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return String::new() };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let end = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(out.len());
+    String::from_utf8_lossy(&out[..end]).into_owned()
+}
+
+#[test]
+fn a_read_only_state_folder_at_start_degrades_and_recovers() {
+    // The state folder is read-only before clefd starts: the spool folder cannot be made.
+    // Before the fix clefd exited 1 ("opening the event spool"); now it serves, analyses,
+    // counts what it cannot keep, says why, and recovers when the folder is writable.
+    let test = "a_read_only_state_folder_at_start_degrades_and_recovers";
+    let Some(t) = on_tmpfs_then(test, "16m", "&& mount --bind -o ro {state} {state}") else { return };
+    degraded(t.port, "Read-only file system");
+    let live = "/cameras/cam/latest.jpg";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !head_of(t.port, live).contains("image/jpeg") {
+        assert!(Instant::now() < deadline, "the live view is served meanwhile: {}", head_of(t.port, live));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    common::notify_wait(&t.notify, "events are being lost", Duration::from_secs(60));
+    let state = t.dir.path().join("state");
+    let s = state.to_str().unwrap();
+    let cured = t.notify.lock().unwrap().len();
+    recovers(t.port, &t.consumer, None, || in_namespace(t.daemon.pid(), &["umount", s]));
+    // systemd hears that it is over too.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let said: Vec<String> = t.notify.lock().unwrap()[cured..].iter().map(|(_, m)| m.clone()).collect();
+        if said.iter().any(|m| m.contains("STATUS=") && !m.contains("being lost")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "STATUS= never cleared: {said:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let lost = metric(t.port, "clefd_events_lost_total");
     assert!(t.daemon.stop(), "asked to stop: exit 0");
     assert_lost_is_the_gap(&t.consumer, lost);

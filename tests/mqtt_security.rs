@@ -184,15 +184,21 @@ fn events_arrive_over_tls_and_a_wrong_ca_is_a_clear_error() {
     assert!(!wrong.status.success() && err.contains("TLS"), "a TLS failure ends watch with the reason: {err}");
     assert!(daemon.stop());
 
-    let cfg = config(dir.path(), &url, |c| c.mqtt.ca_file = Some(dir.path().join("other.pem")));
+    let http = common::free_port();
+    let cfg = config(dir.path(), &url, |c| {
+        c.mqtt.ca_file = Some(dir.path().join("other.pem"));
+        c.http.listen = format!("127.0.0.1:{http}");
+    });
     let log = dir.path().join("bad.log");
     let daemon = Daemon::start(&cfg, &log);
-    common::wait_log(&log, "MQTT broker unreachable", 2);
+    common::wait_log(&log, "MQTT broker unreachable", 1);
+    let tls = "clefd_mqtt_connect_failures_total{reason=\"tls\"}";
+    common::wait_metric(http, tls, "TLS failures, retried", Duration::from_secs(60), |n| n >= 2.0);
     assert!(daemon.stop(), "a TLS failure is not a crash");
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("TLS failed") && text.contains("check mqtt.ca_file"), "{text}");
     assert!(text.contains(&format!("broker=mqtts://127.0.0.1:{}", broker.secure)), "names the broker: {text}");
-    assert!(text.matches("MQTT broker unreachable").count() >= 2, "retried: {text}");
+    assert_eq!(text.matches("MQTT broker unreachable").count(), 1, "retried, and said once: {text}");
     assert!(text.contains("retry_in_ms=1000"), "a TLS failure is retried at the cap: {text}");
 }
 
@@ -230,10 +236,16 @@ fn wrong_password(protocol: &str) {
     let broker = SecureBroker::start(dir.path(), &format!("allow_anonymous false\npassword_file {}", pw.display()));
     std::fs::write(dir.path().join("secret"), "wrong-password\n").unwrap();
     let url = format!("mqtt://127.0.0.1:{}", broker.secure);
-    let cfg = config(dir.path(), &url, login(dir.path().join("secret")));
+    let http = common::free_port();
+    let cfg = config(dir.path(), &url, |c| {
+        login(dir.path().join("secret"))(c);
+        c.http.listen = format!("127.0.0.1:{http}");
+    });
     let log = dir.path().join("pw.log");
     let daemon = Daemon::start(&cfg, &log);
-    common::wait_log(&log, "MQTT broker unreachable", 2);
+    common::wait_log(&log, "MQTT broker unreachable", 1);
+    let refused = "clefd_mqtt_connect_failures_total{reason=\"credentials\"}";
+    common::wait_metric(http, refused, "refused logins, retried", Duration::from_secs(60), |n| n >= 2.0);
     assert!(daemon.stop());
     // `clefd watch` with the same wrong password says so and stops instead of retrying.
     let watched = common::run_clefd(&["watch", "--config", cfg.to_str().unwrap(), "--timeout", "30"], &[]);
@@ -251,6 +263,6 @@ fn wrong_password(protocol: &str) {
     assert!(text.contains("the broker refused our credentials (check mqtt.username and mqtt.password_file)"), "{text}");
     assert!(text.contains(&format!("broker=mqtt://127.0.0.1:{}", broker.secure)), "{text}");
     assert!(!text.contains("wrong-password"), "the password never appears in logs");
-    assert!(text.matches("MQTT broker unreachable").count() >= 2, "retried: {text}");
+    assert_eq!(text.matches("MQTT broker unreachable").count(), 1, "retried, and said once: {text}");
     assert!(text.contains("retry_in_ms=1000"), "refused credentials are retried at the cap: {text}");
 }

@@ -183,6 +183,7 @@ pub fn publisher_config(s: &Settings) -> anyhow::Result<PublisherConfig> {
         keep_alive: m.keep_alive,
         credentials,
         flush_timeout: m.flush_timeout,
+        stuck_after: m.stuck_after,
         // The daemon connects its command channel when `mqtt.control` is on.
         commands: None,
     })

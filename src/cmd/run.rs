@@ -176,7 +176,7 @@ impl Daemon {
             None => (None, None),
         };
         let q = &settings.mqtt;
-        let spool = Spool::open(&q.spool_dir, q.spool_max_bytes)
+        let mut spool = Spool::open(&q.spool_dir, q.spool_max_bytes)
             .with_context(|| format!("opening the event spool {} (is it writable?)", q.spool_dir.display()))?;
         let seq_path = settings.state_dir.join("seq");
         let seq = match SeqCounter::open(&seq_path, spool.next_seq()) {
@@ -192,6 +192,8 @@ impl Daemon {
                 )));
             }
         };
+        // A SIGKILL between numbering events and spooling them left a gap: count it.
+        spool.count_unspooled(seq.peek());
         let publisher = {
             let _inside = rt.enter();
             let cfg = PublisherConfig { commands: commands.clone(), ..publisher_config(&settings)? };
@@ -218,7 +220,8 @@ impl Daemon {
         let empty_after = settings.events.empty_after;
         let current = CurrentView::new(empty_after, empty_after.max(settings.events.heartbeat.mul_f64(2.5)));
         let cameras = settings.enabled_cameras().count();
-        let mut sink = Forward::new(to_publisher.clone(), seen.clone(), notifier.clone(), current, cameras);
+        let mut sink = Forward::new(to_publisher.clone(), seen.clone(), notifier.clone(), current, cameras)
+            .with_delivery(publisher.stats());
         if let Some(snapshots) = &settings.snapshots {
             let topics = snapshots.mqtt.then(|| Topics::new(&settings.mqtt.connection.prefix, &settings.device_id));
             let dir = snapshots.dir.clone().map(|d| (d, snapshots.max_files));

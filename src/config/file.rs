@@ -102,6 +102,9 @@ pub struct MqttConfig {
     pub flush_timeout_s: f64,
     /// Longest wait between reconnection attempts.
     pub reconnect_max_s: f64,
+    /// `/healthz` says delivery is stuck when events have waited this long with no
+    /// acknowledgement from the broker (however the connection comes and goes).
+    pub delivery_stuck_s: f64,
     /// Protocol version: "3.1.1" (default) or "5".
     pub protocol: String,
     /// MQTT 5: seconds an event stays deliverable, counted from its capture (message
@@ -333,6 +336,7 @@ impl Default for MqttConfig {
             username: None,
             password_file: None,
             flush_timeout_s: 5.0,
+            delivery_stuck_s: 60.0,
             reconnect_max_s: 30.0,
             protocol: "3.1.1".into(),
             event_expiry_s: 0.0,

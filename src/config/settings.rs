@@ -154,6 +154,8 @@ pub struct MqttConnection {
     pub flush_timeout: Duration,
     /// Longest wait between reconnection attempts.
     pub reconnect_max: Duration,
+    /// Events waiting this long with no acknowledgement make delivery stuck (`/healthz`).
+    pub stuck_after: Duration,
 }
 
 /// Certificate files of a TLS connection.

@@ -268,6 +268,7 @@ fn mqtt(q: &MqttConfig, state_dir: &Path, device_id: &str, m: &str, c: &mut Coll
         in_range(c, m, "mqtt.stats_interval_s", q.stats_interval_s, 1.0, 86400.0);
     }
     in_range(c, m, "mqtt.reconnect_max_s", q.reconnect_max_s, 0.5, 3600.0);
+    in_range(c, m, "mqtt.delivery_stuck_s", q.delivery_stuck_s, 1.0, 86400.0);
     let protocol = parsed(c, m, "mqtt.protocol", Protocol::parse(&q.protocol));
     if q.event_expiry_s != 0.0 {
         in_range(c, m, "mqtt.event_expiry_s", q.event_expiry_s, 1.0, f64::from(u32::MAX));
@@ -289,6 +290,7 @@ fn mqtt(q: &MqttConfig, state_dir: &Path, device_id: &str, m: &str, c: &mut Coll
         tls,
         flush_timeout: secs(q.flush_timeout_s),
         reconnect_max: secs(q.reconnect_max_s),
+        stuck_after: secs(q.delivery_stuck_s),
     };
     Some(MqttSettings {
         connection,

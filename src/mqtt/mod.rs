@@ -6,6 +6,7 @@ mod control_link;
 pub mod home_assistant;
 mod outgoing;
 pub mod properties;
+pub mod progress;
 mod publisher;
 pub mod session;
 pub mod spool;

@@ -99,6 +99,8 @@ pub struct PublisherConfig {
     /// MQTT 5: the message expiry of events, counted from their capture (`None`: they
     /// wait for a subscriber that is away as long as its session lasts).
     pub event_expiry_s: Option<u32>,
+    /// Events waiting this long with no acknowledgement make delivery stuck (`/healthz`).
+    pub stuck_after: Duration,
 }
 
 /// TLS material, already read from disk.
@@ -135,6 +137,8 @@ pub struct PublishStats {
     pub connects: AtomicU64,
     /// Whether a connection is up.
     pub connected: AtomicBool,
+    /// Whether acknowledgements come, and how the connection fails.
+    pub delivery: super::progress::DeliveryWatch,
 }
 
 impl Default for PublishStats {
@@ -150,6 +154,7 @@ impl Default for PublishStats {
             spooled: AtomicU64::new(0),
             connects: AtomicU64::new(0),
             connected: AtomicBool::new(false),
+            delivery: Default::default(),
         }
     }
 }
@@ -163,6 +168,20 @@ impl PublishStats {
     /// How long the broker has been out of reach (zero while connected).
     pub fn disconnected_for(&self) -> Duration {
         self.disconnected_since.lock().ok().and_then(|t| t.map(|t| t.elapsed())).unwrap_or_default()
+    }
+
+    /// Why delivery is not working, for `/healthz`: the broker out of reach for longer
+    /// than `down_after`, or events waiting with no acknowledgement for longer than
+    /// allowed (however often the connection comes and goes meanwhile); `None` when fine.
+    pub fn delivery_problem(&self, down_after: Duration) -> Option<String> {
+        let down = self.disconnected_for();
+        if down > down_after {
+            return Some(format!(
+                "the MQTT broker has been unreachable for {:.0} s (events wait in the spool)",
+                down.as_secs_f64()
+            ));
+        }
+        self.delivery.problem(self.spooled.load(Ordering::Relaxed))
     }
 
     pub(super) fn set_connected(&self, up: bool) {

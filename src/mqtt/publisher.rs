@@ -89,16 +89,16 @@ pub struct Parked {
     controls: BTreeMap<String, serde_json::Value>,
 }
 
-/// One connection attempt with fresh client state, and what we sent on it.
 /// When to reconnect after a lost connection.
 struct Retry {
     backoff: Backoff,
-    /// Failures in a row, for logging the first and then every power of two.
+    /// Failures in a row (logged with each new reason).
     failures: u32,
     /// When the next attempt starts; `None` while connected or connecting.
     at: Option<Instant>,
 }
 
+/// One connection attempt with fresh client state, and what we sent on it.
 struct Connection {
     session: Session,
     up: bool,
@@ -126,6 +126,8 @@ impl Publisher {
         };
         let stats = Arc::new(PublishStats::default());
         stats.spooled.store(spool.pending(), Ordering::Relaxed);
+        stats.delivery.set_stuck_after(cfg.stuck_after);
+        stats.delivery.pending(spool.pending());
         stats.corrupt.store(spool.corrupt(), Ordering::Relaxed);
         stats.failed.store(spool.lost(), Ordering::Relaxed);
         let lost_seen = spool.lost();
@@ -153,6 +155,7 @@ impl Publisher {
         let mut p = Publisher::new(cfg, parked.seq, parked.spool);
         p.stats = parked.stats;
         p.stats.spooled.store(p.spool.pending(), Ordering::Relaxed);
+        p.stats.delivery.set_stuck_after(p.cfg.stuck_after);
         p.states = parked.states;
         p.currents = parked.currents;
         p.retained = parked.retained;
@@ -268,6 +271,7 @@ impl Publisher {
         loop {
             self.pump(&mut conn);
             self.stats.spooled.store(self.spool.pending(), Ordering::Relaxed);
+            self.stats.delivery.pending(self.spool.pending());
             if let Some(deadline) = closing_at {
                 if self.spool.pending() == 0 || Instant::now() >= deadline {
                     break;
@@ -284,7 +288,7 @@ impl Publisher {
                     None => closing_at = Some(Instant::now() + self.cfg.flush_timeout),
                 },
                 polled = conn.session.events.recv(), if retry.at.is_none() => {
-                    let lost = || Err(session::SessionError { permanent: false, message: "the connection task ended".into() });
+                    let lost = || Err(session::SessionError { permanent: false, message: "the connection task ended".into(), reason: "other" });
                     self.on_session(&mut conn, polled.unwrap_or_else(lost), &mut retry);
                 }
                 () = &mut park, if !parking => {
@@ -407,8 +411,12 @@ impl Publisher {
                 if e.permanent {
                     retry.backoff.to_max();
                 }
-                if was_up || retry.failures == 1 || retry.failures.is_power_of_two() {
-                    tracing::warn!(broker = %self.cfg.url, error = %e.message, retry_in_ms = retry.backoff.step().as_millis() as u64, attempts = retry.failures, spooled = self.spool.pending(), "MQTT broker unreachable; events go to the spool");
+                // Counted every time; logged when the reason changes (a broker that fails
+                // the same way every 250 ms says so once, not four times a second).
+                if self.stats.delivery.failed(e.reason, &e.message) {
+                    tracing::warn!(broker = %self.cfg.url, error = %e.message, reason = e.reason, retry_in_ms = retry.backoff.step().as_millis() as u64, attempts = retry.failures, was_up, spooled = self.spool.pending(), "MQTT broker unreachable; events go to the spool (logged again when the reason changes or delivery recovers)");
+                } else {
+                    tracing::debug!(broker = %self.cfg.url, error = %e.message, attempts = retry.failures, "MQTT broker still unreachable");
                 }
                 retry.at = Some(Instant::now() + retry.backoff.next_delay());
             }
@@ -417,7 +425,15 @@ impl Publisher {
 
     /// A new connection: `online`, then every retained message again.
     fn on_connected(&mut self, conn: &mut Connection) {
-        tracing::info!(broker = %self.cfg.url, protocol = %self.cfg.protocol, spooled = self.spool.pending(), "connected to MQTT broker");
+        // After a failure, delivery has recovered once the broker acknowledges an event
+        // (or anything, with no event to send): a connection that comes and goes is no
+        // recovery.
+        let pending = self.spool.pending();
+        if self.stats.delivery.failing() {
+            tracing::debug!(broker = %self.cfg.url, spooled = pending, "connected to MQTT broker again");
+        } else {
+            tracing::info!(broker = %self.cfg.url, protocol = %self.cfg.protocol, spooled = pending, "connected to MQTT broker");
+        }
         conn.up = true;
         conn.next_send = 0;
         self.stats.set_connected(true);
@@ -451,6 +467,11 @@ impl Publisher {
             // get the same answer. Counted as acknowledged.
             tracing::warn!(broker = %self.cfg.url, reason, "the broker acknowledged a message but refused to deliver it (check its ACLs)");
         }
+        if matches!(sent, Some(Sent::Event(_))) || self.spool.pending() == 0 {
+            if let Some(failure) = self.stats.delivery.recovered() {
+                tracing::info!(broker = %self.cfg.url, after_failure = %failure, spooled = self.spool.pending(), "MQTT delivery works again: the broker acknowledges what we send");
+            }
+        }
         if let Some(Sent::Event(seq)) = sent {
             if let Err(e) = self.spool.ack(seq) {
                 // Only costs a re-send after a restart.
@@ -458,6 +479,7 @@ impl Publisher {
             }
             conn.window = conn.window.saturating_sub(1);
             self.stats.acked.fetch_add(1, Ordering::Relaxed);
+            self.stats.delivery.acked();
         }
     }
 

@@ -77,6 +77,21 @@ pub struct SessionError {
     pub permanent: bool,
     /// What went wrong.
     pub message: String,
+    /// The kind of failure in a word or two, for counting (a metric label: a small,
+    /// fixed set).
+    pub reason: &'static str,
+}
+
+/// A short reason for an I/O failure: the few kinds a user can tell apart.
+fn io_reason(e: &std::io::Error) -> &'static str {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::ConnectionRefused => "connection_refused",
+        K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof => "connection_lost",
+        K::TimedOut => "timeout",
+        K::NotFound | K::HostUnreachable | K::NetworkUnreachable | K::AddrNotAvailable => "unreachable",
+        _ => "io",
+    }
 }
 
 /// The client half: publish and disconnect.
@@ -274,7 +289,17 @@ pub fn describe_v311(e: &rumqttc::ConnectionError) -> SessionError {
         E::Tls(e) => (true, tls_message(e)),
         other => (false, other.to_string()),
     };
-    SessionError { permanent, message }
+    let reason = match e {
+        E::ConnectionRefused(C::BadUserNamePassword | C::NotAuthorized) => "credentials",
+        E::ConnectionRefused(_) => "refused_by_broker",
+        E::Tls(_) => "tls",
+        E::Io(io) => io_reason(io),
+        E::NetworkTimeout | E::FlushTimeout => "timeout",
+        E::MqttState(rumqttc::StateError::Io(io)) => io_reason(io),
+        E::MqttState(_) | E::NotConnAck(_) => "protocol",
+        _ => "other",
+    };
+    SessionError { permanent, message, reason }
 }
 
 fn describe_v5(e: &mq5::ConnectionError) -> SessionError {
@@ -291,5 +316,16 @@ fn describe_v5(e: &mq5::ConnectionError) -> SessionError {
         E::Tls(e) => (true, tls_message(e)),
         other => (false, other.to_string()),
     };
-    SessionError { permanent, message }
+    let reason = match e {
+        E::ConnectionRefused(C::BadUserNamePassword | C::NotAuthorized | C::BadAuthenticationMethod) => "credentials",
+        E::ConnectionRefused(C::UnsupportedProtocolVersion | C::RefusedProtocolVersion) => "protocol_version",
+        E::ConnectionRefused(_) => "refused_by_broker",
+        E::Tls(_) => "tls",
+        E::Io(io) => io_reason(io),
+        E::Timeout(_) => "timeout",
+        E::MqttState(mq5::StateError::Io(io)) => io_reason(io),
+        E::MqttState(_) | E::NotConnAck(_) => "protocol",
+        _ => "other",
+    };
+    SessionError { permanent, message, reason }
 }

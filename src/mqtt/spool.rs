@@ -138,14 +138,27 @@ struct Found {
 
 impl Spool {
     /// Opens (or creates) the spool, bounded to `max_bytes` on disk.
+    ///
+    /// A folder that does not exist and cannot be made (a read-only or full state
+    /// folder) is no error: the spool opens empty, every append fails (the caller counts
+    /// those events as lost) until the folder can be made, and then works. A folder that
+    /// exists and cannot be read is an error: what it holds is unknown.
     pub fn open(dir: &Path, max_bytes: u64) -> std::io::Result<Spool> {
-        std::fs::create_dir_all(dir)?;
+        let mut names: Vec<(u64, PathBuf)> = Vec::new();
+        match std::fs::create_dir_all(dir) {
+            Ok(()) => {
+                names = std::fs::read_dir(dir)?
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+                    .filter_map(|p| Some((p.file_stem()?.to_str()?.parse().ok()?, p)))
+                    .collect();
+            }
+            Err(e) if !dir.exists() => {
+                tracing::error!(spool = %dir.display(), error = %e, "cannot create the event spool: events are lost until it can be");
+            }
+            Err(e) => return Err(e),
+        }
         let [low_water, durable, dropped_next] = read_commit(dir);
-        let mut names: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-            .filter_map(|p| Some((p.file_stem()?.to_str()?.parse().ok()?, p)))
-            .collect();
         names.sort();
         let mut spool = Spool {
             dir: dir.to_path_buf(),
@@ -170,15 +183,23 @@ impl Spool {
             #[cfg(test)]
             crashed: false,
         };
-        spool.load_tombstones()?;
+        if dir.is_dir() {
+            spool.load_tombstones()?;
+        }
         let mut found = Vec::new();
         let all = Window { offset: 0, prev_seq: None, from: 0, until: u64::MAX, limit: usize::MAX };
         for (first_seq, path) in names {
             let read = format::read(&path, first_seq, all)?;
             if read.legacy_corrupt > 0 {
                 tracing::warn!(file = %path.display(), records = read.legacy_corrupt, "skipped spooled events whose checksum does not match");
-                spool.corrupt += read.legacy_corrupt;
-                spool.lost += read.legacy_corrupt;
+                // Legacy records cannot say which numbers they held, so they are counted
+                // one by one, unless the commit file has a durable watermark: then every
+                // number missing below it is counted by number (below), and counting the
+                // unreadable bytes as well would count one loss twice.
+                if durable == 0 {
+                    spool.corrupt += read.legacy_corrupt;
+                    spool.lost += read.legacy_corrupt;
+                }
             }
             for gap in &read.gaps {
                 spool.damage(&path, *gap);
@@ -433,6 +454,12 @@ impl Spool {
                     seg.open = false;
                 }
                 let path = self.dir.join(seg_name(rec.seq));
+                // The folder may not have existed at open (a read-only state folder since
+                // made writable): make it, durably, before anything goes in it.
+                if !self.dir.is_dir() {
+                    std::fs::create_dir_all(&self.dir)?;
+                    state_file::sync_parent(&self.dir)?;
+                }
                 let file = OpenOptions::new().create_new(true).write(true).open(&path)?;
                 let mut w = SegWriter::new(file);
                 #[cfg(test)]
@@ -545,6 +572,41 @@ impl Spool {
             Some(source) => Err(SyncError { lost, source }),
             None => Ok(()),
         }
+    }
+
+    /// Numbers from [`Spool::next_seq`] up to `next` were handed out (the sequence file
+    /// says so) but never reached the spool: clefd was killed between making the numbers
+    /// durable and appending their events. They are counted lost, once (a `.lost` file
+    /// remembers them and the commit file moves past them), so the gap a consumer sees in
+    /// `seq` is counted. Without a commit file (a new or cleared spool) nothing is known
+    /// about what was delivered, and nothing is counted. Returns how many were counted.
+    pub fn count_unspooled(&mut self, next: u64) -> u64 {
+        let from = self.next_seq();
+        if next <= from || !self.dir.join("acked").exists() {
+            return 0;
+        }
+        let n = next - from;
+        tracing::warn!(
+            from,
+            to = next - 1,
+            events = n,
+            "events were numbered but not spooled when clefd last stopped (killed?): counted as lost"
+        );
+        self.lost += n;
+        self.acked_above.extend(from..next);
+        let stone = self.dir.join(format!("{from:020}-{next:020}.lost"));
+        match state_file::write(&stone, format!("{from} {next}\n").as_bytes()) {
+            Ok(()) => self.tombstones.push((next, stone)),
+            Err(e) => {
+                tracing::warn!(file = %stone.display(), error = %e, "cannot note lost events: a restart counts them again")
+            }
+        }
+        self.durable_next = next;
+        self.advance_to(self.low_water);
+        if let Err(e) = self.write_commit() {
+            tracing::warn!(spool = %self.dir.display(), error = %e, "cannot write the spool's commit file");
+        }
+        n
     }
 
     fn write_commit(&mut self) -> std::io::Result<()> {

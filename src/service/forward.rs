@@ -13,7 +13,7 @@ use super::http::Seen;
 use super::notify::Notifier;
 use super::snapshots::SnapshotPlaces;
 use crate::events::current::CurrentView;
-use crate::mqtt::Outgoing;
+use crate::mqtt::{Outgoing, PublishStats};
 use crate::pipeline::{EventSink, Output};
 use crate::source::CameraState;
 
@@ -29,6 +29,10 @@ pub struct Forward {
     events: Arc<AtomicU64>,
     /// Where snapshots go, when they are on.
     snapshots: Option<Arc<SnapshotPlaces>>,
+    /// The publisher's counters: why events cannot be kept, for the status line.
+    delivery: Option<Arc<PublishStats>>,
+    /// The disk problem the status line last told systemd about.
+    told: Arc<Mutex<Option<String>>>,
 }
 
 impl Forward {
@@ -42,7 +46,36 @@ impl Forward {
         cameras: usize,
     ) -> Forward {
         let current = Arc::new(Mutex::new(current));
-        Forward { to, seen, notifier, current, cameras, events: Arc::default(), snapshots: None }
+        Forward {
+            to,
+            seen,
+            notifier,
+            current,
+            cameras,
+            events: Arc::default(),
+            snapshots: None,
+            delivery: None,
+            told: Arc::default(),
+        }
+    }
+
+    /// Says in the status line why events cannot be kept (a full or read-only state
+    /// folder), from the publisher's counters, and when they can again.
+    pub fn with_delivery(self, stats: Arc<PublishStats>) -> Forward {
+        Forward { delivery: Some(stats), ..self }
+    }
+
+    /// Tells systemd when the disk problem changed (appeared, or went away).
+    fn tell_disk_problem(&self) {
+        let problem = self.delivery.as_ref().and_then(|d| d.problem());
+        let changed = self.told.lock().is_ok_and(|mut told| {
+            let changed = *told != problem;
+            *told = problem;
+            changed
+        });
+        if changed {
+            self.notifier.send(&format!("STATUS={}", self.status_line()));
+        }
     }
 
     /// Sends snapshots to `places` and refers to them in the `new` events.
@@ -56,6 +89,7 @@ impl Forward {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
             tick.tick().await;
+            self.tell_disk_problem();
             let due = self.current.lock().map(|mut c| c.on_tick(Instant::now())).unwrap_or_default();
             for (camera, summary) in due {
                 let payload = serde_json::to_vec(&summary).unwrap_or_default();
@@ -104,7 +138,11 @@ impl Forward {
         if ended > 0 {
             line += &format!(", {ended} ended");
         }
-        line + &format!(", {events} events")
+        line += &format!(", {events} events");
+        if let Some(problem) = self.delivery.as_ref().and_then(|d| d.problem()) {
+            line += &format!("; events are being lost: {problem}");
+        }
+        line
     }
 
     /// Forgets a camera a reload stopped or that left the configuration (even one that was

@@ -84,12 +84,8 @@ impl Health {
         if let Some(disk) = self.publish.problem() {
             return Some(format!("{disk} (events are being lost)"));
         }
-        let down = self.publish.disconnected_for();
-        if down > self.mqtt_down_after {
-            return Some(format!(
-                "the MQTT broker has been unreachable for {:.0} s (events wait in the spool)",
-                down.as_secs_f64()
-            ));
+        if let Some(delivery) = self.publish.delivery_problem(self.mqtt_down_after) {
+            return Some(delivery);
         }
         let cams = self.cameras.lock().unwrap_or_else(|p| p.into_inner());
         super::probe::cameras_problem(&cams)

@@ -302,4 +302,15 @@ fn publishing(f: &mut Families, h: &Health) {
     let connected = f64::from(u8::from(p.connected.load(Ordering::Relaxed)));
     f.gauges("clefd_mqtt_connected", "1 while connected to the broker.", [(none(), connected)]);
     f.counters("clefd_mqtt_connects_total", "Successful connections to the broker.", [(none(), load(&p.connects))]);
+    let stuck = f64::from(u8::from(p.delivery.stuck_for().is_some()));
+    f.gauges(
+        "clefd_mqtt_delivery_stuck",
+        "1 while events wait and the broker has acknowledged none for mqtt.delivery_stuck_s, however the connection flaps.",
+        [(none(), stuck)],
+    );
+    f.counters(
+        "clefd_mqtt_connect_failures_total",
+        "Failed or lost connections to the broker, by reason.",
+        p.delivery.failures().into_iter().map(|(reason, n)| (vec![("reason", reason.to_string())], n)),
+    );
 }

@@ -19,6 +19,8 @@ pub struct Broker {
     started: bool,
     /// The port of the central broker this one bridges to, if any.
     bridge_to: Option<u16>,
+    /// More mosquitto.conf lines (limits a test imposes).
+    extra: String,
 }
 
 impl Broker {
@@ -38,21 +40,28 @@ impl Broker {
     /// persistent bridge session (`cleansession false`), so what arrives while the
     /// central broker or the link is down waits here and follows when it is back.
     pub fn start_bridged(central: u16) -> Broker {
-        Broker::launch_with(true, Some(central))
+        Broker::launch_with(true, Some(central), "")
+    }
+
+    /// Like [`Broker::start`], with more lines in its mosquitto.conf (`max_packet_size 300`).
+    pub fn start_with(extra: &str) -> Broker {
+        Broker::launch_with(false, None, extra)
     }
 
     fn launch(persistent: bool) -> Broker {
-        Broker::launch_with(persistent, None)
+        Broker::launch_with(persistent, None, "")
     }
 
-    fn launch_with(persistent: bool, bridge_to: Option<u16>) -> Broker {
+    fn launch_with(persistent: bool, bridge_to: Option<u16>, extra: &str) -> Broker {
         let dir = tempfile::tempdir().expect("tempdir");
         if persistent {
             // mosquitto drops root privileges: let it write its database here.
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777));
         }
-        let mut b = Broker { port: free_port(), child: None, dir, persistent, moved: false, started: false, bridge_to };
+        let extra = extra.to_string();
+        let mut b =
+            Broker { port: free_port(), child: None, dir, persistent, moved: false, started: false, bridge_to, extra };
         b.spawn();
         b
     }
@@ -81,6 +90,7 @@ impl Broker {
                 port = self.port
             );
         }
+        text += &self.extra;
         std::fs::write(&conf, text).expect("write mosquitto.conf");
         conf
     }
@@ -122,6 +132,13 @@ impl Broker {
 
     /// Starts it again after [`Broker::stop`], on the same port.
     pub fn start_again(&mut self) {
+        self.spawn();
+    }
+
+    /// Starts it again after [`Broker::stop`], on the same port, with `extra` as its
+    /// extra mosquitto.conf lines instead of those it had.
+    pub fn start_again_with(&mut self, extra: &str) {
+        self.extra = extra.to_string();
         self.spawn();
     }
 

@@ -58,6 +58,7 @@ pub(super) fn mqtt(url: &str, n: u64) -> anyhow::Result<ExitCode> {
         protocol: clefd::mqtt::Protocol::V311,
         commands: None,
         event_expiry_s: None,
+        stuck_after: clefd::mqtt::progress::STUCK_AFTER,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let (acked, secs) = rt.block_on(async move {

@@ -85,7 +85,7 @@ pub(super) fn report_broker(settings: &Settings, verdict: &mut Verdict) {
 
 /// `http.listen` can be bound, or a clefd already serves there (the running daemon).
 pub(super) fn report_http(settings: &Settings, verdict: &mut Verdict) {
-    let Some(addr) = settings.http else {
+    let Some(addr) = settings.http.as_ref().map(|h| h.listen) else {
         line("http", "off (http.listen = \"\")");
         return;
     };

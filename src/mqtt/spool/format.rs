@@ -99,6 +99,9 @@ pub(super) struct ReadOut {
     pub header_ok: bool,
     /// Format 3 (appendable layout).
     pub current: bool,
+    /// A format-3 record checked out somewhere in the file (kept or not): the file is
+    /// format 3 whatever its header says.
+    pub valid: bool,
 }
 
 /// Where to read and what to keep.
@@ -142,17 +145,35 @@ pub(super) fn read(path: &Path, first_seq: u64, w: Window) -> std::io::Result<Re
         r.current = true;
         return Ok(r);
     }
-    if has_magic && &magic != MAGIC2 && size >= HEADER_LEN {
+    if has_magic && &magic == MAGIC2 {
+        // One flipped bit turns `CLEFSPL3` into `CLEFSPL2`: a format-2 reading that finds
+        // nothing whole may be a format-3 segment with a damaged header.
+        let out = legacy(f, size, true, w)?;
+        if out.legacy_corrupt == 0 && !out.records.is_empty() {
+            return Ok(out);
+        }
+        return Ok(damaged_header(path, size, first_seq, w)?.unwrap_or(out));
+    }
+    if has_magic {
         // Not a known magic: a format-3 segment whose header was damaged still has
         // records that check out; a format-1 segment has none.
-        let mut r = Scanner { f, pos: 8, size }.read(first_seq, w)?;
-        if !r.records.is_empty() || !r.gaps.is_empty() {
-            r.current = true;
+        if let Some(r) = damaged_header(path, size, first_seq, w)? {
             return Ok(r);
         }
         f = BufReader::new(File::open(path)?);
     }
-    legacy(f, size, has_magic && &magic == MAGIC2, w)
+    legacy(f, size, false, w)
+}
+
+/// The segment read as format 3 whatever its header says, if a format-3 record checks
+/// out in it (a legacy segment has none, short of a 32-bit checksum matching by chance).
+fn damaged_header(path: &Path, size: u64, first_seq: u64, w: Window) -> std::io::Result<Option<ReadOut>> {
+    if size < HEADER_LEN {
+        return Ok(None);
+    }
+    let mut r = Scanner { f: BufReader::new(File::open(path)?), pos: 0, size }.read(first_seq, w)?;
+    r.current = true;
+    Ok(r.valid.then_some(r))
 }
 
 struct Scanner {
@@ -257,6 +278,7 @@ impl Scanner {
                     }
                 },
             };
+            out.valid = true;
             if rec.seq > w.until {
                 out.end = pos;
                 break;
