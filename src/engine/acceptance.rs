@@ -1,7 +1,11 @@
 //! Engine acceptance: before a bundle serves, each of its models (and the fused CLEF graph)
 //! runs the bundle's golden vectors ([`super::golden`]) on the provider and precision it
 //! got and must reproduce the FP32 reference: outputs within the manifest's tolerances
-//! (`[acceptance]`), the same decisions. TensorRT's FP16 kernels, a provider build that
+//! (`[acceptance]`), the same decisions. A deviation is measured relative to the size of
+//! the reference: the largest absolute difference in an output of a vector divided by
+//! `max(1, max|reference|)` of that output, so a model with logits near 30 is held to the
+//! same relative precision as one with logits near 3. A NaN, a missing reference or a
+//! missing output fails the check; nothing is accepted without a comparison. TensorRT's FP16 kernels, a provider build that
 //! computes differently, or a model file that is not what it claims are caught here, not
 //! in the field, where CLEF's subtraction of two nearly equal terms turns a small error
 //! into a wrong emotion.
@@ -47,10 +51,40 @@ pub struct Deviation {
     pub output: &'static str,
     /// Which vector (`tensor 2`, `picture 1`).
     pub vector: String,
-    /// Largest absolute difference from the reference.
+    /// Largest absolute difference from the reference (NaN when an output was NaN,
+    /// infinite when it had the wrong length).
     pub max_abs: f32,
-    /// The tolerance it is held to.
+    /// The reference's scale: `max(1, max|reference|)` of that output in that vector.
+    pub scale: f32,
+    /// The tolerance it is held to, relative to `scale`.
     pub limit: f32,
+}
+
+impl Deviation {
+    /// `max_abs / scale`, what is held to `limit`; infinite for a NaN.
+    pub fn relative(&self) -> f32 {
+        if self.max_abs.is_nan() { f32::INFINITY } else { self.max_abs / self.scale }
+    }
+
+    /// Whether it is within its tolerance (never for a NaN).
+    pub fn within(&self) -> bool {
+        self.relative() <= self.limit
+    }
+}
+
+impl std::fmt::Display for Deviation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "relative deviation {:.3e} (max abs {:.3e} on a scale of {:.3}) in {} at {}, tolerance {:.1e}",
+            self.relative(),
+            self.max_abs,
+            self.scale,
+            self.output,
+            self.vector,
+            self.limit
+        )
+    }
 }
 
 /// One model's verdict on one provider and precision.
@@ -64,6 +98,8 @@ pub struct Check {
     pub precision: &'static str,
     /// The largest deviation relative to its tolerance, over every output and vector.
     pub worst: Option<Deviation>,
+    /// The largest batch the model was run with (`min(vectors, engine.batch_max)`).
+    pub batch: usize,
     /// Why it failed; `None` when accepted.
     pub failure: Option<String>,
 }
@@ -80,11 +116,7 @@ impl std::fmt::Display for Check {
         write!(f, "{} on {} {}: ", self.model, self.provider, self.precision)?;
         match (&self.failure, &self.worst) {
             (Some(why), _) => write!(f, "rejected: {why}"),
-            (None, Some(d)) => write!(
-                f,
-                "accepted (max abs deviation {:.3e} in {} at {}, tolerance {})",
-                d.max_abs, d.output, d.vector, d.limit
-            ),
+            (None, Some(d)) => write!(f, "accepted ({d})"),
             (None, None) => write!(f, "accepted"),
         }
     }
@@ -96,7 +128,7 @@ struct Compare {
 
 impl Compare {
     fn new(model: &'static str, provider: &str, precision: &'static str) -> Compare {
-        Compare { check: Check { model, provider: provider.into(), precision, worst: None, failure: None } }
+        Compare { check: Check { model, provider: provider.into(), precision, worst: None, batch: 0, failure: None } }
     }
 
     fn fail(&mut self, why: String) {
@@ -105,9 +137,14 @@ impl Compare {
         }
     }
 
+    /// Compares one output of one vector with its reference; a missing reference fails
+    /// (the golden set would otherwise accept that output unseen).
     fn values(&mut self, output: &'static str, vector: &str, got: &[f32], want: Option<&Vec<f32>>, limit: f32) {
-        let Some(want) = want else { return };
-        let max_abs = if got.len() == want.len() {
+        let Some(want) = want else {
+            self.fail(format!("the golden set has no {output} reference for {vector}: nothing to compare with"));
+            return;
+        };
+        let max_abs = if got.len() == want.len() && !got.is_empty() {
             // A NaN anywhere is the worst deviation there is, and stays so.
             got.iter()
                 .zip(want)
@@ -116,8 +153,9 @@ impl Compare {
         } else {
             f32::INFINITY
         };
-        let ratio = |d: &Deviation| if d.max_abs.is_nan() { f32::INFINITY } else { d.max_abs / d.limit };
-        let dev = Deviation { output, vector: vector.into(), max_abs, limit };
+        let scale = want.iter().fold(1.0f32, |m, w| m.max(w.abs()));
+        let dev = Deviation { output, vector: vector.into(), max_abs, scale, limit };
+        let ratio = |d: &Deviation| d.relative() / d.limit;
         if self.check.worst.as_ref().is_none_or(|w| ratio(&dev) > ratio(w)) {
             self.check.worst = Some(dev);
         }
@@ -127,8 +165,16 @@ impl Compare {
     /// then anything else that failed (a decision, a run).
     fn finish(mut self) -> Check {
         if let Some(d) = &self.check.worst {
-            if d.max_abs.is_nan() || d.max_abs > d.limit {
-                let why = format!("{} deviates by {:.3e} (tolerance {}) at {}", d.output, d.max_abs, d.limit, d.vector);
+            if !d.within() {
+                let why = format!(
+                    "{} deviates by {:.3e} relative (max abs {:.3e} on a scale of {:.3}; tolerance {:.1e}) at {}",
+                    d.output,
+                    d.relative(),
+                    d.max_abs,
+                    d.scale,
+                    d.limit,
+                    d.vector
+                );
                 self.check.failure = Some(match self.check.failure.take() {
                     Some(other) => format!("{why}; {other}"),
                     None => why,
@@ -160,11 +206,23 @@ fn precision_of(provider: &str, opts: &SessionOptions) -> &'static str {
 /// Each output of each vector, from the tensors then from the pictures: `(label, values)`.
 type Rows = Vec<(String, Vec<f32>)>;
 
-fn rows(classifier: &mut Classifier, section: &str, golden: &Golden, manifest: &Manifest) -> Result<Rows, String> {
+/// The largest batch the golden set runs in: never more than `engine.batch_max`, which a
+/// TensorRT engine's optimisation profile ends at.
+fn batch_for(golden: &Golden, opts: &SessionOptions) -> usize {
+    golden.vectors.len().min(opts.tensorrt.batch_max).max(1)
+}
+
+fn rows(
+    classifier: &mut Classifier,
+    section: &str,
+    golden: &Golden,
+    manifest: &Manifest,
+    batch: usize,
+) -> Result<Rows, String> {
     let n = golden.vectors.len();
     let tensors = golden.inputs.get(section).ok_or_else(|| format!("the golden set has no inputs for {section}"))?;
     let mut out: Rows = Vec::with_capacity(2 * n);
-    let from_tensors = classifier.classify_tensors(tensors, n).map_err(|e| e.to_string())?;
+    let from_tensors = classifier.classify_tensors(tensors, n, batch).map_err(|e| e.to_string())?;
     out.extend(from_tensors.into_iter().enumerate().map(|(i, v)| (format!("tensor {}", i + 1), v)));
     let views: Vec<_> = golden.pictures.iter().map(|p| p.view()).collect();
     let subjects: Vec<Subject<'_>> = views
@@ -172,8 +230,11 @@ fn rows(classifier: &mut Classifier, section: &str, golden: &Golden, manifest: &
         .enumerate()
         .map(|(i, frame)| Subject { frame, boxes: SubjectBoxes::from_face(golden.face(i), &manifest.subject) })
         .collect();
-    let from_pictures = classifier.classify(&subjects, n).map_err(|e| e.to_string())?;
+    let from_pictures = classifier.classify(&subjects, batch).map_err(|e| e.to_string())?;
     out.extend(from_pictures.into_iter().enumerate().map(|(i, v)| (format!("picture {}", i + 1), v)));
+    if out.len() != 2 * n {
+        return Err(format!("{section} gave {} results for {} golden runs", out.len(), 2 * n));
+    }
     Ok(out)
 }
 
@@ -185,12 +246,13 @@ pub fn check(bundle: &mut Bundle, golden: &Golden, opts: &SessionOptions) -> Vec
     let task = manifest.clef_task();
     let n = golden.vectors.len();
     let want = |i: usize| &golden.vectors[i % n];
+    let batch = batch_for(golden, opts);
     let mut checks = Vec::new();
     match &mut bundle.classifiers {
         Classifiers::Fused(fused) => {
             let provider = fused.provider().to_string();
             let mut c = Compare::new("fused", &provider, precision_of(&provider, opts));
-            match rows(fused, "fused", golden, &manifest) {
+            match rows(fused, "fused", golden, &manifest, batch) {
                 Ok(rows) => {
                     let k = manifest.labels.len();
                     for (i, (label, v)) in rows.iter().enumerate() {
@@ -206,26 +268,30 @@ pub fn check(bundle: &mut Bundle, golden: &Golden, opts: &SessionOptions) -> Vec
                 }
                 Err(e) => c.fail(e),
             }
+            c.check.batch = fused.largest_batch();
             checks.push(c.finish());
         }
         Classifiers::Separate { vanilla, context_branch } => {
             let provider = vanilla.provider().to_string();
             let mut cv = Compare::new("vanilla", &provider, precision_of(&provider, opts));
-            let y_e = rows(vanilla, "vanilla", golden, &manifest).map_err(|e| cv.fail(e)).unwrap_or_default();
+            let y_e = rows(vanilla, "vanilla", golden, &manifest, batch).map_err(|e| cv.fail(e)).unwrap_or_default();
             for (i, (label, v)) in y_e.iter().enumerate() {
                 cv.values("y_e", label, v, Some(&want(i).y_e), tol.logits);
                 if context_branch.is_none() {
                     cv.decision(&task, label, v, want(i));
                 }
             }
+            cv.check.batch = vanilla.largest_batch();
             checks.push(cv.finish());
             if let Some(cb) = context_branch {
                 let provider = cb.provider().to_string();
                 let mut cc = Compare::new("context_branch", &provider, precision_of(&provider, opts));
-                let y_c = rows(cb, "context_branch", golden, &manifest).map_err(|e| cc.fail(e)).unwrap_or_default();
+                let y_c =
+                    rows(cb, "context_branch", golden, &manifest, batch).map_err(|e| cc.fail(e)).unwrap_or_default();
                 for (i, (label, v)) in y_c.iter().enumerate() {
                     cc.values("y_c", label, v, want(i).y_c.as_ref(), tol.logits);
                 }
+                cc.check.batch = cb.largest_batch();
                 checks.push(cc.finish());
                 let mut ch = Compare::new("clef_host", "host", "fp32");
                 if y_e.is_empty() || y_e.len() != y_c.len() {
@@ -294,8 +360,17 @@ static CHOSEN: Mutex<Vec<Chosen>> = Mutex::new(Vec::new());
 /// Bundles × settings remembered at most (a reload with new settings adds one).
 const CHOSEN_MAX: usize = 64;
 
-fn key(manifest: &Manifest, opts: &SessionOptions, placement: ClefPlacement) -> String {
-    format!("{}|{}|{:?}|{:?}|{:?}", manifest.dir.display(), manifest.sha256, opts.providers, opts.tensorrt, placement)
+/// The manifest, every model file's sha256 (a model replaced in place is checked again),
+/// the providers and TensorRT settings, and where CLEF runs.
+fn key(manifest: &Manifest, digests: &[(&str, String)], opts: &SessionOptions, placement: ClefPlacement) -> String {
+    format!(
+        "{}|{}|{digests:?}|{:?}|{:?}|{:?}",
+        manifest.dir.display(),
+        manifest.sha256,
+        opts.providers,
+        opts.tensorrt,
+        placement
+    )
 }
 
 /// Loads `dir` (CLEF where `placement` says) on the first choice that reproduces the
@@ -303,7 +378,15 @@ fn key(manifest: &Manifest, opts: &SessionOptions, placement: ClefPlacement) -> 
 /// golden vectors loads as before, with a warning. ONNX Runtime must be initialised.
 pub fn load(dir: &Path, opts: &SessionOptions, placement: ClefPlacement) -> Result<Accepted, BundleError> {
     let manifest = Manifest::load(dir)?;
-    let key = key(&manifest, opts, placement);
+    let digests = match golden::model_digests(&manifest) {
+        Ok(d) => d,
+        Err(e) => {
+            // A model that does not load says so first.
+            Bundle::load_placed(dir, opts, placement)?;
+            return Err(AcceptanceError::from(e).into());
+        }
+    };
+    let key = key(&manifest, &digests, opts, placement);
     if let Some((o, p)) =
         CHOSEN.lock().ok().and_then(|c| c.iter().find(|c| c.key == key).map(|c| (c.opts.clone(), c.placement)))
     {
@@ -325,7 +408,7 @@ pub fn load(dir: &Path, opts: &SessionOptions, placement: ClefPlacement) -> Resu
         }
         return Ok(Accepted { bundle, checks: Vec::new(), fell_back: false });
     };
-    if let Err(stale) = golden::check_models(&golden, dir) {
+    if let Err(stale) = golden::check_models(&golden, &manifest, &digests) {
         // A model that does not load says so first; one that does is refused as unproven.
         Bundle::load_placed(dir, opts, placement)?;
         return Err(AcceptanceError::from(stale).into());
@@ -445,4 +528,52 @@ pub fn summary() -> Vec<String> {
 pub fn verdict(bundle: &str) -> String {
     let lines: Vec<String> = records().into_iter().filter(|r| r.bundle == bundle).map(|r| r.detail).collect();
     if lines.is_empty() { "not run".into() } else { lines.join("; ") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compare(got: &[f32], want: Option<&Vec<f32>>) -> Check {
+        let mut c = Compare::new("vanilla", "cpu", "fp32");
+        c.values("y_e", "tensor 1", &[1.0, 2.0], Some(&vec![1.0, 2.0]), 1e-3);
+        c.values("debiased", "tensor 2", got, want, 1e-3);
+        c.finish()
+    }
+
+    #[test]
+    fn a_nan_output_fails_whatever_the_tolerance() {
+        let want = vec![1.0, 2.0];
+        assert!(compare(&[1.0, 2.0], Some(&want)).passed());
+        for got in [[f32::NAN, 2.0], [1.0, f32::NAN], [f32::INFINITY, 2.0]] {
+            let c = compare(&got, Some(&want));
+            println!("{c}");
+            assert!(!c.passed(), "{got:?}: {c}");
+            assert!(c.to_string().contains("debiased deviates by"), "{c}");
+        }
+        // Missing or extra values are no better.
+        assert!(!compare(&[1.0], Some(&want)).passed());
+        assert!(!compare(&[], Some(&vec![])).passed());
+    }
+
+    #[test]
+    fn an_output_without_a_reference_fails() {
+        let c = compare(&[1.0, 2.0], None);
+        println!("{c}");
+        assert!(c.failure.as_deref().is_some_and(|f| f.contains("no debiased reference")), "{c}");
+    }
+
+    #[test]
+    fn deviations_are_relative_to_the_reference_scale() {
+        // 1e-2 on logits near 30 is 3.3e-4 relative; the same 1e-2 on logits below 1 is 1e-2.
+        let mut c = Compare::new("fused", "cpu", "fp32");
+        c.values("y_e", "tensor 1", &[30.01, -5.0], Some(&vec![30.0, -5.0]), 5e-4);
+        let big = c.finish();
+        let d = big.worst.as_ref().expect("measured");
+        assert!(big.passed() && (d.scale - 30.0).abs() < 1e-6 && (d.relative() - 1e-2 / 30.0).abs() < 1e-5, "{big}");
+        let mut c = Compare::new("fused", "cpu", "fp32");
+        c.values("y_e", "tensor 1", &[0.51, 0.2], Some(&vec![0.5, 0.2]), 5e-4);
+        let small = c.finish();
+        assert!(!small.passed() && small.worst.as_ref().is_some_and(|d| d.scale == 1.0), "{small}");
+    }
 }

@@ -61,6 +61,8 @@ pub struct Classifier {
     outputs: Vec<String>,
     labels: usize,
     batch: BatchDim,
+    /// The largest batch run so far.
+    largest_run: usize,
 }
 
 impl std::fmt::Debug for Classifier {
@@ -104,7 +106,13 @@ impl Classifier {
             model.check("output", output, &[-1, labels as i64])?;
         }
         let outputs = outputs.iter().map(|o| o.to_string()).collect();
-        Ok(Classifier { model, inputs, outputs, labels, batch })
+        Ok(Classifier { model, inputs, outputs, labels, batch, largest_run: 0 })
+    }
+
+    /// The largest batch this classifier has run (engine acceptance shows that it stays
+    /// within `engine.batch_max`).
+    pub fn largest_batch(&self) -> usize {
+        self.largest_run
     }
 
     /// Whether the graph takes any batch size.
@@ -153,10 +161,16 @@ impl Classifier {
 
     /// For each of `n` samples of ready-made input tensors (by input name, every sample's
     /// values in turn), what [`Classifier::classify`] returns: how engine acceptance feeds
-    /// a model the golden tensors exactly as they were made, preprocessing aside.
-    pub fn classify_tensors(&mut self, tensors: &[(String, Vec<f32>)], n: usize) -> Result<Vec<Vec<f32>>, EngineError> {
+    /// a model the golden tensors exactly as they were made, preprocessing aside; in
+    /// batches of at most `max_batch` where the graph's batch is dynamic.
+    pub fn classify_tensors(
+        &mut self,
+        tensors: &[(String, Vec<f32>)],
+        n: usize,
+        max_batch: usize,
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
         let chunk = match self.batch {
-            BatchDim::Dynamic => n.max(1),
+            BatchDim::Dynamic => n.min(max_batch).max(1),
             BatchDim::Fixed(b) => b,
         };
         let mut out = Vec::with_capacity(n);
@@ -183,6 +197,7 @@ impl Classifier {
 
     /// Runs the filled input buffers (`n` samples, the first `used` wanted).
     fn run_filled(&mut self, n: usize, used: usize) -> Result<Vec<Vec<f32>>, EngineError> {
+        self.largest_run = self.largest_run.max(n);
         let shapes: Vec<[i64; 4]> = self
             .inputs
             .iter()

@@ -1,6 +1,6 @@
 """Golden vectors (clef_kit.golden): an exported bundle carries them; their tensors are the
-daemon's preprocessing of their pictures; their numbers are what ONNX Runtime's CPU provider
-gives (the fused graph agrees to 1e-5); decisions have a clear margin; an older bundle gets
+daemon's preprocessing of their pictures; their numbers agree with the PyTorch model itself and
+a φ written here (1e-4), and with the fused graph (1e-5); decisions have a clear margin; an older bundle gets
 them from the command line; and the onnx_tools copies (FP16, perturbed) really move the numbers."""
 
 import json
@@ -64,15 +64,28 @@ class GoldenTests(unittest.TestCase):
                     for spec in (FACE, CONTEXT):
                         np.testing.assert_array_equal(feeds[spec.name][i],
                                                       build_input(pictures[i], tuple(v["face"]), spec, subject))
-                y_e = run(os.path.join(d, "vanilla.onnx"), feeds)[0]
+                # Independent of the reference's own path (ONNX Runtime, clef_kit.golden's φ): the
+                # PyTorch model itself, φ = log σ(a + b) written here, and the fused graph.
+                with torch.no_grad():
+                    t_face, t_ctx = torch.from_numpy(feeds["face"]), torch.from_numpy(feeds["context"])
+                    y_e = model.vanilla(t_face, t_ctx).numpy().astype(np.float64)
+                    y_c = model.context_branch(t_ctx).numpy().astype(np.float64)
+                    star = model.y_e_star.numpy().astype(np.float64)
+
+                def phi(a, b):
+                    return -np.logaddexp(0.0, -(a + b))  # log σ(a + b), stably
+
                 fused = dict(zip(("y_e", "y_c", "factual", "counterfactual", "tie"),
                                  run(os.path.join(d, "clef_fused.onnx"), feeds)))
                 for i, v in enumerate(g["vectors"]):
-                    np.testing.assert_array_equal(np.float32(v["y_e"]), y_e[i])
-                    for key, ref in (("y_c", "y_c"), ("factual", "factual"), ("counterfactual", "counterfactual"),
-                                     ("tie", "debiased")):
+                    factual, counterfactual = phi(y_c[i], y_e[i]), phi(y_c[i], star)
+                    tie = factual - counterfactual
+                    for ref, mine in (("y_e", y_e[i]), ("y_c", y_c[i]), ("factual", factual),
+                                      ("counterfactual", counterfactual), ("debiased", tie)):
+                        self.assertLess(np.abs(np.float64(v[ref]) - mine).max(), 1e-4, f"{task} {ref}: PyTorch")
+                    for key, ref in (("y_e", "y_e"), ("y_c", "y_c"), ("factual", "factual"),
+                                     ("counterfactual", "counterfactual"), ("tie", "debiased")):
                         self.assertLess(np.abs(fused[key][i] - np.float32(v[ref])).max(), 1e-5, f"{task} {key}")
-                    tie = np.float32(v["debiased"])
                     if task == "single_label":
                         self.assertEqual(v["top"], int(np.argmax(tie)))
                         self.assertGreater(v["margin"], 0.0)
@@ -80,8 +93,10 @@ class GoldenTests(unittest.TestCase):
                         self.assertEqual(v["active"], [int(j) for j in np.nonzero(tie >= 0.0)[0]])
 
     def test_an_older_bundle_gets_them_from_the_command_line(self):
+        torch.manual_seed(3)
+        model = FaceOnly().eval()
         with tempfile.TemporaryDirectory() as d:
-            export_vanilla_bundle(d, FaceOnly(), name="b", version="0", labels=[f"l{i}" for i in range(7)],
+            export_vanilla_bundle(d, model, name="b", version="0", labels=[f"l{i}" for i in range(7)],
                                   inputs=[FACE], detector=DETECTOR, detector_file=DETECTOR_FILE)
             for f in os.listdir(d):
                 if f.startswith("golden"):
@@ -91,6 +106,11 @@ class GoldenTests(unittest.TestCase):
             self.assertEqual(len(g["vectors"]), 2)
             self.assertIsNone(g["vectors"][0]["debiased"], "no context branch: no TIE")
             self.assertEqual(g["vectors"][0]["top"], int(np.argmax(g["vectors"][0]["y_e"])))
+            # The reference is the model's own output: PyTorch on the stored tensors agrees.
+            face = np.load(os.path.join(d, g["inputs"]["vanilla"]["face"]))
+            with torch.no_grad():
+                mine = model(torch.from_numpy(face)).numpy()
+            np.testing.assert_allclose(np.float32([v["y_e"] for v in g["vectors"]]), mine, atol=1e-5)
             self.assertEqual(golden_main([os.path.join(d, "missing")]), 1)
 
     def test_the_broken_copies_move_the_numbers(self):
