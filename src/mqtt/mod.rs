@@ -5,8 +5,8 @@
 mod control_link;
 pub mod home_assistant;
 mod outgoing;
-pub mod properties;
 pub mod progress;
+pub mod properties;
 mod publisher;
 pub mod session;
 pub mod spool;
