@@ -498,6 +498,67 @@ fn a_file_damaged_mid_way_is_failed_with_the_reason_not_ended() {
     assert!(!daemon.stop(), "a damaged file makes the run exit non-zero");
 }
 
+/// Writes a 2 s, 15 fps video with a 4.6 s audio track muxed by `mux` (the container's
+/// duration is the audio's), with GStreamer itself.
+fn video_with_longer_audio(path: &Path, mux: &str, audio_encoder: &str) {
+    use gstreamer::prelude::*;
+    gstreamer::init().unwrap();
+    let desc = format!(
+        "videotestsrc num-buffers=30 ! video/x-raw,framerate=15/1,width=320,height=240 ! x264enc ! h264parse ! \
+         queue ! {mux} name=m ! filesink location={} audiotestsrc num-buffers=200 samplesperbuffer=1024 ! \
+         audio/x-raw,rate=44100 ! audioconvert ! {audio_encoder} ! queue ! m.",
+        path.display()
+    );
+    let pipeline = gstreamer::parse::launch(&desc).unwrap();
+    pipeline.set_state(gstreamer::State::Playing).unwrap();
+    let bus = pipeline.bus().unwrap();
+    let msg = bus
+        .timed_pop_filtered(
+            gstreamer::ClockTime::from_seconds(60),
+            &[gstreamer::MessageType::Eos, gstreamer::MessageType::Error],
+        )
+        .expect("the clip is written");
+    assert!(matches!(msg.view(), gstreamer::MessageView::Eos(_)), "{msg:?}");
+    pipeline.set_state(gstreamer::State::Null).unwrap();
+}
+
+/// Whole files end `ended`, not `failed`, where a frame count from the container's
+/// duration and nominal frame rate would call them short: an MP4 and a Matroska file whose
+/// audio runs 2.6 s past their video, and a clip played under an `fps` cap well below its
+/// own rate. The run then exits 0.
+#[test]
+fn whole_files_with_a_longer_audio_track_or_under_an_fps_cap_are_ended_not_failed() {
+    let broker = Broker::start();
+    let consumer = Consumer::start(broker.port);
+    let dir = tempfile::tempdir().unwrap();
+    let (mp4, mkv, capped) = (dir.path().join("av.mp4"), dir.path().join("av.mkv"), dir.path().join("capped.mp4"));
+    video_with_longer_audio(&mp4, "mp4mux", "avenc_aac");
+    video_with_longer_audio(&mkv, "matroskamux", "vorbisenc");
+    common::astronaut_clip(&capped, 4.0, 15);
+    let mut text = common::base_config(dir.path(), &broker.url(), "life");
+    text += &format!("[cameras.mp4]\nuri = \"file://{}\"\n", mp4.display());
+    text += &format!("[cameras.mkv]\nuri = \"file://{}\"\n", mkv.display());
+    text += &format!("[cameras.capped]\nuri = \"file://{}\"\nrealtime = true\nfps = 3.0\n", capped.display());
+    let cfg = dir.path().join("clefd.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let log = dir.path().join("clefd.log");
+    let mut daemon = Daemon::start(&cfg, &log);
+    for camera in ["mp4", "mkv", "capped"] {
+        let topic = format!("clefd/life/{camera}/state");
+        consumer.wait_for(&format!("{camera}'s final state"), WAIT, |m| {
+            m.iter().any(|x| x.topic == topic && (x.body["status"] == "failed" || x.body["status"] == "ended"))
+        });
+        let last = consumer.on(&topic).into_iter().rev().find(|x| x.body["status"] != "streaming").unwrap().body;
+        assert_eq!(last["status"], "ended", "{camera}: a whole file is `ended`: {last}");
+    }
+    let deadline = std::time::Instant::now() + WAIT;
+    while daemon.running() {
+        assert!(std::time::Instant::now() < deadline, "the run did not end after its files did");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(daemon.stop(), "whole files make the run exit 0");
+}
+
 /// `/healthz` is degraded while a camera streams far below the `fps` it is configured for
 /// (here a 2 fps file with `fps = 12`; the same file without a cap is no fault), and
 /// healthy again once that camera is disabled on purpose (a disabled camera is no fault;
