@@ -559,13 +559,14 @@ fn whole_files_with_a_longer_audio_track_or_under_an_fps_cap_are_ended_not_faile
     assert!(daemon.stop(), "whole files make the run exit 0");
 }
 
-/// `/healthz` is degraded while a camera streams far below the `fps` it is configured for
-/// (here a 2 fps file with `fps = 12`; the same file without a cap is no fault), and
-/// healthy again once that camera is disabled on purpose (a disabled camera is no fault;
-/// clefd refuses to disable the last one, so "every camera disabled" is checked by
-/// `service::probe`'s unit test).
+/// The `fps` cap is a maximum, not a target: a 2 fps file played in real time under
+/// `fps = 12` streams at its own rate, and `/healthz` stays ok over more than a whole
+/// health window (it once went 503 "far below its configured fps"). Disabling that camera
+/// on purpose is no fault either. (That a camera delivering 12 fps but analysed far below
+/// it degrades, and the target's choice, are `service::probe`'s unit tests: no source can
+/// honestly be made to deliver at a rate and be analysed at half of it here.)
 #[test]
-fn health_is_degraded_far_below_the_configured_fps_and_ok_once_that_camera_is_disabled() {
+fn health_is_ok_for_a_slow_native_camera_under_a_higher_fps_cap_and_once_it_is_disabled() {
     let broker = Broker::start();
     let consumer = Consumer::start(broker.port);
     let dir = tempfile::tempdir().unwrap();
@@ -581,13 +582,21 @@ fn health_is_degraded_far_below_the_configured_fps_and_ok_once_that_camera_is_di
     std::fs::write(&cfg, text).unwrap();
     let log = dir.path().join("clefd.log");
     let daemon = Daemon::start(&cfg, &log);
-    let body = common::wait_http(port, "/healthz", "/healthz degraded by the slow camera", WAIT, |code, body| {
-        code == 503 && body.contains("far below")
-    });
-    assert!(body.contains("slow (") && body.contains("of 12 fps") && !body.contains("uncapped ("), "{body}");
+    // 30 frames analysed at 2 fps span 15 s, more than a health window (10 s); /healthz
+    // is never degraded on the way.
+    let deadline = std::time::Instant::now() + WAIT;
+    while analysed(port, "slow").is_none_or(|n| n < 30) {
+        let (code, body) = common::http_get(port, "/healthz");
+        assert!(!body.contains("far below"), "a 2 fps camera under fps = 12 is healthy: {code} {body}");
+        assert!(std::time::Instant::now() < deadline, "the slow camera analysed {:?} frames", analysed(port, "slow"));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    healthy(port, "a 2 fps camera under fps = 12, over a whole health window");
     let answer = command(&broker, &consumer, "clefd/life/slow/set", r#"{"enabled": false}"#);
     assert_eq!(answer["ok"], true, "{answer}");
-    common::wait_http(port, "/healthz", "/healthz ok with the slow camera disabled", WAIT, |code, _| code == 200);
+    common::wait_http(port, "/healthz", "/healthz lists the slow camera disabled", WAIT, |code, body| {
+        code == 200 && body.contains("disabled")
+    });
     healthy(port, "with the slow camera disabled");
     assert_eq!(health(port)["cameras"]["slow"], "disabled");
     drop(daemon);

@@ -240,6 +240,19 @@ impl Camera {
             .map_or(0, |(into, out)| into.load(Ordering::Relaxed).saturating_sub(out.load(Ordering::Relaxed)))
     }
 
+    /// Frames the source delivered into the `fps` cap so far (`None` without a cap).
+    pub fn frames_into_cap(&self) -> Option<u64> {
+        self.rate.as_ref().map(|(into, _)| into.load(Ordering::Relaxed))
+    }
+
+    /// The frame rate the source negotiated before the `fps` cap, when it states one
+    /// (`None` without a cap, or for a variable or unknown rate).
+    pub fn native_fps(&self) -> Option<f64> {
+        let caps = self.pipeline.by_name("rate")?.static_pad("sink")?.current_caps()?;
+        let rate = caps.structure(0)?.get::<gst::Fraction>("framerate").ok()?;
+        (rate.numer() > 0 && rate.denom() > 0).then(|| f64::from(rate.numer()) / f64::from(rate.denom()))
+    }
+
     /// The pipeline, as a `gst-launch-1.0` description (for logs and for checking which
     /// elements a platform gets).
     pub fn description(&self) -> &str {
