@@ -453,6 +453,30 @@ fn a_worker_that_stops_without_being_told_is_replaced_and_its_cameras_come_back(
     assert!(daemon.stop(), "clefd exits 0 on SIGTERM");
 }
 
+/// A bundle whose every worker fails (here each stops at its fifth batch) is given up
+/// after five failures: its camera is reported `failed` with why in its retained state
+/// (not left `streaming` while nothing analyses it), and the run ends non-zero.
+#[test]
+fn a_bundle_whose_workers_keep_failing_leaves_its_camera_failed_not_streaming() {
+    let broker = Broker::start();
+    let consumer = Consumer::start(broker.port);
+    let dir = tempfile::tempdir().unwrap();
+    let (mut daemon, _, _) = faulty_daemon(dir.path(), &broker, "stops:5");
+    consumer.wait_for("a camera failed after its workers kept failing", WAIT, |m| {
+        m.iter().any(|x| x.topic.ends_with("/state") && x.body["status"] == "failed")
+    });
+    let failed = consumer.messages().into_iter().find(|x| x.topic.ends_with("/state") && x.body["status"] == "failed");
+    let body = failed.map(|x| x.body).unwrap_or_default();
+    let reason = body["last_error"].as_str().unwrap_or_default();
+    assert!(reason.contains("ended abnormally 5 times"), "{body}");
+    let deadline = std::time::Instant::now() + WAIT;
+    while daemon.running() {
+        assert!(std::time::Instant::now() < deadline, "the run did not end after giving up");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!daemon.stop(), "giving up makes the run exit non-zero");
+}
+
 /// A file with garbage mid-way, played once: GStreamer ends it with a plain end of stream
 /// at the damage, and clefd reports it `failed` with why in its retained state, not
 /// `ended` as if it had played whole; the run then exits non-zero.
