@@ -25,7 +25,7 @@ const SLACK_FRAMES: u64 = 3;
 /// What the pad probes at the video decoder saw of a file's video.
 #[derive(Default)]
 pub(super) struct Watch {
-    /// Encoded frames into the decoder.
+    /// Encoded frames into the decoder, from the first keyframe on.
     into: AtomicU64,
     /// Decoded frames out of it.
     out: AtomicU64,
@@ -64,8 +64,18 @@ impl Watch {
     fn probe_decoder(self: &Arc<Watch>, dec: &gst::Element) {
         if let Some(pad) = dec.static_pad("sink") {
             let w = self.clone();
-            pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-                w.into.fetch_add(1, Ordering::Relaxed);
+            // Frames before the first keyframe (a file cut mid-way through a group of
+            // pictures) cannot be decoded by any decoder: they are no loss.
+            let keyed = std::sync::atomic::AtomicBool::new(false);
+            pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+                if let Some(gst::PadProbeData::Buffer(b)) = &info.data {
+                    if !b.flags().contains(gst::BufferFlags::DELTA_UNIT) {
+                        keyed.store(true, Ordering::Relaxed);
+                    }
+                    if keyed.load(Ordering::Relaxed) {
+                        w.into.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
                 gst::PadProbeReturn::Ok
             });
         }
