@@ -453,6 +453,30 @@ fn a_worker_that_stops_without_being_told_is_replaced_and_its_cameras_come_back(
     assert!(daemon.stop(), "clefd exits 0 on SIGTERM");
 }
 
+/// A bundle whose every worker fails (here each stops at its fifth batch) is given up
+/// after five failures: its camera is reported `failed` with why in its retained state
+/// (not left `streaming` while nothing analyses it), and the run ends non-zero.
+#[test]
+fn a_bundle_whose_workers_keep_failing_leaves_its_camera_failed_not_streaming() {
+    let broker = Broker::start();
+    let consumer = Consumer::start(broker.port);
+    let dir = tempfile::tempdir().unwrap();
+    let (mut daemon, _, _) = faulty_daemon(dir.path(), &broker, "stops:5");
+    consumer.wait_for("a camera failed after its workers kept failing", WAIT, |m| {
+        m.iter().any(|x| x.topic.ends_with("/state") && x.body["status"] == "failed")
+    });
+    let failed = consumer.messages().into_iter().find(|x| x.topic.ends_with("/state") && x.body["status"] == "failed");
+    let body = failed.map(|x| x.body).unwrap_or_default();
+    let reason = body["last_error"].as_str().unwrap_or_default();
+    assert!(reason.contains("ended abnormally 5 times"), "{body}");
+    let deadline = std::time::Instant::now() + WAIT;
+    while daemon.running() {
+        assert!(std::time::Instant::now() < deadline, "the run did not end after giving up");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!daemon.stop(), "giving up makes the run exit non-zero");
+}
+
 /// A file with garbage mid-way, played once: GStreamer ends it with a plain end of stream
 /// at the damage, and clefd reports it `failed` with why in its retained state, not
 /// `ended` as if it had played whole; the run then exits non-zero.
@@ -498,13 +522,75 @@ fn a_file_damaged_mid_way_is_failed_with_the_reason_not_ended() {
     assert!(!daemon.stop(), "a damaged file makes the run exit non-zero");
 }
 
-/// `/healthz` is degraded while a camera streams far below the `fps` it is configured for
-/// (here a 2 fps file with `fps = 12`; the same file without a cap is no fault), and
-/// healthy again once that camera is disabled on purpose (a disabled camera is no fault;
-/// clefd refuses to disable the last one, so "every camera disabled" is checked by
-/// `service::probe`'s unit test).
+/// Writes a 2 s, 15 fps video with a 4.6 s audio track muxed by `mux` (the container's
+/// duration is the audio's), with GStreamer itself.
+fn video_with_longer_audio(path: &Path, mux: &str, audio_encoder: &str) {
+    use gstreamer::prelude::*;
+    gstreamer::init().unwrap();
+    let desc = format!(
+        "videotestsrc num-buffers=30 ! video/x-raw,framerate=15/1,width=320,height=240 ! x264enc ! h264parse ! \
+         queue ! {mux} name=m ! filesink location={} audiotestsrc num-buffers=200 samplesperbuffer=1024 ! \
+         audio/x-raw,rate=44100 ! audioconvert ! {audio_encoder} ! queue ! m.",
+        path.display()
+    );
+    let pipeline = gstreamer::parse::launch(&desc).unwrap();
+    pipeline.set_state(gstreamer::State::Playing).unwrap();
+    let bus = pipeline.bus().unwrap();
+    let msg = bus
+        .timed_pop_filtered(
+            gstreamer::ClockTime::from_seconds(60),
+            &[gstreamer::MessageType::Eos, gstreamer::MessageType::Error],
+        )
+        .expect("the clip is written");
+    assert!(matches!(msg.view(), gstreamer::MessageView::Eos(_)), "{msg:?}");
+    pipeline.set_state(gstreamer::State::Null).unwrap();
+}
+
+/// Whole files end `ended`, not `failed`, where a frame count from the container's
+/// duration and nominal frame rate would call them short: an MP4 and a Matroska file whose
+/// audio runs 2.6 s past their video, and a clip played under an `fps` cap well below its
+/// own rate. The run then exits 0.
 #[test]
-fn health_is_degraded_far_below_the_configured_fps_and_ok_once_that_camera_is_disabled() {
+fn whole_files_with_a_longer_audio_track_or_under_an_fps_cap_are_ended_not_failed() {
+    let broker = Broker::start();
+    let consumer = Consumer::start(broker.port);
+    let dir = tempfile::tempdir().unwrap();
+    let (mp4, mkv, capped) = (dir.path().join("av.mp4"), dir.path().join("av.mkv"), dir.path().join("capped.mp4"));
+    video_with_longer_audio(&mp4, "mp4mux", "avenc_aac");
+    video_with_longer_audio(&mkv, "matroskamux", "vorbisenc");
+    common::astronaut_clip(&capped, 4.0, 15);
+    let mut text = common::base_config(dir.path(), &broker.url(), "life");
+    text += &format!("[cameras.mp4]\nuri = \"file://{}\"\n", mp4.display());
+    text += &format!("[cameras.mkv]\nuri = \"file://{}\"\n", mkv.display());
+    text += &format!("[cameras.capped]\nuri = \"file://{}\"\nrealtime = true\nfps = 3.0\n", capped.display());
+    let cfg = dir.path().join("clefd.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let log = dir.path().join("clefd.log");
+    let mut daemon = Daemon::start(&cfg, &log);
+    for camera in ["mp4", "mkv", "capped"] {
+        let topic = format!("clefd/life/{camera}/state");
+        consumer.wait_for(&format!("{camera}'s final state"), WAIT, |m| {
+            m.iter().any(|x| x.topic == topic && (x.body["status"] == "failed" || x.body["status"] == "ended"))
+        });
+        let last = consumer.on(&topic).into_iter().rev().find(|x| x.body["status"] != "streaming").unwrap().body;
+        assert_eq!(last["status"], "ended", "{camera}: a whole file is `ended`: {last}");
+    }
+    let deadline = std::time::Instant::now() + WAIT;
+    while daemon.running() {
+        assert!(std::time::Instant::now() < deadline, "the run did not end after its files did");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(daemon.stop(), "whole files make the run exit 0");
+}
+
+/// The `fps` cap is a maximum, not a target: a 2 fps file played in real time under
+/// `fps = 12` streams at its own rate, and `/healthz` stays ok over more than a whole
+/// health window (it once went 503 "far below its configured fps"). Disabling that camera
+/// on purpose is no fault either. (That a camera delivering 12 fps but analysed far below
+/// it degrades, and the target's choice, are `service::probe`'s unit tests: no source can
+/// honestly be made to deliver at a rate and be analysed at half of it here.)
+#[test]
+fn health_is_ok_for_a_slow_native_camera_under_a_higher_fps_cap_and_once_it_is_disabled() {
     let broker = Broker::start();
     let consumer = Consumer::start(broker.port);
     let dir = tempfile::tempdir().unwrap();
@@ -520,13 +606,21 @@ fn health_is_degraded_far_below_the_configured_fps_and_ok_once_that_camera_is_di
     std::fs::write(&cfg, text).unwrap();
     let log = dir.path().join("clefd.log");
     let daemon = Daemon::start(&cfg, &log);
-    let body = common::wait_http(port, "/healthz", "/healthz degraded by the slow camera", WAIT, |code, body| {
-        code == 503 && body.contains("far below")
-    });
-    assert!(body.contains("slow (") && body.contains("of 12 fps") && !body.contains("uncapped ("), "{body}");
+    // 30 frames analysed at 2 fps span 15 s, more than a health window (10 s); /healthz
+    // is never degraded on the way.
+    let deadline = std::time::Instant::now() + WAIT;
+    while analysed(port, "slow").is_none_or(|n| n < 30) {
+        let (code, body) = common::http_get(port, "/healthz");
+        assert!(!body.contains("far below"), "a 2 fps camera under fps = 12 is healthy: {code} {body}");
+        assert!(std::time::Instant::now() < deadline, "the slow camera analysed {:?} frames", analysed(port, "slow"));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    healthy(port, "a 2 fps camera under fps = 12, over a whole health window");
     let answer = command(&broker, &consumer, "clefd/life/slow/set", r#"{"enabled": false}"#);
     assert_eq!(answer["ok"], true, "{answer}");
-    common::wait_http(port, "/healthz", "/healthz ok with the slow camera disabled", WAIT, |code, _| code == 200);
+    common::wait_http(port, "/healthz", "/healthz lists the slow camera disabled", WAIT, |code, body| {
+        code == 200 && body.contains("disabled")
+    });
     healthy(port, "with the slow camera disabled");
     assert_eq!(health(port)["cameras"]["slow"], "disabled");
     drop(daemon);

@@ -63,6 +63,8 @@ struct State<T> {
     /// The worker ended without being told `Done` (a panic, its sink or lanes gone): the
     /// cameras still open here feed nobody and must move to a new worker.
     abandoned: bool,
+    /// Producers blocked in [`FrameHub::put_waiting`] right now.
+    waiting: usize,
 }
 
 /// Latest-frame-wins mailboxes for a fixed set of cameras.
@@ -103,6 +105,7 @@ impl<T> FrameHub<T> {
                 finished: false,
                 retired: false,
                 abandoned: false,
+                waiting: 0,
             }),
             ready: Condvar::new(),
             taken: Condvar::new(),
@@ -225,11 +228,13 @@ impl<T> FrameHub<T> {
             if sl.frames.len() < depth {
                 break;
             }
+            s.waiting += 1;
             s = self
                 .taken
                 .wait_timeout(s, std::time::Duration::from_millis(50))
                 .map(|(g, _)| g)
                 .unwrap_or_else(|p| p.into_inner().0);
+            s.waiting -= 1;
         }
         if let Some(sl) = s.slots.get_mut(&slot) {
             sl.received += 1;
@@ -489,8 +494,16 @@ mod tests {
         hub.put_waiting(0, 1);
         let h = hub.clone();
         let blocked = std::thread::spawn(move || h.put_waiting(0, 2));
+        // Abandoned only once the producer is blocked (counted under the lock the wait
+        // releases), so the test is of letting a waiting producer go, whatever the timing.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while hub.lock().waiting == 0 {
+            assert!(std::time::Instant::now() < deadline, "the producer never blocked");
+            std::thread::yield_now();
+        }
         hub.abandon();
         blocked.join().unwrap();
+        assert_eq!(hub.lock().slots.get(&0).map(|s| s.frames.len()), Some(1), "the blocked frame was not queued");
         assert!(hub.is_abandoned() && hub.is_finished());
         assert!(hub.is_open(0), "the camera itself did not end: it must move to a new worker");
         assert_eq!(hub.add_slot(), None, "an abandoned hub takes no camera");

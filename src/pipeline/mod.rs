@@ -168,8 +168,9 @@ struct Inner {
     /// The joined workers' summaries folded per bundle: bounded by the number of bundles
     /// however many workers a long run starts.
     totals: BTreeMap<String, RunSummary>,
-    /// How often each bundle's cameras had to move off a worker that ended abnormally.
-    rescues: BTreeMap<PathBuf, u32>,
+    /// When each bundle's workers ended abnormally (and which hub each was), within the
+    /// last [`rescue::RESCUE_WINDOW`].
+    rescues: BTreeMap<PathBuf, std::collections::VecDeque<(std::time::Instant, usize)>>,
 }
 
 /// The running pipeline. Cameras can be added, changed and removed while it runs
@@ -406,6 +407,8 @@ impl Pipeline {
         loop {
             let failure = match lock(&self.inner).map(|mut i| i.tend()) {
                 Ok(Tended { gave_up: Some(reason), orphans, .. }) => {
+                    // They showed `streaming` last: say they are stopped, and why, first.
+                    control.report_failed(orphans.iter().map(|r| r.name.clone()), &reason);
                     stop_cameras(orphans);
                     Some(reason)
                 }

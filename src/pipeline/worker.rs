@@ -134,12 +134,14 @@ impl Drop for EndGuard {
 
 /// Fault injection for the tests, `CLEFD_TEST_WORKER_FAULT=panic:N` or `stop:N`: the first
 /// worker of the process to take its N-th batch panics outside the lanes, or stops as if
-/// its sink had closed. Fires once per process, so the worker that replaces it runs on.
+/// its sink had closed. Fires once per process, so the worker that replaces it runs on;
+/// `stops:N` fires in every worker (one that keeps failing, until clefd gives up).
 #[derive(Debug, Clone, Copy)]
 enum Fault {
     None,
     Panic(u64),
     Stop(u64),
+    Stops(u64),
 }
 
 /// Whether the injected fault has fired in this process.
@@ -153,12 +155,16 @@ impl Fault {
         match kind {
             "panic" => Fault::Panic(n),
             "stop" => Fault::Stop(n),
+            "stops" => Fault::Stops(n),
             _ => Fault::None,
         }
     }
 
     /// Whether to stop now, at batch `taken`; panics when the fault says so.
     fn strikes(self, taken: u64) -> bool {
+        if let Fault::Stops(at) = self {
+            return taken >= at;
+        }
         let (Fault::Panic(at) | Fault::Stop(at)) = self else { return false };
         if taken < at || FAULT_FIRED.swap(true, std::sync::atomic::Ordering::Relaxed) {
             return false;

@@ -19,14 +19,27 @@ pub fn cameras_problem(cameras: &BTreeMap<String, CameraStatus>) -> Option<Strin
     far_below_fps(cameras)
 }
 
-/// The cameras streaming far below their configured frame rate (degraded: frames are lost
-/// on the way, or the machine cannot keep up). A streaming report without a measured rate
-/// yet (the first one says 0) is no evidence either way.
+/// The frame rate health expects of a camera: its `fps` cap is a maximum, not a target, so
+/// it is lowered to the source's own rate where that is known (`negotiated` in its caps,
+/// `measured` into the cap over the last health window: a 10 fps camera under `fps = 25`,
+/// a webcam down to 7.5 fps at night). A file played unpaced (`paced` false) has no rate
+/// to expect, nor has a camera without a cap.
+pub fn fps_target(cap: Option<f64>, negotiated: Option<f64>, measured: Option<f64>, paced: bool) -> Option<f64> {
+    let cap = cap.filter(|c| *c > 0.0 && paced)?;
+    let own = |r: Option<f64>| r.filter(|r| *r > 0.0).unwrap_or(f64::INFINITY);
+    Some(cap.min(own(negotiated)).min(own(measured)))
+}
+
+/// The cameras streaming far below the rate expected of them (degraded: frames are lost
+/// on the way, or the machine cannot keep up), judged on the rate over a whole health
+/// window (`health_fps`, at least 10 s, so 1-2 fps cameras do not flap). A camera without
+/// a measured window yet is no evidence either way.
 pub fn far_below_fps(cameras: &BTreeMap<String, CameraStatus>) -> Option<String> {
     let slow: Vec<String> = (cameras.values())
-        .filter(|c| c.status == CameraState::Streaming && c.fps > 0.0)
-        .filter_map(|c| c.target_fps.filter(|t| c.fps < t * FAR_BELOW).map(|t| (c, t)))
-        .map(|(c, t)| format!("{} ({:.1} of {t} fps)", c.camera, c.fps))
+        .filter(|c| c.status == CameraState::Streaming)
+        .filter_map(|c| c.health_fps.filter(|f| *f > 0.0).map(|f| (c, f)))
+        .filter_map(|(c, f)| c.target_fps.filter(|t| f < t * FAR_BELOW).map(|t| (c, f, t)))
+        .map(|(c, f, t)| format!("{} ({f:.1} of {t:.1} fps)", c.camera))
         .collect();
     (!slow.is_empty()).then(|| format!("cameras far below their configured fps: {}", slow.join(", ")))
 }
@@ -40,6 +53,7 @@ mod tests {
             camera: name.into(),
             status,
             fps,
+            health_fps: (fps > 0.0).then_some(fps),
             last_error: None,
             since: String::new(),
             restarts: 0,
@@ -57,10 +71,36 @@ mod tests {
         assert_eq!(cameras_problem(&all(vec![])), None);
         assert_eq!(cameras_problem(&all(vec![cam("a", Disabled, 0.0, Some(5.0))])), None, "all disabled: healthy");
         let slow = cameras_problem(&all(vec![cam("a", Streaming, 0.2, Some(1.0)), cam("b", Streaming, 15.0, None)]));
-        assert_eq!(slow.as_deref(), Some("cameras far below their configured fps: a (0.2 of 1 fps)"));
+        assert_eq!(slow.as_deref(), Some("cameras far below their configured fps: a (0.2 of 1.0 fps)"));
         assert_eq!(cameras_problem(&all(vec![cam("a", Streaming, 0.0, Some(15.0))])), None, "not measured yet");
         assert_eq!(cameras_problem(&all(vec![cam("a", Streaming, 9.0, Some(15.0))])), None, "near its rate");
         let none = cameras_problem(&all(vec![cam("a", Failed, 0.0, None), cam("b", Disabled, 0.0, None)]));
         assert_eq!(none.as_deref(), Some("no camera is streaming"));
+        // No whole window measured yet: no evidence, whatever the 2 s rate says.
+        let (n, mut early) = cam("a", Streaming, 1.0, Some(15.0));
+        early.health_fps = None;
+        assert_eq!(cameras_problem(&all(vec![(n, early)])), None, "no window yet");
+    }
+
+    #[test]
+    fn the_fps_cap_is_a_maximum_not_a_target() {
+        // A 10 fps RTSP camera under fps = 25: expected 10; at 9.5 it is fine, at 4 it is not.
+        assert_eq!(fps_target(Some(25.0), Some(10.0), None, true), Some(10.0));
+        // A webcam whose caps say 30 but that gives 7.5 at night.
+        assert_eq!(fps_target(Some(25.0), Some(30.0), Some(7.5), true), Some(7.5));
+        // Variable or unknown rate in the caps: the cap, lowered by what is measured.
+        assert_eq!(fps_target(Some(12.0), None, None, true), Some(12.0));
+        assert_eq!(fps_target(Some(12.0), Some(0.0), Some(2.0), true), Some(2.0));
+        // A source delivering 12 fps under a cap of 12: expected 12, so 5 analysed degrades.
+        let t = fps_target(Some(12.0), Some(12.0), Some(12.0), true);
+        assert_eq!(t, Some(12.0));
+        let all = |c: Vec<(String, CameraStatus)>| c.into_iter().collect::<BTreeMap<_, _>>();
+        assert!(cameras_problem(&all(vec![cam("a", CameraState::Streaming, 5.0, t)])).is_some());
+        // A 2 fps file under fps = 12 delivering its 2 fps: healthy.
+        let t = fps_target(Some(12.0), Some(2.0), Some(2.0), true);
+        assert_eq!(cameras_problem(&all(vec![cam("a", CameraState::Streaming, 2.0, t)])), None);
+        // A file played unpaced, or no cap: nothing expected.
+        assert_eq!(fps_target(Some(12.0), Some(25.0), None, false), None);
+        assert_eq!(fps_target(None, Some(25.0), Some(25.0), true), None);
     }
 }

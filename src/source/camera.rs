@@ -197,6 +197,8 @@ impl Camera {
         let decoder = watch_decoder(&pipeline, &opts.name, opts.decoder_threads);
         steer_h264_decoder(&pipeline, opts.decoder);
         fail_without_video(&pipeline);
+        // A file is judged whole or damaged at its end from what its decoder saw.
+        let damage = matches!(opts.spec, SourceSpec::File { .. }).then(|| super::damage::Watch::attach(&pipeline));
         let src = pipeline.by_name("src").ok_or_else(|| perr("no source element".into()))?;
         configure_source(&src, &opts.spec);
         let sink = pipeline
@@ -209,7 +211,7 @@ impl Camera {
         let stop = Arc::new(AtomicBool::new(false));
         let bus_thread = {
             let (looping, stop) = (opts.looping && !live, stop.clone());
-            spawn_bus_thread(&pipeline, &opts, (looping, frames.clone()), stop, on_end).map_err(perr)?
+            spawn_bus_thread(&pipeline, &opts, (looping, damage), stop, on_end).map_err(perr)?
         };
         tracing::info!(camera = %opts.name, source = %describe(&opts.spec), width = opts.width, "camera started");
         let rate = count_rate_drops(&pipeline);
@@ -236,6 +238,19 @@ impl Camera {
         self.rate
             .as_ref()
             .map_or(0, |(into, out)| into.load(Ordering::Relaxed).saturating_sub(out.load(Ordering::Relaxed)))
+    }
+
+    /// Frames the source delivered into the `fps` cap so far (`None` without a cap).
+    pub fn frames_into_cap(&self) -> Option<u64> {
+        self.rate.as_ref().map(|(into, _)| into.load(Ordering::Relaxed))
+    }
+
+    /// The frame rate the source negotiated before the `fps` cap, when it states one
+    /// (`None` without a cap, or for a variable or unknown rate).
+    pub fn native_fps(&self) -> Option<f64> {
+        let caps = self.pipeline.by_name("rate")?.static_pad("sink")?.current_caps()?;
+        let rate = caps.structure(0)?.get::<gst::Fraction>("framerate").ok()?;
+        (rate.numer() > 0 && rate.denom() > 0).then(|| f64::from(rate.numer()) / f64::from(rate.denom()))
     }
 
     /// The pipeline, as a `gst-launch-1.0` description (for logs and for checking which
@@ -298,7 +313,7 @@ fn watch_bus(
     bus: &gst::Bus,
     pipeline: &gst::Pipeline,
     (name, spec): (&str, &SourceSpec),
-    (looping, frames): (bool, &AtomicU64),
+    (looping, damage): (bool, Option<&super::damage::Watch>),
     stop: &AtomicBool,
 ) -> Ended {
     use gst::MessageView;
@@ -318,11 +333,9 @@ fn watch_bus(
             MessageView::Eos(_) => {
                 tracing::info!(camera = %name, "end of stream");
                 // A file that stopped at damage ends like a whole one: tell them apart.
-                let delivered = frames.load(Ordering::Relaxed);
-                let damaged = matches!(spec, SourceSpec::File { .. }) && delivered > 0;
-                return match damaged.then(|| super::damage::verdict(pipeline, delivered, warning.as_deref())) {
-                    Some(Some(reason)) => Ended::Error(reason),
-                    _ => Ended::Eos,
+                return match damage.and_then(|d| d.verdict(pipeline, warning.as_deref())) {
+                    Some(reason) => Ended::Error(reason),
+                    None => Ended::Eos,
                 };
             }
             MessageView::Error(e) => {
@@ -415,7 +428,7 @@ fn play(pipeline: &gst::Pipeline, spec: &SourceSpec) -> Result<(), String> {
 fn spawn_bus_thread(
     pipeline: &gst::Pipeline,
     opts: &CameraOptions,
-    (looping, frames): (bool, Arc<AtomicU64>),
+    (looping, damage): (bool, Option<Arc<super::damage::Watch>>),
     stop: Arc<AtomicBool>,
     on_end: impl FnOnce(Ended) + Send + 'static,
 ) -> Result<std::thread::JoinHandle<()>, String> {
@@ -424,7 +437,7 @@ fn spawn_bus_thread(
     std::thread::Builder::new()
         .name(format!("cam-{name}"))
         .spawn(move || {
-            let ended = watch_bus(&bus, &pipeline, (&name, &spec), (looping, &frames), &stop);
+            let ended = watch_bus(&bus, &pipeline, (&name, &spec), (looping, damage.as_deref()), &stop);
             let _ = pipeline.set_state(gst::State::Null);
             on_end(ended);
         })

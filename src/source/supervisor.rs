@@ -70,11 +70,19 @@ pub struct CameraStatus {
     /// `openh264dec`, ...), once known; absent for sources that need none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decoder: Option<String>,
-    /// The frame rate the camera is configured for (its `fps` cap), when it has one:
-    /// health compares `fps` with it (not in the JSON: the config says it).
+    /// The frame rate health expects of the camera, when it expects one: its `fps` cap
+    /// (a maximum), lowered to the source's own rate where that is known; none for a file
+    /// played unpaced (see [`crate::service::probe::fps_target`]; not in the JSON).
     #[serde(skip)]
     pub target_fps: Option<f64>,
+    /// The delivered rate over the last whole health window (at least
+    /// [`HEALTH_WINDOW`], long enough not to flap at 1-2 fps); `None` until one has passed.
+    #[serde(skip)]
+    pub health_fps: Option<f64>,
 }
+
+/// The span health judges a camera's rate over.
+pub const HEALTH_WINDOW: Duration = Duration::from_secs(10);
 
 /// Restart policy.
 #[derive(Debug, Clone, PartialEq)]
@@ -107,7 +115,11 @@ struct Reporter {
     capped_before: u64,
     capped_now: u64,
     decoder: Option<String>,
-    target_fps: Option<f64>,
+    /// The `fps` cap, and whether the source is paced (not a file played unpaced).
+    cap: (Option<f64>, bool),
+    /// The source's own rate: negotiated (caps) and measured into the cap, when known.
+    native: (Option<f64>, Option<f64>),
+    health_fps: Option<f64>,
 }
 
 impl Reporter {
@@ -131,7 +143,8 @@ impl Reporter {
             restarts: self.restarts,
             dropped_fps_cap: self.capped_before + self.capped_now,
             decoder: self.decoder.clone(),
-            target_fps: self.target_fps,
+            target_fps: crate::service::probe::fps_target(self.cap.0, self.native.0, self.native.1, self.cap.1),
+            health_fps: self.health_fps,
         };
         (self.on_status)(&status);
     }
@@ -212,7 +225,9 @@ fn supervise(opts: &SupervisorOptions, on_frame: &FrameFn, on_status: StatusFn, 
         capped_before: 0,
         capped_now: 0,
         decoder: None,
-        target_fps: opts.camera.fps_cap,
+        cap: (opts.camera.fps_cap, !is_file || opts.camera.realtime),
+        native: (None, None),
+        health_fps: None,
     };
     let salt = opts.camera.name.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
     let mut backoff = Backoff::new(opts.backoff_initial, opts.backoff_max, salt);
@@ -291,6 +306,7 @@ fn watch(
     let mut last_count = 0;
     let mut last_progress = Instant::now();
     let mut window = (Instant::now(), 0u64);
+    let mut health = (Instant::now(), 0u64, camera.frames_into_cap());
     let mut fps = 0.0;
     let mut last_report = Instant::now();
     loop {
@@ -327,10 +343,19 @@ fn watch(
                 rep.report(CameraState::Streaming, 0.0, None);
                 // The rate is measured over streaming time only, not the connection's.
                 window = (now, n);
+                health = (now, n, camera.frames_into_cap());
+                rep.health_fps = None;
                 last_report = now;
             }
         } else if now - last_progress > stall_timeout {
             return Watch::Stalled(format!("no frame for {:.1} s", stall_timeout.as_secs_f64()));
+        }
+        if now - health.0 >= HEALTH_WINDOW && rep.state == Some(CameraState::Streaming) {
+            let secs = (now - health.0).as_secs_f64();
+            let into = camera.frames_into_cap();
+            rep.health_fps = Some((n - health.1) as f64 / secs);
+            rep.native = (camera.native_fps(), into.zip(health.2).map(|(a, b)| a.saturating_sub(b) as f64 / secs));
+            health = (now, n, into);
         }
         if now - window.0 >= Duration::from_secs(2) {
             fps = (n - window.1) as f64 / (now - window.0).as_secs_f64();

@@ -124,6 +124,7 @@ impl Daemon {
                 dropped_fps_cap: 0,
                 decoder: None,
                 target_fps: None,
+                health_fps: None,
             };
             // Listed as `disabled` in health, metrics and the status line too.
             self.sink.on_state(&status);
@@ -152,6 +153,7 @@ impl Daemon {
                 dropped_fps_cap: 0,
                 decoder: None,
                 target_fps: None,
+                health_fps: None,
             };
             self.sink.on_state(&status);
             let _ = self.to_publisher.send(Outgoing::Analysis(Output::CameraState(status))).await;
