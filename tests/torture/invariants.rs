@@ -200,11 +200,13 @@ fn look(rig: &Rig) -> Look {
         .map(|o| o.into_iter().map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string())).collect())
         .unwrap_or_default();
     let (_, page) = http_get(rig.http, "/");
+    // Each camera's row: `<tr class="STATE"><td>NAME</td><td>STATE</td>…`, as served before
+    // the page's script refreshes it from `/api/state`.
     let index = page
-        .split("<tr><td>")
+        .split("<tr")
         .skip(1)
         .filter_map(|row| {
-            let cells: Vec<&str> = row.split("</td><td>").collect();
+            let cells: Vec<&str> = row.split_once("><td>")?.1.split("</td><td>").collect();
             Some((cells.first()?.to_string(), cells.get(1)?.to_string()))
         })
         .collect();
