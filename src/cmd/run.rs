@@ -145,6 +145,9 @@ struct Daemon {
     unusable: Vec<(String, String)>,
     /// The running log filter, which a reload changes.
     log_level: LogLevel,
+    /// A SIGHUP came while a reload was under way: read the files again once it is done,
+    /// so the last edit always wins and no reload request is lost.
+    reload_again: std::sync::atomic::AtomicBool,
 }
 
 /// What [`Daemon::start`] hands to [`Daemon::serve`]: the running pipeline, and the
@@ -262,6 +265,7 @@ impl Daemon {
             sink,
             unusable,
             log_level,
+            reload_again: std::sync::atomic::AtomicBool::new(false),
         };
         Ok(Ok((daemon, Started { pipeline, publisher, outputs: rx, commands: commands_rx })))
     }
@@ -299,6 +303,13 @@ impl Daemon {
                 Some(cmd) = command::next(&mut commands_rx) => {
                     if self.command(cmd, signals).await == Reloaded::Stopped {
                         break (self.stop(waiting).await, Ending::Signalled);
+                    }
+                    if self.reload_again.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                        tracing::info!("reloading for the SIGHUP that came while a command applied");
+                        if self.reload(&mut publishing, signals).await == Reloaded::Stopped {
+                            break (self.stop(waiting).await, Ending::Signalled);
+                        }
+                        watched = self.fingerprint();
                     }
                 }
                 reason = publishing.ended() => {

@@ -17,18 +17,27 @@ impl Daemon {
     /// cameras whose plan changed, move the publisher if the connection changed, and
     /// forget removed cameras everywhere (health, metrics, retained state).
     ///
+    /// A SIGHUP that arrives while the pipeline moves is not lost: the files are read
+    /// again once this reload is done, so the last edit is the one in force.
+    ///
     /// A SIGTERM that arrives meanwhile is answered at once, even while new models load
     /// (minutes when TensorRT builds engines): the cameras stop, the half-done reload is
     /// dropped, and [`Reloaded::Stopped`] tells the caller to finish stopping.
     pub(super) async fn reload(&mut self, publishing: &mut Publishing, signals: &mut Signals) -> Reloaded {
         self.notifier.send("RELOADING=1");
-        match self.apply(publishing, signals).await {
-            Applied::Now(now) => {
-                let InForce { file, controls, settings } = *now;
-                (self.file_settings, self.controls, self.settings) = (file, controls, settings);
+        loop {
+            match self.apply(publishing, signals).await {
+                Applied::Now(now) => {
+                    let InForce { file, controls, settings } = *now;
+                    (self.file_settings, self.controls, self.settings) = (file, controls, settings);
+                }
+                Applied::Refused => {}
+                Applied::Stopped => return Reloaded::Stopped,
             }
-            Applied::Refused => {}
-            Applied::Stopped => return Reloaded::Stopped,
+            if !self.reload_again.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
+            tracing::info!("reading the configuration again for the SIGHUP that came during the reload");
         }
         self.notifier.send("READY=1");
         Reloaded::Done
@@ -120,7 +129,10 @@ impl Daemon {
                         tracing::info!("SIGTERM during a reload: stopping without waiting for it");
                         return Err(Applied::Stopped);
                     }
-                    Signal::Reload => tracing::warn!("SIGHUP during a reload: ignored, send it again once this one is done"),
+                    Signal::Reload => {
+                        tracing::info!("SIGHUP during a reload: the configuration is read again once this one is done");
+                        self.reload_again.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
                 },
             }
         };
