@@ -147,3 +147,43 @@ fn cameras_are_disabled_enabled_and_refused_over_mqtt_and_what_is_kept_survives_
     }
     assert!(daemon.stop());
 }
+
+/// A camera disabled and enabled again, then a broker restart: clefd republishes its
+/// retained topics on the new connection, and must not replay the clear of `current` it
+/// sent at the disable (a camera without faces has no new `current` to replace it), which
+/// consumers would parse as an empty payload while the camera streams. Found by the
+/// 2,000-step torture run, seed 12 step 56.
+#[test]
+fn a_broker_restart_after_disable_and_enable_replays_no_empty_current() {
+    let mut broker = Broker::start();
+    let consumer = Consumer::start(broker.port);
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("clip.mp4");
+    common::astronaut_clip(&clip, 4.0, 15);
+    let cfg = common::TestConfig::new(dir.path(), &broker.url(), "ctl")
+        .with(|c| c.mqtt.control = true)
+        .camera("a", "test://smpte")
+        .looping_file("b", &clip)
+        .write();
+    let log = dir.path().join("clefd.log");
+    let daemon = Daemon::start(&cfg, &log);
+    consumer.wait_for("a streaming", WAIT, |m| state_after(m, "a", 0, |s| s["status"] == "streaming").is_some());
+    assert_eq!(command(&broker, &consumer, "clefd/ctl/a/set", r#"{"enabled": false}"#)["ok"], true);
+    assert_eq!(command(&broker, &consumer, "clefd/ctl/a/set", r#"{"enabled": null}"#)["ok"], true);
+    let on = consumer.messages().len();
+    consumer.wait_for("a streaming again", WAIT, |m| state_after(m, "a", on, |s| s["status"] == "streaming").is_some());
+
+    broker.stop();
+    broker.start_again();
+    let back = consumer.messages().len();
+    // On its new connection clefd sends `online`, every retained topic again, then the
+    // events: one connection, in order, so b's next event comes after the whole replay.
+    consumer.wait_for("a's state republished, then an event of b", WAIT, |m| {
+        state_after(m, "a", back, |s| s["status"] == "streaming").is_some_and(|i| events(m, "b").iter().any(|&e| e > i))
+    });
+    let m = consumer.messages();
+    let empties: Vec<_> =
+        m[back..].iter().filter(|x| x.topic == "clefd/ctl/a/current" && x.body == serde_json::json!("")).collect();
+    assert!(empties.is_empty(), "an empty `current` replayed for a streaming camera: {empties:?}");
+    assert!(daemon.stop());
+}

@@ -358,7 +358,14 @@ impl Publisher {
                 Outgoing::Current { camera, payload } => {
                     let meta = self.meta(Kind::Current, Some(&camera));
                     Self::send_other(conn, self.topics.current(&camera), payload.clone(), true, &meta);
-                    self.currents.insert(camera, payload);
+                    // A clear (the camera was disabled) is sent once, never replayed on a
+                    // reconnect: by then the camera may stream again, and an empty payload
+                    // on a topic consumers parse is an error in Home Assistant and Node-RED.
+                    if payload.is_empty() {
+                        self.currents.remove(&camera);
+                    } else {
+                        self.currents.insert(camera, payload);
+                    }
                 }
                 Outgoing::Retained { topic, payload, camera } => {
                     let meta = self.meta(Kind::Discovery, camera.as_deref());
