@@ -71,6 +71,11 @@ fn viewer(port: u16, path: &str) -> (Answer, TcpStream) {
 /// A daemon whose `hall` camera plays the still astronaut, with `http` lines added to
 /// its `[http]` table; its HTTP port once `/healthz` says it is healthy.
 fn daemon(dir: &Path, broker: &Broker, device: &str, http: &str) -> (Daemon, u16) {
+    daemon_with(dir, broker, device, http, "")
+}
+
+/// [`daemon`], with more camera tables (`cameras`) after `hall`'s.
+fn daemon_with(dir: &Path, broker: &Broker, device: &str, http: &str, cameras: &str) -> (Daemon, u16) {
     let clip = dir.join("still.mp4");
     if !clip.exists() {
         common::still_clip(&clip, 60);
@@ -78,7 +83,7 @@ fn daemon(dir: &Path, broker: &Broker, device: &str, http: &str) -> (Daemon, u16
     let port = common::free_port();
     let text = common::base_config(dir, &broker.url(), device)
         + &format!(
-            "[http]\nlisten = \"127.0.0.1:{port}\"\n{http}\n[cameras.hall]\nuri = \"file://{}\"\nloop = true\n",
+            "[http]\nlisten = \"127.0.0.1:{port}\"\n{http}\n[cameras.hall]\nuri = \"file://{}\"\nloop = true\n{cameras}",
             clip.display()
         );
     let cfg = dir.join(format!("{device}.toml"));
@@ -161,13 +166,68 @@ fn the_side_door_answers_as_browsers_and_scrapers_expect() {
     assert!(daemon.stop());
 }
 
-/// Waits until a live view gets a seat again.
-fn wait_seat(port: u16) {
+/// Waits until a live view gets a seat again; its connection.
+fn wait_seat(port: u16) -> TcpStream {
     let deadline = std::time::Instant::now() + WAIT;
-    while viewer(port, "/cameras/hall/live.mjpeg").0.code != 200 {
-        assert!(std::time::Instant::now() < deadline, "the seats of stalled viewers never came back");
+    loop {
+        let (a, s) = viewer(port, "/cameras/hall/live.mjpeg");
+        if a.code == 200 {
+            return s;
+        }
+        assert!(std::time::Instant::now() < deadline, "the seats of gone viewers never came back: {}", a.head);
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Reads a live stream until a whole JPEG has come; the JPEG.
+fn first_jpeg(s: &mut TcpStream) -> Vec<u8> {
+    let (mut seen, mut chunk) = (Vec::new(), [0u8; 65536]);
+    loop {
+        let start = seen.windows(3).position(|w| w == [0xFF, 0xD8, 0xFF]);
+        if let Some(start) = start
+            && let Some(len) = seen[start..].windows(2).position(|w| w == [0xFF, 0xD9])
+        {
+            return seen[start..start + len + 2].to_vec();
+        }
+        let n = s.read(&mut chunk).unwrap_or(0);
+        assert!(n > 0, "the stream ended before a whole picture: {} bytes", seen.len());
+        seen.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[test]
+fn viewers_who_leave_a_camera_that_sends_nothing_give_their_seats_back() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    // `off` is disabled: it never sends a frame.
+    let off = "[cameras.off]\nuri = \"test://ball\"\nenabled = false\n";
+    let (daemon, port) = daemon_with(dir.path(), &broker, "seats", "", off);
+    // Eight viewers take every seat watching `off`, then go (they close their end).
+    let seats: Vec<_> = (0..8).map(|_| viewer(port, "/cameras/off/live.mjpeg")).collect();
+    for (a, _) in &seats {
+        assert_eq!(a.code, 200, "{}", a.head);
+    }
+    assert_eq!(viewer(port, "/cameras/hall/live.mjpeg").0.code, 503, "every seat is taken");
+    drop(seats);
+    // Their seats come back: a viewer of `hall` gets frames.
+    let mut s = wait_seat(port);
+    let picture = decoded(&first_jpeg(&mut s), dir.path(), "hall.jpg");
+    assert_eq!((picture.width, picture.height), (640, 480), "hall's frame");
+    drop(s);
+    // A viewer who stays is told what `off` shows: a small picture saying it sends nothing.
+    let (a, mut s) = viewer(port, "/cameras/off/live.mjpeg");
+    assert_eq!(a.code, 200, "{}", a.head);
+    let picture = decoded(&first_jpeg(&mut s), dir.path(), "off.jpg");
+    assert!(picture.width < 640, "a placeholder, not a frame: {} wide", picture.width);
+    drop(s);
+    assert!(daemon.stop());
+}
+
+/// The picture a JPEG holds (written to `dir/name` to decode it).
+fn decoded(jpeg: &[u8], dir: &Path, name: &str) -> clefd::image::RgbImage {
+    let path = dir.join(name);
+    std::fs::write(&path, jpeg).unwrap();
+    clefd::source::decode_image(&path).expect("a JPEG that decodes")
 }
 
 #[test]
