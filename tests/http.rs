@@ -1,8 +1,10 @@
 //! The HTTP side door speaks HTTP as browsers, image cards and scrapers expect: query
 //! strings ignored, `HEAD` answered, 405 with `Allow`, nothing cacheable, `Retry-After`
 //! on every 503, keep-alive, an index that refreshes itself from `/api/state`; and its
-//! privacy controls: credentials on every route but `/healthz` (Basic and bearer), faces
-//! blurred in the pictures served.
+//! privacy controls: credentials on every route but `/healthz` (Basic and bearer, read
+//! again when their file changes), faces blurred in the pictures served; and its bounds:
+//! viewer seats given back whatever the camera does, idle, oversized and trickled
+//! requests that never keep `/healthz` out.
 
 mod common;
 
@@ -35,8 +37,13 @@ impl Answer {
 
 /// Sends `method path` with `headers` (and `Connection: close`), reads the whole answer.
 fn ask(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
+    ask_within(port, method, path, headers, Duration::from_secs(20))
+}
+
+/// [`ask`], giving up on the answer (status 0) after `within`.
+fn ask_within(port: u16, method: &str, path: &str, headers: &[(&str, &str)], within: Duration) -> Answer {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("the HTTP listener");
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.set_read_timeout(Some(within)).unwrap();
     let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
     write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n").unwrap();
     let mut all = Vec::new();
@@ -285,6 +292,14 @@ fn credentials_guard_every_route_but_healthz_and_an_unhealthy_one_says_when_to_r
         let a = ask(port, "GET", path, &[("Authorization", "Bearer t0k3n-5ecret")]);
         assert_eq!(a.code, 200, "{path} with the token: {}", a.head);
     }
+    // A rotated token takes effect without a restart; the old one is refused after.
+    std::fs::write(&token, "n3w-t0k3n\n").unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while ask(port, "GET", "/metrics", &[("Authorization", "Bearer n3w-t0k3n")]).code != 200 {
+        assert!(std::time::Instant::now() < deadline, "the new token was never taken");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(ask(port, "GET", "/metrics", &[("Authorization", "Bearer t0k3n-5ecret")]).code, 401, "the old token");
     assert!(bearer_daemon.stop());
 }
 
@@ -355,4 +370,61 @@ fn faces_are_blurred_in_the_pictures_served_and_nowhere_else() {
     drop(s);
     assert!(shown_daemon.stop());
     assert!(blurred_daemon.stop());
+}
+
+/// Shorter than the server's deadline for a request head (5 s): an answer within it did
+/// not wait for idle connections to time out.
+const PROMPT: Duration = Duration::from_secs(4);
+
+#[test]
+fn clients_that_send_nothing_too_much_or_too_slowly_never_keep_healthz_out() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, port) = daemon(dir.path(), &broker, "crowd", "");
+
+    // Ten times the connection slots (32), connected and silent: every slot taken and a
+    // long queue behind them. /healthz is answered at once all the same.
+    let idle: Vec<TcpStream> = (0..320).map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
+    let a = ask_within(port, "GET", "/healthz", &[], PROMPT);
+    assert_eq!(a.code, 200, "/healthz behind 320 idle connections: {}", a.head);
+    drop(idle);
+
+    // A head over 8 KiB is refused (431, or the connection closed); the server serves on.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let big = format!("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(9000));
+    let _ = s.write_all(big.as_bytes());
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let refused = parse(&answer);
+    assert!(refused.code == 431 || answer.is_empty(), "a 9 KB head: {}", refused.head);
+    assert_eq!(ask(port, "GET", "/healthz", &[]).code, 200, "after a head too large");
+
+    // A head trickled a byte at a time, slower than its deadline allows, is cut before it
+    // is whole; others are served meanwhile.
+    let head = format!("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: {}\r\n\r\n", "b".repeat(150));
+    let mut slow = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    slow.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let mut sent = 0;
+    let cut = loop {
+        assert!(sent < head.len(), "the whole head went through a byte every 100 ms: never cut");
+        if slow.write_all(&head.as_bytes()[sent..sent + 1]).is_err() {
+            break "write refused";
+        }
+        sent += 1;
+        match slow.read(&mut [0u8; 512]) {
+            Ok(0) => break "closed",
+            Ok(_) => break "answered",
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => break "reset",
+        }
+        if sent == 10 {
+            let a = ask_within(port, "GET", "/healthz", &[], PROMPT);
+            assert_eq!(a.code, 200, "/healthz while a head trickles in: {}", a.head);
+        }
+    };
+    eprintln!("a trickled head: {cut} after {sent} of {} bytes", head.len());
+    assert!(sent < head.len(), "cut only once whole ({cut})");
+    assert_eq!(ask(port, "GET", "/healthz", &[]).code, 200, "after a trickled head");
+    assert!(daemon.stop());
 }
