@@ -1,8 +1,10 @@
 //! The HTTP side door speaks HTTP as browsers, image cards and scrapers expect: query
 //! strings ignored, `HEAD` answered, 405 with `Allow`, nothing cacheable, `Retry-After`
 //! on every 503, keep-alive, an index that refreshes itself from `/api/state`; and its
-//! privacy controls: credentials on every route but `/healthz` (Basic and bearer), faces
-//! blurred in the pictures served.
+//! privacy controls: credentials on every route but `/healthz` (Basic and bearer, read
+//! again when their file changes), faces blurred in the pictures served; and its bounds:
+//! viewer seats given back whatever the camera does, idle, oversized and trickled
+//! requests that never keep `/healthz` out.
 
 mod common;
 
@@ -35,8 +37,13 @@ impl Answer {
 
 /// Sends `method path` with `headers` (and `Connection: close`), reads the whole answer.
 fn ask(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
+    ask_within(port, method, path, headers, Duration::from_secs(20))
+}
+
+/// [`ask`], giving up on the answer (status 0) after `within`.
+fn ask_within(port: u16, method: &str, path: &str, headers: &[(&str, &str)], within: Duration) -> Answer {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("the HTTP listener");
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.set_read_timeout(Some(within)).unwrap();
     let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
     write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n").unwrap();
     let mut all = Vec::new();
@@ -71,6 +78,11 @@ fn viewer(port: u16, path: &str) -> (Answer, TcpStream) {
 /// A daemon whose `hall` camera plays the still astronaut, with `http` lines added to
 /// its `[http]` table; its HTTP port once `/healthz` says it is healthy.
 fn daemon(dir: &Path, broker: &Broker, device: &str, http: &str) -> (Daemon, u16) {
+    daemon_with(dir, broker, device, http, "")
+}
+
+/// [`daemon`], with more camera tables (`cameras`) after `hall`'s.
+fn daemon_with(dir: &Path, broker: &Broker, device: &str, http: &str, cameras: &str) -> (Daemon, u16) {
     let clip = dir.join("still.mp4");
     if !clip.exists() {
         common::still_clip(&clip, 60);
@@ -78,7 +90,7 @@ fn daemon(dir: &Path, broker: &Broker, device: &str, http: &str) -> (Daemon, u16
     let port = common::free_port();
     let text = common::base_config(dir, &broker.url(), device)
         + &format!(
-            "[http]\nlisten = \"127.0.0.1:{port}\"\n{http}\n[cameras.hall]\nuri = \"file://{}\"\nloop = true\n",
+            "[http]\nlisten = \"127.0.0.1:{port}\"\n{http}\n[cameras.hall]\nuri = \"file://{}\"\nloop = true\n{cameras}",
             clip.display()
         );
     let cfg = dir.join(format!("{device}.toml"));
@@ -161,13 +173,68 @@ fn the_side_door_answers_as_browsers_and_scrapers_expect() {
     assert!(daemon.stop());
 }
 
-/// Waits until a live view gets a seat again.
-fn wait_seat(port: u16) {
+/// Waits until a live view gets a seat again; its connection.
+fn wait_seat(port: u16) -> TcpStream {
     let deadline = std::time::Instant::now() + WAIT;
-    while viewer(port, "/cameras/hall/live.mjpeg").0.code != 200 {
-        assert!(std::time::Instant::now() < deadline, "the seats of stalled viewers never came back");
+    loop {
+        let (a, s) = viewer(port, "/cameras/hall/live.mjpeg");
+        if a.code == 200 {
+            return s;
+        }
+        assert!(std::time::Instant::now() < deadline, "the seats of gone viewers never came back: {}", a.head);
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Reads a live stream until a whole JPEG has come; the JPEG.
+fn first_jpeg(s: &mut TcpStream) -> Vec<u8> {
+    let (mut seen, mut chunk) = (Vec::new(), [0u8; 65536]);
+    loop {
+        let start = seen.windows(3).position(|w| w == [0xFF, 0xD8, 0xFF]);
+        if let Some(start) = start
+            && let Some(len) = seen[start..].windows(2).position(|w| w == [0xFF, 0xD9])
+        {
+            return seen[start..start + len + 2].to_vec();
+        }
+        let n = s.read(&mut chunk).unwrap_or(0);
+        assert!(n > 0, "the stream ended before a whole picture: {} bytes", seen.len());
+        seen.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[test]
+fn viewers_who_leave_a_camera_that_sends_nothing_give_their_seats_back() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    // `off` is disabled: it never sends a frame.
+    let off = "[cameras.off]\nuri = \"test://ball\"\nenabled = false\n";
+    let (daemon, port) = daemon_with(dir.path(), &broker, "seats", "", off);
+    // Eight viewers take every seat watching `off`, then go (they close their end).
+    let seats: Vec<_> = (0..8).map(|_| viewer(port, "/cameras/off/live.mjpeg")).collect();
+    for (a, _) in &seats {
+        assert_eq!(a.code, 200, "{}", a.head);
+    }
+    assert_eq!(viewer(port, "/cameras/hall/live.mjpeg").0.code, 503, "every seat is taken");
+    drop(seats);
+    // Their seats come back: a viewer of `hall` gets frames.
+    let mut s = wait_seat(port);
+    let picture = decoded(&first_jpeg(&mut s), dir.path(), "hall.jpg");
+    assert_eq!((picture.width, picture.height), (640, 480), "hall's frame");
+    drop(s);
+    // A viewer who stays is told what `off` shows: a small picture saying it sends nothing.
+    let (a, mut s) = viewer(port, "/cameras/off/live.mjpeg");
+    assert_eq!(a.code, 200, "{}", a.head);
+    let picture = decoded(&first_jpeg(&mut s), dir.path(), "off.jpg");
+    assert!(picture.width < 640, "a placeholder, not a frame: {} wide", picture.width);
+    drop(s);
+    assert!(daemon.stop());
+}
+
+/// The picture a JPEG holds (written to `dir/name` to decode it).
+fn decoded(jpeg: &[u8], dir: &Path, name: &str) -> clefd::image::RgbImage {
+    let path = dir.join(name);
+    std::fs::write(&path, jpeg).unwrap();
+    clefd::source::decode_image(&path).expect("a JPEG that decodes")
 }
 
 #[test]
@@ -225,6 +292,14 @@ fn credentials_guard_every_route_but_healthz_and_an_unhealthy_one_says_when_to_r
         let a = ask(port, "GET", path, &[("Authorization", "Bearer t0k3n-5ecret")]);
         assert_eq!(a.code, 200, "{path} with the token: {}", a.head);
     }
+    // A rotated token takes effect without a restart; the old one is refused after.
+    std::fs::write(&token, "n3w-t0k3n\n").unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while ask(port, "GET", "/metrics", &[("Authorization", "Bearer n3w-t0k3n")]).code != 200 {
+        assert!(std::time::Instant::now() < deadline, "the new token was never taken");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(ask(port, "GET", "/metrics", &[("Authorization", "Bearer t0k3n-5ecret")]).code, 401, "the old token");
     assert!(bearer_daemon.stop());
 }
 
@@ -295,4 +370,63 @@ fn faces_are_blurred_in_the_pictures_served_and_nowhere_else() {
     drop(s);
     assert!(shown_daemon.stop());
     assert!(blurred_daemon.stop());
+}
+
+/// Shorter than the server's deadline for a request head (5 s): an answer within it did
+/// not wait for idle connections to time out.
+const PROMPT: Duration = Duration::from_secs(4);
+
+#[test]
+fn clients_that_send_nothing_too_much_or_too_slowly_never_keep_healthz_out() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (daemon, port) = daemon(dir.path(), &broker, "crowd", "");
+
+    // Ten times the connection slots (32), connected and silent: every slot taken and a
+    // long queue behind them. /healthz is answered at once all the same.
+    let idle: Vec<TcpStream> = (0..320).map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
+    let asked = std::time::Instant::now();
+    let a = ask_within(port, "GET", "/healthz", &[], PROMPT);
+    eprintln!("/healthz behind 320 idle connections: {} in {:?}", a.code, asked.elapsed());
+    assert_eq!(a.code, 200, "/healthz behind 320 idle connections: {}", a.head);
+    drop(idle);
+
+    // A head over 8 KiB is refused (431, or the connection closed); the server serves on.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let big = format!("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(9000));
+    let _ = s.write_all(big.as_bytes());
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let refused = parse(&answer);
+    assert!(refused.code == 431 || answer.is_empty(), "a 9 KB head: {}", refused.head);
+    assert_eq!(ask(port, "GET", "/healthz", &[]).code, 200, "after a head too large");
+
+    // A head trickled a byte at a time, slower than its deadline allows, is cut before it
+    // is whole; others are served meanwhile.
+    let head = format!("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: {}\r\n\r\n", "b".repeat(150));
+    let mut slow = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    slow.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let mut sent = 0;
+    let cut = loop {
+        assert!(sent < head.len(), "the whole head went through a byte every 100 ms: never cut");
+        if slow.write_all(&head.as_bytes()[sent..sent + 1]).is_err() {
+            break "write refused";
+        }
+        sent += 1;
+        match slow.read(&mut [0u8; 512]) {
+            Ok(0) => break "closed",
+            Ok(_) => break "answered",
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => break "reset",
+        }
+        if sent == 10 {
+            let a = ask_within(port, "GET", "/healthz", &[], PROMPT);
+            assert_eq!(a.code, 200, "/healthz while a head trickles in: {}", a.head);
+        }
+    };
+    eprintln!("a trickled head: {cut} after {sent} of {} bytes", head.len());
+    assert!(sent < head.len(), "cut only once whole ({cut})");
+    assert_eq!(ask(port, "GET", "/healthz", &[]).code, 200, "after a trickled head");
+    assert!(daemon.stop());
 }

@@ -1,11 +1,13 @@
 //! `[http.auth]`: the credentials every route but `/healthz` asks for, so that pictures of
 //! people and the daemon's state reach only those who hold them. A bearer token suits
 //! scrapers and scripts; HTTP Basic suits browsers (they ask once and send it after).
-//! Credentials come from a file, read once when the server starts; a file that cannot be
-//! read locks the routes rather than opening them.
+//! Credentials come from a file, read when the server starts and again whenever the file
+//! changes (rotating them needs no restart); a file that cannot be read locks the routes
+//! rather than opening them.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -36,6 +38,15 @@ pub enum AuthError {
     },
 }
 
+/// How often the credentials file is looked at for a change.
+const LOOK_EVERY: Duration = Duration::from_secs(2);
+
+/// The gate in force, shared by every request; [`watch`] replaces it when its file changes.
+pub type Shared = Arc<RwLock<Gate>>;
+
+/// What a credentials file looked like (modification time and size), to notice a change.
+type Stamp = Option<(Option<SystemTime>, u64)>;
+
 /// Who may pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Gate {
@@ -54,8 +65,12 @@ impl Gate {
     /// the file is of no use.
     pub async fn load(auth: Option<HttpAuth>) -> Gate {
         let Some(auth) = auth else { return Gate::Open };
+        let file = file(&auth).display().to_string();
         match tokio::task::spawn_blocking(move || Gate::read(&auth)).await {
-            Ok(Ok(gate)) => gate,
+            Ok(Ok(gate)) => {
+                tracing::info!(file, "HTTP credentials read (read again whenever the file changes)");
+                gate
+            }
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "HTTP credentials unusable: every route but /healthz answers 401");
                 Gate::Locked
@@ -114,6 +129,44 @@ impl Gate {
     }
 }
 
+/// The file `auth` names.
+fn file(auth: &HttpAuth) -> &Path {
+    match auth {
+        HttpAuth::Token(path) | HttpAuth::Basic(path) => path,
+    }
+}
+
+/// What `path` looks like now, looked at on a blocking thread.
+async fn stamp(path: &Path) -> Stamp {
+    let path = path.to_path_buf();
+    let look = move || std::fs::metadata(&path).ok().map(|m| (m.modified().ok(), m.len()));
+    tokio::task::spawn_blocking(look).await.ok().flatten()
+}
+
+/// The gate `auth` asks for, shared, and a task that reads the file again whenever it
+/// changes (until the task is dropped): a rotated token or password takes effect within
+/// a few seconds, and a file gone or spoilt locks the routes until it is put right.
+pub async fn watched(auth: Option<HttpAuth>) -> (Shared, Option<impl std::future::Future<Output = ()>>) {
+    let Some(auth) = auth else { return (Arc::new(RwLock::new(Gate::Open)), None) };
+    let mut seen = stamp(file(&auth)).await;
+    let gate = Arc::new(RwLock::new(Gate::load(Some(auth.clone())).await));
+    let shared = gate.clone();
+    let watch = async move {
+        loop {
+            tokio::time::sleep(LOOK_EVERY).await;
+            let now = stamp(file(&auth)).await;
+            if now == seen {
+                continue;
+            }
+            seen = now;
+            tracing::info!(file = %file(&auth).display(), "the HTTP credentials file changed: reading it again");
+            let fresh = Gate::load(Some(auth.clone())).await;
+            *gate.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        }
+    };
+    (shared, Some(watch))
+}
+
 /// The rest of `header` after its scheme (compared without regard to case).
 fn scheme<'a>(header: &'a str, name: &str) -> Option<&'a str> {
     let (s, rest) = header.split_once(' ')?;
@@ -126,13 +179,19 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Middleware: passes requests the gate admits, answers the others 401 with a challenge.
-pub async fn check(State(gate): State<Arc<Gate>>, request: Request, next: Next) -> Response {
-    if gate.admits(request.headers().get(header::AUTHORIZATION).map(HeaderValue::as_bytes)) {
-        return next.run(request).await;
-    }
+pub async fn check(State(gate): State<Shared>, request: Request, next: Next) -> Response {
+    let challenge = {
+        let gate = gate.read().unwrap_or_else(|p| p.into_inner());
+        if gate.admits(request.headers().get(header::AUTHORIZATION).map(HeaderValue::as_bytes)) {
+            None
+        } else {
+            Some(gate.challenge())
+        }
+    };
+    let Some(challenge) = challenge else { return next.run(request).await };
     (
         StatusCode::UNAUTHORIZED,
-        [(header::WWW_AUTHENTICATE, gate.challenge()), (header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        [(header::WWW_AUTHENTICATE, challenge), (header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         "credentials required (see http.auth in the config)\n",
     )
         .into_response()

@@ -4,6 +4,8 @@
 //! side), while the scene around stays readable. Only the pictures shown change: the
 //! analysis has already run on the frame.
 
+use std::ops::Range;
+
 /// Three passes of a box blur make a kernel close to a Gaussian.
 const PASSES: usize = 3;
 
@@ -15,28 +17,31 @@ pub fn blur(data: &mut [u8], width: usize, height: usize, [x0, y0, x1, y1]: [usi
         return;
     }
     let radius = ((x1 - x0).min(y1 - y0) / 5).max(2);
-    let mut line = Vec::with_capacity((x1 - x0).max(y1 - y0));
-    let mut scratch = Vec::with_capacity(line.capacity());
+    let mut line = Line { values: Vec::with_capacity((x1 - x0).max(y1 - y0)), scratch: Vec::new(), radius };
     for _ in 0..PASSES {
-        for y in y0..y1 {
+        line.pass(data, y0..y1, x0..x1, |y, x| (y * width + x) * 3);
+        line.pass(data, x0..x1, y0..y1, |x, y| (y * width + x) * 3);
+    }
+}
+
+/// One line of pixels being smoothed, and the room to do it.
+struct Line {
+    values: Vec<u8>,
+    scratch: Vec<u8>,
+    radius: usize,
+}
+
+impl Line {
+    /// Smooths each line in `lines` over its pixels `along`, each colour apart; `at(line,
+    /// i)` is where the `i`th pixel of a line starts in `data` (rows or columns alike).
+    fn pass(&mut self, data: &mut [u8], lines: Range<usize>, along: Range<usize>, at: impl Fn(usize, usize) -> usize) {
+        for l in lines {
             for c in 0..3 {
-                let at = |x: usize| (y * width + x) * 3 + c;
-                line.clear();
-                line.extend((x0..x1).map(|x| data[at(x)]));
-                smooth(&mut line, &mut scratch, radius);
-                for (x, v) in (x0..x1).zip(&line) {
-                    data[at(x)] = *v;
-                }
-            }
-        }
-        for x in x0..x1 {
-            for c in 0..3 {
-                let at = |y: usize| (y * width + x) * 3 + c;
-                line.clear();
-                line.extend((y0..y1).map(|y| data[at(y)]));
-                smooth(&mut line, &mut scratch, radius);
-                for (y, v) in (y0..y1).zip(&line) {
-                    data[at(y)] = *v;
+                self.values.clear();
+                self.values.extend(along.clone().map(|i| data[at(l, i) + c]));
+                smooth(&mut self.values, &mut self.scratch, self.radius);
+                for (i, v) in along.clone().zip(&self.values) {
+                    data[at(l, i) + c] = *v;
                 }
             }
         }

@@ -34,12 +34,13 @@ pub fn page(health: &Health) -> String {
     let cameras = health.cameras.lock().map(|c| c.clone()).unwrap_or_default();
     let mut cards = String::new();
     for (name, st) in &cameras {
+        let url = html_escape(&path_segment(name));
         let name = html_escape(name);
         cards += &format!(
             "<article class=\"cam\" data-camera=\"{name}\">\n\
-             <a href=\"/cameras/{name}/live.mjpeg\"><img alt=\"{name}, last analysed frame\" src=\"/cameras/{name}/latest.jpg\" loading=\"lazy\"></a>\n\
+             <a href=\"/cameras/{url}/live.mjpeg\"><img alt=\"{name}, last analysed frame\" src=\"/cameras/{url}/latest.jpg\" loading=\"lazy\"></a>\n\
              <table><tr class=\"{state}\"><td>{name}</td><td>{state}</td><td>{fps:.1} fps</td></tr></table>\n\
-             <p><a href=\"/cameras/{name}/latest.jpg\">latest</a> · <a href=\"/cameras/{name}/live.mjpeg\">live</a></p>\n\
+             <p><a href=\"/cameras/{url}/latest.jpg\">latest</a> · <a href=\"/cameras/{url}/live.mjpeg\">live</a></p>\n\
              </article>\n",
             state = st.status.as_str(),
             fps = st.fps,
@@ -55,6 +56,15 @@ pub fn page(health: &Health) -> String {
         .replace("{status}", &status)
         .replace("{cards}", &cards)
         .replace("{refresh_ms}", &REFRESH_MS.to_string())
+}
+
+/// What may stand unencoded in a path segment (RFC 3986's unreserved characters).
+const SEGMENT: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
+/// `s` as one URL path segment: a space, `#`, `?` or `/` in a name cannot cut a link short.
+fn path_segment(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
 }
 
 /// Text made safe to place in HTML.
@@ -123,3 +133,15 @@ setTimeout(refresh, {refresh_ms});
 </script>
 </body></html>
 "##;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_encoded_in_links_and_escaped_in_text() {
+        assert_eq!(path_segment("hall-2_b.x~"), "hall-2_b.x~", "unreserved characters stay");
+        assert_eq!(path_segment("front door#2?/é"), "front%20door%232%3F%2F%C3%A9");
+        assert_eq!(html_escape("a<b>&\"c"), "a&lt;b&gt;&amp;&quot;c");
+    }
+}

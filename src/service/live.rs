@@ -5,7 +5,10 @@
 //! blurring faces, when asked) and encoding happen here, once per frame shown whatever the
 //! number of viewers, on a blocking thread. A viewer that does not keep up misses frames
 //! (the newest frame is sent whenever it can take one) and, stalled, is dropped
-//! (`service::stall`): analysis never waits for one.
+//! (`service::stall`): analysis never waits for one. A viewer is sent a part at least
+//! every [`RESEND`] whatever its camera does (the last frame again, or a small picture
+//! saying the camera sends nothing), so that a viewer who left is noticed at the next
+//! write and its seat given back, even on a camera that is disabled, failed or silent.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -25,6 +28,13 @@ pub const MJPEG_FPS: u32 = 5;
 pub const MAX_VIEWERS: usize = 8;
 /// How long a first look waits for a camera's first shot.
 const FIRST_SHOT: Duration = Duration::from_secs(3);
+/// Longest a viewer goes without a part: a write is the only way to learn that a client
+/// went (hyper reads nothing while it sends a body), so this bounds how long a gone
+/// viewer keeps its seat (two writes: the first lands in the kernel's buffer, the second
+/// fails).
+pub const RESEND: Duration = Duration::from_secs(2);
+/// Size of the picture sent for a camera without frames.
+const PLACEHOLDER: (usize, usize) = (320, 240);
 
 /// Box colours, by track id (grey for a face the camera's filter leaves out).
 const PALETTE: [[u8; 3]; 6] = [[0, 230, 0], [255, 160, 0], [0, 170, 255], [255, 0, 200], [255, 240, 0], [0, 230, 200]];
@@ -76,19 +86,21 @@ pub async fn latest(health: &Arc<Health>, camera: &str, blur_faces: bool) -> Opt
     }
 }
 
-/// A viewer's stream: its seat, and what it was last shown.
+/// A viewer's stream: its seat, what it was last shown and when.
 struct Viewer {
     health: Arc<Health>,
     camera: String,
     blur_faces: bool,
     tick: tokio::time::Interval,
     shown: u64,
+    sent: tokio::time::Instant,
     _seat: tokio::sync::OwnedSemaphorePermit,
 }
 
-/// The camera as MJPEG parts (each the newest frame when the viewer can take one) until
-/// the camera goes; `None` when every seat is taken. The seat is given back when the
-/// stream is dropped: the viewer went, stalled, or the camera did.
+/// The camera as MJPEG parts (each the newest frame when the viewer can take one, and at
+/// least one every [`RESEND`]) until the camera goes; `None` when every seat is taken.
+/// The seat is given back when the stream is dropped: the viewer went, stalled, or the
+/// camera did.
 pub fn stream(
     health: Arc<Health>,
     camera: String,
@@ -97,19 +109,16 @@ pub fn stream(
     let seat = health.live.viewers.clone().try_acquire_owned().ok()?;
     let mut tick = tokio::time::interval(Duration::from_secs(1) / MJPEG_FPS);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let viewer = Viewer { health, camera, blur_faces, tick, shown: 0, _seat: seat };
+    let sent = tokio::time::Instant::now();
+    let viewer = Viewer { health, camera, blur_faces, tick, shown: 0, sent, _seat: seat };
     Some(futures_util::stream::unfold(viewer, |mut v| async move {
         loop {
             v.tick.tick().await;
             if !known(&v.health, &v.camera) {
                 return None;
             }
-            let Some(shot) = v.health.probe.views().watch(&v.camera) else { continue };
-            if shot.number == v.shown {
-                continue;
-            }
-            v.shown = shot.number;
-            let Some(jpeg) = encoded(&v.health, &v.camera, shot, v.blur_faces).await else { continue };
+            let Some(jpeg) = next_part(&mut v).await else { continue };
+            v.sent = tokio::time::Instant::now();
             let head = format!("--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n", jpeg.len());
             let mut part = Vec::with_capacity(head.len() + jpeg.len() + 2);
             part.extend_from_slice(head.as_bytes());
@@ -120,6 +129,44 @@ pub fn stream(
     }))
 }
 
+/// What the viewer is sent now: a new frame; else, once [`RESEND`] has passed, the last
+/// frame again while the camera streams, or a picture saying it sends nothing; else nothing.
+async fn next_part(v: &mut Viewer) -> Option<Bytes> {
+    let shot = v.health.probe.views().watch(&v.camera);
+    let due = v.sent.elapsed() >= RESEND;
+    let status = camera_status(&v.health, &v.camera).0;
+    match shot {
+        Some(shot) if shot.number != v.shown => {
+            v.shown = shot.number;
+            encoded(&v.health, &v.camera, shot, v.blur_faces).await
+        }
+        Some(shot) if due && status == "streaming" => encoded(&v.health, &v.camera, shot, v.blur_faces).await,
+        _ if due => {
+            let title = format!("{}  {status}  no frames", v.camera);
+            tokio::task::spawn_blocking(move || placeholder(&title)).await.ok()?.map(Bytes::from)
+        }
+        _ => None,
+    }
+}
+
+/// A camera's state and frame rate as shown in titles.
+fn camera_status(health: &Health, camera: &str) -> (&'static str, f64) {
+    health
+        .cameras
+        .lock()
+        .ok()
+        .and_then(|c| c.get(camera).map(|s| (s.status.as_str(), s.fps)))
+        .unwrap_or(("unknown", 0.0))
+}
+
+/// A small grey picture with only a title: what a viewer sees of a camera without frames.
+fn placeholder(title: &str) -> Option<Vec<u8>> {
+    let (width, height) = PLACEHOLDER;
+    let image = crate::image::RgbImage { data: vec![64; width * height * 3], width, height };
+    let shot = Shot { image, faces: Vec::new(), zones: Vec::new(), ignore: Vec::new(), number: 0 };
+    render(&shot, title, false)
+}
+
 /// The JPEG of `shot`, drawn and encoded once whoever asks.
 async fn encoded(health: &Arc<Health>, camera: &str, shot: Arc<Shot>, blur_faces: bool) -> Option<Bytes> {
     if let Ok(latest) = health.live.latest.lock()
@@ -128,12 +175,7 @@ async fn encoded(health: &Arc<Health>, camera: &str, shot: Arc<Shot>, blur_faces
     {
         return Some(jpeg.clone());
     }
-    let (status, fps) = health
-        .cameras
-        .lock()
-        .ok()
-        .and_then(|c| c.get(camera).map(|s| (s.status.as_str(), s.fps)))
-        .unwrap_or(("unknown", 0.0));
+    let (status, fps) = camera_status(health, camera);
     let title = format!("{camera}  {status}  {fps:.1} fps");
     let number = shot.number;
     let jpeg = tokio::task::spawn_blocking(move || render(&shot, &title, blur_faces)).await.ok()??;
@@ -152,10 +194,7 @@ pub fn render(shot: &Shot, title: &str, blur_faces: bool) -> Option<Vec<u8>> {
     let mut canvas = Canvas { data: shot.image.data.clone(), width: w, height: h };
     if blur_faces {
         for face in &shot.faces {
-            let r = face.rect;
-            let (x0, y0) = (r.x.max(0.0) as usize, r.y.max(0.0) as usize);
-            let (x1, y1) = ((r.x + r.w).max(0.0) as usize, (r.y + r.h).max(0.0) as usize);
-            super::blur::blur(&mut canvas.data, w, h, [x0, y0, x1, y1]);
+            super::blur::blur(&mut canvas.data, w, h, corners(&face.rect));
         }
     }
     for (areas, colour) in [(&shot.zones, ZONE), (&shot.ignore, IGNORED)] {
@@ -167,9 +206,7 @@ pub fn render(shot: &Shot, title: &str, blur_faces: bool) -> Option<Vec<u8>> {
     canvas.text(3, 2, title, [255, 255, 255], false);
     for face in &shot.faces {
         let colour = face.track.map_or(LEFT_OUT, |id| PALETTE[id as usize % PALETTE.len()]);
-        let r = face.rect;
-        let (x0, y0) = (r.x.max(0.0) as usize, r.y.max(0.0) as usize);
-        let (x1, y1) = ((r.x + r.w).max(0.0) as usize, (r.y + r.h).max(0.0) as usize);
+        let [x0, y0, x1, y1] = corners(&face.rect);
         canvas.rectangle(x0, y0, x1, y1, 3, colour);
         let mut label = match face.track {
             Some(id) => format!("#{id} {}", face.label),
@@ -190,6 +227,11 @@ pub fn render(shot: &Shot, title: &str, blur_faces: bool) -> Option<Vec<u8>> {
     let encoder = jpeg_encoder::Encoder::new(&mut out, 80);
     encoder.encode(&canvas.data, u16::try_from(w).ok()?, u16::try_from(h).ok()?, jpeg_encoder::ColorType::Rgb).ok()?;
     Some(out)
+}
+
+/// A face's box as pixel corners `[x0, y0, x1, y1]`, clipped at 0.
+fn corners(r: &crate::image::Rect) -> [usize; 4] {
+    [r.x.max(0.0) as usize, r.y.max(0.0) as usize, (r.x + r.w).max(0.0) as usize, (r.y + r.h).max(0.0) as usize]
 }
 
 /// Packed RGB to draw on.

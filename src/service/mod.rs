@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod notify;
 pub mod probe;
 pub mod server;
+mod slots;
 pub mod snapshots;
 mod stall;
 pub mod stats;

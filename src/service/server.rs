@@ -6,10 +6,12 @@
 //! answers `GET` and `HEAD` (anything else: 405 with `Allow`), and no answer may be
 //! cached: each is a state of now.
 //!
-//! Bounds, as before the move: at most [`MAX_CONNECTIONS`] connections at once (more wait
-//! in the kernel's backlog), request heads of at most [`MAX_REQUEST`] bytes read within
-//! [`REQUEST_TIME`] (idle keep-alive connections included), and a client that stops
-//! reading for [`super::stall::STALLED`] loses its connection.
+//! Bounds, as before the move: at most [`MAX_CONNECTIONS`] connections at once, request
+//! heads of at most [`MAX_REQUEST`] bytes read within [`REQUEST_TIME`] (idle keep-alive
+//! connections included), and a client that stops reading for [`super::stall::STALLED`]
+//! loses its connection. When every connection is taken, a newcomer gets the slot of the
+//! oldest one answering no request (`service::slots`): idle or slow clients cannot keep
+//! `/healthz` out.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,13 +25,14 @@ use axum::routing::get;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
-use super::auth::Gate;
+use super::auth::Shared;
 use super::http::Health;
 use super::live;
 use crate::config::HttpSettings;
 
-/// Most connections served at once; more wait in the kernel's backlog, so a flood of idle
-/// clients can never use up the process's file descriptors.
+/// Most connections served at once, so a flood of clients can never use up the process's
+/// file descriptors; a newcomer evicts the oldest idle connection, or waits in the
+/// kernel's backlog while every connection is answering a request.
 pub const MAX_CONNECTIONS: usize = 32;
 /// Largest request head read (hyper's smallest buffer): anything longer is refused.
 pub const MAX_REQUEST: usize = 8192;
@@ -47,14 +50,16 @@ struct Side {
 }
 
 /// Serves until the task is dropped. The credentials are read here, off the runtime's
-/// threads; unreadable ones lock every route but `/healthz` (logged), never open them.
+/// threads, and again whenever their file changes; unreadable ones lock every route but
+/// `/healthz` (logged), never open them.
 pub async fn serve(listener: TcpListener, health: Arc<Health>, settings: HttpSettings) {
-    let gate = Gate::load(settings.auth.clone()).await;
+    let (gate, watch) = super::auth::watched(settings.auth.clone()).await;
+    // Ends with the server: this task is its parent.
+    let _watching = watch.map(|w| AbortOnDrop(tokio::spawn(w)));
     let app = router(health, settings.blur_faces, gate);
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let slots = super::slots::Slots::new(MAX_CONNECTIONS);
     let mut refused_logged = false;
     loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else { return };
         let stream = match listener.accept().await {
             Ok((stream, _)) => {
                 refused_logged = false;
@@ -70,24 +75,45 @@ pub async fn serve(listener: TcpListener, health: Arc<Health>, settings: HttpSet
                 continue;
             }
         };
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let hold = slots.take().await;
+        let slot = hold.slot().clone();
+        let app = hyper_util::service::TowerToHyperService::new(app.clone());
+        // Each request counts as being answered (its connection not evictable) until its
+        // response's body is sent.
+        let service = hyper::service::service_fn(move |request| {
+            let serving = slot.serving();
+            let answer = hyper::service::Service::call(&app, request);
+            async move { answer.await.map(|r| r.map(|body| super::slots::Counted::new(body, serving))) }
+        });
         tokio::spawn(async move {
-            let _permit = permit;
             let io = TokioIo::new(super::stall::Stalling::new(stream));
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(REQUEST_TIME)
                 .max_buf_size(MAX_REQUEST)
                 .serve_connection(io, service);
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "HTTP connection ended");
+            tokio::select! {
+                ended = conn => if let Err(e) = ended {
+                    tracing::debug!(error = %e, "HTTP connection ended");
+                },
+                () = hold.slot().evicted() => tracing::debug!("idle HTTP connection closed to make room"),
             }
+            drop(hold);
         });
     }
 }
 
+/// Stops a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Every route, with the credentials check on all but `/healthz` and `no-store` on all.
-pub fn router(health: Arc<Health>, blur_faces: bool, gate: Gate) -> Router {
+pub fn router(health: Arc<Health>, blur_faces: bool, gate: Shared) -> Router {
     let side = Side { health, blur_faces };
     let guarded = Router::new()
         .route("/", get(index))
@@ -95,7 +121,7 @@ pub fn router(health: Arc<Health>, blur_faces: bool, gate: Gate) -> Router {
         .route("/metrics", get(metrics))
         .route("/cameras/{camera}/latest.jpg", get(latest))
         .route("/cameras/{camera}/live.mjpeg", get(mjpeg))
-        .route_layer(axum::middleware::from_fn_with_state(Arc::new(gate), super::auth::check));
+        .route_layer(axum::middleware::from_fn_with_state(gate, super::auth::check));
     Router::new()
         .route("/healthz", get(healthz))
         .merge(guarded)
