@@ -211,6 +211,9 @@ fn jetpack_7_thor_and_orin_are_recognised_and_a_missing_dla_is_refused() {
         row("GPU devices", "/dev/nvidia0, /dev/nvidiactl, /dev/nvidia-uvm, /dev/nvmap, /dev/nvsciipc"),
         "engine.dla_core = 0, but libnvdla_compiler.so is not installed".into(),
         "does not allow JetPack 7's GPU nodes".into(),
+        // Thor's decoder choice: no nvjpegdec or Argus on this machine, so libjpeg and the reason.
+        row("  MJPEG", "decoded by jpegdec (Thor's nvv4l2decoder takes no MJPEG"),
+        row("  csi://", "Jetson Thor's JetPack 7 captures cameras through SIPL"),
     ] {
         assert!(out.contains(&expected), "'{expected}' missing:\n{out}");
     }
@@ -226,6 +229,7 @@ fn jetpack_7_thor_and_orin_are_recognised_and_a_missing_dla_is_refused() {
     let (code, out) = doctor(&cfg, &[("CLEFD_SYSROOT", orin.to_str().unwrap())]);
     assert!(out.contains(&row("L4T", "R39.2.0: JetPack 7.2 (Orin and Thor")), "{out}");
     assert!(out.contains("engine.dla_core = 0: met"), "{out}");
+    assert!(!out.contains("  MJPEG") && !out.contains("  csi://"), "Orin keeps nvv4l2decoder and Argus:\n{out}");
     assert_eq!(code, 0, "{out}");
 }
 

@@ -14,7 +14,7 @@ pub fn unmet(engine: &EngineSettings) -> Vec<String> {
     if let Err(e) = runtime::check_required(engine.require, &providers) {
         out.push(e.to_string());
     }
-    if let Some(reason) = engine.dla_core.and_then(|core| super::jetson::dla_refusal(&super::jetson::root(), core)) {
+    if let Some(reason) = engine.dla_core.and_then(|core| clefd::jetson::dla_refusal(&clefd::jetson::root(), core)) {
         out.push(reason);
     }
     out
