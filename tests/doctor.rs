@@ -148,6 +148,19 @@ fn a_read_only_state_dir_is_not_ok() {
 }
 
 #[test]
+fn what_the_spool_holds_counts_towards_its_room() {
+    // 8 MB, the spool capped at 7 MB and holding 5 MB of it: it needs 2 MB more, and about
+    // 3 MB are free. Counted without what it holds, 7 MB would be missing.
+    let held = "mount -t tmpfs -o size=8m clefd-test $D && mkdir -p $D/spool \
+                && dd if=/dev/zero of=$D/spool/00000000000000000001.seg bs=1M count=5 2>/dev/null \
+                && export CLEFD__MQTT__SPOOL_MAX_MB=7";
+    let Some((code, out, _)) = doctor_on_tmpfs("what_the_spool_holds_counts_towards_its_room", held) else { return };
+    assert!(out.contains(&row("  spool holds", "5120 kB of its 7168 kB")), "{out}");
+    assert!(!out.contains("kB needed"), "{out}");
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
 fn a_full_state_dir_is_not_ok() {
     // 1 MB, filled: the probe cannot be written, and the spool's 64 MB would not fit anyway.
     let fill = "mount -t tmpfs -o size=1m clefd-test $D && (dd if=/dev/zero of=$D/filler bs=64k 2>/dev/null; true)";
