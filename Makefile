@@ -3,7 +3,7 @@
 CARGO ?= $(shell command -v cargo 2>/dev/null || echo $(HOME)/.cargo/bin/cargo)
 
 KIT_PY = .local/kit-venv/bin/python
-# `make build ARCH=arm64` / `make deb ARCH=arm64`: a Jetson (JetPack 5 and 6) build, cross-built here.
+# `make build ARCH=arm64` / `make deb ARCH=arm64`: a Jetson (JetPack 5, 6 and 7) build, cross-built here.
 ARCH ?= $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
 
 .PHONY: demo test setup build lint clean deb kit-setup kit-test kit-train
@@ -26,7 +26,14 @@ demo: build
 test:
 	@CARGO=$(CARGO) bash scripts/test.sh
 
-deb: build
+# The package's binary is a zig build against glibc 2.31 (Ubuntu 20.04 on), for either
+# architecture: a release build of its own, so only here, never in `make test`.
+deb: setup
+ifeq ($(ARCH),arm64)
+	@bash scripts/build-arm64.sh
+else
+	@bash scripts/build-amd64.sh
+endif
 	@ARCH=$(ARCH) bash scripts/build-deb.sh
 
 # The CLEF kit (engines/kit): Debian's CPU PyTorch and ONNX Runtime's Python package.

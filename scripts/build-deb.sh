@@ -1,20 +1,38 @@
 #!/usr/bin/env bash
 # Builds the clefd .deb from the release binary, the ONNX Runtime library the set-up fetched,
-# the systemd unit, the default config and the demo bundle. ARCH=arm64 (`make deb ARCH=arm64`)
-# packages the Jetson cross build (scripts/build-arm64.sh) with PyPI's aarch64 CPU ONNX
-# Runtime; on a Jetson, point engine.onnxruntime at a GPU build (README). Output: target/deb/*.deb
+# the systemd unit, the default config and the demo bundle. The binary is the zig build for
+# the package's architecture, linked against glibc 2.31 whatever this machine has:
+# scripts/build-amd64.sh (`make deb`) or scripts/build-arm64.sh (`make deb ARCH=arm64`, the
+# Jetson cross build, with PyPI's aarch64 CPU ONNX Runtime; on a Jetson, point
+# engine.onnxruntime at a GPU build: README). CLEFD_BINARY packages another binary (the tests
+# package target/release/clefd); its Depends then ask for the glibc that binary needs.
+# Output: target/deb/*.deb
 # `build-deb.sh --control` prints only the control file (tests/package.rs checks its
 # Depends against each Ubuntu release's package names).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 version=$(grep -m1 '^version = ' Cargo.toml | cut -d'"' -f2)
 arch=${ARCH:-$(dpkg --print-architecture)}
-glibc=$(ldd --version 2>/dev/null | sed -n '1s/.* //p')  # sed reads it all: no SIGPIPE under pipefail
 case "$arch" in
-  "$(dpkg --print-architecture)") binary=target/release/clefd ort=.local/onnxruntime ;;
-  arm64) binary=target/aarch64-unknown-linux-gnu/release/clefd ort=.local/arm64/onnxruntime glibc=2.31 ;;
-  *) echo "build-deb: cannot package for '$arch' here (this machine's architecture, or arm64)" >&2; exit 1 ;;
+  amd64) zig_build=target/x86_64-unknown-linux-gnu/release/clefd ort=.local/onnxruntime ;;
+  arm64) zig_build=target/aarch64-unknown-linux-gnu/release/clefd ort=.local/arm64/onnxruntime ;;
+  *) echo "build-deb: cannot package for '$arch' (amd64 or arm64)" >&2; exit 1 ;;
 esac
+binary=${CLEFD_BINARY:-$zig_build}
+# The glibc the zig builds link against (Ubuntu 20.04's, JetPack 5's).
+floor=2.31
+# The newest glibc symbol version a binary needs (objdump reads either architecture).
+glibc_needed() { objdump -T "$1" | grep -o 'GLIBC_[0-9][0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -n1; }
+glibc=$floor
+if [ "$binary" != "$zig_build" ] && [ -x "$binary" ]; then
+  glibc=$(glibc_needed "$binary")
+elif [ "${1:-}" != "--control" ] && [ -x "$binary" ]; then
+  needed=$(glibc_needed "$binary")
+  if dpkg --compare-versions "$needed" gt "$floor"; then
+    echo "build-deb: $binary needs glibc $needed, newer than the $floor it was linked for" >&2
+    exit 1
+  fi
+fi
 
 # What the binary links (glibc, GLib, GStreamer and its app/video libraries) and the
 # plugins its pipelines use. Where Ubuntu 24.04's 64-bit time_t transition renamed a
@@ -39,8 +57,8 @@ CONTROL
 if [ "${1:-}" = "--control" ]; then control; exit 0; fi
 root=target/deb/clefd_${version}_${arch}
 rm -rf "$root" && mkdir -p "$root/DEBIAN"
-[ -x "$binary" ] || { echo "build-deb: $binary is missing: run 'make build ARCH=$arch' first" >&2; exit 1; }
-[ -f "$ort/libonnxruntime.so" ] || { echo "build-deb: $ort/libonnxruntime.so is missing: run 'make build ARCH=$arch' first" >&2; exit 1; }
+[ -x "$binary" ] || { echo "build-deb: $binary is missing: run 'make deb ARCH=$arch'" >&2; exit 1; }
+[ -f "$ort/libonnxruntime.so" ] || { echo "build-deb: $ort/libonnxruntime.so is missing: run 'make deb ARCH=$arch'" >&2; exit 1; }
 
 install -D -m 0755 "$binary" "$root/usr/bin/clefd"
 if [ "$arch" = "$(dpkg --print-architecture)" ]; then strip --strip-debug "$root/usr/bin/clefd"; fi

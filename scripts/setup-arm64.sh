@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the arm64 (Jetson) cross build and its qemu smoke test need, on an x86_64
 # Debian/Ubuntu machine, and nothing twice:
-#   - Rust's aarch64-unknown-linux-gnu target, cargo-zigbuild, and zig (PyPI `ziglang`), so
-#     the binary links against glibc 2.31 (JetPack 5) whatever glibc this machine has;
+#   - Rust's aarch64-unknown-linux-gnu target, and cargo-zigbuild with zig (scripts/setup-zig.sh),
+#     so the binary links against glibc 2.31 (JetPack 5) whatever glibc this machine has;
 #   - a sysroot in .local/arm64/sysroot: Debian's arm64 GStreamer/GLib libraries and -dev
 #     files (apt-get download + dpkg-deb -x; no arm64 package is installed on this machine),
 #     with an ARM /proc/cpuinfo for ONNX Runtime under qemu;
@@ -13,8 +13,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ORT_VERSION="${ORT_VERSION:-1.31.1}"
-ZIG_VERSION="0.13.0"
-ZIGBUILD_VERSION="0.24.1"
 ROOT=.local/arm64
 SYSROOT=$ROOT/sysroot
 SUDO=""
@@ -58,17 +56,7 @@ if ! rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux
   echo "setup-arm64: adding Rust's aarch64-unknown-linux-gnu target"
   rustup target add aarch64-unknown-linux-gnu
 fi
-# The pinned version, not whatever an earlier run or another project left in ~/.cargo/bin.
-if [ "$(cargo-zigbuild --version 2>/dev/null | awk '{print $2}')" != "$ZIGBUILD_VERSION" ]; then
-  echo "setup-arm64: installing cargo-zigbuild $ZIGBUILD_VERSION"
-  cargo install --locked --quiet --force cargo-zigbuild --version "$ZIGBUILD_VERSION"
-fi
-if [ ! -x "$ROOT/zig-venv/bin/python" ] || ! "$ROOT/zig-venv/bin/python" -m ziglang version 2>/dev/null | grep -qx "$ZIG_VERSION"; then
-  echo "setup-arm64: installing zig $ZIG_VERSION (PyPI ziglang) into $ROOT/zig-venv"
-  mkdir -p "$ROOT"
-  python3 -m venv "$ROOT/zig-venv"
-  "$ROOT/zig-venv/bin/python" -m pip install -q "ziglang==$ZIG_VERSION"
-fi
+bash scripts/setup-zig.sh
 
 stamp="$(printf '%s\n' "${PACKAGES[@]}" "${OPTIONAL[@]}" | sha256sum | cut -c1-16)"
 if [ "$(cat "$SYSROOT/.packages" 2>/dev/null)" != "$stamp" ]; then

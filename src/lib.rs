@@ -1,7 +1,8 @@
 //! clefd: camera streams in, debiased emotion events out.
 //!
 //! The crate is laid out one responsibility per module, leaves first:
-//! [`clef`] (pure math), [`image`], [`config`], [`source`] (GStreamer), [`engine`]
+//! [`clef`] (pure math), [`image`], [`config`], [`jetson`] (which Jetson this is), [`source`]
+//! (GStreamer), [`engine`]
 //! (bundles, ONNX Runtime), [`detect`], [`track`], [`events`], [`pipeline`] (wires the
 //! core, knows nothing of MQTT or systemd), [`mqtt`] and [`service`] (the edges), and
 //! [`eval`] (scoring analyses against labelled data). The command-line tools (`clefd watch`,
@@ -17,6 +18,7 @@ pub mod engine;
 pub mod eval;
 pub mod events;
 pub mod image;
+pub mod jetson;
 pub mod mqtt;
 pub mod pipeline;
 pub mod service;

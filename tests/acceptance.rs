@@ -14,7 +14,7 @@ use clefd::engine::golden::Golden;
 use clefd::engine::manifest::Manifest;
 use clefd::engine::runtime::{self, SessionOptions};
 use clefd::engine::tensorrt::Precision;
-use clefd::engine::{Bundle, ClefPlacement};
+use clefd::engine::{Bundle, BundleError, ClefPlacement};
 
 const BUNDLES: [&str; 3] = ["face-fer2013", "context-bias-demo", "context-multilabel-demo"];
 
@@ -196,6 +196,34 @@ fn a_bundle_whose_cpu_fp32_result_fails_is_refused_with_the_reason() {
     // Through the daemon's loader too.
     let e = Bundle::load_accepted(&dir, &opts).expect_err("refused").to_string();
     assert!(e.contains("deviates by"), "{e}");
+}
+
+#[test]
+fn a_required_gpu_that_no_choice_loads_is_an_unmet_requirement_not_a_refusal() {
+    // engine.require = "gpu" with the CPU ruled out: no choice loads, nothing is compared,
+    // and the load's own error comes back (which `run` turns into exit 69), not "refused".
+    let opts = SessionOptions {
+        providers: vec!["tensorrt".into(), "cuda".into(), "cpu".into()],
+        require: runtime::Require::Gpu,
+        ..cpu()
+    };
+    let e = acceptance::load(&shipped("face-fer2013"), &opts, ClefPlacement::Engine).expect_err("unmet");
+    println!("{e}");
+    assert!(
+        matches!(e, BundleError::Engine(runtime::EngineError::Required { require: "gpu", .. })),
+        "an unmet requirement, not {e:?}"
+    );
+    let text = e.to_string();
+    for expected in [
+        "model detector",
+        "tensorrt: not in this ONNX Runtime build",
+        "cpu: ruled out by engine.require = \"gpu\"",
+        "libonnxruntime.so",
+        "CPUExecutionProvider",
+        "point engine.onnxruntime at",
+    ] {
+        assert!(text.contains(expected), "'{expected}' missing: {text}");
+    }
 }
 
 #[test]

@@ -148,6 +148,19 @@ fn a_read_only_state_dir_is_not_ok() {
 }
 
 #[test]
+fn what_the_spool_holds_counts_towards_its_room() {
+    // 8 MB, the spool capped at 7 MB and holding 5 MB of it: it needs 2 MB more, and about
+    // 3 MB are free. Counted without what it holds, 7 MB would be missing.
+    let held = "mount -t tmpfs -o size=8m clefd-test $D && mkdir -p $D/spool \
+                && dd if=/dev/zero of=$D/spool/00000000000000000001.seg bs=1M count=5 2>/dev/null \
+                && export CLEFD__MQTT__SPOOL_MAX_MB=7";
+    let Some((code, out, _)) = doctor_on_tmpfs("what_the_spool_holds_counts_towards_its_room", held) else { return };
+    assert!(out.contains(&row("  spool holds", "5120 kB of its 7168 kB")), "{out}");
+    assert!(!out.contains("kB needed"), "{out}");
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
 fn a_full_state_dir_is_not_ok() {
     // 1 MB, filled: the probe cannot be written, and the spool's 64 MB would not fit anyway.
     let fill = "mount -t tmpfs -o size=1m clefd-test $D && (dd if=/dev/zero of=$D/filler bs=64k 2>/dev/null; true)";
@@ -211,6 +224,9 @@ fn jetpack_7_thor_and_orin_are_recognised_and_a_missing_dla_is_refused() {
         row("GPU devices", "/dev/nvidia0, /dev/nvidiactl, /dev/nvidia-uvm, /dev/nvmap, /dev/nvsciipc"),
         "engine.dla_core = 0, but libnvdla_compiler.so is not installed".into(),
         "does not allow JetPack 7's GPU nodes".into(),
+        // Thor's decoder choice: no nvjpegdec or Argus on this machine, so libjpeg and the reason.
+        row("  MJPEG", "decoded by jpegdec (Thor's nvv4l2decoder takes no MJPEG"),
+        row("  csi://", "Jetson Thor's JetPack 7 captures cameras through SIPL"),
     ] {
         assert!(out.contains(&expected), "'{expected}' missing:\n{out}");
     }
@@ -226,6 +242,7 @@ fn jetpack_7_thor_and_orin_are_recognised_and_a_missing_dla_is_refused() {
     let (code, out) = doctor(&cfg, &[("CLEFD_SYSROOT", orin.to_str().unwrap())]);
     assert!(out.contains(&row("L4T", "R39.2.0: JetPack 7.2 (Orin and Thor")), "{out}");
     assert!(out.contains("engine.dla_core = 0: met"), "{out}");
+    assert!(!out.contains("  MJPEG") && !out.contains("  csi://"), "Orin keeps nvv4l2decoder and Argus:\n{out}");
     assert_eq!(code, 0, "{out}");
 }
 

@@ -45,11 +45,40 @@ fn a_required_gpu_provider_that_is_missing_stops_the_start_with_the_reason() {
             "libonnxruntime.so".to_string(),
             "CPUExecutionProvider".to_string(),
             "point engine.onnxruntime at its libonnxruntime.so".to_string(),
+            // The environment overrides the file: the refusal names the variable to change.
+            format!("it is \"{require}\" in this environment"),
+            "set CLEFD__ENGINE__REQUIRE=any".to_string(),
+            "systemctl edit clefd".to_string(),
         ] {
             assert!(log.contains(expected.as_str()), "require = {require}: '{expected}' missing:\n{log}");
         }
         assert!(!log.contains("ready cameras"), "it must not serve:\n{log}");
     }
+}
+
+/// On a GPU build whose CUDA or TensorRT libraries are missing, the early check passes (the
+/// library lists the providers) and the models fail to load. This CPU build cannot list
+/// them, so `CLEFD_TEST_LATE_REQUIRE` leaves the requirement to the load, which runs for
+/// real: the refusal must still be 69 with the reason, not a bundle error (78).
+#[test]
+fn a_required_gpu_that_fails_at_model_load_exits_69_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::Broker::start();
+    let cfg = test_config(dir.path(), &broker);
+    let (code, log) = run_until_exit(&cfg, &[("CLEFD__ENGINE__REQUIRE", "gpu"), ("CLEFD_TEST_LATE_REQUIRE", "1")]);
+    assert_eq!(code, 69, "{log}");
+    for expected in [
+        "engine.require = \"gpu\" cannot be met: model detector",
+        "cpu: ruled out by engine.require = \"gpu\"",
+        "libonnxruntime.so",
+        "CPUExecutionProvider",
+        "set CLEFD__ENGINE__REQUIRE=any",
+        "clefd will not start without it",
+    ] {
+        assert!(log.contains(expected), "'{expected}' missing:\n{log}");
+    }
+    assert!(!log.contains("check-config") && !log.contains("no choice could load it"), "not a bundle error:\n{log}");
+    assert!(!log.contains("ready cameras"), "it must not serve:\n{log}");
 }
 
 #[test]

@@ -1,5 +1,7 @@
 //! The amd64 package: it builds, holds what it should where it should, and once
-//! installed `clefd check-config` accepts the shipped configuration.
+//! installed `clefd check-config` accepts the shipped configuration. Every package asks for
+//! the glibc its binary needs (the zig builds: 2.31, Ubuntu 20.04's), and its Depends
+//! resolve on Ubuntu 20.04, 22.04 and 24.04 for both architectures.
 
 mod common;
 
@@ -7,9 +9,23 @@ use std::process::Command;
 
 #[test]
 fn the_deb_builds_installs_and_checks_its_own_config() {
-    let out = Command::new("bash").arg(common::repo().join("scripts/build-deb.sh")).output().unwrap();
+    // The release binary this test build has (`make deb` packages the zig build instead).
+    let out = Command::new("bash")
+        .arg(common::repo().join("scripts/build-deb.sh"))
+        .env("ARCH", "amd64")
+        .env("CLEFD_BINARY", env!("CARGO_BIN_EXE_clefd"))
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let deb = common::repo().join(String::from_utf8_lossy(&out.stdout).trim());
+    // Depends asks for exactly the newest glibc the packaged binary needs: no more (an
+    // older system that can run it could not install it), no less.
+    let unpacked = tempfile::tempdir().unwrap();
+    assert!(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(unpacked.path()).status().unwrap().success());
+    let needs = glibc_needed(&unpacked.path().join("usr/bin/clefd"));
+    let depends = Command::new("dpkg-deb").args(["-f"]).arg(&deb).arg("Depends").output().unwrap();
+    let depends = String::from_utf8_lossy(&depends.stdout).into_owned();
+    assert!(depends.starts_with(&format!("libc6 (>= {needs}),")), "the binary needs glibc {needs}: {depends}");
     let listing = Command::new("dpkg-deb").arg("-c").arg(&deb).output().unwrap();
     let listing = String::from_utf8_lossy(&listing.stdout);
     for path in [
@@ -97,6 +113,57 @@ fn the_deb_builds_installs_and_checks_its_own_config() {
     }
 }
 
+/// The newest glibc symbol version `binary` needs (`GLIBC_2.31` → `2.31`), from its dynamic
+/// symbols; objdump reads either architecture.
+fn glibc_needed(binary: &std::path::Path) -> String {
+    let out = Command::new("objdump").arg("-T").arg(binary).output().expect("objdump (binutils)");
+    assert!(out.status.success(), "objdump -T {}: {}", binary.display(), String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let number = |v: &str| v.split('.').map(|p| p.parse::<u32>().unwrap_or(0)).collect::<Vec<_>>();
+    text.split(|c: char| c.is_whitespace() || c == '(' || c == ')')
+        .filter_map(|w| w.strip_prefix("GLIBC_"))
+        .filter(|v| v.starts_with(|c: char| c.is_ascii_digit()))
+        .max_by_key(|v| number(v))
+        .unwrap_or_else(|| panic!("{} needs no glibc symbol?", binary.display()))
+        .to_string()
+}
+
+#[test]
+fn the_zig_builds_need_no_glibc_newer_than_2_31() {
+    // The arm64 build is made in `make test`'s arm64 stage, the amd64 one by `make deb`;
+    // each that is here is checked, and packaged as `make deb` packages it.
+    let builds = [
+        ("arm64", "target/aarch64-unknown-linux-gnu/release/clefd"),
+        ("amd64", "target/x86_64-unknown-linux-gnu/release/clefd"),
+    ];
+    let mut checked = 0;
+    for (arch, path) in builds {
+        let binary = common::repo().join(path);
+        if !binary.is_file() {
+            continue;
+        }
+        let needs = glibc_needed(&binary);
+        let newest = needs.split('.').map(|p| p.parse::<u32>().unwrap_or(0)).collect::<Vec<_>>();
+        assert!(newest <= vec![2, 31], "{arch}: {path} needs glibc {needs}; Ubuntu 20.04 and JetPack 5 have 2.31");
+        let control = Command::new("bash")
+            .arg(common::repo().join("scripts/build-deb.sh"))
+            .arg("--control")
+            .env("ARCH", arch)
+            .output()
+            .unwrap();
+        let control = String::from_utf8_lossy(&control.stdout);
+        assert!(control.contains("Depends: libc6 (>= 2.31),"), "{arch}:\n{control}");
+        println!("{arch}: {path} needs glibc {needs}");
+        checked += 1;
+    }
+    if checked == 0 {
+        common::could_not_run(
+            "the_zig_builds_need_no_glibc_newer_than_2_31",
+            "no zig build here (make build ARCH=arm64, or make deb)",
+        );
+    }
+}
+
 /// The package names of one Ubuntu release (`tests/ubuntu/<release>.txt`): name -> version.
 fn ubuntu_packages(release: &str) -> std::collections::BTreeMap<String, String> {
     let text = std::fs::read_to_string(common::repo().join(format!("tests/ubuntu/{release}.txt"))).unwrap();
@@ -142,28 +209,31 @@ fn unresolved(field: &str, packages: &std::collections::BTreeMap<String, String>
 }
 
 #[test]
-fn the_jetson_package_depends_resolve_on_ubuntu_20_04_22_04_and_24_04() {
-    let out = Command::new("bash")
-        .arg(common::repo().join("scripts/build-deb.sh"))
-        .arg("--control")
-        .env("ARCH", "arm64")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let control = String::from_utf8_lossy(&out.stdout).into_owned();
-    let field = |name: &str| {
-        control
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
-            .unwrap_or_else(|| panic!("no {name} in:\n{control}"))
-            .to_string()
-    };
-    assert!(field("Architecture") == "arm64", "{control}");
-    for release in ["20.04", "22.04", "24.04"] {
-        let packages = ubuntu_packages(release);
-        for name in ["Depends", "Recommends"] {
-            let missing = unresolved(&field(name), &packages);
-            assert!(missing.is_empty(), "Ubuntu {release}: {name} {missing:?} resolve to no package there");
+fn the_package_depends_resolve_on_ubuntu_20_04_22_04_and_24_04_for_both_architectures() {
+    for arch in ["arm64", "amd64"] {
+        let out = Command::new("bash")
+            .arg(common::repo().join("scripts/build-deb.sh"))
+            .arg("--control")
+            .env("ARCH", arch)
+            .env_remove("CLEFD_BINARY")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let control = String::from_utf8_lossy(&out.stdout).into_owned();
+        let field = |name: &str| {
+            control
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+                .unwrap_or_else(|| panic!("no {name} in:\n{control}"))
+                .to_string()
+        };
+        assert!(field("Architecture") == arch, "{control}");
+        for release in ["20.04", "22.04", "24.04"] {
+            let packages = ubuntu_packages(release);
+            for name in ["Depends", "Recommends"] {
+                let missing = unresolved(&field(name), &packages);
+                assert!(missing.is_empty(), "{arch}, Ubuntu {release}: {name} {missing:?} resolve to no package there");
+            }
         }
     }
     // The lists themselves can fail a wrong control file: t64's rename, and glibc.
@@ -182,20 +252,14 @@ fn the_jetson_drop_in_lets_jetpack_7_gpu_nodes_in_and_still_verifies() {
     let out = Command::new("systemd-analyze").arg("verify").arg(&path).output().expect("systemd-analyze is installed");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && !stderr.contains("clefd.service:"), "systemd-analyze verify: {stderr}");
-    // JetPack 7's server-style driver (Thor; Orin from 7.2), besides JetPack 5 and 6's.
-    for node in [
-        "/dev/nvidia0",
-        "/dev/nvidiactl",
-        "/dev/nvidia-uvm",
-        "/dev/nvidia-modeset",
-        "/dev/nvmap",
-        "/dev/host1x-fence",
-        "/dev/nvsciipc",
-        "/dev/v4l2-nvdec",
-    ] {
-        assert!(drop_in.lines().any(|l| l == format!("DeviceAllow={node} rw")), "{node} (JetPack 7)");
+    // Every GPU node `doctor` looks for (JetPack 5 and 6's, and JetPack 7's server-style
+    // driver: Thor, Orin from 7.2) is allowed; /dev/dri/* through its device class.
+    for node in clefd::jetson::GPU_NODES {
+        let allow =
+            if node == "/dev/dri" { "DeviceAllow=char-drm rw".to_string() } else { format!("DeviceAllow={node} rw") };
+        assert!(drop_in.lines().any(|l| l == allow), "{node}: no '{allow}' in the drop-in");
     }
-    assert!(drop_in.lines().any(|l| l == "DeviceAllow=char-drm rw"), "/dev/dri/*");
+    assert!(clefd::jetson::GPU_NODES.contains(&"/dev/nvsciipc"), "JetPack 7's nodes are in the list");
     assert!(drop_in.lines().any(|l| l == "Environment=CLEFD__ENGINE__REQUIRE=gpu"), "a Jetson requires its GPU");
     // A start refused for a missing requirement (69) or a bad config (78) is not retried.
     assert!(unit.lines().any(|l| l == "RestartPreventExitStatus=78 69"), "{unit}");

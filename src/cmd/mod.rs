@@ -8,7 +8,6 @@ pub mod engines;
 pub mod eval;
 pub mod explain;
 pub mod faces;
-mod jetson;
 mod options;
 mod publishing;
 mod requirements;

@@ -421,12 +421,15 @@ pub fn load(dir: &Path, opts: &SessionOptions, placement: ClefPlacement) -> Resu
     let mut tried: Vec<String> = Vec::new();
     let mut checks = Vec::new();
     let mut attempts = 0;
+    // Why choices did not load, the first (the fullest provider list) first.
+    let mut unloaded: Vec<BundleError> = Vec::new();
     for candidate in candidates(opts) {
         for &place in &placements {
             let mut bundle = match Bundle::load_placed(dir, &candidate, place) {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(bundle = %manifest.name, providers = ?candidate.providers, "{e}");
+                    unloaded.push(e);
                     continue;
                 }
             };
@@ -467,6 +470,14 @@ pub fn load(dir: &Path, opts: &SessionOptions, placement: ClefPlacement) -> Resu
                 }
                 return Ok(Accepted { bundle, checks, fell_back });
             }
+        }
+    }
+    if checks.is_empty() {
+        // Nothing loaded, so nothing was compared: the load's own error says why (an unmet
+        // engine.require stays that, with the library and what to install, not a refusal
+        // of the numbers).
+        if let Some(first) = unloaded.into_iter().next() {
+            return Err(first);
         }
     }
     let failed: Vec<String> = checks.iter().filter(|c| !c.passed()).map(Check::to_string).collect();

@@ -277,22 +277,51 @@ pub fn check_required(require: Require, providers: &[String]) -> Result<(), Engi
     if wanted.iter().any(|p| provider_in_build(p)) {
         return Ok(());
     }
+    Err(EngineError::Required { require: require.as_str(), reason: remedy(require, providers) })
+}
+
+/// The library, its providers and what to do when `require` cannot be met by `providers`:
+/// another build when the library lacks the providers, or the libraries a provider needs
+/// when the library has it but it failed at load (a GPU build on a machine without the
+/// CUDA or TensorRT it was made for).
+fn remedy(require: Require, providers: &[String]) -> String {
+    let wanted: Vec<&str> = providers.iter().map(String::as_str).filter(|p| require.accepts(p)).collect();
+    if wanted.is_empty() {
+        return format!("engine.providers ({}) lists no provider that meets it", providers.join(", "));
+    }
     let library = ENVIRONMENT.get().map_or_else(|| "(not loaded)".into(), |(p, _)| p.display().to_string());
     let version = version().unwrap_or_else(|| "unknown version".into());
-    let has = providers_in_library();
-    let reason = if wanted.is_empty() {
-        format!("engine.providers ({}) lists no provider that meets it", providers.join(", "))
+    let has = providers_in_library().join(", ");
+    let in_build = wanted.iter().any(|p| provider_in_build(p));
+    let wanted = wanted.join(" or ");
+    let fix = if in_build {
+        format!(
+            "the ONNX Runtime at {library} ({version}) has [{has}], but {wanted} could not load the model: install \
+             the CUDA, cuDNN and TensorRT libraries that build was made for (on a Jetson: the JetPack it matches, \
+             see README, Jetson; `ldd` on the libonnxruntime_providers_*.so beside it names a missing one), or \
+             point engine.onnxruntime at a build made for this machine"
+        )
     } else {
         format!(
-            "the ONNX Runtime at {library} ({version}) has only [{}], not {}: install an ONNX Runtime build with {} \
-             (on a Jetson: see README, Jetson) and point engine.onnxruntime at its libonnxruntime.so, or set \
-             engine.require = \"any\" to run on what there is",
-            has.join(", "),
-            wanted.join(" or "),
-            wanted.join(" or ")
+            "the ONNX Runtime at {library} ({version}) has only [{has}], not {wanted}: install an ONNX Runtime build \
+             with {wanted} (on a Jetson: see README, Jetson) and point engine.onnxruntime at its libonnxruntime.so"
         )
     };
-    Err(EngineError::Required { require: require.as_str(), reason })
+    format!("{fix}; {}", allow_any())
+}
+
+/// How to run on what there is after all. The environment wins over the config file (the
+/// Jetson drop-in sets `CLEFD__ENGINE__REQUIRE=gpu`), so a refusal under that variable
+/// names the variable and how to override it for the service, not the file's key.
+fn allow_any() -> String {
+    match std::env::var("CLEFD__ENGINE__REQUIRE") {
+        Ok(v) => format!(
+            "or, to run on what there is, set CLEFD__ENGINE__REQUIRE=any: it is \"{v}\" in this environment, \
+             which overrides engine.require in the config file (for the service: `systemctl edit clefd`, then \
+             [Service] Environment=CLEFD__ENGINE__REQUIRE=any)"
+        ),
+        Err(_) => "or set engine.require = \"any\" in the config to run on what there is".into(),
+    }
 }
 
 /// Why a GPU provider is refused by a CPU build of ONNX Runtime (PyPI's `onnxruntime`).
@@ -443,7 +472,11 @@ impl Model {
         if opts.require != Require::Any {
             return Err(EngineError::Required {
                 require: opts.require.as_str(),
-                reason: format!("model {name} ({}): {reason}", path.display()),
+                reason: format!(
+                    "model {name} ({}): {reason}; {}",
+                    path.display(),
+                    remedy(opts.require, &opts.providers)
+                ),
             });
         }
         Err(err(reason))
@@ -524,21 +557,38 @@ mod tests {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("engines/face-fer2013/fer2013_mini_xception.onnx")
     }
 
+    /// Whether this ONNX Runtime is a GPU build: the tests hold on both, each checking
+    /// what that build must do.
+    fn gpu_build() -> bool {
+        provider_in_build("tensorrt") || provider_in_build("cuda")
+    }
+
     #[test]
     fn a_provider_onnx_runtime_refuses_is_reported_not_swallowed() {
         init(None).expect("the set-up's ONNX Runtime (make setup)");
-        // Registered with error_on_failure, the CPU build's refusal reaches us.
-        let trt = ep::TensorRT::default().build().error_on_failure();
-        let refused = session(&demo_model(), &SessionOptions::default(), vec![trt]).unwrap_err();
-        assert!(!refused.is_empty());
-        // Asked for TensorRT alone: an error naming it, not a silent fall back to the CPU.
+        // Asked for TensorRT alone: it runs there, or an error names it; never a silent
+        // fall back to the CPU.
         let only = SessionOptions { providers: vec!["tensorrt".into()], ..Default::default() };
-        let e = Model::load("vanilla", &demo_model(), &only).unwrap_err().to_string();
-        assert!(e.contains("tensorrt: not in this ONNX Runtime build"), "{e}");
-        // With the CPU after it: the model runs there.
+        match Model::load("vanilla", &demo_model(), &only) {
+            Ok(m) => assert_eq!(m.provider(), "tensorrt", "loaded, so on TensorRT"),
+            Err(e) if provider_in_build("tensorrt") => assert!(e.to_string().contains("tensorrt: "), "{e}"),
+            Err(e) => assert!(e.to_string().contains("tensorrt: not in this ONNX Runtime build"), "{e}"),
+        }
+        if !provider_in_build("tensorrt") {
+            // Registered with error_on_failure, the CPU build's refusal reaches us.
+            let trt = ep::TensorRT::default().build().error_on_failure();
+            let refused = session(&demo_model(), &SessionOptions::default(), vec![trt]).unwrap_err();
+            assert!(!refused.is_empty());
+        }
+        // With the CPU after it: the model runs on the first that takes it, the CPU when the
+        // build has neither GPU provider.
         let chain =
             SessionOptions { providers: vec!["tensorrt".into(), "cuda".into(), "cpu".into()], ..Default::default() };
-        assert_eq!(Model::load("vanilla", &demo_model(), &chain).unwrap().provider(), "cpu");
+        let got = Model::load("vanilla", &demo_model(), &chain).unwrap();
+        assert!(provider_in_build(got.provider()), "{}", got.provider());
+        if !gpu_build() {
+            assert_eq!(got.provider(), "cpu");
+        }
     }
 
     #[test]
@@ -548,16 +598,34 @@ mod tests {
         assert!(has.iter().any(|p| p == "CPUExecutionProvider"), "{has:?}");
         let all: Vec<String> = ["tensorrt", "cuda", "cpu"].map(String::from).to_vec();
         assert!(check_required(Require::Any, &all).is_ok());
+        // A requirement no listed provider meets is refused on any build.
+        let e = check_required(Require::Gpu, &["cpu".to_string()]).unwrap_err().to_string();
+        assert!(e.contains("engine.providers (cpu) lists no provider that meets it"), "{e}");
         for require in [Require::Gpu, Require::TensorRt, Require::Cuda] {
-            let e = check_required(require, &all).unwrap_err().to_string();
-            assert!(e.contains(&format!("engine.require = \"{}\"", require.as_str())), "{e}");
-            assert!(e.contains("libonnxruntime") && e.contains("CPUExecutionProvider"), "names library and list: {e}");
-            assert!(e.contains("engine.onnxruntime"), "says what to do: {e}");
+            let in_build = ["tensorrt", "cuda"].iter().any(|p| require.accepts(p) && provider_in_build(p));
+            match check_required(require, &all) {
+                Ok(()) => assert!(in_build, "{require:?} met without the provider"),
+                Err(e) => {
+                    let e = e.to_string();
+                    assert!(!in_build, "{require:?} refused though the build has it: {e}");
+                    assert!(e.contains(&format!("engine.require = \"{}\"", require.as_str())), "{e}");
+                    assert!(
+                        e.contains("libonnxruntime") && e.contains("CPUExecutionProvider"),
+                        "library and list: {e}"
+                    );
+                    assert!(e.contains("engine.onnxruntime"), "says what to do: {e}");
+                }
+            }
         }
         // The models themselves: the CPU is not tried when a GPU is required.
         let gpu = SessionOptions { providers: all.clone(), require: Require::Gpu, ..Default::default() };
-        let e = Model::load("vanilla", &demo_model(), &gpu).unwrap_err();
-        assert!(matches!(e, EngineError::Required { .. }), "{e}");
-        assert!(e.to_string().contains("cpu: ruled out by engine.require"), "{e}");
+        match Model::load("vanilla", &demo_model(), &gpu) {
+            Ok(m) => assert!(gpu_build() && m.provider() != "cpu", "{}", m.provider()),
+            Err(e) => {
+                assert!(matches!(e, EngineError::Required { .. }), "{e}");
+                assert!(e.to_string().contains("cpu: ruled out by engine.require"), "{e}");
+                assert!(e.to_string().contains("CPUExecutionProvider"), "names the providers: {e}");
+            }
+        }
     }
 }

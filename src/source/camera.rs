@@ -9,13 +9,15 @@ use gstreamer_app as gst_app;
 
 use super::capture::capture_chain;
 use super::decoder::{
-    DecoderChoice, decode_chain, from_device_memory, rank_lean_h264_decoder, steer_h264_decoder, watch_decoder,
+    DecoderChoice, csi_source, decode_chain, from_device_memory, mjpeg_chain, rank_lean_h264_decoder,
+    steer_h264_decoder, steer_jpeg_decoder, watch_decoder,
 };
 use super::diagnose::{advice, error_reason, fail_without_video};
 use super::frame::frame_from_sample;
 use super::network;
 use super::stamp::{SCALER_NAME, Stamper};
 use super::{Frame, SourceSpec};
+use crate::jetson::VideoPlatform;
 
 /// Why a camera could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -144,17 +146,22 @@ fn source_description(opts: &CameraOptions) -> Result<String, SourceError> {
             format!("v4l2src name=src ! {}{}", capture_chain(capture), from_device_memory(opts.width))
         }
         SourceSpec::Csi { sensor, capture } => {
-            require(name, "nvarguscamerasrc", "CSI cameras need NVIDIA's Jetson GStreamer plugins")?;
+            let has = |element: &str| gst::ElementFactory::find(element).is_some();
+            let source = csi_source(VideoPlatform::current(), &has).map_err(|hint| SourceError::MissingElement {
+                camera: name.into(),
+                element: "nvarguscamerasrc".into(),
+                hint: hint.into(),
+            })?;
             let mode = if capture.is_empty() {
                 String::new()
             } else {
                 format!(" ! video/x-raw(memory:NVMM){}", capture.fields())
             };
-            format!("nvarguscamerasrc name=src sensor-id={sensor}{mode}{}", from_device_memory(opts.width))
+            format!("{source} name=src sensor-id={sensor}{mode}{}", from_device_memory(opts.width))
         }
         SourceSpec::HttpMjpeg { .. } => {
             require(name, "souphttpsrc", "install gstreamer1.0-plugins-good")?;
-            "souphttpsrc name=src is-live=true ! multipartdemux ! jpegdec".into()
+            format!("souphttpsrc name=src is-live=true ! multipartdemux ! {}", mjpeg_chain(opts.width))
         }
     })
 }
@@ -196,6 +203,7 @@ impl Camera {
             .map_err(|_| perr("not a pipeline".into()))?;
         let decoder = watch_decoder(&pipeline, &opts.name, opts.decoder_threads);
         steer_h264_decoder(&pipeline, opts.decoder);
+        steer_jpeg_decoder(&pipeline);
         fail_without_video(&pipeline);
         // A file is judged whole or damaged at its end from what its decoder saw.
         let damage = matches!(opts.spec, SourceSpec::File { .. }).then(|| super::damage::Watch::attach(&pipeline));

@@ -8,6 +8,7 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 
 pub use crate::config::DecoderChoice;
+use crate::jetson::VideoPlatform;
 
 /// The chain that turns a source's encoded video into I420 frames for the scaler.
 ///
@@ -81,6 +82,74 @@ pub(super) fn watch_decoder(pipeline: &gst::Pipeline, camera: &str, threads: u32
     chosen
 }
 
+/// The element that decodes an MJPEG camera's pictures on `platform`, given which
+/// elements are installed (`has`). Thor's `nvv4l2decoder` decodes no MJPEG, so its JPEG
+/// goes to `nvjpegdec` (nvJPEG, CUDA 13's `libnvjpeg.so.13`) where that is installed;
+/// everywhere else, and on a Thor without it, libjpeg's `jpegdec` on the CPU.
+pub fn mjpeg_decoder(platform: VideoPlatform, has: &dyn Fn(&str) -> bool) -> &'static str {
+    match platform {
+        VideoPlatform::Thor if has("nvjpegdec") => "nvjpegdec",
+        _ => "jpegdec",
+    }
+}
+
+/// The chain after an MJPEG source (`multipartdemux` of an HTTP camera): the decoder
+/// [`mjpeg_decoder`] picks, and for NVIDIA's the copy out of device memory after it.
+pub(super) fn mjpeg_chain(width: u32) -> String {
+    match mjpeg_decoder(VideoPlatform::current(), &|name| gst::ElementFactory::find(name).is_some()) {
+        "nvjpegdec" => format!("nvjpegdec{}", from_device_memory(width)),
+        other => other.to_string(),
+    }
+}
+
+/// Decoders `decodebin` must pass over for JPEG pictures on `platform`: on Thor,
+/// `nvv4l2decoder` still offers JPEG caps but cannot decode MJPEG.
+pub fn jpeg_decoders_to_skip(platform: VideoPlatform) -> &'static [&'static str] {
+    match platform {
+        VideoPlatform::Thor => &["nvv4l2decoder"],
+        VideoPlatform::Jetson | VideoPlatform::Generic => &[],
+    }
+}
+
+/// Has the `decodebin` named `dec` pass over [`jpeg_decoders_to_skip`] for JPEG caps (a
+/// V4L2 camera's MJPEG on Thor goes to `nvjpegdec` or `jpegdec` instead). Other handlers
+/// of the signal still run for the choices this one leaves to them.
+pub(super) fn steer_jpeg_decoder(pipeline: &gst::Pipeline) {
+    let skip = jpeg_decoders_to_skip(VideoPlatform::current());
+    if skip.is_empty() {
+        return;
+    }
+    let Some(dec) = pipeline.by_name("dec") else { return };
+    let Some(answers) = gst::glib::Type::from_name("GstAutoplugSelectResult") else { return };
+    dec.connect("autoplug-select", false, move |args| {
+        let caps = args.get(2).and_then(|v| v.get::<gst::Caps>().ok());
+        let factory = args.get(3).and_then(|v| v.get::<gst::ElementFactory>().ok());
+        let jpeg = caps.as_ref().and_then(|c| c.structure(0)).is_some_and(|s| s.name() == "image/jpeg");
+        let pass = jpeg && factory.is_some_and(|f| skip.contains(&f.name().as_str()));
+        gst::glib::EnumClass::with_type(answers).and_then(|a| a.to_value_by_nick(if pass { "skip" } else { "try" }))
+    });
+}
+
+/// How a `csi://N` camera is captured on `platform`, given which elements are installed:
+/// Argus (`nvarguscamerasrc`) wherever it is, the only way clefd knows; otherwise why not,
+/// in words that say what to do instead.
+pub fn csi_source(platform: VideoPlatform, has: &dyn Fn(&str) -> bool) -> Result<&'static str, &'static str> {
+    if has("nvarguscamerasrc") {
+        return Ok("nvarguscamerasrc");
+    }
+    Err(match platform {
+        VideoPlatform::Thor => {
+            "Jetson Thor's JetPack 7 captures cameras through SIPL (GMSL, Camera over Ethernet), which has no \
+             GStreamer source, and this system has no Argus (nvarguscamerasrc): serve the camera as RTSP or V4L2 \
+             (v4l2:///dev/videoN) and configure that instead"
+        }
+        VideoPlatform::Jetson => "CSI cameras need NVIDIA's Argus GStreamer plugin (nvarguscamerasrc, part of JetPack)",
+        VideoPlatform::Generic => {
+            "CSI cameras need NVIDIA's Jetson GStreamer plugins (nvarguscamerasrc): this is no Jetson"
+        }
+    })
+}
+
 /// Hardware H.264 decoders (Jetson, desktop NVIDIA, V4L2 stateless/stateful, VA-API).
 const HARDWARE_H264_DECODERS: [&str; 6] =
     ["nvv4l2decoder", "nvh264dec", "nvh264sldec", "v4l2h264dec", "vah264dec", "vaapih264dec"];
@@ -151,6 +220,42 @@ pub(super) fn steer_h264_decoder(pipeline: &gst::Pipeline, choice: DecoderChoice
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The platform of a root laid out as a Jetson with this release line and board.
+    fn platform(release: &str, board: &str) -> VideoPlatform {
+        let root = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(root.path().join("etc")).expect("mkdir");
+        std::fs::create_dir_all(root.path().join("proc/device-tree")).expect("mkdir");
+        std::fs::write(root.path().join("etc/nv_tegra_release"), format!("# {release}, GCID: 1\n")).expect("write");
+        std::fs::write(root.path().join("proc/device-tree/model"), board).expect("write");
+        VideoPlatform::detect(root.path())
+    }
+
+    #[test]
+    fn mjpeg_and_csi_get_the_elements_that_work_on_each_jetpack() {
+        let jp5 = platform("R35 (release), REVISION: 6.0", "NVIDIA Jetson AGX Orin");
+        let jp6 = platform("R36 (release), REVISION: 4.3", "NVIDIA Jetson Orin Nano");
+        let thor = platform("R38 (release), REVISION: 2.0", "NVIDIA Jetson AGX Thor Developer Kit");
+        assert_eq!((jp5, jp6, thor), (VideoPlatform::Jetson, VideoPlatform::Jetson, VideoPlatform::Thor));
+        let nvidia = |name: &str| ["nvjpegdec", "nvv4l2decoder", "nvarguscamerasrc", "jpegdec"].contains(&name);
+        let bare = |name: &str| name == "jpegdec";
+        // MJPEG: nvJPEG on Thor where installed, else libjpeg; JetPack 5 and 6 keep libjpeg.
+        assert_eq!(mjpeg_decoder(thor, &nvidia), "nvjpegdec");
+        assert_eq!(mjpeg_decoder(thor, &bare), "jpegdec");
+        for p in [jp5, jp6, VideoPlatform::Generic] {
+            assert_eq!(mjpeg_decoder(p, &nvidia), "jpegdec", "{p:?}");
+        }
+        // decodebin passes over nvv4l2decoder for JPEG on Thor only.
+        assert_eq!(jpeg_decoders_to_skip(thor), &["nvv4l2decoder"]);
+        assert!(jpeg_decoders_to_skip(jp5).is_empty() && jpeg_decoders_to_skip(jp6).is_empty());
+        // CSI: Argus wherever it is installed; without it, each platform says what to do.
+        for p in [jp5, jp6, thor] {
+            assert_eq!(csi_source(p, &nvidia), Ok("nvarguscamerasrc"), "{p:?}");
+        }
+        assert!(csi_source(thor, &bare).unwrap_err().contains("SIPL"));
+        assert!(csi_source(jp6, &bare).unwrap_err().contains("part of JetPack"));
+        assert!(csi_source(VideoPlatform::Generic, &bare).unwrap_err().contains("this is no Jetson"));
+    }
 
     #[test]
     fn auto_keeps_openh264_for_baseline_only() {

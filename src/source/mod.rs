@@ -15,7 +15,7 @@ mod supervisor;
 
 pub use crate::config::uri::{Capture, CaptureFormat, SourceSpec, with_password};
 pub use camera::{Camera, CameraOptions, Ended, SourceError};
-pub use decoder::DecoderChoice;
+pub use decoder::{DecoderChoice, csi_source, mjpeg_decoder};
 pub use grab::{decode_image, decode_video_frames};
 pub use supervisor::{CameraState, CameraStatus, Supervisor, SupervisorOptions};
 

@@ -118,11 +118,17 @@ fn serves_clefd(addr: SocketAddr) -> bool {
 }
 
 /// `state_dir` and the spool folder: writable, with room for what the config promises.
+/// The spool may grow to `mqtt.spool_max_bytes` in all, so the room it still needs is that
+/// less what its segments already hold (a spool holding its full share needs none more).
 pub(super) fn report_folders(settings: &Settings, verdict: &mut Verdict) {
     let spool = &settings.mqtt.spool_dir;
+    let held = spool_bytes(spool);
+    if held > 0 {
+        line("  spool holds", format!("{} kB of its {} kB", held >> 10, settings.mqtt.spool_max_bytes >> 10));
+    }
     for (key, dir, room) in [
         ("state_dir", &settings.state_dir, STATE_ROOM),
-        ("mqtt.spool_dir", spool, settings.mqtt.spool_max_bytes.max(STATE_ROOM)),
+        ("mqtt.spool_dir", spool, settings.mqtt.spool_max_bytes.saturating_sub(held).max(STATE_ROOM)),
     ] {
         match check_folder(dir, room) {
             Ok(free) => line(key, format!("{}: writable, {} MB free", dir.display(), free >> 20)),
@@ -132,6 +138,17 @@ pub(super) fn report_folders(settings: &Settings, verdict: &mut Verdict) {
             }
         }
     }
+}
+
+/// Bytes the spool's segments (`*.seg`) in `dir` hold now; 0 where there are none.
+fn spool_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| e.path().extension().is_some_and(|x| x == "seg"))
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum()
 }
 
 /// Writes and removes a probe file in `dir` (or, while it does not exist yet, in the

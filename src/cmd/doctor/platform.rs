@@ -7,30 +7,14 @@ use std::path::Path;
 use clefd::config::SourceSpec;
 use gstreamer as gst;
 
-use super::super::jetson;
 use super::{Verdict, line};
+use clefd::jetson::{self, GPU_NODES};
 
 /// NVIDIA's GStreamer elements clefd uses on a Jetson, and what each is for.
 const NVIDIA_ELEMENTS: [(&str, &str); 3] = [
     ("nvv4l2decoder", "hardware H.264/H.265 decoding"),
     ("nvvidconv", "conversion and scaling on the VIC"),
     ("nvarguscamerasrc", "csi:// cameras"),
-];
-
-/// Device nodes through which the GPU is reached: JetPack 5 and 6 (nvhost, nvgpu),
-/// JetPack 7's server-style driver (nvidia*, nvsciipc), both (nvmap, host1x fences, DRM).
-pub(super) const GPU_NODES: [&str; 11] = [
-    "/dev/nvhost-ctrl-gpu",
-    "/dev/nvgpu/igpu0/ctrl",
-    "/dev/nvidia0",
-    "/dev/nvidiactl",
-    "/dev/nvidia-uvm",
-    "/dev/nvidia-modeset",
-    "/dev/nvmap",
-    "/dev/host1x-fence",
-    "/dev/nvsciipc",
-    "/dev/v4l2-nvdec",
-    "/dev/dri",
 ];
 
 /// The oldest CUDA whose ONNX Runtime builds clefd's README covers per JetPack.
@@ -64,8 +48,21 @@ pub(super) fn report_jetson(verdict: &mut Verdict) {
         jetson::dla_compiler(&root)
             .map_or_else(|| "absent (engine.dla_core cannot be used)".into(), |p| p.display().to_string()),
     );
-    if jetson::is_thor(&root) {
-        line("  MJPEG", "Thor's nvv4l2decoder cannot decode it: give MJPEG cameras format=raw, or use H.264");
+    let platform = jetson::VideoPlatform::detect(&root);
+    if platform == jetson::VideoPlatform::Thor {
+        let has = |name: &str| gst::init().is_ok() && gst::ElementFactory::find(name).is_some();
+        let mjpeg = clefd::source::mjpeg_decoder(platform, &has);
+        line(
+            "  MJPEG",
+            format!(
+                "decoded by {mjpeg} (Thor's nvv4l2decoder takes no MJPEG; nvjpegdec, when present, needs CUDA 13's \
+                 libnvjpeg.so.13)"
+            ),
+        );
+        line(
+            "  csi://",
+            clefd::source::csi_source(platform, &has).map_or_else(str::to_string, |s| format!("captured by {s}")),
+        );
     }
     let drop_in = root.join("etc/systemd/system/clefd.service.d/jetson.conf");
     match std::fs::read_to_string(&drop_in) {

@@ -2,7 +2,8 @@
 //! (`/etc/nv_tegra_release`), the board (`/proc/device-tree/model`), CUDA's version and
 //! whether the DLA compiler is there. Read under a root (`CLEFD_SYSROOT`, default `/`) so
 //! the tests can lay out a Jetson's files on a machine that is none; `doctor` reports
-//! them and `run` refuses an `engine.dla_core` the libraries cannot serve.
+//! them, `run` refuses an `engine.dla_core` the libraries cannot serve, and the cameras
+//! pick the elements that work on this Jetson ([`VideoPlatform`]).
 
 use std::path::{Path, PathBuf};
 
@@ -90,6 +91,57 @@ pub fn cuda_major(version: &str) -> Option<u32> {
     version.split('.').next()?.parse().ok()
 }
 
+/// Device nodes through which the GPU is reached: JetPack 5 and 6 (nvhost, nvgpu),
+/// JetPack 7's server-style driver (nvidia*, nvsciipc), both (nvmap, host1x fences, DRM).
+/// `doctor` lists those it sees; the Jetson drop-in must allow each.
+pub const GPU_NODES: [&str; 11] = [
+    "/dev/nvhost-ctrl-gpu",
+    "/dev/nvgpu/igpu0/ctrl",
+    "/dev/nvidia0",
+    "/dev/nvidiactl",
+    "/dev/nvidia-uvm",
+    "/dev/nvidia-modeset",
+    "/dev/nvmap",
+    "/dev/host1x-fence",
+    "/dev/nvsciipc",
+    "/dev/v4l2-nvdec",
+    "/dev/dri",
+];
+
+/// Which of NVIDIA's video elements work here: Thor's video engines and camera stack
+/// differ from the Jetsons before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VideoPlatform {
+    /// Not a Jetson: GStreamer's own elements.
+    Generic,
+    /// Xavier or Orin (JetPack 5, 6, 7.2): `nvv4l2decoder` and Argus (`nvarguscamerasrc`).
+    Jetson,
+    /// Jetson Thor (JetPack 7): `nvv4l2decoder` decodes no MJPEG (NVIDIA's Jetson Linux
+    /// 38.2 API reference), JPEG goes through nvJPEG (`nvjpegdec`, CUDA 13's
+    /// `libnvjpeg.so.13`), and cameras come through SIPL (GMSL, Camera over Ethernet),
+    /// with Argus kept without new features.
+    Thor,
+}
+
+impl VideoPlatform {
+    /// The platform under `root`: Thor by its board name or by L4T R38 (Thor only);
+    /// a Jetson by `/etc/nv_tegra_release`; else generic.
+    pub fn detect(root: &Path) -> VideoPlatform {
+        match l4t(root) {
+            _ if is_thor(root) => VideoPlatform::Thor,
+            Some(release) if release.major == 38 => VideoPlatform::Thor,
+            Some(_) => VideoPlatform::Jetson,
+            None => VideoPlatform::Generic,
+        }
+    }
+
+    /// This machine's platform, read once per process (under [`root`]).
+    pub fn current() -> VideoPlatform {
+        static CURRENT: std::sync::OnceLock<VideoPlatform> = std::sync::OnceLock::new();
+        *CURRENT.get_or_init(|| VideoPlatform::detect(&root()))
+    }
+}
+
 /// Where JetPack puts the DLA compiler TensorRT needs for `engine.dla_core`.
 const DLA_DIRS: [&str; 4] = [
     "/usr/lib/aarch64-linux-gnu/tegra",
@@ -131,5 +183,39 @@ mod tests {
         assert!(!L4t::parse("# R35 (release), REVISION: 6.0").unwrap().server_style_gpu());
         assert_eq!(L4t::parse("garbage"), None);
         assert_eq!(cuda_major("13.0.48"), Some(13));
+    }
+
+    /// A Jetson's files under a fresh root: the release line and, if given, the board.
+    fn jetson(release: Option<&str>, board: Option<&str>) -> tempfile::TempDir {
+        let root = tempfile::tempdir().expect("tempdir");
+        if let Some(release) = release {
+            std::fs::create_dir_all(root.path().join("etc")).expect("mkdir");
+            std::fs::write(root.path().join("etc/nv_tegra_release"), format!("# {release}, GCID: 1, BOARD: generic\n"))
+                .expect("write");
+        }
+        if let Some(board) = board {
+            std::fs::create_dir_all(root.path().join("proc/device-tree")).expect("mkdir");
+            std::fs::write(root.path().join("proc/device-tree/model"), format!("{board}\0")).expect("write");
+        }
+        root
+    }
+
+    #[test]
+    fn the_video_platform_follows_the_release_and_the_board() {
+        let cases = [
+            (None, None, VideoPlatform::Generic),
+            (Some("R35 (release), REVISION: 6.0"), Some("NVIDIA Jetson AGX Orin"), VideoPlatform::Jetson),
+            (Some("R36 (release), REVISION: 4.3"), None, VideoPlatform::Jetson),
+            // R38 is Thor's alone, with or without a board name.
+            (Some("R38 (release), REVISION: 2.0"), None, VideoPlatform::Thor),
+            (Some("R38 (release), REVISION: 2.0"), Some("NVIDIA Jetson AGX Thor Developer Kit"), VideoPlatform::Thor),
+            // JetPack 7.2 brings Orin too: the board decides.
+            (Some("R39 (release), REVISION: 2.0"), Some("NVIDIA Jetson AGX Orin"), VideoPlatform::Jetson),
+            (Some("R39 (release), REVISION: 2.0"), Some("NVIDIA Jetson AGX Thor Developer Kit"), VideoPlatform::Thor),
+        ];
+        for (release, board, want) in cases {
+            let root = jetson(release, board);
+            assert_eq!(VideoPlatform::detect(root.path()), want, "{release:?} {board:?}");
+        }
     }
 }
