@@ -396,6 +396,11 @@ fn a_reload_that_leaves_no_usable_camera_is_a_fault() {
 /// looped in real time) with `fault` injected into the first inference worker to take its
 /// fifth batch (`CLEFD_TEST_WORKER_FAULT`); the daemon, its port and its log.
 fn faulty_daemon(dir: &Path, broker: &Broker, fault: &str) -> (Daemon, u16, PathBuf) {
+    daemon_with(dir, broker, &[("CLEFD_TEST_WORKER_FAULT", fault)])
+}
+
+/// The demo's two cameras (as [`faulty_daemon`]) with the test hooks of `env`.
+fn daemon_with(dir: &Path, broker: &Broker, env: &[(&str, &str)]) -> (Daemon, u16, PathBuf) {
     let clip = dir.join("astronaut.mp4");
     common::astronaut_clip(&clip, 4.0, 15);
     let port = common::free_port();
@@ -412,7 +417,7 @@ fn faulty_daemon(dir: &Path, broker: &Broker, fault: &str) -> (Daemon, u16, Path
     std::fs::write(&cfg, text).unwrap();
     let log = dir.join("clefd.log");
     let mut cmd = common::clefd();
-    cmd.args(["run", "--config", cfg.to_str().unwrap()]).env("CLEFD_TEST_WORKER_FAULT", fault);
+    cmd.args(["run", "--config", cfg.to_str().unwrap()]).envs(env.iter().copied());
     (Daemon::spawn(cmd, &log), port, log)
 }
 
@@ -450,6 +455,69 @@ fn a_worker_that_stops_without_being_told_is_replaced_and_its_cameras_come_back(
     let dir = tempfile::tempdir().unwrap();
     let (daemon, port, log) = faulty_daemon(dir.path(), &broker, "stop:5");
     every_camera_analyses_again(port, &log, "after a worker stopped");
+    assert!(daemon.stop(), "clefd exits 0 on SIGTERM");
+}
+
+/// One worker hangs (inference that never returns) while the other bundle's worker goes
+/// on: `/healthz` fails naming the camera whose analysis stopped, and only that one, not
+/// a camera whose frames merely wait their turn on a busy worker that still progresses
+/// (progress is judged per worker). SIGTERM still stops clefd cleanly.
+#[test]
+fn health_names_only_the_camera_whose_worker_hangs() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    // A slow but progressing worker for `astronaut`: its frames wait most of the time.
+    let env = [
+        ("CLEFD_TEST_WORKER_FAULT", "wedge:5"),
+        ("CLEFD_TEST_WORKER_FAULT_BUNDLE", "context-bias-demo"),
+        ("CLEFD_TEST_INFERENCE_DELAY_MS", "100"),
+    ];
+    let (daemon, port, log) = daemon_with(dir.path(), &broker, &env);
+    common::wait_log(&log, "the inference worker hangs", 1);
+    let stalled = |_: u16, body: &str| body.contains("has not taken a frame");
+    common::wait_http(port, "/healthz", "/healthz: an analysis has stopped", WAIT, |code, body| {
+        code == 503 && stalled(code, body)
+    });
+    // Several looks: the healthy camera's frame waits in most of them.
+    for _ in 0..8 {
+        let (code, body) = common::http_get(port, "/healthz");
+        assert_eq!(code, 503, "{body}");
+        let reason = health(port)["reason"].as_str().unwrap_or_default().to_string();
+        assert!(reason.starts_with(&format!("analysis of {ALONE} has not taken a frame")), "{reason}");
+        assert!(!reason.contains("astronaut"), "a camera still analysed is named as stopped: {reason}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    analyses_again(port, "astronaut", 5, "beside the hung worker");
+    assert!(daemon.stop(), "clefd exits 0 on SIGTERM with a hung worker");
+}
+
+/// A camera that really delivers 12 fps (a 12 fps file in real time, `fps = 12`) but is
+/// analysed at about 4 (`CLEFD_TEST_INFERENCE_DELAY_MS`: latest frame wins drops the
+/// rest) is degraded: `/healthz` 503 naming the camera and the analysed rate.
+#[test]
+fn a_camera_analysed_far_below_what_it_delivers_is_degraded() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("twelve.mp4");
+    common::astronaut_clip(&clip, 4.0, 12);
+    let port = common::free_port();
+    let mut text = common::base_config(dir.path(), &broker.url(), "life");
+    text += &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n");
+    text +=
+        &format!("[cameras.twelve]\nuri = \"file://{}\"\nloop = true\nrealtime = true\nfps = 12.0\n", clip.display());
+    let cfg = dir.path().join("clefd.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let log = dir.path().join("clefd.log");
+    let mut cmd = common::clefd();
+    cmd.args(["run", "--config", cfg.to_str().unwrap()]).env("CLEFD_TEST_INFERENCE_DELAY_MS", "250");
+    let daemon = Daemon::spawn(cmd, &log);
+    common::wait_http(port, "/healthz", "/healthz degraded by the slow analysis", WAIT, |code, body| {
+        code == 503 && body.contains("far below")
+    });
+    let reason = health(port)["reason"].as_str().unwrap_or_default().to_string();
+    assert!(reason.starts_with("cameras far below their configured fps: twelve ("), "{reason}");
+    assert!(reason.ends_with("fps analysed)"), "the analysed rate is the one that is low: {reason}");
+    assert!(analysed(port, "twelve").is_some_and(|n| n > 0), "the camera is analysed, slowly");
     assert!(daemon.stop(), "clefd exits 0 on SIGTERM");
 }
 
@@ -586,9 +654,9 @@ fn whole_files_with_a_longer_audio_track_or_under_an_fps_cap_are_ended_not_faile
 /// The `fps` cap is a maximum, not a target: a 2 fps file played in real time under
 /// `fps = 12` streams at its own rate, and `/healthz` stays ok over more than a whole
 /// health window (it once went 503 "far below its configured fps"). Disabling that camera
-/// on purpose is no fault either. (That a camera delivering 12 fps but analysed far below
-/// it degrades, and the target's choice, are `service::probe`'s unit tests: no source can
-/// honestly be made to deliver at a rate and be analysed at half of it here.)
+/// on purpose is no fault either. (A camera analysed far below what it delivers is
+/// `a_camera_analysed_far_below_what_it_delivers_is_degraded`; the target's choice is
+/// `service::probe`'s unit tests.)
 #[test]
 fn health_is_ok_for_a_slow_native_camera_under_a_higher_fps_cap_and_once_it_is_disabled() {
     let broker = Broker::start();

@@ -17,7 +17,7 @@ pub use crate::config::uri::{Capture, CaptureFormat, SourceSpec, with_password};
 pub use camera::{Camera, CameraOptions, Ended, SourceError};
 pub use decoder::DecoderChoice;
 pub use grab::{decode_image, decode_video_frames};
-pub use supervisor::{CameraState, CameraStatus, Supervisor, SupervisorOptions};
+pub use supervisor::{CameraState, CameraStatus, HEALTH_WINDOW, Supervisor, SupervisorOptions};
 
 use std::time::{Instant, SystemTime};
 
