@@ -12,6 +12,7 @@ mod grab;
 mod network;
 mod stamp;
 mod supervisor;
+mod truncated;
 
 pub use crate::config::uri::{Capture, CaptureFormat, SourceSpec, with_password};
 pub use camera::{Camera, CameraOptions, Ended, SourceError};
