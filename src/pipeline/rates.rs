@@ -89,7 +89,7 @@ mod tests {
         // 12 frames a second arrive, 4 are analysed: 20 ticks of 500 ms make the window.
         for s in 0..=20 {
             rates.look(tick(s), count((1, 0), 2 * s, 6 * s));
-            assert_eq!(rates.fps().get("a").is_some(), s == 20, "tick {s}: {:?}", rates.fps());
+            assert_eq!(rates.fps().contains_key("a"), s == 20, "tick {s}: {:?}", rates.fps());
         }
         assert_eq!(rates.fps().get("a").copied(), Some(4.0));
         // A new generation (slot) starts a new window: no evidence yet.
