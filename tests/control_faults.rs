@@ -21,9 +21,7 @@ fn config(dir: &Path, broker: &Broker, clip: &Path, cameras: &[&str]) -> std::pa
     for camera in cameras {
         text += &format!("[cameras.{camera}]\nuri = \"file://{}\"\nloop = true\n", clip.display());
     }
-    let path = dir.join("clefd.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    common::write_toml(dir, &text)
 }
 
 /// Publishes every line of `lines` on `topic` (QoS 1) with the broker's own client, as

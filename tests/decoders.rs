@@ -58,9 +58,8 @@ fn assert_decoder(used: &str, expected: &str) {
 
 /// A clip of `frames` `size` pictures made with x264enc from `format`, in `profile`.
 fn x264_clip_sized(dir: &Path, format: &str, profile: &str, size: (u32, u32), frames: u32) -> PathBuf {
-    gstreamer::init().unwrap();
     let out = dir.join(format!("{format}-{profile}-{}x{}.mp4", size.0, size.1));
-    let pipeline = gstreamer::parse::launch(&format!(
+    let desc = format!(
         "videotestsrc num-buffers={frames} pattern=ball ! video/x-raw,width={},height={},framerate=30/1,format={format} \
          ! x264enc speed-preset={preset} ! video/x-h264,profile={profile} ! h264parse ! mp4mux ! filesink location={}",
         size.0,
@@ -68,18 +67,8 @@ fn x264_clip_sized(dir: &Path, format: &str, profile: &str, size: (u32, u32), fr
         out.display(),
         // ultrafast leaves out what makes Main and High profile (CABAC, B-frames).
         preset = if size.0 > 1920 { "ultrafast" } else { "veryfast" },
-    ))
-    .unwrap();
-    pipeline.set_state(gstreamer::State::Playing).unwrap();
-    let bus = pipeline.bus().unwrap();
-    let msg = bus
-        .timed_pop_filtered(
-            gstreamer::ClockTime::from_seconds(30),
-            &[gstreamer::MessageType::Eos, gstreamer::MessageType::Error],
-        )
-        .expect("the encoder finishes");
-    assert!(matches!(msg.view(), gstreamer::MessageView::Eos(_)), "{msg:?}");
-    pipeline.set_state(gstreamer::State::Null).unwrap();
+    );
+    common::encode::run_to_eos(&desc, 30);
     out
 }
 

@@ -22,7 +22,7 @@ const ALONE: &str = "context-bias";
 fn config(dir: &Path, broker: &Broker, port: u16, clip: &Path, with_alone: bool) -> PathBuf {
     let mut text = common::base_config(dir, &broker.url(), "life")
         .replace("[mqtt]\n", "[mqtt]\ncontrol = true\nhome_assistant = true\n");
-    text += &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n");
+    text += &common::http_section(port);
     text += &format!("[cameras.astronaut]\nuri = \"file://{}\"\nloop = true\nrealtime = true\n", clip.display());
     text += &format!("[cameras.once]\nuri = \"file://{}\"\nrealtime = true\n", clip.display());
     text += &format!("[cameras.gate]\nuri = \"rtsp://127.0.0.1:{}/stream\"\n", dead_port(dir));
@@ -34,9 +34,7 @@ fn config(dir: &Path, broker: &Broker, port: u16, clip: &Path, with_alone: bool)
             repo.join("engines/context-bias-demo").display()
         );
     }
-    let path = dir.join("clefd.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    common::write_toml(dir, &text)
 }
 
 /// A port nobody listens on, the same for every config written in `dir`.
@@ -170,12 +168,9 @@ fn the_camera_alone_on_its_bundle_comes_back_after_disable_and_after_a_reload() 
     common::astronaut_clip(&clip, 4.0, 15);
     let port = common::free_port();
     let cfg = config(dir.path(), &broker, port, &clip, true);
-    let log = dir.path().join("clefd.log");
     let sock = dir.path().join("notify.sock");
     let notes = common::notify_listen(&sock);
-    let mut cmd = common::clefd();
-    cmd.args(["run", "--config", cfg.to_str().unwrap()]).env("NOTIFY_SOCKET", &sock);
-    let daemon = Daemon::spawn(cmd, &log);
+    let (daemon, log) = common::run_daemon(&cfg, &[("NOTIFY_SOCKET", sock.to_str().unwrap())]);
     analyses_again(port, ALONE, 10, "at start");
     analyses_again(port, "astronaut", 10, "at start");
     healthy(port, "at start");
@@ -329,10 +324,7 @@ fn a_file_run_ends_by_itself_after_a_reload() {
         common::repo().join("engines/context-bias-demo").display()
     );
     text += &format!("[cameras.long]\nuri = \"file://{}\"\nrealtime = true\n", long.display());
-    let cfg = dir.path().join("clefd.toml");
-    std::fs::write(&cfg, text).unwrap();
-    let log = dir.path().join("clefd.log");
-    let mut daemon = Daemon::start(&cfg, &log);
+    let (mut daemon, log) = common::run_daemon(&common::write_toml(dir.path(), &text), &[]);
     common::wait_log(&log, "camera ended; its tracks are closed", 1);
     common::signal(daemon.pid(), "HUP");
     common::wait_log(&log, "configuration reloaded", 1);
@@ -359,18 +351,13 @@ fn a_reload_that_leaves_no_usable_camera_is_a_fault() {
     let port = common::free_port();
     let write = |camera: &str| {
         let mut text = common::base_config(dir.path(), &broker.url(), "life");
-        text += &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n[cameras.astronaut]\n{camera}");
-        let path = dir.path().join("clefd.toml");
-        std::fs::write(&path, text).unwrap();
-        path
+        text += &(common::http_section(port) + "[cameras.astronaut]\n" + camera);
+        common::write_toml(dir.path(), &text)
     };
     let cfg = write(&format!("uri = \"file://{}\"\nloop = true\nrealtime = true\n", clip.display()));
-    let log = dir.path().join("clefd.log");
     let sock = dir.path().join("notify.sock");
     let notes = common::notify_listen(&sock);
-    let mut cmd = common::clefd();
-    cmd.args(["run", "--config", cfg.to_str().unwrap()]).env("NOTIFY_SOCKET", &sock);
-    let daemon = Daemon::spawn(cmd, &log);
+    let (daemon, log) = common::run_daemon(&cfg, &[("NOTIFY_SOCKET", sock.to_str().unwrap())]);
     analyses_again(port, "astronaut", 5, "at start");
     healthy(port, "at start");
     let mark = consumer.messages().len();
@@ -396,24 +383,25 @@ fn a_reload_that_leaves_no_usable_camera_is_a_fault() {
 /// looped in real time) with `fault` injected into the first inference worker to take its
 /// fifth batch (`CLEFD_TEST_WORKER_FAULT`); the daemon, its port and its log.
 fn faulty_daemon(dir: &Path, broker: &Broker, fault: &str) -> (Daemon, u16, PathBuf) {
+    daemon_with(dir, broker, &[("CLEFD_TEST_WORKER_FAULT", fault)])
+}
+
+/// The demo's two cameras (as [`faulty_daemon`]) with the test hooks of `env`.
+fn daemon_with(dir: &Path, broker: &Broker, env: &[(&str, &str)]) -> (Daemon, u16, PathBuf) {
     let clip = dir.join("astronaut.mp4");
     common::astronaut_clip(&clip, 4.0, 15);
     let port = common::free_port();
     let repo = common::repo();
     let mut text = common::base_config(dir, &broker.url(), "life");
-    text += &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n");
+    text += &common::http_section(port);
     text += &format!("[cameras.astronaut]\nuri = \"file://{}\"\nloop = true\nrealtime = true\n", clip.display());
     text += &format!(
         "[cameras.{ALONE}]\nuri = \"file://{}\"\nloop = true\nrealtime = true\nbundle = \"{}\"\n",
         repo.join("assets/context-bias-anti.mp4").display(),
         repo.join("engines/context-bias-demo").display()
     );
-    let cfg = dir.join("clefd.toml");
-    std::fs::write(&cfg, text).unwrap();
-    let log = dir.join("clefd.log");
-    let mut cmd = common::clefd();
-    cmd.args(["run", "--config", cfg.to_str().unwrap()]).env("CLEFD_TEST_WORKER_FAULT", fault);
-    (Daemon::spawn(cmd, &log), port, log)
+    let (daemon, log) = common::run_daemon(&common::write_toml(dir, &text), env);
+    (daemon, port, log)
 }
 
 /// After an inference worker ended abnormally: it is counted, and both cameras (the one
@@ -450,6 +438,65 @@ fn a_worker_that_stops_without_being_told_is_replaced_and_its_cameras_come_back(
     let dir = tempfile::tempdir().unwrap();
     let (daemon, port, log) = faulty_daemon(dir.path(), &broker, "stop:5");
     every_camera_analyses_again(port, &log, "after a worker stopped");
+    assert!(daemon.stop(), "clefd exits 0 on SIGTERM");
+}
+
+/// One worker hangs (inference that never returns) while the other bundle's worker goes
+/// on: `/healthz` fails naming the camera whose analysis stopped, and only that one, not
+/// a camera whose frames merely wait their turn on a busy worker that still progresses
+/// (progress is judged per worker). SIGTERM still stops clefd cleanly.
+#[test]
+fn health_names_only_the_camera_whose_worker_hangs() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    // A slow but progressing worker for `astronaut`: its frames wait most of the time.
+    let env = [
+        ("CLEFD_TEST_WORKER_FAULT", "wedge:5"),
+        ("CLEFD_TEST_WORKER_FAULT_BUNDLE", "context-bias-demo"),
+        ("CLEFD_TEST_INFERENCE_DELAY_MS", "100"),
+    ];
+    let (daemon, port, log) = daemon_with(dir.path(), &broker, &env);
+    common::wait_log(&log, "the inference worker hangs", 1);
+    let stalled = |_: u16, body: &str| body.contains("has not taken a frame");
+    common::wait_http(port, "/healthz", "/healthz: an analysis has stopped", WAIT, |code, body| {
+        code == 503 && stalled(code, body)
+    });
+    // Several looks: the healthy camera's frame waits in most of them.
+    for _ in 0..8 {
+        let (code, body) = common::http_get(port, "/healthz");
+        assert_eq!(code, 503, "{body}");
+        let reason = health(port)["reason"].as_str().unwrap_or_default().to_string();
+        assert!(reason.starts_with(&format!("analysis of {ALONE} has not taken a frame")), "{reason}");
+        assert!(!reason.contains("astronaut"), "a camera still analysed is named as stopped: {reason}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    analyses_again(port, "astronaut", 5, "beside the hung worker");
+    assert!(daemon.stop(), "clefd exits 0 on SIGTERM with a hung worker");
+}
+
+/// A camera that really delivers 12 fps (a 12 fps file in real time, `fps = 12`) but is
+/// analysed at about 4 (`CLEFD_TEST_INFERENCE_DELAY_MS`: latest frame wins drops the
+/// rest) is degraded: `/healthz` 503 naming the camera and the analysed rate.
+#[test]
+fn a_camera_analysed_far_below_what_it_delivers_is_degraded() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("twelve.mp4");
+    common::astronaut_clip(&clip, 4.0, 12);
+    let port = common::free_port();
+    let mut text = common::base_config(dir.path(), &broker.url(), "life");
+    text += &common::http_section(port);
+    text +=
+        &format!("[cameras.twelve]\nuri = \"file://{}\"\nloop = true\nrealtime = true\nfps = 12.0\n", clip.display());
+    let env = [("CLEFD_TEST_INFERENCE_DELAY_MS", "250")];
+    let (daemon, _log) = common::run_daemon(&common::write_toml(dir.path(), &text), &env);
+    common::wait_http(port, "/healthz", "/healthz degraded by the slow analysis", WAIT, |code, body| {
+        code == 503 && body.contains("far below")
+    });
+    let reason = health(port)["reason"].as_str().unwrap_or_default().to_string();
+    assert!(reason.starts_with("cameras far below their configured fps: twelve ("), "{reason}");
+    assert!(reason.ends_with("fps analysed)"), "the analysed rate is the one that is low: {reason}");
+    assert!(analysed(port, "twelve").is_some_and(|n| n > 0), "the camera is analysed, slowly");
     assert!(daemon.stop(), "clefd exits 0 on SIGTERM");
 }
 
@@ -500,10 +547,7 @@ fn a_file_damaged_mid_way_is_failed_with_the_reason_not_ended() {
     std::fs::write(&clip, bytes).unwrap();
     let mut text = common::base_config(dir.path(), &broker.url(), "life");
     text += &format!("[cameras.damaged]\nuri = \"file://{}\"\n", clip.display());
-    let cfg = dir.path().join("clefd.toml");
-    std::fs::write(&cfg, text).unwrap();
-    let log = dir.path().join("clefd.log");
-    let daemon = Daemon::start(&cfg, &log);
+    let (daemon, _log) = common::run_daemon(&common::write_toml(dir.path(), &text), &[]);
     let topic = "clefd/life/damaged/state";
     consumer.wait_for("the damaged file's final state", WAIT, |m| {
         m.iter().any(|x| x.topic == topic && (x.body["status"] == "failed" || x.body["status"] == "ended"))
@@ -525,25 +569,48 @@ fn a_file_damaged_mid_way_is_failed_with_the_reason_not_ended() {
 /// Writes a 2 s, 15 fps video with a 4.6 s audio track muxed by `mux` (the container's
 /// duration is the audio's), with GStreamer itself.
 fn video_with_longer_audio(path: &Path, mux: &str, audio_encoder: &str) {
-    use gstreamer::prelude::*;
-    gstreamer::init().unwrap();
+    video_with_audio(path, mux, audio_encoder, 30, 200);
+}
+
+/// Writes `frames` frames of 15 fps video and `buffers` buffers of 1024 audio samples
+/// (44.1 kHz) muxed by `mux`, with GStreamer itself.
+fn video_with_audio(path: &Path, mux: &str, audio_encoder: &str, frames: u32, buffers: u32) {
     let desc = format!(
-        "videotestsrc num-buffers=30 ! video/x-raw,framerate=15/1,width=320,height=240 ! x264enc ! h264parse ! \
-         queue ! {mux} name=m ! filesink location={} audiotestsrc num-buffers=200 samplesperbuffer=1024 ! \
+        "videotestsrc num-buffers={frames} ! video/x-raw,framerate=15/1,width=320,height=240 ! x264enc ! h264parse ! \
+         queue ! {mux} name=m ! filesink location={} audiotestsrc num-buffers={buffers} samplesperbuffer=1024 ! \
          audio/x-raw,rate=44100 ! audioconvert ! {audio_encoder} ! queue ! m.",
         path.display()
     );
-    let pipeline = gstreamer::parse::launch(&desc).unwrap();
-    pipeline.set_state(gstreamer::State::Playing).unwrap();
-    let bus = pipeline.bus().unwrap();
-    let msg = bus
-        .timed_pop_filtered(
-            gstreamer::ClockTime::from_seconds(60),
-            &[gstreamer::MessageType::Eos, gstreamer::MessageType::Error],
-        )
-        .expect("the clip is written");
-    assert!(matches!(msg.view(), gstreamer::MessageView::Eos(_)), "{msg:?}");
-    pipeline.set_state(gstreamer::State::Null).unwrap();
+    common::encode::run_to_eos(&desc, 60);
+}
+
+/// A Matroska file with an audio track, cut short (a copy interrupted half-way): GStreamer
+/// ends it with a plain end of stream and no warning, and Matroska gives the video no
+/// length of its own; that the file ends before its Segment does gives it away: `failed`
+/// with why, not `ended`.
+#[test]
+fn a_truncated_matroska_file_with_audio_is_failed_not_ended() {
+    let broker = Broker::start();
+    let consumer = Consumer::start(broker.port);
+    let dir = tempfile::tempdir().unwrap();
+    let mkv = dir.path().join("cut.mkv");
+    // 6 s of video, 2 s of audio: the container's 6 s are the video's.
+    video_with_audio(&mkv, "matroskamux", "vorbisenc", 90, 86);
+    let bytes = std::fs::read(&mkv).unwrap();
+    std::fs::write(&mkv, &bytes[..bytes.len() / 2]).unwrap();
+    let text = common::base_config(dir.path(), &broker.url(), "life")
+        + &format!("[cameras.cut]\nuri = \"file://{}\"\n", mkv.display());
+    let (daemon, log) = common::run_daemon(&common::write_toml(dir.path(), &text), &[]);
+    let topic = "clefd/life/cut/state";
+    consumer.wait_for("the cut file's final state", WAIT, |m| {
+        m.iter().any(|x| x.topic == topic && (x.body["status"] == "failed" || x.body["status"] == "ended"))
+    });
+    let last = consumer.on(topic).into_iter().rev().find(|x| x.body["status"] != "streaming").unwrap().body;
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(last["status"], "failed", "a truncated Matroska file is not `ended`: {last}\n{text}");
+    let reason = last["last_error"].as_str().unwrap_or_default();
+    assert!(reason.contains("damaged or truncated"), "{last}");
+    drop(daemon);
 }
 
 /// Whole files end `ended`, not `failed`, where a frame count from the container's
@@ -563,10 +630,7 @@ fn whole_files_with_a_longer_audio_track_or_under_an_fps_cap_are_ended_not_faile
     text += &format!("[cameras.mp4]\nuri = \"file://{}\"\n", mp4.display());
     text += &format!("[cameras.mkv]\nuri = \"file://{}\"\n", mkv.display());
     text += &format!("[cameras.capped]\nuri = \"file://{}\"\nrealtime = true\nfps = 3.0\n", capped.display());
-    let cfg = dir.path().join("clefd.toml");
-    std::fs::write(&cfg, text).unwrap();
-    let log = dir.path().join("clefd.log");
-    let mut daemon = Daemon::start(&cfg, &log);
+    let (mut daemon, _log) = common::run_daemon(&common::write_toml(dir.path(), &text), &[]);
     for camera in ["mp4", "mkv", "capped"] {
         let topic = format!("clefd/life/{camera}/state");
         consumer.wait_for(&format!("{camera}'s final state"), WAIT, |m| {
@@ -586,9 +650,9 @@ fn whole_files_with_a_longer_audio_track_or_under_an_fps_cap_are_ended_not_faile
 /// The `fps` cap is a maximum, not a target: a 2 fps file played in real time under
 /// `fps = 12` streams at its own rate, and `/healthz` stays ok over more than a whole
 /// health window (it once went 503 "far below its configured fps"). Disabling that camera
-/// on purpose is no fault either. (That a camera delivering 12 fps but analysed far below
-/// it degrades, and the target's choice, are `service::probe`'s unit tests: no source can
-/// honestly be made to deliver at a rate and be analysed at half of it here.)
+/// on purpose is no fault either. (A camera analysed far below what it delivers is
+/// `a_camera_analysed_far_below_what_it_delivers_is_degraded`; the target's choice is
+/// `service::probe`'s unit tests.)
 #[test]
 fn health_is_ok_for_a_slow_native_camera_under_a_higher_fps_cap_and_once_it_is_disabled() {
     let broker = Broker::start();
@@ -599,13 +663,10 @@ fn health_is_ok_for_a_slow_native_camera_under_a_higher_fps_cap_and_once_it_is_d
     let port = common::free_port();
     let mut text =
         common::base_config(dir.path(), &broker.url(), "life").replace("[mqtt]\n", "[mqtt]\ncontrol = true\n");
-    text += &format!("[http]\nlisten = \"127.0.0.1:{port}\"\n");
+    text += &common::http_section(port);
     text += &format!("[cameras.slow]\nuri = \"file://{}\"\nloop = true\nrealtime = true\nfps = 12.0\n", clip.display());
     text += &format!("[cameras.uncapped]\nuri = \"file://{}\"\nloop = true\nrealtime = true\n", clip.display());
-    let cfg = dir.path().join("clefd.toml");
-    std::fs::write(&cfg, text).unwrap();
-    let log = dir.path().join("clefd.log");
-    let daemon = Daemon::start(&cfg, &log);
+    let (daemon, _log) = common::run_daemon(&common::write_toml(dir.path(), &text), &[]);
     // 30 frames analysed at 2 fps span 15 s, more than a health window (10 s); /healthz
     // is never degraded on the way.
     let deadline = std::time::Instant::now() + WAIT;

@@ -87,3 +87,34 @@ fn snapshots_are_off_by_default() {
     assert!(m.iter().any(|x| x.topic.ends_with("/emotion") && x.body["type"] == "new"));
     assert!(m.iter().all(|x| !x.topic.ends_with("/snapshot") && x.body.get("snapshot").is_none()));
 }
+
+/// A snapshot folder on a disk that hangs (each write takes ten minutes: the test hook
+/// `CLEFD_TEST_SNAPSHOT_DELAY_MS`) never holds up analysis: new tracks keep coming, each
+/// with its picture on MQTT, while nothing reaches the folder; SIGTERM still ends clefd.
+#[test]
+fn a_hung_snapshot_folder_does_not_stop_analysis() {
+    let broker = Broker::start();
+    let consumer = Consumer::start(broker.port);
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("passing.mp4");
+    common::passing_clip(&clip, 60);
+    let snaps = dir.path().join("snaps");
+    let text = common::base_config(dir.path(), &broker.url(), "snap")
+        + &format!("[snapshots]\nmqtt = true\ndir = \"{}\"\nmax_files = 2\nsize_px = 96\n", snaps.display())
+        + &format!("[cameras.hall]\nuri = \"file://{}\"\nloop = true\n", clip.display());
+    let cfg = dir.path().join("clefd.toml");
+    std::fs::write(&cfg, text).unwrap();
+    let mut cmd = common::clefd();
+    cmd.args(["run", "--config", cfg.to_str().unwrap()]).env("CLEFD_TEST_SNAPSHOT_DELAY_MS", "600000");
+    let daemon = Daemon::spawn(cmd, &dir.path().join("clefd.log"));
+    let news = |m: &[common::Received]| {
+        m.iter().filter(|x| x.topic == "clefd/snap/hall/emotion" && x.body["type"] == "new").count()
+    };
+    consumer.wait_for("four tracks while the folder hangs", Duration::from_secs(120), |m| news(m) >= 4);
+    let m = consumer.messages();
+    let pictures = m.iter().filter(|x| x.topic == "clefd/snap/hall/snapshot" && !x.payload.is_empty()).count();
+    assert!(pictures >= 4, "each new track's picture on MQTT: {pictures}");
+    let written = std::fs::read_dir(&snaps).map(|d| d.filter_map(Result::ok).count()).unwrap_or(0);
+    assert_eq!(written, 0, "nothing reaches a folder whose disk hangs");
+    assert!(daemon.stop(), "clefd exits 0 on SIGTERM with a hung snapshot folder");
+}

@@ -182,6 +182,11 @@ impl<T> FrameHub<T> {
         self.lock().abandoned
     }
 
+    /// Whether any camera is still open here (one feeds this hub, or may).
+    pub fn any_open(&self) -> bool {
+        self.lock().slots.values().any(|sl| sl.open)
+    }
+
     /// Whether camera `slot` is still open (neither ended nor stopped).
     pub fn is_open(&self, slot: usize) -> bool {
         self.lock().slots.get(&slot).is_some_and(|sl| sl.open)

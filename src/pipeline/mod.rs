@@ -4,11 +4,13 @@
 //! systemd: the caller decides where events go.
 
 pub mod analyze;
+mod breaker;
 mod cadence;
 pub mod hub;
 pub mod lanes;
 mod options;
 mod probe;
+mod rates;
 mod reload;
 mod rescue;
 pub mod snapshot;
@@ -286,9 +288,8 @@ impl Inner {
         };
         let (handle, live) = worker::spawn(analyzers, setup)
             .map_err(|e| PipelineError::NoCamera(format!("cannot start the inference thread: {e}")))?;
-        if let Ok(mut w) = self.probe.workers.lock() {
-            w.push(ProbeEntry { hub: hub.clone(), done, live });
-        }
+        let entry = ProbeEntry { hub: hub.clone(), done, live };
+        self.probe.guard(&self.probe.workers, "the list of inference workers").push(entry);
         self.workers.insert(dir.to_path_buf(), Worker { hub, cameras, handle: Some(handle) });
         Ok(())
     }
@@ -296,9 +297,10 @@ impl Inner {
     /// A new slot for camera `name` in the hub of its bundle's worker (a new worker if
     /// the last one has ended meanwhile).
     fn open_slot(&mut self, name: &str, plan: &CameraPlan) -> Result<(Arc<FrameHub<Frame>>, usize), PipelineError> {
+        let probe = self.probe.clone();
         for _ in 0..2 {
             let worker = self.worker(&plan.bundle)?;
-            let mut registry = worker.cameras.lock().unwrap_or_else(|p| p.into_inner());
+            let mut registry = probe.guard(&worker.cameras, "a worker's camera registry");
             // Under the registry's lock: the worker finds the camera as soon as its slot
             // exists.
             let Some(slot) = worker.hub.add_slot() else { continue };
@@ -319,13 +321,13 @@ impl Inner {
     /// Starts one camera under a supervisor, in a new slot of its bundle's hub.
     fn start_camera(&mut self, name: &str, plan: &CameraPlan) -> Result<(), PipelineError> {
         self.reap();
-        let failures = self.failures.clone();
+        let (failures, probe) = (self.failures.clone(), self.probe.clone());
         let reports: Reports = Arc::new(Mutex::new(Some((self.sink)())));
         let status_sink = reports.clone();
         let (hub, slot) = self.open_slot(name, plan)?;
-        if let Ok(mut current) = self.probe.current.lock() {
-            current.insert(name.to_string(), (hub_id(&hub), slot));
-        }
+        self.probe
+            .guard(&self.probe.current, "the map of the cameras' slots")
+            .insert(name.to_string(), (hub_id(&hub), slot));
         // A file analysed as fast as possible waits for inference instead of dropping.
         let camera = &plan.source.camera;
         let every_frame = matches!(camera.spec, SourceSpec::File { .. }) && !camera.realtime;
@@ -336,14 +338,14 @@ impl Inner {
             Arc::new(move |status: &CameraStatus| {
                 use crate::source::CameraState::{Failed, Reconnecting, Stalled};
                 // Held while reporting, so that [`Running::silence`] waits for this report.
-                let mut sink = status_sink.lock().unwrap_or_else(|p| p.into_inner());
+                let mut sink = probe.guard(&status_sink, "a camera's state reports");
                 let Some(sink) = sink.as_mut() else { return };
                 if matches!(status.status, Reconnecting | Stalled | Failed) {
                     resets.reset(slot);
                 }
                 if status.status == Failed {
                     let reason = status.last_error.clone().unwrap_or_default();
-                    failures.lock().map(|mut f| f.insert(status.camera.clone(), reason)).ok();
+                    probe.guard(&failures, "the cameras' failures").insert(status.camera.clone(), reason);
                 }
                 sink.emit(Output::CameraState(status.clone()));
             }),
@@ -378,8 +380,9 @@ impl Pipeline {
             inner.start_camera(name, plan)?;
         }
         if inner.cameras.is_empty() {
-            let reasons =
-                inner.failures.lock().map(|f| f.values().cloned().collect::<Vec<_>>().join("; ")).unwrap_or_default();
+            let failures = inner.probe.guard(&inner.failures, "the cameras' failures");
+            let reasons = failures.values().cloned().collect::<Vec<_>>().join("; ");
+            drop(failures);
             return Err(PipelineError::NoCamera(reasons));
         }
         Ok(Pipeline { inner: Arc::new(Mutex::new(inner)) })
@@ -405,19 +408,23 @@ impl Pipeline {
     pub fn wait(self) -> Outcome {
         let control = Control { inner: self.inner.clone() };
         loop {
-            let failure = match lock(&self.inner).map(|mut i| i.tend()) {
-                Ok(Tended { gave_up: Some(reason), orphans, .. }) => {
-                    // They showed `streaming` last: say they are stopped, and why, first.
-                    control.report_failed(orphans.iter().map(|r| r.name.clone()), &reason);
-                    stop_cameras(orphans);
-                    Some(reason)
-                }
-                Ok(Tended { orphans, .. }) if !orphans.is_empty() => control.rescue(orphans).err(),
-                Ok(Tended { over: true, .. }) => break,
-                Ok(_) => {
-                    std::thread::sleep(std::time::Duration::from_millis(200));
-                    None
-                }
+            let failure = match lock(&self.inner).map(|mut i| (i.probe.broken(), i.tend())) {
+                // A poisoned lock anywhere: the run ends non-zero, so systemd restarts us.
+                Ok((Some(broken), _)) => Some(broken),
+                Ok((None, tended)) => match tended {
+                    Tended { gave_up: Some(reason), orphans, .. } => {
+                        // They showed `streaming` last: say they are stopped, and why, first.
+                        control.report_failed(orphans.iter().map(|r| r.name.clone()), &reason);
+                        stop_cameras(orphans);
+                        Some(reason)
+                    }
+                    Tended { orphans, .. } if !orphans.is_empty() => control.rescue(orphans).err(),
+                    Tended { over: true, .. } => break,
+                    _ => {
+                        std::thread::sleep(std::time::Duration::from_millis(200));
+                        None
+                    }
+                },
                 Err(e) => Some(e.to_string()),
             };
             if let Some(reason) = failure {

@@ -3,9 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
+use super::breaker::Breaker;
 use super::hub::FrameHub;
+use super::rates::{Count, Rates};
 use super::{CameraSummary, RunSummary};
 use crate::source::Frame;
 
@@ -26,11 +29,16 @@ pub struct Probe {
     /// The live views of the cameras someone looks at.
     pub(super) views: super::view::Views,
     /// Set when a panic poisoned a lock the pipeline needs: from then on nothing counts
-    /// as progress (the watchdog fires, `/healthz` fails) until clefd restarts.
-    pub(super) broken: Arc<Mutex<Option<String>>>,
+    /// as progress (the watchdog fires, `/healthz` fails) and the run ends non-zero.
+    pub(super) broken: Breaker,
     /// Inference workers that ended without being told to (a panic outside the lanes,
     /// their sink or lanes gone); their cameras moved to a new worker.
     pub(super) worker_failures: Arc<AtomicU64>,
+    /// Since when each worker (by hub) has not progressed, for the workers that have not
+    /// at the last look: `/healthz` names only their cameras as stopped.
+    pub(super) stalled: Arc<Mutex<BTreeMap<usize, Instant>>>,
+    /// Each camera's analysed rate over whole health windows (updated at each look).
+    pub(super) rates: Arc<Mutex<Rates>>,
 }
 
 /// A hub's identity, for [`Probe`]'s map of current slots: a counter, never reused (a
@@ -57,22 +65,31 @@ pub(super) struct ProbeEntry {
 impl Probe {
     /// A probe that sees no worker yet.
     pub(super) fn empty() -> Probe {
+        let broken = Breaker::default();
         Probe {
             workers: Arc::default(),
             current: Arc::default(),
             last: BTreeMap::new(),
             ended: Arc::default(),
-            views: Default::default(),
-            broken: Arc::default(),
+            views: super::view::Views::new(broken.clone()),
+            broken,
             worker_failures: Arc::default(),
+            stalled: Arc::default(),
+            rates: Arc::default(),
         }
+    }
+
+    /// Takes a lock the pipeline's watchers share (the cameras' states, the workers'
+    /// statistics…); a poisoned one marks the pipeline broken (what it guards may be
+    /// half-updated: the run ends non-zero) and is used as it is, so a report still
+    /// comes out.
+    pub fn guard<'a, T>(&self, lock: &'a Mutex<T>, what: &str) -> MutexGuard<'a, T> {
+        self.broken.guard(lock, what)
     }
 
     /// Marks the pipeline broken: `what` was left inconsistent by a panic.
     pub(super) fn set_broken(&self, what: &str) {
-        tracing::error!("a panic poisoned {what}: clefd reports no progress from now on, so that it is restarted");
-        let mut b = self.broken.lock().unwrap_or_else(|p| p.into_inner());
-        b.get_or_insert_with(|| format!("a panic poisoned {what}; clefd must be restarted"));
+        self.broken.set(what);
     }
 
     /// Inference workers that ended abnormally so far (each replaced by a new one).
@@ -82,13 +99,13 @@ impl Probe {
 
     /// Why the pipeline cannot go on, if a panic broke it.
     pub fn broken(&self) -> Option<String> {
-        self.broken.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.broken.reason()
     }
 
     /// Stops watching the worker of `hub` (it has ended or was replaced), keeping its
     /// frames in the total.
     pub(super) fn remove(&self, hub: &Arc<FrameHub<Frame>>) {
-        let Ok(mut workers) = self.workers.lock() else { return };
+        let mut workers = self.guard(&self.workers, "the list of inference workers");
         workers.retain(|e| {
             let gone = Arc::ptr_eq(&e.hub, hub);
             if gone {
@@ -99,43 +116,66 @@ impl Probe {
     }
 
     fn entries(&self) -> Vec<ProbeEntry> {
-        match self.workers.lock() {
-            Ok(w) => w.clone(),
-            Err(p) => {
-                self.set_broken("the list of inference workers");
-                p.into_inner().clone()
-            }
-        }
+        self.guard(&self.workers, "the list of inference workers").clone()
     }
 
-    /// Whether the frame path moved since the previous call.
+    /// The cameras of the configuration now, and their current slot.
+    fn current(&self) -> BTreeMap<String, (usize, usize)> {
+        self.guard(&self.current, "the map of the cameras' slots").clone()
+    }
+
+    /// Whether the frame path moved since the previous call: every worker analysed frames
+    /// or has none waiting. Also notes which workers did not (see
+    /// [`Probe::stopped_cameras`]) and each camera's analysed rate (see
+    /// [`Probe::analysed_fps`]). For one caller (the watchdog monitor), at least every
+    /// few seconds.
     pub fn progressing(&mut self) -> bool {
-        let entries = self.entries();
+        let (entries, current, now) = (self.entries(), self.current(), Instant::now());
         let mut ok = self.broken().is_none();
-        let mut last = BTreeMap::new();
+        let (mut last, mut stalled_now, mut counts) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
+        let stalled = self.guard(&self.stalled, "the workers' progress").clone();
         for e in &entries {
             let id = hub_id(&e.hub);
-            let now = e.done.load(Ordering::Relaxed);
-            ok &= now > self.last.get(&id).copied().unwrap_or(0) || e.hub.waiting() == 0;
-            last.insert(id, now);
+            let done = e.done.load(Ordering::Relaxed);
+            let moved = done > self.last.get(&id).copied().unwrap_or(0) || e.hub.waiting() == 0;
+            if !moved {
+                stalled_now.insert(id, stalled.get(&id).copied().unwrap_or(now));
+            }
+            ok &= moved;
+            last.insert(id, done);
+            let s = self.guard(&e.live, "an inference worker's statistics");
+            for c in s.cameras.iter().filter(|c| current.get(&c.name) == Some(&(id, c.slot))) {
+                let received = e.hub.stats(c.slot).received;
+                counts.insert(c.name.clone(), Count { at: (id, c.slot), analysed: c.frames, received });
+            }
         }
         self.last = last;
+        *self.guard(&self.stalled, "the workers' progress") = stalled_now;
+        self.guard(&self.rates, "the cameras' analysed rates").look(now, counts);
         ok
+    }
+
+    /// The cameras whose worker has not progressed for at least `after` (frames wait and
+    /// none is analysed), by name: the ones whose analysis has stopped, and only those.
+    pub fn stopped_cameras(&self, after: Duration) -> Vec<String> {
+        let stalled = self.guard(&self.stalled, "the workers' progress").clone();
+        let stuck = |id: &usize| stalled.get(id).is_some_and(|since| since.elapsed() >= after);
+        self.current().into_iter().filter(|(_, (id, _))| stuck(id)).map(|(name, _)| name).collect()
+    }
+
+    /// Each camera's analysed frames per second over its last whole health window
+    /// (cameras without one yet are left out).
+    pub fn analysed_fps(&self) -> BTreeMap<String, f64> {
+        self.guard(&self.rates, "the cameras' analysed rates").fps()
     }
 
     /// Calls `f` with each worker's live statistics, under its lock and without copying
     /// them (a scrape reads histograms in place), and the cameras of the configuration now
     /// (their current slot) with their live drop counts.
     pub fn visit(&self, mut f: impl FnMut(&RunSummary, &[CameraView<'_>])) {
-        let current = self.current.lock().map(|c| c.clone()).unwrap_or_default();
+        let current = self.current();
         for e in self.entries() {
-            let s = match e.live.lock() {
-                Ok(s) => s,
-                Err(p) => {
-                    self.set_broken("an inference worker's statistics");
-                    p.into_inner()
-                }
-            };
+            let s = self.guard(&e.live, "an inference worker's statistics");
             let id = hub_id(&e.hub);
             let cameras: Vec<CameraView<'_>> = (s.cameras.iter())
                 .filter(|c| current.get(&c.name) == Some(&(id, c.slot)))
@@ -163,20 +203,6 @@ impl Probe {
         &self.views
     }
 
-    /// The cameras whose frames wait for inference right now: when the frame path does
-    /// not move, the ones whose analysis has stopped.
-    pub fn waiting_cameras(&self) -> Vec<String> {
-        let current = self.current.lock().map(|c| c.clone()).unwrap_or_default();
-        let mut names = Vec::new();
-        for e in self.entries() {
-            let id = hub_id(&e.hub);
-            for slot in e.hub.waiting_slots() {
-                names.extend(current.iter().filter(|(_, at)| **at == (id, slot)).map(|(name, _)| name.clone()));
-            }
-        }
-        names
-    }
-
     /// What the frame path holds per camera generation, all workers together: hub slots,
     /// trackers and per-camera statistics. Each is one per running camera; more would be
     /// state left behind by cameras that stopped (a leak `/metrics` makes visible).
@@ -184,7 +210,7 @@ impl Probe {
         let (mut slots, mut trackers, mut statistics) = (0, 0, 0);
         for e in self.entries() {
             slots += e.hub.slots() as u64;
-            let s = e.live.lock().unwrap_or_else(|p| p.into_inner());
+            let s = self.guard(&e.live, "an inference worker's statistics");
             trackers += s.trackers as u64;
             statistics += s.cameras.len() as u64;
         }
@@ -194,7 +220,7 @@ impl Probe {
     /// Frames analysed so far, all workers together.
     pub fn frames(&self) -> u64 {
         // Under the lock `remove` takes, so a worker's frames are counted exactly once.
-        let Ok(workers) = self.workers.lock() else { return self.ended.load(Ordering::Relaxed) };
+        let workers = self.guard(&self.workers, "the list of inference workers");
         let live: u64 = workers.iter().map(|e| e.done.load(Ordering::Relaxed)).sum();
         live + self.ended.load(Ordering::Relaxed)
     }

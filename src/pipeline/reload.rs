@@ -150,9 +150,7 @@ impl Inner {
                 }
                 None => {
                     running.silence();
-                    if let Ok(mut current) = self.probe.current.lock() {
-                        current.remove(&name);
-                    }
+                    self.probe.guard(&self.probe.current, "the map of the cameras' slots").remove(&name);
                     self.probe.views.forget(&name);
                     report.removed.push(name);
                     to_stop.push(running);
@@ -176,7 +174,7 @@ impl Inner {
                 // Its bundle was loaded above: only a thread that cannot start lands
                 // here. The other cameras go on.
                 tracing::error!(camera = %name, error = %e, "cannot start camera after reload");
-                self.failures.lock().map(|mut f| f.insert(name.clone(), e.to_string())).ok();
+                self.probe.guard(&self.failures, "the cameras' failures").insert(name.clone(), e.to_string());
             }
         }
     }

@@ -62,7 +62,7 @@ pub(super) struct Tracking<S> {
 
 impl<S: EventSink> Tracking<S> {
     pub fn lock(&self) -> std::sync::MutexGuard<'_, RunSummary> {
-        self.live.lock().unwrap_or_else(|p| p.into_inner())
+        self.views.breaker().guard(&self.live, "an inference worker's statistics")
     }
 
     /// Makes sure `slot` has its tracker if its camera runs (cameras get theirs on first
@@ -71,10 +71,7 @@ impl<S: EventSink> Tracking<S> {
         if self.states.contains_key(&slot) {
             return;
         }
-        let camera = match self.registry.lock() {
-            Ok(registry) => registry.get(&slot).cloned(),
-            Err(p) => p.into_inner().get(&slot).cloned(),
-        };
+        let camera = self.views.breaker().guard(&self.registry, "a worker's camera registry").get(&slot).cloned();
         let Some(camera) = camera else { return };
         let mut state = (self.make_state)(&camera.name, camera.cadence);
         state.filter = camera.filter;
@@ -91,10 +88,7 @@ impl<S: EventSink> Tracking<S> {
         self.states.remove(&slot);
         let held = self.states.len();
         self.lock().trackers = held;
-        match self.registry.lock() {
-            Ok(mut r) => r.remove(&slot),
-            Err(p) => p.into_inner().remove(&slot),
-        };
+        self.views.breaker().guard(&self.registry, "a worker's camera registry").remove(&slot);
         self.lock().cameras.retain(|c| c.slot != slot);
     }
 

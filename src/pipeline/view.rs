@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::breaker::Breaker;
 use crate::image::{Rect, RgbImage};
 
 /// How long a look keeps a camera watched.
@@ -52,12 +53,26 @@ struct View {
 
 /// Every camera's live view, shared by the workers and the viewers.
 #[derive(Debug, Clone, Default)]
-pub struct Views(Arc<Mutex<HashMap<String, View>>>);
+pub struct Views(Arc<Mutex<HashMap<String, View>>>, Breaker);
 
 impl Views {
+    /// No view yet; a poisoned lock breaks the pipeline through `broken`.
+    pub(super) fn new(broken: Breaker) -> Views {
+        Views(Arc::default(), broken)
+    }
+
+    /// Where a poisoned lock of the frame path is reported (shared with the probe).
+    pub(super) fn breaker(&self) -> &Breaker {
+        &self.1
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, View>> {
+        self.1.guard(&self.0, "the live views")
+    }
+
     /// Someone looks at `camera`: keep its frames coming for a while; its latest shot.
     pub fn watch(&self, camera: &str) -> Option<Arc<Shot>> {
-        let mut views = self.0.lock().ok()?;
+        let mut views = self.lock();
         let view = views.entry(camera.to_string()).or_default();
         view.watched_until = Some(Instant::now() + WATCH_FOR);
         view.latest.clone()
@@ -66,21 +81,19 @@ impl Views {
     /// Whether a frame of `camera` should be kept now (someone looks, and the last copy
     /// is not too recent).
     pub(super) fn wanted(&self, camera: &str, now: Instant) -> bool {
-        let Ok(views) = self.0.lock() else { return false };
+        let views = self.lock();
         let Some(view) = views.get(camera) else { return false };
         view.watched_until.is_some_and(|until| now < until) && view.taken.is_none_or(|t| now >= t + EVERY)
     }
 
     /// Forgets a camera a reload removed.
     pub(super) fn forget(&self, camera: &str) {
-        if let Ok(mut views) = self.0.lock() {
-            views.remove(camera);
-        }
+        self.lock().remove(camera);
     }
 
     /// Keeps `camera`'s newest shot.
     pub(super) fn put(&self, camera: &str, mut shot: Shot) {
-        let Ok(mut views) = self.0.lock() else { return };
+        let mut views = self.lock();
         let view = views.entry(camera.to_string()).or_default();
         view.numbered += 1;
         view.taken = Some(Instant::now());

@@ -72,7 +72,8 @@ pub(super) fn spawn<S: EventSink>(
     let pool: LanePool<Frame> =
         LanePool::start(&format!("infer-{name}"), analyzers, batching.max_frames, Arc::new(move || ring.ring()))?;
     let live = setup_live(&name, &[]);
-    if let Ok(mut l) = live.lock() {
+    {
+        let mut l = views.breaker().guard(&live, "an inference worker's statistics");
         l.lanes = pool.lanes();
         l.provider = provider;
     }
@@ -95,8 +96,15 @@ pub(super) fn spawn<S: EventSink>(
         views,
         labels,
     };
-    let worker =
-        Worker { pool, hub: hub.clone(), tracking, batching, first: None, panics_seen: 0, fault: Fault::from_env() };
+    let worker = Worker {
+        pool,
+        hub: hub.clone(),
+        tracking,
+        batching,
+        first: None,
+        panics_seen: 0,
+        fault: Fault::from_env(&name),
+    };
     let guard = EndGuard { hub, bundle: name.clone(), failures, normal: false };
     std::thread::Builder::new()
         .name(format!("worker-{name}"))
@@ -135,35 +143,51 @@ impl Drop for EndGuard {
 /// Fault injection for the tests, `CLEFD_TEST_WORKER_FAULT=panic:N` or `stop:N`: the first
 /// worker of the process to take its N-th batch panics outside the lanes, or stops as if
 /// its sink had closed. Fires once per process, so the worker that replaces it runs on;
-/// `stops:N` fires in every worker (one that keeps failing, until clefd gives up).
+/// `stops:N` fires in every worker (one that keeps failing, until clefd gives up);
+/// `wedge:N` hangs the worker (as a hung inference would) until its cameras all stop.
+/// `CLEFD_TEST_WORKER_FAULT_BUNDLE` limits it to the workers of the bundle of that name.
 #[derive(Debug, Clone, Copy)]
 enum Fault {
     None,
     Panic(u64),
     Stop(u64),
     Stops(u64),
+    Wedge(u64),
 }
 
 /// Whether the injected fault has fired in this process.
 static FAULT_FIRED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 impl Fault {
-    fn from_env() -> Fault {
+    fn from_env(bundle: &str) -> Fault {
         let Ok(v) = std::env::var("CLEFD_TEST_WORKER_FAULT") else { return Fault::None };
+        if std::env::var("CLEFD_TEST_WORKER_FAULT_BUNDLE").is_ok_and(|b| b != bundle) {
+            return Fault::None;
+        }
         let (kind, n) = v.split_once(':').unwrap_or((v.as_str(), "1"));
         let n = n.parse().unwrap_or(1);
         match kind {
             "panic" => Fault::Panic(n),
             "stop" => Fault::Stop(n),
             "stops" => Fault::Stops(n),
+            "wedge" => Fault::Wedge(n),
             _ => Fault::None,
         }
     }
 
-    /// Whether to stop now, at batch `taken`; panics when the fault says so.
-    fn strikes(self, taken: u64) -> bool {
+    /// Whether to stop now, at batch `taken`; panics or hangs when the fault says so.
+    fn strikes(self, taken: u64, hub: &FrameHub<Frame>) -> bool {
         if let Fault::Stops(at) = self {
             return taken >= at;
+        }
+        if let Fault::Wedge(at) = self {
+            if taken >= at && !FAULT_FIRED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!("CLEFD_TEST_WORKER_FAULT: the inference worker hangs (fault injection)");
+                while hub.any_open() {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+            return false;
         }
         let (Fault::Panic(at) | Fault::Stop(at)) = self else { return false };
         if taken < at || FAULT_FIRED.swap(true, std::sync::atomic::Ordering::Relaxed) {
@@ -265,7 +289,7 @@ impl<S: EventSink> Worker<S> {
                 }
                 self.first.get_or_insert_with(Instant::now);
                 *batches += 1;
-                if self.fault.strikes(*batches) {
+                if self.fault.strikes(*batches, &self.hub) {
                     return Flow::Broken;
                 }
                 let frames: Vec<(usize, Frame)> = frames.into_iter().filter(|(_, f)| f.view().is_some()).collect();

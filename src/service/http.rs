@@ -63,7 +63,13 @@ impl Health {
 
     /// How long since the frame path last moved.
     pub fn since_progress(&self) -> Duration {
-        self.last_progress.lock().map(|t| t.elapsed()).unwrap_or_default()
+        self.probe.guard(&self.last_progress, "the time of the last progress").elapsed()
+    }
+
+    /// A copy of every camera's latest state (a poisoned lock breaks the pipeline: see
+    /// [`Probe::guard`]).
+    pub fn states(&self) -> BTreeMap<String, CameraStatus> {
+        self.probe.guard(&self.cameras, "the cameras' states").clone()
     }
 
     /// `None` when healthy, else why not.
@@ -73,7 +79,9 @@ impl Health {
         }
         let stalled = self.since_progress();
         if stalled > self.stuck_after {
-            let cameras = self.probe.waiting_cameras();
+            // Half the time: a worker is seen stalled a look after the last progress of
+            // all; one that took no frame for that long has stopped as well.
+            let cameras = self.probe.stopped_cameras(self.stuck_after / 2);
             let whose = if cameras.is_empty() {
                 "inference".to_string()
             } else {
@@ -87,16 +95,15 @@ impl Health {
         if let Some(delivery) = self.publish.delivery_problem(self.mqtt_down_after) {
             return Some(delivery);
         }
-        let cams = self.cameras.lock().unwrap_or_else(|p| p.into_inner());
-        super::probe::cameras_problem(&cams)
+        super::probe::cameras_problem(&self.states(), &self.probe.analysed_fps())
     }
 }
 
 /// `/healthz`'s verdict and JSON body: healthy or not, and why.
 pub(super) fn healthz(h: &Health) -> (bool, String) {
     let problem = h.problem();
-    let cameras: BTreeMap<String, &str> =
-        h.cameras.lock().map(|c| c.iter().map(|(k, v)| (k.clone(), v.status.as_str())).collect()).unwrap_or_default();
+    let states = h.states();
+    let cameras: BTreeMap<String, &str> = states.iter().map(|(k, v)| (k.clone(), v.status.as_str())).collect();
     let body = serde_json::json!({
         "status": if problem.is_none() { "ok" } else { "unhealthy" },
         "reason": problem,

@@ -134,7 +134,7 @@ pub fn render(h: &Health) -> String {
     build_info(&mut f);
     cameras(&mut f, h);
     frame_path(&mut f, h);
-    let events = h.events.lock().map(|e| e.clone()).unwrap_or_default();
+    let events = h.probe.guard(&h.events, "the event counts").clone();
     f.counters(
         "clefd_events_total",
         "Emotion events produced, by camera, lifecycle step and emotion.",
@@ -164,7 +164,7 @@ fn build_info(f: &mut Families) {
 
 /// What each camera reports: state, fps, restarts, the decoder it got.
 fn cameras(f: &mut Families, h: &Health) {
-    let cams = h.cameras.lock().map(|c| c.clone()).unwrap_or_default();
+    let cams = h.states();
     f.gauges(
         "clefd_camera_state",
         "1 for the state each camera is in, 0 for the others.",
@@ -226,7 +226,7 @@ fn frame_path(f: &mut Families, h: &Health) {
         in_flight.push((vec![("bundle", s.bundle.clone())], s.in_flight as f64));
         providers.push((vec![("bundle", s.bundle.clone()), ("provider", s.provider.clone())], 1.0));
     });
-    let cams = h.cameras.lock().map(|c| c.clone()).unwrap_or_default();
+    let cams = h.states();
     for (name, st) in &cams {
         dropped.push((vec![("camera", name.clone()), ("reason", "fps_cap".to_string())], st.dropped_fps_cap));
     }

@@ -10,13 +10,14 @@ use crate::source::{CameraState, CameraStatus};
 /// A camera streaming at less than this share of its configured `fps` is "far below" it.
 pub const FAR_BELOW: f64 = 0.5;
 
-/// What is wrong with the cameras, if anything.
-pub fn cameras_problem(cameras: &BTreeMap<String, CameraStatus>) -> Option<String> {
+/// What is wrong with the cameras, if anything; `analysed` is each camera's analysed rate
+/// over its last whole health window (see [`far_below_fps`]).
+pub fn cameras_problem(cameras: &BTreeMap<String, CameraStatus>, analysed: &BTreeMap<String, f64>) -> Option<String> {
     let active: Vec<&CameraStatus> = cameras.values().filter(|c| c.status != CameraState::Disabled).collect();
     if !active.is_empty() && !active.iter().any(|c| c.status == CameraState::Streaming) {
         return Some("no camera is streaming".into());
     }
-    far_below_fps(cameras)
+    far_below_fps(cameras, analysed)
 }
 
 /// The frame rate health expects of a camera: its `fps` cap is a maximum, not a target, so
@@ -32,14 +33,23 @@ pub fn fps_target(cap: Option<f64>, negotiated: Option<f64>, measured: Option<f6
 
 /// The cameras streaming far below the rate expected of them (degraded: frames are lost
 /// on the way, or the machine cannot keep up), judged on the rate over a whole health
-/// window (`health_fps`, at least 10 s, so 1-2 fps cameras do not flap). A camera without
-/// a measured window yet is no evidence either way.
-pub fn far_below_fps(cameras: &BTreeMap<String, CameraStatus>) -> Option<String> {
+/// window (`health_fps`, at least 10 s, so 1-2 fps cameras do not flap). The rate is the
+/// lower of what the camera delivered and what was analysed of it (`analysed`, by camera):
+/// a camera delivering its 12 fps of which inference takes 4 is degraded too. A camera
+/// without a measured window yet is no evidence either way.
+pub fn far_below_fps(cameras: &BTreeMap<String, CameraStatus>, analysed: &BTreeMap<String, f64>) -> Option<String> {
+    let rate = |c: &CameraStatus| -> Option<(f64, &'static str)> {
+        let delivered = c.health_fps.filter(|d| *d > 0.0)?;
+        match analysed.get(&c.camera) {
+            Some(&a) if a < delivered => Some((a, " analysed")),
+            _ => Some((delivered, "")),
+        }
+    };
     let slow: Vec<String> = (cameras.values())
         .filter(|c| c.status == CameraState::Streaming)
-        .filter_map(|c| c.health_fps.filter(|f| *f > 0.0).map(|f| (c, f)))
-        .filter_map(|(c, f)| c.target_fps.filter(|t| f < t * FAR_BELOW).map(|t| (c, f, t)))
-        .map(|(c, f, t)| format!("{} ({f:.1} of {t:.1} fps)", c.camera))
+        .filter_map(|c| rate(c).map(|r| (c, r)))
+        .filter_map(|(c, (f, how))| c.target_fps.filter(|t| f < t * FAR_BELOW).map(|t| (c, f, t, how)))
+        .map(|(c, f, t, how)| format!("{} ({f:.1} of {t:.1} fps{how})", c.camera))
         .collect();
     (!slow.is_empty()).then(|| format!("cameras far below their configured fps: {}", slow.join(", ")))
 }
@@ -64,22 +74,27 @@ mod tests {
         (name.into(), st)
     }
 
+    /// The problem with `cameras` when nothing was analysed slower than delivered.
+    fn problem(cameras: BTreeMap<String, CameraStatus>) -> Option<String> {
+        cameras_problem(&cameras, &BTreeMap::new())
+    }
+
     #[test]
     fn slow_cameras_degrade_and_disabled_ones_do_not() {
         use CameraState::*;
         let all = |c: Vec<(String, CameraStatus)>| c.into_iter().collect::<BTreeMap<_, _>>();
-        assert_eq!(cameras_problem(&all(vec![])), None);
-        assert_eq!(cameras_problem(&all(vec![cam("a", Disabled, 0.0, Some(5.0))])), None, "all disabled: healthy");
-        let slow = cameras_problem(&all(vec![cam("a", Streaming, 0.2, Some(1.0)), cam("b", Streaming, 15.0, None)]));
+        assert_eq!(problem(all(vec![])), None);
+        assert_eq!(problem(all(vec![cam("a", Disabled, 0.0, Some(5.0))])), None, "all disabled: healthy");
+        let slow = problem(all(vec![cam("a", Streaming, 0.2, Some(1.0)), cam("b", Streaming, 15.0, None)]));
         assert_eq!(slow.as_deref(), Some("cameras far below their configured fps: a (0.2 of 1.0 fps)"));
-        assert_eq!(cameras_problem(&all(vec![cam("a", Streaming, 0.0, Some(15.0))])), None, "not measured yet");
-        assert_eq!(cameras_problem(&all(vec![cam("a", Streaming, 9.0, Some(15.0))])), None, "near its rate");
-        let none = cameras_problem(&all(vec![cam("a", Failed, 0.0, None), cam("b", Disabled, 0.0, None)]));
+        assert_eq!(problem(all(vec![cam("a", Streaming, 0.0, Some(15.0))])), None, "not measured yet");
+        assert_eq!(problem(all(vec![cam("a", Streaming, 9.0, Some(15.0))])), None, "near its rate");
+        let none = problem(all(vec![cam("a", Failed, 0.0, None), cam("b", Disabled, 0.0, None)]));
         assert_eq!(none.as_deref(), Some("no camera is streaming"));
         // No whole window measured yet: no evidence, whatever the 2 s rate says.
         let (n, mut early) = cam("a", Streaming, 1.0, Some(15.0));
         early.health_fps = None;
-        assert_eq!(cameras_problem(&all(vec![(n, early)])), None, "no window yet");
+        assert_eq!(problem(all(vec![(n, early)])), None, "no window yet");
     }
 
     #[test]
@@ -95,10 +110,16 @@ mod tests {
         let t = fps_target(Some(12.0), Some(12.0), Some(12.0), true);
         assert_eq!(t, Some(12.0));
         let all = |c: Vec<(String, CameraStatus)>| c.into_iter().collect::<BTreeMap<_, _>>();
-        assert!(cameras_problem(&all(vec![cam("a", CameraState::Streaming, 5.0, t)])).is_some());
+        assert!(problem(all(vec![cam("a", CameraState::Streaming, 5.0, t)])).is_some());
         // A 2 fps file under fps = 12 delivering its 2 fps: healthy.
         let t = fps_target(Some(12.0), Some(2.0), Some(2.0), true);
-        assert_eq!(cameras_problem(&all(vec![cam("a", CameraState::Streaming, 2.0, t)])), None);
+        assert_eq!(problem(all(vec![cam("a", CameraState::Streaming, 2.0, t)])), None);
+        // Delivered at 12 but analysed at 4: degraded, and the text says which rate.
+        let t = fps_target(Some(12.0), Some(12.0), Some(12.0), true);
+        let cams = all(vec![cam("a", CameraState::Streaming, 12.0, t)]);
+        let slow = cameras_problem(&cams, &[("a".to_string(), 4.0)].into_iter().collect());
+        assert_eq!(slow.as_deref(), Some("cameras far below their configured fps: a (4.0 of 12.0 fps analysed)"));
+        assert_eq!(cameras_problem(&cams, &[("a".to_string(), 11.0)].into_iter().collect()), None);
         // A file played unpaced, or no cap: nothing expected.
         assert_eq!(fps_target(Some(12.0), Some(25.0), None, false), None);
         assert_eq!(fps_target(None, Some(25.0), Some(25.0), true), None);

@@ -1,19 +1,31 @@
 //! Where snapshots go in the daemon (`[snapshots]`): a retained message per camera on
 //! `{prefix}/{device}/{camera}/snapshot`, a bounded folder of files, or both; and the
 //! reference each track's `new` event carries to them. Disk trouble is logged and counted,
-//! never fatal: the event goes out without its file. The folder stays bounded without a
-//! scan on the inference thread that writes a picture: it removes its own oldest picture
-//! beyond the limit (one unlink), and the pictures of earlier runs are trimmed once, at
-//! start, by a thread of its own.
+//! never fatal: the event goes out without its file. The files are written by a thread of
+//! its own, never by the inference thread that made the picture: it takes them from a
+//! short queue (a picture that finds the queue full is dropped and counted, so a slow or
+//! hung folder never holds up analysis), trims the earlier runs' pictures once at start,
+//! and removes its own oldest picture beyond the limit (one unlink per picture).
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::events::SnapshotRef;
 use crate::mqtt::Topics;
 use crate::pipeline::snapshot::Snapshot;
+
+/// Pictures waiting for the writer at most; more are dropped (and counted).
+pub const QUEUE: usize = 16;
+
+/// How long the end of a run waits for the pictures still queued to be written.
+const FLUSH: Duration = Duration::from_secs(5);
+
+/// One picture for the writer: its file name's stem and its JPEG.
+type Job = (String, Vec<u8>);
 
 /// The destinations, and the references waiting for their `new` events.
 #[derive(Debug)]
@@ -23,89 +35,140 @@ pub struct SnapshotPlaces {
     /// Write into this folder, keeping the newest `max_files`.
     pub dir: Option<(PathBuf, usize)>,
     pending: Mutex<HashMap<(String, u64), SnapshotRef>>,
-    /// Snapshots that could not be written.
-    pub failed: AtomicU64,
+    /// Snapshots that could not be written (disk trouble).
+    pub failed: Arc<AtomicU64>,
+    /// Snapshots dropped because the writer was behind (a slow or hung folder).
+    pub dropped: AtomicU64,
+    /// The writer's queue, and the channel it says it is done on.
+    writer: Option<(SyncSender<Job>, Mutex<Receiver<()>>)>,
+}
+
+/// What the writer thread owns.
+struct Writer {
+    dir: PathBuf,
+    keep: usize,
+    failed: Arc<AtomicU64>,
     /// The pictures in the folder, oldest first (at most the folder's limit): this run's,
     /// and the earlier runs' that the trim at start kept, so that together they stay
     /// within the limit.
-    written: Arc<Mutex<VecDeque<PathBuf>>>,
+    written: VecDeque<PathBuf>,
+    /// Runs before each write: a test's slow or hung disk (`CLEFD_TEST_SNAPSHOT_DELAY_MS`).
+    hold: Option<Hold>,
 }
 
-impl SnapshotPlaces {
-    /// Places for snapshots; nothing pending yet.
-    pub fn new(topics: Option<Topics>, dir: Option<(PathBuf, usize)>) -> SnapshotPlaces {
-        let written: Arc<Mutex<VecDeque<PathBuf>>> = Arc::default();
-        if let Some((dir, keep)) = dir.clone() {
-            // Earlier runs' pictures: trimmed once, off every thread that matters; those
-            // kept count towards the limit from then on (the oldest go first).
-            let written = written.clone();
-            let trim = move || match keep_newest(&dir, keep) {
-                Ok(kept) => {
-                    let mut written = written.lock().unwrap_or_else(|p| p.into_inner());
-                    let older: Vec<PathBuf> = kept.into_iter().filter(|p| !written.contains(p)).collect();
-                    for old in older.into_iter().rev() {
-                        written.push_front(old);
-                    }
-                    while written.len() > keep.max(1) {
-                        if let Some(old) = written.pop_front() {
+/// What a test makes each write wait for.
+type Hold = Box<dyn Fn() + Send>;
+
+impl Writer {
+    /// Trims the earlier runs' pictures, then writes what comes until the queue closes.
+    fn run(mut self, jobs: Receiver<Job>) {
+        match keep_newest(&self.dir, self.keep) {
+            Ok(kept) => self.written = kept.into(),
+            Err(e) => tracing::debug!(dir = %self.dir.display(), error = %e, "cannot trim the snapshot folder"),
+        }
+        for (stem, jpeg) in jobs {
+            if let Some(hold) = &self.hold {
+                hold();
+            }
+            match write(&self.dir, &stem, &jpeg) {
+                Ok(path) => {
+                    self.written.push_back(path);
+                    while self.written.len() > self.keep.max(1) {
+                        if let Some(old) = self.written.pop_front() {
                             let _ = std::fs::remove_file(old);
                         }
                     }
                 }
-                Err(e) => tracing::debug!(dir = %dir.display(), error = %e, "cannot trim the snapshot folder"),
-            };
-            if let Err(e) = std::thread::Builder::new().name("snapshot-trim".into()).spawn(trim) {
-                tracing::warn!(error = %e, "cannot start the thread that trims the snapshot folder");
-            }
-        }
-        SnapshotPlaces { topics, dir, pending: Mutex::default(), failed: AtomicU64::new(0), written }
-    }
-
-    /// Writes the file (when a folder is set) and notes where the snapshot went for its
-    /// event; whether it should also go to the publisher (retained on its topic).
-    pub fn place(&self, shot: &Snapshot) -> bool {
-        let file = self.dir.as_ref().and_then(|(dir, keep)| match write(dir, shot) {
-            Ok(path) => {
-                let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
-                written.push_back(path.clone());
-                while written.len() > (*keep).max(1) {
-                    if let Some(old) = written.pop_front() {
-                        let _ = std::fs::remove_file(old);
+                Err(e) => {
+                    if self.failed.fetch_add(1, Ordering::Relaxed) == 0 {
+                        tracing::warn!(dir = %self.dir.display(), error = %e, "cannot write snapshots (is the folder writable, the disk full?); events go out without them");
                     }
                 }
-                Some(path.display().to_string())
             }
-            Err(e) => {
-                if self.failed.fetch_add(1, Ordering::Relaxed) == 0 {
-                    tracing::warn!(dir = %dir.display(), error = %e, "cannot write snapshots (is the folder writable, the disk full?); events go out without them");
+        }
+    }
+}
+
+impl SnapshotPlaces {
+    /// Places for snapshots; nothing pending yet. With a folder, its writer thread starts.
+    pub fn new(topics: Option<Topics>, dir: Option<(PathBuf, usize)>) -> SnapshotPlaces {
+        let delay = std::env::var("CLEFD_TEST_SNAPSHOT_DELAY_MS").ok().and_then(|v| v.parse().ok());
+        let hold = delay.map(|ms| Box::new(move || std::thread::sleep(Duration::from_millis(ms))) as Hold);
+        SnapshotPlaces::start(topics, dir, hold)
+    }
+
+    fn start(topics: Option<Topics>, dir: Option<(PathBuf, usize)>, hold: Option<Hold>) -> SnapshotPlaces {
+        let failed: Arc<AtomicU64> = Arc::default();
+        let writer = dir.clone().and_then(|(dir, keep)| {
+            let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(QUEUE);
+            let (done_tx, done) = std::sync::mpsc::channel();
+            let w = Writer { dir, keep, failed: failed.clone(), written: VecDeque::new(), hold };
+            let spawned = std::thread::Builder::new().name("snapshot-writer".into()).spawn(move || {
+                w.run(queue);
+                let _ = done_tx.send(());
+            });
+            match spawned {
+                Ok(_) => Some((jobs, Mutex::new(done))),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start the thread that writes snapshots; none are written");
+                    None
                 }
-                None
+            }
+        });
+        SnapshotPlaces { topics, dir, pending: Mutex::default(), failed, dropped: AtomicU64::new(0), writer }
+    }
+
+    /// Hands the file to the writer (when a folder is set; never waits for the disk) and
+    /// notes where the snapshot goes for its event; whether it should also go to the
+    /// publisher (retained on its topic). A picture the writer has no room for is dropped
+    /// and counted, and its event refers to no file.
+    pub fn place(&self, shot: &Snapshot) -> bool {
+        let file = self.dir.as_ref().and_then(|(dir, _)| {
+            let (jobs, _) = self.writer.as_ref()?;
+            match jobs.try_send((shot.track_uid.clone(), shot.jpeg.clone())) {
+                Ok(()) => Some(dir.join(format!("{}.jpg", shot.track_uid)).display().to_string()),
+                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                    if self.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+                        tracing::warn!(dir = %dir.display(), "snapshots are written more slowly than they come (a slow disk?); the extra ones are dropped");
+                    }
+                    None
+                }
             }
         });
         let topic = self.topics.as_ref().map(|t| t.snapshot(&shot.camera));
         let to_mqtt = topic.is_some();
-        if let Ok(mut pending) = self.pending.lock() {
-            // One per live track at most: a track's `new` event follows its snapshot.
-            if pending.len() > 1024 {
-                pending.clear();
-            }
-            pending.insert((shot.camera.clone(), shot.track_id), SnapshotRef { topic, file });
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        // One per live track at most: a track's `new` event follows its snapshot.
+        if pending.len() > 1024 {
+            pending.clear();
         }
+        pending.insert((shot.camera.clone(), shot.track_id), SnapshotRef { topic, file });
         to_mqtt
     }
 
     /// The reference for the `new` event of `camera`'s track `track_id`, if it has one.
     pub fn take(&self, camera: &str, track_id: u64) -> Option<SnapshotRef> {
-        self.pending.lock().ok()?.remove(&(camera.to_string(), track_id))
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&(camera.to_string(), track_id))
     }
 }
 
-/// Writes `shot` as `{track_uid}.jpg` (aside, then renamed).
-fn write(dir: &Path, shot: &Snapshot) -> std::io::Result<PathBuf> {
+impl Drop for SnapshotPlaces {
+    /// The pictures still queued are written before the run ends (for a bounded time: a
+    /// hung disk does not hold up the exit).
+    fn drop(&mut self) {
+        if let Some((jobs, done)) = self.writer.take() {
+            drop(jobs);
+            let _ = done.into_inner().unwrap_or_else(|p| p.into_inner()).recv_timeout(FLUSH);
+        }
+    }
+}
+
+/// Writes `jpeg` as `{stem}.jpg` (aside, then renamed).
+fn write(dir: &Path, stem: &str, jpeg: &[u8]) -> std::io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
-    let path = dir.join(format!("{}.jpg", shot.track_uid));
-    let tmp = dir.join(format!(".{}.jpg.tmp", shot.track_uid));
-    std::fs::write(&tmp, &shot.jpeg)?;
+    let path = dir.join(format!("{stem}.jpg"));
+    let tmp = dir.join(format!(".{stem}.jpg.tmp"));
+    std::fs::write(&tmp, jpeg)?;
     std::fs::rename(&tmp, &path)?;
     Ok(path)
 }
@@ -136,6 +199,19 @@ mod tests {
             .unwrap_or(0)
     }
 
+    fn shot(n: u64) -> Snapshot {
+        Snapshot { camera: "cam".into(), track_id: n, track_uid: format!("new-{n}"), jpeg: b"jpeg".to_vec() }
+    }
+
+    /// Waits (against a deadline) until `ok` holds.
+    fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !ok() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     #[test]
     fn earlier_runs_pictures_count_towards_the_limit() {
         let dir = tempfile::tempdir().unwrap();
@@ -143,18 +219,42 @@ mod tests {
             std::fs::write(dir.path().join(format!("old-{n}.jpg")), b"jpeg").unwrap();
         }
         let places = SnapshotPlaces::new(None, Some((dir.path().to_path_buf(), 2)));
-        // The trim runs on a thread of its own: wait (against a deadline) until it is done.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while places.written.lock().unwrap().len() < 2 {
-            assert!(std::time::Instant::now() < deadline, "the trim at start never finished");
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
         for n in 0..3 {
-            let shot =
-                Snapshot { camera: "cam".into(), track_id: n, track_uid: format!("new-{n}"), jpeg: b"jpeg".to_vec() };
-            places.place(&shot);
+            places.place(&shot(n));
+            // The writer trims first, then writes in order: once this one is there, the
+            // folder holds at most its limit, earlier runs' pictures included.
+            let file = dir.path().join(format!("new-{n}.jpg"));
+            wait_until(&format!("new-{n}.jpg written"), || file.exists());
             assert_eq!(jpgs(dir.path()), 2, "the folder holds at most its limit, earlier runs' pictures included");
         }
         assert!(dir.path().join("new-2.jpg").exists() && dir.path().join("new-1.jpg").exists());
+    }
+
+    #[test]
+    fn a_hung_folder_never_holds_up_the_caller_and_the_extra_pictures_are_dropped_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        // Every write waits until `release` goes: a disk that does not answer.
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let gate = Mutex::new(gate);
+        let hold: Hold = Box::new(move || {
+            let _ = gate.lock().unwrap_or_else(|p| p.into_inner()).recv();
+        });
+        let places = SnapshotPlaces::start(None, Some((dir.path().join("snaps"), 100)), Some(hold));
+        // Every call returns (none waits for the disk); those beyond the queue (and the
+        // one the writer holds, if it took one yet) are dropped and counted.
+        let total = 200u64;
+        for n in 0..total {
+            places.place(&shot(n));
+        }
+        let dropped = places.dropped.load(Ordering::Relaxed);
+        let queued = total - dropped;
+        assert!((QUEUE as u64..=QUEUE as u64 + 1).contains(&queued), "queued {queued}, dropped {dropped}");
+        // Those dropped refer to no file; those queued are written once the disk answers.
+        let refs: Vec<_> = (0..total).filter_map(|n| places.take("cam", n)).collect();
+        assert_eq!(refs.iter().filter(|r| r.file.is_some()).count() as u64, queued);
+        assert_eq!(jpgs(&dir.path().join("snaps")), 0, "nothing written while the disk hangs");
+        drop(release);
+        drop(places);
+        assert_eq!(jpgs(&dir.path().join("snaps")) as u64, queued, "the queued pictures are written at the end");
     }
 }

@@ -14,7 +14,7 @@ use crate::mqtt::Outgoing;
 
 /// The statistics as JSON.
 pub fn stats_json(h: &Health, uptime: Duration) -> Value {
-    let states = h.cameras.lock().map(|c| c.clone()).unwrap_or_default();
+    let states = h.states();
     let mut cameras = BTreeMap::new();
     let mut inference = BTreeMap::new();
     for s in h.probe.summaries() {

@@ -20,9 +20,7 @@ pub async fn monitor(notifier: Arc<Notifier>, health: Arc<Health>, watchdog: Opt
     loop {
         tick.tick().await;
         if probe.progressing() {
-            if let Ok(mut t) = health.last_progress.lock() {
-                *t = Instant::now();
-            }
+            *probe.guard(&health.last_progress, "the time of the last progress") = Instant::now();
             stuck_logged = false;
         } else if !stuck_logged {
             stuck_logged = true;

@@ -206,7 +206,10 @@ impl Camera {
         steer_jpeg_decoder(&pipeline);
         fail_without_video(&pipeline);
         // A file is judged whole or damaged at its end from what its decoder saw.
-        let damage = matches!(opts.spec, SourceSpec::File { .. }).then(|| super::damage::Watch::attach(&pipeline));
+        let damage = match &opts.spec {
+            SourceSpec::File { path } => Some(super::damage::Watch::attach(&pipeline, path)),
+            _ => None,
+        };
         let src = pipeline.by_name("src").ok_or_else(|| perr("no source element".into()))?;
         configure_source(&src, &opts.spec);
         let sink = pipeline

@@ -10,7 +10,8 @@
 //! - video cut short: the last decoded frame ends well before the *video stream's* own end
 //!   (its segment's stop, which the demuxer sets from the track's length). Where the
 //!   container does not tell a track's length (Matroska), its duration stands for the
-//!   video's only when the file has no other track, or when GStreamer warned.
+//!   video's only when the file has no other track, when GStreamer warned, or when the
+//!   file ends before its container says it does (see [`super::truncated`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,13 +36,16 @@ pub(super) struct Watch {
     video_end: AtomicU64,
     /// The demuxer, to count its streams.
     demuxer: Mutex<Option<gst::glib::WeakRef<gst::Element>>>,
+    /// The file, to tell whether it ends before its container says it does.
+    path: std::path::PathBuf,
 }
 
 impl Watch {
     /// Watches `pipeline`'s video decoder (the one `decodebin` picks, or the Jetson
-    /// chain's named `hwdec`) and its demuxer.
-    pub(super) fn attach(pipeline: &gst::Pipeline) -> Arc<Watch> {
-        let watch = Arc::new(Watch { video_end: AtomicU64::new(u64::MAX), ..Watch::default() });
+    /// chain's named `hwdec`) and its demuxer, as it plays the file at `path`.
+    pub(super) fn attach(pipeline: &gst::Pipeline, path: &std::path::Path) -> Arc<Watch> {
+        let watch =
+            Arc::new(Watch { video_end: AtomicU64::new(u64::MAX), path: path.to_path_buf(), ..Watch::default() });
         if let Some(dec) = pipeline.by_name(super::decoder::HARDWARE_DECODER_NAME) {
             watch.probe_decoder(&dec);
         }
@@ -126,6 +130,8 @@ impl Watch {
             container: pipeline.query_duration::<gst::ClockTime>().map(gst::ClockTime::nseconds),
             only_video: streams <= 1,
             warned: warning.is_some(),
+            // Read only now, at the end (a few hundred bytes), and only where it matters.
+            cut: video_end.is_none() && streams > 1 && super::truncated::matroska_cut_short(&self.path),
         };
         judge(&seen).map(|mut reason| {
             if let Some(w) = warning {
@@ -146,6 +152,8 @@ struct Seen {
     container: Option<u64>,
     only_video: bool,
     warned: bool,
+    /// The file ends before its container says it does.
+    cut: bool,
 }
 
 fn judge(s: &Seen) -> Option<String> {
@@ -157,7 +165,7 @@ fn judge(s: &Seen) -> Option<String> {
         ));
     }
     // The video's own end; the container's length only where it can only be the video's.
-    let end = s.video_end.or(s.container.filter(|_| s.only_video || s.warned))?;
+    let end = s.video_end.or(s.container.filter(|_| s.only_video || s.warned || s.cut))?;
     let slack = (end / 10).max(500_000_000);
     (s.out > 0 && s.reached + slack < end).then(|| {
         format!(
@@ -182,6 +190,7 @@ mod tests {
             container: Some(6 * S),
             only_video: true,
             warned: false,
+            cut: false,
         }
     }
 
@@ -213,5 +222,7 @@ mod tests {
         let mkv = Seen { into: 16, out: 16, reached: S, video_end: None, only_video: false, ..whole() };
         assert_eq!(judge(&mkv), None);
         assert!(judge(&Seen { warned: true, ..mkv }).is_some());
+        // ... or when the file ends before its Segment does.
+        assert!(judge(&Seen { cut: true, ..mkv }).is_some());
     }
 }

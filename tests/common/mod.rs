@@ -18,6 +18,8 @@ pub mod consumer5;
 #[allow(dead_code)]
 pub mod daemon;
 #[allow(dead_code)]
+pub mod encode;
+#[allow(dead_code)]
 pub mod http;
 #[allow(dead_code)]
 pub mod link;
@@ -29,6 +31,8 @@ pub mod not_run;
 pub mod notify;
 #[allow(dead_code)]
 pub mod rtsp;
+#[allow(dead_code)]
+pub mod setup;
 /// Synthetic clips: the CLI's `make-clip` code, shared with the tests.
 #[path = "../../src/cmd/synth.rs"]
 #[allow(dead_code)]
@@ -47,6 +51,7 @@ pub use self::{
     metrics::{dashboard_metrics, metric, promtool_check, wait_metric},
     not_run::could_not_run,
     notify::{NotifyLog, notify_listen, notify_wait},
+    setup::{http_section, run_daemon, write_toml},
 };
 
 use std::net::TcpListener;
