@@ -230,19 +230,7 @@ pub fn check(rig: &mut Rig, digest: &mut Digest, model: &Model, deadline: Durati
     loop {
         digest.drain(rig);
         let now = look(rig);
-        // A camera counts as analysing once its counter grew between two looks.
-        let base = first_frames.get_or_insert_with(BTreeMap::new);
-        for (camera, n) in &now.frames {
-            match base.get(camera) {
-                Some(b) if n > b => {
-                    progressed.insert(camera.clone());
-                }
-                Some(_) => {}
-                None => {
-                    base.insert(camera.clone(), *n);
-                }
-            }
-        }
+        note_progress(first_frames.get_or_insert_with(BTreeMap::new), &now.frames, &mut progressed);
         let mut out = compare(rig, digest, model, &now, &progressed);
         out.retain(|f| !skip.contains(&f.invariant));
         if out.is_empty() && !skip.contains(&LIVE) {
@@ -256,6 +244,30 @@ pub fn check(rig: &mut Rig, digest: &mut Digest, model: &Model, deadline: Durati
             return out;
         }
         std::thread::sleep(Duration::from_millis(700));
+    }
+}
+
+/// Adds to `progressed` the cameras whose frames-analysed counter grew since `base` (the
+/// first value seen of each). A camera counts as analysing once its counter grew between
+/// two looks. The counter belongs to a camera generation: a restart (a reload, a command)
+/// starts it again from zero, so a lower value is a new generation, counted from there.
+/// Torture seed 12 step 78: the first look came while the reload was still loading a
+/// bundle, at the old generation's count (ball had run 170 s at 5 fps), which the new
+/// generation (602 after the 120 s deadline) could not pass.
+fn note_progress(base: &mut BTreeMap<String, f64>, frames: &BTreeMap<String, f64>, progressed: &mut BTreeSet<String>) {
+    for (camera, n) in frames {
+        match base.get(camera) {
+            Some(b) if n > b => {
+                progressed.insert(camera.clone());
+            }
+            Some(b) if n < b => {
+                base.insert(camera.clone(), *n);
+            }
+            Some(_) => {}
+            None => {
+                base.insert(camera.clone(), *n);
+            }
+        }
     }
 }
 
@@ -367,4 +379,29 @@ pub fn tail(path: &std::path::Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::note_progress;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    /// Looks as at seed 12 step 78: the old generation's count first (about 850 after
+    /// 170 s at 5 fps), then the restarted camera's own count from zero, growing (602 at
+    /// the 120 s deadline).
+    #[test]
+    fn a_counter_that_restarts_with_its_camera_still_counts_as_progress() {
+        let (mut base, mut progressed) = (BTreeMap::new(), BTreeSet::new());
+        for ball in [847.0, 847.0, 0.0, 3.0, 300.0, 602.0] {
+            note_progress(&mut base, &BTreeMap::from([("ball".to_string(), ball)]), &mut progressed);
+        }
+        assert!(progressed.contains("ball"), "a restarted camera growing from zero is analysed");
+
+        // A counter that stays put, or only drops, is not progress.
+        let (mut base, mut progressed) = (BTreeMap::new(), BTreeSet::new());
+        for ball in [847.0, 847.0, 0.0, 0.0] {
+            note_progress(&mut base, &BTreeMap::from([("ball".to_string(), ball)]), &mut progressed);
+        }
+        assert!(progressed.is_empty(), "{progressed:?}");
+    }
 }
