@@ -400,3 +400,47 @@ fn a_broker_that_refuses_every_event_is_unhealthy_and_says_so() {
     }
     assert!(daemon.stop(), "{}", log());
 }
+
+#[test]
+fn a_command_over_4_mb_under_mqtt_3_never_cuts_the_event_connection() {
+    // Under MQTT 3.1.1 nothing tells the broker how much clefd reads: a 5 MB command reaches
+    // the control connection, which can read neither it nor its topic (so it cannot be
+    // answered) and reconnects. The event connection never sees a command: it stays up,
+    // events keep arriving, and the next command gets its answer.
+    let broker = Broker::start();
+    // An MQTT 5 consumer declares its own 1 MB limit, so the broker keeps the 5 MB from it.
+    let consumer = common::Consumer5::start(broker.port, "clefd/big/#", None);
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let cfg = config(dir.path(), &broker, "big", 1, |c| c.config.mqtt.control = true).http(port).write();
+    let log_path = dir.path().join("clefd.log");
+    let daemon = Daemon::start(&cfg, &log_path);
+    let events = |m: &[common::Received5]| -> Vec<u64> {
+        m.iter().filter(|x| x.topic.ends_with("/emotion")).filter_map(|x| x.body["seq"].as_u64()).collect()
+    };
+    consumer.wait_for("a few events", Duration::from_secs(60), |m| events(m).len() >= 3);
+    let big = dir.path().join("big.json");
+    std::fs::write(&big, format!(r#"{{"fps": 5, "pad": "{}"}}"#, "x".repeat(5 << 20))).unwrap();
+    let status = std::process::Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-q", "1", "-t", "clefd/big/cam0/set", "-f"])
+        .arg(&big)
+        .status()
+        .expect("mosquitto_pub runs");
+    assert!(status.success());
+    common::wait_log(&log_path, "a control command larger than clefd reads was dropped unanswered", 1);
+    let top = events(&consumer.messages()).into_iter().max().unwrap_or(0);
+    consumer.wait_for("5 new events after the 5 MB command", Duration::from_secs(60), |m| {
+        events(m).into_iter().filter(|&s| s > top).count() >= 5
+    });
+    assert_eq!(common::metric(port, "clefd_mqtt_connects_total"), Some(1.0), "the event connection was never cut");
+    // Control works again: the next command gets exactly one answer (the 5 MB one none).
+    let answers = |m: &[common::Received5]| -> Vec<serde_json::Value> {
+        m.iter().filter(|x| x.topic == "clefd/big/cam0/set/result").map(|x| x.body.clone()).collect()
+    };
+    consumer.publish("clefd/big/cam0/set", br#"{"fps": 5}"#);
+    consumer.wait_for("the answer to the next command", Duration::from_secs(60), |m| !answers(m).is_empty());
+    let said = answers(&consumer.messages());
+    assert_eq!(said.len(), 1, "one answer: {said:?}");
+    assert_eq!(said[0]["ok"], true, "{said:?}");
+    assert!(daemon.stop());
+}

@@ -291,6 +291,10 @@ pub fn tls_transport(files: &super::TlsFiles) -> rumqttc::Transport {
     })
 }
 
+/// The reason of a connection that ended because the broker sent a packet larger than
+/// [`SessionOptions::max_incoming`]: the client cannot skip it, nor read its topic.
+pub const TOO_LARGE: &str = "too_large";
+
 /// What a 3.1.1 connection error means, and whether a retry can cure it.
 pub fn describe_v311(e: &rumqttc::ConnectionError) -> SessionError {
     use rumqttc::ConnectReturnCode as C;
@@ -308,6 +312,9 @@ pub fn describe_v311(e: &rumqttc::ConnectionError) -> SessionError {
         E::Io(io) => io_reason(io),
         E::NetworkTimeout | E::FlushTimeout => "timeout",
         E::MqttState(rumqttc::StateError::Io(io)) => io_reason(io),
+        E::MqttState(rumqttc::StateError::Deserialization(rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(_))) => {
+            TOO_LARGE
+        }
         E::MqttState(_) | E::NotConnAck(_) => "protocol",
         _ => "other",
     };
@@ -336,6 +343,9 @@ fn describe_v5(e: &mq5::ConnectionError) -> SessionError {
         E::Io(io) => io_reason(io),
         E::Timeout(_) => "timeout",
         E::MqttState(mq5::StateError::Io(io)) => io_reason(io),
+        E::MqttState(mq5::StateError::Deserialization(mq5::mqttbytes::Error::PayloadSizeLimitExceeded { .. })) => {
+            TOO_LARGE
+        }
         E::MqttState(_) | E::NotConnAck(_) => "protocol",
         _ => "other",
     };
