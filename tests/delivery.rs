@@ -328,3 +328,119 @@ fn numbers_a_kill_took_before_spooling_are_counted_at_the_next_start() {
     assert_eq!(common::metric(port, "clefd_events_lost_total"), Some(0.0), "not counted again");
     assert!(daemon.stop());
 }
+
+/// A daemon started with `NOTIFY_SOCKET`, as systemd starts it; what it tells systemd.
+fn start_notified(cfg: &std::path::Path, dir: &std::path::Path, log: &std::path::Path) -> (Daemon, common::NotifyLog) {
+    let sock = dir.join("notify.sock");
+    let notify = common::notify_listen(&sock);
+    let mut cmd = common::clefd();
+    cmd.args(["run", "--config", cfg.to_str().unwrap()]).env("NOTIFY_SOCKET", &sock);
+    (Daemon::spawn(cmd, log), notify)
+}
+
+/// The `STATUS=` lines systemd heard from `from` on.
+fn statuses(notify: &common::NotifyLog, from: usize) -> Vec<String> {
+    let said = notify.lock().unwrap();
+    said[from.min(said.len())..].iter().filter(|(_, m)| m.contains("STATUS=")).map(|(_, m)| m.clone()).collect()
+}
+
+#[test]
+fn a_broker_that_refuses_every_event_is_unhealthy_and_says_so() {
+    // mosquitto's ACL denies the event topic: over MQTT 5 it acknowledges each event with
+    // "not authorized" (reason 0x87). Before the fix the refusal counted as delivery:
+    // /healthz said ok, nothing was counted, STATUS= said nothing, no event ever arrived.
+    let dir = tempfile::tempdir().unwrap();
+    let acl = dir.path().join("acl");
+    std::fs::write(&acl, "topic readwrite #\ntopic deny clefd/+/+/emotion\n").unwrap();
+    let mut broker = Broker::start_with(&format!("acl_file {}\n", acl.display()));
+    let port = common::free_port();
+    let cfg = config(dir.path(), &broker, "denied", 1, |c| {
+        c.config.mqtt.protocol = "5".into();
+        c.config.mqtt.delivery_stuck_s = 3.0;
+        c.config.mqtt.reconnect_max_s = 1.0;
+    })
+    .http(port)
+    .write();
+    let log_path = dir.path().join("clefd.log");
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let (daemon, notify) = start_notified(&cfg, dir.path(), &log_path);
+    common::wait_http(port, "/healthz", "refused events in /healthz", Duration::from_secs(90), |code, body| {
+        code == 503 && body.contains("refused every event") && body.contains("not_authorized")
+    });
+    let refused = "clefd_mqtt_events_refused_total{reason=\"not_authorized\"}";
+    common::wait_metric(port, refused, "refusals counted", Duration::from_secs(60), |n| n >= 10.0);
+    assert_eq!(common::metric(port, "clefd_mqtt_events_acked_total"), Some(0.0), "a refusal is no delivery");
+    assert_eq!(common::metric(port, "clefd_mqtt_delivery_stuck"), Some(1.0), "the gauge says so too");
+    // Refused events leave the spool (a re-send would be refused again and hold back
+    // everything behind it): what waits is at most the window in flight.
+    let waiting = common::metric(port, "clefd_spool_events").expect("spool depth");
+    assert!(waiting <= 64.0, "refused events do not pile up in the spool: {waiting}");
+    let said = log();
+    let lines = said.lines().filter(|l| l.contains("refuses our events")).count();
+    assert_eq!(lines, 1, "the refusal is logged once, not once per event:\n{said}");
+    common::notify_wait(
+        &notify,
+        "events are not delivered: the MQTT broker refuses every event (not_authorized on clefd/denied/+/emotion)",
+        Duration::from_secs(30),
+    );
+
+    // The broker gone: systemd hears that it is unreachable.
+    broker.stop();
+    common::notify_wait(&notify, "events are not delivered: the MQTT broker is unreachable", Duration::from_secs(60));
+
+    // A broker that takes events: health and the status line recover.
+    let cured = notify.lock().unwrap().len();
+    broker.start_again_with("");
+    common::wait_http(port, "/healthz", "health back to ok", Duration::from_secs(60), |code, _| code == 200);
+    common::wait_metric(port, "clefd_mqtt_events_acked_total", "events accepted", Duration::from_secs(60), |n| n > 0.0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !statuses(&notify, cured).iter().any(|m| !m.contains("not delivered")) {
+        assert!(std::time::Instant::now() < deadline, "STATUS= never cleared: {:?}", statuses(&notify, cured));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(daemon.stop(), "{}", log());
+}
+
+#[test]
+fn a_command_over_4_mb_under_mqtt_3_never_cuts_the_event_connection() {
+    // Under MQTT 3.1.1 nothing tells the broker how much clefd reads: a 5 MB command reaches
+    // the control connection, which can read neither it nor its topic (so it cannot be
+    // answered) and reconnects. The event connection never sees a command: it stays up,
+    // events keep arriving, and the next command gets its answer.
+    let broker = Broker::start();
+    // An MQTT 5 consumer declares its own 1 MB limit, so the broker keeps the 5 MB from it.
+    let consumer = common::Consumer5::start(broker.port, "clefd/big/#", None);
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let cfg = config(dir.path(), &broker, "big", 1, |c| c.config.mqtt.control = true).http(port).write();
+    let log_path = dir.path().join("clefd.log");
+    let daemon = Daemon::start(&cfg, &log_path);
+    let events = |m: &[common::Received5]| -> Vec<u64> {
+        m.iter().filter(|x| x.topic.ends_with("/emotion")).filter_map(|x| x.body["seq"].as_u64()).collect()
+    };
+    consumer.wait_for("a few events", Duration::from_secs(60), |m| events(m).len() >= 3);
+    let big = dir.path().join("big.json");
+    std::fs::write(&big, format!(r#"{{"fps": 5, "pad": "{}"}}"#, "x".repeat(5 << 20))).unwrap();
+    let status = std::process::Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &broker.port.to_string(), "-q", "1", "-t", "clefd/big/cam0/set", "-f"])
+        .arg(&big)
+        .status()
+        .expect("mosquitto_pub runs");
+    assert!(status.success());
+    common::wait_log(&log_path, "a control command larger than clefd reads was dropped unanswered", 1);
+    let top = events(&consumer.messages()).into_iter().max().unwrap_or(0);
+    consumer.wait_for("5 new events after the 5 MB command", Duration::from_secs(60), |m| {
+        events(m).into_iter().filter(|&s| s > top).count() >= 5
+    });
+    assert_eq!(common::metric(port, "clefd_mqtt_connects_total"), Some(1.0), "the event connection was never cut");
+    // Control works again: the next command gets exactly one answer (the 5 MB one none).
+    let answers = |m: &[common::Received5]| -> Vec<serde_json::Value> {
+        m.iter().filter(|x| x.topic == "clefd/big/cam0/set/result").map(|x| x.body.clone()).collect()
+    };
+    consumer.publish("clefd/big/cam0/set", br#"{"fps": 5}"#);
+    consumer.wait_for("the answer to the next command", Duration::from_secs(60), |m| !answers(m).is_empty());
+    let said = answers(&consumer.messages());
+    assert_eq!(said.len(), 1, "one answer: {said:?}");
+    assert_eq!(said[0]["ok"], true, "{said:?}");
+    assert!(daemon.stop());
+}

@@ -198,6 +198,30 @@ fn head_of(port: u16, path: &str) -> String {
     String::from_utf8_lossy(&out[..end]).into_owned()
 }
 
+/// The live view is served while events cannot be kept.
+fn serves_the_live_view(port: u16) {
+    let live = "/cameras/cam/latest.jpg";
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !head_of(port, live).contains("image/jpeg") {
+        assert!(Instant::now() < deadline, "the live view is served meanwhile: {}", head_of(port, live));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// systemd hears that the problem is over: a `STATUS=` after the first `from` messages
+/// that no longer says events are being lost.
+fn status_cleared(notify: &common::NotifyLog, from: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let said: Vec<String> = notify.lock().unwrap()[from..].iter().map(|(_, m)| m.clone()).collect();
+        if said.iter().any(|m| m.contains("STATUS=") && !m.contains("being lost")) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "STATUS= never cleared: {said:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn a_read_only_state_folder_at_start_degrades_and_recovers() {
     // The state folder is read-only before clefd starts: the spool folder cannot be made.
@@ -206,27 +230,36 @@ fn a_read_only_state_folder_at_start_degrades_and_recovers() {
     let test = "a_read_only_state_folder_at_start_degrades_and_recovers";
     let Some(t) = on_tmpfs_then(test, "16m", "&& mount --bind -o ro {state} {state}") else { return };
     degraded(t.port, "Read-only file system");
-    let live = "/cameras/cam/latest.jpg";
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !head_of(t.port, live).contains("image/jpeg") {
-        assert!(Instant::now() < deadline, "the live view is served meanwhile: {}", head_of(t.port, live));
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    serves_the_live_view(t.port);
     common::notify_wait(&t.notify, "events are being lost", Duration::from_secs(60));
     let state = t.dir.path().join("state");
     let s = state.to_str().unwrap();
     let cured = t.notify.lock().unwrap().len();
     recovers(t.port, &t.consumer, None, || in_namespace(t.daemon.pid(), &["umount", s]));
-    // systemd hears that it is over too.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let said: Vec<String> = t.notify.lock().unwrap()[cured..].iter().map(|(_, m)| m.clone()).collect();
-        if said.iter().any(|m| m.contains("STATUS=") && !m.contains("being lost")) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "STATUS= never cleared: {said:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    status_cleared(&t.notify, cured);
+    let lost = metric(t.port, "clefd_events_lost_total");
+    assert!(t.daemon.stop(), "asked to stop: exit 0");
+    assert_lost_is_the_gap(&t.consumer, lost);
+}
+
+#[test]
+fn a_full_state_folder_at_start_degrades_and_recovers() {
+    // The state folder is full before clefd starts (a 512 KB tmpfs, filled up): neither
+    // `seq` nor a spool segment can be written. clefd starts, analyses, serves the live
+    // view, counts what it cannot keep, says why (`/healthz`, `STATUS=`), and carries on
+    // by itself once space is freed.
+    let test = "a_full_state_folder_at_start_degrades_and_recovers";
+    let fill = "&& (dd if=/dev/zero of={state}/filler bs=64k 2>/dev/null; true)";
+    let Some(t) = on_tmpfs_then(test, "512k", fill) else { return };
+    degraded(t.port, "No space left on device");
+    serves_the_live_view(t.port);
+    common::notify_wait(&t.notify, "events are being lost", Duration::from_secs(60));
+    // The daemon's own view of its state folder (its mount namespace).
+    let filler = format!("/proc/{}/root{}/filler", t.daemon.pid(), t.dir.path().join("state").display());
+    assert!(std::fs::metadata(&filler).is_ok_and(|m| m.len() > 256 * 1024), "the folder was filled");
+    let cured = t.notify.lock().unwrap().len();
+    recovers(t.port, &t.consumer, None, || std::fs::remove_file(&filler).unwrap());
+    status_cleared(&t.notify, cured);
     let lost = metric(t.port, "clefd_events_lost_total");
     assert!(t.daemon.stop(), "asked to stop: exit 0");
     assert_lost_is_the_gap(&t.consumer, lost);

@@ -163,8 +163,8 @@ async fn run(
                         answers.on_command(&topics, &commands, &topic, payload);
                     }
                     Some(Ok(_)) => {}
-                    Some(Err(e)) => break e.message,
-                    None => break "the connection task ended".to_string(),
+                    Some(Err(e)) => break e,
+                    None => break session::SessionError { permanent: false, message: "the connection task ended".into(), reason: "other" },
                 },
                 reply = replies.recv() => match reply {
                     Some((topic, payload)) => answers.push(topic, payload),
@@ -177,8 +177,13 @@ async fn run(
         };
         s.poller.abort();
         failures += 1;
-        if up || failures.is_power_of_two() {
-            tracing::warn!(broker = %opts.url, error = %error, attempts = failures, "MQTT control connection lost; events are not affected");
+        if error.reason == session::TOO_LARGE {
+            // Over MQTT 3.1.1 nothing declares our limit to the broker, and the client reads
+            // neither the topic nor the payload of a larger packet: it cannot be answered.
+            // The clean session means the broker does not send it again.
+            tracing::warn!(broker = %opts.url, error = %error.message, limit_bytes = MAX_CONTROL_PACKET, "a control command larger than clefd reads was dropped unanswered (its topic cannot be read); the control connection reconnects, events are not affected");
+        } else if up || failures.is_power_of_two() {
+            tracing::warn!(broker = %opts.url, error = %error.message, attempts = failures, "MQTT control connection lost; events are not affected");
         }
         let wake = tokio::time::Instant::now() + backoff.next_delay();
         loop {

@@ -170,18 +170,29 @@ impl PublishStats {
         self.disconnected_since.lock().ok().and_then(|t| t.map(|t| t.elapsed())).unwrap_or_default()
     }
 
-    /// Why delivery is not working, for `/healthz`: the broker out of reach for longer
-    /// than `down_after`, or events waiting with no acknowledgement for longer than
-    /// allowed (however often the connection comes and goes meanwhile); `None` when fine.
-    pub fn delivery_problem(&self, down_after: Duration) -> Option<String> {
+    /// Why delivery is not working, for `/healthz`: the broker out of reach, events
+    /// waiting with no acknowledgement (however often the connection comes and goes
+    /// meanwhile), or every event refused, for longer than `mqtt.delivery_stuck_s`;
+    /// `None` when fine.
+    pub fn delivery_problem(&self) -> Option<String> {
         let down = self.disconnected_for();
-        if down > down_after {
+        if down > self.delivery.stuck_after() {
             return Some(format!(
                 "the MQTT broker has been unreachable for {:.0} s (events wait in the spool)",
                 down.as_secs_f64()
             ));
         }
         self.delivery.problem(self.spooled.load(Ordering::Relaxed))
+    }
+
+    /// Like [`PublishStats::delivery_problem`], in words that stay the same while the
+    /// cause does (no running clock, no count), for systemd's `STATUS=`.
+    pub fn delivery_summary(&self) -> Option<String> {
+        if self.disconnected_for() > self.delivery.stuck_after() {
+            let why = self.delivery.last_failure().map(|m| format!(" ({m})")).unwrap_or_default();
+            return Some(format!("the MQTT broker is unreachable{why}"));
+        }
+        self.delivery.summary()
     }
 
     pub(super) fn set_connected(&self, up: bool) {
@@ -193,5 +204,26 @@ impl PublishStats {
                 (false, Some(_)) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_broker_down_limit_is_mqtt_delivery_stuck_s() {
+        // A fresh publisher has no connection yet: down since now.
+        let stats = PublishStats::default();
+        stats.delivery.set_stuck_after(Duration::ZERO);
+        let said = stats.delivery_problem().expect("down longer than a zero allowance");
+        assert!(said.contains("unreachable"), "{said}");
+        assert_eq!(stats.delivery_summary().as_deref(), Some("the MQTT broker is unreachable"));
+        stats.delivery.set_stuck_after(Duration::from_secs(3600));
+        assert_eq!(stats.delivery_problem(), None, "within an hour's allowance");
+        assert_eq!(stats.delivery_summary(), None);
+        stats.delivery.set_stuck_after(Duration::ZERO);
+        stats.set_connected(true);
+        assert_eq!(stats.delivery_problem(), None, "connected, nothing waiting");
     }
 }

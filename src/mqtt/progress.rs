@@ -5,6 +5,11 @@
 //! Failed connections are counted by a short reason (a metric label) and each reason is
 //! logged once until delivery recovers, so a broker that refuses us every 250 ms neither
 //! floods the journal nor hides.
+//!
+//! An MQTT 5 broker can also take an event and refuse it (a PUBACK with a reason code: an
+//! ACL that denies the topic, a quota). That is no progress either: refusals are counted
+//! by reason, each reason is logged once while refusals keep coming, and a broker that
+//! has refused every event for `stuck_after` makes delivery stuck like silence does.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
@@ -32,6 +37,17 @@ struct Inner {
     logged: BTreeSet<&'static str>,
     /// The last failure, in words, until delivery recovers.
     last: Option<String>,
+    /// Events the broker refused, by reason (a fixed, small set of labels).
+    refusals: BTreeMap<&'static str, u64>,
+    /// Since the first refusal after the last accepted event; `None` while events get
+    /// through.
+    refused_since: Option<Instant>,
+    /// The last refusal: when, and in words.
+    last_refusal: Option<(Instant, String)>,
+    /// Refusal reasons logged since refusals last paused for `stuck_after`.
+    refusals_logged: BTreeSet<&'static str>,
+    /// Reasons the broker gave for refusing messages that are not events, logged once.
+    others_logged: BTreeSet<&'static str>,
 }
 
 impl Default for DeliveryWatch {
@@ -43,6 +59,11 @@ impl Default for DeliveryWatch {
                 failures: BTreeMap::new(),
                 logged: BTreeSet::new(),
                 last: None,
+                refusals: BTreeMap::new(),
+                refused_since: None,
+                last_refusal: None,
+                refusals_logged: BTreeSet::new(),
+                others_logged: BTreeSet::new(),
             }),
         }
     }
@@ -69,16 +90,65 @@ impl DeliveryWatch {
         }
     }
 
-    /// The broker acknowledged an event: delivery moves.
-    pub fn acked(&self) {
-        self.lock().waiting_since = Some(Instant::now());
+    /// How long events may wait unacknowledged (or be refused) before delivery is stuck.
+    pub fn stuck_after(&self) -> Duration {
+        self.lock().stuck_after
     }
 
-    /// How long events have waited without an acknowledgement, once that is longer than
-    /// allowed.
+    /// The broker accepted an event: delivery moves.
+    pub fn acked(&self) {
+        let mut w = self.lock();
+        w.waiting_since = Some(Instant::now());
+        w.refused_since = None;
+    }
+
+    /// The broker refused an event (`reason`, a metric label; `message` in words): counted,
+    /// and no progress. True when the reason was not logged since refusals last paused
+    /// for `stuck_after` (so the caller logs it: once, not once per event).
+    pub fn refused(&self, reason: &'static str, message: &str) -> bool {
+        let mut w = self.lock();
+        let now = Instant::now();
+        *w.refusals.entry(reason).or_default() += 1;
+        w.refused_since.get_or_insert(now);
+        if w.last_refusal.as_ref().is_none_or(|(at, _)| now.duration_since(*at) >= w.stuck_after) {
+            w.refusals_logged.clear();
+        }
+        w.last_refusal = Some((now, message.to_string()));
+        w.refusals_logged.insert(reason)
+    }
+
+    /// The broker refused a message that is no event (a retained state, discovery): true
+    /// the first time for `reason` (so the caller logs it once). Not delivery progress
+    /// either way; events decide that.
+    pub fn refused_other(&self, reason: &'static str) -> bool {
+        self.lock().others_logged.insert(reason)
+    }
+
+    /// Events the broker refused so far, by reason.
+    pub fn refusals(&self) -> Vec<(&'static str, u64)> {
+        self.lock().refusals.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+
+    /// How long events have waited without an acknowledgement, or been refused with none
+    /// accepted, once that is longer than allowed.
     pub fn stuck_for(&self) -> Option<Duration> {
         let w = self.lock();
-        w.waiting_since.map(|t| t.elapsed()).filter(|d| *d >= w.stuck_after)
+        let waited = w.waiting_since.map(|t| t.elapsed());
+        let refused = w.refused_since.map(|t| t.elapsed());
+        waited.max(refused).filter(|d| *d >= w.stuck_after)
+    }
+
+    /// Why delivery is stuck in a line that stays the same while the cause does (no
+    /// running clock or count), for systemd's `STATUS=`; `None` while delivery moves.
+    pub fn summary(&self) -> Option<String> {
+        self.stuck_for()?;
+        let w = self.lock();
+        if w.refused_since.is_some() {
+            let why = w.last_refusal.as_ref().map(|(_, m)| m.as_str()).unwrap_or("refused");
+            return Some(format!("the MQTT broker refuses every event ({why})"));
+        }
+        let why = w.last.as_ref().map(|m| format!(" (last error: {m})")).unwrap_or_default();
+        Some(format!("the MQTT broker acknowledges no event{why}"))
     }
 
     /// Counts a failed connection under `reason`; true when no failure for that reason
@@ -98,6 +168,11 @@ impl DeliveryWatch {
         w.last.take()
     }
 
+    /// The last connection failure, in words, while delivery has not worked since.
+    pub fn last_failure(&self) -> Option<String> {
+        self.lock().last.clone()
+    }
+
     /// Whether connections failed since delivery last worked.
     pub fn failing(&self) -> bool {
         self.lock().last.is_some()
@@ -112,7 +187,16 @@ impl DeliveryWatch {
     /// is the number of events in the spool.
     pub fn problem(&self, waiting: u64) -> Option<String> {
         let stuck = self.stuck_for()?;
-        let last = self.lock().last.clone();
+        let (last, refused) = {
+            let w = self.lock();
+            (w.last.clone(), w.refused_since.and(w.last_refusal.as_ref().map(|(_, m)| m.clone())))
+        };
+        if let Some(refusal) = refused {
+            return Some(format!(
+                "the MQTT broker has refused every event for {:.0} s ({refusal}); refused events are lost, counted in clefd_mqtt_events_refused_total",
+                stuck.as_secs_f64()
+            ));
+        }
         let why = last.map(|m| format!("; last connection error: {m}")).unwrap_or_default();
         Some(format!(
             "the MQTT broker has acknowledged no event for {:.0} s while {waiting} wait in the spool{why}",
@@ -153,5 +237,31 @@ mod tests {
         assert_eq!(w.recovered().as_deref(), Some("I/O: Connection refused"));
         assert!(!w.failing());
         assert!(w.failed("timeout", "Network timeout"), "after recovery it is news again");
+    }
+
+    #[test]
+    fn refusals_are_no_progress_and_are_logged_once_while_they_last() {
+        let w = DeliveryWatch::default();
+        w.set_stuck_after(Duration::from_secs(3600));
+        w.pending(1);
+        w.acked();
+        assert!(w.refused("not_authorized", "not_authorized on clefd/d/c/emotion"), "the first is logged");
+        assert!(!w.refused("not_authorized", "not_authorized on clefd/d/c/emotion"), "the next are not");
+        assert!(w.refused("quota_exceeded", "quota_exceeded on clefd/d/c/emotion"), "a new reason is");
+        // Refused events leave the spool: nothing waits, and yet delivery is stuck.
+        w.pending(0);
+        w.set_stuck_after(Duration::ZERO);
+        let said = w.problem(0).expect("refused with none accepted is stuck");
+        assert!(said.contains("refused every event") && said.contains("quota_exceeded"), "{said}");
+        assert_eq!(
+            w.summary().as_deref(),
+            Some("the MQTT broker refuses every event (quota_exceeded on clefd/d/c/emotion)")
+        );
+        assert_eq!(w.refusals(), vec![("not_authorized", 2), ("quota_exceeded", 1)]);
+        assert!(w.refused("not_authorized", "again"), "after a pause of stuck_after it is news again");
+        w.acked();
+        w.pending(0);
+        assert_eq!(w.problem(0), None, "an accepted event is progress");
+        assert_eq!(w.summary(), None);
     }
 }

@@ -467,14 +467,32 @@ impl Publisher {
     }
 
     /// The broker has message `pkid`: an event leaves the spool and frees the window.
-    fn on_acked(&mut self, conn: &mut Connection, pkid: u16, refused: Option<String>) {
+    /// One the broker refused (an MQTT 5 reason code: its ACL denies the topic, a quota)
+    /// leaves it too, since a re-send would get the same answer and hold back every event
+    /// behind it; it is lost, counted by reason, and no progress for health.
+    fn on_acked(&mut self, conn: &mut Connection, pkid: u16, refused: Option<&'static str>) {
         let sent = conn.inflight.remove(&pkid);
-        if let Some(reason) = refused {
-            // The broker has the message and says it will not deliver it: a re-send would
-            // get the same answer. Counted as acknowledged.
-            tracing::warn!(broker = %self.cfg.url, reason, "the broker acknowledged a message but refused to deliver it (check its ACLs)");
+        match (refused, sent) {
+            (Some(reason), Some(Sent::Event(seq))) => {
+                let topic = self.topics.emotion("+");
+                let said = format!("{reason} on {topic}");
+                if self.stats.delivery.refused(reason, &said) {
+                    tracing::warn!(broker = %self.cfg.url, reason, seq, topic, "the MQTT broker refuses our events (check its ACL or quotas): each refused event is lost, counted in clefd_mqtt_events_refused_total; logged once while refusals go on");
+                }
+            }
+            (Some(reason), _) => {
+                if self.stats.delivery.refused_other(reason) {
+                    tracing::warn!(broker = %self.cfg.url, reason, "the MQTT broker refused a message that is not an event (state, availability, discovery; check its ACL); logged once");
+                }
+            }
+            (None, Some(Sent::Event(_))) => {
+                self.stats.acked.fetch_add(1, Ordering::Relaxed);
+                self.stats.delivery.acked();
+            }
+            (None, _) => {}
         }
-        if matches!(sent, Some(Sent::Event(_))) || self.spool.pending() == 0 {
+        let accepted = refused.is_none() && (matches!(sent, Some(Sent::Event(_))) || self.spool.pending() == 0);
+        if accepted {
             if let Some(failure) = self.stats.delivery.recovered() {
                 tracing::info!(broker = %self.cfg.url, after_failure = %failure, spooled = self.spool.pending(), "MQTT delivery works again: the broker acknowledges what we send");
             }
@@ -485,8 +503,6 @@ impl Publisher {
                 tracing::warn!(seq, error = %e, "cannot record an acknowledgement in the spool");
             }
             conn.window = conn.window.saturating_sub(1);
-            self.stats.acked.fetch_add(1, Ordering::Relaxed);
-            self.stats.delivery.acked();
         }
     }
 

@@ -55,8 +55,8 @@ pub enum SessionEvent {
     Acked {
         /// Packet id.
         pkid: u16,
-        /// Reason for refusal (MQTT 5 only).
-        refused: Option<String>,
+        /// Reason for refusal (MQTT 5 only), as a metric label (a small, fixed set).
+        refused: Option<&'static str>,
     },
     /// Our DISCONNECT went out.
     Disconnected,
@@ -208,6 +208,22 @@ pub fn open(o: &SessionOptions, queue: usize) -> Session {
 
 type Tx = mpsc::Sender<Result<SessionEvent, SessionError>>;
 
+/// Why an MQTT 5 broker refused a message it acknowledged, as a metric label; `None` when
+/// it accepted it (no subscriber yet is acceptance: a persistent one gets it later).
+fn refusal(reason: mq5::mqttbytes::v5::PubAckReason) -> Option<&'static str> {
+    use mq5::mqttbytes::v5::PubAckReason as R;
+    match reason {
+        R::Success | R::NoMatchingSubscribers => None,
+        R::UnspecifiedError => Some("unspecified_error"),
+        R::ImplementationSpecificError => Some("implementation_specific_error"),
+        R::NotAuthorized => Some("not_authorized"),
+        R::TopicNameInvalid => Some("topic_name_invalid"),
+        R::PacketIdentifierInUse => Some("packet_identifier_in_use"),
+        R::QuotaExceeded => Some("quota_exceeded"),
+        R::PayloadFormatInvalid => Some("payload_format_invalid"),
+    }
+}
+
 async fn poll_v311(mut eventloop: rumqttc::EventLoop, tx: Tx) {
     use rumqttc::{Event, Outgoing, Packet};
     loop {
@@ -232,18 +248,14 @@ async fn poll_v311(mut eventloop: rumqttc::EventLoop, tx: Tx) {
 }
 
 async fn poll_v5(mut eventloop: mq5::EventLoop, tx: Tx) {
-    use mq5::mqttbytes::v5::{Packet, PubAckReason};
+    use mq5::mqttbytes::v5::Packet;
     use mq5::{Event, Incoming};
     loop {
         let event = match eventloop.poll().await {
             Ok(Event::Incoming(Incoming::ConnAck(_))) => SessionEvent::Connected,
-            Ok(Event::Incoming(Packet::PubAck(ack))) => SessionEvent::Acked {
-                pkid: ack.pkid,
-                refused: match ack.reason {
-                    PubAckReason::Success | PubAckReason::NoMatchingSubscribers => None,
-                    other => Some(format!("{other:?}")),
-                },
-            },
+            Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                SessionEvent::Acked { pkid: ack.pkid, refused: refusal(ack.reason) }
+            }
             Ok(Event::Incoming(Packet::Publish(p))) => SessionEvent::Received {
                 topic: String::from_utf8_lossy(&p.topic).into_owned(),
                 payload: p.payload.to_vec(),
@@ -279,6 +291,10 @@ pub fn tls_transport(files: &super::TlsFiles) -> rumqttc::Transport {
     })
 }
 
+/// The reason of a connection that ended because the broker sent a packet larger than
+/// [`SessionOptions::max_incoming`]: the client cannot skip it, nor read its topic.
+pub const TOO_LARGE: &str = "too_large";
+
 /// What a 3.1.1 connection error means, and whether a retry can cure it.
 pub fn describe_v311(e: &rumqttc::ConnectionError) -> SessionError {
     use rumqttc::ConnectReturnCode as C;
@@ -296,6 +312,9 @@ pub fn describe_v311(e: &rumqttc::ConnectionError) -> SessionError {
         E::Io(io) => io_reason(io),
         E::NetworkTimeout | E::FlushTimeout => "timeout",
         E::MqttState(rumqttc::StateError::Io(io)) => io_reason(io),
+        E::MqttState(rumqttc::StateError::Deserialization(rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(_))) => {
+            TOO_LARGE
+        }
         E::MqttState(_) | E::NotConnAck(_) => "protocol",
         _ => "other",
     };
@@ -324,6 +343,9 @@ fn describe_v5(e: &mq5::ConnectionError) -> SessionError {
         E::Io(io) => io_reason(io),
         E::Timeout(_) => "timeout",
         E::MqttState(mq5::StateError::Io(io)) => io_reason(io),
+        E::MqttState(mq5::StateError::Deserialization(mq5::mqttbytes::Error::PayloadSizeLimitExceeded { .. })) => {
+            TOO_LARGE
+        }
         E::MqttState(_) | E::NotConnAck(_) => "protocol",
         _ => "other",
     };

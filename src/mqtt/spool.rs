@@ -28,6 +28,7 @@ use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 
 mod format;
+mod unspooled;
 mod writer;
 
 use format::{Gap, HEADER_LEN, Window, encode, header, record_len};
@@ -102,6 +103,10 @@ pub struct Spool {
     /// Numbers already counted lost, each kept in a `FROM-TO.lost` file until acknowledged
     /// numbers pass it, so damage still on disk is counted once, not at every start.
     tombstones: Vec<(u64, PathBuf)>,
+    /// Numbers after the last spooled event whose events the disk refused (counted lost
+    /// by the caller), `[from, to)`, until a `.lost` file notes them
+    /// ([`Spool::count_unspooled`] would count them again at the next start).
+    unnoted: Option<(u64, u64)>,
     /// Sent and not acknowledged (at most a send window): kept when their segment goes.
     in_doubt: BTreeSet<u64>,
     commit_dirty: bool,
@@ -174,6 +179,7 @@ impl Spool {
             dropped_next,
             last_written: None,
             tombstones: Vec::new(),
+            unnoted: None,
             in_doubt: BTreeSet::new(),
             commit_dirty: false,
             dir_dirty: false,
@@ -418,6 +424,14 @@ impl Spool {
     /// dropped. On an error (disk full, read-only folder) the record is not in the spool,
     /// the file is cut back to the last whole record, and the next append may succeed.
     pub fn append(&mut self, rec: &Record) -> std::io::Result<u64> {
+        let appended = self.append_record(rec);
+        if appended.is_err() {
+            self.unspooled(rec.seq..rec.seq + 1);
+        }
+        appended
+    }
+
+    fn append_record(&mut self, rec: &Record) -> std::io::Result<u64> {
         let len = record_len(rec);
         let mut dropped = 0;
         while self.bytes() + len > self.max_bytes && self.segments.len() > 1 {
@@ -496,6 +510,7 @@ impl Spool {
     pub fn sync(&mut self) -> Result<(), SyncError> {
         let mut lost = 0;
         let mut failure = None;
+        let mut rolled_back = Vec::new();
         if self.dir_dirty {
             match state_file::sync_parent(&self.dir.join("acked")) {
                 Ok(()) => self.dir_dirty = false,
@@ -531,6 +546,7 @@ impl Spool {
                         failure.get_or_insert(e);
                         // Those numbers stay unused: holes, not events.
                         let gone = seg.durable_last.map_or(seg.first_seq, |d| d + 1)..=seg.last_seq;
+                        rolled_back.push(*gone.start()..*gone.end() + 1);
                         let Some(keep) = seg.durable_last else {
                             let seg = self.segments.remove(i);
                             drop(seg.writer);
@@ -558,6 +574,10 @@ impl Spool {
         if lost > 0 {
             self.last_written = self.segments.iter().filter_map(|s| s.durable_last).max().or(self.last_written);
         }
+        for gone in rolled_back {
+            self.unspooled(gone);
+        }
+        self.note_unspooled();
         // Numbers no segment holds (before the first event of a fresh spool) wait for nothing.
         self.advance_to(self.low_water);
         if self.commit_dirty {
@@ -572,41 +592,6 @@ impl Spool {
             Some(source) => Err(SyncError { lost, source }),
             None => Ok(()),
         }
-    }
-
-    /// Numbers from [`Spool::next_seq`] up to `next` were handed out (the sequence file
-    /// says so) but never reached the spool: clefd was killed between making the numbers
-    /// durable and appending their events. They are counted lost, once (a `.lost` file
-    /// remembers them and the commit file moves past them), so the gap a consumer sees in
-    /// `seq` is counted. Without a commit file (a new or cleared spool) nothing is known
-    /// about what was delivered, and nothing is counted. Returns how many were counted.
-    pub fn count_unspooled(&mut self, next: u64) -> u64 {
-        let from = self.next_seq();
-        if next <= from || !self.dir.join("acked").exists() {
-            return 0;
-        }
-        let n = next - from;
-        tracing::warn!(
-            from,
-            to = next - 1,
-            events = n,
-            "events were numbered but not spooled when clefd last stopped (killed?): counted as lost"
-        );
-        self.lost += n;
-        self.acked_above.extend(from..next);
-        let stone = self.dir.join(format!("{from:020}-{next:020}.lost"));
-        match state_file::write(&stone, format!("{from} {next}\n").as_bytes()) {
-            Ok(()) => self.tombstones.push((next, stone)),
-            Err(e) => {
-                tracing::warn!(file = %stone.display(), error = %e, "cannot note lost events: a restart counts them again")
-            }
-        }
-        self.durable_next = next;
-        self.advance_to(self.low_water);
-        if let Err(e) = self.write_commit() {
-            tracing::warn!(spool = %self.dir.display(), error = %e, "cannot write the spool's commit file");
-        }
-        n
     }
 
     fn write_commit(&mut self) -> std::io::Result<()> {
@@ -834,5 +819,7 @@ impl Drop for Spool {
 mod fault_tests;
 #[cfg(test)]
 mod prop_tests;
+#[cfg(test)]
+mod test_support;
 #[cfg(test)]
 mod tests;

@@ -29,10 +29,22 @@ pub struct Forward {
     events: Arc<AtomicU64>,
     /// Where snapshots go, when they are on.
     snapshots: Option<Arc<SnapshotPlaces>>,
-    /// The publisher's counters: why events cannot be kept, for the status line.
+    /// The publisher's counters: why events cannot be kept or are not delivered, for the
+    /// status line.
     delivery: Option<Arc<PublishStats>>,
-    /// The disk problem the status line last told systemd about.
-    told: Arc<Mutex<Option<String>>>,
+    /// What the status line last told systemd about the disk and delivery. Held while a
+    /// line is made and sent, so that two threads never send theirs out of order (the
+    /// last line sent always reflects the latest states).
+    told: Arc<Mutex<Problems>>,
+}
+
+/// What is wrong with keeping and delivering events, as `STATUS=` says it.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct Problems {
+    /// Why events cannot be kept (a full or read-only state folder).
+    disk: Option<String>,
+    /// Why events are not delivered (the broker unreachable, stuck, refusing).
+    delivery: Option<String>,
 }
 
 impl Forward {
@@ -60,21 +72,26 @@ impl Forward {
     }
 
     /// Says in the status line why events cannot be kept (a full or read-only state
-    /// folder), from the publisher's counters, and when they can again.
+    /// folder) or are not delivered (the broker unreachable, stuck or refusing them), from
+    /// the publisher's counters, and when that is over.
     pub fn with_delivery(self, stats: Arc<PublishStats>) -> Forward {
         Forward { delivery: Some(stats), ..self }
     }
 
-    /// Tells systemd when the disk problem changed (appeared, or went away).
-    fn tell_disk_problem(&self) {
-        let problem = self.delivery.as_ref().and_then(|d| d.problem());
-        let changed = self.told.lock().is_ok_and(|mut told| {
-            let changed = *told != problem;
-            *told = problem;
-            changed
-        });
-        if changed {
-            self.notifier.send(&format!("STATUS={}", self.status_line()));
+    /// What the publisher's counters say is wrong now.
+    fn problems(&self) -> Problems {
+        let Some(d) = self.delivery.as_ref() else { return Problems::default() };
+        Problems { disk: d.problem(), delivery: d.delivery_summary() }
+    }
+
+    /// Sends `STATUS=`: always when `changed` (a camera's state), else only when what it
+    /// says about the disk or delivery changed. The line is made and sent under one lock.
+    fn tell(&self, changed: bool) {
+        let mut told = self.told.lock().unwrap_or_else(|p| p.into_inner());
+        let problems = self.problems();
+        if changed || *told != problems {
+            self.notifier.send(&format!("STATUS={}", self.line(&problems)));
+            *told = problems;
         }
     }
 
@@ -89,7 +106,7 @@ impl Forward {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
             tick.tick().await;
-            self.tell_disk_problem();
+            self.tell(false);
             let due = self.current.lock().map(|mut c| c.on_tick(Instant::now())).unwrap_or_default();
             for (camera, summary) in due {
                 let payload = serde_json::to_vec(&summary).unwrap_or_default();
@@ -120,13 +137,18 @@ impl Forward {
             states.insert(st.camera.clone(), st.clone()).is_none_or(|old| old.status != st.status)
         };
         if changed {
-            self.notifier.send(&format!("STATUS={}", self.status_line()));
+            self.tell(true);
         }
     }
 
     /// systemd's one-line summary: cameras streaming out of those that should (the ones
-    /// known now, disabled ones aside), failed, ended, and events so far.
+    /// known now, disabled ones aside), failed, ended, events so far, and what keeps
+    /// events from being kept or delivered.
     pub fn status_line(&self) -> String {
+        self.line(&self.problems())
+    }
+
+    fn line(&self, problems: &Problems) -> String {
         let states = self.seen.cameras.lock().unwrap_or_else(|p| p.into_inner());
         let count = |s: CameraState| states.values().filter(|c| c.status == s).count();
         let active = states.len() - count(CameraState::Disabled);
@@ -139,8 +161,11 @@ impl Forward {
             line += &format!(", {ended} ended");
         }
         line += &format!(", {events} events");
-        if let Some(problem) = self.delivery.as_ref().and_then(|d| d.problem()) {
+        if let Some(problem) = &problems.disk {
             line += &format!("; events are being lost: {problem}");
+        }
+        if let Some(problem) = &problems.delivery {
+            line += &format!("; events are not delivered: {problem}");
         }
         line
     }
@@ -150,7 +175,7 @@ impl Forward {
     pub fn on_removed(&self, camera: &str) {
         let removed = self.seen.cameras.lock().unwrap_or_else(|p| p.into_inner()).remove(camera).is_some();
         if removed {
-            self.notifier.send(&format!("STATUS={}", self.status_line()));
+            self.tell(true);
         }
         if let Ok(mut counts) = self.seen.events.lock() {
             counts.retain(|(c, _, _), _| c != camera);

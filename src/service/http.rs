@@ -24,9 +24,6 @@ pub struct Health {
     pub last_progress: Mutex<Instant>,
     /// Inference is considered hung after this long without progress.
     pub stuck_after: Duration,
-    /// The broker counts as a problem after this long out of reach (events wait in the
-    /// spool meanwhile, but nobody receives them).
-    pub mqtt_down_after: Duration,
     /// Events produced, by camera, lifecycle step and emotion (for dashboards).
     pub events: Arc<Mutex<EventCounts>>,
     /// The live view's encoded frames and viewer seats.
@@ -55,7 +52,6 @@ impl Health {
             publish,
             last_progress: Mutex::new(Instant::now()),
             stuck_after: Duration::from_secs(10),
-            mqtt_down_after: Duration::from_secs(60),
             events: seen.events.clone(),
             live: super::live::Encoded::new(),
         }
@@ -92,7 +88,7 @@ impl Health {
         if let Some(disk) = self.publish.problem() {
             return Some(format!("{disk} (events are being lost)"));
         }
-        if let Some(delivery) = self.publish.delivery_problem(self.mqtt_down_after) {
+        if let Some(delivery) = self.publish.delivery_problem() {
             return Some(delivery);
         }
         super::probe::cameras_problem(&self.states(), &self.probe.analysed_fps())

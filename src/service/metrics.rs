@@ -305,12 +305,17 @@ fn publishing(f: &mut Families, h: &Health) {
     let stuck = f64::from(u8::from(p.delivery.stuck_for().is_some()));
     f.gauges(
         "clefd_mqtt_delivery_stuck",
-        "1 while events wait and the broker has acknowledged none for mqtt.delivery_stuck_s, however the connection flaps.",
+        "1 while events wait and the broker has acknowledged none (or refused every one) for mqtt.delivery_stuck_s, however the connection flaps.",
         [(none(), stuck)],
     );
     f.counters(
         "clefd_mqtt_connect_failures_total",
         "Failed or lost connections to the broker, by reason.",
         p.delivery.failures().into_iter().map(|(reason, n)| (vec![("reason", reason.to_string())], n)),
+    );
+    f.counters(
+        "clefd_mqtt_events_refused_total",
+        "Events the broker acknowledged with an MQTT 5 refusal (ACL, quota), by reason: lost, never re-sent.",
+        p.delivery.refusals().into_iter().map(|(reason, n)| (vec![("reason", reason.to_string())], n)),
     );
 }

@@ -30,11 +30,70 @@ pub fn seqs(msgs: &[Received], device: &str) -> Vec<u64> {
         .collect()
 }
 
-/// A subscriber to every topic (`#`) that records everything in the background.
-pub struct Consumer {
-    log: Arc<Mutex<Vec<Received>>>,
+/// A message a consumer can name in a test's failure.
+pub trait Describe {
+    /// One line: the topic and what came.
+    fn describe(&self) -> String;
+}
+
+impl Describe for Received {
+    fn describe(&self) -> String {
+        format!("{} {}", self.topic, self.body)
+    }
+}
+
+/// What every consumer of the tests shares: messages a background thread records, a wait
+/// for what a test expects (with a deadline), and the thread stopped on drop.
+pub struct Recorder<T> {
+    log: Arc<Mutex<Vec<T>>>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl<T: Clone + Describe + Send + 'static> Recorder<T> {
+    /// Runs `record` on a thread of its own with the log to push to and the flag that
+    /// says when to stop.
+    pub fn spawn(record: impl FnOnce(Arc<Mutex<Vec<T>>>, Arc<AtomicBool>) + Send + 'static) -> Recorder<T> {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (l, s) = (log.clone(), stop.clone());
+        let thread = std::thread::spawn(move || record(l, s));
+        Recorder { log, stop, thread: Some(thread) }
+    }
+
+    /// Everything so far.
+    pub fn messages(&self) -> Vec<T> {
+        self.log.lock().expect("the log").clone()
+    }
+
+    /// Waits until `pred` holds on the messages, or panics after `timeout`.
+    pub fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&[T]) -> bool) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if pred(&self.messages()) {
+                return;
+            }
+            if Instant::now() > deadline {
+                let seen: Vec<String> = self.messages().iter().map(Describe::describe).collect();
+                panic!("timed out waiting for {what}; saw {} messages:\n{}", seen.len(), seen.join("\n"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl<T> Drop for Recorder<T> {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A subscriber to every topic (`#`) that records everything in the background.
+pub struct Consumer {
+    recorder: Recorder<Received>,
 }
 
 impl Consumer {
@@ -51,11 +110,8 @@ impl Consumer {
 
     fn launch(port: u16, persistent_id: Option<String>) -> Consumer {
         use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (l, s) = (log.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
+        let recorder = Recorder::spawn(move |l, s| {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
             rt.block_on(async move {
                 let id = persistent_id.clone().unwrap_or_else(|| format!("consumer-{}", super::free_port()));
@@ -92,12 +148,12 @@ impl Consumer {
             });
         });
         ready_rx.recv_timeout(Duration::from_secs(10)).expect("subscribed");
-        Consumer { log, stop, thread: Some(thread) }
+        Consumer { recorder }
     }
 
     /// Everything so far.
     pub fn messages(&self) -> Vec<Received> {
-        self.log.lock().expect("the log").clone()
+        self.recorder.messages()
     }
 
     /// Messages on topics ending with `suffix`.
@@ -112,25 +168,6 @@ impl Consumer {
 
     /// Waits until `pred` holds on the messages, or panics after `timeout`.
     pub fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&[Received]) -> bool) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if pred(&self.messages()) {
-                return;
-            }
-            if Instant::now() > deadline {
-                let seen: Vec<String> = self.messages().iter().map(|m| format!("{} {}", m.topic, m.body)).collect();
-                panic!("timed out waiting for {what}; saw:\n{}", seen.join("\n"));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Consumer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.recorder.wait_for(what, timeout, pred)
     }
 }

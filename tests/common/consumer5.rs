@@ -2,9 +2,10 @@
 //! properties included. It subscribes to one filter (a shared subscription too), records
 //! every message in the background, and can publish (a command, as a user would).
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::consumer::{Describe, Recorder};
 
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
@@ -35,12 +36,16 @@ impl Received5 {
     }
 }
 
+impl Describe for Received5 {
+    fn describe(&self) -> String {
+        format!("{} {}", self.topic, self.body)
+    }
+}
+
 /// An MQTT 5 subscriber recording everything in the background; stopped on drop.
 pub struct Consumer5 {
-    log: Arc<Mutex<Vec<Received5>>>,
+    recorder: Recorder<Received5>,
     client: AsyncClient,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Consumer5 {
@@ -58,11 +63,9 @@ impl Consumer5 {
         opts.set_keep_alive(Duration::from_secs(5));
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
         let (client, mut lp) = rt.block_on(async { AsyncClient::new(opts, 256) });
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (l, s, c, filter) = (log.clone(), stop.clone(), client.clone(), filter.to_string());
-        let thread = std::thread::spawn(move || {
+        let (c, filter) = (client.clone(), filter.to_string());
+        let recorder = Recorder::spawn(move |l, s| {
             rt.block_on(async move {
                 while !s.load(Ordering::SeqCst) {
                     match tokio::time::timeout(Duration::from_millis(100), lp.poll()).await {
@@ -96,7 +99,7 @@ impl Consumer5 {
             });
         });
         ready_rx.recv_timeout(Duration::from_secs(10)).expect("the MQTT 5 consumer subscribed");
-        Consumer5 { log, client, stop, thread: Some(thread) }
+        Consumer5 { recorder, client }
     }
 
     /// Publishes `payload` on `topic` (QoS 1, not retained).
@@ -106,30 +109,11 @@ impl Consumer5 {
 
     /// Everything so far.
     pub fn messages(&self) -> Vec<Received5> {
-        self.log.lock().expect("the log").clone()
+        self.recorder.messages()
     }
 
     /// Waits until `pred` holds on the messages, or panics after `timeout`.
     pub fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&[Received5]) -> bool) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if pred(&self.messages()) {
-                return;
-            }
-            if Instant::now() > deadline {
-                let seen: Vec<String> = self.messages().iter().map(|m| format!("{} {}", m.topic, m.body)).collect();
-                panic!("timed out waiting for {what}; saw {} messages:\n{}", seen.len(), seen.join("\n"));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Consumer5 {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.recorder.wait_for(what, timeout, pred)
     }
 }

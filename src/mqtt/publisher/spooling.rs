@@ -29,6 +29,7 @@ impl Publisher {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::error!(camera = %event.camera, seq = event.seq, error = %e, "cannot encode an event");
+                    self.spool.unspooled(event.seq..event.seq + 1);
                     failed += 1;
                     continue;
                 }
@@ -36,6 +37,7 @@ impl Publisher {
             let rec = Record { seq: event.seq, topic: self.topics.emotion(&event.camera), payload };
             if rec.topic.len() + rec.payload.len() > MAX_EVENT_BYTES {
                 tracing::error!(camera = %event.camera, seq = event.seq, bytes = rec.payload.len(), "an event too large to send was dropped");
+                self.spool.unspooled(event.seq..event.seq + 1);
                 failed += 1;
                 continue;
             }

@@ -1,6 +1,7 @@
 //! The spool's own failure paths, on real files: short writes, failed fsyncs and failed
 //! truncations injected under its writer, and damage done to its files between runs.
 
+use super::test_support::segment_files;
 use super::*;
 
 fn rec(seq: u64) -> Record {
@@ -15,16 +16,6 @@ fn seqs(s: &mut Spool) -> Vec<u64> {
     let recs = s.read_pending(0, 100_000).unwrap();
     assert!(recs.iter().all(|r| *r == rec(r.seq)), "nothing garbled is read");
     recs.iter().map(|r| r.seq).collect()
-}
-
-fn segment_files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-        .collect();
-    v.sort();
-    v
 }
 
 fn faults(s: &Spool) -> std::sync::MutexGuard<'_, writer::Faults> {
@@ -299,4 +290,53 @@ fn a_spool_without_history_counts_nothing_unspooled() {
     let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
     assert_eq!(s.count_unspooled(5000), 0);
     assert_eq!(s.lost(), 0);
+}
+
+#[test]
+fn numbers_the_disk_refused_at_the_end_of_a_run_are_not_counted_again_at_the_next_start() {
+    // The run's last events: two whose fsync failed, one the disk refused to write. The
+    // publisher counted all three; `state/seq` says 4. Before the fix the next start counted
+    // them again (`count_unspooled`), as if a kill had taken them.
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+    s.append(&rec(0)).unwrap();
+    s.sync().unwrap();
+    s.append(&rec(1)).unwrap();
+    s.append(&rec(2)).unwrap();
+    faults(&s).fail_sync = true;
+    assert_eq!(s.sync().unwrap_err().lost, 2);
+    faults(&s).short_write = Some(5);
+    assert!(s.append(&rec(3)).is_err());
+    s.sync().unwrap();
+    drop(s);
+    let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(s.count_unspooled(4), 0, "counted once, by the run that lost them");
+    assert_eq!((s.corrupt(), s.lost()), (0, 0), "and not as damage either");
+    s.append(&rec(4)).unwrap();
+    s.sync().unwrap();
+    assert_eq!(seqs(&mut s), vec![0, 4]);
+    // A kill's numbers are still counted: the sequence file ahead of what the run handed out.
+    drop(s);
+    let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(s.count_unspooled(8), 3, "5, 6 and 7");
+}
+
+#[test]
+fn a_hole_between_spooled_events_is_never_noted_as_lost_over_them() {
+    // 1 refused, then 2 spooled: the note for 1 must not cover 2 (it would never be sent).
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+    s.append(&rec(0)).unwrap();
+    s.sync().unwrap();
+    faults(&s).short_write = Some(5);
+    assert!(s.append(&rec(1)).is_err());
+    s.append(&rec(2)).unwrap();
+    faults(&s).short_write = Some(5);
+    assert!(s.append(&rec(3)).is_err());
+    s.sync().unwrap();
+    drop(s);
+    let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(seqs(&mut s), vec![0, 2], "2 is sent after a restart");
+    assert_eq!(s.count_unspooled(4), 0);
+    assert_eq!((s.corrupt(), s.lost()), (0, 0));
 }

@@ -1,5 +1,6 @@
 //! The spool on a real disk: appends, acknowledgements, restarts, corruption, full disks.
 
+use super::test_support::{pending_seqs, segment_files};
 use super::*;
 use std::io::Write;
 
@@ -22,7 +23,7 @@ fn survives_reopen_and_forgets_acknowledged_events() {
     assert_eq!(s.pending(), 5);
     drop(s);
     let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
-    let seqs: Vec<u64> = s.read_pending(0, 100).unwrap().iter().map(|r| r.seq).collect();
+    let seqs: Vec<u64> = pending_seqs(&mut s);
     // 6 was acknowledged above the low-water mark; after a restart it is sent again
     // (a duplicate the consumer drops by seq), never lost.
     assert_eq!(seqs, vec![4, 5, 6, 7, 8, 9]);
@@ -56,19 +57,14 @@ fn a_torn_tail_is_ignored() {
     s.append(&rec(1)).unwrap();
     s.sync().unwrap();
     drop(s);
-    let seg = std::fs::read_dir(dir.path())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .find(|e| e.path().extension().is_some_and(|x| x == "seg"))
-        .unwrap()
-        .path();
+    let seg = segment_files(dir.path()).remove(0);
     let mut f = OpenOptions::new().append(true).open(&seg).unwrap();
     f.write_all(&[200, 0, 0, 0, 1, 2, 3]).unwrap();
     let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
     assert_eq!(s.corrupt(), 0, "a torn tail after the durable watermark is not damage");
     s.append(&rec(2)).unwrap();
     s.sync().unwrap();
-    let seqs: Vec<u64> = s.read_pending(0, 100).unwrap().iter().map(|r| r.seq).collect();
+    let seqs: Vec<u64> = pending_seqs(&mut s);
     assert_eq!(seqs, vec![0, 1, 2]);
 }
 
@@ -92,23 +88,20 @@ fn events_in_doubt_are_kept_when_their_segment_is_dropped() {
     }
     assert!(s.bytes() <= 64 * 1024 + 3 * 200, "bounded: {}", s.bytes());
     s.sync().unwrap();
-    let pending: Vec<u64> = s.read_pending(0, 10_000).unwrap().iter().map(|r| r.seq).collect();
+    let pending: Vec<u64> = pending_seqs(&mut s);
     assert_eq!(&pending[..3], &[2, 3, 4], "in-doubt events are kept and come first");
     assert_eq!(pending.len() as u64 + dropped + 2, 2000, "kept, acknowledged or counted: {dropped}");
     assert_eq!(s.pending(), pending.len() as u64);
     assert_eq!(pending.last(), Some(&1999));
     drop(s);
     let mut s = Spool::open(dir.path(), 64 * 1024).unwrap();
-    let again: Vec<u64> = s.read_pending(0, 10_000).unwrap().iter().map(|r| r.seq).collect();
+    let again: Vec<u64> = pending_seqs(&mut s);
     assert_eq!(again, pending, "the kept events survive a restart");
     for seq in again {
         s.ack(seq).unwrap();
     }
     assert_eq!(s.pending(), 0);
-    let segs = std::fs::read_dir(dir.path())
-        .unwrap()
-        .filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "seg")));
-    assert!(segs.count() <= 1, "acknowledged segments are deleted after a restart too");
+    assert!(segment_files(dir.path()).len() <= 1, "acknowledged segments are deleted after a restart too");
 }
 
 #[test]
@@ -127,16 +120,6 @@ fn a_full_spool_drops_the_oldest_and_counts_them() {
     assert_eq!(pending.len() as u64 + dropped, 2000, "every event is either kept or counted");
     assert_eq!(pending.last().unwrap().seq, 1999, "the newest are kept");
     assert!(pending.windows(2).all(|w| w[1].seq == w[0].seq + 1));
-}
-
-fn segment_files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-        .collect();
-    v.sort();
-    v
 }
 
 #[test]
@@ -180,7 +163,7 @@ fn segments_written_before_checksums_are_still_read() {
     let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
     s.append(&rec(2)).unwrap();
     s.sync().unwrap();
-    let seqs: Vec<u64> = s.read_pending(0, 100).unwrap().iter().map(|r| r.seq).collect();
+    let seqs: Vec<u64> = pending_seqs(&mut s);
     assert_eq!(seqs, vec![0, 1, 2]);
     assert_eq!(segment_files(dir.path()).len(), 2, "the new record went to a new, checksummed segment");
 }
@@ -204,11 +187,11 @@ fn a_failed_append_leaves_the_spool_consistent() {
     std::fs::rename(&moved, &spool_dir).unwrap();
     s.append(&rec(2)).unwrap();
     s.sync().unwrap();
-    let seqs: Vec<u64> = s.read_pending(0, 100).unwrap().iter().map(|r| r.seq).collect();
+    let seqs: Vec<u64> = pending_seqs(&mut s);
     assert_eq!(seqs, vec![0, 2]);
     drop(s);
     let mut s = Spool::open(&spool_dir, 64 * 1024).unwrap();
-    let seqs: Vec<u64> = s.read_pending(0, 100).unwrap().iter().map(|r| r.seq).collect();
+    let seqs: Vec<u64> = pending_seqs(&mut s);
     assert_eq!(seqs, vec![0, 2]);
     assert_eq!(s.corrupt(), 0);
 }
