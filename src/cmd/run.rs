@@ -386,6 +386,7 @@ impl Daemon {
             (_, Some(failure)) => Ending::PublisherFailed(failure),
             (e, None) => e,
         };
+        let _ = tokio::task::spawn_blocking(|| clefd::history::flush(Duration::from_secs(2))).await;
         let mut outcome = outcome.unwrap_or_default();
         outcome.failures.extend(unusable);
         (outcome, ending)

@@ -45,6 +45,15 @@ pub fn record(event: &EmotionEvent, payload: &[u8]) {
     }
 }
 
+/// Writes what the history was handed so far, waiting at most `wait` (at shutdown). Blocks.
+pub fn flush(wait: std::time::Duration) {
+    if let Some(history) = INSTALLED.get() {
+        if !history.flush(wait) {
+            tracing::warn!("the history could not write its last events before exit");
+        }
+    }
+}
+
 /// The current time in unix milliseconds.
 pub fn now_ms() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64

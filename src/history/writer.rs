@@ -43,7 +43,7 @@ pub struct HistoryStats {
 
 /// The process's history: where events are handed over, and where they are kept.
 pub struct History {
-    to_writer: SyncSender<Row>,
+    to_writer: SyncSender<Msg>,
     /// What it did.
     pub stats: Arc<HistoryStats>,
     /// Its settings.
@@ -66,7 +66,7 @@ impl History {
 
     /// Hands `event` (published as `payload`) to the writer; drops it when the writer is behind.
     pub fn record(&self, event: &EmotionEvent, payload: &[u8]) {
-        match self.to_writer.try_send(Row::from_event(event, payload)) {
+        match self.to_writer.try_send(Msg::Row(Row::from_event(event, payload))) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 if self.stats.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
@@ -76,10 +76,39 @@ impl History {
         }
     }
 
+    /// Waits until what was handed over before is written, for at most `wait` (at
+    /// shutdown: a consumer catching up later finds the last events too). Blocks: call it
+    /// off the runtime.
+    pub fn flush(&self, wait: Duration) -> bool {
+        let (done, written) = mpsc::sync_channel(1);
+        let deadline = Instant::now() + wait;
+        let mut msg = Msg::Flush(done);
+        // The channel may be full: retry until the writer takes the request.
+        loop {
+            match self.to_writer.try_send(msg) {
+                Ok(()) => break,
+                Err(TrySendError::Full(back)) if Instant::now() < deadline => {
+                    msg = back;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(_) => return false,
+            }
+        }
+        written.recv_timeout(deadline.saturating_duration_since(Instant::now())).is_ok()
+    }
+
     /// The file queries read.
     pub fn path(&self) -> PathBuf {
         self.settings.path.clone()
     }
+}
+
+/// What the writer is handed.
+enum Msg {
+    /// An event to keep.
+    Row(Row),
+    /// Write what came before now, then say so.
+    Flush(SyncSender<()>),
 }
 
 struct Writer {
@@ -91,31 +120,35 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(mut self, rx: Receiver<Row>) {
+    fn run(mut self, rx: Receiver<Msg>) {
+        // A batch never outgrows a sixth of the file, so pruning can make room for it.
+        let cap = (self.settings.max_bytes / 6).max(1) as usize;
         loop {
-            let first = match rx.recv_timeout(IDLE_PRUNE) {
-                Ok(row) => row,
-                Err(RecvTimeoutError::Timeout) => {
-                    self.write(&[]);
-                    continue;
+            let (mut batch, mut bytes, mut flushed) = (Vec::new(), 0, None);
+            match rx.recv_timeout(IDLE_PRUNE) {
+                Ok(Msg::Row(row)) => {
+                    bytes += row.size();
+                    batch.push(row);
                 }
+                Ok(Msg::Flush(done)) => flushed = Some(done),
+                Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
-            };
-            let mut batch = vec![first];
-            let mut bytes = batch[0].size();
-            // A batch never outgrows a sixth of the file, so pruning can make room for it.
-            let cap = (self.settings.max_bytes / 6).max(1) as usize;
+            }
             let until = Instant::now() + GATHER;
-            while batch.len() < MAX_BATCH && bytes < cap {
+            while flushed.is_none() && !batch.is_empty() && batch.len() < MAX_BATCH && bytes < cap {
                 match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
-                    Ok(row) => {
+                    Ok(Msg::Row(row)) => {
                         bytes += row.size();
                         batch.push(row);
                     }
+                    Ok(Msg::Flush(done)) => flushed = Some(done),
                     Err(_) => break,
                 }
             }
             self.write(&batch);
+            if let Some(done) = flushed {
+                let _ = done.try_send(());
+            }
         }
     }
 
@@ -222,6 +255,19 @@ mod tests {
         let conn = Store::reader(&path).unwrap();
         let newest: i64 = conn.query_row("SELECT MAX(seq) FROM events", [], |r| r.get(0)).unwrap();
         assert_eq!(newest as u64, n + 1, "the newest event is kept");
+    }
+
+    #[test]
+    fn a_flush_returns_once_what_came_before_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let history = History::start(settings(dir.path().join("h.sqlite"), 1 << 20));
+        let mut e = EmotionEvent::for_test("door", 1, EventType::New, "Happy", 0.9);
+        for seq in 1..=5 {
+            e.seq = seq;
+            history.record(&e, b"{}");
+        }
+        assert!(history.flush(Duration::from_secs(60)), "the writer answers");
+        assert_eq!(history.stats.written.load(Ordering::Relaxed), 5, "all five written before the answer");
     }
 
     #[test]
