@@ -214,7 +214,9 @@ impl Daemon {
         for (camera, reason) in &unusable {
             tracing::error!(camera = %camera, error = %reason, "camera cannot start");
         }
-        settings.history.as_ref().map(clefd::history::install);
+        if let Some(history) = &settings.history {
+            clefd::history::install(history);
+        }
         let notifier = Arc::new(Notifier::from_env());
         let (to_publisher, rx) = mpsc::channel(256);
         let seen = Seen::default();

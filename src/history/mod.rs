@@ -47,10 +47,10 @@ pub fn record(event: &EmotionEvent, payload: &[u8]) {
 
 /// Writes what the history was handed so far, waiting at most `wait` (at shutdown). Blocks.
 pub fn flush(wait: std::time::Duration) {
-    if let Some(history) = INSTALLED.get() {
-        if !history.flush(wait) {
-            tracing::warn!("the history could not write its last events before exit");
-        }
+    if let Some(history) = INSTALLED.get()
+        && !history.flush(wait)
+    {
+        tracing::warn!("the history could not write its last events before exit");
     }
 }
 

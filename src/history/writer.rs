@@ -168,10 +168,10 @@ impl Writer {
             Ok(()) => {
                 stats.written.fetch_add(batch.len() as u64, Ordering::Relaxed);
                 stats.bytes.store(store.file_bytes(), Ordering::Relaxed);
-                if let Ok(mut problem) = stats.problem.lock() {
-                    if problem.take().is_some() {
-                        tracing::info!("the history is written again");
-                    }
+                if let Ok(mut problem) = stats.problem.lock()
+                    && problem.take().is_some()
+                {
+                    tracing::info!("the history is written again");
                 }
             }
             Err(e) => {
@@ -197,11 +197,11 @@ impl Writer {
     fn broken(&mut self, reason: String) {
         self.store = None;
         self.broken_at = Some(Instant::now());
-        if let Ok(mut problem) = self.stats.problem.lock() {
-            if problem.as_deref() != Some(reason.as_str()) {
-                tracing::warn!(error = %reason, "the history cannot be written: events are left out of it (counted); analysis goes on");
-                *problem = Some(reason);
-            }
+        if let Ok(mut problem) = self.stats.problem.lock()
+            && problem.as_deref() != Some(reason.as_str())
+        {
+            tracing::warn!(error = %reason, "the history cannot be written: events are left out of it (counted); analysis goes on");
+            *problem = Some(reason);
         }
     }
 }

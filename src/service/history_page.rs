@@ -76,10 +76,10 @@ fn event_query(uri: &Uri) -> Result<EventQuery, String> {
             other => return Err(format!("unknown parameter '{other}': use camera, since, until, after and limit")),
         }
     }
-    if let (Some(s), Some(u)) = (q.since_ms, q.until_ms) {
-        if s > u {
-            return Err("since is after until".into());
-        }
+    if let (Some(s), Some(u)) = (q.since_ms, q.until_ms)
+        && s > u
+    {
+        return Err("since is after until".into());
     }
     Ok(q)
 }
