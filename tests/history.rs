@@ -167,52 +167,76 @@ fn the_api_returns_what_consumers_got_and_the_page_draws_the_day() {
     assert!(daemon.stop(), "clefd exits 0");
 }
 
-#[test]
-fn the_history_keeps_to_its_age_and_size_while_events_keep_coming() {
+/// Starts a daemon with `[history]` set by `f` and an event every 0.1 s per face, and
+/// waits until the history pruned something and `min_events` were sent; the broker (kept
+/// alive), the consumer, the daemon, the port and the largest size the file had meanwhile.
+fn flood(
+    dir: &Path,
+    min_events: usize,
+    f: impl FnOnce(&mut clefd::config::file::Config),
+) -> (Broker, Consumer, Daemon, u16, u64) {
     let broker = Broker::start();
     let consumer = Consumer::start(broker.port);
-    let dir = tempfile::tempdir().unwrap();
     let port = common::free_port();
-    // 18 s and a quarter of a megabyte, with an event every 0.1 s per face.
-    let daemon = start(dir.path(), &broker, port, |c| {
-        c.history.retain_h = 0.005;
-        c.history.max_mb = 0.25;
+    let daemon = start(dir, &broker, port, |c| {
         c.events.heartbeat_s = 0.1;
+        f(c);
     });
-    let file = dir.path().join("state/history.sqlite");
-    let max = 256 * 1024;
-    let retain_ms = 18_000;
+    let file = dir.join("state/history.sqlite");
     let mut largest = 0;
     let deadline = Instant::now() + Duration::from_secs(300);
-    // Until the history has pruned both for age and for size, and still keeps the newest.
     loop {
         largest = largest.max(std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0));
         let pruned = common::metric(port, "clefd_history_pruned_total").unwrap_or(0.0);
         let sent = common::seqs(&consumer.messages(), "hist").len();
-        if pruned > 0.0 && sent >= 300 {
+        if pruned > 0.0 && sent >= min_events {
             break;
         }
         assert!(Instant::now() < deadline, "no pruning after {sent} events (largest file {largest} bytes)");
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(largest <= max, "the file grew to {largest} bytes, over max_mb ({max})");
+    (broker, consumer, daemon, port, largest)
+}
+
+/// The events the history holds for `hall` (the first thousand), and those the consumer got.
+fn kept_and_sent(port: u16, consumer: &Consumer) -> (Vec<Value>, Vec<common::Received>) {
     let page = get_json(port, "/api/events?camera=hall&limit=1000");
-    let kept = page["events"].as_array().unwrap();
-    let sent = consumer.on("/hall/emotion");
+    (page["events"].as_array().unwrap().clone(), consumer.on("/hall/emotion"))
+}
+
+#[test]
+fn the_file_stays_under_max_mb_whatever_the_event_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    // A quarter of a megabyte and an hour: 400 events of about a kilobyte do not fit.
+    let (_broker, consumer, daemon, port, largest) = flood(dir.path(), 400, |c| {
+        c.history.retain_h = 1.0;
+        c.history.max_mb = 0.25;
+    });
+    let max = 256 * 1024;
+    assert!(largest <= max, "the file grew to {largest} bytes, over max_mb ({max})");
+    let (kept, sent) = kept_and_sent(port, &consumer);
     assert!(!kept.is_empty() && kept.len() < sent.len(), "{} kept of {} sent", kept.len(), sent.len());
-    assert!(
-        kept.first().unwrap()["seq"].as_u64() > sent.first().unwrap().body["seq"].as_u64(),
-        "the oldest events went first"
-    );
+    assert!(kept[0]["seq"].as_u64() > sent[0].body["seq"].as_u64(), "the oldest events went first");
+    let size = common::metric(port, "clefd_history_bytes").unwrap();
+    assert!(size > 0.0 && size <= max as f64, "{size}");
+    assert!(daemon.stop(), "clefd exits 0");
+}
+
+#[test]
+fn events_older_than_retain_h_are_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    // 14.4 s, and room for far more.
+    let (_broker, consumer, daemon, port, _) = flood(dir.path(), 100, |c| c.history.retain_h = 0.004);
+    let retain_ms = 14_400;
+    let (kept, sent) = kept_and_sent(port, &consumer);
+    assert!(!kept.is_empty() && kept[0]["seq"].as_u64() > sent[0].body["seq"].as_u64(), "the first events went");
     let now_ms = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
-    for e in kept {
+    for e in &kept {
         let ts = time::OffsetDateTime::parse(e["ts"].as_str().unwrap(), &time::format_description::well_known::Rfc3339)
             .unwrap();
         let age = now_ms - ts.unix_timestamp_nanos() / 1_000_000;
-        // Pruned with each batch: at most a batch's gathering and a scrape late.
+        // Pruned with each batch: at most a batch's gathering and a few polls late.
         assert!(age < retain_ms + 5_000, "event {} is {age} ms old, beyond retain_h", e["seq"]);
     }
-    let size = common::metric(port, "clefd_history_bytes").unwrap();
-    assert!(size > 0.0 && size <= max as f64, "{size}");
     assert!(daemon.stop(), "clefd exits 0");
 }
