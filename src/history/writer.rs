@@ -121,6 +121,11 @@ struct Writer {
 
 impl Writer {
     fn run(mut self, rx: Receiver<Msg>) {
+        // Open at once, so the page tells the file's size before the first event.
+        if let Some(store) = self.store() {
+            let bytes = store.file_bytes();
+            self.stats.bytes.store(bytes, Ordering::Relaxed);
+        }
         // A batch never outgrows a sixth of the file, so pruning can make room for it.
         let cap = (self.settings.max_bytes / 6).max(1) as usize;
         loop {

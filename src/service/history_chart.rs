@@ -17,7 +17,7 @@ const BAND: f64 = 56.0;
 /// The top of each band: emotion, changed, faces.
 const ROWS: [f64; 3] = [22.0, 110.0, 198.0];
 /// The chart's drawing height.
-const H: f64 = 278.0;
+const H: f64 = 286.0;
 
 /// A colour per emotion: the seven CAER-S labels by meaning, any other label by its name.
 fn colour(emotion: &str) -> &'static str {
@@ -136,7 +136,7 @@ fn legend(buckets: &[Bucket]) -> String {
     for (emotion, n) in counts {
         let _ = write!(
             out,
-            "<li><span class=\"swatch\" style=\"background:{}\"></span>{} <small>({n})</small></li>",
+            "<li><span class=\"swatch\" style=\"background:{}\"></span>{} <small>{n} col.</small></li>",
             colour(emotion),
             esc(emotion)
         );
@@ -186,8 +186,10 @@ const PAGE: &str = r##"<!doctype html>
 body { margin: 0 auto; padding: 0.75rem; max-width: 60rem; }
 h1 { font-size: 1.3rem; margin: 0.2rem 0; word-break: break-all; }
 svg { width: 100%; height: auto; display: block; }
-svg .label { font-size: 13px; fill: currentColor; }
-svg .tick, svg .scale { font-size: 13px; fill: currentColor; opacity: 0.8; }
+figure { margin: 0; }
+svg .label { font-size: 14px; fill: currentColor; }
+svg .tick, svg .scale { font-size: 14px; fill: currentColor; opacity: 0.8; }
+@media (max-width: 40rem) { svg .label, svg .tick, svg .scale { font-size: 21px; } }
 svg .scale { text-anchor: end; }
 svg .band { fill: #8882; }
 svg .changed { fill: #b3261e; }
@@ -204,6 +206,7 @@ footer { margin-top: 1rem; font-size: 0.85rem; opacity: 0.85; }
 <figure>
 {chart}<figcaption>Each column is {minutes} minutes (times in UTC). Hover or tap a column for its numbers.</figcaption>
 </figure>
+<p>Columns each emotion dominated:</p>
 {legend}
 <footer><p>{stats}</p><p>The events themselves: <a href="/api/events?camera={name}">/api/events?camera={name}</a> · clefd {version}</p></footer>
 </body></html>
@@ -235,6 +238,6 @@ mod tests {
         assert!(svg.contains("data-emotion=\"&lt;b&gt;\"") && !svg.contains("<b>"), "{svg}");
         let html = page("door", 1.0, 24.0, &buckets, "stats".into());
         assert!(html.contains("changed the factual decision in 1 of 4 (25 %)"), "{html}");
-        assert!(html.contains("Happy <small>(1)</small>"), "{html}");
+        assert!(html.contains("Happy <small>1 col.</small>"), "{html}");
     }
 }

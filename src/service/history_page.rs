@@ -164,10 +164,10 @@ fn stats_line(h: &History) -> String {
     let s = &h.stats;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let mut line = format!(
-        "{} events kept so far, file {:.1} of {:.0} MB, {} pruned, {} dropped (writer behind), {} lost to the disk",
-        load(&s.written),
+        "File {:.1} of {:.0} MB (history.max_mb). Since clefd started: {} events written, {} pruned, {} dropped (writer behind), {} lost to the disk",
         load(&s.bytes) as f64 / 1_048_576.0,
         h.settings.max_bytes as f64 / 1_048_576.0,
+        load(&s.written),
         load(&s.pruned),
         load(&s.dropped),
         load(&s.failed),
