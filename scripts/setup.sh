@@ -65,6 +65,12 @@ if [ "${1:-}" = "--test" ] && ! { command -v npm && command -v node; } >/dev/nul
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends npm nodejs >/dev/null
 fi
+# Headless Chromium renders the history page in tests/history.rs (its DOM and a screenshot).
+if [ "${1:-}" = "--test" ] && ! command -v chromium >/dev/null 2>&1; then
+  echo "setup: installing chromium (tests/history.rs renders the history page in it)"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi
 if [ "${1:-}" = "--test" ] && [ ! -f "$ORT_FLOOR_DIR/libonnxruntime.so" ]; then
   echo "setup: fetching ONNX Runtime 1.18.0 (npm onnxruntime-node) into $ORT_FLOOR_DIR"
   rm -rf .local/npm && mkdir -p .local/npm "$ORT_FLOOR_DIR"

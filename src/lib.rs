@@ -17,6 +17,7 @@ pub mod detect;
 pub mod engine;
 pub mod eval;
 pub mod events;
+pub mod history;
 pub mod image;
 pub mod jetson;
 pub mod mqtt;

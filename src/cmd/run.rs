@@ -217,6 +217,9 @@ impl Daemon {
         for (camera, reason) in &unusable {
             tracing::error!(camera = %camera, error = %reason, "camera cannot start");
         }
+        if let Some(history) = &settings.history {
+            clefd::history::install(history);
+        }
         let notifier = Arc::new(Notifier::from_env());
         let (to_publisher, rx) = mpsc::channel(256);
         let seen = Seen::default();
@@ -396,6 +399,7 @@ impl Daemon {
             (_, Some(failure)) => Ending::PublisherFailed(failure),
             (e, None) => e,
         };
+        let _ = tokio::task::spawn_blocking(|| clefd::history::flush(Duration::from_secs(2))).await;
         let mut outcome = outcome.unwrap_or_default();
         outcome.failures.extend(unusable);
         (outcome, ending)

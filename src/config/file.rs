@@ -37,6 +37,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// Pictures of faces as their tracks begin (off by default).
     pub snapshots: SnapshotsConfig,
+    /// Events kept on the device for the history page and `/api/events` (off by default).
+    pub history: HistoryConfig,
     /// Cameras by name (the name appears in topics).
     pub cameras: BTreeMap<String, CameraConfig>,
 }
@@ -180,6 +182,26 @@ impl Default for SnapshotsConfig {
     }
 }
 
+/// The day at a glance: events kept in `state_dir` for the history page and
+/// `/api/events`. Off by default: it keeps personal data (who showed what, when) on disk,
+/// which a user should choose to do.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct HistoryConfig {
+    /// Keep events at all.
+    pub enabled: bool,
+    /// Hours an event is kept (fractions allowed); older ones are deleted.
+    pub retain_h: f64,
+    /// Most megabytes the history's file may use; the oldest events go first.
+    pub max_mb: f64,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig { enabled: false, retain_h: 24.0, max_mb: 64.0 }
+    }
+}
+
 /// The HTTP endpoints.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(default)]
@@ -301,6 +323,7 @@ impl Default for Config {
             supervisor: SupervisorConfig::default(),
             http: HttpConfig::default(),
             snapshots: SnapshotsConfig::default(),
+            history: HistoryConfig::default(),
             cameras: BTreeMap::new(),
         }
     }

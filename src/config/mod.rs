@@ -23,8 +23,8 @@ mod values;
 
 pub use load::sources_fingerprint;
 pub use settings::{
-    CameraSettings, ControlSettings, EngineSettings, EventSettings, HttpAuth, HttpSettings, MqttConnection,
-    MqttSettings, Settings, SupervisorSettings, TlsPaths, TrackerSettings,
+    CameraSettings, ControlSettings, EngineSettings, EventSettings, HistorySettings, HttpAuth, HttpSettings,
+    MqttConnection, MqttSettings, Settings, SupervisorSettings, TlsPaths, TrackerSettings,
 };
 pub use uri::SourceSpec;
 pub use values::{Area, BrokerUrl, DecoderChoice, Precision, Protocol, Provider, Require, Transport};
@@ -34,6 +34,9 @@ pub const ENV_PREFIX: &str = "CLEFD";
 
 /// Most cameras one daemon runs (each has its own GStreamer pipeline and threads).
 pub const MAX_CAMERAS: usize = 128;
+
+/// Where `[history]` keeps events, in `state_dir`.
+pub const HISTORY_FILE: &str = "history.sqlite";
 
 /// Where `mqtt.control_persist` keeps what was set over MQTT, in `state_dir`.
 pub const CONTROL_FILE: &str = "control.json";

@@ -37,6 +37,8 @@ pub struct Settings {
     pub http: Option<HttpSettings>,
     /// Snapshots of faces as their tracks begin, when on.
     pub snapshots: Option<SnapshotSettings>,
+    /// The events kept on the device, when on.
+    pub history: Option<HistorySettings>,
     /// Every camera, enabled or not, by name.
     pub cameras: BTreeMap<String, CameraSettings>,
     /// Which file each camera came from, for messages at run time.
@@ -120,6 +122,17 @@ pub struct SnapshotSettings {
     pub max_files: usize,
     /// The longest side of a picture, in pixels.
     pub size_px: u32,
+}
+
+/// `[history]`: where events are kept on the device, and for how long and how much.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistorySettings {
+    /// The SQLite file (`state_dir/history.sqlite`).
+    pub path: PathBuf,
+    /// Events older than this are deleted.
+    pub retain: Duration,
+    /// Most bytes the file may use.
+    pub max_bytes: u64,
 }
 
 /// `mqtt.control`: commands over MQTT, and whether what they set outlives a restart.
@@ -280,6 +293,7 @@ impl Settings {
             supervisor: _,
             http,
             snapshots,
+            history,
             cameras: _,
             camera_files: _,
         } = self;
@@ -294,6 +308,7 @@ impl Settings {
         check(*state_dir != new.state_dir, "state_dir");
         check(*http != new.http, "[http]");
         check(*snapshots != new.snapshots, "[snapshots]");
+        check(*history != new.history, "[history]");
         check(*stats_every != new.mqtt.stats_every, "mqtt.stats_interval_s");
         check(*home_assistant != new.mqtt.home_assistant, "Home Assistant discovery");
         check(*spool_dir != new.mqtt.spool_dir, "mqtt.spool_dir");

@@ -144,3 +144,19 @@ fn http_privacy_settings_are_typed_and_their_files_checked() {
         assert!(problems.iter().any(|p| p.key == key), "{auth}: {problems:?}");
     }
 }
+
+#[test]
+fn history_is_off_unless_enabled_and_its_bounds_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(load(&write(dir.path(), BASE)).unwrap().history, None, "off by default: it keeps personal data");
+    let on = format!("{BASE}[history]\nenabled = true\nretain_h = 0.5\nmax_mb = 2\n");
+    let h = load(&write(dir.path(), &on)).unwrap().history.unwrap();
+    assert_eq!(h.path, dir.path().join("state/history.sqlite"));
+    assert_eq!((h.retain, h.max_bytes), (Duration::from_secs(1800), 2 * 1024 * 1024));
+    let bad = format!("{BASE}[history]\nenabled = true\nretain_h = 0\nmax_mb = 0.1\nkeep = 3\n");
+    let problems = load(&write(dir.path(), &bad)).unwrap_err().0;
+    let file = dir.path().join("clefd.toml").display().to_string();
+    for key in ["history.retain_h", "history.max_mb", "history.keep"] {
+        assert!(problems.iter().any(|p| p.key == key && p.file == file), "{key} named in {problems:?}");
+    }
+}

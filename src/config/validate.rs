@@ -95,6 +95,7 @@ pub(super) fn validate(
     let (events, tracker, supervisor) = tuning(&raw, &m, c);
     let http = http(&raw.http, &m, c);
     let snapshots = snapshots(&raw.snapshots, &m, c);
+    let history = history(&raw.history, &raw.state_dir, &m, c);
     let enabled = raw.cameras.values().filter(|cam| cam.enabled).count();
     if enabled > super::MAX_CAMERAS {
         c.push(&m, "cameras", format!("{enabled} cameras enabled: one clefd runs at most {}", super::MAX_CAMERAS));
@@ -123,6 +124,7 @@ pub(super) fn validate(
         supervisor,
         http: http?,
         snapshots,
+        history,
         cameras,
         camera_files: files,
     })
@@ -161,6 +163,17 @@ fn snapshots(q: &super::file::SnapshotsConfig, m: &str, c: &mut Collector) -> Op
         dir,
         max_files: q.max_files,
         size_px: q.size_px,
+    })
+}
+
+/// `[history]`: on when enabled, in `state_dir`, bounded in age and size.
+fn history(q: &super::file::HistoryConfig, state_dir: &Path, m: &str, c: &mut Collector) -> Option<HistorySettings> {
+    in_range(c, m, "history.retain_h", q.retain_h, 0.001, 24.0 * 366.0);
+    in_range(c, m, "history.max_mb", q.max_mb, 0.25, 1_048_576.0);
+    q.enabled.then(|| HistorySettings {
+        path: state_dir.join(super::HISTORY_FILE),
+        retain: Duration::try_from_secs_f64(q.retain_h * 3600.0).unwrap_or_default(),
+        max_bytes: (q.max_mb * 1024.0 * 1024.0) as u64,
     })
 }
 

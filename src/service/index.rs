@@ -40,7 +40,7 @@ pub fn page(health: &Health) -> String {
             "<article class=\"cam\" data-camera=\"{name}\">\n\
              <a href=\"/cameras/{url}/live.mjpeg\"><img alt=\"{name}, last analysed frame\" src=\"/cameras/{url}/latest.jpg\" loading=\"lazy\"></a>\n\
              <table><tr class=\"{state}\"><td>{name}</td><td>{state}</td><td>{fps:.1} fps</td></tr></table>\n\
-             <p><a href=\"/cameras/{url}/latest.jpg\">latest</a> · <a href=\"/cameras/{url}/live.mjpeg\">live</a></p>\n\
+             <p><a href=\"/cameras/{url}/latest.jpg\">latest</a> · <a href=\"/cameras/{url}/live.mjpeg\">live</a> · <a href=\"/cameras/{url}/history\">history</a></p>\n\
              </article>\n",
             state = st.status.as_str(),
             fps = st.fps,

@@ -143,6 +143,7 @@ pub fn render(h: &Health) -> String {
         }),
     );
     publishing(&mut f, h);
+    f.0.extend(super::history_page::metric_families());
     f.encode()
 }
 

@@ -4,6 +4,8 @@ pub mod auth;
 mod blur;
 mod font;
 pub mod forward;
+mod history_chart;
+mod history_page;
 pub mod http;
 mod index;
 pub mod live;

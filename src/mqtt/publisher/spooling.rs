@@ -43,6 +43,7 @@ impl Publisher {
             }
             match self.spool.append(&rec) {
                 Ok(dropped) => {
+                    crate::history::record(&event, &rec.payload);
                     tracing::info!(
                         camera = %event.camera, track = event.track_id, seq = event.seq,
                         "{:<6} {:<10} {:.2} (debias {})",

@@ -1,0 +1,60 @@
+//! The day at a glance: the events this device published, kept on the device (`[history]`)
+//! for the history page and `/api/events`, so a person can see what a camera saw today and
+//! a consumer that was away longer than its broker session can catch up.
+//!
+//! Events are handed over where the publisher numbers them (so they carry the `seq`
+//! consumers got), through a bounded channel to one writer thread that batches them into
+//! an SQLite file under `state_dir`, pruned by age and size. The frame path never waits
+//! for the disk: a full channel drops the event and counts it, and a broken disk degrades
+//! the history alone (logged once, counted).
+
+pub mod query;
+mod row;
+pub mod store;
+mod writer;
+
+use std::sync::OnceLock;
+
+pub use row::Row;
+pub use store::{HistoryError, Store};
+pub use writer::{History, HistoryStats};
+
+use crate::config::HistorySettings;
+use crate::events::EmotionEvent;
+
+/// The daemon's history, once `[history]` is on: one per process, so the publisher and the
+/// HTTP routes reach it without threading a handle through every layer between them.
+static INSTALLED: OnceLock<History> = OnceLock::new();
+
+/// Starts the writer for `settings` and makes it the process's history. A second call
+/// keeps the first history (a reload cannot change `[history]`: it needs a restart).
+pub fn install(settings: &HistorySettings) -> &'static History {
+    INSTALLED.get_or_init(|| History::start(settings.clone()))
+}
+
+/// The process's history, when `[history]` is on.
+pub fn installed() -> Option<&'static History> {
+    INSTALLED.get()
+}
+
+/// Hands a published event (`payload`: its JSON as sent) to the history, if there is one.
+/// Never blocks: when the writer is behind, the event is dropped from the history and counted.
+pub fn record(event: &EmotionEvent, payload: &[u8]) {
+    if let Some(history) = INSTALLED.get() {
+        history.record(event, payload);
+    }
+}
+
+/// Writes what the history was handed so far, waiting at most `wait` (at shutdown). Blocks.
+pub fn flush(wait: std::time::Duration) {
+    if let Some(history) = INSTALLED.get()
+        && !history.flush(wait)
+    {
+        tracing::warn!("the history could not write its last events before exit");
+    }
+}
+
+/// The current time in unix milliseconds.
+pub fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}

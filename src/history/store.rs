@@ -1,0 +1,208 @@
+//! The history's SQLite file: one table of events, written in batches (one transaction
+//! each) and kept within its age and size by deleting the oldest events and giving their
+//! pages back to the file system (incremental vacuum), so the file itself stays small.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, params};
+
+use super::Row;
+
+/// How long a statement waits for the other side (a reader, the writer) to let go.
+const BUSY: Duration = Duration::from_secs(2);
+
+/// Share of `max_bytes` the events may fill after pruning: room for the next batch.
+const LOW_WATER: f64 = 0.85;
+
+/// Why the history could not be opened, written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    /// SQLite refused (a full or read-only disk, a damaged file, ...).
+    #[error("history {path}: {source}")]
+    Sqlite {
+        /// The file.
+        path: PathBuf,
+        /// What SQLite said.
+        source: rusqlite::Error,
+    },
+}
+
+/// The writer's connection to the file.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+    retain_ms: i64,
+    max_bytes: u64,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    camera TEXT NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    emotion TEXT NOT NULL,
+    changed INTEGER,
+    track_uid TEXT NOT NULL,
+    payload TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_camera_ts ON events (camera, ts_ms);
+CREATE INDEX IF NOT EXISTS events_ts ON events (ts_ms);
+";
+
+impl Store {
+    /// Opens (or creates) the file at `path`, keeping events `retain` long and the file
+    /// under `max_bytes`.
+    pub fn open(path: &Path, retain: Duration, max_bytes: u64) -> Result<Store, HistoryError> {
+        let err = |source| HistoryError::Sqlite { path: path.to_path_buf(), source };
+        let conn = Connection::open(path).map_err(err)?;
+        conn.busy_timeout(BUSY).map_err(err)?;
+        // Set before the first table exists, so freed pages can be handed back later.
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL").map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
+        conn.execute_batch(SCHEMA).map_err(err)?;
+        let retain_ms = i64::try_from(retain.as_millis()).unwrap_or(i64::MAX);
+        Ok(Store { conn, path: path.to_path_buf(), retain_ms, max_bytes })
+    }
+
+    /// A read-only connection for queries (the page, the API), which never blocks the
+    /// writer for longer than one query.
+    pub fn reader(path: &Path) -> Result<Connection, HistoryError> {
+        let err = |source| HistoryError::Sqlite { path: path.to_path_buf(), source };
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(err)?;
+        conn.busy_timeout(BUSY).map_err(err)?;
+        Ok(conn)
+    }
+
+    fn err(&self, source: rusqlite::Error) -> HistoryError {
+        HistoryError::Sqlite { path: self.path.clone(), source }
+    }
+
+    /// Writes `rows` in one transaction (an event seen again replaces the old one).
+    pub fn insert(&mut self, rows: &[Row]) -> Result<(), HistoryError> {
+        let tx = self.conn.transaction().map_err(|source| HistoryError::Sqlite { path: self.path.clone(), source })?;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO events (seq, camera, ts_ms, kind, emotion, changed, track_uid, payload)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .map_err(|e| HistoryError::Sqlite { path: self.path.clone(), source: e })?;
+            for r in rows {
+                let seq = i64::try_from(r.seq).unwrap_or(i64::MAX);
+                insert
+                    .execute(params![seq, r.camera, r.ts_ms, r.kind, r.emotion, r.changed, r.track_uid, r.payload])
+                    .map_err(|e| HistoryError::Sqlite { path: self.path.clone(), source: e })?;
+            }
+        }
+        tx.commit().map_err(|source| HistoryError::Sqlite { path: self.path.clone(), source })
+    }
+
+    /// Deletes what is older than the retention at `now_ms`, then the oldest events until
+    /// `incoming` more bytes fit under the size limit; how many events went.
+    pub fn prune(&mut self, now_ms: i64, incoming: u64) -> Result<u64, HistoryError> {
+        let cutoff = now_ms.saturating_sub(self.retain_ms);
+        let mut deleted =
+            self.conn.execute("DELETE FROM events WHERE ts_ms < ?1", [cutoff]).map_err(|e| self.err(e))? as u64;
+        // Rows take up to twice their bytes in pages (page slack, the indexes).
+        let budget = ((self.max_bytes as f64 * LOW_WATER) as u64).saturating_sub(2 * incoming);
+        // Bounded: each round deletes a tenth of what is left (at least 64 events).
+        for _ in 0..64 {
+            if self.used_bytes()? <= budget {
+                break;
+            }
+            let rows: i64 =
+                self.conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0)).map_err(|e| self.err(e))?;
+            if rows == 0 {
+                break;
+            }
+            let n = (rows / 10).max(64);
+            deleted += self
+                .conn
+                .execute("DELETE FROM events WHERE seq IN (SELECT seq FROM events ORDER BY seq LIMIT ?1)", [n])
+                .map_err(|e| self.err(e))? as u64;
+        }
+        if deleted > 0 {
+            self.conn.execute_batch("PRAGMA incremental_vacuum").map_err(|e| self.err(e))?;
+        }
+        Ok(deleted)
+    }
+
+    /// Bytes the events fill (pages in use).
+    fn used_bytes(&self) -> Result<u64, HistoryError> {
+        let pragma = |name: &str| -> Result<u64, HistoryError> {
+            self.conn
+                .pragma_query_value(None, name, |r| r.get::<_, i64>(0))
+                .map(|v| v.max(0) as u64)
+                .map_err(|e| self.err(e))
+        };
+        Ok(pragma("page_count")?.saturating_sub(pragma("freelist_count")?) * pragma("page_size")?)
+    }
+
+    /// The file's size in bytes, as the file system sees it.
+    pub fn file_bytes(&self) -> u64 {
+        std::fs::metadata(&self.path).map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(seq: u64, ts_ms: i64, payload_len: usize) -> Row {
+        Row {
+            seq,
+            camera: "door".into(),
+            ts_ms,
+            kind: "update",
+            emotion: "Happy".into(),
+            changed: Some(seq % 3 == 0),
+            track_uid: format!("r-door-{}", seq / 10),
+            payload: format!("{{\"seq\":{seq},\"pad\":\"{}\"}}", "x".repeat(payload_len)),
+        }
+    }
+
+    fn seqs(path: &Path) -> Vec<i64> {
+        let conn = Store::reader(path).unwrap();
+        let mut q = conn.prepare("SELECT seq FROM events ORDER BY seq").unwrap();
+        q.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    }
+
+    #[test]
+    fn events_older_than_the_retention_are_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.sqlite");
+        let mut store = Store::open(&path, Duration::from_secs(3600), 64 << 20).unwrap();
+        let now = 10_000_000_000;
+        let rows: Vec<Row> = (0..10).map(|i| row(i, now - 7_200_000 + i as i64 * 800_000, 100)).collect();
+        store.insert(&rows).unwrap();
+        // ts = now-2h + i*13.3 min: i = 0..=4 are older than an hour.
+        assert_eq!(store.prune(now, 0).unwrap(), 5);
+        assert_eq!(seqs(&path), vec![5, 6, 7, 8, 9]);
+    }
+
+    #[test]
+    fn the_file_stays_under_its_size_and_keeps_the_newest_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.sqlite");
+        let max = 1 << 20;
+        let mut store = Store::open(&path, Duration::from_secs(3600), max).unwrap();
+        let now = 10_000_000_000;
+        let mut largest = 0;
+        for batch in 0..60u64 {
+            let rows: Vec<Row> = (0..100).map(|i| row(batch * 100 + i, now, 1500)).collect();
+            let incoming: usize = rows.iter().map(Row::size).sum();
+            store.prune(now, incoming as u64).unwrap();
+            store.insert(&rows).unwrap();
+            largest = largest.max(store.file_bytes());
+        }
+        // 6000 events of ~1.6 kB (about 9.6 MB) went through a 1 MiB file.
+        assert!(largest <= max, "the file grew to {largest} bytes, over its {max}");
+        let kept = seqs(&path);
+        assert_eq!(kept.last(), Some(&5999), "the newest event is kept");
+        assert!(kept.len() > 200 && kept.len() < 700, "{} events kept", kept.len());
+        assert!(kept.windows(2).all(|w| w[1] == w[0] + 1), "the oldest went first: the rest is contiguous");
+    }
+}

@@ -1,0 +1,292 @@
+//! The history's writer: one thread that takes events from a bounded channel and writes
+//! them in batches, so the publisher hands an event over without ever touching the disk.
+//! A disk that refuses is logged once per trouble, counted, and tried again later; the
+//! daemon never hears of it otherwise.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::{Row, Store};
+use crate::config::HistorySettings;
+use crate::events::EmotionEvent;
+
+/// Events waiting for the writer at most; more are dropped (and counted).
+pub const CAPACITY: usize = 2048;
+/// Most events written in one transaction.
+const MAX_BATCH: usize = 512;
+/// How long a batch waits to fill up after its first event.
+const GATHER: Duration = Duration::from_millis(250);
+/// How often the writer prunes by age when no event comes.
+const IDLE_PRUNE: Duration = Duration::from_secs(60);
+/// How long a broken file is left alone before it is opened again.
+const RETRY: Duration = Duration::from_secs(10);
+
+/// What the history did, for `/metrics` and the page.
+#[derive(Debug, Default)]
+pub struct HistoryStats {
+    /// Events written.
+    pub written: AtomicU64,
+    /// Events dropped because the writer was behind (the channel was full).
+    pub dropped: AtomicU64,
+    /// Events lost because the disk refused them.
+    pub failed: AtomicU64,
+    /// Events deleted for age or size.
+    pub pruned: AtomicU64,
+    /// The file's size after the last write, in bytes.
+    pub bytes: AtomicU64,
+    /// Why the history cannot be written now, if it cannot.
+    pub problem: Mutex<Option<String>>,
+}
+
+/// The process's history: where events are handed over, and where they are kept.
+pub struct History {
+    to_writer: SyncSender<Msg>,
+    /// What it did.
+    pub stats: Arc<HistoryStats>,
+    /// Its settings.
+    pub settings: HistorySettings,
+}
+
+impl History {
+    /// Starts the writer thread for `settings`; the file is opened there, off the caller's
+    /// thread, and a file that cannot be opened is only logged.
+    pub fn start(settings: HistorySettings) -> History {
+        let (to_writer, rx) = mpsc::sync_channel(CAPACITY);
+        let stats = Arc::new(HistoryStats::default());
+        let writer = Writer { settings: settings.clone(), stats: stats.clone(), store: None, broken_at: None };
+        let spawned = std::thread::Builder::new().name("clefd-history".into()).spawn(move || writer.run(rx));
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the history writer: no history is kept");
+        }
+        History { to_writer, stats, settings }
+    }
+
+    /// Hands `event` (published as `payload`) to the writer; drops it when the writer is behind.
+    pub fn record(&self, event: &EmotionEvent, payload: &[u8]) {
+        match self.to_writer.try_send(Msg::Row(Row::from_event(event, payload))) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                if self.stats.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+                    tracing::warn!("the history writer is behind: events are left out of the history (counted)");
+                }
+            }
+        }
+    }
+
+    /// Waits until what was handed over before is written, for at most `wait` (at
+    /// shutdown: a consumer catching up later finds the last events too). Blocks: call it
+    /// off the runtime.
+    pub fn flush(&self, wait: Duration) -> bool {
+        let (done, written) = mpsc::sync_channel(1);
+        let deadline = Instant::now() + wait;
+        let mut msg = Msg::Flush(done);
+        // The channel may be full: retry until the writer takes the request.
+        loop {
+            match self.to_writer.try_send(msg) {
+                Ok(()) => break,
+                Err(TrySendError::Full(back)) if Instant::now() < deadline => {
+                    msg = back;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(_) => return false,
+            }
+        }
+        written.recv_timeout(deadline.saturating_duration_since(Instant::now())).is_ok()
+    }
+
+    /// The file queries read.
+    pub fn path(&self) -> PathBuf {
+        self.settings.path.clone()
+    }
+}
+
+/// What the writer is handed.
+enum Msg {
+    /// An event to keep.
+    Row(Row),
+    /// Write what came before now, then say so.
+    Flush(SyncSender<()>),
+}
+
+struct Writer {
+    settings: HistorySettings,
+    stats: Arc<HistoryStats>,
+    store: Option<Store>,
+    /// When the file last failed: it is opened again after [`RETRY`].
+    broken_at: Option<Instant>,
+}
+
+impl Writer {
+    fn run(mut self, rx: Receiver<Msg>) {
+        // Open at once, so the page tells the file's size before the first event.
+        if let Some(store) = self.store() {
+            let bytes = store.file_bytes();
+            self.stats.bytes.store(bytes, Ordering::Relaxed);
+        }
+        // A batch never outgrows a sixth of the file, so pruning can make room for it.
+        let cap = (self.settings.max_bytes / 6).max(1) as usize;
+        loop {
+            let (mut batch, mut bytes, mut flushed) = (Vec::new(), 0, None);
+            match rx.recv_timeout(IDLE_PRUNE) {
+                Ok(Msg::Row(row)) => {
+                    bytes += row.size();
+                    batch.push(row);
+                }
+                Ok(Msg::Flush(done)) => flushed = Some(done),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            let until = Instant::now() + GATHER;
+            while flushed.is_none() && !batch.is_empty() && batch.len() < MAX_BATCH && bytes < cap {
+                match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                    Ok(Msg::Row(row)) => {
+                        bytes += row.size();
+                        batch.push(row);
+                    }
+                    Ok(Msg::Flush(done)) => flushed = Some(done),
+                    Err(_) => break,
+                }
+            }
+            self.write(&batch);
+            if let Some(done) = flushed {
+                let _ = done.try_send(());
+            }
+        }
+    }
+
+    /// Makes room for `batch` and writes it; a failure drops the file until [`RETRY`].
+    fn write(&mut self, batch: &[Row]) {
+        let stats = self.stats.clone();
+        let Some(store) = self.store() else {
+            stats.failed.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            return;
+        };
+        let incoming = batch.iter().map(|r| r.size() as u64).sum::<u64>();
+        let result = store.prune(super::now_ms(), incoming).and_then(|pruned| {
+            stats.pruned.fetch_add(pruned, Ordering::Relaxed);
+            if batch.is_empty() { Ok(()) } else { store.insert(batch) }
+        });
+        match result {
+            Ok(()) => {
+                stats.written.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                stats.bytes.store(store.file_bytes(), Ordering::Relaxed);
+                if let Ok(mut problem) = stats.problem.lock()
+                    && problem.take().is_some()
+                {
+                    tracing::info!("the history is written again");
+                }
+            }
+            Err(e) => {
+                stats.failed.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                self.broken(e.to_string());
+            }
+        }
+    }
+
+    /// The open file, opening it when it is closed and not broken too recently.
+    fn store(&mut self) -> Option<&mut Store> {
+        if self.store.is_none() && self.broken_at.is_none_or(|t| t.elapsed() >= RETRY) {
+            let s = &self.settings;
+            match Store::open(&s.path, s.retain, s.max_bytes) {
+                Ok(store) => self.store = Some(store),
+                Err(e) => self.broken(e.to_string()),
+            }
+        }
+        self.store.as_mut()
+    }
+
+    /// Closes the file and says why, once per kind of trouble.
+    fn broken(&mut self, reason: String) {
+        self.store = None;
+        self.broken_at = Some(Instant::now());
+        if let Ok(mut problem) = self.stats.problem.lock()
+            && problem.as_deref() != Some(reason.as_str())
+        {
+            tracing::warn!(error = %reason, "the history cannot be written: events are left out of it (counted); analysis goes on");
+            *problem = Some(reason);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::events::EventType;
+
+    fn settings(path: PathBuf, max_bytes: u64) -> HistorySettings {
+        HistorySettings { path, retain: Duration::from_secs(3600), max_bytes }
+    }
+
+    /// Waits until `done` holds, for at most a minute (a loaded machine's disk is slow).
+    fn wait(what: &str, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn a_flood_is_dropped_and_counted_and_the_file_stays_under_its_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.sqlite");
+        let max = 256 * 1024;
+        let history = History::start(settings(path.clone(), max));
+        let mut e = EmotionEvent::for_test("door", 1, EventType::Update, "Happy", 0.9);
+        let payload = vec![b'x'; 1500];
+        let n = 20_000u64;
+        for seq in 1..=n {
+            e.seq = seq;
+            history.record(&e, &payload);
+        }
+        let s = history.stats.clone();
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        wait("every event written or dropped", || load(&s.written) + load(&s.dropped) + load(&s.failed) == n);
+        assert_eq!(load(&s.failed), 0);
+        assert!(load(&s.dropped) > 0, "20000 events handed over at once must outrun a channel of {CAPACITY}");
+        assert!(load(&s.pruned) > 0, "{} kB of events went through a {max}-byte file", n * 1500 / 1000);
+        // Once it caught up, the next event is kept.
+        let written = load(&s.written);
+        e.seq = n + 1;
+        history.record(&e, &payload);
+        wait("the event after the flood written", || load(&s.written) == written + 1);
+        let size = std::fs::metadata(&path).unwrap().len();
+        assert!(size <= max, "the file is {size} bytes, over its {max}");
+        let conn = Store::reader(&path).unwrap();
+        let newest: i64 = conn.query_row("SELECT MAX(seq) FROM events", [], |r| r.get(0)).unwrap();
+        assert_eq!(newest as u64, n + 1, "the newest event is kept");
+    }
+
+    #[test]
+    fn a_flush_returns_once_what_came_before_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let history = History::start(settings(dir.path().join("h.sqlite"), 1 << 20));
+        let mut e = EmotionEvent::for_test("door", 1, EventType::New, "Happy", 0.9);
+        for seq in 1..=5 {
+            e.seq = seq;
+            history.record(&e, b"{}");
+        }
+        assert!(history.flush(Duration::from_secs(60)), "the writer answers");
+        assert_eq!(history.stats.written.load(Ordering::Relaxed), 5, "all five written before the answer");
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_opened_loses_the_history_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let history = History::start(settings(dir.path().join("no/such/folder/h.sqlite"), 1 << 20));
+        let e = EmotionEvent::for_test("door", 1, EventType::New, "Happy", 0.9);
+        for _ in 0..10 {
+            history.record(&e, b"{}");
+        }
+        let s = history.stats.clone();
+        wait("the events counted as lost", || s.failed.load(Ordering::Relaxed) == 10);
+        let problem = s.problem.lock().unwrap().clone().unwrap_or_default();
+        assert!(problem.contains("no/such/folder/h.sqlite"), "{problem}");
+        assert_eq!(s.written.load(Ordering::Relaxed), 0);
+    }
+}
