@@ -5,6 +5,7 @@
 
 pub mod analyze;
 mod cadence;
+mod fault;
 pub mod hub;
 pub mod lanes;
 mod options;
