@@ -86,12 +86,14 @@ fn seeded_torture_keeps_every_invariant() {
         let outcome = shrink::run(&clips, &steps, &opts);
         let (first, last) = (outcome.samples.first(), outcome.samples.last());
         report += &format!(
-            "seed {seed:#x}: {} steps done, {} checks, {} invariant failures, {} events received, {:.0} s; \
+            "seed {seed:#x}: {} steps done, {} checks, {} invariant failures, {} events received, \
+             answers (ok, refused, busy, too large) {:?}, {:.0} s; \
              resources (step, RSS kB, threads, fds) first reset {first:?}, last reset {last:?}\n",
             outcome.steps_done,
             outcome.checks,
             outcome.failures.len(),
             outcome.events,
+            outcome.answers,
             outcome.elapsed.as_secs_f64()
         );
         for (at, f) in &outcome.failures {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::model::{Expect, Model, POOL};
 use super::rig::{self, DEVICE, Rig};
+use super::steps::{Want, flood_fps};
 use crate::common::http_get;
 
 /// One invariant that does not hold, and how.
@@ -29,9 +30,8 @@ pub struct Digest {
     /// Every `seq` received, and the largest.
     seqs: BTreeSet<u64>,
     max_seq: Option<u64>,
-    /// Answers received on each `…/set/result`, in order: `ok`, and whether a refusal
-    /// says the daemon was busy (a storm may be refused so, out of order, instead of dropped).
-    pub answers: BTreeMap<String, Vec<(bool, bool)>>,
+    /// Answers received on each `…/set/result`, in order.
+    pub answers: BTreeMap<String, Vec<Answer>>,
     /// Broken rules seen in the stream (sticky: they happened).
     pub broken: Vec<Violation>,
     pub received: u64,
@@ -40,7 +40,7 @@ pub struct Digest {
 impl Digest {
     /// Takes in what the subscriber received since the last call.
     pub fn drain(&mut self, rig: &Rig) {
-        while let Ok(m) = rig.tap.rx.try_recv() {
+        for m in rig.tap.take() {
             self.received += 1;
             self.take(&m.topic, &m.payload);
         }
@@ -63,9 +63,7 @@ impl Digest {
             return;
         }
         if topic.ends_with("/set/result") {
-            let answer = serde_json::from_str::<serde_json::Value>(&text).unwrap_or_default();
-            let busy = answer["error"].as_str().is_some_and(|e| e.starts_with("busy"));
-            self.answers.entry(topic.to_string()).or_default().push((answer["ok"] == true, busy));
+            self.answers.entry(topic.to_string()).or_default().push(Answer::parse(&text));
             return;
         }
         let [_, _, camera, leaf] = parts[..] else { return };
@@ -115,6 +113,42 @@ impl Digest {
     /// Distinct events received.
     pub fn events(&self) -> usize {
         self.seqs.len()
+    }
+}
+
+/// One answer on a `…/set/result`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub ok: bool,
+    /// Refused on arrival, before the daemon's checks: busy (its queue full) or too large.
+    /// These go out at once, so they may overtake the answers of commands sent before.
+    pub busy: bool,
+    pub too_large: bool,
+    /// What an accepted command's answer echoes as set (`control`), by camera.
+    pub control: serde_json::Value,
+}
+
+impl Answer {
+    fn parse(text: &str) -> Answer {
+        let answer = serde_json::from_str::<serde_json::Value>(text).unwrap_or_default();
+        let error = answer["error"].as_str().unwrap_or_default();
+        Answer {
+            ok: answer["ok"] == true,
+            busy: error.starts_with("busy"),
+            too_large: error.starts_with("too large"),
+            control: answer["control"].clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.ok, self.busy, self.too_large) {
+            (true, ..) => write!(f, "ok"),
+            (_, true, _) => write!(f, "busy"),
+            (_, _, true) => write!(f, "too large"),
+            _ => write!(f, "refused"),
+        }
     }
 }
 
@@ -227,6 +261,12 @@ pub fn check(rig: &mut Rig, digest: &mut Digest, model: &Model, deadline: Durati
     let end = Instant::now() + deadline;
     let mut first_frames: Option<BTreeMap<String, f64>> = None;
     let mut progressed: BTreeSet<String> = BTreeSet::new();
+    digest.drain(rig);
+    // The astronaut (hall) makes events while it runs as the file configures it.
+    let events_from = digest.max_seq;
+    let want_events = rig.want_events
+        && model.expect("hall") == Some(Expect::Running)
+        && !model.overrides.get("hall").is_some_and(|o| o.tuned);
     loop {
         digest.drain(rig);
         let now = look(rig);
@@ -237,6 +277,10 @@ pub fn check(rig: &mut Rig, digest: &mut Digest, model: &Model, deadline: Durati
                 Some(b) if n > b => {
                     progressed.insert(camera.clone());
                 }
+                // A new worker (after a worker fault) counts afresh: from here.
+                Some(b) if n < b => {
+                    base.insert(camera.clone(), *n);
+                }
                 Some(_) => {}
                 None => {
                     base.insert(camera.clone(), *n);
@@ -244,6 +288,12 @@ pub fn check(rig: &mut Rig, digest: &mut Digest, model: &Model, deadline: Durati
             }
         }
         let mut out = compare(rig, digest, model, &now, &progressed);
+        if want_events && digest.max_seq <= events_from {
+            out.push(v(
+                "events keep being delivered after a control command or a fault",
+                format!("no event since seq {events_from:?} while hall runs"),
+            ));
+        }
         out.retain(|f| !skip.contains(&f.invariant));
         if out.is_empty() && !skip.contains(&LIVE) {
             out.extend(live_view(rig, model));
@@ -262,23 +312,30 @@ pub fn check(rig: &mut Rig, digest: &mut Digest, model: &Model, deadline: Durati
 fn compare(rig: &Rig, digest: &Digest, model: &Model, now: &Look, progressed: &BTreeSet<String>) -> Vec<Violation> {
     let mut out: Vec<Violation> = digest.broken.clone();
     out.extend(rig.noticed.iter().map(|(i, d)| v(i, d.clone())));
-    // Answers carry no command id: count them, and count what they say. Any command may be
-    // refused as busy (a storm) instead; else the accepted are accepted and the refused
-    // refused, in order.
+    // Answers carry no command id: count them, and count what they say. A command refused
+    // on arrival (busy, too large) is answered at once and may overtake the answers of
+    // commands before it; the daemon's own answers (accepted, refused) come in the
+    // commands' order, so they are the model's predictions for the commands not refused on
+    // arrival, in order.
     for (topic, want) in &rig.expected {
         let got = digest.answers.get(topic).cloned().unwrap_or_default();
-        let accepted = want.iter().filter(|ok| **ok).count();
-        let ok = got.iter().filter(|(ok, _)| *ok).count();
-        let busy = got.iter().filter(|(ok, busy)| !ok && *busy).count();
-        let refused = got.len() - ok - busy;
-        let in_order = busy > 0 || got.iter().map(|(ok, _)| *ok).eq(want.iter().copied());
-        if got.len() != want.len() || ok > accepted || refused > want.len() - accepted || !in_order {
+        let daemon: Vec<Want> = got
+            .iter()
+            .filter(|a| !a.busy && !a.too_large)
+            .map(|a| if a.ok { Want::Ok } else { Want::Refused })
+            .collect();
+        let too_large = got.iter().filter(|a| a.too_large).count();
+        let mut rest = want.iter().filter(|w| **w != Want::TooLarge);
+        let in_order = daemon.iter().all(|d| rest.any(|w| w == d));
+        if got.len() != want.len() || too_large != want.iter().filter(|w| **w == Want::TooLarge).count() || !in_order {
+            let got: Vec<String> = got.iter().map(ToString::to_string).collect();
             out.push(v(
                 "every command gets exactly one answer, the expected one",
-                format!("{topic}: expected ok flags {want:?}, received (ok, busy) {got:?}"),
+                format!("{topic}: expected {want:?} (any may be busy), received {got:?}"),
             ));
         }
     }
+    out.extend(floods(rig, digest, model));
     for (name, _) in POOL {
         let retained = digest.states.get(name).map(|s| status_of(s));
         let views = [
@@ -343,6 +400,48 @@ fn compare(rig: &Rig, digest: &Digest, model: &Model, now: &Look, progressed: &B
                 now.lost
             ),
         ));
+    }
+    out
+}
+
+/// A flood's accepted commands are applied in the order sent (the `fps` their answers echo
+/// grows), and each camera's retained state ends with what the last accepted one set.
+fn floods(rig: &Rig, digest: &Digest, model: &Model) -> Vec<Violation> {
+    const ORDER: &str = "a flood's accepted commands apply in order, the last one stays";
+    let mut out = Vec::new();
+    for flood in &rig.floods {
+        let got = digest.answers.get(&flood.topic).map_or(&[][..], |a| &a[flood.first.min(a.len())..]);
+        if got.len() < flood.n {
+            continue; // counted by the answers' invariant
+        }
+        let cameras: Vec<&str> =
+            if flood.cameras.is_empty() { model.cameras.keys().copied().collect() } else { flood.cameras.clone() };
+        let Some(probe) = cameras.first() else { continue };
+        let accepted: Vec<&Answer> = got[..flood.n].iter().filter(|a| a.ok).collect();
+        let fps: Vec<Option<f64>> = accepted.iter().map(|a| a.control[probe]["fps"].as_f64()).collect();
+        let sent: Vec<f64> = (0..flood.n).map(flood_fps).collect();
+        let known = fps.iter().all(|f| f.is_some_and(|f| sent.iter().any(|s| (s - f).abs() < 1e-9)));
+        if accepted.is_empty() || !known || !fps.windows(2).all(|w| w[0] < w[1]) {
+            out.push(v(
+                ORDER,
+                format!("{}: accepted {} of {}, their fps in order {fps:?}", flood.topic, accepted.len(), flood.n),
+            ));
+            continue;
+        }
+        let last = &accepted[accepted.len() - 1].control;
+        for camera in cameras {
+            let state = digest.states.get(camera).map(String::as_str).unwrap_or_default();
+            let control = serde_json::from_str::<serde_json::Value>(state).map(|s| s["control"].clone());
+            if control.as_ref().ok() != Some(&last[camera]) {
+                out.push(v(
+                    ORDER,
+                    format!(
+                        "{camera}: the last accepted command set {}, the retained state says {control:?}",
+                        last[camera]
+                    ),
+                ));
+            }
+        }
     }
     out
 }

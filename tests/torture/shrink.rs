@@ -34,6 +34,8 @@ pub struct Outcome {
     pub checks: usize,
     /// Distinct events the subscriber received.
     pub events: usize,
+    /// Answers to control commands received: accepted, refused by the daemon, busy, too large.
+    pub answers: [usize; 4],
     pub elapsed: Duration,
 }
 
@@ -88,7 +90,21 @@ pub fn run(clips: &Clips, plan: &[Step], opts: &Options) -> Outcome {
                 let now = rig::resources(rig.pid());
                 (rss, threads, fds) = (rss.min(now.0), threads.min(now.1), fds.min(now.2));
             }
-            eprintln!("torture: resources after step {}: RSS {rss} kB, {threads} threads, {fds} fds", i + 1);
+            let (_, metrics) = crate::common::http_get(rig.http, "/metrics");
+            let series = metrics.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).count();
+            eprintln!(
+                "torture: resources after step {}: RSS {rss} kB, {threads} threads, {fds} fds, {series} metric series",
+                i + 1
+            );
+            if std::env::var("CLEFD_TORTURE_HEAP").is_ok_and(|v| v == "1")
+                && let Some((held, used, trimmed)) = rig::heap(rig.pid(), &rig.log)
+            {
+                eprintln!(
+                    "torture: heap after step {}: {held} kB held from the system, {used} kB in use; \
+                     RSS {trimmed} kB after malloc_trim",
+                    i + 1
+                );
+            }
             out.samples.push((i + 1, rss, threads, fds));
         }
     }
@@ -111,6 +127,17 @@ pub fn run(clips: &Clips, plan: &[Step], opts: &Options) -> Outcome {
     }
     digest.drain(&rig);
     out.events = digest.events();
+    for a in digest.answers.values().flatten() {
+        out.answers[if a.ok {
+            0
+        } else if a.busy {
+            2
+        } else if a.too_large {
+            3
+        } else {
+            1
+        }] += 1;
+    }
     if out.failures.is_empty() && !rig.stop() {
         record(
             &mut out,
