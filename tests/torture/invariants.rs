@@ -152,6 +152,12 @@ impl std::fmt::Display for Answer {
     }
 }
 
+/// A list of words, runs of one word written once with their count: `ok x17, busy x3`.
+fn runs(words: &[String]) -> String {
+    let runs: Vec<String> = words.chunk_by(|a, b| a == b).map(|r| format!("{} x{}", r[0], r.len())).collect();
+    format!("[{}] ({} answers)", runs.join(", "), words.len())
+}
+
 fn v(invariant: &'static str, detail: String) -> Violation {
     Violation { invariant, detail }
 }
@@ -328,10 +334,11 @@ fn compare(rig: &Rig, digest: &Digest, model: &Model, now: &Look, progressed: &B
         let mut rest = want.iter().filter(|w| **w != Want::TooLarge);
         let in_order = daemon.iter().all(|d| rest.any(|w| w == d));
         if got.len() != want.len() || too_large != want.iter().filter(|w| **w == Want::TooLarge).count() || !in_order {
-            let got: Vec<String> = got.iter().map(ToString::to_string).collect();
+            let want: Vec<String> = want.iter().map(|w| format!("{w:?}").to_lowercase()).collect();
+            let got: Vec<String> = got.iter().map(|a| a.to_string().replace(' ', "")).collect();
             out.push(v(
                 "every command gets exactly one answer, the expected one",
-                format!("{topic}: expected {want:?} (any may be busy), received {got:?}"),
+                format!("{topic}: expected {} (any may be busy), received {}", runs(&want), runs(&got)),
             ));
         }
     }

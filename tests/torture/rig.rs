@@ -93,6 +93,10 @@ pub struct Rig {
 
 impl Rig {
     /// Starts the broker, the subscriber, the RTSP server and the daemon on the model's config.
+    /// glibc keeps at most two malloc arenas in the daemon (`CLEFD_TORTURE_ARENAS` to change
+    /// it): with its default (8 per core) the memory freed by camera threads that come and
+    /// go stays in their arenas and RSS climbs for hundreds of steps while the heap in use
+    /// stays flat (docs/reliability.md), which would hide a leak under the tolerance.
     pub fn start(clips: &Clips, model: &Model) -> Rig {
         let broker = Broker::start_persistent();
         let tap = Consumer::start_persistent(broker.port, &format!("torture-{}", broker.port));
@@ -125,7 +129,8 @@ impl Rig {
         let mut cmd = common::clefd();
         cmd.args(["run", "--config", rig.cfg.to_str().unwrap()])
             .env("NOTIFY_SOCKET", rig.dir.path().join("notify.sock"))
-            .env("CLEFD_TEST_FAULT_DIR", &rig.faults);
+            .env("CLEFD_TEST_FAULT_DIR", &rig.faults)
+            .env("MALLOC_ARENA_MAX", std::env::var("CLEFD_TORTURE_ARENAS").unwrap_or_else(|_| "2".into()));
         rig.daemon = Some(Daemon::spawn(cmd, &rig.log));
         rig
     }
