@@ -130,7 +130,10 @@ impl Rig {
         cmd.args(["run", "--config", rig.cfg.to_str().unwrap()])
             .env("NOTIFY_SOCKET", rig.dir.path().join("notify.sock"))
             .env("CLEFD_TEST_FAULT_DIR", &rig.faults)
-            .env("MALLOC_ARENA_MAX", std::env::var("CLEFD_TORTURE_ARENAS").unwrap_or_else(|_| "2".into()));
+            .env("MALLOC_ARENA_MAX", std::env::var("CLEFD_TORTURE_ARENAS").unwrap_or_else(|_| "2".into()))
+            // As under systemd: with it, the first panic (a fault step) has the standard
+            // library parse the binary's debug info for the backtrace and keep it, ~90 MB.
+            .env_remove("RUST_BACKTRACE");
         rig.daemon = Some(Daemon::spawn(cmd, &rig.log));
         rig
     }
