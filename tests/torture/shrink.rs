@@ -147,7 +147,7 @@ pub fn growth(samples: &[Sample], (rss, threads, fds): (u64, u64, u64)) -> Optio
     let least = |s: &[Sample]| s.iter().map(|s| s.1).min();
     let half = after.len() / 2;
     let creep = (half > 0).then(|| (least(&after[..half]).unwrap_or(0), least(&after[half..]).unwrap_or(0)));
-    if !creep.is_some_and(|(early, late)| late > early + rss) && b.2 <= a.2 + threads && b.3 <= a.3 + fds {
+    if creep.is_none_or(|(early, late)| late <= early + rss) && b.2 <= a.2 + threads && b.3 <= a.3 + fds {
         return None;
     }
     let detail = format!(
