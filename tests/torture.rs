@@ -19,6 +19,8 @@
 
 mod common;
 
+#[path = "torture/answers.rs"]
+mod answers;
 #[path = "torture/invariants.rs"]
 mod invariants;
 #[path = "torture/model.rs"]
