@@ -390,12 +390,14 @@ pub fn resources(pid: u32) -> (u64, u64, u64) {
 /// Heap figures of a process, for telling a leak from memory the allocator keeps (opt-in,
 /// `CLEFD_TORTURE_HEAP=1`: gdb stops the daemon for a moment): glibc's `malloc_stats()`,
 /// called through gdb, writes to the daemon's stderr (its log); its last total gives the
-/// bytes the heap holds from the system and the bytes in use; then `malloc_trim(0)` hands
-/// free pages back, and the RSS after it is read. `(held, in use, RSS after trim)` in kB.
-pub fn heap(pid: u32, log: &std::path::Path) -> Option<(u64, u64, u64)> {
+/// bytes the heap holds from the system and the bytes in use. With `trim`, `malloc_trim(0)`
+/// then hands free pages back (which lowers the RSS of later samples). `(held, in use, RSS
+/// now)` in kB.
+pub fn heap(pid: u32, log: &std::path::Path, trim: bool) -> Option<(u64, u64, u64)> {
+    let trim = if trim { "call (int)malloc_trim(0)" } else { "echo" };
     let done = Command::new("gdb")
         .args(["-batch", "-nx", "-p", &pid.to_string()])
-        .args(["-ex", "call (void)malloc_stats()", "-ex", "call (int)malloc_trim(0)"])
+        .args(["-ex", "call (void)malloc_stats()", "-ex", trim])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()

@@ -96,12 +96,14 @@ pub fn run(clips: &Clips, plan: &[Step], opts: &Options) -> Outcome {
                 "torture: resources after step {}: RSS {rss} kB, {threads} threads, {fds} fds, {series} metric series",
                 i + 1
             );
-            if std::env::var("CLEFD_TORTURE_HEAP").is_ok_and(|v| v == "1")
-                && let Some((held, used, trimmed)) = rig::heap(rig.pid(), &rig.log)
+            let heap = std::env::var("CLEFD_TORTURE_HEAP").unwrap_or_default();
+            if (heap == "1" || heap == "trim")
+                && let Some((held, used, now)) = rig::heap(rig.pid(), &rig.log, heap == "trim")
             {
+                let trimmed = if heap == "trim" { " after malloc_trim" } else { "" };
                 eprintln!(
                     "torture: heap after step {}: {held} kB held from the system, {used} kB in use; \
-                     RSS {trimmed} kB after malloc_trim",
+                     RSS {now} kB{trimmed}",
                     i + 1
                 );
             }
