@@ -5,9 +5,13 @@
 # shortest step list found that reproduces it.
 #
 #   scripts/torture.sh --steps 2000 --seed 7 [--keep-going] [--shrink 8] [--deadline 60] [--report FILE]
+#                      [--heap | --heap-trim] [--arenas N]
 #
 # --keep-going reports every invariant that fails (with the step that first broke it)
-# instead of stopping at the first; --shrink bounds the replays spent shortening a failure.
+# instead of stopping at the first; --shrink bounds the replays spent shortening a failure;
+# --heap prints the heap held and in use at each reset (gdb calls malloc_stats in the
+# daemon; --heap-trim calls malloc_trim after it, which lowers later RSS samples);
+# --arenas sets the daemon's MALLOC_ARENA_MAX (2 by default).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,7 +24,10 @@ while [ $# -gt 0 ]; do
     --shrink) shrink=$2; shift 2 ;;
     --deadline) deadline=$2; shift 2 ;;
     --report) report=$2; shift 2 ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    --heap) export CLEFD_TORTURE_HEAP=1; shift ;;
+    --heap-trim) export CLEFD_TORTURE_HEAP=trim; shift ;;
+    --arenas) export CLEFD_TORTURE_ARENAS=$2; shift 2 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done

@@ -1,7 +1,9 @@
 //! The seeded torture test: the real daemon (real mosquitto, GStreamer `test://`, file and
 //! RTSP cameras, two bundles, `mqtt.control` and Home Assistant discovery on) driven
-//! through random steps (SIGHUP config edits, control commands and storms, an RTSP source
-//! going down and up, the broker restarted, files that end, live viewers coming and going),
+//! through random steps (SIGHUP config edits, control commands and storms, oversize and
+//! unreadable commands, floods past the command queue, an RTSP source going down and up, the
+//! broker restarted, files that end, live viewers coming and going, an inference lane or
+//! worker failing through the `CLEFD_TEST_FAULT_DIR` hook),
 //! with the invariants of `torture/invariants.rs` checked against a model after each step
 //! and RSS, threads and fds compared between resets. A failure prints its seed and the
 //! shortest step list found that reproduces it.
@@ -11,10 +13,14 @@
 //! `CLEFD_TORTURE_KEEP_GOING=1` to report every invariant that fails instead of stopping,
 //! `CLEFD_TORTURE_PLAN_ONLY=1` to print a seed's steps without running them, `CLEFD_TORTURE_ONLY=3,7`
 //! to replay only those steps of the seed's list (what a failure prints),
-//! `CLEFD_TORTURE_REPORT=FILE` for the figures).
+//! `CLEFD_TORTURE_REPORT=FILE` for the figures, `CLEFD_TORTURE_HEAP=1` for the heap in use at
+//! each reset through gdb (`trim` to have glibc hand free pages back after), `CLEFD_TORTURE_ARENAS=N` for the daemon's `MALLOC_ARENA_MAX`, 2 by
+//! default).
 
 mod common;
 
+#[path = "torture/answers.rs"]
+mod answers;
 #[path = "torture/invariants.rs"]
 mod invariants;
 #[path = "torture/model.rs"]
@@ -86,12 +92,14 @@ fn seeded_torture_keeps_every_invariant() {
         let outcome = shrink::run(&clips, &steps, &opts);
         let (first, last) = (outcome.samples.first(), outcome.samples.last());
         report += &format!(
-            "seed {seed:#x}: {} steps done, {} checks, {} invariant failures, {} events received, {:.0} s; \
+            "seed {seed:#x}: {} steps done, {} checks, {} invariant failures, {} events received, \
+             answers (ok, refused, busy, too large) {:?}, {:.0} s; \
              resources (step, RSS kB, threads, fds) first reset {first:?}, last reset {last:?}\n",
             outcome.steps_done,
             outcome.checks,
             outcome.failures.len(),
             outcome.events,
+            outcome.answers,
             outcome.elapsed.as_secs_f64()
         );
         for (at, f) in &outcome.failures {
@@ -122,4 +130,31 @@ fn seeded_torture_keeps_every_invariant() {
         std::fs::write(path, &report).unwrap();
     }
     assert!(failed.is_empty(), "{}", failed.join("\n\n"));
+}
+
+/// The resource check on figures (no daemon): the plateau measured with two malloc arenas
+/// passes, and so does one high sample in a noisy plateau; a steady creep of 1.5 MB per reset
+/// and a thread more per reset fail; a run with two resets compares no RSS.
+#[test]
+fn the_resource_check_tells_a_creep_from_a_plateau() {
+    let tolerance = (48 * 1024, 6, 12);
+    let series = |rss: &[u64]| -> Vec<shrink::Sample> {
+        rss.iter().enumerate().map(|(i, &r)| (5 + 51 * i, r * 1024, 26, 38)).collect()
+    };
+    // MALLOC_ARENA_MAX=2, seed 46: a reset, then device floods (MB).
+    assert!(shrink::growth(&series(&[117, 139, 138, 138, 148]), tolerance).is_none());
+    // One high sample among 20 is no creep; a plateau with noise of ±10 MB neither.
+    let mut plateau: Vec<u64> = (0..20).map(|i| 140 + (i * 7) % 20).collect();
+    plateau[15] = 260;
+    assert!(shrink::growth(&series(&plateau), tolerance).is_none());
+    // 1.5 MB per reset: over 80 resets the least samples of the halves are 60 MB apart.
+    let creep: Vec<u64> = (0..80).map(|i| 140 + i * 3 / 2).collect();
+    let found = shrink::growth(&series(&creep), tolerance).expect("a creep of 1.5 MB per reset is found");
+    assert_eq!(found.0, 5 + 51 * 79);
+    // A thread more per reset.
+    let mut threads = series(&[140, 140, 140]);
+    threads[2].2 = 26 + 7;
+    assert!(shrink::growth(&threads, tolerance).is_some());
+    // Two resets (a `make test` run): RSS is a figure only.
+    assert!(shrink::growth(&series(&[120, 400]), tolerance).is_none());
 }

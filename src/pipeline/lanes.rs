@@ -105,6 +105,7 @@ impl<T: Picture> LanePool<T> {
                     let job = jobs.lock().unwrap_or_else(|p| p.into_inner()).recv();
                     let Ok(Job { id, frames, hints }) = job else { return };
                     let run = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        super::fault::lane();
                         analyze(&mut analyzer, &frames, &hints, per_run)
                     }));
                     let result = run.unwrap_or_else(|panic| {

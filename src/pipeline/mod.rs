@@ -6,6 +6,7 @@
 pub mod analyze;
 mod breaker;
 mod cadence;
+mod fault;
 pub mod hub;
 pub mod lanes;
 mod options;

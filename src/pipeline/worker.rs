@@ -289,7 +289,7 @@ impl<S: EventSink> Worker<S> {
                 }
                 self.first.get_or_insert_with(Instant::now);
                 *batches += 1;
-                if self.fault.strikes(*batches, &self.hub) {
+                if self.fault.strikes(*batches, &self.hub) || super::fault::worker() {
                     return Flow::Broken;
                 }
                 let frames: Vec<(usize, Frame)> = frames.into_iter().filter(|(_, f)| f.view().is_some()).collect();

@@ -156,6 +156,12 @@ impl Consumer {
         self.recorder.messages()
     }
 
+    /// Takes everything received so far, leaving the log empty: a long run (the torture
+    /// test) keeps nothing it has already looked at.
+    pub fn take(&self) -> Vec<Received> {
+        std::mem::take(&mut *self.log.lock().expect("the log"))
+    }
+
     /// Messages on topics ending with `suffix`.
     pub fn on(&self, suffix: &str) -> Vec<Received> {
         self.messages().into_iter().filter(|m| m.topic.ends_with(suffix)).collect()

@@ -7,76 +7,15 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::model::{Bundle, Kind, Model};
 use super::steps::{self, Step};
+use crate::common::consumer::Consumer;
 use crate::common::{self, Broker, Daemon, NotifyLog, rtsp::RtspServer};
 
 /// The device name in every topic.
 pub const DEVICE: &str = "tort";
-
-/// One message the subscriber received.
-#[derive(Debug, Clone)]
-pub struct Msg {
-    pub topic: String,
-    pub payload: Vec<u8>,
-}
-
-/// A persistent-session subscriber to `#`: what it receives comes through a channel, so a
-/// long run keeps nothing it has already looked at.
-pub struct Tap {
-    pub rx: mpsc::Receiver<Msg>,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Tap {
-    fn start(port: u16) -> Tap {
-        use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-        let (tx, rx) = mpsc::channel();
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let s = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async move {
-                let mut opts = MqttOptions::new(format!("torture-{port}"), "127.0.0.1", port);
-                opts.set_clean_session(false);
-                opts.set_max_packet_size(1 << 20, 1 << 20);
-                let (client, mut lp) = AsyncClient::new(opts, 64);
-                client.subscribe("#", QoS::AtLeastOnce).await.unwrap();
-                while !s.load(std::sync::atomic::Ordering::SeqCst) {
-                    match tokio::time::timeout(Duration::from_millis(100), lp.poll()).await {
-                        Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => {
-                            let _ = ready_tx.send(());
-                        }
-                        Ok(Ok(Event::Incoming(Packet::ConnAck(ack)))) if !ack.session_present => {
-                            let _ = client.try_subscribe("#", QoS::AtLeastOnce);
-                        }
-                        Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
-                            let _ = tx.send(Msg { topic: p.topic.clone(), payload: p.payload.to_vec() });
-                        }
-                        Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(100)).await,
-                        _ => {}
-                    }
-                }
-            });
-        });
-        ready_rx.recv_timeout(Duration::from_secs(30)).expect("the torture subscriber subscribed");
-        Tap { rx, stop, thread: Some(thread) }
-    }
-}
-
-impl Drop for Tap {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
 
 /// The clips file cameras play, made once per test process.
 pub struct Clips {
@@ -112,11 +51,21 @@ fn rtsp_launch() -> String {
         .to_string()
 }
 
+/// A flood sent by the last step, checked once all its answers are in.
+#[derive(Debug, Clone)]
+pub struct Flood {
+    pub topic: String,
+    pub first: usize,
+    pub n: usize,
+    pub cameras: Vec<&'static str>,
+}
+
 /// Everything one run drives.
 pub struct Rig {
     pub dir: tempfile::TempDir,
     broker: Broker,
-    pub tap: Tap,
+    /// A persistent-session subscriber to `#`, emptied at each look.
+    pub tap: Consumer,
     daemon: Option<Daemon>,
     /// The HTTP port of `/`, `/healthz`, `/metrics` and the live view.
     pub http: u16,
@@ -125,8 +74,18 @@ pub struct Rig {
     rtsp_port: u16,
     cfg: PathBuf,
     pub log: PathBuf,
-    /// Answers expected on each `…/set/result` topic, in order (`ok` of each).
-    pub expected: std::collections::BTreeMap<String, Vec<bool>>,
+    /// Answers expected on each `…/set/result` topic, in order.
+    pub expected: std::collections::BTreeMap<String, Vec<steps::Want>>,
+    /// The floods of the last step: their answer topic, where their answers start in its
+    /// list, how many, and the cameras whose final state must be the last accepted one's.
+    pub floods: Vec<Flood>,
+    /// Where fault requests go (`CLEFD_TEST_FAULT_DIR`), and when worker faults were asked
+    /// for (clefd gives up after 5 of a bundle in 10 minutes; the rig asks for at most 3).
+    faults: PathBuf,
+    worker_faults: Vec<Instant>,
+    /// The last step must not stop event delivery (a command that used to cut clefd off
+    /// the broker, a fault): the check then waits for a new event.
+    pub want_events: bool,
     viewers: Vec<(&'static str, TcpStream)>,
     /// Problems seen while doing a step (a viewer refused with seats free...).
     pub noticed: Vec<(&'static str, String)>,
@@ -134,9 +93,13 @@ pub struct Rig {
 
 impl Rig {
     /// Starts the broker, the subscriber, the RTSP server and the daemon on the model's config.
+    /// glibc keeps at most two malloc arenas in the daemon (`CLEFD_TORTURE_ARENAS` to change
+    /// it): with its default (8 per core) the memory freed by camera threads that come and
+    /// go stays in their arenas and RSS climbs for hundreds of steps while the heap in use
+    /// stays flat (docs/reliability.md), which would hide a leak under the tolerance.
     pub fn start(clips: &Clips, model: &Model) -> Rig {
         let broker = Broker::start_persistent();
-        let tap = Tap::start(broker.port);
+        let tap = Consumer::start_persistent(broker.port, &format!("torture-{}", broker.port));
         let dir = tempfile::tempdir().unwrap();
         let notify = common::notify_listen(&dir.path().join("notify.sock"));
         let rtsp_port = common::free_port();
@@ -153,13 +116,24 @@ impl Rig {
             rtsp,
             rtsp_port,
             expected: Default::default(),
+            floods: Vec::new(),
+            faults: PathBuf::new(),
+            worker_faults: Vec::new(),
+            want_events: false,
             viewers: Vec::new(),
             noticed: Vec::new(),
         };
+        rig.faults = rig.dir.path().join("faults");
+        std::fs::create_dir(&rig.faults).unwrap();
         rig.write_config(clips, model);
         let mut cmd = common::clefd();
         cmd.args(["run", "--config", rig.cfg.to_str().unwrap()])
-            .env("NOTIFY_SOCKET", rig.dir.path().join("notify.sock"));
+            .env("NOTIFY_SOCKET", rig.dir.path().join("notify.sock"))
+            .env("CLEFD_TEST_FAULT_DIR", &rig.faults)
+            .env("MALLOC_ARENA_MAX", std::env::var("CLEFD_TORTURE_ARENAS").unwrap_or_else(|_| "2".into()))
+            // As under systemd: with it, the first panic (a fault step) has the standard
+            // library parse the binary's debug info for the backtrace and keep it, ~90 MB.
+            .env_remove("RUST_BACKTRACE");
         rig.daemon = Some(Daemon::spawn(cmd, &rig.log));
         rig
     }
@@ -203,31 +177,74 @@ impl Rig {
     }
 
     /// Publishes commands on a camera's (or the device's) `set`, one client for them all
-    /// (a storm arrives as fast as the broker passes it on).
+    /// (a storm arrives as fast as the broker passes it on); a single command goes as one
+    /// message, whatever its bytes.
     fn send(&mut self, commands: &[steps::Command]) {
         for group in commands.chunk_by(|a, b| a.camera == b.camera) {
             let topic = match group[0].camera {
                 Some(c) => format!("clefd/{DEVICE}/{c}/set"),
                 None => format!("clefd/{DEVICE}/set"),
             };
+            let mode = if group.len() == 1 { "-s" } else { "-l" };
             let mut child = Command::new("mosquitto_pub")
-                .args(["-h", "127.0.0.1", "-p", &self.broker.port.to_string(), "-q", "1", "-t", &topic, "-l"])
+                .args(["-h", "127.0.0.1", "-p", &self.broker.port.to_string(), "-q", "1", "-t", &topic, mode])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::null())
                 .spawn()
                 .expect("mosquitto_pub (mosquitto-clients) runs");
             let mut stdin = child.stdin.take().unwrap();
             for c in group {
-                writeln!(stdin, "{}", c.payload).unwrap();
+                stdin.write_all(&c.payload).unwrap();
+                if group.len() > 1 {
+                    stdin.write_all(b"\n").unwrap();
+                }
             }
             drop(stdin);
             assert!(child.wait().unwrap().success(), "mosquitto_pub {topic}");
-            self.expected.entry(format!("{topic}/result")).or_default().extend(group.iter().map(|c| c.ok));
+            let answers = self.expected.entry(format!("{topic}/result")).or_default();
+            if group.iter().any(|c| c.flood) {
+                let cameras = match group[0].camera {
+                    Some(c) => vec![c],
+                    None => Vec::new(),
+                };
+                let (topic, first, n) = (format!("{topic}/result"), answers.len(), group.len());
+                self.floods.push(Flood { topic, first, n, cameras });
+            }
+            answers.extend(group.iter().map(|c| c.want));
         }
+    }
+
+    /// Asks for a fault (a file in `CLEFD_TEST_FAULT_DIR`) and waits until `metric` grows
+    /// (a lane or worker looks at most once a second); a fault not taken, or counted more
+    /// than once, is noticed.
+    fn fault(&mut self, file: &str, metric: &'static str) {
+        let before = super::invariants::metric_sum(self.http, metric);
+        std::fs::write(self.faults.join(file), b"").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut now = before;
+        while now <= before && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(300));
+            now = super::invariants::metric_sum(self.http, metric);
+        }
+        if now != before + 1.0 {
+            let taken = !self.faults.join(file).exists();
+            self.noticed
+                .push(("a fault is counted once", format!("{file}: {metric} {before} -> {now}, taken: {taken}")));
+        }
+        let _ = std::fs::remove_file(self.faults.join(file));
     }
 
     /// Does `step`, whose effect `model` (already updated) describes.
     pub fn execute(&mut self, clips: &Clips, step: &Step, commands: &[steps::Command], model: &Model) {
+        self.floods.clear();
+        self.want_events = matches!(
+            step,
+            Step::Oversize { .. }
+                | Step::Unreadable { .. }
+                | Step::Flood { .. }
+                | Step::LanePanic
+                | Step::WorkerFault { .. }
+        );
         match step {
             Step::Add { .. } | Step::Remove { .. } | Step::Change { .. } => self.reload(clips, model),
             Step::Reset => {
@@ -274,6 +291,17 @@ impl Rig {
                 }
             }
             Step::ViewersClose => self.viewers.clear(),
+            Step::LanePanic => self.fault("lane-panic", "clefd_lane_panics_total"),
+            Step::WorkerFault { panic } => {
+                self.worker_faults.retain(|t| t.elapsed() < Duration::from_secs(600));
+                if self.worker_faults.len() >= 3 {
+                    eprintln!("torture: (3 worker faults in the last 10 minutes: this one is not asked for)");
+                    return;
+                }
+                self.worker_faults.push(Instant::now());
+                let file = if *panic { "worker-panic" } else { "worker-stop" };
+                self.fault(file, "clefd_worker_failures_total");
+            }
             Step::ViewersVisit { name, n } => {
                 let before = self.viewers.len();
                 self.execute(clips, &Step::ViewersOpen { name, n: *n }, commands, model);
@@ -357,4 +385,30 @@ pub fn resources(pid: u32) -> (u64, u64, u64) {
     };
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count() as u64).unwrap_or(0);
     (field("VmRSS:"), field("Threads:"), fds)
+}
+
+/// Heap figures of a process, for telling a leak from memory the allocator keeps (opt-in,
+/// `CLEFD_TORTURE_HEAP=1`: gdb stops the daemon for a moment): glibc's `malloc_stats()`,
+/// called through gdb, writes to the daemon's stderr (its log); its last total gives the
+/// bytes the heap holds from the system and the bytes in use. With `trim`, `malloc_trim(0)`
+/// then hands free pages back (which lowers the RSS of later samples). `(held, in use, RSS
+/// now)` in kB.
+pub fn heap(pid: u32, log: &std::path::Path, trim: bool) -> Option<(u64, u64, u64)> {
+    let trim = if trim { "call (int)malloc_trim(0)" } else { "echo" };
+    let done = Command::new("gdb")
+        .args(["-batch", "-nx", "-p", &pid.to_string()])
+        .args(["-ex", "call (void)malloc_stats()", "-ex", trim])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .ok()?;
+    if !done.success() {
+        return None;
+    }
+    let text = std::fs::read_to_string(log).ok()?;
+    let total = &text[text.rfind("Total (incl. mmap):")?..];
+    let field = |name: &str| -> Option<u64> {
+        total.lines().find_map(|l| l.trim().strip_prefix(name))?.trim().trim_start_matches('=').trim().parse().ok()
+    };
+    Some((field("system bytes")? / 1024, field("in use bytes")? / 1024, resources(pid).0))
 }

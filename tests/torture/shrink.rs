@@ -34,6 +34,8 @@ pub struct Outcome {
     pub checks: usize,
     /// Distinct events the subscriber received.
     pub events: usize,
+    /// Answers to control commands received: accepted, refused by the daemon, busy, too large.
+    pub answers: [usize; 4],
     pub elapsed: Duration,
 }
 
@@ -88,29 +90,42 @@ pub fn run(clips: &Clips, plan: &[Step], opts: &Options) -> Outcome {
                 let now = rig::resources(rig.pid());
                 (rss, threads, fds) = (rss.min(now.0), threads.min(now.1), fds.min(now.2));
             }
-            eprintln!("torture: resources after step {}: RSS {rss} kB, {threads} threads, {fds} fds", i + 1);
+            let (_, metrics) = crate::common::http_get(rig.http, "/metrics");
+            let series = metrics.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).count();
+            eprintln!(
+                "torture: resources after step {}: RSS {rss} kB, {threads} threads, {fds} fds, {series} metric series",
+                i + 1
+            );
+            let heap = std::env::var("CLEFD_TORTURE_HEAP").unwrap_or_default();
+            if (heap == "1" || heap == "trim")
+                && let Some((held, used, now)) = rig::heap(rig.pid(), &rig.log, heap == "trim")
+            {
+                let trimmed = if heap == "trim" { " after malloc_trim" } else { "" };
+                eprintln!(
+                    "torture: heap after step {}: {held} kB held from the system, {used} kB in use; \
+                     RSS {now} kB{trimmed}",
+                    i + 1
+                );
+            }
             out.samples.push((i + 1, rss, threads, fds));
         }
     }
-    // RSS climbs to a plateau over the first ~100 steps (allocator arenas, ONNX Runtime,
-    // GStreamer): it is compared from the second reset on, so only runs with three resets
-    // or more (long ones) check it; threads and fds from the first.
-    if let (Some(&a), Some(&b)) = (out.samples.first(), out.samples.last())
-        && out.samples.len() > 1
-    {
-        let (rss, threads, fds) = opts.tolerance;
-        let rss_from = out.samples.get(1).filter(|_| out.samples.len() > 2).map(|s| s.1);
-        if rss_from.is_some_and(|r| b.1 > r + rss) || b.2 > a.2 + threads || b.3 > a.3 + fds {
-            let detail = format!(
-                "after step {}: RSS {} kB, {} threads, {} fds; after step {}: RSS {} kB, {} threads, {} fds \
-                 (tolerance +{rss} kB from the second reset's RSS {rss_from:?}, +{threads}, +{fds})",
-                a.0, a.1, a.2, a.3, b.0, b.1, b.2, b.3
-            );
-            record(&mut out, b.0, vec![Violation { invariant: "RSS, threads and fds do not grow with steps", detail }]);
-        }
+    if let Some(found) = growth(&out.samples, opts.tolerance) {
+        record(&mut out, found.0, vec![found.1]);
     }
     digest.drain(&rig);
     out.events = digest.events();
+    for a in digest.answers.values().flatten() {
+        out.answers[if a.ok {
+            0
+        } else if a.busy {
+            2
+        } else if a.too_large {
+            3
+        } else {
+            1
+        }] += 1;
+    }
     if out.failures.is_empty() && !rig.stop() {
         record(
             &mut out,
@@ -120,6 +135,29 @@ pub fn run(clips: &Clips, plan: &[Step], opts: &Options) -> Outcome {
     }
     out.elapsed = started.elapsed();
     out
+}
+
+/// Whether resources grew with the steps: threads and fds at the last reset against the
+/// first; RSS as the least of the samples of the later half of the resets after the first
+/// (the warm-up: ONNX Runtime, GStreamer and the allocator reach their plateau there)
+/// against the least of the earlier half, so that one high sample proves nothing and a
+/// steady creep shows as the distance between the halves. With two resets (a short run)
+/// only threads and fds are compared. The step of the last reset and what grew, if any.
+pub fn growth(samples: &[Sample], (rss, threads, fds): (u64, u64, u64)) -> Option<(usize, Violation)> {
+    let (&a, &b) = (samples.first()?, samples.last()?);
+    let after = &samples[1..];
+    let least = |s: &[Sample]| s.iter().map(|s| s.1).min();
+    let half = after.len() / 2;
+    let creep = (half > 0).then(|| (least(&after[..half]).unwrap_or(0), least(&after[half..]).unwrap_or(0)));
+    if creep.is_none_or(|(early, late)| late <= early + rss) && b.2 <= a.2 + threads && b.3 <= a.3 + fds {
+        return None;
+    }
+    let detail = format!(
+        "after step {}: RSS {} kB, {} threads, {} fds; after step {}: RSS {} kB, {} threads, {} fds; least RSS of \
+         the earlier and the later resets after the first {creep:?} kB (tolerance +{rss} kB, +{threads}, +{fds})",
+        a.0, a.1, a.2, a.3, b.0, b.1, b.2, b.3
+    );
+    Some((b.0, Violation { invariant: "RSS, threads and fds do not grow with steps", detail }))
 }
 
 /// The shortest sub-list of `plan` found (within `max_replays` runs) that still fails

@@ -84,6 +84,22 @@ pub enum Step {
     ViewersClose,
     /// `n` live viewers come to a camera, stay a second and go.
     ViewersVisit { name: &'static str, n: usize },
+    /// A command of about 300 KB on a camera's (`None`: the device's) `set`: refused as
+    /// too large on its `set/result`, and events keep flowing (issue 26: it used to cut
+    /// clefd off the broker for good).
+    Oversize { camera: Option<&'static str> },
+    /// A command that is not text (bytes that are not UTF-8): refused, answered once.
+    Unreadable { camera: Option<&'static str> },
+    /// `n` valid commands at once, more than the daemon's command queue holds, each a
+    /// different `fps`: each answered once (`ok`, or refused as busy), the accepted applied in
+    /// arrival order, the final state the last accepted one's.
+    Flood { camera: Option<&'static str>, n: usize },
+    /// An inference lane panics on its next batch (`CLEFD_TEST_FAULT_DIR`): counted once,
+    /// its cameras go on.
+    LanePanic,
+    /// An inference worker panics outside its lanes (`panic`) or stops as if its sink had
+    /// closed: reaped, counted, its cameras moved to a new worker and analysed again.
+    WorkerFault { panic: bool },
     /// Back to the initial config, settings and world (resource figures are taken here).
     Reset,
 }
@@ -106,19 +122,56 @@ impl fmt::Display for Step {
             Step::ViewersOpen { name, n } => write!(f, "open {n} viewers on {name}"),
             Step::ViewersClose => write!(f, "close every viewer"),
             Step::ViewersVisit { name, n } => write!(f, "{n} viewers come to {name} and go"),
+            Step::Oversize { camera } => write!(f, "oversize command on {}", camera.unwrap_or("device")),
+            Step::Unreadable { camera } => write!(f, "unreadable command on {}", camera.unwrap_or("device")),
+            Step::Flood { camera, n } => write!(f, "flood {} x{n}", camera.unwrap_or("device")),
+            Step::LanePanic => write!(f, "an inference lane panics"),
+            Step::WorkerFault { panic: true } => write!(f, "an inference worker panics"),
+            Step::WorkerFault { panic: false } => write!(f, "an inference worker stops"),
             Step::Reset => write!(f, "reset"),
         }
     }
 }
 
+/// The answer the model predicts for a command (any of them may instead be refused as
+/// busy while the daemon's queue is full).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Want {
+    /// `{"ok": true, …}`.
+    Ok,
+    /// `{"ok": false, "error": …}`, checked and refused by the daemon.
+    Refused,
+    /// Refused as too large on arrival (`"error": "too large: …"`), before any check.
+    TooLarge,
+}
+
 /// A control command as sent: the camera of its topic (`None`: the device's), the payload,
-/// and whether the model says it is accepted.
+/// and the answer the model predicts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Command {
     pub camera: Option<&'static str>,
-    pub payload: String,
-    pub ok: bool,
+    pub payload: Vec<u8>,
+    pub want: Want,
+    /// Part of a flood: its accepted commands are checked for order and the final state.
+    pub flood: bool,
 }
+
+/// The command queue of the daemon (`src/cmd/run.rs`): a flood is larger.
+pub const COMMAND_QUEUE: usize = 16;
+
+/// The `fps` the `i`-th command of a flood sets: each one different, growing with `i`, so
+/// the accepted ones can be told apart (and their order checked) by their answers' echo.
+pub fn flood_fps(i: usize) -> f64 {
+    4.0 + (i % 1000) as f64 / 1000.0
+}
+
+/// A command of about 300 KB: a valid setting padded with a long string.
+fn oversize() -> Vec<u8> {
+    format!(r#"{{"fps": 3, "pad": "{}"}}"#, "x".repeat(300 * 1024)).into_bytes()
+}
+
+/// Bytes that are not UTF-8 (nor JSON).
+const UNREADABLE: &[u8] = b"\xff\xfe{\"fps\": \x80\xc3\x28 3}\x00\x9f";
 
 /// The storm's commands (drawn from its own seed, so the list shrinks as one step).
 pub fn storm(n: usize, seed: u64) -> Vec<(&'static str, bool)> {
@@ -129,7 +182,12 @@ pub fn storm(n: usize, seed: u64) -> Vec<(&'static str, bool)> {
 /// Applies `step` to the model: `None` when it does not apply now (skipped), else the
 /// control commands it sends (config edits and world changes are read off the model).
 pub fn apply(model: &mut Model, step: &Step) -> Option<Vec<Command>> {
-    let cmd = |camera, payload: &str, ok| Command { camera, payload: payload.to_string(), ok };
+    let cmd = |camera, payload: &str, ok| Command {
+        camera,
+        payload: payload.as_bytes().to_vec(),
+        want: if ok { Want::Ok } else { Want::Refused },
+        flood: false,
+    };
     match *step {
         Step::Add { name, bundle, fps } => {
             if model.cameras.contains_key(name) {
@@ -188,7 +246,7 @@ pub fn apply(model: &mut Model, step: &Step) -> Option<Vec<Command>> {
         Step::Storm { name, n, seed } => {
             model.cameras.get(name)?;
             let commands: Vec<Command> = storm(n, seed).into_iter().map(|(p, ok)| cmd(Some(name), p, ok)).collect();
-            if commands.iter().any(|c| c.ok) {
+            if commands.iter().any(|c| c.want == Want::Ok) {
                 model.overrides.entry(name).or_default().tuned = true;
             }
             Some(commands)
@@ -219,6 +277,28 @@ pub fn apply(model: &mut Model, step: &Step) -> Option<Vec<Command>> {
             }
             Some(vec![])
         }
+        Step::Oversize { camera } | Step::Unreadable { camera } => {
+            if camera.is_some_and(|c| !model.cameras.contains_key(c)) {
+                return None;
+            }
+            Some(vec![match step {
+                Step::Oversize { .. } => Command { camera, payload: oversize(), want: Want::TooLarge, flood: false },
+                _ => Command { camera, payload: UNREADABLE.to_vec(), want: Want::Refused, flood: false },
+            }])
+        }
+        Step::Flood { camera, n } => {
+            let targets: Vec<&'static str> = match camera {
+                Some(c) if model.cameras.contains_key(c) => vec![c],
+                Some(_) => return None,
+                None => model.cameras.keys().copied().collect(),
+            };
+            for name in targets {
+                model.overrides.entry(name).or_default().tuned = true;
+            }
+            let payload = |i| format!(r#"{{"fps": {}}}"#, flood_fps(i)).into_bytes();
+            Some((0..n).map(|i| Command { camera, payload: payload(i), want: Want::Ok, flood: true }).collect())
+        }
+        Step::LanePanic | Step::WorkerFault { .. } => (!model.running().is_empty()).then(Vec::new),
         Step::Reset => {
             let fresh = Model::initial();
             let overrides: Vec<&'static str> =
@@ -233,8 +313,13 @@ pub fn apply(model: &mut Model, step: &Step) -> Option<Vec<Command>> {
 }
 
 /// Draws `n` steps from `seed`, each one that applies where it is drawn.
+/// The steps of the control channel's edge cases and of faults come from a stream of
+/// their own (one in four steps), so a seed's other steps are the ones it drew before
+/// they existed (the seeds and step lists in docs/reliability.md still mean the same).
 pub fn generate(seed: u64, n: usize) -> Vec<Step> {
     let mut rng = Rng::new(seed);
+    let mut extra = Rng::new(seed ^ 0x5EED_C0DE_FA17_0026);
+    let mut turns = 0;
     let mut model = Model::initial();
     let mut steps = Vec::with_capacity(n);
     let bundles = [Bundle::Face, Bundle::Context];
@@ -242,6 +327,22 @@ pub fn generate(seed: u64, n: usize) -> Vec<Step> {
         let present: Vec<&'static str> = model.cameras.keys().copied().collect();
         let absent: Vec<&'static str> =
             POOL.iter().map(|(n, _)| *n).filter(|n| !model.cameras.contains_key(n)).collect();
+        if extra.below(4) == 0 {
+            // The kinds in turn, from a place the seed picks: a short run meets most of them.
+            let camera = if extra.below(3) == 0 { None } else { Some(extra.pick(&present)) };
+            let step = match (seed as usize + turns) % 6 {
+                0 | 3 => Step::Flood { camera, n: COMMAND_QUEUE + 4 + extra.below(3 * COMMAND_QUEUE) },
+                1 => Step::Oversize { camera },
+                2 => Step::LanePanic,
+                4 => Step::Unreadable { camera },
+                _ => Step::WorkerFault { panic: extra.below(2) == 0 },
+            };
+            turns += 1;
+            if apply(&mut model, &step).is_some() {
+                steps.push(step);
+            }
+            continue;
+        }
         let any = rng.pick(&present);
         // A camera without frames (off, over, unreachable) is where viewers used to leak.
         let frameless: Vec<&'static str> =
