@@ -300,7 +300,37 @@ fn credentials_guard_every_route_but_healthz_and_an_unhealthy_one_says_when_to_r
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(ask(port, "GET", "/metrics", &[("Authorization", "Bearer t0k3n-5ecret")]).code, 401, "the old token");
+    // Rotated again to a token of the same length, its time stamp set back to the old
+    // one's (a copy that keeps times, or two writes within one tick): taken all the same.
+    let stamp = std::fs::metadata(&token).and_then(|m| m.modified()).unwrap();
+    let set_back = |stamp| std::fs::File::options().write(true).open(&token).and_then(|f| f.set_modified(stamp));
+    std::fs::write(&token, "n3w-t0k3X\n").unwrap();
+    set_back(stamp).unwrap();
+    let until = |bearer: &str, code: u16, what: &str| {
+        let deadline = std::time::Instant::now() + WAIT;
+        while ask(port, "GET", "/metrics", &[("Authorization", bearer)]).code != code {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    until("Bearer n3w-t0k3X", 200, "a same-length token with the old time stamp was never taken");
+    assert_eq!(ask(port, "GET", "/metrics", &[("Authorization", "Bearer n3w-t0k3n")]).code, 401, "revoked");
+    // Emptied, or gone: every guarded route is closed, to the last token too.
+    std::fs::write(&token, "").unwrap();
+    until("Bearer n3w-t0k3X", 401, "an emptied credentials file left the routes open");
+    std::fs::remove_file(&token).unwrap();
+    std::thread::sleep(auth_look_twice());
+    assert_eq!(ask(port, "GET", "/metrics", &[("Authorization", "Bearer n3w-t0k3X")]).code, 401, "no file: closed");
+    // Put back as it was (content and time stamp): open again.
+    std::fs::write(&token, "n3w-t0k3X\n").unwrap();
+    set_back(stamp).unwrap();
+    until("Bearer n3w-t0k3X", 200, "the restored credentials file was never taken");
     assert!(bearer_daemon.stop());
+}
+
+/// Long enough for the credentials to be read again at least once.
+fn auth_look_twice() -> Duration {
+    clefd::service::auth::LOOK_EVERY * 2
 }
 
 /// Pixel variance of the (decoded) JPEG's luma inside `[x0, y0, x1, y1)`.
