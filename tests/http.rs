@@ -414,12 +414,31 @@ fn clients_that_send_nothing_too_much_or_too_slowly_never_keep_healthz_out() {
 
     // Ten times the connection slots (32), connected and silent: every slot taken and a
     // long queue behind them. /healthz is answered at once all the same.
+    // A live viewer, there first, is answering a request all along: never evicted.
+    let (a, mut watching) = viewer(port, "/cameras/hall/live.mjpeg");
+    assert_eq!(a.code, 200, "{}", a.head);
+    first_jpeg(&mut watching);
     let idle: Vec<TcpStream> = (0..320).map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
     let asked = std::time::Instant::now();
     let a = ask_within(port, "GET", "/healthz", &[], PROMPT);
     eprintln!("/healthz behind 320 idle connections: {} in {:?}", a.code, asked.elapsed());
     assert_eq!(a.code, 200, "/healthz behind 320 idle connections: {}", a.head);
-    drop(idle);
+    // The viewer still gets pictures after the flood (its connection was kept): what was
+    // sent before is drained first, so the picture read is a new one.
+    watching.set_nonblocking(true).unwrap();
+    let mut chunk = [0u8; 65536];
+    loop {
+        match watching.read(&mut chunk) {
+            Ok(0) => panic!("the viewer's connection was closed by the flood"),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("the viewer's connection broke in the flood: {e}"),
+        }
+    }
+    watching.set_nonblocking(false).unwrap();
+    let picture = decoded(&first_jpeg(&mut watching), dir.path(), "after-flood.jpg");
+    assert_eq!((picture.width, picture.height), (640, 480), "hall's frame after the flood");
+    drop((idle, watching));
 
     // A head over 8 KiB is refused (431, or the connection closed); the server serves on.
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
