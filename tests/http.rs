@@ -300,7 +300,37 @@ fn credentials_guard_every_route_but_healthz_and_an_unhealthy_one_says_when_to_r
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(ask(port, "GET", "/metrics", &[("Authorization", "Bearer t0k3n-5ecret")]).code, 401, "the old token");
+    // Rotated again to a token of the same length, its time stamp set back to the old
+    // one's (a copy that keeps times, or two writes within one tick): taken all the same.
+    let stamp = std::fs::metadata(&token).and_then(|m| m.modified()).unwrap();
+    let set_back = |stamp| std::fs::File::options().write(true).open(&token).and_then(|f| f.set_modified(stamp));
+    std::fs::write(&token, "n3w-t0k3X\n").unwrap();
+    set_back(stamp).unwrap();
+    let until = |bearer: &str, code: u16, what: &str| {
+        let deadline = std::time::Instant::now() + WAIT;
+        while ask(port, "GET", "/metrics", &[("Authorization", bearer)]).code != code {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    until("Bearer n3w-t0k3X", 200, "a same-length token with the old time stamp was never taken");
+    assert_eq!(ask(port, "GET", "/metrics", &[("Authorization", "Bearer n3w-t0k3n")]).code, 401, "revoked");
+    // Emptied, or gone: every guarded route is closed, to the last token too.
+    std::fs::write(&token, "").unwrap();
+    until("Bearer n3w-t0k3X", 401, "an emptied credentials file left the routes open");
+    std::fs::remove_file(&token).unwrap();
+    std::thread::sleep(auth_look_twice());
+    assert_eq!(ask(port, "GET", "/metrics", &[("Authorization", "Bearer n3w-t0k3X")]).code, 401, "no file: closed");
+    // Put back as it was (content and time stamp): open again.
+    std::fs::write(&token, "n3w-t0k3X\n").unwrap();
+    set_back(stamp).unwrap();
+    until("Bearer n3w-t0k3X", 200, "the restored credentials file was never taken");
     assert!(bearer_daemon.stop());
+}
+
+/// Long enough for the credentials to be read again at least once.
+fn auth_look_twice() -> Duration {
+    clefd::service::auth::LOOK_EVERY * 2
 }
 
 /// Pixel variance of the (decoded) JPEG's luma inside `[x0, y0, x1, y1)`.
@@ -384,12 +414,31 @@ fn clients_that_send_nothing_too_much_or_too_slowly_never_keep_healthz_out() {
 
     // Ten times the connection slots (32), connected and silent: every slot taken and a
     // long queue behind them. /healthz is answered at once all the same.
+    // A live viewer, there first, is answering a request all along: never evicted.
+    let (a, mut watching) = viewer(port, "/cameras/hall/live.mjpeg");
+    assert_eq!(a.code, 200, "{}", a.head);
+    first_jpeg(&mut watching);
     let idle: Vec<TcpStream> = (0..320).map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap()).collect();
     let asked = std::time::Instant::now();
     let a = ask_within(port, "GET", "/healthz", &[], PROMPT);
     eprintln!("/healthz behind 320 idle connections: {} in {:?}", a.code, asked.elapsed());
     assert_eq!(a.code, 200, "/healthz behind 320 idle connections: {}", a.head);
-    drop(idle);
+    // The viewer still gets pictures after the flood (its connection was kept): what was
+    // sent before is drained first, so the picture read is a new one.
+    watching.set_nonblocking(true).unwrap();
+    let mut chunk = [0u8; 65536];
+    loop {
+        match watching.read(&mut chunk) {
+            Ok(0) => panic!("the viewer's connection was closed by the flood"),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) => panic!("the viewer's connection broke in the flood: {e}"),
+        }
+    }
+    watching.set_nonblocking(false).unwrap();
+    let picture = decoded(&first_jpeg(&mut watching), dir.path(), "after-flood.jpg");
+    assert_eq!((picture.width, picture.height), (640, 480), "hall's frame after the flood");
+    drop((idle, watching));
 
     // A head over 8 KiB is refused (431, or the connection closed); the server serves on.
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();

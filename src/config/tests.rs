@@ -160,3 +160,28 @@ fn history_is_off_unless_enabled_and_its_bounds_are_checked() {
         assert!(problems.iter().any(|p| p.key == key && p.file == file), "{key} named in {problems:?}");
     }
 }
+
+#[test]
+fn a_camera_named_dot_or_dot_dot_is_refused_with_its_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in [".", ".."] {
+        let text = format!("{BASE}[cameras.\"{name}\"]\nuri = \"test://ball\"\n");
+        let path = write(dir.path(), &text);
+        let problems = load(&path).unwrap_err().0;
+        let key = format!("cameras.{name}.name");
+        assert!(
+            problems.iter().any(|p| p.key == key && p.file.ends_with("clefd.toml") && p.reason.contains("path step")),
+            "{name}: {problems:?}"
+        );
+    }
+    // The likelier way in: a drop-in file that names its camera.
+    std::fs::create_dir_all(dir.path().join("cameras.d")).unwrap();
+    std::fs::write(dir.path().join("cameras.d/dots.toml"), "name = \"..\"\nuri = \"test://ball\"\n").unwrap();
+    let problems = load(&write(dir.path(), BASE)).unwrap_err().0;
+    assert!(
+        problems.iter().any(|p| p.key == "name" && p.file.ends_with("dots.toml") && p.reason.contains("path step")),
+        "a drop-in: {problems:?}"
+    );
+    std::fs::write(dir.path().join("cameras.d/dots.toml"), "name = \"v1..2\"\nuri = \"test://ball\"\n").unwrap();
+    assert!(load(&write(dir.path(), BASE)).is_ok(), "dots inside a name are fine");
+}

@@ -421,6 +421,15 @@ fn camera(at: &CameraPlace, cam: &CameraConfig, default_bundle: &Path, c: &mut C
             ),
         );
     }
+    if matches!(name, "." | "..") {
+        c.push(
+            file,
+            at.key("name"),
+            format!(
+                "camera name '{name}' is a path step: its live view's links (/cameras/{name}/...) would lead elsewhere"
+            ),
+        );
+    }
     let source = camera_source(at, cam, c);
     in_range(c, file, &at.key("width"), cam.width, 32, 4096);
     in_range(c, file, &at.key("latency_ms"), cam.latency_ms, 0, 60_000);

@@ -1,13 +1,14 @@
 //! `[http.auth]`: the credentials every route but `/healthz` asks for, so that pictures of
 //! people and the daemon's state reach only those who hold them. A bearer token suits
 //! scrapers and scripts; HTTP Basic suits browsers (they ask once and send it after).
-//! Credentials come from a file, read when the server starts and again whenever the file
-//! changes (rotating them needs no restart); a file that cannot be read locks the routes
-//! rather than opening them.
+//! Credentials come from a file, read when the server starts and read again every
+//! [`LOOK_EVERY`] (rotating them needs no restart; the file is tiny, and its time stamps
+//! cannot be trusted to tell a change); a file that cannot be read locks the routes rather
+//! than opening them.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -38,14 +39,12 @@ pub enum AuthError {
     },
 }
 
-/// How often the credentials file is looked at for a change.
-const LOOK_EVERY: Duration = Duration::from_secs(2);
+/// How often the credentials file is read again.
+pub const LOOK_EVERY: Duration = Duration::from_secs(2);
 
-/// The gate in force, shared by every request; [`watch`] replaces it when its file changes.
+/// The gate in force, shared by every request; [`watched`] replaces it when its file's
+/// content changes.
 pub type Shared = Arc<RwLock<Gate>>;
-
-/// What a credentials file looked like (modification time and size), to notice a change.
-type Stamp = Option<(Option<SystemTime>, u64)>;
 
 /// Who may pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,20 +64,21 @@ impl Gate {
     /// the file is of no use.
     pub async fn load(auth: Option<HttpAuth>) -> Gate {
         let Some(auth) = auth else { return Gate::Open };
-        let file = file(&auth).display().to_string();
+        let (gate, problem) = Gate::fetch(auth).await;
+        match problem {
+            None => tracing::info!("HTTP credentials read (read again every {} s)", LOOK_EVERY.as_secs()),
+            Some(e) => tracing::error!(error = %e, "HTTP credentials unusable: every route but /healthz answers 401"),
+        }
+        gate
+    }
+
+    /// The gate `auth` asks for, its file read on a blocking thread, and why it is locked
+    /// when the file is of no use (not logged: the watcher logs changes only).
+    async fn fetch(auth: HttpAuth) -> (Gate, Option<String>) {
         match tokio::task::spawn_blocking(move || Gate::read(&auth)).await {
-            Ok(Ok(gate)) => {
-                tracing::info!(file, "HTTP credentials read (read again whenever the file changes)");
-                gate
-            }
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "HTTP credentials unusable: every route but /healthz answers 401");
-                Gate::Locked
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read the HTTP credentials: every route but /healthz answers 401");
-                Gate::Locked
-            }
+            Ok(Ok(gate)) => (gate, None),
+            Ok(Err(e)) => (Gate::Locked, Some(e.to_string())),
+            Err(e) => (Gate::Locked, Some(format!("cannot read the HTTP credentials: {e}"))),
         }
     }
 
@@ -136,32 +136,31 @@ fn file(auth: &HttpAuth) -> &Path {
     }
 }
 
-/// What `path` looks like now, looked at on a blocking thread.
-async fn stamp(path: &Path) -> Stamp {
-    let path = path.to_path_buf();
-    let look = move || std::fs::metadata(&path).ok().map(|m| (m.modified().ok(), m.len()));
-    tokio::task::spawn_blocking(look).await.ok().flatten()
-}
-
-/// The gate `auth` asks for, shared, and a task that reads the file again whenever it
-/// changes (until the task is dropped): a rotated token or password takes effect within
-/// a few seconds, and a file gone or spoilt locks the routes until it is put right.
+/// The gate `auth` asks for, shared, and a task that reads the file again every
+/// [`LOOK_EVERY`] (until the task is dropped) and puts in the gate it gives: a rotated
+/// token or password takes effect within a few seconds whatever the file's time stamps
+/// say, a file gone or spoilt locks the routes, and a file readable again (its content
+/// or only its permissions put right) opens them.
 pub async fn watched(auth: Option<HttpAuth>) -> (Shared, Option<impl std::future::Future<Output = ()>>) {
     let Some(auth) = auth else { return (Arc::new(RwLock::new(Gate::Open)), None) };
-    let mut seen = stamp(file(&auth)).await;
     let gate = Arc::new(RwLock::new(Gate::load(Some(auth.clone())).await));
     let shared = gate.clone();
     let watch = async move {
         loop {
             tokio::time::sleep(LOOK_EVERY).await;
-            let now = stamp(file(&auth)).await;
-            if now == seen {
+            let (fresh, problem) = Gate::fetch(auth.clone()).await;
+            let mut held = gate.write().unwrap_or_else(|p| p.into_inner());
+            if *held == fresh {
                 continue;
             }
-            seen = now;
-            tracing::info!(file = %file(&auth).display(), "the HTTP credentials file changed: reading it again");
-            let fresh = Gate::load(Some(auth.clone())).await;
-            *gate.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+            let file = file(&auth).display().to_string();
+            match problem {
+                None => tracing::info!(file, "the HTTP credentials changed: the new ones are in force"),
+                Some(e) => {
+                    tracing::error!(error = %e, "HTTP credentials unusable: every route but /healthz answers 401")
+                }
+            }
+            *held = fresh;
         }
     };
     (shared, Some(watch))

@@ -7,8 +7,9 @@
 //! (the newest frame is sent whenever it can take one) and, stalled, is dropped
 //! (`service::stall`): analysis never waits for one. A viewer is sent a part at least
 //! every [`RESEND`] whatever its camera does (the last frame again, or a small picture
-//! saying the camera sends nothing), so that a viewer who left is noticed at the next
-//! write and its seat given back, even on a camera that is disabled, failed or silent.
+//! saying the camera sends nothing), so that a viewer sees why nothing moves, and one whose
+//! network vanished is noticed at a write and its seat given back, even on a camera that
+//! is disabled, failed or silent.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -28,10 +29,11 @@ pub const MJPEG_FPS: u32 = 5;
 pub const MAX_VIEWERS: usize = 8;
 /// How long a first look waits for a camera's first shot.
 const FIRST_SHOT: Duration = Duration::from_secs(3);
-/// Longest a viewer goes without a part: a write is the only way to learn that a client
-/// went (hyper reads nothing while it sends a body), so this bounds how long a gone
-/// viewer keeps its seat (two writes: the first lands in the kernel's buffer, the second
-/// fails).
+/// Longest a viewer goes without a part. A viewer who closes its end is noticed by hyper
+/// at once (it sees the end of its input while it sends); one whose host vanished
+/// without closing is learnt of only by writing: this, with the connection's
+/// `TCP_USER_TIMEOUT`, bounds how long such a viewer keeps its seat on a camera that sends
+/// nothing (disabled, failed, silent).
 pub const RESEND: Duration = Duration::from_secs(2);
 /// Size of the picture sent for a camera without frames.
 const PLACEHOLDER: (usize, usize) = (320, 240);
@@ -46,10 +48,15 @@ const IGNORED: [u8; 3] = [255, 40, 40];
 /// A camera's last shown shot's number and its JPEG.
 type Shown = HashMap<String, (u64, Bytes)>;
 
-/// The JPEG of each camera's last shown shot, so viewers share one encoding.
+/// A camera's last placeholder's title and its JPEG.
+type Placeholders = HashMap<String, (String, Bytes)>;
+
+/// The JPEG of each camera's last shown shot, and of its last placeholder, so viewers
+/// share one encoding (one of each per camera: bounded by the cameras configured).
 #[derive(Debug)]
 pub struct Encoded {
     latest: Mutex<Shown>,
+    placeholders: Mutex<Placeholders>,
     viewers: Arc<tokio::sync::Semaphore>,
 }
 
@@ -62,7 +69,11 @@ impl Default for Encoded {
 impl Encoded {
     /// No encoding yet; room for [`MAX_VIEWERS`].
     pub fn new() -> Encoded {
-        Encoded { latest: Mutex::default(), viewers: Arc::new(tokio::sync::Semaphore::new(MAX_VIEWERS)) }
+        Encoded {
+            latest: Mutex::default(),
+            placeholders: Mutex::default(),
+            viewers: Arc::new(tokio::sync::Semaphore::new(MAX_VIEWERS)),
+        }
     }
 }
 
@@ -141,10 +152,7 @@ async fn next_part(v: &mut Viewer) -> Option<Bytes> {
             encoded(&v.health, &v.camera, shot, v.blur_faces).await
         }
         Some(shot) if due && status == "streaming" => encoded(&v.health, &v.camera, shot, v.blur_faces).await,
-        _ if due => {
-            let title = format!("{}  {status}  no frames", v.camera);
-            tokio::task::spawn_blocking(move || placeholder(&title)).await.ok()?.map(Bytes::from)
-        }
+        _ if due => placeholder_for(&v.health.live, &v.camera, format!("{}  {status}  no frames", v.camera)).await,
         _ => None,
     }
 }
@@ -157,6 +165,23 @@ fn camera_status(health: &Health, camera: &str) -> (&'static str, f64) {
         .ok()
         .and_then(|c| c.get(camera).map(|s| (s.status.as_str(), s.fps)))
         .unwrap_or(("unknown", 0.0))
+}
+
+/// The camera's placeholder titled `title`, encoded once for every viewer while the title
+/// stays the same.
+async fn placeholder_for(live: &Encoded, camera: &str, title: String) -> Option<Bytes> {
+    if let Ok(shown) = live.placeholders.lock()
+        && let Some((titled, jpeg)) = shown.get(camera)
+        && *titled == title
+    {
+        return Some(jpeg.clone());
+    }
+    let drawn = title.clone();
+    let jpeg = Bytes::from(tokio::task::spawn_blocking(move || placeholder(&drawn)).await.ok()??);
+    if let Ok(mut shown) = live.placeholders.lock() {
+        shown.insert(camera.to_string(), (title, jpeg.clone()));
+    }
+    Some(jpeg)
 }
 
 /// A small grey picture with only a title: what a viewer sees of a camera without frames.
@@ -309,6 +334,19 @@ mod tests {
     use super::*;
     use crate::image::{Rect, RgbImage};
     use crate::pipeline::view::ShotFace;
+
+    #[tokio::test]
+    async fn a_placeholder_is_encoded_once_per_camera_and_title() {
+        let live = Encoded::new();
+        let first = placeholder_for(&live, "off", "off  disabled  no frames".into()).await.unwrap();
+        let again = placeholder_for(&live, "off", "off  disabled  no frames".into()).await.unwrap();
+        assert_eq!(first.as_ptr(), again.as_ptr(), "the same encoding, shared");
+        let other = placeholder_for(&live, "gone", "gone  disabled  no frames".into()).await.unwrap();
+        assert_ne!(other.as_ptr(), first.as_ptr(), "each camera its own");
+        let failed = placeholder_for(&live, "off", "off  failed  no frames".into()).await.unwrap();
+        assert_ne!(failed, first, "a new status, a new picture");
+        assert_eq!(live.placeholders.lock().unwrap().len(), 2, "one kept per camera");
+    }
 
     #[test]
     fn boxes_and_labels_are_drawn_where_the_faces_are() {

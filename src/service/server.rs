@@ -31,9 +31,12 @@ use super::live;
 use crate::config::HttpSettings;
 
 /// Most connections served at once, so a flood of clients can never use up the process's
-/// file descriptors; a newcomer evicts the oldest idle connection, or waits in the
-/// kernel's backlog while every connection is answering a request.
+/// file descriptors; a newcomer, once accepted, evicts the oldest idle connection, or
+/// waits (and the listener with it) while every connection is answering a request.
 pub const MAX_CONNECTIONS: usize = 32;
+/// How long an evicted connection may go on to finish a response it is sending (hyper
+/// closes one that is really idle at once).
+pub const LEAVING_TIME: Duration = Duration::from_secs(7);
 /// Largest request head read (hyper's smallest buffer): anything longer is refused.
 pub const MAX_REQUEST: usize = 8192;
 /// A request head must arrive within this long; a keep-alive connection idle this long
@@ -76,30 +79,55 @@ pub async fn serve(listener: TcpListener, health: Arc<Health>, settings: HttpSet
             }
         };
         let hold = slots.take().await;
-        let slot = hold.slot().clone();
-        let app = hyper_util::service::TowerToHyperService::new(app.clone());
-        // Each request counts as being answered (its connection not evictable) until its
-        // response's body is sent.
-        let service = hyper::service::service_fn(move |request| {
-            let serving = slot.serving();
-            let answer = hyper::service::Service::call(&app, request);
-            async move { answer.await.map(|r| r.map(|body| super::slots::Counted::new(body, serving))) }
-        });
-        tokio::spawn(async move {
-            let io = TokioIo::new(super::stall::Stalling::new(stream));
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(REQUEST_TIME)
-                .max_buf_size(MAX_REQUEST)
-                .serve_connection(io, service);
-            tokio::select! {
-                ended = conn => if let Err(e) = ended {
-                    tracing::debug!(error = %e, "HTTP connection ended");
-                },
-                () = hold.slot().evicted() => tracing::debug!("idle HTTP connection closed to make room"),
+        let io = TokioIo::new(super::stall::Stalling::new(stream));
+        tokio::spawn(connection(io, hold, app.clone()));
+    }
+}
+
+/// Serves one connection on its slot until it ends or, evicted, has finished (in time)
+/// what it was sending.
+async fn connection<I>(io: I, hold: super::slots::Hold, app: Router)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let slot = hold.slot().clone();
+    let app = hyper_util::service::TowerToHyperService::new(app);
+    // Each request counts as being answered (its connection not evictable) until its
+    // response's body is handed to hyper.
+    let service = hyper::service::service_fn(move |request| {
+        let serving = slot.serving();
+        let answer = hyper::service::Service::call(&app, request);
+        async move { answer.await.map(|r| r.map(|body| super::slots::Counted::new(body, serving))) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(REQUEST_TIME)
+        .max_buf_size(MAX_REQUEST)
+        .serve_connection(io, service);
+    let mut conn = std::pin::pin!(conn);
+    let evicted = tokio::select! {
+        ended = conn.as_mut() => {
+            if let Err(e) = ended {
+                tracing::debug!(error = %e, "HTTP connection ended");
             }
-            drop(hold);
-        });
+            false
+        }
+        () = hold.slot().evicted() => true,
+    };
+    if !evicted {
+        return;
+    }
+    // Its slot goes to the newcomer now. It may still be sending a response whose body
+    // hyper has let go of, or hold a request not yet read: finish that, in time, rather
+    // than cut it (when too many are leaving already, it is cut).
+    let Some(_leaving) = hold.leave() else {
+        tracing::debug!("idle HTTP connection closed to make room");
+        return;
+    };
+    conn.as_mut().graceful_shutdown();
+    match tokio::time::timeout(LEAVING_TIME, conn).await {
+        Ok(_) => tracing::debug!("idle HTTP connection closed to make room"),
+        Err(_) => tracing::debug!("evicted HTTP connection cut: its response took too long"),
     }
 }
 
@@ -204,4 +232,42 @@ async fn mjpeg(State(side): State<Side>, Path(camera): Path<String>) -> Response
         Body::from_stream(stream),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// hyper lets go of a body once it is queued, long before a slow client has it all: the
+    /// connection then looks idle and a newcomer evicts it. It must finish the response.
+    #[tokio::test]
+    async fn an_evicted_connection_finishes_the_response_it_is_sending() {
+        const BIG: usize = 256 * 1024;
+        let slots = super::super::slots::Slots::new(1);
+        let hold = slots.take().await;
+        // A pipe that holds 1 KiB: the client reads the response as slowly as it likes.
+        let (client, server) = tokio::io::duplex(1024);
+        let app = Router::new().route("/big", get(|| async { vec![b'x'; BIG] }));
+        let serving = tokio::spawn(connection(TokioIo::new(server), hold, app));
+        let (mut from, mut to) = tokio::io::split(client);
+        to.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let mut start = [0u8; 64];
+        from.read_exact(&mut start).await.unwrap();
+        // The newcomer waits until the body is out of the count, evicts, and has the slot.
+        let newcomer = tokio::time::timeout(Duration::from_secs(30), slots.take()).await.expect("the slot, at once");
+        let mut all = start.to_vec();
+        tokio::time::timeout(Duration::from_secs(30), from.read_to_end(&mut all))
+            .await
+            .expect("the response ends")
+            .unwrap();
+        let split = all.windows(4).position(|w| w == b"\r\n\r\n").expect("a whole head") + 4;
+        let head = String::from_utf8_lossy(&all[..split]).to_lowercase();
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert!(head.contains(&format!("content-length: {BIG}")), "{head}");
+        assert_eq!(all.len() - split, BIG, "the whole body, though evicted");
+        assert!(all[split..].iter().all(|b| *b == b'x'));
+        tokio::time::timeout(Duration::from_secs(30), serving).await.expect("the connection ends").unwrap();
+        drop(newcomer);
+    }
 }

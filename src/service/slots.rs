@@ -5,6 +5,11 @@
 //! send nothing, or trickle their heads, can delay `/healthz` by an eviction at most,
 //! never by their timeouts. Only when every connection is answering a request (live
 //! viewers, fetches under way) does a newcomer wait for one to finish.
+//!
+//! "Answering no request" is a guess: hyper lets go of a response's body once its last
+//! bytes are queued, before they reach a slow client, and a keep-alive client may have sent
+//! its next request unread. So an evicted connection is not cut: it gives its slot back at
+//! once and may finish what it is sending ([`Hold::leave`]), a bounded number at a time.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -70,6 +75,7 @@ type Held = Arc<Mutex<Vec<Arc<Slot>>>>;
 pub struct Slots {
     free: Arc<Semaphore>,
     held: Held,
+    leaving: Arc<Semaphore>,
 }
 
 /// A connection's hold on its slot; dropping it (the connection ended) frees the slot.
@@ -77,6 +83,14 @@ pub struct Slots {
 pub struct Hold {
     slot: Arc<Slot>,
     held: Held,
+    leaving: Arc<Semaphore>,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// An evicted connection's leave to finish sending: descriptors stay bounded (at most as
+/// many leaving connections as slots), and the slot is already free for the newcomer.
+#[derive(Debug)]
+pub struct Leaving {
     _permit: OwnedSemaphorePermit,
 }
 
@@ -84,6 +98,15 @@ impl Hold {
     /// The slot held.
     pub fn slot(&self) -> &Arc<Slot> {
         &self.slot
+    }
+
+    /// Gives the slot back now (for the newcomer that evicted this connection) and, if
+    /// fewer than the slots' number of connections are already leaving, lets this one
+    /// finish what it is sending while the leave is held; `None`: close it at once.
+    pub fn leave(self) -> Option<Leaving> {
+        let leave = self.leaving.clone().try_acquire_owned().ok().map(|p| Leaving { _permit: p });
+        drop(self);
+        leave
     }
 }
 
@@ -97,7 +120,7 @@ impl Drop for Hold {
 impl Slots {
     /// `max` slots, all free.
     pub fn new(max: usize) -> Slots {
-        Slots { free: Arc::new(Semaphore::new(max)), held: Arc::default() }
+        Slots { free: Arc::new(Semaphore::new(max)), held: Arc::default(), leaving: Arc::new(Semaphore::new(max)) }
     }
 
     /// A slot for a connection just accepted: a free one, else that of the oldest
@@ -107,16 +130,20 @@ impl Slots {
             if let Ok(permit) = self.free.clone().try_acquire_owned() {
                 break permit;
             }
-            self.evict_oldest_idle();
-            // The evicted connection gives its slot back as it closes; if none was idle,
-            // look again now and then for one that has finished its request.
-            if let Ok(Ok(permit)) = tokio::time::timeout(RECHECK, self.free.clone().acquire_owned()).await {
+            // The evicted connection gives its slot back at once: wait for it (evicting no
+            // other meanwhile); if none was idle, look again now and then for one that has
+            // finished its request.
+            if self.evict_oldest_idle() {
+                if let Ok(permit) = self.free.clone().acquire_owned().await {
+                    break permit;
+                }
+            } else if let Ok(Ok(permit)) = tokio::time::timeout(RECHECK, self.free.clone().acquire_owned()).await {
                 break permit;
             }
         };
         let slot = Arc::new(Slot::default());
         self.held.lock().unwrap_or_else(|p| p.into_inner()).push(slot.clone());
-        Hold { slot, held: self.held.clone(), _permit: permit }
+        Hold { slot, held: self.held.clone(), leaving: self.leaving.clone(), _permit: permit }
     }
 
     /// Closes the oldest connection that answers no request; whether there was one.
@@ -187,5 +214,28 @@ mod tests {
         drop((a, c, d));
         assert_eq!(slots.held.lock().unwrap().len(), 0, "every hold gone");
         assert_eq!(slots.free.available_permits(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_newcomer_evicts_one_connection_however_slowly_it_leaves() {
+        let slots = Arc::new(Slots::new(2));
+        let (a, b) = (slots.take().await, slots.take().await);
+        let taking = slots.clone();
+        let c = tokio::spawn(async move { taking.take().await });
+        tokio::time::timeout(Duration::from_secs(30), a.slot().evicted()).await.expect("a is evicted");
+        // `a` takes many rechecks to give its slot back: `b` is left alone all the while.
+        tokio::time::sleep(RECHECK * 10).await;
+        assert_eq!(b.slot().serving.load(Ordering::SeqCst), 0, "b is not evicted for the same newcomer");
+        assert!(!c.is_finished(), "c waits for a's slot");
+        // `a` leaves, finishing its response: its slot is c's at once.
+        let leaving = a.leave().expect("room to finish");
+        let c = tokio::time::timeout(Duration::from_secs(30), c).await.expect("c gets a's slot").unwrap();
+        assert_eq!(slots.leaving.available_permits(), 1, "one connection leaving");
+        drop(leaving);
+        // At most as many leaving at once as there are slots; past that, cut at once.
+        let all: Vec<_> = (0..2).map(|_| slots.leaving.clone().try_acquire_owned().unwrap()).collect();
+        assert!(b.leave().is_none(), "no room to finish: closed at once");
+        assert_eq!(slots.free.available_permits(), 1, "b's slot is free all the same");
+        drop((all, c));
     }
 }
