@@ -11,7 +11,7 @@
 # instead of stopping at the first; --shrink bounds the replays spent shortening a failure;
 # --heap prints the heap held and in use at each reset (gdb calls malloc_stats in the
 # daemon; --heap-trim calls malloc_trim after it, which lowers later RSS samples);
-# --arenas sets the daemon's MALLOC_ARENA_MAX (2 by default).
+# --arenas sets the daemon's MALLOC_ARENA_MAX (the daemon limits itself to 2 by default).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -187,3 +187,43 @@ fn a_broker_restart_after_disable_and_enable_replays_no_empty_current() {
     assert!(empties.is_empty(), "an empty `current` replayed for a streaming camera: {empties:?}");
     assert!(daemon.stop());
 }
+
+/// A camera disabled (here by a reload) while the broker is out of reach: its retained
+/// `current` must still be cleared once the broker is back, or a consumer that subscribes
+/// later reads the faces of a camera that is off. (Review of fca0b98: the clear had been
+/// dropped when it could not be sent.)
+#[test]
+fn a_camera_disabled_while_the_broker_is_down_has_its_current_cleared_when_it_is_back() {
+    let mut broker = Broker::start_persistent();
+    // A persistent session: what clefd sends before this consumer is back is kept for it.
+    let consumer = Consumer::start_persistent(broker.port, "ctl-watcher");
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("clip.mp4");
+    common::astronaut_clip(&clip, 4.0, 15);
+    let config =
+        common::TestConfig::new(dir.path(), &broker.url(), "ctl").looping_file("a", &clip).camera("b", "test://ball");
+    let cfg = config.write();
+    let log = dir.path().join("clefd.log");
+    let daemon = Daemon::start(&cfg, &log);
+    consumer.wait_for("a's current with its faces", WAIT, |m| {
+        m.iter().any(|x| x.topic == "clefd/ctl/a/current" && x.body.is_object())
+    });
+
+    broker.stop();
+    common::wait_log(&log, "MQTT broker unreachable", 1);
+    config
+        .camera_with("a", &format!("file://{}", clip.display()), |c| (c.looping, c.enabled) = (true, false))
+        .write_to(&cfg);
+    common::signal(daemon.pid(), "HUP");
+    common::wait_log(&log, "configuration reloaded", 1);
+    broker.start_again();
+    // clefd reconnects, and the clear that waited for the broker goes out once.
+    consumer.wait_for("a's current cleared", WAIT, |m| {
+        m.iter().any(|x| x.topic == "clefd/ctl/a/current" && x.body == serde_json::json!(""))
+    });
+    let late = Consumer::start(broker.port);
+    late.wait_for("a's retained state", WAIT, |m| m.iter().any(|x| x.topic == "clefd/ctl/a/state"));
+    let currents: Vec<_> = late.on("/a/current");
+    assert!(currents.is_empty(), "a disabled camera keeps a retained current: {currents:?}");
+    assert!(daemon.stop());
+}

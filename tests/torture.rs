@@ -14,8 +14,8 @@
 //! `CLEFD_TORTURE_PLAN_ONLY=1` to print a seed's steps without running them, `CLEFD_TORTURE_ONLY=3,7`
 //! to replay only those steps of the seed's list (what a failure prints),
 //! `CLEFD_TORTURE_REPORT=FILE` for the figures, `CLEFD_TORTURE_HEAP=1` for the heap in use at
-//! each reset through gdb (`trim` to have glibc hand free pages back after), `CLEFD_TORTURE_ARENAS=N` for the daemon's `MALLOC_ARENA_MAX`, 2 by
-//! default).
+//! each reset through gdb (`trim` to have glibc hand free pages back after), `CLEFD_TORTURE_ARENAS=N` for the daemon's `MALLOC_ARENA_MAX`
+//! (without it the daemon limits itself to two arenas).
 
 mod common;
 

@@ -358,10 +358,12 @@ impl Publisher {
                 Outgoing::Current { camera, payload } => {
                     let meta = self.meta(Kind::Current, Some(&camera));
                     Self::send_other(conn, self.topics.current(&camera), payload.clone(), true, &meta);
-                    // A clear (the camera was disabled) is sent once, never replayed on a
-                    // reconnect: by then the camera may stream again, and an empty payload
-                    // on a topic consumers parse is an error in Home Assistant and Node-RED.
-                    if payload.is_empty() {
+                    // A clear (the camera was disabled) is sent once: replayed on every
+                    // reconnect it would reach consumers while the camera streams again,
+                    // and an empty payload on a topic they parse is an error in Home
+                    // Assistant and Node-RED. Kept only while the broker is out of reach,
+                    // so the next connection clears the retained topic once.
+                    if payload.is_empty() && conn.up {
                         self.currents.remove(&camera);
                     } else {
                         self.currents.insert(camera, payload);
@@ -461,6 +463,8 @@ impl Publisher {
             let meta = self.meta(Kind::Current, Some(camera));
             Self::send_other(conn, self.topics.current(camera), payload.clone(), true, &meta);
         }
+        // A clear that waited for this connection has gone out: never again.
+        self.currents.retain(|_, payload| !payload.is_empty());
         for (topic, (payload, meta)) in &self.retained {
             Self::send_other(conn, topic.clone(), payload.clone(), true, meta);
         }

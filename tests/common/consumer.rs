@@ -66,6 +66,11 @@ impl<T: Clone + Describe + Send + 'static> Recorder<T> {
         self.log.lock().expect("the log").clone()
     }
 
+    /// Takes everything received so far, leaving the log empty.
+    pub fn take(&self) -> Vec<T> {
+        std::mem::take(&mut *self.log.lock().expect("the log"))
+    }
+
     /// Waits until `pred` holds on the messages, or panics after `timeout`.
     pub fn wait_for(&self, what: &str, timeout: Duration, pred: impl Fn(&[T]) -> bool) {
         let deadline = Instant::now() + timeout;
@@ -159,7 +164,7 @@ impl Consumer {
     /// Takes everything received so far, leaving the log empty: a long run (the torture
     /// test) keeps nothing it has already looked at.
     pub fn take(&self) -> Vec<Received> {
-        std::mem::take(&mut *self.log.lock().expect("the log"))
+        self.recorder.take()
     }
 
     /// Messages on topics ending with `suffix`.

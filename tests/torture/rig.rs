@@ -130,10 +130,14 @@ impl Rig {
         cmd.args(["run", "--config", rig.cfg.to_str().unwrap()])
             .env("NOTIFY_SOCKET", rig.dir.path().join("notify.sock"))
             .env("CLEFD_TEST_FAULT_DIR", &rig.faults)
-            .env("MALLOC_ARENA_MAX", std::env::var("CLEFD_TORTURE_ARENAS").unwrap_or_else(|_| "2".into()))
             // As under systemd: with it, the first panic (a fault step) has the standard
             // library parse the binary's debug info for the backtrace and keep it, ~90 MB.
             .env_remove("RUST_BACKTRACE");
+        // The daemon limits its malloc arenas itself; CLEFD_TORTURE_ARENAS overrides it.
+        match std::env::var("CLEFD_TORTURE_ARENAS") {
+            Ok(n) => cmd.env("MALLOC_ARENA_MAX", n),
+            Err(_) => cmd.env_remove("MALLOC_ARENA_MAX"),
+        };
         rig.daemon = Some(Daemon::spawn(cmd, &rig.log));
         rig
     }
