@@ -284,8 +284,8 @@ impl Daemon {
     /// Serves until a signal, the end of every stream, or a publisher failure; the run's
     /// outcome (with the cameras that could not start among its failures) and how it ended.
     async fn serve(mut self, started: Started, signals: &mut Signals) -> (Outcome, Ending) {
-        let Started { pipeline, publisher, outputs: rx, commands: mut commands_rx, snapshots: _ } = started;
-        let health = Arc::new(Health::new(pipeline.probe(), publisher.stats(), &self.seen));
+        let Started { pipeline, publisher, outputs: rx, commands: mut commands_rx, snapshots } = started;
+        let health = Arc::new(Health::new(pipeline.probe(), publisher.stats(), &self.seen).with_snapshots(snapshots));
         let mut publishing = Publishing::start(publisher, rx);
         let background = self.spawn_background(&health).await;
         self.announce_controls(None, &self.controls, &self.settings).await;
