@@ -610,6 +610,10 @@ fn a_truncated_matroska_file_with_audio_is_failed_not_ended() {
     assert_eq!(last["status"], "failed", "a truncated Matroska file is not `ended`: {last}\n{text}");
     let reason = last["last_error"].as_str().unwrap_or_default();
     assert!(reason.contains("damaged or truncated"), "{last}");
+    // Told by the Segment's size, not by a GStreamer warning (which would be appended to
+    // the reason in parentheses, and logged).
+    assert!(!reason.contains(" ("), "the verdict leaned on a GStreamer warning: {reason}");
+    assert!(!text.contains("GStreamer warning"), "GStreamer warned about the cut file:\n{text}");
     drop(daemon);
 }
 

@@ -118,3 +118,32 @@ fn a_hung_snapshot_folder_does_not_stop_analysis() {
     assert_eq!(written, 0, "nothing reaches a folder whose disk hangs");
     assert!(daemon.stop(), "clefd exits 0 on SIGTERM with a hung snapshot folder");
 }
+
+/// A snapshot folder that cannot be written (its path runs through a file) costs the
+/// pictures, never the analysis: each failed write is counted on `/metrics`
+/// (`clefd_snapshots_failed_total`, beside `clefd_snapshots_dropped_total`), and `new`
+/// events keep coming.
+#[test]
+fn snapshots_that_cannot_be_written_are_counted_on_metrics() {
+    let broker = Broker::start();
+    let consumer = Consumer::start(broker.port);
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("passing.mp4");
+    common::passing_clip(&clip, 60);
+    let blocker = dir.path().join("a-file");
+    std::fs::write(&blocker, b"not a folder").unwrap();
+    let port = common::free_port();
+    let text = common::base_config(dir.path(), &broker.url(), "snap")
+        + &common::http_section(port)
+        + &format!("[snapshots]\ndir = \"{}\"\nmax_files = 2\n", blocker.join("snaps").display())
+        + &format!("[cameras.hall]\nuri = \"file://{}\"\nloop = true\n", clip.display());
+    let (daemon, _log) = common::run_daemon(&common::write_toml(dir.path(), &text), &[]);
+    let news = |m: &[common::Received]| {
+        m.iter().filter(|x| x.topic == "clefd/snap/hall/emotion" && x.body["type"] == "new").count()
+    };
+    consumer.wait_for("two tracks", Duration::from_secs(120), |m| news(m) >= 2);
+    let failed = "clefd_snapshots_failed_total";
+    common::wait_metric(port, failed, "the failed snapshot writes", Duration::from_secs(60), |v| v >= 2.0);
+    assert_eq!(common::metric(port, "clefd_snapshots_dropped_total"), Some(0.0), "none dropped: the queue kept up");
+    assert!(daemon.stop(), "clefd exits 0 on SIGTERM with an unwritable snapshot folder");
+}

@@ -94,10 +94,16 @@ pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
         Ok(both) => both,
         Err(code) => return Ok(code),
     };
+    let snapshots = started.snapshots.clone();
     let (outcome, ending) = rt.block_on(daemon.serve(started, &mut signals));
     // A reload interrupted by SIGTERM may still be loading models on a blocking thread:
     // do not wait for it (its result is dropped; the pipeline has stopped).
     rt.shutdown_timeout(Duration::from_millis(500));
+    // The pictures still queued are written (bounded: a hung disk does not hold up the
+    // exit), off the runtime and whoever else still holds the places.
+    if let Some(places) = snapshots {
+        places.close();
+    }
     log_summaries(&outcome);
     for (camera, reason) in &outcome.failures {
         tracing::error!(camera = %camera, "camera failed: {reason}");
@@ -173,6 +179,8 @@ struct Started {
     outputs: mpsc::Receiver<Outgoing>,
     /// Commands from the control topics, when `mqtt.control` is on.
     commands: Option<mpsc::Receiver<Command>>,
+    /// Where snapshots go, when they are on: closed at the end of the run (see [`run`]).
+    snapshots: Option<Arc<SnapshotPlaces>>,
 }
 
 impl Daemon {
@@ -243,10 +251,13 @@ impl Daemon {
         let cameras = settings.enabled_cameras().count();
         let mut sink = Forward::new(to_publisher.clone(), seen.clone(), notifier.clone(), current, cameras)
             .with_delivery(publisher.stats());
-        if let Some(snapshots) = &settings.snapshots {
+        let places = settings.snapshots.as_ref().map(|snapshots| {
             let topics = snapshots.mqtt.then(|| Topics::new(&settings.mqtt.connection.prefix, &settings.device_id));
             let dir = snapshots.dir.clone().map(|d| (d, snapshots.max_files));
-            sink = sink.with_snapshots(Arc::new(SnapshotPlaces::new(topics, dir)));
+            Arc::new(SnapshotPlaces::new(topics, dir))
+        });
+        if let Some(places) = &places {
+            sink = sink.with_snapshots(places.clone());
         }
         let started = while_starting(&notifier, || Pipeline::start(options, sink.clone()));
         let pipeline = match started {
@@ -285,14 +296,14 @@ impl Daemon {
             log_level,
             reload_again: std::sync::atomic::AtomicBool::new(false),
         };
-        Ok(Ok((daemon, Started { pipeline, publisher, outputs: rx, commands: commands_rx })))
+        Ok(Ok((daemon, Started { pipeline, publisher, outputs: rx, commands: commands_rx, snapshots: places })))
     }
 
     /// Serves until a signal, the end of every stream, or a publisher failure; the run's
     /// outcome (with the cameras that could not start among its failures) and how it ended.
     async fn serve(mut self, started: Started, signals: &mut Signals) -> (Outcome, Ending) {
-        let Started { pipeline, publisher, outputs: rx, commands: mut commands_rx } = started;
-        let health = Arc::new(Health::new(pipeline.probe(), publisher.stats(), &self.seen));
+        let Started { pipeline, publisher, outputs: rx, commands: mut commands_rx, snapshots } = started;
+        let health = Arc::new(Health::new(pipeline.probe(), publisher.stats(), &self.seen).with_snapshots(snapshots));
         let mut publishing = Publishing::start(publisher, rx);
         let background = self.spawn_background(&health).await;
         self.announce_controls(None, &self.controls, &self.settings).await;

@@ -126,8 +126,16 @@ impl<T> FrameHub<T> {
     }
 
     fn lock(&self) -> MutexGuard<'_, State<T>> {
-        // A panic while holding the lock leaves plain data behind; keep going.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        // A panic while holding the lock leaves plain data behind (counts and frames,
+        // each whole): keep going, but say so once rather than silently.
+        self.state.lock().unwrap_or_else(|p| {
+            self.state.clear_poison();
+            tracing::error!(
+                hub = self.id(),
+                "a panic interrupted the frame hand-off; it goes on with its state as left"
+            );
+            p.into_inner()
+        })
     }
 
     /// Opens one more slot (a camera added by a reload); returns its id, or `None` when

@@ -41,6 +41,44 @@ pub struct Probe {
     pub(super) rates: Arc<Mutex<Rates>>,
 }
 
+/// How long a worker may go without analysing a frame while frames wait for it before
+/// the frame path counts as stopped: longer than a slow batch on a loaded machine, and
+/// judged per worker, so workers that move in turn (never all within one look) progress.
+pub(super) const PROGRESS_GRACE: Duration = Duration::from_secs(5);
+
+/// One worker as a look sees it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Look {
+    /// Its hub's identity.
+    pub worker: usize,
+    /// Frames it has analysed so far.
+    pub done: u64,
+    /// Frames waiting for it.
+    pub waiting: usize,
+}
+
+/// Judges one look at the workers against the previous one (`last`: frames each had
+/// analysed; `stalled`: since when each that had not moved had not): since when each
+/// worker has not moved now (it analysed nothing since `last` while frames wait), and
+/// whether the frame path progresses (no worker has been stalled for longer than
+/// [`PROGRESS_GRACE`]).
+pub(super) fn judge(
+    last: &BTreeMap<usize, u64>,
+    stalled: &BTreeMap<usize, Instant>,
+    looks: &[Look],
+    now: Instant,
+) -> (BTreeMap<usize, Instant>, bool) {
+    let mut stalled_now = BTreeMap::new();
+    for l in looks {
+        let moved = l.done > last.get(&l.worker).copied().unwrap_or(0) || l.waiting == 0;
+        if !moved {
+            stalled_now.insert(l.worker, stalled.get(&l.worker).copied().unwrap_or(now));
+        }
+    }
+    let moving = stalled_now.values().all(|since| now.saturating_duration_since(*since) <= PROGRESS_GRACE);
+    (stalled_now, moving)
+}
+
 /// A hub's identity, for [`Probe`]'s map of current slots: a counter, never reused (a
 /// freed hub's address could come back as another's).
 pub(super) fn hub_id(hub: &Arc<FrameHub<Frame>>) -> usize {
@@ -124,35 +162,30 @@ impl Probe {
         self.guard(&self.current, "the map of the cameras' slots").clone()
     }
 
-    /// Whether the frame path moved since the previous call: every worker analysed frames
-    /// or has none waiting. Also notes which workers did not (see
+    /// Whether the frame path progresses: no worker has gone longer than
+    /// [`PROGRESS_GRACE`] without analysing a frame while frames wait for it (see
+    /// [`judge`]). Also notes which workers did not move since the previous call (see
     /// [`Probe::stopped_cameras`]) and each camera's analysed rate (see
     /// [`Probe::analysed_fps`]). For one caller (the watchdog monitor), at least every
     /// few seconds.
     pub fn progressing(&mut self) -> bool {
         let (entries, current, now) = (self.entries(), self.current(), Instant::now());
-        let mut ok = self.broken().is_none();
-        let (mut last, mut stalled_now, mut counts) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
-        let stalled = self.guard(&self.stalled, "the workers' progress").clone();
+        let (mut seen, mut counts) = (Vec::new(), BTreeMap::new());
         for e in &entries {
             let id = hub_id(&e.hub);
-            let done = e.done.load(Ordering::Relaxed);
-            let moved = done > self.last.get(&id).copied().unwrap_or(0) || e.hub.waiting() == 0;
-            if !moved {
-                stalled_now.insert(id, stalled.get(&id).copied().unwrap_or(now));
-            }
-            ok &= moved;
-            last.insert(id, done);
+            seen.push(Look { worker: id, done: e.done.load(Ordering::Relaxed), waiting: e.hub.waiting() });
             let s = self.guard(&e.live, "an inference worker's statistics");
             for c in s.cameras.iter().filter(|c| current.get(&c.name) == Some(&(id, c.slot))) {
                 let received = e.hub.stats(c.slot).received;
                 counts.insert(c.name.clone(), Count { at: (id, c.slot), analysed: c.frames, received });
             }
         }
-        self.last = last;
+        let stalled = self.guard(&self.stalled, "the workers' progress").clone();
+        let (stalled_now, moving) = judge(&self.last, &stalled, &seen, now);
+        self.last = seen.iter().map(|l| (l.worker, l.done)).collect();
         *self.guard(&self.stalled, "the workers' progress") = stalled_now;
         self.guard(&self.rates, "the cameras' analysed rates").look(now, counts);
-        ok
+        self.broken().is_none() && moving
     }
 
     /// The cameras whose worker has not progressed for at least `after` (frames wait and
@@ -223,5 +256,54 @@ impl Probe {
         let workers = self.guard(&self.workers, "the list of inference workers");
         let live: u64 = workers.iter().map(|e| e.done.load(Ordering::Relaxed)).sum();
         live + self.ended.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two workers, each taking 1.5 s per batch with frames always waiting, offset by
+    /// 0.5 s: they never both move within one 500 ms look, yet both progress.
+    #[test]
+    fn workers_moving_in_turn_progress() {
+        let t0 = Instant::now();
+        let (mut last, mut stalled) = (BTreeMap::new(), BTreeMap::new());
+        let done = |worker: u64, tick: u64| (tick + worker) / 3;
+        for tick in 0..100u64 {
+            let looks: Vec<Look> =
+                (0..2).map(|w| Look { worker: w as usize, done: done(w, tick), waiting: 1 }).collect();
+            let both_moved = looks.iter().all(|l| l.done > last.get(&l.worker).copied().unwrap_or(0));
+            assert!(tick < 3 || !both_moved, "the workers are meant to move in turn (tick {tick})");
+            let (now_stalled, moving) = judge(&last, &stalled, &looks, t0 + Duration::from_millis(500 * tick));
+            assert!(moving, "tick {tick}: two slow workers moving in turn are progressing");
+            (last, stalled) = (looks.iter().map(|l| (l.worker, l.done)).collect(), now_stalled);
+        }
+    }
+
+    /// A worker that takes no frame while frames wait stops the frame path once the grace
+    /// has passed (whatever the other worker does), and is the one noted as stalled.
+    #[test]
+    fn a_worker_stuck_with_frames_waiting_stops_progress_after_the_grace() {
+        let t0 = Instant::now();
+        let (mut last, mut stalled) = (BTreeMap::new(), BTreeMap::new());
+        let mut first_stop = None;
+        for tick in 1..40u64 {
+            let looks = [Look { worker: 0, done: tick, waiting: 1 }, Look { worker: 1, done: 7, waiting: 3 }];
+            let now = t0 + Duration::from_millis(500 * tick);
+            let (now_stalled, moving) = judge(&last, &stalled, &looks, now);
+            if tick > 1 {
+                assert_eq!(now_stalled.keys().copied().collect::<Vec<_>>(), vec![1], "tick {tick}");
+            }
+            if !moving && first_stop.is_none() {
+                first_stop = Some(tick);
+            }
+            (last, stalled) = (looks.iter().map(|l| (l.worker, l.done)).collect(), now_stalled);
+        }
+        // Stalled from tick 2 (1 s); the grace (5 s) has passed after tick 12.
+        assert_eq!(first_stop, Some(13));
+        // Nothing waiting is no stall.
+        let idle = [Look { worker: 1, done: 7, waiting: 0 }];
+        assert!(judge(&last, &stalled, &idle, t0 + Duration::from_secs(60)).1);
     }
 }

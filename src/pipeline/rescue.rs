@@ -176,9 +176,15 @@ impl Control {
     /// Reports `cameras` `failed` with `reason` (state, health, metrics, the run's
     /// failures): they are not analysed any more and must not keep showing `streaming`.
     pub(super) fn report_failed(&self, cameras: impl Iterator<Item = String>, reason: &str) {
-        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        // Reported even when a panic poisoned the state (the run is then broken and ends
+        // non-zero), so the cameras never keep showing `streaming`.
+        let inner = self.inner.lock().unwrap_or_else(|p| {
+            let inner = p.into_inner();
+            inner.probe.set_broken("the pipeline's state");
+            inner
+        });
         let mut sink = (inner.sink)();
-        let mut failures = inner.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let mut failures = inner.probe.guard(&inner.failures, "the cameras' failures");
         for camera in cameras {
             tracing::error!(camera = %camera, error = %reason, "camera failed");
             failures.insert(camera.clone(), reason.to_string());

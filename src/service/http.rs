@@ -28,6 +28,8 @@ pub struct Health {
     pub events: Arc<Mutex<EventCounts>>,
     /// The live view's encoded frames and viewer seats.
     pub live: super::live::Encoded,
+    /// Where snapshots go, when they are on: `/metrics` shows what was dropped or failed.
+    pub snapshots: Option<Arc<super::snapshots::SnapshotPlaces>>,
 }
 
 /// Events by camera, lifecycle step and emotion.
@@ -54,7 +56,13 @@ impl Health {
             stuck_after: Duration::from_secs(10),
             events: seen.events.clone(),
             live: super::live::Encoded::new(),
+            snapshots: None,
         }
+    }
+
+    /// Reports on `places` too (when snapshots are on).
+    pub fn with_snapshots(self, places: Option<Arc<super::snapshots::SnapshotPlaces>>) -> Health {
+        Health { snapshots: places, ..self }
     }
 
     /// How long since the frame path last moved.

@@ -12,7 +12,9 @@ const REFRESH_MS: u32 = 2000;
 
 /// What the index shows, as JSON: health, then each camera's state.
 pub fn state(health: &Health) -> serde_json::Value {
-    let cameras = health.cameras.lock().map(|c| c.clone()).unwrap_or_default();
+    // Through the health's guard: a poisoned lock breaks the run (and shows), never an
+    // empty page.
+    let cameras = health.states();
     let problem = health.problem();
     serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
@@ -31,7 +33,7 @@ pub fn state(health: &Health) -> serde_json::Value {
 
 /// The index page, filled in with the state of now.
 pub fn page(health: &Health) -> String {
-    let cameras = health.cameras.lock().map(|c| c.clone()).unwrap_or_default();
+    let cameras = health.states();
     let mut cards = String::new();
     for (name, st) in &cameras {
         let url = html_escape(&path_segment(name));

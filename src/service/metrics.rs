@@ -144,6 +144,7 @@ pub fn render(h: &Health) -> String {
     );
     publishing(&mut f, h);
     f.0.extend(super::history_page::metric_families());
+    snapshots(&mut f, h);
     f.encode()
 }
 
@@ -272,6 +273,23 @@ fn frame_path(f: &mut Families, h: &Health) {
             ];
             (labels, 1.0)
         }),
+    );
+}
+
+/// Snapshots lost to a slow or failing folder (when snapshots go to one): the files a `new`
+/// event may name but that were never written.
+fn snapshots(f: &mut Families, h: &Health) {
+    let Some(places) = h.snapshots.as_ref().filter(|p| p.dir.is_some()) else { return };
+    let none = Vec::<(&'static str, String)>::new;
+    f.counters(
+        "clefd_snapshots_dropped_total",
+        "Snapshots not written because the writer was behind (a slow or hung folder).",
+        [(none(), places.dropped.load(Ordering::Relaxed))],
+    );
+    f.counters(
+        "clefd_snapshots_failed_total",
+        "Snapshots that could not be written (folder missing or read-only, disk full).",
+        [(none(), places.failed.load(Ordering::Relaxed))],
     );
 }
 

@@ -10,8 +10,13 @@ use crate::source::{CameraState, CameraStatus};
 /// A camera streaming at less than this share of its configured `fps` is "far below" it.
 pub const FAR_BELOW: f64 = 0.5;
 
+/// What to do about a camera that inference cannot keep up with (its frames arrive but most
+/// are dropped before analysis): the problem text says it, so whoever reads `/healthz`
+/// knows the remedy and not only the symptom.
+pub const ANALYSED_ADVICE: &str = "inference cannot keep up: lower its `fps`, run fewer cameras or use a faster engine";
+
 /// What is wrong with the cameras, if anything; `analysed` is each camera's analysed rate
-/// over its last whole health window (see [`far_below_fps`]).
+/// over its last two whole health windows (see [`far_below_fps`]).
 pub fn cameras_problem(cameras: &BTreeMap<String, CameraStatus>, analysed: &BTreeMap<String, f64>) -> Option<String> {
     let active: Vec<&CameraStatus> = cameras.values().filter(|c| c.status != CameraState::Disabled).collect();
     if !active.is_empty() && !active.iter().any(|c| c.status == CameraState::Streaming) {
@@ -34,22 +39,31 @@ pub fn fps_target(cap: Option<f64>, negotiated: Option<f64>, measured: Option<f6
 /// The cameras streaming far below the rate expected of them (degraded: frames are lost
 /// on the way, or the machine cannot keep up), judged on the rate over a whole health
 /// window (`health_fps`, at least 10 s, so 1-2 fps cameras do not flap). The rate is the
-/// lower of what the camera delivered and what was analysed of it (`analysed`, by camera):
-/// a camera delivering its 12 fps of which inference takes 4 is degraded too. A camera
-/// without a measured window yet is no evidence either way.
+/// lower of what the camera delivered and what was analysed of it (`analysed`, by camera,
+/// the better of two consecutive windows, so one slow window such as a warm-up is no
+/// verdict): a camera delivering its 12 fps of which inference takes 4 is degraded too,
+/// and the text says what to do about it. A camera without a measured window yet is no
+/// evidence either way.
 pub fn far_below_fps(cameras: &BTreeMap<String, CameraStatus>, analysed: &BTreeMap<String, f64>) -> Option<String> {
-    let rate = |c: &CameraStatus| -> Option<(f64, &'static str)> {
+    let rate = |c: &CameraStatus| -> Option<(f64, bool)> {
         let delivered = c.health_fps.filter(|d| *d > 0.0)?;
         match analysed.get(&c.camera) {
-            Some(&a) if a < delivered => Some((a, " analysed")),
-            _ => Some((delivered, "")),
+            Some(&a) if a < delivered => Some((a, true)),
+            _ => Some((delivered, false)),
+        }
+    };
+    let say = |name: &str, f: f64, t: f64, analysed: bool| {
+        if analysed {
+            format!("{name} ({ANALYSED_ADVICE}; {f:.1} of {t:.1} fps analysed)")
+        } else {
+            format!("{name} ({f:.1} of {t:.1} fps)")
         }
     };
     let slow: Vec<String> = (cameras.values())
         .filter(|c| c.status == CameraState::Streaming)
         .filter_map(|c| rate(c).map(|r| (c, r)))
         .filter_map(|(c, (f, how))| c.target_fps.filter(|t| f < t * FAR_BELOW).map(|t| (c, f, t, how)))
-        .map(|(c, f, t, how)| format!("{} ({f:.1} of {t:.1} fps{how})", c.camera))
+        .map(|(c, f, t, how)| say(&c.camera, f, t, how))
         .collect();
     (!slow.is_empty()).then(|| format!("cameras far below their configured fps: {}", slow.join(", ")))
 }
@@ -118,7 +132,9 @@ mod tests {
         let t = fps_target(Some(12.0), Some(12.0), Some(12.0), true);
         let cams = all(vec![cam("a", CameraState::Streaming, 12.0, t)]);
         let slow = cameras_problem(&cams, &[("a".to_string(), 4.0)].into_iter().collect());
-        assert_eq!(slow.as_deref(), Some("cameras far below their configured fps: a (4.0 of 12.0 fps analysed)"));
+        let advised =
+            format!("cameras far below their configured fps: a ({ANALYSED_ADVICE}; 4.0 of 12.0 fps analysed)");
+        assert_eq!(slow, Some(advised));
         assert_eq!(cameras_problem(&cams, &[("a".to_string(), 11.0)].into_iter().collect()), None);
         // A file played unpaced, or no cap: nothing expected.
         assert_eq!(fps_target(Some(12.0), Some(25.0), None, false), None);

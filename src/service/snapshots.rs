@@ -5,12 +5,15 @@
 //! its own, never by the inference thread that made the picture: it takes them from a
 //! short queue (a picture that finds the queue full is dropped and counted, so a slow or
 //! hung folder never holds up analysis), trims the earlier runs' pictures once at start,
-//! and removes its own oldest picture beyond the limit (one unlink per picture).
+//! and removes its own oldest picture beyond the limit (one unlink per picture, before the
+//! new one appears, so the folder never holds more than its limit). The end of a run
+//! closes it explicitly ([`SnapshotPlaces::close`]): the queued pictures are written for a
+//! bounded time and the thread is joined.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,8 +42,17 @@ pub struct SnapshotPlaces {
     pub failed: Arc<AtomicU64>,
     /// Snapshots dropped because the writer was behind (a slow or hung folder).
     pub dropped: AtomicU64,
-    /// The writer's queue, and the channel it says it is done on.
-    writer: Option<(SyncSender<Job>, Mutex<Receiver<()>>)>,
+    /// The writer, until [`SnapshotPlaces::close`].
+    writer: Mutex<Option<WriterHandle>>,
+}
+
+/// The writer thread as the places see it: its queue, the channel it says it is done on,
+/// and the thread to join.
+#[derive(Debug)]
+struct WriterHandle {
+    jobs: SyncSender<Job>,
+    done: Receiver<()>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 /// What the writer thread owns.
@@ -60,6 +72,25 @@ struct Writer {
 type Hold = Box<dyn Fn() + Send>;
 
 impl Writer {
+    /// Writes `jpeg` as `{stem}.jpg`: aside first, then the oldest pictures beyond the
+    /// limit go, then the new one is renamed into place (so the folder never holds more
+    /// than its limit, even for a moment).
+    fn write(&mut self, stem: &str, jpeg: &[u8]) -> std::io::Result<PathBuf> {
+        std::fs::create_dir_all(&self.dir)?;
+        let path = self.dir.join(format!("{stem}.jpg"));
+        let tmp = self.dir.join(format!(".{stem}.jpg.tmp"));
+        std::fs::write(&tmp, jpeg)?;
+        while self.written.len() >= self.keep.max(1) {
+            if let Some(old) = self.written.pop_front() {
+                let _ = std::fs::remove_file(old);
+            }
+        }
+        std::fs::rename(&tmp, &path).inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })?;
+        Ok(path)
+    }
+
     /// Trims the earlier runs' pictures, then writes what comes until the queue closes.
     fn run(mut self, jobs: Receiver<Job>) {
         match keep_newest(&self.dir, self.keep) {
@@ -70,15 +101,8 @@ impl Writer {
             if let Some(hold) = &self.hold {
                 hold();
             }
-            match write(&self.dir, &stem, &jpeg) {
-                Ok(path) => {
-                    self.written.push_back(path);
-                    while self.written.len() > self.keep.max(1) {
-                        if let Some(old) = self.written.pop_front() {
-                            let _ = std::fs::remove_file(old);
-                        }
-                    }
-                }
+            match self.write(&stem, &jpeg) {
+                Ok(path) => self.written.push_back(path),
                 Err(e) => {
                     if self.failed.fetch_add(1, Ordering::Relaxed) == 0 {
                         tracing::warn!(dir = %self.dir.display(), error = %e, "cannot write snapshots (is the folder writable, the disk full?); events go out without them");
@@ -108,24 +132,27 @@ impl SnapshotPlaces {
                 let _ = done_tx.send(());
             });
             match spawned {
-                Ok(_) => Some((jobs, Mutex::new(done))),
+                Ok(thread) => Some(WriterHandle { jobs, done, thread }),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot start the thread that writes snapshots; none are written");
                     None
                 }
             }
         });
+        let writer = Mutex::new(writer);
         SnapshotPlaces { topics, dir, pending: Mutex::default(), failed, dropped: AtomicU64::new(0), writer }
     }
 
     /// Hands the file to the writer (when a folder is set; never waits for the disk) and
     /// notes where the snapshot goes for its event; whether it should also go to the
     /// publisher (retained on its topic). A picture the writer has no room for is dropped
-    /// and counted, and its event refers to no file.
+    /// and counted, and its event refers to no file (as does one that comes after
+    /// [`SnapshotPlaces::close`]).
     pub fn place(&self, shot: &Snapshot) -> bool {
         let file = self.dir.as_ref().and_then(|(dir, _)| {
-            let (jobs, _) = self.writer.as_ref()?;
-            match jobs.try_send((shot.track_uid.clone(), shot.jpeg.clone())) {
+            let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            let sent = writer.as_ref().map(|w| w.jobs.try_send((shot.track_uid.clone(), shot.jpeg.clone())));
+            match sent? {
                 Ok(()) => Some(dir.join(format!("{}.jpg", shot.track_uid)).display().to_string()),
                 Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                     if self.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
@@ -152,25 +179,36 @@ impl SnapshotPlaces {
     }
 }
 
-impl Drop for SnapshotPlaces {
-    /// The pictures still queued are written before the run ends (for a bounded time: a
-    /// hung disk does not hold up the exit).
-    fn drop(&mut self) {
-        if let Some((jobs, done)) = self.writer.take() {
-            drop(jobs);
-            let _ = done.into_inner().unwrap_or_else(|p| p.into_inner()).recv_timeout(FLUSH);
+impl SnapshotPlaces {
+    /// Ends the writer: the pictures still queued are written (for [`FLUSH`] at most: a
+    /// hung disk does not hold up the exit) and its thread is joined; whether all were.
+    /// Called at the end of a run, off the async runtime (it blocks); later pictures are
+    /// not written. Idempotent.
+    pub fn close(&self) -> bool {
+        let taken = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let Some(WriterHandle { jobs, done, thread }) = taken else {
+            return true;
+        };
+        drop(jobs);
+        match done.recv_timeout(FLUSH) {
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => thread.join().is_ok(),
+            Err(RecvTimeoutError::Timeout) => {
+                tracing::warn!(
+                    "snapshots still queued after {} s (a hung disk?): the run ends without them",
+                    FLUSH.as_secs()
+                );
+                false
+            }
         }
     }
 }
 
-/// Writes `jpeg` as `{stem}.jpg` (aside, then renamed).
-fn write(dir: &Path, stem: &str, jpeg: &[u8]) -> std::io::Result<PathBuf> {
-    std::fs::create_dir_all(dir)?;
-    let path = dir.join(format!("{stem}.jpg"));
-    let tmp = dir.join(format!(".{stem}.jpg.tmp"));
-    std::fs::write(&tmp, jpeg)?;
-    std::fs::rename(&tmp, &path)?;
-    Ok(path)
+impl Drop for SnapshotPlaces {
+    /// A run that did not close its places still has its queued pictures written (see
+    /// [`SnapshotPlaces::close`]).
+    fn drop(&mut self) {
+        self.close();
+    }
 }
 
 /// Removes the oldest pictures beyond `keep` (never the newest one); the ones kept,
@@ -221,8 +259,9 @@ mod tests {
         let places = SnapshotPlaces::new(None, Some((dir.path().to_path_buf(), 2)));
         for n in 0..3 {
             places.place(&shot(n));
-            // The writer trims first, then writes in order: once this one is there, the
-            // folder holds at most its limit, earlier runs' pictures included.
+            // The writer trims first, then writes in order, removing the oldest before the
+            // new one appears: once this one is there, the folder holds its limit, earlier
+            // runs' pictures included.
             let file = dir.path().join(format!("new-{n}.jpg"));
             wait_until(&format!("new-{n}.jpg written"), || file.exists());
             assert_eq!(jpgs(dir.path()), 2, "the folder holds at most its limit, earlier runs' pictures included");
@@ -254,7 +293,28 @@ mod tests {
         assert_eq!(refs.iter().filter(|r| r.file.is_some()).count() as u64, queued);
         assert_eq!(jpgs(&dir.path().join("snaps")), 0, "nothing written while the disk hangs");
         drop(release);
-        drop(places);
+        assert!(places.close(), "the writer ends once the disk answers");
         assert_eq!(jpgs(&dir.path().join("snaps")) as u64, queued, "the queued pictures are written at the end");
+        // Closed: later pictures refer to no file, and closing again is harmless.
+        places.place(&shot(total));
+        assert_eq!(places.take("cam", total).and_then(|r| r.file), None);
+        assert!(places.close());
+    }
+
+    #[test]
+    fn closing_with_a_hung_disk_gives_up_in_bounded_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let gate = Mutex::new(gate);
+        let hold: Hold = Box::new(move || {
+            let _ = gate.lock().unwrap_or_else(|p| p.into_inner()).recv();
+        });
+        let places = SnapshotPlaces::start(None, Some((dir.path().to_path_buf(), 10)), Some(hold));
+        places.place(&shot(0));
+        // The writer never finishes while the disk hangs: close says so rather than wait.
+        assert!(!places.close(), "a hung writer is not reported as flushed");
+        // The disk answers after all: the abandoned writer finishes on its own.
+        drop(release);
+        wait_until("the abandoned writer finishes", || jpgs(dir.path()) == 1);
     }
 }

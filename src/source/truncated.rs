@@ -16,10 +16,14 @@ const HEAD: u64 = 512;
 
 /// Whether `path` is a Matroska file whose Segment runs past the file's end. `false` when
 /// it is not Matroska, its Segment's size is unknown (a live recording), or it cannot be
-/// read: no evidence.
+/// read, or is not a plain file (a FIFO given as `file://` would block the open forever):
+/// no evidence.
 pub(super) fn matroska_cut_short(path: &Path) -> bool {
+    // Looked at before opening: opening a FIFO waits for a writer that may never come.
+    let Ok(len) = std::fs::metadata(path).and_then(|m| if m.is_file() { Ok(m.len()) } else { Err(not_plain()) }) else {
+        return false;
+    };
     let Ok(file) = std::fs::File::open(path) else { return false };
-    let Ok(len) = file.metadata().map(|m| m.len()) else { return false };
     let mut head = Vec::with_capacity(HEAD as usize);
     if file.take(HEAD).read_to_end(&mut head).is_err() {
         return false;
@@ -27,14 +31,19 @@ pub(super) fn matroska_cut_short(path: &Path) -> bool {
     segment_end(&head).is_some_and(|end| end > len)
 }
 
+/// What [`matroska_cut_short`] makes of a path that is not a plain file.
+fn not_plain() -> std::io::Error {
+    std::io::Error::other("not a plain file")
+}
+
 /// Where the Segment says it ends (in bytes from the start), from the file's first bytes.
 fn segment_end(head: &[u8]) -> Option<u64> {
     let rest = head.strip_prefix(&EBML)?;
     let (header, used) = vint(rest)?;
-    let at = EBML.len() + used + usize::try_from(header?).ok()?;
+    let at = (EBML.len() + used).checked_add(usize::try_from(header?).ok()?)?;
     let rest = head.get(at..)?.strip_prefix(&SEGMENT)?;
     let (size, used) = vint(rest)?;
-    Some((at + SEGMENT.len() + used) as u64 + size?)
+    u64::try_from(at + SEGMENT.len() + used).ok()?.checked_add(size?)
 }
 
 /// An EBML variable-size integer at the start of `bytes`: its value (`None` for the
@@ -94,5 +103,20 @@ mod tests {
         std::fs::write(&cut, &bytes[..600]).unwrap();
         assert!(matroska_cut_short(&cut));
         assert!(!matroska_cut_short(&dir.path().join("missing.mkv")));
+    }
+
+    /// A FIFO given as a file is no evidence, and looking at it does not wait for a writer
+    /// (opening it would, forever).
+    #[test]
+    fn a_fifo_is_not_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.mkv");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(made.success(), "mkfifo");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = fifo.clone();
+        std::thread::spawn(move || tx.send(matroska_cut_short(&path)));
+        let answer = rx.recv_timeout(std::time::Duration::from_secs(30));
+        assert_eq!(answer, Ok(false), "a FIFO is looked at without being opened");
     }
 }
