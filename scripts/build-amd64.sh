@@ -8,10 +8,10 @@
 # Output: target/x86_64-unknown-linux-gnu/release/clefd
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup-zig.sh
+zig_path=$(bash scripts/setup-zig.sh --path | tail -n1)
 
 GLIBC=2.31
-PATH="$HOME/.cargo/bin:$(echo "$PWD"/.local/arm64/zig-venv/lib/python3*/site-packages/ziglang):$PATH"
+PATH="$zig_path:$HOME/.cargo/bin:$PATH"
 export PATH
 # pkg-config leaves out the system's own library folder, where the system linker looks
 # anyway and zig's does not. Name it to zig through a folder holding only the GStreamer and

@@ -11,7 +11,7 @@ bash scripts/setup-arm64.sh
 ROOT=$PWD/.local/arm64
 SYSROOT=$ROOT/sysroot
 GLIBC=2.31
-PATH="$HOME/.cargo/bin:$(echo "$ROOT"/zig-venv/lib/python3*/site-packages/ziglang):$PATH"
+PATH="$(bash scripts/setup-zig.sh --path | tail -n1):$HOME/.cargo/bin:$PATH"
 export PATH
 export PKG_CONFIG_ALLOW_CROSS=1
 export PKG_CONFIG_SYSROOT_DIR_aarch64_unknown_linux_gnu=$SYSROOT

@@ -5,8 +5,9 @@
 # scripts/build-amd64.sh (`make deb`) or scripts/build-arm64.sh (`make deb ARCH=arm64`, the
 # Jetson cross build, with PyPI's aarch64 CPU ONNX Runtime; on a Jetson, point
 # engine.onnxruntime at a GPU build: README). CLEFD_BINARY packages another binary (the tests
-# package target/release/clefd); its Depends then ask for the glibc that binary needs.
-# Output: target/deb/*.deb
+# package target/release/clefd); its Depends then ask for the glibc that binary needs, and
+# it goes to target/deb-test/, never over the package `make deb` made.
+# Output: target/deb/*.deb, or $CLEFD_DEB_DIR/*.deb when that is set.
 # `build-deb.sh --control` prints only the control file (tests/package.rs checks its
 # Depends against each Ubuntu release's package names).
 set -euo pipefail
@@ -19,6 +20,8 @@ case "$arch" in
   *) echo "build-deb: cannot package for '$arch' (amd64 or arm64)" >&2; exit 1 ;;
 esac
 binary=${CLEFD_BINARY:-$zig_build}
+# Another binary's package (the tests') goes elsewhere than `make deb`'s.
+if [ -n "${CLEFD_BINARY:-}" ]; then out_dir=${CLEFD_DEB_DIR:-target/deb-test}; else out_dir=${CLEFD_DEB_DIR:-target/deb}; fi
 # The glibc the zig builds link against (Ubuntu 20.04's, JetPack 5's).
 floor=2.31
 # The newest glibc symbol version a binary needs (objdump reads either architecture).
@@ -55,9 +58,13 @@ Description: debiased emotion events from camera streams (CLEF) over MQTT
 CONTROL
 }
 if [ "${1:-}" = "--control" ]; then control; exit 0; fi
-root=target/deb/clefd_${version}_${arch}
-rm -rf "$root" && mkdir -p "$root/DEBIAN"
+if [ -n "${CLEFD_BINARY:-}" ] && [ ! -x "$binary" ]; then
+  echo "build-deb: CLEFD_BINARY=$binary is not an executable file: point it at a clefd binary, or unset it to package the zig build" >&2
+  exit 1
+fi
 [ -x "$binary" ] || { echo "build-deb: $binary is missing: run 'make deb ARCH=$arch'" >&2; exit 1; }
+root=$out_dir/clefd_${version}_${arch}
+rm -rf "$root" && mkdir -p "$root/DEBIAN"
 [ -f "$ort/libonnxruntime.so" ] || { echo "build-deb: $ort/libonnxruntime.so is missing: run 'make deb ARCH=$arch'" >&2; exit 1; }
 
 install -D -m 0755 "$binary" "$root/usr/bin/clefd"
@@ -127,5 +134,6 @@ fi
 exit 0
 POSTRM
 chmod 0755 "$root/DEBIAN/postinst" "$root/DEBIAN/postrm"
-dpkg-deb --root-owner-group -Zgzip --build "$root" "target/deb/clefd_${version}_${arch}.deb" >/dev/null
-echo "target/deb/clefd_${version}_${arch}.deb"
+dpkg-deb --root-owner-group -Zgzip --build "$root" "$out_dir/clefd_${version}_${arch}.deb" >/dev/null
+rm -rf "$root"
+echo "$out_dir/clefd_${version}_${arch}.deb"

@@ -6,6 +6,8 @@
 # installed on this machine), unpacked with dpkg-deb -x. Then `clefd --help` and
 # `clefd doctor` (a test:// camera, a mosquitto on a free loopback port, PyPI's aarch64
 # ONNX Runtime) run there. Usage: scripts/smoke-arm64-userland.sh [SUITE] [WORK_DIR]
+# Needs qemu-user-static, mosquitto and Debian's archive keyring (debian-archive-keyring;
+# DEBIAN_KEYRING names another file).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SUITE=${1:-trixie}
@@ -15,10 +17,15 @@ ORT=$PWD/.local/arm64/onnxruntime/libonnxruntime.so
 [ -x "$BIN" ] || { echo "smoke: $BIN is missing: run 'make build ARCH=arm64'" >&2; exit 1; }
 [ -f "$ORT" ] || { echo "smoke: $ORT is missing: run scripts/setup-arm64.sh" >&2; exit 1; }
 command -v qemu-aarch64-static >/dev/null || { echo "smoke: qemu-aarch64-static is missing (scripts/setup-arm64.sh)" >&2; exit 1; }
+command -v mosquitto >/dev/null || { echo "smoke: mosquitto is missing: apt-get install mosquitto" >&2; exit 1; }
+KEYRING=${DEBIAN_KEYRING:-/usr/share/keyrings/debian-archive-keyring.gpg}
+[ -f "$KEYRING" ] || { echo "smoke: $KEYRING is missing: apt-get install debian-archive-keyring, or set DEBIAN_KEYRING" >&2; exit 1; }
+# Seconds since $1 (date +%s.%N), without bc (not on a fresh Debian 12).
+since() { awk -v s="$1" -v e="$(date +%s.%N)" 'BEGIN { printf "%.2f", e - s }'; }
 
 mkdir -p "$WORK"/{etc/sources.list.d,etc/preferences.d,lists/partial,cache/archives/partial,state,debs}
 : > "$WORK/state/status"
-echo "deb [arch=arm64 signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $SUITE main" \
+echo "deb [arch=arm64 signed-by=$KEYRING] http://deb.debian.org/debian $SUITE main" \
   > "$WORK/etc/sources.list"
 cat > "$WORK/apt.conf" <<CONF
 Dir::Etc::SourceList "$WORK/etc/sources.list";
@@ -32,26 +39,31 @@ APT::Architecture "arm64";
 APT::Architectures { "arm64"; };
 CONF
 export APT_CONFIG=$WORK/apt.conf
-if [ ! -f "$WORK/root/.done" ]; then
+# What the binary and its test camera load, with their dependencies (no fonts or installer
+# tools: nothing here draws text or configures packages).
+WANTED="libc6 libgcc-s1 libstdc++6 libgstreamer1.0-0 libgstreamer-plugins-base1.0-0 gstreamer1.0-plugins-base"
+LEFT_OUT='^(fonts-|xfonts-|cdebconf|debconf|lsb-base|sysvinit-utils|x11-common|libdebian-installer|libnewt|libslang|libtextwrap)'
+# The unpacked userland is reused only for the same request and the same package list.
+request=$(printf '%s\n' "$SUITE" "$WANTED" "$LEFT_OUT" | sha256sum | cut -d' ' -f1)
+done_key() { echo "$request $(sha256sum < "$WORK/packages.txt" | cut -d' ' -f1)"; }
+if [ ! -f "$WORK/root/.done" ] || [ ! -f "$WORK/packages.txt" ] || [ "$(cat "$WORK/root/.done")" != "$(done_key)" ]; then
   apt-get update -qq
-  # What the binary and its test camera load, with their dependencies (no fonts or
-  # installer tools: nothing here draws text or configures packages).
+  # shellcheck disable=SC2086 # WANTED is a list of names
   apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks --no-replaces \
-      --no-enhances --no-pre-depends libc6 libgcc-s1 libstdc++6 libgstreamer1.0-0 \
-      libgstreamer-plugins-base1.0-0 gstreamer1.0-plugins-base 2>/dev/null \
-    | grep -v '^[ <]' | sort -u \
-    | grep -v -E '^(fonts-|xfonts-|cdebconf|debconf|lsb-base|sysvinit-utils|x11-common|libdebian-installer|libnewt|libslang|libtextwrap)' \
-    > "$WORK/packages.txt"
+      --no-enhances --no-pre-depends $WANTED 2>/dev/null \
+    | grep -v '^[ <]' | sort -u | grep -v -E "$LEFT_OUT" > "$WORK/packages.txt"
+  # Only this list's packages: an older run's would give a name two versions.
+  rm -f "$WORK"/debs/*.deb
   (cd "$WORK/debs" && apt-get download -qq $(cat "$WORK/packages.txt"))
   rm -rf "$WORK/root" && mkdir -p "$WORK/root/proc"
   for deb in "$WORK"/debs/*.deb; do dpkg-deb -x "$deb" "$WORK/root"; done
   # Merged /usr, as base-files would lay it out; an ARM /proc/cpuinfo for ONNX Runtime.
   for d in lib bin sbin; do [ -e "$WORK/root/$d" ] || ln -s "usr/$d" "$WORK/root/$d"; done
   cp .local/arm64/sysroot/proc/cpuinfo "$WORK/root/proc/cpuinfo"
-  touch "$WORK/root/.done"
+  done_key > "$WORK/root/.done"
 fi
 ROOT=$WORK/root
-version() { dpkg-deb -f "$WORK"/debs/"$1"_*.deb Version; }
+version() { set -- "$WORK"/debs/"$1"_*.deb; dpkg-deb -f "$1" Version; }
 echo "userland: Debian $SUITE arm64: libc6 $(version libc6), libgstreamer1.0-0 $(version libgstreamer1.0-0), $(ls "$WORK"/debs | wc -l) packages"
 # qemu's -L sends the userland's own paths (its GStreamer plugins) to ROOT; plugins are
 # scanned in process (no arm64 scanner to fork), into a registry of this run's own.
@@ -61,7 +73,7 @@ run() { qemu-aarch64-static -L "$ROOT" "$BIN" "$@"; }
 
 start=$(date +%s.%N)
 run --help > "$WORK/help.txt"
-echo "clefd --help: exit 0 in $(echo "$(date +%s.%N) - $start" | bc) s, $(wc -l < "$WORK/help.txt") lines"
+echo "clefd --help: exit 0 in $(since "$start") s, $(wc -l < "$WORK/help.txt") lines"
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 http=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -88,5 +100,5 @@ run doctor --cameras --config "$WORK/clefd.toml" > "$WORK/doctor.txt" 2>&1
 code=$?
 set -e
 cat "$WORK/doctor.txt"
-echo "clefd doctor --cameras: exit $code in $(echo "$(date +%s.%N) - $start" | bc) s"
+echo "clefd doctor --cameras: exit $code in $(since "$start") s"
 exit "$code"

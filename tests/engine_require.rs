@@ -15,17 +15,25 @@ fn run_until_exit(cfg: &std::path::Path, env: &[(&str, &str)]) -> (i32, String) 
         cmd.env(k, v);
     }
     let mut child = cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    // The log is read as it comes, so a long one never fills the pipe and stalls the child.
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut log = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stderr, &mut log);
+        String::from_utf8_lossy(&log).into_owned()
+    });
     // A refusal comes before any model loads; a daemon that starts instead is a failure.
     let deadline = Instant::now() + Duration::from_secs(60);
     while child.try_wait().unwrap().is_none() {
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("clefd started instead of refusing");
+            let _ = child.wait();
+            panic!("clefd started instead of refusing:\n{}", reader.join().unwrap_or_default());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let out = child.wait_with_output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    let status = child.wait().unwrap();
+    (status.code().unwrap_or(-1), reader.join().unwrap())
 }
 
 fn test_config(dir: &std::path::Path, broker: &common::Broker) -> std::path::PathBuf {
@@ -38,7 +46,9 @@ fn a_required_gpu_provider_that_is_missing_stops_the_start_with_the_reason() {
     let broker = common::Broker::start();
     let cfg = test_config(dir.path(), &broker);
     for require in ["gpu", "cuda", "tensorrt"] {
-        let (code, log) = run_until_exit(&cfg, &[("CLEFD__ENGINE__REQUIRE", require)]);
+        // Only `CLEFD_TEST_LATE_REQUIRE=1` defers the check: any other value keeps it early.
+        let (code, log) =
+            run_until_exit(&cfg, &[("CLEFD__ENGINE__REQUIRE", require), ("CLEFD_TEST_LATE_REQUIRE", "0")]);
         assert_eq!(code, 69, "require = {require}:\n{log}");
         for expected in [
             format!("engine.require = \"{require}\" cannot be met"),
@@ -53,6 +63,11 @@ fn a_required_gpu_provider_that_is_missing_stops_the_start_with_the_reason() {
             assert!(log.contains(expected.as_str()), "require = {require}: '{expected}' missing:\n{log}");
         }
         assert!(!log.contains("ready cameras"), "it must not serve:\n{log}");
+        assert!(
+            log.contains(&format!("\"{require}\" cannot be met: the ONNX Runtime at"))
+                && !log.contains("CLEFD_TEST_LATE_REQUIRE=1 (tests only)"),
+            "require = {require}: checked before the start, not at model load:\n{log}"
+        );
     }
 }
 
@@ -74,6 +89,8 @@ fn a_required_gpu_that_fails_at_model_load_exits_69_with_the_reason() {
         "CPUExecutionProvider",
         "set CLEFD__ENGINE__REQUIRE=any",
         "clefd will not start without it",
+        // The test switch says it is on (only `=1` turns it on: the unit tests of requirements).
+        "CLEFD_TEST_LATE_REQUIRE=1 (tests only)",
     ] {
         assert!(log.contains(expected), "'{expected}' missing:\n{log}");
     }

@@ -25,10 +25,22 @@ pub fn unmet(engine: &EngineSettings) -> Vec<String> {
 /// `CLEFD_TEST_LATE_REQUIRE` (tests only) leaves `engine.require` to the model load: on a
 /// GPU build whose CUDA or TensorRT libraries are missing, the library lists the provider,
 /// this check passes and the load fails; a CPU build cannot list them, so the tests reach
-/// that path (a real load on the real library) this way.
+/// that path (a real load on the real library) this way. Only `=1` turns it on, with a
+/// warning, so a stray or empty variable never weakens a service's check.
 pub fn check(engine: &EngineSettings) -> Result<(), String> {
-    let late = std::env::var_os("CLEFD_TEST_LATE_REQUIRE").is_some();
+    let late = late_require(std::env::var_os("CLEFD_TEST_LATE_REQUIRE").as_deref());
+    if late && engine.require != Require::Any {
+        tracing::warn!(
+            require = engine.require.as_str(),
+            "CLEFD_TEST_LATE_REQUIRE=1 (tests only): engine.require is checked at model load, not before the start"
+        );
+    }
     let early = EngineSettings { require: if late { Require::Any } else { engine.require }, ..engine.clone() };
     let reasons = unmet(&early);
     if reasons.is_empty() { Ok(()) } else { Err(reasons.join("; ")) }
+}
+
+/// Whether `CLEFD_TEST_LATE_REQUIRE`'s value turns the late check on: `1` only.
+fn late_require(value: Option<&std::ffi::OsStr>) -> bool {
+    value.is_some_and(|v| v == "1")
 }

@@ -285,6 +285,12 @@ pub fn check_required(require: Require, providers: &[String]) -> Result<(), Engi
 /// when the library has it but it failed at load (a GPU build on a machine without the
 /// CUDA or TensorRT it was made for).
 fn remedy(require: Require, providers: &[String]) -> String {
+    remedy_with(require, providers, provider_in_build)
+}
+
+/// [`remedy`] with the question "is this provider in the library's build?" given, so both
+/// answers are tested on either build.
+fn remedy_with(require: Require, providers: &[String], in_build: impl Fn(&str) -> bool) -> String {
     let wanted: Vec<&str> = providers.iter().map(String::as_str).filter(|p| require.accepts(p)).collect();
     if wanted.is_empty() {
         return format!("engine.providers ({}) lists no provider that meets it", providers.join(", "));
@@ -292,7 +298,7 @@ fn remedy(require: Require, providers: &[String]) -> String {
     let library = ENVIRONMENT.get().map_or_else(|| "(not loaded)".into(), |(p, _)| p.display().to_string());
     let version = version().unwrap_or_else(|| "unknown version".into());
     let has = providers_in_library().join(", ");
-    let in_build = wanted.iter().any(|p| provider_in_build(p));
+    let in_build = wanted.iter().any(|p| in_build(p));
     let wanted = wanted.join(" or ");
     let fix = if in_build {
         format!(
@@ -314,13 +320,24 @@ fn remedy(require: Require, providers: &[String]) -> String {
 /// Jetson drop-in sets `CLEFD__ENGINE__REQUIRE=gpu`), so a refusal under that variable
 /// names the variable and how to override it for the service, not the file's key.
 fn allow_any() -> String {
-    match std::env::var("CLEFD__ENGINE__REQUIRE") {
-        Ok(v) => format!(
-            "or, to run on what there is, set CLEFD__ENGINE__REQUIRE=any: it is \"{v}\" in this environment, \
+    allow_any_in(std::env::vars_os())
+}
+
+/// [`allow_any`] over `vars`. The config loader matches variable names as
+/// `config::load::origin_of` does (any case, `-` as `_`), so this finds the variable the
+/// same way and names it as it is spelt.
+fn allow_any_in(vars: impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)>) -> String {
+    const VAR: &str = "CLEFD__ENGINE__REQUIRE";
+    let found = vars
+        .map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned()))
+        .find(|(k, _)| k.to_uppercase().replace('-', "_") == VAR);
+    match found {
+        Some((name, v)) => format!(
+            "or, to run on what there is, set {name}=any: it is \"{v}\" in this environment, \
              which overrides engine.require in the config file (for the service: `systemctl edit clefd`, then \
-             [Service] Environment=CLEFD__ENGINE__REQUIRE=any)"
+             [Service] Environment={name}=any)"
         ),
-        Err(_) => "or set engine.require = \"any\" in the config to run on what there is".into(),
+        None => "or set engine.require = \"any\" in the config to run on what there is".into(),
     }
 }
 
@@ -552,6 +569,34 @@ impl Model {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn vars(list: &[(&str, &str)]) -> impl Iterator<Item = (std::ffi::OsString, std::ffi::OsString)> {
+        list.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect::<Vec<_>>().into_iter()
+    }
+
+    #[test]
+    fn the_override_is_found_in_any_case_and_named_as_spelt() {
+        // The config loader takes `clefd__engine__require` too; the advice names that spelling.
+        let text = allow_any_in(vars(&[("PATH", "/bin"), ("clefd__engine__require", "gpu")]));
+        assert!(text.contains("set clefd__engine__require=any: it is \"gpu\" in this environment"), "{text}");
+        assert!(text.contains("Environment=clefd__engine__require=any"), "{text}");
+        let text = allow_any_in(vars(&[("CLEFD__ENGINE__REQUIRE", "cuda")]));
+        assert!(text.contains("set CLEFD__ENGINE__REQUIRE=any: it is \"cuda\""), "{text}");
+        let text = allow_any_in(vars(&[("CLEFD__ENGINE__REQUIRES", "cuda")]));
+        assert!(text.contains("engine.require = \"any\" in the config"), "{text}");
+    }
+
+    #[test]
+    fn the_remedy_says_which_libraries_to_install_when_the_build_has_the_provider() {
+        let providers = vec!["tensorrt".to_string(), "cuda".to_string(), "cpu".to_string()];
+        let has = remedy_with(Require::Gpu, &providers, |p| p == "cuda");
+        assert!(has.contains("could not load the model: install the CUDA, cuDNN and TensorRT libraries"), "{has}");
+        assert!(!has.contains("has only"), "{has}");
+        let lacks = remedy_with(Require::Gpu, &providers, |_| false);
+        assert!(lacks.contains("has only [") && lacks.contains("not tensorrt or cuda"), "{lacks}");
+        let none = remedy_with(Require::TensorRt, &["cpu".to_string()], |_| true);
+        assert!(none.contains("engine.providers (cpu) lists no provider that meets it"), "{none}");
+    }
 
     fn demo_model() -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("engines/face-fer2013/fer2013_mini_xception.onnx")

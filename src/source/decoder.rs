@@ -84,11 +84,12 @@ pub(super) fn watch_decoder(pipeline: &gst::Pipeline, camera: &str, threads: u32
 
 /// The element that decodes an MJPEG camera's pictures on `platform`, given which
 /// elements are installed (`has`). Thor's `nvv4l2decoder` decodes no MJPEG, so its JPEG
-/// goes to `nvjpegdec` (nvJPEG, CUDA 13's `libnvjpeg.so.13`) where that is installed;
-/// everywhere else, and on a Thor without it, libjpeg's `jpegdec` on the CPU.
+/// goes to `nvjpegdec` (nvJPEG, CUDA 13's `libnvjpeg.so.13`) where that is installed
+/// together with `nvvidconv` (its frames may be in device memory, which only `nvvidconv`
+/// copies out); everywhere else, and on a Thor without either, libjpeg's `jpegdec` on the CPU.
 pub fn mjpeg_decoder(platform: VideoPlatform, has: &dyn Fn(&str) -> bool) -> &'static str {
     match platform {
-        VideoPlatform::Thor if has("nvjpegdec") => "nvjpegdec",
+        VideoPlatform::Thor if has("nvjpegdec") && has("nvvidconv") => "nvjpegdec",
         _ => "jpegdec",
     }
 }
@@ -145,7 +146,8 @@ pub fn csi_source(platform: VideoPlatform, has: &dyn Fn(&str) -> bool) -> Result
         }
         VideoPlatform::Jetson => "CSI cameras need NVIDIA's Argus GStreamer plugin (nvarguscamerasrc, part of JetPack)",
         VideoPlatform::Generic => {
-            "CSI cameras need NVIDIA's Jetson GStreamer plugins (nvarguscamerasrc): this is no Jetson"
+            "CSI cameras need NVIDIA's Jetson GStreamer plugins (nvarguscamerasrc), and this system has no \
+             /etc/nv_tegra_release (no Jetson's L4T found)"
         }
     })
 }
@@ -237,10 +239,14 @@ mod tests {
         let jp6 = platform("R36 (release), REVISION: 4.3", "NVIDIA Jetson Orin Nano");
         let thor = platform("R38 (release), REVISION: 2.0", "NVIDIA Jetson AGX Thor Developer Kit");
         assert_eq!((jp5, jp6, thor), (VideoPlatform::Jetson, VideoPlatform::Jetson, VideoPlatform::Thor));
-        let nvidia = |name: &str| ["nvjpegdec", "nvv4l2decoder", "nvarguscamerasrc", "jpegdec"].contains(&name);
+        let nvidia =
+            |name: &str| ["nvjpegdec", "nvv4l2decoder", "nvvidconv", "nvarguscamerasrc", "jpegdec"].contains(&name);
         let bare = |name: &str| name == "jpegdec";
+        // nvJPEG's device-memory frames need nvvidconv to reach the software scaler.
+        let no_vidconv = |name: &str| nvidia(name) && name != "nvvidconv";
         // MJPEG: nvJPEG on Thor where installed, else libjpeg; JetPack 5 and 6 keep libjpeg.
         assert_eq!(mjpeg_decoder(thor, &nvidia), "nvjpegdec");
+        assert_eq!(mjpeg_decoder(thor, &no_vidconv), "jpegdec");
         assert_eq!(mjpeg_decoder(thor, &bare), "jpegdec");
         for p in [jp5, jp6, VideoPlatform::Generic] {
             assert_eq!(mjpeg_decoder(p, &nvidia), "jpegdec", "{p:?}");
@@ -254,7 +260,7 @@ mod tests {
         }
         assert!(csi_source(thor, &bare).unwrap_err().contains("SIPL"));
         assert!(csi_source(jp6, &bare).unwrap_err().contains("part of JetPack"));
-        assert!(csi_source(VideoPlatform::Generic, &bare).unwrap_err().contains("this is no Jetson"));
+        assert!(csi_source(VideoPlatform::Generic, &bare).unwrap_err().contains("no /etc/nv_tegra_release"));
     }
 
     #[test]
