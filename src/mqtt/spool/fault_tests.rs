@@ -343,9 +343,11 @@ fn a_hole_between_spooled_events_is_never_noted_as_lost_over_them() {
 
 #[test]
 fn a_failed_fsync_in_an_empty_spool_after_a_restart_is_counted_once() {
-    // Everything acknowledged and compacted away, then the first event's new segment
-    // fails its fsync. Before the fix the spool still took that event's number for the
-    // last one spooled: no `.lost` note, and the next start counted it again.
+    // Everything acknowledged and compacted away at the restart, then the first event's
+    // new segment fails its fsync, and the commit file cannot be written either (a full
+    // disk: its temp file cannot be made). Before the fix the spool still took the
+    // rolled-back number for the last one spooled: no `.lost` note, and the next start
+    // counted the event again.
     let dir = tempfile::tempdir().unwrap();
     let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
     s.append(&rec(0)).unwrap();
@@ -355,14 +357,17 @@ fn a_failed_fsync_in_an_empty_spool_after_a_restart_is_counted_once() {
     drop(s);
     let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
     assert_eq!(s.pending(), 0);
+    assert!(segment_files(dir.path()).is_empty(), "compacted away");
+    let no_commit = dir.path().join("acked.tmp");
+    std::fs::create_dir(&no_commit).unwrap();
     s.append(&rec(1)).unwrap();
     faults(&s).fail_sync = true;
     assert_eq!(s.sync().unwrap_err().lost, 1, "the run counts it");
     drop(s);
+    std::fs::remove_dir(&no_commit).unwrap();
     let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
     assert_eq!(s.count_unspooled(2), 0, "the next start does not count it again");
     assert_eq!((s.corrupt(), s.lost()), (0, 0), "nor as damage");
-    // Nor does the header of the next segment make it damage.
     s.append(&rec(2)).unwrap();
     s.sync().unwrap();
     drop(s);
