@@ -380,7 +380,7 @@ fn a_broker_that_refuses_every_event_is_unhealthy_and_says_so() {
     assert_eq!(lines, 1, "the refusal is logged once, not once per event:\n{said}");
     common::notify_wait(
         &notify,
-        "events are not delivered: the MQTT broker refuses every event (not_authorized on clefd/denied/+/emotion)",
+        "events are not delivered: the MQTT broker refuses every event (not_authorized on clefd/denied/cam0/emotion)",
         Duration::from_secs(30),
     );
 

@@ -311,7 +311,7 @@ impl Daemon {
         // their own state; one that is down must not hold the service back.
         let cameras = self.settings.enabled_cameras().count();
         // What the cameras reported so far (they may already stream); later changes follow.
-        self.notifier.send(&format!("READY=1\nSTATUS={}", self.sink.status_line()));
+        self.sink.ready();
         tracing::info!(cameras, "ready");
         let mut waiting = tokio::task::spawn_blocking(move || pipeline.wait());
         let mut watched = self.fingerprint();

@@ -39,6 +39,38 @@ const QUEUE: usize = 256;
 
 const BACKOFF_START: Duration = Duration::from_millis(250);
 
+/// How long a connection must stay up before it counts as working: only then does the
+/// backoff start over. A broker that accepts us and at once re-sends a retained command
+/// too large to read (every subscribe) would otherwise be reconnected to every 250 ms.
+const STEADY: Duration = Duration::from_secs(10);
+
+/// What the reconnections have learnt: the backoff, failures in a row, and whether the
+/// "too large" warning was given since the connection last worked.
+struct Reconnects {
+    backoff: Backoff,
+    failures: u32,
+    too_large_said: bool,
+}
+
+impl Reconnects {
+    /// A connection ended after being up for `up_for` (`None`: it never came up). True
+    /// when a "too large" loss should be logged (the first since the link last worked).
+    fn ended(&mut self, up_for: Option<Duration>, too_large: bool) -> bool {
+        if up_for.is_some_and(|d| d >= STEADY) {
+            self.backoff.reset();
+            self.failures = 0;
+            self.too_large_said = false;
+        }
+        self.failures += 1;
+        too_large && !std::mem::replace(&mut self.too_large_said, true)
+    }
+
+    /// A command got through: the link works, a later "too large" is news again.
+    fn worked(&mut self) {
+        self.too_large_said = false;
+    }
+}
+
 /// The running control connection; dropping it closes the connection.
 pub struct ControlLink {
     replies: mpsc::Sender<(String, Vec<u8>)>,
@@ -137,12 +169,13 @@ async fn run(
     reconnect_max: Duration,
 ) {
     let salt = opts.client_id.bytes().fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
-    let mut backoff = Backoff::new(BACKOFF_START, reconnect_max, salt);
-    let mut failures = 0u32;
+    let mut re =
+        Reconnects { backoff: Backoff::new(BACKOFF_START, reconnect_max, salt), failures: 0, too_large_said: false };
     let mut answers = Answers { backlog: VecDeque::new(), busy_in_a_row: 0 };
     loop {
         let mut s = session::open(&opts, QUEUE);
         let mut up = false;
+        let mut up_since = None;
         let error = loop {
             if up {
                 answers.flush(&s.client, &topics);
@@ -151,8 +184,7 @@ async fn run(
                 ev = s.events.recv() => match ev {
                     Some(Ok(SessionEvent::Connected)) => {
                         up = true;
-                        backoff.reset();
-                        failures = 0;
+                        up_since = Some(tokio::time::Instant::now());
                         for filter in [topics.set(None), topics.set(Some("+"))] {
                             if !s.client.subscribe(filter.clone()) {
                                 tracing::warn!(topic = %filter, "cannot subscribe to the control topic");
@@ -160,6 +192,7 @@ async fn run(
                         }
                     }
                     Some(Ok(SessionEvent::Received { topic, payload })) => {
+                        re.worked();
                         answers.on_command(&topics, &commands, &topic, payload);
                     }
                     Some(Ok(_)) => {}
@@ -176,16 +209,20 @@ async fn run(
             }
         };
         s.poller.abort();
-        failures += 1;
-        if error.reason == session::TOO_LARGE {
+        let too_large = error.reason == session::TOO_LARGE;
+        let say_too_large = re.ended(up_since.map(|t| t.elapsed()), too_large);
+        if say_too_large {
             // Over MQTT 3.1.1 nothing declares our limit to the broker, and the client reads
             // neither the topic nor the payload of a larger packet: it cannot be answered.
-            // The clean session means the broker does not send it again.
-            tracing::warn!(broker = %opts.url, error = %error.message, limit_bytes = MAX_CONTROL_PACKET, "a control command larger than clefd reads was dropped unanswered (its topic cannot be read); the control connection reconnects, events are not affected");
-        } else if up || failures.is_power_of_two() {
-            tracing::warn!(broker = %opts.url, error = %error.message, attempts = failures, "MQTT control connection lost; events are not affected");
+            // The clean session means the broker does not send it again, unless it is
+            // retained: then it comes on every subscribe, and is said once.
+            tracing::warn!(broker = %opts.url, error = %error.message, limit_bytes = MAX_CONTROL_PACKET, "a control command larger than clefd reads was dropped unanswered (its topic cannot be read); the control connection reconnects, events are not affected. If it comes back on every reconnect it is retained: clear it with `mosquitto_pub -r -n -t <prefix>/<device>/set` (logged once until the link works)");
+        } else if too_large {
+            tracing::debug!(broker = %opts.url, attempts = re.failures, "a control command larger than clefd reads came again");
+        } else if up || re.failures.is_power_of_two() {
+            tracing::warn!(broker = %opts.url, error = %error.message, attempts = re.failures, "MQTT control connection lost; events are not affected");
         }
-        let wake = tokio::time::Instant::now() + backoff.next_delay();
+        let wake = tokio::time::Instant::now() + re.backoff.next_delay();
         loop {
             tokio::select! {
                 () = tokio::time::sleep_until(wake) => break,
@@ -195,5 +232,43 @@ async fn run(
                 },
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reconnects() -> Reconnects {
+        Reconnects {
+            backoff: Backoff::new(BACKOFF_START, Duration::from_secs(30), 1),
+            failures: 0,
+            too_large_said: false,
+        }
+    }
+
+    #[test]
+    fn a_retained_command_too_large_backs_off_and_is_said_once() {
+        // The broker accepts us and re-sends the retained command at once, every time.
+        // Before the fix each connect reset the backoff (250 ms for ever) and each loss
+        // was a WARN.
+        let mut re = reconnects();
+        let mut said = 0;
+        for _ in 0..8 {
+            if re.ended(Some(Duration::from_millis(5)), true) {
+                said += 1;
+            }
+            re.backoff.next_delay();
+        }
+        assert_eq!(said, 1, "said once, not once per reconnect");
+        assert!(re.backoff.step() > BACKOFF_START * 8, "the backoff grows: {:?}", re.backoff.step());
+        assert_eq!(re.failures, 8);
+        // A connection that stays up a while works: the backoff starts over, and a later
+        // oversized command is news again.
+        assert!(re.ended(Some(STEADY), true));
+        assert_eq!(re.failures, 1);
+        assert_eq!(re.backoff.step(), BACKOFF_START);
+        re.worked();
+        assert!(re.ended(None, true), "a command got through since: said again");
     }
 }

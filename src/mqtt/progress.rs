@@ -39,8 +39,10 @@ struct Inner {
     last: Option<String>,
     /// Events the broker refused, by reason (a fixed, small set of labels).
     refusals: BTreeMap<&'static str, u64>,
-    /// Since the first refusal after the last accepted event; `None` while events get
-    /// through.
+    /// Since the first refusal after the last accepted event (or after a pause in
+    /// refusals of `stuck_after`); `None` while events get through. It counts only while
+    /// refusals go on ([`Inner::refusing_for`]): one refusal and then a quiet night is no
+    /// broker that refuses everything.
     refused_since: Option<Instant>,
     /// The last refusal: when, and in words.
     last_refusal: Option<(Instant, String)>,
@@ -66,6 +68,25 @@ impl Default for DeliveryWatch {
                 others_logged: BTreeSet::new(),
             }),
         }
+    }
+}
+
+impl Inner {
+    /// How long the broker has refused every event, at `now`, while the last refusal is
+    /// younger than `stuck_after`; `None` once refusals paused that long (or events got
+    /// through).
+    fn refusing_for(&self, now: Instant) -> Option<Duration> {
+        let (at, _) = self.last_refusal.as_ref()?;
+        if now.saturating_duration_since(*at) >= self.stuck_after {
+            return None;
+        }
+        self.refused_since.map(|t| now.saturating_duration_since(t))
+    }
+
+    /// How long delivery has been stuck at `now`, once that is longer than allowed.
+    fn stuck_at(&self, now: Instant) -> Option<Duration> {
+        let waited = self.waiting_since.map(|t| now.saturating_duration_since(t));
+        waited.max(self.refusing_for(now)).filter(|d| *d >= self.stuck_after)
     }
 }
 
@@ -106,13 +127,18 @@ impl DeliveryWatch {
     /// and no progress. True when the reason was not logged since refusals last paused
     /// for `stuck_after` (so the caller logs it: once, not once per event).
     pub fn refused(&self, reason: &'static str, message: &str) -> bool {
+        self.refused_at(reason, message, Instant::now())
+    }
+
+    fn refused_at(&self, reason: &'static str, message: &str, now: Instant) -> bool {
         let mut w = self.lock();
-        let now = Instant::now();
         *w.refusals.entry(reason).or_default() += 1;
-        w.refused_since.get_or_insert(now);
-        if w.last_refusal.as_ref().is_none_or(|(at, _)| now.duration_since(*at) >= w.stuck_after) {
+        if w.last_refusal.as_ref().is_none_or(|(at, _)| now.saturating_duration_since(*at) >= w.stuck_after) {
+            // After a pause this long refusals start over: logged, and timed, afresh.
             w.refusals_logged.clear();
+            w.refused_since = Some(now);
         }
+        w.refused_since.get_or_insert(now);
         w.last_refusal = Some((now, message.to_string()));
         w.refusals_logged.insert(reason)
     }
@@ -132,18 +158,19 @@ impl DeliveryWatch {
     /// How long events have waited without an acknowledgement, or been refused with none
     /// accepted, once that is longer than allowed.
     pub fn stuck_for(&self) -> Option<Duration> {
-        let w = self.lock();
-        let waited = w.waiting_since.map(|t| t.elapsed());
-        let refused = w.refused_since.map(|t| t.elapsed());
-        waited.max(refused).filter(|d| *d >= w.stuck_after)
+        self.lock().stuck_at(Instant::now())
     }
 
     /// Why delivery is stuck in a line that stays the same while the cause does (no
     /// running clock or count), for systemd's `STATUS=`; `None` while delivery moves.
     pub fn summary(&self) -> Option<String> {
-        self.stuck_for()?;
+        self.summary_at(Instant::now())
+    }
+
+    fn summary_at(&self, now: Instant) -> Option<String> {
         let w = self.lock();
-        if w.refused_since.is_some() {
+        w.stuck_at(now)?;
+        if w.refusing_for(now).is_some() {
             let why = w.last_refusal.as_ref().map(|(_, m)| m.as_str()).unwrap_or("refused");
             return Some(format!("the MQTT broker refuses every event ({why})"));
         }
@@ -186,10 +213,14 @@ impl DeliveryWatch {
     /// Why delivery is stuck, in words for `/healthz`; `None` while it moves. `waiting`
     /// is the number of events in the spool.
     pub fn problem(&self, waiting: u64) -> Option<String> {
-        let stuck = self.stuck_for()?;
-        let (last, refused) = {
+        self.problem_at(waiting, Instant::now())
+    }
+
+    fn problem_at(&self, waiting: u64, now: Instant) -> Option<String> {
+        let (stuck, last, refused) = {
             let w = self.lock();
-            (w.last.clone(), w.refused_since.and(w.last_refusal.as_ref().map(|(_, m)| m.clone())))
+            let refusal = w.refusing_for(now).and(w.last_refusal.as_ref().map(|(_, m)| m.clone()));
+            (w.stuck_at(now)?, w.last.clone(), refusal)
         };
         if let Some(refusal) = refused {
             return Some(format!(
@@ -242,26 +273,46 @@ mod tests {
     #[test]
     fn refusals_are_no_progress_and_are_logged_once_while_they_last() {
         let w = DeliveryWatch::default();
-        w.set_stuck_after(Duration::from_secs(3600));
+        let after = Duration::from_secs(60);
+        w.set_stuck_after(after);
         w.pending(1);
         w.acked();
-        assert!(w.refused("not_authorized", "not_authorized on clefd/d/c/emotion"), "the first is logged");
-        assert!(!w.refused("not_authorized", "not_authorized on clefd/d/c/emotion"), "the next are not");
-        assert!(w.refused("quota_exceeded", "quota_exceeded on clefd/d/c/emotion"), "a new reason is");
+        let t = Instant::now();
+        let s = |secs: u64| t + Duration::from_secs(secs);
+        assert!(w.refused_at("not_authorized", "not_authorized on clefd/d/c/emotion", s(0)), "the first is logged");
+        assert!(!w.refused_at("not_authorized", "not_authorized on clefd/d/c/emotion", s(30)), "the next are not");
+        assert!(w.refused_at("quota_exceeded", "quota_exceeded on clefd/d/c/emotion", s(59)), "a new reason is");
         // Refused events leave the spool: nothing waits, and yet delivery is stuck.
         w.pending(0);
-        w.set_stuck_after(Duration::ZERO);
-        let said = w.problem(0).expect("refused with none accepted is stuck");
+        assert_eq!(w.problem_at(0, s(59)), None, "not yet: refused for 59 s of 60");
+        let said = w.problem_at(0, s(61)).expect("refused with none accepted for 61 s is stuck");
         assert!(said.contains("refused every event") && said.contains("quota_exceeded"), "{said}");
         assert_eq!(
-            w.summary().as_deref(),
+            w.summary_at(s(61)).as_deref(),
             Some("the MQTT broker refuses every event (quota_exceeded on clefd/d/c/emotion)")
         );
         assert_eq!(w.refusals(), vec![("not_authorized", 2), ("quota_exceeded", 1)]);
-        assert!(w.refused("not_authorized", "again"), "after a pause of stuck_after it is news again");
+        assert!(!w.refused_at("not_authorized", "again", s(100)), "41 s after the last: they go on, not news");
+        assert!(w.refused_at("not_authorized", "again", s(160)), "after a pause of stuck_after it is news again");
+        assert_eq!(w.problem_at(0, s(161)), None, "and refusals are timed afresh from there");
         w.acked();
         w.pending(0);
         assert_eq!(w.problem(0), None, "an accepted event is progress");
         assert_eq!(w.summary(), None);
+    }
+
+    #[test]
+    fn one_refusal_then_a_quiet_pause_is_not_stuck() {
+        // One refused event, then no event at all (no faces overnight). Before the fix
+        // the refusal kept delivery "stuck" until the next accepted event.
+        let w = DeliveryWatch::default();
+        w.set_stuck_after(Duration::from_secs(60));
+        let t = Instant::now();
+        assert!(w.refused_at("not_authorized", "not_authorized on clefd/d/c/emotion", t));
+        w.pending(0);
+        let night = t + Duration::from_secs(8 * 3600);
+        assert_eq!(w.lock().stuck_at(night), None, "no refusal for stuck_after: nothing is stuck");
+        assert_eq!(w.problem_at(0, night), None);
+        assert_eq!(w.summary_at(night), None);
     }
 }

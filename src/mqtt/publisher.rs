@@ -52,6 +52,17 @@ enum Sent {
     Other,
 }
 
+/// What an acknowledgement means for the connection.
+enum Acked {
+    /// The broker accepted an event: delivery moves.
+    Accepted,
+    /// Anything else that needs nothing more (a refusal for good is counted already).
+    Other,
+    /// The broker refused an event for a reason that may clear: drop the connection and
+    /// send it again after a backoff.
+    Retry(session::SessionError),
+}
+
 /// The publisher: owns the spool, the sequence counter and the MQTT connection.
 pub struct Publisher {
     cfg: PublisherConfig,
@@ -96,6 +107,10 @@ struct Retry {
     failures: u32,
     /// When the next attempt starts; `None` while connected or connecting.
     at: Option<Instant>,
+    /// The last connection was dropped over a refusal that may clear (a quota): the
+    /// backoff goes on growing across connections until the broker accepts an event,
+    /// so a lasting quota is retried at the cap, not every 250 ms.
+    held: bool,
 }
 
 /// One connection attempt with fresh client state, and what we sent on it.
@@ -106,6 +121,9 @@ struct Connection {
     inflight: HashMap<u16, Sent>,
     window: usize,
     next_send: u64,
+    /// The topic of each event sent on this connection and not yet acknowledged (at most
+    /// a window), so that a refusal names the camera's real topic.
+    event_topics: HashMap<u64, String>,
 }
 
 impl Publisher {
@@ -174,6 +192,7 @@ impl Publisher {
             up: false,
             requested: VecDeque::new(),
             inflight: HashMap::new(),
+            event_topics: HashMap::new(),
             window: 0,
             next_send: 0,
         }
@@ -196,6 +215,7 @@ impl Publisher {
         for rec in records {
             let expiry = remaining_expiry(self.cfg.event_expiry_s, &rec.payload, now);
             let meta = event_meta(&rec.topic, &self.topics, expiry);
+            conn.event_topics.insert(rec.seq, rec.topic.clone());
             if !conn.session.client.publish(rec.topic, false, rec.payload, &meta) {
                 break;
             }
@@ -265,8 +285,12 @@ impl Publisher {
         tokio::pin!(park);
         let mut parking = false;
         let salt = self.cfg.client_id.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
-        let mut retry =
-            Retry { backoff: Backoff::new(BACKOFF_START, self.cfg.reconnect_max, salt), failures: 0, at: None };
+        let mut retry = Retry {
+            backoff: Backoff::new(BACKOFF_START, self.cfg.reconnect_max, salt),
+            failures: 0,
+            at: None,
+            held: false,
+        };
         let mut closing_at: Option<Instant> = None;
         loop {
             self.pump(&mut conn);
@@ -394,8 +418,10 @@ impl Publisher {
     ) {
         match event {
             Ok(SessionEvent::Connected) => {
-                retry.backoff.reset();
-                retry.failures = 0;
+                if !retry.held {
+                    retry.backoff.reset();
+                    retry.failures = 0;
+                }
                 self.on_connected(conn);
             }
             Ok(SessionEvent::Sent(pkid)) => {
@@ -403,33 +429,48 @@ impl Publisher {
                     conn.inflight.insert(pkid, sent);
                 }
             }
-            Ok(SessionEvent::Acked { pkid, refused }) => self.on_acked(conn, pkid, refused),
+            Ok(SessionEvent::Acked { pkid, refused }) => match self.on_acked(conn, pkid, refused) {
+                Acked::Accepted => {
+                    if std::mem::take(&mut retry.held) {
+                        retry.backoff.reset();
+                        retry.failures = 0;
+                    }
+                }
+                Acked::Other => {}
+                Acked::Retry(e) => {
+                    retry.held = true;
+                    self.on_lost(conn, e, retry);
+                }
+            },
             Ok(SessionEvent::Received { topic, .. }) => {
                 // Commands come on the control connection; this session subscribes to nothing.
                 tracing::debug!(topic, "ignored a message on the event connection");
             }
             Ok(_) => {}
-            Err(e) => {
-                retry.failures += 1;
-                let was_up = conn.up;
-                self.stats.set_connected(false);
-                conn.session.poller.abort();
-                conn.up = false;
-                // Credentials and certificates do not fix themselves: retry those at the
-                // cap instead of hammering the broker.
-                if e.permanent {
-                    retry.backoff.to_max();
-                }
-                // Counted every time; logged when the reason changes (a broker that fails
-                // the same way every 250 ms says so once, not four times a second).
-                if self.stats.delivery.failed(e.reason, &e.message) {
-                    tracing::warn!(broker = %self.cfg.url, error = %e.message, reason = e.reason, retry_in_ms = retry.backoff.step().as_millis() as u64, attempts = retry.failures, was_up, spooled = self.spool.pending(), "MQTT broker unreachable; events go to the spool (logged again when the reason changes or delivery recovers)");
-                } else {
-                    tracing::debug!(broker = %self.cfg.url, error = %e.message, attempts = retry.failures, "MQTT broker still unreachable");
-                }
-                retry.at = Some(Instant::now() + retry.backoff.next_delay());
-            }
+            Err(e) => self.on_lost(conn, e, retry),
         }
+    }
+
+    /// The connection is lost (or dropped over a refusal): a reconnection is scheduled.
+    fn on_lost(&mut self, conn: &mut Connection, e: session::SessionError, retry: &mut Retry) {
+        retry.failures += 1;
+        let was_up = conn.up;
+        self.stats.set_connected(false);
+        conn.session.poller.abort();
+        conn.up = false;
+        // Credentials and certificates do not fix themselves: retry those at the
+        // cap instead of hammering the broker.
+        if e.permanent {
+            retry.backoff.to_max();
+        }
+        // Counted every time; logged when the reason changes (a broker that fails
+        // the same way every 250 ms says so once, not four times a second).
+        if self.stats.delivery.failed(e.reason, &e.message) {
+            tracing::warn!(broker = %self.cfg.url, error = %e.message, reason = e.reason, retry_in_ms = retry.backoff.step().as_millis() as u64, attempts = retry.failures, was_up, spooled = self.spool.pending(), "MQTT broker unreachable; events go to the spool (logged again when the reason changes or delivery recovers)");
+        } else {
+            tracing::debug!(broker = %self.cfg.url, error = %e.message, attempts = retry.failures, "MQTT broker still unreachable");
+        }
+        retry.at = Some(Instant::now() + retry.backoff.next_delay());
     }
 
     /// A new connection: `online`, then every retained message again.
@@ -471,14 +512,33 @@ impl Publisher {
     }
 
     /// The broker has message `pkid`: an event leaves the spool and frees the window.
-    /// One the broker refused (an MQTT 5 reason code: its ACL denies the topic, a quota)
-    /// leaves it too, since a re-send would get the same answer and hold back every event
-    /// behind it; it is lost, counted by reason, and no progress for health.
-    fn on_acked(&mut self, conn: &mut Connection, pkid: u16, refused: Option<&'static str>) {
+    /// One the broker refused for good (an MQTT 5 reason code: its ACL denies the topic,
+    /// [`session::refusal_is_final`]) leaves it too, since a re-send would get the same
+    /// answer and hold back every event behind it; it is lost, counted by reason, and no
+    /// progress for health. One refused for a reason that may clear (a quota, during a
+    /// backlog replay) stays in the spool: the connection is dropped and everything
+    /// unacknowledged is sent again after a backoff, and `mqtt.delivery_stuck_s` reports
+    /// a refusal that lasts.
+    fn on_acked(&mut self, conn: &mut Connection, pkid: u16, refused: Option<&'static str>) -> Acked {
         let sent = conn.inflight.remove(&pkid);
+        let event_topic = match sent {
+            Some(Sent::Event(seq)) => conn.event_topics.remove(&seq),
+            _ => None,
+        };
         match (refused, sent) {
+            (Some(reason), Some(Sent::Event(seq))) if !session::refusal_is_final(reason) => {
+                // Not acknowledged in the spool: it is sent again on the next connection.
+                let topic = event_topic.unwrap_or_else(|| self.topics.emotion("+"));
+                return Acked::Retry(session::SessionError {
+                    permanent: false,
+                    message: format!(
+                        "the broker refused event seq {seq} on {topic} ({reason}); it stays in the spool and is sent again after a reconnect"
+                    ),
+                    reason,
+                });
+            }
             (Some(reason), Some(Sent::Event(seq))) => {
-                let topic = self.topics.emotion("+");
+                let topic = event_topic.unwrap_or_else(|| self.topics.emotion("+"));
                 let said = format!("{reason} on {topic}");
                 if self.stats.delivery.refused(reason, &said) {
                     tracing::warn!(broker = %self.cfg.url, reason, seq, topic, "the MQTT broker refuses our events (check its ACL or quotas): each refused event is lost, counted in clefd_mqtt_events_refused_total; logged once while refusals go on");
@@ -495,7 +555,8 @@ impl Publisher {
             }
             (None, _) => {}
         }
-        let accepted = refused.is_none() && (matches!(sent, Some(Sent::Event(_))) || self.spool.pending() == 0);
+        let event_accepted = refused.is_none() && matches!(sent, Some(Sent::Event(_)));
+        let accepted = event_accepted || (refused.is_none() && self.spool.pending() == 0);
         if accepted {
             if let Some(failure) = self.stats.delivery.recovered() {
                 tracing::info!(broker = %self.cfg.url, after_failure = %failure, spooled = self.spool.pending(), "MQTT delivery works again: the broker acknowledges what we send");
@@ -508,6 +569,7 @@ impl Publisher {
             }
             conn.window = conn.window.saturating_sub(1);
         }
+        if event_accepted { Acked::Accepted } else { Acked::Other }
     }
 
     async fn close(&mut self, mut conn: Connection, parking: bool) {

@@ -224,6 +224,15 @@ fn refusal(reason: mq5::mqttbytes::v5::PubAckReason) -> Option<&'static str> {
     }
 }
 
+/// Whether the broker would give the same refusal to the same message whatever happens
+/// next (its ACL denies the topic, the topic or payload is invalid): then re-sending it
+/// only holds back every event behind it, and the event is dropped, counted. Any other
+/// refusal (a quota, "unspecified", "implementation specific", a packet id in use) can
+/// clear on a retry: the event stays in the spool and is sent again after a reconnect.
+pub fn refusal_is_final(reason: &str) -> bool {
+    matches!(reason, "not_authorized" | "topic_name_invalid" | "payload_format_invalid")
+}
+
 async fn poll_v311(mut eventloop: rumqttc::EventLoop, tx: Tx) {
     use rumqttc::{Event, Outgoing, Packet};
     loop {
@@ -350,4 +359,23 @@ fn describe_v5(e: &mq5::ConnectionError) -> SessionError {
         _ => "other",
     };
     SessionError { permanent, message, reason }
+}
+
+#[cfg(test)]
+mod refusal_tests {
+    use super::*;
+    use mq5::mqttbytes::v5::PubAckReason as R;
+
+    #[test]
+    fn only_refusals_a_retry_cannot_cure_drop_the_event() {
+        let verdict = |r| refusal(r).map(refusal_is_final);
+        assert_eq!(verdict(R::Success), None);
+        assert_eq!(verdict(R::NoMatchingSubscribers), None, "no subscriber yet is acceptance");
+        for r in [R::NotAuthorized, R::TopicNameInvalid, R::PayloadFormatInvalid] {
+            assert_eq!(verdict(r), Some(true), "{r:?}: the same message gets the same answer");
+        }
+        for r in [R::QuotaExceeded, R::UnspecifiedError, R::ImplementationSpecificError, R::PacketIdentifierInUse] {
+            assert_eq!(verdict(r), Some(false), "{r:?} can clear on a retry: the event is kept");
+        }
+    }
 }

@@ -312,6 +312,14 @@ impl Spool {
         const MOST: u64 = 50_000_000;
         for entry in std::fs::read_dir(&self.dir)? {
             let path = entry?.path();
+            // A note cut by a crash before its rename: its numbers were noted again or
+            // counted by the next start; the file would otherwise stay for ever.
+            if path.to_str().is_some_and(|p| p.ends_with(".lost.tmp")) {
+                if let Err(e) = std::fs::remove_file(&path) {
+                    tracing::debug!(file = %path.display(), error = %e, "cannot remove a cut note");
+                }
+                continue;
+            }
             if path.extension().is_none_or(|x| x != "lost") {
                 continue;
             }
@@ -571,8 +579,11 @@ impl Spool {
             }
             i += 1;
         }
-        if lost > 0 {
-            self.last_written = self.segments.iter().filter_map(|s| s.durable_last).max().or(self.last_written);
+        // The next segment's header and the `.lost` note go by the last number spooled:
+        // one rolled back is no longer that, or a restart counts it again.
+        if let Some(floor) = rolled_back.iter().map(|r| r.start).min() {
+            let durable = self.segments.iter().filter_map(|s| s.durable_last).max();
+            self.last_written = durable.max(self.last_written.filter(|l| *l < floor));
         }
         for gone in rolled_back {
             self.unspooled(gone);

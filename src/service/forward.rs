@@ -95,6 +95,16 @@ impl Forward {
         }
     }
 
+    /// Tells systemd the daemon serves (`READY=1`), with the status line made and sent
+    /// under the same lock as every later line, and remembered: a disk or delivery problem
+    /// that appears meanwhile is then said by the next tick, never left stale.
+    pub fn ready(&self) {
+        let mut told = self.told.lock().unwrap_or_else(|p| p.into_inner());
+        let problems = self.problems();
+        self.notifier.send(&format!("READY=1\nSTATUS={}", self.line(&problems)));
+        *told = problems;
+    }
+
     /// Sends snapshots to `places` and refers to them in the `new` events.
     pub fn with_snapshots(self, places: Arc<SnapshotPlaces>) -> Forward {
         Forward { snapshots: Some(places), ..self }
@@ -214,5 +224,31 @@ impl EventSink for Forward {
         };
         // The summary goes first: whoever sees the event finds `current` up to date.
         summary.is_none_or(|s| self.to.blocking_send(s).is_ok()) && self.to.blocking_send(output.into()).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forward(stats: Arc<PublishStats>) -> Forward {
+        let (to, _rx) = mpsc::channel(4);
+        let current = CurrentView::new(Duration::from_secs(5), Duration::from_secs(60));
+        Forward::new(to, Seen::default(), Arc::new(Notifier::from_env()), current, 1).with_delivery(stats)
+    }
+
+    #[test]
+    fn the_ready_line_is_remembered_like_every_status_line() {
+        // Before the fix READY's STATUS= was made outside `told` and never stored: a
+        // problem it said was "news" again, and one that cleared meanwhile stayed said.
+        let stats = Arc::new(PublishStats::default());
+        *stats.problem.lock().unwrap() = Some("the state folder is read-only".into());
+        let f = forward(stats.clone());
+        f.ready();
+        let told = f.told.lock().unwrap().clone();
+        assert_eq!(told.disk.as_deref(), Some("the state folder is read-only"), "READY's line is what was told");
+        assert_eq!(told, f.problems(), "nothing changed since: the next tick sends nothing");
+        *stats.problem.lock().unwrap() = None;
+        assert_ne!(*f.told.lock().unwrap(), f.problems(), "a cleared problem is news for the next tick");
     }
 }

@@ -20,6 +20,11 @@ impl Publisher {
         }
         if let Err(e) = self.seq.persist() {
             self.disk_trouble(format!("cannot persist the event sequence number: {e}"), events.len() as u64);
+            // Counted here: noted, so that the next start does not count them again
+            // (a later group's sequence file may cover these numbers).
+            if let (Some(first), Some(last)) = (events.first(), events.last()) {
+                self.spool.unspooled(first.seq..last.seq + 1);
+            }
             return;
         }
         let mut failed = 0;

@@ -340,3 +340,102 @@ fn a_hole_between_spooled_events_is_never_noted_as_lost_over_them() {
     assert_eq!(s.count_unspooled(4), 0);
     assert_eq!((s.corrupt(), s.lost()), (0, 0));
 }
+
+#[test]
+fn a_failed_fsync_in_an_empty_spool_after_a_restart_is_counted_once() {
+    // Everything acknowledged and compacted away at the restart, then the first event's
+    // new segment fails its fsync, and the commit file cannot be written either (a full
+    // disk: its temp file cannot be made). Before the fix the spool still took the
+    // rolled-back number for the last one spooled: no `.lost` note, and the next start
+    // counted the event again.
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+    s.append(&rec(0)).unwrap();
+    s.sync().unwrap();
+    s.ack(0).unwrap();
+    s.sync().unwrap();
+    drop(s);
+    let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(s.pending(), 0);
+    assert!(segment_files(dir.path()).is_empty(), "compacted away");
+    let no_commit = dir.path().join("acked.tmp");
+    std::fs::create_dir(&no_commit).unwrap();
+    s.append(&rec(1)).unwrap();
+    faults(&s).fail_sync = true;
+    assert_eq!(s.sync().unwrap_err().lost, 1, "the run counts it");
+    drop(s);
+    std::fs::remove_dir(&no_commit).unwrap();
+    let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(s.count_unspooled(2), 0, "the next start does not count it again");
+    assert_eq!((s.corrupt(), s.lost()), (0, 0), "nor as damage");
+    s.append(&rec(2)).unwrap();
+    s.sync().unwrap();
+    drop(s);
+    let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(seqs(&mut s), vec![2]);
+    assert_eq!(s.count_unspooled(3), 0);
+    assert_eq!((s.corrupt(), s.lost()), (0, 0));
+}
+
+#[test]
+fn a_failed_fsync_of_the_only_segment_then_another_event_is_no_damage() {
+    // The rolled-back number must not become the next segment's `prev`: a restart would
+    // count it again as damage.
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+    s.append(&rec(0)).unwrap();
+    s.sync().unwrap();
+    s.ack(0).unwrap();
+    s.sync().unwrap();
+    drop(s);
+    let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+    s.append(&rec(1)).unwrap();
+    faults(&s).fail_sync = true;
+    assert_eq!(s.sync().unwrap_err().lost, 1);
+    s.append(&rec(2)).unwrap();
+    s.sync().unwrap();
+    drop(s);
+    let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(seqs(&mut s), vec![2]);
+    assert_eq!(s.count_unspooled(3), 0);
+    assert_eq!((s.corrupt(), s.lost()), (0, 0), "counted once, by the run");
+}
+
+#[test]
+fn a_note_cut_by_a_crash_is_removed_at_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let cut = dir.path().join(format!("{:020}-{:020}.lost.tmp", 3, 5));
+    std::fs::write(&cut, "3 5\n").unwrap();
+    let kept = dir.path().join("acked.tmp");
+    std::fs::write(&kept, "0 0 0\n").unwrap();
+    let s = Spool::open(dir.path(), 1 << 20).unwrap();
+    assert!(!cut.exists(), "a cut .lost.tmp is removed");
+    assert!(kept.exists(), "other temp files are not the spool's to judge");
+    assert_eq!((s.corrupt(), s.lost()), (0, 0), "and it counts nothing");
+}
+
+#[test]
+fn numbers_far_ahead_are_counted_in_bounded_memory() {
+    // A damaged sequence file a million ahead: counted, and not remembered one by one
+    // (before the fix each number went into a set: a file far ahead took all memory).
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+    s.append(&rec(0)).unwrap();
+    s.sync().unwrap();
+    drop(s);
+    let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(s.count_unspooled(1_000_001), 1_000_000);
+    assert!(s.acked_above.len() < 1000, "{} numbers remembered", s.acked_above.len());
+    assert_eq!(s.pending(), 1, "event 0 still waits");
+    s.append(&rec(1_000_001)).unwrap();
+    s.sync().unwrap();
+    assert_eq!(seqs(&mut s), vec![0, 1_000_001]);
+    s.ack(0).unwrap();
+    s.ack(1_000_001).unwrap();
+    s.sync().unwrap();
+    assert_eq!(s.pending(), 0);
+    drop(s);
+    let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(s.count_unspooled(1_000_002), 0, "counted once");
+    assert_eq!((s.corrupt(), s.lost(), s.pending()), (0, 0, 0));
+}

@@ -69,7 +69,9 @@ impl Spool {
         if next <= from || !self.dir.join("acked").exists() {
             return 0;
         }
-        let n = (from..next).filter(|s| !self.acked_above.contains(s)).count() as u64;
+        // Counted without walking the range: a damaged sequence file can put `next` far
+        // ahead, and memory stays bounded by what the spool holds.
+        let n = (next - from).saturating_sub(self.acked_above.range(from..next).count() as u64);
         if n > 0 {
             tracing::warn!(
                 from,
@@ -78,7 +80,8 @@ impl Spool {
                 "events were numbered but not spooled when clefd last stopped (killed?): counted as lost"
             );
             self.lost += n;
-            self.acked_above.extend(from..next);
+            // Nothing holds these numbers: the commit file moves past them (below), and
+            // new events are numbered from `next` on, so none needs remembering one by one.
             if !self.note_lost(from, next) {
                 tracing::warn!(spool = %self.dir.display(), "cannot note lost events: a restart counts them again");
             }
