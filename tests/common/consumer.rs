@@ -159,7 +159,7 @@ impl Consumer {
     /// Takes everything received so far, leaving the log empty: a long run (the torture
     /// test) keeps nothing it has already looked at.
     pub fn take(&self) -> Vec<Received> {
-        std::mem::take(&mut *self.log.lock().expect("the log"))
+        std::mem::take(&mut *self.recorder.log.lock().expect("the log"))
     }
 
     /// Messages on topics ending with `suffix`.
