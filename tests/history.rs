@@ -143,10 +143,16 @@ fn the_api_returns_what_consumers_got_and_the_page_draws_the_day() {
     assert!(emotions.iter().any(|e| dom.contains(&format!("data-emotion=\"{e}\""))), "{emotions:?} in {dom}");
     assert!(dom.contains("class=\"faces\" data-faces=\""), "{dom}");
     let changed = got.values().filter(|e| top(&e["factual"]) != e["emotion"].as_str().unwrap()).count();
-    if changed > 0 {
-        assert!(dom.contains("class=\"changed\""), "{changed} changed decisions drawn: {dom}");
-    }
+    // The anti-bias clip is made so that debiasing changes decisions: the check cannot skip.
+    assert!(changed > 0, "debiasing changed none of {} decisions on the anti-bias clip", got.len());
+    assert!(dom.contains("class=\"changed\""), "{changed} changed decisions drawn: {dom}");
     assert!(dom.contains("debiasing changed the factual decision in"), "{dom}");
+
+    // A name that no camera can have is refused before the page is drawn: 300
+    // `{chart}`s in it once made a page of megabytes.
+    let (code, body) = http_get(port, &format!("/cameras/{}/history", "%7Bchart%7D".repeat(300)));
+    assert_eq!(code, 404, "{body}");
+    assert!(body.len() < 1_000 && body.contains("no such camera"), "{} bytes: {body:.200}", body.len());
 
     // A phone's width: the picture Chromium takes (docs/history-phone.png is one).
     let shot = dir.path().join("history-phone.png");
@@ -201,7 +207,10 @@ fn flood(
 /// The events the history holds for `hall` (the first thousand), and those the consumer got.
 fn kept_and_sent(port: u16, consumer: &Consumer) -> (Vec<Value>, Vec<common::Received>) {
     let page = get_json(port, "/api/events?camera=hall&limit=1000");
-    (page["events"].as_array().unwrap().clone(), consumer.on("/hall/emotion"))
+    let events = page["events"].as_array().unwrap().clone();
+    let first = events.first().map_or(Value::Null, |e| e["seq"].clone());
+    assert_eq!(page["oldest_seq"], first, "the oldest kept event is the first of the page");
+    (events, consumer.on("/hall/emotion"))
 }
 
 #[test]

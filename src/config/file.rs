@@ -198,7 +198,7 @@ pub struct HistoryConfig {
 
 impl Default for HistoryConfig {
     fn default() -> Self {
-        HistoryConfig { enabled: false, retain_h: 24.0, max_mb: 64.0 }
+        HistoryConfig { enabled: false, retain_h: 24.0, max_mb: 256.0 }
     }
 }
 

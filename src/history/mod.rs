@@ -3,8 +3,9 @@
 //! a consumer that was away longer than its broker session can catch up.
 //!
 //! Events are handed over where the publisher numbers them (so they carry the `seq`
-//! consumers got), through a bounded channel to one writer thread that batches them into
-//! an SQLite file under `state_dir`, pruned by age and size. The frame path never waits
+//! consumers got), once the spool has them on disk, through a bounded channel to one
+//! writer thread that batches them into an SQLite file under `state_dir`, pruned by age
+//! and size. The frame path never waits
 //! for the disk: a full channel drops the event and counts it, and a broken disk degrades
 //! the history alone (logged once, counted).
 
@@ -37,11 +38,27 @@ pub fn installed() -> Option<&'static History> {
     INSTALLED.get()
 }
 
-/// Hands a published event (`payload`: its JSON as sent) to the history, if there is one.
-/// Never blocks: when the writer is behind, the event is dropped from the history and counted.
-pub fn record(event: &EmotionEvent, payload: &[u8]) {
-    if let Some(history) = INSTALLED.get() {
-        history.record(event, payload);
+/// One spool group's events, held until the spool has them on disk: an event whose fsync
+/// failed is rolled back and never sent, so it must not be served by `/api/events` either.
+#[derive(Default)]
+pub struct Pending(Vec<Row>);
+
+impl Pending {
+    /// Keeps `event` (published as `payload`) for [`Pending::hand_over`]; nothing when the
+    /// history is off.
+    pub fn add(&mut self, event: &EmotionEvent, payload: &[u8]) {
+        if INSTALLED.get().is_some() {
+            self.0.push(Row::from_event(event, payload));
+        }
+    }
+
+    /// Hands the group to the history, once it is synced. Never blocks (a writer behind drops the event and counts it).
+    pub fn hand_over(self) {
+        if let Some(history) = INSTALLED.get() {
+            for row in self.0 {
+                history.record_row(row);
+            }
+        }
     }
 }
 

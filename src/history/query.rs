@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use rusqlite::{Connection, params};
+use rusqlite::types::Value;
+use rusqlite::{Connection, params, params_from_iter};
 
 use super::HistoryError;
 
@@ -33,31 +34,53 @@ pub struct EventPage {
     pub events: Vec<(u64, String)>,
     /// Whether more events match after the last one.
     pub more: bool,
+    /// The oldest `seq` the history still holds, if any: a consumer whose cursor is older
+    /// knows that the events between were pruned.
+    pub oldest: Option<u64>,
+}
+
+/// The SQL for `q`'s page of `limit + 1` rows and its parameters. Only the filters given
+/// appear in the WHERE clause, so SQLite can pick the index they need (a camera's events
+/// by `seq`) instead of reading the whole table past `(? IS NULL OR ...)`.
+fn select(q: &EventQuery, limit: usize) -> (String, Vec<Value>) {
+    let after = q.after_seq.map_or(-1, |s| i64::try_from(s).unwrap_or(i64::MAX));
+    let mut sql = String::from("SELECT seq, payload FROM events WHERE seq > ?1");
+    let mut values = vec![Value::Integer(after)];
+    let mut and = |clause: &str, value: Value| {
+        values.push(value);
+        sql += &format!(" AND {clause} ?{}", values.len());
+    };
+    if let Some(c) = &q.camera {
+        and("camera =", Value::Text(c.clone()));
+    }
+    if let Some(t) = q.since_ms {
+        and("ts_ms >=", Value::Integer(t));
+    }
+    if let Some(t) = q.until_ms {
+        and("ts_ms <", Value::Integer(t));
+    }
+    values.push(Value::Integer((limit + 1) as i64));
+    sql += &format!(" ORDER BY seq LIMIT ?{}", values.len());
+    (sql, values)
 }
 
 /// The events `q` asks for.
 pub fn events(path: &Path, q: &EventQuery) -> Result<EventPage, HistoryError> {
     let err = |source| HistoryError::Sqlite { path: path.to_path_buf(), source };
-    let conn = super::Store::reader(path)?;
+    let mut conn = super::Store::reader(path)?;
+    // One read transaction: the page and `oldest` see the same file (no prune between).
+    let conn = conn.transaction().map_err(err)?;
     let limit = q.limit.clamp(1, MAX_LIMIT);
-    let after = q.after_seq.map_or(-1, |s| i64::try_from(s).unwrap_or(i64::MAX));
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT seq, payload FROM events
-             WHERE (?1 IS NULL OR camera = ?1) AND (?2 IS NULL OR ts_ms >= ?2) AND (?3 IS NULL OR ts_ms < ?3)
-               AND seq > ?4
-             ORDER BY seq LIMIT ?5",
-        )
-        .map_err(err)?;
+    let (sql, values) = select(q, limit);
+    let mut stmt = conn.prepare(&sql).map_err(err)?;
     let rows = stmt
-        .query_map(params![q.camera, q.since_ms, q.until_ms, after, (limit + 1) as i64], |r| {
-            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))
-        })
+        .query_map(params_from_iter(values), |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?)))
         .map_err(err)?;
     let mut events = rows.collect::<Result<Vec<_>, _>>().map_err(err)?;
     let more = events.len() > limit;
     events.truncate(limit);
-    Ok(EventPage { events, more })
+    let oldest: Option<i64> = conn.query_row("SELECT MIN(seq) FROM events", [], |r| r.get(0)).map_err(err)?;
+    Ok(EventPage { events, more, oldest: oldest.map(|s| s as u64) })
 }
 
 /// What one stretch of time looked like on one camera.
@@ -151,6 +174,7 @@ mod tests {
             seq,
             camera: camera.into(),
             ts_ms,
+            recv_ms: ts_ms,
             kind: "update",
             emotion: emotion.into(),
             changed,
@@ -182,6 +206,7 @@ mod tests {
         let first = events(&path, &q).unwrap();
         assert_eq!(first.events.iter().map(|e| e.0).collect::<Vec<_>>(), [1, 2]);
         assert!(first.more);
+        assert_eq!(first.oldest, Some(1));
         let second = events(&path, &EventQuery { after_seq: Some(2), ..q.clone() }).unwrap();
         assert_eq!(second.events.iter().map(|e| e.0).collect::<Vec<_>>(), [4, 5]);
         let third = events(&path, &EventQuery { after_seq: Some(5), ..q.clone() }).unwrap();
@@ -189,6 +214,24 @@ mod tests {
         let window = EventQuery { since_ms: Some(1_500), until_ms: Some(2_100), limit: 10, ..EventQuery::default() };
         assert_eq!(events(&path, &window).unwrap().events.iter().map(|e| e.0).collect::<Vec<_>>(), [2, 3, 4]);
         assert_eq!(events(&path, &window).unwrap().events[0].1, "{\"seq\":2}");
+    }
+
+    #[test]
+    fn a_camera_filter_reads_that_camera_s_index() {
+        let (_dir, path) = filled();
+        let conn = Store::reader(&path).unwrap();
+        let plan = |q: &EventQuery| -> String {
+            let (sql, values) = select(q, 10);
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let rows = stmt.query_map(params_from_iter(values), |r| r.get::<_, String>(3)).unwrap();
+            rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
+        };
+        let door = EventQuery { camera: Some("nosuch".into()), since_ms: Some(1), ..EventQuery::default() };
+        let p = plan(&door);
+        assert!(p.contains("USING INDEX events_camera_seq (camera=? AND seq>?)"), "{p}");
+        let all = plan(&EventQuery { after_seq: Some(3), ..EventQuery::default() });
+        assert!(all.contains("USING INTEGER PRIMARY KEY"), "{all}");
+        assert!(events(&path, &door).unwrap().events.is_empty());
     }
 
     #[test]

@@ -10,8 +10,13 @@ pub struct Row {
     pub seq: u64,
     /// Camera name.
     pub camera: String,
-    /// Capture time, unix milliseconds.
+    /// Capture time, unix milliseconds (the camera's clock: what the API filters and the
+    /// page charts on).
     pub ts_ms: i64,
+    /// When the history was handed the event, unix milliseconds by this host's clock: what
+    /// `retain_h` prunes on, so a camera whose clock is off neither keeps events for ever
+    /// nor loses them at once.
+    pub recv_ms: i64,
     /// Lifecycle step (`new`, `update`, `end`).
     pub kind: &'static str,
     /// The decided (debiased when debias is on) emotion.
@@ -35,6 +40,7 @@ impl Row {
             seq: event.seq,
             camera: event.camera.clone(),
             ts_ms,
+            recv_ms: super::now_ms(),
             kind: event.kind.as_str(),
             emotion: event.emotion.clone(),
             changed: event.factual.as_ref().map(|f| top(f) != Some(event.emotion.as_str())),

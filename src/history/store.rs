@@ -28,6 +28,66 @@ pub enum HistoryError {
     },
 }
 
+impl HistoryError {
+    /// Whether another connection held the file for longer than [`BUSY`]: the file is
+    /// fine and the same statement succeeds once the other side lets go.
+    pub fn is_busy(&self) -> bool {
+        let HistoryError::Sqlite { source, .. } = self;
+        matches!(
+            source.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+        )
+    }
+}
+
+impl HistoryError {
+    /// Whether the file is not an SQLite database or is damaged: opening it again never
+    /// helps, so it is set aside and a new one started.
+    pub fn is_damaged(&self) -> bool {
+        let HistoryError::Sqlite { source, .. } = self;
+        matches!(
+            source.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
+        )
+    }
+}
+
+/// Moves a damaged file (and its journal) out of the way, to `<file>.corrupt-<unix s>`
+/// where a person can still look at it; the name it went to.
+pub fn set_aside(path: &Path) -> std::io::Result<PathBuf> {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(format!(".corrupt-{secs}"));
+    let aside = PathBuf::from(aside);
+    std::fs::rename(path, &aside)?;
+    let mut journal = path.as_os_str().to_owned();
+    journal.push("-journal");
+    let mut journal_aside = aside.as_os_str().to_owned();
+    journal_aside.push("-journal");
+    match std::fs::rename(&journal, &journal_aside) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    Ok(aside)
+}
+
+/// Takes `<file>.lock` (an exclusive `flock`, held while the returned file is open), so a
+/// second clefd on the same `state_dir` cannot overwrite this one's events (both number
+/// from the same `seq`). `None` when another process holds it.
+pub fn lock(path: &Path) -> std::io::Result<Option<std::fs::File>> {
+    use std::os::fd::AsRawFd;
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(PathBuf::from(name))?;
+    // SAFETY: flock only reads the descriptor, which `file` keeps open for the call.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(Some(file));
+    }
+    let e = std::io::Error::last_os_error();
+    if e.kind() == std::io::ErrorKind::WouldBlock { Ok(None) } else { Err(e) }
+}
+
 /// The writer's connection to the file.
 pub struct Store {
     conn: Connection,
@@ -36,7 +96,7 @@ pub struct Store {
     max_bytes: u64,
 }
 
-const SCHEMA: &str = "
+const TABLE: &str = "
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY,
     camera TEXT NOT NULL,
@@ -45,10 +105,22 @@ CREATE TABLE IF NOT EXISTS events (
     emotion TEXT NOT NULL,
     changed INTEGER,
     track_uid TEXT NOT NULL,
-    payload TEXT NOT NULL
+    payload TEXT NOT NULL,
+    recv_ms INTEGER NOT NULL
 );
+";
+
+/// A file from before `recv_ms`: its events count as received when they were captured.
+const ADD_RECV: &str = "
+ALTER TABLE events ADD COLUMN recv_ms INTEGER NOT NULL DEFAULT 0;
+UPDATE events SET recv_ms = ts_ms;
+";
+
+const INDEXES: &str = "
 CREATE INDEX IF NOT EXISTS events_camera_ts ON events (camera, ts_ms);
 CREATE INDEX IF NOT EXISTS events_ts ON events (ts_ms);
+CREATE INDEX IF NOT EXISTS events_camera_seq ON events (camera, seq);
+CREATE INDEX IF NOT EXISTS events_recv ON events (recv_ms);
 ";
 
 impl Store {
@@ -61,7 +133,21 @@ impl Store {
         // Set before the first table exists, so freed pages can be handed back later.
         conn.pragma_update(None, "auto_vacuum", "INCREMENTAL").map_err(err)?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
-        conn.execute_batch(SCHEMA).map_err(err)?;
+        conn.execute_batch(TABLE).map_err(err)?;
+        let has_recv: i64 = conn
+            .query_row("SELECT COUNT(*) FROM pragma_table_info('events') WHERE name = 'recv_ms'", [], |r| r.get(0))
+            .map_err(err)?;
+        if has_recv == 0 {
+            conn.execute_batch(ADD_RECV).map_err(err)?;
+        }
+        conn.execute_batch(INDEXES).map_err(err)?;
+        // A file made without it (by hand, by an older SQLite tool) never gives pages back:
+        // rewrite it once with incremental vacuum on.
+        let vacuum: i64 = conn.pragma_query_value(None, "auto_vacuum", |r| r.get(0)).map_err(err)?;
+        if vacuum != 2 {
+            tracing::info!(path = %path.display(), "turning the history file's incremental vacuum on (once)");
+            conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL; VACUUM").map_err(err)?;
+        }
         let retain_ms = i64::try_from(retain.as_millis()).unwrap_or(i64::MAX);
         Ok(Store { conn, path: path.to_path_buf(), retain_ms, max_bytes })
     }
@@ -86,26 +172,37 @@ impl Store {
         {
             let mut insert = tx
                 .prepare_cached(
-                    "INSERT OR REPLACE INTO events (seq, camera, ts_ms, kind, emotion, changed, track_uid, payload)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    "INSERT OR REPLACE INTO events (seq, camera, ts_ms, kind, emotion, changed, track_uid, payload, recv_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 )
                 .map_err(|e| HistoryError::Sqlite { path: self.path.clone(), source: e })?;
             for r in rows {
                 let seq = i64::try_from(r.seq).unwrap_or(i64::MAX);
                 insert
-                    .execute(params![seq, r.camera, r.ts_ms, r.kind, r.emotion, r.changed, r.track_uid, r.payload])
+                    .execute(params![
+                        seq,
+                        r.camera,
+                        r.ts_ms,
+                        r.kind,
+                        r.emotion,
+                        r.changed,
+                        r.track_uid,
+                        r.payload,
+                        r.recv_ms
+                    ])
                     .map_err(|e| HistoryError::Sqlite { path: self.path.clone(), source: e })?;
             }
         }
         tx.commit().map_err(|source| HistoryError::Sqlite { path: self.path.clone(), source })
     }
 
-    /// Deletes what is older than the retention at `now_ms`, then the oldest events until
+    /// Deletes what was received longer than the retention before `now_ms` (host time, not
+    /// the camera's), then the oldest events until
     /// `incoming` more bytes fit under the size limit; how many events went.
     pub fn prune(&mut self, now_ms: i64, incoming: u64) -> Result<u64, HistoryError> {
         let cutoff = now_ms.saturating_sub(self.retain_ms);
         let mut deleted =
-            self.conn.execute("DELETE FROM events WHERE ts_ms < ?1", [cutoff]).map_err(|e| self.err(e))? as u64;
+            self.conn.execute("DELETE FROM events WHERE recv_ms < ?1", [cutoff]).map_err(|e| self.err(e))? as u64;
         // Rows take up to twice their bytes in pages (page slack, the indexes).
         let budget = ((self.max_bytes as f64 * LOW_WATER) as u64).saturating_sub(2 * incoming);
         // Bounded: each round deletes a tenth of what is left (at least 64 events).
@@ -125,7 +222,10 @@ impl Store {
                 .map_err(|e| self.err(e))? as u64;
         }
         if deleted > 0 {
-            self.conn.execute_batch("PRAGMA incremental_vacuum").map_err(|e| self.err(e))?;
+            // Each step of the pragma gives one page back: step it to the end.
+            let mut vacuum = self.conn.prepare_cached("PRAGMA incremental_vacuum").map_err(|e| self.err(e))?;
+            let mut pages = vacuum.query([]).map_err(|e| self.err(e))?;
+            while pages.next().map_err(|e| self.err(e))?.is_some() {}
         }
         Ok(deleted)
     }
@@ -156,6 +256,7 @@ mod tests {
             seq,
             camera: "door".into(),
             ts_ms,
+            recv_ms: ts_ms,
             kind: "update",
             emotion: "Happy".into(),
             changed: Some(seq % 3 == 0),
@@ -181,6 +282,59 @@ mod tests {
         // ts = now-2h + i*13.3 min: i = 0..=4 are older than an hour.
         assert_eq!(store.prune(now, 0).unwrap(), 5);
         assert_eq!(seqs(&path), vec![5, 6, 7, 8, 9]);
+    }
+
+    #[test]
+    fn age_is_reckoned_by_this_host_s_clock_not_the_camera_s() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.sqlite");
+        let mut store = Store::open(&path, Duration::from_secs(3600), 64 << 20).unwrap();
+        let now = 10_000_000_000;
+        // A camera a day ahead, received two hours ago; one a day behind, received now.
+        let ahead = Row { recv_ms: now - 7_200_000, ..row(1, now + 86_400_000, 100) };
+        let behind = Row { recv_ms: now, ..row(2, now - 86_400_000, 100) };
+        store.insert(&[ahead, behind]).unwrap();
+        assert_eq!(store.prune(now, 0).unwrap(), 1);
+        assert_eq!(seqs(&path), vec![2]);
+    }
+
+    #[test]
+    fn a_file_without_incremental_vacuum_gets_it_and_shrinks_after_a_prune() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.sqlite");
+        let plain = Connection::open(&path).unwrap();
+        plain.execute_batch("PRAGMA auto_vacuum = NONE; CREATE TABLE t (x); DROP TABLE t;").unwrap();
+        drop(plain);
+        let mut store = Store::open(&path, Duration::from_secs(3600), 64 << 20).unwrap();
+        let mode: i64 = Store::reader(&path).unwrap().pragma_query_value(None, "auto_vacuum", |r| r.get(0)).unwrap();
+        assert_eq!(mode, 2, "incremental");
+        let now = 10_000_000_000;
+        let rows: Vec<Row> = (0..500).map(|i| row(i, now - 7_200_000, 1000)).collect();
+        store.insert(&rows).unwrap();
+        let full = store.file_bytes();
+        assert_eq!(store.prune(now, 0).unwrap(), 500);
+        let after = store.file_bytes();
+        assert!(after * 4 < full, "the file went from {full} to {after} bytes");
+    }
+
+    #[test]
+    fn a_file_from_before_recv_ms_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.sqlite");
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(
+            "CREATE TABLE events (seq INTEGER PRIMARY KEY, camera TEXT NOT NULL, ts_ms INTEGER NOT NULL,
+               kind TEXT NOT NULL, emotion TEXT NOT NULL, changed INTEGER, track_uid TEXT NOT NULL,
+               payload TEXT NOT NULL);
+             INSERT INTO events VALUES (1, 'door', 5000, 'new', 'Happy', NULL, 'r-door-1', '{}');",
+        )
+        .unwrap();
+        drop(old);
+        let mut store = Store::open(&path, Duration::from_millis(1000), 64 << 20).unwrap();
+        assert_eq!(store.prune(5_500, 0).unwrap(), 0, "received when captured: still young");
+        store.insert(&[row(2, 9_000, 10)]).unwrap();
+        assert_eq!(store.prune(7_000, 0).unwrap(), 1);
+        assert_eq!(seqs(&path), vec![2]);
     }
 
     #[test]

@@ -21,6 +21,9 @@ const MAX_BATCH: usize = 512;
 const GATHER: Duration = Duration::from_millis(250);
 /// How often the writer prunes by age when no event comes.
 const IDLE_PRUNE: Duration = Duration::from_secs(60);
+/// Tries of a batch while a reader holds the file (each waits up to the store's busy
+/// timeout, 2 s): a busy file is not a broken one, and its connection stays open.
+const BUSY_TRIES: u32 = 5;
 /// How long a broken file is left alone before it is opened again.
 const RETRY: Duration = Duration::from_secs(10);
 
@@ -56,7 +59,8 @@ impl History {
     pub fn start(settings: HistorySettings) -> History {
         let (to_writer, rx) = mpsc::sync_channel(CAPACITY);
         let stats = Arc::new(HistoryStats::default());
-        let writer = Writer { settings: settings.clone(), stats: stats.clone(), store: None, broken_at: None };
+        let writer =
+            Writer { settings: settings.clone(), stats: stats.clone(), store: None, broken_at: None, lock: None };
         let spawned = std::thread::Builder::new().name("clefd-history".into()).spawn(move || writer.run(rx));
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the history writer: no history is kept");
@@ -66,7 +70,12 @@ impl History {
 
     /// Hands `event` (published as `payload`) to the writer; drops it when the writer is behind.
     pub fn record(&self, event: &EmotionEvent, payload: &[u8]) {
-        match self.to_writer.try_send(Msg::Row(Row::from_event(event, payload))) {
+        self.record_row(Row::from_event(event, payload));
+    }
+
+    /// Hands a row over; drops it when the writer is behind.
+    pub fn record_row(&self, row: Row) {
+        match self.to_writer.try_send(Msg::Row(row)) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 if self.stats.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
@@ -80,6 +89,7 @@ impl History {
     /// shutdown: a consumer catching up later finds the last events too). Blocks: call it
     /// off the runtime.
     pub fn flush(&self, wait: Duration) -> bool {
+        let failed = self.stats.failed.load(Ordering::Relaxed);
         let (done, written) = mpsc::sync_channel(1);
         let deadline = Instant::now() + wait;
         let mut msg = Msg::Flush(done);
@@ -94,7 +104,9 @@ impl History {
                 Err(_) => return false,
             }
         }
+        // Answered, and nothing lost meanwhile (a refused batch is answered too).
         written.recv_timeout(deadline.saturating_duration_since(Instant::now())).is_ok()
+            && self.stats.failed.load(Ordering::Relaxed) == failed
     }
 
     /// The file queries read.
@@ -117,6 +129,8 @@ struct Writer {
     store: Option<Store>,
     /// When the file last failed: it is opened again after [`RETRY`].
     broken_at: Option<Instant>,
+    /// The sidecar lock, held while this process writes the file.
+    lock: Option<std::fs::File>,
 }
 
 impl Writer {
@@ -165,10 +179,16 @@ impl Writer {
             return;
         };
         let incoming = batch.iter().map(|r| r.size() as u64).sum::<u64>();
-        let result = store.prune(super::now_ms(), incoming).and_then(|pruned| {
-            stats.pruned.fetch_add(pruned, Ordering::Relaxed);
-            if batch.is_empty() { Ok(()) } else { store.insert(batch) }
-        });
+        let mut result = Ok(());
+        for _ in 0..BUSY_TRIES {
+            result = store.prune(super::now_ms(), incoming).and_then(|pruned| {
+                stats.pruned.fetch_add(pruned, Ordering::Relaxed);
+                if batch.is_empty() { Ok(()) } else { store.insert(batch) }
+            });
+            if !result.as_ref().is_err_and(super::HistoryError::is_busy) {
+                break;
+            }
+        }
         match result {
             Ok(()) => {
                 stats.written.fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -179,9 +199,19 @@ impl Writer {
                     tracing::info!("the history is written again");
                 }
             }
+            Err(e) if e.is_busy() => {
+                // Still busy after every try: this batch is lost, the file stays open.
+                stats.failed.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                self.problem(e.to_string());
+            }
             Err(e) => {
                 stats.failed.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                let damaged = e.is_damaged();
                 self.broken(e.to_string());
+                if damaged {
+                    // Opened again at the next batch, which sets the file aside.
+                    self.broken_at = None;
+                }
             }
         }
     }
@@ -189,8 +219,36 @@ impl Writer {
     /// The open file, opening it when it is closed and not broken too recently.
     fn store(&mut self) -> Option<&mut Store> {
         if self.store.is_none() && self.broken_at.is_none_or(|t| t.elapsed() >= RETRY) {
+            if self.lock.is_none() {
+                let path = &self.settings.path;
+                match super::store::lock(path) {
+                    Ok(Some(lock)) => self.lock = Some(lock),
+                    Ok(None) => {
+                        let why = format!("another process keeps its history in {}: none is kept here", path.display());
+                        self.broken(why);
+                        return None;
+                    }
+                    Err(e) => {
+                        self.broken(format!("cannot lock {}.lock: {e}", path.display()));
+                        return None;
+                    }
+                }
+            }
             let s = &self.settings;
-            match Store::open(&s.path, s.retain, s.max_bytes) {
+            let opened = match Store::open(&s.path, s.retain, s.max_bytes) {
+                Err(e) if e.is_damaged() => match super::store::set_aside(&s.path) {
+                    Ok(aside) => {
+                        tracing::warn!(error = %e, kept = %aside.display(), "the history's file is damaged: set aside, a new one started");
+                        Store::open(&s.path, s.retain, s.max_bytes)
+                    }
+                    Err(io) => {
+                        tracing::warn!(error = %io, "cannot set the damaged history file aside");
+                        Err(e)
+                    }
+                },
+                other => other,
+            };
+            match opened {
                 Ok(store) => self.store = Some(store),
                 Err(e) => self.broken(e.to_string()),
             }
@@ -202,6 +260,11 @@ impl Writer {
     fn broken(&mut self, reason: String) {
         self.store = None;
         self.broken_at = Some(Instant::now());
+        self.problem(reason);
+    }
+
+    /// Says why the history cannot be written, once per kind of trouble.
+    fn problem(&self, reason: String) {
         if let Ok(mut problem) = self.stats.problem.lock()
             && problem.as_deref() != Some(reason.as_str())
         {
@@ -276,6 +339,74 @@ mod tests {
     }
 
     #[test]
+    fn a_reader_holding_the_file_delays_a_batch_and_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.sqlite");
+        let history = History::start(settings(path.clone(), 1 << 20));
+        let mut e = EmotionEvent::for_test("door", 1, EventType::New, "Happy", 0.9);
+        e.seq = 1;
+        history.record(&e, b"{}");
+        assert!(history.flush(Duration::from_secs(60)), "the writer answers");
+        // A reader in a transaction keeps its shared lock: the writer cannot commit.
+        let reader = Store::reader(&path).unwrap();
+        reader.execute_batch("BEGIN; SELECT COUNT(*) FROM events;").unwrap();
+        for seq in 2..=6 {
+            e.seq = seq;
+            history.record(&e, b"{}");
+        }
+        // Longer than one busy timeout (2 s): before the fix the batch was lost here.
+        std::thread::sleep(Duration::from_secs(3));
+        reader.execute_batch("COMMIT").unwrap();
+        let s = history.stats.clone();
+        wait("the held batch written", || s.written.load(Ordering::Relaxed) == 6);
+        assert_eq!(s.failed.load(Ordering::Relaxed), 0, "a busy file loses nothing");
+        assert!(s.problem.lock().unwrap().is_none());
+    }
+
+    #[test]
+    fn a_second_writer_on_the_same_file_keeps_nothing_and_says_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.sqlite");
+        let first = History::start(settings(path.clone(), 1 << 20));
+        let mut e = EmotionEvent::for_test("door", 1, EventType::New, "Happy", 0.9);
+        e.seq = 1;
+        first.record(&e, b"{\"first\":1}");
+        assert!(first.flush(Duration::from_secs(60)));
+        let second = History::start(settings(path.clone(), 1 << 20));
+        second.record(&e, b"{\"second\":1}");
+        assert!(!second.flush(Duration::from_secs(60)), "the second one wrote nothing");
+        let problem = second.stats.problem.lock().unwrap().clone().unwrap_or_default();
+        assert!(problem.contains("another process keeps its history"), "{problem}");
+        let conn = Store::reader(&path).unwrap();
+        let payload: String = conn.query_row("SELECT payload FROM events WHERE seq = 1", [], |r| r.get(0)).unwrap();
+        assert_eq!(payload, "{\"first\":1}", "the first one's event stays");
+    }
+
+    #[test]
+    fn a_damaged_file_is_set_aside_and_a_new_one_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.sqlite");
+        let garbage = b"not a database at all ".repeat(400);
+        std::fs::write(&path, &garbage).unwrap();
+        let history = History::start(settings(path.clone(), 1 << 20));
+        let mut e = EmotionEvent::for_test("door", 1, EventType::New, "Happy", 0.9);
+        for seq in 1..=3 {
+            e.seq = seq;
+            history.record(&e, b"{}");
+        }
+        assert!(history.flush(Duration::from_secs(60)), "the writer answers");
+        let s = &history.stats;
+        assert_eq!((s.written.load(Ordering::Relaxed), s.failed.load(Ordering::Relaxed)), (3, 0));
+        let aside: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|f| f.unwrap().path())
+            .filter(|p| p.to_string_lossy().contains("h.sqlite.corrupt-"))
+            .collect();
+        assert_eq!(aside.len(), 1, "{aside:?}");
+        assert_eq!(std::fs::read(&aside[0]).unwrap(), garbage, "kept as it was");
+    }
+
+    #[test]
     fn a_file_that_cannot_be_opened_loses_the_history_only() {
         let dir = tempfile::tempdir().unwrap();
         let history = History::start(settings(dir.path().join("no/such/folder/h.sqlite"), 1 << 20));
@@ -285,6 +416,8 @@ mod tests {
         }
         let s = history.stats.clone();
         wait("the events counted as lost", || s.failed.load(Ordering::Relaxed) == 10);
+        history.record(&e, b"{}");
+        assert!(!history.flush(Duration::from_secs(60)), "a flush that lost its events says so");
         let problem = s.problem.lock().unwrap().clone().unwrap_or_default();
         assert!(problem.contains("no/such/folder/h.sqlite"), "{problem}");
         assert_eq!(s.written.load(Ordering::Relaxed), 0);

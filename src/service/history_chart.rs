@@ -166,15 +166,46 @@ pub fn page(camera: &str, hours: f64, retain_h: f64, buckets: &[Bucket], stats: 
         }
     }
     let minutes = hours * 60.0 / buckets.len().max(1) as f64;
-    PAGE.replace("{name}", &name)
-        .replace("{hours}", &format!("{hours}"))
-        .replace("{minutes}", &format!("{minutes:.0}"))
-        .replace("{summary}", &summary)
-        .replace("{chart}", &chart(buckets))
-        .replace("{legend}", &legend(buckets))
-        .replace("{spans}", &spans)
-        .replace("{stats}", &esc(&stats))
-        .replace("{version}", env!("CARGO_PKG_VERSION"))
+    let (hours, minutes) = (format!("{hours}"), format!("{minutes:.0}"));
+    let (chart, legend, stats) = (chart(buckets), legend(buckets), esc(&stats));
+    fill(
+        PAGE,
+        &[
+            ("name", &name),
+            ("hours", &hours),
+            ("minutes", &minutes),
+            ("summary", &summary),
+            ("chart", &chart),
+            ("legend", &legend),
+            ("spans", &spans),
+            ("stats", &stats),
+            ("version", env!("CARGO_PKG_VERSION")),
+        ],
+    )
+}
+
+/// `template` with each `{key}` replaced by its value, in one pass: what is inserted is
+/// never scanned again, so a value holding `{chart}` (a camera name, say) stays as it is
+/// and the page's size is the template's plus its values'. Other braces (the CSS) stay.
+fn fill(template: &str, values: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(template.len() + values.iter().map(|(_, v)| v.len()).sum::<usize>());
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let hit = values.iter().find(|(k, _)| after.strip_prefix(k).is_some_and(|t| t.starts_with('}')));
+        match hit {
+            Some((k, v)) => {
+                out.push_str(v);
+                rest = &after[k.len() + 1..];
+            }
+            None => {
+                out.push('{');
+                rest = after;
+            }
+        }
+    }
+    out + rest
 }
 
 const PAGE: &str = r##"<!doctype html>
@@ -239,5 +270,21 @@ mod tests {
         let html = page("door", 1.0, 24.0, &buckets, "stats".into());
         assert!(html.contains("changed the factual decision in 1 of 4 (25 %)"), "{html}");
         assert!(html.contains("Happy <small>1 col.</small>"), "{html}");
+    }
+
+    #[test]
+    fn inserted_text_is_never_filled_again() {
+        let filled = fill("<{a}|{b}|{c} { x }>", &[("a", "{b}{a}"), ("b", "B"), ("c", "{c}")]);
+        assert_eq!(filled, "<{b}{a}|B|{c} { x }>");
+        // A name full of placeholders makes a page no bigger than the name's own share.
+        let name = "{chart}".repeat(1000);
+        let buckets = vec![Bucket { start_ms: 0, events: 1, dominant: Some(("Happy".into(), 1)), ..Bucket::default() }];
+        let small = page("door", 1.0, 24.0, &buckets, "s".into()).len();
+        let big = page(&name, 1.0, 24.0, &buckets, "s".into()).len();
+        assert!(
+            big <= small + 10 * name.len(),
+            "{big} bytes for a {}-byte name (the page alone is {small})",
+            name.len()
+        );
     }
 }

@@ -22,6 +22,10 @@ const DEFAULT_HOURS: f64 = 6.0;
 /// Buckets across the page's chart.
 const BUCKETS: usize = 72;
 
+/// History queries running at once, at most: more requests wait their turn, so a burst
+/// cannot fill the blocking pool with connections reading the same file.
+static QUERIES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+
 /// The history's routes, for the server's router.
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new().route("/cameras/{camera}/history", get(page)).route("/api/events", get(api))
@@ -40,14 +44,20 @@ fn off() -> Response {
     )
 }
 
+/// A query that failed: the reason (the file's path, SQLite's words) goes to the log, not
+/// to whoever asked.
 fn failed(e: HistoryError) -> Response {
     tracing::warn!(error = %e, "cannot read the history");
-    super::server::unavailable(error(StatusCode::OK, format!("cannot read the history: {e}")))
+    super::server::unavailable(error(StatusCode::OK, "cannot read the history now: the daemon's log says why"))
 }
 
 /// A time given as RFC 3339 (`2026-12-07T09:00:00Z`) or as unix milliseconds.
 fn parse_time(name: &str, v: &str) -> Result<i64, String> {
     if let Ok(ms) = v.parse::<i64>() {
+        // Before 1973 in milliseconds, a time up to 5138 in seconds: surely seconds.
+        if ms < 100_000_000_000 {
+            return Err(format!("{name}: '{v}' looks like unix seconds: give milliseconds ({v}000) or RFC 3339"));
+        }
         return Ok(ms);
     }
     time::OffsetDateTime::parse(v, &time::format_description::well_known::Rfc3339)
@@ -108,6 +118,7 @@ async fn api(uri: Uri) -> Response {
     };
     let path = history.path();
     let asked = q.clone();
+    let Ok(_turn) = QUERIES.acquire().await else { return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down") };
     let page = match tokio::task::spawn_blocking(move || query::events(&path, &asked)).await {
         Ok(Ok(page)) => page,
         Ok(Err(e)) => return failed(e),
@@ -125,12 +136,16 @@ async fn api(uri: Uri) -> Response {
         }
         body.push_str(payload);
     }
-    body += &format!("],\"count\":{},\"next\":{next}}}\n", page.events.len());
+    let oldest = page.oldest.map_or(serde_json::Value::Null, serde_json::Value::from);
+    body += &format!("],\"count\":{},\"next\":{next},\"oldest_seq\":{oldest}}}\n", page.events.len());
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 async fn page(Path(camera): Path<String>, uri: Uri) -> Response {
     let Some(history) = crate::history::installed() else { return off() };
+    if !camera_name(&camera) {
+        return error(StatusCode::NOT_FOUND, "no such camera: names are 1 to 64 of A-Z a-z 0-9 . _ - (see /)");
+    }
     let retain_h = history.settings.retain.as_secs_f64() / 3600.0;
     let mut hours = DEFAULT_HOURS.min(retain_h);
     for (k, v) in url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()) {
@@ -149,6 +164,7 @@ async fn page(Path(camera): Path<String>, uri: Uri) -> Response {
     let to_ms = crate::history::now_ms();
     let from_ms = to_ms - (hours * 3_600_000.0) as i64;
     let (path, name) = (history.path(), camera.clone());
+    let Ok(_turn) = QUERIES.acquire().await else { return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down") };
     let buckets = match tokio::task::spawn_blocking(move || query::buckets(&path, &name, from_ms, to_ms, BUCKETS)).await
     {
         Ok(Ok(b)) => b,
@@ -157,6 +173,14 @@ async fn page(Path(camera): Path<String>, uri: Uri) -> Response {
     };
     let html = super::history_chart::page(&camera, hours, retain_h, &buckets, stats_line(history));
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
+}
+
+/// Whether `camera` can be a configured camera's name (what `check-config` allows), so
+/// any other path is refused before it reaches the file or the page.
+fn camera_name(camera: &str) -> bool {
+    !camera.is_empty()
+        && camera.len() <= 64
+        && camera.chars().all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '-' | '_' | '.'))
 }
 
 /// What the history did, in a line for the page's footer.
@@ -249,14 +273,15 @@ mod tests {
         assert!(q("/api/events?limit=1001").unwrap_err().starts_with("limit:"));
         assert!(q("/api/events?after=-1").unwrap_err().starts_with("after:"));
         assert!(q("/api/events?cam=door").unwrap_err().contains("unknown parameter 'cam'"));
-        assert_eq!(q("/api/events?since=20&until=10").unwrap_err(), "since is after until");
+        assert_eq!(q("/api/events?since=1796601700001&until=1796601700000").unwrap_err(), "since is after until");
+        assert!(q("/api/events?since=1796601700").unwrap_err().contains("looks like unix seconds"));
     }
 
     #[test]
     fn the_next_link_keeps_the_filters() {
-        let a = q("/api/events?camera=front%20door&since=10&limit=5").unwrap();
+        let a = q("/api/events?camera=front%20door&since=1796601700000&limit=5").unwrap();
         let next = next_link(&a, 42);
-        assert_eq!(next, "/api/events?camera=front+door&since=10&limit=5&after=42");
+        assert_eq!(next, "/api/events?camera=front+door&since=1796601700000&limit=5&after=42");
         let again = q(&next).unwrap();
         assert_eq!(again, EventQuery { after_seq: Some(42), ..a });
     }

@@ -29,6 +29,7 @@ impl Publisher {
         }
         let mut failed = 0;
         let mut last_error = None;
+        let mut to_history = crate::history::Pending::default();
         for event in events {
             let payload = match serde_json::to_vec(&event) {
                 Ok(p) => p,
@@ -48,7 +49,7 @@ impl Publisher {
             }
             match self.spool.append(&rec) {
                 Ok(dropped) => {
-                    crate::history::record(&event, &rec.payload);
+                    to_history.add(&event, &rec.payload);
                     tracing::info!(
                         camera = %event.camera, track = event.track_id, seq = event.seq,
                         "{:<6} {:<10} {:.2} (debias {})",
@@ -73,6 +74,9 @@ impl Publisher {
         // Events whose fsync failed were rolled back: they are lost like those the
         // disk refused, and never sent.
         let synced = self.spool.sync();
+        if synced.is_ok() {
+            to_history.hand_over();
+        }
         if let Err(e) = &synced {
             failed += e.lost;
         }
