@@ -39,10 +39,10 @@ struct Inner {
     last: Option<String>,
     /// Events the broker refused, by reason (a fixed, small set of labels).
     refusals: BTreeMap<&'static str, u64>,
-    /// Since the first refusal after the last accepted event (or after a pause in
-    /// refusals of `stuck_after`); `None` while events get through. It counts only while
-    /// refusals go on ([`Inner::refusing_for`]): one refusal and then a quiet night is no
-    /// broker that refuses everything.
+    /// Since the first refusal after the last accepted event; `None` while events get
+    /// through. It counts while refusals go on, or once they have spanned `stuck_after`
+    /// ([`Inner::refusing_for`]): one refusal and then a quiet night is no broker that
+    /// refuses everything, two refusals an hour apart with nothing accepted are.
     refused_since: Option<Instant>,
     /// The last refusal: when, and in words.
     last_refusal: Option<(Instant, String)>,
@@ -72,15 +72,16 @@ impl Default for DeliveryWatch {
 }
 
 impl Inner {
-    /// How long the broker has refused every event, at `now`, while the last refusal is
-    /// younger than `stuck_after`; `None` once refusals paused that long (or events got
-    /// through).
+    /// How long the broker has refused every event, at `now`: counted while refusals go
+    /// on (the last is younger than `stuck_after`) or once they have spanned
+    /// `stuck_after` with none accepted (a quiet site whose every event is refused);
+    /// `None` after a lone refusal and a pause, or once an event got through.
     fn refusing_for(&self, now: Instant) -> Option<Duration> {
+        let since = self.refused_since?;
         let (at, _) = self.last_refusal.as_ref()?;
-        if now.saturating_duration_since(*at) >= self.stuck_after {
-            return None;
-        }
-        self.refused_since.map(|t| now.saturating_duration_since(t))
+        let going_on = now.saturating_duration_since(*at) < self.stuck_after;
+        let spanned = at.saturating_duration_since(since) >= self.stuck_after;
+        (going_on || spanned).then(|| now.saturating_duration_since(since))
     }
 
     /// How long delivery has been stuck at `now`, once that is longer than allowed.
@@ -134,9 +135,9 @@ impl DeliveryWatch {
         let mut w = self.lock();
         *w.refusals.entry(reason).or_default() += 1;
         if w.last_refusal.as_ref().is_none_or(|(at, _)| now.saturating_duration_since(*at) >= w.stuck_after) {
-            // After a pause this long refusals start over: logged, and timed, afresh.
+            // After a pause this long a refusal is news again (logged afresh); the clock
+            // still runs from the first refusal since an event was last accepted.
             w.refusals_logged.clear();
-            w.refused_since = Some(now);
         }
         w.refused_since.get_or_insert(now);
         w.last_refusal = Some((now, message.to_string()));
@@ -294,7 +295,7 @@ mod tests {
         assert_eq!(w.refusals(), vec![("not_authorized", 2), ("quota_exceeded", 1)]);
         assert!(!w.refused_at("not_authorized", "again", s(100)), "41 s after the last: they go on, not news");
         assert!(w.refused_at("not_authorized", "again", s(160)), "after a pause of stuck_after it is news again");
-        assert_eq!(w.problem_at(0, s(161)), None, "and refusals are timed afresh from there");
+        assert!(w.problem_at(0, s(161)).is_some(), "refused from 0 s to 160 s with none accepted: still stuck");
         w.acked();
         w.pending(0);
         assert_eq!(w.problem(0), None, "an accepted event is progress");
@@ -314,5 +315,25 @@ mod tests {
         assert_eq!(w.lock().stuck_at(night), None, "no refusal for stuck_after: nothing is stuck");
         assert_eq!(w.problem_at(0, night), None);
         assert_eq!(w.summary_at(night), None);
+    }
+
+    #[test]
+    fn refusals_further_apart_than_stuck_after_with_none_accepted_are_stuck() {
+        // A quiet site (a face every 90 s) whose every event an ACL refuses: each refusal
+        // comes after a pause longer than stuck_after, and still nothing gets through.
+        let w = DeliveryWatch::default();
+        w.set_stuck_after(Duration::from_secs(60));
+        let t = Instant::now();
+        w.refused_at("not_authorized", "not_authorized on clefd/d/c/emotion", t);
+        w.pending(0);
+        let later = t + Duration::from_secs(90);
+        w.refused_at("not_authorized", "not_authorized on clefd/d/c/emotion", later);
+        let said = w.problem_at(0, later).expect("every event refused for 90 s is stuck");
+        assert!(said.contains("refused every event"), "{said}");
+        let night = later + Duration::from_secs(8 * 3600);
+        assert!(w.problem_at(0, night).is_some(), "and stays stuck until an event is accepted");
+        w.acked();
+        w.pending(0);
+        assert_eq!(w.problem_at(0, night), None, "an accepted event is progress");
     }
 }
