@@ -52,12 +52,12 @@ impl HistoryError {
     }
 }
 
-/// Moves a damaged file (and its journal) out of the way, to `<file>.corrupt-<unix s>`
+/// Moves a damaged file (and its journal) out of the way, to `<file>.corrupt-<unix ms>`
 /// where a person can still look at it; the name it went to.
 pub fn set_aside(path: &Path) -> std::io::Result<PathBuf> {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
     let mut aside = path.as_os_str().to_owned();
-    aside.push(format!(".corrupt-{secs}"));
+    aside.push(format!(".corrupt-{ms}"));
     let aside = PathBuf::from(aside);
     std::fs::rename(path, &aside)?;
     let mut journal = path.as_os_str().to_owned();
@@ -111,9 +111,13 @@ CREATE TABLE IF NOT EXISTS events (
 ";
 
 /// A file from before `recv_ms`: its events count as received when they were captured.
+/// One transaction, so a crash between the two never leaves `recv_ms = 0` (which the next
+/// prune would read as "older than anything" and delete).
 const ADD_RECV: &str = "
+BEGIN IMMEDIATE;
 ALTER TABLE events ADD COLUMN recv_ms INTEGER NOT NULL DEFAULT 0;
 UPDATE events SET recv_ms = ts_ms;
+COMMIT;
 ";
 
 const INDEXES: &str = "
