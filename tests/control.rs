@@ -227,3 +227,44 @@ fn a_camera_disabled_while_the_broker_is_down_has_its_current_cleared_when_it_is
     assert!(currents.is_empty(), "a disabled camera keeps a retained current: {currents:?}");
     assert!(daemon.stop());
 }
+
+/// A live camera disabled over MQTT while a file camera plays to its end: the file ending
+/// must not end the run (exit 0 would leave systemd nothing to restart, and the disabled
+/// camera could never be enabled again). clefd keeps running and the camera comes back
+/// when enabled. (Found by the 2,000-step torture run of seed 31, step 1569: every live
+/// camera disabled, the files over, and clefd exited.)
+#[test]
+fn a_file_that_ends_while_a_live_camera_is_disabled_does_not_end_the_run() {
+    let broker = Broker::start();
+    let consumer = Consumer::start(broker.port);
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("clip.mp4");
+    common::astronaut_clip(&clip, 3.0, 15);
+    let cfg = common::TestConfig::new(dir.path(), &broker.url(), "ctl")
+        .with(|c| c.mqtt.control = true)
+        .camera("live", "test://smpte")
+        .camera("once", &format!("file://{}", clip.display()))
+        .write();
+    let log = dir.path().join("clefd.log");
+    let mut daemon = Daemon::start(&cfg, &log);
+    consumer.wait_for("live streaming", WAIT, |m| state_after(m, "live", 0, |s| s["status"] == "streaming").is_some());
+    assert_eq!(command(&broker, &consumer, "clefd/ctl/live/set", r#"{"enabled": false}"#)["ok"], true);
+    consumer.wait_for("live disabled and the file ended", WAIT, |m| {
+        state_after(m, "live", 0, |s| s["status"] == "disabled").is_some()
+            && state_after(m, "once", 0, |s| s["status"] == "ended").is_some()
+    });
+    // The old code ended the run within 200 ms of the file's end; the command below then
+    // went unanswered. Here it is answered and the camera analyses again.
+    assert!(
+        daemon.running(),
+        "clefd exited when the file ended; its log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert_eq!(command(&broker, &consumer, "clefd/ctl/live/set", r#"{"enabled": true}"#)["ok"], true);
+    let on = consumer.messages().len();
+    consumer.wait_for("live streaming again", WAIT, |m| {
+        state_after(m, "live", on, |s| s["status"] == "streaming").is_some()
+    });
+    assert!(daemon.running(), "clefd exited after the camera was enabled again");
+    assert!(daemon.stop());
+}

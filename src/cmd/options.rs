@@ -87,7 +87,8 @@ pub fn pipeline_options(s: &Settings) -> (PipelineOptions, Vec<(String, String)>
             Err(reason) => unusable.push((name.clone(), reason)),
         }
     }
-    (PipelineOptions { workers, cameras }, unusable)
+    let disabled = (s.cameras.iter()).filter(|(_, c)| !c.enabled).map(|(name, _)| name.clone()).collect();
+    (PipelineOptions { workers, cameras, disabled }, unusable)
 }
 
 /// One camera as the pipeline runs it, its password read into its URI.

@@ -403,7 +403,8 @@ impl Pipeline {
 
     /// Waits until every camera has ended and every worker has finished (including
     /// workers a reload started meanwhile). With no camera running at all (every one
-    /// disabled or removed) it waits for the next one, or for [`Control::stop`]. Meanwhile
+    /// disabled or removed), or while a disabled camera may still be enabled, it waits for
+    /// the next one, or for [`Control::stop`]. Meanwhile
     /// it looks after the workers: one that ends abnormally has its cameras moved to a new
     /// worker (or, when that keeps happening, the run ends with a failure).
     pub fn wait(self) -> Outcome {

@@ -63,7 +63,10 @@ impl Inner {
             }
         }
         self.reap();
-        t.over = self.workers.is_empty() && self.retired.is_empty() && (self.stopped || !self.cameras.is_empty());
+        // Cameras that ended on their own (files) end the run, unless one that is disabled
+        // may still be enabled by a command: then clefd waits for it, like with no camera.
+        let ended = !self.cameras.is_empty() && self.options.disabled.is_empty();
+        t.over = self.workers.is_empty() && self.retired.is_empty() && (self.stopped || ended);
         if self.stopped {
             return t;
         }
