@@ -10,13 +10,15 @@
 //! on this connection too).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
 use super::Topics;
-use super::outgoing::Command;
+use super::outgoing::{Command, PublishStats};
 use super::properties::reply_meta;
 use super::session::{self, SessionEvent, SessionOptions};
 use crate::backoff::Backoff;
@@ -84,6 +86,7 @@ impl ControlLink {
         topics: Topics,
         commands: mpsc::Sender<Command>,
         reconnect_max: Duration,
+        stats: Arc<PublishStats>,
     ) -> ControlLink {
         let opts = SessionOptions {
             client_id: format!("{}-control", events.client_id),
@@ -94,7 +97,7 @@ impl ControlLink {
             ..events.clone()
         };
         let (replies, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(opts, topics, commands, rx, reconnect_max));
+        tokio::spawn(run(opts, topics, commands, rx, reconnect_max, stats));
         ControlLink { replies }
     }
 
@@ -167,6 +170,7 @@ async fn run(
     commands: mpsc::Sender<Command>,
     mut replies: mpsc::Receiver<(String, Vec<u8>)>,
     reconnect_max: Duration,
+    stats: Arc<PublishStats>,
 ) {
     let salt = opts.client_id.bytes().fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
     let mut re =
@@ -176,6 +180,7 @@ async fn run(
         let mut s = session::open(&opts, QUEUE);
         let mut up = false;
         let mut up_since = None;
+        let mut subscribed = 0;
         let error = loop {
             if up {
                 answers.flush(&s.client, &topics);
@@ -185,10 +190,18 @@ async fn run(
                     Some(Ok(SessionEvent::Connected)) => {
                         up = true;
                         up_since = Some(tokio::time::Instant::now());
+                        subscribed = 0;
                         for filter in [topics.set(None), topics.set(Some("+"))] {
                             if !s.client.subscribe(filter.clone()) {
                                 tracing::warn!(topic = %filter, "cannot subscribe to the control topic");
                             }
+                        }
+                    }
+                    Some(Ok(SessionEvent::Subscribed)) => {
+                        subscribed += 1;
+                        if subscribed == 2 {
+                            stats.control_subscribes.fetch_add(1, Ordering::Relaxed);
+                            stats.control_ready.store(true, Ordering::Relaxed);
                         }
                     }
                     Some(Ok(SessionEvent::Received { topic, payload })) => {
@@ -209,6 +222,7 @@ async fn run(
             }
         };
         s.poller.abort();
+        stats.control_ready.store(false, Ordering::Relaxed);
         let too_large = error.reason == session::TOO_LARGE;
         let say_too_large = re.ended(up_since.map(|t| t.elapsed()), too_large);
         if say_too_large {

@@ -137,6 +137,11 @@ pub struct PublishStats {
     pub connects: AtomicU64,
     /// Whether a connection is up.
     pub connected: AtomicBool,
+    /// Whether the control connection (`mqtt.control`) is up with both its subscriptions
+    /// acknowledged: a command sent before then is dropped by the broker, unanswered.
+    pub control_ready: AtomicBool,
+    /// How many times the control connection got both its subscriptions acknowledged.
+    pub control_subscribes: AtomicU64,
     /// Whether acknowledgements come, and how the connection fails.
     pub delivery: super::progress::DeliveryWatch,
 }
@@ -154,6 +159,8 @@ impl Default for PublishStats {
             spooled: AtomicU64::new(0),
             connects: AtomicU64::new(0),
             connected: AtomicBool::new(false),
+            control_ready: AtomicBool::new(false),
+            control_subscribes: AtomicU64::new(0),
             delivery: Default::default(),
         }
     }

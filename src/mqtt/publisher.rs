@@ -277,10 +277,9 @@ impl Publisher {
         mut outputs: mpsc::Receiver<Outgoing>,
         park: impl std::future::Future<Output = ()>,
     ) -> anyhow::Result<Option<Parked>> {
-        self.control =
-            self.cfg.commands.clone().map(|commands| {
-                ControlLink::start(&self.session, self.topics.clone(), commands, self.cfg.reconnect_max)
-            });
+        self.control = self.cfg.commands.clone().map(|commands| {
+            ControlLink::start(&self.session, self.topics.clone(), commands, self.cfg.reconnect_max, self.stats.clone())
+        });
         let mut conn = self.connect();
         tokio::pin!(park);
         let mut parking = false;

@@ -58,6 +58,8 @@ pub enum SessionEvent {
         /// Reason for refusal (MQTT 5 only), as a metric label (a small, fixed set).
         refused: Option<&'static str>,
     },
+    /// The broker acknowledged a subscription.
+    Subscribed,
     /// Our DISCONNECT went out.
     Disconnected,
     /// A message arrived on a topic we subscribed to.
@@ -239,6 +241,7 @@ async fn poll_v311(mut eventloop: rumqttc::EventLoop, tx: Tx) {
         let event = match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => SessionEvent::Connected,
             Ok(Event::Incoming(Packet::PubAck(ack))) => SessionEvent::Acked { pkid: ack.pkid, refused: None },
+            Ok(Event::Incoming(Packet::SubAck(_))) => SessionEvent::Subscribed,
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 SessionEvent::Received { topic: p.topic, payload: p.payload.to_vec() }
             }
@@ -265,6 +268,7 @@ async fn poll_v5(mut eventloop: mq5::EventLoop, tx: Tx) {
             Ok(Event::Incoming(Packet::PubAck(ack))) => {
                 SessionEvent::Acked { pkid: ack.pkid, refused: refusal(ack.reason) }
             }
+            Ok(Event::Incoming(Packet::SubAck(_))) => SessionEvent::Subscribed,
             Ok(Event::Incoming(Packet::Publish(p))) => SessionEvent::Received {
                 topic: String::from_utf8_lossy(&p.topic).into_owned(),
                 payload: p.payload.to_vec(),

@@ -321,6 +321,17 @@ fn publishing(f: &mut Families, h: &Health) {
     let connected = f64::from(u8::from(p.connected.load(Ordering::Relaxed)));
     f.gauges("clefd_mqtt_connected", "1 while connected to the broker.", [(none(), connected)]);
     f.counters("clefd_mqtt_connects_total", "Successful connections to the broker.", [(none(), load(&p.connects))]);
+    let ready = f64::from(u8::from(p.control_ready.load(Ordering::Relaxed)));
+    f.gauges(
+        "clefd_mqtt_control_ready",
+        "1 while the control connection (mqtt.control) is up and subscribed: commands sent meanwhile are answered.",
+        [(none(), ready)],
+    );
+    f.counters(
+        "clefd_mqtt_control_subscribes_total",
+        "Times the control connection subscribed to its command topics (once per connection).",
+        [(none(), load(&p.control_subscribes))],
+    );
     let stuck = f64::from(u8::from(p.delivery.stuck_for().is_some()));
     f.gauges(
         "clefd_mqtt_delivery_stuck",
