@@ -153,6 +153,10 @@ fn the_api_returns_what_consumers_got_and_the_page_draws_the_day() {
     let (code, body) = http_get(port, &format!("/cameras/{}/history", "%7Bchart%7D".repeat(300)));
     assert_eq!(code, 404, "{body}");
     assert!(body.len() < 1_000 && body.contains("no such camera"), "{} bytes: {body:.200}", body.len());
+    // A name a camera could have, but none configured has: not an empty day, a 404.
+    let (code, body) = http_get(port, "/cameras/porch/history");
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("'porch' is not configured"), "{body}");
 
     // A phone's width: the picture Chromium takes (docs/history-phone.png is one).
     let shot = dir.path().join("history-phone.png");
