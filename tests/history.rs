@@ -153,6 +153,10 @@ fn the_api_returns_what_consumers_got_and_the_page_draws_the_day() {
     let (code, body) = http_get(port, &format!("/cameras/{}/history", "%7Bchart%7D".repeat(300)));
     assert_eq!(code, 404, "{body}");
     assert!(body.len() < 1_000 && body.contains("no such camera"), "{} bytes: {body:.200}", body.len());
+    // A name a camera could have, but none configured has: not an empty day, a 404.
+    let (code, body) = http_get(port, "/cameras/porch/history");
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("'porch' is not configured"), "{body}");
 
     // A phone's width: the picture Chromium takes (docs/history-phone.png is one).
     let shot = dir.path().join("history-phone.png");
@@ -247,5 +251,34 @@ fn events_older_than_retain_h_are_deleted() {
         // Pruned with each batch: at most a batch's gathering and a few polls late.
         assert!(age < retain_ms + 5_000, "event {} is {age} ms old, beyond retain_h", e["seq"]);
     }
+    assert!(daemon.stop(), "clefd exits 0");
+}
+
+/// The spool's commit file cannot be written (a folder holds its temp file's name), so
+/// every sync of the spool reports an error, though each event is on disk and sent: the
+/// history keeps what was sent. It once left out every group whose sync reported anything.
+#[test]
+fn what_is_sent_is_kept_when_the_spool_s_sync_reports_trouble() {
+    let broker = Broker::start();
+    let consumer = Consumer::start(broker.port);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("state/spool/acked.tmp")).unwrap();
+    let port = common::free_port();
+    let daemon = start(dir.path(), &broker, port, |_| {});
+    consumer.wait_for("four events from hall", WAIT, |m| common::seqs(m, "hist").len() >= 4);
+    let (_, health) = http_get(port, "/healthz");
+    assert!(health.contains("cannot flush the event spool to disk"), "the sync reports trouble: {health}");
+    let sent: Vec<u64> = consumer.on("/hall/emotion").iter().map(|m| m.body["seq"].as_u64().unwrap()).collect();
+    let last = *sent.last().unwrap();
+    let deadline = Instant::now() + WAIT;
+    let kept = loop {
+        let kept = seqs(&all_pages(port, "/api/events?camera=hall&limit=1000").0);
+        if kept.contains(&last) || Instant::now() > deadline {
+            break kept;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let missing: Vec<_> = sent.iter().filter(|s| !kept.contains(s)).collect();
+    assert!(missing.is_empty(), "sent but not in the history: {missing:?} (kept {kept:?})");
     assert!(daemon.stop(), "clefd exits 0");
 }

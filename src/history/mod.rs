@@ -14,6 +14,7 @@ mod row;
 pub mod store;
 mod writer;
 
+use std::ops::Range;
 use std::sync::OnceLock;
 
 pub use row::Row;
@@ -39,7 +40,8 @@ pub fn installed() -> Option<&'static History> {
 }
 
 /// One spool group's events, held until the spool has them on disk: an event whose fsync
-/// failed is rolled back and never sent, so it must not be served by `/api/events` either.
+/// failed is rolled back and never sent, so it must not be served by `/api/events` either;
+/// every other event of the group is sent, so it is served, whatever else the sync met.
 #[derive(Default)]
 pub struct Pending(Vec<Row>);
 
@@ -54,11 +56,22 @@ impl Pending {
 
     /// Hands the group to the history, once it is synced. Never blocks (a writer behind drops the event and counts it).
     pub fn hand_over(self) {
+        self.hand_over_except(&[]);
+    }
+
+    /// Hands the group to the history but for the events numbered in `rolled_back` (those
+    /// the spool's sync gave up: never sent). Never blocks.
+    pub fn hand_over_except(self, rolled_back: &[Range<u64>]) {
         if let Some(history) = INSTALLED.get() {
-            for row in self.0 {
+            for row in self.kept(rolled_back) {
                 history.record_row(row);
             }
         }
+    }
+
+    /// The rows not numbered in `rolled_back`.
+    fn kept(self, rolled_back: &[Range<u64>]) -> impl Iterator<Item = Row> {
+        self.0.into_iter().filter(move |row| !rolled_back.iter().any(|r| r.contains(&row.seq)))
     }
 }
 
@@ -74,4 +87,23 @@ pub fn flush(wait: std::time::Duration) {
 /// The current time in unix milliseconds.
 pub fn now_ms() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::EventType;
+
+    #[test]
+    fn a_group_hands_over_all_but_what_its_sync_rolled_back() {
+        let mut e = EmotionEvent::for_test("door", 1, EventType::Update, "Happy", 0.9);
+        let rows = (1..=6)
+            .map(|seq| {
+                e.seq = seq;
+                Row::from_event(&e, b"{}")
+            })
+            .collect();
+        let kept: Vec<u64> = Pending(rows).kept(&[2..4, 6..7]).map(|r| r.seq).collect();
+        assert_eq!(kept, [1, 4, 5]);
+    }
 }

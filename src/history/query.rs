@@ -34,8 +34,10 @@ pub struct EventPage {
     pub events: Vec<(u64, String)>,
     /// Whether more events match after the last one.
     pub more: bool,
-    /// The oldest `seq` the history still holds, if any: a consumer whose cursor is older
-    /// knows that the events between were pruned.
+    /// The oldest `seq` the history still holds (of the camera asked for, if one was), if
+    /// any: a consumer whose cursor is older knows that the events between were pruned.
+    /// Per camera, because a consumer of one camera pages by its `seq`s alone: another
+    /// camera's older events say nothing about what it missed.
     pub oldest: Option<u64>,
 }
 
@@ -79,7 +81,11 @@ pub fn events(path: &Path, q: &EventQuery) -> Result<EventPage, HistoryError> {
     let mut events = rows.collect::<Result<Vec<_>, _>>().map_err(err)?;
     let more = events.len() > limit;
     events.truncate(limit);
-    let oldest: Option<i64> = conn.query_row("SELECT MIN(seq) FROM events", [], |r| r.get(0)).map_err(err)?;
+    let oldest: Option<i64> = match &q.camera {
+        Some(c) => conn.query_row("SELECT MIN(seq) FROM events WHERE camera = ?1", [c], |r| r.get(0)),
+        None => conn.query_row("SELECT MIN(seq) FROM events", [], |r| r.get(0)),
+    }
+    .map_err(err)?;
     Ok(EventPage { events, more, oldest: oldest.map(|s| s as u64) })
 }
 
@@ -232,6 +238,19 @@ mod tests {
         let all = plan(&EventQuery { after_seq: Some(3), ..EventQuery::default() });
         assert!(all.contains("USING INTEGER PRIMARY KEY"), "{all}");
         assert!(events(&path, &door).unwrap().events.is_empty());
+    }
+
+    #[test]
+    fn the_oldest_seq_is_the_camera_s_when_one_is_asked_for() {
+        let (_dir, path) = filled();
+        let oldest = |camera: Option<&str>| {
+            events(&path, &EventQuery { camera: camera.map(str::to_string), limit: 1, ..EventQuery::default() })
+                .unwrap()
+                .oldest
+        };
+        // hall's only event is 3; door's go from 1.
+        assert_eq!((oldest(Some("hall")), oldest(Some("door")), oldest(None)), (Some(3), Some(1), Some(1)));
+        assert_eq!(oldest(Some("nosuch")), None, "a camera with no events has no oldest");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The history's writer: one thread that takes events from a bounded channel and writes
 //! them in batches, so the publisher hands an event over without ever touching the disk.
-//! A disk that refuses is logged once per trouble, counted, and tried again later; the
-//! daemon never hears of it otherwise.
+//! A disk that refuses is logged once per trouble, counted, and tried again later; a file
+//! found damaged is set aside and a new one started. The daemon never hears of it otherwise.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,7 +9,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{Row, Store};
+use super::{HistoryError, Row, Store};
 use crate::config::HistorySettings;
 use crate::events::EmotionEvent;
 
@@ -38,6 +38,8 @@ pub struct HistoryStats {
     pub failed: AtomicU64,
     /// Events deleted for age or size.
     pub pruned: AtomicU64,
+    /// Damaged files moved aside (`<file>.corrupt-<ms>`) for a new one.
+    pub set_aside: AtomicU64,
     /// The file's size after the last write, in bytes.
     pub bytes: AtomicU64,
     /// Why the history cannot be written now, if it cannot.
@@ -171,13 +173,51 @@ impl Writer {
         }
     }
 
-    /// Makes room for `batch` and writes it; a failure drops the file until [`RETRY`].
+    /// Makes room for `batch` and writes it. Damage met on the way sets the file aside
+    /// and the batch goes to a new one (as at open: a damaged file stays damaged, and
+    /// opening it again does not find damage in its pages); any other failure drops the
+    /// file until [`RETRY`].
     fn write(&mut self, batch: &[Row]) {
+        let mut result = self.attempt(batch);
+        if let Some(Err(e)) = &result
+            && e.is_damaged()
+        {
+            self.store = None;
+            if self.set_aside(e) {
+                result = self.attempt(batch);
+            }
+        }
         let stats = self.stats.clone();
-        let Some(store) = self.store() else {
-            stats.failed.fetch_add(batch.len() as u64, Ordering::Relaxed);
-            return;
-        };
+        match result {
+            None => {
+                stats.failed.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            }
+            Some(Ok(bytes)) => {
+                stats.written.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                stats.bytes.store(bytes, Ordering::Relaxed);
+                if let Ok(mut problem) = stats.problem.lock()
+                    && problem.take().is_some()
+                {
+                    tracing::info!("the history is written again");
+                }
+            }
+            Some(Err(e)) if e.is_busy() => {
+                // Still busy after every try: this batch is lost, the file stays open.
+                stats.failed.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                self.problem(e.to_string());
+            }
+            Some(Err(e)) => {
+                stats.failed.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                self.broken(e.to_string());
+            }
+        }
+    }
+
+    /// Prunes and writes `batch` on the open file, waiting out a reader that holds it;
+    /// the file's size after, or `None` when no file is open.
+    fn attempt(&mut self, batch: &[Row]) -> Option<Result<u64, HistoryError>> {
+        let stats = self.stats.clone();
+        let store = self.store()?;
         let incoming = batch.iter().map(|r| r.size() as u64).sum::<u64>();
         let mut result = Ok(());
         for _ in 0..BUSY_TRIES {
@@ -185,33 +225,25 @@ impl Writer {
                 stats.pruned.fetch_add(pruned, Ordering::Relaxed);
                 if batch.is_empty() { Ok(()) } else { store.insert(batch) }
             });
-            if !result.as_ref().is_err_and(super::HistoryError::is_busy) {
+            if !result.as_ref().is_err_and(HistoryError::is_busy) {
                 break;
             }
         }
-        match result {
-            Ok(()) => {
-                stats.written.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                stats.bytes.store(store.file_bytes(), Ordering::Relaxed);
-                if let Ok(mut problem) = stats.problem.lock()
-                    && problem.take().is_some()
-                {
-                    tracing::info!("the history is written again");
-                }
+        Some(result.map(|()| store.file_bytes()))
+    }
+
+    /// Moves the damaged file aside (the connection to it is closed) so a new one is
+    /// started; logged and counted once per file. Whether it went.
+    fn set_aside(&self, damage: &HistoryError) -> bool {
+        match super::store::set_aside(&self.settings.path) {
+            Ok(aside) => {
+                self.stats.set_aside.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %damage, kept = %aside.display(), "the history's file is damaged: set aside, a new one started");
+                true
             }
-            Err(e) if e.is_busy() => {
-                // Still busy after every try: this batch is lost, the file stays open.
-                stats.failed.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                self.problem(e.to_string());
-            }
-            Err(e) => {
-                stats.failed.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                let damaged = e.is_damaged();
-                self.broken(e.to_string());
-                if damaged {
-                    // Opened again at the next batch, which sets the file aside.
-                    self.broken_at = None;
-                }
+            Err(io) => {
+                tracing::warn!(error = %io, "cannot set the damaged history file aside");
+                false
             }
         }
     }
@@ -236,16 +268,7 @@ impl Writer {
             }
             let s = &self.settings;
             let opened = match Store::open(&s.path, s.retain, s.max_bytes) {
-                Err(e) if e.is_damaged() => match super::store::set_aside(&s.path) {
-                    Ok(aside) => {
-                        tracing::warn!(error = %e, kept = %aside.display(), "the history's file is damaged: set aside, a new one started");
-                        Store::open(&s.path, s.retain, s.max_bytes)
-                    }
-                    Err(io) => {
-                        tracing::warn!(error = %io, "cannot set the damaged history file aside");
-                        Err(e)
-                    }
-                },
+                Err(e) if e.is_damaged() && self.set_aside(&e) => Store::open(&s.path, s.retain, s.max_bytes),
                 other => other,
             };
             match opened {
@@ -338,15 +361,29 @@ mod tests {
         assert_eq!(history.stats.written.load(Ordering::Relaxed), 5, "all five written before the answer");
     }
 
-    #[test]
-    fn a_reader_holding_the_file_delays_a_batch_and_loses_nothing() {
+    /// A writer on a new file in a folder of its own that wrote event 1 as `payload`:
+    /// the folder, the file, the writer and the event (to number on).
+    fn one_written(payload: &[u8]) -> (tempfile::TempDir, PathBuf, History, EmotionEvent) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("h.sqlite");
         let history = History::start(settings(path.clone(), 1 << 20));
         let mut e = EmotionEvent::for_test("door", 1, EventType::New, "Happy", 0.9);
         e.seq = 1;
-        history.record(&e, b"{}");
+        history.record(&e, payload);
         assert!(history.flush(Duration::from_secs(60)), "the writer answers");
+        (dir, path, history, e)
+    }
+
+    /// The `seq`s the file at `path` holds, in order.
+    fn kept(path: &std::path::Path) -> Vec<i64> {
+        let conn = Store::reader(path).unwrap();
+        let mut q = conn.prepare("SELECT seq FROM events ORDER BY seq").unwrap();
+        q.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    }
+
+    #[test]
+    fn a_reader_holding_the_file_delays_a_batch_and_loses_nothing() {
+        let (_dir, path, history, mut e) = one_written(b"{}");
         // A reader in a transaction keeps its shared lock: the writer cannot commit.
         let reader = Store::reader(&path).unwrap();
         reader.execute_batch("BEGIN; SELECT COUNT(*) FROM events;").unwrap();
@@ -365,13 +402,7 @@ mod tests {
 
     #[test]
     fn a_second_writer_on_the_same_file_keeps_nothing_and_says_why() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("h.sqlite");
-        let first = History::start(settings(path.clone(), 1 << 20));
-        let mut e = EmotionEvent::for_test("door", 1, EventType::New, "Happy", 0.9);
-        e.seq = 1;
-        first.record(&e, b"{\"first\":1}");
-        assert!(first.flush(Duration::from_secs(60)));
+        let (_dir, path, _first, e) = one_written(b"{\"first\":1}");
         let second = History::start(settings(path.clone(), 1 << 20));
         second.record(&e, b"{\"second\":1}");
         assert!(!second.flush(Duration::from_secs(60)), "the second one wrote nothing");
@@ -397,6 +428,7 @@ mod tests {
         assert!(history.flush(Duration::from_secs(60)), "the writer answers");
         let s = &history.stats;
         assert_eq!((s.written.load(Ordering::Relaxed), s.failed.load(Ordering::Relaxed)), (3, 0));
+        assert_eq!(s.set_aside.load(Ordering::Relaxed), 1);
         let aside: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|f| f.unwrap().path())
@@ -404,6 +436,53 @@ mod tests {
             .collect();
         assert_eq!(aside.len(), 1, "{aside:?}");
         assert_eq!(std::fs::read(&aside[0]).unwrap(), garbage, "kept as it was");
+    }
+
+    #[test]
+    fn damage_found_while_writing_sets_the_file_aside_and_a_new_one_takes_the_events() {
+        let (dir, path, history, mut e) = one_written(b"{}");
+        let payload = vec![b'x'; 1000];
+        for seq in 2..=200 {
+            e.seq = seq;
+            history.record(&e, &payload);
+        }
+        assert!(history.flush(Duration::from_secs(60)), "the writer answers");
+        // Under the running writer, every page but the first (the schema, which opening
+        // reads) turns to garbage; the change counter moves so its connection reads again.
+        let mut bytes = std::fs::read(&path).unwrap();
+        let page = match u16::from_be_bytes([bytes[16], bytes[17]]) {
+            1 => 65_536,
+            n => usize::from(n),
+        };
+        assert!(bytes.len() > 10 * page, "{} bytes: more than the schema's page", bytes.len());
+        bytes[page..].fill(0xA5);
+        let counter = u32::from_be_bytes([bytes[24], bytes[25], bytes[26], bytes[27]]).wrapping_add(1);
+        bytes[24..28].copy_from_slice(&counter.to_be_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        // Opening it finds nothing wrong: only writing does.
+        let copy = dir.path().join("copy.sqlite");
+        std::fs::write(&copy, &bytes).unwrap();
+        assert!(Store::open(&copy, Duration::from_secs(3600), 1 << 20).is_ok(), "opening finds the damage");
+        for seq in 201..=203 {
+            e.seq = seq;
+            history.record(&e, b"{}");
+        }
+        assert!(history.flush(Duration::from_secs(60)), "the events that met the damage are written after all");
+        let aside: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|f| f.unwrap().path())
+            .filter(|p| p.to_string_lossy().contains("h.sqlite.corrupt-"))
+            .collect();
+        assert_eq!(aside.len(), 1, "{aside:?}");
+        assert_eq!(kept(&path), [201, 202, 203], "a new file took them");
+        e.seq = 204;
+        history.record(&e, b"{}");
+        assert!(history.flush(Duration::from_secs(60)), "the writer answers");
+        assert_eq!(kept(&path), [201, 202, 203, 204], "and the ones after");
+        let s = &history.stats;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        assert_eq!((load(&s.written), load(&s.failed), load(&s.set_aside)), (204, 0, 1), "set aside once");
+        assert!(s.problem.lock().unwrap().is_none());
     }
 
     #[test]

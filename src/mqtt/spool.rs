@@ -53,6 +53,9 @@ pub struct Record {
 pub struct SyncError {
     /// Events appended since the last sync that are not in the spool any more.
     pub lost: u64,
+    /// Their numbers: every other event appended stays in the spool and is sent, so the
+    /// history can keep those.
+    pub rolled_back: Vec<std::ops::Range<u64>>,
     /// What the disk said.
     pub source: std::io::Error,
 }
@@ -585,8 +588,8 @@ impl Spool {
             let durable = self.segments.iter().filter_map(|s| s.durable_last).max();
             self.last_written = durable.max(self.last_written.filter(|l| *l < floor));
         }
-        for gone in rolled_back {
-            self.unspooled(gone);
+        for gone in &rolled_back {
+            self.unspooled(gone.clone());
         }
         self.note_unspooled();
         // Numbers no segment holds (before the first event of a fresh spool) wait for nothing.
@@ -600,7 +603,7 @@ impl Spool {
             }
         }
         match failure {
-            Some(source) => Err(SyncError { lost, source }),
+            Some(source) => Err(SyncError { lost, rolled_back, source }),
             None => Ok(()),
         }
     }

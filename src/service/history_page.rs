@@ -3,17 +3,20 @@
 //! for a consumer that was away longer than its broker session), and the history's
 //! series for `/metrics`. Queries run on the blocking pool, never on the runtime's threads.
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::Router;
-use axum::extract::Path;
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use prometheus::proto::{Counter, Gauge, Metric, MetricFamily, MetricType};
+use tokio::sync::Semaphore;
 
 use crate::history::query::{self, EventQuery};
 use crate::history::{History, HistoryError};
+use crate::service::http::Health;
 
 /// Events an API page holds unless `limit` says otherwise.
 const DEFAULT_LIMIT: usize = 100;
@@ -24,11 +27,31 @@ const BUCKETS: usize = 72;
 
 /// History queries running at once, at most: more requests wait their turn, so a burst
 /// cannot fill the blocking pool with connections reading the same file.
-static QUERIES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+static QUERIES: Semaphore = Semaphore::const_new(4);
 
-/// The history's routes, for the server's router.
-pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new().route("/cameras/{camera}/history", get(page)).route("/api/events", get(api))
+/// The history's routes, for the server's router; `health` knows which cameras are
+/// configured, so a page is drawn for those only.
+pub fn routes<S: Clone + Send + Sync + 'static>(health: Arc<Health>) -> Router<S> {
+    Router::new().route("/cameras/{camera}/history", get(page)).route("/api/events", get(api)).with_state(health)
+}
+
+/// Runs `query` on the blocking pool once one of `turns` is free. The turn goes with the
+/// query, not the request: a client that leaves mid-query drops the request's future,
+/// while its query runs on and still holds a connection to the file.
+async fn on_the_pool<T: Send + 'static>(
+    turns: &'static Semaphore,
+    query: impl FnOnce() -> Result<T, HistoryError> + Send + 'static,
+) -> Result<T, Response> {
+    let Ok(turn) = turns.acquire().await else { return Err(error(StatusCode::SERVICE_UNAVAILABLE, "shutting down")) };
+    let ran = tokio::task::spawn_blocking(move || {
+        let _turn = turn;
+        query()
+    });
+    match ran.await {
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(e)) => Err(failed(e)),
+        Err(_) => Err(error(StatusCode::INTERNAL_SERVER_ERROR, "the history query did not finish")),
+    }
 }
 
 /// A JSON error: what is wrong, for a person reading it.
@@ -118,11 +141,9 @@ async fn api(uri: Uri) -> Response {
     };
     let path = history.path();
     let asked = q.clone();
-    let Ok(_turn) = QUERIES.acquire().await else { return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down") };
-    let page = match tokio::task::spawn_blocking(move || query::events(&path, &asked)).await {
-        Ok(Ok(page)) => page,
-        Ok(Err(e)) => return failed(e),
-        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "the history query did not finish"),
+    let page = match on_the_pool(&QUERIES, move || query::events(&path, &asked)).await {
+        Ok(page) => page,
+        Err(response) => return response,
     };
     // The events exactly as they were published, side by side.
     let next = match page.events.last() {
@@ -141,10 +162,14 @@ async fn api(uri: Uri) -> Response {
     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-async fn page(Path(camera): Path<String>, uri: Uri) -> Response {
+async fn page(State(health): State<Arc<Health>>, Path(camera): Path<String>, uri: Uri) -> Response {
     let Some(history) = crate::history::installed() else { return off() };
     if !camera_name(&camera) {
         return error(StatusCode::NOT_FOUND, "no such camera: names are 1 to 64 of A-Z a-z 0-9 . _ - (see /)");
+    }
+    // A name no camera has would draw an empty day, as if the camera saw no one.
+    if !super::live::known(&health, &camera) {
+        return error(StatusCode::NOT_FOUND, format!("no such camera: '{camera}' is not configured (see /)"));
     }
     let retain_h = history.settings.retain.as_secs_f64() / 3600.0;
     let mut hours = DEFAULT_HOURS.min(retain_h);
@@ -164,12 +189,9 @@ async fn page(Path(camera): Path<String>, uri: Uri) -> Response {
     let to_ms = crate::history::now_ms();
     let from_ms = to_ms - (hours * 3_600_000.0) as i64;
     let (path, name) = (history.path(), camera.clone());
-    let Ok(_turn) = QUERIES.acquire().await else { return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down") };
-    let buckets = match tokio::task::spawn_blocking(move || query::buckets(&path, &name, from_ms, to_ms, BUCKETS)).await
-    {
-        Ok(Ok(b)) => b,
-        Ok(Err(e)) => return failed(e),
-        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "the history query did not finish"),
+    let buckets = match on_the_pool(&QUERIES, move || query::buckets(&path, &name, from_ms, to_ms, BUCKETS)).await {
+        Ok(b) => b,
+        Err(response) => return response,
     };
     let html = super::history_chart::page(&camera, hours, retain_h, &buckets, stats_line(history));
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response()
@@ -188,13 +210,14 @@ fn stats_line(h: &History) -> String {
     let s = &h.stats;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let mut line = format!(
-        "File {:.1} of {:.0} MB (history.max_mb). Since clefd started: {} events written, {} pruned, {} dropped (writer behind), {} lost to the disk",
+        "File {:.1} of {:.0} MB (history.max_mb). Since clefd started: {} events written, {} pruned, {} dropped (writer behind), {} lost to the disk, {} damaged files set aside",
         load(&s.bytes) as f64 / 1_048_576.0,
         h.settings.max_bytes as f64 / 1_048_576.0,
         load(&s.written),
         load(&s.pruned),
         load(&s.dropped),
         load(&s.failed),
+        load(&s.set_aside),
     );
     if let Some(problem) = s.problem.lock().ok().and_then(|p| p.clone()) {
         line += &format!("; cannot write now: {problem}");
@@ -246,6 +269,12 @@ pub fn metric_families() -> Vec<MetricFamily> {
             MetricType::COUNTER,
             load(&s.pruned),
         ),
+        family(
+            "clefd_history_set_aside_total",
+            "Damaged history files moved aside (history.sqlite.corrupt-<ms>) for a new one.",
+            MetricType::COUNTER,
+            load(&s.set_aside),
+        ),
         family("clefd_history_bytes", "Size of the history's file.", MetricType::GAUGE, load(&s.bytes)),
         family("clefd_history_writable", "0 while the history cannot be written.", MetricType::GAUGE, writable),
     ]
@@ -275,6 +304,32 @@ mod tests {
         assert!(q("/api/events?cam=door").unwrap_err().contains("unknown parameter 'cam'"));
         assert_eq!(q("/api/events?since=1796601700001&until=1796601700000").unwrap_err(), "since is after until");
         assert!(q("/api/events?since=1796601700").unwrap_err().contains("looks like unix seconds"));
+    }
+
+    /// Turns of this test's own, so no other test's queries count.
+    static TURNS: Semaphore = Semaphore::const_new(4);
+
+    #[test]
+    fn a_client_that_leaves_mid_query_keeps_its_turn_until_the_query_ends() {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let (started, running) = std::sync::mpsc::channel();
+        let (finish, finishing) = std::sync::mpsc::channel::<()>();
+        let request = rt.spawn(on_the_pool(&TURNS, move || {
+            let _ = started.send(());
+            let _ = finishing.recv();
+            Ok(())
+        }));
+        running.recv_timeout(std::time::Duration::from_secs(60)).expect("the query runs");
+        // The client goes: its request's future is dropped while the query runs on.
+        request.abort();
+        assert!(rt.block_on(request).is_err_and(|e| e.is_cancelled()));
+        assert_eq!(TURNS.available_permits(), 3, "the running query still holds its turn");
+        finish.send(()).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while TURNS.available_permits() < 4 {
+            assert!(std::time::Instant::now() < deadline, "the turn came back once the query ended");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 
     #[test]

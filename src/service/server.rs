@@ -149,7 +149,7 @@ pub fn router(health: Arc<Health>, blur_faces: bool, gate: Shared) -> Router {
         .route("/metrics", get(metrics))
         .route("/cameras/{camera}/latest.jpg", get(latest))
         .route("/cameras/{camera}/live.mjpeg", get(mjpeg))
-        .merge(super::history_page::routes())
+        .merge(super::history_page::routes(side.health.clone()))
         .route_layer(axum::middleware::from_fn_with_state(gate, super::auth::check));
     Router::new()
         .route("/healthz", get(healthz))

@@ -72,13 +72,16 @@ impl Publisher {
             }
         }
         // Events whose fsync failed were rolled back: they are lost like those the
-        // disk refused, and never sent.
+        // disk refused, and never sent. The rest of the group stays spooled and is sent
+        // (a commit file that could not be written costs re-sends, not events): the
+        // history keeps those.
         let synced = self.spool.sync();
-        if synced.is_ok() {
-            to_history.hand_over();
-        }
-        if let Err(e) = &synced {
-            failed += e.lost;
+        match &synced {
+            Ok(()) => to_history.hand_over(),
+            Err(e) => {
+                failed += e.lost;
+                to_history.hand_over_except(&e.rolled_back);
+            }
         }
         match (last_error, synced) {
             (Some(e), _) => self.disk_trouble(format!("cannot write to the event spool: {e}"), failed),

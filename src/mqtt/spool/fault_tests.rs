@@ -54,6 +54,7 @@ fn a_failed_fsync_rolls_back_and_nothing_undurable_is_sent() {
     faults(&s).fail_sync = true;
     let err = s.sync().unwrap_err();
     assert_eq!(err.lost, 2, "the two events whose fsync failed are reported lost");
+    assert_eq!(err.rolled_back, vec![1..3], "by number, so the history leaves out just those");
     assert_eq!(seqs(&mut s), vec![0], "and never sent");
     assert_eq!(s.pending(), 1, "no phantom backlog");
     s.append(&rec(3)).unwrap();
