@@ -145,13 +145,18 @@ impl Body<'_> {
     }
 }
 
-/// A SUBACK or UNSUBACK (`kind`, the first byte): the packet id, no properties, `codes`.
-fn ack(kind: u8, pkid: u16, codes: &[u8]) -> Vec<u8> {
-    let mut p = vec![kind, (3 + codes.len()) as u8];
+/// A SUBACK or UNSUBACK (`kind`, the first byte) to the SUBSCRIBE or UNSUBSCRIBE in `b`
+/// (whose filters are each followed by `options` bytes): its packet id, no properties,
+/// `code` for each filter.
+fn ack(kind: u8, b: &mut Body<'_>, options: usize, code: u8) -> Option<Vec<u8>> {
+    let pkid = b.u16()?;
+    b.properties()?;
+    let filters = b.filters(options)?;
+    let mut p = vec![kind, u8::try_from(3 + filters).ok()?];
     p.extend(pkid.to_be_bytes());
     p.push(0);
-    p.extend(codes);
-    p
+    p.extend(std::iter::repeat_n(code, filters));
+    Some(p)
 }
 
 fn serve(mut stream: TcpStream, seen: &Mutex<Vec<Seen>>, script: &Script) {
@@ -164,16 +169,8 @@ fn serve(mut stream: TcpStream, seen: &Mutex<Vec<Seen>>, script: &Script) {
                 Some(vec![0x20, 3, 0, 0, 0])
             }
             3 => publish(first, &mut b, seen, script, &mut offered),
-            8 => (|| {
-                let pkid = b.u16()?;
-                b.properties()?;
-                Some(ack(0x90, pkid, &vec![1; b.filters(1)?]))
-            })(),
-            10 => (|| {
-                let pkid = b.u16()?;
-                b.properties()?;
-                Some(ack(0xB0, pkid, &vec![0; b.filters(0)?]))
-            })(),
+            8 => ack(0x90, &mut b, 1, 1),
+            10 => ack(0xB0, &mut b, 0, 0),
             12 => Some(vec![0xD0, 0]),
             _ => return,
         };
