@@ -220,6 +220,26 @@ fn sum_series(exposition: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// The config of a delivery-watch test, `cameras` cameras of `device` over `protocol`:
+/// delivery is stuck after 3 s, reconnects wait at most 1 s. Written; and its HTTP port.
+fn watched(
+    dir: &std::path::Path,
+    broker: &Broker,
+    device: &str,
+    cameras: usize,
+    protocol: &str,
+) -> (std::path::PathBuf, u16) {
+    let port = common::free_port();
+    let cfg = config(dir, broker, device, cameras, |c| {
+        c.config.mqtt.protocol = protocol.into();
+        c.config.mqtt.delivery_stuck_s = 3.0;
+        c.config.mqtt.reconnect_max_s = 1.0;
+    })
+    .http(port)
+    .write();
+    (cfg, port)
+}
+
 /// Lines of the log that say the broker is unreachable.
 fn unreachable_lines(log: &str) -> Vec<&str> {
     log.lines().filter(|l| l.contains("MQTT broker unreachable")).collect()
@@ -233,13 +253,7 @@ fn a_stuck_delivery_is_unhealthy_however_the_connection_flaps() {
     // restarted its "unreachable for a minute" clock.
     let mut broker = Broker::start_with("max_packet_size 300\n");
     let dir = tempfile::tempdir().unwrap();
-    let port = common::free_port();
-    let cfg = config(dir.path(), &broker, "stuck", 1, |c| {
-        c.config.mqtt.delivery_stuck_s = 3.0;
-        c.config.mqtt.reconnect_max_s = 1.0;
-    })
-    .http(port)
-    .write();
+    let (cfg, port) = watched(dir.path(), &broker, "stuck", 1, "3.1.1");
     let log_path = dir.path().join("clefd.log");
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     let daemon = Daemon::start(&cfg, &log_path);
@@ -353,14 +367,7 @@ fn a_broker_that_refuses_every_event_is_unhealthy_and_says_so() {
     let acl = dir.path().join("acl");
     std::fs::write(&acl, "topic readwrite #\ntopic deny clefd/+/+/emotion\n").unwrap();
     let mut broker = Broker::start_with(&format!("acl_file {}\n", acl.display()));
-    let port = common::free_port();
-    let cfg = config(dir.path(), &broker, "denied", 1, |c| {
-        c.config.mqtt.protocol = "5".into();
-        c.config.mqtt.delivery_stuck_s = 3.0;
-        c.config.mqtt.reconnect_max_s = 1.0;
-    })
-    .http(port)
-    .write();
+    let (cfg, port) = watched(dir.path(), &broker, "denied", 1, "5");
     let log_path = dir.path().join("clefd.log");
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     let (daemon, notify) = start_notified(&cfg, dir.path(), &log_path);
@@ -380,7 +387,7 @@ fn a_broker_that_refuses_every_event_is_unhealthy_and_says_so() {
     assert_eq!(lines, 1, "the refusal is logged once, not once per event:\n{said}");
     common::notify_wait(
         &notify,
-        "events are not delivered: the MQTT broker refuses every event (not_authorized on clefd/denied/cam0/emotion)",
+        "events are not delivered: the MQTT broker refuses every event on clefd/denied/cam0/emotion (not_authorized)",
         Duration::from_secs(30),
     );
 
@@ -398,6 +405,49 @@ fn a_broker_that_refuses_every_event_is_unhealthy_and_says_so() {
         assert!(std::time::Instant::now() < deadline, "STATUS= never cleared: {:?}", statuses(&notify, cured));
         std::thread::sleep(Duration::from_millis(100));
     }
+    assert!(daemon.stop(), "{}", log());
+}
+
+#[test]
+fn a_camera_whose_every_event_is_refused_is_named_while_the_others_deliver() {
+    // mosquitto's ACL denies cam1's event topic only. Before the fix cam0's accepted
+    // events stopped the one refusal clock: /healthz said ok and STATUS= said nothing
+    // while every event of cam1 was refused.
+    let dir = tempfile::tempdir().unwrap();
+    let acl = dir.path().join("acl");
+    std::fs::write(&acl, "topic readwrite #\ntopic deny clefd/+/cam1/emotion\n").unwrap();
+    let broker = Broker::start_with(&format!("acl_file {}\n", acl.display()));
+    let consumer = Consumer::start(broker.port);
+    let (cfg, port) = watched(dir.path(), &broker, "partial", 2, "5");
+    let log_path = dir.path().join("clefd.log");
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let (daemon, notify) = start_notified(&cfg, dir.path(), &log_path);
+    let body =
+        common::wait_http(port, "/healthz", "cam1's refusals in /healthz", Duration::from_secs(90), |code, body| {
+            code == 503 && body.contains("every event on clefd/partial/cam1/emotion (not_authorized)")
+        });
+    assert!(!body.contains("cam0/emotion"), "cam0 is delivered, not named: {body}");
+    common::notify_wait(
+        &notify,
+        "events are not delivered: the MQTT broker refuses every event on clefd/partial/cam1/emotion (not_authorized)",
+        Duration::from_secs(30),
+    );
+    // cam0's events go on arriving, acknowledged, while cam1's are refused and counted.
+    let cam0 = |m: &[common::Received]| m.iter().filter(|m| m.topic.ends_with("/partial/cam0/emotion")).count();
+    let before = (cam0(&consumer.messages()), common::metric(port, "clefd_mqtt_events_acked_total").unwrap_or(0.0));
+    consumer.wait_for("more of cam0's events", Duration::from_secs(60), |m| cam0(m) >= before.0 + 3);
+    common::wait_metric(
+        port,
+        "clefd_mqtt_events_acked_total",
+        "cam0's events acknowledged",
+        Duration::from_secs(60),
+        |n| n > before.1,
+    );
+    let refused = "clefd_mqtt_events_refused_total{reason=\"not_authorized\"}";
+    common::wait_metric(port, refused, "cam1's refusals counted", Duration::from_secs(60), |n| n >= 3.0);
+    assert!(consumer.on("/partial/cam1/emotion").is_empty(), "the broker delivers none of cam1's events");
+    let (code, body) = common::http_get(port, "/healthz");
+    assert!(code == 503 && body.contains("cam1/emotion"), "still named while it lasts: {body}");
     assert!(daemon.stop(), "{}", log());
 }
 

@@ -8,6 +8,7 @@ mod outgoing;
 pub mod progress;
 pub mod properties;
 mod publisher;
+pub mod refusals;
 pub mod session;
 pub mod spool;
 pub mod state_file;

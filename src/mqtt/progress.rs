@@ -8,12 +8,16 @@
 //!
 //! An MQTT 5 broker can also take an event and refuse it (a PUBACK with a reason code: an
 //! ACL that denies the topic, a quota). That is no progress either: refusals are counted
-//! by reason, each reason is logged once while refusals keep coming, and a broker that
-//! has refused every event for `stuck_after` makes delivery stuck like silence does.
+//! by reason, each reason is logged once per topic while refusals keep coming, and a topic
+//! (a camera) whose every event the broker has refused for `stuck_after` makes delivery
+//! stuck like silence does, named, even while other cameras' events get through
+//! ([`super::refusals`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use super::refusals::{Refusals, Stuck};
 
 /// How long events may wait without an acknowledgement before delivery is stuck, unless
 /// the configuration says otherwise (`mqtt.delivery_stuck_s`).
@@ -39,15 +43,10 @@ struct Inner {
     last: Option<String>,
     /// Events the broker refused, by reason (a fixed, small set of labels).
     refusals: BTreeMap<&'static str, u64>,
-    /// Since the first refusal after the last accepted event; `None` while events get
-    /// through. It counts while refusals go on, or once they have spanned `stuck_after`
-    /// ([`Inner::refusing_for`]): one refusal and then a quiet night is no broker that
-    /// refuses everything, two refusals an hour apart with nothing accepted are.
-    refused_since: Option<Instant>,
-    /// The last refusal: when, and in words.
-    last_refusal: Option<(Instant, String)>,
-    /// Refusal reasons logged since refusals last paused for `stuck_after`.
-    refusals_logged: BTreeSet<&'static str>,
+    /// Refusals by topic, each with its clock: one refusal and then a quiet night is no
+    /// broker that refuses a camera's events, two refusals an hour apart with nothing
+    /// accepted on that camera's topic are.
+    refused: Refusals,
     /// Reasons the broker gave for refusing messages that are not events, logged once.
     others_logged: BTreeSet<&'static str>,
 }
@@ -62,9 +61,7 @@ impl Default for DeliveryWatch {
                 logged: BTreeSet::new(),
                 last: None,
                 refusals: BTreeMap::new(),
-                refused_since: None,
-                last_refusal: None,
-                refusals_logged: BTreeSet::new(),
+                refused: Refusals::default(),
                 others_logged: BTreeSet::new(),
             }),
         }
@@ -72,22 +69,20 @@ impl Default for DeliveryWatch {
 }
 
 impl Inner {
-    /// How long the broker has refused every event, at `now`: counted while refusals go
-    /// on (the last is younger than `stuck_after`) or once they have spanned
-    /// `stuck_after` with none accepted (a quiet site whose every event is refused);
-    /// `None` after a lone refusal and a pause, or once an event got through.
-    fn refusing_for(&self, now: Instant) -> Option<Duration> {
-        let since = self.refused_since?;
-        let (at, _) = self.last_refusal.as_ref()?;
-        let going_on = now.saturating_duration_since(*at) < self.stuck_after;
-        let spanned = at.saturating_duration_since(since) >= self.stuck_after;
-        (going_on || spanned).then(|| now.saturating_duration_since(since))
-    }
-
-    /// How long delivery has been stuck at `now`, once that is longer than allowed.
+    /// How long delivery has been stuck at `now`, once that is longer than allowed: events
+    /// waiting with none acknowledged, or a topic whose every event was refused.
     fn stuck_at(&self, now: Instant) -> Option<Duration> {
         let waited = self.waiting_since.map(|t| now.saturating_duration_since(t));
-        waited.max(self.refusing_for(now)).filter(|d| *d >= self.stuck_after)
+        waited.max(self.refused.longest(now, self.stuck_after)).filter(|d| *d >= self.stuck_after)
+    }
+
+    /// The topics refused for too long, as `"{topic} ({reason})"`, joined.
+    fn stuck_topics(&self, now: Instant) -> Option<(Duration, String)> {
+        let stuck = self.refused.stuck(now, self.stuck_after);
+        let longest = stuck.iter().map(|s| s.refusing).max()?;
+        let named: Vec<String> =
+            stuck.iter().map(|Stuck { topic, reason, .. }| format!("{topic} ({reason})")).collect();
+        Some((longest, named.join(", ")))
     }
 }
 
@@ -117,31 +112,32 @@ impl DeliveryWatch {
         self.lock().stuck_after
     }
 
-    /// The broker accepted an event: delivery moves.
-    pub fn acked(&self) {
+    /// The broker accepted an event on `topic`: delivery moves, on that topic too.
+    pub fn acked(&self, topic: &str) {
         let mut w = self.lock();
         w.waiting_since = Some(Instant::now());
-        w.refused_since = None;
+        w.refused.accepted(topic);
     }
 
-    /// The broker refused an event (`reason`, a metric label; `message` in words): counted,
-    /// and no progress. True when the reason was not logged since refusals last paused
-    /// for `stuck_after` (so the caller logs it: once, not once per event).
-    pub fn refused(&self, reason: &'static str, message: &str) -> bool {
-        self.refused_at(reason, message, Instant::now())
+    /// The broker refused an event on `topic` (`reason`, a metric label): counted, and no
+    /// progress for that topic. True when the reason was not logged for the topic since
+    /// its refusals last paused for `stuck_after` (so the caller logs it: once, not once
+    /// per event).
+    pub fn refused(&self, reason: &'static str, topic: &str) -> bool {
+        self.refused_at(reason, topic, Instant::now())
     }
 
-    fn refused_at(&self, reason: &'static str, message: &str, now: Instant) -> bool {
+    fn refused_at(&self, reason: &'static str, topic: &str, now: Instant) -> bool {
         let mut w = self.lock();
         *w.refusals.entry(reason).or_default() += 1;
-        if w.last_refusal.as_ref().is_none_or(|(at, _)| now.saturating_duration_since(*at) >= w.stuck_after) {
-            // After a pause this long a refusal is news again (logged afresh); the clock
-            // still runs from the first refusal since an event was last accepted.
-            w.refusals_logged.clear();
-        }
-        w.refused_since.get_or_insert(now);
-        w.last_refusal = Some((now, message.to_string()));
-        w.refusals_logged.insert(reason)
+        let stuck_after = w.stuck_after;
+        w.refused.refused(topic, reason, now, stuck_after)
+    }
+
+    /// Forgets the refusals of `topic`: its camera left the configuration, and it must not
+    /// stay named in `/healthz` for events nobody makes any more.
+    pub fn forget(&self, topic: &str) {
+        self.lock().refused.forget(topic);
     }
 
     /// The broker refused a message that is no event (a retained state, discovery): true
@@ -171,9 +167,8 @@ impl DeliveryWatch {
     fn summary_at(&self, now: Instant) -> Option<String> {
         let w = self.lock();
         w.stuck_at(now)?;
-        if w.refusing_for(now).is_some() {
-            let why = w.last_refusal.as_ref().map(|(_, m)| m.as_str()).unwrap_or("refused");
-            return Some(format!("the MQTT broker refuses every event ({why})"));
+        if let Some((_, topics)) = w.stuck_topics(now) {
+            return Some(format!("the MQTT broker refuses every event on {topics}"));
         }
         let why = w.last.as_ref().map(|m| format!(" (last error: {m})")).unwrap_or_default();
         Some(format!("the MQTT broker acknowledges no event{why}"))
@@ -220,13 +215,12 @@ impl DeliveryWatch {
     fn problem_at(&self, waiting: u64, now: Instant) -> Option<String> {
         let (stuck, last, refused) = {
             let w = self.lock();
-            let refusal = w.refusing_for(now).and(w.last_refusal.as_ref().map(|(_, m)| m.clone()));
-            (w.stuck_at(now)?, w.last.clone(), refusal)
+            (w.stuck_at(now)?, w.last.clone(), w.stuck_topics(now))
         };
-        if let Some(refusal) = refused {
+        if let Some((refusing, topics)) = refused {
             return Some(format!(
-                "the MQTT broker has refused every event for {:.0} s ({refusal}); refused events are lost, counted in clefd_mqtt_events_refused_total",
-                stuck.as_secs_f64()
+                "the MQTT broker has refused every event on {topics} for {:.0} s; refused events are lost, counted in clefd_mqtt_events_refused_total",
+                refusing.as_secs_f64()
             ));
         }
         let why = last.map(|m| format!("; last connection error: {m}")).unwrap_or_default();
@@ -250,7 +244,7 @@ mod tests {
         let said = w.problem(3).expect("stuck at once with a zero allowance");
         assert!(said.contains("3 wait in the spool"), "{said}");
         w.set_stuck_after(Duration::from_secs(3600));
-        w.acked();
+        w.acked("t");
         assert_eq!(w.problem(3), None, "an acknowledgement is progress");
         w.pending(0);
         w.set_stuck_after(Duration::ZERO);
@@ -271,35 +265,61 @@ mod tests {
         assert!(w.failed("timeout", "Network timeout"), "after recovery it is news again");
     }
 
+    const CAM: &str = "clefd/d/c/emotion";
+
     #[test]
     fn refusals_are_no_progress_and_are_logged_once_while_they_last() {
         let w = DeliveryWatch::default();
         let after = Duration::from_secs(60);
         w.set_stuck_after(after);
         w.pending(1);
-        w.acked();
+        w.acked(CAM);
         let t = Instant::now();
         let s = |secs: u64| t + Duration::from_secs(secs);
-        assert!(w.refused_at("not_authorized", "not_authorized on clefd/d/c/emotion", s(0)), "the first is logged");
-        assert!(!w.refused_at("not_authorized", "not_authorized on clefd/d/c/emotion", s(30)), "the next are not");
-        assert!(w.refused_at("quota_exceeded", "quota_exceeded on clefd/d/c/emotion", s(59)), "a new reason is");
+        assert!(w.refused_at("not_authorized", CAM, s(0)), "the first is logged");
+        assert!(!w.refused_at("not_authorized", CAM, s(30)), "the next are not");
+        assert!(w.refused_at("quota_exceeded", CAM, s(59)), "a new reason is");
         // Refused events leave the spool: nothing waits, and yet delivery is stuck.
         w.pending(0);
         assert_eq!(w.problem_at(0, s(59)), None, "not yet: refused for 59 s of 60");
         let said = w.problem_at(0, s(61)).expect("refused with none accepted for 61 s is stuck");
-        assert!(said.contains("refused every event") && said.contains("quota_exceeded"), "{said}");
+        assert!(said.contains("refused every event on clefd/d/c/emotion (quota_exceeded) for 61 s"), "{said}");
         assert_eq!(
             w.summary_at(s(61)).as_deref(),
-            Some("the MQTT broker refuses every event (quota_exceeded on clefd/d/c/emotion)")
+            Some("the MQTT broker refuses every event on clefd/d/c/emotion (quota_exceeded)")
         );
         assert_eq!(w.refusals(), vec![("not_authorized", 2), ("quota_exceeded", 1)]);
-        assert!(!w.refused_at("not_authorized", "again", s(100)), "41 s after the last: they go on, not news");
-        assert!(w.refused_at("not_authorized", "again", s(160)), "after a pause of stuck_after it is news again");
+        assert!(!w.refused_at("not_authorized", CAM, s(100)), "41 s after the last: they go on, not news");
+        assert!(w.refused_at("not_authorized", CAM, s(160)), "after a pause of stuck_after it is news again");
         assert!(w.problem_at(0, s(161)).is_some(), "refused from 0 s to 160 s with none accepted: still stuck");
-        w.acked();
+        w.acked(CAM);
         w.pending(0);
         assert_eq!(w.problem(0), None, "an accepted event is progress");
         assert_eq!(w.summary(), None);
+    }
+
+    #[test]
+    fn a_camera_whose_every_event_is_refused_is_named_while_another_delivers() {
+        // Before the fix any accepted event stopped the one refusal clock: cam1's events
+        // got through, and cam0, whose every event the ACL refused, never made health fail.
+        let w = DeliveryWatch::default();
+        w.set_stuck_after(Duration::from_secs(60));
+        let t = Instant::now();
+        for i in 0..=90 {
+            w.refused_at("not_authorized", "clefd/d/cam0/emotion", t + Duration::from_secs(i));
+            w.acked("clefd/d/cam1/emotion");
+        }
+        w.pending(0);
+        let at = t + Duration::from_secs(90);
+        let said = w.problem_at(0, at).expect("cam0 refused throughout");
+        assert!(said.contains("every event on clefd/d/cam0/emotion (not_authorized) for 90 s"), "{said}");
+        assert!(!said.contains("cam1"), "{said}");
+        assert_eq!(
+            w.summary_at(at).as_deref(),
+            Some("the MQTT broker refuses every event on clefd/d/cam0/emotion (not_authorized)")
+        );
+        w.forget("clefd/d/cam0/emotion");
+        assert_eq!(w.problem_at(0, at), None, "a removed camera is no longer named");
     }
 
     #[test]
@@ -309,7 +329,7 @@ mod tests {
         let w = DeliveryWatch::default();
         w.set_stuck_after(Duration::from_secs(60));
         let t = Instant::now();
-        assert!(w.refused_at("not_authorized", "not_authorized on clefd/d/c/emotion", t));
+        assert!(w.refused_at("not_authorized", CAM, t));
         w.pending(0);
         let night = t + Duration::from_secs(8 * 3600);
         assert_eq!(w.lock().stuck_at(night), None, "no refusal for stuck_after: nothing is stuck");
@@ -324,15 +344,15 @@ mod tests {
         let w = DeliveryWatch::default();
         w.set_stuck_after(Duration::from_secs(60));
         let t = Instant::now();
-        w.refused_at("not_authorized", "not_authorized on clefd/d/c/emotion", t);
+        w.refused_at("not_authorized", CAM, t);
         w.pending(0);
         let later = t + Duration::from_secs(90);
-        w.refused_at("not_authorized", "not_authorized on clefd/d/c/emotion", later);
+        w.refused_at("not_authorized", CAM, later);
         let said = w.problem_at(0, later).expect("every event refused for 90 s is stuck");
         assert!(said.contains("refused every event"), "{said}");
         let night = later + Duration::from_secs(8 * 3600);
         assert!(w.problem_at(0, night).is_some(), "and stays stuck until an event is accepted");
-        w.acked();
+        w.acked(CAM);
         w.pending(0);
         assert_eq!(w.problem_at(0, night), None, "an accepted event is progress");
     }

@@ -27,11 +27,19 @@ use super::control_link::ControlLink;
 use super::properties::{Kind, Meta, event_meta, remaining_expiry, reply_meta};
 use super::session::{self, Session, SessionEvent, SessionOptions};
 use super::spool::Spool;
-use crate::backoff::Backoff;
 use crate::events::seq::SeqCounter;
 use crate::pipeline::Output;
 
+#[cfg(test)]
+mod peer;
+#[cfg(test)]
+mod peer_tests;
+mod retry;
 mod spooling;
+mod streak;
+
+use retry::Retry;
+use streak::{Streak, Verdict};
 
 pub use super::outgoing::{Command, Outgoing, PublishStats, PublisherConfig, TlsFiles};
 
@@ -42,8 +50,6 @@ pub const WINDOW: usize = 64;
 /// below what brokers accept (mosquitto: 256 MB; many set much less). One that is larger
 /// would be refused by the broker and re-sent forever, blocking every event after it.
 pub const MAX_EVENT_BYTES: usize = 128 * 1024;
-
-const BACKOFF_START: Duration = Duration::from_millis(250);
 
 /// A message we asked the client to send, in order, until its packet id is known.
 #[derive(Debug, Clone, Copy)]
@@ -84,6 +90,8 @@ pub struct Publisher {
     lost_seen: u64,
     /// The control connection while serving with `mqtt.control` on.
     control: Option<ControlLink>,
+    /// The event refused last for a reason that may clear, and how often in a row.
+    streak: Streak,
 }
 
 /// A publisher stopped for a new broker configuration: what the next one carries on with
@@ -98,19 +106,6 @@ pub struct Parked {
     currents: BTreeMap<String, Vec<u8>>,
     retained: BTreeMap<String, (Vec<u8>, Meta)>,
     controls: BTreeMap<String, serde_json::Value>,
-}
-
-/// When to reconnect after a lost connection.
-struct Retry {
-    backoff: Backoff,
-    /// Failures in a row (logged with each new reason).
-    failures: u32,
-    /// When the next attempt starts; `None` while connected or connecting.
-    at: Option<Instant>,
-    /// The last connection was dropped over a refusal that may clear (a quota): the
-    /// backoff goes on growing across connections until the broker accepts an event,
-    /// so a lasting quota is retried at the cap, not every 250 ms.
-    held: bool,
 }
 
 /// One connection attempt with fresh client state, and what we sent on it.
@@ -165,6 +160,7 @@ impl Publisher {
             controls: BTreeMap::new(),
             lost_seen,
             control: None,
+            streak: Streak::default(),
         }
     }
 
@@ -284,12 +280,7 @@ impl Publisher {
         tokio::pin!(park);
         let mut parking = false;
         let salt = self.cfg.client_id.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
-        let mut retry = Retry {
-            backoff: Backoff::new(BACKOFF_START, self.cfg.reconnect_max, salt),
-            failures: 0,
-            at: None,
-            held: false,
-        };
+        let mut retry = Retry::new(self.cfg.reconnect_max, salt);
         let mut closing_at: Option<Instant> = None;
         loop {
             self.pump(&mut conn);
@@ -368,6 +359,7 @@ impl Publisher {
                     self.retained.insert(topic, (shot.jpeg, meta));
                 }
                 Outgoing::Analysis(Output::CameraRemoved(camera)) => {
+                    self.stats.delivery.forget(&self.topics.emotion(&camera));
                     if let Some((_, meta)) = self.retained.remove(&self.topics.snapshot(&camera)) {
                         Self::send_other(conn, self.topics.snapshot(&camera), Vec::new(), true, &meta);
                     }
@@ -417,10 +409,7 @@ impl Publisher {
     ) {
         match event {
             Ok(SessionEvent::Connected) => {
-                if !retry.held {
-                    retry.backoff.reset();
-                    retry.failures = 0;
-                }
+                retry.connected();
                 self.on_connected(conn);
             }
             Ok(SessionEvent::Sent(pkid)) => {
@@ -429,15 +418,10 @@ impl Publisher {
                 }
             }
             Ok(SessionEvent::Acked { pkid, refused }) => match self.on_acked(conn, pkid, refused) {
-                Acked::Accepted => {
-                    if std::mem::take(&mut retry.held) {
-                        retry.backoff.reset();
-                        retry.failures = 0;
-                    }
-                }
+                Acked::Accepted => retry.accepted(self.spool.pending()),
                 Acked::Other => {}
                 Acked::Retry(e) => {
-                    retry.held = true;
+                    retry.refused();
                     self.on_lost(conn, e, retry);
                 }
             },
@@ -517,30 +501,39 @@ impl Publisher {
     /// progress for health. One refused for a reason that may clear (a quota, during a
     /// backlog replay) stays in the spool: the connection is dropped and everything
     /// unacknowledged is sent again after a backoff, and `mqtt.delivery_stuck_s` reports
-    /// a refusal that lasts.
+    /// a refusal that lasts. The same event refused like that [`streak::MAX_REFUSALS`] times in a
+    /// row, or over `mqtt.delivery_stuck_s`, is dropped like one refused for good
+    /// ([`streak`]): it would otherwise hold back every event behind it.
     fn on_acked(&mut self, conn: &mut Connection, pkid: u16, refused: Option<&'static str>) -> Acked {
         let sent = conn.inflight.remove(&pkid);
         let event_topic = match sent {
             Some(Sent::Event(seq)) => conn.event_topics.remove(&seq),
             _ => None,
         };
+        let topic = event_topic.unwrap_or_else(|| self.topics.emotion("+"));
         match (refused, sent) {
             (Some(reason), Some(Sent::Event(seq))) if !session::refusal_is_final(reason) => {
-                // Not acknowledged in the spool: it is sent again on the next connection.
-                let topic = event_topic.unwrap_or_else(|| self.topics.emotion("+"));
-                return Acked::Retry(session::SessionError {
-                    permanent: false,
-                    message: format!(
-                        "the broker refused event seq {seq} on {topic} ({reason}); it stays in the spool and is sent again after a reconnect"
-                    ),
-                    reason,
-                });
+                let now = std::time::Instant::now();
+                match self.streak.refused(seq, now, self.stats.delivery.stuck_after()) {
+                    Verdict::Retry => {
+                        // Not acknowledged in the spool: it is sent again on the next connection.
+                        return Acked::Retry(session::SessionError {
+                            permanent: false,
+                            message: format!(
+                                "the broker refused event seq {seq} on {topic} ({reason}); it stays in the spool and is sent again after a reconnect"
+                            ),
+                            reason,
+                        });
+                    }
+                    Verdict::GiveUp { times, over } => {
+                        self.stats.delivery.refused(reason, &topic);
+                        tracing::warn!(broker = %self.cfg.url, reason, seq, topic, refusals = times, over_s = over.as_secs(), "the MQTT broker refused the same event {times} times in a row for a reason that may clear: dropped so that the events behind it go on, counted in clefd_mqtt_events_refused_total");
+                    }
+                }
             }
             (Some(reason), Some(Sent::Event(seq))) => {
-                let topic = event_topic.unwrap_or_else(|| self.topics.emotion("+"));
-                let said = format!("{reason} on {topic}");
-                if self.stats.delivery.refused(reason, &said) {
-                    tracing::warn!(broker = %self.cfg.url, reason, seq, topic, "the MQTT broker refuses our events (check its ACL or quotas): each refused event is lost, counted in clefd_mqtt_events_refused_total; logged once while refusals go on");
+                if self.stats.delivery.refused(reason, &topic) {
+                    tracing::warn!(broker = %self.cfg.url, reason, seq, topic, "the MQTT broker refuses our events (check its ACL or quotas): each refused event is lost, counted in clefd_mqtt_events_refused_total; logged once per topic while refusals go on");
                 }
             }
             (Some(reason), _) => {
@@ -548,9 +541,10 @@ impl Publisher {
                     tracing::warn!(broker = %self.cfg.url, reason, "the MQTT broker refused a message that is not an event (state, availability, discovery; check its ACL); logged once");
                 }
             }
-            (None, Some(Sent::Event(_))) => {
+            (None, Some(Sent::Event(seq))) => {
                 self.stats.acked.fetch_add(1, Ordering::Relaxed);
-                self.stats.delivery.acked();
+                self.stats.delivery.acked(&topic);
+                self.streak.accepted(seq);
             }
             (None, _) => {}
         }

@@ -342,6 +342,28 @@ fn a_hole_between_spooled_events_is_never_noted_as_lost_over_them() {
     assert_eq!((s.corrupt(), s.lost()), (0, 0));
 }
 
+/// A spool whose one event was acknowledged and compacted away by a restart.
+fn emptied_by_a_restart(dir: &std::path::Path) -> Spool {
+    let mut s = Spool::open(dir, 1 << 20).unwrap();
+    s.append(&rec(0)).unwrap();
+    s.sync().unwrap();
+    s.ack(0).unwrap();
+    s.sync().unwrap();
+    drop(s);
+    Spool::open(dir, 1 << 20).unwrap()
+}
+
+/// Spools event 2 and checks, after a restart, that it alone waits and nothing is counted.
+fn only_2_after_a_restart(mut s: Spool, dir: &std::path::Path) {
+    s.append(&rec(2)).unwrap();
+    s.sync().unwrap();
+    drop(s);
+    let mut s = Spool::open(dir, 1 << 20).unwrap();
+    assert_eq!(seqs(&mut s), vec![2]);
+    assert_eq!(s.count_unspooled(3), 0);
+    assert_eq!((s.corrupt(), s.lost()), (0, 0), "counted once, by the run");
+}
+
 #[test]
 fn a_failed_fsync_in_an_empty_spool_after_a_restart_is_counted_once() {
     // Everything acknowledged and compacted away at the restart, then the first event's
@@ -350,13 +372,7 @@ fn a_failed_fsync_in_an_empty_spool_after_a_restart_is_counted_once() {
     // rolled-back number for the last one spooled: no `.lost` note, and the next start
     // counted the event again.
     let dir = tempfile::tempdir().unwrap();
-    let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
-    s.append(&rec(0)).unwrap();
-    s.sync().unwrap();
-    s.ack(0).unwrap();
-    s.sync().unwrap();
-    drop(s);
-    let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+    let mut s = emptied_by_a_restart(dir.path());
     assert_eq!(s.pending(), 0);
     assert!(segment_files(dir.path()).is_empty(), "compacted away");
     let no_commit = dir.path().join("acked.tmp");
@@ -369,13 +385,7 @@ fn a_failed_fsync_in_an_empty_spool_after_a_restart_is_counted_once() {
     let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
     assert_eq!(s.count_unspooled(2), 0, "the next start does not count it again");
     assert_eq!((s.corrupt(), s.lost()), (0, 0), "nor as damage");
-    s.append(&rec(2)).unwrap();
-    s.sync().unwrap();
-    drop(s);
-    let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
-    assert_eq!(seqs(&mut s), vec![2]);
-    assert_eq!(s.count_unspooled(3), 0);
-    assert_eq!((s.corrupt(), s.lost()), (0, 0));
+    only_2_after_a_restart(s, dir.path());
 }
 
 #[test]
@@ -383,23 +393,11 @@ fn a_failed_fsync_of_the_only_segment_then_another_event_is_no_damage() {
     // The rolled-back number must not become the next segment's `prev`: a restart would
     // count it again as damage.
     let dir = tempfile::tempdir().unwrap();
-    let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
-    s.append(&rec(0)).unwrap();
-    s.sync().unwrap();
-    s.ack(0).unwrap();
-    s.sync().unwrap();
-    drop(s);
-    let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
+    let mut s = emptied_by_a_restart(dir.path());
     s.append(&rec(1)).unwrap();
     faults(&s).fail_sync = true;
     assert_eq!(s.sync().unwrap_err().lost, 1);
-    s.append(&rec(2)).unwrap();
-    s.sync().unwrap();
-    drop(s);
-    let mut s = Spool::open(dir.path(), 1 << 20).unwrap();
-    assert_eq!(seqs(&mut s), vec![2]);
-    assert_eq!(s.count_unspooled(3), 0);
-    assert_eq!((s.corrupt(), s.lost()), (0, 0), "counted once, by the run");
+    only_2_after_a_restart(s, dir.path());
 }
 
 #[test]
