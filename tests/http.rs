@@ -518,10 +518,10 @@ fn descriptors(pid: u32) -> usize {
 
 /// A newcomer evicts the oldest connection answering no request, and a download whose body
 /// hyper has let go of looks like one: evicted, it must still finish. Before the fix the
-/// silent clients evicted in a flood took every "finish your response" leave and kept it
-/// until their heads timed out (5 s), so a download evicted then was cut.
+/// clients evicted in a flood while sending their heads took every "finish your response"
+/// leave and kept it until their heads timed out (5 s), so a download evicted then was cut.
 #[test]
-fn a_slow_download_evicted_in_a_flood_of_silent_clients_is_finished() {
+fn a_slow_download_evicted_in_a_flood_of_trickling_clients_is_finished() {
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
     // A camera of 1920x1080 noise: its picture is a JPEG of about a megabyte, far more than
@@ -549,11 +549,18 @@ fn a_slow_download_evicted_in_a_flood_of_silent_clients_is_finished() {
     };
     assert!(picture.body.len() > 512 * 1024, "a picture larger than the sockets hold: {} bytes", picture.body.len());
     let before = descriptors(daemon.pid());
-    let silent = || TcpStream::connect(("127.0.0.1", port)).expect("the HTTP listener");
+    // A client that sends the start of a head, and no more.
+    let trickling = || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("the HTTP listener");
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").expect("part of a head");
+        s
+    };
 
-    // First wave, twice the slots: the second half evicts the first.
-    let first: Vec<TcpStream> = (0..2 * MAX_CONNECTIONS).map(|_| silent()).collect();
-    // Taken after all of them: answered, every one had its turn.
+    // First wave, twice the slots: the second half evicts the first. (Each half is
+    // followed by a question, taken after all of them: answered, every one had its turn.)
+    let mut first: Vec<TcpStream> = (0..MAX_CONNECTIONS).map(|_| trickling()).collect();
+    assert_eq!(ask(port, "GET", "/healthz", &[]).code, 200, "/healthz after the first half");
+    first.extend((0..MAX_CONNECTIONS).map(|_| trickling()));
     assert_eq!(ask(port, "GET", "/healthz", &[]).code, 200, "/healthz after the first wave");
 
     // The download: its head is read, the rest comes as slowly as its narrow link takes it
@@ -591,7 +598,7 @@ fn a_slow_download_evicted_in_a_flood_of_silent_clients_is_finished() {
 
     // Second wave, as many as the slots: each evicts the oldest connection answering no
     // request, the download among them (its body was let go of once queued).
-    let second: Vec<TcpStream> = (0..MAX_CONNECTIONS).map(|_| silent()).collect();
+    let second: Vec<TcpStream> = (0..MAX_CONNECTIONS).map(|_| trickling()).collect();
     // Taken after all of them: answered, all 32 had their slots, so the download was evicted.
     assert_eq!(ask(port, "GET", "/healthz", &[]).code, 200, "/healthz after the second wave");
     let during = descriptors(daemon.pid());
@@ -607,7 +614,7 @@ fn a_slow_download_evicted_in_a_flood_of_silent_clients_is_finished() {
     assert!(at_eviction + 256 * 1024 < length, "mid-response when evicted: {at_eviction} of {length} bytes read");
     assert!(body.starts_with(&[0xFF, 0xD8]) && body.ends_with(&[0xFF, 0xD9]), "a whole JPEG");
     // Bounded: the slots' connections and the download finishing, none of the evicted
-    // silent ones (a little room for what the daemon opens meanwhile).
+    // trickling ones (a little room for what the daemon opens meanwhile).
     assert!(during <= before + MAX_CONNECTIONS + 1 + 4, "{during} descriptors during the flood, {before} before");
     drop((first, second));
     assert!(daemon.stop());

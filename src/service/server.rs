@@ -280,10 +280,10 @@ mod tests {
         drop(newcomer);
     }
 
-    /// A connection that sent nothing has nothing to finish: evicted, it is closed at once
-    /// and takes none of the leaves kept for responses under way. (Silent clients in a
-    /// flood used to hold every leave until their heads timed out, and a slow download
-    /// evicted meanwhile was cut.)
+    /// A connection still sending its head has nothing to finish: evicted, it is closed at
+    /// once and takes none of the leaves kept for responses under way. (Clients trickling
+    /// their heads in a flood used to hold every leave until their heads timed out, and a
+    /// slow download evicted meanwhile was cut.)
     #[tokio::test]
     async fn an_evicted_connection_with_nothing_to_send_is_closed_at_once_and_takes_no_leave() {
         let slots = super::super::slots::Slots::new(1);
@@ -291,15 +291,18 @@ mod tests {
         let (mut client, server) = tokio::io::duplex(1024);
         let app = Router::new().route("/", get(|| async { "x" }));
         let serving = tokio::spawn(connection(TokioIo::new(server), hold, app));
+        // Part of a head, more than the pipe holds: once it is in, the server has read some.
+        let part = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Slow: {}\r\n", "s".repeat(2000));
+        client.write_all(part.as_bytes()).await.unwrap();
         // The newcomer has the slot only once the silent connection gave it back.
         let newcomer = tokio::time::timeout(Duration::from_secs(30), slots.take()).await.expect("the slot, at once");
-        assert_eq!(slots.leaving(), 0, "the silent connection holds no leave");
+        assert_eq!(slots.leaving(), 0, "the connection sending its head holds no leave");
         let mut rest = Vec::new();
         tokio::time::timeout(Duration::from_secs(30), client.read_to_end(&mut rest))
             .await
             .expect("the connection is closed")
             .unwrap();
-        assert!(rest.is_empty(), "nothing was sent to it: {rest:?}");
+        assert!(rest.is_empty(), "nothing was sent to it: {}", String::from_utf8_lossy(&rest));
         tokio::time::timeout(Duration::from_secs(30), serving).await.expect("the connection ends").unwrap();
         assert_eq!(slots.leaving(), 0);
         drop(newcomer);
