@@ -14,6 +14,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use base64::Engine;
+use clefd::service::server::MAX_CONNECTIONS;
 use common::{Broker, Consumer, Daemon, wait_http};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -477,5 +478,144 @@ fn clients_that_send_nothing_too_much_or_too_slowly_never_keep_healthz_out() {
     eprintln!("a trickled head: {cut} after {sent} of {} bytes", head.len());
     assert!(sent < head.len(), "cut only once whole ({cut})");
     assert_eq!(ask(port, "GET", "/healthz", &[]).code, 200, "after a trickled head");
+    assert!(daemon.stop());
+}
+
+/// A client on a narrow link: a receive buffer of a few KiB and small segments, so the
+/// daemon's kernel holds about 100 KiB of a response for it and hyper the rest.
+fn narrow_client(port: u16) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let int = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `socket` returns a new descriptor that the `TcpStream` owns from here on;
+    // the options and the address are plain values alive for each call, of the sizes given.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "a socket: {}", std::io::Error::last_os_error());
+        let stream = TcpStream::from_raw_fd(fd);
+        for (level, name, value) in
+            [(libc::SOL_SOCKET, libc::SO_RCVBUF, 4096), (libc::IPPROTO_TCP, libc::TCP_MAXSEG, 536)]
+        {
+            let rc = libc::setsockopt(fd, level, name, (&raw const value).cast(), int);
+            assert_eq!(rc, 0, "socket option {name}: {}", std::io::Error::last_os_error());
+        }
+        let addr = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr { s_addr: u32::from(std::net::Ipv4Addr::LOCALHOST).to_be() },
+            sin_zero: [0; 8],
+        };
+        let size = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let rc = libc::connect(fd, (&raw const addr).cast(), size);
+        assert_eq!(rc, 0, "the HTTP listener: {}", std::io::Error::last_os_error());
+        stream
+    }
+}
+
+/// Descriptors the process `pid` has open.
+fn descriptors(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+/// A newcomer evicts the oldest connection answering no request, and a download whose body
+/// hyper has let go of looks like one: evicted, it must still finish. Before the fix the
+/// clients evicted in a flood while sending their heads took every "finish your response"
+/// leave and kept it until their heads timed out (5 s), so a download evicted then was cut.
+#[test]
+fn a_slow_download_evicted_in_a_flood_of_trickling_clients_is_finished() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    // A camera of 1920x1080 noise: its picture is a JPEG of about a megabyte, far more than
+    // the sockets between the daemon and a narrow client hold.
+    let clip = dir.path().join("snow.avi");
+    common::encode::run_to_eos(
+        &format!(
+            "videotestsrc pattern=snow num-buffers=4 ! video/x-raw,width=1920,height=1080,framerate=2/1 \
+             ! jpegenc quality=85 ! avimux ! filesink location={}",
+            clip.display()
+        ),
+        60,
+    );
+    let snow = format!("[cameras.snow]\nuri = \"file://{}\"\nloop = true\nwidth = 1920\n", clip.display());
+    let (daemon, port) = daemon_with(dir.path(), &broker, "download", "", &snow);
+    let path = "/cameras/snow/latest.jpg";
+    let deadline = std::time::Instant::now() + WAIT;
+    let picture = loop {
+        let a = ask(port, "GET", path, &[]);
+        if a.code == 200 {
+            break a;
+        }
+        assert!(std::time::Instant::now() < deadline, "no picture of the snow camera: {}", a.head);
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(picture.body.len() > 512 * 1024, "a picture larger than the sockets hold: {} bytes", picture.body.len());
+    let before = descriptors(daemon.pid());
+    // A client that sends the start of a head, and no more.
+    let trickling = || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("the HTTP listener");
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").expect("part of a head");
+        s
+    };
+
+    // First wave, twice the slots: the second half evicts the first. (Each half is
+    // followed by a question, taken after all of them: answered, every one had its turn.)
+    let mut first: Vec<TcpStream> = (0..MAX_CONNECTIONS).map(|_| trickling()).collect();
+    assert_eq!(ask(port, "GET", "/healthz", &[]).code, 200, "/healthz after the first half");
+    first.extend((0..MAX_CONNECTIONS).map(|_| trickling()));
+    assert_eq!(ask(port, "GET", "/healthz", &[]).code, 200, "/healthz after the first wave");
+
+    // The download: its head is read, the rest comes as slowly as its narrow link takes it
+    // (fast enough that the daemon never finds it stalled), until it is told it was evicted;
+    // then it takes the rest as fast as it can.
+    let mut s = narrow_client(port);
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(s.read(&mut byte).unwrap_or(0), 1, "the download's head: {}", String::from_utf8_lossy(&head));
+        head.push(byte[0]);
+    }
+    let head = parse(&head);
+    assert_eq!(head.code, 200, "{}", head.head);
+    let length: usize = head.header("content-length").and_then(|v| v.parse().ok()).expect("a length");
+    let (evicted, told) = std::sync::mpsc::channel::<()>();
+    let reader = std::thread::spawn(move || {
+        let (mut body, mut chunk, mut at_eviction) = (Vec::new(), [0u8; 2048], None);
+        loop {
+            if at_eviction.is_none() && told.try_recv().is_ok() {
+                at_eviction = Some(body.len());
+            }
+            let n = s.read(&mut chunk).unwrap_or(0);
+            if n == 0 {
+                return (at_eviction, body);
+            }
+            body.extend_from_slice(&chunk[..n]);
+            if at_eviction.is_none() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    });
+
+    // Second wave, as many as the slots: each evicts the oldest connection answering no
+    // request, the download among them (its body was let go of once queued).
+    let second: Vec<TcpStream> = (0..MAX_CONNECTIONS).map(|_| trickling()).collect();
+    // Taken after all of them: answered, all 32 had their slots, so the download was evicted.
+    assert_eq!(ask(port, "GET", "/healthz", &[]).code, 200, "/healthz after the second wave");
+    let during = descriptors(daemon.pid());
+    // (A download cut in the flood has ended already: it is told nothing.)
+    let _ = evicted.send(());
+    let (at_eviction, body) = reader.join().unwrap();
+    eprintln!(
+        "download of {length} bytes: {at_eviction:?} read when evicted, {} in all; descriptors {before} before the flood, {during} during",
+        body.len()
+    );
+    assert_eq!(body.len(), length, "the whole picture, though evicted in the flood");
+    let at_eviction = at_eviction.expect("the download was still going when the flood was over");
+    assert!(at_eviction + 256 * 1024 < length, "mid-response when evicted: {at_eviction} of {length} bytes read");
+    assert!(body.starts_with(&[0xFF, 0xD8]) && body.ends_with(&[0xFF, 0xD9]), "a whole JPEG");
+    // Bounded: the slots' connections and the download finishing, none of the evicted
+    // trickling ones (a little room for what the daemon opens meanwhile).
+    assert!(during <= before + MAX_CONNECTIONS + 1 + 4, "{during} descriptors during the flood, {before} before");
+    drop((first, second));
     assert!(daemon.stop());
 }

@@ -4,24 +4,41 @@
 
 mod common;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use common::{Broker, Consumer, Daemon};
 
-#[test]
-fn new_tracks_come_with_a_picture_of_the_face_on_mqtt_and_in_a_bounded_folder() {
+/// A broker, a consumer of everything on it, a folder, and the configuration of device
+/// `snap` whose camera `hall` plays `clip` (in that folder): a face that crosses the frame
+/// and leaves it, looped, so a new track begins on every pass; snapshots go to MQTT and to
+/// `snaps` (in that folder), which keeps two, at most 96 pixels on their longer side.
+struct Passing {
+    broker: Broker,
+    consumer: Consumer,
+    dir: tempfile::TempDir,
+    clip: PathBuf,
+    snaps: PathBuf,
+    text: String,
+}
+
+fn passing() -> Passing {
     let broker = Broker::start();
     let consumer = Consumer::start(broker.port);
     let dir = tempfile::tempdir().unwrap();
-    // The face crosses the frame and leaves it; the clip loops, so a new track begins on
-    // every pass.
     let clip = dir.path().join("passing.mp4");
     common::passing_clip(&clip, 60);
     let snaps = dir.path().join("snaps");
     let text = common::base_config(dir.path(), &broker.url(), "snap")
         + &format!("[snapshots]\nmqtt = true\ndir = \"{}\"\nmax_files = 2\nsize_px = 96\n", snaps.display())
-        + &format!("[cameras.hall]\nuri = \"file://{}\"\nloop = true\n", clip.display())
-        + &format!("[cameras.door]\nuri = \"file://{}\"\nloop = true\nsnapshots = false\n", clip.display());
+        + &format!("[cameras.hall]\nuri = \"file://{}\"\nloop = true\n", clip.display());
+    Passing { broker, consumer, dir, clip, snaps, text }
+}
+
+#[test]
+fn new_tracks_come_with_a_picture_of_the_face_on_mqtt_and_in_a_bounded_folder() {
+    let Passing { broker, consumer, dir, clip, snaps, text } = passing();
+    let text = text + &format!("[cameras.door]\nuri = \"file://{}\"\nloop = true\nsnapshots = false\n", clip.display());
     let cfg = dir.path().join("clefd.toml");
     std::fs::write(&cfg, text).unwrap();
     let daemon = Daemon::start(&cfg, &dir.path().join("clefd.log"));
@@ -93,15 +110,7 @@ fn snapshots_are_off_by_default() {
 /// with its picture on MQTT, while nothing reaches the folder; SIGTERM still ends clefd.
 #[test]
 fn a_hung_snapshot_folder_does_not_stop_analysis() {
-    let broker = Broker::start();
-    let consumer = Consumer::start(broker.port);
-    let dir = tempfile::tempdir().unwrap();
-    let clip = dir.path().join("passing.mp4");
-    common::passing_clip(&clip, 60);
-    let snaps = dir.path().join("snaps");
-    let text = common::base_config(dir.path(), &broker.url(), "snap")
-        + &format!("[snapshots]\nmqtt = true\ndir = \"{}\"\nmax_files = 2\nsize_px = 96\n", snaps.display())
-        + &format!("[cameras.hall]\nuri = \"file://{}\"\nloop = true\n", clip.display());
+    let Passing { broker: _broker, consumer, dir, snaps, text, .. } = passing();
     let cfg = dir.path().join("clefd.toml");
     std::fs::write(&cfg, text).unwrap();
     let mut cmd = common::clefd();

@@ -147,9 +147,9 @@ impl<S: EventSink> Tracking<S> {
                 let (w, h) = (frame.width as f32, frame.height as f32);
                 let b = e.bbox;
                 let face = crate::image::Rect { x: b.x * w, y: b.y * h, w: b.w * w, h: b.h * h };
-                if let Some(jpeg) = super::snapshot::face_jpeg(&view, face, px) {
-                    let (camera, track_id, track_uid) = (e.camera.clone(), e.track_id, e.track_uid.clone());
-                    let shot = super::snapshot::Snapshot { camera, track_id, track_uid, jpeg };
+                // Cropped only: the JPEG is made where the picture goes, off this thread.
+                if let Some(crop) = super::snapshot::face_crop(&view, face, px) {
+                    let shot = super::snapshot::Snapshot::new(e.camera.clone(), e.track_id, e.track_uid.clone(), crop);
                     out.push(Output::Snapshot(Box::new(shot)));
                 }
             }

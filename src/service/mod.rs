@@ -18,6 +18,7 @@ pub mod snapshots;
 mod stall;
 pub mod stats;
 pub mod systemd;
+mod unsent;
 
 use tracing_subscriber::EnvFilter;
 

@@ -34,8 +34,8 @@ use crate::config::HttpSettings;
 /// file descriptors; a newcomer, once accepted, evicts the oldest idle connection, or
 /// waits (and the listener with it) while every connection is answering a request.
 pub const MAX_CONNECTIONS: usize = 32;
-/// How long an evicted connection may go on to finish a response it is sending (hyper
-/// closes one that is really idle at once).
+/// How long an evicted connection may go on to finish a response it is sending (one with
+/// nothing left to send is closed at once).
 pub const LEAVING_TIME: Duration = Duration::from_secs(7);
 /// Largest request head read (hyper's smallest buffer): anything longer is refused.
 pub const MAX_REQUEST: usize = 8192;
@@ -91,6 +91,7 @@ where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let slot = hold.slot().clone();
+    let (io, unsent) = super::unsent::watch(io);
     let app = hyper_util::service::TowerToHyperService::new(app);
     // Each request counts as being answered (its connection not evictable) until its
     // response's body is handed to hyper.
@@ -117,16 +118,23 @@ where
     if !evicted {
         return;
     }
-    // Its slot goes to the newcomer now. It may still be sending a response whose body
-    // hyper has let go of, or hold a request not yet read: finish that, in time, rather
-    // than cut it (when too many are leaving already, it is cut).
-    let Some(_leaving) = hold.leave() else {
+    // Its slot goes to the newcomer now. With nothing left to send (it sent nothing yet,
+    // trickles a head, or waits between requests) it is closed at once: it holds no leave,
+    // which is for connections mid-response only. One still sending a response whose body
+    // hyper has let go of finishes it, in time, rather than be cut (when too many are
+    // leaving already, it is cut).
+    if !unsent.any() {
+        drop(hold);
         tracing::debug!("idle HTTP connection closed to make room");
+        return;
+    }
+    let Some(_leaving) = hold.leave() else {
+        tracing::debug!("evicted HTTP connection cut: too many are finishing their responses");
         return;
     };
     conn.as_mut().graceful_shutdown();
     match tokio::time::timeout(LEAVING_TIME, conn).await {
-        Ok(_) => tracing::debug!("idle HTTP connection closed to make room"),
+        Ok(_) => tracing::debug!("evicted HTTP connection closed once its response was sent"),
         Err(_) => tracing::debug!("evicted HTTP connection cut: its response took too long"),
     }
 }
@@ -256,6 +264,7 @@ mod tests {
         from.read_exact(&mut start).await.unwrap();
         // The newcomer waits until the body is out of the count, evicts, and has the slot.
         let newcomer = tokio::time::timeout(Duration::from_secs(30), slots.take()).await.expect("the slot, at once");
+        assert_eq!(slots.leaving(), 1, "mid-response: it holds a leave while it finishes");
         let mut all = start.to_vec();
         tokio::time::timeout(Duration::from_secs(30), from.read_to_end(&mut all))
             .await
@@ -268,6 +277,34 @@ mod tests {
         assert_eq!(all.len() - split, BIG, "the whole body, though evicted");
         assert!(all[split..].iter().all(|b| *b == b'x'));
         tokio::time::timeout(Duration::from_secs(30), serving).await.expect("the connection ends").unwrap();
+        drop(newcomer);
+    }
+
+    /// A connection still sending its head has nothing to finish: evicted, it is closed at
+    /// once and takes none of the leaves kept for responses under way. (Clients trickling
+    /// their heads in a flood used to hold every leave until their heads timed out, and a
+    /// slow download evicted meanwhile was cut.)
+    #[tokio::test]
+    async fn an_evicted_connection_with_nothing_to_send_is_closed_at_once_and_takes_no_leave() {
+        let slots = super::super::slots::Slots::new(1);
+        let hold = slots.take().await;
+        let (mut client, server) = tokio::io::duplex(1024);
+        let app = Router::new().route("/", get(|| async { "x" }));
+        let serving = tokio::spawn(connection(TokioIo::new(server), hold, app));
+        // Part of a head, more than the pipe holds: once it is in, the server has read some.
+        let part = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Slow: {}\r\n", "s".repeat(2000));
+        client.write_all(part.as_bytes()).await.unwrap();
+        // The newcomer has the slot only once the silent connection gave it back.
+        let newcomer = tokio::time::timeout(Duration::from_secs(30), slots.take()).await.expect("the slot, at once");
+        assert_eq!(slots.leaving(), 0, "the connection sending its head holds no leave");
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(30), client.read_to_end(&mut rest))
+            .await
+            .expect("the connection is closed")
+            .unwrap();
+        assert!(rest.is_empty(), "nothing was sent to it: {}", String::from_utf8_lossy(&rest));
+        tokio::time::timeout(Duration::from_secs(30), serving).await.expect("the connection ends").unwrap();
+        assert_eq!(slots.leaving(), 0);
         drop(newcomer);
     }
 }

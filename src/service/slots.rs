@@ -7,9 +7,11 @@
 //! viewers, fetches under way) does a newcomer wait for one to finish.
 //!
 //! "Answering no request" is a guess: hyper lets go of a response's body once its last
-//! bytes are queued, before they reach a slow client, and a keep-alive client may have sent
-//! its next request unread. So an evicted connection is not cut: it gives its slot back at
-//! once and may finish what it is sending ([`Hold::leave`]), a bounded number at a time.
+//! bytes are queued, before they reach a slow client. So an evicted connection gives its
+//! slot back at once and, if it is still sending (`service::unsent`), may finish what it
+//! is sending ([`Hold::leave`]), a bounded number at a time; one with nothing to send is
+//! closed at once and holds no leave, so a flood of silent clients never uses up the
+//! leaves that responses under way need.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -73,6 +75,8 @@ type Held = Arc<Mutex<Vec<Arc<Slot>>>>;
 /// Every slot, taken and free.
 #[derive(Debug)]
 pub struct Slots {
+    #[cfg(test)]
+    max: usize,
     free: Arc<Semaphore>,
     held: Held,
     leaving: Arc<Semaphore>,
@@ -100,9 +104,10 @@ impl Hold {
         &self.slot
     }
 
-    /// Gives the slot back now (for the newcomer that evicted this connection) and, if
-    /// fewer than the slots' number of connections are already leaving, lets this one
-    /// finish what it is sending while the leave is held; `None`: close it at once.
+    /// Gives the slot back now (for the newcomer that evicted this connection, which is
+    /// mid-response) and, if fewer than the slots' number of connections are already
+    /// leaving, lets this one finish what it is sending while the leave is held; `None`:
+    /// close it at once. A connection with nothing to send drops its hold instead.
     pub fn leave(self) -> Option<Leaving> {
         let leave = self.leaving.clone().try_acquire_owned().ok().map(|p| Leaving { _permit: p });
         drop(self);
@@ -120,7 +125,19 @@ impl Drop for Hold {
 impl Slots {
     /// `max` slots, all free.
     pub fn new(max: usize) -> Slots {
-        Slots { free: Arc::new(Semaphore::new(max)), held: Arc::default(), leaving: Arc::new(Semaphore::new(max)) }
+        Slots {
+            #[cfg(test)]
+            max,
+            free: Arc::new(Semaphore::new(max)),
+            held: Arc::default(),
+            leaving: Arc::new(Semaphore::new(max)),
+        }
+    }
+
+    /// Evicted connections still finishing a response now.
+    #[cfg(test)]
+    pub(super) fn leaving(&self) -> usize {
+        self.max - self.leaving.available_permits()
     }
 
     /// A slot for a connection just accepted: a free one, else that of the oldest

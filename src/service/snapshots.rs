@@ -1,10 +1,12 @@
 //! Where snapshots go in the daemon (`[snapshots]`): a retained message per camera on
 //! `{prefix}/{device}/{camera}/snapshot`, a bounded folder of files, or both; and the
 //! reference each track's `new` event carries to them. Disk trouble is logged and counted,
-//! never fatal: the event goes out without its file. The files are written by a thread of
-//! its own, never by the inference thread that made the picture: it takes them from a
-//! short queue (a picture that finds the queue full is dropped and counted, so a slow or
-//! hung folder never holds up analysis), trims the earlier runs' pictures once at start,
+//! never fatal: the event goes out without its file. The files are encoded and written by a
+//! thread of its own, never by the inference thread that cropped the face: it takes the
+//! crops from a short queue (a picture that finds the queue full is dropped and counted,
+//! so a slow encode or a slow or hung folder never holds up analysis), encodes each one
+//! (unless it went to MQTT too, which needs its JPEG before its event is published, so it
+//! comes encoded), trims the earlier runs' pictures once at start,
 //! and removes its own oldest picture beyond the limit (one unlink per picture, before the
 //! new one appears, so the folder never holds more than its limit). The end of a run
 //! closes it explicitly ([`SnapshotPlaces::close`]): the queued pictures are written for a
@@ -19,7 +21,7 @@ use std::time::Duration;
 
 use crate::events::SnapshotRef;
 use crate::mqtt::Topics;
-use crate::pipeline::snapshot::Snapshot;
+use crate::pipeline::snapshot::{Crop, Snapshot};
 
 /// Pictures waiting for the writer at most; more are dropped (and counted).
 pub const QUEUE: usize = 16;
@@ -27,8 +29,15 @@ pub const QUEUE: usize = 16;
 /// How long the end of a run waits for the pictures still queued to be written.
 const FLUSH: Duration = Duration::from_secs(5);
 
-/// One picture for the writer: its file name's stem and its JPEG.
-type Job = (String, Vec<u8>);
+/// One picture for the writer: its file name's stem and the picture.
+type Job = (String, Picture);
+
+/// A picture as the writer gets it: encoded already (it went to MQTT too), or the face's
+/// pixels, which the writer encodes.
+enum Picture {
+    Jpeg(Vec<u8>),
+    Crop(Arc<Crop>),
+}
 
 /// The destinations, and the references waiting for their `new` events.
 #[derive(Debug)]
@@ -38,7 +47,7 @@ pub struct SnapshotPlaces {
     /// Write into this folder, keeping the newest `max_files`.
     pub dir: Option<(PathBuf, usize)>,
     pending: Mutex<HashMap<(String, u64), SnapshotRef>>,
-    /// Snapshots that could not be written (disk trouble).
+    /// Snapshots that could not be written (disk trouble) or encoded.
     pub failed: Arc<AtomicU64>,
     /// Snapshots dropped because the writer was behind (a slow or hung folder).
     pub dropped: AtomicU64,
@@ -97,10 +106,20 @@ impl Writer {
             Ok(kept) => self.written = kept.into(),
             Err(e) => tracing::debug!(dir = %self.dir.display(), error = %e, "cannot trim the snapshot folder"),
         }
-        for (stem, jpeg) in jobs {
+        for (stem, picture) in jobs {
             if let Some(hold) = &self.hold {
                 hold();
             }
+            let jpeg = match picture {
+                Picture::Jpeg(jpeg) => Some(jpeg),
+                Picture::Crop(crop) => crop.jpeg(),
+            };
+            let Some(jpeg) = jpeg else {
+                if self.failed.fetch_add(1, Ordering::Relaxed) == 0 {
+                    tracing::warn!("cannot encode a snapshot; its event goes out without it");
+                }
+                continue;
+            };
             match self.write(&stem, &jpeg) {
                 Ok(path) => self.written.push_back(path),
                 Err(e) => {
@@ -143,15 +162,22 @@ impl SnapshotPlaces {
         SnapshotPlaces { topics, dir, pending: Mutex::default(), failed, dropped: AtomicU64::new(0), writer }
     }
 
-    /// Hands the file to the writer (when a folder is set; never waits for the disk) and
-    /// notes where the snapshot goes for its event; whether it should also go to the
-    /// publisher (retained on its topic). A picture the writer has no room for is dropped
-    /// and counted, and its event refers to no file (as does one that comes after
-    /// [`SnapshotPlaces::close`]).
-    pub fn place(&self, shot: &Snapshot) -> bool {
+    /// Hands the picture to the writer (when a folder is set; never waits for the encoder
+    /// or the disk) and notes where the snapshot goes for its event; whether it should also
+    /// go to the publisher (retained on its topic): then, and only then, it is encoded here,
+    /// on the caller's thread (it is published ahead of its event, so its JPEG cannot wait
+    /// for the writer). A picture the writer has no room for is dropped and counted, and its
+    /// event refers to no file (as does one that comes after [`SnapshotPlaces::close`]).
+    pub fn place(&self, shot: &mut Snapshot) -> bool {
+        if self.topics.is_some() && shot.jpeg.is_empty() {
+            shot.jpeg = shot.crop.jpeg().unwrap_or_default();
+        }
+        let to_mqtt = self.topics.is_some() && !shot.jpeg.is_empty();
         let file = self.dir.as_ref().and_then(|(dir, _)| {
             let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-            let sent = writer.as_ref().map(|w| w.jobs.try_send((shot.track_uid.clone(), shot.jpeg.clone())));
+            let picture =
+                if shot.jpeg.is_empty() { Picture::Crop(shot.crop.clone()) } else { Picture::Jpeg(shot.jpeg.clone()) };
+            let sent = writer.as_ref().map(|w| w.jobs.try_send((shot.track_uid.clone(), picture)));
             match sent? {
                 Ok(()) => Some(dir.join(format!("{}.jpg", shot.track_uid)).display().to_string()),
                 Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
@@ -162,8 +188,7 @@ impl SnapshotPlaces {
                 }
             }
         });
-        let topic = self.topics.as_ref().map(|t| t.snapshot(&shot.camera));
-        let to_mqtt = topic.is_some();
+        let topic = self.topics.as_ref().filter(|_| to_mqtt).map(|t| t.snapshot(&shot.camera));
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         // One per live track at most: a track's `new` event follows its snapshot.
         if pending.len() > 1024 {
@@ -237,8 +262,59 @@ mod tests {
             .unwrap_or(0)
     }
 
+    /// A snapshot that comes encoded (as one that went to MQTT does).
     fn shot(n: u64) -> Snapshot {
-        Snapshot { camera: "cam".into(), track_id: n, track_uid: format!("new-{n}"), jpeg: b"jpeg".to_vec() }
+        let mut shot = Snapshot::new("cam".into(), n, format!("new-{n}"), face(2, 2));
+        shot.jpeg = b"jpeg".to_vec();
+        shot
+    }
+
+    /// A `width` x `height` gradient.
+    fn face(width: u16, height: u16) -> Crop {
+        let rgb = (0..usize::from(width) * usize::from(height) * 3).map(|i| (i % 251) as u8).collect();
+        Crop::from_rgb(rgb, width, height).unwrap()
+    }
+
+    /// A JPEG's size, from its baseline frame header.
+    fn jpeg_size(jpeg: &[u8]) -> (u16, u16) {
+        assert_eq!(&jpeg[..3], &[0xFF, 0xD8, 0xFF], "a JPEG");
+        let sof = jpeg.windows(2).position(|w| w == [0xFF, 0xC0]).expect("a baseline frame header");
+        (u16::from_be_bytes([jpeg[sof + 7], jpeg[sof + 8]]), u16::from_be_bytes([jpeg[sof + 5], jpeg[sof + 6]]))
+    }
+
+    #[test]
+    fn a_picture_for_the_folder_is_encoded_by_the_writer_and_never_by_the_caller() {
+        let dir = tempfile::tempdir().unwrap();
+        // Every write waits until `release` goes: whatever the writer does, it does later.
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let gate = Mutex::new(gate);
+        let hold: Hold = Box::new(move || {
+            let _ = gate.lock().unwrap_or_else(|p| p.into_inner()).recv();
+        });
+        let places = SnapshotPlaces::start(None, Some((dir.path().to_path_buf(), 10)), Some(hold));
+        let mut shot = Snapshot::new("cam".into(), 1, "run-cam-1".into(), face(48, 64));
+        assert!(!places.place(&mut shot), "not for MQTT");
+        assert!(shot.jpeg.is_empty(), "the caller (the inference thread) encoded nothing");
+        let file = places.take("cam", 1).and_then(|r| r.file).expect("queued for the folder");
+        drop(release);
+        assert!(places.close());
+        let written = std::fs::read(&file).unwrap();
+        assert_eq!(jpeg_size(&written), (48, 64), "the writer encoded the crop");
+        assert_eq!(places.failed.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_picture_for_mqtt_is_encoded_once_and_the_folder_gets_the_same_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let topics = Topics::new("clefd", "dev");
+        let places = SnapshotPlaces::start(Some(topics), Some((dir.path().to_path_buf(), 10)), None);
+        let mut shot = Snapshot::new("cam".into(), 2, "run-cam-2".into(), face(40, 30));
+        assert!(places.place(&mut shot), "for MQTT");
+        assert_eq!(jpeg_size(&shot.jpeg), (40, 30), "encoded before it is published");
+        let reference = places.take("cam", 2).unwrap();
+        assert_eq!(reference.topic.as_deref(), Some("clefd/dev/cam/snapshot"));
+        assert!(places.close());
+        assert_eq!(std::fs::read(reference.file.unwrap()).unwrap(), shot.jpeg, "the same JPEG in the folder");
     }
 
     /// Waits (against a deadline) until `ok` holds.
@@ -258,7 +334,7 @@ mod tests {
         }
         let places = SnapshotPlaces::new(None, Some((dir.path().to_path_buf(), 2)));
         for n in 0..3 {
-            places.place(&shot(n));
+            places.place(&mut shot(n));
             // The writer trims first, then writes in order, removing the oldest before the
             // new one appears: once this one is there, the folder holds its limit, earlier
             // runs' pictures included.
@@ -283,7 +359,7 @@ mod tests {
         // one the writer holds, if it took one yet) are dropped and counted.
         let total = 200u64;
         for n in 0..total {
-            places.place(&shot(n));
+            places.place(&mut shot(n));
         }
         let dropped = places.dropped.load(Ordering::Relaxed);
         let queued = total - dropped;
@@ -296,7 +372,7 @@ mod tests {
         assert!(places.close(), "the writer ends once the disk answers");
         assert_eq!(jpgs(&dir.path().join("snaps")) as u64, queued, "the queued pictures are written at the end");
         // Closed: later pictures refer to no file, and closing again is harmless.
-        places.place(&shot(total));
+        places.place(&mut shot(total));
         assert_eq!(places.take("cam", total).and_then(|r| r.file), None);
         assert!(places.close());
     }
@@ -310,7 +386,7 @@ mod tests {
             let _ = gate.lock().unwrap_or_else(|p| p.into_inner()).recv();
         });
         let places = SnapshotPlaces::start(None, Some((dir.path().to_path_buf(), 10)), Some(hold));
-        places.place(&shot(0));
+        places.place(&mut shot(0));
         // The writer never finishes while the disk hangs: close says so rather than wait.
         assert!(!places.close(), "a hung writer is not reported as flushed");
         // The disk answers after all: the abandoned writer finishes on its own.
