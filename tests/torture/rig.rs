@@ -60,6 +60,14 @@ pub struct Flood {
     pub cameras: Vec<&'static str>,
 }
 
+/// Commands sent at once on one topic (one step's): where their answers start in the
+/// topic's list, and how many there are.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Burst {
+    pub first: usize,
+    pub n: usize,
+}
+
 /// Everything one run drives.
 pub struct Rig {
     pub dir: tempfile::TempDir,
@@ -76,6 +84,8 @@ pub struct Rig {
     pub log: PathBuf,
     /// Answers expected on each `…/set/result` topic, in order.
     pub expected: std::collections::BTreeMap<String, Vec<steps::Want>>,
+    /// The commands of `expected` as they were sent, at once, on each topic.
+    pub bursts: std::collections::BTreeMap<String, Vec<Burst>>,
     /// The floods of the last step: their answer topic, where their answers start in its
     /// list, how many, and the cameras whose final state must be the last accepted one's.
     pub floods: Vec<Flood>,
@@ -116,6 +126,7 @@ impl Rig {
             rtsp,
             rtsp_port,
             expected: Default::default(),
+            bursts: Default::default(),
             floods: Vec::new(),
             faults: PathBuf::new(),
             worker_faults: Vec::new(),
@@ -206,6 +217,8 @@ impl Rig {
             drop(stdin);
             assert!(child.wait().unwrap().success(), "mosquitto_pub {topic}");
             let answers = self.expected.entry(format!("{topic}/result")).or_default();
+            let burst = Burst { first: answers.len(), n: group.len() };
+            self.bursts.entry(format!("{topic}/result")).or_default().push(burst);
             if group.iter().any(|c| c.flood) {
                 let cameras = match group[0].camera {
                     Some(c) => vec![c],
