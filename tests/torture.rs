@@ -66,11 +66,13 @@ fn plan(seed: u64, n: usize) -> Vec<Step> {
 const RESET_EVERY: usize = 50;
 
 /// Most growth of the heap in use (kB) between the least of the earlier and of the later
-/// resets. Measured (docs/reliability.md, heap in use at each reset): it moves by up to
-/// ~2 MB in one step (an oversize command +2.1 MB, a flood +1.2 MB) and by ±0.5-4 MB
-/// between resets with no trend (seed 7, 150 steps: 88.8, 84.8, 84.5, 85.6 MB; seed 46, 280
-/// camera restarts: 88.6-89.3 MB). 8 MB is twice the widest of these; over a 2,000-step run
-/// (halves ~1,000 steps apart) it sees a leak of 8 KB per step, where RSS's 48 MB needs 48 KB.
+/// resets. Measured (heap in use at each reset): it moves by up to ~2 MB in one step (an
+/// oversize command +2.1 MB, a flood +1.2 MB, docs/reliability.md) and by 0.4-4 MB between
+/// resets with no trend: `scripts/torture.sh --steps 150 --seed 7 --keep-going --heap`
+/// gave 84.5, 84.3, 83.8, 85.0 MB on 6252c96 (gdb) and 86.2, 84.2, 83.8, 84.0 MB with the
+/// gauge (gdb agreeing within 20 kB); seed 46, 280 camera restarts: 88.6-89.3 MB. 8 MB is
+/// twice the widest of these; over a 2,000-step run (halves ~1,000 steps apart) it sees a
+/// leak of 8 KB per step, where RSS's 48 MB needs 48 KB.
 const HEAP_TOLERANCE: u64 = 8 * 1024;
 
 #[test]
