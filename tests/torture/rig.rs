@@ -292,7 +292,7 @@ impl Rig {
                     }
                     std::thread::sleep(Duration::from_millis(200));
                 }
-                std::thread::sleep(Duration::from_millis(500));
+                self.wait_for_the_control_link();
             }
             Step::ViewersOpen { name, n } => {
                 for _ in 0..*n {
@@ -327,6 +327,37 @@ impl Rig {
             }
             _ => self.send(commands),
         }
+    }
+
+    /// Waits until clefd's control connection is subscribed again after a broker restart: it
+    /// reconnects with a backoff of its own, and `clefd_mqtt_connects_total` counts only the
+    /// event publisher's connections (make-test seed 46 on a loaded machine: the command of
+    /// the step after a 2 s outage reached the broker before clefd's control subscription
+    /// and got no answer). Probes go to `probe/set`, a topic the answers' check does not
+    /// read, and are larger than a command may be, so that each is refused on arrival and
+    /// none waits in the daemon's command queue.
+    fn wait_for_the_control_link(&mut self) {
+        let port = self.broker.port.to_string();
+        let topic = format!("clefd/{DEVICE}/probe/set");
+        let mut answer = Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &port, "-t", &format!("{topic}/result"), "-C", "1"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("mosquitto_sub (mosquitto-clients) runs");
+        let probe = "x".repeat(17 * 1024);
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while !matches!(answer.try_wait(), Ok(Some(_))) {
+            if Instant::now() > deadline {
+                let _ = answer.kill();
+                self.noticed.push(("clefd's control link comes back after a broker restart", "not within 90 s".into()));
+                break;
+            }
+            let _ = Command::new("mosquitto_pub")
+                .args(["-h", "127.0.0.1", "-p", &port, "-q", "1", "-t", &topic, "-m", &probe])
+                .status();
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let _ = answer.wait();
     }
 
     fn reload(&mut self, clips: &Clips, model: &Model) {
