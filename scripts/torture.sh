@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Long runs of the seeded torture test (tests/torture.rs): the real daemon through N random
 # steps drawn from seed S, every invariant checked after each step, resources compared
-# between the reset after the warm-up and the final one. A failure prints its seed and the
-# shortest step list found that reproduces it.
+# between the reset after the warm-up and the final one (RSS and the heap in use, read from
+# the daemon's clefd_heap_in_use_bytes, as the least of the later resets against the least
+# of the earlier ones). A failure prints its seed and the shortest step list found that
+# reproduces it.
 #
 #   scripts/torture.sh --steps 2000 --seed 7 [--keep-going] [--shrink 8] [--deadline 60] [--report FILE]
 #                      [--heap | --heap-trim] [--arenas N]
@@ -27,7 +29,7 @@ while [ $# -gt 0 ]; do
     --heap) export CLEFD_TORTURE_HEAP=1; shift ;;
     --heap-trim) export CLEFD_TORTURE_HEAP=trim; shift ;;
     --arenas) export CLEFD_TORTURE_ARENAS=$2; shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done

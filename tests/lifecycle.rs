@@ -78,18 +78,12 @@ fn analysed(port: u16, camera: &str) -> Option<u64> {
 }
 
 /// Waits until `camera` has analysed `more` frames beyond what it had at the call (a
-/// series that is absent counts as none), checking `/healthz` on the way.
+/// series that is absent counts as none).
 fn analyses_again(port: u16, camera: &str, more: u64, what: &str) {
     let from = analysed(port, camera).unwrap_or(0);
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let now = analysed(port, camera);
-        if now.is_some_and(|n| n >= from + more) {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "{what}: {camera} analysed {now:?} frames, {from} before");
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    let series = format!("clefd_frames_analysed_total{{camera=\"{camera}\"}}");
+    let what = format!("{what}: {camera} to analyse {more} frames beyond {from}");
+    common::wait_metric(port, &series, &what, WAIT, |n| n as u64 >= from + more);
 }
 
 /// `/healthz` answers 200 and `ok`.
@@ -161,12 +155,7 @@ fn disabled_in_order(consumer: &Consumer, camera: &str, mark: usize) {
 
 #[test]
 fn the_camera_alone_on_its_bundle_comes_back_after_disable_and_after_a_reload() {
-    let broker = Broker::start();
-    let consumer = Consumer::start(broker.port);
-    let dir = tempfile::tempdir().unwrap();
-    let clip = dir.path().join("astronaut.mp4");
-    common::astronaut_clip(&clip, 4.0, 15);
-    let port = common::free_port();
+    let common::Bench { port, clip, dir, consumer, broker } = common::Bench::with_astronaut("astronaut.mp4", 4.0, 15);
     let cfg = config(dir.path(), &broker, port, &clip, true);
     let sock = dir.path().join("notify.sock");
     let notes = common::notify_listen(&sock);

@@ -234,31 +234,48 @@ fn a_bundle_that_cannot_load_is_refused_and_a_removed_camera_leaves_no_trace() {
     assert!(daemon.stop());
 }
 
-/// A reload whose models take ten minutes to load (TensorRT building engines, say) does
-/// not hold SIGTERM back: the daemon stops cleanly while the load is still under way.
-#[test]
-fn sigterm_during_a_slow_reload_stops_without_waiting_for_it() {
+/// A daemon with camera `a` whose reloads wait `delay_ms` before loading bundles (the
+/// `CLEFD_TEST_RELOAD_DELAY_MS` hook), caught in its first reload: new engine settings
+/// written (so every bundle loads again, into the delay), SIGHUP sent, the reload seen
+/// loading. Fields drop in order: the daemon first, the broker last.
+struct SlowReload {
+    daemon: common::Daemon,
+    /// The config the first reload reads.
+    config: common::TestConfig,
+    cfg: std::path::PathBuf,
+    log: std::path::PathBuf,
+    port: u16,
+    _dir: tempfile::TempDir,
+    _broker: common::Broker,
+}
+
+fn into_a_slow_reload(device: &str, delay_ms: &str) -> SlowReload {
     let broker = common::Broker::start();
     let dir = tempfile::tempdir().unwrap();
     let port = common::free_port();
-    let config = common::TestConfig::new(dir.path(), &broker.url(), "slowreload").http(port).camera("a", "test://ball");
+    let config = common::TestConfig::new(dir.path(), &broker.url(), device).http(port).camera("a", "test://ball");
     let cfg = config.write();
-    let log = dir.path().join("clefd.log");
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_clefd"));
-    cmd.args(["run", "--config", cfg.to_str().unwrap()]).env("CLEFD_TEST_RELOAD_DELAY_MS", "600000");
-    let daemon = common::Daemon::spawn(cmd, &log);
+    let (daemon, log) = common::run_daemon(&cfg, &[("CLEFD_TEST_RELOAD_DELAY_MS", delay_ms)]);
     keeps_streaming(port, "a", 5);
-    // New engine settings: every bundle loads again, into the ten-minute delay.
-    config.with(|c| c.engine.threads = 2).write_to(&cfg);
+    let config = config.with(|c| c.engine.threads = 2);
+    config.write_to(&cfg);
     hup(&daemon);
     let deadline = Instant::now() + Duration::from_secs(30);
     while !std::fs::read_to_string(&log).unwrap_or_default().contains("reload: loading bundles") {
         assert!(Instant::now() < deadline, "the reload never started loading");
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(50));
     }
+    SlowReload { daemon, config, cfg, log, port, _dir: dir, _broker: broker }
+}
+
+/// A reload whose models take ten minutes to load (TensorRT building engines, say) does
+/// not hold SIGTERM back: the daemon stops cleanly while the load is still under way.
+#[test]
+fn sigterm_during_a_slow_reload_stops_without_waiting_for_it() {
+    let slow = into_a_slow_reload("slowreload", "600000");
     // `stop` sends SIGTERM and allows 20 s for exit 0: far less than the load.
-    assert!(daemon.stop(), "clefd did not stop cleanly during the reload");
-    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(slow.daemon.stop(), "clefd did not stop cleanly during the reload");
+    let text = std::fs::read_to_string(&slow.log).unwrap();
     assert!(text.contains("SIGTERM during a reload"), "{text}");
     assert!(!text.contains("configuration reloaded"), "{text}");
 }
@@ -269,28 +286,10 @@ fn sigterm_during_a_slow_reload_stops_without_waiting_for_it() {
 /// daemon said nothing but "ignored".)
 #[test]
 fn a_sighup_during_a_reload_is_applied_once_that_reload_is_done() {
-    let broker = common::Broker::start();
-    let dir = tempfile::tempdir().unwrap();
-    let port = common::free_port();
-    let config = common::TestConfig::new(dir.path(), &broker.url(), "hup2").http(port).camera("a", "test://ball");
-    let cfg = config.write();
-    let log = dir.path().join("clefd.log");
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_clefd"));
     // Long enough for the second SIGHUP to land inside the first reload, even on a loaded machine.
-    cmd.args(["run", "--config", cfg.to_str().unwrap()]).env("CLEFD_TEST_RELOAD_DELAY_MS", "3000");
-    let daemon = common::Daemon::spawn(cmd, &log);
-    keeps_streaming(port, "a", 5);
-    // First edit: new engine settings, so the bundles load again (into the delay).
-    let first = config.with(|c| c.engine.threads = 2);
-    first.write_to(&cfg);
-    hup(&daemon);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !std::fs::read_to_string(&log).unwrap_or_default().contains("reload: loading bundles") {
-        assert!(Instant::now() < deadline, "the first reload never started loading");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let SlowReload { daemon, config, cfg, log, port, _dir, _broker } = into_a_slow_reload("hup2", "3000");
     // Second edit while the first reload waits: camera b added.
-    first.camera("b", "test://snow").write_to(&cfg);
+    config.camera("b", "test://snow").write_to(&cfg);
     hup(&daemon);
     common::wait_log(&log, "configuration reloaded", 2);
     keeps_streaming(port, "b", 10);

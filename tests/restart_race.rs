@@ -11,7 +11,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Broker, Consumer, Daemon};
+use common::Daemon;
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -44,12 +44,7 @@ fn wait_analysed_above(port: u16, camera: &str, above: f64, log: &std::path::Pat
 
 #[test]
 fn a_lone_camera_restarted_while_another_bundles_worker_is_replaced_is_still_analysed() {
-    let broker = Broker::start();
-    let consumer = Consumer::start(broker.port);
-    let dir = tempfile::tempdir().unwrap();
-    let clip = dir.path().join("clip.mp4");
-    common::astronaut_clip(&clip, 2.0, 5);
-    let port = common::free_port();
+    let common::Bench { port, clip, dir, consumer, broker } = common::Bench::with_astronaut("clip.mp4", 2.0, 5);
     let context = common::repo().join("engines/context-bias-demo");
     let cfg = common::TestConfig::new(dir.path(), &broker.url(), "race")
         .with(|c| c.mqtt.control = true)

@@ -5,8 +5,9 @@
 //! broker restarted, files that end, live viewers coming and going, an inference lane or
 //! worker failing through the `CLEFD_TEST_FAULT_DIR` hook),
 //! with the invariants of `torture/invariants.rs` checked against a model after each step
-//! and RSS, threads and fds compared between resets. A failure prints its seed and the
-//! shortest step list found that reproduces it.
+//! and RSS, the heap in use (the daemon's `clefd_heap_in_use_bytes`), threads and fds
+//! compared between resets. A failure prints its seed and the shortest step list found
+//! that reproduces it.
 //!
 //! `make test` runs a few fixed seeds; `scripts/torture.sh --steps N --seed S` runs long
 //! ones (`CLEFD_TORTURE_SEED`, `CLEFD_TORTURE_STEPS`, `CLEFD_TORTURE_SHRINK` replays,
@@ -64,6 +65,16 @@ fn plan(seed: u64, n: usize) -> Vec<Step> {
 /// Steps between the resets of a long run.
 const RESET_EVERY: usize = 50;
 
+/// Most growth of the heap in use (kB) between the least of the earlier and of the later
+/// resets. Measured (heap in use at each reset): it moves by up to ~2 MB in one step (an
+/// oversize command +2.1 MB, a flood +1.2 MB, docs/reliability.md) and by 0.4-4 MB between
+/// resets with no trend: `scripts/torture.sh --steps 150 --seed 7 --keep-going --heap`
+/// gave 84.5, 84.3, 83.8, 85.0 MB on 6252c96 (gdb) and 86.2, 84.2, 83.8, 84.0 MB with the
+/// gauge (gdb agreeing within 20 kB); seed 46, 280 camera restarts: 88.6-89.3 MB. 8 MB is
+/// twice the widest of these; over a 2,000-step run (halves ~1,000 steps apart) it sees a
+/// leak of 8 KB per step, where RSS's 48 MB needs 48 KB.
+const HEAP_TOLERANCE: u64 = 8 * 1024;
+
 #[test]
 fn seeded_torture_keeps_every_invariant() {
     let seeds: Vec<u64> = env("CLEFD_TORTURE_SEED").map_or(SEEDS.to_vec(), |s| vec![s]);
@@ -72,6 +83,7 @@ fn seeded_torture_keeps_every_invariant() {
         deadline: Duration::from_secs(env("CLEFD_TORTURE_DEADLINE_S").unwrap_or(60)),
         keep_going: env::<u8>("CLEFD_TORTURE_KEEP_GOING") == Some(1),
         tolerance: (48 * 1024, 6, 12),
+        heap_tolerance: HEAP_TOLERANCE,
     };
     let replays = env("CLEFD_TORTURE_SHRINK").unwrap_or(3);
     let clips = rig::Clips::make();
@@ -94,7 +106,7 @@ fn seeded_torture_keeps_every_invariant() {
         report += &format!(
             "seed {seed:#x}: {} steps done, {} checks, {} invariant failures, {} events received, \
              answers (ok, refused, busy, too large) {:?}, {:.0} s; \
-             resources (step, RSS kB, threads, fds) first reset {first:?}, last reset {last:?}\n",
+             resources (step, RSS kB, threads, fds, heap in use kB) first reset {first:?}, last reset {last:?}\n",
             outcome.steps_done,
             outcome.checks,
             outcome.failures.len(),
@@ -139,7 +151,7 @@ fn seeded_torture_keeps_every_invariant() {
 fn the_resource_check_tells_a_creep_from_a_plateau() {
     let tolerance = (48 * 1024, 6, 12);
     let series = |rss: &[u64]| -> Vec<shrink::Sample> {
-        rss.iter().enumerate().map(|(i, &r)| (5 + 51 * i, r * 1024, 26, 38)).collect()
+        rss.iter().enumerate().map(|(i, &r)| (5 + 51 * i, r * 1024, 26, 38, 89 * 1024)).collect()
     };
     // MALLOC_ARENA_MAX=2, seed 46: a reset, then device floods (MB).
     assert!(shrink::growth(&series(&[117, 139, 138, 138, 148]), tolerance).is_none());
@@ -157,4 +169,27 @@ fn the_resource_check_tells_a_creep_from_a_plateau() {
     assert!(shrink::growth(&threads, tolerance).is_some());
     // Two resets (a `make test` run): RSS is a figure only.
     assert!(shrink::growth(&series(&[120, 400]), tolerance).is_none());
+}
+
+/// The heap check on figures (no daemon): the heap in use measured at the resets of seed 7
+/// (150 steps) and of seed 46 (four device floods) passes, and so does a plateau with one
+/// high sample; a leak of 10 KB per step over a 2,000-step run fails it, where the RSS check
+/// with its 48 MB cannot see it; two resets compare nothing.
+#[test]
+fn the_heap_check_tells_a_leak_from_a_plateau() {
+    let series = |heap: &[u64]| -> Vec<shrink::Sample> {
+        heap.iter().enumerate().map(|(i, &h)| (38 + 51 * i, 140 * 1024 + h, 28, 41, h)).collect()
+    };
+    assert!(shrink::heap_growth(&series(&[88_802, 84_786, 84_481, 85_607]), HEAP_TOLERANCE).is_none());
+    assert!(shrink::heap_growth(&series(&[89_041, 89_040, 88_624, 89_067, 89_323]), HEAP_TOLERANCE).is_none());
+    let mut plateau: Vec<u64> = (0..40).map(|i| 86_000 + (i * 1_300) % 4_000).collect();
+    plateau[30] = 130_000;
+    assert!(shrink::heap_growth(&series(&plateau), HEAP_TOLERANCE).is_none());
+    // 10 KB per step, a reset every 50 steps: +500 kB per reset, 40 resets.
+    let leak: Vec<u64> = (0..40).map(|i| 85_000 + 500 * i).collect();
+    let found = shrink::heap_growth(&series(&leak), HEAP_TOLERANCE).expect("10 KB per step is found");
+    assert_eq!(found.0, 38 + 51 * 39);
+    assert_eq!(found.1.invariant, "the heap in use does not grow with steps");
+    assert!(shrink::growth(&series(&leak), (48 * 1024, 6, 12)).is_none(), "RSS's tolerance swallows it");
+    assert!(shrink::heap_growth(&series(&[85_000, 200_000]), HEAP_TOLERANCE).is_none());
 }

@@ -132,6 +132,7 @@ fn camera(name: &str) -> Labels {
 pub fn render(h: &Health) -> String {
     let mut f = Families::default();
     build_info(&mut f);
+    heap(&mut f);
     cameras(&mut f, h);
     frame_path(&mut f, h);
     let events = h.probe.guard(&h.events, "the event counts").clone();
@@ -162,6 +163,17 @@ fn build_info(f: &mut Families) {
         "Always 1: the clefd and ONNX Runtime versions, and the best provider.",
         [(labels, 1.0)],
     );
+}
+
+/// `clefd_heap_in_use_bytes` (glibc only): a leak shows there before it shows in RSS.
+fn heap(f: &mut Families) {
+    if let Some(bytes) = super::heap::in_use_bytes() {
+        f.gauges(
+            "clefd_heap_in_use_bytes",
+            "Bytes of heap in use (glibc's mallinfo2, mmapped blocks included): unlike RSS, not what the allocator keeps.",
+            [(Vec::new(), bytes as f64)],
+        );
+    }
 }
 
 /// What each camera reports: state, fps, restarts, the decoder it got.

@@ -4,6 +4,7 @@ pub mod auth;
 mod blur;
 mod font;
 pub mod forward;
+pub mod heap;
 mod history_chart;
 mod history_page;
 pub mod http;

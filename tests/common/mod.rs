@@ -6,6 +6,8 @@
 //! for that reason only (every helper is used by some test binary).
 
 #[allow(dead_code)]
+pub mod bench;
+#[allow(dead_code)]
 pub mod broker;
 #[allow(dead_code)]
 pub mod clips;
@@ -40,6 +42,7 @@ pub mod synth;
 
 #[allow(unused_imports)]
 pub use self::{
+    bench::Bench,
     broker::Broker,
     clips::{astronaut, astronaut_clip, file_camera, hardware_decoder_installed, passing_clip, still_clip},
     config::{TestConfig, base_config, write_config},

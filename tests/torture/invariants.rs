@@ -4,7 +4,8 @@
 //! systemd's `STATUS=` agree; `seq` only grows, with gaps only where counted lost; every
 //! command has exactly one answer, the one the model expects (`answers.rs`); no empty
 //! payload reaches a topic Home Assistant still parses; a free live-view seat serves a
-//! frame; events keep flowing after a control-channel or fault step.
+//! frame; events keep flowing after a control-channel or fault step (after a flood, from
+//! its last answer on).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -227,21 +228,28 @@ pub fn check(rig: &mut Rig, digest: &mut Digest, model: &Model, deadline: Durati
     let mut first_frames: Option<BTreeMap<String, f64>> = None;
     let mut progressed: BTreeSet<String> = BTreeSet::new();
     digest.drain(rig);
-    // The astronaut (hall) makes events while it runs as the file configures it.
-    let events_from = digest.max_seq;
+    // The astronaut (hall) makes events while it runs as the file configures it, or at
+    // the fps a flood set. After a flood, events are awaited from when its last command
+    // was answered: each command it accepts restarts the camera, and an event from before
+    // the last restart proves nothing.
+    let mut events_from = floods_answered(rig, digest).then_some(digest.max_seq);
     let want_events = rig.want_events
         && model.expect("hall") == Some(Expect::Running)
         && !model.overrides.get("hall").is_some_and(|o| o.tuned);
     loop {
         digest.drain(rig);
+        if events_from.is_none() && floods_answered(rig, digest) {
+            events_from = Some(digest.max_seq);
+        }
         let now = look(rig);
         note_progress(first_frames.get_or_insert_with(BTreeMap::new), &now.frames, &mut progressed);
         let mut out = compare(rig, digest, model, &now, &progressed);
-        if want_events && digest.max_seq <= events_from {
-            out.push(v(
-                "events keep being delivered after a control command or a fault",
-                format!("no event since seq {events_from:?} while hall runs"),
-            ));
+        if want_events && events_from.is_none_or(|from| digest.max_seq <= from) {
+            let detail = match events_from {
+                Some(from) => format!("no event since seq {from:?} while hall runs"),
+                None => "the flood's commands are not all answered".to_string(),
+            };
+            out.push(v("events keep being delivered after a control command or a fault", detail));
         }
         out.retain(|f| !skip.contains(&f.invariant));
         if out.is_empty() && !skip.contains(&LIVE) {
@@ -256,6 +264,11 @@ pub fn check(rig: &mut Rig, digest: &mut Digest, model: &Model, deadline: Durati
         }
         std::thread::sleep(Duration::from_millis(700));
     }
+}
+
+/// Whether every command of the last step's floods has its answer.
+fn floods_answered(rig: &Rig, digest: &Digest) -> bool {
+    rig.floods.iter().all(|f| digest.answers.get(&f.topic).map_or(0, Vec::len) >= f.first + f.n)
 }
 
 /// Adds to `progressed` the cameras whose frames-analysed counter grew since `base` (the

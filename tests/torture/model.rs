@@ -56,8 +56,11 @@ pub struct Camera {
 pub struct Overrides {
     /// `enabled` as set over MQTT (`None`: the file's, always on here).
     pub enabled: Option<bool>,
-    /// Another setting was set (fps, thresholds...): nothing the states show.
+    /// Another setting was set (fps, thresholds...): nothing the states show, but events
+    /// may stop (a score threshold no face passes).
     pub tuned: bool,
+    /// A flood set its fps (4 to 5: its faces still make events).
+    pub flooded: bool,
 }
 
 /// What a camera should be doing now.

@@ -60,6 +60,14 @@ pub struct Flood {
     pub cameras: Vec<&'static str>,
 }
 
+/// Commands sent at once on one topic (one step's): where their answers start in the
+/// topic's list, and how many there are.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Burst {
+    pub first: usize,
+    pub n: usize,
+}
+
 /// Everything one run drives.
 pub struct Rig {
     pub dir: tempfile::TempDir,
@@ -76,6 +84,8 @@ pub struct Rig {
     pub log: PathBuf,
     /// Answers expected on each `…/set/result` topic, in order.
     pub expected: std::collections::BTreeMap<String, Vec<steps::Want>>,
+    /// The commands of `expected` as they were sent, at once, on each topic.
+    pub bursts: std::collections::BTreeMap<String, Vec<Burst>>,
     /// The floods of the last step: their answer topic, where their answers start in its
     /// list, how many, and the cameras whose final state must be the last accepted one's.
     pub floods: Vec<Flood>,
@@ -116,6 +126,7 @@ impl Rig {
             rtsp,
             rtsp_port,
             expected: Default::default(),
+            bursts: Default::default(),
             floods: Vec::new(),
             faults: PathBuf::new(),
             worker_faults: Vec::new(),
@@ -206,6 +217,8 @@ impl Rig {
             drop(stdin);
             assert!(child.wait().unwrap().success(), "mosquitto_pub {topic}");
             let answers = self.expected.entry(format!("{topic}/result")).or_default();
+            let burst = Burst { first: answers.len(), n: group.len() };
+            self.bursts.entry(format!("{topic}/result")).or_default().push(burst);
             if group.iter().any(|c| c.flood) {
                 let cameras = match group[0].camera {
                     Some(c) => vec![c],
@@ -279,7 +292,7 @@ impl Rig {
                     }
                     std::thread::sleep(Duration::from_millis(200));
                 }
-                std::thread::sleep(Duration::from_millis(500));
+                self.wait_for_the_control_link();
             }
             Step::ViewersOpen { name, n } => {
                 for _ in 0..*n {
@@ -314,6 +327,37 @@ impl Rig {
             }
             _ => self.send(commands),
         }
+    }
+
+    /// Waits until clefd's control connection is subscribed again after a broker restart: it
+    /// reconnects with a backoff of its own, and `clefd_mqtt_connects_total` counts only the
+    /// event publisher's connections (make-test seed 46 on a loaded machine: the command of
+    /// the step after a 2 s outage reached the broker before clefd's control subscription
+    /// and got no answer). Probes go to `probe/set`, a topic the answers' check does not
+    /// read, and are larger than a command may be, so that each is refused on arrival and
+    /// none waits in the daemon's command queue.
+    fn wait_for_the_control_link(&mut self) {
+        let port = self.broker.port.to_string();
+        let topic = format!("clefd/{DEVICE}/probe/set");
+        let mut answer = Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &port, "-t", &format!("{topic}/result"), "-C", "1"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("mosquitto_sub (mosquitto-clients) runs");
+        let probe = "x".repeat(17 * 1024);
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while !matches!(answer.try_wait(), Ok(Some(_))) {
+            if Instant::now() > deadline {
+                let _ = answer.kill();
+                self.noticed.push(("clefd's control link comes back after a broker restart", "not within 90 s".into()));
+                break;
+            }
+            let _ = Command::new("mosquitto_pub")
+                .args(["-h", "127.0.0.1", "-p", &port, "-q", "1", "-t", &topic, "-m", &probe])
+                .status();
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let _ = answer.wait();
     }
 
     fn reload(&mut self, clips: &Clips, model: &Model) {

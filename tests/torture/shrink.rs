@@ -18,10 +18,13 @@ pub struct Options {
     pub keep_going: bool,
     /// Most growth allowed between the first and the last reset: RSS (kB), threads, fds.
     pub tolerance: (u64, u64, u64),
+    /// Most growth allowed of the heap in use (kB), compared as RSS is.
+    pub heap_tolerance: u64,
 }
 
-/// Resources at one reset: step index, RSS kB, threads, fds.
-pub type Sample = (usize, u64, u64, u64);
+/// Resources at one reset: step index, RSS kB, threads, fds, heap in use kB (the daemon's
+/// `clefd_heap_in_use_bytes`).
+pub type Sample = (usize, u64, u64, u64, u64);
 
 /// What a run found.
 #[derive(Debug, Default)]
@@ -84,18 +87,27 @@ pub fn run(clips: &Clips, plan: &[Step], opts: &Options) -> Outcome {
         if *step == Step::Reset && (passed || opts.keep_going) {
             // The steady state: the least of each over 12 s (tokio's blocking threads and
             // GStreamer's linger a few seconds after use).
-            let (mut rss, mut threads, mut fds) = (u64::MAX, u64::MAX, u64::MAX);
+            let (mut rss, mut threads, mut fds, mut in_use) = (u64::MAX, u64::MAX, u64::MAX, u64::MAX);
             for _ in 0..6 {
                 std::thread::sleep(Duration::from_secs(2));
                 let now = rig::resources(rig.pid());
                 (rss, threads, fds) = (rss.min(now.0), threads.min(now.1), fds.min(now.2));
+                // A scrape that fails reads as 0: it is no figure.
+                let heap = invariants::metric_sum(rig.http, "clefd_heap_in_use_bytes") as u64 / 1024;
+                in_use = in_use.min(if heap > 0 { heap } else { u64::MAX });
             }
+            let in_use = if in_use == u64::MAX { 0 } else { in_use };
             let (_, metrics) = crate::common::http_get(rig.http, "/metrics");
             let series = metrics.lines().filter(|l| !l.starts_with('#') && !l.is_empty()).count();
             eprintln!(
-                "torture: resources after step {}: RSS {rss} kB, {threads} threads, {fds} fds, {series} metric series",
+                "torture: resources after step {}: RSS {rss} kB, heap in use {in_use} kB, {threads} threads, {fds} fds, \
+                 {series} metric series",
                 i + 1
             );
+            if in_use == 0 && cfg!(target_env = "gnu") {
+                let detail = format!("after step {}: no clefd_heap_in_use_bytes on /metrics", i + 1);
+                record(&mut out, i + 1, vec![Violation { invariant: "clefd reports its heap in use", detail }]);
+            }
             let heap = std::env::var("CLEFD_TORTURE_HEAP").unwrap_or_default();
             if (heap == "1" || heap == "trim")
                 && let Some((held, used, now)) = rig::heap(rig.pid(), &rig.log, heap == "trim")
@@ -107,10 +119,13 @@ pub fn run(clips: &Clips, plan: &[Step], opts: &Options) -> Outcome {
                     i + 1
                 );
             }
-            out.samples.push((i + 1, rss, threads, fds));
+            out.samples.push((i + 1, rss, threads, fds, in_use));
         }
     }
     if let Some(found) = growth(&out.samples, opts.tolerance) {
+        record(&mut out, found.0, vec![found.1]);
+    }
+    if let Some(found) = heap_growth(&out.samples, opts.heap_tolerance) {
         record(&mut out, found.0, vec![found.1]);
     }
     digest.drain(&rig);
@@ -145,10 +160,7 @@ pub fn run(clips: &Clips, plan: &[Step], opts: &Options) -> Outcome {
 /// only threads and fds are compared. The step of the last reset and what grew, if any.
 pub fn growth(samples: &[Sample], (rss, threads, fds): (u64, u64, u64)) -> Option<(usize, Violation)> {
     let (&a, &b) = (samples.first()?, samples.last()?);
-    let after = &samples[1..];
-    let least = |s: &[Sample]| s.iter().map(|s| s.1).min();
-    let half = after.len() / 2;
-    let creep = (half > 0).then(|| (least(&after[..half]).unwrap_or(0), least(&after[half..]).unwrap_or(0)));
+    let creep = creep(samples, |s| s.1);
     if creep.is_none_or(|(early, late)| late <= early + rss) && b.2 <= a.2 + threads && b.3 <= a.3 + fds {
         return None;
     }
@@ -158,6 +170,33 @@ pub fn growth(samples: &[Sample], (rss, threads, fds): (u64, u64, u64)) -> Optio
         a.0, a.1, a.2, a.3, b.0, b.1, b.2, b.3
     );
     Some((b.0, Violation { invariant: "RSS, threads and fds do not grow with steps", detail }))
+}
+
+/// The least of a figure over the earlier half of the resets after the first, and over the
+/// later half (the first is the warm-up's: ONNX Runtime, GStreamer and the allocator reach
+/// their plateau there); `None` with fewer than two resets after the first.
+fn creep(samples: &[Sample], figure: impl Fn(&Sample) -> u64) -> Option<(u64, u64)> {
+    let after = samples.get(1..)?;
+    let half = after.len() / 2;
+    let least = |s: &[Sample]| s.iter().map(&figure).min().unwrap_or(0);
+    (half > 0).then(|| (least(&after[..half]), least(&after[half..])))
+}
+
+/// Whether the heap in use grew with the steps, by the rule RSS follows ([`growth`]), with a
+/// tolerance far below RSS's: the heap in use is not what the allocator keeps (the arenas'
+/// plateau), only what is allocated, so it moves by a few MB where RSS moves by tens
+/// (docs/reliability.md). The step of the last reset and how it grew, if it did.
+pub fn heap_growth(samples: &[Sample], tolerance: u64) -> Option<(usize, Violation)> {
+    let (early, late) = creep(samples, |s| s.4)?;
+    if late <= early + tolerance {
+        return None;
+    }
+    let all: Vec<(usize, u64)> = samples.iter().map(|s| (s.0, s.4)).collect();
+    let detail = format!(
+        "least heap in use of the earlier and the later resets after the first {early} kB, {late} kB \
+         (tolerance +{tolerance} kB); (step, kB) at each reset {all:?}"
+    );
+    Some((samples.last()?.0, Violation { invariant: "the heap in use does not grow with steps", detail }))
 }
 
 /// The shortest sub-list of `plan` found (within `max_replays` runs) that still fails

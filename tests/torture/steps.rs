@@ -293,7 +293,7 @@ pub fn apply(model: &mut Model, step: &Step) -> Option<Vec<Command>> {
                 None => model.cameras.keys().copied().collect(),
             };
             for name in targets {
-                model.overrides.entry(name).or_default().tuned = true;
+                model.overrides.entry(name).or_default().flooded = true;
             }
             let payload = |i| format!(r#"{{"fps": {}}}"#, flood_fps(i)).into_bytes();
             Some((0..n).map(|i| Command { camera, payload: payload(i), want: Want::Ok, flood: true }).collect())
