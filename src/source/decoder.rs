@@ -106,7 +106,7 @@ pub(super) fn watch_decoder(pipeline: &gst::Pipeline, camera: &str, threads: u32
             }
             if klass.contains("Decoder") && (klass.contains("Video") || klass.contains("Image")) {
                 let name = factory.name();
-                let path = if is_hardware_decoder(&name, &klass) { "hardware" } else { "software" };
+                let path = if is_hardware_decoder(&name, klass) { "hardware" } else { "software" };
                 tracing::info!(camera = %camera, decoder = %name, path, "video decoder chosen");
                 if let Ok(mut r) = record.lock() {
                     *r = Some(name.to_string());
