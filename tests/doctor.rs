@@ -202,7 +202,11 @@ fn jetson_root(dir: &Path, release: &str, board: &str, cuda: &str, nodes: &[&str
 fn jetpack_7_thor_and_orin_are_recognised_and_a_missing_dla_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let broker = common::Broker::start();
-    let cfg = healthy(dir.path(), &broker).with(|c| c.engine.dla_core = Some(0)).write();
+    let cfg = healthy(dir.path(), &broker)
+        .with(|c| c.engine.dla_core = Some(0))
+        .camera("lobby", "rtsp://cam.local/lobby")
+        .camera_with("door", "rtsp://cam.local/door", |c| c.decoder = "software".into())
+        .write();
     let thor = jetson_root(
         &dir.path().join("thor"),
         "R38 (release), REVISION: 2.0",
@@ -227,6 +231,11 @@ fn jetpack_7_thor_and_orin_are_recognised_and_a_missing_dla_is_refused() {
         // Thor's decoder choice: no nvjpegdec or Argus on this machine, so libjpeg and the reason.
         row("  MJPEG", "decoded by jpegdec (Thor's nvv4l2decoder takes no MJPEG"),
         row("  csi://", "Jetson Thor's JetPack 7 captures cameras through SIPL"),
+        // The decoder each camera will get: on Thor, decodebin picks per stream; `software`
+        // says it keeps to the CPU.
+        row("  decoder a", "none (synthetic frames)"),
+        row("  decoder lobby", "H.264: openh264dec for Baseline profile, avdec_h264 for the rest; MJPEG: jpegdec"),
+        row("  decoder door", "H.264: openh264dec for Baseline profile, avdec_h264 for the rest (software only)"),
     ] {
         assert!(out.contains(&expected), "'{expected}' missing:\n{out}");
     }

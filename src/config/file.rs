@@ -283,7 +283,9 @@ pub struct CameraConfig {
     /// Which software decoder H.264 gets when no hardware decoder is installed: `auto`
     /// (OpenH264 for the profiles it declares — about 35 MB less memory than libav, which
     /// loads FFmpeg and everything FFmpeg links — and libav for the rest) or `libav`
-    /// (about twice as fast on High-profile streams, for cameras at high resolutions).
+    /// (about twice as fast on High-profile streams, for cameras at high resolutions), or
+    /// `software` (never a hardware decoder, nor `nvvidconv` after it: the opt-out for a
+    /// hardware decoder that misbehaves on this camera).
     pub decoder: String,
     /// `rtsp://` only: file holding the password for the user named in the URI.
     pub password_file: Option<PathBuf>,

@@ -238,7 +238,8 @@ pub struct CameraSettings {
     pub latency_ms: u32,
     /// Software decoder threads (0: one per core).
     pub decoder_threads: u32,
-    /// Which software decoder H.264 gets.
+    /// Which decoders the camera may get: `auto`, `libav` for H.264, or `software` (the
+    /// CPU's only).
     pub decoder: DecoderChoice,
     /// `rtsp://`: file holding the password (read when the camera starts).
     pub password_file: Option<PathBuf>,

@@ -83,6 +83,21 @@ fn every_bad_value_is_reported_and_none_is_typed() {
 }
 
 #[test]
+fn decoder_software_is_a_choice_and_a_bad_one_names_file_camera_key_and_choices() {
+    let dir = tempfile::tempdir().unwrap();
+    let with =
+        |value: &str| BASE.replace("transport = \"udp\"", &format!("transport = \"udp\"\ndecoder = \"{value}\""));
+    let s = load(&write(dir.path(), &with("software"))).unwrap();
+    assert_eq!(s.cameras["door"].decoder, DecoderChoice::Software);
+    let path = write(dir.path(), &with("nvidia"));
+    let problems = load(&path).unwrap_err().0;
+    let said = problems.iter().find(|p| p.key == "cameras.door.decoder").map(ToString::to_string);
+    let said = said.unwrap_or_else(|| panic!("decoder not reported: {problems:?}"));
+    assert!(said.starts_with(&path.display().to_string()), "names the file: {said}");
+    assert!(said.contains("'nvidia'") && said.contains("auto, libav or software"), "{said}");
+}
+
+#[test]
 fn event_expiry_needs_mqtt_5() {
     let dir = tempfile::tempdir().unwrap();
     let with =

@@ -439,7 +439,11 @@ fn camera(at: &CameraPlace, cam: &CameraConfig, default_bundle: &Path, c: &mut C
     }
     let decoder = DecoderChoice::parse(&cam.decoder);
     if decoder.is_none() {
-        c.push(file, at.key("decoder"), format!("'{}' is not a decoder choice: use auto or libav", cam.decoder));
+        c.push(
+            file,
+            at.key("decoder"),
+            format!("'{}' is not a decoder choice: use {}", cam.decoder, DecoderChoice::ALLOWED),
+        );
     }
     let transport = parsed(c, file, &at.key("transport"), Transport::parse(&cam.transport));
     if let Some(b) = &cam.bundle {

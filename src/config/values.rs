@@ -25,14 +25,23 @@ pub enum DecoderChoice {
     Auto,
     /// libav for every stream (hardware decoders still win when installed).
     Libav,
+    /// The CPU only, even where NVIDIA's or VA-API's decoders are installed: the `auto`
+    /// rules for H.264 (OpenH264 or libav), `jpegdec` for MJPEG, and no `nvvidconv` after
+    /// the decoder. The opt-out for a hardware decoder that misbehaves on one camera's
+    /// stream (say, `nvjpegdec` on a Thor) while the others keep theirs.
+    Software,
 }
 
 impl DecoderChoice {
-    /// Parses a config value (`auto` or `libav`).
+    /// The config's spellings, in the order errors list them.
+    pub const ALLOWED: &'static str = "auto, libav or software";
+
+    /// Parses a config value (`auto`, `libav` or `software`).
     pub fn parse(s: &str) -> Option<DecoderChoice> {
         match s {
             "auto" => Some(DecoderChoice::Auto),
             "libav" => Some(DecoderChoice::Libav),
+            "software" => Some(DecoderChoice::Software),
             _ => None,
         }
     }
@@ -299,7 +308,9 @@ mod tests {
     fn enums_parse_the_configs_spelling_and_say_what_is_accepted() {
         assert_eq!(DecoderChoice::parse("auto"), Some(DecoderChoice::Auto));
         assert_eq!(DecoderChoice::parse("libav"), Some(DecoderChoice::Libav));
+        assert_eq!(DecoderChoice::parse("software"), Some(DecoderChoice::Software));
         assert_eq!(DecoderChoice::parse("ffmpeg"), None);
+        assert_eq!(DecoderChoice::parse("Software"), None, "spelled as the config reference spells it");
         assert_eq!(Transport::parse("udp"), Ok(Transport::Udp));
         assert!(Transport::parse("TCP").unwrap_err().contains("use tcp or udp"));
         for p in [Provider::TensorRt, Provider::Cuda, Provider::Cpu] {

@@ -9,8 +9,8 @@ use gstreamer_app as gst_app;
 
 use super::capture::capture_chain;
 use super::decoder::{
-    DecoderChoice, csi_source, decode_chain, from_device_memory, mjpeg_chain, rank_lean_h264_decoder,
-    steer_h264_decoder, steer_jpeg_decoder, watch_decoder,
+    DecoderChoice, after_decoder, csi_source, decode_chain, from_device_memory, mjpeg_chain, rank_lean_h264_decoder,
+    steer_decoders, watch_decoder,
 };
 use super::diagnose::{advice, error_reason, fail_without_video};
 use super::frame::frame_from_sample;
@@ -75,7 +75,7 @@ pub struct CameraOptions {
     pub rtsp_latency_ms: u32,
     /// Threads of a software video decoder (0: its default, one per core).
     pub decoder_threads: u32,
-    /// Which software decoder H.264 gets.
+    /// Which decoders the camera may get (`software`: the CPU's only).
     pub decoder: DecoderChoice,
 }
 
@@ -126,7 +126,7 @@ fn source_description(opts: &CameraOptions) -> Result<String, SourceError> {
     Ok(match &opts.spec {
         SourceSpec::File { .. } => {
             require(name, "decodebin", "install gstreamer1.0-plugins-base")?;
-            format!("filesrc name=src ! {}", decode_chain(opts.width))
+            format!("filesrc name=src ! {}", decode_chain(opts.width, opts.decoder))
         }
         SourceSpec::Test { .. } => {
             require(name, "videotestsrc", "install gstreamer1.0-plugins-base")?;
@@ -138,12 +138,12 @@ fn source_description(opts: &CameraOptions) -> Result<String, SourceError> {
                 "rtspsrc name=src protocols={} latency={} ! {}",
                 if opts.rtsp_udp { "udp" } else { "tcp" },
                 opts.rtsp_latency_ms,
-                decode_chain(opts.width)
+                decode_chain(opts.width, opts.decoder)
             )
         }
         SourceSpec::V4l2 { capture, .. } => {
             require(name, "v4l2src", "install gstreamer1.0-plugins-good")?;
-            format!("v4l2src name=src ! {}{}", capture_chain(capture), from_device_memory(opts.width))
+            format!("v4l2src name=src ! {}{}", capture_chain(capture), after_decoder(opts.width, opts.decoder))
         }
         SourceSpec::Csi { sensor, capture } => {
             let has = |element: &str| gst::ElementFactory::find(element).is_some();
@@ -161,7 +161,7 @@ fn source_description(opts: &CameraOptions) -> Result<String, SourceError> {
         }
         SourceSpec::HttpMjpeg { .. } => {
             require(name, "souphttpsrc", "install gstreamer1.0-plugins-good")?;
-            format!("souphttpsrc name=src is-live=true ! multipartdemux ! {}", mjpeg_chain(opts.width))
+            format!("souphttpsrc name=src is-live=true ! multipartdemux ! {}", mjpeg_chain(opts.width, opts.decoder))
         }
     })
 }
@@ -202,8 +202,7 @@ impl Camera {
             .downcast::<gst::Pipeline>()
             .map_err(|_| perr("not a pipeline".into()))?;
         let decoder = watch_decoder(&pipeline, &opts.name, opts.decoder_threads);
-        steer_h264_decoder(&pipeline, opts.decoder);
-        steer_jpeg_decoder(&pipeline);
+        steer_decoders(&pipeline, opts.decoder);
         fail_without_video(&pipeline);
         // A file is judged whole or damaged at its end from what its decoder saw.
         let damage = match &opts.spec {

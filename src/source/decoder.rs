@@ -8,26 +8,55 @@ use gstreamer as gst;
 use gstreamer::prelude::*;
 
 pub use crate::config::DecoderChoice;
+use crate::config::SourceSpec;
 use crate::jetson::VideoPlatform;
 
-/// The chain that turns a source's encoded video into I420 frames for the scaler.
-///
-/// On a Jetson (`nvv4l2decoder` and `nvvidconv` installed) it is spelled out:
-/// `parsebin ! nvv4l2decoder ! nvvidconv ! video/x-raw,format=I420,…`. `parsebin` demuxes
-/// (or depayloads) and always inserts the parser, which hands `nvv4l2decoder` the
-/// byte-stream, access-unit-aligned H.264/H.265 it needs; `decodebin` may skip the parser and
-/// exposes device-memory (`memory:NVMM`) caps that an appsink cannot take. `nvvidconv` copies
-/// frames out of device memory with the VIC engine, converting to I420 and scaling to the
-/// working `width` on the way, so the CPU touches no pixel.
-///
-/// Elsewhere `decodebin` picks a software decoder (see [`DecoderChoice`]); where only
-/// `nvvidconv` exists (NVIDIA's decoders under other names) it still follows `decodebin`.
-pub(super) fn decode_chain(width: u32) -> String {
-    let has = |name: &str| gst::ElementFactory::find(name).is_some();
-    if has("nvv4l2decoder") && has("nvvidconv") && has("parsebin") {
-        format!("parsebin name=dec ! nvv4l2decoder name={HARDWARE_DECODER_NAME}{}", from_device_memory(width))
-    } else {
-        format!("decodebin name=dec{}", from_device_memory(width))
+/// How a file's or an RTSP camera's encoded stream is decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamDecoding {
+    /// Xavier and Orin: `parsebin ! nvv4l2decoder ! nvvidconv ! video/x-raw,format=I420,…`,
+    /// spelled out. `parsebin` demuxes (or depayloads) and always inserts the parser, which
+    /// hands `nvv4l2decoder` the byte-stream, access-unit-aligned H.264/H.265 it needs;
+    /// `decodebin` may skip the parser and exposes device-memory (`memory:NVMM`) caps that
+    /// an appsink cannot take. `nvvidconv` copies frames out of device memory with the VIC
+    /// engine, converting to I420 and scaling to the working `width` on the way, so the
+    /// CPU touches no pixel.
+    JetsonChain,
+    /// `decodebin` picks the decoder per stream, passing over those [`passes_over`] names
+    /// (on Thor, `nvv4l2decoder` for JPEG), with `nvvidconv` after it where installed.
+    /// Thor gets this rather than the Jetson chain: only once a stream's caps are known can
+    /// its MJPEG be kept from `nvv4l2decoder`, which cannot decode it there.
+    Decodebin,
+    /// `decoder = "software"`: `decodebin` with the CPU's decoders only, nothing after it.
+    Software,
+}
+
+/// How a file or RTSP camera with `choice` decodes on `platform`, given which elements
+/// are installed (`has`).
+pub fn stream_decoding(choice: DecoderChoice, platform: VideoPlatform, has: &dyn Fn(&str) -> bool) -> StreamDecoding {
+    match choice {
+        DecoderChoice::Software => StreamDecoding::Software,
+        _ if platform == VideoPlatform::Thor => StreamDecoding::Decodebin,
+        _ if ["nvv4l2decoder", "nvvidconv", "parsebin"].iter().all(|name| has(name)) => StreamDecoding::JetsonChain,
+        _ => StreamDecoding::Decodebin,
+    }
+}
+
+/// Whether GStreamer has an element factory of this name (on this machine).
+fn installed(name: &str) -> bool {
+    gst::ElementFactory::find(name).is_some()
+}
+
+/// The chain that turns a file's or RTSP camera's encoded video into frames for the
+/// scaler (see [`StreamDecoding`]). Where only `nvvidconv` exists (NVIDIA's decoders under
+/// other names) it still follows `decodebin`.
+pub(super) fn decode_chain(width: u32, choice: DecoderChoice) -> String {
+    match stream_decoding(choice, VideoPlatform::current(), &installed) {
+        StreamDecoding::JetsonChain => {
+            format!("parsebin name=dec ! nvv4l2decoder name={HARDWARE_DECODER_NAME}{}", from_device_memory(width))
+        }
+        StreamDecoding::Decodebin => format!("decodebin name=dec{}", from_device_memory(width)),
+        StreamDecoding::Software => "decodebin name=dec".into(),
     }
 }
 
@@ -40,7 +69,7 @@ pub(super) const HARDWARE_DECODER_NAME: &str = "hwdec";
 /// converter after it pass frames through. Frames a software decoder made in system memory
 /// go through the VIC just as well. Nothing where `nvvidconv` is absent.
 pub(super) fn from_device_memory(width: u32) -> String {
-    if gst::ElementFactory::find("nvvidconv").is_some() {
+    if installed("nvvidconv") {
         format!(
             " ! nvvidconv name={} ! video/x-raw,format=I420,width={width},pixel-aspect-ratio=1/1",
             super::stamp::SCALER_NAME
@@ -50,8 +79,15 @@ pub(super) fn from_device_memory(width: u32) -> String {
     }
 }
 
-/// Logs which video decoder `decodebin` picked (NVIDIA's hardware decoders rank above the
-/// software ones when they are installed), limits a software decoder's threads, and
+/// What follows a decoder chosen under `choice`: [`from_device_memory`], except under
+/// `software`, whose decoders leave frames in system memory (and whose point is to keep
+/// NVIDIA's elements out).
+pub(super) fn after_decoder(width: u32, choice: DecoderChoice) -> String {
+    if choice == DecoderChoice::Software { String::new() } else { from_device_memory(width) }
+}
+
+/// Logs which video (or MJPEG) decoder `decodebin` picked (NVIDIA's hardware decoders rank
+/// above the software ones when they are installed), limits a software decoder's threads, and
 /// returns where the decoder's name will be recorded.
 pub(super) fn watch_decoder(pipeline: &gst::Pipeline, camera: &str, threads: u32) -> Arc<Mutex<Option<String>>> {
     let camera = camera.to_string();
@@ -68,9 +104,9 @@ pub(super) fn watch_decoder(pipeline: &gst::Pipeline, camera: &str, threads: u32
             if let Some(e) = element.as_ref().filter(|e| e.find_property("max-threads").is_some()) {
                 e.set_property("max-threads", i32::try_from(threads).unwrap_or(0));
             }
-            if klass.contains("Decoder") && klass.contains("Video") {
+            if klass.contains("Decoder") && (klass.contains("Video") || klass.contains("Image")) {
                 let name = factory.name();
-                let path = if name.starts_with("nv") || name.contains("v4l2") { "hardware" } else { "software" };
+                let path = if is_hardware_decoder(&name, klass) { "hardware" } else { "software" };
                 tracing::info!(camera = %camera, decoder = %name, path, "video decoder chosen");
                 if let Ok(mut r) = record.lock() {
                     *r = Some(name.to_string());
@@ -95,38 +131,94 @@ pub fn mjpeg_decoder(platform: VideoPlatform, has: &dyn Fn(&str) -> bool) -> &'s
 }
 
 /// The chain after an MJPEG source (`multipartdemux` of an HTTP camera): the decoder
-/// [`mjpeg_decoder`] picks, and for NVIDIA's the copy out of device memory after it.
-pub(super) fn mjpeg_chain(width: u32) -> String {
-    match mjpeg_decoder(VideoPlatform::current(), &|name| gst::ElementFactory::find(name).is_some()) {
+/// [`mjpeg_decoder`] picks (`jpegdec` under `software`), and for NVIDIA's the copy out of
+/// device memory after it.
+pub(super) fn mjpeg_chain(width: u32, choice: DecoderChoice) -> String {
+    if choice == DecoderChoice::Software {
+        return "jpegdec".into();
+    }
+    match mjpeg_decoder(VideoPlatform::current(), &installed) {
         "nvjpegdec" => format!("nvjpegdec{}", from_device_memory(width)),
         other => other.to_string(),
     }
 }
 
-/// Decoders `decodebin` must pass over for JPEG pictures on `platform`: on Thor,
-/// `nvv4l2decoder` still offers JPEG caps but cannot decode MJPEG.
-pub fn jpeg_decoders_to_skip(platform: VideoPlatform) -> &'static [&'static str] {
-    match platform {
-        VideoPlatform::Thor => &["nvv4l2decoder"],
-        VideoPlatform::Jetson | VideoPlatform::Generic => &[],
+/// Whether a decoder factory is a hardware one: GStreamer's `Hardware` class, or by name
+/// NVIDIA's (`nv…`), V4L2 codecs (`v4l2…`), VA-API's (`va…`, `vaapi…`) and Intel's
+/// (`msdk…`, `qsv…`), whose classes do not all say so. Not a decoder: `false`.
+pub fn is_hardware_decoder(factory: &str, klass: &str) -> bool {
+    klass.contains("Decoder")
+        && (klass.contains("Hardware")
+            || factory.contains("v4l2")
+            || ["nv", "va", "msdk", "qsv"].iter().any(|prefix| factory.starts_with(prefix)))
+}
+
+/// An element `decodebin` offers to plug for a stream: its factory's name and class, and
+/// the stream's caps.
+#[derive(Debug, Clone, Copy)]
+pub struct Candidate<'a> {
+    /// Factory name (`nvv4l2decoder`, `openh264dec`, `jpegparse`, ...).
+    pub factory: &'a str,
+    /// Factory class (`Codec/Decoder/Video`, ...).
+    pub klass: &'a str,
+    /// The caps of the stream it would take.
+    pub caps: Option<&'a gst::CapsRef>,
+}
+
+/// Whether `decodebin` should pass over `candidate` for a camera with `choice` on
+/// `platform`, given which elements are installed (`has`), leaving the next by rank:
+/// - `software`: every hardware decoder ([`is_hardware_decoder`]);
+/// - on Thor, for JPEG: every decoder but [`mjpeg_decoder`]'s (Thor's `nvv4l2decoder`
+///   still offers JPEG caps but cannot decode MJPEG);
+/// - OpenH264 where [`skips_lean_decoder`] says so (under `auto` and `software` only
+///   where libav is installed to take the stream instead);
+/// - under `software`, libav's H.264 decoder for a stream OpenH264 should take, where it
+///   is installed (with a hardware decoder installed, OpenH264 keeps its low rank).
+///
+/// Parsers, demuxers and depayloaders are never passed over.
+pub fn passes_over(
+    choice: DecoderChoice,
+    platform: VideoPlatform,
+    candidate: Candidate<'_>,
+    has: &dyn Fn(&str) -> bool,
+) -> bool {
+    if !candidate.klass.contains("Decoder") {
+        return false;
+    }
+    if choice == DecoderChoice::Software && is_hardware_decoder(candidate.factory, candidate.klass) {
+        return true;
+    }
+    let jpeg = candidate.caps.and_then(|c| c.structure(0)).is_some_and(|s| s.name() == "image/jpeg");
+    if jpeg && platform == VideoPlatform::Thor && choice != DecoderChoice::Software {
+        return candidate.factory != mjpeg_decoder(platform, has);
+    }
+    let lean = !skips_lean_decoder(choice, candidate.caps);
+    match candidate.factory {
+        "openh264dec" => !lean && (choice == DecoderChoice::Libav || has("avdec_h264")),
+        "avdec_h264" => choice == DecoderChoice::Software && lean && has("openh264dec"),
+        _ => false,
     }
 }
 
-/// Has the `decodebin` named `dec` pass over [`jpeg_decoders_to_skip`] for JPEG caps (a
-/// V4L2 camera's MJPEG on Thor goes to `nvjpegdec` or `jpegdec` instead). Other handlers
-/// of the signal still run for the choices this one leaves to them.
-pub(super) fn steer_jpeg_decoder(pipeline: &gst::Pipeline) {
-    let skip = jpeg_decoders_to_skip(VideoPlatform::current());
-    if skip.is_empty() {
+/// Has the `decodebin` named `dec` pass over the decoders [`passes_over`] names for this
+/// camera. Nothing to steer in the Jetson chain (its decoder is placed, not picked).
+/// Other handlers of the signal still run for the choices this one leaves to them.
+pub(super) fn steer_decoders(pipeline: &gst::Pipeline, choice: DecoderChoice) {
+    if pipeline.by_name(HARDWARE_DECODER_NAME).is_some() {
         return;
     }
     let Some(dec) = pipeline.by_name("dec") else { return };
+    // The enum is registered by the playback plugin, loaded by now (decodebin exists).
     let Some(answers) = gst::glib::Type::from_name("GstAutoplugSelectResult") else { return };
+    let platform = VideoPlatform::current();
     dec.connect("autoplug-select", false, move |args| {
         let caps = args.get(2).and_then(|v| v.get::<gst::Caps>().ok());
         let factory = args.get(3).and_then(|v| v.get::<gst::ElementFactory>().ok());
-        let jpeg = caps.as_ref().and_then(|c| c.structure(0)).is_some_and(|s| s.name() == "image/jpeg");
-        let pass = jpeg && factory.is_some_and(|f| skip.contains(&f.name().as_str()));
+        let pass = factory.is_some_and(|f| {
+            let (name, klass) = (f.name(), f.metadata("klass").unwrap_or_default());
+            let candidate = Candidate { factory: name.as_str(), klass, caps: caps.as_ref().map(|c| c.as_ref()) };
+            passes_over(choice, platform, candidate, &installed)
+        });
         gst::glib::EnumClass::with_type(answers).and_then(|a| a.to_value_by_nick(if pass { "skip" } else { "try" }))
     });
 }
@@ -156,13 +248,54 @@ pub fn csi_source(platform: VideoPlatform, has: &dyn Fn(&str) -> bool) -> Result
 const HARDWARE_H264_DECODERS: [&str; 6] =
     ["nvv4l2decoder", "nvh264dec", "nvh264sldec", "v4l2h264dec", "vah264dec", "vaapih264dec"];
 
+/// The first of `names` that is installed (`has`), in the order given.
+fn first_installed<'a>(names: &[&'a str], has: &dyn Fn(&str) -> bool) -> Option<&'a str> {
+    names.iter().copied().find(|name| has(name))
+}
+
+/// In words, the decoder(s) a camera reading `spec` with `choice` will get on `platform`,
+/// given which elements are installed (`has`): what `clefd doctor` prints per camera, so a
+/// user sees before starting whether a hardware decoder is in the way.
+pub fn planned_decoder(
+    spec: &SourceSpec,
+    choice: DecoderChoice,
+    platform: VideoPlatform,
+    has: &dyn Fn(&str) -> bool,
+) -> String {
+    let jpeg = match choice {
+        DecoderChoice::Software => "jpegdec",
+        _ => mjpeg_decoder(platform, has),
+    };
+    let h264 = || match (choice, has("openh264dec"), has("avdec_h264")) {
+        (DecoderChoice::Libav, _, true) | (_, false, true) => "avdec_h264".to_string(),
+        (DecoderChoice::Libav, _, false) => "avdec_h264, which is not installed (gstreamer1.0-libav)".to_string(),
+        (_, true, true) => "openh264dec for Baseline profile, avdec_h264 for the rest".to_string(),
+        (_, true, false) => "openh264dec".to_string(),
+        (_, false, false) => "no software decoder installed (gstreamer1.0-libav)".to_string(),
+    };
+    match spec {
+        SourceSpec::Test { .. } => "none (synthetic frames)".into(),
+        SourceSpec::Csi { .. } => "none (Argus gives raw frames; nvvidconv copies them out of device memory)".into(),
+        SourceSpec::HttpMjpeg { .. } => format!("MJPEG: {jpeg}"),
+        SourceSpec::V4l2 { .. } => format!("MJPEG: {jpeg}; raw frames: none"),
+        SourceSpec::File { .. } | SourceSpec::Rtsp { .. } => match stream_decoding(choice, platform, has) {
+            StreamDecoding::JetsonChain => "nvv4l2decoder (parsebin ! nvv4l2decoder ! nvvidconv)".into(),
+            StreamDecoding::Software => format!("H.264: {} (software only); MJPEG: {jpeg}", h264()),
+            StreamDecoding::Decodebin => {
+                let h264 = first_installed(&HARDWARE_H264_DECODERS, has).map_or_else(h264, str::to_string);
+                format!("H.264: {h264}; MJPEG: {jpeg}")
+            }
+        },
+    }
+}
+
 /// Ranks OpenH264 just above libav's H.264 decoder, once per process, so that `decodebin`
 /// picks it for the streams it accepts (see [`DecoderChoice`]). Where a hardware decoder
 /// is installed the ranks are left as the platform ships them: hardware stays first.
 pub(super) fn rank_lean_h264_decoder() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
-        if HARDWARE_H264_DECODERS.iter().any(|name| gst::ElementFactory::find(name).is_some()) {
+        if first_installed(&HARDWARE_H264_DECODERS, &installed).is_some() {
             return;
         }
         let (Some(lean), Some(libav)) =
@@ -182,13 +315,13 @@ pub(super) fn rank_lean_h264_decoder() {
 const OPENH264_MAX_MACROBLOCKS: i64 = 36_864;
 
 /// Whether a camera with this choice should pass over OpenH264 for a stream with these
-/// caps: always for `libav`; for `auto`, unless the stream is Baseline profile and within
+/// caps: always for `libav`; for `auto` and `software`, unless the stream is Baseline profile and within
 /// OpenH264's largest picture (a stream whose profile or size is not known yet keeps
 /// OpenH264, which handles every profile).
 pub(super) fn skips_lean_decoder(choice: DecoderChoice, caps: Option<&gst::CapsRef>) -> bool {
     match choice {
         DecoderChoice::Libav => true,
-        DecoderChoice::Auto => {
+        DecoderChoice::Auto | DecoderChoice::Software => {
             let s = caps.and_then(|c| c.structure(0));
             let profile = s.and_then(|s| s.get::<String>("profile").ok());
             let heavy = profile.is_some_and(|p| !matches!(p.as_str(), "baseline" | "constrained-baseline"));
@@ -196,27 +329,6 @@ pub(super) fn skips_lean_decoder(choice: DecoderChoice, caps: Option<&gst::CapsR
             heavy || dim("width") * dim("height") > OPENH264_MAX_MACROBLOCKS
         }
     }
-}
-
-/// Has `decodebin` pass over OpenH264 where [`skips_lean_decoder`] says so (under `auto`,
-/// only where libav is installed to take the stream instead).
-pub(super) fn steer_h264_decoder(pipeline: &gst::Pipeline, choice: DecoderChoice) {
-    if pipeline.by_name(HARDWARE_DECODER_NAME).is_some() {
-        return;
-    }
-    if choice == DecoderChoice::Auto && gst::ElementFactory::find("avdec_h264").is_none() {
-        return;
-    }
-    let Some(dec) = pipeline.by_name("dec") else { return };
-    // The enum is registered by the playback plugin, loaded by now (decodebin exists).
-    let Some(answers) = gst::glib::Type::from_name("GstAutoplugSelectResult") else { return };
-    dec.connect("autoplug-select", false, move |args| {
-        let caps = args.get(2).and_then(|v| v.get::<gst::Caps>().ok());
-        let factory = args.get(3).and_then(|v| v.get::<gst::ElementFactory>().ok());
-        let skip = factory.is_some_and(|f| f.name() == "openh264dec")
-            && skips_lean_decoder(choice, caps.as_ref().map(|c| c.as_ref()));
-        gst::glib::EnumClass::with_type(answers).and_then(|a| a.to_value_by_nick(if skip { "skip" } else { "try" }))
-    });
 }
 
 #[cfg(test)]
@@ -251,9 +363,6 @@ mod tests {
         for p in [jp5, jp6, VideoPlatform::Generic] {
             assert_eq!(mjpeg_decoder(p, &nvidia), "jpegdec", "{p:?}");
         }
-        // decodebin passes over nvv4l2decoder for JPEG on Thor only.
-        assert_eq!(jpeg_decoders_to_skip(thor), &["nvv4l2decoder"]);
-        assert!(jpeg_decoders_to_skip(jp5).is_empty() && jpeg_decoders_to_skip(jp6).is_empty());
         // CSI: Argus wherever it is installed; without it, each platform says what to do.
         for p in [jp5, jp6, thor] {
             assert_eq!(csi_source(p, &nvidia), Ok("nvarguscamerasrc"), "{p:?}");
@@ -261,6 +370,111 @@ mod tests {
         assert!(csi_source(thor, &bare).unwrap_err().contains("SIPL"));
         assert!(csi_source(jp6, &bare).unwrap_err().contains("part of JetPack"));
         assert!(csi_source(VideoPlatform::Generic, &bare).unwrap_err().contains("no /etc/nv_tegra_release"));
+    }
+
+    /// Every element NVIDIA's JetPack 7 brings, and the CPU's.
+    fn everything(name: &str) -> bool {
+        ["nvv4l2decoder", "nvvidconv", "nvjpegdec", "parsebin", "jpegdec", "openh264dec", "avdec_h264"].contains(&name)
+    }
+
+    /// A factory with this class, offered for a stream of `media` caps.
+    fn offered<'a>(factory: &'a str, klass: &'a str, caps: &'a gst::Caps) -> Candidate<'a> {
+        Candidate { factory, klass, caps: Some(caps.as_ref()) }
+    }
+
+    #[test]
+    fn software_never_gets_a_hardware_decoder_nor_nvvidconv() {
+        gst::init().unwrap();
+        let thor = VideoPlatform::Thor;
+        for p in [VideoPlatform::Generic, VideoPlatform::Jetson, thor] {
+            assert_eq!(stream_decoding(DecoderChoice::Software, p, &everything), StreamDecoding::Software, "{p:?}");
+        }
+        let h264 = gst::Caps::builder("video/x-h264").field("profile", "high").build();
+        let baseline = gst::Caps::builder("video/x-h264").field("profile", "constrained-baseline").build();
+        let jpeg = gst::Caps::builder("image/jpeg").build();
+        let software = |c: Candidate<'_>, p| passes_over(DecoderChoice::Software, p, c, &everything);
+        for (factory, klass) in [
+            ("nvv4l2decoder", "Codec/Decoder/Video"),
+            ("nvh264dec", "Codec/Decoder/Video/Hardware"),
+            ("vah264dec", "Codec/Decoder/Video/Hardware"),
+            ("vaapih264dec", "Codec/Decoder/Video"),
+            ("v4l2slh264dec", "Codec/Decoder/Video/Hardware"),
+            ("somevendorh264dec", "Codec/Decoder/Video/Hardware"),
+        ] {
+            for p in [VideoPlatform::Generic, VideoPlatform::Jetson, thor] {
+                assert!(software(offered(factory, klass, &h264), p), "{factory} on {p:?}");
+            }
+        }
+        assert!(software(offered("nvjpegdec", "Codec/Decoder/Image", &jpeg), thor));
+        assert!(software(offered("nvv4l2decoder", "Codec/Decoder/Video", &jpeg), thor));
+        // The CPU's decoders, by the auto rules; parsers always.
+        assert!(!software(offered("jpegdec", "Codec/Decoder/Image", &jpeg), thor), "jpegdec on Thor");
+        assert!(!software(offered("avdec_h264", "Codec/Decoder/Video", &h264), thor), "libav for High");
+        assert!(software(offered("openh264dec", "Codec/Decoder/Video", &h264), thor), "not OpenH264 for High");
+        assert!(!software(offered("openh264dec", "Codec/Decoder/Video", &baseline), thor), "OpenH264 for Baseline");
+        assert!(software(offered("avdec_h264", "Codec/Decoder/Video", &baseline), thor), "whatever the ranks");
+        let no_lean = |name: &str| everything(name) && name != "openh264dec";
+        let only_libav = offered("avdec_h264", "Codec/Decoder/Video", &baseline);
+        assert!(!passes_over(DecoderChoice::Software, thor, only_libav, &no_lean), "libav without OpenH264");
+        assert!(!software(offered("h264parse", "Codec/Parser/Converter/Video", &h264), thor));
+        // The other choices keep the hardware decoders.
+        for choice in [DecoderChoice::Auto, DecoderChoice::Libav] {
+            let nv = offered("nvv4l2decoder", "Codec/Decoder/Video", &h264);
+            assert!(!passes_over(choice, VideoPlatform::Jetson, nv, &everything), "{choice:?}");
+        }
+    }
+
+    #[test]
+    fn mjpeg_in_a_file_or_rtsp_stream_on_thor_never_reaches_nvv4l2decoder() {
+        gst::init().unwrap();
+        let (thor, orin) = (VideoPlatform::Thor, VideoPlatform::Jetson);
+        // Thor picks per stream (decodebin); Xavier and Orin keep the explicit chain.
+        assert_eq!(stream_decoding(DecoderChoice::Auto, thor, &everything), StreamDecoding::Decodebin);
+        assert_eq!(stream_decoding(DecoderChoice::Auto, orin, &everything), StreamDecoding::JetsonChain);
+        assert_eq!(stream_decoding(DecoderChoice::Libav, orin, &everything), StreamDecoding::JetsonChain);
+        assert_eq!(stream_decoding(DecoderChoice::Auto, orin, &|n| n == "parsebin"), StreamDecoding::Decodebin);
+        let jpeg = gst::Caps::builder("image/jpeg").field("parsed", true).build();
+        let h264 = gst::Caps::builder("video/x-h264").field("stream-format", "byte-stream").build();
+        let auto = |c: Candidate<'_>, p, has: &dyn Fn(&str) -> bool| passes_over(DecoderChoice::Auto, p, c, has);
+        let nv_jpeg = offered("nvv4l2decoder", "Codec/Decoder/Video", &jpeg);
+        let nvjpegdec = offered("nvjpegdec", "Codec/Decoder/Image", &jpeg);
+        let jpegdec = offered("jpegdec", "Codec/Decoder/Image", &jpeg);
+        let libav_jpeg = offered("avdec_mjpeg", "Codec/Decoder/Video", &jpeg);
+        // With nvJPEG installed: nvjpegdec, and nothing else.
+        assert!(auto(nv_jpeg, thor, &everything));
+        assert!(!auto(nvjpegdec, thor, &everything));
+        assert!(auto(jpegdec, thor, &everything) && auto(libav_jpeg, thor, &everything));
+        // Without it (or without nvvidconv to copy its frames out): jpegdec.
+        let no_nvjpeg = |name: &str| everything(name) && name != "nvjpegdec";
+        assert!(auto(nv_jpeg, thor, &no_nvjpeg) && !auto(jpegdec, thor, &no_nvjpeg));
+        // H.264 and H.265 keep nvv4l2decoder on Thor; MJPEG keeps it before Thor.
+        assert!(!auto(offered("nvv4l2decoder", "Codec/Decoder/Video", &h264), thor, &everything));
+        assert!(!auto(nv_jpeg, orin, &everything) && !auto(jpegdec, orin, &everything));
+        assert!(!auto(offered("jpegparse", "Codec/Parser/Image", &jpeg), thor, &everything), "parsers stay");
+    }
+
+    #[test]
+    fn doctor_is_told_the_decoder_each_camera_will_get() {
+        let file = SourceSpec::File { path: "/clips/door.mp4".into() };
+        let http = SourceSpec::HttpMjpeg { location: "http://cam/mjpeg".into() };
+        let (thor, orin) = (VideoPlatform::Thor, VideoPlatform::Jetson);
+        let plan = |spec, choice, p, has: &dyn Fn(&str) -> bool| planned_decoder(spec, choice, p, has);
+        assert_eq!(
+            plan(&file, DecoderChoice::Auto, orin, &everything),
+            "nvv4l2decoder (parsebin ! nvv4l2decoder ! nvvidconv)"
+        );
+        assert_eq!(plan(&file, DecoderChoice::Auto, thor, &everything), "H.264: nvv4l2decoder; MJPEG: nvjpegdec");
+        let software = plan(&file, DecoderChoice::Software, thor, &everything);
+        assert_eq!(
+            software,
+            "H.264: openh264dec for Baseline profile, avdec_h264 for the rest (software only); MJPEG: jpegdec"
+        );
+        assert_eq!(plan(&http, DecoderChoice::Software, thor, &everything), "MJPEG: jpegdec");
+        assert_eq!(plan(&http, DecoderChoice::Auto, thor, &everything), "MJPEG: nvjpegdec");
+        let cpu = |name: &str| ["parsebin", "jpegdec", "openh264dec", "avdec_h264"].contains(&name);
+        let generic = VideoPlatform::Generic;
+        assert_eq!(plan(&file, DecoderChoice::Libav, generic, &cpu), "H.264: avdec_h264; MJPEG: jpegdec");
+        assert!(plan(&file, DecoderChoice::Libav, generic, &|n| n == "jpegdec").contains("not installed"));
     }
 
     #[test]

@@ -82,7 +82,8 @@ pub(super) fn report_jetson(verdict: &mut Verdict) {
     }
 }
 
-/// GStreamer's version, NVIDIA's elements, and whether csi:// cameras can work.
+/// GStreamer's version, NVIDIA's elements, the decoder each enabled camera will get, and
+/// whether csi:// cameras can work.
 pub(super) fn report_gstreamer(loaded: Option<&clefd::config::Settings>, verdict: &mut Verdict) {
     if let Err(e) = gst::init() {
         line("GStreamer", format!("cannot start: {e}"));
@@ -97,6 +98,12 @@ pub(super) fn report_gstreamer(loaded: Option<&clefd::config::Settings>, verdict
     let software: Vec<&str> =
         ["openh264dec", "avdec_h264"].into_iter().filter(|n| gst::ElementFactory::find(n).is_some()).collect();
     line("  software H.264", if software.is_empty() { "none".to_string() } else { software.join(", ") });
+    let has = |name: &str| gst::ElementFactory::find(name).is_some();
+    for (name, camera) in loaded.iter().flat_map(|l| l.enabled_cameras()) {
+        let plan =
+            clefd::source::planned_decoder(&camera.source, camera.decoder, jetson::VideoPlatform::current(), &has);
+        line(&format!("  decoder {name}"), plan);
+    }
     let csi_cameras: Vec<&String> = loaded
         .map(|l| {
             (l.enabled_cameras()).filter(|(_, c)| matches!(c.source, SourceSpec::Csi { .. })).map(|(n, _)| n).collect()
