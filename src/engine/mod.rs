@@ -5,6 +5,7 @@ pub mod acceptance;
 pub mod classifier;
 mod detector;
 pub mod golden;
+mod gpu_on_cpu;
 pub mod manifest;
 pub mod preprocess;
 pub mod runtime;
