@@ -38,6 +38,19 @@ pub enum BundleError {
     Acceptance(#[from] acceptance::AcceptanceError),
 }
 
+impl BundleError {
+    /// Whether `engine.require` cannot be met: the required provider does not load the
+    /// models, or loads them but no choice it allows reproduces the golden vectors. Not the
+    /// bundle's fault but the machine's: `run` and `build-engines` exit 69 for it, not 78.
+    pub fn unmet_requirement(&self) -> bool {
+        matches!(
+            self,
+            BundleError::Engine(EngineError::Required { .. })
+                | BundleError::Acceptance(acceptance::AcceptanceError::Required { .. })
+        )
+    }
+}
+
 /// Where CLEF's subtraction runs for a bundle that debiases.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ClefPlacement {

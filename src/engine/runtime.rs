@@ -321,7 +321,7 @@ fn remedy_with(require: Require, providers: &[String], in_build: impl Fn(&str) -
 /// How to run on what there is after all. The environment wins over the config file (the
 /// Jetson drop-in sets `CLEFD__ENGINE__REQUIRE=gpu`), so a refusal under that variable
 /// names the variable and how to override it for the service, not the file's key.
-fn allow_any() -> String {
+pub(crate) fn allow_any() -> String {
     allow_any_in(std::env::vars_os())
 }
 
