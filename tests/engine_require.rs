@@ -115,17 +115,58 @@ fn any_starts_on_the_cpu_and_warns_of_the_fallback() {
     assert!(daemon.stop(), "stops cleanly");
 }
 
+/// A Jetson on JetPack 7.2 (L4T R39, an Orin) as files under a test root, which ships no
+/// DLA compiler; `with_dla` puts one where JetPack 5 and 6 have it.
+fn jetpack_72_root(dir: &std::path::Path, with_dla: bool) -> std::path::PathBuf {
+    let root = dir.join(if with_dla { "orin-dla" } else { "orin" });
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(root.join("etc/nv_tegra_release"), "# R39 (release), REVISION: 2.0, GCID: 1, BOARD: generic\n")
+        .unwrap();
+    std::fs::create_dir_all(root.join("proc/device-tree")).unwrap();
+    std::fs::write(root.join("proc/device-tree/model"), "NVIDIA Jetson AGX Orin\0").unwrap();
+    if with_dla {
+        let lib = root.join("usr/lib/aarch64-linux-gnu/tegra");
+        std::fs::create_dir_all(&lib).unwrap();
+        std::fs::write(lib.join("libnvdla_compiler.so"), "").unwrap();
+    }
+    root
+}
+
 #[test]
 fn a_dla_core_without_the_dla_compiler_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let broker = common::Broker::start();
     let cfg = test_config(dir.path(), &broker);
-    let root = dir.path().join("root");
-    std::fs::create_dir_all(&root).unwrap();
-    let (code, log) =
-        run_until_exit(&cfg, &[("CLEFD__ENGINE__DLA_CORE", "0"), ("CLEFD_SYSROOT", root.to_str().unwrap())]);
-    assert_eq!(code, 69, "{log}");
-    assert!(log.contains("engine.dla_core = 0, but libnvdla_compiler.so is not installed"), "{log}");
+    let missing = "engine.dla_core = 0, but libnvdla_compiler.so is not installed";
+    // No Jetson at all (an empty root), and a JetPack 7.2 Orin without the compiler.
+    let empty = dir.path().join("root");
+    std::fs::create_dir_all(&empty).unwrap();
+    for root in [empty, jetpack_72_root(dir.path(), false)] {
+        let sysroot = ("CLEFD_SYSROOT", root.to_str().unwrap());
+        let (code, log) = run_until_exit(&cfg, &[("CLEFD__ENGINE__DLA_CORE", "0"), sysroot]);
+        assert_eq!(code, 69, "{}:\n{log}", root.display());
+        for expected in [missing, "JetPack 7.2 ships no DLA compiler", "remove engine.dla_core"] {
+            assert!(log.contains(expected), "'{expected}' missing:\n{log}");
+        }
+        assert!(!log.contains("ready cameras"), "it must not serve:\n{log}");
+        // `build-engines` refuses the same, with the same code.
+        let out = common::run_clefd(
+            &["build-engines", "--config", cfg.to_str().unwrap()],
+            &[("CLEFD__ENGINE__DLA_CORE", "0"), sysroot],
+        );
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(69), "{log}");
+        assert!(log.contains(missing), "{log}");
+    }
+    // With the compiler where JetPack 6 puts it, the requirement is met: nothing refuses.
+    let root = jetpack_72_root(dir.path(), true);
+    let sysroot = ("CLEFD_SYSROOT", root.to_str().unwrap());
+    let out = common::run_clefd(
+        &["build-engines", "--config", cfg.to_str().unwrap()],
+        &[("CLEFD__ENGINE__DLA_CORE", "0"), sysroot],
+    );
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !log.contains("libnvdla_compiler.so"), "{log}");
 }
 
 /// A copy of the demo bundle whose golden vectors no provider reproduces: every `y_e`
