@@ -233,6 +233,8 @@ fn a_required_gpu_that_fails_engine_acceptance_exits_69_with_the_numbers() {
     let refusal = log.lines().find(|l| l.contains("cannot be met: bundle")).unwrap_or_default();
     assert!(refusal.contains("ERROR") && !refusal.contains("on cpu fp32"), "the CPU is not tried: {refusal}");
     assert!(!log.contains("ready cameras") && !log.contains("check-config"), "not served, not a bundle error:\n{log}");
+    // The CPU alone is not even tried: nothing says the configured providers lack a GPU.
+    assert!(!log.contains("engine.providers (cpu) lists no provider"), "{log}");
 
     // The same bundle under "any": the chain goes on to the CPU, which fails too, so the
     // bundle itself is refused (78), and nothing says a requirement is unmet.

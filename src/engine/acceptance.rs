@@ -441,7 +441,10 @@ pub fn load(dir: &Path, opts: &SessionOptions, placement: ClefPlacement) -> Resu
     let mut attempts = 0;
     // Why choices did not load, the first (the fullest provider list) first.
     let mut unloaded: Vec<BundleError> = Vec::new();
-    for candidate in candidates(opts) {
+    // A choice with no provider `engine.require` accepts (the CPU alone under "gpu") cannot
+    // load; trying it would only log a misleading "lists no provider that meets it".
+    let allowed = candidates(opts).into_iter().filter(|c| c.providers.iter().any(|p| opts.require.accepts(p)));
+    for candidate in allowed {
         for &place in &placements {
             let mut bundle = match Bundle::load_placed(dir, &candidate, place) {
                 Ok(b) => b,
