@@ -23,6 +23,10 @@ struct Cli {
 enum Command {
     /// Run the daemon: stream every enabled camera and publish events until stopped
     /// (SIGTERM/SIGINT) or, for files without `loop`, until every stream has ended.
+    /// Exit codes: 0 when asked to stop (or every camera was a file that ended), 78
+    /// (EX_CONFIG) for an invalid configuration, 69 (EX_UNAVAILABLE) when what it requires
+    /// cannot be had (engine.require's provider: missing, failing to load the models or
+    /// failing engine acceptance; engine.dla_core's DLA compiler), 1 for any other failure.
     Run {
         /// Main config file; `cameras.d/*.toml` beside it are read too, and
         /// CLEFD__SECTION__KEY environment variables override keys.
@@ -39,7 +43,9 @@ enum Command {
     },
     /// Load every bundle's models as the daemon will, so TensorRT builds and caches its
     /// engines now (minutes on a Jetson) rather than at the first start; a later start
-    /// logs "engine cache hit". Exits 0 when every bundle is ready, 1 otherwise.
+    /// logs "engine cache hit". Exits 0 when every bundle is ready, 69 when what
+    /// engine.require or engine.dla_core needs cannot be had (as `run`), 78 when the config
+    /// is invalid, 1 when a bundle cannot load for another reason.
     BuildEngines {
         /// Main config file.
         #[arg(long, short, default_value = "/etc/clefd/clefd.toml")]

@@ -1,7 +1,9 @@
 //! `engine.require` with the real daemon on this machine's CPU build of ONNX Runtime:
 //! a required GPU provider that is not there stops the start (exit 69, the library, the
-//! providers it has and what to install, in the log); `any` starts and warns that the
-//! models fell back to the CPU; an `engine.dla_core` without the DLA compiler is refused.
+//! providers it has and what to install, in the log); one that loads but fails engine
+//! acceptance stops it too (exit 69, with the numbers), in `run`, `build-engines` and
+//! `doctor` alike; `any` starts and warns that the models fell back to the CPU; an
+//! `engine.dla_core` without the DLA compiler is refused.
 
 mod common;
 
@@ -113,15 +115,173 @@ fn any_starts_on_the_cpu_and_warns_of_the_fallback() {
     assert!(daemon.stop(), "stops cleanly");
 }
 
+/// A Jetson on JetPack 7.2 (L4T R39, an Orin) as files under a test root, which ships no
+/// DLA compiler; `with_dla` puts one where JetPack 5 and 6 have it.
+fn jetpack_72_root(dir: &std::path::Path, with_dla: bool) -> std::path::PathBuf {
+    let root = dir.join(if with_dla { "orin-dla" } else { "orin" });
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(root.join("etc/nv_tegra_release"), "# R39 (release), REVISION: 2.0, GCID: 1, BOARD: generic\n")
+        .unwrap();
+    std::fs::create_dir_all(root.join("proc/device-tree")).unwrap();
+    std::fs::write(root.join("proc/device-tree/model"), "NVIDIA Jetson AGX Orin\0").unwrap();
+    if with_dla {
+        let lib = root.join("usr/lib/aarch64-linux-gnu/tegra");
+        std::fs::create_dir_all(&lib).unwrap();
+        std::fs::write(lib.join("libnvdla_compiler.so"), "").unwrap();
+    }
+    root
+}
+
 #[test]
 fn a_dla_core_without_the_dla_compiler_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let broker = common::Broker::start();
     let cfg = test_config(dir.path(), &broker);
-    let root = dir.path().join("root");
-    std::fs::create_dir_all(&root).unwrap();
-    let (code, log) =
-        run_until_exit(&cfg, &[("CLEFD__ENGINE__DLA_CORE", "0"), ("CLEFD_SYSROOT", root.to_str().unwrap())]);
+    let missing = "engine.dla_core = 0, but libnvdla_compiler.so is not installed";
+    // No Jetson at all (an empty root), and a JetPack 7.2 Orin without the compiler.
+    let empty = dir.path().join("root");
+    std::fs::create_dir_all(&empty).unwrap();
+    for root in [empty, jetpack_72_root(dir.path(), false)] {
+        let sysroot = ("CLEFD_SYSROOT", root.to_str().unwrap());
+        let (code, log) = run_until_exit(&cfg, &[("CLEFD__ENGINE__DLA_CORE", "0"), sysroot]);
+        assert_eq!(code, 69, "{}:\n{log}", root.display());
+        for expected in [missing, "JetPack 7.2 ships no DLA compiler", "remove engine.dla_core"] {
+            assert!(log.contains(expected), "'{expected}' missing:\n{log}");
+        }
+        assert!(!log.contains("ready cameras"), "it must not serve:\n{log}");
+        // `build-engines` refuses the same, with the same code.
+        let out = common::run_clefd(
+            &["build-engines", "--config", cfg.to_str().unwrap()],
+            &[("CLEFD__ENGINE__DLA_CORE", "0"), sysroot],
+        );
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(69), "{log}");
+        assert!(log.contains(missing), "{log}");
+    }
+    // With the compiler where JetPack 6 puts it, the requirement is met: nothing refuses.
+    let root = jetpack_72_root(dir.path(), true);
+    let sysroot = ("CLEFD_SYSROOT", root.to_str().unwrap());
+    let out = common::run_clefd(
+        &["build-engines", "--config", cfg.to_str().unwrap()],
+        &[("CLEFD__ENGINE__DLA_CORE", "0"), sysroot],
+    );
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !log.contains("libnvdla_compiler.so"), "{log}");
+}
+
+/// A copy of the demo bundle whose golden vectors no provider reproduces: every `y_e`
+/// reference is 0.5 off, as the numbers of a GPU whose kernels drift would be.
+fn drifting_bundle(dir: &std::path::Path) -> std::path::PathBuf {
+    let dst = dir.join("drifting");
+    std::fs::create_dir_all(&dst).unwrap();
+    for entry in std::fs::read_dir(common::demo_bundle()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, dst.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let json = dst.join("golden.json");
+    let mut golden: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    for vector in golden["vectors"].as_array_mut().unwrap() {
+        for v in vector["y_e"].as_array_mut().unwrap() {
+            *v = (v.as_f64().unwrap() + 0.5).into();
+        }
+    }
+    std::fs::write(&json, serde_json::to_vec(&golden).unwrap()).unwrap();
+    dst
+}
+
+/// What every refusal of a required GPU that fails acceptance says: the requirement, the
+/// bundle, each rejected choice with its numbers, and what to do.
+const ACCEPTANCE_REFUSAL: [&str; 9] = [
+    "engine.require = \"gpu\" cannot be met: bundle face-fer2013: no choice it allows reproduces the golden vectors",
+    // Model, provider, precision, worst deviation (0.5 on the logits) and tolerance, for
+    // each choice the chain tried before the CPU.
+    "vanilla on tensorrt fp16: rejected: y_e deviates by",
+    "vanilla on tensorrt fp32: rejected: y_e deviates by",
+    "(max abs 5.000e-1 on a scale of",
+    "; tolerance ",
+    "rules out the CPU, where the reference was made",
+    "run `CLEFD__ENGINE__REQUIRE=any clefd build-engines`",
+    "python -m clef_kit.golden",
+    "set CLEFD__ENGINE__REQUIRE=any",
+];
+
+/// The hook that fakes a GPU provider on the CPU says it is on.
+const FAKE_GPU_WARNING: &str = "CLEFD_TEST_GPU_ON_CPU (tests only)";
+
+/// No GPU here: `CLEFD_TEST_GPU_ON_CPU` makes the TensorRT provider load the models (on
+/// the CPU, under its name), so the early check passes and acceptance runs for real on
+/// golden vectors nobody reproduces. Under `require = "gpu"` the chain stops before the
+/// CPU: the required provider cannot be had, exit 69 with the numbers, not the bundle
+/// error (78) that the same bundle gets under `"any"`, where the CPU is tried and fails too.
+#[test]
+fn a_required_gpu_that_fails_engine_acceptance_exits_69_with_the_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::Broker::start();
+    let bundle = drifting_bundle(dir.path());
+    let cfg = common::TestConfig::new(dir.path(), &broker.url(), "req")
+        .with(|c| c.engine.bundle = bundle.clone())
+        .camera("a", "test://ball")
+        .write();
+    let fake = ("CLEFD_TEST_GPU_ON_CPU", "tensorrt");
+    let (code, log) = run_until_exit(&cfg, &[("CLEFD__ENGINE__REQUIRE", "gpu"), fake]);
     assert_eq!(code, 69, "{log}");
-    assert!(log.contains("engine.dla_core = 0, but libnvdla_compiler.so is not installed"), "{log}");
+    for expected in ACCEPTANCE_REFUSAL.iter().chain(&[FAKE_GPU_WARNING, "clefd will not start without it"]) {
+        assert!(log.contains(expected), "'{expected}' missing:\n{log}");
+    }
+    let refusal = log.lines().find(|l| l.contains("cannot be met: bundle")).unwrap_or_default();
+    assert!(refusal.contains("ERROR") && !refusal.contains("on cpu fp32"), "the CPU is not tried: {refusal}");
+    assert!(!log.contains("ready cameras") && !log.contains("check-config"), "not served, not a bundle error:\n{log}");
+    // The CPU alone is not even tried: nothing says the configured providers lack a GPU.
+    assert!(!log.contains("engine.providers (cpu) lists no provider"), "{log}");
+
+    // The same bundle under "any": the chain goes on to the CPU, which fails too, so the
+    // bundle itself is refused (78), and nothing says a requirement is unmet.
+    let (code, log) = run_until_exit(&cfg, &[("CLEFD__ENGINE__REQUIRE", "any"), fake]);
+    assert_eq!(code, 78, "{log}");
+    assert!(log.contains("no execution provider and precision reproduces its golden vectors"), "{log}");
+    assert!(log.contains("vanilla on cpu fp32: rejected: y_e deviates by"), "the CPU was tried:\n{log}");
+    assert!(!log.contains("cannot be met"), "{log}");
+}
+
+/// `build-engines` refuses as `run` does (69, the same reason), and `doctor`, which loads
+/// the bundles with the configured providers and requirement, says the same and fails.
+#[test]
+fn build_engines_and_doctor_say_the_same_of_a_required_gpu_that_fails_acceptance() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::Broker::start();
+    let bundle = drifting_bundle(dir.path());
+    let cfg = common::TestConfig::new(dir.path(), &broker.url(), "req")
+        .with(|c| c.engine.bundle = bundle.clone())
+        .camera("a", "test://ball")
+        .write();
+    let cfg = cfg.to_str().unwrap();
+    let env = [("CLEFD__ENGINE__REQUIRE", "gpu"), ("CLEFD_TEST_GPU_ON_CPU", "tensorrt")];
+    let out = common::run_clefd(&["build-engines", "--config", cfg], &env);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{log}");
+    for expected in ACCEPTANCE_REFUSAL.iter().chain(&[FAKE_GPU_WARNING]) {
+        assert!(log.contains(expected), "build-engines: '{expected}' missing:\n{log}");
+    }
+    assert!(!log.contains("ready: a start loads these models"), "{log}");
+
+    let out = common::run_clefd(&["doctor", "--config", cfg], &env);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{report}");
+    let required = format!("engine.require = \"gpu\": NOT met for bundle {} (`run` exits 69)", bundle.display());
+    for expected in ACCEPTANCE_REFUSAL.iter().chain(&[required.as_str()]) {
+        assert!(report.contains(expected), "doctor: '{expected}' missing:\n{report}");
+    }
+    // Before the bundles, the requirement itself looked met: the provider is there.
+    assert!(report.contains("engine.require = \"gpu\": met"), "{report}");
+    let verdict = report.split("thing(s) cannot work:").nth(1).unwrap_or_default();
+    assert!(verdict.contains("cannot be met: bundle face-fer2013"), "listed in the verdict:\n{report}");
+
+    // A bundle the GPU reproduces passes everywhere: the fake provider itself is no refusal.
+    let good = common::TestConfig::new(dir.path(), &broker.url(), "req").camera("a", "test://ball").write();
+    let out = common::run_clefd(&["build-engines", "--config", good.to_str().unwrap()], &env);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(printed.contains("face-fer2013: vanilla on tensorrt fp16: accepted"), "{printed}");
 }

@@ -9,6 +9,10 @@ use std::process::ExitCode;
 use clefd::engine::{ClefPlacement, acceptance};
 
 /// `clefd build-engines`; with `if_gpu`, only where a GPU provider would take the models.
+/// Exit codes as `run`'s: 0 every bundle is ready, [`super::EXIT_CONFIG`] an invalid
+/// configuration, [`super::EXIT_UNAVAILABLE`] what `engine.require` or `engine.dla_core`
+/// needs cannot be had (a required provider that fails engine acceptance included), 1 a
+/// bundle that cannot load for another reason.
 pub fn build_engines(config: &Path, if_gpu: bool) -> anyhow::Result<ExitCode> {
     clefd::service::init_logging("info");
     let settings = match super::options::load_config(config) {
@@ -26,11 +30,16 @@ pub fn build_engines(config: &Path, if_gpu: bool) -> anyhow::Result<ExitCode> {
         tracing::info!(providers = ?opts.providers, "no GPU provider in this ONNX Runtime: nothing to build");
         return Ok(ExitCode::SUCCESS);
     }
+    // What `run` refuses to start without, refused here too and with the same code.
+    if let Err(reason) = super::requirements::check(&settings.engine) {
+        tracing::error!("{reason}; `clefd run` will not start without it");
+        return Ok(ExitCode::from(super::EXIT_UNAVAILABLE));
+    }
     if !opts.accelerated() {
         tracing::info!(providers = ?opts.providers, "no GPU provider in this ONNX Runtime: models run on the CPU, nothing to build");
     }
     let dirs = settings.bundles_in_use();
-    let mut failed = 0;
+    let (mut failed, mut unmet) = (0, 0);
     for (i, dir) in dirs.iter().enumerate() {
         tracing::info!(bundle = %dir.display(), "loading bundle {} of {}", i + 1, dirs.len());
         let started = std::time::Instant::now();
@@ -52,8 +61,14 @@ pub fn build_engines(config: &Path, if_gpu: bool) -> anyhow::Result<ExitCode> {
             Err(e) => {
                 tracing::error!(bundle = %dir.display(), "{e}");
                 failed += 1;
+                unmet += usize::from(e.unmet_requirement());
             }
         }
     }
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(match (failed, unmet) {
+        (0, _) => ExitCode::SUCCESS,
+        // As `run` would: the required provider cannot be had (or fails acceptance).
+        (_, 1..) => ExitCode::from(super::EXIT_UNAVAILABLE),
+        _ => ExitCode::from(1),
+    })
 }

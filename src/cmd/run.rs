@@ -55,8 +55,10 @@ fn limit_malloc_arenas() {
 }
 
 /// Runs the daemon. Exit codes: 0 when asked to stop (or every camera was a file that
-/// ended), [`super::EXIT_CONFIG`] for an invalid configuration, 1 for any other failure
-/// (systemd restarts the service).
+/// ended), [`super::EXIT_CONFIG`] for an invalid configuration,
+/// [`super::EXIT_UNAVAILABLE`] when what it requires is not on this machine
+/// (`engine.require`, also when the required provider fails engine acceptance, and
+/// `engine.dla_core`), 1 for any other failure (systemd restarts the service).
 pub fn run(path: &Path) -> anyhow::Result<ExitCode> {
     limit_malloc_arenas();
     let rt =
@@ -262,13 +264,14 @@ impl Daemon {
         let started = while_starting(&notifier, || Pipeline::start(options, sink.clone()));
         let pipeline = match started {
             Ok(p) => p,
-            Err(
-                e @ PipelineError::Bundle {
-                    source: clefd::engine::BundleError::Engine(clefd::engine::runtime::EngineError::Required { .. }),
-                    ..
-                },
-            ) => {
-                tracing::error!("{e}; clefd will not start without it");
+            // The required provider does not load the models, or loads them but fails engine
+            // acceptance: unavailable, like a provider missing from the build.
+            Err(e @ PipelineError::Bundle { .. }) if matches!(&e, PipelineError::Bundle { source, .. } if source.unmet_requirement()) =>
+            {
+                tracing::error!(
+                    "{e}; clefd will not start without it (`clefd doctor --config {}` says more)",
+                    path.display()
+                );
                 return Ok(Err(ExitCode::from(super::EXIT_UNAVAILABLE)));
             }
             Err(e @ PipelineError::Bundle { .. }) => {

@@ -23,7 +23,7 @@ use std::time::Instant;
 use super::classifier::{Classifier, Subject, SubjectBoxes};
 use super::golden::{self, Golden, GoldenError};
 use super::manifest::Manifest;
-use super::runtime::SessionOptions;
+use super::runtime::{Require, SessionOptions};
 use super::tensorrt::Precision;
 use super::{Bundle, BundleError, Classifiers, ClefPlacement};
 use crate::clef;
@@ -41,6 +41,24 @@ pub enum AcceptanceError {
         bundle: String,
         /// Every attempt, with its numbers.
         tried: String,
+    },
+    /// `engine.require` names a GPU provider that loads, but none of the choices it allows
+    /// reproduces the golden vectors, and the next one down the chain (the CPU, where the
+    /// reference was made) is ruled out: the required provider cannot be had, as when it
+    /// does not load at all (`run` exits 69 for both).
+    #[error(
+        "engine.require = \"{require}\" cannot be met: bundle {bundle}: no choice it allows reproduces the golden \
+         vectors: {tried}; {remedy}"
+    )]
+    Required {
+        /// The requirement (`gpu`, `tensorrt`, `cuda`).
+        require: &'static str,
+        /// The bundle's name.
+        bundle: String,
+        /// Every rejected attempt: model, provider, precision, worst deviation, tolerance.
+        tried: String,
+        /// What to do.
+        remedy: String,
     },
 }
 
@@ -423,7 +441,10 @@ pub fn load(dir: &Path, opts: &SessionOptions, placement: ClefPlacement) -> Resu
     let mut attempts = 0;
     // Why choices did not load, the first (the fullest provider list) first.
     let mut unloaded: Vec<BundleError> = Vec::new();
-    for candidate in candidates(opts) {
+    // A choice with no provider `engine.require` accepts (the CPU alone under "gpu") cannot
+    // load; trying it would only log a misleading "lists no provider that meets it".
+    let allowed = candidates(opts).into_iter().filter(|c| c.providers.iter().any(|p| opts.require.accepts(p)));
+    for candidate in allowed {
         for &place in &placements {
             let mut bundle = match Bundle::load_placed(dir, &candidate, place) {
                 Ok(b) => b,
@@ -482,7 +503,31 @@ pub fn load(dir: &Path, opts: &SessionOptions, placement: ClefPlacement) -> Resu
     }
     let failed: Vec<String> = checks.iter().filter(|c| !c.passed()).map(Check::to_string).collect();
     let tried = if failed.is_empty() { "no choice could load it".to_string() } else { failed.join("; ") };
+    if opts.require != Require::Any {
+        let remedy = required_remedy(opts.require, dir);
+        return Err(
+            AcceptanceError::Required { require: opts.require.as_str(), bundle: manifest.name, tried, remedy }.into()
+        );
+    }
     Err(AcceptanceError::Refused { bundle: manifest.name.clone(), tried }.into())
+}
+
+/// What to do when the providers `require` allows load `dir` but none reproduces its
+/// golden vectors: find out whether the GPU or the bundle is at fault, then fix that, or
+/// run on the CPU after all.
+fn required_remedy(require: Require, dir: &Path) -> String {
+    format!(
+        "engine.require = \"{}\" rules out the CPU, where the reference was made. To tell the GPU from the bundle, \
+         run `CLEFD__ENGINE__REQUIRE=any clefd build-engines`: if the CPU reproduces the vectors, this machine's \
+         ONNX Runtime, CUDA or TensorRT computes differently (install the build made for this JetPack, see README, \
+         Jetson), or the deviation is one you accept (raise [acceptance] logits or debiased in {}); if the CPU \
+         fails too, the golden vectors are not this bundle's (make them again with `python -m clef_kit.golden {}`); \
+         {}",
+        require.as_str(),
+        dir.join("manifest.toml").display(),
+        dir.display(),
+        super::runtime::allow_any()
+    )
 }
 
 /// One acceptance outcome, as `/metrics`, `/healthz` and `doctor` show it.

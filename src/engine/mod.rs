@@ -5,6 +5,7 @@ pub mod acceptance;
 pub mod classifier;
 mod detector;
 pub mod golden;
+mod gpu_on_cpu;
 pub mod manifest;
 pub mod preprocess;
 pub mod runtime;
@@ -35,6 +36,19 @@ pub enum BundleError {
     /// No provider reproduced the bundle's golden vectors, or they are unusable.
     #[error(transparent)]
     Acceptance(#[from] acceptance::AcceptanceError),
+}
+
+impl BundleError {
+    /// Whether `engine.require` cannot be met: the required provider does not load the
+    /// models, or loads them but no choice it allows reproduces the golden vectors. Not the
+    /// bundle's fault but the machine's: `run` and `build-engines` exit 69 for it, not 78.
+    pub fn unmet_requirement(&self) -> bool {
+        matches!(
+            self,
+            BundleError::Engine(EngineError::Required { .. })
+                | BundleError::Acceptance(acceptance::AcceptanceError::Required { .. })
+        )
+    }
 }
 
 /// Where CLEF's subtraction runs for a bundle that debiases.

@@ -223,8 +223,10 @@ impl SessionOptions {
 
 /// Whether this build of ONNX Runtime has the provider (`tensorrt`, `cuda`, `cpu`);
 /// [`init`] must have run. Having it does not yet mean it accepts a given model.
+/// A provider faked for the tests (`CLEFD_TEST_GPU_ON_CPU`, [`super::gpu_on_cpu`]) counts as built.
 pub fn provider_in_build(name: &str) -> bool {
     match name {
+        "tensorrt" | "cuda" if super::gpu_on_cpu::is_faked(name) => true,
         "tensorrt" => ep::TensorRT::is_available().unwrap_or(false),
         "cuda" => ep::CUDA::is_available().unwrap_or(false),
         "cpu" => true,
@@ -319,7 +321,7 @@ fn remedy_with(require: Require, providers: &[String], in_build: impl Fn(&str) -
 /// How to run on what there is after all. The environment wins over the config file (the
 /// Jetson drop-in sets `CLEFD__ENGINE__REQUIRE=gpu`), so a refusal under that variable
 /// names the variable and how to override it for the service, not the file's key.
-fn allow_any() -> String {
+pub(crate) fn allow_any() -> String {
     allow_any_in(std::env::vars_os())
 }
 
@@ -467,6 +469,7 @@ impl Model {
             }
             let attempt = match provider.as_str() {
                 "cpu" => session(path, opts, Vec::new()),
+                "cuda" | "tensorrt" if super::gpu_on_cpu::is_faked(provider) => session(path, opts, Vec::new()),
                 "cuda" | "tensorrt" if !provider_in_build(provider) => Err(NOT_IN_BUILD.into()),
                 "cuda" => session(path, opts, vec![ep::CUDA::default().build().error_on_failure()]),
                 "tensorrt" => tensorrt_provider(name, path, opts)

@@ -37,23 +37,30 @@ pub(super) fn report_providers(asked: &[String], verdict: &mut Verdict) {
 }
 
 /// `engine.require` and `engine.dla_core`: what `run` would refuse to start without.
-pub(super) fn report_requirements(engine: &clefd::config::EngineSettings, verdict: &mut Verdict) {
+/// Whether they are met before any model loads.
+pub(super) fn report_requirements(engine: &clefd::config::EngineSettings, verdict: &mut Verdict) -> bool {
     let unmet = super::super::requirements::unmet(engine);
     let dla = engine.dla_core.map_or_else(String::new, |c| format!(", engine.dla_core = {c}"));
     if unmet.is_empty() {
         line("required", format!("engine.require = \"{}\"{dla}: met", engine.require.as_str()));
-        return;
+        return true;
     }
     line("required", format!("engine.require = \"{}\"{dla}: NOT met (`run` exits 69)", engine.require.as_str()));
     for reason in unmet {
         verdict.fail(reason);
     }
+    false
 }
 
-/// Every bundle the enabled cameras use: loads, and where it runs.
-pub(super) fn report_bundles(loaded: &clefd::config::Settings, providers: &[String], verdict: &mut Verdict) {
-    let opts = SessionOptions { threads: 1, ..Default::default() };
-    let gpu = SessionOptions { threads: 1, providers: providers.to_vec(), ..Default::default() }.accelerated();
+/// Every bundle the enabled cameras use: loads, passes engine acceptance, and where it
+/// runs, with the providers and `engine.require` that `run` would load it with (so a
+/// required GPU that fails acceptance is found here too). When a requirement is already
+/// unmet (reported above), the bundles are loaded as `"any"` would, to say where they could run.
+pub(super) fn report_bundles(loaded: &clefd::config::Settings, required_met: bool, verdict: &mut Verdict) {
+    let mut opts = SessionOptions { threads: 1, ..super::super::options::session_options(&loaded.engine) };
+    if !required_met {
+        opts.require = runtime::Require::Any;
+    }
     for dir in loaded.bundles_in_use() {
         match clefd::engine::Bundle::load_accepted(dir, &opts) {
             Ok(b) => line(
@@ -67,10 +74,25 @@ pub(super) fn report_bundles(loaded: &clefd::config::Settings, providers: &[Stri
                         (true, false) => "on (CLEF on the host)",
                         _ => "off",
                     },
-                    if gpu { "the GPU" } else { "the CPU" },
+                    match b.provider() {
+                        "cpu" => "the CPU".to_string(),
+                        gpu => format!("the GPU ({gpu})"),
+                    },
                     clefd::engine::acceptance::verdict(&b.manifest.name)
                 ),
             ),
+            Err(e) if e.unmet_requirement() => {
+                line("bundle", format!("{}: {e}", dir.display()));
+                line(
+                    "required",
+                    format!(
+                        "engine.require = \"{}\": NOT met for bundle {} (`run` exits 69)",
+                        loaded.engine.require.as_str(),
+                        dir.display()
+                    ),
+                );
+                verdict.fail(format!("bundle {}: {e}", dir.display()));
+            }
             Err(e) => {
                 line("bundle", format!("{}: {e}", dir.display()));
                 verdict.fail(format!("bundle {} cannot load", dir.display()));

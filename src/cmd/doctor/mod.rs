@@ -78,8 +78,8 @@ pub fn doctor(config: &Path, cameras: bool) -> anyhow::Result<ExitCode> {
             );
             engine::report_providers(&providers, &mut verdict);
             if let Some(l) = &loaded {
-                engine::report_requirements(&l.engine, &mut verdict);
-                engine::report_bundles(l, &providers, &mut verdict);
+                let required_met = engine::report_requirements(&l.engine, &mut verdict);
+                engine::report_bundles(l, required_met, &mut verdict);
             }
         }
         Err(e) => {
