@@ -11,7 +11,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -72,6 +72,77 @@ impl Reconnects {
         self.too_large_said = false;
     }
 }
+
+/// The ids of control links, so that each marks [`PublishStats::control_ready`] as its own.
+static NEXT_LINK: AtomicU64 = AtomicU64::new(1);
+
+/// One link's mark in [`PublishStats::control_ready`]. Cleared when the link ends, however
+/// it ends (its [`ControlLink`] dropped on a reload, its task aborted), and only while it
+/// is still this link's: an old link that ends after a new one came up (two overlap
+/// during a reload) leaves the new one's mark alone.
+struct ReadyMark {
+    stats: Arc<PublishStats>,
+    id: u64,
+}
+
+impl ReadyMark {
+    fn new(stats: Arc<PublishStats>) -> ReadyMark {
+        ReadyMark { stats, id: NEXT_LINK.fetch_add(1, Ordering::Relaxed) }
+    }
+
+    fn set(&self) {
+        self.stats.control_ready.store(self.id, Ordering::Relaxed);
+    }
+
+    fn clear(&self) {
+        let _ = self.stats.control_ready.compare_exchange(self.id, 0, Ordering::Relaxed, Ordering::Relaxed);
+    }
+}
+
+impl Drop for ReadyMark {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
+/// The control topics' subscriptions on one connection, in the order they were asked
+/// for (a broker answers them in that order). The link is ready once all are granted.
+#[derive(Default)]
+struct Subscriptions {
+    asked: VecDeque<String>,
+    granted: usize,
+}
+
+/// What one SUBACK means for the link.
+#[derive(Debug, PartialEq, Eq)]
+enum SubAnswer {
+    /// Every subscription is granted: commands are delivered from now on.
+    Ready,
+    /// The broker refused the subscription to this filter: nothing arrives on it.
+    Refused(String),
+    /// Granted; others still wait for their answer.
+    Waiting,
+}
+
+impl Subscriptions {
+    /// A SUBSCRIBE to `filter` went to the client.
+    fn asked(&mut self, filter: String) {
+        self.asked.push_back(filter);
+    }
+
+    /// The broker answered the oldest subscription not yet answered.
+    fn answered(&mut self, ok: bool) -> SubAnswer {
+        let filter = self.asked.pop_front().unwrap_or_default();
+        if !ok {
+            return SubAnswer::Refused(filter);
+        }
+        self.granted += 1;
+        if self.asked.is_empty() && self.granted == CONTROL_FILTERS { SubAnswer::Ready } else { SubAnswer::Waiting }
+    }
+}
+
+/// The control topics subscribed to: the device's and every camera's.
+const CONTROL_FILTERS: usize = 2;
 
 /// The running control connection; dropping it closes the connection.
 pub struct ControlLink {
@@ -176,11 +247,13 @@ async fn run(
     let mut re =
         Reconnects { backoff: Backoff::new(BACKOFF_START, reconnect_max, salt), failures: 0, too_large_said: false };
     let mut answers = Answers { backlog: VecDeque::new(), busy_in_a_row: 0 };
+    let ready = ReadyMark::new(stats.clone());
+    let mut refusal_said = false;
     loop {
         let mut s = session::open(&opts, QUEUE);
         let mut up = false;
         let mut up_since = None;
-        let mut subscribed = 0;
+        let mut subs = Subscriptions::default();
         let error = loop {
             if up {
                 answers.flush(&s.client, &topics);
@@ -190,20 +263,28 @@ async fn run(
                     Some(Ok(SessionEvent::Connected)) => {
                         up = true;
                         up_since = Some(tokio::time::Instant::now());
-                        subscribed = 0;
+                        subs = Subscriptions::default();
                         for filter in [topics.set(None), topics.set(Some("+"))] {
-                            if !s.client.subscribe(filter.clone()) {
+                            if s.client.subscribe(filter.clone()) {
+                                subs.asked(filter);
+                            } else {
                                 tracing::warn!(topic = %filter, "cannot subscribe to the control topic");
                             }
                         }
                     }
-                    Some(Ok(SessionEvent::Subscribed)) => {
-                        subscribed += 1;
-                        if subscribed == 2 {
+                    Some(Ok(SessionEvent::Subscribed { ok })) => match subs.answered(ok) {
+                        SubAnswer::Ready => {
+                            refusal_said = false;
                             stats.control_subscribes.fetch_add(1, Ordering::Relaxed);
-                            stats.control_ready.store(true, Ordering::Relaxed);
+                            ready.set();
                         }
-                    }
+                        SubAnswer::Refused(filter) => {
+                            if !std::mem::replace(&mut refusal_said, true) {
+                                tracing::warn!(broker = %opts.url, topic = %filter, "the MQTT broker refused the subscription to a control topic: no command on it reaches clefd (clefd_mqtt_control_ready stays 0). Let the broker's ACL allow this client to read it (mosquitto: `topic read <prefix>/<device>/#` for this user); logged once until control works");
+                            }
+                        }
+                        SubAnswer::Waiting => {}
+                    },
                     Some(Ok(SessionEvent::Received { topic, payload })) => {
                         re.worked();
                         answers.on_command(&topics, &commands, &topic, payload);
@@ -222,7 +303,7 @@ async fn run(
             }
         };
         s.poller.abort();
-        stats.control_ready.store(false, Ordering::Relaxed);
+        ready.clear();
         let too_large = error.reason == session::TOO_LARGE;
         let say_too_large = re.ended(up_since.map(|t| t.elapsed()), too_large);
         if say_too_large {
@@ -284,5 +365,79 @@ mod tests {
         assert_eq!(re.backoff.step(), BACKOFF_START);
         re.worked();
         assert!(re.ended(None, true), "a command got through since: said again");
+    }
+}
+
+#[cfg(test)]
+mod ready_tests {
+    use super::*;
+    use crate::mqtt::BrokerUrl;
+    use crate::mqtt::publisher::peer::Peer;
+
+    #[test]
+    fn the_link_is_ready_only_once_both_subscriptions_are_granted() {
+        let mut subs = Subscriptions::default();
+        subs.asked("clefd/dev/set".into());
+        subs.asked("clefd/dev/+/set".into());
+        assert_eq!(subs.answered(true), SubAnswer::Waiting);
+        assert_eq!(subs.answered(false), SubAnswer::Refused("clefd/dev/+/set".into()), "the ACL denies …/+/set");
+        let mut subs = Subscriptions::default();
+        subs.asked("clefd/dev/set".into());
+        subs.asked("clefd/dev/+/set".into());
+        assert_eq!(subs.answered(false), SubAnswer::Refused("clefd/dev/set".into()));
+        assert_eq!(subs.answered(true), SubAnswer::Waiting, "one refused: never ready on this connection");
+        let mut subs = Subscriptions::default();
+        subs.asked("clefd/dev/set".into());
+        subs.asked("clefd/dev/+/set".into());
+        assert_eq!(subs.answered(true), SubAnswer::Waiting);
+        assert_eq!(subs.answered(true), SubAnswer::Ready);
+    }
+
+    #[test]
+    fn an_old_link_that_ends_after_a_new_one_came_up_leaves_its_mark() {
+        let stats = Arc::new(PublishStats::default());
+        let (old, new) = (ReadyMark::new(stats.clone()), ReadyMark::new(stats.clone()));
+        old.set();
+        new.set();
+        drop(old);
+        assert_eq!(stats.control_ready.load(Ordering::Relaxed), new.id, "the old link cleared the new one's mark");
+        drop(new);
+        assert!(!stats.control_is_ready(), "the last link ended: not ready");
+    }
+
+    /// Waits (at most a minute) until `stats` says `ready`.
+    async fn wait_ready(stats: &PublishStats, ready: bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while stats.control_is_ready() != ready {
+            assert!(std::time::Instant::now() < deadline, "control_ready never became {ready}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_link_that_is_dropped_is_no_longer_ready() {
+        // A reload of [mqtt] drops the link; before the fix the gauge stayed 1 while the
+        // next link connected (or never could).
+        let peer = Peer::start(|_| 0);
+        let opts = SessionOptions {
+            protocol: session::Protocol::V5,
+            url: BrokerUrl::parse(&format!("mqtt://127.0.0.1:{}", peer.port)).unwrap(),
+            client_id: "ready-test".into(),
+            keep_alive: Duration::from_secs(30),
+            credentials: None,
+            tls: None,
+            last_will: None,
+            inflight: 8,
+            persistent: false,
+            max_incoming: 64 * 1024,
+        };
+        let stats = Arc::new(PublishStats::default());
+        let (commands, _rx) = mpsc::channel(4);
+        let link =
+            ControlLink::start(&opts, Topics::new("clefd", "dev"), commands, Duration::from_secs(1), stats.clone());
+        wait_ready(&stats, true).await;
+        assert_eq!(stats.control_subscribes.load(Ordering::Relaxed), 1);
+        drop(link);
+        wait_ready(&stats, false).await;
     }
 }

@@ -137,9 +137,11 @@ pub struct PublishStats {
     pub connects: AtomicU64,
     /// Whether a connection is up.
     pub connected: AtomicBool,
-    /// Whether the control connection (`mqtt.control`) is up with both its subscriptions
-    /// acknowledged: a command sent before then is dropped by the broker, unanswered.
-    pub control_ready: AtomicBool,
+    /// The id of the control connection (`mqtt.control`) that is up with both its
+    /// subscriptions granted, 0 while none is: a command sent then is dropped by the
+    /// broker, unanswered. An id, not a flag, so that a link that ends after a newer one
+    /// came up (a reload) cannot clear the newer one's mark.
+    pub control_ready: AtomicU64,
     /// How many times the control connection got both its subscriptions acknowledged.
     pub control_subscribes: AtomicU64,
     /// Whether acknowledgements come, and how the connection fails.
@@ -159,7 +161,7 @@ impl Default for PublishStats {
             spooled: AtomicU64::new(0),
             connects: AtomicU64::new(0),
             connected: AtomicBool::new(false),
-            control_ready: AtomicBool::new(false),
+            control_ready: AtomicU64::new(0),
             control_subscribes: AtomicU64::new(0),
             delivery: Default::default(),
         }
@@ -167,6 +169,11 @@ impl Default for PublishStats {
 }
 
 impl PublishStats {
+    /// Whether a control connection is up with both its subscriptions granted.
+    pub fn control_is_ready(&self) -> bool {
+        self.control_ready.load(Ordering::Relaxed) != 0
+    }
+
     /// The current disk problem, if any.
     pub fn problem(&self) -> Option<String> {
         self.problem.lock().ok().and_then(|p| p.clone())

@@ -31,7 +31,7 @@ use crate::events::seq::SeqCounter;
 use crate::pipeline::Output;
 
 #[cfg(test)]
-mod peer;
+pub(super) mod peer;
 #[cfg(test)]
 mod peer_tests;
 mod retry;

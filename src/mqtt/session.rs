@@ -58,8 +58,12 @@ pub enum SessionEvent {
         /// Reason for refusal (MQTT 5 only), as a metric label (a small, fixed set).
         refused: Option<&'static str>,
     },
-    /// The broker acknowledged a subscription.
-    Subscribed,
+    /// The broker answered a subscription: `ok` when it granted it (a refusal, its ACL
+    /// denying the filter, means nothing will arrive on it).
+    Subscribed {
+        /// Whether every filter of the SUBSCRIBE was granted.
+        ok: bool,
+    },
     /// Our DISCONNECT went out.
     Disconnected,
     /// A message arrived on a topic we subscribed to.
@@ -235,13 +239,25 @@ pub fn refusal_is_final(reason: &str) -> bool {
     matches!(reason, "not_authorized" | "topic_name_invalid" | "payload_format_invalid")
 }
 
+/// Whether a 3.1.1 SUBACK granted every filter (0x80 is a refusal).
+fn granted_v311(codes: &[rumqttc::SubscribeReasonCode]) -> bool {
+    !codes.is_empty() && codes.iter().all(|c| matches!(c, rumqttc::SubscribeReasonCode::Success(_)))
+}
+
+/// Whether an MQTT 5 SUBACK granted every filter (any code from 0x80 up is a refusal).
+fn granted_v5(codes: &[mq5::mqttbytes::v5::SubscribeReasonCode]) -> bool {
+    !codes.is_empty() && codes.iter().all(|c| matches!(c, mq5::mqttbytes::v5::SubscribeReasonCode::Success(_)))
+}
+
 async fn poll_v311(mut eventloop: rumqttc::EventLoop, tx: Tx) {
     use rumqttc::{Event, Outgoing, Packet};
     loop {
         let event = match eventloop.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => SessionEvent::Connected,
             Ok(Event::Incoming(Packet::PubAck(ack))) => SessionEvent::Acked { pkid: ack.pkid, refused: None },
-            Ok(Event::Incoming(Packet::SubAck(_))) => SessionEvent::Subscribed,
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                SessionEvent::Subscribed { ok: granted_v311(&ack.return_codes) }
+            }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 SessionEvent::Received { topic: p.topic, payload: p.payload.to_vec() }
             }
@@ -268,7 +284,7 @@ async fn poll_v5(mut eventloop: mq5::EventLoop, tx: Tx) {
             Ok(Event::Incoming(Packet::PubAck(ack))) => {
                 SessionEvent::Acked { pkid: ack.pkid, refused: refusal(ack.reason) }
             }
-            Ok(Event::Incoming(Packet::SubAck(_))) => SessionEvent::Subscribed,
+            Ok(Event::Incoming(Packet::SubAck(ack))) => SessionEvent::Subscribed { ok: granted_v5(&ack.return_codes) },
             Ok(Event::Incoming(Packet::Publish(p))) => SessionEvent::Received {
                 topic: String::from_utf8_lossy(&p.topic).into_owned(),
                 payload: p.payload.to_vec(),
@@ -369,6 +385,21 @@ fn describe_v5(e: &mq5::ConnectionError) -> SessionError {
 mod refusal_tests {
     use super::*;
     use mq5::mqttbytes::v5::PubAckReason as R;
+
+    #[test]
+    fn only_a_suback_granting_every_filter_is_a_subscription() {
+        use mq5::mqttbytes::v5::SubscribeReasonCode as C5;
+        use rumqttc::SubscribeReasonCode as C4;
+        let q1 = rumqttc::QoS::AtLeastOnce;
+        assert!(granted_v311(&[C4::Success(q1)]));
+        assert!(!granted_v311(&[C4::Failure]), "0x80: the ACL denies the filter");
+        assert!(!granted_v311(&[]));
+        let q1 = mq5::mqttbytes::QoS::AtLeastOnce;
+        assert!(granted_v5(&[C5::Success(q1)]));
+        for refused in [C5::NotAuthorized, C5::Unspecified, C5::QuotaExceeded, C5::WildcardSubscriptionsNotSupported] {
+            assert!(!granted_v5(&[C5::Success(q1), refused]), "{refused:?} is a refusal");
+        }
+    }
 
     #[test]
     fn only_refusals_a_retry_cannot_cure_drop_the_event() {

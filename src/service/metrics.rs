@@ -333,7 +333,7 @@ fn publishing(f: &mut Families, h: &Health) {
     let connected = f64::from(u8::from(p.connected.load(Ordering::Relaxed)));
     f.gauges("clefd_mqtt_connected", "1 while connected to the broker.", [(none(), connected)]);
     f.counters("clefd_mqtt_connects_total", "Successful connections to the broker.", [(none(), load(&p.connects))]);
-    let ready = f64::from(u8::from(p.control_ready.load(Ordering::Relaxed)));
+    let ready = f64::from(u8::from(p.control_is_ready()));
     f.gauges(
         "clefd_mqtt_control_ready",
         "1 while the control connection (mqtt.control) is up and subscribed: commands sent meanwhile are answered.",
