@@ -3,7 +3,7 @@
 //! error", so no real broker on this machine can play this part; the peer speaks just
 //! enough MQTT 5 for the publisher (CONNACK, PUBACK with the reason the script picks,
 //! SUBACK, UNSUBACK, PINGRESP) and records what it was sent. One thread per connection;
-//! a connection ends when the client closes it.
+//! a connection ends when the client closes it, or after a minute of silence.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -13,7 +13,7 @@ use std::time::Instant;
 
 /// An event offered to the peer, for the script to answer.
 #[derive(Debug, Clone)]
-pub(super) struct Offer {
+pub(in crate::mqtt) struct Offer {
     /// Its `seq` (the JSON payload's).
     pub seq: u64,
     /// How often the peer was offered this `seq` before.
@@ -40,10 +40,14 @@ pub(super) enum Seen {
     },
 }
 
+/// How long a connection may stay silent before the peer ends it: longer than any
+/// keep-alive the tests use, so only a hung client is cut.
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 type Script = dyn Fn(&Offer) -> u8 + Send + Sync;
 
 /// The peer: listening until dropped.
-pub(super) struct Peer {
+pub(in crate::mqtt) struct Peer {
     /// Its loopback port.
     pub port: u16,
     seen: Arc<Mutex<Vec<Seen>>>,
@@ -52,7 +56,7 @@ pub(super) struct Peer {
 
 impl Peer {
     /// Listens on a free loopback port; `script` picks each event's PUBACK reason code.
-    pub(super) fn start(script: impl Fn(&Offer) -> u8 + Send + Sync + 'static) -> Peer {
+    pub(in crate::mqtt) fn start(script: impl Fn(&Offer) -> u8 + Send + Sync + 'static) -> Peer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
         let port = listener.local_addr().expect("its address").port();
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
@@ -66,6 +70,8 @@ impl Peer {
                 }
                 let Ok(stream) = stream else { continue };
                 let (seen, script) = (seen2.clone(), script.clone());
+                // A client that hangs without closing cannot keep the thread for good.
+                let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
                 std::thread::spawn(move || serve(stream, &seen, &*script));
             }
         });
