@@ -4,8 +4,10 @@
 //! unacknowledged; a broker that refuses that one event every time (a payload its plug-in
 //! rejects, a per-topic quota that never resets) would otherwise hold back every event
 //! behind it until the spool overflowed. Past [`MAX_REFUSALS`] refusals in a row, or
-//! refusals spanning `mqtt.delivery_stuck_s`, the event is dropped like one refused for
-//! good: counted by reason, logged.
+//! [`MIN_REFUSALS_SPANNING`] or more spanning `mqtt.delivery_stuck_s`, the event is
+//! dropped like one refused for good: counted by reason, logged. The time alone is not
+//! enough: it includes any outage between two refusals (a link that drops for a minute
+//! between a quota refusal and the next try is no refusal that lasts).
 
 use std::time::{Duration, Instant};
 
@@ -13,6 +15,10 @@ use std::time::{Duration, Instant};
 /// dropped: at the default backoff (250 ms doubling, capped at `mqtt.reconnect_max_s`)
 /// ten sends take over a minute, longer than `mqtt.delivery_stuck_s`'s default.
 pub const MAX_REFUSALS: u32 = 10;
+
+/// Refusals in a row that, once they span `mqtt.delivery_stuck_s`, give an event up
+/// before [`MAX_REFUSALS`]: two can straddle an outage, three hardly.
+pub const MIN_REFUSALS_SPANNING: u32 = 3;
 
 /// The event refused last, and how often and since when in a row.
 #[derive(Debug, Default)]
@@ -36,15 +42,15 @@ pub(super) enum Verdict {
 
 impl Streak {
     /// Event `seq` was refused at `now`: another in its streak (a refusal of another event
-    /// starts a new one). It is given up after [`MAX_REFUSALS`] in a row, or once its
-    /// refusals span `stuck_after`.
+    /// starts a new one). It is given up after [`MAX_REFUSALS`] in a row, or once
+    /// [`MIN_REFUSALS_SPANNING`] or more of its refusals span `stuck_after`.
     pub(super) fn refused(&mut self, seq: u64, now: Instant, stuck_after: Duration) -> Verdict {
         let (times, since) = match self.current {
             Some((s, times, since)) if s == seq => (times + 1, since),
             _ => (1, now),
         };
         let over = now.saturating_duration_since(since);
-        if times >= MAX_REFUSALS || over >= stuck_after {
+        if times >= MAX_REFUSALS || (times >= MIN_REFUSALS_SPANNING && over >= stuck_after) {
             self.current = None;
             return Verdict::GiveUp { times, over };
         }
@@ -85,6 +91,19 @@ mod tests {
         assert_eq!(s.refused(3, t, minute), Verdict::Retry);
         assert_eq!(s.refused(3, t + Duration::from_secs(59), minute), Verdict::Retry);
         assert_eq!(s.refused(3, t + minute, minute), Verdict::GiveUp { times: 3, over: minute });
+    }
+
+    #[test]
+    fn two_refusals_around_an_outage_are_not_a_lasting_refusal() {
+        // Refused once by a quota, then the link drops for longer than stuck_after, then
+        // refused once more on reconnect. Before the fix that gave the event up after 2.
+        let mut s = Streak::default();
+        let t = Instant::now();
+        let minute = Duration::from_secs(60);
+        assert_eq!(s.refused(9, t, minute), Verdict::Retry);
+        assert_eq!(s.refused(9, t + 3 * minute, minute), Verdict::Retry, "the outage is no refusal time");
+        let third = s.refused(9, t + 3 * minute + Duration::from_secs(1), minute);
+        assert_eq!(third, Verdict::GiveUp { times: 3, over: 3 * minute + Duration::from_secs(1) });
     }
 
     #[test]
