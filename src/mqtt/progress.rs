@@ -113,18 +113,27 @@ impl DeliveryWatch {
     }
 
     /// The broker accepted an event on `topic`: delivery moves, on that topic too.
-    pub fn acked(&self, topic: &str) {
+    /// (`None`: its topic is unknown; only delivery as a whole moves.)
+    pub fn acked(&self, topic: Option<&str>) {
         let mut w = self.lock();
         w.waiting_since = Some(Instant::now());
-        w.refused.accepted(topic);
+        if let Some(topic) = topic {
+            w.refused.accepted(topic);
+        }
     }
 
     /// The broker refused an event on `topic` (`reason`, a metric label): counted, and no
     /// progress for that topic. True when the reason was not logged for the topic since
     /// its refusals last paused for `stuck_after` (so the caller logs it: once, not once
-    /// per event).
-    pub fn refused(&self, reason: &'static str, topic: &str) -> bool {
-        self.refused_at(reason, topic, Instant::now())
+    /// per event). With no topic (`None`: unknown) it is only counted.
+    pub fn refused(&self, reason: &'static str, topic: Option<&str>) -> bool {
+        match topic {
+            Some(topic) => self.refused_at(reason, topic, Instant::now()),
+            None => {
+                *self.lock().refusals.entry(reason).or_default() += 1;
+                false
+            }
+        }
     }
 
     fn refused_at(&self, reason: &'static str, topic: &str, now: Instant) -> bool {
@@ -132,6 +141,12 @@ impl DeliveryWatch {
         *w.refusals.entry(reason).or_default() += 1;
         let stuck_after = w.stuck_after;
         w.refused.refused(topic, reason, now, stuck_after)
+    }
+
+    /// Forgets every topic's refusals: the publisher moved to another broker or prefix,
+    /// where the old refusals say nothing (and the old topics get no event any more).
+    pub fn forget_all(&self) {
+        self.lock().refused = Refusals::default();
     }
 
     /// Forgets the refusals of `topic`: its camera left the configuration, and it must not
@@ -244,7 +259,7 @@ mod tests {
         let said = w.problem(3).expect("stuck at once with a zero allowance");
         assert!(said.contains("3 wait in the spool"), "{said}");
         w.set_stuck_after(Duration::from_secs(3600));
-        w.acked("t");
+        w.acked(Some("t"));
         assert_eq!(w.problem(3), None, "an acknowledgement is progress");
         w.pending(0);
         w.set_stuck_after(Duration::ZERO);
@@ -273,7 +288,7 @@ mod tests {
         let after = Duration::from_secs(60);
         w.set_stuck_after(after);
         w.pending(1);
-        w.acked(CAM);
+        w.acked(Some(CAM));
         let t = Instant::now();
         let s = |secs: u64| t + Duration::from_secs(secs);
         assert!(w.refused_at("not_authorized", CAM, s(0)), "the first is logged");
@@ -292,7 +307,7 @@ mod tests {
         assert!(!w.refused_at("not_authorized", CAM, s(100)), "41 s after the last: they go on, not news");
         assert!(w.refused_at("not_authorized", CAM, s(160)), "after a pause of stuck_after it is news again");
         assert!(w.problem_at(0, s(161)).is_some(), "refused from 0 s to 160 s with none accepted: still stuck");
-        w.acked(CAM);
+        w.acked(Some(CAM));
         w.pending(0);
         assert_eq!(w.problem(0), None, "an accepted event is progress");
         assert_eq!(w.summary(), None);
@@ -307,7 +322,7 @@ mod tests {
         let t = Instant::now();
         for i in 0..=90 {
             w.refused_at("not_authorized", "clefd/d/cam0/emotion", t + Duration::from_secs(i));
-            w.acked("clefd/d/cam1/emotion");
+            w.acked(Some("clefd/d/cam1/emotion"));
         }
         w.pending(0);
         let at = t + Duration::from_secs(90);
@@ -352,7 +367,7 @@ mod tests {
         assert!(said.contains("refused every event"), "{said}");
         let night = later + Duration::from_secs(8 * 3600);
         assert!(w.problem_at(0, night).is_some(), "and stays stuck until an event is accepted");
-        w.acked(CAM);
+        w.acked(Some(CAM));
         w.pending(0);
         assert_eq!(w.problem_at(0, night), None, "an accepted event is progress");
     }

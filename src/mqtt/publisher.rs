@@ -22,11 +22,11 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::Topics;
 use super::control_link::ControlLink;
 use super::properties::{Kind, Meta, event_meta, remaining_expiry, reply_meta};
 use super::session::{self, Session, SessionEvent, SessionOptions};
 use super::spool::Spool;
+use super::{BrokerUrl, Topics};
 use crate::events::seq::SeqCounter;
 use crate::pipeline::Output;
 
@@ -60,8 +60,8 @@ enum Sent {
 
 /// What an acknowledgement means for the connection.
 enum Acked {
-    /// The broker accepted an event: delivery moves.
-    Accepted,
+    /// The broker accepted event `seq`: delivery moves.
+    Accepted(u64),
     /// Anything else that needs nothing more (a refusal for good is counted already).
     Other,
     /// The broker refused an event for a reason that may clear: drop the connection and
@@ -106,6 +106,8 @@ pub struct Parked {
     currents: BTreeMap<String, Vec<u8>>,
     retained: BTreeMap<String, (Vec<u8>, Meta)>,
     controls: BTreeMap<String, serde_json::Value>,
+    /// The broker and prefix left: refusals recorded there say nothing about the next.
+    left: (BrokerUrl, String),
 }
 
 /// One connection attempt with fresh client state, and what we sent on it.
@@ -174,6 +176,12 @@ impl Publisher {
         p.currents = parked.currents;
         p.retained = parked.retained;
         p.controls = parked.controls;
+        if parked.left != (p.cfg.url.clone(), p.cfg.prefix.clone()) {
+            // Another broker (its ACL may allow the topic) or other topics: a camera the
+            // old one refused must not stay named while it is quiet, or for good (no event
+            // is ever accepted on the old prefix's topics).
+            p.stats.delivery.forget_all();
+        }
         (p, parked.outputs)
     }
 
@@ -321,8 +329,9 @@ impl Publisher {
         if !parking {
             return Ok(None);
         }
+        let left = (self.cfg.url.clone(), self.cfg.prefix.clone());
         let Publisher { seq, spool, stats, states, currents, retained, controls, .. } = self;
-        Ok(Some(Parked { outputs, seq, spool, stats, states, currents, retained, controls }))
+        Ok(Some(Parked { outputs, seq, spool, stats, states, currents, retained, controls, left }))
     }
 
     /// Takes `first` and everything already waiting behind it: retained messages go out
@@ -334,6 +343,11 @@ impl Publisher {
             match out {
                 Outgoing::Analysis(Output::Event(ev)) => events.push(*ev),
                 Outgoing::Analysis(Output::CameraState(st)) => {
+                    if st.status == crate::source::CameraState::Disabled {
+                        // Turned off, not removed: no event will come to clear its
+                        // refusals, which would name it in `/healthz` for good.
+                        self.stats.delivery.forget(&self.topics.emotion(&st.camera));
+                    }
                     let payload = serde_json::to_vec(&st).unwrap_or_default();
                     self.states.insert(st.camera.clone(), payload);
                     self.send_state(conn, &st.camera);
@@ -418,10 +432,10 @@ impl Publisher {
                 }
             }
             Ok(SessionEvent::Acked { pkid, refused }) => match self.on_acked(conn, pkid, refused) {
-                Acked::Accepted => retry.accepted(self.spool.pending()),
+                Acked::Accepted(seq) => retry.accepted(seq),
                 Acked::Other => {}
                 Acked::Retry(e) => {
-                    retry.refused();
+                    retry.refused(self.spool.next_seq().saturating_sub(1));
                     self.on_lost(conn, e, retry);
                 }
             },
@@ -510,7 +524,10 @@ impl Publisher {
             Some(Sent::Event(seq)) => conn.event_topics.remove(&seq),
             _ => None,
         };
-        let topic = event_topic.unwrap_or_else(|| self.topics.emotion("+"));
+        // Without its topic (never expected: `pump` records it) an event is counted by
+        // reason only; a made-up topic would collect refusals no acceptance clears.
+        let topic = event_topic.as_deref();
+        let shown = topic.unwrap_or("?");
         match (refused, sent) {
             (Some(reason), Some(Sent::Event(seq))) if !session::refusal_is_final(reason) => {
                 let now = std::time::Instant::now();
@@ -520,20 +537,20 @@ impl Publisher {
                         return Acked::Retry(session::SessionError {
                             permanent: false,
                             message: format!(
-                                "the broker refused event seq {seq} on {topic} ({reason}); it stays in the spool and is sent again after a reconnect"
+                                "the broker refused event seq {seq} on {shown} ({reason}); it stays in the spool and is sent again after a reconnect"
                             ),
                             reason,
                         });
                     }
                     Verdict::GiveUp { times, over } => {
-                        self.stats.delivery.refused(reason, &topic);
-                        tracing::warn!(broker = %self.cfg.url, reason, seq, topic, refusals = times, over_s = over.as_secs(), "the MQTT broker refused the same event {times} times in a row for a reason that may clear: dropped so that the events behind it go on, counted in clefd_mqtt_events_refused_total");
+                        self.stats.delivery.refused(reason, topic);
+                        tracing::warn!(broker = %self.cfg.url, reason, seq, topic = shown, refusals = times, over_s = over.as_secs(), "the MQTT broker refused the same event {times} times in a row for a reason that may clear: dropped so that the events behind it go on, counted in clefd_mqtt_events_refused_total");
                     }
                 }
             }
             (Some(reason), Some(Sent::Event(seq))) => {
-                if self.stats.delivery.refused(reason, &topic) {
-                    tracing::warn!(broker = %self.cfg.url, reason, seq, topic, "the MQTT broker refuses our events (check its ACL or quotas): each refused event is lost, counted in clefd_mqtt_events_refused_total; logged once per topic while refusals go on");
+                if self.stats.delivery.refused(reason, topic) {
+                    tracing::warn!(broker = %self.cfg.url, reason, seq, topic = shown, "the MQTT broker refuses our events (check its ACL or quotas): each refused event is lost, counted in clefd_mqtt_events_refused_total; logged once per topic while refusals go on");
                 }
             }
             (Some(reason), _) => {
@@ -543,7 +560,7 @@ impl Publisher {
             }
             (None, Some(Sent::Event(seq))) => {
                 self.stats.acked.fetch_add(1, Ordering::Relaxed);
-                self.stats.delivery.acked(&topic);
+                self.stats.delivery.acked(topic);
                 self.streak.accepted(seq);
             }
             (None, _) => {}
@@ -562,7 +579,10 @@ impl Publisher {
             }
             conn.window = conn.window.saturating_sub(1);
         }
-        if event_accepted { Acked::Accepted } else { Acked::Other }
+        match sent {
+            Some(Sent::Event(seq)) if event_accepted => Acked::Accepted(seq),
+            _ => Acked::Other,
+        }
     }
 
     async fn close(&mut self, mut conn: Connection, parking: bool) {

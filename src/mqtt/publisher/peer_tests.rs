@@ -202,3 +202,91 @@ async fn a_partial_quota_backs_off_to_the_cap() {
     assert!(waits[2..].iter().all(|w| *w >= cap.mul_f64(0.8)), "the waits grow to the cap: {waits:?}");
     run.task.abort();
 }
+
+const NOT_AUTHORIZED: u8 = 0x87;
+
+/// Waits (at most a minute) until `done` holds; `what` names it in the failure.
+async fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether delivery health names cam0's topic as refused.
+fn names_cam0(stats: &PublishStats) -> bool {
+    stats.delivery.summary().is_some_and(|s| s.contains("clefd/dev/cam0/emotion"))
+}
+
+#[tokio::test]
+async fn a_camera_turned_off_is_no_longer_named_as_refused() {
+    // The ACL denies cam0's topic; the operator disables cam0 (not removed). Before the
+    // fix only CameraRemoved forgot the topic: /healthz named it until a restart.
+    let peer = Peer::start(|_| NOT_AUTHORIZED);
+    let run = start(&peer, Duration::from_secs(1));
+    run.stats.delivery.set_stuck_after(Duration::ZERO);
+    run.send(1).await;
+    wait_until("cam0 named as refused", || names_cam0(&run.stats)).await;
+    let off = crate::source::CameraStatus {
+        camera: "cam0".into(),
+        status: crate::source::CameraState::Disabled,
+        fps: 0.0,
+        last_error: None,
+        since: String::new(),
+        restarts: 0,
+        dropped_fps_cap: 0,
+        decoder: None,
+        target_fps: None,
+        health_fps: None,
+    };
+    run.to.send(Outgoing::Analysis(Output::CameraState(off))).await.unwrap();
+    wait_until("cam0 forgotten once disabled", || !names_cam0(&run.stats)).await;
+    run.task.abort();
+}
+
+/// What `p` hands over when parked (as `serve` does, without running it).
+fn park(p: Publisher) -> Parked {
+    let (_, outputs) = mpsc::channel(1);
+    let left = (p.cfg.url.clone(), p.cfg.prefix.clone());
+    let Publisher { seq, spool, stats, states, currents, retained, controls, .. } = p;
+    Parked { outputs, seq, spool, stats, states, currents, retained, controls, left }
+}
+
+#[test]
+fn refusals_are_forgotten_when_the_broker_or_prefix_changes() {
+    // Before the fix `resume` kept them: after a prefix change the old topic gets no
+    // event again, so it stayed named in /healthz for good.
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(&dir.path().join("spool"), 1 << 20).unwrap();
+    let seq = SeqCounter::open(&dir.path().join("seq"), spool.next_seq()).unwrap();
+    let cfg = |url: &str, prefix: &str| PublisherConfig {
+        url: BrokerUrl::parse(url).unwrap(),
+        client_id: "resume-test".into(),
+        prefix: prefix.into(),
+        device: "dev".into(),
+        keep_alive: Duration::from_secs(30),
+        credentials: None,
+        flush_timeout: Duration::from_secs(1),
+        tls: None,
+        reconnect_max: Duration::from_secs(1),
+        protocol: Protocol::V5,
+        commands: None,
+        event_expiry_s: None,
+        stuck_after: Duration::ZERO,
+    };
+    let p = Publisher::new(cfg("mqtt://127.0.0.1:1883", "clefd"), seq, spool);
+    let stats = p.stats();
+    let refuse = || stats.delivery.refused("not_authorized", Some("clefd/dev/cam0/emotion"));
+    refuse();
+    assert!(names_cam0(&stats));
+    let mut keepalive = cfg("mqtt://127.0.0.1:1883", "clefd");
+    keepalive.keep_alive = Duration::from_secs(60);
+    let (p, _) = Publisher::resume(keepalive, park(p));
+    assert!(names_cam0(&stats), "same broker and prefix: the refusals still hold");
+    let (p, _) = Publisher::resume(cfg("mqtt://127.0.0.1:1883", "site2"), park(p));
+    assert!(!names_cam0(&stats), "another prefix: the old topic is no longer named");
+    refuse();
+    let (_p, _) = Publisher::resume(cfg("mqtt://127.0.0.1:1884", "site2"), park(p));
+    assert!(!names_cam0(&stats), "another broker: its ACL may allow the topic");
+}
