@@ -336,12 +336,12 @@ fn publishing(f: &mut Families, h: &Health) {
     let ready = f64::from(u8::from(p.control_is_ready()));
     f.gauges(
         "clefd_mqtt_control_ready",
-        "1 while the control connection (mqtt.control) is up and subscribed: commands sent meanwhile are answered.",
+        "1 while the control connection is up and the broker granted both its subscriptions: commands sent meanwhile are answered. Always 0 when mqtt.control is off.",
         [(none(), ready)],
     );
     f.counters(
         "clefd_mqtt_control_subscribes_total",
-        "Times the control connection subscribed to its command topics (once per connection).",
+        "Times the broker granted both control subscriptions (once per connection). Stays 0 when mqtt.control is off.",
         [(none(), load(&p.control_subscribes))],
     );
     let stuck = f64::from(u8::from(p.delivery.stuck_for().is_some()));
