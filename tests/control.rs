@@ -268,3 +268,30 @@ fn a_file_that_ends_while_a_live_camera_is_disabled_does_not_end_the_run() {
     assert!(daemon.running(), "clefd exited after the camera was enabled again");
     assert!(daemon.stop());
 }
+
+#[test]
+fn the_control_ready_gauge_follows_the_control_connection() {
+    // d773d93 added clefd_mqtt_control_ready without a test of the daemon's gauge: 1 once
+    // both subscriptions are granted, 0 while the broker is away, 1 again after.
+    let mut broker = Broker::start();
+    let consumer = Consumer::start(broker.port);
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let cfg = common::TestConfig::new(dir.path(), &broker.url(), "ctl")
+        .with(|c| c.mqtt.control = true)
+        .http(port)
+        .camera("live", "test://smpte")
+        .write();
+    let mut daemon = Daemon::start(&cfg, &dir.path().join("clefd.log"));
+    common::wait_metric(port, "clefd_mqtt_control_ready", "control ready", WAIT, |v| v == 1.0);
+    assert!(common::metric(port, "clefd_mqtt_control_subscribes_total").is_some_and(|n| n >= 1.0));
+    let answer = command(&broker, &consumer, "clefd/ctl/live/set", r#"{"enabled": false}"#);
+    assert!(answer.get("ok").is_some(), "ready: a command is answered: {answer}");
+    broker.stop();
+    common::wait_metric(port, "clefd_mqtt_control_ready", "control down with the broker", WAIT, |v| v == 0.0);
+    broker.start_again();
+    common::wait_metric(port, "clefd_mqtt_control_ready", "control ready again", WAIT, |v| v == 1.0);
+    assert!(common::metric(port, "clefd_mqtt_control_subscribes_total").is_some_and(|n| n >= 2.0));
+    assert!(daemon.running());
+    assert!(daemon.stop());
+}
