@@ -445,7 +445,8 @@ fn a_camera_whose_every_event_is_refused_is_named_while_the_others_deliver() {
     );
     let refused = "clefd_mqtt_events_refused_total{reason=\"not_authorized\"}";
     common::wait_metric(port, refused, "cam1's refusals counted", Duration::from_secs(60), |n| n >= 3.0);
-    assert!(consumer.on("/partial/cam1/emotion").is_empty(), "the broker delivers none of cam1's events");
+    // No check that the consumer gets none of cam1's events: the ACL's deny applies to its
+    // reads too, so that could not fail. The refusals counted above are the proof.
     let (code, body) = common::http_get(port, "/healthz");
     assert!(code == 503 && body.contains("cam1/emotion"), "still named while it lasts: {body}");
     assert!(daemon.stop(), "{}", log());
