@@ -327,6 +327,44 @@ fn a_file_run_ends_by_itself_after_a_reload() {
     assert!(!text.contains("reload: loading bundles"), "a bundle was loaded for no camera:\n{text}");
 }
 
+/// A file run with a camera that is configured but disabled, and `mqtt.control` off (a
+/// fleet dropped a disabled camera into `cameras.d`): nothing can ever enable that camera,
+/// so the run ends, exit 0, when its files do. It used to wait for ever.
+#[test]
+fn a_file_run_with_a_disabled_camera_and_no_control_ends_with_its_files() {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("short.mp4");
+    common::astronaut_clip(&clip, 1.0, 10);
+    let mut text = common::base_config(dir.path(), &broker.url(), "life");
+    assert!(!text.contains("control = true"), "the test needs mqtt.control off:\n{text}");
+    text += &format!("[cameras.once]\nuri = \"file://{}\"\nrealtime = true\n", clip.display());
+    text += "[cameras.spare]\nuri = \"test://smpte\"\nenabled = false\n";
+    let cfg = common::write_toml(dir.path(), &text);
+    let log = dir.path().join("clefd.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let mut child =
+        common::clefd().arg("run").arg("--config").arg(&cfg).env_remove("RUST_LOG").stderr(file).spawn().unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the file run did not end after its file did:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.success(), "the file run ended with {status}:\n{text}");
+    assert!(text.contains("camera ended; its tracks are closed"), "the file did not play to its end:\n{text}");
+}
+
 /// A reload that leaves no camera usable (here: its password file is not text) lists the
 /// camera as `failed`, with why, in its retained state, `/healthz` and `STATUS=`: the
 /// daemon does not carry on as an empty, healthy one.

@@ -87,7 +87,12 @@ pub fn pipeline_options(s: &Settings) -> (PipelineOptions, Vec<(String, String)>
             Err(reason) => unusable.push((name.clone(), reason)),
         }
     }
-    let disabled = (s.cameras.iter()).filter(|(_, c)| !c.enabled).map(|(name, _)| name.clone()).collect();
+    // Only a command can enable a disabled camera, so it keeps a file run alive only while
+    // commands are taken: without `mqtt.control` the files' end is the run's end.
+    let disabled = match s.mqtt.control {
+        Some(_) => (s.cameras.iter()).filter(|(_, c)| !c.enabled).map(|(name, _)| name.clone()).collect(),
+        None => Vec::new(),
+    };
     (PipelineOptions { workers, cameras, disabled }, unusable)
 }
 

@@ -52,23 +52,56 @@ impl HistoryError {
     }
 }
 
+/// Set-aside files kept at most: the oldest go, so a card that keeps corrupting pages
+/// cannot fill the disk with them (`history.max_mb` bounds the live file only).
+pub const KEEP_ASIDE: usize = 2;
+
 /// Moves a damaged file (and its journal) out of the way, to `<file>.corrupt-<unix ms>`
-/// where a person can still look at it; the name it went to.
+/// where a person can still look at it, and deletes the oldest set-aside files beyond
+/// [`KEEP_ASIDE`]; the name it went to.
 pub fn set_aside(path: &Path) -> std::io::Result<PathBuf> {
     let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
-    let mut aside = path.as_os_str().to_owned();
-    aside.push(format!(".corrupt-{ms}"));
-    let aside = PathBuf::from(aside);
+    // A later name than any there (two set-asides in one millisecond must not collide).
+    let taken = asides(path).last().map_or(0, |(ms, _)| ms + 1);
+    let aside = with_suffix(path, &format!(".corrupt-{}", ms.max(taken)));
     std::fs::rename(path, &aside)?;
-    let mut journal = path.as_os_str().to_owned();
-    journal.push("-journal");
-    let mut journal_aside = aside.as_os_str().to_owned();
-    journal_aside.push("-journal");
-    match std::fs::rename(&journal, &journal_aside) {
+    let journal_aside = with_suffix(&aside, "-journal");
+    match std::fs::rename(with_suffix(path, "-journal"), &journal_aside) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
         _ => {}
     }
+    let all = asides(path);
+    for (_, old) in all.iter().take(all.len().saturating_sub(KEEP_ASIDE)) {
+        // A file that will not go is left; the next set-aside tries again.
+        let _ = std::fs::remove_file(old);
+        let _ = std::fs::remove_file(with_suffix(old, "-journal"));
+    }
     Ok(aside)
+}
+
+/// The files `path` was set aside to, oldest first.
+fn asides(path: &Path) -> Vec<(u128, PathBuf)> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
+        return Vec::new();
+    };
+    let prefix = format!("{name}.corrupt-");
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut found: Vec<(u128, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let ms = e.file_name().to_str()?.strip_prefix(&prefix)?.parse().ok()?;
+            Some((ms, e.path()))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
 }
 
 /// Takes `<file>.lock` (an exclusive `flock`, held while the returned file is open), so a
@@ -362,5 +395,32 @@ mod tests {
         assert_eq!(kept.last(), Some(&5999), "the newest event is kept");
         assert!(kept.len() > 200 && kept.len() < 700, "{} events kept", kept.len());
         assert!(kept.windows(2).all(|w| w[1] == w[0] + 1), "the oldest went first: the rest is contiguous");
+    }
+
+    /// However often the file is set aside, at most `KEEP_ASIDE` set-aside files stay
+    /// (the newest, journals with them): the history's disk use stays bounded.
+    #[test]
+    fn only_the_newest_set_aside_files_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.sqlite");
+        let mut went = Vec::new();
+        for n in 0..5 {
+            std::fs::write(&path, format!("damaged {n}")).unwrap();
+            std::fs::write(with_suffix(&path, "-journal"), format!("journal {n}")).unwrap();
+            went.push(set_aside(&path).unwrap());
+        }
+        assert!(!path.exists(), "the damaged file went");
+        let mut left: Vec<String> =
+            std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+        left.sort();
+        assert_eq!(left.len(), 2 * KEEP_ASIDE, "{left:?}");
+        for (n, aside) in went.iter().enumerate() {
+            let kept = n >= went.len() - KEEP_ASIDE;
+            assert_eq!(aside.exists(), kept, "set-aside {n} ({}) in {left:?}", aside.display());
+            assert_eq!(with_suffix(aside, "-journal").exists(), kept, "its journal, in {left:?}");
+            if kept {
+                assert_eq!(std::fs::read_to_string(aside).unwrap(), format!("damaged {n}"));
+            }
+        }
     }
 }

@@ -59,10 +59,21 @@ impl History {
     /// Starts the writer thread for `settings`; the file is opened there, off the caller's
     /// thread, and a file that cannot be opened is only logged.
     pub fn start(settings: HistorySettings) -> History {
+        History::launch(settings, RETRY)
+    }
+
+    fn launch(settings: HistorySettings, aside_window: Duration) -> History {
         let (to_writer, rx) = mpsc::sync_channel(CAPACITY);
         let stats = Arc::new(HistoryStats::default());
-        let writer =
-            Writer { settings: settings.clone(), stats: stats.clone(), store: None, broken_at: None, lock: None };
+        let writer = Writer {
+            settings: settings.clone(),
+            stats: stats.clone(),
+            store: None,
+            broken_at: None,
+            lock: None,
+            set_aside_at: std::cell::Cell::new(None),
+            aside_window,
+        };
         let spawned = std::thread::Builder::new().name("clefd-history".into()).spawn(move || writer.run(rx));
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the history writer: no history is kept");
@@ -133,6 +144,11 @@ struct Writer {
     broken_at: Option<Instant>,
     /// The sidecar lock, held while this process writes the file.
     lock: Option<std::fs::File>,
+    /// When the file was last set aside: damage again within [`RETRY`] (a card that keeps
+    /// corrupting pages) breaks the file instead of setting another aside.
+    set_aside_at: std::cell::Cell<Option<Instant>>,
+    /// That window ([`RETRY`]; longer in tests, so no test races the clock).
+    aside_window: Duration,
 }
 
 impl Writer {
@@ -233,10 +249,16 @@ impl Writer {
     }
 
     /// Moves the damaged file aside (the connection to it is closed) so a new one is
-    /// started; logged and counted once per file. Whether it went.
+    /// started; logged and counted once per file. Whether it went: not when a file was
+    /// set aside less than [`RETRY`] ago (the caller then breaks the file, and tries again
+    /// after [`RETRY`]), so a failing card sets aside at most one file per [`RETRY`].
     fn set_aside(&self, damage: &HistoryError) -> bool {
+        if self.set_aside_at.get().is_some_and(|t| t.elapsed() < self.aside_window) {
+            return false;
+        }
         match super::store::set_aside(&self.settings.path) {
             Ok(aside) => {
+                self.set_aside_at.set(Some(Instant::now()));
                 self.stats.set_aside.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %damage, kept = %aside.display(), "the history's file is damaged: set aside, a new one started");
                 true
@@ -438,6 +460,62 @@ mod tests {
         assert_eq!(std::fs::read(&aside[0]).unwrap(), garbage, "kept as it was");
     }
 
+    /// Under the running writer, every page of `path` but the first (the schema, which
+    /// opening reads) turns to garbage; the change counter moves so its connection reads
+    /// again. Opening it finds nothing wrong: only writing does.
+    fn damage_under_the_writer(dir: &std::path::Path, path: &std::path::Path) {
+        let mut bytes = std::fs::read(path).unwrap();
+        let page = match u16::from_be_bytes([bytes[16], bytes[17]]) {
+            1 => 65_536,
+            n => usize::from(n),
+        };
+        assert!(bytes.len() > 10 * page, "{} bytes: more than the schema's page", bytes.len());
+        bytes[page..].fill(0xA5);
+        let counter = u32::from_be_bytes([bytes[24], bytes[25], bytes[26], bytes[27]]).wrapping_add(1);
+        bytes[24..28].copy_from_slice(&counter.to_be_bytes());
+        std::fs::write(path, &bytes).unwrap();
+        let copy = dir.join("copy.sqlite");
+        std::fs::write(&copy, &bytes).unwrap();
+        assert!(Store::open(&copy, Duration::from_secs(3600), 1 << 20).is_ok(), "opening finds no damage");
+    }
+
+    /// Damage again soon after a set-aside (a card that keeps corrupting pages) sets no
+    /// second file aside: the history stops for `RETRY` and says why, and the set-aside
+    /// files stay one.
+    #[test]
+    fn damage_again_soon_after_a_set_aside_breaks_the_file_instead_of_setting_another_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("h.sqlite");
+        std::fs::write(&path, b"not a database at all ".repeat(400)).unwrap();
+        // A window no test run outlasts: "soon" does not depend on the machine's speed.
+        let history = History::launch(settings(path.clone(), 1 << 20), Duration::from_secs(3600));
+        let mut e = EmotionEvent::for_test("door", 1, EventType::New, "Happy", 0.9);
+        let payload = vec![b'x'; 1000];
+        for seq in 1..=200 {
+            e.seq = seq;
+            history.record(&e, &payload);
+        }
+        assert!(history.flush(Duration::from_secs(60)), "the new file takes the events");
+        assert_eq!(history.stats.set_aside.load(Ordering::Relaxed), 1, "the garbage file went aside");
+        damage_under_the_writer(dir.path(), &path);
+        for seq in 201..=203 {
+            e.seq = seq;
+            history.record(&e, b"{}");
+        }
+        assert!(!history.flush(Duration::from_secs(60)), "the events that met the damage are lost (counted)");
+        let s = &history.stats;
+        assert_eq!(s.set_aside.load(Ordering::Relaxed), 1, "no second set-aside within the window");
+        assert_eq!(s.failed.load(Ordering::Relaxed), 3);
+        let problem = s.problem.lock().unwrap().clone().unwrap_or_default();
+        assert!(!problem.is_empty(), "the history says why it stopped");
+        let aside = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|f| f.as_ref().unwrap().file_name().to_string_lossy().contains("h.sqlite.corrupt-"))
+            .count();
+        assert_eq!(aside, 1, "one file set aside on disk");
+        assert!(path.exists(), "the damaged file stays where it is");
+    }
+
     #[test]
     fn damage_found_while_writing_sets_the_file_aside_and_a_new_one_takes_the_events() {
         let (dir, path, history, mut e) = one_written(b"{}");
@@ -447,22 +525,7 @@ mod tests {
             history.record(&e, &payload);
         }
         assert!(history.flush(Duration::from_secs(60)), "the writer answers");
-        // Under the running writer, every page but the first (the schema, which opening
-        // reads) turns to garbage; the change counter moves so its connection reads again.
-        let mut bytes = std::fs::read(&path).unwrap();
-        let page = match u16::from_be_bytes([bytes[16], bytes[17]]) {
-            1 => 65_536,
-            n => usize::from(n),
-        };
-        assert!(bytes.len() > 10 * page, "{} bytes: more than the schema's page", bytes.len());
-        bytes[page..].fill(0xA5);
-        let counter = u32::from_be_bytes([bytes[24], bytes[25], bytes[26], bytes[27]]).wrapping_add(1);
-        bytes[24..28].copy_from_slice(&counter.to_be_bytes());
-        std::fs::write(&path, &bytes).unwrap();
-        // Opening it finds nothing wrong: only writing does.
-        let copy = dir.path().join("copy.sqlite");
-        std::fs::write(&copy, &bytes).unwrap();
-        assert!(Store::open(&copy, Duration::from_secs(3600), 1 << 20).is_ok(), "opening finds the damage");
+        damage_under_the_writer(dir.path(), &path);
         for seq in 201..=203 {
             e.seq = seq;
             history.record(&e, b"{}");

@@ -20,9 +20,9 @@ pub struct PipelineOptions {
     pub workers: WorkerOptions,
     /// The cameras to run, by name; one whose plan changes restarts alone.
     pub cameras: BTreeMap<String, CameraPlan>,
-    /// Cameras configured but disabled: a command can enable them at any time, so while
-    /// one waits the run is never over, even when every running camera was a file that
-    /// ended.
+    /// Cameras configured but disabled, listed only while `mqtt.control` is on: a command
+    /// can enable them at any time, so while one waits the run is never over, even when
+    /// every running camera was a file that ended.
     pub disabled: Vec<String>,
 }
 

@@ -165,12 +165,14 @@ fn build_info(f: &mut Families) {
     );
 }
 
-/// `clefd_heap_in_use_bytes` (glibc only): a leak shows there before it shows in RSS.
+/// `clefd_heap_in_use_bytes` (glibc only): a leak shows there before it shows in RSS. The
+/// figure is cached (at most `heap::REFRESH` old): a scrape never walks the arenas itself.
 fn heap(f: &mut Families) {
-    if let Some(bytes) = super::heap::in_use_bytes() {
+    if let Some(bytes) = super::heap::recent_in_use_bytes() {
         f.gauges(
             "clefd_heap_in_use_bytes",
-            "Bytes of heap in use (glibc's mallinfo2, mmapped blocks included): unlike RSS, not what the allocator keeps.",
+            "Bytes of heap in use (glibc's mallinfo2, mmapped blocks included; sampled at most every 10 s): unlike RSS, \
+             not what the allocator keeps.",
             [(Vec::new(), bytes as f64)],
         );
     }
@@ -288,19 +290,21 @@ fn frame_path(f: &mut Families, h: &Health) {
     );
 }
 
-/// Snapshots lost to a slow or failing folder (when snapshots go to one): the files a `new`
-/// event may name but that were never written.
+/// Snapshots lost on the way to their folder (when snapshots go to one): the files a `new`
+/// event may name but that were never written. The writer encodes the crops it is handed,
+/// so a slow encode fills its queue as a slow disk does.
 fn snapshots(f: &mut Families, h: &Health) {
     let Some(places) = h.snapshots.as_ref().filter(|p| p.dir.is_some()) else { return };
     let none = Vec::<(&'static str, String)>::new;
     f.counters(
         "clefd_snapshots_dropped_total",
-        "Snapshots not written because the writer was behind (a slow or hung folder).",
+        "Snapshots not written because the writer was behind (a slow or hung folder, or slow JPEG encoding of large \
+         crops).",
         [(none(), places.dropped.load(Ordering::Relaxed))],
     );
     f.counters(
         "clefd_snapshots_failed_total",
-        "Snapshots that could not be written (folder missing or read-only, disk full).",
+        "Snapshots for the folder that could not be encoded or written (folder missing or read-only, disk full).",
         [(none(), places.failed.load(Ordering::Relaxed))],
     );
 }

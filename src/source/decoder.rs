@@ -253,19 +253,77 @@ fn first_installed<'a>(names: &[&'a str], has: &dyn Fn(&str) -> bool) -> Option<
     names.iter().copied().find(|name| has(name))
 }
 
+/// What doctor adds on Thor, where every stream `decodebin` decodes goes into `nvvidconv`:
+/// that this is unverified for a CPU decoder's frames, and what to do if it fails.
+const THOR_CPU_NOTE: &str = "; a stream decoded on the CPU (no hardware decoder for it) goes into nvvidconv \
+                             in system memory, unverified on Thor: if it fails \"not-negotiated\", set \
+                             decoder = \"software\"";
+
+/// A decoder installed here that takes JPEG: `decodebin` picks MJPEG's decoder among
+/// these by rank (on a Jetson before Thor, `nvv4l2decoder` ranks above `jpegdec`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JpegDecoder {
+    /// Factory name (`nvv4l2decoder`, `nvjpegdec`, `jpegdec`, ...).
+    pub factory: String,
+    /// Factory class (`Codec/Decoder/Image`, ...).
+    pub klass: String,
+    /// Its rank, as `decodebin` sorts by it.
+    pub rank: i32,
+}
+
+/// The decoders installed here that take JPEG and that `decodebin` considers (rank
+/// marginal or above), for [`planned_decoder`]. Needs GStreamer initialised.
+pub fn installed_jpeg_decoders() -> Vec<JpegDecoder> {
+    let jpeg = gst::Caps::builder("image/jpeg").build();
+    gst::ElementFactory::factories_with_type(gst::ElementFactoryType::DECODER, gst::Rank::MARGINAL)
+        .into_iter()
+        .filter(|f| f.can_sink_any_caps(&jpeg))
+        .map(|f| JpegDecoder {
+            factory: f.name().to_string(),
+            klass: f.metadata("klass").unwrap_or_default().to_string(),
+            rank: i32::from(f.rank()),
+        })
+        .collect()
+}
+
+/// The decoder `decodebin` plugs for MJPEG with `choice` on `platform`: the highest-ranked
+/// of `jpeg` installed (`has`; ties by name, as GStreamer sorts) that [`passes_over`] leaves. Needs
+/// GStreamer initialised.
+fn decodebin_jpeg_decoder(
+    choice: DecoderChoice,
+    platform: VideoPlatform,
+    jpeg: &[JpegDecoder],
+    has: &dyn Fn(&str) -> bool,
+) -> String {
+    let caps = gst::Caps::builder("image/jpeg").build();
+    let mut left: Vec<&JpegDecoder> = (jpeg.iter())
+        .filter(|d| has(&d.factory))
+        .filter(|d| {
+            let candidate = Candidate { factory: &d.factory, klass: &d.klass, caps: Some(caps.as_ref()) };
+            !passes_over(choice, platform, candidate, has)
+        })
+        .collect();
+    left.sort_by(|a, b| b.rank.cmp(&a.rank).then_with(|| a.factory.cmp(&b.factory)));
+    left.first().map_or_else(|| "none installed (gstreamer1.0-plugins-good has jpegdec)".into(), |d| d.factory.clone())
+}
+
 /// In words, the decoder(s) a camera reading `spec` with `choice` will get on `platform`,
-/// given which elements are installed (`has`): what `clefd doctor` prints per camera, so a
-/// user sees before starting whether a hardware decoder is in the way.
+/// given which elements are installed (`has`) and which of them take JPEG (`jpeg`, see
+/// [`installed_jpeg_decoders`]): what `clefd doctor` prints per camera, so a user sees
+/// before starting whether a hardware decoder is in the way. Needs GStreamer initialised.
 pub fn planned_decoder(
     spec: &SourceSpec,
     choice: DecoderChoice,
     platform: VideoPlatform,
     has: &dyn Fn(&str) -> bool,
+    jpeg: &[JpegDecoder],
 ) -> String {
-    let jpeg = match choice {
+    // HTTP MJPEG places its decoder; V4L2, files and RTSP leave it to `decodebin`.
+    let placed = match choice {
         DecoderChoice::Software => "jpegdec",
         _ => mjpeg_decoder(platform, has),
     };
+    let picked = || decodebin_jpeg_decoder(choice, platform, jpeg, has);
     let h264 = || match (choice, has("openh264dec"), has("avdec_h264")) {
         (DecoderChoice::Libav, _, true) | (_, false, true) => "avdec_h264".to_string(),
         (DecoderChoice::Libav, _, false) => "avdec_h264, which is not installed (gstreamer1.0-libav)".to_string(),
@@ -276,14 +334,16 @@ pub fn planned_decoder(
     match spec {
         SourceSpec::Test { .. } => "none (synthetic frames)".into(),
         SourceSpec::Csi { .. } => "none (Argus gives raw frames; nvvidconv copies them out of device memory)".into(),
-        SourceSpec::HttpMjpeg { .. } => format!("MJPEG: {jpeg}"),
-        SourceSpec::V4l2 { .. } => format!("MJPEG: {jpeg}; raw frames: none"),
+        SourceSpec::HttpMjpeg { .. } => format!("MJPEG: {placed}"),
+        SourceSpec::V4l2 { .. } => format!("MJPEG: {}; raw frames: none", picked()),
         SourceSpec::File { .. } | SourceSpec::Rtsp { .. } => match stream_decoding(choice, platform, has) {
             StreamDecoding::JetsonChain => "nvv4l2decoder (parsebin ! nvv4l2decoder ! nvvidconv)".into(),
-            StreamDecoding::Software => format!("H.264: {} (software only); MJPEG: {jpeg}", h264()),
+            StreamDecoding::Software => format!("H.264: {} (software only); MJPEG: {}", h264(), picked()),
             StreamDecoding::Decodebin => {
                 let h264 = first_installed(&HARDWARE_H264_DECODERS, has).map_or_else(h264, str::to_string);
-                format!("H.264: {h264}; MJPEG: {jpeg}")
+                // Unverified (README): Thor's nvvidconv taking a CPU decoder's frames.
+                let thor = if platform == VideoPlatform::Thor && has("nvvidconv") { THOR_CPU_NOTE } else { "" };
+                format!("H.264: {h264}; MJPEG: {}{thor}", picked())
             }
         },
     }
@@ -453,17 +513,64 @@ mod tests {
         assert!(!auto(offered("jpegparse", "Codec/Parser/Image", &jpeg), thor, &everything), "parsers stay");
     }
 
+    fn jpeg_decoder(factory: &str, klass: &str, rank: i32) -> JpegDecoder {
+        JpegDecoder { factory: factory.into(), klass: klass.into(), rank }
+    }
+
+    /// V4L2 MJPEG goes through `decodebin`, which picks by rank: on Orin and Xavier that
+    /// is `nvv4l2decoder`, not the `jpegdec` an HTTP camera gets, and doctor says so.
+    #[test]
+    fn doctor_names_the_jpeg_decoder_decodebin_picks_for_v4l2() {
+        gst::init().unwrap();
+        let v4l2 = SourceSpec::V4l2 { device: "/dev/video0".into(), capture: Default::default() };
+        let jetson = [
+            jpeg_decoder("jpegdec", "Codec/Decoder/Image", 256),
+            jpeg_decoder("nvjpegdec", "Codec/Decoder/Image", 256),
+            jpeg_decoder("nvv4l2decoder", "Codec/Decoder/Video", 256 + 11),
+        ];
+        let plan = |choice, p, jpeg: &[JpegDecoder]| planned_decoder(&v4l2, choice, p, &everything, jpeg);
+        let (orin, thor) = (VideoPlatform::Jetson, VideoPlatform::Thor);
+        assert_eq!(plan(DecoderChoice::Auto, orin, &jetson), "MJPEG: nvv4l2decoder; raw frames: none");
+        assert_eq!(plan(DecoderChoice::Software, orin, &jetson), "MJPEG: jpegdec; raw frames: none");
+        // Thor steers JPEG away from nvv4l2decoder, to nvJPEG.
+        assert_eq!(plan(DecoderChoice::Auto, thor, &jetson), "MJPEG: nvjpegdec; raw frames: none");
+        // A tie in rank goes by name, as GStreamer sorts: jpegdec before nvjpegdec.
+        assert_eq!(plan(DecoderChoice::Auto, orin, &jetson[..2]), "MJPEG: jpegdec; raw frames: none");
+        let vaapi = [
+            jpeg_decoder("jpegdec", "Codec/Decoder/Image", 256),
+            jpeg_decoder("vajpegdec", "Codec/Decoder/Image/Hardware", 257),
+        ];
+        let intel = |name: &str| name == "jpegdec" || name == "vajpegdec";
+        let generic = planned_decoder(&v4l2, DecoderChoice::Auto, VideoPlatform::Generic, &intel, &vaapi);
+        assert_eq!(generic, "MJPEG: vajpegdec; raw frames: none");
+        // Only what is installed counts.
+        assert_eq!(plan(DecoderChoice::Auto, orin, &vaapi), "MJPEG: jpegdec; raw frames: none");
+        assert!(plan(DecoderChoice::Auto, VideoPlatform::Generic, &[]).contains("none installed"));
+        // And the list doctor reads on this machine has libjpeg's (the test image's GStreamer).
+        assert!(installed_jpeg_decoders().iter().any(|d| d.factory == "jpegdec"), "{:?}", installed_jpeg_decoders());
+    }
+
     #[test]
     fn doctor_is_told_the_decoder_each_camera_will_get() {
         let file = SourceSpec::File { path: "/clips/door.mp4".into() };
         let http = SourceSpec::HttpMjpeg { location: "http://cam/mjpeg".into() };
         let (thor, orin) = (VideoPlatform::Thor, VideoPlatform::Jetson);
-        let plan = |spec, choice, p, has: &dyn Fn(&str) -> bool| planned_decoder(spec, choice, p, has);
+        gst::init().unwrap();
+        let jpeg = [
+            jpeg_decoder("nvv4l2decoder", "Codec/Decoder/Video", 256 + 11),
+            jpeg_decoder("nvjpegdec", "Codec/Decoder/Image", 256),
+            jpeg_decoder("jpegdec", "Codec/Decoder/Image", 256),
+        ];
+        let plan = |spec, choice, p, has: &dyn Fn(&str) -> bool| planned_decoder(spec, choice, p, has, &jpeg);
         assert_eq!(
             plan(&file, DecoderChoice::Auto, orin, &everything),
             "nvv4l2decoder (parsebin ! nvv4l2decoder ! nvvidconv)"
         );
-        assert_eq!(plan(&file, DecoderChoice::Auto, thor, &everything), "H.264: nvv4l2decoder; MJPEG: nvjpegdec");
+        assert_eq!(
+            plan(&file, DecoderChoice::Auto, thor, &everything),
+            format!("H.264: nvv4l2decoder; MJPEG: nvjpegdec{THOR_CPU_NOTE}")
+        );
+        assert!(THOR_CPU_NOTE.contains("decoder = \"software\""), "{THOR_CPU_NOTE}");
         let software = plan(&file, DecoderChoice::Software, thor, &everything);
         assert_eq!(
             software,

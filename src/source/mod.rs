@@ -16,7 +16,7 @@ mod truncated;
 
 pub use crate::config::uri::{Capture, CaptureFormat, SourceSpec, with_password};
 pub use camera::{Camera, CameraOptions, Ended, SourceError};
-pub use decoder::{DecoderChoice, csi_source, mjpeg_decoder, planned_decoder};
+pub use decoder::{DecoderChoice, JpegDecoder, csi_source, installed_jpeg_decoders, mjpeg_decoder, planned_decoder};
 pub use grab::{decode_image, decode_video_frames};
 pub use supervisor::{CameraState, CameraStatus, HEALTH_WINDOW, Supervisor, SupervisorOptions};
 

@@ -59,7 +59,8 @@ pub struct Overrides {
     /// Another setting was set (fps, thresholds...): nothing the states show, but events
     /// may stop (a score threshold no face passes).
     pub tuned: bool,
-    /// A flood set its fps (4 to 5: its faces still make events).
+    /// A flood set its fps (4 to 5: its faces still make events). Read by `Reset` through
+    /// the comparison with the default: a flooded camera is one the reset's clear must reach.
     pub flooded: bool,
 }
 

@@ -339,14 +339,26 @@ impl Rig {
     fn wait_for_the_control_link(&mut self) {
         let port = self.broker.port.to_string();
         let topic = format!("clefd/{DEVICE}/probe/set");
-        let mut answer = Command::new("mosquitto_sub")
-            .args(["-h", "127.0.0.1", "-p", &port, "-t", &format!("{topic}/result"), "-C", "1"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("mosquitto_sub (mosquitto-clients) runs");
+        let result = format!("{topic}/result");
+        let listen = || {
+            Command::new("mosquitto_sub")
+                .args(["-h", "127.0.0.1", "-p", &port, "-t", &result, "-C", "1"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("mosquitto_sub (mosquitto-clients) runs")
+        };
+        let mut answer = listen();
         let probe = "x".repeat(17 * 1024);
         let deadline = Instant::now() + Duration::from_secs(90);
-        while !matches!(answer.try_wait(), Ok(Some(_))) {
+        loop {
+            match answer.try_wait() {
+                // Only an answer received is the link back; a listener that failed (the
+                // broker not up yet) listens again.
+                Ok(Some(status)) if status.success() => break,
+                Ok(Some(_)) => answer = listen(),
+                _ => {}
+            }
             if Instant::now() > deadline {
                 let _ = answer.kill();
                 self.noticed.push(("clefd's control link comes back after a broker restart", "not within 90 s".into()));

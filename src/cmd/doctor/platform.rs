@@ -99,9 +99,10 @@ pub(super) fn report_gstreamer(loaded: Option<&clefd::config::Settings>, verdict
         ["openh264dec", "avdec_h264"].into_iter().filter(|n| gst::ElementFactory::find(n).is_some()).collect();
     line("  software H.264", if software.is_empty() { "none".to_string() } else { software.join(", ") });
     let has = |name: &str| gst::ElementFactory::find(name).is_some();
+    let jpeg = clefd::source::installed_jpeg_decoders();
     for (name, camera) in loaded.iter().flat_map(|l| l.enabled_cameras()) {
-        let plan =
-            clefd::source::planned_decoder(&camera.source, camera.decoder, jetson::VideoPlatform::current(), &has);
+        let platform = jetson::VideoPlatform::current();
+        let plan = clefd::source::planned_decoder(&camera.source, camera.decoder, platform, &has, &jpeg);
         line(&format!("  decoder {name}"), plan);
     }
     let csi_cameras: Vec<&String> = loaded
