@@ -43,9 +43,12 @@ enum Command {
     },
     /// Load every bundle's models as the daemon will, so TensorRT builds and caches its
     /// engines now (minutes on a Jetson) rather than at the first start; a later start
-    /// logs "engine cache hit". Exits 0 when every bundle is ready, 69 when what
-    /// engine.require or engine.dla_core needs cannot be had (as `run`), 78 when the config
-    /// is invalid, 1 when a bundle cannot load for another reason.
+    /// logs "engine cache hit". Run it as the service's user (`sudo -u clefd`), so the cache
+    /// stays the service's. Exits 0 when every bundle is ready, 69 when what
+    /// engine.require or engine.dla_core needs cannot be had (as `run`; with several
+    /// bundles, 69 when any is unmet), 78 when the config is invalid, 1 when a bundle cannot
+    /// load or fails engine acceptance for another reason (where `run` exits 78). With
+    /// --if-gpu and no GPU provider in ONNX Runtime it checks nothing and exits 0.
     BuildEngines {
         /// Main config file.
         #[arg(long, short, default_value = "/etc/clefd/clefd.toml")]

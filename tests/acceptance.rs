@@ -226,6 +226,30 @@ fn a_required_gpu_that_no_choice_loads_is_an_unmet_requirement_not_a_refusal() {
     }
 }
 
+/// A choice remembered under `engine.require = "any"` (the CPU, after the GPU providers
+/// refused) is not reused when a reload asks for "gpu" with the same providers: the
+/// requirement is part of what was chosen, so the reload refuses instead of running on the
+/// CPU again.
+#[test]
+fn a_choice_remembered_under_any_is_not_reused_when_a_gpu_is_required() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bundle = copy_bundle("face-fer2013", dir.path(), "remembered-require");
+    let any = SessionOptions { providers: vec!["tensorrt".into(), "cuda".into(), "cpu".into()], ..cpu() };
+    let first = acceptance::load(&bundle, &any, ClefPlacement::Engine).expect("loads under any");
+    let gpu = SessionOptions { require: runtime::Require::Gpu, ..any.clone() };
+    match (first.bundle.provider(), acceptance::load(&bundle, &gpu, ClefPlacement::Engine)) {
+        ("cpu", Ok(a)) => {
+            panic!("\"gpu\" required, yet loaded on {} (the choice made under \"any\")", a.bundle.provider())
+        }
+        ("cpu", Err(e)) => assert!(e.unmet_requirement(), "an unmet requirement, not {e:?}"),
+        // A GPU build took it under "any": "gpu" loads it there too.
+        (_, got) => assert!(got.is_ok_and(|a| a.bundle.provider() != "cpu"), "a GPU build loads it on the GPU"),
+    }
+    // The choice under "any" is still remembered for "any".
+    let again = acceptance::load(&bundle, &any, ClefPlacement::Engine).expect("loads under any");
+    assert!(again.checks.is_empty() && again.bundle.provider() == first.bundle.provider(), "a hit: {:?}", again.checks);
+}
+
 #[test]
 fn the_golden_set_runs_in_batches_within_engine_batch_max() {
     // A TensorRT profile ends at engine.batch_max: the three vectors must never run as one

@@ -202,7 +202,8 @@ const ACCEPTANCE_REFUSAL: [&str; 9] = [
     "(max abs 5.000e-1 on a scale of",
     "; tolerance ",
     "rules out the CPU, where the reference was made",
-    "run `CLEFD__ENGINE__REQUIRE=any clefd build-engines`",
+    // As the service's user: run as root it would leave root-owned engine cache folders.
+    "run `sudo -u clefd env CLEFD__ENGINE__REQUIRE=any clefd build-engines`",
     "python -m clef_kit.golden",
     "set CLEFD__ENGINE__REQUIRE=any",
 ];
@@ -273,8 +274,15 @@ fn build_engines_and_doctor_say_the_same_of_a_required_gpu_that_fails_acceptance
     for expected in ACCEPTANCE_REFUSAL.iter().chain(&[required.as_str()]) {
         assert!(report.contains(expected), "doctor: '{expected}' missing:\n{report}");
     }
-    // Before the bundles, the requirement itself looked met: the provider is there.
-    assert!(report.contains("engine.require = \"gpu\": met"), "{report}");
+    // Before the bundles, only the provider is said to be there, not the requirement met.
+    assert!(
+        report.contains("engine.require = \"gpu\": provider present (engine acceptance per bundle below)"),
+        "{report}"
+    );
+    assert!(!report.contains("engine.require = \"gpu\": met"), "no line contradicts the bundle's:\n{report}");
+    // The fake GPU is named in the report and in doctor's log, and fails the verdict.
+    assert!(report.contains("CLEFD_TEST_GPU_ON_CPU fakes tensorrt on the CPU"), "{report}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains(FAKE_GPU_WARNING), "doctor logs the hook's warning");
     let verdict = report.split("thing(s) cannot work:").nth(1).unwrap_or_default();
     assert!(verdict.contains("cannot be met: bundle face-fer2013"), "listed in the verdict:\n{report}");
 
@@ -284,4 +292,101 @@ fn build_engines_and_doctor_say_the_same_of_a_required_gpu_that_fails_acceptance
     let printed = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(printed.contains("face-fer2013: vanilla on tensorrt fp16: accepted"), "{printed}");
+}
+
+/// Every file under `dir` with its length and modification time: what a run wrote there.
+fn listing(dir: &std::path::Path) -> Vec<(std::path::PathBuf, u64, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            let meta = e.metadata().unwrap();
+            if meta.is_dir() {
+                todo.push(e.path());
+            }
+            out.push((e.path(), meta.len(), meta.modified().unwrap()));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `doctor` never builds a TensorRT engine nor writes the engine cache (minutes of silence
+/// on a Jetson, and, run as root, cache folders the service cannot write): with the
+/// (faked) TensorRT provider, which makes cache entries as the real one does, a model not
+/// built yet is reported with the command that builds it and its bundle checked on the
+/// CPU; once `build-engines` built them, doctor loads them from the cache, and writes
+/// nothing either way, even with an `engine.dla_core` it cannot have (the DLA is left out,
+/// as `run` would refuse it rather than build for it).
+#[test]
+fn doctor_builds_no_engine_and_writes_nothing_in_the_engine_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::Broker::start();
+    let cfg = test_config(dir.path(), &broker);
+    let cfg = cfg.to_str().unwrap();
+    let cache = dir.path().join("state/engine-cache");
+    let env = [("CLEFD_TEST_GPU_ON_CPU", "tensorrt")];
+    let out = common::run_clefd(&["doctor", "--config", cfg], &env);
+    let report = String::from_utf8_lossy(&out.stdout);
+    for expected in [
+        "engine not built yet for detector on tensorrt: run `sudo -u clefd clefd build-engines`",
+        "runs on the CPU here (checked there until its TensorRT engine is built)",
+        "engine acceptance: vanilla on cpu fp32: accepted",
+    ] {
+        assert!(report.contains(expected), "'{expected}' missing:\n{report}");
+    }
+    assert!(!cache.exists(), "doctor created the engine cache: {:?}", listing(&cache));
+
+    // build-engines (as the service's user) builds them; doctor then loads them as they are.
+    let out = common::run_clefd(&["build-engines", "--config", cfg], &env);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let built = listing(&cache);
+    assert!(built.iter().any(|(p, _, _)| p.ends_with("gpu_on_cpu.engine")), "{built:?}");
+    let out = common::run_clefd(&["doctor", "--config", cfg], &env);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("runs on the GPU (tensorrt)") && !report.contains("not built yet"), "{report}");
+    assert_eq!(listing(&cache), built, "doctor wrote in the cache");
+
+    // An engine.dla_core this machine cannot have: unmet, and loaded without the DLA (the
+    // engines built above), not built for a DLA that `run` would never use.
+    let empty = dir.path().join("root");
+    std::fs::create_dir_all(&empty).unwrap();
+    let dla = [env[0], ("CLEFD__ENGINE__DLA_CORE", "0"), ("CLEFD_SYSROOT", empty.to_str().unwrap())];
+    let out = common::run_clefd(&["doctor", "--config", cfg], &dla);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(report.contains("libnvdla_compiler.so is not installed"), "{report}");
+    assert!(report.contains("runs on the GPU (tensorrt)") && !report.contains("not built yet"), "{report}");
+    assert_eq!(listing(&cache), built, "doctor wrote in the cache");
+}
+
+/// The Jetson drop-in gives the service `engine.require = "gpu"`; `build-engines` and
+/// `doctor` run from a shell do not have it, so each says that it sees another
+/// requirement than the service does (read from the drop-ins under `CLEFD_SYSROOT`).
+#[test]
+fn build_engines_and_doctor_warn_when_the_service_requires_more_than_they_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::Broker::start();
+    let cfg = test_config(dir.path(), &broker);
+    let cfg = cfg.to_str().unwrap();
+    let root = dir.path().join("jetson");
+    let dropins = root.join("etc/systemd/system/clefd.service.d");
+    std::fs::create_dir_all(&dropins).unwrap();
+    let packaged =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/jetson.conf")).unwrap();
+    std::fs::write(dropins.join("jetson.conf"), packaged).unwrap();
+    let warning = "the service runs with engine.require=gpu; this run does not";
+    let sysroot = ("CLEFD_SYSROOT", root.to_str().unwrap());
+    let out = common::run_clefd(&["build-engines", "--config", cfg], &[sysroot]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.lines().any(|l| l.contains("WARN") && l.contains(warning)), "{log}");
+    let out = common::run_clefd(&["doctor", "--config", cfg], &[sysroot]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(warning), "{}", String::from_utf8_lossy(&out.stdout));
+    // Run as the service would be, nothing to say; nor without a drop-in.
+    let out = common::run_clefd(&["doctor", "--config", cfg], &[sysroot, ("CLEFD__ENGINE__REQUIRE", "gpu")]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("the service runs with"));
+    std::fs::remove_file(dropins.join("jetson.conf")).unwrap();
+    let out = common::run_clefd(&["build-engines", "--config", cfg], &[sysroot]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("the service runs with"));
 }

@@ -9,10 +9,13 @@ use std::process::ExitCode;
 use clefd::engine::{ClefPlacement, acceptance};
 
 /// `clefd build-engines`; with `if_gpu`, only where a GPU provider would take the models.
-/// Exit codes as `run`'s: 0 every bundle is ready, [`super::EXIT_CONFIG`] an invalid
-/// configuration, [`super::EXIT_UNAVAILABLE`] what `engine.require` or `engine.dla_core`
-/// needs cannot be had (a required provider that fails engine acceptance included), 1 a
-/// bundle that cannot load for another reason.
+/// Exit codes: 0 every bundle is ready, [`super::EXIT_CONFIG`] an invalid configuration
+/// (as `run`), [`super::EXIT_UNAVAILABLE`] what `engine.require` or `engine.dla_core`
+/// needs cannot be had (a required provider that fails engine acceptance included; as
+/// `run`, and 69 when any of several bundles is unmet), 1 a bundle that cannot load or
+/// fails acceptance for another reason (`run` exits 78 for it: the bundle is a setting to
+/// fix, while build-engines reports per bundle). With `if_gpu` and no GPU provider in
+/// ONNX Runtime, nothing is checked and it exits 0 (the package's install step).
 pub fn build_engines(config: &Path, if_gpu: bool) -> anyhow::Result<ExitCode> {
     clefd::service::init_logging("info");
     let settings = match super::options::load_config(config) {
@@ -24,6 +27,9 @@ pub fn build_engines(config: &Path, if_gpu: bool) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(super::EXIT_CONFIG));
         }
     };
+    if let Some(warning) = super::requirements::service_mismatch(&settings.engine) {
+        tracing::warn!("{warning}");
+    }
     clefd::engine::runtime::init(settings.engine.onnxruntime.as_deref())?;
     let opts = super::options::session_options(&settings.engine);
     if !opts.accelerated() && if_gpu {

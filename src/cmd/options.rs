@@ -38,6 +38,7 @@ pub fn session_options(engine: &EngineSettings) -> SessionOptions {
             dla_core: engine.dla_core,
             batch_max: engine.batch_max,
         },
+        cache_only: false,
     }
 }
 

@@ -44,3 +44,53 @@ pub fn check(engine: &EngineSettings) -> Result<(), String> {
 fn late_require(value: Option<&std::ffi::OsStr>) -> bool {
     value.is_some_and(|v| v == "1")
 }
+
+/// Where the service's drop-ins live (the package installs the Jetson one there).
+const DROP_INS: &str = "etc/systemd/system/clefd.service.d";
+
+/// The `engine.require` the service's drop-ins give it (`Environment=CLEFD__ENGINE__REQUIRE=…`
+/// in `/etc/systemd/system/clefd.service.d/*.conf` under `root`), read in systemd's order
+/// (by file name, a later assignment winning, an empty `Environment=` clearing). Read as
+/// files, like the other Jetson facts, so tests give a root and nothing asks systemd.
+pub fn service_require(root: &std::path::Path) -> Option<String> {
+    let dir = root.join(DROP_INS);
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "conf"))
+        .collect();
+    files.sort();
+    let mut found = None;
+    for file in files {
+        let Ok(text) = std::fs::read_to_string(&file) else { continue };
+        for line in text.lines().map(str::trim) {
+            let Some(assignments) = line.strip_prefix("Environment=") else { continue };
+            if assignments.trim().is_empty() {
+                found = None;
+            }
+            for a in assignments.split_whitespace().map(|a| a.trim_matches(|c| c == '"' || c == '\'')) {
+                if let Some((k, v)) = a.split_once('=')
+                    && k.to_uppercase().replace('-', "_") == "CLEFD__ENGINE__REQUIRE"
+                {
+                    found = Some(v.to_lowercase());
+                }
+            }
+        }
+    }
+    found
+}
+
+/// A warning when the service runs with another `engine.require` than this command (the
+/// Jetson drop-in sets `gpu` for the unit only, so `build-engines` and `doctor` run from a
+/// shell say "ready" or "ok" where the service exits 69), with the command that sees what
+/// the service sees.
+pub fn service_mismatch(engine: &EngineSettings) -> Option<String> {
+    let service = service_require(&clefd::jetson::root())?;
+    (service != engine.require.as_str()).then(|| {
+        format!(
+            "the service runs with engine.require={service}; this run does not (it has \"{}\"): to see what the \
+             service sees, run `sudo -u clefd env CLEFD__ENGINE__REQUIRE={service} clefd build-engines`",
+            engine.require.as_str()
+        )
+    })
+}

@@ -231,6 +231,8 @@ impl Daemon {
             tracing::error!("{e}; run `clefd check-config --config {}`", path.display());
             return Ok(Err(ExitCode::from(super::EXIT_CONFIG)));
         }
+        // The tests' fake GPU warns on every start, before anything reports a provider.
+        let _ = clefd::engine::runtime::faked_gpu_providers();
         if let Err(reason) = super::requirements::check(&settings.engine) {
             tracing::error!(
                 "{reason}; clefd will not start without it (`clefd doctor --config {}` says more)",

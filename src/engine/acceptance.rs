@@ -379,13 +379,15 @@ static CHOSEN: Mutex<Vec<Chosen>> = Mutex::new(Vec::new());
 const CHOSEN_MAX: usize = 64;
 
 /// The manifest, every model file's sha256 (a model replaced in place is checked again),
-/// the providers and TensorRT settings, and where CLEF runs.
+/// the providers, `engine.require` (a choice made under `any` may be one a stricter
+/// requirement rules out), the TensorRT settings, and where CLEF runs.
 fn key(manifest: &Manifest, digests: &[(&str, String)], opts: &SessionOptions, placement: ClefPlacement) -> String {
     format!(
-        "{}|{}|{digests:?}|{:?}|{:?}|{:?}",
+        "{}|{}|{digests:?}|{:?}|{:?}|{:?}|{:?}",
         manifest.dir.display(),
         manifest.sha256,
         opts.providers,
+        opts.require,
         opts.tensorrt,
         placement
     )
@@ -408,7 +410,8 @@ pub fn load(dir: &Path, opts: &SessionOptions, placement: ClefPlacement) -> Resu
     if let Some((o, p)) =
         CHOSEN.lock().ok().and_then(|c| c.iter().find(|c| c.key == key).map(|c| (c.opts.clone(), c.placement)))
     {
-        let bundle = Bundle::load_placed(dir, &SessionOptions { threads: opts.threads, ..o }, p)?;
+        let hit = SessionOptions { threads: opts.threads, require: opts.require, cache_only: opts.cache_only, ..o };
+        let bundle = Bundle::load_placed(dir, &hit, p)?;
         return Ok(Accepted { bundle, checks: Vec::new(), fell_back: false });
     }
     let started = Instant::now();
@@ -448,6 +451,8 @@ pub fn load(dir: &Path, opts: &SessionOptions, placement: ClefPlacement) -> Resu
         for &place in &placements {
             let mut bundle = match Bundle::load_placed(dir, &candidate, place) {
                 Ok(b) => b,
+                // A cache-only load never falls to a later choice the service would not take.
+                Err(e) if e.not_built() => return Err(e),
                 Err(e) => {
                     tracing::warn!(bundle = %manifest.name, providers = ?candidate.providers, "{e}");
                     unloaded.push(e);
@@ -516,9 +521,13 @@ pub fn load(dir: &Path, opts: &SessionOptions, placement: ClefPlacement) -> Resu
 /// golden vectors: find out whether the GPU or the bundle is at fault, then fix that, or
 /// run on the CPU after all.
 fn required_remedy(require: Require, dir: &Path) -> String {
+    // The providers it rules out, the CPU (where the reference was made) last.
+    let excluded: Vec<&str> = ["tensorrt", "cuda"].into_iter().filter(|p| !require.accepts(p)).collect();
+    let excluded = excluded.iter().map(|p| format!("{p}, ")).collect::<String>();
     format!(
-        "engine.require = \"{}\" rules out the CPU, where the reference was made. To tell the GPU from the bundle, \
-         run `CLEFD__ENGINE__REQUIRE=any clefd build-engines`: if the CPU reproduces the vectors, this machine's \
+        "engine.require = \"{}\" rules out {excluded}the CPU, where the reference was made. To tell the GPU from the \
+         bundle, run `sudo -u clefd env CLEFD__ENGINE__REQUIRE=any clefd build-engines` (as the service's user, so \
+         that the engine cache stays its own): if the CPU reproduces the vectors, this machine's \
          ONNX Runtime, CUDA or TensorRT computes differently (install the build made for this JetPack, see README, \
          Jetson), or the deviation is one you accept (raise [acceptance] logits or debiased in {}); if the CPU \
          fails too, the golden vectors are not this bundle's (make them again with `python -m clef_kit.golden {}`); \

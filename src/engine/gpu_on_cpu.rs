@@ -5,7 +5,9 @@
 //! GPU's numbers under `engine.require`, and falling back down the chain) must run in a
 //! daemon test: with golden vectors the CPU cannot reproduce, the fake GPU is rejected as a
 //! real one whose numbers drift would be. Only those names turn it on (a stray or empty
-//! variable fakes nothing), and it logs a warning once when it does.
+//! variable fakes nothing), and it logs a warning once when it does. Under systemd
+//! (`INVOCATION_ID` set: the service) it is ignored, with a warning, so a test setting
+//! copied into a unit never puts a Jetson's models on its CPU while reporting the GPU.
 
 use std::sync::OnceLock;
 
@@ -14,6 +16,13 @@ fn faked() -> &'static [String] {
     static FAKED: OnceLock<Vec<String>> = OnceLock::new();
     FAKED.get_or_init(|| {
         let list = parse(std::env::var("CLEFD_TEST_GPU_ON_CPU").ok().as_deref());
+        if !list.is_empty() && std::env::var_os("INVOCATION_ID").is_some() {
+            tracing::warn!(
+                providers = %list.join(","),
+                "CLEFD_TEST_GPU_ON_CPU (tests only) is ignored under systemd (INVOCATION_ID is set): remove it from the unit"
+            );
+            return Vec::new();
+        }
         if !list.is_empty() {
             tracing::warn!(
                 providers = %list.join(","),
@@ -34,6 +43,12 @@ fn parse(value: Option<&str>) -> Vec<String> {
         }
     }
     out
+}
+
+/// The GPU providers faked on the CPU in this process (empty: none), for reports that
+/// must say so (`doctor`, the start's warning).
+pub(super) fn faked_providers() -> &'static [String] {
+    faked()
 }
 
 /// Whether `provider` is faked on the CPU in this process.

@@ -39,6 +39,12 @@ pub enum BundleError {
 }
 
 impl BundleError {
+    /// Whether a cache-only load (`doctor`) found a TensorRT engine not built yet: not a
+    /// fault, the bundle is then checked on the CPU and the user told how to build.
+    pub fn not_built(&self) -> bool {
+        matches!(self, BundleError::Engine(EngineError::NotBuilt { .. }))
+    }
+
     /// Whether `engine.require` cannot be met: the required provider does not load the
     /// models, or loads them but no choice it allows reproduces the golden vectors. Not the
     /// bundle's fault but the machine's: `run` and `build-engines` exit 69 for it, not 78.

@@ -77,6 +77,14 @@ pub enum EngineError {
         /// Which library, which providers it has, and what to install.
         reason: String,
     },
+    /// A cache-only load ([`SessionOptions::cache_only`], `clefd doctor`) found no TensorRT
+    /// engine for the model in the cache: building one takes minutes and writes the cache,
+    /// which only `build-engines` (as the service's user) or the service's first start may do.
+    #[error("engine not built yet for {model} on tensorrt: run `sudo -u clefd clefd build-engines`")]
+    NotBuilt {
+        /// Which model of the bundle.
+        model: String,
+    },
     /// Inference failed.
     #[error("model {model}: inference failed: {reason}")]
     Run {
@@ -175,6 +183,10 @@ pub struct SessionOptions {
     pub cache_dir: Option<PathBuf>,
     /// How TensorRT builds engines.
     pub tensorrt: TrtSettings,
+    /// Use TensorRT only where its engine is already in the cache, and never write there:
+    /// a missing engine is [`EngineError::NotBuilt`], not a build. For `clefd doctor`, which
+    /// may run as root or as a user who cannot write the cache, next to a running service.
+    pub cache_only: bool,
 }
 
 impl Default for SessionOptions {
@@ -185,6 +197,7 @@ impl Default for SessionOptions {
             require: Require::Any,
             cache_dir: None,
             tensorrt: TrtSettings::default(),
+            cache_only: false,
         }
     }
 }
@@ -232,6 +245,13 @@ pub fn provider_in_build(name: &str) -> bool {
         "cpu" => true,
         _ => false,
     }
+}
+
+/// The GPU providers `CLEFD_TEST_GPU_ON_CPU` fakes on the CPU in this process (tests
+/// only; empty for a service), warning once when any is: every report of where models run
+/// is then untrue, and must say so.
+pub fn faked_gpu_providers() -> &'static [String] {
+    super::gpu_on_cpu::faked_providers()
 }
 
 /// Every execution provider this build of ONNX Runtime has, as it names them
@@ -369,34 +389,78 @@ fn session(
         .map_err(|e| e.to_string())
 }
 
-/// TensorRT for one model: optimisation profiles over its dynamic inputs (read from a CPU
-/// session) and engines cached under a key of everything that makes them stale.
-fn tensorrt_provider(name: &str, path: &Path, opts: &SessionOptions) -> Result<ep::TensorRT, String> {
+/// One model's TensorRT engine cache entry: its folder, keyed by everything that makes an
+/// engine stale, and the optimisation profiles over its dynamic inputs.
+struct CacheEntry {
+    dir: PathBuf,
+    profiles: Option<tensorrt::Profiles>,
+}
+
+impl CacheEntry {
+    /// The entry of `path` under `opts` (its inputs read from a CPU session); reads only.
+    fn of(name: &str, path: &Path, opts: &SessionOptions) -> Result<CacheEntry, String> {
+        let probe = session(path, &SessionOptions { threads: 1, ..opts.clone() }, Vec::new())?;
+        let inputs: Vec<(String, Vec<i64>)> = probe
+            .inputs()
+            .iter()
+            .map(|i| {
+                (
+                    i.name().to_string(),
+                    i.dtype().tensor_shape().map(|s| s.iter().copied().collect()).unwrap_or_default(),
+                )
+            })
+            .collect();
+        let profiles = tensorrt::profiles(&inputs, opts.tensorrt.batch_max)?;
+        let digest = super::sha256_hex(&std::fs::read(path).map_err(|e| e.to_string())?);
+        let key = tensorrt::cache_key(&digest, &opts.tensorrt, profiles.as_ref(), &tensorrt::this_machine());
+        let base = opts.cache_dir.clone().unwrap_or_else(|| std::env::temp_dir().join("clefd-engine-cache"));
+        Ok(CacheEntry { dir: base.join(format!("{name}-{key}")), profiles })
+    }
+
+    /// Whether an engine was built into the entry (a folder with something in it).
+    fn built(&self) -> bool {
+        std::fs::read_dir(&self.dir).is_ok_and(|mut d| d.next().is_some())
+    }
+
+    /// Makes sure the entry's folder exists, saying whether TensorRT will build (minutes):
+    /// `true` when it will.
+    fn prepare(&self, model: &str) -> Result<bool, String> {
+        if self.built() {
+            tracing::info!(model, cache = %self.dir.display(), "engine cache hit");
+            return Ok(false);
+        }
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| format!("cannot create the engine cache {}: {e}", self.dir.display()))?;
+        tracing::info!(model, cache = %self.dir.display(), "building a TensorRT engine (the first start on this machine can take minutes)");
+        Ok(true)
+    }
+}
+
+/// TensorRT for one model: optimisation profiles over its dynamic inputs and engines cached
+/// under a key of everything that makes them stale. With `faked` (the tests' hook, no
+/// TensorRT), the entry is made as TensorRT would make it and a stand-in file is left in
+/// it, so the cache's hits, misses and writes are those of a GPU.
+fn tensorrt_provider(name: &str, path: &Path, opts: &SessionOptions, faked: bool) -> Result<ep::TensorRT, String> {
     use ort::ep::ArbitrarilyConfigurableExecutionProvider;
-    let probe = session(path, &SessionOptions { threads: 1, ..opts.clone() }, Vec::new())?;
-    let inputs: Vec<(String, Vec<i64>)> = probe
-        .inputs()
-        .iter()
-        .map(|i| {
-            (i.name().to_string(), i.dtype().tensor_shape().map(|s| s.iter().copied().collect()).unwrap_or_default())
-        })
-        .collect();
-    let profiles = tensorrt::profiles(&inputs, opts.tensorrt.batch_max)?;
-    let digest = super::sha256_hex(&std::fs::read(path).map_err(|e| e.to_string())?);
-    let key = tensorrt::cache_key(&digest, &opts.tensorrt, profiles.as_ref(), &tensorrt::this_machine());
-    let base = opts.cache_dir.clone().unwrap_or_else(|| std::env::temp_dir().join("clefd-engine-cache"));
-    let dir = base.join(format!("{name}-{key}"));
-    if std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_some()) {
-        tracing::info!(model = name, cache = %dir.display(), "engine cache hit");
-    } else {
-        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create the engine cache {}: {e}", dir.display()))?;
-        tracing::info!(model = name, cache = %dir.display(), "building a TensorRT engine (the first start on this machine can take minutes)");
+    let entry = CacheEntry::of(name, path, opts)?;
+    if entry.prepare(name)? && faked {
+        std::fs::write(entry.dir.join("gpu_on_cpu.engine"), b"CLEFD_TEST_GPU_ON_CPU stand-in\n")
+            .map_err(|e| format!("cannot write the engine cache {}: {e}", entry.dir.display()))?;
     }
     let mut trt = ep::TensorRT::default();
-    for (k, v) in tensorrt::provider_options(&opts.tensorrt, profiles.as_ref(), &dir) {
+    for (k, v) in tensorrt::provider_options(&opts.tensorrt, entry.profiles.as_ref(), &entry.dir) {
         trt = trt.with_arbitrary_config(k, v);
     }
     Ok(trt)
+}
+
+/// Under [`SessionOptions::cache_only`], whether TensorRT may load `path`: only from an
+/// engine already in the cache; an entry that cannot even be computed is left to the load.
+fn check_built(name: &str, path: &Path, opts: &SessionOptions) -> Result<(), EngineError> {
+    match CacheEntry::of(name, path, opts) {
+        Ok(entry) if !entry.built() => Err(EngineError::NotBuilt { model: name.into() }),
+        _ => Ok(()),
+    }
 }
 
 /// Logs a provider's refusal once per process and reason (every lane of every bundle
@@ -467,12 +531,18 @@ impl Model {
                 refused.push(format!("{provider}: ruled out by engine.require = \"{}\"", opts.require.as_str()));
                 continue;
             }
+            if provider == "tensorrt" && opts.cache_only && provider_in_build(provider) {
+                check_built(name, path, opts)?;
+            }
             let attempt = match provider.as_str() {
                 "cpu" => session(path, opts, Vec::new()),
-                "cuda" | "tensorrt" if super::gpu_on_cpu::is_faked(provider) => session(path, opts, Vec::new()),
+                "tensorrt" if super::gpu_on_cpu::is_faked(provider) => {
+                    tensorrt_provider(name, path, opts, true).and_then(|_| session(path, opts, Vec::new()))
+                }
+                "cuda" if super::gpu_on_cpu::is_faked(provider) => session(path, opts, Vec::new()),
                 "cuda" | "tensorrt" if !provider_in_build(provider) => Err(NOT_IN_BUILD.into()),
                 "cuda" => session(path, opts, vec![ep::CUDA::default().build().error_on_failure()]),
-                "tensorrt" => tensorrt_provider(name, path, opts)
+                "tensorrt" => tensorrt_provider(name, path, opts, false)
                     .and_then(|trt| session(path, opts, vec![trt.build().error_on_failure()])),
                 other => Err(format!("unknown execution provider '{other}'")),
             };

@@ -9,6 +9,20 @@ use super::{Verdict, line};
 pub(super) fn report_providers(asked: &[String], verdict: &mut Verdict) {
     line("providers asked", asked.join(", "));
     line("providers built", runtime::providers_in_library().join(", "));
+    let faked = runtime::faked_gpu_providers();
+    if !faked.is_empty() {
+        line(
+            "test hook",
+            format!(
+                "CLEFD_TEST_GPU_ON_CPU fakes {} on the CPU: every \"tensorrt\"/\"cuda\" below is the CPU",
+                faked.join(", ")
+            ),
+        );
+        verdict.fail(
+            "CLEFD_TEST_GPU_ON_CPU is set (tests only): unset it, the GPU providers it names are faked on the CPU"
+                .into(),
+        );
+    }
     let mut usable = Vec::new();
     for p in asked {
         let available = runtime::provider_in_build(p);
@@ -39,10 +53,19 @@ pub(super) fn report_providers(asked: &[String], verdict: &mut Verdict) {
 /// `engine.require` and `engine.dla_core`: what `run` would refuse to start without.
 /// Whether they are met before any model loads.
 pub(super) fn report_requirements(engine: &clefd::config::EngineSettings, verdict: &mut Verdict) -> bool {
+    if let Some(warning) = super::super::requirements::service_mismatch(engine) {
+        tracing::warn!("{warning}");
+        line("service", &warning);
+    }
     let unmet = super::super::requirements::unmet(engine);
     let dla = engine.dla_core.map_or_else(String::new, |c| format!(", engine.dla_core = {c}"));
     if unmet.is_empty() {
-        line("required", format!("engine.require = \"{}\"{dla}: met", engine.require.as_str()));
+        // A provider `require` names is there; whether it passes acceptance is per bundle.
+        let met = match engine.require {
+            runtime::Require::Any => "met",
+            _ => "provider present (engine acceptance per bundle below)",
+        };
+        line("required", format!("engine.require = \"{}\"{dla}: {met}", engine.require.as_str()));
         return true;
     }
     line("required", format!("engine.require = \"{}\"{dla}: NOT met (`run` exits 69)", engine.require.as_str()));
@@ -55,14 +78,27 @@ pub(super) fn report_requirements(engine: &clefd::config::EngineSettings, verdic
 /// Every bundle the enabled cameras use: loads, passes engine acceptance, and where it
 /// runs, with the providers and `engine.require` that `run` would load it with (so a
 /// required GPU that fails acceptance is found here too). When a requirement is already
-/// unmet (reported above), the bundles are loaded as `"any"` would, to say where they could run.
+/// unmet (reported above), the bundles are loaded as `"any"` would, without the DLA, to
+/// say where they could run. Doctor never builds a TensorRT engine nor writes the cache
+/// (minutes of silence, and root-owned folders the service cannot write): a model whose
+/// engine is not built yet is reported so, and its bundle checked on the CPU.
 pub(super) fn report_bundles(loaded: &clefd::config::Settings, required_met: bool, verdict: &mut Verdict) {
-    let mut opts = SessionOptions { threads: 1, ..super::super::options::session_options(&loaded.engine) };
+    let mut opts =
+        SessionOptions { threads: 1, cache_only: true, ..super::super::options::session_options(&loaded.engine) };
     if !required_met {
         opts.require = runtime::Require::Any;
+        opts.tensorrt.dla_core = None;
     }
+    let on_cpu = SessionOptions { providers: vec!["cpu".into()], require: runtime::Require::Any, ..opts.clone() };
     for dir in loaded.bundles_in_use() {
-        match clefd::engine::Bundle::load_accepted(dir, &opts) {
+        let (result, checked_on_cpu) = match clefd::engine::Bundle::load_accepted(dir, &opts) {
+            Err(e) if e.not_built() => {
+                line("bundle", format!("{}: {e}", dir.display()));
+                (clefd::engine::Bundle::load_accepted(dir, &on_cpu), true)
+            }
+            other => (other, false),
+        };
+        match result {
             Ok(b) => line(
                 &format!("bundle {}", b.manifest.name),
                 format!(
@@ -75,6 +111,7 @@ pub(super) fn report_bundles(loaded: &clefd::config::Settings, required_met: boo
                         _ => "off",
                     },
                     match b.provider() {
+                        _ if checked_on_cpu => "the CPU here (checked there until its TensorRT engine is built)".into(),
                         "cpu" => "the CPU".to_string(),
                         gpu => format!("the GPU ({gpu})"),
                     },

@@ -40,6 +40,8 @@ fn line(key: &str, value: impl std::fmt::Display) {
 
 /// `clefd doctor`; with `cameras`, each enabled camera is also opened.
 pub fn doctor(config: &Path, cameras: bool) -> anyhow::Result<ExitCode> {
+    // Warnings (a fallback, the tests' fake GPU) go to stderr; the report is stdout.
+    clefd::service::init_logging("warn");
     let mut verdict = Verdict::default();
     println!("clefd doctor");
     line("clefd", format!("{} ({})", env!("CARGO_PKG_VERSION"), std::env::current_exe()?.display()));
