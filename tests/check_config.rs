@@ -64,7 +64,7 @@ fn each_broken_config_gets_its_own_message() {
         (
             "[cameras.a]\nuri = \"test://ball\"\ndecoder = \"ffmpeg\"\n".into(),
             "unknown decoder choice",
-            vec!["cameras.a.decoder: 'ffmpeg' is not a decoder choice: use auto or libav"],
+            vec!["cameras.a.decoder: 'ffmpeg' is not a decoder choice: use auto, libav or software"],
         ),
         (
             "[cameras.a]\nuri = \"ftp://host/x\"\n".into(),
