@@ -451,11 +451,7 @@ mod tests {
         let s = &history.stats;
         assert_eq!((s.written.load(Ordering::Relaxed), s.failed.load(Ordering::Relaxed)), (3, 0));
         assert_eq!(s.set_aside.load(Ordering::Relaxed), 1);
-        let aside: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|f| f.unwrap().path())
-            .filter(|p| p.to_string_lossy().contains("h.sqlite.corrupt-"))
-            .collect();
+        let aside = set_aside_files(dir.path());
         assert_eq!(aside.len(), 1, "{aside:?}");
         assert_eq!(std::fs::read(&aside[0]).unwrap(), garbage, "kept as it was");
     }
@@ -531,11 +527,7 @@ mod tests {
             history.record(&e, b"{}");
         }
         assert!(history.flush(Duration::from_secs(60)), "the events that met the damage are written after all");
-        let aside: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|f| f.unwrap().path())
-            .filter(|p| p.to_string_lossy().contains("h.sqlite.corrupt-"))
-            .collect();
+        let aside = set_aside_files(dir.path());
         assert_eq!(aside.len(), 1, "{aside:?}");
         assert_eq!(kept(&path), [201, 202, 203], "a new file took them");
         e.seq = 204;
@@ -563,5 +555,13 @@ mod tests {
         let problem = s.problem.lock().unwrap().clone().unwrap_or_default();
         assert!(problem.contains("no/such/folder/h.sqlite"), "{problem}");
         assert_eq!(s.written.load(Ordering::Relaxed), 0);
+    }
+
+    /// The files a set-aside left in `dir`.
+    fn set_aside_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        (std::fs::read_dir(dir).unwrap())
+            .map(|f| f.unwrap().path())
+            .filter(|p| p.to_string_lossy().contains("h.sqlite.corrupt-"))
+            .collect()
     }
 }
